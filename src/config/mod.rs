@@ -1,0 +1,196 @@
+//! Configuration: the TOML schema (`raw`), its validation (`validate`) and the typed model the
+//! rest of sluice uses. After startup no code sees a string that still needs parsing.
+//!
+//! Precedence: `--config PATH` > `SLUICE_CONFIG` (both handled by the CLI) > the compiled-in
+//! `conf/sluice.toml`. A file replaces the defaults section by section: a section that is absent
+//! takes its defaults from code, except `[[upstreams]]`, which a file must list explicitly so
+//! that traffic never goes somewhere the operator did not write down.
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::residency::Region;
+
+pub use validate::Problem;
+
+/// The compiled-in default configuration file.
+pub const DEFAULT_TOML: &str = include_str!("../../conf/sluice.toml");
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub store: Store,
+    pub limits: Limits,
+    pub server: Server,
+    pub log: Log,
+    pub cors: Cors,
+    pub upstreams: Vec<Upstream>,
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Where the SQLite store lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Store {
+    pub path: PathBuf,
+}
+
+/// Size limits and timeouts on the data plane.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub timeout: Duration,
+    pub long_timeout: Duration,
+    pub long_timeout_models: Vec<wildmatch::WildMatch>,
+    pub connect_timeout: Duration,
+    pub client_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Limits {
+    /// The upstream read timeout for a request naming `model`: `long_timeout` when the model
+    /// matches one of `long_timeout_models` (case-insensitive), else `timeout`.
+    pub fn timeout_for(&self, model: Option<&str>) -> Duration {
+        match model {
+            Some(m) if self.is_long_model(m) => self.long_timeout,
+            _ => self.timeout,
+        }
+    }
+
+    fn is_long_model(&self, model: &str) -> bool {
+        let lower = model.to_ascii_lowercase();
+        self.long_timeout_models.iter().any(|g| g.matches(&lower))
+    }
+}
+
+/// Process-level settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub threads: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `sluice=debug`.
+    pub level: String,
+}
+
+/// CORS: origins allowed to call the data plane from a browser. Empty means no CORS headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cors {
+    pub allow_origins: Vec<String>,
+}
+
+/// One upstream API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub region: Region,
+    pub base_url: BaseUrl,
+    /// Name of the vault credential injected into requests to this upstream.
+    pub credential: Option<String>,
+}
+
+/// A parsed upstream base URL: `http(s)://host[:port][/prefix]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash ("" for none), prepended to `/v1/...`.
+    pub path_prefix: String,
+    /// The value for the upstream `Host` header.
+    pub authority: String,
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.path_prefix)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}:\n{}", list(.problems))]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Load from `path`, or the compiled-in default when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, LoadError> {
+        match path {
+            None => Config::parse(DEFAULT_TOML).map_err(|problems| LoadError::Invalid {
+                origin: "(compiled-in default)".into(),
+                problems,
+            }),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| LoadError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|problems| LoadError::Invalid {
+                    origin: p.display().to_string(),
+                    problems,
+                })
+            }
+        }
+    }
+
+    /// Parse and validate TOML text, collecting every problem.
+    pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        validate::parse(text)
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        validate::from_raw(validate::RawConfig::default())
+            .expect("the built-in defaults are valid (checked by a unit test)")
+    }
+}

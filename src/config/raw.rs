@@ -1,0 +1,133 @@
+//! The TOML file format, as serde structs. Nothing here is trusted: `validate` turns these into
+//! the typed [`super::Config`]. Every struct denies unknown keys, so a typo in a security
+//! setting stops startup instead of being ignored. Defaults live here, in code; the shipped
+//! `conf/sluice.toml` spells out the same values and a test keeps the two equal.
+
+use serde::Deserialize;
+
+/// `[listen]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    pub proxy: String,
+    pub admin: String,
+    pub metrics: String,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            proxy: "127.0.0.1:8480".into(),
+            admin: "127.0.0.1:8481".into(),
+            metrics: "127.0.0.1:9480".into(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    pub path: String,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            path: "data/sluice.db".into(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub timeout_secs: u64,
+    pub long_timeout_secs: u64,
+    pub long_timeout_models: Vec<String>,
+    pub connect_timeout_secs: u64,
+    pub client_timeout_secs: u64,
+    pub max_header_bytes: u64,
+    pub max_headers: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 * 1024 * 1024,
+            timeout_secs: 30,
+            long_timeout_secs: 120,
+            long_timeout_models: ["o1*", "o3*", "o4*", "*-reasoning*", "deepseek-r1*"]
+                .map(String::from)
+                .to_vec(),
+            connect_timeout_secs: 5,
+            client_timeout_secs: 30,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    pub threads: u64,
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            threads: 2,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[cors]`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cors {
+    pub allow_origins: Vec<String>,
+}
+
+/// One `[[upstreams]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: String,
+    pub region: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// The default upstream list: OpenAI in the US, as in `conf/sluice.toml`.
+pub fn default_upstreams() -> Vec<Upstream> {
+    vec![Upstream {
+        name: "openai-us".into(),
+        region: "us".into(),
+        base_url: "https://api.openai.com".into(),
+        credential: Some("openai-us".into()),
+    }]
+}

@@ -1,0 +1,499 @@
+//! TOML text -> raw sections -> typed [`Config`], collecting every problem with its key path
+//! before failing (as linkerd's `parse_config` does). Each section and each `[[upstreams]]`
+//! entry is deserialized on its own so that one bad section does not hide the others.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::{raw, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Server, Store, Upstream};
+use crate::residency::Region;
+
+/// One configuration problem: the key path (`limits.timeout_secs`, `upstreams[1].region`) and
+/// what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// All raw sections, each already defaulted.
+#[derive(Debug, Clone)]
+pub(super) struct RawConfig {
+    listen: raw::Listen,
+    store: raw::Store,
+    limits: raw::Limits,
+    server: raw::Server,
+    log: raw::Log,
+    cors: raw::Cors,
+    upstreams: Vec<raw::Upstream>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            listen: Default::default(),
+            store: Default::default(),
+            limits: Default::default(),
+            server: Default::default(),
+            log: Default::default(),
+            cors: Default::default(),
+            upstreams: raw::default_upstreams(),
+        }
+    }
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        vec![Problem {
+            path: "(file)".into(),
+            message: format!("not valid TOML: {}", e.message()),
+        }]
+    })?;
+    let mut problems = Problems(Vec::new());
+    let mut cfg = RawConfig {
+        upstreams: Vec::new(),
+        ..RawConfig::default()
+    };
+    let mut saw_upstreams = false;
+    for (key, value) in table {
+        match key.as_str() {
+            "listen" => section(value, &key, &mut problems).map(|s| cfg.listen = s),
+            "store" => section(value, &key, &mut problems).map(|s| cfg.store = s),
+            "limits" => section(value, &key, &mut problems).map(|s| cfg.limits = s),
+            "server" => section(value, &key, &mut problems).map(|s| cfg.server = s),
+            "log" => section(value, &key, &mut problems).map(|s| cfg.log = s),
+            "cors" => section(value, &key, &mut problems).map(|s| cfg.cors = s),
+            "upstreams" => {
+                saw_upstreams = true;
+                match value {
+                    toml::Value::Array(items) => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            if let Some(u) =
+                                section(item, &format!("upstreams[{i}]"), &mut problems)
+                            {
+                                cfg.upstreams.push(u);
+                            }
+                        }
+                    }
+                    _ => problems.push("upstreams", "must be an array of tables ([[upstreams]])"),
+                }
+                Some(())
+            }
+            other => {
+                problems.push(
+                    other,
+                    "unknown section (known: listen, store, limits, server, log, cors, upstreams)",
+                );
+                None
+            }
+        };
+    }
+    if !saw_upstreams {
+        problems.push(
+            "upstreams",
+            "at least one [[upstreams]] entry is required (name, region, base_url)",
+        );
+    }
+    match from_raw_collect(cfg, &mut problems) {
+        Some(c) if problems.0.is_empty() => Ok(c),
+        _ => Err(problems.0),
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    value: toml::Value,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner.is_empty() || inner == "." {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            problems.push(full, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+pub(super) fn from_raw(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut problems = Problems(Vec::new());
+    match from_raw_collect(raw, &mut problems) {
+        Some(c) if problems.0.is_empty() => Ok(c),
+        _ => Err(problems.0),
+    }
+}
+
+fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
+    // Destructure everything so that a new raw field does not compile until it is validated.
+    let RawConfig {
+        listen,
+        store,
+        limits,
+        server,
+        log,
+        cors,
+        upstreams,
+    } = raw;
+
+    let listen = {
+        let raw::Listen {
+            proxy,
+            admin,
+            metrics,
+        } = listen;
+        let proxy = addr(&proxy, "listen.proxy", p);
+        let admin = addr(&admin, "listen.admin", p);
+        let metrics = addr(&metrics, "listen.metrics", p);
+        match (proxy, admin, metrics) {
+            (Some(proxy), Some(admin), Some(metrics)) => {
+                if proxy == admin || proxy == metrics || admin == metrics {
+                    p.push(
+                        "listen",
+                        "proxy, admin and metrics must use three different addresses",
+                    );
+                }
+                Some(Listen {
+                    proxy,
+                    admin,
+                    metrics,
+                })
+            }
+            _ => None,
+        }
+    };
+
+    let store = {
+        let raw::Store { path } = store;
+        if path.trim().is_empty() {
+            p.push("store.path", "must not be empty");
+        }
+        Store {
+            path: PathBuf::from(path),
+        }
+    };
+
+    let limits = {
+        let raw::Limits {
+            max_body_bytes,
+            timeout_secs,
+            long_timeout_secs,
+            long_timeout_models,
+            connect_timeout_secs,
+            client_timeout_secs,
+            max_header_bytes,
+            max_headers,
+        } = limits;
+        range(max_body_bytes, 1, 1 << 30, "limits.max_body_bytes", p);
+        range(timeout_secs, 1, 3600, "limits.timeout_secs", p);
+        range(long_timeout_secs, 1, 3600, "limits.long_timeout_secs", p);
+        if long_timeout_secs < timeout_secs {
+            p.push(
+                "limits.long_timeout_secs",
+                format!("must be at least limits.timeout_secs ({timeout_secs})"),
+            );
+        }
+        range(
+            connect_timeout_secs,
+            1,
+            60,
+            "limits.connect_timeout_secs",
+            p,
+        );
+        range(client_timeout_secs, 1, 600, "limits.client_timeout_secs", p);
+        // pingora itself refuses headers over 1 MiB and more than 256 header lines.
+        range(
+            max_header_bytes,
+            1024,
+            1 << 20,
+            "limits.max_header_bytes",
+            p,
+        );
+        range(max_headers, 8, 256, "limits.max_headers", p);
+        let mut globs = Vec::new();
+        for (i, g) in long_timeout_models.iter().enumerate() {
+            if g.trim().is_empty() {
+                p.push(
+                    format!("limits.long_timeout_models[{i}]"),
+                    "must not be empty",
+                );
+            } else {
+                globs.push(wildmatch::WildMatch::new(&g.to_ascii_lowercase()));
+            }
+        }
+        Limits {
+            max_body_bytes: max_body_bytes as usize,
+            timeout: Duration::from_secs(timeout_secs),
+            long_timeout: Duration::from_secs(long_timeout_secs),
+            long_timeout_models: globs,
+            connect_timeout: Duration::from_secs(connect_timeout_secs),
+            client_timeout: Duration::from_secs(client_timeout_secs),
+            max_header_bytes: max_header_bytes as usize,
+            max_headers: max_headers as usize,
+        }
+    };
+
+    let server = {
+        let raw::Server {
+            threads,
+            shutdown_timeout_secs,
+        } = server;
+        range(threads, 1, 64, "server.threads", p);
+        range(
+            shutdown_timeout_secs,
+            0,
+            600,
+            "server.shutdown_timeout_secs",
+            p,
+        );
+        Server {
+            threads: threads as usize,
+            shutdown_timeout: Duration::from_secs(shutdown_timeout_secs),
+        }
+    };
+
+    let log = {
+        let raw::Log { format, level } = log;
+        let format = match format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                p.push(
+                    "log.format",
+                    format!("unknown format {other:?} (text | json)"),
+                );
+                LogFormat::Text
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            p.push(
+                "log.level",
+                format!("{level:?} is not a level or filter (e.g. info, sluice=debug)"),
+            );
+        }
+        Log { format, level }
+    };
+
+    let cors = {
+        let raw::Cors { allow_origins } = cors;
+        for (i, o) in allow_origins.iter().enumerate() {
+            if !is_origin(o) {
+                p.push(
+                    format!("cors.allow_origins[{i}]"),
+                    format!("{o:?} is not an origin like https://app.example.com (no path, no wildcard)"),
+                );
+            }
+        }
+        Cors { allow_origins }
+    };
+
+    let mut names = HashSet::new();
+    let mut ups = Vec::new();
+    for (i, u) in upstreams.into_iter().enumerate() {
+        let raw::Upstream {
+            name,
+            region,
+            base_url,
+            credential,
+        } = u;
+        let at = |k: &str| format!("upstreams[{i}].{k}");
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            p.push(
+                at("name"),
+                format!("{name:?} must be non-empty [A-Za-z0-9._-]"),
+            );
+        } else if !names.insert(name.clone()) {
+            p.push(at("name"), format!("duplicate upstream name {name:?}"));
+        }
+        let region = match region.parse::<Region>() {
+            Ok(r) => Some(r),
+            Err(_) => {
+                p.push(
+                    at("region"),
+                    format!("unknown region {region:?} (us | eu | apac)"),
+                );
+                None
+            }
+        };
+        let base = match parse_base_url(&base_url) {
+            Ok(b) => Some(b),
+            Err(msg) => {
+                p.push(at("base_url"), msg);
+                None
+            }
+        };
+        if let Some(c) = &credential {
+            if c.trim().is_empty() {
+                p.push(at("credential"), "must not be empty when set");
+            }
+        }
+        if let (Some(region), Some(base_url)) = (region, base) {
+            ups.push(Upstream {
+                name,
+                region,
+                base_url,
+                credential,
+            });
+        }
+    }
+
+    Some(Config {
+        listen: listen?,
+        store,
+        limits,
+        server,
+        log,
+        cors,
+        upstreams: ups,
+    })
+}
+
+fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push(
+                path,
+                format!("{s:?} is not an IP:port address such as 127.0.0.1:8480"),
+            );
+            None
+        }
+    }
+}
+
+fn range(v: u64, min: u64, max: u64, path: &str, p: &mut Problems) {
+    if v < min || v > max {
+        p.push(path, format!("{v} is out of range ({min}..={max})"));
+    }
+}
+
+fn is_origin(o: &str) -> bool {
+    match o.parse::<http::Uri>() {
+        Ok(u) => {
+            matches!(u.scheme_str(), Some("http") | Some("https"))
+                && u.host().is_some_and(|h| !h.contains('*'))
+                && u.path_and_query()
+                    .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/")
+                && !o.ends_with('/')
+                && !o.contains('@')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Parse an upstream base URL. Refuses credentials, queries and fragments in the URL (secrets
+/// belong in the vault), and a trailing `/v1` (sluice forwards the client's `/v1/...` path).
+pub(crate) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a URL such as https://api.openai.com"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("{s:?} must start with http:// or https://")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{s:?} has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(
+            "must not contain credentials; store them with `sluice credentials set`".into(),
+        );
+    }
+    if s.contains('#') || uri.query().is_some() {
+        return Err(format!("{s:?} must not have a query or fragment"));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let path_prefix = uri.path().trim_end_matches('/').to_string();
+    if path_prefix == "/v1" || path_prefix.ends_with("/v1") {
+        return Err(format!(
+            "{s:?} must not end with /v1: sluice forwards the client's /v1/... path as is"
+        ));
+    }
+    Ok(BaseUrl {
+        tls,
+        host: host.to_string(),
+        port,
+        path_prefix,
+        authority: authority.as_str().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_are_valid() {
+        from_raw(RawConfig::default()).unwrap();
+    }
+
+    #[test]
+    fn base_url_rules() {
+        let b = parse_base_url("https://api.openai.com").unwrap();
+        assert_eq!((b.tls, b.port, b.path_prefix.as_str()), (true, 443, ""));
+        let b = parse_base_url("http://127.0.0.1:9000/openai/").unwrap();
+        assert_eq!(
+            (b.tls, b.port, b.path_prefix.as_str()),
+            (false, 9000, "/openai")
+        );
+        assert_eq!(b.authority, "127.0.0.1:9000");
+        for bad in [
+            "ftp://x",
+            "api.openai.com",
+            "https://user:pw@x.com",
+            "https://x.com/v1",
+            "https://x.com?a=b",
+            "",
+        ] {
+            assert!(parse_base_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        assert!(is_origin("https://app.example.com"));
+        assert!(is_origin("http://localhost:3000"));
+        assert!(!is_origin("*"));
+        assert!(!is_origin("https://app.example.com/"));
+        assert!(!is_origin("https://*.example.com"));
+        assert!(!is_origin("https://x.com/path"));
+    }
+}

@@ -1,0 +1,11 @@
+//! sluice: a security sidecar for LLM traffic, on Pingora.
+//!
+//! The binary is a thin shell over [`cli::run`]. Domain modules (`inbound`, `residency`,
+//! `config`, `metrics`) are plain Rust; `proxy` is the only module that knows pingora.
+
+pub mod cli;
+pub mod config;
+pub mod inbound;
+pub mod metrics;
+pub mod proxy;
+pub mod residency;

@@ -1,0 +1,149 @@
+//! The one place that turns a refusal into a reply. Every variant maps to a status and a stable
+//! `code` in an exhaustive match (no `_` arm), so a new variant does not compile until someone
+//! picks its status. Codes are API: never rename one. 5xx messages are generic; the detail goes
+//! to the log with the request id.
+
+use crate::inbound;
+
+/// Everything the data plane can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error(transparent)]
+    Inbound(#[from] inbound::Error),
+    /// A chunked body grew past `limits.max_body_bytes` while being read.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// The client did not send its request (head and body) within `limits.client_timeout`.
+    #[error("the request was not received in time")]
+    ClientTimeout,
+    /// The body could not be read (bad chunk encoding, connection closed mid-body).
+    #[error("the request body could not be read")]
+    BadBody,
+    /// A browser preflight or request from an origin not in `cors.allow_origins`.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// The upstream sent no response headers (or stalled between body chunks before anything
+    /// was sent downstream) within the model's timeout.
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    /// The upstream could not be connected to (refused, DNS, TLS, connect timeout).
+    #[error("the upstream could not be reached")]
+    UpstreamUnreachable,
+    /// The upstream answered with something that is not a valid HTTP response, or reset.
+    #[error("the upstream failed")]
+    UpstreamFailed,
+    /// A bug or an unexpected condition inside sluice.
+    #[error("internal error")]
+    Internal,
+}
+
+/// The status, OpenAI error type and stable code of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub kind: &'static str,
+    pub code: &'static str,
+    /// Whether the downstream connection must be closed after the reply (framing is in doubt or
+    /// an unread body is still on the wire).
+    pub close: bool,
+}
+
+const INVALID: &str = "invalid_request_error";
+const SERVER: &str = "server_error";
+
+impl Reply {
+    const fn new(status: u16, kind: &'static str, code: &'static str, close: bool) -> Reply {
+        Reply {
+            status,
+            kind,
+            code,
+            close,
+        }
+    }
+}
+
+/// The reply for a rejection.
+pub fn reply_for(r: &Rejection) -> Reply {
+    use inbound::Error as In;
+    match r {
+        Rejection::Inbound(In::Framing { .. }) => Reply::new(400, INVALID, "invalid_framing", true),
+        Rejection::Inbound(In::HeadersTooLarge { .. })
+        | Rejection::Inbound(In::TooManyHeaders { .. }) => {
+            Reply::new(431, INVALID, "headers_too_large", true)
+        }
+        Rejection::Inbound(In::BadTarget { .. }) => Reply::new(400, INVALID, "invalid_path", true),
+        Rejection::Inbound(In::NotFound) => Reply::new(404, INVALID, "not_found", true),
+        Rejection::Inbound(In::MethodNotAllowed) => {
+            Reply::new(405, INVALID, "method_not_allowed", true)
+        }
+        Rejection::Inbound(In::BodyTooLarge { .. }) | Rejection::BodyTooLarge { .. } => {
+            Reply::new(413, INVALID, "request_too_large", true)
+        }
+        Rejection::ClientTimeout => Reply::new(408, INVALID, "request_timeout", true),
+        Rejection::BadBody => Reply::new(400, INVALID, "invalid_body", true),
+        Rejection::OriginNotAllowed => {
+            Reply::new(403, "permission_error", "origin_not_allowed", false)
+        }
+        Rejection::UpstreamTimeout => Reply::new(504, SERVER, "upstream_timeout", true),
+        Rejection::UpstreamUnreachable => Reply::new(502, SERVER, "upstream_unreachable", true),
+        Rejection::UpstreamFailed => Reply::new(502, SERVER, "upstream_error", true),
+        Rejection::Internal => Reply::new(500, SERVER, "internal_error", true),
+    }
+}
+
+/// The client-facing message: the rejection's own text for 4xx (they carry no internal detail
+/// or secret), a generic one for 5xx.
+pub fn message_for(r: &Rejection, reply: &Reply) -> String {
+    if reply.status >= 500 {
+        match r {
+            Rejection::UpstreamTimeout => "The upstream did not answer in time.".into(),
+            Rejection::UpstreamUnreachable => "The upstream could not be reached.".into(),
+            Rejection::UpstreamFailed => "The upstream returned an invalid response.".into(),
+            _ => "Internal error.".into(),
+        }
+    } else {
+        let mut m = r.to_string();
+        if let Some(first) = m.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        m.push('.');
+        m
+    }
+}
+
+/// The OpenAI-shaped JSON body.
+pub fn body_for(r: &Rejection, request_id: &str) -> Vec<u8> {
+    let reply = reply_for(r);
+    let v = serde_json::json!({
+        "error": {
+            "message": message_for(r, &reply),
+            "type": reply.kind,
+            "param": null,
+            "code": reply.code,
+            "request_id": request_id,
+        }
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_openai_shaped_and_5xx_are_generic() {
+        let b = body_for(&Rejection::UpstreamTimeout, "rid-1");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["code"], "upstream_timeout");
+        assert_eq!(v["error"]["type"], "server_error");
+        assert_eq!(v["error"]["request_id"], "rid-1");
+        assert!(v["error"]["param"].is_null());
+        let b = body_for(&Rejection::BodyTooLarge { limit: 10 }, "r");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"]["message"], "Request body exceeds 10 bytes.");
+        assert_eq!(
+            reply_for(&Rejection::BodyTooLarge { limit: 10 }).status,
+            413
+        );
+    }
+}

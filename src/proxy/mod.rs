@@ -1,0 +1,208 @@
+//! The only code that knows pingora. [`Sluice`] implements `ProxyHttp`; each phase delegates to
+//! a small function in `request`, `upstream` or `response`, and `error` is the single place that
+//! turns a refusal into a reply. `serve` assembles the pingora server (data plane, admin and
+//! metrics listeners) and runs it until SIGTERM/SIGINT, draining in-flight requests first.
+
+mod error;
+mod guard;
+mod ops;
+mod rebody;
+mod request;
+mod response;
+mod serve;
+mod upstream;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::config::Config;
+use crate::inbound::Route;
+use crate::metrics::Metrics;
+
+pub use error::Rejection;
+pub use serve::{serve, ServeError};
+
+/// State shared by every request, built once at startup.
+pub struct State {
+    pub cfg: Config,
+    pub metrics: Metrics,
+    /// Set on SIGTERM/SIGINT: new connections are refused, responses close their connection,
+    /// `/readyz` answers 503.
+    pub draining: Arc<AtomicBool>,
+    in_flight: AtomicUsize,
+    upstreams: upstream::Table,
+}
+
+impl State {
+    /// Build the shared state for `cfg`.
+    pub fn new(cfg: Config) -> Result<Arc<State>, prometheus::Error> {
+        let upstreams = upstream::Table::new(&cfg.upstreams);
+        Ok(Arc::new(State {
+            metrics: Metrics::new()?,
+            draining: Arc::new(AtomicBool::new(false)),
+            in_flight: AtomicUsize::new(0),
+            upstreams,
+            cfg,
+        }))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a request as in flight for as long as its context lives.
+struct InFlight(Arc<State>);
+
+impl InFlight {
+    fn new(state: &Arc<State>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        state.metrics.in_flight.inc();
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.in_flight.dec();
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    request_id: String,
+    started: Instant,
+    route: Route,
+    /// Upstream read timeout chosen from the request's model.
+    timeout: Duration,
+    /// Index into the configured upstreams.
+    upstream: Option<usize>,
+    upstream_sent: Option<Instant>,
+    /// The CORS origin to echo, when the request's Origin is allowed.
+    cors_origin: Option<http::HeaderValue>,
+    /// Downstream response headers have been written.
+    responded: bool,
+    /// The error code sluice answered with, for logs and metrics.
+    code: Option<&'static str>,
+    bytes_in: u64,
+    bytes_out: u64,
+    _in_flight: Option<InFlight>,
+}
+
+/// The pingora proxy application.
+pub struct Sluice {
+    state: Arc<State>,
+}
+
+impl Sluice {
+    /// A proxy over `state`.
+    pub fn new(state: Arc<State>) -> Sluice {
+        Sluice { state }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Sluice {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: String::new(),
+            started: Instant::now(),
+            route: Route::Other,
+            timeout: self.state.cfg.limits.timeout,
+            upstream: None,
+            upstream_sent: None,
+            cors_origin: None,
+            responded: false,
+            code: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            _in_flight: Some(InFlight::new(&self.state)),
+        }
+    }
+
+    /// Gate the request head, read the whole body, and hand pingora a request it can forward.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        request::filter(&self.state, session, ctx).await
+    }
+
+    /// The configured upstream for this request, with the model's timeouts.
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        upstream::peer(&self.state, session, ctx)
+    }
+
+    /// Rewrite the path, Host and hop-by-hop headers for the upstream.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream::rewrite(&self.state, req, ctx)
+    }
+
+    /// Record the upstream's time to response headers.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream::answered(&self.state, ctx);
+        Ok(())
+    }
+
+    /// Strip hop-by-hop and upstream CORS headers; add request id and security headers.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        response::headers(&self.state, resp, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(b) = body {
+            ctx.bytes_out += b.len() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Turn pingora's errors into sluice's JSON replies.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        response::fail(&self.state, session, e, ctx).await
+    }
+
+    /// Metrics and the one log line per request.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        response::log(&self.state, session, e, ctx);
+    }
+
+    /// Never log the query string: it is client-controlled and could hold a secret.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        format!(
+            "{} {} request_id={}",
+            req.method,
+            req.uri.path(),
+            ctx.request_id
+        )
+    }
+}

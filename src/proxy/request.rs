@@ -1,0 +1,146 @@
+//! The request phase: request id, CORS origin, the inbound gate, reading the whole body (within
+//! `max_body_bytes` and the client deadline), and handing the body back to pingora. Nothing
+//! here contacts the upstream: every refusal is answered before a connection is made.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pingora_error::Result;
+use pingora_proxy::Session;
+
+use super::error::Rejection;
+use super::guard::Guarded;
+use super::{rebody, response, Ctx, State};
+use crate::inbound::{self, Bounds, Framing};
+
+/// Returns `Ok(true)` when the request was answered here (refused or a CORS preflight).
+pub async fn filter(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    ctx.started = std::time::Instant::now();
+    ctx.request_id = inbound::request_id(
+        session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .map(|v| v.as_bytes()),
+    );
+    if state.draining.load(Ordering::Acquire) {
+        session.set_keepalive(None);
+    }
+    let answered = gate(state, session, ctx).await;
+    disarm(session);
+    match answered {
+        Ok(done) => Ok(done),
+        Err(r) => {
+            response::send_error(state, session, ctx, &r).await?;
+            Ok(true)
+        }
+    }
+}
+
+async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Result<bool, Rejection> {
+    let cfg = &state.cfg;
+    let origin = session
+        .req_header()
+        .headers
+        .get(http::header::ORIGIN)
+        .cloned();
+    if let Some(origin) = origin {
+        if !inbound::is_allowed_origin(origin.as_bytes(), &cfg.cors.allow_origins) {
+            return Err(Rejection::OriginNotAllowed);
+        }
+        ctx.cors_origin = Some(origin);
+        if session.req_header().method == http::Method::OPTIONS {
+            response::send_preflight(state, session, ctx)
+                .await
+                .map_err(|_| Rejection::Internal)?;
+            return Ok(true);
+        }
+    }
+
+    let raw_head = match session.downstream_session.as_http1() {
+        Some(h1) => h1.get_headers_raw_bytes(),
+        None => return Err(Rejection::Internal),
+    };
+    let bounds = Bounds {
+        max_header_bytes: cfg.limits.max_header_bytes,
+        max_headers: cfg.limits.max_headers,
+        max_body_bytes: cfg.limits.max_body_bytes,
+    };
+    let req = session.req_header();
+    let head = inbound::check(req.method.as_str(), req.raw_path(), &raw_head, &bounds)?;
+    ctx.route = head.route;
+    if head.framing == Framing::None {
+        return Ok(false);
+    }
+
+    if session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        session
+            .downstream_session
+            .write_continue_response()
+            .await
+            .map_err(|_| Rejection::BadBody)?;
+    }
+    let body = read_body(session, head.framing, cfg.limits.max_body_bytes).await?;
+    ctx.bytes_in = body.len() as u64;
+    state.metrics.bytes_in.inc_by(ctx.bytes_in);
+    ctx.timeout = cfg.limits.timeout_for(inbound::model(&body).as_deref());
+    rebody::replace(session, body).await.map_err(|e| {
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot hand the body back to pingora");
+        Rejection::Internal
+    })?;
+    Ok(false)
+}
+
+/// Read the whole body, refusing it as soon as it exceeds `limit`.
+async fn read_body(
+    session: &mut Session,
+    framing: Framing,
+    limit: usize,
+) -> Result<Bytes, Rejection> {
+    let mut buf = BytesMut::with_capacity(match framing {
+        Framing::Length(n) => n as usize,
+        _ => 16 * 1024,
+    });
+    loop {
+        match session.downstream_session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    session.set_keepalive(None);
+                    return Err(Rejection::BodyTooLarge { limit });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(_) => {
+                session.set_keepalive(None);
+                let expired = session
+                    .downstream_session
+                    .as_http1()
+                    .and_then(|h| Guarded::of(h.stream()))
+                    .is_some_and(Guarded::is_expired);
+                return Err(if expired {
+                    Rejection::ClientTimeout
+                } else {
+                    Rejection::BadBody
+                });
+            }
+        }
+    }
+}
+
+/// The request is fully read: stop the client deadline for this connection.
+fn disarm(session: &Session) {
+    if let Some(g) = session
+        .downstream_session
+        .as_http1()
+        .and_then(|h| Guarded::of(h.stream()))
+    {
+        g.disarm();
+    }
+}

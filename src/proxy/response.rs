@@ -1,0 +1,232 @@
+//! The response phase: headers on every reply (request id, security headers, CORS only when
+//! configured), sluice's own JSON error replies, the mapping of pingora's failures to them,
+//! and the per-request metrics and log line. Bodies and Authorization values are never logged.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{FailToProxy, Session};
+
+use super::error::{body_for, reply_for, Rejection};
+use super::guard::Guarded;
+use super::{Ctx, State};
+
+/// Security headers on every response, data plane and admin plane alike.
+pub(super) const SECURITY_HEADERS: &[(&str, &str)] = &[
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+    ("x-frame-options", "DENY"),
+    ("x-content-type-options", "nosniff"),
+    ("cross-origin-resource-policy", "same-origin"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
+/// Response headers never passed downstream: hop-by-hop ones (pingora sets its own framing and
+/// Connection) and any CORS headers the upstream chose, since only sluice's config decides CORS.
+const STRIP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
+];
+
+/// Headers on a proxied response.
+pub fn headers(state: &State, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    for h in STRIP {
+        resp.remove_header(*h);
+    }
+    // Keep the provider's own id (needed for its support) under another name.
+    if let Some(theirs) = resp.remove_header("x-request-id") {
+        resp.insert_header("x-upstream-request-id", theirs)?;
+    }
+    if let Some(up) = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)) {
+        resp.insert_header("x-sluice-upstream", up.name.as_str())?;
+        resp.insert_header("x-sluice-region", up.region.as_str())?;
+    }
+    common(state, resp, ctx)?;
+    ctx.responded = true;
+    Ok(())
+}
+
+/// Request id, security headers, CORS, and `Connection: close` while draining.
+fn common(state: &State, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    for (k, v) in SECURITY_HEADERS {
+        resp.insert_header(*k, *v)?;
+    }
+    if let Some(origin) = &ctx.cors_origin {
+        resp.insert_header("access-control-allow-origin", origin.clone())?;
+        resp.insert_header(
+            "access-control-expose-headers",
+            "x-request-id, x-sluice-region, x-sluice-upstream, x-upstream-request-id",
+        )?;
+        resp.append_header("vary", "Origin")?;
+    }
+    if state.draining.load(Ordering::Acquire) {
+        resp.insert_header("connection", "close")?;
+    }
+    Ok(())
+}
+
+/// Answer with sluice's JSON error for `r`.
+pub async fn send_error(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    r: &Rejection,
+) -> Result<()> {
+    let reply = reply_for(r);
+    ctx.code = Some(reply.code);
+    let body = body_for(r, &ctx.request_id);
+    let mut resp = ResponseHeader::build(reply.status, Some(12))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len())?;
+    resp.insert_header("cache-control", "no-store")?;
+    common(state, &mut resp, ctx)?;
+    if reply.close {
+        session.set_keepalive(None);
+        resp.insert_header("connection", "close")?;
+    }
+    ctx.responded = true;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+/// Answer a CORS preflight from an allowed origin.
+pub async fn send_preflight(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(12))?;
+    resp.insert_header("access-control-allow-methods", "GET, POST, DELETE")?;
+    resp.insert_header(
+        "access-control-allow-headers",
+        "authorization, content-type, x-request-id, x-sluice-region, openai-organization, openai-project, openai-beta, x-stainless-arch, x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, x-stainless-timeout",
+    )?;
+    resp.insert_header("access-control-max-age", "600")?;
+    resp.insert_header("content-length", "0")?;
+    common(state, &mut resp, ctx)?;
+    ctx.responded = true;
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
+}
+
+/// Map a pingora failure to a reply. Once response headers went downstream nothing can be
+/// sent any more: the stream is cut (the client sees a truncated body) and counted.
+pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    let rejection = classify(session, e);
+    if ctx.responded {
+        let reason = match rejection {
+            Some(Rejection::UpstreamTimeout) => "upstream_timeout",
+            Some(_) => "upstream_error",
+            None => "client_gone",
+        };
+        state
+            .metrics
+            .stream_interruptions
+            .with_label_values(&[reason])
+            .inc();
+        return FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+    }
+    let Some(r) = rejection else {
+        // The client went away; there is nobody to answer.
+        return FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+    };
+    if let Rejection::Internal = r {
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "internal error while proxying");
+    }
+    let status = reply_for(&r).status;
+    if send_error(state, session, ctx, &r).await.is_err() {
+        return FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
+    }
+    FailToProxy {
+        error_code: status,
+        can_reuse_downstream: false,
+    }
+}
+
+fn classify(session: &Session, e: &Error) -> Option<Rejection> {
+    use ErrorType::*;
+    match e.esource() {
+        ErrorSource::Downstream => {
+            let expired = session
+                .downstream_session
+                .as_http1()
+                .and_then(|h| Guarded::of(h.stream()))
+                .is_some_and(Guarded::is_expired);
+            expired.then_some(Rejection::ClientTimeout)
+        }
+        ErrorSource::Upstream => Some(match e.etype() {
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError
+            | ConnectProxyFailure | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert
+            | HandshakeError | SocketError | TLSWantX509Lookup => Rejection::UpstreamUnreachable,
+            ReadTimedout | WriteTimedout => Rejection::UpstreamTimeout,
+            _ => Rejection::UpstreamFailed,
+        }),
+        ErrorSource::Internal | ErrorSource::Unset => Some(match e.etype() {
+            // Connection setup errors can surface without a source.
+            ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError => {
+                Rejection::UpstreamUnreachable
+            }
+            _ => Rejection::Internal,
+        }),
+    }
+}
+
+/// Metrics and one structured log line for the request.
+pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) {
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let up = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i));
+    let region = up.map_or("none", |u| u.region.as_str());
+    let m = &state.metrics;
+    m.requests
+        .with_label_values(&[ctx.route.as_str(), status.to_string().as_str(), region])
+        .inc();
+    let elapsed = ctx.started.elapsed();
+    m.request_duration
+        .with_label_values(&[ctx.route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    m.bytes_out.inc_by(ctx.bytes_out);
+    if let Some(code) = ctx.code {
+        m.errors.with_label_values(&[code]).inc();
+    }
+    let req = session.req_header();
+    tracing::info!(
+        request_id = %ctx.request_id,
+        method = %req.method,
+        route = ctx.route.as_str(),
+        path = req.uri.path(),
+        status,
+        upstream = up.map_or("-", |u| u.name.as_str()),
+        region,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        bytes_in = ctx.bytes_in,
+        bytes_out = ctx.bytes_out,
+        code = ctx.code.unwrap_or("-"),
+        error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        "request"
+    );
+}

@@ -1,0 +1,138 @@
+//! Assemble and run the pingora server: the data plane (wrapped in the slow-client guard), the
+//! admin and metrics listeners, and the upstream DNS refresher. On SIGTERM or SIGINT sluice
+//! stops accepting connections, lets in-flight requests finish (bounded by
+//! `server.shutdown_timeout_secs`), then stops and returns.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{guard, ops, upstream, Sluice, State};
+use crate::config::Config;
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Run sluice until a shutdown signal, then drain and return.
+pub fn serve(cfg: Config) -> Result<(), ServeError> {
+    // pingora panics on a failed bind; check first so the operator gets a clear message.
+    for (addr, what) in [
+        (cfg.listen.proxy, "listen.proxy"),
+        (cfg.listen.admin, "listen.admin"),
+        (cfg.listen.metrics, "listen.metrics"),
+    ] {
+        TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, what, source })?;
+    }
+    let state = State::new(cfg)?;
+    let cfg = &state.cfg;
+
+    let mut conf = ServerConf {
+        threads: cfg.server.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    conf.max_retries = 2;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let proxy = pingora_proxy::http_proxy(&server.configuration, Sluice::new(state.clone()));
+    let app = guard::App::new(proxy, cfg.limits.client_timeout, state.draining.clone());
+    let mut data = Service::new("sluice data plane".to_string(), app);
+    data.add_tcp(&cfg.listen.proxy.to_string());
+
+    let mut admin = Service::new("sluice admin".to_string(), ops::Admin(state.clone()));
+    admin.add_tcp(&cfg.listen.admin.to_string());
+    admin.threads = Some(1);
+
+    let mut metrics = Service::new(
+        "sluice metrics".to_string(),
+        ops::MetricsEndpoint(state.clone()),
+    );
+    metrics.add_tcp(&cfg.listen.metrics.to_string());
+    metrics.threads = Some(1);
+
+    let dns = background_service("upstream dns", upstream::Refresher(state.clone()));
+
+    server.add_service(data);
+    server.add_service(admin);
+    server.add_service(metrics);
+    server.add_service(dns);
+    tracing::info!(
+        proxy = %cfg.listen.proxy,
+        admin = %cfg.listen.admin,
+        metrics = %cfg.listen.metrics,
+        upstreams = cfg.upstreams.len(),
+        "sluice serving"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Drain {
+            state: state.clone(),
+            timeout: cfg.server.shutdown_timeout,
+        }),
+    });
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM/SIGINT, then drains before letting pingora stop its services.
+struct Drain {
+    state: Arc<State>,
+    timeout: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Drain {
+    async fn recv(&self) -> ShutdownSignal {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                tracing::error!("cannot install signal handlers; shutdown only by kill -9");
+                std::future::pending::<()>().await;
+            }
+        }
+        self.state.draining.store(true, Ordering::Release);
+        let deadline = Instant::now() + self.timeout;
+        tracing::info!(
+            in_flight = self.state.in_flight(),
+            "shutdown signal: draining"
+        );
+        while self.state.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.state.in_flight();
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "shutdown timeout reached; cutting remaining requests"
+            );
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
