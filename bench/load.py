@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Load bench: direct to a mock upstream vs a bare pingora passthrough vs sluice, in one run.
+
+Starts the mock upstream (bench/mock.rs), the bare passthrough (bench/passthrough.rs) and
+sluice (release builds), drives each with wrk at concurrency 1 and 32 with a 1 KB chat body,
+and prints requests/s, p50/p99 latency, and the ratios that matter: sluice vs direct and vs
+the bare passthrough, and the p99 sluice adds over the passthrough. Machines here are noisy:
+compare only figures from the same run.
+
+Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get install wrk)
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, deadline=20.0):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} never opened")
+
+
+def to_us(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    n, unit = float(m.group(1)), m.group(2)
+    return n * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+
+
+def wrk(url, conns, duration, lua):
+    threads = 1 if conns == 1 else 2
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_us(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_us(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_us": p50, "p99_us": p99, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    args = ap.parse_args()
+    for b in ("sluice", os.path.join("examples", "mock"), os.path.join("examples", "passthrough")):
+        if not os.path.exists(os.path.join(REL, b)):
+            raise SystemExit("build first: cargo build --release --locked --bin sluice --examples")
+
+    tmp = tempfile.mkdtemp()
+    up, bare, prox, adm, met = (free_port() for _ in range(5))
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "x" * 950}]})
+    lua = os.path.join(tmp, "post.lua")
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(f"wrk.body = {json.dumps(body)}\n")
+    cfg = os.path.join(tmp, "sluice.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[listen]\nproxy = "127.0.0.1:{prox}"\nadmin = "127.0.0.1:{adm}"\n'
+                f'metrics = "127.0.0.1:{met}"\n[store]\npath = "{tmp}/sluice.db"\n'
+                f'[log]\nlevel = "warn"\n'
+                f'[[upstreams]]\nname = "mock"\nregion = "us"\nbase_url = "http://127.0.0.1:{up}"\n')
+
+    procs = [
+        subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)]),
+        subprocess.Popen([os.path.join(REL, "examples", "passthrough"), str(bare), str(up)],
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([os.path.join(REL, "sluice"), "serve", "--config", cfg],
+                         stderr=open(os.path.join(tmp, "sluice.log"), "w")),
+    ]
+    try:
+        for p in (up, bare, prox):
+            wait_port(p)
+        path = "/v1/chat/completions"
+        targets = {"direct": up, "passthrough": bare, "sluice": prox}
+        res = {}
+        for conns in (1, 32):
+            for name, port in targets.items():
+                wrk(f"http://127.0.0.1:{port}{path}", conns, 2, lua)  # warm-up
+                res[(name, conns)] = wrk(f"http://127.0.0.1:{port}{path}", conns, args.duration, lua)
+        print(f"{'target':<12} {'conns':>5} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'non-2xx':>8}")
+        for (name, conns), r in res.items():
+            print(f"{name:<12} {conns:>5} {r['rps']:>10.0f} {r['p50_us']:>9.0f} {r['p99_us']:>9.0f} {r['non2xx']:>8}")
+        print()
+        for conns in (1, 32):
+            s, b, d = res[("sluice", conns)], res[("passthrough", conns)], res[("direct", conns)]
+            print(f"c={conns}: sluice/direct throughput {s['rps'] / d['rps']:.2f}x, "
+                  f"sluice/passthrough throughput {s['rps'] / b['rps']:.2f}x, "
+                  f"p99 added vs passthrough {s['p99_us'] - b['p99_us']:+.0f} us, "
+                  f"vs direct {s['p99_us'] - d['p99_us']:+.0f} us")
+        bad = sum(r["non2xx"] for r in res.values())
+        if bad:
+            print(f"WARNING: {bad} non-2xx responses", file=sys.stderr)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()

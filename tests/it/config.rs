@@ -1,0 +1,159 @@
+//! Config files: every file in conf/ parses; invalid configs list every problem and exit 64.
+
+use std::process::Command;
+
+use sluice::config::Config;
+
+#[test]
+fn every_file_in_conf_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected the default and example configs");
+}
+
+#[test]
+fn compiled_in_default_matches_the_defaults_in_code() {
+    let file = Config::load(None).unwrap();
+    let code = Config::default();
+    assert_eq!(file.listen, code.listen);
+    assert_eq!(file.store, code.store);
+    assert_eq!(file.server, code.server);
+    assert_eq!(file.log, code.log);
+    assert_eq!(file.cors, code.cors);
+    assert_eq!(file.upstreams, code.upstreams);
+    assert_eq!(file.limits.max_body_bytes, code.limits.max_body_bytes);
+    assert_eq!(file.limits.timeout, code.limits.timeout);
+    assert_eq!(file.limits.long_timeout, code.limits.long_timeout);
+    assert_eq!(file.limits.connect_timeout, code.limits.connect_timeout);
+    assert_eq!(file.limits.client_timeout, code.limits.client_timeout);
+    assert_eq!(file.limits.max_header_bytes, code.limits.max_header_bytes);
+    assert_eq!(file.limits.max_headers, code.limits.max_headers);
+    for m in [
+        "o1-mini",
+        "O3",
+        "o4-mini",
+        "qwen-reasoning-32b",
+        "deepseek-r1-distill",
+    ] {
+        assert_eq!(
+            file.limits.timeout_for(Some(m)),
+            file.limits.long_timeout,
+            "{m}"
+        );
+    }
+    for m in ["gpt-4o", "gpt-4o-mini", "claude"] {
+        assert_eq!(file.limits.timeout_for(Some(m)), file.limits.timeout, "{m}");
+    }
+}
+
+#[test]
+fn invalid_config_lists_every_problem_with_its_key_path_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[listen]
+proxy = "localhost"
+[limits]
+timeout_secs = "thirty"
+[log]
+format = "yaml"
+[cors]
+allow_origins = ["*"]
+[surprise]
+x = 1
+[[upstreams]]
+name = "a"
+region = "mars"
+base_url = "ftp://x"
+[[upstreams]]
+name = "a"
+region = "eu"
+base_url = "https://api.openai.com/v1"
+secret = "sk-should-not-be-here"
+"#,
+    )
+    .unwrap();
+    for cmd in ["serve", "check-config"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([cmd, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for key in [
+            "listen.proxy",
+            "limits.timeout_secs",
+            "log.format",
+            "cors.allow_origins[0]",
+            "surprise",
+            "upstreams[0].region",
+            "upstreams[0].base_url",
+            "upstreams[1]",
+        ] {
+            assert!(err.contains(key), "{cmd}: missing {key} in:\n{err}");
+        }
+        assert!(err.contains("unknown field `secret`"), "{err}");
+    }
+}
+
+#[test]
+fn semantic_problems_are_all_reported() {
+    let errs = Config::parse(
+        r#"
+[limits]
+timeout_secs = 60
+long_timeout_secs = 10
+max_body_bytes = 0
+[[upstreams]]
+name = "a"
+region = "us"
+base_url = "https://user:pw@example.com"
+[[upstreams]]
+name = "a"
+region = "us"
+base_url = "http://127.0.0.1:9"
+"#,
+    )
+    .unwrap_err();
+    let text: Vec<String> = errs.iter().map(|p| p.to_string()).collect();
+    let all = text.join("\n");
+    for key in [
+        "limits.long_timeout_secs",
+        "limits.max_body_bytes",
+        "upstreams[0].base_url",
+        "upstreams[1].name: duplicate",
+    ] {
+        assert!(all.contains(key), "missing {key} in:\n{all}");
+    }
+    assert!(
+        !all.contains("pw"),
+        "a credential in a URL must not be echoed: {all}"
+    );
+}
+
+#[test]
+fn a_file_without_upstreams_is_refused() {
+    let errs = Config::parse("[limits]\ntimeout_secs = 5\n").unwrap_err();
+    assert_eq!(errs[0].path, "upstreams");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config", "/nonexistent/sluice.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read config file /nonexistent/sluice.toml"));
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real `sluice` binary on free ports in front of a recording mock
+//! upstream. One test binary, one harness (`support`), one module per feature.
+
+mod support;
+
+mod config;
+mod hostile;
+mod lifecycle;
+mod limits;
+mod proxy;

@@ -1,0 +1,301 @@
+//! Test harness: the real `sluice` binary on free ports in front of a recording mock upstream.
+
+pub mod upstream;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use upstream::Upstream;
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel will not hand it out again soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running sluice process. Killed on drop.
+pub struct Proxy {
+    child: Option<Child>,
+    pub port: u16,
+    pub admin_port: u16,
+    pub metrics_port: u16,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Proxy {
+    /// Start sluice with `[[upstreams]]` pointing at `up` and `extra` TOML appended.
+    pub fn start(up: &Upstream, extra: &str) -> Proxy {
+        let upstreams = format!(
+            "[[upstreams]]\nname = \"mock\"\nregion = \"us\"\nbase_url = \"{}\"\n",
+            up.base_url()
+        );
+        Proxy::start_with(&upstreams, extra)
+    }
+
+    /// Start sluice with the given upstream section and extra TOML.
+    pub fn start_with(upstreams: &str, extra: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
+        let cfg = format!(
+            "[listen]\nproxy = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin_port}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
+             [store]\npath = \"{}\"\n{extra}\n{upstreams}",
+            dir.path().join("sluice.db").display()
+        );
+        let cfg_path = dir.path().join("sluice.toml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let log = dir.path().join("sluice.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(&cfg_path)
+            .env_remove("SLUICE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut p = Proxy {
+            child: Some(child),
+            port,
+            admin_port,
+            metrics_port,
+            _dir: dir,
+            log,
+        };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sluice exited early ({status}):\n{}", self.log());
+            }
+            if let Ok(r) = http_get(self.admin_port, "/readyz") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sluice not ready in time:\n{}", self.log());
+    }
+
+    /// Everything sluice wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The metrics page.
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").unwrap().body_text()
+    }
+
+    /// The metrics page once it contains every needle (metrics are recorded just after the
+    /// response is sent, so poll with a deadline). Panics with the page otherwise.
+    pub fn metrics_with(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let m = self.metrics();
+            let missing: Vec<&&str> = needles.iter().filter(|n| !m.contains(**n)).collect();
+            if missing.is_empty() {
+                return m;
+            }
+            if Instant::now() > deadline {
+                panic!("missing {missing:?} in\n{m}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.as_ref().unwrap().id();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Wait (bounded) for the process to exit and return its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A parsed HTTP/1.1 response from a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body_text()))
+    }
+    /// The `error.code` of an OpenAI-shaped error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// A GET over a fresh connection.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<RawResponse> {
+    let mut s = connect(port)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    read_response(&mut s)
+}
+
+/// Connect with read/write timeouts so no test can hang.
+pub fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.set_write_timeout(Some(Duration::from_secs(20)))?;
+    Ok(s)
+}
+
+/// Send raw bytes on a fresh connection and read one response.
+pub fn raw(port: u16, request: &[u8]) -> std::io::Result<RawResponse> {
+    let mut s = connect(port)?;
+    s.write_all(request)?;
+    read_response(&mut s)
+}
+
+/// Read one HTTP/1.1 response (Content-Length, chunked, or until close).
+pub fn read_response(s: &mut TcpStream) -> std::io::Result<RawResponse> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {} header bytes", buf.len()),
+            ));
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if status == 100 {
+        return read_response(s);
+    }
+    if let Some(len) = get("content-length") {
+        body.resize(len.parse().unwrap(), 0);
+        s.read_exact(&mut body)?;
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut line = Vec::new();
+            while !line.ends_with(b"\r\n") {
+                s.read_exact(&mut byte)?;
+                line.push(byte[0]);
+            }
+            let size = usize::from_str_radix(String::from_utf8_lossy(&line).trim(), 16).unwrap();
+            let mut chunk = vec![0u8; size + 2];
+            s.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if status != 204 && status != 304 {
+        s.read_to_end(&mut body)?;
+    }
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Whether the server closed the connection (read returns EOF or reset within the timeout).
+pub fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// A POST request with a JSON body, as bytes.
+pub fn post(path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// The security headers every response must carry.
+pub fn assert_security_headers(r: &RawResponse) {
+    assert!(
+        r.header("x-request-id").is_some_and(|v| !v.is_empty()),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        r.header("cross-origin-resource-policy"),
+        Some("same-origin")
+    );
+    assert_eq!(r.header("cross-origin-opener-policy"), Some("same-origin"));
+    assert!(r.header("strict-transport-security").is_some());
+}

@@ -1,0 +1,228 @@
+//! A recording mock OpenAI-compatible upstream. It records every request (method, path,
+//! headers, body) and every accepted connection, and its behaviour is steered per request by
+//! the `x-mock` header the test sends (sluice forwards it untouched):
+//! - (none): a chat.completion JSON answer; with `"stream": true` in the body, 3 SSE chunks
+//! - `sse:N:MS`: N SSE events, MS milliseconds apart
+//! - `stall:MS`: wait MS before sending response headers
+//! - `stall-mid`: send headers and one SSE event, then stall for a minute
+//! - `status:CODE`: answer with that status and an OpenAI-shaped error
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Recorded>>,
+    connections: AtomicUsize,
+}
+
+/// A running mock upstream; stops with the test process.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+impl Upstream {
+    /// Start on a free port.
+    pub fn start() -> Upstream {
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sh = shared.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    sh.connections.fetch_add(1, Ordering::SeqCst);
+                    let sh = sh.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| handle(sh.clone(), req));
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        Upstream { addr, shared }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// How many TCP connections were accepted.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn handle(
+    sh: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mock = req
+        .headers()
+        .get("x-mock")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let wants_stream = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("stream").and_then(|s| s.as_bool()))
+        .unwrap_or(false);
+    sh.requests.lock().unwrap().push(Recorded {
+        method,
+        path,
+        headers,
+        body,
+    });
+
+    let parts: Vec<&str> = mock.split(':').collect();
+    match parts.as_slice() {
+        ["stall", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            Ok(json(200, completion()))
+        }
+        ["status", code] => Ok(json(
+            code.parse().unwrap(),
+            serde_json::json!({"error": {"message": "mock error", "type": "server_error", "code": null}}),
+        )),
+        ["sse", n, ms] => Ok(sse(
+            n.parse().unwrap(),
+            Duration::from_millis(ms.parse().unwrap()),
+            false,
+        )),
+        ["stall-mid"] => Ok(sse(1, Duration::ZERO, true)),
+        _ if wants_stream => Ok(sse(3, Duration::from_millis(10), false)),
+        _ => Ok(json(200, completion())),
+    }
+}
+
+fn completion() -> serde_json::Value {
+    serde_json::json!({
+        "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from mock"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+    })
+}
+
+fn json(status: u16, v: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-request-id", "req_upstream_123")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&v).unwrap())).boxed())
+        .unwrap()
+}
+
+fn chunk(i: usize) -> Bytes {
+    let v = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": format!("tok{i} ")}, "finish_reason": null}]});
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn sse(n: usize, gap: Duration, stall_after: bool) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        for i in 0..n {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            if tx.send(Ok(Frame::data(chunk(i)))).await.is_err() {
+                return;
+            }
+        }
+        if stall_after {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+            .await;
+    });
+    let stream = tokio_stream_from(rx);
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(StreamBody::new(stream).boxed())
+        .unwrap()
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
