@@ -3,9 +3,12 @@
 //! The binary is a thin shell over [`cli::run`]. Domain modules (`inbound`, `residency`,
 //! `config`, `metrics`) are plain Rust; `proxy` is the only module that knows pingora.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod inbound;
 pub mod metrics;
 pub mod proxy;
 pub mod residency;
+pub mod store;
+pub mod vault;

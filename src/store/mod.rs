@@ -1,0 +1,504 @@
+//! The only code that touches SQLite: schema, migrations and queries. WAL mode, foreign keys on,
+//! a busy timeout; the file is created 0600 in a 0700 directory. Nothing stored here is a usable
+//! secret: API keys are SHA-256 hashes, credentials are AES-GCM ciphertexts sealed by `vault`.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// Store errors. Messages never contain secret material.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the database schema (version {found}) is newer than this sluice knows ({known}); upgrade sluice")]
+    TooNew { found: i64, known: i64 },
+    #[error("{what} {name:?} already exists")]
+    Duplicate { what: &'static str, name: String },
+    #[error("no {what} {id:?}")]
+    NotFound { what: &'static str, id: String },
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, Error>;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: orgs, API keys, credentials.
+    "CREATE TABLE orgs (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        region TEXT,
+        pii TEXT NOT NULL DEFAULT 'on' CHECK (pii IN ('on','off')),
+        created_at TEXT NOT NULL
+     );
+     CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        hash BLOB NOT NULL UNIQUE,
+        pii TEXT NOT NULL DEFAULT 'inherit' CHECK (pii IN ('on','off','inherit')),
+        region TEXT,
+        rpm INTEGER,
+        expires_at TEXT,
+        revoked_at TEXT,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT
+     );
+     CREATE INDEX api_keys_org ON api_keys(org_id);
+     CREATE TABLE credentials (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        sealed BLOB NOT NULL,
+        key_fp TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        rotated_at TEXT NOT NULL,
+        expires_at TEXT
+     );",
+];
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// An org row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub region: Option<String>,
+    pub pii: String,
+    pub created_at: String,
+}
+
+/// An API key row (the hash is never returned to callers outside the snapshot loader).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Key {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub prefix: String,
+    #[serde(skip)]
+    pub hash: Vec<u8>,
+    pub pii: String,
+    pub region: Option<String>,
+    pub rpm: Option<u32>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+/// A credential row; `sealed` is the vault ciphertext.
+#[derive(Clone, PartialEq, serde::Serialize)]
+pub struct Credential {
+    pub id: String,
+    pub name: String,
+    #[serde(skip)]
+    pub sealed: Vec<u8>,
+    pub key_fp: String,
+    pub created_at: String,
+    pub rotated_at: String,
+    pub expires_at: Option<String>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("sealed", &"<ciphertext>")
+            .field("key_fp", &self.key_fp)
+            .finish()
+    }
+}
+
+/// The current time, RFC 3339 UTC.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A new UUIDv7 id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Store {
+    /// Open (creating if needed, 0700 dir / 0600 file) and migrate.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|source| Error::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+            }
+        }
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let known = MIGRATIONS.len() as i64;
+        let found: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > known {
+            return Err(Error::TooNew { found, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// SQLite's `data_version`: changes whenever another connection commits.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
+    // ---- orgs ----
+
+    /// Create an org.
+    pub fn insert_org(&self, name: &str, region: Option<&str>, pii: &str) -> Result<Org> {
+        let org = Org {
+            id: new_id(),
+            name: name.to_string(),
+            region: region.map(String::from),
+            pii: pii.to_string(),
+            created_at: now(),
+        };
+        self.conn
+            .execute(
+                "INSERT INTO orgs (id, name, region, pii, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org.id, org.name, org.region, org.pii, org.created_at],
+            )
+            .map_err(|e| unique(e, "org", name))?;
+        Ok(org)
+    }
+
+    /// Every org, oldest first.
+    pub fn orgs(&self) -> Result<Vec<Org>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, name, region, pii, created_at FROM orgs ORDER BY id")?;
+        let rows = st.query_map([], org_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One org.
+    pub fn org(&self, id: &str) -> Result<Org> {
+        self.conn
+            .query_row(
+                "SELECT id, name, region, pii, created_at FROM orgs WHERE id = ?1",
+                [id],
+                org_row,
+            )
+            .optional()?
+            .ok_or_else(|| Error::NotFound {
+                what: "org",
+                id: id.to_string(),
+            })
+    }
+
+    /// Change an org's default region and/or PII setting.
+    pub fn update_org(&self, id: &str, region: Option<&str>, pii: Option<&str>) -> Result<Org> {
+        let tx = self.conn.unchecked_transaction()?;
+        let n = tx.execute(
+            "UPDATE orgs SET region = COALESCE(?2, region), pii = COALESCE(?3, pii) WHERE id = ?1",
+            params![id, region, pii],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "org",
+                id: id.to_string(),
+            });
+        }
+        tx.commit()?;
+        self.org(id)
+    }
+
+    // ---- API keys ----
+
+    /// Insert a key (its hash and display prefix; the key itself is never stored).
+    pub fn insert_key(&self, k: &Key) -> Result<()> {
+        self.org(&k.org_id)?;
+        self.conn.execute(
+            "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![k.id, k.org_id, k.name, k.prefix, k.hash, k.pii, k.region, k.rpm, k.expires_at, k.created_at],
+        )?;
+        Ok(())
+    }
+
+    /// Keys, optionally of one org, oldest first.
+    pub fn keys(&self, org: Option<&str>) -> Result<Vec<Key>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, last_used_at
+             FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id",
+        )?;
+        let rows = st.query_map([org], key_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Revoke a key (idempotent on an already revoked key).
+    pub fn revoke_key(&self, id: &str) -> Result<()> {
+        let n = self.conn.execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![id, now()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "key",
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Record last-used times, in one transaction.
+    pub fn touch_keys(&mut self, ids: &[String], at: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?;
+            for id in ids {
+                st.execute(params![id, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- credentials ----
+
+    /// Every credential row.
+    pub fn credentials(&self) -> Result<Vec<Credential>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, name, sealed, key_fp, created_at, rotated_at, expires_at FROM credentials ORDER BY name",
+        )?;
+        let rows = st.query_map([], cred_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The id a credential named `name` has, or will have if created now.
+    pub fn credential_id(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT id FROM credentials WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Insert or replace a credential's ciphertext.
+    pub fn put_credential(&self, c: &Credential) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO credentials (id, name, sealed, key_fp, created_at, rotated_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, key_fp = excluded.key_fp,
+               rotated_at = excluded.rotated_at, expires_at = excluded.expires_at",
+            params![
+                c.id,
+                c.name,
+                c.sealed,
+                c.key_fp,
+                c.created_at,
+                c.rotated_at,
+                c.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Delete a credential.
+    pub fn delete_credential(&self, name: &str) -> Result<()> {
+        let n = self
+            .conn
+            .execute("DELETE FROM credentials WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "credential",
+                id: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Run `f` over every credential inside one transaction; each `Some` it returns replaces
+    /// that row's ciphertext and key fingerprint. All or nothing.
+    pub fn reseal_credentials<E>(
+        &mut self,
+        mut f: impl FnMut(&Credential) -> std::result::Result<(Vec<u8>, String), E>,
+    ) -> std::result::Result<usize, ResealError<E>> {
+        let tx: Transaction = self
+            .conn
+            .transaction()
+            .map_err(|e| ResealError::Store(e.into()))?;
+        let rows: Vec<Credential> = {
+            let mut st = tx
+                .prepare("SELECT id, name, sealed, key_fp, created_at, rotated_at, expires_at FROM credentials")
+                .map_err(|e| ResealError::Store(e.into()))?;
+            let it = st
+                .query_map([], cred_row)
+                .map_err(|e| ResealError::Store(e.into()))?;
+            it.collect::<rusqlite::Result<_>>()
+                .map_err(|e| ResealError::Store(e.into()))?
+        };
+        for c in &rows {
+            let (sealed, fp) = f(c).map_err(ResealError::Seal)?;
+            tx.execute(
+                "UPDATE credentials SET sealed = ?2, key_fp = ?3 WHERE id = ?1",
+                params![c.id, sealed, fp],
+            )
+            .map_err(|e| ResealError::Store(e.into()))?;
+        }
+        tx.commit().map_err(|e| ResealError::Store(e.into()))?;
+        Ok(rows.len())
+    }
+}
+
+/// Why resealing failed (nothing was changed).
+#[derive(Debug)]
+pub enum ResealError<E> {
+    Store(Error),
+    Seal(E),
+}
+
+fn unique(e: rusqlite::Error, what: &'static str, name: &str) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            Error::Duplicate {
+                what,
+                name: name.to_string(),
+            }
+        }
+        _ => Error::Sqlite(e),
+    }
+}
+
+fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
+    Ok(Org {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        region: r.get(2)?,
+        pii: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+fn key_row(r: &rusqlite::Row) -> rusqlite::Result<Key> {
+    Ok(Key {
+        id: r.get(0)?,
+        org_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        hash: r.get(4)?,
+        pii: r.get(5)?,
+        region: r.get(6)?,
+        rpm: r.get(7)?,
+        expires_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+        created_at: r.get(10)?,
+        last_used_at: r.get(11)?,
+    })
+}
+
+fn cred_row(r: &rusqlite::Row) -> rusqlite::Result<Credential> {
+    Ok(Credential {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        sealed: r.get(2)?,
+        key_fp: r.get(3)?,
+        created_at: r.get(4)?,
+        rotated_at: r.get(5)?,
+        expires_at: r.get(6)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_private_files_and_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("s.db");
+        let s = Store::open(&path).unwrap();
+        let org = s.insert_org("acme", Some("eu"), "on").unwrap();
+        assert!(matches!(
+            s.insert_org("acme", None, "on"),
+            Err(Error::Duplicate { .. })
+        ));
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.orgs().unwrap(), vec![org]);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(Error::TooNew { found: 99, .. })
+        ));
+    }
+}

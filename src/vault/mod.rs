@@ -1,0 +1,224 @@
+//! The credential vault: AES-256-GCM under a master key from the environment. Each ciphertext
+//! carries a format version, the fingerprint of the key that sealed it (first 8 bytes of
+//! SHA-256 of the key, never the key), a fresh random 96-bit nonce, and is bound by AAD to its
+//! row, so a ciphertext copied to another row fails to open. Old keys in
+//! `SLUICE_SECRETS_KEY_OLD` open but never seal, which is what makes rotation possible while
+//! `serve` runs. Key material lives in `Zeroizing` buffers and has no `Debug` output.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// The master key's environment variable.
+pub const KEY_ENV: &str = "SLUICE_SECRETS_KEY";
+/// Old master keys (comma-separated), for decryption only.
+pub const OLD_KEYS_ENV: &str = "SLUICE_SECRETS_KEY_OLD";
+
+const VERSION: u8 = 1;
+const FP_LEN: usize = 8;
+const NONCE_LEN: usize = 12;
+
+/// Vault errors. They never contain key material or plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{KEY_ENV} is not set. Generate a master key with `openssl rand -base64 32` (or `head -c 32 /dev/urandom | base64`) and pass it in the environment")]
+    MissingKey,
+    #[error("{var} is malformed: it must be the base64 encoding of exactly 32 bytes (generate one with `openssl rand -base64 32`)")]
+    MalformedKey { var: &'static str },
+    #[error("sealed by a master key this process does not have (fingerprint {fingerprint}); set it in {KEY_ENV} or {OLD_KEYS_ENV}")]
+    UnknownKey { fingerprint: String },
+    #[error("cannot decrypt: the ciphertext was altered, moved to another row, or sealed under a different key")]
+    Decrypt,
+    #[error("ciphertext is malformed")]
+    Malformed,
+}
+
+struct Key {
+    cipher: Aes256Gcm,
+    fp: [u8; FP_LEN],
+}
+
+/// The current master key plus old ones.
+pub struct Keyring {
+    current: Key,
+    old: Vec<Key>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Keyring(<redacted>, current fingerprint {})",
+            self.fingerprint()
+        )
+    }
+}
+
+fn parse_key(b64: &str, var: &'static str) -> Result<Key, Error> {
+    let bytes = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| Error::MalformedKey { var })?,
+    );
+    if bytes.len() != 32 {
+        return Err(Error::MalformedKey { var });
+    }
+    let digest = Sha256::digest(&*bytes);
+    let mut fp = [0u8; FP_LEN];
+    fp.copy_from_slice(&digest[..FP_LEN]);
+    let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| Error::MalformedKey { var })?;
+    Ok(Key { cipher, fp })
+}
+
+impl Keyring {
+    /// Build from base64 strings.
+    pub fn new(current: &str, old: &[&str]) -> Result<Keyring, Error> {
+        Ok(Keyring {
+            current: parse_key(current, KEY_ENV)?,
+            old: old
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_key(s, OLD_KEYS_ENV))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Read `SLUICE_SECRETS_KEY` and `SLUICE_SECRETS_KEY_OLD`.
+    pub fn from_env() -> Result<Keyring, Error> {
+        let current = Zeroizing::new(std::env::var(KEY_ENV).map_err(|_| Error::MissingKey)?);
+        if current.trim().is_empty() {
+            return Err(Error::MissingKey);
+        }
+        let old = Zeroizing::new(std::env::var(OLD_KEYS_ENV).unwrap_or_default());
+        let olds: Vec<&str> = old.split(',').collect();
+        Keyring::new(&current, &olds)
+    }
+
+    /// A fresh random key, base64 (for `serve --dev`).
+    pub fn generate() -> Zeroizing<String> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut *k);
+        Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(*k))
+    }
+
+    /// Hex fingerprint of the current key.
+    pub fn fingerprint(&self) -> String {
+        hex(&self.current.fp)
+    }
+
+    /// Seal `plaintext` bound to `aad` under the current key.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .current
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .unwrap_or_default(); // AES-GCM encryption only fails for >64 GiB inputs
+        let mut out = Vec::with_capacity(1 + FP_LEN + NONCE_LEN + ct.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.current.fp);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Open a ciphertext sealed with `aad` by the current or an old key.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if sealed.len() < 1 + FP_LEN + NONCE_LEN + 16 || sealed[0] != VERSION {
+            return Err(Error::Malformed);
+        }
+        let fp = &sealed[1..1 + FP_LEN];
+        let nonce = &sealed[1 + FP_LEN..1 + FP_LEN + NONCE_LEN];
+        let ct = &sealed[1 + FP_LEN + NONCE_LEN..];
+        let key = std::iter::once(&self.current)
+            .chain(&self.old)
+            .find(|k| k.fp == fp)
+            .ok_or_else(|| Error::UnknownKey {
+                fingerprint: hex(fp),
+            })?;
+        key.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map(Zeroizing::new)
+            .map_err(|_| Error::Decrypt)
+    }
+
+    /// The fingerprint (hex) a ciphertext names.
+    pub fn fingerprint_of(sealed: &[u8]) -> Option<String> {
+        (sealed.len() > FP_LEN).then(|| hex(&sealed[1..1 + FP_LEN]))
+    }
+}
+
+/// The AAD binding a ciphertext to its row.
+pub fn aad(table: &str, id: &str, name: &str) -> Vec<u8> {
+    format!("sluice:v1\u{0}{table}\u{0}{id}\u{0}{name}").into_bytes()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Keyring {
+        Keyring::new(&Keyring::generate(), &[]).unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_any_change_fails() {
+        let k = ring();
+        let a = aad("credentials", "id1", "openai");
+        let s = k.seal(b"sk-provider-secret", &a);
+        assert_eq!(&*k.open(&s, &a).unwrap(), b"sk-provider-secret");
+        assert!(!s.windows(9).any(|w| w == b"sk-provide"));
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 1;
+            assert!(k.open(&t, &a).is_err(), "byte {i}");
+        }
+        assert_eq!(
+            k.open(&s, &aad("credentials", "id2", "openai")),
+            Err(Error::Decrypt)
+        );
+        assert_eq!(
+            k.open(&s, &aad("credentials", "id1", "other")),
+            Err(Error::Decrypt)
+        );
+        assert_ne!(k.seal(b"x", &a), k.seal(b"x", &a), "nonces must differ");
+    }
+
+    #[test]
+    fn old_keys_open_but_never_seal() {
+        let old_b64 = Keyring::generate();
+        let old = Keyring::new(&old_b64, &[]).unwrap();
+        let s = old.seal(b"v", b"aad");
+        let new = Keyring::new(&Keyring::generate(), &[&old_b64]).unwrap();
+        assert_eq!(&*new.open(&s, b"aad").unwrap(), b"v");
+        let s2 = new.seal(b"v", b"aad");
+        assert_eq!(Keyring::fingerprint_of(&s2).unwrap(), new.fingerprint());
+        let other = ring();
+        assert!(matches!(
+            other.open(&s, b"aad"),
+            Err(Error::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_keys_are_refused_with_guidance() {
+        for bad in ["", "not base64!", "c2hvcnQ="] {
+            let e = Keyring::new(bad, &[]).unwrap_err();
+            assert!(e.to_string().contains("openssl rand -base64 32"), "{e}");
+        }
+    }
+}
