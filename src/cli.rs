@@ -1,65 +1,469 @@
 //! The command line. One function per subcommand; each parses its arguments and calls library
-//! functions. Exit codes: 0 success, 1 runtime failure, 64 (EX_USAGE) invalid configuration.
+//! functions (`admin` for everything that changes the store). Exit codes: 0 success, 1 the
+//! operation failed or was refused (nothing was changed), 2 bad usage, 64 (EX_USAGE) invalid
+//! configuration.
+//!
+//! Every command takes `--config` (or `SLUICE_CONFIG`) and `--json`; with `--json` a command
+//! prints exactly one JSON object on stdout, `{"error": {"message": ...}}` on failure.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 use tracing_subscriber::EnvFilter;
+use zeroize::Zeroizing;
 
+use crate::admin::{self, KeyPii, Pii};
 use crate::config::{Config, LoadError, LogFormat};
+use crate::residency::Region;
+use crate::store::Store;
+use crate::vault::{self, Keyring};
 
 /// Exit code for an invalid configuration (sysexits EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
+/// Exit code for a refused or failed operation.
+pub const EXIT_FAILED: i32 = 1;
+
+/// The file `serve --dev` keeps its generated master key in, beside the database.
+pub const DEV_KEY_FILE: &str = "sluice-dev-master.key";
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "A security sidecar for LLM traffic")]
 struct Cli {
+    /// Config file; without it (and without SLUICE_CONFIG) the compiled-in default is used.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the proxy (data plane, admin and metrics listeners).
+    /// Run the proxy (data plane, admin and metrics listeners). Needs SLUICE_SECRETS_KEY.
     Serve {
-        /// Config file; without it (and without SLUICE_CONFIG) the compiled-in default is used.
-        #[arg(long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
+        /// Try-out mode: keep a generated master key in a 0600 file beside the database,
+        /// create a default org and print an API key on first run, and store OPENAI_API_KEY
+        /// (if set) as the upstream credential. Not for production.
+        #[arg(long)]
+        dev: bool,
     },
     /// Check a config file and exit: 0 when valid, 64 with every problem listed otherwise.
-    CheckConfig {
-        #[arg(long, env = "SLUICE_CONFIG")]
-        config: Option<PathBuf>,
+    CheckConfig,
+    /// Manage orgs.
+    #[command(subcommand)]
+    Orgs(OrgsCmd),
+    /// Manage the API keys apps authenticate with.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Manage upstream credentials (encrypted with SLUICE_SECRETS_KEY).
+    #[command(subcommand)]
+    Credentials(CredentialsCmd),
+    /// Master key operations.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum OrgsCmd {
+    /// Create an org; prints its id.
+    Create {
+        name: String,
+        /// Default data region for the org's requests.
+        #[arg(long, value_parser = parse_region)]
+        region: Option<Region>,
+        /// PII redaction for the org's requests (default: on).
+        #[arg(long, value_enum)]
+        pii: Option<Pii>,
     },
+    /// List orgs.
+    List,
+    /// Change an org's default region or PII setting.
+    Update {
+        org_id: String,
+        #[arg(long, value_parser = parse_region)]
+        region: Option<Region>,
+        #[arg(long, value_enum)]
+        pii: Option<Pii>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Create an API key; the key is printed once and never again.
+    Create(KeyArgs),
+    /// List keys (metadata only; the key itself is never shown again).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke a key; a running `serve` refuses it within a second.
+    Revoke { key_id: String },
+}
+
+#[derive(Args, Debug)]
+struct KeyArgs {
+    /// The org the key belongs to.
+    #[arg(long)]
+    org: String,
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// PII redaction for this key; `inherit` follows the org.
+    #[arg(long, value_enum, default_value = "inherit")]
+    pii: KeyPii,
+    /// Pin the key to a data region.
+    #[arg(long, value_parser = parse_region)]
+    region: Option<Region>,
+    /// Requests per minute allowed for this key (429 `rate_limited` above it).
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
+    #[arg(long)]
+    expires: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialsCmd {
+    /// Store an upstream credential. The secret is read from standard input (one trailing
+    /// newline stripped), never from the command line. Needs SLUICE_SECRETS_KEY.
+    Set {
+        name: String,
+        /// Expiry, RFC 3339; an expired credential is refused rather than sent.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Anything else on the command line is refused: secrets do not belong in argv.
+        #[arg(
+            hide = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            num_args = 0..
+        )]
+        rest: Vec<String>,
+    },
+    /// List credentials: names, master-key fingerprints, ages and expiry; never secrets.
+    List,
+    /// Delete a credential.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretsCmd {
+    /// Re-encrypt every credential under SLUICE_SECRETS_KEY (old keys in
+    /// SLUICE_SECRETS_KEY_OLD), in one transaction, while `serve` keeps running.
+    Rotate,
+}
+
+fn parse_region(s: &str) -> Result<Region, String> {
+    s.parse::<Region>()
+        .map_err(|_| format!("unknown region {s:?} (us | eu | apac)"))
 }
 
 /// Run the command line and return the process exit code.
 pub fn run() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
+        Err(e) => return usage_error(e),
     };
+    let json = cli.json;
+    let config = cli.config;
     match cli.command {
-        Command::Serve { config } => serve(config),
-        Command::CheckConfig { config } => check_config(config),
+        Command::Serve { dev } => serve(config, dev),
+        Command::CheckConfig => check_config(config, json),
+        Command::Orgs(c) => admin_command(config, json, |cfg| orgs(cfg, c)),
+        Command::Keys(c) => admin_command(config, json, |cfg| keys(cfg, c)),
+        Command::Credentials(c) => admin_command(config, json, |cfg| credentials(cfg, c)),
+        Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
     }
 }
 
-fn load(path: Option<PathBuf>) -> Result<Config, i32> {
-    Config::load(path.as_deref()).map_err(|e| {
+/// clap's errors echo the offending argument. For the commands that handle secrets that could
+/// print a secret typed on the command line, so those get a message that echoes nothing.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(cmd) = args.iter().find(|a| *a == "credentials" || *a == "secrets") {
+        eprintln!(
+            "sluice: invalid arguments for `{cmd}` (not echoed: they may contain a secret). See `sluice {cmd} --help`; secrets are read from standard input only."
+        );
+        return 2;
+    }
+    let _ = e.print();
+    2
+}
+
+fn load(path: Option<&Path>) -> Result<Config, i32> {
+    Config::load(path).map_err(|e| {
         eprintln!("sluice: {e}");
         match e {
-            LoadError::Read { .. } => 1,
+            LoadError::Read { .. } => EXIT_FAILED,
             LoadError::Invalid { .. } => EXIT_CONFIG,
         }
     })
 }
 
-fn serve(config: Option<PathBuf>) -> i32 {
-    let cfg = match load(config.clone()) {
+/// A command's outcome: a JSON value and its text rendering, or an error message.
+type Outcome = Result<(serde_json::Value, String), String>;
+
+fn admin_command(config: Option<PathBuf>, json: bool, f: impl FnOnce(&Config) -> Outcome) -> i32 {
+    let cfg = match load(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => {
+            if json {
+                print_json(
+                    &serde_json::json!({"error": {"message": "invalid or unreadable config"}}),
+                );
+            }
+            return code;
+        }
+    };
+    match f(&cfg) {
+        Ok((value, text)) => {
+            if json {
+                print_json(&value);
+            } else if !text.is_empty() {
+                println!("{text}");
+            }
+            0
+        }
+        Err(message) => {
+            eprintln!("sluice: {message}");
+            if json {
+                print_json(&serde_json::json!({"error": {"message": message}}));
+            }
+            EXIT_FAILED
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = writeln!(out);
+}
+
+fn to_json(v: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn open_store(cfg: &Config) -> Result<Store, String> {
+    Store::open(&cfg.store.path)
+        .map_err(|e| format!("cannot open the store {}: {e}", cfg.store.path.display()))
+}
+
+fn keyring() -> Result<Keyring, String> {
+    Keyring::from_env().map_err(|e| e.to_string())
+}
+
+fn or_none(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
+    let store = open_store(cfg)?;
+    match c {
+        OrgsCmd::Create { name, region, pii } => {
+            let org = admin::create_org(&store, &name, region, pii).map_err(|e| e.to_string())?;
+            let text = format!("created org {} ({})", org.id, org.name);
+            Ok((to_json(&org), text))
+        }
+        OrgsCmd::List => {
+            let orgs = store.orgs().map_err(|e| e.to_string())?;
+            let text = orgs
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}  {}  region={}  pii={}  created={}",
+                        o.id,
+                        o.name,
+                        or_none(&o.region),
+                        o.pii,
+                        o.created_at
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok((serde_json::json!({ "orgs": orgs }), text))
+        }
+        OrgsCmd::Update {
+            org_id,
+            region,
+            pii,
+        } => {
+            let org = admin::update_org(&store, &org_id, region, pii).map_err(|e| e.to_string())?;
+            let text = format!(
+                "updated org {}: region={} pii={}",
+                org.id,
+                or_none(&org.region),
+                org.pii
+            );
+            Ok((to_json(&org), text))
+        }
+    }
+}
+
+fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
+    let store = open_store(cfg)?;
+    match c {
+        KeysCmd::Create(a) => {
+            let spec = admin::KeySpec {
+                org_id: a.org,
+                name: a.name,
+                pii: a.pii,
+                region: a.region,
+                rpm: a.rpm,
+                expires: a.expires,
+            };
+            let k = admin::create_key(&store, &spec).map_err(|e| e.to_string())?;
+            let text = format!(
+                "created key {} ({}) for org {}\n\n    {}\n\nStore it now: it is shown only this once.",
+                k.id,
+                k.name,
+                k.org_id,
+                k.key.as_str()
+            );
+            Ok((to_json(&k), text))
+        }
+        KeysCmd::List { org } => {
+            let keys = admin::list_keys(&store, org.as_deref()).map_err(|e| e.to_string())?;
+            let text = keys
+                .iter()
+                .map(|v| {
+                    let k = &v.key;
+                    format!(
+                        "{}  {}...  {}  org={}  status={}  pii={}  region={}  rpm={}  expires={}  last_used={}",
+                        k.id,
+                        k.prefix,
+                        k.name,
+                        k.org_id,
+                        v.status,
+                        k.pii,
+                        or_none(&k.region),
+                        k.rpm.map_or("-".to_string(), |r| r.to_string()),
+                        or_none(&k.expires_at),
+                        or_none(&k.last_used_at)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok((serde_json::json!({ "keys": keys }), text))
+        }
+        KeysCmd::Revoke { key_id } => {
+            admin::revoke_key(&store, &key_id).map_err(|e| e.to_string())?;
+            Ok((
+                serde_json::json!({"id": key_id, "revoked": true}),
+                format!("revoked key {key_id}"),
+            ))
+        }
+    }
+}
+
+fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
+    match c {
+        CredentialsCmd::Set {
+            name,
+            expires,
+            rest,
+        } => {
+            if !rest.is_empty() {
+                // Drop (and wipe) whatever was typed without looking at it.
+                let rest: Vec<Zeroizing<String>> = rest.into_iter().map(Zeroizing::new).collect();
+                drop(rest);
+                return Err(
+                    "refusing extra command-line arguments: a secret on the command line is visible in `ps` and shell history. Pipe it on standard input: `printf %s \"$KEY\" | sluice credentials set NAME`".into(),
+                );
+            }
+            let ring = keyring()?;
+            let secret = read_secret()?;
+            let store = open_store(cfg)?;
+            let view = admin::set_credential(&store, &ring, &name, &secret, expires.as_deref())
+                .map_err(|e| e.to_string())?;
+            if !cfg
+                .upstreams
+                .iter()
+                .any(|u| u.credential.as_deref() == Some(name.as_str()))
+            {
+                eprintln!("sluice: warning: no upstream in the config uses credential {name:?}");
+            }
+            let text = format!(
+                "stored credential {} (sealed with master key {})",
+                view.name, view.key_fingerprint
+            );
+            Ok((to_json(&view), text))
+        }
+        CredentialsCmd::List => {
+            let store = open_store(cfg)?;
+            let fp = keyring().ok().map(|r| r.fingerprint());
+            let list = admin::list_credentials(&store, fp.as_deref()).map_err(|e| e.to_string())?;
+            let text = list
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}  master_key={}{}  created={}  rotated={}  age_days={}  expires={}{}",
+                        c.name,
+                        c.key_fingerprint,
+                        match c.current_key {
+                            Some(true) => " (current)",
+                            Some(false) => " (old: run `sluice secrets rotate`)",
+                            None => "",
+                        },
+                        c.created_at,
+                        c.rotated_at,
+                        c.age_days,
+                        or_none(&c.expires_at),
+                        if c.expired { "  EXPIRED" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok((serde_json::json!({ "credentials": list }), text))
+        }
+        CredentialsCmd::Delete { name } => {
+            let store = open_store(cfg)?;
+            admin::delete_credential(&store, &name).map_err(|e| e.to_string())?;
+            Ok((
+                serde_json::json!({"name": name, "deleted": true}),
+                format!("deleted credential {name}"),
+            ))
+        }
+    }
+}
+
+/// Read the secret from standard input, bounded.
+fn read_secret() -> Result<Zeroizing<String>, String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("sluice: reading the secret from standard input; end with Ctrl-D");
+    }
+    let mut raw = Zeroizing::new(Vec::with_capacity(256));
+    stdin
+        .lock()
+        .take(admin::MAX_SECRET_BYTES as u64 + 3)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    admin::secret_from_input(raw).map_err(|e| e.to_string())
+}
+
+fn rotate(cfg: &Config) -> Outcome {
+    let ring = keyring()?;
+    let mut store = open_store(cfg)?;
+    let r = admin::rotate(&mut store, &ring).map_err(|e| e.to_string())?;
+    let text = format!(
+        "re-encrypted {} credential(s) under master key {}",
+        r.rotated, r.key_fingerprint
+    );
+    Ok((to_json(&r), text))
+}
+
+fn serve(config: Option<PathBuf>, dev: bool) -> i32 {
+    let cfg = match load(config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -71,23 +475,132 @@ fn serve(config: Option<PathBuf>) -> i32 {
     if !cfg.listen.proxy.ip().is_loopback() {
         tracing::warn!(addr = %cfg.listen.proxy, "data plane listens on a non-loopback address");
     }
-    match crate::proxy::serve(cfg) {
+    let ring = match if dev { dev_keyring(&cfg) } else { keyring() } {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    if dev {
+        if let Err(e) = dev_setup(&cfg, &ring) {
+            eprintln!("sluice: {e}");
+            return EXIT_FAILED;
+        }
+    }
+    match crate::proxy::serve(cfg, ring) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("sluice: {e}");
-            1
+            EXIT_FAILED
         }
     }
 }
 
-fn check_config(config: Option<PathBuf>) -> i32 {
-    match load(config) {
+/// `serve --dev`: the master key from the environment if set, else from (or into) a 0600 file
+/// beside the database.
+fn dev_keyring(cfg: &Config) -> Result<Keyring, String> {
+    if std::env::var_os(vault::KEY_ENV).is_some() {
+        return keyring();
+    }
+    let dir = cfg
+        .store
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(DEV_KEY_FILE);
+    let b64 = match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            Zeroizing::new(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keyring::generate();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            f.write_all(key.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            key
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let warning = format!(
+        "DEV MODE: the master key is stored in plain text in {} next to the database; anyone who can read both can decrypt every credential. Never use --dev in production: pass SLUICE_SECRETS_KEY from a secret store instead.",
+        path.display()
+    );
+    eprintln!("sluice: WARNING: {warning}");
+    tracing::warn!("{warning}");
+    Keyring::new(&b64, &[]).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
+    let store = open_store(cfg)?;
+    let mut names: Vec<String> = cfg
+        .upstreams
+        .iter()
+        .filter_map(|u| u.credential.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let openai = std::env::var("OPENAI_API_KEY").ok().map(Zeroizing::new);
+    let setup = admin::dev_bootstrap(&store, ring, &names, openai.as_ref().map(|s| s.as_str()))
+        .map_err(|e| e.to_string())?;
+    if let Some((org, key)) = &setup.created {
+        println!(
+            "sluice dev mode: created org {:?} ({}) and an API key (shown only this once):\n\n    {}\n\nexport OPENAI_BASE_URL=http://{}/v1 OPENAI_API_KEY=<the key above>",
+            org.name,
+            org.id,
+            key.key.as_str(),
+            cfg.listen.proxy
+        );
+        let _ = std::io::stdout().flush();
+    }
+    for name in &setup.credentials_set {
+        tracing::info!(credential = %name, "dev mode: stored OPENAI_API_KEY as upstream credential");
+    }
+    if openai.is_none() {
+        for name in &names {
+            if !store
+                .credentials()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|c| &c.name == name)
+            {
+                tracing::warn!(credential = %name, "dev mode: OPENAI_API_KEY is not set and the credential is missing; requests to its upstream get 503 credential_unavailable");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_config(config: Option<PathBuf>, json: bool) -> i32 {
+    match load(config.as_deref()) {
         Ok(_) => {
-            println!("config ok");
+            if json {
+                print_json(&serde_json::json!({"ok": true}));
+            } else {
+                println!("config ok");
+            }
             0
         }
-        Err(code) => code,
+        Err(code) => {
+            if json {
+                print_json(&serde_json::json!({"ok": false}));
+            }
+            code
+        }
     }
 }
 

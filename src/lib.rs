@@ -3,6 +3,7 @@
 //! The binary is a thin shell over [`cli::run`]. Domain modules (`inbound`, `residency`,
 //! `config`, `metrics`) are plain Rust; `proxy` is the only module that knows pingora.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub stream_interruptions: IntCounterVec,
     /// `sluice_added_latency_seconds`: time spent in sluice before the upstream request started.
     pub added_latency: Histogram,
+    /// `sluice_auth_failures_total{reason}`: requests refused with `invalid_api_key`, by reason
+    /// (missing, malformed, ambiguous, misplaced, unknown, revoked, expired).
+    pub auth_failures: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -96,6 +99,14 @@ impl Metrics {
             )
             .buckets(OVERHEAD_BUCKETS.to_vec()),
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "sluice_auth_failures_total",
+                "Requests refused with invalid_api_key, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -116,6 +127,7 @@ impl Metrics {
             errors,
             stream_interruptions,
             added_latency,
+            auth_failures,
         })
     }
 

@@ -3,6 +3,7 @@
 //! in-memory snapshot that the data plane looks keys up in (never a SQLite query per request).
 //! Plain Rust, no pingora types.
 
+mod limit;
 mod snapshot;
 
 use rand::RngCore;
@@ -10,6 +11,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+pub use limit::Limiter;
 pub use snapshot::{Credential, KeyInfo, Snapshot, Watcher};
 
 /// Every sluice key starts with this.
@@ -34,6 +36,21 @@ pub enum Error {
     Revoked,
     #[error("expired API key")]
     Expired,
+}
+
+impl Error {
+    /// A short stable label (metrics, logs).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Missing => "missing",
+            Error::Malformed => "malformed",
+            Error::Ambiguous => "ambiguous",
+            Error::Misplaced => "misplaced",
+            Error::Unknown => "unknown",
+            Error::Revoked => "revoked",
+            Error::Expired => "expired",
+        }
+    }
 }
 
 /// A newly generated key: the secret (shown once), its hash and display prefix.

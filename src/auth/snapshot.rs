@@ -1,10 +1,13 @@
 //! The in-memory view of keys and credentials the data plane reads. A background thread polls
 //! SQLite's `data_version` and rebuilds the snapshot when another process (the CLI) commits, so
-//! a revoked key is refused within a second; requests only clone an `Arc`.
+//! a revoked key is refused within a second; requests only clone an `Arc` and never touch
+//! SQLite. Last-used times are flagged with an atomic per key and written in batches by the same
+//! thread.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -14,18 +17,37 @@ use super::{hash, same_hash, Error};
 use crate::store::{self, Store};
 use crate::vault::{self, Keyring};
 
+const POLL: Duration = Duration::from_millis(200);
+const FLUSH: Duration = Duration::from_secs(5);
+
 /// What the data plane knows about a key.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KeyInfo {
     pub id: String,
     pub org_id: String,
+    pub name: String,
     pub hash: [u8; 32],
     pub rpm: Option<u32>,
+    /// The key's PII setting (`on`, `off`, `inherit`).
+    pub pii: String,
+    /// The key's region pin.
+    pub region: Option<String>,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked: bool,
+    /// Used since the last flush of last-used times.
+    used: AtomicBool,
 }
 
-/// A decrypted upstream credential. `SecretString` prints as redacted.
+impl KeyInfo {
+    /// Note that the key was used; written to the store in batches, off the request path.
+    pub fn mark_used(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A decrypted upstream credential. `SecretString` prints as redacted and zeroizes on drop.
 #[derive(Debug)]
 pub struct Credential {
     pub secret: SecretString,
@@ -46,13 +68,23 @@ fn parse_time(s: &Option<String>) -> Option<OffsetDateTime> {
 
 impl Snapshot {
     /// Read every key and credential. A credential that cannot be decrypted is left out (and
-    /// logged by name): requests needing it are refused, never sent without it.
-    pub fn load(store: &Store, ring: &Keyring) -> Result<Snapshot, store::Error> {
+    /// logged by name): requests needing it are refused, never sent without it. One exception
+    /// keeps a master-key rotation from cutting traffic: when a credential was re-sealed under a
+    /// master key this process does not have yet, the value from `previous` stays in use (and
+    /// an error is logged on every reload) until the process is restarted with the new key.
+    pub fn load(
+        store: &Store,
+        ring: &Keyring,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, store::Error> {
         let mut keys = HashMap::new();
         for k in store.keys(None)? {
             let Ok(h) = <[u8; 32]>::try_from(k.hash.as_slice()) else {
                 continue;
             };
+            let used = previous
+                .and_then(|p| p.keys.get(&h))
+                .is_some_and(|p| p.used.load(Ordering::Relaxed));
             keys.insert(
                 h,
                 Arc::new(KeyInfo {
@@ -60,28 +92,43 @@ impl Snapshot {
                     revoked: k.revoked_at.is_some(),
                     id: k.id,
                     org_id: k.org_id,
+                    name: k.name,
                     hash: h,
                     rpm: k.rpm,
+                    pii: k.pii,
+                    region: k.region,
+                    used: AtomicBool::new(used),
                 }),
             );
         }
         let mut credentials = HashMap::new();
         for c in store.credentials()? {
-            match ring.open(&c.sealed, &vault::aad("credentials", &c.id, &c.name)) {
-                Ok(plain) => match String::from_utf8(plain.to_vec()) {
-                    Ok(s) => {
-                        credentials.insert(
-                            c.name.clone(),
-                            Arc::new(Credential {
-                                secret: SecretString::from(s),
-                                expires_at: parse_time(&c.expires_at),
-                            }),
-                        );
+            let opened = ring
+                .open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
+                .and_then(|plain| {
+                    String::from_utf8(plain.to_vec()).map_err(|_| vault::Error::Malformed)
+                });
+            match opened {
+                Ok(s) => {
+                    credentials.insert(
+                        c.name.clone(),
+                        Arc::new(Credential {
+                            secret: SecretString::from(s),
+                            expires_at: parse_time(&c.expires_at),
+                        }),
+                    );
+                }
+                Err(e @ vault::Error::UnknownKey { .. }) => {
+                    match previous.and_then(|p| p.credentials.get(&c.name)) {
+                        Some(prev) => {
+                            tracing::error!(credential = %c.name, error = %e, "credential re-sealed under a master key this process lacks; still using the value loaded before. Restart with the new key in SLUICE_SECRETS_KEY");
+                            credentials.insert(c.name.clone(), prev.clone());
+                        }
+                        None => {
+                            tracing::error!(credential = %c.name, error = %e, "cannot decrypt credential; left out")
+                        }
                     }
-                    Err(_) => {
-                        tracing::error!(credential = %c.name, "credential is not UTF-8; left out")
-                    }
-                },
+                }
                 Err(e) => {
                     tracing::error!(credential = %c.name, error = %e, "cannot decrypt credential; left out")
                 }
@@ -113,22 +160,34 @@ impl Snapshot {
             .filter(|c| c.expires_at.is_none_or(|e| e > now))
             .cloned()
     }
+
+    /// Ids of keys used since the last call (the flags are cleared).
+    fn take_used(&self) -> Vec<String> {
+        self.keys
+            .values()
+            .filter(|k| k.used.swap(false, Ordering::Relaxed))
+            .map(|k| k.id.clone())
+            .collect()
+    }
 }
 
-/// Keeps the current snapshot fresh and batches last-used updates.
+/// Keeps the current snapshot fresh and writes last-used times in batches.
 pub struct Watcher {
     current: RwLock<Arc<Snapshot>>,
-    used: Mutex<HashSet<String>>,
+    started: Instant,
+    /// Milliseconds since `started` of the last successful poll of the store.
+    last_ok_ms: AtomicU64,
 }
 
 impl Watcher {
-    /// Load once, then poll every 200 ms on a background thread.
+    /// Load once (an error here stops startup), then poll every 200 ms on a background thread.
     pub fn start(path: PathBuf, ring: Arc<Keyring>) -> Result<Arc<Watcher>, store::Error> {
         let mut store = Store::open(&path)?;
-        let first = Snapshot::load(&store, &ring)?;
+        let first = Snapshot::load(&store, &ring, None)?;
         let w = Arc::new(Watcher {
             current: RwLock::new(Arc::new(first)),
-            used: Mutex::new(HashSet::new()),
+            started: Instant::now(),
+            last_ok_ms: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&w);
         std::thread::Builder::new()
@@ -137,24 +196,40 @@ impl Watcher {
                 let mut version = store.data_version().unwrap_or(0);
                 let mut last_flush = Instant::now();
                 while let Some(w) = weak.upgrade() {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(POLL);
                     match store.data_version() {
-                        Ok(v) if v != version => match Snapshot::load(&store, &ring) {
-                            Ok(s) => {
-                                version = v;
-                                if let Ok(mut cur) = w.current.write() {
-                                    *cur = Arc::new(s);
+                        Ok(v) => {
+                            let reloaded = if v == version {
+                                true
+                            } else {
+                                let prev = w.get();
+                                match Snapshot::load(&store, &ring, Some(&prev)) {
+                                    Ok(s) => {
+                                        version = v;
+                                        if let Ok(mut cur) = w.current.write() {
+                                            *cur = Arc::new(s);
+                                        }
+                                        tracing::info!("key snapshot reloaded");
+                                        true
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "cannot reload key snapshot; keeping the previous one");
+                                        false
+                                    }
                                 }
-                                tracing::info!("key snapshot reloaded");
+                            };
+                            if reloaded {
+                                w.last_ok_ms.store(
+                                    w.started.elapsed().as_millis() as u64,
+                                    Ordering::Release,
+                                );
                             }
-                            Err(e) => tracing::error!(error = %e, "cannot reload key snapshot; keeping the previous one"),
-                        },
-                        Ok(_) => {}
+                        }
                         Err(e) => tracing::error!(error = %e, "cannot poll the store"),
                     }
-                    if last_flush.elapsed() >= Duration::from_secs(5) {
+                    if last_flush.elapsed() >= FLUSH {
                         last_flush = Instant::now();
-                        let ids: Vec<String> = w.used.lock().map(|mut u| u.drain().collect()).unwrap_or_default();
+                        let ids = w.get().take_used();
                         if !ids.is_empty() {
                             if let Err(e) = store.touch_keys(&ids, &store::now()) {
                                 tracing::warn!(error = %e, "cannot record key last-used times");
@@ -175,13 +250,11 @@ impl Watcher {
         self.current.read().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Note that a key was used (written to the store in batches, off the request path).
-    pub fn mark_used(&self, id: &str) {
-        if let Ok(mut u) = self.used.lock() {
-            if !u.contains(id) {
-                u.insert(id.to_string());
-            }
-        }
+    /// Whether the store was polled successfully within the last two seconds (or the watcher
+    /// has just started with a fresh load).
+    pub fn is_healthy(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now.saturating_sub(self.last_ok_ms.load(Ordering::Acquire)) < 2_000
     }
 }
 
@@ -236,7 +309,7 @@ mod tests {
         seal(&s, &ring, "openai", "sk-proj-PROVIDER-canary-123456");
         seal(&s, &ring, "other", "sk-other-canary-654321");
 
-        let snap = Snapshot::load(&s, &ring).unwrap();
+        let snap = Snapshot::load(&s, &ring, None).unwrap();
         let now = OffsetDateTime::now_utc();
         assert_eq!(snap.authenticate(&k.secret, now).unwrap().id, row.id);
         assert_eq!(
@@ -260,12 +333,12 @@ mod tests {
             ..b.clone()
         })
         .unwrap();
-        let snap = Snapshot::load(&s, &ring).unwrap();
+        let snap = Snapshot::load(&s, &ring, None).unwrap();
         assert!(snap.credential(&b.name, now).is_none());
         assert!(snap.credential(&a.name, now).is_some());
 
         s.revoke_key(&row.id).unwrap();
-        let snap = Snapshot::load(&s, &ring).unwrap();
+        let snap = Snapshot::load(&s, &ring, None).unwrap();
         assert_eq!(
             snap.authenticate(&k.secret, now).unwrap_err(),
             Error::Revoked

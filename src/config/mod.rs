@@ -110,8 +110,14 @@ pub struct Upstream {
     pub name: String,
     pub region: Region,
     pub base_url: BaseUrl,
-    /// Name of the vault credential injected into requests to this upstream.
+    /// Name of the vault credential injected into requests to this upstream. `None`: the
+    /// upstream gets no credential (e.g. a model server inside the same trust boundary).
     pub credential: Option<String>,
+    /// The header the credential is sent in (`authorization` unless configured, e.g. Azure's
+    /// `api-key`).
+    pub credential_header: http::HeaderName,
+    /// Text put before the secret in that header (`"Bearer "` for `authorization`, else "").
+    pub credential_prefix: String,
 }
 
 /// A parsed upstream base URL: `http(s)://host[:port][/prefix]`.

@@ -120,6 +120,10 @@ pub struct Upstream {
     pub base_url: String,
     #[serde(default)]
     pub credential: Option<String>,
+    #[serde(default)]
+    pub credential_header: Option<String>,
+    #[serde(default)]
+    pub credential_prefix: Option<String>,
 }
 
 /// The default upstream list: OpenAI in the US, as in `conf/sluice.toml`.
@@ -129,5 +133,7 @@ pub fn default_upstreams() -> Vec<Upstream> {
         region: "us".into(),
         base_url: "https://api.openai.com".into(),
         credential: Some("openai-us".into()),
+        credential_header: None,
+        credential_prefix: None,
     }]
 }

@@ -13,6 +13,21 @@ use serde::de::DeserializeOwned;
 use super::{raw, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Server, Store, Upstream};
 use crate::residency::Region;
 
+/// Headers a credential must never be written into: framing, routing and hop-by-hop ones.
+const FORBIDDEN_CREDENTIAL_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authorization",
+    "cookie",
+];
+
 /// One configuration problem: the key path (`limits.timeout_secs`, `upstreams[1].region`) and
 /// what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +336,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             region,
             base_url,
             credential,
+            credential_header,
+            credential_prefix,
         } = u;
         let at = |k: &str| format!("upstreams[{i}].{k}");
         if name.is_empty()
@@ -357,12 +374,44 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 p.push(at("credential"), "must not be empty when set");
             }
         }
-        if let (Some(region), Some(base_url)) = (region, base) {
+        let header = credential_header
+            .as_deref()
+            .unwrap_or("authorization")
+            .to_ascii_lowercase();
+        let header = match http::HeaderName::from_bytes(header.as_bytes()) {
+            Ok(h) if !FORBIDDEN_CREDENTIAL_HEADERS.contains(&h.as_str()) => Some(h),
+            _ => {
+                p.push(
+                    at("credential_header"),
+                    format!("{header:?} is not a usable header name (a token, not host, content-length, transfer-encoding, connection or a hop-by-hop header)"),
+                );
+                None
+            }
+        };
+        let prefix = credential_prefix.unwrap_or_else(|| {
+            if header
+                .as_ref()
+                .is_some_and(|h| h == http::header::AUTHORIZATION)
+            {
+                "Bearer ".into()
+            } else {
+                String::new()
+            }
+        });
+        if !prefix.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+            p.push(
+                at("credential_prefix"),
+                "must be printable ASCII (no control characters)",
+            );
+        }
+        if let (Some(region), Some(base_url), Some(credential_header)) = (region, base, header) {
             ups.push(Upstream {
                 name,
                 region,
                 base_url,
                 credential,
+                credential_header,
+                credential_prefix: prefix,
             });
         }
     }

@@ -3,7 +3,7 @@
 //! picks its status. Codes are API: never rename one. 5xx messages are generic; the detail goes
 //! to the log with the request id.
 
-use crate::inbound;
+use crate::{auth, inbound};
 
 /// Everything the data plane can refuse or fail with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +19,17 @@ pub enum Rejection {
     /// The body could not be read (bad chunk encoding, connection closed mid-body).
     #[error("the request body could not be read")]
     BadBody,
+    /// No usable sluice API key: missing, malformed, unknown, revoked, expired, duplicated or
+    /// sent somewhere other than `Authorization: Bearer`. One reply for all, so a client cannot
+    /// tell which; the reason goes to the log and the `sluice_auth_failures_total` metric.
+    #[error("invalid API key")]
+    Unauthenticated(auth::Error),
+    /// The key's `rpm` limit is reached; retry after the given number of seconds.
+    #[error("rate limit reached for this API key; retry after {retry_after} seconds")]
+    RateLimited { retry_after: u64 },
+    /// The upstream's credential is missing from the vault, cannot be decrypted, or expired.
+    #[error("the upstream credential is unavailable")]
+    CredentialUnavailable,
     /// A browser preflight or request from an origin not in `cors.allow_origins`.
     #[error("origin not allowed")]
     OriginNotAllowed,
@@ -81,6 +92,10 @@ pub fn reply_for(r: &Rejection) -> Reply {
         }
         Rejection::ClientTimeout => Reply::new(408, INVALID, "request_timeout", true),
         Rejection::BadBody => Reply::new(400, INVALID, "invalid_body", true),
+        // The body is still unread: close rather than parse it as the next request.
+        Rejection::Unauthenticated(_) => Reply::new(401, INVALID, "invalid_api_key", true),
+        Rejection::RateLimited { .. } => Reply::new(429, "rate_limit_error", "rate_limited", true),
+        Rejection::CredentialUnavailable => Reply::new(503, SERVER, "credential_unavailable", true),
         Rejection::OriginNotAllowed => {
             Reply::new(403, "permission_error", "origin_not_allowed", false)
         }
@@ -99,8 +114,13 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
             Rejection::UpstreamTimeout => "The upstream did not answer in time.".into(),
             Rejection::UpstreamUnreachable => "The upstream could not be reached.".into(),
             Rejection::UpstreamFailed => "The upstream returned an invalid response.".into(),
+            Rejection::CredentialUnavailable => {
+                "The credential for the upstream is missing, unreadable or expired; an operator must set it with `sluice credentials set`.".into()
+            }
             _ => "Internal error.".into(),
         }
+    } else if let Rejection::Unauthenticated(_) = r {
+        "Invalid API key. Send your sluice API key as `Authorization: Bearer <key>`.".into()
     } else {
         let mut m = r.to_string();
         if let Some(first) = m.get_mut(0..1) {
@@ -144,6 +164,30 @@ mod tests {
         assert_eq!(
             reply_for(&Rejection::BodyTooLarge { limit: 10 }).status,
             413
+        );
+    }
+
+    #[test]
+    fn every_authentication_failure_reads_the_same() {
+        use crate::auth::Error as A;
+        let bodies: Vec<Vec<u8>> = [
+            A::Missing,
+            A::Malformed,
+            A::Ambiguous,
+            A::Misplaced,
+            A::Unknown,
+            A::Revoked,
+            A::Expired,
+        ]
+        .into_iter()
+        .map(|e| body_for(&Rejection::Unauthenticated(e), "r"))
+        .collect();
+        assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+        let v: serde_json::Value = serde_json::from_slice(&bodies[0]).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert_eq!(
+            reply_for(&Rejection::Unauthenticated(A::Missing)).status,
+            401
         );
     }
 }

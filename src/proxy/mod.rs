@@ -23,6 +23,7 @@ use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::auth::{Credential, KeyInfo, Limiter, Watcher};
 use crate::config::Config;
 use crate::inbound::Route;
 use crate::metrics::Metrics;
@@ -39,17 +40,22 @@ pub struct State {
     pub draining: Arc<AtomicBool>,
     in_flight: AtomicUsize,
     upstreams: upstream::Table,
+    /// API keys and upstream credentials, reloaded when the store changes.
+    pub auth: Arc<Watcher>,
+    limiter: Limiter,
 }
 
 impl State {
-    /// Build the shared state for `cfg`.
-    pub fn new(cfg: Config) -> Result<Arc<State>, prometheus::Error> {
+    /// Build the shared state for `cfg` over a running key/credential watcher.
+    pub fn new(cfg: Config, auth: Arc<Watcher>) -> Result<Arc<State>, prometheus::Error> {
         let upstreams = upstream::Table::new(&cfg.upstreams);
         Ok(Arc::new(State {
             metrics: Metrics::new()?,
             draining: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
             upstreams,
+            auth,
+            limiter: Limiter::new(),
             cfg,
         }))
     }
@@ -84,8 +90,12 @@ pub struct Ctx {
     route: Route,
     /// Upstream read timeout chosen from the request's model.
     timeout: Duration,
+    /// The authenticated key.
+    key: Option<Arc<KeyInfo>>,
     /// Index into the configured upstreams.
     upstream: Option<usize>,
+    /// The chosen upstream's credential, injected by `upstream::rewrite`.
+    credential: Option<Arc<Credential>>,
     upstream_sent: Option<Instant>,
     /// The CORS origin to echo, when the request's Origin is allowed.
     cors_origin: Option<http::HeaderValue>,
@@ -93,6 +103,8 @@ pub struct Ctx {
     responded: bool,
     /// The error code sluice answered with, for logs and metrics.
     code: Option<&'static str>,
+    /// Why, when the code alone does not say (e.g. which authentication check failed).
+    reason: Option<&'static str>,
     bytes_in: u64,
     bytes_out: u64,
     _in_flight: Option<InFlight>,
@@ -120,11 +132,14 @@ impl ProxyHttp for Sluice {
             started: Instant::now(),
             route: Route::Other,
             timeout: self.state.cfg.limits.timeout,
+            key: None,
             upstream: None,
+            credential: None,
             upstream_sent: None,
             cors_origin: None,
             responded: false,
             code: None,
+            reason: None,
             bytes_in: 0,
             bytes_out: 0,
             _in_flight: Some(InFlight::new(&self.state)),

@@ -72,6 +72,13 @@ impl ServeHttp for Admin {
                         br#"{"status":"draining"}"#.to_vec(),
                         &id,
                     )
+                } else if !self.0.auth.is_healthy() {
+                    reply(
+                        503,
+                        "application/json",
+                        br#"{"status":"store_unavailable"}"#.to_vec(),
+                        &id,
+                    )
                 } else {
                     reply(
                         200,

@@ -12,6 +12,7 @@ use pingora_proxy::Session;
 use super::error::Rejection;
 use super::guard::Guarded;
 use super::{rebody, response, Ctx, State};
+use crate::auth;
 use crate::inbound::{self, Bounds, Framing};
 
 /// Returns `Ok(true)` when the request was answered here (refused or a CORS preflight).
@@ -70,6 +71,8 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let req = session.req_header();
     let head = inbound::check(req.method.as_str(), req.raw_path(), &raw_head, &bounds)?;
     ctx.route = head.route;
+    authenticate(state, session, ctx)?;
+    choose_upstream(state, ctx)?;
     if head.framing == Framing::None {
         return Ok(false);
     }
@@ -95,6 +98,65 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
         Rejection::Internal
     })?;
     Ok(false)
+}
+
+/// Authenticate the sluice API key against the in-memory snapshot and apply its rate limit.
+/// Runs before the body is read: an unauthenticated client cannot make sluice buffer anything.
+fn authenticate(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
+    let req = session.req_header();
+    let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let (first, second) = (values.next(), values.next());
+    let authz: &[&[u8]] = match (first, second) {
+        (None, _) => &[],
+        (Some(a), None) => &[a.as_bytes()],
+        (Some(a), Some(b)) => &[a.as_bytes(), b.as_bytes()],
+    };
+    let other = req.headers.contains_key("api-key") || req.headers.contains_key("x-api-key");
+    let now = time::OffsetDateTime::now_utc();
+    let key = auth::bearer(authz, other, req.uri.query())
+        .and_then(|k| state.auth.get().authenticate(k, now))
+        .map_err(|e| {
+            ctx.reason = Some(e.reason());
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&[e.reason()])
+                .inc();
+            Rejection::Unauthenticated(e)
+        })?;
+    if let Some(rpm) = key.rpm {
+        if let Err(retry_after) = state.limiter.check(&key.hash, rpm) {
+            ctx.key = Some(key);
+            return Err(Rejection::RateLimited { retry_after });
+        }
+    }
+    key.mark_used();
+    ctx.key = Some(key);
+    Ok(())
+}
+
+/// Pick the upstream and take its credential from the snapshot. A credential that is
+/// configured but missing, undecryptable or expired refuses the request: sluice never forwards
+/// without it.
+fn choose_upstream(state: &State, ctx: &mut Ctx) -> Result<(), Rejection> {
+    // Region-aware selection arrives with the residency issue; until then the first upstream.
+    let index = 0;
+    let up = state.cfg.upstreams.get(index).ok_or(Rejection::Internal)?;
+    ctx.upstream = Some(index);
+    if let Some(name) = &up.credential {
+        let cred = state
+            .auth
+            .get()
+            .credential(name, time::OffsetDateTime::now_utc());
+        match cred {
+            Some(c) => ctx.credential = Some(c),
+            None => {
+                tracing::error!(request_id = %ctx.request_id, upstream = %up.name, credential = %name, "upstream credential missing, undecryptable or expired");
+                return Err(Rejection::CredentialUnavailable);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Read the whole body, refusing it as soon as it exceeds `limit`.

@@ -96,6 +96,15 @@ pub async fn send_error(
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len())?;
     resp.insert_header("cache-control", "no-store")?;
+    match r {
+        Rejection::Unauthenticated(_) => {
+            resp.insert_header("www-authenticate", "Bearer realm=\"sluice\"")?;
+        }
+        Rejection::RateLimited { retry_after } => {
+            resp.insert_header("retry-after", retry_after.to_string())?;
+        }
+        _ => {}
+    }
     common(state, &mut resp, ctx)?;
     if reply.close {
         session.set_keepalive(None);
@@ -226,6 +235,9 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         bytes_in = ctx.bytes_in,
         bytes_out = ctx.bytes_out,
         code = ctx.code.unwrap_or("-"),
+        reason = ctx.reason.unwrap_or("-"),
+        key_id = ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
+        org_id = ctx.key.as_ref().map_or("-", |k| k.org_id.as_str()),
         error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
         "request"
     );

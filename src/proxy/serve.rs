@@ -16,7 +16,9 @@ use pingora_core::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::{guard, ops, upstream, Sluice, State};
+use crate::auth::Watcher;
 use crate::config::Config;
+use crate::vault::Keyring;
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +31,15 @@ pub enum ServeError {
     },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot open the store {path}: {source}")]
+    Store {
+        path: std::path::PathBuf,
+        source: crate::store::Error,
+    },
 }
 
 /// Run sluice until a shutdown signal, then drain and return.
-pub fn serve(cfg: Config) -> Result<(), ServeError> {
+pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
     // pingora panics on a failed bind; check first so the operator gets a clear message.
     for (addr, what) in [
         (cfg.listen.proxy, "listen.proxy"),
@@ -41,7 +48,13 @@ pub fn serve(cfg: Config) -> Result<(), ServeError> {
     ] {
         TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, what, source })?;
     }
-    let state = State::new(cfg)?;
+    let auth = Watcher::start(cfg.store.path.clone(), Arc::new(ring)).map_err(|source| {
+        ServeError::Store {
+            path: cfg.store.path.clone(),
+            source,
+        }
+    })?;
+    let state = State::new(cfg, auth)?;
     let cfg = &state.cfg;
 
     let mut conf = ServerConf {

@@ -18,6 +18,8 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
+use secrecy::ExposeSecret;
+use zeroize::Zeroizing;
 
 use super::{Ctx, State};
 use crate::config::Upstream;
@@ -33,6 +35,17 @@ const HOP_BY_HOP: &[&str] = &[
     "te",
     "trailer",
     "upgrade",
+];
+
+/// Request headers that carry the app's credentials or pick the provider account. The app's
+/// key is for sluice only; the upstream gets sluice's credential instead.
+const APP_CREDENTIALS: &[&str] = &[
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
 ];
 
 /// Resolved addresses of every configured upstream, by config index.
@@ -120,16 +133,16 @@ impl BackgroundService for Refresher {
     }
 }
 
-/// Choose the upstream and build its peer with this request's timeouts.
+/// Build the peer of the upstream the request gate chose, with this request's timeouts.
 pub fn peer(state: &State, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-    // Region-aware selection arrives with the residency issue; until then the first upstream.
-    let index = 0;
+    let index = ctx
+        .upstream
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
     let up = state
         .cfg
         .upstreams
         .get(index)
         .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream configured"))?;
-    ctx.upstream = Some(index);
     let addr = state
         .upstreams
         .pick(index)
@@ -185,6 +198,25 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
         .collect();
     for h in sluice_headers {
         req.remove_header(&h);
+    }
+    for h in APP_CREDENTIALS {
+        req.remove_header(*h);
+    }
+    if let Some(cred) = &ctx.credential {
+        let secret = cred.secret.expose_secret();
+        let mut value = Zeroizing::new(Vec::with_capacity(
+            up.credential_prefix.len() + secret.len(),
+        ));
+        value.extend_from_slice(up.credential_prefix.as_bytes());
+        value.extend_from_slice(secret.as_bytes());
+        let mut value = http::HeaderValue::from_bytes(&value).map_err(|_| {
+            Error::explain(
+                ErrorType::InternalError,
+                "upstream credential is not a valid header value",
+            )
+        })?;
+        value.set_sensitive(true);
+        req.insert_header(up.credential_header.clone(), value)?;
     }
     req.insert_header(http::header::HOST, up.base_url.authority.as_str())?;
     req.insert_header("x-request-id", ctx.request_id.as_str())?;

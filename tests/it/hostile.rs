@@ -42,6 +42,8 @@ fn ambiguous_framing_is_400_and_never_forwarded() {
         "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\n{}".to_string(),
     ];
     for c in &cases {
+        // Authenticated, so the refusal is about framing and not about the key.
+        let c = c.replacen("Host: x\r\n", &format!("Host: x\r\n{}", p.auth()), 1);
         let r = assert_refused_and_closed(p.port, c.as_bytes(), 400);
         // sluice's own gate answers in JSON; the few shapes pingora's parser refuses first get
         // its plain 400. Either way: 400, closed, not forwarded.
@@ -92,7 +94,10 @@ fn only_v1_is_proxied_and_traversal_is_refused() {
         ("/", 404, "not_found"),
         ("/v2/models", 404, "not_found"),
     ] {
-        let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+            p.auth()
+        );
         let r = assert_refused_and_closed(p.port, req.as_bytes(), status);
         assert_eq!(r.code(), code, "{target}");
         assert_security_headers(&r);
@@ -121,7 +126,11 @@ fn only_v1_is_proxied_and_traversal_is_refused() {
     // A good request still works and goes to the configured upstream.
     let r = raw(
         p.port,
-        b"GET /v1/models HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+        format!(
+            "GET /v1/models HTTP/1.1\r\nHost: 169.254.169.254\r\n{}\r\n",
+            p.auth()
+        )
+        .as_bytes(),
     )
     .unwrap();
     assert_eq!(r.status, 200);

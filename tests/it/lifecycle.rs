@@ -16,7 +16,7 @@ fn health_readiness_and_metrics() {
 
     let r = raw(
         p.port,
-        &post("/v1/chat/completions", br#"{"model":"gpt-4o"}"#, ""),
+        &p.post("/v1/chat/completions", br#"{"model":"gpt-4o"}"#, ""),
     )
     .unwrap();
     assert_eq!(r.status, 200);
@@ -38,13 +38,8 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let up = Upstream::start();
     let mut p = Proxy::start(&up, "");
     let port = p.port;
-    let inflight = std::thread::spawn(move || {
-        raw(
-            port,
-            &post("/v1/chat/completions", b"{}", "X-Mock: stall:1500\r\n"),
-        )
-        .unwrap()
-    });
+    let req = p.post("/v1/chat/completions", b"{}", "X-Mock: stall:1500\r\n");
+    let inflight = std::thread::spawn(move || raw(port, &req).unwrap());
     // Wait until the upstream has the request, then ask sluice to stop.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while up.requests().is_empty() && std::time::Instant::now() < deadline {
@@ -59,7 +54,7 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     );
     // New connections are not served while draining.
     if let Ok(mut s) = connect(port) {
-        let _ = s.write_all(&post("/v1/embeddings", b"{}", ""));
+        let _ = s.write_all(&p.post("/v1/embeddings", b"{}", ""));
         assert!(
             read_response(&mut s).is_err(),
             "a new connection was served during drain"

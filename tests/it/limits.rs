@@ -12,7 +12,7 @@ fn body_over_limit_by_content_length_is_413_and_upstream_never_contacted() {
     let p = Proxy::start(&up, "[limits]\nmax_body_bytes = 1000\n");
     let body = vec![b'a'; 1001];
     let mut s = connect(p.port).unwrap();
-    s.write_all(&post("/v1/chat/completions", &body, ""))
+    s.write_all(&p.post("/v1/chat/completions", &body, ""))
         .unwrap();
     let r = read_response(&mut s).unwrap();
     assert_eq!(r.status, 413);
@@ -24,7 +24,11 @@ fn body_over_limit_by_content_length_is_413_and_upstream_never_contacted() {
         "connection with an unread body must close"
     );
     // Exactly at the limit is fine.
-    let r = raw(p.port, &post("/v1/chat/completions", &vec![b' '; 1000], "")).unwrap();
+    let r = raw(
+        p.port,
+        &p.post("/v1/chat/completions", &vec![b' '; 1000], ""),
+    )
+    .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(up.requests().len(), 1);
     assert_eq!(up.requests()[0].body.len(), 1000);
@@ -35,8 +39,14 @@ fn chunked_body_over_limit_is_413_and_upstream_never_contacted() {
     let up = Upstream::start();
     let p = Proxy::start(&up, "[limits]\nmax_body_bytes = 100000\n");
     let mut s = connect(p.port).unwrap();
-    s.write_all(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n{}Transfer-Encoding: chunked\r\n\r\n",
+            p.auth()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     let chunk = vec![b'b'; 30_000];
     let mut r = None;
     for _ in 0..10 {
@@ -67,7 +77,7 @@ fn stalled_upstream_gives_504_with_the_timeout_chosen_by_model() {
     let t = Instant::now();
     let r = raw(
         p.port,
-        &post(
+        &p.post(
             "/v1/chat/completions",
             br#"{"model":"gpt-4o"}"#,
             "X-Mock: stall:2500\r\n",
@@ -86,7 +96,7 @@ fn stalled_upstream_gives_504_with_the_timeout_chosen_by_model() {
     // A reasoning model gets the long timeout and its slow answer goes through.
     let r = raw(
         p.port,
-        &post(
+        &p.post(
             "/v1/chat/completions",
             br#"{"model":"o1-mini"}"#,
             "X-Mock: stall:2500\r\n",
@@ -104,7 +114,7 @@ fn a_long_stream_that_keeps_producing_is_not_cut_but_a_stalled_one_is() {
     // 5 events 600 ms apart: 2.4 s in total, longer than the 1 s timeout, never a 1 s gap.
     let r = raw(
         p.port,
-        &post(
+        &p.post(
             "/v1/chat/completions",
             br#"{"model":"gpt-4o","stream":true}"#,
             "X-Mock: sse:5:600\r\n",
@@ -117,7 +127,7 @@ fn a_long_stream_that_keeps_producing_is_not_cut_but_a_stalled_one_is() {
 
     // Headers and one event, then silence: the stream is cut and counted.
     let mut s = connect(p.port).unwrap();
-    s.write_all(&post(
+    s.write_all(&p.post(
         "/v1/chat/completions",
         br#"{"model":"gpt-4o","stream":true}"#,
         "X-Mock: stall-mid\r\n",
@@ -138,7 +148,11 @@ fn slow_clients_are_cut_off_without_slowing_others() {
     let mut slow_body = connect(p.port).unwrap();
     slow_body
         .write_all(
-            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+            format!(
+                "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n{}Content-Length: 100\r\n\r\n0123456789",
+                p.auth()
+            )
+            .as_bytes(),
         )
         .unwrap();
     // Slow headers: a byte at a time.
@@ -147,7 +161,7 @@ fn slow_clients_are_cut_off_without_slowing_others() {
 
     // Meanwhile a normal client is served at once.
     let t = Instant::now();
-    let r = raw(p.port, &post("/v1/embeddings", b"{}", "")).unwrap();
+    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
     assert_eq!(r.status, 200);
     assert!(t.elapsed() < Duration::from_millis(800));
 

@@ -3,8 +3,10 @@
 
 mod support;
 
+mod auth;
 mod config;
 mod hostile;
 mod lifecycle;
 mod limits;
 mod proxy;
+mod vault;

@@ -11,7 +11,8 @@ fn json_passthrough_forwards_path_query_body_and_sets_headers() {
     let p = Proxy::start(&up, "");
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     let mut req = format!(
-        "POST /v1/chat/completions?api-version=2024 HTTP/1.1\r\nHost: evil.example\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/chat/completions?api-version=2024 HTTP/1.1\r\nHost: evil.example\r\n{}Content-Length: {}\r\n\r\n",
+        p.auth(),
         body.len()
     )
     .into_bytes();
@@ -53,15 +54,18 @@ fn bodies_of_1kb_1mb_and_9mb_arrive_intact_over_one_keepalive_connection() {
             .map(|j| (b'a' + ((i + j) % 26) as u8) as char)
             .collect();
         let body = format!(r#"{{"model":"gpt-4o","input":"{filler}"}}"#).into_bytes();
-        s.write_all(&post("/v1/embeddings", &body, "")).unwrap();
+        s.write_all(&p.post("/v1/embeddings", &body, "")).unwrap();
         let r = read_response(&mut s).unwrap();
         assert_eq!(r.status, 200, "{}", r.body_text());
         sent.push(body);
     }
     // A chunked body on the same connection arrives with an exact Content-Length.
     let body = format!(r#"{{"model":"gpt-4o","input":"{}"}}"#, "z".repeat(300_000)).into_bytes();
-    let mut req =
-        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut req = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n{}Transfer-Encoding: chunked\r\n\r\n",
+        p.auth()
+    )
+    .into_bytes();
     for part in body.chunks(70_000) {
         req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
         req.extend_from_slice(part);
@@ -94,7 +98,7 @@ fn sse_events_arrive_incrementally() {
     let body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
     let mut s = connect(p.port).unwrap();
     let start = Instant::now();
-    s.write_all(&post("/v1/chat/completions", body, "X-Mock: sse:4:400\r\n"))
+    s.write_all(&p.post("/v1/chat/completions", body, "X-Mock: sse:4:400\r\n"))
         .unwrap();
     // Read raw bytes and note when each event arrives.
     let mut seen = Vec::new();
@@ -132,7 +136,7 @@ fn request_id_is_kept_when_valid_and_replaced_when_not() {
     let p = Proxy::start(&up, "");
     let r = raw(
         p.port,
-        &post("/v1/embeddings", b"{}", "X-Request-Id: trace-abc.123\r\n"),
+        &p.post("/v1/embeddings", b"{}", "X-Request-Id: trace-abc.123\r\n"),
     )
     .unwrap();
     assert_eq!(r.header("x-request-id"), Some("trace-abc.123"));
@@ -143,7 +147,7 @@ fn request_id_is_kept_when_valid_and_replaced_when_not() {
 
     let r = raw(
         p.port,
-        &post("/v1/embeddings", b"{}", "X-Request-Id: bad id <script>\r\n"),
+        &p.post("/v1/embeddings", b"{}", "X-Request-Id: bad id <script>\r\n"),
     )
     .unwrap();
     let id = r.header("x-request-id").unwrap().to_string();
@@ -168,7 +172,7 @@ fn upstream_errors_pass_through_and_unreachable_upstream_is_502() {
     let p = Proxy::start(&up, "");
     let r = raw(
         p.port,
-        &post("/v1/chat/completions", b"{}", "X-Mock: status:429\r\n"),
+        &p.post("/v1/chat/completions", b"{}", "X-Mock: status:429\r\n"),
     )
     .unwrap();
     assert_eq!(r.status, 429);
@@ -180,7 +184,7 @@ fn upstream_errors_pass_through_and_unreachable_upstream_is_502() {
         &format!("[[upstreams]]\nname = \"dead\"\nregion = \"us\"\nbase_url = \"http://127.0.0.1:{dead}\"\n"),
         "",
     );
-    let r = raw(p.port, &post("/v1/chat/completions", b"{}", "")).unwrap();
+    let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
     assert_eq!(r.status, 502);
     assert_eq!(r.code(), "upstream_unreachable");
     assert_eq!(r.json()["error"]["type"], "server_error");
@@ -193,7 +197,7 @@ fn cors_only_when_configured_and_foreign_origins_are_refused() {
     let p = Proxy::start(&up, "");
     let r = raw(
         p.port,
-        &post("/v1/embeddings", b"{}", "Origin: https://evil.example\r\n"),
+        &p.post("/v1/embeddings", b"{}", "Origin: https://evil.example\r\n"),
     )
     .unwrap();
     assert_eq!(r.status, 403);
@@ -221,7 +225,7 @@ fn cors_only_when_configured_and_foreign_origins_are_refused() {
     );
     let r = raw(
         p.port,
-        &post(
+        &p.post(
             "/v1/embeddings",
             b"{}",
             "Origin: https://app.example.com\r\n",
@@ -242,7 +246,7 @@ fn hop_by_hop_headers_are_not_forwarded() {
     let p = Proxy::start(&up, "");
     let r = raw(
         p.port,
-        &post(
+        &p.post(
             "/v1/embeddings",
             b"{}",
             "Connection: keep-alive, X-Secret-Hop\r\nX-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\nX-Sluice-Debug: 1\r\nTE: trailers\r\n",
@@ -266,25 +270,27 @@ fn hop_by_hop_headers_are_not_forwarded() {
 fn logs_never_contain_authorization_values_bodies_or_query_strings() {
     let up = Upstream::start();
     let p = Proxy::start(&up, "[log]\nlevel = \"debug\"\n");
-    let canary_key = "sk-canary-KEY-4f9a8b7c6d5e";
+    let canary_key = "sk-sluice-canaryKEY4f9a8b7c6d5e0000000000000000000";
     let canary_body = "canary-BODY-1a2b3c4d";
     let canary_query = "canary-QUERY-9z8y7x";
     let body = format!(r#"{{"model":"gpt-4o","input":"{canary_body}"}}"#);
-    let hdr = format!("Authorization: Bearer {canary_key}\r\n");
     let r = raw(
         p.port,
-        &post(
-            &format!("/v1/embeddings?key={canary_query}"),
+        &p.post(
+            &format!("/v1/embeddings?q={canary_query}"),
             body.as_bytes(),
-            &hdr,
+            "",
         ),
     )
     .unwrap();
     assert_eq!(r.status, 200);
-    // Error paths too: refused framing, a stalled upstream, a missing route.
+    // Error paths too: an unknown key, refused framing, a missing route.
+    let hdr = format!("Authorization: Bearer {canary_key}\r\n");
+    let r = raw(p.port, &post("/v1/embeddings", body.as_bytes(), &hdr)).unwrap();
+    assert_eq!(r.status, 401);
     let _ = raw(
         p.port,
-        format!("GET /v1/../x?key={canary_query} HTTP/1.1\r\nHost: x\r\n{hdr}\r\n").as_bytes(),
+        format!("GET /v1/../x?q={canary_query} HTTP/1.1\r\nHost: x\r\n{hdr}\r\n").as_bytes(),
     );
     let _ = raw(p.port, format!("POST /v1/x HTTP/1.1\r\nHost: x\r\n{hdr}Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").as_bytes());
     p.metrics_with(&["sluice_errors_total{code=\"invalid_framing\"} 1"]);
@@ -293,7 +299,7 @@ fn logs_never_contain_authorization_values_bodies_or_query_strings() {
         log.contains("request"),
         "the request log line is missing:\n{log}"
     );
-    for canary in [canary_key, canary_body, canary_query] {
+    for canary in [canary_key, canary_body, canary_query, p.key.as_str()] {
         assert!(
             !log.contains(canary),
             "{canary} leaked into the log:\n{log}"

@@ -19,56 +19,226 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The master key every test sluice runs with (base64 of 32 bytes).
+pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW5vdC1mb3ItcHJvZC11c2U=";
+
 /// A running sluice process. Killed on drop.
 pub struct Proxy {
     child: Option<Child>,
     pub port: u16,
     pub admin_port: u16,
     pub metrics_port: u16,
-    _dir: tempfile::TempDir,
+    /// The API key created for org `test` before start.
+    pub key: String,
+    pub org_id: String,
+    pub key_id: String,
+    pub cfg_path: PathBuf,
+    pub dir: tempfile::TempDir,
     log: PathBuf,
 }
 
-impl Proxy {
-    /// Start sluice with `[[upstreams]]` pointing at `up` and `extra` TOML appended.
-    pub fn start(up: &Upstream, extra: &str) -> Proxy {
-        let upstreams = format!(
-            "[[upstreams]]\nname = \"mock\"\nregion = \"us\"\nbase_url = \"{}\"\n",
-            up.base_url()
-        );
-        Proxy::start_with(&upstreams, extra)
+/// A configured store and config, before `serve` starts.
+pub struct Setup {
+    pub port: u16,
+    pub admin_port: u16,
+    pub metrics_port: u16,
+    pub key: String,
+    pub org_id: String,
+    pub key_id: String,
+    pub cfg_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// Run the sluice CLI with `args` (plus `--config cfg`), `stdin` piped in, the test master key
+/// in the environment unless `env` overrides it.
+pub fn cli(
+    cfg: &std::path::Path,
+    args: &[&str],
+    stdin: &[u8],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("SLUICE_CONFIG")
+        .env_remove("SLUICE_SECRETS_KEY_OLD")
+        .env_remove("OPENAI_API_KEY")
+        .env("SLUICE_SECRETS_KEY", MASTER_KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        if v.is_empty() {
+            c.env_remove(k);
+        } else {
+            c.env(k, v);
+        }
+    }
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// Run a CLI command with `--json` that must succeed; its JSON output.
+pub fn cli_json(cfg: &std::path::Path, args: &[&str], stdin: &[u8]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = cli(cfg, &a, stdin, &[]);
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sluice {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The mock as the only upstream, named `mock`, in region `us`, with `extra` keys.
+pub fn mock_upstream(up: &Upstream, extra: &str) -> String {
+    format!(
+        "[[upstreams]]\nname = \"mock\"\nregion = \"us\"\nbase_url = \"{}\"\n{extra}\n",
+        up.base_url()
+    )
+}
+
+impl Setup {
+    /// Write the config and create org `test` with one key.
+    pub fn new(upstreams: &str, extra: &str) -> Setup {
+        let mut s = Setup::bare(upstreams, extra);
+        let org = s.cli_json(&["orgs", "create", "test"], b"");
+        s.org_id = org["id"].as_str().unwrap().to_string();
+        let k = s.cli_json(&["keys", "create", "--org", &s.org_id, "--name", "it"], b"");
+        s.key = k["key"].as_str().unwrap().to_string();
+        s.key_id = k["id"].as_str().unwrap().to_string();
+        s
     }
 
-    /// Start sluice with the given upstream section and extra TOML.
-    pub fn start_with(upstreams: &str, extra: &str) -> Proxy {
+    /// Write the config only: no org, no key.
+    pub fn bare(upstreams: &str, extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let (port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
         let cfg = format!(
             "[listen]\nproxy = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin_port}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\n\
              [store]\npath = \"{}\"\n{extra}\n{upstreams}",
-            dir.path().join("sluice.db").display()
+            dir.path().join("data").join("sluice.db").display()
         );
         let cfg_path = dir.path().join("sluice.toml");
         std::fs::write(&cfg_path, cfg).unwrap();
-        let log = dir.path().join("sluice.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--config"])
-            .arg(&cfg_path)
-            .env_remove("SLUICE_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut p = Proxy {
-            child: Some(child),
+        Setup {
             port,
             admin_port,
             metrics_port,
-            _dir: dir,
+            key: String::new(),
+            key_id: String::new(),
+            org_id: String::new(),
+            cfg_path,
+            dir,
+        }
+    }
+
+    /// The database path.
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("data").join("sluice.db")
+    }
+
+    /// Run a CLI command against this setup's config.
+    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        cli(&self.cfg_path, args, stdin, &[])
+    }
+
+    /// Run a `--json` CLI command that must succeed.
+    pub fn cli_json(&self, args: &[&str], stdin: &[u8]) -> serde_json::Value {
+        cli_json(&self.cfg_path, args, stdin)
+    }
+
+    /// Start `sluice serve` with the test master key.
+    pub fn spawn(self) -> Proxy {
+        self.spawn_env(&[("SLUICE_SECRETS_KEY", MASTER_KEY)])
+    }
+
+    /// Start `sluice serve` with exactly these secret-related variables.
+    pub fn spawn_env(self, env: &[(&str, &str)]) -> Proxy {
+        self.spawn_args(&[], env)
+    }
+
+    /// The `serve` command for this setup (extra `args`, exactly `env` for secrets), with
+    /// stdout and stderr going to files in the setup's directory.
+    pub fn serve_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        c.arg("serve")
+            .args(args)
+            .arg("--config")
+            .arg(&self.cfg_path)
+            .env_remove("SLUICE_CONFIG")
+            .env_remove("SLUICE_SECRETS_KEY")
+            .env_remove("SLUICE_SECRETS_KEY_OLD")
+            .env_remove("OPENAI_API_KEY")
+            .stdout(std::fs::File::create(self.dir.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(self.dir.path().join("sluice.log")).unwrap());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Start `sluice serve` with extra arguments and exactly these secret-related variables.
+    pub fn spawn_args(self, args: &[&str], env: &[(&str, &str)]) -> Proxy {
+        let log = self.dir.path().join("sluice.log");
+        let child = self.serve_command(args, env).spawn().unwrap();
+        let mut p = Proxy {
+            child: Some(child),
+            port: self.port,
+            admin_port: self.admin_port,
+            metrics_port: self.metrics_port,
+            key: self.key,
+            org_id: self.org_id,
+            key_id: self.key_id,
+            cfg_path: self.cfg_path,
+            dir: self.dir,
             log,
         };
         p.wait_ready();
         p
+    }
+}
+
+impl Proxy {
+    /// Start sluice with `[[upstreams]]` pointing at `up` and `extra` TOML appended.
+    pub fn start(up: &Upstream, extra: &str) -> Proxy {
+        Proxy::start_with(&mock_upstream(up, ""), extra)
+    }
+
+    /// Start sluice with the given upstream section and extra TOML.
+    pub fn start_with(upstreams: &str, extra: &str) -> Proxy {
+        Setup::new(upstreams, extra).spawn()
+    }
+
+    /// The `Authorization` header line for this proxy's key.
+    pub fn auth(&self) -> String {
+        format!("Authorization: Bearer {}\r\n", self.key)
+    }
+
+    /// A POST with a JSON body and this proxy's key, as bytes.
+    pub fn post(&self, path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+        post(path, body, &format!("{}{extra_headers}", self.auth()))
+    }
+
+    /// Run a CLI command against this proxy's config.
+    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
+        cli(&self.cfg_path, args, stdin, &[])
+    }
+
+    /// Run a `--json` CLI command that must succeed.
+    pub fn cli_json(&self, args: &[&str], stdin: &[u8]) -> serde_json::Value {
+        cli_json(&self.cfg_path, args, stdin)
     }
 
     fn wait_ready(&mut self) {
@@ -85,6 +255,35 @@ impl Proxy {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("sluice not ready in time:\n{}", self.log());
+    }
+
+    /// Everything `serve` wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Stop the process (SIGKILL) and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill the process and get its setup back (same config, store and ports) to restart it.
+    pub fn stop(mut self) -> Setup {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Setup {
+            port: self.port,
+            admin_port: self.admin_port,
+            metrics_port: self.metrics_port,
+            key: std::mem::take(&mut self.key),
+            key_id: std::mem::take(&mut self.key_id),
+            org_id: std::mem::take(&mut self.org_id),
+            cfg_path: std::mem::take(&mut self.cfg_path),
+            dir,
+        }
     }
 
     /// Everything sluice wrote to stderr so far.

@@ -1,0 +1,562 @@
+//! Administrative operations on orgs, API keys and credentials: validation, then the store and
+//! the vault. The CLI calls these (and the admin API will call the same functions), so the
+//! rules are the same whatever the entry point. Nothing here prints; errors never carry a
+//! secret.
+
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::auth;
+use crate::residency::Region;
+use crate::store::{self, Store};
+use crate::vault::{self, Keyring};
+
+/// Longest secret accepted by `credentials set` (provider keys are far shorter).
+pub const MAX_SECRET_BYTES: usize = 16 * 1024;
+
+/// Why an operation was refused or failed. Nothing was changed when it returns one.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Vault(#[from] vault::Error),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An org's PII redaction setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pii {
+    On,
+    Off,
+}
+
+/// A key's PII setting: its own, or the org's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyPii {
+    On,
+    Off,
+    Inherit,
+}
+
+impl Pii {
+    fn as_str(self) -> &'static str {
+        match self {
+            Pii::On => "on",
+            Pii::Off => "off",
+        }
+    }
+}
+
+impl KeyPii {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyPii::On => "on",
+            KeyPii::Off => "off",
+            KeyPii::Inherit => "inherit",
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{what} name must be 1 to 100 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Parse an RFC 3339 time that must lie in the future; returned normalised to UTC.
+pub fn future_time(s: &str) -> Result<String> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+        Error::Invalid(format!(
+            "{s:?} is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)"
+        ))
+    })?;
+    if t <= OffsetDateTime::now_utc() {
+        return Err(Error::Invalid(format!("{s:?} is in the past")));
+    }
+    Ok(t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default())
+}
+
+// ---- orgs ----
+
+/// Create an org.
+pub fn create_org(
+    store: &Store,
+    name: &str,
+    region: Option<Region>,
+    pii: Option<Pii>,
+) -> Result<store::Org> {
+    check_name("org", name)?;
+    Ok(store.insert_org(
+        name,
+        region.map(Region::as_str),
+        pii.unwrap_or(Pii::On).as_str(),
+    )?)
+}
+
+/// Change an org's default region and/or PII setting.
+pub fn update_org(
+    store: &Store,
+    id: &str,
+    region: Option<Region>,
+    pii: Option<Pii>,
+) -> Result<store::Org> {
+    if region.is_none() && pii.is_none() {
+        return Err(Error::Invalid(
+            "nothing to change: give --region and/or --pii".into(),
+        ));
+    }
+    Ok(store.update_org(id, region.map(Region::as_str), pii.map(Pii::as_str))?)
+}
+
+// ---- API keys ----
+
+/// What a new key is created with.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub org_id: String,
+    pub name: String,
+    pub pii: KeyPii,
+    pub region: Option<Region>,
+    pub rpm: Option<u32>,
+    /// RFC 3339, in the future.
+    pub expires: Option<String>,
+}
+
+/// A created key: the only time the key itself exists outside the client.
+#[derive(Serialize)]
+pub struct CreatedKey {
+    pub id: String,
+    #[serde(serialize_with = "expose")]
+    pub key: Zeroizing<String>,
+    pub prefix: String,
+    pub org_id: String,
+    pub name: String,
+}
+
+fn expose<S: serde::Serializer>(
+    k: &Zeroizing<String>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(k)
+}
+
+/// Create a key; the returned secret is shown once and stored only as its SHA-256 hash.
+pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
+    check_name("key", &spec.name)?;
+    if spec.rpm == Some(0) {
+        return Err(Error::Invalid("--rpm must be at least 1".into()));
+    }
+    let expires = spec.expires.as_deref().map(future_time).transpose()?;
+    let new = auth::generate();
+    let row = store::Key {
+        id: store::new_id(),
+        org_id: spec.org_id.clone(),
+        name: spec.name.clone(),
+        prefix: new.prefix.clone(),
+        hash: new.hash.to_vec(),
+        pii: spec.pii.as_str().into(),
+        region: spec.region.map(|r| r.as_str().to_string()),
+        rpm: spec.rpm,
+        expires_at: expires,
+        revoked_at: None,
+        created_at: store::now(),
+        last_used_at: None,
+    };
+    store.insert_key(&row)?;
+    Ok(CreatedKey {
+        id: row.id,
+        key: new.secret,
+        prefix: new.prefix,
+        org_id: row.org_id,
+        name: row.name,
+    })
+}
+
+/// A key as listed: metadata and status, never the key or its hash.
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    #[serde(flatten)]
+    pub key: store::Key,
+    /// `active`, `revoked` or `expired`.
+    pub status: &'static str,
+}
+
+/// Keys, optionally of one org (which must exist).
+pub fn list_keys(store: &Store, org: Option<&str>) -> Result<Vec<KeyView>> {
+    if let Some(o) = org {
+        store.org(o)?;
+    }
+    let now = OffsetDateTime::now_utc();
+    Ok(store
+        .keys(org)?
+        .into_iter()
+        .map(|key| {
+            let expired = key
+                .expires_at
+                .as_deref()
+                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .is_some_and(|t| t <= now);
+            let status = if key.revoked_at.is_some() {
+                "revoked"
+            } else if expired {
+                "expired"
+            } else {
+                "active"
+            };
+            KeyView { key, status }
+        })
+        .collect())
+}
+
+/// Revoke a key. A running `serve` refuses it within a second.
+pub fn revoke_key(store: &Store, id: &str) -> Result<()> {
+    Ok(store.revoke_key(id)?)
+}
+
+// ---- credentials ----
+
+fn check_credential_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(Error::Invalid(
+            "credential name must be 1 to 64 characters of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Turn what was read from stdin into a secret: one trailing newline (`\n` or `\r\n`) is
+/// stripped; empty, oversized, non-UTF-8 or control-character-bearing input is refused (a
+/// secret goes into an HTTP header). Error messages never include the input.
+pub fn secret_from_input(mut raw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<String>> {
+    if raw.ends_with(b"\n") {
+        raw.pop();
+        if raw.ends_with(b"\r") {
+            raw.pop();
+        }
+    }
+    if raw.is_empty() {
+        return Err(Error::Invalid(
+            "the secret is empty: pipe it on standard input, e.g. `printf %s \"$KEY\" | sluice credentials set NAME`".into(),
+        ));
+    }
+    if raw.len() > MAX_SECRET_BYTES {
+        return Err(Error::Invalid(format!(
+            "the secret is longer than {MAX_SECRET_BYTES} bytes"
+        )));
+    }
+    if raw.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(Error::Invalid(
+            "the secret contains control characters or more than one line".into(),
+        ));
+    }
+    let s = std::str::from_utf8(&raw)
+        .map_err(|_| Error::Invalid("the secret is not valid UTF-8".into()))?;
+    Ok(Zeroizing::new(s.to_string()))
+}
+
+/// A credential as listed: never the secret.
+#[derive(Debug, Serialize)]
+pub struct CredentialView {
+    pub id: String,
+    pub name: String,
+    /// Fingerprint of the master key that sealed it.
+    pub key_fingerprint: String,
+    /// Whether that is the current master key (`null` when the current key is not known).
+    pub current_key: Option<bool>,
+    pub created_at: String,
+    pub rotated_at: String,
+    pub expires_at: Option<String>,
+    /// Whole days since the secret was last set.
+    pub age_days: i64,
+    pub expired: bool,
+}
+
+fn view(c: store::Credential, current_fp: Option<&str>) -> CredentialView {
+    let now = OffsetDateTime::now_utc();
+    let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+    CredentialView {
+        age_days: parse(&c.rotated_at).map_or(0, |t| (now - t).whole_days()),
+        expired: c
+            .expires_at
+            .as_deref()
+            .and_then(parse)
+            .is_some_and(|t| t <= now),
+        current_key: current_fp.map(|fp| fp == c.key_fp),
+        key_fingerprint: c.key_fp,
+        id: c.id,
+        name: c.name,
+        created_at: c.created_at,
+        rotated_at: c.rotated_at,
+        expires_at: c.expires_at,
+    }
+}
+
+/// Store (or replace) a credential, sealed under the current master key and bound to its row.
+pub fn set_credential(
+    store: &Store,
+    ring: &Keyring,
+    name: &str,
+    secret: &str,
+    expires: Option<&str>,
+) -> Result<CredentialView> {
+    check_credential_name(name)?;
+    let expires = expires.map(future_time).transpose()?;
+    let id = store.credential_id(name)?.unwrap_or_else(store::new_id);
+    let now = store::now();
+    let row = store::Credential {
+        sealed: ring.seal(secret.as_bytes(), &vault::aad("credentials", &id, name)),
+        key_fp: ring.fingerprint(),
+        id,
+        name: name.to_string(),
+        created_at: now.clone(),
+        rotated_at: now,
+        expires_at: expires,
+    };
+    store.put_credential(&row)?;
+    let stored = store
+        .credentials()?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            Error::Store(store::Error::NotFound {
+                what: "credential",
+                id: name.to_string(),
+            })
+        })?;
+    Ok(view(stored, Some(&ring.fingerprint())))
+}
+
+/// Every credential's metadata.
+pub fn list_credentials(store: &Store, current_fp: Option<&str>) -> Result<Vec<CredentialView>> {
+    Ok(store
+        .credentials()?
+        .into_iter()
+        .map(|c| view(c, current_fp))
+        .collect())
+}
+
+/// Delete a credential; requests to upstreams that use it are refused from then on.
+pub fn delete_credential(store: &Store, name: &str) -> Result<()> {
+    Ok(store.delete_credential(name)?)
+}
+
+/// What `secrets rotate` did.
+#[derive(Debug, Serialize)]
+pub struct Rotation {
+    pub rotated: usize,
+    pub key_fingerprint: String,
+}
+
+/// Re-seal every credential under the current master key, in one transaction: either all are
+/// re-sealed or none is (e.g. when one was sealed by a key in neither `SLUICE_SECRETS_KEY` nor
+/// `SLUICE_SECRETS_KEY_OLD`).
+pub fn rotate(store: &mut Store, ring: &Keyring) -> Result<Rotation> {
+    let rotated = store
+        .reseal_credentials(|c| {
+            let aad = vault::aad("credentials", &c.id, &c.name);
+            let plain = ring
+                .open(&c.sealed, &aad)
+                .map_err(|e| (c.name.clone(), e))?;
+            Ok::<_, (String, vault::Error)>((ring.seal(&plain, &aad), ring.fingerprint()))
+        })
+        .map_err(|e| match e {
+            store::ResealError::Store(e) => Error::Store(e),
+            store::ResealError::Seal((name, e)) => {
+                Error::Invalid(format!("credential {name:?}: {e}; nothing was changed"))
+            }
+        })?;
+    Ok(Rotation {
+        rotated,
+        key_fingerprint: ring.fingerprint(),
+    })
+}
+
+// ---- serve --dev ----
+
+/// What `serve --dev` set up.
+pub struct DevSetup {
+    /// The default org and its first key, when the store had no org yet.
+    pub created: Option<(store::Org, CreatedKey)>,
+    /// Credentials (re)set from `OPENAI_API_KEY`.
+    pub credentials_set: Vec<String>,
+}
+
+/// First-run setup for `serve --dev`: a `default` org with one key when the store has no org,
+/// and `openai_key` stored under each of `credential_names` whose stored value differs.
+pub fn dev_bootstrap(
+    store: &Store,
+    ring: &Keyring,
+    credential_names: &[String],
+    openai_key: Option<&str>,
+) -> Result<DevSetup> {
+    let created = if store.orgs()?.is_empty() {
+        let org = create_org(store, "default", None, None)?;
+        let key = create_key(
+            store,
+            &KeySpec {
+                org_id: org.id.clone(),
+                name: "dev".into(),
+                pii: KeyPii::Inherit,
+                region: None,
+                rpm: None,
+                expires: None,
+            },
+        )?;
+        Some((org, key))
+    } else {
+        None
+    };
+    let mut credentials_set = Vec::new();
+    if let Some(secret) = openai_key {
+        let secret = secret_from_input(Zeroizing::new(secret.as_bytes().to_vec()))?;
+        let stored = store.credentials()?;
+        for name in credential_names {
+            let same = stored.iter().find(|c| &c.name == name).is_some_and(|c| {
+                ring.open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
+                    .is_ok_and(|p| p.as_slice() == secret.as_bytes())
+            });
+            if !same {
+                set_credential(store, ring, name, &secret, None)?;
+                credentials_set.push(name.clone());
+            }
+        }
+    }
+    Ok(DevSetup {
+        created,
+        credentials_set,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn secrets_from_stdin_lose_one_newline_and_bad_input_is_refused_without_echo() {
+        let ok = |b: &[u8]| secret_from_input(Zeroizing::new(b.to_vec())).map(|s| s.to_string());
+        assert_eq!(ok(b"sk-abc\n").unwrap(), "sk-abc");
+        assert_eq!(ok(b"sk-abc\r\n").unwrap(), "sk-abc");
+        assert_eq!(ok(b"sk-abc").unwrap(), "sk-abc");
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"sk-canary\n\n",
+            b"sk-canary\nsecond",
+            b"sk-\x00canary",
+        ] {
+            let e = ok(bad).unwrap_err().to_string();
+            assert!(!e.contains("canary"), "{e}");
+        }
+        assert!(ok(&vec![b'a'; MAX_SECRET_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn keys_validate_their_input_and_leave_the_store_unchanged_on_error() {
+        let (_d, s) = store();
+        let org = create_org(&s, "acme", Some(Region::Eu), None).unwrap();
+        assert_eq!(org.pii, "on");
+        assert!(matches!(
+            create_org(&s, "acme", None, None),
+            Err(Error::Store(store::Error::Duplicate { .. }))
+        ));
+        let spec = KeySpec {
+            org_id: org.id.clone(),
+            name: "app".into(),
+            pii: KeyPii::Inherit,
+            region: None,
+            rpm: Some(10),
+            expires: None,
+        };
+        let k = create_key(&s, &spec).unwrap();
+        assert!(auth::is_key_shaped(&k.key));
+        for bad in [
+            KeySpec {
+                org_id: "nope".into(),
+                ..spec.clone()
+            },
+            KeySpec {
+                rpm: Some(0),
+                ..spec.clone()
+            },
+            KeySpec {
+                expires: Some("2001-01-01T00:00:00Z".into()),
+                ..spec.clone()
+            },
+            KeySpec {
+                expires: Some("tomorrow".into()),
+                ..spec.clone()
+            },
+            KeySpec {
+                name: "".into(),
+                ..spec.clone()
+            },
+        ] {
+            assert!(create_key(&s, &bad).is_err(), "{bad:?}");
+        }
+        let keys = list_keys(&s, Some(&org.id)).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].status, "active");
+        let listed = serde_json::to_string(&keys[0]).unwrap();
+        assert!(!listed.contains(k.key.as_str()));
+        assert!(!listed.contains("hash"));
+        revoke_key(&s, &k.id).unwrap();
+        assert_eq!(list_keys(&s, None).unwrap()[0].status, "revoked");
+        assert!(revoke_key(&s, "nope").is_err());
+        assert!(list_keys(&s, Some("nope")).is_err());
+    }
+
+    #[test]
+    fn rotation_reseals_everything_or_nothing() {
+        let (_d, mut s) = store();
+        let old_b64 = Keyring::generate();
+        let old = Keyring::new(&old_b64, &[]).unwrap();
+        set_credential(&s, &old, "a", "sk-secret-a", None).unwrap();
+        set_credential(&s, &old, "b", "sk-secret-b", None).unwrap();
+
+        // Without the old key nothing can be re-sealed, and nothing changes.
+        let stranger = Keyring::new(&Keyring::generate(), &[]).unwrap();
+        let before = s.credentials().unwrap();
+        assert!(rotate(&mut s, &stranger).is_err());
+        assert_eq!(s.credentials().unwrap(), before);
+
+        let new = Keyring::new(&Keyring::generate(), &[&old_b64]).unwrap();
+        let r = rotate(&mut s, &new).unwrap();
+        assert_eq!(r.rotated, 2);
+        let after = list_credentials(&s, Some(&new.fingerprint())).unwrap();
+        assert!(after.iter().all(|c| c.current_key == Some(true)));
+        let only_new = Keyring::new(&Keyring::generate(), &[]).unwrap();
+        assert!(s.credentials().unwrap().iter().all(|c| only_new
+            .open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
+            .is_err()));
+        let c = &s.credentials().unwrap()[0];
+        assert_eq!(
+            &*new
+                .open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
+                .unwrap(),
+            b"sk-secret-a"
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! API keys on the data plane and upstream credential injection: every unauthenticated request
+//! gets the same 401 and never reaches the upstream; the upstream sees sluice's credential and
+//! never the app's key; revocation, rate limits and missing credentials while serving.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const PROVIDER_SECRET: &str = "sk-proj-PROVIDER-canary-7d1e2f3a4b5c";
+
+/// The mock with credential `mock-cred` and that credential stored.
+fn with_credential(up: &Upstream, upstream_extra: &str) -> Proxy {
+    let s = Setup::new(
+        &mock_upstream(up, &format!("credential = \"mock-cred\"\n{upstream_extra}")),
+        "",
+    );
+    s.cli_json(
+        &["credentials", "set", "mock-cred"],
+        format!("{PROVIDER_SECRET}\n").as_bytes(),
+    );
+    s.spawn()
+}
+
+#[test]
+fn unauthenticated_requests_get_one_401_and_never_reach_the_upstream() {
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    let other = generate_like_key();
+    let revoked = p.cli_json(&["keys", "create", "--org", &p.org_id], b"");
+    let revoked_key = revoked["key"].as_str().unwrap().to_string();
+    p.cli_json(&["keys", "revoke", revoked["id"].as_str().unwrap()], b"");
+    let expiring = p.cli_json(
+        &[
+            "keys",
+            "create",
+            "--org",
+            &p.org_id,
+            "--expires",
+            &in_seconds(1),
+        ],
+        b"",
+    );
+    let expiring_key = expiring["key"].as_str().unwrap().to_string();
+    let good = p.auth();
+    let cases: Vec<(&str, String, String)> = vec![
+        ("missing", String::new(), String::new()),
+        (
+            "empty bearer",
+            "Authorization: Bearer \r\n".into(),
+            String::new(),
+        ),
+        (
+            "basic",
+            format!("Authorization: Basic {}\r\n", p.key),
+            String::new(),
+        ),
+        (
+            "no scheme",
+            format!("Authorization: {}\r\n", p.key),
+            String::new(),
+        ),
+        (
+            "unknown",
+            format!("Authorization: Bearer {other}\r\n"),
+            String::new(),
+        ),
+        (
+            "not a sluice key",
+            "Authorization: Bearer sk-proj-abc\r\n".into(),
+            String::new(),
+        ),
+        (
+            "revoked",
+            format!("Authorization: Bearer {revoked_key}\r\n"),
+            String::new(),
+        ),
+        ("two headers", format!("{good}{good}"), String::new()),
+        (
+            "x-api-key too",
+            format!("{good}X-Api-Key: {}\r\n", p.key),
+            String::new(),
+        ),
+        (
+            "api-key only",
+            format!("Api-Key: {}\r\n", p.key),
+            String::new(),
+        ),
+        ("key in query", good.clone(), format!("?key={}", p.key)),
+        (
+            "api_key in query",
+            String::new(),
+            format!("?api_key={}", p.key),
+        ),
+    ];
+    std::thread::sleep(Duration::from_millis(1100)); // the expiring key has expired
+    let mut message = None;
+    for (what, headers, query) in cases
+        .iter()
+        .map(|(w, h, q)| (*w, h.clone(), q.clone()))
+        .chain([(
+            "expired",
+            format!("Authorization: Bearer {expiring_key}\r\n"),
+            String::new(),
+        )])
+    {
+        let r = raw(
+            p.port,
+            &post(&format!("/v1/chat/completions{query}"), b"{}", &headers),
+        )
+        .unwrap();
+        assert_eq!(r.status, 401, "{what}: {}", r.body_text());
+        assert_eq!(r.code(), "invalid_api_key", "{what}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"sluice\"")
+        );
+        assert_security_headers(&r);
+        let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(!m.contains(&p.key) && !m.contains(&other), "{what}: {m}");
+        // The same message whatever the reason: no enumeration of keys.
+        assert_eq!(message.get_or_insert(m.clone()), &m, "{what}");
+    }
+    // GET routes are authenticated too.
+    let r = http_get(p.port, "/v1/models").unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(up.connections(), 0, "the upstream was contacted");
+    assert!(up.requests().is_empty());
+
+    // The scheme is case-insensitive (RFC 9110), and a good key works.
+    let r = raw(
+        p.port,
+        &post(
+            "/v1/chat/completions",
+            b"{}",
+            &format!("authorization: bEaReR {}\r\n", p.key),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    p.metrics_with(&[
+        "sluice_auth_failures_total{reason=\"revoked\"} 1",
+        "sluice_auth_failures_total{reason=\"expired\"} 1",
+        "sluice_auth_failures_total{reason=\"ambiguous\"} 1",
+        "sluice_errors_total{code=\"invalid_api_key\"} 14",
+    ]);
+}
+
+/// A key-shaped string no store knows.
+fn generate_like_key() -> String {
+    format!("sk-sluice-{}", "Q".repeat(43))
+}
+
+fn in_seconds(s: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(s))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[test]
+fn the_upstream_gets_sluices_credential_and_never_the_apps_key_or_cookies() {
+    let up = Upstream::start();
+    let p = with_credential(&up, "");
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/chat/completions",
+            br#"{"model":"gpt-4o"}"#,
+            "Cookie: session=app-cookie\r\nOpenAI-Organization: org-app\r\nX-Custom: kept\r\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let got = &up.requests()[0];
+    assert_eq!(
+        got.header("authorization"),
+        Some(format!("Bearer {PROVIDER_SECRET}").as_str())
+    );
+    assert_eq!(got.header("x-custom"), Some("kept"));
+    for h in ["cookie", "openai-organization", "api-key", "x-api-key"] {
+        assert_eq!(got.header(h), None, "{h} was forwarded");
+    }
+    let all: String = got
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\n"))
+        .collect();
+    assert!(!all.contains(&p.key), "the app's key reached the upstream");
+    // The provider's secret never comes back to the client.
+    assert!(!r.body_text().contains(PROVIDER_SECRET));
+    assert!(!format!("{:?}", r.headers).contains(PROVIDER_SECRET));
+}
+
+#[test]
+fn credential_header_and_prefix_are_configurable_per_upstream() {
+    let up = Upstream::start();
+    let p = with_credential(&up, "credential_header = \"api-key\"\n");
+    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let got = &up.requests()[0];
+    assert_eq!(got.header("api-key"), Some(PROVIDER_SECRET));
+    assert_eq!(got.header("authorization"), None);
+}
+
+#[test]
+fn a_missing_credential_is_503_until_it_is_set_while_serving() {
+    let up = Upstream::start();
+    let p = Proxy::start_with(&mock_upstream(&up, "credential = \"mock-cred\"\n"), "");
+    let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.code(), "credential_unavailable");
+    assert_eq!(up.connections(), 0);
+
+    p.cli_json(
+        &["credentials", "set", "mock-cred"],
+        PROVIDER_SECRET.as_bytes(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "credential not picked up: {}",
+            r.body_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        up.requests()[0].header("authorization"),
+        Some(format!("Bearer {PROVIDER_SECRET}").as_str())
+    );
+
+    // Deleted: refused again, never sent without it.
+    p.cli_json(&["credentials", "delete", "mock-cred"], b"");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
+        if r.status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deletion not picked up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_expired_credential_is_refused_rather_than_sent() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, "credential = \"mock-cred\"\n"), "");
+    s.cli_json(
+        &[
+            "credentials",
+            "set",
+            "mock-cred",
+            "--expires",
+            &in_seconds(1),
+        ],
+        PROVIDER_SECRET.as_bytes(),
+    );
+    let p = s.spawn();
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
+    assert_eq!(r.status, 503, "{}", r.body_text());
+    assert_eq!(r.code(), "credential_unavailable");
+    assert!(up.requests().is_empty());
+    let list = p.cli_json(&["credentials", "list"], b"");
+    assert_eq!(list["credentials"][0]["expired"], true);
+}
+
+#[test]
+fn a_key_revoked_with_the_cli_is_refused_within_a_second() {
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+    assert_eq!(r.status, 200);
+    let out = p.cli(&["keys", "revoke", &p.key_id], b"");
+    assert!(out.status.success());
+    let revoked_at = Instant::now();
+    loop {
+        let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+        if r.status == 401 {
+            break;
+        }
+        assert_eq!(r.status, 200);
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "revoked key still accepted after 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = up.requests().len();
+    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(up.requests().len(), before);
+}
+
+#[test]
+fn rpm_limits_answer_429_with_retry_after() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let k = s.cli_json(&["keys", "create", "--org", &s.org_id, "--rpm", "3"], b"");
+    let p = s.spawn();
+    let hdr = format!("Authorization: Bearer {}\r\n", k["key"].as_str().unwrap());
+    // Keep-alive: the 429 closes the connection, the others do not.
+    let mut s = connect(p.port).unwrap();
+    for _ in 0..3 {
+        s.write_all(&post("/v1/embeddings", b"{}", &hdr)).unwrap();
+        assert_eq!(read_response(&mut s).unwrap().status, 200);
+    }
+    s.write_all(&post("/v1/embeddings", b"{}", &hdr)).unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 429, "{}", r.body_text());
+    assert_eq!(r.code(), "rate_limited");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(up.requests().len(), 3);
+    // Other keys are not affected.
+    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+    assert_eq!(r.status, 200);
+}

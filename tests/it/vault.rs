@@ -1,0 +1,427 @@
+//! The store and the credential vault from the outside: the CLI's contract (`--json`, exit
+//! codes, bad input leaves the store unchanged, secrets never on argv), leak scans of the DB,
+//! WAL, SHM, logs and CLI output, master-key rotation under load, and `serve --dev`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+const PROVIDER_SECRET: &str = "sk-proj-VAULT-canary-0a9b8c7d6e5f";
+/// A second master key (base64 of 32 bytes).
+const NEW_MASTER_KEY: &str = "bmV3LW1hc3Rlci1rZXktZm9yLXJvdGF0aW9uLXRlc3Q=";
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every file under `dir`, as (name, bytes).
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+fn dump(s: &Setup) -> String {
+    let o = s.cli(&["orgs", "list", "--json"], b"");
+    let k = s.cli(&["keys", "list", "--json"], b"");
+    let c = s.cli(&["credentials", "list", "--json"], b"");
+    format!("{}{}{}", text(&o), text(&k), text(&c))
+}
+
+#[test]
+fn cli_json_output_and_bad_input_leaves_the_store_unchanged() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.cli_json(
+        &["orgs", "create", "acme", "--region", "eu", "--pii", "off"],
+        b"",
+    );
+    let org_id = org["id"].as_str().unwrap();
+    assert_eq!(org["region"], "eu");
+    assert_eq!(org["pii"], "off");
+    let k = s.cli_json(
+        &[
+            "keys", "create", "--org", org_id, "--name", "billing", "--pii", "on", "--region",
+            "eu", "--rpm", "60",
+        ],
+        b"",
+    );
+    assert!(k["key"].as_str().unwrap().starts_with("sk-sluice-"));
+    assert!(k["key"]
+        .as_str()
+        .unwrap()
+        .starts_with(k["prefix"].as_str().unwrap()));
+    let before = dump(&s);
+
+    let refused: Vec<(Vec<&str>, &[u8])> = vec![
+        (vec!["orgs", "create", "acme"], b""),
+        (vec!["orgs", "create", "x", "--region", "mars"], b""),
+        (vec!["orgs", "create", "x", "--pii", "maybe"], b""),
+        (vec!["orgs", "update", "no-such-org", "--pii", "on"], b""),
+        (vec!["orgs", "update", org_id], b""),
+        (vec!["keys", "create", "--org", "no-such-org"], b""),
+        (vec!["keys", "create", "--org", org_id, "--rpm", "0"], b""),
+        (
+            vec![
+                "keys",
+                "create",
+                "--org",
+                org_id,
+                "--expires",
+                "2001-01-01T00:00:00Z",
+            ],
+            b"",
+        ),
+        (
+            vec!["keys", "create", "--org", org_id, "--expires", "next week"],
+            b"",
+        ),
+        (
+            vec!["keys", "create", "--org", org_id, "--region", "moon"],
+            b"",
+        ),
+        (vec!["keys", "revoke", "no-such-key"], b""),
+        (vec!["keys", "list", "--org", "no-such-org"], b""),
+        (vec!["credentials", "set", "x"], b""),
+        (vec!["credentials", "set", "x"], b"\n"),
+        (vec!["credentials", "set", "bad name!"], b"sk-whatever"),
+        (vec!["credentials", "set", "x"], b"two\nlines"),
+        (vec!["credentials", "delete", "no-such"], b""),
+    ];
+    for (args, stdin) in &refused {
+        let out = s.cli(args, stdin);
+        assert!(!out.status.success(), "{args:?} succeeded: {}", text(&out));
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+            "{args:?}: no message"
+        );
+        // --json failures print one JSON error object.
+        let mut a = args.clone();
+        a.push("--json");
+        let out = s.cli(&a, stdin);
+        if out.status.code() == Some(1) {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{a:?}: {e}: {}", text(&out)));
+            assert!(v["error"]["message"].is_string(), "{a:?}");
+        }
+    }
+    assert_eq!(dump(&s), before, "a refused command changed the store");
+
+    // A duplicate org name says so.
+    let out = s.cli(&["orgs", "create", "acme"], b"");
+    assert!(text(&out).contains("already exists"), "{}", text(&out));
+    // An unknown org says so.
+    let out = s.cli(&["keys", "create", "--org", "no-such-org"], b"");
+    assert!(text(&out).contains("no org"), "{}", text(&out));
+
+    // Lists are JSON objects; keys never show the key or its hash.
+    let keys = s.cli_json(&["keys", "list", "--org", org_id], b"");
+    let listed = keys.to_string();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 1);
+    assert!(!listed.contains(k["key"].as_str().unwrap()));
+    assert!(!listed.contains("hash"));
+    assert_eq!(keys["keys"][0]["status"], "active");
+    let orgs = s.cli_json(&["orgs", "list"], b"");
+    assert_eq!(orgs["orgs"].as_array().unwrap().len(), 2);
+    let updated = s.cli_json(&["orgs", "update", org_id, "--region", "apac"], b"");
+    assert_eq!(updated["region"], "apac");
+    assert_eq!(updated["pii"], "off");
+}
+
+#[test]
+fn secrets_on_the_command_line_are_refused_and_never_echoed() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    for args in [
+        vec!["credentials", "set", "openai", PROVIDER_SECRET],
+        vec!["credentials", "set", "openai", "--secret", PROVIDER_SECRET],
+        vec![
+            "credentials",
+            "set",
+            &format!("--value={PROVIDER_SECRET}"),
+            "openai",
+        ],
+        vec!["credentials", &format!("--secret={PROVIDER_SECRET}")],
+    ] {
+        let out = s.cli(&args, b"");
+        assert!(!out.status.success(), "{args:?}");
+        let t = text(&out);
+        assert!(
+            !t.contains("VAULT-canary"),
+            "{args:?} echoed the secret: {t}"
+        );
+        assert!(t.contains("standard input"), "{args:?}: {t}");
+    }
+    assert_eq!(
+        s.cli_json(&["credentials", "list"], b"")["credentials"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn commands_that_need_the_master_key_refuse_without_it() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, "credential = \"c\"\n"), "");
+    for key in ["", "not-base64!", "c2hvcnQ="] {
+        for args in [vec!["credentials", "set", "c"], vec!["secrets", "rotate"]] {
+            let out = cli(
+                &s.cfg_path,
+                &args,
+                PROVIDER_SECRET.as_bytes(),
+                &[("SLUICE_SECRETS_KEY", key)],
+            );
+            assert_eq!(out.status.code(), Some(1), "{args:?} with {key:?}");
+            assert!(
+                text(&out).contains("openssl rand -base64 32"),
+                "{}",
+                text(&out)
+            );
+        }
+        let out = s
+            .serve_command(&[], &[("SLUICE_SECRETS_KEY", key)])
+            .status()
+            .unwrap();
+        assert_eq!(out.code(), Some(1));
+        let log = std::fs::read_to_string(s.dir.path().join("sluice.log")).unwrap();
+        assert!(log.contains("SLUICE_SECRETS_KEY"), "{log}");
+        assert!(log.contains("openssl rand -base64 32"), "{log}");
+    }
+    // Commands that need no secret work without it.
+    let out = cli(
+        &s.cfg_path,
+        &["keys", "list"],
+        b"",
+        &[("SLUICE_SECRETS_KEY", "")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn no_plaintext_key_or_credential_in_the_db_wal_logs_or_cli_output() {
+    let up = Upstream::start();
+    let s = Setup::new(
+        &mock_upstream(&up, "credential = \"mock-cred\"\n"),
+        "[log]\nlevel = \"debug\"\n",
+    );
+    let mut outputs = String::new();
+    let set = s.cli(
+        &["credentials", "set", "mock-cred"],
+        format!("{PROVIDER_SECRET}\n").as_bytes(),
+    );
+    assert!(set.status.success(), "{}", text(&set));
+    outputs.push_str(&text(&set));
+    let second = s.cli_json(
+        &["keys", "create", "--org", &s.org_id, "--name", "second"],
+        b"",
+    );
+    let second_key = second["key"].as_str().unwrap().to_string();
+    let p = s.spawn();
+    for key in [p.key.clone(), second_key.clone()] {
+        let r = raw(
+            p.port,
+            &post(
+                "/v1/chat/completions",
+                b"{}",
+                &format!("Authorization: Bearer {key}\r\n"),
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body_text());
+    }
+    assert_eq!(
+        up.requests()[0].header("authorization"),
+        Some(format!("Bearer {PROVIDER_SECRET}").as_str())
+    );
+    for args in [
+        vec!["keys", "list"],
+        vec!["keys", "list", "--json"],
+        vec!["credentials", "list"],
+        vec!["credentials", "list", "--json"],
+        vec!["orgs", "list"],
+        vec!["keys", "revoke", second["id"].as_str().unwrap()],
+        vec!["secrets", "rotate"],
+    ] {
+        let out = p.cli(&args, b"");
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        outputs.push_str(&text(&out));
+    }
+    // Let the batched last-used write happen, then scan while serve still runs (WAL present)
+    // and again after it stopped.
+    std::thread::sleep(Duration::from_millis(5500));
+    let log = p.log();
+    let db_dir = p.dir.path().join("data");
+    let mut scans = vec![files(&db_dir)];
+    let s = p.stop();
+    scans.push(files(&db_dir));
+    let master = MASTER_KEY.as_bytes();
+    let needles: Vec<(&str, &[u8])> = vec![
+        ("app key", s.key.as_bytes()),
+        ("second app key", second_key.as_bytes()),
+        ("provider secret", PROVIDER_SECRET.as_bytes()),
+        ("provider secret core", b"VAULT-canary"),
+        ("master key", master),
+    ];
+    let names: Vec<String> = scans[0].iter().map(|(n, _)| n.clone()).collect();
+    assert!(names.iter().any(|n| n.ends_with("sluice.db")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("sluice.db-wal")),
+        "{names:?}"
+    );
+    for (what, needle) in &needles {
+        for scan in &scans {
+            for (name, bytes) in scan {
+                assert!(!contains(bytes, needle), "{what} found in {name}");
+            }
+        }
+        assert!(!contains(log.as_bytes(), needle), "{what} found in the log");
+        assert!(
+            !contains(outputs.as_bytes(), needle),
+            "{what} found in CLI output:\n{outputs}"
+        );
+    }
+    // last-used was recorded, off the request path.
+    let keys = s.cli_json(&["keys", "list"], b"");
+    assert!(keys["keys"][0]["last_used_at"].is_string(), "{keys}");
+    // The DB and its directory are private.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.db()), 0o600);
+    assert_eq!(mode(s.db().parent().unwrap()), 0o700);
+}
+
+#[test]
+fn master_key_rotation_under_load_keeps_requests_succeeding() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, "credential = \"mock-cred\"\n"), "");
+    // Sealed under the old key (MASTER_KEY).
+    s.cli_json(
+        &["credentials", "set", "mock-cred"],
+        PROVIDER_SECRET.as_bytes(),
+    );
+    let both = [
+        ("SLUICE_SECRETS_KEY", NEW_MASTER_KEY),
+        ("SLUICE_SECRETS_KEY_OLD", MASTER_KEY),
+    ];
+    let p = s.spawn_env(&both);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (port, req) = (p.port, p.post("/v1/embeddings", b"{}", ""));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match raw(port, &req) {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("{} {}", r.status, r.body_text())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let out = cli(&p.cfg_path, &["secrets", "rotate", "--json"], b"", &both);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rotated"], 1);
+    std::thread::sleep(Duration::from_millis(800)); // past a snapshot reload
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 5, "only {ok} requests");
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization") == Some(&format!("Bearer {PROVIDER_SECRET}"))));
+    let out = cli(&p.cfg_path, &["credentials", "list", "--json"], b"", &both);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["credentials"][0]["current_key"], true);
+
+    // After rotation the old key is no longer needed...
+    let s = p.stop();
+    let p = s.spawn_env(&[("SLUICE_SECRETS_KEY", NEW_MASTER_KEY)]);
+    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    // ...and the old key alone opens nothing: refused with a clear log line, never sent.
+    let s = p.stop();
+    let before = up.requests().len();
+    let p = s.spawn_env(&[("SLUICE_SECRETS_KEY", MASTER_KEY)]);
+    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(r.code(), "credential_unavailable");
+    assert_eq!(up.requests().len(), before);
+    let log = p.log();
+    assert!(log.contains("cannot decrypt credential"), "{log}");
+    assert!(log.contains("SLUICE_SECRETS_KEY_OLD"), "{log}");
+    // A rotation with a key that cannot open the credentials changes nothing.
+    let stranger = "c3RyYW5nZXItbWFzdGVyLWtleS0zMi1ieXRlcy1sb24=";
+    let out = cli(
+        &p.cfg_path,
+        &["secrets", "rotate"],
+        b"",
+        &[("SLUICE_SECRETS_KEY", stranger)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("nothing was changed"), "{}", text(&out));
+    let v = cli(
+        &p.cfg_path,
+        &["credentials", "list", "--json"],
+        b"",
+        &[("SLUICE_SECRETS_KEY", NEW_MASTER_KEY)],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(v["credentials"][0]["current_key"], true);
+}
+
+#[test]
+fn serve_dev_keeps_a_private_master_key_and_prints_a_key_once() {
+    let up = Upstream::start();
+    let s = Setup::bare(&mock_upstream(&up, "credential = \"mock-cred\"\n"), "");
+    let env = [("OPENAI_API_KEY", PROVIDER_SECRET)];
+    let p = s.spawn_args(&["--dev"], &env);
+    let out = p.stdout();
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sk-sluice-"))
+        .unwrap_or_else(|| panic!("no key printed: {out}"))
+        .to_string();
+    let key_file = p.dir.path().join("data").join("sluice-dev-master.key");
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(p.log().contains("DEV MODE"), "{}", p.log());
+    let auth = format!("Authorization: Bearer {key}\r\n");
+    let r = raw(p.port, &post("/v1/chat/completions", b"{}", &auth)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(
+        up.requests()[0].header("authorization"),
+        Some(format!("Bearer {PROVIDER_SECRET}").as_str())
+    );
+    // Second run: same master key file, the key still works, nothing printed.
+    let s = p.stop();
+    let p = s.spawn_args(&["--dev"], &env);
+    assert!(!p.stdout().contains("sk-sluice-"), "{}", p.stdout());
+    let r = raw(p.port, &post("/v1/chat/completions", b"{}", &auth)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert!(!p.log().contains(PROVIDER_SECRET));
+    assert!(!p.log().contains(&key));
+}
