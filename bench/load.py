@@ -3,13 +3,14 @@
 
 Starts the mock upstream (bench/mock.rs), the bare passthrough (bench/passthrough.rs) and
 sluice (release builds), drives each with wrk at concurrency 1 and 32 with a 1 KB chat body,
-and prints requests/s, p50/p99 latency, and the ratios that matter: sluice vs direct and vs
+with API-key authentication and credential injection on, and prints requests/s, p50/p99 latency, and the ratios that matter: sluice vs direct and vs
 the bare passthrough, and the p99 sluice adds over the passthrough. Machines here are noisy:
 compare only figures from the same run.
 
 Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get install wrk)
 """
 import argparse
+import base64
 import json
 import os
 import re
@@ -73,22 +74,34 @@ def main():
     up, bare, prox, adm, met = (free_port() for _ in range(5))
     body = json.dumps({"model": "gpt-4o-mini", "messages": [
         {"role": "user", "content": "x" * 950}]})
-    lua = os.path.join(tmp, "post.lua")
-    with open(lua, "w") as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        f.write(f"wrk.body = {json.dumps(body)}\n")
     cfg = os.path.join(tmp, "sluice.toml")
     with open(cfg, "w") as f:
         f.write(f'[listen]\nproxy = "127.0.0.1:{prox}"\nadmin = "127.0.0.1:{adm}"\n'
                 f'metrics = "127.0.0.1:{met}"\n[store]\npath = "{tmp}/sluice.db"\n'
                 f'[log]\nlevel = "warn"\n'
-                f'[[upstreams]]\nname = "mock"\nregion = "us"\nbase_url = "http://127.0.0.1:{up}"\n')
+                f'[[upstreams]]\nname = "mock"\nregion = "us"\nbase_url = "http://127.0.0.1:{up}"\n'
+                f'credential = "mock"\n')
+    # sluice with authentication and credential injection on: one org, one key, one credential.
+    env = dict(os.environ, SLUICE_SECRETS_KEY=base64.b64encode(os.urandom(32)).decode())
+    sl = os.path.join(REL, "sluice")
+
+    def cli(*a, stdin=b""):
+        return json.loads(subprocess.run([sl, *a, "--config", cfg, "--json"], input=stdin,
+                                         capture_output=True, check=True, env=env).stdout)
+    org = cli("orgs", "create", "bench")["id"]
+    key = cli("keys", "create", "--org", org)["key"]
+    cli("credentials", "set", "mock", stdin=b"sk-bench-upstream-credential-0123456789")
+    lua = os.path.join(tmp, "post.lua")
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(f'wrk.headers["Authorization"] = "Bearer {key}"\n')
+        f.write(f"wrk.body = {json.dumps(body)}\n")
 
     procs = [
         subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)]),
         subprocess.Popen([os.path.join(REL, "examples", "passthrough"), str(bare), str(up)],
                          stderr=subprocess.DEVNULL),
-        subprocess.Popen([os.path.join(REL, "sluice"), "serve", "--config", cfg],
+        subprocess.Popen([sl, "serve", "--config", cfg], env=env,
                          stderr=open(os.path.join(tmp, "sluice.log"), "w")),
     ]
     try:

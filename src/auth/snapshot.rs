@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use super::{hash, same_hash, Error};
 use crate::store::{self, Store};
@@ -52,6 +53,22 @@ impl KeyInfo {
 pub struct Credential {
     pub secret: SecretString,
     pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Credential {
+    /// The outbound header value: `prefix` followed by the secret, marked sensitive (HPACK
+    /// never indexes it, `Debug` hides it). `None` if the secret cannot be a header value. The
+    /// intermediate buffer is wiped; the `HeaderValue` itself lives only as long as the
+    /// outbound request header.
+    pub fn header_value(&self, prefix: &str) -> Option<http::HeaderValue> {
+        let secret = self.secret.expose_secret();
+        let mut value = Zeroizing::new(Vec::with_capacity(prefix.len() + secret.len()));
+        value.extend_from_slice(prefix.as_bytes());
+        value.extend_from_slice(secret.as_bytes());
+        let mut v = http::HeaderValue::from_bytes(&value).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
 }
 
 /// Keys by hash and credentials by name.
@@ -262,7 +279,6 @@ impl Watcher {
 mod tests {
     use super::*;
     use crate::auth;
-    use secrecy::ExposeSecret;
 
     fn key_row(org: &str, k: &auth::NewKey) -> store::Key {
         store::Key {

@@ -18,8 +18,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
-use secrecy::ExposeSecret;
-use zeroize::Zeroizing;
 
 use super::{Ctx, State};
 use crate::config::Upstream;
@@ -203,19 +201,12 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
         req.remove_header(*h);
     }
     if let Some(cred) = &ctx.credential {
-        let secret = cred.secret.expose_secret();
-        let mut value = Zeroizing::new(Vec::with_capacity(
-            up.credential_prefix.len() + secret.len(),
-        ));
-        value.extend_from_slice(up.credential_prefix.as_bytes());
-        value.extend_from_slice(secret.as_bytes());
-        let mut value = http::HeaderValue::from_bytes(&value).map_err(|_| {
+        let value = cred.header_value(&up.credential_prefix).ok_or_else(|| {
             Error::explain(
                 ErrorType::InternalError,
                 "upstream credential is not a valid header value",
             )
         })?;
-        value.set_sensitive(true);
         req.insert_header(up.credential_header.clone(), value)?;
     }
     req.insert_header(http::header::HOST, up.base_url.authority.as_str())?;

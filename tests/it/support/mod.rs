@@ -23,22 +23,23 @@ pub fn free_port() -> u16 {
 pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW5vdC1mb3ItcHJvZC11c2U=";
 
 /// A running sluice process. Killed on drop.
+/// Its setup's fields (ports, key, config path, directory) are reachable through `Deref`.
 pub struct Proxy {
     child: Option<Child>,
-    pub port: u16,
-    pub admin_port: u16,
-    pub metrics_port: u16,
-    /// The API key created for org `test` before start.
-    pub key: String,
-    pub org_id: String,
-    pub key_id: String,
-    pub cfg_path: PathBuf,
-    pub dir: tempfile::TempDir,
+    setup: Option<Setup>,
     log: PathBuf,
+}
+
+impl std::ops::Deref for Proxy {
+    type Target = Setup;
+    fn deref(&self) -> &Setup {
+        self.setup.as_ref().expect("setup present until stop()")
+    }
 }
 
 /// A configured store and config, before `serve` starts.
 pub struct Setup {
+    /// The data-plane port.
     pub port: u16,
     pub admin_port: u16,
     pub metrics_port: u16,
@@ -149,6 +150,16 @@ impl Setup {
         self.dir.path().join("data").join("sluice.db")
     }
 
+    /// The `Authorization` header line for the setup's key.
+    pub fn auth(&self) -> String {
+        format!("Authorization: Bearer {}\r\n", self.key)
+    }
+
+    /// A POST with a JSON body and the setup's key, as bytes.
+    pub fn post(&self, path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+        post(path, body, &format!("{}{extra_headers}", self.auth()))
+    }
+
     /// Run a CLI command against this setup's config.
     pub fn cli(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
         cli(&self.cfg_path, args, stdin, &[])
@@ -195,14 +206,7 @@ impl Setup {
         let child = self.serve_command(args, env).spawn().unwrap();
         let mut p = Proxy {
             child: Some(child),
-            port: self.port,
-            admin_port: self.admin_port,
-            metrics_port: self.metrics_port,
-            key: self.key,
-            org_id: self.org_id,
-            key_id: self.key_id,
-            cfg_path: self.cfg_path,
-            dir: self.dir,
+            setup: Some(self),
             log,
         };
         p.wait_ready();
@@ -219,26 +223,6 @@ impl Proxy {
     /// Start sluice with the given upstream section and extra TOML.
     pub fn start_with(upstreams: &str, extra: &str) -> Proxy {
         Setup::new(upstreams, extra).spawn()
-    }
-
-    /// The `Authorization` header line for this proxy's key.
-    pub fn auth(&self) -> String {
-        format!("Authorization: Bearer {}\r\n", self.key)
-    }
-
-    /// A POST with a JSON body and this proxy's key, as bytes.
-    pub fn post(&self, path: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
-        post(path, body, &format!("{}{extra_headers}", self.auth()))
-    }
-
-    /// Run a CLI command against this proxy's config.
-    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> std::process::Output {
-        cli(&self.cfg_path, args, stdin, &[])
-    }
-
-    /// Run a `--json` CLI command that must succeed.
-    pub fn cli_json(&self, args: &[&str], stdin: &[u8]) -> serde_json::Value {
-        cli_json(&self.cfg_path, args, stdin)
     }
 
     fn wait_ready(&mut self) {
@@ -273,17 +257,7 @@ impl Proxy {
     /// Kill the process and get its setup back (same config, store and ports) to restart it.
     pub fn stop(mut self) -> Setup {
         self.kill();
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        Setup {
-            port: self.port,
-            admin_port: self.admin_port,
-            metrics_port: self.metrics_port,
-            key: std::mem::take(&mut self.key),
-            key_id: std::mem::take(&mut self.key_id),
-            org_id: std::mem::take(&mut self.org_id),
-            cfg_path: std::mem::take(&mut self.cfg_path),
-            dir,
-        }
+        self.setup.take().expect("setup present until stop()")
     }
 
     /// Everything sluice wrote to stderr so far.
