@@ -66,6 +66,9 @@ enum Command {
     /// Master key operations.
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// Try the PII rules without traffic: redact text or JSON read from stdin; the result
+    /// goes to stdout and the counts to stderr (or both in one object with --json).
+    Redact,
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,7 +79,7 @@ enum OrgsCmd {
         /// Default data region for the org's requests.
         #[arg(long, value_parser = parse_region)]
         region: Option<Region>,
-        /// PII redaction for the org's requests (default: on).
+        /// PII redaction for the org's requests (default: `[pii] default` in the config).
         #[arg(long, value_enum)]
         pii: Option<Pii>,
     },
@@ -177,6 +180,7 @@ pub fn run() -> i32 {
         Command::Keys(c) => admin_command(config, json, |cfg| keys(cfg, c)),
         Command::Credentials(c) => admin_command(config, json, |cfg| credentials(cfg, c)),
         Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
+        Command::Redact => redact(json),
     }
 }
 
@@ -270,7 +274,13 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
     let store = open_store(cfg)?;
     match c {
         OrgsCmd::Create { name, region, pii } => {
-            let org = admin::create_org(&store, &name, region, pii).map_err(|e| e.to_string())?;
+            let pii = pii.unwrap_or(if cfg.pii.default_on {
+                Pii::On
+            } else {
+                Pii::Off
+            });
+            let org =
+                admin::create_org(&store, &name, region, Some(pii)).map_err(|e| e.to_string())?;
             let text = format!("created org {} ({})", org.id, org.name);
             Ok((to_json(&org), text))
         }
@@ -583,6 +593,54 @@ fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `sluice redact`: JSON when stdin is a JSON document, text otherwise.
+fn redact(json: bool) -> i32 {
+    let mut input = Vec::new();
+    let limit = 64 << 20;
+    if let Err(e) = std::io::stdin()
+        .lock()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut input)
+    {
+        eprintln!("sluice: cannot read standard input: {e}");
+        return EXIT_FAILED;
+    }
+    if input.len() > limit {
+        eprintln!("sluice: input larger than {limit} bytes");
+        return EXIT_FAILED;
+    }
+    let Ok(text) = String::from_utf8(input) else {
+        eprintln!("sluice: input is not UTF-8");
+        return EXIT_FAILED;
+    };
+    let engine = crate::redact::Engine::new();
+    let mut counts = crate::redact::Counts::default();
+    let (format, output) = match engine.redact_json(&text, &mut counts) {
+        Ok(r) => ("json", r.unwrap_or(text)),
+        Err(_) => {
+            counts = Default::default();
+            let r = engine.redact_text(&text, &mut counts);
+            ("text", r.unwrap_or(text))
+        }
+    };
+    if json {
+        print_json(&serde_json::json!({"format": format, "output": output, "counts": counts}));
+    } else {
+        print!("{output}");
+        let _ = std::io::stdout().flush();
+        let summary = counts.header_value();
+        eprintln!(
+            "sluice: {format}: {}",
+            if summary.is_empty() {
+                "nothing redacted"
+            } else {
+                &summary
+            }
+        );
+    }
+    0
 }
 
 fn check_config(config: Option<PathBuf>, json: bool) -> i32 {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod inbound;
 pub mod metrics;
 pub mod proxy;
+pub mod redact;
 pub mod residency;
 pub mod store;
 pub mod vault;

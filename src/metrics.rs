@@ -31,6 +31,8 @@ pub struct Metrics {
     /// `sluice_auth_failures_total{reason}`: requests refused with `invalid_api_key`, by reason
     /// (missing, malformed, ambiguous, misplaced, unknown, revoked, expired).
     pub auth_failures: IntCounterVec,
+    /// `sluice_redactions_total{entity}`: PII values replaced in request bodies.
+    pub redactions: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -107,6 +109,14 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(auth_failures.clone()))?;
+        let redactions = IntCounterVec::new(
+            Opts::new(
+                "sluice_redactions_total",
+                "PII values replaced in request bodies, by entity (email, ssn, phone, card)",
+            ),
+            &["entity"],
+        )?;
+        registry.register(Box::new(redactions.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -128,6 +138,7 @@ impl Metrics {
             stream_interruptions,
             added_latency,
             auth_failures,
+            redactions,
         })
     }
 

@@ -29,10 +29,13 @@ pub struct KeyInfo {
     pub name: String,
     pub hash: [u8; 32],
     pub rpm: Option<u32>,
-    /// The key's PII setting (`on`, `off`, `inherit`).
-    pub pii: String,
+    /// Whether PII is redacted from this key's requests: the key's own `on`/`off`, or its
+    /// org's setting for `inherit` (resolved at load; an org change reloads the snapshot).
+    pub redact_pii: bool,
     /// The key's region pin.
     pub region: Option<String>,
+    /// The org's default region.
+    pub org_region: Option<String>,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked: bool,
     /// Used since the last flush of last-used times.
@@ -94,6 +97,11 @@ impl Snapshot {
         ring: &Keyring,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, store::Error> {
+        let orgs: HashMap<String, store::Org> = store
+            .orgs()?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect();
         let mut keys = HashMap::new();
         for k in store.keys(None)? {
             let Ok(h) = <[u8; 32]>::try_from(k.hash.as_slice()) else {
@@ -102,6 +110,13 @@ impl Snapshot {
             let used = previous
                 .and_then(|p| p.keys.get(&h))
                 .is_some_and(|p| p.used.load(Ordering::Relaxed));
+            let org = orgs.get(&k.org_id);
+            // Fail closed: anything but an explicit "off" redacts.
+            let redact_pii = match k.pii.as_str() {
+                "off" => false,
+                "inherit" => org.is_none_or(|o| o.pii != "off"),
+                _ => true,
+            };
             keys.insert(
                 h,
                 Arc::new(KeyInfo {
@@ -112,8 +127,9 @@ impl Snapshot {
                     name: k.name,
                     hash: h,
                     rpm: k.rpm,
-                    pii: k.pii,
+                    redact_pii,
                     region: k.region,
+                    org_region: org.and_then(|o| o.region.clone()),
                     used: AtomicBool::new(used),
                 }),
             );

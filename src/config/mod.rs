@@ -30,7 +30,15 @@ pub struct Config {
     pub server: Server,
     pub log: Log,
     pub cors: Cors,
+    pub pii: Pii,
     pub upstreams: Vec<Upstream>,
+}
+
+/// PII redaction defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pii {
+    /// Orgs created without `--pii` get redaction on (`[pii] default = "on"`, the default).
+    pub default_on: bool,
 }
 
 /// Listening addresses.

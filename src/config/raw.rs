@@ -111,6 +111,22 @@ pub struct Cors {
     pub allow_origins: Vec<String>,
 }
 
+/// `[pii]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pii {
+    /// The PII setting of orgs created without `--pii`: "on" or "off".
+    pub default: String,
+}
+
+impl Default for Pii {
+    fn default() -> Self {
+        Pii {
+            default: "on".into(),
+        }
+    }
+}
+
 /// One `[[upstreams]]` entry.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::{raw, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Server, Store, Upstream};
+use super::{
+    raw, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Server, Store, Upstream,
+};
 use crate::residency::Region;
 
 /// Headers a credential must never be written into: framing, routing and hop-by-hop ones.
@@ -51,6 +53,7 @@ pub(super) struct RawConfig {
     server: raw::Server,
     log: raw::Log,
     cors: raw::Cors,
+    pii: raw::Pii,
     upstreams: Vec<raw::Upstream>,
 }
 
@@ -63,6 +66,7 @@ impl Default for RawConfig {
             server: Default::default(),
             log: Default::default(),
             cors: Default::default(),
+            pii: Default::default(),
             upstreams: raw::default_upstreams(),
         }
     }
@@ -100,6 +104,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "server" => section(value, &key, &mut problems).map(|s| cfg.server = s),
             "log" => section(value, &key, &mut problems).map(|s| cfg.log = s),
             "cors" => section(value, &key, &mut problems).map(|s| cfg.cors = s),
+            "pii" => section(value, &key, &mut problems).map(|s| cfg.pii = s),
             "upstreams" => {
                 saw_upstreams = true;
                 match value {
@@ -119,7 +124,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, upstreams)",
+                    "unknown section (known: listen, store, limits, server, log, cors, pii, upstreams)",
                 );
                 None
             }
@@ -174,8 +179,23 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         server,
         log,
         cors,
+        pii,
         upstreams,
     } = raw;
+    let pii = {
+        let raw::Pii { default } = pii;
+        match default.as_str() {
+            "on" => Pii { default_on: true },
+            "off" => Pii { default_on: false },
+            other => {
+                p.push(
+                    "pii.default",
+                    format!("{other:?} must be \"on\" or \"off\""),
+                );
+                Pii { default_on: true }
+            }
+        }
+    };
 
     let listen = {
         let raw::Listen {
@@ -423,6 +443,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         server,
         log,
         cors,
+        pii,
         upstreams: ups,
     })
 }

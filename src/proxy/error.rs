@@ -27,6 +27,10 @@ pub enum Rejection {
     /// The key's `rpm` limit is reached; retry after the given number of seconds.
     #[error("rate limit reached for this API key; retry after {retry_after} seconds")]
     RateLimited { retry_after: u64 },
+    /// PII redaction is on and the body cannot be scanned: not JSON (400), or a content type
+    /// or encoding sluice cannot read (415). Never forwarded unscanned.
+    #[error("{0}")]
+    Unscannable(crate::redact::BodyError),
     /// The upstream's credential is missing from the vault, cannot be decrypted, or expired.
     #[error("the upstream credential is unavailable")]
     CredentialUnavailable,
@@ -94,6 +98,16 @@ pub fn reply_for(r: &Rejection) -> Reply {
         Rejection::BadBody => Reply::new(400, INVALID, "invalid_body", true),
         // The body is still unread: close rather than parse it as the next request.
         Rejection::Unauthenticated(_) => Reply::new(401, INVALID, "invalid_api_key", true),
+        Rejection::Unscannable(e) => {
+            use crate::redact::BodyError as B;
+            match e {
+                B::NotJson(_) | B::Corrupt => Reply::new(400, INVALID, "unscannable_body", true),
+                B::UnsupportedType(_) | B::UnsupportedEncoding(_) => {
+                    Reply::new(415, INVALID, "unscannable_body", true)
+                }
+                B::TooLarge { .. } => Reply::new(413, INVALID, "request_too_large", true),
+            }
+        }
         Rejection::RateLimited { .. } => Reply::new(429, "rate_limit_error", "rate_limited", true),
         Rejection::CredentialUnavailable => Reply::new(503, SERVER, "credential_unavailable", true),
         Rejection::OriginNotAllowed => {

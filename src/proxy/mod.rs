@@ -43,6 +43,7 @@ pub struct State {
     /// API keys and upstream credentials, reloaded when the store changes.
     pub auth: Arc<Watcher>,
     limiter: Limiter,
+    redactor: crate::redact::Engine,
 }
 
 impl State {
@@ -56,6 +57,7 @@ impl State {
             upstreams,
             auth,
             limiter: Limiter::new(),
+            redactor: crate::redact::Engine::new(),
             cfg,
         }))
     }
@@ -107,6 +109,8 @@ pub struct Ctx {
     reason: Option<&'static str>,
     bytes_in: u64,
     bytes_out: u64,
+    /// PII replaced in the request body.
+    redactions: crate::redact::Counts,
     _in_flight: Option<InFlight>,
 }
 
@@ -142,6 +146,7 @@ impl ProxyHttp for Sluice {
             reason: None,
             bytes_in: 0,
             bytes_out: 0,
+            redactions: Default::default(),
             _in_flight: Some(InFlight::new(&self.state)),
         }
     }

@@ -92,6 +92,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let body = read_body(session, head.framing, cfg.limits.max_body_bytes).await?;
     ctx.bytes_in = body.len() as u64;
     state.metrics.bytes_in.inc_by(ctx.bytes_in);
+    let body = redact(state, session, ctx, body)?;
     ctx.timeout = cfg.limits.timeout_for(inbound::model(&body).as_deref());
     rebody::replace(session, body).await.map_err(|e| {
         tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot hand the body back to pingora");
@@ -157,6 +158,53 @@ fn choose_upstream(state: &State, ctx: &mut Ctx) -> Result<(), Rejection> {
         }
     }
     Ok(())
+}
+
+/// Redact PII from the body when the key's policy says so. Fail closed: a body that cannot be
+/// scanned is refused, never forwarded.
+fn redact(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    body: Bytes,
+) -> Result<Bytes, Rejection> {
+    if !ctx.key.as_ref().is_some_and(|k| k.redact_pii) {
+        return Ok(body);
+    }
+    let headers = &session.req_header().headers;
+    let r = state
+        .redactor
+        .redact_body(
+            &body,
+            headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            headers
+                .get(http::header::CONTENT_ENCODING)
+                .map(|v| v.as_bytes()),
+            state.cfg.limits.max_body_bytes,
+        )
+        .map_err(|e| {
+            ctx.reason = Some("pii_scan");
+            Rejection::Unscannable(e)
+        })?;
+    if r.decoded {
+        session
+            .req_header_mut()
+            .remove_header(&http::header::CONTENT_ENCODING);
+    }
+    for e in crate::redact::Entity::ALL {
+        let n = r.counts.get(e);
+        if n > 0 {
+            state
+                .metrics
+                .redactions
+                .with_label_values(&[e.as_str()])
+                .inc_by(n as u64);
+        }
+    }
+    ctx.redactions = r.counts;
+    Ok(r.body.map_or(body, Bytes::from))
 }
 
 /// Read the whole body, refusing it as soon as it exceeds `limit`.

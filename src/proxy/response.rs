@@ -57,6 +57,10 @@ pub fn headers(state: &State, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Resul
         resp.insert_header("x-sluice-upstream", up.name.as_str())?;
         resp.insert_header("x-sluice-region", up.region.as_str())?;
     }
+    resp.remove_header("x-sluice-redactions");
+    if ctx.redactions.total() > 0 {
+        resp.insert_header("x-sluice-redactions", ctx.redactions.header_value())?;
+    }
     common(state, resp, ctx)?;
     ctx.responded = true;
     Ok(())
@@ -72,7 +76,7 @@ fn common(state: &State, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         resp.insert_header("access-control-allow-origin", origin.clone())?;
         resp.insert_header(
             "access-control-expose-headers",
-            "x-request-id, x-sluice-region, x-sluice-upstream, x-upstream-request-id",
+            "x-request-id, x-sluice-region, x-sluice-upstream, x-sluice-redactions, x-upstream-request-id",
         )?;
         resp.append_header("vary", "Origin")?;
     }
@@ -236,6 +240,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         bytes_out = ctx.bytes_out,
         code = ctx.code.unwrap_or("-"),
         reason = ctx.reason.unwrap_or("-"),
+        redactions = %ctx.redactions.header_value(),
         key_id = ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
         org_id = ctx.key.as_ref().map_or("-", |k| k.org_id.as_str()),
         error = e.map(|e| e.etype().as_str()).unwrap_or("-"),

@@ -8,5 +8,6 @@ mod config;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod pii;
 mod proxy;
 mod vault;

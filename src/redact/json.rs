@@ -1,0 +1,415 @@
+//! A streaming JSON rewriter: validates the whole document and redacts every string (values
+//! and keys) in one pass, copying everything else byte for byte. No tree is built, so
+//! duplicate keys are all seen (and all redacted), key order and number formatting survive,
+//! and nesting depth costs a byte of stack per level, not recursion. Escapes (`\u0040`) are
+//! decoded before scanning; a rewritten string is re-encoded by `serde_json`. A string that
+//! itself holds JSON (tool-call `arguments`) is rewritten as JSON, one level deep.
+
+use super::text::{self, Patterns};
+use super::Counts;
+
+/// Deeper documents are refused rather than walked.
+pub const MAX_DEPTH: usize = 1024;
+
+/// Why a body is not scannable JSON. Messages never contain body text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSON at byte {at}: {what}")]
+pub struct Invalid {
+    pub at: usize,
+    pub what: &'static str,
+}
+
+fn bad<T>(at: usize, what: &'static str) -> Result<T, Invalid> {
+    Err(Invalid { at, what })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Frame {
+    Object,
+    Array,
+}
+
+/// Redact `input` (which must be one JSON document). `Ok(None)`: valid and unchanged.
+pub fn redact(p: &Patterns, input: &str, counts: &mut Counts) -> Result<Option<String>, Invalid> {
+    rewrite(p, input, counts, true)
+}
+
+fn rewrite(
+    p: &Patterns,
+    input: &str,
+    counts: &mut Counts,
+    nested: bool,
+) -> Result<Option<String>, Invalid> {
+    let b = input.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0; // input[..copied] is already in `out`
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = skip_ws(b, 0);
+    // After a value inside a container we expect `,` or the closer; `expect_key` marks the
+    // position right after `{` or an object's `,`.
+    let mut done = false;
+    loop {
+        // ---- one value at i ----
+        match b.get(i) {
+            None => return bad(i, "unexpected end"),
+            Some(b'{') => {
+                stack.push(Frame::Object);
+                if stack.len() > MAX_DEPTH {
+                    return bad(i, "nested too deeply");
+                }
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(&b'}') {
+                    stack.pop();
+                    i += 1;
+                } else {
+                    i = key(p, input, i, counts, &mut out, &mut copied)?;
+                    continue;
+                }
+            }
+            Some(b'[') => {
+                stack.push(Frame::Array);
+                if stack.len() > MAX_DEPTH {
+                    return bad(i, "nested too deeply");
+                }
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(&b']') {
+                    stack.pop();
+                    i += 1;
+                } else {
+                    continue;
+                }
+            }
+            Some(b'"') => {
+                let end = string_value(p, input, i, counts, &mut out, &mut copied, nested)?;
+                i = end;
+            }
+            Some(b't') => i = literal(b, i, b"true")?,
+            Some(b'f') => i = literal(b, i, b"false")?,
+            Some(b'n') => i = literal(b, i, b"null")?,
+            Some(c) if *c == b'-' || c.is_ascii_digit() => i = number(b, i)?,
+            Some(_) => return bad(i, "expected a value"),
+        }
+        // ---- after a value: close containers, or move to the next element ----
+        loop {
+            i = skip_ws(b, i);
+            let Some(top) = stack.last().copied() else {
+                done = true;
+                break;
+            };
+            match (b.get(i), top) {
+                (Some(b','), Frame::Array) => {
+                    i = skip_ws(b, i + 1);
+                    break;
+                }
+                (Some(b','), Frame::Object) => {
+                    i = skip_ws(b, i + 1);
+                    i = key(p, input, i, counts, &mut out, &mut copied)?;
+                    break;
+                }
+                (Some(b']'), Frame::Array) | (Some(b'}'), Frame::Object) => {
+                    stack.pop();
+                    i += 1;
+                }
+                (None, _) => return bad(i, "unexpected end"),
+                _ => return bad(i, "expected ',' or a closing bracket"),
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if i != b.len() {
+        return bad(i, "trailing characters after the document");
+    }
+    Ok(out.map(|mut o| {
+        o.push_str(&input[copied..]);
+        o
+    }))
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// An object key at `i`, its colon, and the whitespace before the value. Keys are redacted too.
+fn key(
+    p: &Patterns,
+    input: &str,
+    i: usize,
+    counts: &mut Counts,
+    out: &mut Option<String>,
+    copied: &mut usize,
+) -> Result<usize, Invalid> {
+    let b = input.as_bytes();
+    if b.get(i) != Some(&b'"') {
+        return bad(i, "expected an object key");
+    }
+    let end = string_value(p, input, i, counts, out, copied, false)?;
+    let j = skip_ws(b, end);
+    if b.get(j) != Some(&b':') {
+        return bad(j, "expected ':'");
+    }
+    Ok(skip_ws(b, j + 1))
+}
+
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, Invalid> {
+    if b[i..].starts_with(word) {
+        Ok(i + word.len())
+    } else {
+        bad(i, "invalid literal")
+    }
+}
+
+fn number(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
+    let start = i;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(c) if c.is_ascii_digit() => {
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        }
+        _ => return bad(start, "invalid number"),
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !b.get(i).is_some_and(u8::is_ascii_digit) {
+            return bad(start, "invalid number");
+        }
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !b.get(i).is_some_and(u8::is_ascii_digit) {
+            return bad(start, "invalid number");
+        }
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    Ok(i)
+}
+
+/// The string starting at the quote `i`; rewrites it into `out` when it holds PII. Returns the
+/// index after the closing quote.
+fn string_value(
+    p: &Patterns,
+    input: &str,
+    i: usize,
+    counts: &mut Counts,
+    out: &mut Option<String>,
+    copied: &mut usize,
+    nested: bool,
+) -> Result<usize, Invalid> {
+    let b = input.as_bytes();
+    let (end, decoded) = parse_string(b, i)?;
+    let raw = &input[i + 1..end - 1];
+    let text: &str = decoded.as_deref().unwrap_or(raw);
+    let mut local = Counts::default();
+    let rewritten = scan(p, text, &mut local, nested);
+    if let Some(new) = rewritten {
+        counts.merge(&local);
+        let o = out.get_or_insert_with(|| String::with_capacity(input.len() + 64));
+        o.push_str(&input[*copied..i]);
+        // Serialising a &str cannot fail.
+        o.push_str(&serde_json::to_string(&new).unwrap_or_else(|_| "\"\"".into()));
+        *copied = end;
+    }
+    Ok(end)
+}
+
+/// Scan a decoded string: as JSON when it is a JSON object or array (one level), else as text.
+fn scan(p: &Patterns, text: &str, counts: &mut Counts, nested: bool) -> Option<String> {
+    if nested {
+        let t = text.trim_start();
+        if t.starts_with('{') || t.starts_with('[') {
+            let mut inner = Counts::default();
+            if let Ok(r) = rewrite(p, text, &mut inner, false) {
+                counts.merge(&inner);
+                return r;
+            }
+        }
+    }
+    text::redact(p, text, counts)
+}
+
+/// Validate the string at the quote `i`. Returns the index after the closing quote and, when
+/// it had escapes, the decoded text.
+fn parse_string(b: &[u8], i: usize) -> Result<(usize, Option<String>), Invalid> {
+    let mut j = i + 1;
+    let mut decoded: Option<Vec<u8>> = None;
+    let mut run = j; // start of the unescaped run not yet copied into `decoded`
+    loop {
+        let Some(k) = memchr::memchr3(b'"', b'\\', b'\n', &b[j..]).map(|k| j + k) else {
+            return bad(i, "unterminated string");
+        };
+        if let Some(c) = b[j..k].iter().position(|&c| c < 0x20) {
+            return bad(j + c, "control character in string");
+        }
+        match b[k] {
+            b'"' => {
+                let decoded = match decoded {
+                    Some(mut d) => {
+                        d.extend_from_slice(&b[run..k]);
+                        Some(String::from_utf8(d).map_err(|_| Invalid {
+                            at: i,
+                            what: "invalid escape",
+                        })?)
+                    }
+                    None => None,
+                };
+                return Ok((k + 1, decoded));
+            }
+            b'\n' => return bad(k, "control character in string"),
+            _ => {
+                let d = decoded.get_or_insert_with(Vec::new);
+                d.extend_from_slice(&b[run..k]);
+                let (c, next) = escape(b, k)?;
+                let mut buf = [0u8; 4];
+                d.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                j = next;
+                run = next;
+            }
+        }
+    }
+}
+
+fn hex4(b: &[u8], i: usize) -> Result<u32, Invalid> {
+    let s = b.get(i..i + 4).ok_or(Invalid {
+        at: i,
+        what: "invalid \\u escape",
+    })?;
+    let s = std::str::from_utf8(s).map_err(|_| Invalid {
+        at: i,
+        what: "invalid \\u escape",
+    })?;
+    u32::from_str_radix(s, 16).map_err(|_| Invalid {
+        at: i,
+        what: "invalid \\u escape",
+    })
+}
+
+/// The escape at the backslash `k`: the character and the index after it.
+fn escape(b: &[u8], k: usize) -> Result<(char, usize), Invalid> {
+    let c = match b.get(k + 1) {
+        Some(b'"') => '"',
+        Some(b'\\') => '\\',
+        Some(b'/') => '/',
+        Some(b'b') => '\u{8}',
+        Some(b'f') => '\u{c}',
+        Some(b'n') => '\n',
+        Some(b'r') => '\r',
+        Some(b't') => '\t',
+        Some(b'u') => {
+            let hi = hex4(b, k + 2)?;
+            if (0xD800..0xDC00).contains(&hi) {
+                if b.get(k + 6..k + 8) != Some(b"\\u") {
+                    return bad(k, "lone surrogate");
+                }
+                let lo = hex4(b, k + 8)?;
+                if !(0xDC00..0xE000).contains(&lo) {
+                    return bad(k, "lone surrogate");
+                }
+                let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                return char::from_u32(c).map(|c| (c, k + 12)).ok_or(Invalid {
+                    at: k,
+                    what: "invalid \\u escape",
+                });
+            }
+            if (0xDC00..0xE000).contains(&hi) {
+                return bad(k, "lone surrogate");
+            }
+            return char::from_u32(hi).map(|c| (c, k + 6)).ok_or(Invalid {
+                at: k,
+                what: "invalid \\u escape",
+            });
+        }
+        _ => return bad(k, "invalid escape"),
+    };
+    Ok((c, k + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(s: &str) -> (Result<Option<String>, Invalid>, Counts) {
+        let p = Patterns::new();
+        let mut c = Counts::default();
+        (redact(&p, s, &mut c), c)
+    }
+
+    #[test]
+    fn redacts_every_string_and_keeps_the_rest_byte_for_byte() {
+        let body = r#"{"model":"gpt-4o","temperature":0.70,"messages":[{"role":"user","content":"mail a\u0040b.com"},{"role":"user","content":[{"type":"text","text":"card 4111 1111 1111 1111"}]}],"x":"a@b.com","x":"c@d.org","n":1e5,"ok":true,"z":null}"#;
+        let (r, c) = run(body);
+        let out = r.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["messages"][0]["content"], "mail [REDACTED_EMAIL]");
+        assert_eq!(
+            v["messages"][1]["content"][0]["text"],
+            "card [REDACTED_CARD]"
+        );
+        assert!(out.contains(r#""temperature":0.70"#));
+        assert!(out.contains(r#""n":1e5"#));
+        // Both duplicate keys are redacted.
+        assert!(
+            !out.contains("a@b.com") && !out.contains("c@d.org"),
+            "{out}"
+        );
+        assert_eq!(c.get(super::super::Entity::Email), 3);
+        assert_eq!(c.get(super::super::Entity::Card), 1);
+    }
+
+    #[test]
+    fn tool_arguments_holding_json_are_rewritten_as_json() {
+        let body = r#"{"tool_calls":[{"function":{"arguments":"{\"email\":\"x\\u0040y.com\",\"n\":1}"}}]}"#;
+        let (r, _) = run(body);
+        let out = r.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let args: serde_json::Value = serde_json::from_str(
+            v["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(args["email"], "[REDACTED_EMAIL]");
+        assert_eq!(args["n"], 1);
+    }
+
+    #[test]
+    fn unchanged_bodies_are_not_copied_and_invalid_ones_refused() {
+        assert_eq!(run(r#"{"a":[1,2,{"b":"no pii here"}]}"#).0, Ok(None));
+        for bad in [
+            "",
+            "{",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"[1 2]"#,
+            r#"{"a":01}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":"\ud800"}"#,
+            "{\"a\":\"line\nbreak\"}",
+            r#"{"a":tru}"#,
+            r#"{} {}"#,
+            r#"{'a':1}"#,
+        ] {
+            assert!(run(bad).0.is_err(), "{bad:?} accepted");
+        }
+        let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
+        assert!(run(&deep).0.is_err());
+        let ok_deep = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert_eq!(run(&ok_deep).0, Ok(None));
+    }
+}

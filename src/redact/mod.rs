@@ -1,0 +1,290 @@
+//! PII redaction: emails, US SSNs, phone numbers and payment cards are replaced by
+//! `[REDACTED_EMAIL]`, `[REDACTED_SSN]`, `[REDACTED_PHONE]` and `[REDACTED_CARD]`. Plain Rust,
+//! no pingora. [`Engine::redact_text`] works on text, [`Engine::redact_json`] on a JSON
+//! document (every string, escapes decoded), and [`Engine::redact_body`] on a request body as
+//! received (content type and encoding checked, compressed bodies decoded within a bound).
+//! Results carry counts per entity, never the values found. Anything that cannot be scanned is
+//! an error: callers refuse the request rather than forward it unscanned.
+
+#[cfg(test)]
+mod corpus;
+mod json;
+mod text;
+
+use std::io::Read;
+
+pub use json::{Invalid, MAX_DEPTH};
+
+/// A kind of PII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entity {
+    Email,
+    Ssn,
+    Phone,
+    Card,
+}
+
+impl Entity {
+    /// Every entity, in reporting order.
+    pub const ALL: [Entity; 4] = [Entity::Email, Entity::Ssn, Entity::Phone, Entity::Card];
+
+    /// The label in metrics and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entity::Email => "email",
+            Entity::Ssn => "ssn",
+            Entity::Phone => "phone",
+            Entity::Card => "card",
+        }
+    }
+
+    /// The replacement text.
+    pub fn token(self) -> &'static str {
+        match self {
+            Entity::Email => "[REDACTED_EMAIL]",
+            Entity::Ssn => "[REDACTED_SSN]",
+            Entity::Phone => "[REDACTED_PHONE]",
+            Entity::Card => "[REDACTED_CARD]",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How many of each entity were replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts([u32; 4]);
+
+impl Counts {
+    pub fn add(&mut self, e: Entity) {
+        self.0[e.index()] += 1;
+    }
+    pub fn get(&self, e: Entity) -> u32 {
+        self.0[e.index()]
+    }
+    pub fn merge(&mut self, other: &Counts) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
+        }
+    }
+    pub fn total(&self) -> u32 {
+        self.0.iter().sum()
+    }
+    /// `email=1,card=2` (entities with a non-zero count, in reporting order); "" when none.
+    pub fn header_value(&self) -> String {
+        Entity::ALL
+            .iter()
+            .filter(|e| self.get(**e) > 0)
+            .map(|e| format!("{}={}", e.as_str(), self.get(*e)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl serde::Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(4))?;
+        for e in Entity::ALL {
+            m.serialize_entry(e.as_str(), &self.get(e))?;
+        }
+        m.end()
+    }
+}
+
+/// Why a body cannot be scanned. Messages carry no body content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Not valid JSON (or not UTF-8) on a JSON endpoint.
+    #[error("the body is not valid JSON, so it cannot be scanned for PII ({0})")]
+    NotJson(String),
+    /// A content type sluice cannot scan.
+    #[error("content type {0:?} cannot be scanned for PII; send application/json")]
+    UnsupportedType(String),
+    /// A content encoding sluice cannot decode.
+    #[error("content encoding {0:?} cannot be scanned for PII; send identity, gzip or deflate")]
+    UnsupportedEncoding(String),
+    /// The compressed body decodes to more than the limit.
+    #[error("the body decompresses to more than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The compressed body is corrupt.
+    #[error("the body could not be decompressed")]
+    Corrupt,
+}
+
+/// The outcome of redacting a body.
+#[derive(Debug)]
+pub struct Redacted {
+    /// The body to forward when it differs from the one received (rewritten, or decoded from a
+    /// content encoding); `None` to forward the original bytes.
+    pub body: Option<Vec<u8>>,
+    /// The body was decoded: the `Content-Encoding` header must be dropped.
+    pub decoded: bool,
+    pub counts: Counts,
+}
+
+/// The compiled patterns. Build once at startup and share.
+#[derive(Default)]
+pub struct Engine {
+    patterns: text::Patterns,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine {
+            patterns: text::Patterns::new(),
+        }
+    }
+
+    /// Redact text. `None` when nothing was found (nothing allocated).
+    pub fn redact_text(&self, text: &str, counts: &mut Counts) -> Option<String> {
+        text::redact(&self.patterns, text, counts)
+    }
+
+    /// Redact every string of a JSON document. `Ok(None)`: valid and unchanged.
+    pub fn redact_json(&self, doc: &str, counts: &mut Counts) -> Result<Option<String>, Invalid> {
+        json::redact(&self.patterns, doc, counts)
+    }
+
+    /// Redact a request body as received. `content_type` and `content_encoding` are the header
+    /// values; `limit` bounds the decoded size of compressed bodies.
+    pub fn redact_body(
+        &self,
+        body: &[u8],
+        content_type: Option<&[u8]>,
+        content_encoding: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Redacted, BodyError> {
+        if let Some(ct) = content_type {
+            let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            let json = essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"));
+            if !json {
+                return Err(BodyError::UnsupportedType(truncate(essence)));
+            }
+        }
+        let decoded = decode(body, content_encoding, limit)?;
+        let (bytes, was_decoded): (&[u8], bool) = match &decoded {
+            Some(d) => (d, true),
+            None => (body, false),
+        };
+        let mut counts = Counts::default();
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            // An empty body has nothing to leak (the upstream will refuse it).
+            return Ok(Redacted {
+                body: decoded,
+                decoded: was_decoded,
+                counts,
+            });
+        }
+        let doc = std::str::from_utf8(bytes)
+            .map_err(|e| BodyError::NotJson(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+        let rewritten = self
+            .redact_json(doc, &mut counts)
+            .map_err(|e| BodyError::NotJson(e.to_string()))?;
+        Ok(Redacted {
+            body: rewritten.map(String::into_bytes).or(decoded),
+            decoded: was_decoded,
+            counts,
+        })
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Decode a `Content-Encoding`; `None` for identity.
+fn decode(
+    body: &[u8],
+    encoding: Option<&[u8]>,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, BodyError> {
+    let Some(enc) = encoding else {
+        return Ok(None);
+    };
+    let enc = String::from_utf8_lossy(enc).trim().to_ascii_lowercase();
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let read = |r: &mut dyn Read, out: &mut Vec<u8>| -> Result<(), BodyError> {
+        r.take(limit as u64 + 1)
+            .read_to_end(out)
+            .map_err(|_| BodyError::Corrupt)?;
+        if out.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        Ok(())
+    };
+    match enc.as_str() {
+        "" | "identity" => return Ok(None),
+        "gzip" | "x-gzip" => read(&mut flate2::read::GzDecoder::new(body), &mut out)?,
+        "deflate" => {
+            // RFC 9110 deflate is zlib-wrapped; some clients send raw deflate.
+            if read(&mut flate2::read::ZlibDecoder::new(body), &mut out).is_err() {
+                out.clear();
+                read(&mut flate2::read::DeflateDecoder::new(body), &mut out)?;
+            }
+        }
+        other => return Err(BodyError::UnsupportedEncoding(truncate(other))),
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn bodies_by_content_type_and_encoding() {
+        let e = Engine::new();
+        let body = br#"{"input":"mail x@y.com"}"#;
+        let r = e
+            .redact_body(body, Some(b"application/json; charset=utf-8"), None, 1000)
+            .unwrap();
+        assert_eq!(r.counts.get(Entity::Email), 1);
+        assert_eq!(r.counts.header_value(), "email=1");
+        assert!(!r.decoded);
+        assert!(matches!(
+            e.redact_body(body, Some(b"multipart/form-data; boundary=x"), None, 1000),
+            Err(BodyError::UnsupportedType(_))
+        ));
+        assert!(matches!(
+            e.redact_body(b"{not json", None, None, 1000),
+            Err(BodyError::NotJson(_))
+        ));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(body).unwrap();
+        let gz = gz.finish().unwrap();
+        let r = e.redact_body(&gz, None, Some(b"gzip"), 1000).unwrap();
+        assert!(r.decoded);
+        assert_eq!(
+            r.body.unwrap(),
+            br#"{"input":"mail [REDACTED_EMAIL]"}"#.to_vec()
+        );
+        assert!(matches!(
+            e.redact_body(&gz, None, Some(b"br"), 1000),
+            Err(BodyError::UnsupportedEncoding(_))
+        ));
+        assert!(matches!(
+            e.redact_body(&gz, None, Some(b"gzip, gzip"), 1000),
+            Err(BodyError::UnsupportedEncoding(_))
+        ));
+        // A decompression bomb stops at the limit.
+        let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        bomb.write_all(&vec![b' '; 5_000_000]).unwrap();
+        let bomb = bomb.finish().unwrap();
+        assert!(bomb.len() < 20_000);
+        assert_eq!(
+            e.redact_body(&bomb, None, Some(b"gzip"), 1_000_000)
+                .unwrap_err(),
+            BodyError::TooLarge { limit: 1_000_000 }
+        );
+        assert!(matches!(
+            e.redact_body(b"garbage", None, Some(b"gzip"), 1000),
+            Err(BodyError::Corrupt)
+        ));
+    }
+}

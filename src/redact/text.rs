@@ -1,0 +1,374 @@
+//! Finding PII in text: candidates from two `regex-automata` meta regexes (one for emails,
+//! prefiltered on `@`; one multi-pattern regex for digit-shaped entities, run only when the
+//! text has a digit), then validation in code (Luhn and issuer prefixes for cards, SSA rules
+//! and context for SSNs, NANP and E.164 digit counts for phones). Regexes are DFA-based: time
+//! is linear in the input, whatever the input.
+
+use regex_automata::meta::Regex;
+use regex_automata::util::syntax;
+use regex_automata::Input;
+
+use super::{Counts, Entity};
+
+/// Compiled patterns. Build once ([`super::Engine::new`]) and share.
+pub struct Patterns {
+    email: Regex,
+    numbers: Regex,
+}
+
+// Pattern ids in `numbers`, in priority order (leftmost-first between equal starts). The
+// exact shapes (SSN, phones) come before the card's loose digit run, so a phone followed by a
+// card is read as a phone and then a card, not as one long rejected digit run.
+const SSN_GROUPED: usize = 0;
+const PHONE_US: usize = 1;
+const PHONE_E164: usize = 2;
+const CARD: usize = 3;
+const NINE_DIGITS: usize = 4;
+
+const NUMBER_PATTERNS: &[&str] = &[
+    r"\b[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}\b",
+    r"(?:\+?1[ .-]?)?(?:\([0-9]{3}\)[ ]?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b",
+    r"\+[1-9](?:[ .-]?(?:\([0-9]{1,4}\)|[0-9])){6,16}\b",
+    r"\b[0-9](?:[ -]?[0-9]){12,18}\b",
+    r"\b[0-9]{9}\b",
+];
+
+const EMAIL_PATTERN: &str = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}\b";
+
+/// Words that make a plain 9-digit number an SSN when they appear shortly before it.
+const SSN_CONTEXT: &[&str] = &[
+    "ssn",
+    "social security",
+    "social sec",
+    "soc sec",
+    "soc. sec",
+    "ss#",
+    "ss #",
+    "ss no",
+    "ss num",
+];
+const SSN_CONTEXT_WINDOW: usize = 40;
+
+impl Patterns {
+    pub fn new() -> Patterns {
+        // ASCII-only classes and word boundaries: the DFAs stay small and fast.
+        let syn = syntax::Config::new().unicode(false).utf8(false);
+        let build = |pats: &[&str]| {
+            Regex::builder()
+                .syntax(syn)
+                .build_many(pats)
+                .expect("the built-in PII patterns compile (checked by unit tests)")
+        };
+        Patterns {
+            email: build(&[EMAIL_PATTERN]),
+            numbers: build(NUMBER_PATTERNS),
+        }
+    }
+
+    /// The validated matches in `text`, in order and non-overlapping.
+    pub fn find(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) {
+        let bytes = text.as_bytes();
+        if memchr::memchr(b'@', bytes).is_some() {
+            for m in self.email.find_iter(bytes) {
+                let (s, e) = trim_email(bytes, m.start(), m.end());
+                if s < e {
+                    out.push((s, e, Entity::Email));
+                }
+            }
+        }
+        if bytes.iter().any(u8::is_ascii_digit) {
+            let emails = out.len();
+            self.numbers_in(bytes, 0, bytes.len(), emails, out);
+            if out.len() > 1 {
+                out.sort_unstable_by_key(|&(s, _, _)| s);
+            }
+        }
+    }
+
+    /// Digit-shaped entities starting in `at..end`. Not find_iter: a rejected or shortened
+    /// candidate resumes the search inside it, so "4111 1111 1111 1112 415-555-0123" still
+    /// finds the phone, and the part of a candidate before a card found inside it is searched
+    /// on its own. Every pattern is bounded in length, so this costs a bounded factor at worst.
+    fn numbers_in(
+        &self,
+        bytes: &[u8],
+        mut at: usize,
+        end: usize,
+        emails: usize,
+        out: &mut Vec<(usize, usize, Entity)>,
+    ) {
+        while at < end {
+            let Some(m) = self.numbers.find(Input::new(bytes).range(at..end)) else {
+                break;
+            };
+            let covered = out[..emails]
+                .iter()
+                .find(|&&(s, e, _)| m.start() < e && s < m.end())
+                .map(|&(_, e, _)| e);
+            if let Some(e) = covered {
+                // Digits inside an email address.
+                at = e.max(m.start() + 1);
+                continue;
+            }
+            match classify(bytes, m.pattern().as_usize(), m.start(), m.end()) {
+                Some(found) => {
+                    if found.0 > m.start() {
+                        self.numbers_in(bytes, m.start(), found.0, emails, out);
+                    }
+                    at = found.1;
+                    out.push(found);
+                }
+                None => at = m.start() + 1,
+            }
+        }
+    }
+}
+
+impl Default for Patterns {
+    fn default() -> Self {
+        Patterns::new()
+    }
+}
+
+fn trim_email(b: &[u8], mut s: usize, e: usize) -> (usize, usize) {
+    while s < e && matches!(b[s], b'.' | b'-' | b'+' | b'%') {
+        s += 1;
+    }
+    (s, e)
+}
+
+fn is_alnum(b: Option<&u8>) -> bool {
+    b.is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+fn digits(b: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    b.iter().filter(|c| c.is_ascii_digit()).map(|c| c - b'0')
+}
+
+fn classify(b: &[u8], pattern: usize, s: usize, e: usize) -> Option<(usize, usize, Entity)> {
+    let span = &b[s..e];
+    // Nothing glued to the candidate on either side: "x415-555-0123", "+415-555-0123-9".
+    let glued_before = s > 0 && (is_alnum(b.get(s - 1)) || (b[s - 1] == b'+' && span[0] != b'+'));
+    if is_alnum(b.get(e)) || glued_before {
+        return None;
+    }
+    match pattern {
+        SSN_GROUPED => {
+            // Both separators the same: "123-45-6789", "123 45 6789".
+            (span[3] == span[6] && valid_ssn(span)).then_some((s, e, Entity::Ssn))
+        }
+        CARD => card(span).map(|(cs, ce)| (s + cs, s + ce, Entity::Card)),
+        PHONE_US => valid_nanp(span).then_some((s, e, Entity::Phone)),
+        PHONE_E164 => {
+            let n = digits(span).count();
+            (8..=15).contains(&n).then_some((s, e, Entity::Phone))
+        }
+        NINE_DIGITS => (valid_ssn(span) && has_ssn_context(b, s)).then_some((s, e, Entity::Ssn)),
+        _ => None,
+    }
+}
+
+/// SSA rules: area not 000, 666 or 9xx; group not 00; serial not 0000.
+fn valid_ssn(span: &[u8]) -> bool {
+    let d: Vec<u8> = digits(span).collect();
+    if d.len() != 9 {
+        return false;
+    }
+    let area = d[0] as u32 * 100 + d[1] as u32 * 10 + d[2] as u32;
+    area != 0 && area != 666 && area < 900 && (d[3], d[4]) != (0, 0) && d[5..] != [0, 0, 0, 0]
+}
+
+fn has_ssn_context(b: &[u8], s: usize) -> bool {
+    let from = s.saturating_sub(SSN_CONTEXT_WINDOW);
+    let window = b[from..s].to_ascii_lowercase();
+    SSN_CONTEXT
+        .iter()
+        .any(|w| window.windows(w.len()).any(|x| x == w.as_bytes()))
+}
+
+/// NANP: optional country code 1, area code and exchange starting 2-9.
+fn valid_nanp(span: &[u8]) -> bool {
+    let d: Vec<u8> = digits(span).collect();
+    let national = match d.len() {
+        10 => &d[..],
+        11 if d[0] == 1 => &d[1..],
+        _ => return false,
+    };
+    national[0] >= 2 && national[3] >= 2
+}
+
+/// The card inside a candidate: the whole digit run, or (when separated into groups) the
+/// longest run of whole groups that is a card. Returns byte offsets within `span`.
+fn card(span: &[u8]) -> Option<(usize, usize)> {
+    // Groups of digits between separators, as byte ranges.
+    let mut groups = Vec::with_capacity(8);
+    let mut start = 0;
+    for (i, &c) in span.iter().enumerate() {
+        if !c.is_ascii_digit() {
+            groups.push((start, i));
+            start = i + 1;
+        }
+    }
+    groups.push((start, span.len()));
+    if groups.len() > 1 && groups.iter().any(|&(a, b)| b - a < 3) {
+        // "1 2 3 4 ...": a list of numbers, not a card.
+        return None;
+    }
+    let mut best: Option<(usize, usize)> = None;
+    for i in 0..groups.len() {
+        for j in i..groups.len() {
+            let (a, b) = (groups[i].0, groups[j].1);
+            let n = digits(&span[a..b]).count();
+            if !(13..=19).contains(&n) {
+                continue;
+            }
+            if best.is_some_and(|(x, y)| y - x >= b - a) {
+                continue;
+            }
+            if is_card_number(&span[a..b]) {
+                best = Some((a, b));
+            }
+        }
+    }
+    best
+}
+
+/// Luhn plus a known issuer prefix and length.
+pub(super) fn is_card_number(span: &[u8]) -> bool {
+    let d: Vec<u8> = digits(span).collect();
+    let n = d.len();
+    let prefix = |k: usize| d[..k].iter().fold(0u32, |acc, &x| acc * 10 + x as u32);
+    let issuer = match d[0] {
+        4 => matches!(n, 13 | 16 | 19),                     // Visa
+        2 => (2221..=2720).contains(&prefix(4)) && n == 16, // Mastercard 2-series
+        5 => {
+            ((51..=55).contains(&prefix(2)) && n == 16) // Mastercard
+                || (matches!(prefix(2), 50 | 56..=59) && (12..=19).contains(&n))
+            // Maestro
+        }
+        3 => {
+            (matches!(prefix(2), 34 | 37) && n == 15) // Amex
+                || ((300..=305).contains(&prefix(3)) || matches!(prefix(2), 36 | 38 | 39))
+                    && (14..=19).contains(&n) // Diners
+                || (3528..=3589).contains(&prefix(4)) && (16..=19).contains(&n) // JCB
+        }
+        6 => {
+            (prefix(4) == 6011 || (644..=649).contains(&prefix(3)) || prefix(2) == 65)
+                && (16..=19).contains(&n) // Discover
+                || prefix(2) == 62 && (16..=19).contains(&n) // UnionPay
+                || matches!(prefix(4), 6304 | 6759 | 6761..=6763) && (12..=19).contains(&n)
+            // Maestro
+        }
+        _ => false,
+    };
+    issuer && luhn(&d)
+}
+
+fn luhn(d: &[u8]) -> bool {
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &x)| {
+            let x = x as u32;
+            if i % 2 == 1 {
+                let y = x * 2;
+                if y > 9 {
+                    y - 9
+                } else {
+                    y
+                }
+            } else {
+                x
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// Replace every validated match in `text`; `None` when there is none (no allocation).
+pub fn redact(p: &Patterns, text: &str, counts: &mut Counts) -> Option<String> {
+    let mut found = Vec::new();
+    p.find(text, &mut found);
+    if found.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 16 * found.len());
+    let mut last = 0;
+    for (s, e, entity) in found {
+        if s < last {
+            continue;
+        }
+        out.push_str(&text[last..s]);
+        out.push_str(entity.token());
+        counts.add(entity);
+        last = e;
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn red(t: &str) -> String {
+        let p = Patterns::new();
+        let mut c = Counts::default();
+        redact(&p, t, &mut c).unwrap_or_else(|| t.to_string())
+    }
+
+    #[test]
+    fn positives() {
+        for (input, token) in [
+            ("mail jane.doe+x@example.co.uk now", "[REDACTED_EMAIL]"),
+            ("ssn 123-45-6789.", "[REDACTED_SSN]"),
+            ("ssn 123 45 6789", "[REDACTED_SSN]"),
+            ("my SSN is 123456789", "[REDACTED_SSN]"),
+            ("call (415) 555-0123", "[REDACTED_PHONE]"),
+            ("call 415-555-0123", "[REDACTED_PHONE]"),
+            ("call 415.555.0123", "[REDACTED_PHONE]"),
+            ("call 415 555 0123", "[REDACTED_PHONE]"),
+            ("call +1 415 555 0123", "[REDACTED_PHONE]"),
+            ("call 1-415-555-0123", "[REDACTED_PHONE]"),
+            ("call +44 20 7946 0958", "[REDACTED_PHONE]"),
+            ("call +33 1 23 45 67 89", "[REDACTED_PHONE]"),
+            ("call +81-3-1234-5678", "[REDACTED_PHONE]"),
+            ("call +14155550123", "[REDACTED_PHONE]"),
+            ("card 4111111111111111", "[REDACTED_CARD]"),
+            ("card 4111 1111 1111 1111", "[REDACTED_CARD]"),
+            ("card 4111-1111-1111-1111", "[REDACTED_CARD]"),
+            ("amex 3782 822463 10005", "[REDACTED_CARD]"),
+            ("mc 5555555555554444", "[REDACTED_CARD]"),
+            ("card 4111 1111 1111 1111 123", "[REDACTED_CARD]"),
+        ] {
+            let out = red(input);
+            assert!(out.contains(token), "{input} -> {out}");
+        }
+        assert_eq!(
+            red("card 4111 1111 1111 1111 123"),
+            "card [REDACTED_CARD] 123"
+        );
+    }
+
+    #[test]
+    fn negatives_are_left_alone() {
+        for input in [
+            "order 123456789 shipped",
+            "ssn 000-12-3456 666-12-3456 912-12-3456 123-00-4567 123-45-0000",
+            "on 2024-01-15 at 10:30:00Z",
+            "id 550e8400-e29b-41d4-a716-446655440000",
+            "host 192.168.100.200 and 10.0.0.1",
+            "version 1.2.3 and v10.20.300",
+            "price $1,234.56 or 1234.5678",
+            "card 4111 1111 1111 1112",
+            "number 1234567890123456",
+            "bad area (123) 555-0123 and 415-155-0123",
+            "a@b and @mention and user@localhost",
+            "ts 1700000000123",
+            "1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6",
+        ] {
+            assert_eq!(red(input), input);
+        }
+    }
+}
