@@ -3,10 +3,11 @@
 //! lookup against a full `serde_json::Value` parse of the same body, and key authentication
 //! plus credential injection against a bare SHA-256 of the key.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use sluice::admin::{self, KeyPii, KeySpec};
 use sluice::auth::{self, Snapshot};
 use sluice::inbound::{self, Bounds};
+use sluice::redact::{Counts, Engine};
 use sluice::store::Store;
 use sluice::vault::Keyring;
 
@@ -104,5 +105,75 @@ fn auth_and_credential(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gate, model, auth_and_credential);
+/// Chat-like prose with numbers but no PII.
+fn clean_text(len: usize) -> String {
+    let s = "The quarterly report for 2024 shows revenue of $1,234.56 million, up 12.5% from Q3. \
+             Please summarize the main risks in three bullet points and keep it under 200 words. \
+             Version 2.3.1 of the service handled 45,000 requests per second at p99 of 120 ms. ";
+    s.repeat(len / s.len() + 1)[..len].to_string()
+}
+
+/// Text where most sentences carry PII.
+fn dense_text(len: usize) -> String {
+    let s = "Contact jane.doe@example.com or (415) 555-0123. SSN 123-45-6789, card 4111 1111 1111 1111. \
+             Also +44 20 7946 0958 and bob_smith+x@mail.example.co.uk about order 987654321. ";
+    let mut t = s.repeat(len / s.len() + 1);
+    t.truncate(len);
+    // Do not cut inside a multi-byte character (all ASCII here) or leave half a card.
+    t
+}
+
+fn redaction(c: &mut Criterion) {
+    let e = Engine::new();
+    let mut g = c.benchmark_group("redact");
+    let clean = clean_text(64 * 1024);
+    let dense = dense_text(64 * 1024);
+    let messages: Vec<serde_json::Value> = (0..400)
+        .map(|i| {
+            let content = if i % 10 == 0 {
+                dense_text(2500)
+            } else {
+                clean_text(2500)
+            };
+            serde_json::json!({"role": "user", "content": content})
+        })
+        .collect();
+    let big = serde_json::to_string(&serde_json::json!({"model": "gpt-4o", "messages": messages}))
+        .unwrap();
+    g.throughput(Throughput::Bytes(clean.len() as u64));
+    g.bench_function("baseline_copy_64k", |b| {
+        b.iter(|| black_box(&clean).to_string())
+    });
+    g.bench_function("clean_text_64k", |b| {
+        b.iter(|| e.redact_text(black_box(&clean), &mut Counts::default()))
+    });
+    g.throughput(Throughput::Bytes(dense.len() as u64));
+    g.bench_function("dense_pii_text_64k", |b| {
+        b.iter(|| e.redact_text(black_box(&dense), &mut Counts::default()))
+    });
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("baseline_serde_value_json_1m", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&big)).unwrap())
+    });
+    g.bench_function("json_body_1m", |b| {
+        b.iter(|| {
+            e.redact_json(black_box(&big), &mut Counts::default())
+                .unwrap()
+        })
+    });
+    let chat = serde_json::to_vec(&serde_json::json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": clean_text(1900)}]}))
+    .unwrap();
+    g.throughput(Throughput::Bytes(chat.len() as u64));
+    g.bench_function("chat_body_2k", |b| {
+        b.iter(|| {
+            e.redact_body(black_box(&chat), Some(b"application/json"), None, 10 << 20)
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, gate, model, auth_and_credential, redaction);
 criterion_main!(benches);

@@ -4,7 +4,9 @@
 //! and context for SSNs, NANP and E.164 digit counts for phones). Regexes are DFA-based: time
 //! is linear in the input, whatever the input.
 
+use regex_automata::hybrid;
 use regex_automata::meta::Regex;
+use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::util::syntax;
 use regex_automata::Input;
 
@@ -13,8 +15,19 @@ use super::{Counts, Entity};
 /// Compiled patterns. Build once ([`super::Engine::new`]) and share.
 pub struct Patterns {
     email: Regex,
-    numbers: Regex,
+    /// Lazy DFA (forward and reverse). Its caches (the DFA states built so far) live in a
+    /// pool shared by all threads, so each call reuses warm states.
+    numbers: std::sync::Arc<hybrid::regex::Regex>,
+    caches: Pool<hybrid::regex::Cache, CacheFn>,
 }
+
+type CacheFn = Box<
+    dyn Fn() -> hybrid::regex::Cache
+        + Send
+        + Sync
+        + std::panic::UnwindSafe
+        + std::panic::RefUnwindSafe,
+>;
 
 // Pattern ids in `numbers`, in priority order (leftmost-first between equal starts). The
 // exact shapes (SSN, phones) come before the card's loose digit run, so a phone followed by a
@@ -59,9 +72,16 @@ impl Patterns {
                 .build_many(pats)
                 .expect("the built-in PII patterns compile (checked by unit tests)")
         };
+        let numbers = hybrid::regex::Regex::builder()
+            .syntax(syn)
+            .build_many(NUMBER_PATTERNS)
+            .expect("the built-in PII patterns compile (checked by unit tests)");
+        let numbers = std::sync::Arc::new(numbers);
+        let for_caches = numbers.clone();
         Patterns {
             email: build(&[EMAIL_PATTERN]),
-            numbers: build(NUMBER_PATTERNS),
+            caches: Pool::new(Box::new(move || for_caches.create_cache())),
+            numbers,
         }
     }
 
@@ -76,12 +96,43 @@ impl Patterns {
                 }
             }
         }
-        if bytes.iter().any(u8::is_ascii_digit) {
-            let emails = out.len();
-            self.numbers_in(bytes, 0, bytes.len(), emails, out);
-            if out.len() > 1 {
-                out.sort_unstable_by_key(|&(s, _, _)| s);
+        let emails = out.len();
+        // Every digit-shaped entity is a run of at least 8 digits (E.164, with its '+') or 9
+        // digits (SSN, US phone, card) mixed only with separators (space - . ( ) +). Find such
+        // clusters with a cheap byte scan and run the regex on them alone, so prose with short
+        // numbers (years, prices, versions) never reaches the regex.
+        let mut cache: Option<PoolGuard<'_, _, _>> = None;
+        let mut i = 0;
+        let n = bytes.len();
+        while i < n {
+            // Skip to the next digit.
+            match bytes[i..].iter().position(u8::is_ascii_digit) {
+                Some(k) => i += k,
+                None => break,
             }
+            // Extend back over separators (a leading '(' or '+') and forward over the cluster.
+            let mut start = i;
+            while start > 0 && matches!(bytes[start - 1], b'(' | b'+') {
+                start -= 1;
+            }
+            let mut end = i;
+            let mut count = 0;
+            while end < n {
+                match bytes[end] {
+                    b'0'..=b'9' => count += 1,
+                    b' ' | b'-' | b'.' | b'(' | b')' | b'+' => {}
+                    _ => break,
+                }
+                end += 1;
+            }
+            if count >= 8 {
+                let cache = cache.get_or_insert_with(|| self.caches.get());
+                self.numbers_in(cache, bytes, start, end, emails, out);
+            }
+            i = end.max(i + 1);
+        }
+        if out.len() > 1 {
+            out.sort_unstable_by_key(|&(s, _, _)| s);
         }
     }
 
@@ -91,6 +142,7 @@ impl Patterns {
     /// on its own. Every pattern is bounded in length, so this costs a bounded factor at worst.
     fn numbers_in(
         &self,
+        cache: &mut hybrid::regex::Cache,
         bytes: &[u8],
         mut at: usize,
         end: usize,
@@ -98,12 +150,20 @@ impl Patterns {
         out: &mut Vec<(usize, usize, Entity)>,
     ) {
         while at < end {
-            let Some(m) = self.numbers.find(Input::new(bytes).range(at..end)) else {
+            // The lazy DFA never gives up here: ASCII-only patterns have no quit bytes and the
+            // cache is never declared inefficient (no minimum clear count).
+            let Ok(Some(m)) = self
+                .numbers
+                .try_search(cache, &Input::new(bytes).range(at..end))
+            else {
                 break;
             };
+            // Emails are sorted and disjoint: binary search for the first that ends after
+            // the candidate's start.
+            let first = out[..emails].partition_point(|&(_, e, _)| e <= m.start());
             let covered = out[..emails]
-                .iter()
-                .find(|&&(s, e, _)| m.start() < e && s < m.end())
+                .get(first)
+                .filter(|&&(s, _, _)| s < m.end())
                 .map(|&(_, e, _)| e);
             if let Some(e) = covered {
                 // Digits inside an email address.
@@ -113,7 +173,7 @@ impl Patterns {
             match classify(bytes, m.pattern().as_usize(), m.start(), m.end()) {
                 Some(found) => {
                     if found.0 > m.start() {
-                        self.numbers_in(bytes, m.start(), found.0, emails, out);
+                        self.numbers_in(cache, bytes, m.start(), found.0, emails, out);
                     }
                     at = found.1;
                     out.push(found);
@@ -145,6 +205,27 @@ fn digits(b: &[u8]) -> impl Iterator<Item = u8> + '_ {
     b.iter().filter(|c| c.is_ascii_digit()).map(|c| c - b'0')
 }
 
+/// Up to 20 digits of `b` without allocating; `None` if there are more.
+struct Digits {
+    d: [u8; 20],
+    n: usize,
+}
+
+impl Digits {
+    fn of(b: &[u8]) -> Option<Digits> {
+        let mut d = [0u8; 20];
+        let mut n = 0;
+        for x in digits(b) {
+            *d.get_mut(n)? = x;
+            n += 1;
+        }
+        Some(Digits { d, n })
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.d[..self.n]
+    }
+}
+
 fn classify(b: &[u8], pattern: usize, s: usize, e: usize) -> Option<(usize, usize, Entity)> {
     let span = &b[s..e];
     // Nothing glued to the candidate on either side: "x415-555-0123", "+415-555-0123-9".
@@ -170,7 +251,10 @@ fn classify(b: &[u8], pattern: usize, s: usize, e: usize) -> Option<(usize, usiz
 
 /// SSA rules: area not 000, 666 or 9xx; group not 00; serial not 0000.
 fn valid_ssn(span: &[u8]) -> bool {
-    let d: Vec<u8> = digits(span).collect();
+    let Some(d) = Digits::of(span) else {
+        return false;
+    };
+    let d = d.as_slice();
     if d.len() != 9 {
         return false;
     }
@@ -188,9 +272,12 @@ fn has_ssn_context(b: &[u8], s: usize) -> bool {
 
 /// NANP: optional country code 1, area code and exchange starting 2-9.
 fn valid_nanp(span: &[u8]) -> bool {
-    let d: Vec<u8> = digits(span).collect();
+    let Some(d) = Digits::of(span) else {
+        return false;
+    };
+    let d = d.as_slice();
     let national = match d.len() {
-        10 => &d[..],
+        10 => d,
         11 if d[0] == 1 => &d[1..],
         _ => return false,
     };
@@ -201,7 +288,7 @@ fn valid_nanp(span: &[u8]) -> bool {
 /// longest run of whole groups that is a card. Returns byte offsets within `span`.
 fn card(span: &[u8]) -> Option<(usize, usize)> {
     // Groups of digits between separators, as byte ranges.
-    let mut groups = Vec::with_capacity(8);
+    let mut groups: Vec<(usize, usize)> = Vec::with_capacity(8);
     let mut start = 0;
     for (i, &c) in span.iter().enumerate() {
         if !c.is_ascii_digit() {
@@ -235,8 +322,14 @@ fn card(span: &[u8]) -> Option<(usize, usize)> {
 
 /// Luhn plus a known issuer prefix and length.
 pub(super) fn is_card_number(span: &[u8]) -> bool {
-    let d: Vec<u8> = digits(span).collect();
+    let Some(d) = Digits::of(span) else {
+        return false;
+    };
+    let d = d.as_slice();
     let n = d.len();
+    if n < 12 {
+        return false;
+    }
     let prefix = |k: usize| d[..k].iter().fold(0u32, |acc, &x| acc * 10 + x as u32);
     let issuer = match d[0] {
         4 => matches!(n, 13 | 16 | 19),                     // Visa
@@ -261,7 +354,7 @@ pub(super) fn is_card_number(span: &[u8]) -> bool {
         }
         _ => false,
     };
-    issuer && luhn(&d)
+    issuer && luhn(d)
 }
 
 fn luhn(d: &[u8]) -> bool {
