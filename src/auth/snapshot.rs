@@ -194,6 +194,16 @@ impl Snapshot {
             .cloned()
     }
 
+    /// Every region a key or org is pinned to (for the start-up check that each has upstreams).
+    pub fn pinned_regions(&self) -> std::collections::BTreeSet<String> {
+        self.keys
+            .values()
+            .filter(|k| !k.revoked)
+            .flat_map(|k| k.region.iter().chain(k.org_region.iter()))
+            .cloned()
+            .collect()
+    }
+
     /// Ids of keys used since the last call (the flags are cleared).
     fn take_used(&self) -> Vec<String> {
         self.keys

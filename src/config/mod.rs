@@ -31,7 +31,17 @@ pub struct Config {
     pub log: Log,
     pub cors: Cors,
     pub pii: Pii,
+    pub residency: Residency,
     pub upstreams: Vec<Upstream>,
+}
+
+/// Data residency settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Residency {
+    /// The region of requests with no `X-Sluice-Region`, key pin or org default.
+    pub default_region: Region,
+    /// Interval of the TCP health checks of every upstream.
+    pub health_check: Duration,
 }
 
 /// PII redaction defaults.
@@ -194,6 +204,11 @@ impl Config {
     /// Parse and validate TOML text, collecting every problem.
     pub fn parse(text: &str) -> Result<Config, Vec<Problem>> {
         validate::parse(text)
+    }
+
+    /// Whether any upstream serves `region`.
+    pub fn serves(&self, region: Region) -> bool {
+        self.upstreams.iter().any(|u| u.region == region)
     }
 
     /// The upstream named `name`.

@@ -127,6 +127,25 @@ impl Default for Pii {
     }
 }
 
+/// `[residency]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Residency {
+    /// The region of requests with no header, key pin or org default.
+    pub default_region: String,
+    /// How often every upstream is health-checked (TCP connect).
+    pub health_check_secs: u64,
+}
+
+impl Default for Residency {
+    fn default() -> Self {
+        Residency {
+            default_region: "us".into(),
+            health_check_secs: 5,
+        }
+    }
+}
+
 /// One `[[upstreams]]` entry.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

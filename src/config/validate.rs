@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    raw, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Server, Store, Upstream,
+    raw, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Residency, Server, Store,
+    Upstream,
 };
 use crate::residency::Region;
 
@@ -54,6 +55,7 @@ pub(super) struct RawConfig {
     log: raw::Log,
     cors: raw::Cors,
     pii: raw::Pii,
+    residency: raw::Residency,
     upstreams: Vec<raw::Upstream>,
 }
 
@@ -67,6 +69,7 @@ impl Default for RawConfig {
             log: Default::default(),
             cors: Default::default(),
             pii: Default::default(),
+            residency: Default::default(),
             upstreams: raw::default_upstreams(),
         }
     }
@@ -105,6 +108,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "log" => section(value, &key, &mut problems).map(|s| cfg.log = s),
             "cors" => section(value, &key, &mut problems).map(|s| cfg.cors = s),
             "pii" => section(value, &key, &mut problems).map(|s| cfg.pii = s),
+            "residency" => section(value, &key, &mut problems).map(|s| cfg.residency = s),
             "upstreams" => {
                 saw_upstreams = true;
                 match value {
@@ -124,7 +128,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, pii, upstreams)",
+                    "unknown section (known: listen, store, limits, server, log, cors, pii, residency, upstreams)",
                 );
                 None
             }
@@ -180,6 +184,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         log,
         cors,
         pii,
+        residency,
         upstreams,
     } = raw;
     let pii = {
@@ -436,6 +441,36 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     }
 
+    let residency = {
+        let raw::Residency {
+            default_region,
+            health_check_secs,
+        } = residency;
+        range(health_check_secs, 1, 3600, "residency.health_check_secs", p);
+        let default_region = match default_region.parse::<Region>() {
+            Ok(r) => {
+                if !ups.is_empty() && !ups.iter().any(|u| u.region == r) {
+                    p.push(
+                        "residency.default_region",
+                        format!("no [[upstreams]] entry serves region {r:?}: requests without a pin or header would have nowhere to go"),
+                    );
+                }
+                r
+            }
+            Err(_) => {
+                p.push(
+                    "residency.default_region",
+                    format!("unknown region {default_region:?} (us | eu | apac)"),
+                );
+                Region::Us
+            }
+        };
+        Residency {
+            default_region,
+            health_check: Duration::from_secs(health_check_secs),
+        }
+    };
+
     Some(Config {
         listen: listen?,
         store,
@@ -444,6 +479,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         log,
         cors,
         pii,
+        residency,
         upstreams: ups,
     })
 }

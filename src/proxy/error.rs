@@ -31,6 +31,13 @@ pub enum Rejection {
     /// or encoding sluice cannot read (415). Never forwarded unscanned.
     #[error("{0}")]
     Unscannable(crate::redact::BodyError),
+    /// The region could not be chosen: an unknown `X-Sluice-Region` (400), or one the key or
+    /// org is pinned away from (403).
+    #[error("{0}")]
+    Region(crate::residency::Error),
+    /// No healthy upstream in the request's region. Never served from another region.
+    #[error("no healthy upstream in region {0}")]
+    RegionUnavailable(crate::residency::Region),
     /// The upstream's credential is missing from the vault, cannot be decrypted, or expired.
     #[error("the upstream credential is unavailable")]
     CredentialUnavailable,
@@ -108,6 +115,13 @@ pub fn reply_for(r: &Rejection) -> Reply {
                 B::TooLarge { .. } => Reply::new(413, INVALID, "request_too_large", true),
             }
         }
+        Rejection::Region(crate::residency::Error::Unknown) => {
+            Reply::new(400, INVALID, "invalid_region", true)
+        }
+        Rejection::Region(crate::residency::Error::NotAllowed { .. }) => {
+            Reply::new(403, "permission_error", "permission_denied", true)
+        }
+        Rejection::RegionUnavailable(_) => Reply::new(503, SERVER, "region_unavailable", true),
         Rejection::RateLimited { .. } => Reply::new(429, "rate_limit_error", "rate_limited", true),
         Rejection::CredentialUnavailable => Reply::new(503, SERVER, "credential_unavailable", true),
         Rejection::OriginNotAllowed => {
@@ -128,6 +142,9 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
             Rejection::UpstreamTimeout => "The upstream did not answer in time.".into(),
             Rejection::UpstreamUnreachable => "The upstream could not be reached.".into(),
             Rejection::UpstreamFailed => "The upstream returned an invalid response.".into(),
+            Rejection::RegionUnavailable(r) => format!(
+                "No healthy upstream in region {r}; the request was not sent to any other region."
+            ),
             Rejection::CredentialUnavailable => {
                 "The credential for the upstream is missing, unreadable or expired; an operator must set it with `sluice credentials set`.".into()
             }

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 
 pub use error::Rejection;
 pub use serve::{serve, ServeError};
+pub use upstream::Regions;
 
 /// State shared by every request, built once at startup.
 pub struct State {
@@ -39,7 +40,7 @@ pub struct State {
     /// `/readyz` answers 503.
     pub draining: Arc<AtomicBool>,
     in_flight: AtomicUsize,
-    upstreams: upstream::Table,
+    regions: upstream::Regions,
     /// API keys and upstream credentials, reloaded when the store changes.
     pub auth: Arc<Watcher>,
     limiter: Limiter,
@@ -48,13 +49,16 @@ pub struct State {
 
 impl State {
     /// Build the shared state for `cfg` over a running key/credential watcher.
-    pub fn new(cfg: Config, auth: Arc<Watcher>) -> Result<Arc<State>, prometheus::Error> {
-        let upstreams = upstream::Table::new(&cfg.upstreams);
+    pub fn new(
+        cfg: Config,
+        auth: Arc<Watcher>,
+        regions: upstream::Regions,
+    ) -> Result<Arc<State>, prometheus::Error> {
         Ok(Arc::new(State {
             metrics: Metrics::new()?,
             draining: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
-            upstreams,
+            regions,
             auth,
             limiter: Limiter::new(),
             redactor: crate::redact::Engine::new(),
@@ -94,8 +98,14 @@ pub struct Ctx {
     timeout: Duration,
     /// The authenticated key.
     key: Option<Arc<KeyInfo>>,
+    /// The region the request must be served in.
+    region: Option<crate::residency::Region>,
     /// Index into the configured upstreams.
     upstream: Option<usize>,
+    /// The chosen upstream's address.
+    peer_addr: Option<std::net::SocketAddr>,
+    /// Upstreams that failed to connect for this request (never retried).
+    tried: Vec<usize>,
     /// The chosen upstream's credential, injected by `upstream::rewrite`.
     credential: Option<Arc<Credential>>,
     upstream_sent: Option<Instant>,
@@ -137,7 +147,10 @@ impl ProxyHttp for Sluice {
             route: Route::Other,
             timeout: self.state.cfg.limits.timeout,
             key: None,
+            region: None,
             upstream: None,
+            peer_addr: None,
+            tried: Vec::new(),
             credential: None,
             upstream_sent: None,
             cors_origin: None,
@@ -159,6 +172,17 @@ impl ProxyHttp for Sluice {
     /// The configured upstream for this request, with the model's timeouts.
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         upstream::peer(&self.state, session, ctx)
+    }
+
+    /// A connection failure: retry on another healthy upstream of the same region, if any.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        upstream::failover(&self.state, ctx, e)
     }
 
     /// Rewrite the path, Host and hop-by-hop headers for the upstream.

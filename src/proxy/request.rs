@@ -14,6 +14,7 @@ use super::guard::Guarded;
 use super::{rebody, response, Ctx, State};
 use crate::auth;
 use crate::inbound::{self, Bounds, Framing};
+use crate::residency::{self, Region};
 
 /// Returns `Ok(true)` when the request was answered here (refused or a CORS preflight).
 pub async fn filter(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -72,7 +73,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let head = inbound::check(req.method.as_str(), req.raw_path(), &raw_head, &bounds)?;
     ctx.route = head.route;
     authenticate(state, session, ctx)?;
-    choose_upstream(state, ctx)?;
+    choose_upstream(state, session, ctx)?;
     if head.framing == Framing::None {
         return Ok(false);
     }
@@ -136,14 +137,50 @@ fn authenticate(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), R
     Ok(())
 }
 
-/// Pick the upstream and take its credential from the snapshot. A credential that is
-/// configured but missing, undecryptable or expired refuses the request: sluice never forwards
-/// without it.
-fn choose_upstream(state: &State, ctx: &mut Ctx) -> Result<(), Rejection> {
-    // Region-aware selection arrives with the residency issue; until then the first upstream.
-    let index = 0;
+/// Resolve the request's region and pick a healthy upstream in it, with its credential. A
+/// credential that is configured but missing, undecryptable or expired refuses the request:
+/// sluice never forwards without it. Nothing here ever looks outside the region.
+fn choose_upstream(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
+    let key = ctx.key.as_ref().ok_or(Rejection::Internal)?;
+    let pin = |r: &Option<String>| -> Result<Option<Region>, Rejection> {
+        r.as_deref()
+            .map(|s| s.parse::<Region>().map_err(|_| Rejection::Internal))
+            .transpose()
+    };
+    let (key_pin, org_pin) = (pin(&key.region)?, pin(&key.org_region)?);
+    let header: Vec<&[u8]> = session
+        .req_header()
+        .headers
+        .get_all("x-sluice-region")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let (region, _source) = residency::resolve(
+        &header,
+        key_pin,
+        org_pin,
+        state.cfg.residency.default_region,
+    )
+    .map_err(Rejection::Region)?;
+    ctx.region = Some(region);
+    let (index, addr) = state
+        .regions
+        .pick(region, &ctx.tried)
+        .ok_or(Rejection::RegionUnavailable(region))?;
+    take_upstream(state, ctx, index, addr)
+}
+
+/// Make `index` (at `addr`) the request's upstream, with its credential.
+pub(super) fn take_upstream(
+    state: &State,
+    ctx: &mut Ctx,
+    index: usize,
+    addr: std::net::SocketAddr,
+) -> Result<(), Rejection> {
     let up = state.cfg.upstreams.get(index).ok_or(Rejection::Internal)?;
     ctx.upstream = Some(index);
+    ctx.peer_addr = Some(addr);
+    ctx.credential = None;
     if let Some(name) = &up.credential {
         let cred = state
             .auth

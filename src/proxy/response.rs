@@ -53,11 +53,15 @@ pub fn headers(state: &State, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Resul
     if let Some(theirs) = resp.remove_header("x-request-id") {
         resp.insert_header("x-upstream-request-id", theirs)?;
     }
+    // Only sluice sets X-Sluice-* headers: the upstream cannot claim a region or a redaction.
+    for h in super::upstream::sluice_headers(&resp.headers) {
+        resp.remove_header(&h);
+    }
     if let Some(up) = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)) {
         resp.insert_header("x-sluice-upstream", up.name.as_str())?;
         resp.insert_header("x-sluice-region", up.region.as_str())?;
     }
-    resp.remove_header("x-sluice-redactions");
+
     if ctx.redactions.total() > 0 {
         resp.insert_header("x-sluice-redactions", ctx.redactions.header_value())?;
     }
@@ -213,7 +217,10 @@ fn classify(session: &Session, e: &Error) -> Option<Rejection> {
 pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) {
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let up = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i));
-    let region = up.map_or("none", |u| u.region.as_str());
+    let region = up
+        .map(|u| u.region)
+        .or(ctx.region)
+        .map_or("none", |r| r.as_str());
     let m = &state.metrics;
     m.requests
         .with_label_values(&[ctx.route.as_str(), status.to_string().as_str(), region])

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -54,7 +53,16 @@ pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
             source,
         }
     })?;
-    let state = State::new(cfg, auth)?;
+    for pinned in auth.get().pinned_regions() {
+        let served = pinned
+            .parse::<crate::residency::Region>()
+            .is_ok_and(|r| cfg.serves(r));
+        if !served {
+            tracing::warn!(region = %pinned, "keys or orgs are pinned to a region no [[upstreams]] entry serves; their requests get 503 region_unavailable");
+        }
+    }
+    let (regions, balancers) = upstream::Regions::new(&cfg);
+    let state = State::new(cfg, auth, regions)?;
     let cfg = &state.cfg;
 
     let mut conf = ServerConf {
@@ -83,12 +91,12 @@ pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
     metrics.add_tcp(&cfg.listen.metrics.to_string());
     metrics.threads = Some(1);
 
-    let dns = background_service("upstream dns", upstream::Refresher(state.clone()));
-
     server.add_service(data);
     server.add_service(admin);
     server.add_service(metrics);
-    server.add_service(dns);
+    for b in balancers {
+        server.add_service(b);
+    }
     tracing::info!(
         proxy = %cfg.listen.proxy,
         admin = %cfg.listen.admin,

@@ -2,25 +2,30 @@
 //! request looks like when it leaves. The upstream is always one from the config: the client's
 //! Host header and request target never choose it.
 //!
-//! Host names are resolved off the hot path. `Table` holds each upstream's addresses, filled at
-//! startup and refreshed by a background task; a request only reads the current list (a short
-//! read lock, never held across an await) and never waits on DNS.
+//! Each region's upstreams sit behind a pingora `LoadBalancer` (round robin over the healthy
+//! ones, TCP health checks, host names re-resolved in the background): a request only reads
+//! the current selection and never waits on DNS. A request never leaves its region: selection,
+//! retries and failover only ever look at the balancer of the request's region.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
+use pingora_core::services::background::{background_service, GenBackgroundService};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
+use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::health_check::TcpHealthCheck;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use pingora_proxy::Session;
 
 use super::{Ctx, State};
-use crate::config::Upstream;
+use crate::config::Config;
+use crate::residency::Region;
 
 /// Request headers never forwarded upstream: hop-by-hop (RFC 9110 7.6.1) and sluice's own
 /// control headers.
@@ -46,89 +51,132 @@ const APP_CREDENTIALS: &[&str] = &[
     "openai-project",
 ];
 
-/// Resolved addresses of every configured upstream, by config index.
-pub struct Table {
-    hosts: Vec<(String, u16)>,
-    addrs: Vec<RwLock<Arc<Vec<SocketAddr>>>>,
-    next: AtomicUsize,
+/// One region's upstreams behind a pingora `LoadBalancer`: round robin over the healthy ones.
+/// Discovery re-resolves host names (off the request path, every 30 s); a TCP health check runs
+/// every `residency.health_check_secs`. Each backend carries its upstream's config index.
+pub type Balancer = LoadBalancer<RoundRobin>;
+
+/// The load balancers by region; a region without upstreams has none.
+pub struct Regions {
+    by_region: [Option<Arc<Balancer>>; 3],
 }
 
-impl Table {
-    /// Resolve every upstream once (IP literals need no DNS). A name that does not resolve yet
-    /// is left empty and retried by the refresher; requests to it get 502 meanwhile.
-    pub fn new(upstreams: &[Upstream]) -> Table {
-        let hosts: Vec<(String, u16)> = upstreams
-            .iter()
-            .map(|u| (u.base_url.host.clone(), u.base_url.port))
-            .collect();
-        let addrs = hosts
-            .iter()
-            .map(|(h, p)| RwLock::new(Arc::new(resolve_blocking(h, *p))))
-            .collect();
-        Table {
-            hosts,
-            addrs,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    fn pick(&self, i: usize) -> Option<SocketAddr> {
-        let list = self.addrs.get(i)?.read().ok()?.clone();
-        if list.is_empty() {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(list[n % list.len()])
-    }
-
-    async fn refresh(&self) {
-        for (i, (host, port)) in self.hosts.iter().enumerate() {
-            if host.parse::<std::net::IpAddr>().is_ok() {
-                continue;
-            }
-            match tokio::net::lookup_host((host.as_str(), *port)).await {
-                Ok(found) => {
-                    let found: Vec<SocketAddr> = found.collect();
-                    if !found.is_empty() {
-                        if let Ok(mut slot) = self.addrs[i].write() {
-                            *slot = Arc::new(found);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(upstream_host = %host, error = %e, "DNS refresh failed; keeping previous addresses")
-                }
-            }
-        }
+fn slot(r: Region) -> usize {
+    match r {
+        Region::Us => 0,
+        Region::Eu => 1,
+        Region::Apac => 2,
     }
 }
 
-fn resolve_blocking(host: &str, port: u16) -> Vec<SocketAddr> {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return vec![SocketAddr::new(ip, port)];
-    }
-    match (host, port).to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(e) => {
-            tracing::warn!(upstream_host = %host, error = %e, "cannot resolve upstream yet; will retry");
-            Vec::new()
-        }
-    }
+/// Discovery for one region: resolve each upstream's host and tag the address with its index.
+struct RegionDiscovery {
+    upstreams: Vec<(usize, String, u16)>,
 }
-
-/// Background task re-resolving upstream host names every 30 seconds.
-pub struct Refresher(pub Arc<State>);
 
 #[async_trait]
-impl BackgroundService for Refresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => self.0.upstreams.refresh().await,
+impl ServiceDiscovery for RegionDiscovery {
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut set = BTreeSet::new();
+        for (index, host, port) in &self.upstreams {
+            let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, *port)],
+                Err(_) => match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(a) => a.collect(),
+                    Err(e) => {
+                        tracing::warn!(upstream_host = %host, error = %e, "cannot resolve upstream; it gets no traffic until it does");
+                        Vec::new()
+                    }
+                },
+            };
+            // One address per upstream: a second address of the same upstream would count as
+            // a separate backend in the round robin.
+            if let Some(addr) = addrs.into_iter().next() {
+                let mut b = Backend {
+                    addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(addr),
+                    weight: 1,
+                    ext: http::Extensions::new(),
+                };
+                b.ext.insert(UpstreamIndex(*index));
+                set.insert(b);
             }
         }
+        Ok((set, HashMap::new()))
     }
+}
+
+/// The config index of the upstream a backend belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamIndex(pub usize);
+
+impl Regions {
+    /// Build one balancer per region that has upstreams, resolve them once, and hand back the
+    /// background services that keep discovery and health checks running.
+    pub fn new(cfg: &Config) -> (Regions, Vec<GenBackgroundService<Balancer>>) {
+        let mut by_region: [Option<Arc<Balancer>>; 3] = [None, None, None];
+        let mut services = Vec::new();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        for region in [Region::Us, Region::Eu, Region::Apac] {
+            let upstreams: Vec<(usize, String, u16)> = cfg
+                .upstreams
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.region == region)
+                .map(|(i, u)| (i, u.base_url.host.clone(), u.base_url.port))
+                .collect();
+            if upstreams.is_empty() {
+                continue;
+            }
+            let backends = Backends::new(Box::new(RegionDiscovery { upstreams }));
+            let mut lb = Balancer::from_backends(backends);
+            let mut hc = TcpHealthCheck::new();
+            hc.peer_template.options.connection_timeout = Some(cfg.limits.connect_timeout);
+            lb.set_health_check(hc);
+            lb.health_check_frequency = Some(cfg.residency.health_check);
+            lb.update_frequency = Some(Duration::from_secs(30));
+            lb.parallel_health_check = true;
+            // The first discovery now, so requests have backends from the first second.
+            if let Ok(rt) = &rt {
+                if let Err(e) = rt.block_on(lb.update()) {
+                    tracing::warn!(region = %region, error = %e, "initial upstream discovery failed");
+                }
+            }
+            let svc = background_service(&format!("upstreams {region}"), lb);
+            by_region[slot(region)] = Some(svc.task());
+            services.push(svc);
+        }
+        (Regions { by_region }, services)
+    }
+
+    /// Whether `region` has upstreams configured at all.
+    pub fn has(&self, region: Region) -> bool {
+        self.by_region[slot(region)].is_some()
+    }
+
+    /// A healthy upstream of `region` not in `tried`: its config index and address.
+    pub fn pick(&self, region: Region, tried: &[usize]) -> Option<(usize, SocketAddr)> {
+        let lb = self.by_region[slot(region)].as_ref()?;
+        let b = lb.select_with(b"", 16, |b, healthy| {
+            healthy
+                && b.ext
+                    .get::<UpstreamIndex>()
+                    .is_some_and(|i| !tried.contains(&i.0))
+        })?;
+        let index = b.ext.get::<UpstreamIndex>()?.0;
+        let addr = b.addr.as_inet().copied()?;
+        Some((index, addr))
+    }
+}
+
+/// The `X-Sluice-*` headers in `map`: sluice's own control headers, which only sluice may set
+/// and which never cross it in either direction.
+pub(super) fn sluice_headers(map: &http::HeaderMap) -> Vec<http::HeaderName> {
+    map.keys()
+        .filter(|k| k.as_str().starts_with("x-sluice-"))
+        .cloned()
+        .collect()
 }
 
 /// Build the peer of the upstream the request gate chose, with this request's timeouts.
@@ -141,10 +189,9 @@ pub fn peer(state: &State, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<
         .upstreams
         .get(index)
         .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "no upstream configured"))?;
-    let addr = state
-        .upstreams
-        .pick(index)
-        .ok_or_else(|| Error::explain(ErrorType::ConnectNoRoute, "upstream not resolved"))?;
+    let addr = ctx
+        .peer_addr
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream address chosen"))?;
     let mut peer = HttpPeer::new(addr, up.base_url.tls, up.base_url.host.clone());
     let limits = &state.cfg.limits;
     let o = &mut peer.options;
@@ -188,13 +235,7 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
             req.remove_header(h);
         }
     }
-    let sluice_headers: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-sluice-"))
-        .cloned()
-        .collect();
-    for h in sluice_headers {
+    for h in sluice_headers(&req.headers) {
         req.remove_header(&h);
     }
     for h in APP_CREDENTIALS {
@@ -218,6 +259,31 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
         .added_latency
         .observe(now.duration_since(ctx.started).as_secs_f64());
     Ok(())
+}
+
+/// Retries after a failed connection: at most one per other upstream of the same region (and
+/// never more than pingora's `max_retries`). Nothing was sent, so the request is safe to
+/// repeat. The region never changes.
+pub fn failover(state: &State, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    let (Some(region), Some(failed)) = (ctx.region, ctx.upstream) else {
+        return e;
+    };
+    if !ctx.tried.contains(&failed) {
+        ctx.tried.push(failed);
+    }
+    let Some((index, addr)) = state.regions.pick(region, &ctx.tried) else {
+        return e;
+    };
+    let failed_name = state
+        .cfg
+        .upstreams
+        .get(failed)
+        .map_or("?", |u| u.name.as_str());
+    if super::request::take_upstream(state, ctx, index, addr).is_ok() {
+        tracing::warn!(request_id = %ctx.request_id, region = %region, failed = %failed_name, error = %e, "upstream connection failed; retrying in the same region");
+        e.set_retry(true);
+    }
+    e
 }
 
 /// The upstream's response headers arrived.

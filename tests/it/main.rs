@@ -10,4 +10,5 @@ mod lifecycle;
 mod limits;
 mod pii;
 mod proxy;
+mod residency;
 mod vault;

@@ -184,11 +184,22 @@ fn upstream_errors_pass_through_and_unreachable_upstream_is_502() {
         &format!("[[upstreams]]\nname = \"dead\"\nregion = \"us\"\nbase_url = \"http://127.0.0.1:{dead}\"\n"),
         "",
     );
-    let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
-    assert_eq!(r.status, 502);
-    assert_eq!(r.code(), "upstream_unreachable");
-    assert_eq!(r.json()["error"]["type"], "server_error");
-    assert_security_headers(&r);
+    // Until the health check has marked it down, a connection attempt fails: 502. Once it has,
+    // the region has no healthy upstream: 503, without trying.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
+        assert_eq!(r.json()["error"]["type"], "server_error");
+        assert_security_headers(&r);
+        if r.status == 503 {
+            assert_eq!(r.code(), "region_unavailable");
+            break;
+        }
+        assert_eq!(r.status, 502);
+        assert_eq!(r.code(), "upstream_unreachable");
+        assert!(std::time::Instant::now() < deadline, "never marked down");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

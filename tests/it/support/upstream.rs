@@ -74,9 +74,15 @@ impl Upstream {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    sh.connections.fetch_add(1, Ordering::SeqCst);
                     let sh = sh.clone();
                     tokio::spawn(async move {
+                        // Count connections that carry bytes: sluice's TCP health checks
+                        // connect and close without sending anything.
+                        let mut probe = [0u8; 1];
+                        if !matches!(stream.peek(&mut probe).await, Ok(n) if n > 0) {
+                            return;
+                        }
+                        sh.connections.fetch_add(1, Ordering::SeqCst);
                         let svc = service_fn(move |req| handle(sh.clone(), req));
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
@@ -99,7 +105,8 @@ impl Upstream {
         self.shared.requests.lock().unwrap().clone()
     }
 
-    /// How many TCP connections were accepted.
+    /// How many TCP connections carried data (health-check connects that send nothing are
+    /// not counted).
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
     }
