@@ -16,6 +16,7 @@ use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
 use crate::admin::{self, KeyPii, Pii};
+use crate::audit::{self, Record};
 use crate::config::{Config, LoadError, LogFormat};
 use crate::residency::Region;
 use crate::store::Store;
@@ -66,6 +67,9 @@ enum Command {
     /// Master key operations.
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Try the PII rules without traffic: redact text or JSON read from stdin; the result
     /// goes to stdout and the counts to stderr (or both in one object with --json).
     Redact,
@@ -154,6 +158,38 @@ enum CredentialsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Walk the hash chain: exit 0 when intact, 1 naming the first broken record.
+    Verify,
+    /// Print the last records as JSON Lines; with --follow, keep printing new ones.
+    Tail {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Export records as JSON Lines, oldest first (for a SIEM shipper such as Vector).
+    Export {
+        /// Only records at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Remove records older than a date, leaving a checkpoint so the rest still verifies.
+    /// Refused for records not exported yet (by an unfiltered `audit export`) unless --force.
+    Prune {
+        /// RFC 3339 time or YYYY-MM-DD (UTC midnight).
+        #[arg(long)]
+        before: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum SecretsCmd {
     /// Re-encrypt every credential under SLUICE_SECRETS_KEY (old keys in
     /// SLUICE_SECRETS_KEY_OLD), in one transaction, while `serve` keeps running.
@@ -181,6 +217,7 @@ pub fn run() -> i32 {
         Command::Credentials(c) => admin_command(config, json, |cfg| credentials(cfg, c)),
         Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
         Command::Redact => redact(json),
+        Command::Audit(c) => audit_command(config, json, c),
     }
 }
 
@@ -279,8 +316,18 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             } else {
                 Pii::Off
             });
-            let org =
-                admin::create_org(&store, &name, region, Some(pii)).map_err(|e| e.to_string())?;
+            let org = admin::audited(
+                &store,
+                Record::admin("org.create", &audit::cli_actor()),
+                |s| admin::create_org(s, &name, region, Some(pii)),
+                |o, r| {
+                    r.org_id = Some(o.id.clone());
+                    r.target_id = Some(o.id.clone());
+                    r.details =
+                        serde_json::json!({"name": o.name, "region": o.region, "pii": o.pii});
+                },
+            )
+            .map_err(|e| e.to_string())?;
             let text = format!("created org {} ({})", org.id, org.name);
             Ok((to_json(&org), text))
         }
@@ -307,7 +354,16 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             region,
             pii,
         } => {
-            let org = admin::update_org(&store, &org_id, region, pii).map_err(|e| e.to_string())?;
+            let mut rec = Record::admin("org.update", &audit::cli_actor());
+            rec.org_id = Some(org_id.clone());
+            rec.target_id = Some(org_id.clone());
+            let org = admin::audited(
+                &store,
+                rec,
+                |s| admin::update_org(s, &org_id, region, pii),
+                |o, r| r.details = serde_json::json!({"region": o.region, "pii": o.pii}),
+            )
+            .map_err(|e| e.to_string())?;
             let text = format!(
                 "updated org {}: region={} pii={}",
                 org.id,
@@ -331,7 +387,21 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 rpm: a.rpm,
                 expires: a.expires,
             };
-            let k = admin::create_key(&store, &spec).map_err(|e| e.to_string())?;
+            let mut rec = Record::admin("key.create", &audit::cli_actor());
+            rec.org_id = Some(spec.org_id.clone());
+            let k = admin::audited(
+                &store,
+                rec,
+                |s| admin::create_key(s, &spec),
+                |k, r| {
+                    r.target_id = Some(k.id.clone());
+                    r.details = serde_json::json!({
+                        "name": k.name, "prefix": k.prefix, "pii": format!("{:?}", spec.pii).to_lowercase(),
+                        "region": spec.region.map(|r| r.as_str()), "rpm": spec.rpm, "expires": spec.expires,
+                    });
+                },
+            )
+            .map_err(|e| e.to_string())?;
             let text = format!(
                 "created key {} ({}) for org {}\n\n    {}\n\nStore it now: it is shown only this once.",
                 k.id,
@@ -366,7 +436,14 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
             Ok((serde_json::json!({ "keys": keys }), text))
         }
         KeysCmd::Revoke { key_id } => {
-            admin::revoke_key(&store, &key_id).map_err(|e| e.to_string())?;
+            let mut rec = Record::admin("key.revoke", &audit::cli_actor());
+            rec.target_id = Some(key_id.clone());
+            rec.org_id = store
+                .keys(None)
+                .ok()
+                .and_then(|ks| ks.into_iter().find(|k| k.id == key_id).map(|k| k.org_id));
+            admin::audited(&store, rec, |s| admin::revoke_key(s, &key_id), |_, _| {})
+                .map_err(|e| e.to_string())?;
             Ok((
                 serde_json::json!({"id": key_id, "revoked": true}),
                 format!("revoked key {key_id}"),
@@ -393,8 +470,19 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             let ring = keyring()?;
             let secret = read_secret()?;
             let store = open_store(cfg)?;
-            let view = admin::set_credential(&store, &ring, &name, &secret, expires.as_deref())
-                .map_err(|e| e.to_string())?;
+            let mut rec = Record::admin("credential.set", &audit::cli_actor());
+            rec.target_id = Some(name.clone());
+            let view = admin::audited(
+                &store,
+                rec,
+                |s| admin::set_credential(s, &ring, &name, &secret, expires.as_deref()),
+                |v, r| {
+                    r.details = serde_json::json!({
+                        "name": v.name, "key_fingerprint": v.key_fingerprint, "expires_at": v.expires_at,
+                    })
+                },
+            )
+            .map_err(|e| e.to_string())?;
             if !cfg
                 .upstreams
                 .iter()
@@ -437,7 +525,15 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         }
         CredentialsCmd::Delete { name } => {
             let store = open_store(cfg)?;
-            admin::delete_credential(&store, &name).map_err(|e| e.to_string())?;
+            let mut rec = Record::admin("credential.delete", &audit::cli_actor());
+            rec.target_id = Some(name.clone());
+            admin::audited(
+                &store,
+                rec,
+                |s| admin::delete_credential(s, &name),
+                |_, _| {},
+            )
+            .map_err(|e| e.to_string())?;
             Ok((
                 serde_json::json!({"name": name, "deleted": true}),
                 format!("deleted credential {name}"),
@@ -463,8 +559,17 @@ fn read_secret() -> Result<Zeroizing<String>, String> {
 
 fn rotate(cfg: &Config) -> Outcome {
     let ring = keyring()?;
-    let mut store = open_store(cfg)?;
-    let r = admin::rotate(&mut store, &ring).map_err(|e| e.to_string())?;
+    let store = open_store(cfg)?;
+    let r = admin::audited(
+        &store,
+        Record::admin("secrets.rotate", &audit::cli_actor()),
+        |s| admin::rotate(s, &ring),
+        |v, r| {
+            r.details =
+                serde_json::json!({"rotated": v.rotated, "key_fingerprint": v.key_fingerprint})
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let text = format!(
         "re-encrypted {} credential(s) under master key {}",
         r.rotated, r.key_fingerprint
@@ -565,8 +670,20 @@ fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
     names.sort();
     names.dedup();
     let openai = std::env::var("OPENAI_API_KEY").ok().map(Zeroizing::new);
-    let setup = admin::dev_bootstrap(&store, ring, &names, openai.as_ref().map(|s| s.as_str()))
-        .map_err(|e| e.to_string())?;
+    let setup = admin::audited(
+        &store,
+        Record::admin("dev.bootstrap", &audit::cli_actor()),
+        |s| admin::dev_bootstrap(s, ring, &names, openai.as_ref().map(|s| s.as_str())),
+        |d, r| {
+            r.org_id = d.created.as_ref().map(|(o, _)| o.id.clone());
+            r.target_id = d.created.as_ref().map(|(_, k)| k.id.clone());
+            r.details = serde_json::json!({
+                "created_org_and_key": d.created.is_some(),
+                "credentials_set": d.credentials_set,
+            });
+        },
+    )
+    .map_err(|e| e.to_string())?;
     if let Some((org, key)) = &setup.created {
         println!(
             "sluice dev mode: created org {:?} ({}) and an API key (shown only this once):\n\n    {}\n\nexport OPENAI_BASE_URL=http://{}/v1 OPENAI_API_KEY=<the key above>",
@@ -593,6 +710,158 @@ fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An audit row for export: `details` as a JSON object, not a string.
+fn audit_line(r: &crate::store::AuditRow) -> String {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(d) = v.get_mut("details") {
+        let parsed = d
+            .as_str()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok());
+        if let Some(p) = parsed {
+            *d = p;
+        }
+    }
+    v.to_string()
+}
+
+fn rfc3339_utc(s: &str) -> Result<String, String> {
+    use time::format_description::well_known::Rfc3339;
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    let t = time::OffsetDateTime::parse(&full, &Rfc3339)
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time or a YYYY-MM-DD date"))?;
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|e| e.to_string())
+}
+
+fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) -> i32 {
+    let cfg = match load(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match open_store(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let fail = |m: String| {
+        eprintln!("sluice: {m}");
+        if json {
+            print_json(&serde_json::json!({"error": {"message": m}}));
+        }
+        EXIT_FAILED
+    };
+    let mut out = std::io::stdout().lock();
+    match c {
+        AuditCmd::Verify => match audit::verify_store(&store) {
+            Err(e) => fail(e.to_string()),
+            Ok(Ok(n)) => {
+                if json {
+                    print_json(&serde_json::json!({"ok": true, "records": n}));
+                } else {
+                    println!("audit log intact: {n} records");
+                }
+                0
+            }
+            Ok(Err(b)) => {
+                if json {
+                    print_json(&serde_json::json!({"ok": false, "broken": {
+                        "seq": b.seq, "id": b.id, "reason": b.reason}}));
+                }
+                eprintln!("sluice: {b}");
+                EXIT_FAILED
+            }
+        },
+        AuditCmd::Tail { org, lines, follow } => {
+            let start = if lines <= 0 {
+                // Nothing old: only what is written from now on.
+                store.audit_tail().map(|t| t.map_or(0, |(seq, _)| seq))
+            } else {
+                store.audit_seq_before_last(lines, org.as_deref())
+            };
+            let mut after = match start {
+                Ok(a) => a,
+                Err(e) => return fail(e.to_string()),
+            };
+            loop {
+                let rows = match store.audit_rows(after, org.as_deref(), None, 1000) {
+                    Ok(r) => r,
+                    Err(e) => return fail(e.to_string()),
+                };
+                for r in &rows {
+                    if writeln!(out, "{}", audit_line(r)).is_err() {
+                        return 0; // reader went away (e.g. `| head`)
+                    }
+                    after = r.seq;
+                }
+                let _ = out.flush();
+                if !follow {
+                    return 0;
+                }
+                if rows.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+        AuditCmd::Export { since, org } => {
+            let since = match since.as_deref().map(rfc3339_utc).transpose() {
+                Ok(s) => s,
+                Err(m) => return fail(m),
+            };
+            let mut after = 0;
+            loop {
+                let rows = match store.audit_rows(after, org.as_deref(), since.as_deref(), 5000) {
+                    Ok(r) => r,
+                    Err(e) => return fail(e.to_string()),
+                };
+                let Some(last) = rows.last() else { break };
+                after = last.seq;
+                for r in &rows {
+                    if writeln!(out, "{}", audit_line(r)).is_err() {
+                        return fail("cannot write the export".into());
+                    }
+                }
+            }
+            if out.flush().is_err() {
+                return fail("cannot write the export".into());
+            }
+            // A complete export allows pruning what it covered.
+            if since.is_none() && org.is_none() && after > 0 {
+                if let Err(e) = store.mark_audit_exported(after) {
+                    return fail(e.to_string());
+                }
+            }
+            0
+        }
+        AuditCmd::Prune { before, force } => {
+            let before = match rfc3339_utc(&before) {
+                Ok(b) => b,
+                Err(m) => return fail(m),
+            };
+            match audit::prune(&store, &before, force, &audit::cli_actor()) {
+                Ok(p) => {
+                    if json {
+                        print_json(&to_json(&p));
+                    } else {
+                        println!(
+                            "pruned {} record(s) through seq {}; a checkpoint record keeps the chain verifiable",
+                            p.pruned, p.through_seq
+                        );
+                    }
+                    0
+                }
+                Err(e) => fail(e.to_string()),
+            }
+        }
+    }
 }
 
 /// `sluice redact`: JSON when stdin is a JSON document, text otherwise.

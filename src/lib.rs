@@ -4,6 +4,7 @@
 //! `config`, `metrics`) are plain Rust; `proxy` is the only module that knows pingora.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

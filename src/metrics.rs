@@ -33,6 +33,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// `sluice_redactions_total{entity}`: PII values replaced in request bodies.
     pub redactions: IntCounterVec,
+    /// The audit writer's queue, batch write time, records written and failed writes.
+    pub audit: crate::audit::WriterStats,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -117,6 +119,31 @@ impl Metrics {
             &["entity"],
         )?;
         registry.register(Box::new(redactions.clone()))?;
+        let audit = crate::audit::WriterStats {
+            depth: IntGauge::new(
+                "sluice_audit_queue_depth",
+                "Request audit records queued, not yet written",
+            )?,
+            write_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_audit_write_seconds",
+                    "Time to write one batch of audit records (one transaction)",
+                )
+                .buckets(OVERHEAD_BUCKETS.to_vec()),
+            )?,
+            written: IntCounter::new(
+                "sluice_audit_records_total",
+                "Request audit records written",
+            )?,
+            errors: IntCounter::new(
+                "sluice_audit_write_errors_total",
+                "Failed audit batch writes (retried until written)",
+            )?,
+        };
+        registry.register(Box::new(audit.depth.clone()))?;
+        registry.register(Box::new(audit.write_seconds.clone()))?;
+        registry.register(Box::new(audit.written.clone()))?;
+        registry.register(Box::new(audit.errors.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -139,6 +166,7 @@ impl Metrics {
             added_latency,
             auth_failures,
             redactions,
+            audit,
         })
     }
 

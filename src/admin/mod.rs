@@ -8,6 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::audit;
 use crate::auth;
 use crate::residency::Region;
 use crate::store::{self, Store};
@@ -86,6 +87,36 @@ pub fn future_time(s: &str) -> Result<String> {
     Ok(t.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         .unwrap_or_default())
+}
+
+// ---- the audit trail of admin actions ----
+
+/// Run the admin operation `f` and append its audit record in the same transaction, so an
+/// acknowledged action always has its record and a failed one changes nothing. `describe`
+/// fills in the record from the result (target, details: never secrets). A failure is recorded
+/// too, in its own transaction, with the error message.
+pub fn audited<T>(
+    store: &Store,
+    record: audit::Record,
+    f: impl FnOnce(&Store) -> Result<T>,
+    describe: impl FnOnce(&T, &mut audit::Record),
+) -> Result<T> {
+    let result: Result<T> = store.atomically(|s| {
+        let v = f(s)?;
+        let mut r = record.clone();
+        describe(&v, &mut r);
+        audit::append_in(s, &[r])?;
+        Ok(v)
+    });
+    if let Err(e) = &result {
+        let mut r = record;
+        r.outcome = "failure";
+        r.details = serde_json::json!({ "error": e.to_string() });
+        if let Err(ae) = audit::append(store, &[r]) {
+            tracing::error!(error = %ae, "cannot record the failed admin action in the audit log");
+        }
+    }
+    result
 }
 
 // ---- orgs ----
@@ -364,10 +395,10 @@ pub struct Rotation {
     pub key_fingerprint: String,
 }
 
-/// Re-seal every credential under the current master key, in one transaction: either all are
-/// re-sealed or none is (e.g. when one was sealed by a key in neither `SLUICE_SECRETS_KEY` nor
-/// `SLUICE_SECRETS_KEY_OLD`).
-pub fn rotate(store: &mut Store, ring: &Keyring) -> Result<Rotation> {
+/// Re-seal every credential under the current master key. Run it inside
+/// [`Store::atomically`] (as [`audited`] does): either all are re-sealed or none is (e.g. when
+/// one was sealed by a key in neither `SLUICE_SECRETS_KEY` nor `SLUICE_SECRETS_KEY_OLD`).
+pub fn rotate(store: &Store, ring: &Keyring) -> Result<Rotation> {
     let rotated = store
         .reseal_credentials(|c| {
             let aad = vault::aad("credentials", &c.id, &c.name);
@@ -530,7 +561,7 @@ mod tests {
 
     #[test]
     fn rotation_reseals_everything_or_nothing() {
-        let (_d, mut s) = store();
+        let (_d, s) = store();
         let old_b64 = Keyring::generate();
         let old = Keyring::new(&old_b64, &[]).unwrap();
         set_credential(&s, &old, "a", "sk-secret-a", None).unwrap();
@@ -539,11 +570,11 @@ mod tests {
         // Without the old key nothing can be re-sealed, and nothing changes.
         let stranger = Keyring::new(&Keyring::generate(), &[]).unwrap();
         let before = s.credentials().unwrap();
-        assert!(rotate(&mut s, &stranger).is_err());
+        assert!(s.atomically(|s| rotate(s, &stranger)).is_err());
         assert_eq!(s.credentials().unwrap(), before);
 
         let new = Keyring::new(&Keyring::generate(), &[&old_b64]).unwrap();
-        let r = rotate(&mut s, &new).unwrap();
+        let r = s.atomically(|s| rotate(s, &new)).unwrap();
         assert_eq!(r.rotated, 2);
         let after = list_credentials(&s, Some(&new.fingerprint())).unwrap();
         assert!(after.iter().all(|c| c.current_key == Some(true)));

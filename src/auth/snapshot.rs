@@ -18,7 +18,7 @@ use super::{hash, same_hash, Error};
 use crate::store::{self, Store};
 use crate::vault::{self, Keyring};
 
-const POLL: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(100);
 const FLUSH: Duration = Duration::from_secs(5);
 
 /// What the data plane knows about a key.
@@ -223,7 +223,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Load once (an error here stops startup), then poll every 200 ms on a background thread.
+    /// Load once (an error here stops startup), then poll every 100 ms on a background thread.
     pub fn start(path: PathBuf, ring: Arc<Keyring>) -> Result<Arc<Watcher>, store::Error> {
         let mut store = Store::open(&path)?;
         let first = Snapshot::load(&store, &ring, None)?;

@@ -45,17 +45,22 @@ pub struct State {
     pub auth: Arc<Watcher>,
     limiter: Limiter,
     redactor: crate::redact::Engine,
+    /// The background writer of per-request audit records.
+    pub audit: crate::audit::Writer,
 }
 
 impl State {
     /// Build the shared state for `cfg` over a running key/credential watcher.
     pub fn new(
         cfg: Config,
+        metrics: Metrics,
         auth: Arc<Watcher>,
         regions: upstream::Regions,
-    ) -> Result<Arc<State>, prometheus::Error> {
-        Ok(Arc::new(State {
-            metrics: Metrics::new()?,
+        audit: crate::audit::Writer,
+    ) -> Arc<State> {
+        Arc::new(State {
+            metrics,
+            audit,
             draining: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
             regions,
@@ -63,7 +68,7 @@ impl State {
             limiter: Limiter::new(),
             redactor: crate::redact::Engine::new(),
             cfg,
-        }))
+        })
     }
 
     fn in_flight(&self) -> usize {
@@ -119,6 +124,8 @@ pub struct Ctx {
     reason: Option<&'static str>,
     bytes_in: u64,
     bytes_out: u64,
+    /// The request's `model`, when its body names one.
+    model: Option<String>,
     /// PII replaced in the request body.
     redactions: crate::redact::Counts,
     _in_flight: Option<InFlight>,
@@ -160,6 +167,7 @@ impl ProxyHttp for Sluice {
             bytes_in: 0,
             bytes_out: 0,
             redactions: Default::default(),
+            model: None,
             _in_flight: Some(InFlight::new(&self.state)),
         }
     }
@@ -237,6 +245,8 @@ impl ProxyHttp for Sluice {
     /// Metrics and the one log line per request.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         response::log(&self.state, session, e, ctx);
+        let record = response::audit_record(&self.state, session, ctx);
+        self.state.audit.send(record).await;
     }
 
     /// Never log the query string: it is client-controlled and could hold a secret.

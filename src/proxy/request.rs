@@ -94,7 +94,8 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     ctx.bytes_in = body.len() as u64;
     state.metrics.bytes_in.inc_by(ctx.bytes_in);
     let body = redact(state, session, ctx, body)?;
-    ctx.timeout = cfg.limits.timeout_for(inbound::model(&body).as_deref());
+    ctx.model = inbound::model(&body);
+    ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
     rebody::replace(session, body).await.map_err(|e| {
         tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot hand the body back to pingora");
         Rejection::Internal

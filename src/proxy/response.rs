@@ -254,3 +254,52 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         "request"
     );
 }
+
+/// The audit record of a proxied (or refused) request: who, where, what happened; never a
+/// body, a key or a header value.
+pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit::Record {
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let up = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i));
+    let req = session.req_header();
+    let ua = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect::<String>());
+    crate::audit::Record {
+        kind: "request",
+        action: "proxy.request".into(),
+        actor: ctx.key.as_ref().map_or_else(
+            || "unauthenticated".to_string(),
+            |k| format!("key:{}", k.id),
+        ),
+        org_id: ctx.key.as_ref().map(|k| k.org_id.clone()),
+        target_id: up.map(|u| u.name.clone()),
+        source_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string()),
+        user_agent: ua,
+        request_id: Some(ctx.request_id.clone()),
+        outcome: if (200..400).contains(&status) {
+            "success"
+        } else {
+            "failure"
+        },
+        details: serde_json::json!({
+            "method": req.method.as_str(),
+            "path": req.uri.path(),
+            "route": ctx.route.as_str(),
+            "key_id": ctx.key.as_ref().map(|k| k.id.as_str()),
+            "model": ctx.model,
+            "region": up.map(|u| u.region).or(ctx.region).map(|r| r.as_str()),
+            "upstream": up.map(|u| u.name.as_str()),
+            "status": status,
+            "code": ctx.code,
+            "latency_ms": (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+            "bytes_in": ctx.bytes_in,
+            "bytes_out": ctx.bytes_out,
+            "redactions": ctx.redactions,
+        }),
+    }
+}

@@ -62,7 +62,15 @@ pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
         }
     }
     let (regions, balancers) = upstream::Regions::new(&cfg);
-    let state = State::new(cfg, auth, regions)?;
+    let metrics = crate::metrics::Metrics::new()?;
+    let audit =
+        crate::audit::Writer::start(&cfg.store.path, metrics.audit.clone()).map_err(|source| {
+            ServeError::Store {
+                path: cfg.store.path.clone(),
+                source,
+            }
+        })?;
+    let state = State::new(cfg, metrics, auth, regions, audit);
     let cfg = &state.cfg;
 
     let mut conf = ServerConf {
@@ -110,6 +118,8 @@ pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
             timeout: cfg.server.shutdown_timeout,
         }),
     });
+    // Every queued request record is written before the process exits.
+    state.audit.close();
     tracing::info!("sluice stopped");
     Ok(())
 }

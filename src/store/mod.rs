@@ -7,7 +7,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// Store errors. Messages never contain secret material.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,33 @@ const MIGRATIONS: &[&str] = &[
         rotated_at TEXT NOT NULL,
         expires_at TEXT
      );",
+    // 2: the audit log: append-only (triggers), hash-chained (see `audit`).
+    "CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        org_id TEXT,
+        target_id TEXT,
+        source_ip TEXT,
+        user_agent TEXT,
+        request_id TEXT,
+        outcome TEXT NOT NULL,
+        details TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );
+     CREATE INDEX audit_org ON audit(org_id, seq);
+     CREATE INDEX audit_at ON audit(at);
+     CREATE TABLE audit_prune_gate (open INTEGER NOT NULL);
+     CREATE TABLE audit_exports (through_seq INTEGER NOT NULL, at TEXT NOT NULL);
+     CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+       BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+       WHEN NOT EXISTS (SELECT 1 FROM audit_prune_gate)
+       BEGIN SELECT RAISE(ABORT, 'audit records are append-only; use sluice audit prune'); END;",
 ];
 
 /// An open store.
@@ -154,12 +181,18 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        // Create the file 0600 before SQLite does (it would follow the umask). Only when it does
+        // not exist: closing any descriptor of an open database releases every POSIX lock this
+        // process holds on it, including those of other connections (a second `Store` in
+        // `serve`), and another process could then delete the live WAL.
+        if !path.exists() {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+        }
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -250,8 +283,7 @@ impl Store {
 
     /// Change an org's default region and/or PII setting.
     pub fn update_org(&self, id: &str, region: Option<&str>, pii: Option<&str>) -> Result<Org> {
-        let tx = self.conn.unchecked_transaction()?;
-        let n = tx.execute(
+        let n = self.conn.execute(
             "UPDATE orgs SET region = COALESCE(?2, region), pii = COALESCE(?3, pii) WHERE id = ?1",
             params![id, region, pii],
         )?;
@@ -261,7 +293,6 @@ impl Store {
                 id: id.to_string(),
             });
         }
-        tx.commit()?;
         self.org(id)
     }
 
@@ -371,37 +402,199 @@ impl Store {
         Ok(())
     }
 
-    /// Run `f` over every credential inside one transaction; each `Some` it returns replaces
-    /// that row's ciphertext and key fingerprint. All or nothing.
+    /// Run `f` over every credential; each result replaces that row's ciphertext and key
+    /// fingerprint. Call inside [`Store::atomically`] so that it is all or nothing.
     pub fn reseal_credentials<E>(
-        &mut self,
+        &self,
         mut f: impl FnMut(&Credential) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> std::result::Result<usize, ResealError<E>> {
-        let tx: Transaction = self
-            .conn
-            .transaction()
-            .map_err(|e| ResealError::Store(e.into()))?;
-        let rows: Vec<Credential> = {
-            let mut st = tx
-                .prepare("SELECT id, name, sealed, key_fp, created_at, rotated_at, expires_at FROM credentials")
-                .map_err(|e| ResealError::Store(e.into()))?;
-            let it = st
-                .query_map([], cred_row)
-                .map_err(|e| ResealError::Store(e.into()))?;
-            it.collect::<rusqlite::Result<_>>()
-                .map_err(|e| ResealError::Store(e.into()))?
-        };
+        let rows = self.credentials().map_err(ResealError::Store)?;
         for c in &rows {
             let (sealed, fp) = f(c).map_err(ResealError::Seal)?;
-            tx.execute(
-                "UPDATE credentials SET sealed = ?2, key_fp = ?3 WHERE id = ?1",
-                params![c.id, sealed, fp],
-            )
-            .map_err(|e| ResealError::Store(e.into()))?;
+            self.conn
+                .execute(
+                    "UPDATE credentials SET sealed = ?2, key_fp = ?3 WHERE id = ?1",
+                    params![c.id, sealed, fp],
+                )
+                .map_err(|e| ResealError::Store(e.into()))?;
         }
-        tx.commit().map_err(|e| ResealError::Store(e.into()))?;
         Ok(rows.len())
     }
+
+    /// Run `f` in one write transaction (`BEGIN IMMEDIATE`: concurrent writers, including other
+    /// processes, wait their turn). Committed when `f` returns `Ok`, rolled back otherwise.
+    /// Not reentrant.
+    pub fn atomically<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Store) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| E::from(e.into()))?;
+        match f(self) {
+            Ok(v) => {
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(E::from(e.into()));
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    // ---- audit ----
+
+    /// The last record's sequence number and hash (`None` for an empty log).
+    pub fn audit_tail(&self) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Insert a complete (already hashed) record. Call inside [`Store::atomically`], after
+    /// reading [`Store::audit_tail`] in the same transaction.
+    pub fn insert_audit(&self, a: &AuditRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit (seq, id, at, kind, action, actor, org_id, target_id, source_ip,
+               user_agent, request_id, outcome, details, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            params![
+                a.seq,
+                a.id,
+                a.at,
+                a.kind,
+                a.action,
+                a.actor,
+                a.org_id,
+                a.target_id,
+                a.source_ip,
+                a.user_agent,
+                a.request_id,
+                a.outcome,
+                a.details,
+                a.prev_hash,
+                a.hash
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records after `after_seq`, oldest first, optionally of one org and since a time.
+    pub fn audit_rows(
+        &self,
+        after_seq: i64,
+        org: Option<&str>,
+        since: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, id, at, kind, action, actor, org_id, target_id, source_ip, user_agent,
+                    request_id, outcome, details, prev_hash, hash
+             FROM audit WHERE seq > ?1 AND (?2 IS NULL OR org_id = ?2) AND (?3 IS NULL OR at >= ?3)
+             ORDER BY seq LIMIT ?4",
+        )?;
+        let rows = st.query_map(params![after_seq, org, since, limit], |r| {
+            Ok(AuditRow {
+                seq: r.get(0)?,
+                id: r.get(1)?,
+                at: r.get(2)?,
+                kind: r.get(3)?,
+                action: r.get(4)?,
+                actor: r.get(5)?,
+                org_id: r.get(6)?,
+                target_id: r.get(7)?,
+                source_ip: r.get(8)?,
+                user_agent: r.get(9)?,
+                request_id: r.get(10)?,
+                outcome: r.get(11)?,
+                details: r.get(12)?,
+                prev_hash: r.get(13)?,
+                hash: r.get(14)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The seq after which the last `n` records (optionally of one org) start.
+    pub fn audit_seq_before_last(&self, n: i64, org: Option<&str>) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MIN(seq) - 1, 0) FROM (SELECT seq FROM audit
+               WHERE (?1 IS NULL OR org_id = ?1) ORDER BY seq DESC LIMIT ?2)",
+            params![org, n],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The last record strictly before `before` (RFC 3339): its seq and hash.
+    pub fn audit_last_before(&self, before: &str) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM audit WHERE at < ?1 AND kind != 'checkpoint' ORDER BY seq DESC LIMIT 1",
+                [before],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Delete records up to `through_seq` (inside [`Store::atomically`]); the triggers allow it
+    /// only while the prune gate is open, which this does for its own statement only.
+    pub fn delete_audit_through(&self, through_seq: i64) -> Result<usize> {
+        self.conn
+            .execute("INSERT INTO audit_prune_gate (open) VALUES (1)", [])?;
+        let n = self
+            .conn
+            .execute("DELETE FROM audit WHERE seq <= ?1", [through_seq])?;
+        self.conn.execute("DELETE FROM audit_prune_gate", [])?;
+        Ok(n)
+    }
+
+    /// Note that records through `seq` were exported.
+    pub fn mark_audit_exported(&self, seq: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit_exports (through_seq, at) VALUES (?1, ?2)",
+            params![seq, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The highest exported seq (0 when nothing was exported).
+    pub fn audit_exported_through(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(through_seq), 0) FROM audit_exports",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// One stored audit record. `details` is a JSON object; `hash` chains it to `prev_hash`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub id: String,
+    pub at: String,
+    pub kind: String,
+    pub action: String,
+    pub actor: String,
+    pub org_id: Option<String>,
+    pub target_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub outcome: String,
+    pub details: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 /// Why resealing failed (nothing was changed).

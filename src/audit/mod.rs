@@ -1,0 +1,336 @@
+//! The tamper-evident audit log. Every record is chained to the one before it: its `hash` is
+//! SHA-256 over the previous record's hash and the record's own canonical encoding, so an
+//! edited, deleted, reordered or inserted row breaks the chain at that row and
+//! [`verify`] names it. SQLite triggers make the table append-only for ordinary writers;
+//! pruning (`sluice audit prune`) removes a prefix and appends a checkpoint record that carries
+//! the last pruned hash, so what remains still verifies.
+//!
+//! Admin actions are appended in the same transaction as the change they record
+//! ([`Store::atomically`]), so an acknowledged action always has its record. Proxied requests go
+//! through [`Writer`], a background thread that batches from a bounded queue (100 ms or 500
+//! records per transaction) and makes the proxy wait, never drop, when the queue is full.
+
+mod writer;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::store::{self, AuditRow, Store};
+
+pub use writer::{Writer, WriterStats};
+
+/// The `prev_hash` of the first record ever written.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A record before it is chained.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Record {
+    /// `admin`, `request` or `checkpoint`.
+    pub kind: &'static str,
+    /// e.g. `org.create`, `key.revoke`, `proxy.request`.
+    pub action: String,
+    /// A user id, or `cli:<os user>`, or `proxy`.
+    pub actor: String,
+    pub org_id: Option<String>,
+    pub target_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+    /// A JSON object. Never a secret, never a body.
+    pub details: serde_json::Value,
+}
+
+impl Record {
+    /// An admin action by `actor`.
+    pub fn admin(action: &str, actor: &str) -> Record {
+        Record {
+            kind: "admin",
+            action: action.into(),
+            actor: actor.into(),
+            outcome: "success",
+            details: serde_json::json!({}),
+            ..Default::default()
+        }
+    }
+}
+
+/// The actor for CLI commands: `cli:` and the OS user.
+pub fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid={}", unsafe { libc::getuid() }));
+    format!("cli:{user}")
+}
+
+/// The canonical bytes a record's hash covers: a JSON array of every field but the hashes,
+/// in a fixed order.
+fn canonical(r: &AuditRow) -> Vec<u8> {
+    serde_json::to_vec(&(
+        r.seq,
+        &r.id,
+        &r.at,
+        &r.kind,
+        &r.action,
+        &r.actor,
+        &r.org_id,
+        &r.target_id,
+        &r.source_ip,
+        &r.user_agent,
+        &r.request_id,
+        &r.outcome,
+        &r.details,
+    ))
+    .unwrap_or_default()
+}
+
+fn chain_hash(prev: &str, r: &AuditRow) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update([0u8]);
+    h.update(canonical(r));
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Append records, chained to the current tail. Must run inside [`Store::atomically`] (the
+/// tail read and the inserts are one transaction, so concurrent writers cannot fork the chain).
+pub fn append_in(store: &Store, records: &[Record]) -> store::Result<()> {
+    let tail = store.audit_tail()?.unwrap_or((0, GENESIS.to_string()));
+    append_after(store, tail, records)
+}
+
+fn append_after(store: &Store, tail: (i64, String), records: &[Record]) -> store::Result<()> {
+    let (mut seq, mut prev) = tail;
+    for r in records {
+        seq += 1;
+        let mut row = AuditRow {
+            seq,
+            id: store::new_id(),
+            at: store::now(),
+            kind: r.kind.to_string(),
+            action: r.action.clone(),
+            actor: r.actor.clone(),
+            org_id: r.org_id.clone(),
+            target_id: r.target_id.clone(),
+            source_ip: r.source_ip.clone(),
+            user_agent: r.user_agent.clone(),
+            request_id: r.request_id.clone(),
+            outcome: r.outcome.to_string(),
+            details: r.details.to_string(),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        row.hash = chain_hash(&prev, &row);
+        store.insert_audit(&row)?;
+        prev = row.hash;
+    }
+    Ok(())
+}
+
+/// Append records in their own transaction.
+pub fn append(store: &Store, records: &[Record]) -> store::Result<()> {
+    store.atomically(|s| append_in(s, records))
+}
+
+/// Where and why the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at record seq={seq} id={id}: {reason}")]
+pub struct Broken {
+    pub seq: i64,
+    pub id: String,
+    pub reason: &'static str,
+}
+
+/// Walk rows (oldest first, the whole table) and check the chain. `Ok(n)`: n records intact.
+/// The first row may follow a pruned prefix only when a checkpoint record vouches for its
+/// `prev_hash`.
+pub fn verify(rows: &[AuditRow]) -> Result<usize, Broken> {
+    let vouched: Vec<String> = rows
+        .iter()
+        .filter(|r| r.kind == "checkpoint")
+        .filter_map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.details)
+                .ok()
+                .and_then(|d| d["last_pruned_hash"].as_str().map(String::from))
+        })
+        .collect();
+    let mut prev: Option<&AuditRow> = None;
+    for r in rows {
+        let broken = |reason| Broken {
+            seq: r.seq,
+            id: r.id.clone(),
+            reason,
+        };
+        match prev {
+            None => {
+                if r.prev_hash != GENESIS && !vouched.contains(&r.prev_hash) {
+                    return Err(broken(
+                        "the first record does not follow the genesis or a pruning checkpoint (records deleted?)",
+                    ));
+                }
+            }
+            Some(p) => {
+                if r.seq != p.seq + 1 {
+                    return Err(broken(
+                        "a gap in the sequence (records deleted or inserted)",
+                    ));
+                }
+                if r.prev_hash != p.hash {
+                    return Err(broken(
+                        "does not chain to the record before it (records deleted, inserted or reordered)",
+                    ));
+                }
+            }
+        }
+        if chain_hash(&r.prev_hash, r) != r.hash {
+            return Err(broken("its content does not match its hash (edited)"));
+        }
+        prev = Some(r);
+    }
+    Ok(rows.len())
+}
+
+/// Read the whole log from `store` and verify it.
+pub fn verify_store(store: &Store) -> Result<Result<usize, Broken>, store::Error> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_rows(after, None, None, 10_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        all.extend(page);
+    }
+    Ok(verify(&all))
+}
+
+/// What pruning did.
+#[derive(Debug, Serialize)]
+pub struct Pruned {
+    pub pruned: usize,
+    pub through_seq: i64,
+}
+
+/// Why pruning was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error("records up to seq {needed} are not exported yet (exported through {exported}); run `sluice audit export` first, or pass --force")]
+    NotExported { needed: i64, exported: i64 },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// Remove records older than `before` (RFC 3339) and append a checkpoint carrying the last
+/// pruned hash, in one transaction. Refused unless they were exported or `force`.
+pub fn prune(store: &Store, before: &str, force: bool, actor: &str) -> Result<Pruned, PruneError> {
+    store.atomically(|s| {
+        let Some((through, last_hash)) = s.audit_last_before(before)? else {
+            return Ok(Pruned {
+                pruned: 0,
+                through_seq: 0,
+            });
+        };
+        let exported = s.audit_exported_through()?;
+        if exported < through && !force {
+            return Err(PruneError::NotExported {
+                needed: through,
+                exported,
+            });
+        }
+        let pruned = s.delete_audit_through(through)?;
+        let mut r = Record::admin("audit.prune", actor);
+        r.kind = "checkpoint";
+        r.details = serde_json::json!({
+            "before": before, "pruned": pruned, "through_seq": through,
+            "last_pruned_hash": last_hash.clone(), "forced": force,
+        });
+        // The chain continues from the last pruned record even when nothing is left.
+        let tail = s.audit_tail()?.unwrap_or((through, last_hash));
+        append_after(s, tail, &[r])?;
+        Ok(Pruned {
+            pruned,
+            through_seq: through,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("a.db")).unwrap();
+        (d, s)
+    }
+
+    fn fill(s: &Store, n: usize) {
+        for i in 0..n {
+            let mut r = Record::admin("org.create", "cli:test");
+            r.target_id = Some(format!("t{i}"));
+            append(s, &[r]).unwrap();
+        }
+    }
+
+    fn all(s: &Store) -> Vec<AuditRow> {
+        s.audit_rows(0, None, None, 1000).unwrap()
+    }
+
+    #[test]
+    fn the_table_is_append_only() {
+        let (d, s) = store();
+        fill(&s, 2);
+        let c = rusqlite::Connection::open(d.path().join("a.db")).unwrap();
+        assert!(c.execute("UPDATE audit SET actor = 'x'", []).is_err());
+        assert!(c.execute("DELETE FROM audit", []).is_err());
+        assert_eq!(verify(&all(&s)), Ok(2));
+    }
+
+    #[test]
+    fn tampering_is_detected_and_named() {
+        let (_d, s) = store();
+        fill(&s, 5);
+        let rows = all(&s);
+        assert_eq!(verify(&rows), Ok(5));
+
+        let mut edited = rows.clone();
+        edited[2].actor = "cli:mallory".into();
+        assert_eq!(verify(&edited).unwrap_err().seq, 3);
+
+        let mut deleted = rows.clone();
+        deleted.remove(1);
+        assert_eq!(verify(&deleted).unwrap_err().seq, 3);
+
+        let mut swapped = rows.clone();
+        swapped.swap(1, 2);
+        assert!(verify(&swapped).is_err());
+
+        let mut inserted = rows.clone();
+        let mut extra = rows[1].clone();
+        extra.id = "forged".into();
+        inserted.insert(2, extra);
+        assert!(verify(&inserted).is_err());
+
+        let first_gone = rows[1..].to_vec();
+        assert_eq!(verify(&first_gone).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn pruning_needs_an_export_and_keeps_the_rest_verifiable() {
+        let (_d, s) = store();
+        fill(&s, 4);
+        let future = "2999-01-01T00:00:00Z";
+        assert!(matches!(
+            prune(&s, future, false, "cli:t"),
+            Err(PruneError::NotExported { .. })
+        ));
+        s.mark_audit_exported(4).unwrap();
+        let p = prune(&s, future, false, "cli:t").unwrap();
+        assert_eq!((p.pruned, p.through_seq), (4, 4));
+        fill(&s, 2);
+        let rows = all(&s);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].kind, "checkpoint");
+        assert_eq!(verify(&rows), Ok(3));
+    }
+}
