@@ -73,6 +73,28 @@ enum Command {
     /// Try the PII rules without traffic: redact text or JSON read from stdin; the result
     /// goes to stdout and the counts to stderr (or both in one object with --json).
     Redact,
+    /// Exit 0 when the local sluice answers /healthz (with --ready: /readyz) on its admin
+    /// address, 1 otherwise. For container health checks and exec probes (no shell needed).
+    Healthcheck {
+        #[arg(long)]
+        ready: bool,
+    },
+    /// Idempotent provisioning for a sidecar's init step: make sure org NAME exists, that
+    /// --key-file holds an API key of it (created 0600 if the file is missing, never printed),
+    /// and that each --credential NAME=FILE is stored with the file's content.
+    Bootstrap {
+        /// The org, created if missing.
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_parser = parse_region)]
+        region: Option<Region>,
+        /// Where the app's API key is written (only when the file does not exist yet).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// NAME=FILE: store FILE's content (one trailing newline stripped) as credential NAME.
+        #[arg(long = "credential")]
+        credentials: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,6 +239,15 @@ pub fn run() -> i32 {
         Command::Credentials(c) => admin_command(config, json, |cfg| credentials(cfg, c)),
         Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
         Command::Redact => redact(json),
+        Command::Healthcheck { ready } => healthcheck(config, ready),
+        Command::Bootstrap {
+            org,
+            region,
+            key_file,
+            credentials,
+        } => admin_command(config, json, |cfg| {
+            bootstrap(cfg, &org, region, &key_file, &credentials)
+        }),
         Command::Audit(c) => audit_command(config, json, c),
     }
 }
@@ -710,6 +741,180 @@ fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn healthcheck(config: Option<PathBuf>, ready: bool) -> i32 {
+    let cfg = match load(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let mut addr = cfg.listen.admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let check = || -> std::io::Result<bool> {
+        let t = std::time::Duration::from_secs(2);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, t)?;
+        s.set_read_timeout(Some(t))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match check() {
+        Ok(true) => 0,
+        Ok(false) => {
+            eprintln!("sluice: {path} on {addr} is not 200");
+            EXIT_FAILED
+        }
+        Err(e) => {
+            eprintln!("sluice: cannot reach {path} on {addr}: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn bootstrap(
+    cfg: &Config,
+    org_name: &str,
+    region: Option<Region>,
+    key_file: &Path,
+    credentials: &[String],
+) -> Outcome {
+    // Validate everything before changing anything.
+    let mut creds = Vec::new();
+    for c in credentials {
+        let (name, file) = c
+            .split_once('=')
+            .ok_or_else(|| format!("--credential {c:?} must be NAME=FILE"))?;
+        let mut raw = Zeroizing::new(Vec::new());
+        std::fs::File::open(file)
+            .and_then(|f| {
+                f.take(admin::MAX_SECRET_BYTES as u64 + 3)
+                    .read_to_end(&mut raw)
+            })
+            .map_err(|e| format!("cannot read {file}: {e}"))?;
+        let secret = admin::secret_from_input(raw).map_err(|e| format!("{file}: {e}"))?;
+        creds.push((name.to_string(), secret));
+    }
+    let ring = if creds.is_empty() {
+        None
+    } else {
+        Some(keyring()?)
+    };
+    let store = open_store(cfg)?;
+    let actor = audit::cli_actor();
+    let org = match store
+        .orgs()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|o| o.name == org_name)
+    {
+        Some(o) => o,
+        None => {
+            let pii = if cfg.pii.default_on {
+                Pii::On
+            } else {
+                Pii::Off
+            };
+            admin::audited(
+                &store,
+                Record::admin("org.create", &actor),
+                |s| admin::create_org(s, org_name, region, Some(pii)),
+                |o, r| {
+                    r.org_id = Some(o.id.clone());
+                    r.target_id = Some(o.id.clone());
+                    r.details = serde_json::json!({"name": o.name, "region": o.region, "pii": o.pii, "via": "bootstrap"});
+                },
+            )
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let mut key_created = false;
+    if !key_file.exists() {
+        let spec = admin::KeySpec {
+            org_id: org.id.clone(),
+            name: "bootstrap".into(),
+            pii: KeyPii::Inherit,
+            region: None,
+            rpm: None,
+            expires: None,
+        };
+        // Create the file first (0600, must not exist), then the key, so a key is never
+        // created without a place to put it.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(key_file)
+            .map_err(|e| format!("cannot create {}: {e}", key_file.display()))?;
+        let mut rec = Record::admin("key.create", &actor);
+        rec.org_id = Some(org.id.clone());
+        let k = admin::audited(
+            &store,
+            rec,
+            |s| admin::create_key(s, &spec),
+            |k, r| {
+                r.target_id = Some(k.id.clone());
+                r.details =
+                    serde_json::json!({"name": k.name, "prefix": k.prefix, "via": "bootstrap"});
+            },
+        );
+        let k = match k {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = std::fs::remove_file(key_file);
+                return Err(e.to_string());
+            }
+        };
+        f.write_all(k.key.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
+        key_created = true;
+    }
+    let mut set = Vec::new();
+    if let Some(ring) = &ring {
+        let stored = store.credentials().map_err(|e| e.to_string())?;
+        for (name, secret) in &creds {
+            let same = stored.iter().find(|c| &c.name == name).is_some_and(|c| {
+                ring.open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
+                    .is_ok_and(|p| p.as_slice() == secret.as_bytes())
+            });
+            if same {
+                continue;
+            }
+            let mut rec = Record::admin("credential.set", &actor);
+            rec.target_id = Some(name.clone());
+            admin::audited(
+                &store,
+                rec,
+                |s| admin::set_credential(s, ring, name, secret, None),
+                |v, r| r.details = serde_json::json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "via": "bootstrap"}),
+            )
+            .map_err(|e| e.to_string())?;
+            set.push(name.clone());
+        }
+    }
+    let text = format!(
+        "org {} ({}); key file {}{}; credentials set: {}",
+        org.name,
+        org.id,
+        key_file.display(),
+        if key_created { " created" } else { " kept" },
+        if set.is_empty() {
+            "none".to_string()
+        } else {
+            set.join(", ")
+        }
+    );
+    Ok((
+        serde_json::json!({"org_id": org.id, "key_created": key_created, "credentials_set": set}),
+        text,
+    ))
 }
 
 /// An audit row for export: `details` as a JSON object, not a string.

@@ -19,6 +19,7 @@ pub struct Patterns {
     /// pool shared by all threads, so each call reuses warm states.
     numbers: std::sync::Arc<hybrid::regex::Regex>,
     caches: Pool<hybrid::regex::Cache, CacheFn>,
+    numbers_fallback: Regex,
 }
 
 type CacheFn = Box<
@@ -81,6 +82,7 @@ impl Patterns {
         Patterns {
             email: build(&[EMAIL_PATTERN]),
             caches: Pool::new(Box::new(move || for_caches.create_cache())),
+            numbers_fallback: build(NUMBER_PATTERNS),
             numbers,
         }
     }
@@ -150,12 +152,15 @@ impl Patterns {
         out: &mut Vec<(usize, usize, Entity)>,
     ) {
         while at < end {
-            // The lazy DFA never gives up here: ASCII-only patterns have no quit bytes and the
-            // cache is never declared inefficient (no minimum clear count).
-            let Ok(Some(m)) = self
-                .numbers
-                .try_search(cache, &Input::new(bytes).range(at..end))
-            else {
+            let input = Input::new(bytes).range(at..end);
+            // The lazy DFA should never give up here (ASCII-only patterns have no quit bytes,
+            // and no minimum cache clear count is set); if it ever does, the meta regex (which
+            // cannot fail) answers instead, so no text goes unscanned.
+            let found = match self.numbers.try_search(cache, &input) {
+                Ok(m) => m,
+                Err(_) => self.numbers_fallback.search(&input),
+            };
+            let Some(m) = found else {
                 break;
             };
             // Emails are sorted and disjoint: binary search for the first that ends after
@@ -164,10 +169,14 @@ impl Patterns {
             let covered = out[..emails]
                 .get(first)
                 .filter(|&&(s, _, _)| s < m.end())
-                .map(|&(_, e, _)| e);
-            if let Some(e) = covered {
-                // Digits inside an email address.
-                at = e.max(m.start() + 1);
+                .map(|&(s, e, _)| (s, e));
+            if let Some((es, ee)) = covered {
+                // The candidate runs into an email address (whose local part can start with
+                // digits): search the part before the address on its own, then skip it.
+                if es > m.start() {
+                    self.numbers_in(cache, bytes, m.start(), es, emails, out);
+                }
+                at = ee.max(m.start() + 1);
                 continue;
             }
             match classify(bytes, m.pattern().as_usize(), m.start(), m.end()) {
@@ -229,7 +238,10 @@ impl Digits {
 fn classify(b: &[u8], pattern: usize, s: usize, e: usize) -> Option<(usize, usize, Entity)> {
     let span = &b[s..e];
     // Nothing glued to the candidate on either side: "x415-555-0123", "+415-555-0123-9".
-    let glued_before = s > 0 && (is_alnum(b.get(s - 1)) || (b[s - 1] == b'+' && span[0] != b'+'));
+    // A candidate opening with '(' or '+' is delimited by that character itself; only a leading
+    // digit can be glued to a word ("x415-555-0123", "+415-555-0123" as part of "1+415...").
+    let glued_before =
+        s > 0 && span[0].is_ascii_digit() && (is_alnum(b.get(s - 1)) || b[s - 1] == b'+');
     if is_alnum(b.get(e)) || glued_before {
         return None;
     }
@@ -264,10 +276,14 @@ fn valid_ssn(span: &[u8]) -> bool {
 
 fn has_ssn_context(b: &[u8], s: usize) -> bool {
     let from = s.saturating_sub(SSN_CONTEXT_WINDOW);
-    let window = b[from..s].to_ascii_lowercase();
-    SSN_CONTEXT
-        .iter()
-        .any(|w| window.windows(w.len()).any(|x| x == w.as_bytes()))
+    SSN_CONTEXT.iter().any(|w| {
+        let w = w.as_bytes();
+        (from..s.saturating_sub(w.len() - 1)).any(|k| {
+            b[k..k + w.len()].eq_ignore_ascii_case(w)
+                // sluice's own "[REDACTED_SSN]" is not context: redaction stays idempotent.
+                && !(k >= 9 && b[k - 9..k].eq_ignore_ascii_case(b"redacted_"))
+        })
+    })
 }
 
 /// NANP: optional country code 1, area code and exchange starting 2-9.
@@ -442,6 +458,31 @@ mod tests {
             red("card 4111 1111 1111 1111 123"),
             "card [REDACTED_CARD] 123"
         );
+    }
+
+    #[test]
+    fn numbers_running_into_an_email_are_still_found() {
+        // Found by the fuzzer: a digit run touching an address hid the SSN before it.
+        assert_eq!(
+            red("55511 1161 11111 111 11 1111 2-11eaila@b.co"),
+            "55511 1161 11111 [REDACTED_SSN] [REDACTED_EMAIL]"
+        );
+    }
+
+    #[test]
+    fn a_parenthesised_phone_right_after_a_word_is_found() {
+        // Found by the fuzzer: "b.co(415) 220-0123" kept the phone on the first pass only.
+        let once = red("a@b.co(415) 220-0123");
+        assert_eq!(once, "[REDACTED_EMAIL][REDACTED_PHONE]");
+        assert_eq!(red(&once), once);
+    }
+
+    #[test]
+    fn own_tokens_are_not_context() {
+        // Found by the fuzzer: the SSN token made a later 9-digit run look like an SSN.
+        let once = red("mail 111 11 1111 1'333333539 cc78");
+        assert_eq!(once, "mail [REDACTED_SSN] 1'333333539 cc78");
+        assert_eq!(red(&once), once);
     }
 
     #[test]

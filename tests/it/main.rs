@@ -6,6 +6,7 @@ mod support;
 mod audit;
 mod auth;
 mod config;
+mod deploy;
 mod hostile;
 mod lifecycle;
 mod limits;

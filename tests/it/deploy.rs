@@ -1,0 +1,84 @@
+//! What the deployment kit relies on: the sidecar config in the Kubernetes ConfigMap parses with
+//! the real loader, `sluice bootstrap` provisions a pod's store idempotently, and
+//! `sluice healthcheck` answers for container probes.
+
+use std::os::unix::fs::PermissionsExt;
+
+use sluice::config::Config;
+
+use crate::support::*;
+
+#[test]
+fn the_kubernetes_configmap_config_parses() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sluice.toml");
+    let cfg = Config::load(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(cfg.listen.proxy.ip().is_loopback());
+    assert!(cfg.listen.admin.ip().is_loopback());
+    assert_eq!(
+        cfg.store.path,
+        std::path::Path::new("/var/lib/sluice/sluice.db")
+    );
+    // The Dockerfile ships the same file.
+    let dockerfile = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Dockerfile"),
+    )
+    .unwrap();
+    assert!(dockerfile.contains("deploy/kubernetes/sluice.toml"));
+}
+
+#[test]
+fn bootstrap_is_idempotent_and_the_key_it_writes_works() {
+    let up = Upstream::start();
+    let s = Setup::bare(&mock_upstream(&up, "credential = \"openai\"\n"), "");
+    let secret_file = s.dir.path().join("openai");
+    std::fs::write(&secret_file, "sk-bootstrap-provider-secret\n").unwrap();
+    let key_file = s.dir.path().join("run").join("app-key");
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    let args = [
+        "bootstrap".to_string(),
+        "--org=checkout".into(),
+        format!("--key-file={}", key_file.display()),
+        format!("--credential=openai={}", secret_file.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let first = s.cli_json(&args, b"");
+    assert_eq!(first["key_created"], true);
+    assert_eq!(first["credentials_set"], serde_json::json!(["openai"]));
+    let second = s.cli_json(&args, b"");
+    assert_eq!(second["key_created"], false);
+    assert_eq!(second["credentials_set"], serde_json::json!([]));
+    assert_eq!(first["org_id"], second["org_id"]);
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(key.starts_with("sk-sluice-"));
+    // Nothing secret on stdout.
+    let out = s.cli(&args, b"");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(!printed.contains(&key) && !printed.contains("bootstrap-provider"));
+
+    let p = s.spawn();
+    let r = raw(
+        p.port,
+        &post(
+            "/v1/embeddings",
+            b"{}",
+            &format!("Authorization: Bearer {key}\r\n"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(
+        up.requests()[0].header("authorization"),
+        Some("Bearer sk-bootstrap-provider-secret")
+    );
+    // healthcheck: 0 while serving (live and ready), 1 once stopped.
+    assert!(p.cli(&["healthcheck"], b"").status.success());
+    assert!(p.cli(&["healthcheck", "--ready"], b"").status.success());
+    let s = p.stop();
+    let out = s.cli(&["healthcheck"], b"");
+    assert_eq!(out.status.code(), Some(1));
+}
