@@ -7,8 +7,8 @@
 //!
 //! Admin actions are appended in the same transaction as the change they record
 //! ([`Store::atomically`]), so an acknowledged action always has its record. Proxied requests go
-//! through [`Writer`], a background thread that batches from a bounded queue (100 ms or 500
-//! records per transaction) and makes the proxy wait, never drop, when the queue is full.
+//! through [`Writer`], a background thread that batches from a bounded queue (a 100 ms window,
+//! 500 records per transaction) and makes the proxy wait, never drop, when the queue is full.
 
 mod writer;
 

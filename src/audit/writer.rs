@@ -1,7 +1,8 @@
 //! The background writer for proxied-request records: a bounded queue drained by one thread
-//! with its own SQLite connection, writing a batch per transaction every 100 ms or 500 records,
-//! whichever comes first. A full queue makes the sender wait (backpressure), it never drops a
-//! record. [`Writer::close`] flushes everything queued and stops the thread.
+//! with its own SQLite connection. After the first record of a batch it waits out the 100 ms
+//! window, then writes everything queued, 500 records per transaction. A full queue makes the
+//! sender wait (backpressure), it never drops a record. [`Writer::close`] flushes everything
+//! queued and stops the thread.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -103,18 +104,16 @@ fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: WriterStats) {
                 Some(Msg::Record(r)) => batch.push(*r),
                 Some(Msg::Close) | None => closing = true,
             }
-            let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-            while !closing && batch.len() < BATCH_MAX {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(Msg::Record(r))) => batch.push(*r),
-                    Ok(Some(Msg::Close)) | Ok(None) => closing = true,
-                    Err(_) => break,
-                }
+            if !closing {
+                // Sleep through the window instead of waking for every record: senders then
+                // find no waiting receiver to wake, so a busy proxy pays no wake-up per request.
+                tokio::time::sleep(BATCH_WINDOW).await;
             }
-            if closing {
-                // Whatever is still queued goes out with this last batch.
-                while let Ok(Msg::Record(r)) = rx.try_recv() {
-                    batch.push(*r);
+            // Everything queued goes into this batch (written BATCH_MAX rows per transaction).
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Record(r) => batch.push(*r),
+                    Msg::Close => closing = true,
                 }
             }
             write(&store, &mut batch, &stats);
