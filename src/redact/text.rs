@@ -108,8 +108,8 @@ impl Patterns {
         let n = bytes.len();
         while i < n {
             // Skip to the next digit.
-            match bytes[i..].iter().position(u8::is_ascii_digit) {
-                Some(k) => i += k,
+            match next_digit(bytes, i) {
+                Some(k) => i = k,
                 None => break,
             }
             // Extend back over separators (a leading '(' or '+') and forward over the cluster.
@@ -197,6 +197,28 @@ impl Default for Patterns {
     fn default() -> Self {
         Patterns::new()
     }
+}
+
+/// The index of the first ASCII digit at or after `i`. Skips eight bytes at a time while a
+/// word holds no digit (SWAR "has a byte between" test), then finds it byte by byte.
+fn next_digit(b: &[u8], mut i: usize) -> Option<usize> {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    const M: u64 = 0x2F; // b'0' - 1
+    const N: u64 = 0x3A; // b'9' + 1
+    while let Some(word) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+        let low = x & (L * 127);
+        let between = (L * (127 + N)).wrapping_sub(low) & !x & low.wrapping_add(L * (127 - M)) & H;
+        if between != 0 {
+            break;
+        }
+        i += 8;
+    }
+    b.get(i..)?
+        .iter()
+        .position(u8::is_ascii_digit)
+        .map(|k| i + k)
 }
 
 fn trim_email(b: &[u8], mut s: usize, e: usize) -> (usize, usize) {
@@ -395,8 +417,28 @@ fn luhn(d: &[u8]) -> bool {
     sum % 10 == 0
 }
 
+/// Most extra passes [`redact`] makes after a productive one.
+const MAX_EXTRA_PASSES: usize = 3;
+
 /// Replace every validated match in `text`; `None` when there is none (no allocation).
+///
+/// One pass reads candidates left to right, and a replacement can change what a later
+/// candidate looks like (a long rejected digit run that contained a card, a context word).
+/// So a pass that replaced something is followed by another over its output, until a pass
+/// finds nothing (at most three more): the result is stable, redacting it again changes
+/// nothing, and text with no PII still costs a single scan.
 pub fn redact(p: &Patterns, text: &str, counts: &mut Counts) -> Option<String> {
+    let mut current = replace_once(p, text, counts)?;
+    for _ in 0..MAX_EXTRA_PASSES {
+        match replace_once(p, &current, counts) {
+            Some(next) => current = next,
+            None => break,
+        }
+    }
+    Some(current)
+}
+
+fn replace_once(p: &Patterns, text: &str, counts: &mut Counts) -> Option<String> {
     let mut found = Vec::new();
     p.find(text, &mut found);
     if found.is_empty() {
@@ -475,6 +517,22 @@ mod tests {
         let once = red("a@b.co(415) 220-0123");
         assert_eq!(once, "[REDACTED_EMAIL][REDACTED_PHONE]");
         assert_eq!(red(&once), once);
+    }
+
+    #[test]
+    fn next_digit_finds_every_digit_and_nothing_else() {
+        let all: Vec<u8> = (0u8..=255).collect();
+        for start in 0..all.len() {
+            let want = all[start..]
+                .iter()
+                .position(u8::is_ascii_digit)
+                .map(|k| start + k);
+            assert_eq!(next_digit(&all, start), want, "from {start}");
+        }
+        let text = b"no digits here at all, none!!\xff\x80/:@`";
+        assert_eq!(next_digit(text, 0), None);
+        assert_eq!(next_digit(b"abcdefghij9", 0), Some(10));
+        assert_eq!(next_digit(b"abcdefgh", 8), None);
     }
 
     #[test]
