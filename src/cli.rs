@@ -29,6 +29,8 @@ pub const EXIT_FAILED: i32 = 1;
 
 /// The file `serve --dev` keeps its generated master key in, beside the database.
 pub const DEV_KEY_FILE: &str = "sluice-dev-master.key";
+/// The file `serve --dev` keeps its generated JWT secret in, beside the database.
+pub const DEV_JWT_FILE: &str = "sluice-dev-jwt.key";
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "A security sidecar for LLM traffic")]
@@ -67,6 +69,9 @@ enum Command {
     /// Master key operations.
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// Manage the people who use the admin API (passwords are read from stdin or a prompt).
+    #[command(subcommand)]
+    Users(UsersCmd),
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -119,6 +124,64 @@ enum OrgsCmd {
         #[arg(long, value_enum)]
         pii: Option<Pii>,
     },
+    /// GDPR hard delete: remove the org's keys, users and settings in one transaction and
+    /// destroy its audit data key (its audit details become unreadable; the chain still
+    /// verifies). Cannot be undone; --hard is required.
+    Delete {
+        org_id: String,
+        #[arg(long)]
+        hard: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCmd {
+    /// Create a user. The password is read from standard input (or prompted for, twice, on a
+    /// terminal). Operators, owners and admins get TOTP: the otpauth URI and 10 recovery codes
+    /// are printed once.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// The user's org (not for --operator).
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        org: Option<String>,
+        #[arg(
+            long,
+            value_enum,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        role: Option<admin::users::Role>,
+        /// An operator of the sidecar itself: manages every org.
+        #[arg(long)]
+        operator: bool,
+        /// Enrol TOTP even where it is optional (auditor, member).
+        #[arg(long)]
+        totp: bool,
+    },
+    /// List users (never a password hash or a TOTP seed).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Change a user's role; takes effect on their next request.
+    Update {
+        user_id: String,
+        #[arg(long, value_enum)]
+        role: admin::users::Role,
+    },
+    /// Delete a user; their sessions stop working at once.
+    Delete { user_id: String },
+    /// Set a new password (stdin or prompt); every session of the user is revoked.
+    SetPassword { user_id: String },
+    /// (Re-)enrol TOTP: a new seed and 10 new recovery codes, printed once.
+    EnrollTotp { user_id: String },
+    /// Revoke every session (JWT) the user holds.
+    RevokeSessions { user_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,8 +255,12 @@ enum AuditCmd {
         #[arg(long)]
         follow: bool,
     },
-    /// Export records as JSON Lines, oldest first (for a SIEM shipper such as Vector).
+    /// Export records as JSON Lines, oldest first (for a SIEM shipper such as Vector). Org
+    /// records keep their personal fields sealed (the export verifies against the chain and
+    /// is shredded with the org); --decrypt opens them (needs SLUICE_SECRETS_KEY).
     Export {
+        #[arg(long)]
+        decrypt: bool,
         /// Only records at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -238,6 +305,7 @@ pub fn run() -> i32 {
         Command::Keys(c) => admin_command(config, json, |cfg| keys(cfg, c)),
         Command::Credentials(c) => admin_command(config, json, |cfg| credentials(cfg, c)),
         Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
+        Command::Users(c) => admin_command(config, json, |cfg| users(cfg, c)),
         Command::Redact => redact(json),
         Command::Healthcheck { ready } => healthcheck(config, ready),
         Command::Bootstrap {
@@ -261,7 +329,10 @@ fn usage_error(e: clap::Error) -> i32 {
         return 0;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(cmd) = args.iter().find(|a| *a == "credentials" || *a == "secrets") {
+    if let Some(cmd) = args
+        .iter()
+        .find(|a| *a == "credentials" || *a == "secrets" || *a == "users")
+    {
         eprintln!(
             "sluice: invalid arguments for `{cmd}` (not echoed: they may contain a secret). See `sluice {cmd} --help`; secrets are read from standard input only."
         );
@@ -340,6 +411,8 @@ fn or_none(v: &Option<String>) -> &str {
 
 fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
     let store = open_store(cfg)?;
+    // Changes are audited, and an org's audit record is sealed under its data key.
+    let ring = || keyring();
     match c {
         OrgsCmd::Create { name, region, pii } => {
             let pii = pii.unwrap_or(if cfg.pii.default_on {
@@ -349,6 +422,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             });
             let org = admin::audited(
                 &store,
+                &ring()?,
                 Record::admin("org.create", &audit::cli_actor()),
                 |s| admin::create_org(s, &name, region, Some(pii)),
                 |o, r| {
@@ -390,6 +464,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             rec.target_id = Some(org_id.clone());
             let org = admin::audited(
                 &store,
+                &ring()?,
                 rec,
                 |s| admin::update_org(s, &org_id, region, pii),
                 |o, r| r.details = serde_json::json!({"region": o.region, "pii": o.pii}),
@@ -403,11 +478,247 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             );
             Ok((to_json(&org), text))
         }
+        OrgsCmd::Delete { org_id, hard } => {
+            if !hard {
+                return Err(format!(
+                    "deleting an org removes its keys and users and shreds its audit details; this cannot be undone. Run `sluice orgs delete {org_id} --hard`"
+                ));
+            }
+            let d = hard_delete(
+                &store,
+                &ring()?,
+                &org_id,
+                Record::admin("org.delete", &audit::cli_actor()),
+            )?;
+            let text = format!(
+                "hard-deleted org {}: {} key(s), {} user(s) removed; its audit details are unreadable from now on{}",
+                d["org_id"].as_str().unwrap_or_default(),
+                d["keys"],
+                d["users"],
+                if d["wal_purged"] == true { "" } else { " (the WAL could not be checkpointed yet: a reader held it; it will be on the next checkpoint)" }
+            );
+            Ok((d, text))
+        }
+    }
+}
+
+fn hard_delete(
+    store: &Store,
+    ring: &Keyring,
+    org_id: &str,
+    rec: Record,
+) -> Result<serde_json::Value, String> {
+    let (d, purged) = admin::hard_delete(store, ring, org_id, rec).map_err(|e| e.to_string())?;
+    let mut v = to_json(&d);
+    v["wal_purged"] = purged.into();
+    Ok(v)
+}
+
+fn show_enrollment(e: &admin::users::Enrollment) -> String {
+    format!(
+        "\nTOTP (shown only this once): add this to an authenticator app:\n\n    {}\n\nRecovery codes (each works once in place of a TOTP code; store them safely):\n\n    {}\n",
+        e.otpauth_uri.as_str(),
+        e.recovery_codes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("\n    ")
+    )
+}
+
+/// A password from standard input (one line), or prompted for twice on a terminal.
+fn read_password() -> Result<Zeroizing<String>, String> {
+    if std::io::stdin().is_terminal() {
+        let a = Zeroizing::new(
+            rpassword::prompt_password("Password: ")
+                .map_err(|e| format!("cannot read the password: {e}"))?,
+        );
+        let b = Zeroizing::new(
+            rpassword::prompt_password("Again: ")
+                .map_err(|e| format!("cannot read the password: {e}"))?,
+        );
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes())) {
+            return Err("the passwords differ".into());
+        }
+        return Ok(a);
+    }
+    let mut raw = Zeroizing::new(Vec::with_capacity(128));
+    std::io::stdin()
+        .lock()
+        .take(4096)
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    if raw.ends_with(b"\n") {
+        raw.pop();
+        if raw.ends_with(b"\r") {
+            raw.pop();
+        }
+    }
+    if raw.contains(&b'\n') {
+        return Err("the password must be a single line".into());
+    }
+    let s = std::str::from_utf8(&raw).map_err(|_| "the password is not valid UTF-8".to_string())?;
+    admin::users::check_password(s).map_err(|e| e.to_string())?;
+    Ok(Zeroizing::new(s.to_string()))
+}
+
+fn user_line(v: &admin::users::UserView) -> String {
+    let u = &v.user;
+    format!(
+        "{}  {}  {}  org={}  totp={}  recovery_codes_left={}  created={}",
+        u.id,
+        u.email,
+        if u.operator {
+            "operator"
+        } else {
+            u.role.as_deref().unwrap_or("-")
+        },
+        or_none(&u.org_id),
+        if v.totp_enrolled { "on" } else { "off" },
+        v.recovery_codes_left,
+        u.created_at
+    )
+}
+
+fn users(cfg: &Config, c: UsersCmd) -> Outcome {
+    use admin::users;
+    let ring = || keyring();
+    let store = open_store(cfg)?;
+    let actor = audit::cli_actor();
+    let org_of = |id: &str| store.user(id).ok().and_then(|u| u.org_id);
+    match c {
+        UsersCmd::Create {
+            email,
+            org,
+            role,
+            operator,
+            totp,
+        } => {
+            let ring = ring()?;
+            let password = read_password()?;
+            let new = users::NewUser {
+                email,
+                org_id: org.clone(),
+                role,
+                operator,
+                totp,
+            };
+            let mut rec = Record::admin("user.create", &actor);
+            rec.org_id = org;
+            let created = admin::audited(
+                &store,
+                &ring,
+                rec,
+                |s| users::create_user(s, &ring, &new, &password),
+                |c, r| {
+                    r.target_id = Some(c.user.user.id.clone());
+                    r.details = serde_json::json!({"email": c.user.user.email, "role": c.user.user.role,
+                        "operator": c.user.user.operator, "totp": c.totp.is_some()});
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            let mut text = format!("created user {}", user_line(&created.user));
+            if let Some(e) = &created.totp {
+                text.push_str(&show_enrollment(e));
+            }
+            Ok((to_json(&created), text))
+        }
+        UsersCmd::List { org } => {
+            let list = users::list(&store, org.as_deref()).map_err(|e| e.to_string())?;
+            let text = list.iter().map(user_line).collect::<Vec<_>>().join("\n");
+            Ok((serde_json::json!({ "users": list }), text))
+        }
+        UsersCmd::Update { user_id, role } => {
+            let mut rec = Record::admin("user.update", &actor);
+            rec.org_id = org_of(&user_id);
+            rec.target_id = Some(user_id.clone());
+            let v = admin::audited(
+                &store,
+                &ring()?,
+                rec,
+                |s| users::set_role(s, &user_id, role),
+                |v, r| {
+                    r.details = serde_json::json!({"role": v.user.role});
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            Ok((to_json(&v), format!("updated user {}", user_line(&v))))
+        }
+        UsersCmd::Delete { user_id } => {
+            let mut rec = Record::admin("user.delete", &actor);
+            rec.org_id = org_of(&user_id);
+            rec.target_id = Some(user_id.clone());
+            admin::audited(
+                &store,
+                &ring()?,
+                rec,
+                |s| users::delete_user(s, &user_id),
+                |_, _| {},
+            )
+            .map_err(|e| e.to_string())?;
+            Ok((
+                serde_json::json!({"id": user_id, "deleted": true}),
+                format!("deleted user {user_id}"),
+            ))
+        }
+        UsersCmd::SetPassword { user_id } => {
+            let password = read_password()?;
+            let mut rec = Record::admin("user.password", &actor);
+            rec.org_id = org_of(&user_id);
+            rec.target_id = Some(user_id.clone());
+            admin::audited(
+                &store,
+                &ring()?,
+                rec,
+                |s| users::set_password(s, &user_id, &password),
+                |_, _| {},
+            )
+            .map_err(|e| e.to_string())?;
+            Ok((
+                serde_json::json!({"id": user_id, "password_changed": true, "sessions_revoked": true}),
+                format!("set the password of user {user_id}; their sessions are revoked"),
+            ))
+        }
+        UsersCmd::EnrollTotp { user_id } => {
+            let ring = ring()?;
+            let mut rec = Record::admin("user.totp_enroll", &actor);
+            rec.org_id = org_of(&user_id);
+            rec.target_id = Some(user_id.clone());
+            let e = admin::audited(
+                &store,
+                &ring,
+                rec,
+                |s| {
+                    let u = s.user(&user_id)?;
+                    users::enroll_totp(s, &ring, &u)
+                },
+                |_, _| {},
+            )
+            .map_err(|e| e.to_string())?;
+            Ok((
+                to_json(&e),
+                format!("enrolled TOTP for user {user_id}{}", show_enrollment(&e)),
+            ))
+        }
+        UsersCmd::RevokeSessions { user_id } => {
+            let mut rec = Record::admin("user.revoke_sessions", &actor);
+            rec.org_id = org_of(&user_id);
+            rec.target_id = Some(user_id.clone());
+            admin::audited(
+                &store,
+                &ring()?,
+                rec,
+                |s| users::revoke_sessions(s, &user_id),
+                |_, _| {},
+            )
+            .map_err(|e| e.to_string())?;
+            Ok((
+                serde_json::json!({"id": user_id, "sessions_revoked": true}),
+                format!("revoked every session of user {user_id}"),
+            ))
+        }
     }
 }
 
 fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
     let store = open_store(cfg)?;
+    let ring = || keyring();
     match c {
         KeysCmd::Create(a) => {
             let spec = admin::KeySpec {
@@ -422,6 +733,7 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
             rec.org_id = Some(spec.org_id.clone());
             let k = admin::audited(
                 &store,
+                &ring()?,
                 rec,
                 |s| admin::create_key(s, &spec),
                 |k, r| {
@@ -473,8 +785,14 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 .keys(None)
                 .ok()
                 .and_then(|ks| ks.into_iter().find(|k| k.id == key_id).map(|k| k.org_id));
-            admin::audited(&store, rec, |s| admin::revoke_key(s, &key_id), |_, _| {})
-                .map_err(|e| e.to_string())?;
+            admin::audited(
+                &store,
+                &ring()?,
+                rec,
+                |s| admin::revoke_key(s, &key_id),
+                |_, _| {},
+            )
+            .map_err(|e| e.to_string())?;
             Ok((
                 serde_json::json!({"id": key_id, "revoked": true}),
                 format!("revoked key {key_id}"),
@@ -505,6 +823,7 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             rec.target_id = Some(name.clone());
             let view = admin::audited(
                 &store,
+                &ring,
                 rec,
                 |s| admin::set_credential(s, &ring, &name, &secret, expires.as_deref()),
                 |v, r| {
@@ -556,10 +875,12 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         }
         CredentialsCmd::Delete { name } => {
             let store = open_store(cfg)?;
+            let ring = keyring()?;
             let mut rec = Record::admin("credential.delete", &audit::cli_actor());
             rec.target_id = Some(name.clone());
             admin::audited(
                 &store,
+                &ring,
                 rec,
                 |s| admin::delete_credential(s, &name),
                 |_, _| {},
@@ -593,6 +914,7 @@ fn rotate(cfg: &Config) -> Outcome {
     let store = open_store(cfg)?;
     let r = admin::audited(
         &store,
+        &ring,
         Record::admin("secrets.rotate", &audit::cli_actor()),
         |s| admin::rotate(s, &ring),
         |v, r| {
@@ -602,8 +924,8 @@ fn rotate(cfg: &Config) -> Outcome {
     )
     .map_err(|e| e.to_string())?;
     let text = format!(
-        "re-encrypted {} credential(s) under master key {}",
-        r.rotated, r.key_fingerprint
+        "re-encrypted {} credential(s), {} org audit key(s) and {} TOTP seed(s) under master key {}",
+        r.rotated, r.org_keys_rotated, r.totp_rotated, r.key_fingerprint
     );
     Ok((to_json(&r), text))
 }
@@ -634,7 +956,18 @@ fn serve(config: Option<PathBuf>, dev: bool) -> i32 {
             return EXIT_FAILED;
         }
     }
-    match crate::proxy::serve(cfg, ring) {
+    let sessions = match if dev {
+        dev_jwt(&cfg)
+    } else {
+        admin::session::Sessions::from_env(cfg.admin.session_ttl).map_err(|e| e.to_string())
+    } {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    match crate::proxy::serve(cfg, ring, sessions) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -691,6 +1024,42 @@ fn dev_keyring(cfg: &Config) -> Result<Keyring, String> {
     Keyring::new(&b64, &[]).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// `serve --dev`: the JWT secret from the environment if set, else from (or into) a 0600 file
+/// beside the database.
+fn dev_jwt(cfg: &Config) -> Result<Option<admin::session::Sessions>, String> {
+    use admin::session::{Sessions, JWT_ENV};
+    if std::env::var_os(JWT_ENV).is_some() {
+        return Sessions::from_env(cfg.admin.session_ttl).map_err(|e| e.to_string());
+    }
+    let dir = cfg
+        .store
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = dir.join(DEV_JWT_FILE);
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(s) => Zeroizing::new(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let s = Keyring::generate();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            f.write_all(s.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            s
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    Sessions::new(secret.trim().as_bytes(), cfg.admin.session_ttl)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
     let store = open_store(cfg)?;
     let mut names: Vec<String> = cfg
@@ -703,6 +1072,7 @@ fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
     let openai = std::env::var("OPENAI_API_KEY").ok().map(Zeroizing::new);
     let setup = admin::audited(
         &store,
+        ring,
         Record::admin("dev.bootstrap", &audit::cli_actor()),
         |s| admin::dev_bootstrap(s, ring, &names, openai.as_ref().map(|s| s.as_str())),
         |d, r| {
@@ -801,11 +1171,7 @@ fn bootstrap(
         let secret = admin::secret_from_input(raw).map_err(|e| format!("{file}: {e}"))?;
         creds.push((name.to_string(), secret));
     }
-    let ring = if creds.is_empty() {
-        None
-    } else {
-        Some(keyring()?)
-    };
+    let ring = keyring()?;
     let store = open_store(cfg)?;
     let actor = audit::cli_actor();
     let org = match store
@@ -823,6 +1189,7 @@ fn bootstrap(
             };
             admin::audited(
                 &store,
+                &ring,
                 Record::admin("org.create", &actor),
                 |s| admin::create_org(s, org_name, region, Some(pii)),
                 |o, r| {
@@ -856,6 +1223,7 @@ fn bootstrap(
         rec.org_id = Some(org.id.clone());
         let k = admin::audited(
             &store,
+            &ring,
             rec,
             |s| admin::create_key(s, &spec),
             |k, r| {
@@ -877,7 +1245,7 @@ fn bootstrap(
         key_created = true;
     }
     let mut set = Vec::new();
-    if let Some(ring) = &ring {
+    {
         let stored = store.credentials().map_err(|e| e.to_string())?;
         for (name, secret) in &creds {
             let same = stored.iter().find(|c| &c.name == name).is_some_and(|c| {
@@ -891,8 +1259,9 @@ fn bootstrap(
             rec.target_id = Some(name.clone());
             admin::audited(
                 &store,
+                &ring,
                 rec,
-                |s| admin::set_credential(s, ring, name, secret, None),
+                |s| admin::set_credential(s, &ring, name, secret, None),
                 |v, r| r.details = serde_json::json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "via": "bootstrap"}),
             )
             .map_err(|e| e.to_string())?;
@@ -986,6 +1355,12 @@ fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) -> i32 {
             }
         },
         AuditCmd::Tail { org, lines, follow } => {
+            // Readable output: sealed fields opened when the master key is at hand.
+            let ring = Keyring::from_env().ok();
+            if ring.is_none() {
+                eprintln!("sluice: SLUICE_SECRETS_KEY is not set: org records are shown with their personal fields sealed");
+            }
+            let mut keys = ring.as_ref().map(audit::OrgKeys::new);
             let start = if lines <= 0 {
                 // Nothing old: only what is written from now on.
                 store.audit_tail().map(|t| t.map_or(0, |(seq, _)| seq))
@@ -1001,11 +1376,15 @@ fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) -> i32 {
                     Ok(r) => r,
                     Err(e) => return fail(e.to_string()),
                 };
-                for r in &rows {
-                    if writeln!(out, "{}", audit_line(r)).is_err() {
+                for r in rows.iter() {
+                    after = r.seq;
+                    let shown = match keys.as_mut() {
+                        Some(k) => k.open_row(&store, r.clone()),
+                        None => r.clone(),
+                    };
+                    if writeln!(out, "{}", audit_line(&shown)).is_err() {
                         return 0; // reader went away (e.g. `| head`)
                     }
-                    after = r.seq;
                 }
                 let _ = out.flush();
                 if !follow {
@@ -1016,11 +1395,24 @@ fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) -> i32 {
                 }
             }
         }
-        AuditCmd::Export { since, org } => {
+        AuditCmd::Export {
+            since,
+            org,
+            decrypt,
+        } => {
             let since = match since.as_deref().map(rfc3339_utc).transpose() {
                 Ok(s) => s,
                 Err(m) => return fail(m),
             };
+            let ring = if decrypt {
+                match keyring() {
+                    Ok(r) => Some(r),
+                    Err(m) => return fail(m),
+                }
+            } else {
+                None
+            };
+            let mut keys = ring.as_ref().map(audit::OrgKeys::new);
             let mut after = 0;
             loop {
                 let rows = match store.audit_rows(after, org.as_deref(), since.as_deref(), 5000) {
@@ -1030,7 +1422,11 @@ fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) -> i32 {
                 let Some(last) = rows.last() else { break };
                 after = last.seq;
                 for r in &rows {
-                    if writeln!(out, "{}", audit_line(r)).is_err() {
+                    let shown = match keys.as_mut() {
+                        Some(k) => k.open_row(&store, r.clone()),
+                        None => r.clone(),
+                    };
+                    if writeln!(out, "{}", audit_line(&shown)).is_err() {
                         return fail("cannot write the export".into());
                     }
                 }

@@ -3,6 +3,10 @@
 //! rules are the same whatever the entry point. Nothing here prints; errors never carry a
 //! secret.
 
+pub mod api;
+pub mod session;
+pub mod users;
+
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -95,24 +99,29 @@ pub fn future_time(s: &str) -> Result<String> {
 /// acknowledged action always has its record and a failed one changes nothing. `describe`
 /// fills in the record from the result (target, details: never secrets). A failure is recorded
 /// too, in its own transaction, with the error message.
+///
+/// Records of an org have their personal fields sealed under the org's data key, which is why
+/// this needs the master key (`ring`).
 pub fn audited<T>(
     store: &Store,
+    ring: &Keyring,
     record: audit::Record,
     f: impl FnOnce(&Store) -> Result<T>,
     describe: impl FnOnce(&T, &mut audit::Record),
 ) -> Result<T> {
+    let mut keys = audit::OrgKeys::new(ring);
     let result: Result<T> = store.atomically(|s| {
         let v = f(s)?;
         let mut r = record.clone();
         describe(&v, &mut r);
-        audit::append_in(s, &[r])?;
+        audit::append_in(s, &mut keys, &[r])?;
         Ok(v)
     });
     if let Err(e) = &result {
         let mut r = record;
         r.outcome = "failure";
         r.details = serde_json::json!({ "error": e.to_string() });
-        if let Err(ae) = audit::append(store, &[r]) {
+        if let Err(ae) = audit::append(store, &mut keys, &[r]) {
             tracing::error!(error = %ae, "cannot record the failed admin action in the audit log");
         }
     }
@@ -176,7 +185,7 @@ pub struct CreatedKey {
     pub name: String,
 }
 
-fn expose<S: serde::Serializer>(
+pub(crate) fn expose<S: serde::Serializer>(
     k: &Zeroizing<String>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
@@ -391,11 +400,16 @@ pub fn delete_credential(store: &Store, name: &str) -> Result<()> {
 /// What `secrets rotate` did.
 #[derive(Debug, Serialize)]
 pub struct Rotation {
+    /// Credentials re-sealed.
     pub rotated: usize,
+    /// Org data keys (audit crypto-shredding) re-sealed.
+    pub org_keys_rotated: usize,
+    /// Users' TOTP seeds re-sealed.
+    pub totp_rotated: usize,
     pub key_fingerprint: String,
 }
 
-/// Re-seal every credential under the current master key. Run it inside
+/// Re-seal every credential, org data key and TOTP seed under the current master key. Run it inside
 /// [`Store::atomically`] (as [`audited`] does): either all are re-sealed or none is (e.g. when
 /// one was sealed by a key in neither `SLUICE_SECRETS_KEY` nor `SLUICE_SECRETS_KEY_OLD`).
 pub fn rotate(store: &Store, ring: &Keyring) -> Result<Rotation> {
@@ -413,10 +427,84 @@ pub fn rotate(store: &Store, ring: &Keyring) -> Result<Rotation> {
                 Error::Invalid(format!("credential {name:?}: {e}; nothing was changed"))
             }
         })?;
+    let mut org_keys_rotated = 0;
+    for (org, sealed) in store.org_keys()? {
+        let aad = vault::aad("org_keys", &org, "audit");
+        let plain = ring.open(&sealed, &aad).map_err(|e| {
+            Error::Invalid(format!(
+                "the audit data key of org {org}: {e}; nothing was changed"
+            ))
+        })?;
+        store.reseal_org_key(&org, &ring.seal(&plain, &aad), &ring.fingerprint())?;
+        org_keys_rotated += 1;
+    }
+    let totp_rotated = users::reseal_totp(store, ring)?;
     Ok(Rotation {
         rotated,
+        org_keys_rotated,
+        totp_rotated,
         key_fingerprint: ring.fingerprint(),
     })
+}
+
+// ---- GDPR hard delete ----
+
+/// What a hard delete removed.
+#[derive(Debug, Serialize)]
+pub struct OrgDeleted {
+    pub org_id: String,
+    #[serde(flatten)]
+    pub removed: store::Removed,
+}
+
+/// Hard-delete an org (GDPR right to be forgotten): its API keys, users, recovery codes and
+/// settings, and its audit data key, so the personal fields of its audit records can never be
+/// read again while the hash chain still verifies. Run it through [`audited`]: the final
+/// record is appended in the same transaction and, the org being gone, holds no personal data.
+/// Credentials are sidecar-wide (per upstream, not per org) and are not touched.
+pub fn delete_org_hard(store: &Store, org_id: &str) -> Result<OrgDeleted> {
+    let removed = store.delete_org(org_id)?;
+    Ok(OrgDeleted {
+        org_id: org_id.to_string(),
+        removed,
+    })
+}
+
+/// [`delete_org_hard`] through [`audited`] (`rec` names the actor), then [`purge_wal`]. The
+/// final audit record carries counts only: no IP, no user agent, no names. Returns what was
+/// removed and whether the WAL was emptied.
+pub fn hard_delete(
+    store: &Store,
+    ring: &Keyring,
+    org_id: &str,
+    mut rec: audit::Record,
+) -> Result<(OrgDeleted, bool)> {
+    rec.org_id = Some(org_id.to_string());
+    rec.target_id = Some(org_id.to_string());
+    let d = audited(
+        store,
+        ring,
+        rec,
+        |s| delete_org_hard(s, org_id),
+        |d, r| {
+            r.source_ip = None;
+            r.user_agent = None;
+            r.details =
+                serde_json::json!({"hard": true, "keys": d.removed.keys, "users": d.removed.users});
+        },
+    )?;
+    Ok((d, purge_wal(store)))
+}
+
+/// After a hard delete: flush the WAL so no copy of the destroyed rows or key survives in it.
+pub fn purge_wal(store: &Store) -> bool {
+    match store.checkpoint_truncate() {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot checkpoint the WAL after a hard delete");
+            false
+        }
+    }
 }
 
 // ---- serve --dev ----

@@ -10,6 +10,7 @@
 //! through [`Writer`], a background thread that batches from a bounded queue (a 100 ms window,
 //! 500 records per transaction) and makes the proxy wait, never drop, when the queue is full.
 
+mod seal;
 mod writer;
 
 use serde::Serialize;
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{self, AuditRow, Store};
 
+pub use seal::{OrgKeys, SealError, SEALED};
 pub use writer::{Writer, WriterStats};
 
 /// The `prev_hash` of the first record ever written.
@@ -93,14 +95,20 @@ fn chain_hash(prev: &str, r: &AuditRow) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Append records, chained to the current tail. Must run inside [`Store::atomically`] (the
-/// tail read and the inserts are one transaction, so concurrent writers cannot fork the chain).
-pub fn append_in(store: &Store, records: &[Record]) -> store::Result<()> {
+/// Append records, chained to the current tail, their personal fields sealed under their org's
+/// data key. Must run inside [`Store::atomically`] (the tail read and the inserts are one
+/// transaction, so concurrent writers cannot fork the chain).
+pub fn append_in(store: &Store, keys: &mut OrgKeys, records: &[Record]) -> store::Result<()> {
     let tail = store.audit_tail()?.unwrap_or((0, GENESIS.to_string()));
-    append_after(store, tail, records)
+    append_after(store, tail, records, Some(keys))
 }
 
-fn append_after(store: &Store, tail: (i64, String), records: &[Record]) -> store::Result<()> {
+fn append_after(
+    store: &Store,
+    tail: (i64, String),
+    records: &[Record],
+    mut keys: Option<&mut OrgKeys>,
+) -> store::Result<()> {
     let (mut seq, mut prev) = tail;
     for r in records {
         seq += 1;
@@ -121,6 +129,14 @@ fn append_after(store: &Store, tail: (i64, String), records: &[Record]) -> store
             prev_hash: prev.clone(),
             hash: String::new(),
         };
+        if row.org_id.is_some() {
+            // Fail closed: an org's record is never stored with its personal fields in clear.
+            let keys = keys.as_deref_mut().ok_or_else(|| store::Error::Io {
+                path: "org data key".into(),
+                source: std::io::Error::other("an org's audit record needs the master key"),
+            })?;
+            keys.seal_row(store, &mut row)?;
+        }
         row.hash = chain_hash(&prev, &row);
         store.insert_audit(&row)?;
         prev = row.hash;
@@ -129,8 +145,8 @@ fn append_after(store: &Store, tail: (i64, String), records: &[Record]) -> store
 }
 
 /// Append records in their own transaction.
-pub fn append(store: &Store, records: &[Record]) -> store::Result<()> {
-    store.atomically(|s| append_in(s, records))
+pub fn append(store: &Store, keys: &mut OrgKeys, records: &[Record]) -> store::Result<()> {
+    store.atomically(|s| append_in(s, keys, records))
 }
 
 /// Where and why the chain is broken.
@@ -246,7 +262,7 @@ pub fn prune(store: &Store, before: &str, force: bool, actor: &str) -> Result<Pr
         });
         // The chain continues from the last pruned record even when nothing is left.
         let tail = s.audit_tail()?.unwrap_or((through, last_hash));
-        append_after(s, tail, &[r])?;
+        append_after(s, tail, &[r], None)?;
         Ok(Pruned {
             pruned,
             through_seq: through,
@@ -265,10 +281,11 @@ mod tests {
     }
 
     fn fill(s: &Store, n: usize) {
+        let ring = crate::vault::Keyring::new(&crate::vault::Keyring::generate(), &[]).unwrap();
         for i in 0..n {
             let mut r = Record::admin("org.create", "cli:test");
             r.target_id = Some(format!("t{i}"));
-            append(s, &[r]).unwrap();
+            append(s, &mut OrgKeys::new(&ring), &[r]).unwrap();
         }
     }
 

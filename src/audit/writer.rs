@@ -5,15 +5,16 @@
 //! queued and stops the thread.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::mpsc;
 
-use super::{append, Record};
+use super::{append, OrgKeys, Record};
 use crate::store::{self, Store};
+use crate::vault::Keyring;
 
 /// Longest a record waits in a batch.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
@@ -49,13 +50,17 @@ pub struct Writer {
 
 impl Writer {
     /// Open its own connection to the store at `path` and start the thread.
-    pub fn start(path: &Path, stats: WriterStats) -> Result<Writer, store::Error> {
+    pub fn start(
+        path: &Path,
+        ring: Arc<Keyring>,
+        stats: WriterStats,
+    ) -> Result<Writer, store::Error> {
         let store = Store::open(path)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let st = stats.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-audit".into())
-            .spawn(move || run(store, rx, st))
+            .spawn(move || run(store, &ring, rx, st))
             .map_err(|source| store::Error::Io {
                 path: path.to_path_buf(),
                 source,
@@ -85,7 +90,8 @@ impl Writer {
     }
 }
 
-fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: WriterStats) {
+fn run(store: Store, ring: &Keyring, mut rx: mpsc::Receiver<Msg>, stats: WriterStats) {
+    let mut keys = OrgKeys::new(ring).withholding();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -116,20 +122,20 @@ fn run(store: Store, mut rx: mpsc::Receiver<Msg>, stats: WriterStats) {
                     Msg::Close => closing = true,
                 }
             }
-            write(&store, &mut batch, &stats);
+            write(&store, &mut keys, &mut batch, &stats);
         }
     });
 }
 
 /// Write a batch, retrying (with a pause) until it is stored: records are never dropped.
-fn write(store: &Store, batch: &mut Vec<Record>, stats: &WriterStats) {
+fn write(store: &Store, keys: &mut OrgKeys, batch: &mut Vec<Record>, stats: &WriterStats) {
     if batch.is_empty() {
         return;
     }
     for chunk in batch.chunks(BATCH_MAX) {
         loop {
             let t = Instant::now();
-            match append(store, chunk) {
+            match append(store, keys, chunk) {
                 Ok(()) => {
                     stats.write_seconds.observe(t.elapsed().as_secs_f64());
                     stats.written.inc_by(chunk.len() as u64);

@@ -30,6 +30,7 @@ pub struct Config {
     pub server: Server,
     pub log: Log,
     pub cors: Cors,
+    pub admin: Admin,
     pub pii: Pii,
     pub residency: Residency,
     pub upstreams: Vec<Upstream>,
@@ -42,6 +43,30 @@ pub struct Residency {
     pub default_region: Region,
     /// Interval of the TCP health checks of every upstream.
     pub health_check: Duration,
+}
+
+/// `[admin]`: the admin API's network allowlist, sessions and login throttling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub allow_ips: Vec<ipnet::IpNet>,
+    pub session_ttl: Duration,
+    pub max_body_bytes: usize,
+    pub login_failures_per_ip: u32,
+    pub login_failures_per_account: u32,
+    pub login_window: Duration,
+}
+
+impl Admin {
+    /// Whether `ip` may reach the admin API (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow_ips.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// PII redaction defaults.

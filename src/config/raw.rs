@@ -111,6 +111,36 @@ pub struct Cors {
     pub allow_origins: Vec<String>,
 }
 
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Sources (CIDRs) allowed to reach the admin API; others get 403 before auth.
+    pub allow_ips: Vec<String>,
+    /// Lifetime of a login session (JWT).
+    pub session_ttl_hours: u64,
+    /// Largest admin API request body.
+    pub max_body_bytes: u64,
+    /// Failed logins allowed per source IP in `login_window_secs`.
+    pub login_failures_per_ip: u64,
+    /// Failed logins allowed per account (email) in `login_window_secs`.
+    pub login_failures_per_account: u64,
+    pub login_window_secs: u64,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            allow_ips: vec!["127.0.0.1/32".into(), "::1/128".into()],
+            session_ttl_hours: 720,
+            max_body_bytes: 64 * 1024,
+            login_failures_per_ip: 20,
+            login_failures_per_account: 5,
+            login_window_secs: 900,
+        }
+    }
+}
+
 /// `[pii]`
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

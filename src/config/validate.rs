@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    raw, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Residency, Server, Store,
-    Upstream,
+    raw, Admin, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Residency, Server,
+    Store, Upstream,
 };
 use crate::residency::Region;
 
@@ -54,6 +54,7 @@ pub(super) struct RawConfig {
     server: raw::Server,
     log: raw::Log,
     cors: raw::Cors,
+    admin: raw::Admin,
     pii: raw::Pii,
     residency: raw::Residency,
     upstreams: Vec<raw::Upstream>,
@@ -68,6 +69,7 @@ impl Default for RawConfig {
             server: Default::default(),
             log: Default::default(),
             cors: Default::default(),
+            admin: Default::default(),
             pii: Default::default(),
             residency: Default::default(),
             upstreams: raw::default_upstreams(),
@@ -107,6 +109,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "server" => section(value, &key, &mut problems).map(|s| cfg.server = s),
             "log" => section(value, &key, &mut problems).map(|s| cfg.log = s),
             "cors" => section(value, &key, &mut problems).map(|s| cfg.cors = s),
+            "admin" => section(value, &key, &mut problems).map(|s| cfg.admin = s),
             "pii" => section(value, &key, &mut problems).map(|s| cfg.pii = s),
             "residency" => section(value, &key, &mut problems).map(|s| cfg.residency = s),
             "upstreams" => {
@@ -128,7 +131,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, pii, residency, upstreams)",
+                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, residency, upstreams)",
                 );
                 None
             }
@@ -183,10 +186,59 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         server,
         log,
         cors,
+        admin,
         pii,
         residency,
         upstreams,
     } = raw;
+    let admin = {
+        let raw::Admin {
+            allow_ips,
+            session_ttl_hours,
+            max_body_bytes,
+            login_failures_per_ip,
+            login_failures_per_account,
+            login_window_secs,
+        } = admin;
+        let mut nets = Vec::new();
+        for (i, c) in allow_ips.iter().enumerate() {
+            match c
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(n) => nets.push(n.trunc()),
+                Err(_) => p.push(
+                    format!("admin.allow_ips[{i}]"),
+                    format!("{c:?} is not a CIDR such as 10.0.0.0/8 or an IP address"),
+                ),
+            }
+        }
+        range(session_ttl_hours, 1, 24 * 365, "admin.session_ttl_hours", p);
+        range(max_body_bytes, 1024, 16 << 20, "admin.max_body_bytes", p);
+        range(
+            login_failures_per_ip,
+            1,
+            1_000_000,
+            "admin.login_failures_per_ip",
+            p,
+        );
+        range(
+            login_failures_per_account,
+            1,
+            1_000_000,
+            "admin.login_failures_per_account",
+            p,
+        );
+        range(login_window_secs, 1, 86_400, "admin.login_window_secs", p);
+        Admin {
+            allow_ips: nets,
+            session_ttl: Duration::from_secs(session_ttl_hours * 3600),
+            max_body_bytes: max_body_bytes as usize,
+            login_failures_per_ip: login_failures_per_ip as u32,
+            login_failures_per_account: login_failures_per_account as u32,
+            login_window: Duration::from_secs(login_window_secs),
+        }
+    };
     let pii = {
         let raw::Pii { default } = pii;
         match default.as_str() {
@@ -478,6 +530,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         server,
         log,
         cors,
+        admin,
         pii,
         residency,
         upstreams: ups,

@@ -47,6 +47,8 @@ pub struct State {
     redactor: crate::redact::Engine,
     /// The background writer of per-request audit records.
     pub audit: crate::audit::Writer,
+    /// The admin API behind `/api/*` on the admin listener.
+    pub api: Arc<crate::admin::api::Api>,
 }
 
 impl State {
@@ -57,10 +59,12 @@ impl State {
         auth: Arc<Watcher>,
         regions: upstream::Regions,
         audit: crate::audit::Writer,
+        api: Arc<crate::admin::api::Api>,
     ) -> Arc<State> {
         Arc::new(State {
             metrics,
             audit,
+            api,
             draining: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
             regions,

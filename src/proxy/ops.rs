@@ -1,8 +1,13 @@
-//! The operations listeners: `/healthz` and `/readyz` on the admin address, `/metrics` on the
-//! metrics address. Small fixed responses; nothing here reaches the data plane.
+//! The operations listeners: `/healthz`, `/readyz` and the admin API (`/api/*`, see
+//! `admin::api`) on the admin address, `/metrics` on the metrics address. Nothing here reaches
+//! the data plane. The admin API is checked against `[admin] allow_ips` before anything else
+//! (the health endpoints are not: they carry no data and orchestrators probe them), its body
+//! is bounded by `[admin] max_body_bytes`, and its handler runs on a blocking thread (bcrypt,
+//! SQLite).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Response;
@@ -20,6 +25,16 @@ pub struct Admin(pub Arc<State>);
 pub struct MetricsEndpoint(pub Arc<State>);
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>, request_id: &str) -> Response<Vec<u8>> {
+    reply_with(status, content_type, body, request_id, None)
+}
+
+fn reply_with(
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    request_id: &str,
+    retry_after: Option<u64>,
+) -> Response<Vec<u8>> {
     let mut b = Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -28,6 +43,9 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>, request_id: &str) -> Re
         .header("x-request-id", request_id);
     for (k, v) in SECURITY_HEADERS {
         b = b.header(*k, *v);
+    }
+    if let Some(s) = retry_after {
+        b = b.header("retry-after", s);
     }
     b.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
 }
@@ -54,10 +72,123 @@ fn request_id(session: &ServerSession) -> String {
     )
 }
 
+/// Read the admin API request body, refusing more than `limit` bytes.
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, u16> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(413);
+    }
+    session.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(413);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(400),
+        }
+    }
+}
+
+impl Admin {
+    async fn api(&self, session: &mut ServerSession, id: String) -> Response<Vec<u8>> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if !peer.is_some_and(|ip| self.0.cfg.admin.allows(ip)) {
+            tracing::warn!(peer = ?peer, "admin API call from a source outside [admin] allow_ips");
+            return json_error(
+                403,
+                "ip_not_allowed",
+                "This source address may not use the admin API ([admin] allow_ips).",
+                &id,
+            );
+        }
+        let limit = self.0.cfg.admin.max_body_bytes;
+        let body = match read_body(session, limit).await {
+            Ok(b) => b,
+            Err(413) => {
+                return json_error(
+                    413,
+                    "request_too_large",
+                    &format!("Request body exceeds {limit} bytes."),
+                    &id,
+                )
+            }
+            Err(_) => {
+                return json_error(
+                    400,
+                    "invalid_body",
+                    "The request body could not be read.",
+                    &id,
+                )
+            }
+        };
+        let h = &session.req_header().headers;
+        let text = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(512).collect::<String>())
+        };
+        let req = crate::admin::api::Request {
+            method: session.req_header().method.as_str().to_string(),
+            path: session.req_header().uri.path().to_string(),
+            query: session.req_header().uri.query().map(String::from),
+            peer,
+            user_agent: text("user-agent"),
+            authorization: h
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+            content_type: text("content-type"),
+            request_id: id.clone(),
+            body,
+        };
+        let api = self.0.api.clone();
+        let reply = match tokio::task::spawn_blocking(move || api.handle(&req)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "admin API handler panicked");
+                return json_error(500, "internal_error", "Internal error.", &id);
+            }
+        };
+        let mut resp = reply_with(
+            reply.status,
+            "application/json",
+            serde_json::to_vec(&reply.body).unwrap_or_default(),
+            &id,
+            reply.retry_after,
+        );
+        if reply.status == 401 {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"sluice-admin\""),
+            );
+        }
+        resp
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let id = request_id(session);
+        if session.req_header().uri.path().starts_with("/api/")
+            || session.req_header().uri.path() == "/api"
+        {
+            let resp = self.api(session, id).await;
+            return resp;
+        }
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json_error(405, "method_not_allowed", "Method not allowed.", &id);

@@ -38,7 +38,13 @@ pub enum ServeError {
 }
 
 /// Run sluice until a shutdown signal, then drain and return.
-pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
+///
+/// Without `sessions` (no `SLUICE_JWT_SECRET`) the admin API answers 503 `admin_api_disabled`.
+pub fn serve(
+    cfg: Config,
+    ring: Keyring,
+    sessions: Option<crate::admin::session::Sessions>,
+) -> Result<(), ServeError> {
     // pingora panics on a failed bind; check first so the operator gets a clear message.
     for (addr, what) in [
         (cfg.listen.proxy, "listen.proxy"),
@@ -47,7 +53,8 @@ pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
     ] {
         TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, what, source })?;
     }
-    let auth = Watcher::start(cfg.store.path.clone(), Arc::new(ring)).map_err(|source| {
+    let ring = Arc::new(ring);
+    let auth = Watcher::start(cfg.store.path.clone(), ring.clone()).map_err(|source| {
         ServeError::Store {
             path: cfg.store.path.clone(),
             source,
@@ -63,14 +70,28 @@ pub fn serve(cfg: Config, ring: Keyring) -> Result<(), ServeError> {
     }
     let (regions, balancers) = upstream::Regions::new(&cfg);
     let metrics = crate::metrics::Metrics::new()?;
-    let audit =
-        crate::audit::Writer::start(&cfg.store.path, metrics.audit.clone()).map_err(|source| {
-            ServeError::Store {
-                path: cfg.store.path.clone(),
-                source,
-            }
+    let audit = crate::audit::Writer::start(&cfg.store.path, ring.clone(), metrics.audit.clone())
+        .map_err(|source| ServeError::Store {
+        path: cfg.store.path.clone(),
+        source,
+    })?;
+    let api_store =
+        crate::store::Store::open(&cfg.store.path).map_err(|source| ServeError::Store {
+            path: cfg.store.path.clone(),
+            source,
         })?;
-    let state = State::new(cfg, metrics, auth, regions, audit);
+    if sessions.is_none() {
+        tracing::warn!(
+            "SLUICE_JWT_SECRET is not set: the admin API (/api/*) answers 503 admin_api_disabled"
+        );
+    }
+    let api = Arc::new(crate::admin::api::Api::new(
+        api_store,
+        ring.clone(),
+        sessions,
+        &cfg,
+    ));
+    let state = State::new(cfg, metrics, auth, regions, audit, api);
     let cfg = &state.cfg;
 
     let mut conf = ServerConf {

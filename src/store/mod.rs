@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod people;
+
+pub use people::{Removed, User};
+
 /// Store errors. Messages never contain secret material.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,6 +94,36 @@ const MIGRATIONS: &[&str] = &[
      CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
        WHEN NOT EXISTS (SELECT 1 FROM audit_prune_gate)
        BEGIN SELECT RAISE(ABORT, 'audit records are append-only; use sluice audit prune'); END;",
+    // 3: people (the admin plane) and per-org data keys (crypto-shredding of audit details).
+    "CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        org_id TEXT REFERENCES orgs(id) ON DELETE CASCADE,
+        role TEXT CHECK (role IN ('owner','admin','auditor','member')),
+        operator INTEGER NOT NULL DEFAULT 0 CHECK (operator IN (0,1)),
+        password_hash TEXT NOT NULL,
+        totp_sealed BLOB,
+        totp_last_step INTEGER NOT NULL DEFAULT 0,
+        session_epoch INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        password_changed_at TEXT NOT NULL,
+        CHECK ((operator = 1 AND org_id IS NULL AND role IS NULL)
+            OR (operator = 0 AND org_id IS NOT NULL AND role IS NOT NULL))
+     );
+     CREATE INDEX users_org ON users(org_id);
+     CREATE TABLE recovery_codes (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        lookup TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        used_at TEXT,
+        PRIMARY KEY (user_id, lookup)
+     );
+     CREATE TABLE org_keys (
+        org_id TEXT PRIMARY KEY REFERENCES orgs(id) ON DELETE CASCADE,
+        sealed BLOB NOT NULL,
+        key_fp TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );",
 ];
 
 /// An open store.
@@ -502,25 +536,27 @@ impl Store {
              FROM audit WHERE seq > ?1 AND (?2 IS NULL OR org_id = ?2) AND (?3 IS NULL OR at >= ?3)
              ORDER BY seq LIMIT ?4",
         )?;
-        let rows = st.query_map(params![after_seq, org, since, limit], |r| {
-            Ok(AuditRow {
-                seq: r.get(0)?,
-                id: r.get(1)?,
-                at: r.get(2)?,
-                kind: r.get(3)?,
-                action: r.get(4)?,
-                actor: r.get(5)?,
-                org_id: r.get(6)?,
-                target_id: r.get(7)?,
-                source_ip: r.get(8)?,
-                user_agent: r.get(9)?,
-                request_id: r.get(10)?,
-                outcome: r.get(11)?,
-                details: r.get(12)?,
-                prev_hash: r.get(13)?,
-                hash: r.get(14)?,
-            })
-        })?;
+        let rows = st.query_map(params![after_seq, org, since, limit], audit_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A page of records after `after_seq` for the admin API, with optional filters.
+    pub fn audit_page(
+        &self,
+        after_seq: i64,
+        org: Option<&str>,
+        since: Option<&str>,
+        action: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, id, at, kind, action, actor, org_id, target_id, source_ip, user_agent,
+                    request_id, outcome, details, prev_hash, hash
+             FROM audit WHERE seq > ?1 AND (?2 IS NULL OR org_id = ?2) AND (?3 IS NULL OR at >= ?3)
+               AND (?4 IS NULL OR action = ?4)
+             ORDER BY seq LIMIT ?5",
+        )?;
+        let rows = st.query_map(params![after_seq, org, since, action, limit], audit_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -616,6 +652,26 @@ fn unique(e: rusqlite::Error, what: &'static str, name: &str) -> Error {
         }
         _ => Error::Sqlite(e),
     }
+}
+
+fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        at: r.get(2)?,
+        kind: r.get(3)?,
+        action: r.get(4)?,
+        actor: r.get(5)?,
+        org_id: r.get(6)?,
+        target_id: r.get(7)?,
+        source_ip: r.get(8)?,
+        user_agent: r.get(9)?,
+        request_id: r.get(10)?,
+        outcome: r.get(11)?,
+        details: r.get(12)?,
+        prev_hash: r.get(13)?,
+        hash: r.get(14)?,
+    })
 }
 
 fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {

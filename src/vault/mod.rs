@@ -158,6 +158,62 @@ impl Keyring {
     }
 }
 
+/// A per-org data key: 32 random bytes, stored only sealed under the master key. Audit fields
+/// with personal data are encrypted under it; destroying it (hard delete) makes them
+/// unreadable for good while the ciphertexts, and so the audit hash chain, stay in place.
+pub struct DataKey {
+    cipher: Aes256Gcm,
+}
+
+impl DataKey {
+    /// A fresh key and its raw bytes (to be sealed by the caller).
+    pub fn generate() -> (DataKey, Zeroizing<Vec<u8>>) {
+        let mut raw = Zeroizing::new(vec![0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut raw);
+        let key = DataKey::from_bytes(&raw).expect("32 bytes");
+        (key, raw)
+    }
+
+    /// From raw bytes (an opened ciphertext).
+    pub fn from_bytes(raw: &[u8]) -> Result<DataKey, Error> {
+        Ok(DataKey {
+            cipher: Aes256Gcm::new_from_slice(raw).map_err(|_| Error::Malformed)?,
+        })
+    }
+
+    /// Encrypt `plaintext` bound to `aad`: nonce followed by ciphertext.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Decrypt what [`DataKey::seal`] produced with the same `aad`.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if sealed.len() < NONCE_LEN + 16 {
+            return Err(Error::Malformed);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map(Zeroizing::new)
+            .map_err(|_| Error::Decrypt)
+    }
+}
+
 /// The AAD binding a ciphertext to its row.
 pub fn aad(table: &str, id: &str, name: &str) -> Vec<u8> {
     format!("sluice:v1\u{0}{table}\u{0}{id}\u{0}{name}").into_bytes()
@@ -212,6 +268,19 @@ mod tests {
             other.open(&s, b"aad"),
             Err(Error::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn data_keys_round_trip_bound_to_their_aad() {
+        let (k, raw) = DataKey::generate();
+        let s = k.seal(b"203.0.113.9", b"a");
+        assert_eq!(&*k.open(&s, b"a").unwrap(), b"203.0.113.9");
+        assert!(k.open(&s, b"b").is_err());
+        assert!(DataKey::generate().0.open(&s, b"a").is_err());
+        assert_eq!(
+            &*DataKey::from_bytes(&raw).unwrap().open(&s, b"a").unwrap(),
+            b"203.0.113.9"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod audit;
 mod auth;
 mod config;

@@ -22,6 +22,9 @@ pub fn free_port() -> u16 {
 /// The master key every test sluice runs with (base64 of 32 bytes).
 pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW5vdC1mb3ItcHJvZC11c2U=";
 
+/// The JWT secret every test sluice runs with (48 bytes).
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789-abcdefghijklmnopqrstu";
+
 /// A running sluice process. Killed on drop.
 /// Its setup's fields (ports, key, config path, directory) are reachable through `Deref`.
 pub struct Proxy {
@@ -170,9 +173,12 @@ impl Setup {
         cli_json(&self.cfg_path, args, stdin)
     }
 
-    /// Start `sluice serve` with the test master key.
+    /// Start `sluice serve` with the test master key and JWT secret.
     pub fn spawn(self) -> Proxy {
-        self.spawn_env(&[("SLUICE_SECRETS_KEY", MASTER_KEY)])
+        self.spawn_env(&[
+            ("SLUICE_SECRETS_KEY", MASTER_KEY),
+            ("SLUICE_JWT_SECRET", JWT_SECRET),
+        ])
     }
 
     /// Start `sluice serve` with exactly these secret-related variables.
@@ -191,6 +197,7 @@ impl Setup {
             .env_remove("SLUICE_CONFIG")
             .env_remove("SLUICE_SECRETS_KEY")
             .env_remove("SLUICE_SECRETS_KEY_OLD")
+            .env_remove("SLUICE_JWT_SECRET")
             .env_remove("OPENAI_API_KEY")
             .stdout(std::fs::File::create(self.dir.path().join("stdout.log")).unwrap())
             .stderr(std::fs::File::create(self.dir.path().join("sluice.log")).unwrap());

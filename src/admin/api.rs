@@ -1,0 +1,1154 @@
+//! The admin API (`/api/*` on `listen.admin`): JSON in, JSON out, plain Rust (the pingora
+//! adapter in `proxy::ops` only reads the request and writes the reply). Every route checks the
+//! caller's current role from the [`Directory`]; every mutation goes through
+//! [`super::audited`] so its audit record (actor, IP, user agent, request id) is committed with
+//! it, before the answer. The CLI calls the same library functions.
+//!
+//! Roles: operators manage everything; in their own org an `owner` can do everything
+//! (including the hard delete and managing owners), an `admin` manages keys, non-owner users
+//! and the org's settings and reads the audit log, an `auditor` reads the audit log, key
+//! metadata and the org, a `member` reads the org and manages their own account.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::session::{Directory, Principal, Sessions, Throttle};
+use super::users::{self, Role};
+use super::{Error, KeyPii, Pii};
+use crate::audit::{self, Record};
+use crate::residency::Region;
+use crate::store::{self, Store};
+use crate::vault::Keyring;
+
+/// The OpenAPI document served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every route: method and path pattern (`{x}` is a path parameter), as in the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/openapi.json"),
+    ("POST", "/api/auth/login"),
+    ("GET", "/api/auth/me"),
+    ("POST", "/api/auth/password"),
+    ("POST", "/api/auth/totp"),
+    ("POST", "/api/auth/logout"),
+    ("GET", "/api/orgs"),
+    ("POST", "/api/orgs"),
+    ("GET", "/api/orgs/{org_id}"),
+    ("PATCH", "/api/orgs/{org_id}"),
+    ("DELETE", "/api/orgs/{org_id}"),
+    ("GET", "/api/orgs/{org_id}/keys"),
+    ("POST", "/api/orgs/{org_id}/keys"),
+    ("DELETE", "/api/orgs/{org_id}/keys/{key_id}"),
+    ("GET", "/api/orgs/{org_id}/users"),
+    ("POST", "/api/orgs/{org_id}/users"),
+    ("PATCH", "/api/orgs/{org_id}/users/{user_id}"),
+    ("DELETE", "/api/orgs/{org_id}/users/{user_id}"),
+    ("POST", "/api/orgs/{org_id}/users/{user_id}/revoke-sessions"),
+    ("GET", "/api/credentials"),
+    ("PUT", "/api/credentials/{name}"),
+    ("DELETE", "/api/credentials/{name}"),
+    ("GET", "/api/audit"),
+];
+
+/// An admin API request, already read (the body within `[admin] max_body_bytes`).
+#[derive(Debug, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub peer: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The reply: a status and a JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// Seconds, for 429.
+    pub retry_after: Option<u64>,
+}
+
+/// A refusal with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+fn err(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+fn denied() -> ApiError {
+    err(
+        403,
+        "permission_denied",
+        "Your role does not allow this action.",
+    )
+}
+
+fn bad_token() -> ApiError {
+    err(
+        401,
+        "invalid_token",
+        "Missing, invalid, expired or revoked session token. Log in again at POST /api/auth/login.",
+    )
+}
+
+const INVALID_CREDENTIALS: &str = "Invalid email, password or second factor.";
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::Invalid(m) => err(400, "invalid_request", m),
+            Error::Store(store::Error::NotFound { what, id }) => {
+                err(404, "not_found", format!("No {what} {id:?}."))
+            }
+            Error::Store(store::Error::Duplicate { what, .. }) => {
+                err(409, "conflict", format!("That {what} already exists."))
+            }
+            other => {
+                tracing::error!(error = %other, "admin API operation failed");
+                err(500, "internal_error", "Internal error; see the sluice log.")
+            }
+        }
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> ApiError {
+        ApiError::from(Error::Store(e))
+    }
+}
+
+type ApiResult = Result<(u16, Value), ApiError>;
+
+/// The admin API's state.
+pub struct Api {
+    store: Mutex<Store>,
+    ring: Arc<Keyring>,
+    sessions: Option<Sessions>,
+    directory: Mutex<Directory>,
+    throttle: Mutex<Throttle>,
+    dummy_hash: String,
+    pii_default_on: bool,
+}
+
+/// Who made a call, for its audit record.
+struct Caller<'a> {
+    principal: Option<Principal>,
+    req: &'a Request,
+}
+
+impl Caller<'_> {
+    fn record(&self, action: &str, org: Option<&str>) -> Record {
+        let actor = match &self.principal {
+            Some(p) => format!("user:{}", p.user_id),
+            None => "anonymous".into(),
+        };
+        let mut r = Record::admin(action, &actor);
+        r.org_id = org.map(String::from);
+        r.source_ip = self.req.peer.map(|ip| ip.to_string());
+        r.user_agent = self.req.user_agent.clone();
+        r.request_id = Some(self.req.request_id.clone());
+        r
+    }
+
+    fn principal(&self) -> Result<&Principal, ApiError> {
+        self.principal.as_ref().ok_or_else(bad_token)
+    }
+}
+
+/// What a role may do in an org.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Access {
+    /// Any member.
+    View,
+    /// Auditor and above.
+    Read,
+    /// Admin and above.
+    Manage,
+    /// Owner.
+    Own,
+}
+
+fn level(role: Role) -> Access {
+    match role {
+        Role::Member => Access::View,
+        Role::Auditor => Access::Read,
+        Role::Admin => Access::Manage,
+        Role::Owner => Access::Own,
+    }
+}
+
+fn allow(p: &Principal, org_id: &str, need: Access) -> Result<(), ApiError> {
+    if p.operator {
+        return Ok(());
+    }
+    match (&p.org_id, p.role) {
+        (Some(o), Some(r)) if o == org_id && level(r) >= need => Ok(()),
+        _ => Err(denied()),
+    }
+}
+
+fn operator_only(p: &Principal) -> Result<(), ApiError> {
+    if p.operator {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}
+
+fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let json_type = req.content_type.as_deref().is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json_type {
+        return Err(err(
+            415,
+            "unsupported_media_type",
+            "Send a JSON body with Content-Type: application/json.",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&req.body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // serde's messages can quote the offending value (a password); only field names are
+        // echoed.
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        let message = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
+            inner
+                .split(" at line")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        } else if path == "." {
+            "the body must be a JSON object".to_string()
+        } else {
+            format!("invalid value for `{path}`")
+        };
+        err(
+            400,
+            "invalid_body",
+            format!("Invalid JSON body: {message}."),
+        )
+    })
+}
+
+fn query_params(q: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = q else { return Vec::new() };
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let dec = |s: &str| {
+                urlencoding::decode(&s.replace('+', " "))
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn region(s: Option<&str>) -> Result<Option<Region>, ApiError> {
+    s.map(|r| {
+        r.parse::<Region>().map_err(|_| {
+            err(
+                400,
+                "invalid_request",
+                format!("Unknown region {r:?} (us | eu | apac)."),
+            )
+        })
+    })
+    .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Login {
+    email: String,
+    password: String,
+    #[serde(default)]
+    totp: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reauth {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrg {
+    name: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    pii: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgPatch {
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    pii: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    #[serde(default = "default_key_name")]
+    name: String,
+    #[serde(default)]
+    pii: Option<String>,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    rpm: Option<u32>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+fn default_key_name() -> String {
+    "default".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    email: String,
+    password: String,
+    role: Role,
+    #[serde(default)]
+    totp: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberPatch {
+    role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialBody {
+    secret: String,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+fn pii(s: Option<&str>) -> Result<Option<Pii>, ApiError> {
+    match s {
+        None => Ok(None),
+        Some("on") => Ok(Some(Pii::On)),
+        Some("off") => Ok(Some(Pii::Off)),
+        Some(o) => Err(err(
+            400,
+            "invalid_request",
+            format!("pii must be \"on\" or \"off\", not {o:?}."),
+        )),
+    }
+}
+
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+impl Api {
+    /// The API over its own store connection. Without `sessions` (no `SLUICE_JWT_SECRET`)
+    /// every `/api/*` call but the OpenAPI document answers 503 `admin_api_disabled`.
+    pub fn new(
+        store: Store,
+        ring: Arc<Keyring>,
+        sessions: Option<Sessions>,
+        cfg: &crate::config::Config,
+    ) -> Api {
+        Api {
+            store: Mutex::new(store),
+            ring,
+            sessions,
+            directory: Mutex::new(Directory::default()),
+            throttle: Mutex::new(Throttle::new(
+                cfg.admin.login_failures_per_ip,
+                cfg.admin.login_failures_per_account,
+                cfg.admin.login_window,
+            )),
+            dummy_hash: users::dummy_hash(),
+            pii_default_on: cfg.pii.default_on,
+        }
+    }
+
+    /// Answer one request (blocking: bcrypt and SQLite; run it off the async executor).
+    pub fn handle(&self, req: &Request) -> Reply {
+        match self.route(req) {
+            Ok((status, body)) => Reply {
+                status,
+                body,
+                retry_after: None,
+            },
+            Err(e) => Reply {
+                status: e.status,
+                body: json!({"error": {
+                    "message": e.message,
+                    "type": match e.status {
+                        401 => "authentication_error",
+                        403 => "permission_error",
+                        429 => "rate_limit_error",
+                        s if s >= 500 => "server_error",
+                        _ => "invalid_request_error",
+                    },
+                    "param": null,
+                    "code": e.code,
+                    "request_id": req.request_id,
+                }}),
+                retry_after: e.retry_after,
+            },
+        }
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn authenticate(&self, store: &Store, req: &Request) -> Result<Principal, ApiError> {
+        let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
+        let token = req
+            .authorization
+            .as_deref()
+            .and_then(|h| {
+                let (scheme, rest) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(bad_token)?;
+        let claims = sessions.verify(token).ok_or_else(bad_token)?;
+        let mut dir = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        dir.refresh(store)?;
+        dir.principal(&claims).ok_or_else(bad_token)
+    }
+
+    fn changed(&self) {
+        self.directory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .mark_dirty();
+    }
+
+    fn route(&self, req: &Request) -> ApiResult {
+        let path = req.path.trim_end_matches('/');
+        let segs: Vec<&str> = path.split('/').skip(1).collect();
+        let m = req.method.as_str();
+        if segs.first() != Some(&"api") {
+            return Err(err(404, "not_found", "No such route."));
+        }
+        let rest = &segs[1..];
+        if rest == ["openapi.json"] {
+            return if m == "GET" {
+                Ok((200, serde_json::from_str(OPENAPI).unwrap_or(Value::Null)))
+            } else {
+                Err(not_allowed())
+            };
+        }
+        if self.sessions.is_none() {
+            return Err(disabled());
+        }
+        if rest == ["auth", "login"] {
+            return if m == "POST" {
+                self.login(req)
+            } else {
+                Err(not_allowed())
+            };
+        }
+        // Everything else needs a session.
+        let store = self.store();
+        let principal = self.authenticate(&store, req)?;
+        let c = Caller {
+            principal: Some(principal),
+            req,
+        };
+        let r = match (m, rest) {
+            ("GET", ["auth", "me"]) => self.me(&store, &c),
+            ("POST", ["auth", "password"]) => self.change_password(&store, &c),
+            ("POST", ["auth", "totp"]) => self.reenroll(&store, &c),
+            ("POST", ["auth", "logout"]) => self.logout(&store, &c),
+            ("GET", ["orgs"]) => self.list_orgs(&store, &c),
+            ("POST", ["orgs"]) => self.create_org(&store, &c),
+            ("GET", ["orgs", id]) => self.get_org(&store, &c, id),
+            ("PATCH", ["orgs", id]) => self.update_org(&store, &c, id),
+            ("DELETE", ["orgs", id]) => self.delete_org(&store, &c, id),
+            ("GET", ["orgs", id, "keys"]) => self.list_keys(&store, &c, id),
+            ("POST", ["orgs", id, "keys"]) => self.create_key(&store, &c, id),
+            ("DELETE", ["orgs", id, "keys", kid]) => self.revoke_key(&store, &c, id, kid),
+            ("GET", ["orgs", id, "users"]) => self.list_users(&store, &c, id),
+            ("POST", ["orgs", id, "users"]) => self.create_member(&store, &c, id),
+            ("PATCH", ["orgs", id, "users", uid]) => self.update_member(&store, &c, id, uid),
+            ("DELETE", ["orgs", id, "users", uid]) => self.delete_member(&store, &c, id, uid),
+            ("POST", ["orgs", id, "users", uid, "revoke-sessions"]) => {
+                self.revoke_member(&store, &c, id, uid)
+            }
+            ("GET", ["credentials"]) => self.list_credentials(&store, &c),
+            ("PUT", ["credentials", name]) => self.set_credential(&store, &c, name),
+            ("DELETE", ["credentials", name]) => self.delete_credential(&store, &c, name),
+            ("GET", ["audit"]) => self.audit(&store, &c),
+            _ => {
+                let known = ROUTES.iter().any(|(_, p)| matches_pattern(p, path));
+                Err(if known {
+                    not_allowed()
+                } else {
+                    err(404, "not_found", "No such route.")
+                })
+            }
+        };
+        if r.is_ok() && m != "GET" {
+            self.changed();
+        }
+        r
+    }
+
+    // ---- auth ----
+
+    fn login(&self, req: &Request) -> ApiResult {
+        let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
+        let l: Login = body(req)?;
+        let ip = req.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Some(wait) = self
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(ip, &l.email)
+        {
+            return Err(ApiError {
+                retry_after: Some(wait),
+                ..err(
+                    429,
+                    "rate_limited",
+                    format!("Too many failed logins; retry in {wait} s."),
+                )
+            });
+        }
+        let store = self.store();
+        let outcome = users::login(
+            &store,
+            &self.ring,
+            &self.dummy_hash,
+            &users::Attempt {
+                email: &l.email,
+                password: &l.password,
+                totp: l.totp.as_deref(),
+                recovery_code: l.recovery_code.as_deref(),
+            },
+        );
+        let caller = Caller {
+            principal: None,
+            req,
+        };
+        match outcome {
+            Ok(user) => {
+                self.throttle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .succeed(&l.email);
+                let mut r = caller.record("auth.login", user.org_id.as_deref());
+                r.actor = format!("user:{}", user.id);
+                r.target_id = Some(user.id.clone());
+                r.details = json!({"second_factor": if user.totp_sealed.is_none() { "none" } else if l.recovery_code.as_deref().is_some_and(|c| !c.trim().is_empty()) { "recovery_code" } else { "totp" }});
+                audit::append(&store, &mut audit::OrgKeys::new(&self.ring), &[r])?;
+                let token = sessions.issue(&user);
+                Ok((
+                    200,
+                    json!({"token": token, "token_type": "Bearer",
+                           "expires_in": sessions.ttl().as_secs(),
+                           "user": to_value(&users::view(&store, user)?)}),
+                ))
+            }
+            Err(refused) => {
+                self.throttle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .fail(ip, &l.email);
+                let mut r = caller.record("auth.login", refused.org_id.as_deref());
+                r.outcome = "failure";
+                r.target_id = refused.user_id.clone();
+                r.details = json!({"reason": refused.reason.as_str()});
+                // Fail closed: a login attempt that cannot be recorded is not answered as such.
+                audit::append(&store, &mut audit::OrgKeys::new(&self.ring), &[r])?;
+                if refused.reason == users::Failure::Internal {
+                    return Err(err(
+                        500,
+                        "internal_error",
+                        "Internal error; see the sluice log.",
+                    ));
+                }
+                Err(err(401, "invalid_credentials", INVALID_CREDENTIALS))
+            }
+        }
+    }
+
+    fn me(&self, store: &Store, c: &Caller) -> ApiResult {
+        let p = c.principal()?;
+        Ok((200, to_value(&users::view(store, store.user(&p.user_id)?)?)))
+    }
+
+    fn check_own_password(
+        &self,
+        store: &Store,
+        user_id: &str,
+        password: &str,
+    ) -> Result<(), ApiError> {
+        let u = store.user(user_id)?;
+        let ok = password.len() <= users::MAX_PASSWORD_BYTES
+            && bcrypt::verify(password, &u.password_hash).unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(err(401, "invalid_credentials", INVALID_CREDENTIALS))
+        }
+    }
+
+    fn change_password(&self, store: &Store, c: &Caller) -> ApiResult {
+        let p = c.principal()?.clone();
+        let b: PasswordChange = body(c.req)?;
+        self.check_own_password(store, &p.user_id, &b.current_password)?;
+        let mut rec = c.record("user.password", p.org_id.as_deref());
+        rec.target_id = Some(p.user_id.clone());
+        super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| users::set_password(s, &p.user_id, &b.new_password),
+            |_, _| {},
+        )?;
+        let user = store.user(&p.user_id)?;
+        let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
+        Ok((
+            200,
+            json!({"password_changed": true, "sessions_revoked": true,
+                   "token": sessions.issue(&user), "token_type": "Bearer",
+                   "expires_in": sessions.ttl().as_secs()}),
+        ))
+    }
+
+    fn reenroll(&self, store: &Store, c: &Caller) -> ApiResult {
+        let p = c.principal()?.clone();
+        let b: Reauth = body(c.req)?;
+        self.check_own_password(store, &p.user_id, &b.password)?;
+        let mut rec = c.record("user.totp_enroll", p.org_id.as_deref());
+        rec.target_id = Some(p.user_id.clone());
+        let e = super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| {
+                let u = s.user(&p.user_id)?;
+                users::enroll_totp(s, &self.ring, &u)
+            },
+            |_, _| {},
+        )?;
+        Ok((200, to_value(&e)))
+    }
+
+    fn logout(&self, store: &Store, c: &Caller) -> ApiResult {
+        let p = c.principal()?.clone();
+        let mut rec = c.record("user.revoke_sessions", p.org_id.as_deref());
+        rec.target_id = Some(p.user_id.clone());
+        super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| users::revoke_sessions(s, &p.user_id),
+            |_, _| {},
+        )?;
+        Ok((200, json!({"sessions_revoked": true})))
+    }
+
+    // ---- orgs ----
+
+    fn list_orgs(&self, store: &Store, c: &Caller) -> ApiResult {
+        let p = c.principal()?;
+        let orgs: Vec<store::Org> = if p.operator {
+            store.orgs()?
+        } else {
+            p.org_id
+                .as_deref()
+                .map(|o| store.org(o))
+                .transpose()?
+                .into_iter()
+                .collect()
+        };
+        Ok((200, json!({ "data": orgs })))
+    }
+
+    fn create_org(&self, store: &Store, c: &Caller) -> ApiResult {
+        operator_only(c.principal()?)?;
+        let b: NewOrg = body(c.req)?;
+        let region = region(b.region.as_deref())?;
+        let pii = pii(b.pii.as_deref())?.unwrap_or(if self.pii_default_on {
+            Pii::On
+        } else {
+            Pii::Off
+        });
+        let org = super::audited(
+            store,
+            &self.ring,
+            c.record("org.create", None),
+            |s| super::create_org(s, &b.name, region, Some(pii)),
+            |o, r| {
+                r.org_id = Some(o.id.clone());
+                r.target_id = Some(o.id.clone());
+                r.details = json!({"name": o.name, "region": o.region, "pii": o.pii});
+            },
+        )?;
+        Ok((201, to_value(&org)))
+    }
+
+    fn get_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
+        allow(c.principal()?, id, Access::View)?;
+        Ok((200, to_value(&store.org(id)?)))
+    }
+
+    fn update_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
+        allow(c.principal()?, id, Access::Manage)?;
+        let b: OrgPatch = body(c.req)?;
+        let region = region(b.region.as_deref())?;
+        let pii = pii(b.pii.as_deref())?;
+        let mut rec = c.record("org.update", Some(id));
+        rec.target_id = Some(id.to_string());
+        let org = super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| super::update_org(s, id, region, pii),
+            |o, r| r.details = json!({"region": o.region, "pii": o.pii}),
+        )?;
+        Ok((200, to_value(&org)))
+    }
+
+    fn delete_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
+        allow(c.principal()?, id, Access::Own)?;
+        let params = query_params(c.req.query.as_deref());
+        if param(&params, "hard") != Some("true") {
+            return Err(err(
+                400,
+                "hard_delete_required",
+                "Deleting an org removes its keys and users and shreds its audit details; it cannot be undone. Repeat with ?hard=true.",
+            ));
+        }
+        let mut rec = c.record("org.delete", Some(id));
+        // The final record of a forgotten org holds no personal data.
+        rec.source_ip = None;
+        rec.user_agent = None;
+        let (d, purged) = super::hard_delete(store, &self.ring, id, rec)?;
+        let mut v = to_value(&d);
+        v["wal_purged"] = purged.into();
+        Ok((200, v))
+    }
+
+    // ---- keys ----
+
+    fn list_keys(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
+        allow(c.principal()?, org, Access::Read)?;
+        Ok((200, json!({ "data": super::list_keys(store, Some(org))? })))
+    }
+
+    fn create_key(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
+        allow(c.principal()?, org, Access::Manage)?;
+        let b: NewKey = body(c.req)?;
+        let kpii = match b.pii.as_deref() {
+            None | Some("inherit") => KeyPii::Inherit,
+            Some("on") => KeyPii::On,
+            Some("off") => KeyPii::Off,
+            Some(o) => {
+                return Err(err(
+                    400,
+                    "invalid_request",
+                    format!("pii must be \"on\", \"off\" or \"inherit\", not {o:?}."),
+                ))
+            }
+        };
+        let spec = super::KeySpec {
+            org_id: org.to_string(),
+            name: b.name,
+            pii: kpii,
+            region: region(b.region.as_deref())?,
+            rpm: b.rpm,
+            expires: b.expires_at,
+        };
+        let k = super::audited(
+            store,
+            &self.ring,
+            c.record("key.create", Some(org)),
+            |s| super::create_key(s, &spec),
+            |k, r| {
+                r.target_id = Some(k.id.clone());
+                r.details = json!({"name": k.name, "prefix": k.prefix, "rpm": spec.rpm,
+                    "region": spec.region.map(|r| r.as_str()), "expires": spec.expires});
+            },
+        )?;
+        Ok((201, to_value(&k)))
+    }
+
+    fn revoke_key(&self, store: &Store, c: &Caller, org: &str, kid: &str) -> ApiResult {
+        allow(c.principal()?, org, Access::Manage)?;
+        if !store.keys(Some(org))?.iter().any(|k| k.id == kid) {
+            return Err(err(
+                404,
+                "not_found",
+                format!("No key {kid:?} in this org."),
+            ));
+        }
+        let mut rec = c.record("key.revoke", Some(org));
+        rec.target_id = Some(kid.to_string());
+        super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| super::revoke_key(s, kid),
+            |_, _| {},
+        )?;
+        Ok((200, json!({"id": kid, "revoked": true})))
+    }
+
+    // ---- users ----
+
+    fn member(&self, store: &Store, org: &str, uid: &str) -> Result<store::User, ApiError> {
+        match store.user(uid) {
+            Ok(u) if u.org_id.as_deref() == Some(org) => Ok(u),
+            _ => Err(err(
+                404,
+                "not_found",
+                format!("No user {uid:?} in this org."),
+            )),
+        }
+    }
+
+    /// Admins manage members, auditors and admins; only owners (and operators) touch owners.
+    fn may_manage(
+        p: &Principal,
+        target_role: Option<&str>,
+        new_role: Option<Role>,
+    ) -> Result<(), ApiError> {
+        if p.operator || p.role == Some(Role::Owner) {
+            return Ok(());
+        }
+        if target_role == Some("owner") || new_role == Some(Role::Owner) {
+            return Err(denied());
+        }
+        Ok(())
+    }
+
+    fn list_users(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
+        allow(c.principal()?, org, Access::Manage)?;
+        Ok((200, json!({ "data": users::list(store, Some(org))? })))
+    }
+
+    fn create_member(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
+        let p = c.principal()?;
+        allow(p, org, Access::Manage)?;
+        let b: NewMember = body(c.req)?;
+        Self::may_manage(p, None, Some(b.role))?;
+        let new = users::NewUser {
+            email: b.email,
+            org_id: Some(org.to_string()),
+            role: Some(b.role),
+            operator: false,
+            totp: b.totp,
+        };
+        let created = super::audited(
+            store,
+            &self.ring,
+            c.record("user.create", Some(org)),
+            |s| users::create_user(s, &self.ring, &new, &b.password),
+            |u, r| {
+                r.target_id = Some(u.user.user.id.clone());
+                r.details = json!({"email": u.user.user.email, "role": u.user.user.role, "totp": u.totp.is_some()});
+            },
+        )?;
+        Ok((201, to_value(&created)))
+    }
+
+    fn update_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
+        let p = c.principal()?;
+        allow(p, org, Access::Manage)?;
+        let b: MemberPatch = body(c.req)?;
+        let target = self.member(store, org, uid)?;
+        Self::may_manage(p, target.role.as_deref(), Some(b.role))?;
+        let mut rec = c.record("user.update", Some(org));
+        rec.target_id = Some(uid.to_string());
+        let v = super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| users::set_role(s, uid, b.role),
+            |v, r| r.details = json!({"role": v.user.role}),
+        )?;
+        Ok((200, to_value(&v)))
+    }
+
+    fn delete_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
+        let p = c.principal()?;
+        allow(p, org, Access::Manage)?;
+        let target = self.member(store, org, uid)?;
+        Self::may_manage(p, target.role.as_deref(), None)?;
+        let mut rec = c.record("user.delete", Some(org));
+        rec.target_id = Some(uid.to_string());
+        super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| users::delete_user(s, uid),
+            |_, _| {},
+        )?;
+        Ok((200, json!({"id": uid, "deleted": true})))
+    }
+
+    fn revoke_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
+        let p = c.principal()?;
+        allow(p, org, Access::Manage)?;
+        let target = self.member(store, org, uid)?;
+        Self::may_manage(p, target.role.as_deref(), None)?;
+        let mut rec = c.record("user.revoke_sessions", Some(org));
+        rec.target_id = Some(uid.to_string());
+        super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| users::revoke_sessions(s, uid),
+            |_, _| {},
+        )?;
+        Ok((200, json!({"id": uid, "sessions_revoked": true})))
+    }
+
+    // ---- credentials (sidecar-wide: operators only) ----
+
+    fn list_credentials(&self, store: &Store, c: &Caller) -> ApiResult {
+        operator_only(c.principal()?)?;
+        let fp = self.ring.fingerprint();
+        Ok((
+            200,
+            json!({ "data": super::list_credentials(store, Some(&fp))? }),
+        ))
+    }
+
+    fn set_credential(&self, store: &Store, c: &Caller, name: &str) -> ApiResult {
+        operator_only(c.principal()?)?;
+        let b: CredentialBody = body(c.req)?;
+        let secret = super::secret_from_input(zeroize::Zeroizing::new(b.secret.into_bytes()))?;
+        let mut rec = c.record("credential.set", None);
+        rec.target_id = Some(name.to_string());
+        let v = super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| super::set_credential(s, &self.ring, name, &secret, b.expires_at.as_deref()),
+            |v, r| r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "expires_at": v.expires_at}),
+        )?;
+        Ok((200, to_value(&v)))
+    }
+
+    fn delete_credential(&self, store: &Store, c: &Caller, name: &str) -> ApiResult {
+        operator_only(c.principal()?)?;
+        let mut rec = c.record("credential.delete", None);
+        rec.target_id = Some(name.to_string());
+        super::audited(
+            store,
+            &self.ring,
+            rec,
+            |s| super::delete_credential(s, name),
+            |_, _| {},
+        )?;
+        Ok((200, json!({"name": name, "deleted": true})))
+    }
+
+    // ---- audit ----
+
+    fn audit(&self, store: &Store, c: &Caller) -> ApiResult {
+        let p = c.principal()?;
+        let params = query_params(c.req.query.as_deref());
+        let org = match (param(&params, "org_id"), p.operator) {
+            (o, true) => o.map(String::from),
+            (Some(o), false) => {
+                allow(p, o, Access::Read)?;
+                Some(o.to_string())
+            }
+            (None, false) => {
+                let o = p.org_id.clone().ok_or_else(denied)?;
+                allow(p, &o, Access::Read)?;
+                Some(o)
+            }
+        };
+        let limit = match param(&params, "limit") {
+            None => 100,
+            Some(l) => l
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=1000).contains(l))
+                .ok_or_else(|| err(400, "invalid_request", "limit must be 1 to 1000."))?,
+        };
+        let after = match param(&params, "cursor") {
+            None | Some("") => 0,
+            Some(a) => a
+                .parse::<i64>()
+                .ok()
+                .filter(|a| *a >= 0)
+                .ok_or_else(|| err(400, "invalid_request", "Invalid cursor."))?,
+        };
+        let since = param(&params, "since")
+            .map(|s| {
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                    .ok()
+                    .and_then(|t| {
+                        t.to_offset(time::UtcOffset::UTC)
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .ok_or_else(|| err(400, "invalid_request", "since must be an RFC 3339 time."))
+            })
+            .transpose()?;
+        let rows = store.audit_page(
+            after,
+            org.as_deref(),
+            since.as_deref(),
+            param(&params, "action"),
+            limit,
+        )?;
+        let next = (rows.len() as i64 == limit)
+            .then(|| rows.last().map(|r| r.seq.to_string()))
+            .flatten();
+        let mut keys = audit::OrgKeys::new(&self.ring);
+        let data: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                let r = keys.open_row(store, r);
+                let mut v = to_value(&r);
+                if let Some(d) = v.get_mut("details") {
+                    if let Some(parsed) = d.as_str().and_then(|s| serde_json::from_str(s).ok()) {
+                        *d = parsed;
+                    }
+                }
+                v
+            })
+            .collect();
+        Ok((200, json!({"data": data, "next_cursor": next})))
+    }
+}
+
+fn not_allowed() -> ApiError {
+    err(
+        405,
+        "method_not_allowed",
+        "Method not allowed on this route.",
+    )
+}
+
+fn disabled() -> ApiError {
+    err(
+        503,
+        "admin_api_disabled",
+        "The admin API is disabled: start sluice with SLUICE_JWT_SECRET (at least 32 bytes, e.g. `openssl rand -base64 48`).",
+    )
+}
+
+/// Whether `path` matches a route pattern.
+pub fn matches_pattern(pattern: &str, path: &str) -> bool {
+    let a: Vec<&str> = pattern.split('/').collect();
+    let b: Vec<&str> = path.split('/').collect();
+    a.len() == b.len()
+        && a.iter()
+            .zip(&b)
+            .all(|(p, s)| (p.starts_with('{') && !s.is_empty()) || p == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"].as_str().unwrap().get(..2), Some("3."));
+        let mut documented = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                if method != "parameters" {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        documented.sort();
+        let mut routes: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn body_errors_never_echo_values() {
+        let req = |b: &str| Request {
+            content_type: Some("application/json".into()),
+            body: b.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        for b in [
+            r#"{"email": "a@b.c", "password": 12345678901234}"#,
+            r#"{"email": "a@b.c", "password": ["hunter2-canary"]}"#,
+            r#"{"email": "a@b.c", "password": "x", "totp": {"hunter2-canary": 1}}"#,
+            r#"["hunter2-canary"]"#,
+        ] {
+            let e = body::<Login>(&req(b)).err().unwrap();
+            assert_eq!(e.code, "invalid_body");
+            assert!(
+                !e.message.contains("hunter2") && !e.message.contains("12345678"),
+                "{}",
+                e.message
+            );
+        }
+        let e = body::<Login>(&req(r#"{"email": "a@b.c"}"#)).err().unwrap();
+        assert!(
+            e.message.contains("missing field `password`"),
+            "{}",
+            e.message
+        );
+        let mut r = req("{}");
+        r.content_type = Some("text/plain".into());
+        assert_eq!(body::<Login>(&r).err().unwrap().status, 415);
+    }
+}

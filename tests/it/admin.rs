@@ -1,0 +1,893 @@
+//! The admin plane: accounts, login, sessions, roles, the admin API and the GDPR hard delete.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use sluice::admin::users::code_for_uri;
+
+use super::support::*;
+
+const PW: &str = "correct horse battery staple";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct User {
+    id: String,
+    email: String,
+    otpauth: Option<String>,
+    recovery: Vec<String>,
+}
+
+/// Create a user with the CLI (password on stdin); `org: None` makes an operator.
+fn add_user(s: &Setup, email: &str, org: Option<&str>, role: &str) -> User {
+    let mut args = vec!["users", "create", "--email", email];
+    match org {
+        Some(o) => args.extend(["--org", o, "--role", role]),
+        None => args.push("--operator"),
+    }
+    let v = s.cli_json(&args, format!("{PW}\n").as_bytes());
+    User {
+        id: v["user"]["id"].as_str().unwrap().to_string(),
+        email: email.to_string(),
+        otpauth: v["totp"]["otpauth_uri"].as_str().map(String::from),
+        recovery: v["totp"]["recovery_codes"]
+            .as_array()
+            .map(|a| a.iter().map(|c| c.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// One admin API call on a fresh connection.
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    extra: &str,
+) -> RawResponse {
+    let b = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if body.is_some() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+    raw(port, req.as_bytes()).unwrap()
+}
+
+fn login_body(u: &User, step: i64) -> Value {
+    let mut b = json!({"email": u.email, "password": PW});
+    if let Some(uri) = &u.otpauth {
+        let at = (now() as i64 + step * 30) as u64;
+        b["totp"] = code_for_uri(uri, at).unwrap().into();
+    }
+    b
+}
+
+/// Log in with the TOTP code of the time step `step` away from now (-1, 0 or 1: each step can
+/// be used once per account).
+fn login(p: &Proxy, u: &User, step: i64) -> String {
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(&login_body(u, step)),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+fn without_request_id(mut v: Value) -> Value {
+    v["error"]["request_id"] = Value::Null;
+    v
+}
+
+#[test]
+fn every_login_failure_is_the_same_401_and_second_factors_work_once() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "ops@example.com", None, "");
+    assert!(op.otpauth.is_some(), "operators always get TOTP");
+    assert_eq!(op.recovery.len(), 10);
+    let p = s.spawn();
+    let port = p.admin_port;
+
+    let good = login_body(&op, -1);
+    let cases = [
+        json!({"email": "nobody@example.com", "password": PW, "totp": good["totp"]}),
+        json!({"email": op.email, "password": "wrong password here", "totp": good["totp"]}),
+        json!({"email": op.email, "password": PW}),
+        json!({"email": op.email, "password": PW, "totp": "000000"}),
+        json!({"email": op.email, "password": PW, "recovery_code": "aaaa-bbbb-cccc-dddd-eeee"}),
+    ];
+    let mut bodies = Vec::new();
+    for c in &cases {
+        let r = call(port, "POST", "/api/auth/login", None, Some(c), "");
+        assert_eq!(r.status, 401, "{c}: {}", r.body_text());
+        assert_eq!(r.code(), "invalid_credentials");
+        assert!(r.header("www-authenticate").is_some());
+        assert_security_headers(&r);
+        bodies.push(without_request_id(r.json()));
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+
+    // A TOTP code works once.
+    let r = call(port, "POST", "/api/auth/login", None, Some(&good), "");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.json()["user"]["email"], op.email);
+    let r = call(port, "POST", "/api/auth/login", None, Some(&good), "");
+    assert_eq!(r.code(), "invalid_credentials", "replayed TOTP code");
+
+    // A recovery code works once, typed in any case and with or without dashes.
+    let rc = json!({"email": op.email, "password": PW,
+                    "recovery_code": op.recovery[0].to_uppercase().replace('-', "")});
+    assert_eq!(
+        call(port, "POST", "/api/auth/login", None, Some(&rc), "").status,
+        200
+    );
+    assert_eq!(
+        call(port, "POST", "/api/auth/login", None, Some(&rc), "").code(),
+        "invalid_credentials"
+    );
+    let users = s_json(&p, &["users", "list"]);
+    assert_eq!(users["users"][0]["recovery_codes_left"], 9);
+
+    // Failures are in the audit log with their reason; the client never saw it.
+    let r = call(
+        port,
+        "GET",
+        "/api/audit?action=auth.login",
+        Some(&login(&p, &op, 0)),
+        None,
+        "",
+    );
+    let reasons: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["outcome"].as_str().unwrap(),
+                a["details"]["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "failure:unknown_user",
+        "failure:wrong_password",
+        "failure:second_factor_missing",
+        "failure:wrong_second_factor",
+        "success:",
+    ] {
+        assert!(reasons.iter().any(|r| r == want), "{want} in {reasons:?}");
+    }
+}
+
+fn s_json(p: &Proxy, args: &[&str]) -> Value {
+    p.cli_json(args, b"")
+}
+
+#[test]
+fn failed_logins_are_throttled_per_account_and_per_ip() {
+    let up = Upstream::start();
+    let s = Setup::new(
+        &mock_upstream(&up, ""),
+        "[admin]\nlogin_failures_per_account = 3\nlogin_failures_per_ip = 5\n",
+    );
+    let member = add_user(&s, "m@example.com", Some(&s.org_id.clone()), "member");
+    let p = s.spawn();
+    let bad = json!({"email": "M@example.com", "password": "not the password"});
+    for _ in 0..3 {
+        let r = call(
+            p.admin_port,
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(&bad),
+            "",
+        );
+        assert_eq!(r.status, 401);
+    }
+    // Now even the right password waits: the account is throttled, from any IP.
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(&login_body(&member, 0)),
+        "",
+    );
+    assert_eq!(r.status, 429, "{}", r.body_text());
+    assert_eq!(r.code(), "rate_limited");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // Per IP: two more failures on other (unknown) accounts use up this source's budget.
+    for e in ["x@example.com", "y@example.com"] {
+        let b = json!({"email": e, "password": "not the password"});
+        assert_eq!(
+            call(p.admin_port, "POST", "/api/auth/login", None, Some(&b), "").status,
+            401
+        );
+    }
+    let b = json!({"email": "z@example.com", "password": "not the password"});
+    assert_eq!(
+        call(p.admin_port, "POST", "/api/auth/login", None, Some(&b), "").status,
+        429
+    );
+}
+
+#[test]
+fn sessions_follow_membership_role_password_and_revocation_at_once() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.org_id.clone();
+    let m = add_user(&s, "member@example.com", Some(&org), "member");
+    assert!(m.otpauth.is_none(), "TOTP is optional for members");
+    let p = s.spawn();
+    let port = p.admin_port;
+    let keys = format!("/api/orgs/{org}/keys");
+    let token = login(&p, &m, 0);
+    let get = |t: &str| call(port, "GET", &keys, Some(t), None, "");
+
+    assert_eq!(get(&token).code(), "permission_denied");
+    p.cli_json(&["users", "update", &m.id, "--role", "auditor"], b"");
+    assert_eq!(
+        get(&token).status,
+        200,
+        "promotion effective on the next request"
+    );
+    p.cli_json(&["users", "update", &m.id, "--role", "member"], b"");
+    assert_eq!(get(&token).code(), "permission_denied", "downgrade too");
+
+    // A new password revokes every earlier session.
+    let me = call(port, "GET", "/api/auth/me", Some(&token), None, "");
+    assert_eq!(me.json()["role"], "member");
+    let out = p.cli(
+        &["users", "set-password", &m.id],
+        b"another long password\n",
+    );
+    assert!(out.status.success());
+    let r = call(port, "GET", "/api/auth/me", Some(&token), None, "");
+    assert_eq!((r.status, r.code()), (401, "invalid_token".to_string()));
+
+    // revoke-sessions, through the API this time (the user's own logout).
+    let b = json!({"email": m.email, "password": "another long password"});
+    let t2 = call(port, "POST", "/api/auth/login", None, Some(&b), "").json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        call(port, "GET", "/api/auth/me", Some(&t2), None, "").status,
+        200
+    );
+    assert_eq!(
+        call(port, "POST", "/api/auth/logout", Some(&t2), None, "").status,
+        200
+    );
+    assert_eq!(
+        call(port, "GET", "/api/auth/me", Some(&t2), None, "").status,
+        401
+    );
+
+    // Removing the user: the next request is refused.
+    let t3 = call(port, "POST", "/api/auth/login", None, Some(&b), "").json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    p.cli_json(&["users", "delete", &m.id], b"");
+    assert_eq!(
+        call(port, "GET", "/api/auth/me", Some(&t3), None, "").status,
+        401
+    );
+
+    // Forged and foreign tokens.
+    for bad in [
+        "not-a-jwt",
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+        &t3[..t3.len() - 2],
+    ] {
+        let r = call(port, "GET", "/api/auth/me", Some(bad), None, "");
+        assert_eq!(r.code(), "invalid_token", "{bad}");
+    }
+    assert_eq!(
+        call(port, "GET", "/api/auth/me", None, None, "").status,
+        401
+    );
+}
+
+#[test]
+fn a_token_signed_with_another_secret_is_refused() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let m = add_user(&s, "m@example.com", Some(&s.org_id.clone()), "member");
+    let p = s.spawn();
+    let token = login(&p, &m, 0);
+    let s = p.stop();
+    let p = s.spawn_env(&[
+        ("SLUICE_SECRETS_KEY", MASTER_KEY),
+        (
+            "SLUICE_JWT_SECRET",
+            "a-completely-different-secret-of-enough-length",
+        ),
+    ]);
+    let r = call(p.admin_port, "GET", "/api/auth/me", Some(&token), None, "");
+    assert_eq!(r.code(), "invalid_token");
+}
+
+#[test]
+fn every_endpoint_checks_the_callers_role() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.org_id.clone();
+    let other = s.cli_json(&["orgs", "create", "other"], b"")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let people = [
+        ("operator", add_user(&s, "op@example.com", None, "")),
+        (
+            "owner",
+            add_user(&s, "owner@example.com", Some(&org), "owner"),
+        ),
+        (
+            "admin",
+            add_user(&s, "admin@example.com", Some(&org), "admin"),
+        ),
+        (
+            "auditor",
+            add_user(&s, "aud@example.com", Some(&org), "auditor"),
+        ),
+        (
+            "member",
+            add_user(&s, "mem@example.com", Some(&org), "member"),
+        ),
+        (
+            "stranger",
+            add_user(&s, "x@example.com", Some(&other), "owner"),
+        ),
+    ];
+    let p = s.spawn();
+    let tokens: Vec<(&str, String)> = people.iter().map(|(r, u)| (*r, login(&p, u, 0))).collect();
+    let o = format!("/api/orgs/{org}");
+    let nobody = "/users/00000000-0000-0000-0000-000000000000";
+    // (method, path, body, roles allowed). Bodies and ids are chosen so that an allowed call
+    // fails harmlessly after the role check (400/404) or succeeds without side effects that
+    // matter here.
+    let matrix: Vec<(&str, String, Option<Value>, &[&str])> = vec![
+        (
+            "GET",
+            "/api/auth/me".into(),
+            None,
+            &[
+                "operator", "owner", "admin", "auditor", "member", "stranger",
+            ],
+        ),
+        (
+            "GET",
+            "/api/orgs".into(),
+            None,
+            &[
+                "operator", "owner", "admin", "auditor", "member", "stranger",
+            ],
+        ),
+        ("POST", "/api/orgs".into(), Some(json!({})), &["operator"]),
+        (
+            "GET",
+            o.clone(),
+            None,
+            &["operator", "owner", "admin", "auditor", "member"],
+        ),
+        (
+            "PATCH",
+            o.clone(),
+            Some(json!({})),
+            &["operator", "owner", "admin"],
+        ),
+        ("DELETE", o.clone(), None, &["operator", "owner"]),
+        (
+            "GET",
+            format!("{o}/keys"),
+            None,
+            &["operator", "owner", "admin", "auditor"],
+        ),
+        (
+            "POST",
+            format!("{o}/keys"),
+            Some(json!({"name": "rbac"})),
+            &["operator", "owner", "admin"],
+        ),
+        (
+            "DELETE",
+            format!("{o}/keys/nope"),
+            None,
+            &["operator", "owner", "admin"],
+        ),
+        (
+            "GET",
+            format!("{o}/users"),
+            None,
+            &["operator", "owner", "admin"],
+        ),
+        (
+            "POST",
+            format!("{o}/users"),
+            Some(json!({})),
+            &["operator", "owner", "admin"],
+        ),
+        (
+            "PATCH",
+            format!("{o}{nobody}"),
+            Some(json!({"role": "member"})),
+            &["operator", "owner", "admin"],
+        ),
+        (
+            "DELETE",
+            format!("{o}{nobody}"),
+            None,
+            &["operator", "owner", "admin"],
+        ),
+        (
+            "POST",
+            format!("{o}{nobody}/revoke-sessions"),
+            None,
+            &["operator", "owner", "admin"],
+        ),
+        ("GET", "/api/credentials".into(), None, &["operator"]),
+        (
+            "PUT",
+            "/api/credentials/x".into(),
+            Some(json!({})),
+            &["operator"],
+        ),
+        (
+            "DELETE",
+            "/api/credentials/nope".into(),
+            None,
+            &["operator"],
+        ),
+        (
+            "GET",
+            format!("/api/audit?org_id={org}"),
+            None,
+            &["operator", "owner", "admin", "auditor"],
+        ),
+        (
+            "GET",
+            format!("/api/audit?org_id={other}"),
+            None,
+            &["operator", "stranger"],
+        ),
+    ];
+    let mut checked = 0;
+    for (method, path, body, allowed) in &matrix {
+        for (role, token) in &tokens {
+            let r = call(p.admin_port, method, path, Some(token), body.as_ref(), "");
+            if allowed.contains(role) {
+                assert!(
+                    r.status != 403 && r.status != 401 && r.status < 500,
+                    "{role} {method} {path}: {} {}",
+                    r.status,
+                    r.body_text()
+                );
+            } else {
+                assert_eq!(
+                    (r.status, r.code()),
+                    (403, "permission_denied".to_string()),
+                    "{role} {method} {path}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, matrix.len() * tokens.len());
+    // Admins manage people but not owners.
+    let admin = &tokens[2].1;
+    let owner_id = &people[1].1.id;
+    let r = call(
+        p.admin_port,
+        "DELETE",
+        &format!("{o}/users/{owner_id}"),
+        Some(admin),
+        None,
+        "",
+    );
+    assert_eq!(r.code(), "permission_denied");
+    let r = call(
+        p.admin_port,
+        "POST",
+        &format!("{o}/users"),
+        Some(admin),
+        Some(&json!({"email": "n@example.com", "password": PW, "role": "owner"})),
+        "",
+    );
+    assert_eq!(r.code(), "permission_denied");
+    // Every route is in the OpenAPI document, which is served.
+    let doc = call(p.admin_port, "GET", "/api/openapi.json", None, None, "").json();
+    assert!(doc["paths"]["/api/orgs/{org_id}/users/{user_id}"]["patch"].is_object());
+}
+
+#[test]
+fn the_admin_api_is_closed_to_sources_outside_the_allowlist_and_bounded() {
+    let up = Upstream::start();
+    let s = Setup::new(
+        &mock_upstream(&up, ""),
+        "[admin]\nallow_ips = [\"10.0.0.0/8\"]\n",
+    );
+    let p = s.spawn();
+    for path in ["/api/auth/login", "/api/openapi.json", "/api/orgs"] {
+        let r = call(p.admin_port, "POST", path, None, Some(&json!({})), "");
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "ip_not_allowed".to_string()),
+            "{path}"
+        );
+        assert_security_headers(&r);
+    }
+    assert_eq!(http_get(p.admin_port, "/healthz").unwrap().status, 200);
+    drop(p);
+
+    let s = Setup::new(&mock_upstream(&up, ""), "[admin]\nmax_body_bytes = 2048\n");
+    let p = s.spawn();
+    let big = json!({"email": "a@example.com", "password": "x".repeat(4000)});
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(&big),
+        "",
+    );
+    assert_eq!((r.status, r.code()), (413, "request_too_large".to_string()));
+    let r = raw(
+        p.admin_port,
+        b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    assert_eq!(r.code(), "unsupported_media_type");
+    let r = call(
+        p.admin_port,
+        "GET",
+        "/api/nope",
+        None,
+        None,
+        "X-Request-Id: adm-1\r\n",
+    );
+    assert_eq!(r.status, 401, "unknown routes need a session too");
+    assert_eq!(r.header("x-request-id"), Some("adm-1"));
+}
+
+#[test]
+fn without_a_jwt_secret_the_api_is_disabled_and_a_short_one_refuses_to_start() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let p = s.spawn_env(&[("SLUICE_SECRETS_KEY", MASTER_KEY)]);
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(&json!({"email": "a@example.com", "password": PW})),
+        "",
+    );
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "admin_api_disabled".to_string())
+    );
+    assert!(p.log().contains("SLUICE_JWT_SECRET"));
+    let s = p.stop();
+    let out = s
+        .serve_command(
+            &[],
+            &[
+                ("SLUICE_SECRETS_KEY", MASTER_KEY),
+                ("SLUICE_JWT_SECRET", "too-short"),
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = std::fs::read_to_string(s.dir.path().join("sluice.log")).unwrap();
+    assert!(log.contains("at least 32 bytes"), "{log}");
+    assert!(!log.contains("too-short"), "{log}");
+}
+
+#[test]
+fn mutations_are_audited_with_actor_ip_user_agent_and_request_id_and_paginated() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.org_id.clone();
+    let admin = add_user(&s, "admin@example.com", Some(&org), "admin");
+    let p = s.spawn();
+    let t = login(&p, &admin, 0);
+    for i in 0..3 {
+        let r = call(
+            p.admin_port,
+            "POST",
+            &format!("/api/orgs/{org}/keys"),
+            Some(&t),
+            Some(&json!({"name": format!("k{i}"), "rpm": 60})),
+            &format!("User-Agent: audit-canary-agent/{i}\r\nX-Request-Id: req-key-{i}\r\n"),
+        );
+        assert_eq!(r.status, 201, "{}", r.body_text());
+        let key = r.json()["key"].as_str().unwrap().to_string();
+        // The new key works on the data plane (the snapshot reloads within 100 ms).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let dp = raw(
+                p.port,
+                &post(
+                    "/v1/chat/completions",
+                    b"{}",
+                    &format!("Authorization: Bearer {key}\r\n"),
+                ),
+            )
+            .unwrap();
+            if dp.status == 200 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", dp.status);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let r = call(
+            p.admin_port,
+            "GET",
+            &format!("/api/audit?action=key.create&limit=1&cursor={cursor}"),
+            Some(&t),
+            None,
+            "",
+        );
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        let v = r.json();
+        seen.extend(v["data"].as_array().unwrap().clone());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    // The three API calls, plus the CLI's key creation of the test setup.
+    let api: Vec<&Value> = seen
+        .iter()
+        .filter(|a| a["actor"] == format!("user:{}", admin.id))
+        .collect();
+    assert_eq!(api.len(), 3, "{seen:?}");
+    for (i, a) in api.iter().enumerate() {
+        assert_eq!(a["source_ip"], "127.0.0.1");
+        assert_eq!(a["user_agent"], format!("audit-canary-agent/{i}"));
+        assert_eq!(a["request_id"], format!("req-key-{i}"));
+        assert_eq!(a["org_id"], org.as_str());
+        assert_eq!(a["details"]["name"], format!("k{i}"));
+    }
+    // Stored sealed: the user agent is nowhere in the database in clear.
+    let s = p.stop();
+    assert_not_in_files(&s, &["audit-canary-agent"]);
+}
+
+/// None of `needles` in the database, its WAL, or the server log.
+fn assert_not_in_files(s: &Setup, needles: &[&str]) {
+    let db = s.db();
+    let files = [
+        db.clone(),
+        db.with_extension("db-wal"),
+        s.dir.path().join("sluice.log"),
+    ];
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        for n in needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{n:?} found in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn passwords_totp_seeds_recovery_codes_tokens_and_the_jwt_secret_never_leak() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "[log]\nlevel = \"debug\"\n");
+    let op = add_user(&s, "op@example.com", None, "");
+    let uri = op.otpauth.clone().unwrap();
+    let seed = uri
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("secret="))
+        .unwrap()
+        .to_string();
+    let p = s.spawn();
+    let wrong = "wrong-password-canary-42";
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(&json!({"email": op.email, "password": wrong})),
+        "",
+    );
+    assert_eq!(r.status, 401);
+    assert!(!r.body_text().contains(wrong));
+    let token = login(&p, &op, 0);
+    let new_pw = "new-password-canary-4242";
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/auth/password",
+        Some(&token),
+        Some(&json!({"current_password": PW, "new_password": new_pw})),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let new_token = r.json()["token"].as_str().unwrap().to_string();
+    let rc = json!({"email": op.email, "password": new_pw, "recovery_code": op.recovery[1]});
+    assert_eq!(
+        call(p.admin_port, "POST", "/api/auth/login", None, Some(&rc), "").status,
+        200
+    );
+    let audit = call(
+        p.admin_port,
+        "GET",
+        "/api/audit",
+        Some(&new_token),
+        None,
+        "",
+    )
+    .body_text();
+    let export =
+        String::from_utf8_lossy(&p.cli(&["audit", "export", "--decrypt"], b"").stdout).to_string();
+    let users = p.cli(&["users", "list", "--json"], b"");
+    let s = p.stop();
+    let mut needles: Vec<&str> = vec![PW, wrong, new_pw, &seed, JWT_SECRET, &token, &new_token];
+    needles.extend(op.recovery.iter().map(String::as_str));
+    assert_not_in_files(&s, &needles);
+    for text in [
+        &audit,
+        &export,
+        &String::from_utf8_lossy(&users.stdout).to_string(),
+    ] {
+        for n in &needles {
+            assert!(!text.contains(n), "{n} leaked: {text}");
+        }
+    }
+}
+
+#[test]
+fn hard_delete_forgets_the_org_and_shreds_its_audit_details_while_the_chain_verifies() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.org_id.clone();
+    let owner = add_user(&s, "owner@example.com", Some(&org), "owner");
+    let keep = s.cli_json(&["orgs", "create", "keep"], b"")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept_key = s.cli_json(&["keys", "create", "--org", &keep], b"")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = s.spawn();
+    let t = login(&p, &owner, 0);
+    // Personal data in the audit log: the user agents of a data-plane request and an admin call.
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/chat/completions",
+            b"{}",
+            "User-Agent: shred-canary-dataplane/1.0\r\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let r = call(
+        p.admin_port,
+        "PATCH",
+        &format!("/api/orgs/{org}"),
+        Some(&t),
+        Some(&json!({"region": "us"})),
+        "User-Agent: shred-canary-admin/1.0\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let before = wait_for_audit(&p, &org, "shred-canary-dataplane");
+    assert!(before.contains("shred-canary-admin"), "{before}");
+
+    // Without ?hard=true nothing happens.
+    let r = call(
+        p.admin_port,
+        "DELETE",
+        &format!("/api/orgs/{org}"),
+        Some(&t),
+        None,
+        "",
+    );
+    assert_eq!(r.code(), "hard_delete_required");
+    let r = call(
+        p.admin_port,
+        "DELETE",
+        &format!("/api/orgs/{org}?hard=true"),
+        Some(&t),
+        None,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.json()["keys"], 1);
+    assert_eq!(r.json()["users"], 1);
+
+    // Gone: the key on the data plane, the owner's session, the org.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
+        if r.status == 401 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "key still accepted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        call(p.admin_port, "GET", "/api/auth/me", Some(&t), None, "").status,
+        401
+    );
+    let orgs = p.cli_json(&["orgs", "list"], b"");
+    assert_eq!(orgs["orgs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        p.cli_json(&["users", "list"], b"")["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // The other org is untouched.
+    let r = raw(
+        p.port,
+        &post(
+            "/v1/chat/completions",
+            b"{}",
+            &format!("Authorization: Bearer {kept_key}\r\n"),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+
+    // The chain verifies; the org's records are still there but their details are shredded.
+    let v = p.cli_json(&["audit", "verify"], b"");
+    assert_eq!(v["ok"], true);
+    let out = p.cli(&["audit", "tail", "--org", &org, "-n", "1000"], b"");
+    let tail = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(tail.contains("\"shredded\""), "{tail}");
+    assert!(tail.contains("org.delete"), "{tail}");
+    assert!(!tail.contains("shred-canary"), "{tail}");
+    let export = p.cli(&["audit", "export", "--decrypt"], b"");
+    assert!(!String::from_utf8_lossy(&export.stdout).contains("shred-canary"));
+    // ... and never stored in clear.
+    let s = p.stop();
+    assert_not_in_files(&s, &["shred-canary"]);
+}
+
+/// Poll `audit tail --org` until it contains `needle` (request records are written in batches).
+fn wait_for_audit(p: &Proxy, org: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let out = p.cli(&["audit", "tail", "--org", org, "-n", "1000"], b"");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} not in {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
