@@ -35,6 +35,12 @@ pub struct Metrics {
     pub redactions: IntCounterVec,
     /// The audit writer's queue, batch write time, records written and failed writes.
     pub audit: crate::audit::WriterStats,
+    /// `sluice_admin_requests_total{method,status}`: admin API calls.
+    pub admin_requests: IntCounterVec,
+    /// `sluice_admin_logins_total{outcome}`: `success`, `throttled`, or the failure reason
+    /// (unknown_user, wrong_password, second_factor_missing, wrong_second_factor,
+    /// replayed_totp_code, internal).
+    pub admin_logins: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -140,6 +146,22 @@ impl Metrics {
                 "Failed audit batch writes (retried until written)",
             )?,
         };
+        let admin_requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_admin_requests_total",
+                "Admin API calls by method and status",
+            ),
+            &["method", "status"],
+        )?;
+        registry.register(Box::new(admin_requests.clone()))?;
+        let admin_logins = IntCounterVec::new(
+            Opts::new(
+                "sluice_admin_logins_total",
+                "Admin API logins by outcome (success, throttled, or the failure reason)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(admin_logins.clone()))?;
         registry.register(Box::new(audit.depth.clone()))?;
         registry.register(Box::new(audit.write_seconds.clone()))?;
         registry.register(Box::new(audit.written.clone()))?;
@@ -167,6 +189,8 @@ impl Metrics {
             auth_failures,
             redactions,
             audit,
+            admin_requests,
+            admin_logins,
         })
     }
 

@@ -142,6 +142,9 @@ type ApiResult = Result<(u16, Value), ApiError>;
 /// The admin API's state.
 pub struct Api {
     store: Mutex<Store>,
+    /// Logins use their own connection: their bcrypt work never holds up other calls.
+    login_store: Mutex<Store>,
+    logins: prometheus::IntCounterVec,
     ring: Arc<Keyring>,
     sessions: Option<Sessions>,
     directory: Mutex<Directory>,
@@ -396,13 +399,16 @@ impl Api {
     /// The API over its own store connection. Without `sessions` (no `SLUICE_JWT_SECRET`)
     /// every `/api/*` call but the OpenAPI document answers 503 `admin_api_disabled`.
     pub fn new(
-        store: Store,
+        (store, login_store): (Store, Store),
         ring: Arc<Keyring>,
         sessions: Option<Sessions>,
         cfg: &crate::config::Config,
+        logins: prometheus::IntCounterVec,
     ) -> Api {
         Api {
             store: Mutex::new(store),
+            login_store: Mutex::new(login_store),
+            logins,
             ring,
             sessions,
             directory: Mutex::new(Directory::default()),
@@ -554,6 +560,7 @@ impl Api {
             .unwrap_or_else(|p| p.into_inner())
             .check(ip, &l.email)
         {
+            self.logins.with_label_values(&["throttled"]).inc();
             return Err(ApiError {
                 retry_after: Some(wait),
                 ..err(
@@ -563,7 +570,7 @@ impl Api {
                 )
             });
         }
-        let store = self.store();
+        let store = self.login_store.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = users::login(
             &store,
             &self.ring,
@@ -581,6 +588,7 @@ impl Api {
         };
         match outcome {
             Ok(user) => {
+                self.logins.with_label_values(&["success"]).inc();
                 self.throttle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -599,6 +607,9 @@ impl Api {
                 ))
             }
             Err(refused) => {
+                self.logins
+                    .with_label_values(&[refused.reason.as_str()])
+                    .inc();
                 self.throttle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())

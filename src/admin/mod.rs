@@ -654,6 +654,28 @@ mod tests {
         let old = Keyring::new(&old_b64, &[]).unwrap();
         set_credential(&s, &old, "a", "sk-secret-a", None).unwrap();
         set_credential(&s, &old, "b", "sk-secret-b", None).unwrap();
+        // An org with an audit data key, and a user with a TOTP seed.
+        let org = audited(
+            &s,
+            &old,
+            audit::Record::admin("org.create", "cli:t"),
+            |s| create_org(s, "acme", None, None),
+            |o, r| r.org_id = Some(o.id.clone()),
+        )
+        .unwrap();
+        users::create_user(
+            &s,
+            &old,
+            &users::NewUser {
+                email: "a@example.com".into(),
+                org_id: Some(org.id.clone()),
+                role: Some(users::Role::Admin),
+                operator: false,
+                totp: true,
+            },
+            "a long enough password",
+        )
+        .unwrap();
 
         // Without the old key nothing can be re-sealed, and nothing changes.
         let stranger = Keyring::new(&Keyring::generate(), &[]).unwrap();
@@ -663,7 +685,17 @@ mod tests {
 
         let new = Keyring::new(&Keyring::generate(), &[&old_b64]).unwrap();
         let r = s.atomically(|s| rotate(s, &new)).unwrap();
-        assert_eq!(r.rotated, 2);
+        assert_eq!((r.rotated, r.org_keys_rotated, r.totp_rotated), (2, 1, 1));
+        let fp = Some(new.fingerprint());
+        for (_, sealed) in s.org_keys().unwrap() {
+            assert_eq!(Keyring::fingerprint_of(&sealed), fp);
+        }
+        for u in s.users(None).unwrap() {
+            assert_eq!(
+                Keyring::fingerprint_of(u.totp_sealed.as_deref().unwrap()),
+                fp
+            );
+        }
         let after = list_credentials(&s, Some(&new.fingerprint())).unwrap();
         assert!(after.iter().all(|c| c.current_key == Some(true)));
         let only_new = Keyring::new(&Keyring::generate(), &[]).unwrap();

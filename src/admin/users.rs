@@ -478,10 +478,26 @@ pub fn login(
             user.as_ref().map_or(dummy, |u| u.password_hash.as_str()),
         )
         .unwrap_or(false);
+    // A recovery code costs one bcrypt comparison whatever else is wrong with the attempt, so
+    // its timing says nothing about the account either.
+    let recovery = a
+        .recovery_code
+        .map(normalise_code)
+        .filter(|c| !c.is_empty())
+        .map(|code| {
+            let lookup = code.get(..4).unwrap_or("").to_string();
+            let hash = user
+                .as_ref()
+                .and_then(|u| store.recovery_code(&u.id, &lookup).ok().flatten());
+            let ok = bcrypt::verify(
+                code.as_bytes(),
+                hash.as_deref().unwrap_or(dummy_recovery_hash()),
+            )
+            .unwrap_or(false)
+                && hash.is_some();
+            (lookup, ok)
+        });
     let Some(user) = user else {
-        if a.recovery_code.is_some() {
-            let _ = bcrypt::verify(b"x", dummy_recovery_hash());
-        }
         return Err(refuse(Failure::UnknownUser, None));
     };
     if !pw_ok {
@@ -491,20 +507,11 @@ pub fn login(
         // TOTP is optional for this account and not enrolled.
         return Ok(user);
     };
-    if let Some(code) = a.recovery_code.filter(|c| !c.trim().is_empty()) {
-        let code = normalise_code(code);
-        let lookup = code.get(..4).unwrap_or("");
-        let hash = store.recovery_code(&user.id, lookup).ok().flatten();
-        let ok = bcrypt::verify(
-            code.as_bytes(),
-            hash.as_deref().unwrap_or(dummy_recovery_hash()),
-        )
-        .unwrap_or(false)
-            && hash.is_some();
+    if let Some((lookup, ok)) = recovery {
         if !ok {
             return Err(refuse(Failure::WrongCode, Some(user)));
         }
-        return match store.use_recovery_code(&user.id, lookup) {
+        return match store.use_recovery_code(&user.id, &lookup) {
             Ok(true) => Ok(user),
             Ok(false) => Err(refuse(Failure::ReplayedCode, Some(user))),
             Err(_) => Err(refuse(Failure::Internal, Some(user))),

@@ -101,6 +101,33 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>,
 
 impl Admin {
     async fn api(&self, session: &mut ServerSession, id: String) -> Response<Vec<u8>> {
+        let started = std::time::Instant::now();
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let resp = self.api_inner(session, id.clone()).await;
+        let status = resp.status().as_u16();
+        let m = match method.as_str() {
+            m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+            _ => "other",
+        };
+        self.0
+            .metrics
+            .admin_requests
+            .with_label_values(&[m, &status.to_string()])
+            .inc();
+        // Ids in the path are not secrets; query strings and bodies are never logged.
+        tracing::info!(
+            request_id = %id,
+            method = %method,
+            path = %path.chars().take(200).collect::<String>(),
+            status,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "admin api"
+        );
+        resp
+    }
+
+    async fn api_inner(&self, session: &mut ServerSession, id: String) -> Response<Vec<u8>> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())

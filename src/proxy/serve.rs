@@ -75,21 +75,24 @@ pub fn serve(
         path: cfg.store.path.clone(),
         source,
     })?;
-    let api_store =
+    let open = || {
         crate::store::Store::open(&cfg.store.path).map_err(|source| ServeError::Store {
             path: cfg.store.path.clone(),
             source,
-        })?;
+        })
+    };
+    let api_stores = (open()?, open()?);
     if sessions.is_none() {
         tracing::warn!(
             "SLUICE_JWT_SECRET is not set: the admin API (/api/*) answers 503 admin_api_disabled"
         );
     }
     let api = Arc::new(crate::admin::api::Api::new(
-        api_store,
+        api_stores,
         ring.clone(),
         sessions,
         &cfg,
+        metrics.admin_logins.clone(),
     ));
     let state = State::new(cfg, metrics, auth, regions, audit, api);
     let cfg = &state.cfg;

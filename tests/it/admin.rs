@@ -225,6 +225,12 @@ fn failed_logins_are_throttled_per_account_and_per_ip() {
         call(p.admin_port, "POST", "/api/auth/login", None, Some(&b), "").status,
         429
     );
+    p.metrics_with(&[
+        "sluice_admin_logins_total{outcome=\"throttled\"} 2",
+        "sluice_admin_logins_total{outcome=\"wrong_password\"} 3",
+        "sluice_admin_logins_total{outcome=\"unknown_user\"} 2",
+        "sluice_admin_requests_total{method=\"POST\",status=\"429\"} 2",
+    ]);
 }
 
 #[test]
