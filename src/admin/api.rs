@@ -637,18 +637,41 @@ impl Api {
         Ok((200, to_value(&users::view(store, store.user(&p.user_id)?)?)))
     }
 
+    /// Re-check the caller's password before a sensitive change; failures count towards the
+    /// same throttle as logins (a stolen token must not become a password oracle).
     fn check_own_password(
         &self,
         store: &Store,
-        user_id: &str,
+        c: &Caller,
         password: &str,
     ) -> Result<(), ApiError> {
-        let u = store.user(user_id)?;
+        let p = c.principal()?;
+        let u = store.user(&p.user_id)?;
+        let ip = c.req.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let wait = self
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(ip, &u.email);
+        if let Some(wait) = wait {
+            return Err(ApiError {
+                retry_after: Some(wait),
+                ..err(
+                    429,
+                    "rate_limited",
+                    format!("Too many failed attempts; retry in {wait} s."),
+                )
+            });
+        }
         let ok = password.len() <= users::MAX_PASSWORD_BYTES
             && bcrypt::verify(password, &u.password_hash).unwrap_or(false);
         if ok {
             Ok(())
         } else {
+            self.throttle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fail(ip, &u.email);
             Err(err(401, "invalid_credentials", INVALID_CREDENTIALS))
         }
     }
@@ -656,7 +679,7 @@ impl Api {
     fn change_password(&self, store: &Store, c: &Caller) -> ApiResult {
         let p = c.principal()?.clone();
         let b: PasswordChange = body(c.req)?;
-        self.check_own_password(store, &p.user_id, &b.current_password)?;
+        self.check_own_password(store, c, &b.current_password)?;
         let mut rec = c.record("user.password", p.org_id.as_deref());
         rec.target_id = Some(p.user_id.clone());
         super::audited(
@@ -679,7 +702,7 @@ impl Api {
     fn reenroll(&self, store: &Store, c: &Caller) -> ApiResult {
         let p = c.principal()?.clone();
         let b: Reauth = body(c.req)?;
-        self.check_own_password(store, &p.user_id, &b.password)?;
+        self.check_own_password(store, c, &b.password)?;
         let mut rec = c.record("user.totp_enroll", p.org_id.as_deref());
         rec.target_id = Some(p.user_id.clone());
         let e = super::audited(

@@ -121,7 +121,11 @@ impl<'a> OrgKeys<'a> {
                 }
                 let (key, raw) = DataKey::generate();
                 let sealed = self.ring.seal(&raw, &key_aad(org_id));
-                store.insert_org_key(org_id, &sealed, &self.ring.fingerprint())?;
+                if !store.insert_org_key(org_id, &sealed, &self.ring.fingerprint())? {
+                    // Another writer stored one first (not possible inside a write transaction,
+                    // which is where this runs, but never seal under a key that is not stored).
+                    return self.key(store, org_id, false);
+                }
                 let key = Arc::new(key);
                 self.cache.insert(org_id.into(), (sealed, key.clone()));
                 Ok(Some(key))

@@ -897,3 +897,47 @@ fn wait_for_audit(p: &Proxy, org: &str, needle: &str) -> String {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn the_cli_hard_delete_needs_hard_and_leaves_a_verifiable_chain() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.org_id.clone();
+    let member = add_user(&s, "m@example.com", Some(&org), "member");
+    // An admin record of the org with personal details (the member's email).
+    let before = s.cli(&["audit", "tail", "--org", &org, "-n", "100"], b"");
+    assert!(String::from_utf8_lossy(&before.stdout).contains("m@example.com"));
+
+    let out = s.cli(&["orgs", "delete", &org], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--hard"));
+    assert_eq!(
+        s.cli_json(&["orgs", "list"], b"")["orgs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let d = s.cli_json(&["orgs", "delete", &org, "--hard"], b"");
+    assert_eq!(
+        (d["keys"].as_u64(), d["users"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(d["wal_purged"], true);
+    assert_eq!(s.cli_json(&["audit", "verify"], b"")["ok"], true);
+    let after = s.cli(&["audit", "tail", "--org", &org, "-n", "100"], b"");
+    let after = String::from_utf8_lossy(&after.stdout).to_string();
+    assert!(!after.contains("m@example.com"), "{after}");
+    assert!(after.contains("shredded"), "{after}");
+    // The final record says what happened, without personal data.
+    let last: Value = serde_json::from_str(after.lines().last().unwrap()).unwrap();
+    assert_eq!(last["action"], "org.delete");
+    assert_eq!(last["details"]["hard"], true);
+    assert!(last["source_ip"].is_null() && last["user_agent"].is_null());
+    assert!(s.cli(&["users", "list", "--json"], b"").status.success());
+    let out = s.cli(&["orgs", "delete", &org, "--hard"], b"");
+    assert_eq!(out.status.code(), Some(1), "already gone");
+    let _ = member;
+    assert_not_in_files(&s, &["m@example.com"]);
+}
