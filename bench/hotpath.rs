@@ -175,5 +175,60 @@ fn redaction(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gate, model, auth_and_credential, redaction);
+/// Login failures must take the same time whatever went wrong (so timing does not tell which
+/// emails have accounts): unknown email, wrong password, and a right password with a wrong
+/// TOTP code, next to one bare bcrypt verification (cost 12) as the baseline.
+fn login(c: &mut Criterion) {
+    use admin::users::{self, Attempt, NewUser, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("bench.db")).unwrap();
+    let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
+    let org = admin::create_org(&store, "bench", None, None).unwrap();
+    let pw = "correct horse battery staple";
+    users::create_user(
+        &store,
+        &ring,
+        &NewUser {
+            email: "a@example.com".into(),
+            org_id: Some(org.id),
+            role: Some(Role::Admin),
+            operator: false,
+            totp: false,
+        },
+        pw,
+    )
+    .unwrap();
+    let dummy = users::dummy_hash();
+    let attempt = |email: &'static str, password: &'static str, totp: Option<&'static str>| {
+        let (store, ring, dummy) = (&store, &ring, &dummy);
+        move || {
+            users::login(
+                store,
+                ring,
+                dummy,
+                &Attempt {
+                    email,
+                    password,
+                    totp,
+                    recovery_code: None,
+                },
+            )
+            .is_err()
+        }
+    };
+    let mut g = c.benchmark_group("login");
+    g.sample_size(10);
+    g.bench_function("baseline_bcrypt_verify_cost12", |b| {
+        b.iter(|| bcrypt::verify(black_box(pw), &dummy).unwrap())
+    });
+    let unknown = attempt("nobody@example.com", "correct horse battery staple", None);
+    g.bench_function("unknown_email", |b| b.iter(&unknown));
+    let wrong = attempt("a@example.com", "wrong password entirely", None);
+    g.bench_function("wrong_password", |b| b.iter(&wrong));
+    let code = attempt("a@example.com", "correct horse battery staple", Some("000000"));
+    g.bench_function("wrong_totp_code", |b| b.iter(&code));
+    g.finish();
+}
+
+criterion_group!(benches, gate, model, auth_and_credential, redaction, login);
 criterion_main!(benches);
