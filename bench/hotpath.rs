@@ -225,7 +225,11 @@ fn login(c: &mut Criterion) {
     g.bench_function("unknown_email", |b| b.iter(&unknown));
     let wrong = attempt("a@example.com", "wrong password entirely", None);
     g.bench_function("wrong_password", |b| b.iter(&wrong));
-    let code = attempt("a@example.com", "correct horse battery staple", Some("000000"));
+    let code = attempt(
+        "a@example.com",
+        "correct horse battery staple",
+        Some("000000"),
+    );
     g.bench_function("wrong_totp_code", |b| b.iter(&code));
     g.finish();
 }

@@ -51,8 +51,13 @@ fn reply_with(
 }
 
 fn json_error(status: u16, code: &str, message: &str, request_id: &str) -> Response<Vec<u8>> {
+    let kind = match status {
+        403 => "permission_error",
+        s if s >= 500 => "server_error",
+        _ => "invalid_request_error",
+    };
     let body = serde_json::json!({"error": {
-        "message": message, "type": "invalid_request_error", "param": null,
+        "message": message, "type": kind, "param": null,
         "code": code, "request_id": request_id}});
     reply(
         status,

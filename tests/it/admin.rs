@@ -941,3 +941,45 @@ fn the_cli_hard_delete_needs_hard_and_leaves_a_verifiable_chain() {
     let _ = member;
     assert_not_in_files(&s, &["m@example.com"]);
 }
+
+#[test]
+fn a_password_on_the_command_line_is_refused_without_echo() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    for args in [
+        &[
+            "users",
+            "create",
+            "--email",
+            "a@example.com",
+            "--operator",
+            "--password",
+            "hunter2-canary-pw",
+        ][..],
+        &["users", "set-password", "someone", "hunter2-canary-pw"][..],
+    ] {
+        let out = s.cli(args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("hunter2"), "{all}");
+        assert!(all.contains("not echoed"), "{all}");
+    }
+    // A too-short password from stdin is refused, and not echoed either.
+    let out = s.cli(
+        &["users", "create", "--email", "a@example.com", "--operator"],
+        b"shrt-canary\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("shrt-canary"));
+    assert_eq!(
+        s.cli_json(&["users", "list"], b"")["users"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
