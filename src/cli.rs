@@ -580,8 +580,6 @@ fn users(cfg: &Config, c: UsersCmd) -> Outcome {
     use admin::users;
     let ring = || keyring();
     let store = open_store(cfg)?;
-    let actor = audit::cli_actor();
-    let org_of = |id: &str| store.user(id).ok().and_then(|u| u.org_id);
     match c {
         UsersCmd::Create {
             email,
@@ -599,7 +597,7 @@ fn users(cfg: &Config, c: UsersCmd) -> Outcome {
                 operator,
                 totp,
             };
-            let mut rec = Record::admin("user.create", &actor);
+            let mut rec = Record::admin("user.create", &audit::cli_actor());
             rec.org_id = org;
             let created = admin::audited(
                 &store,
@@ -625,51 +623,41 @@ fn users(cfg: &Config, c: UsersCmd) -> Outcome {
             Ok((serde_json::json!({ "users": list }), text))
         }
         UsersCmd::Update { user_id, role } => {
-            let mut rec = Record::admin("user.update", &actor);
-            rec.org_id = org_of(&user_id);
-            rec.target_id = Some(user_id.clone());
-            let v = admin::audited(
+            let v = on_user(
                 &store,
                 &ring()?,
-                rec,
+                "user.update",
+                &user_id,
                 |s| users::set_role(s, &user_id, role),
-                |v, r| {
-                    r.details = serde_json::json!({"role": v.user.role});
-                },
-            )
-            .map_err(|e| e.to_string())?;
+                |v, r| r.details = serde_json::json!({"role": v.user.role}),
+            )?;
             Ok((to_json(&v), format!("updated user {}", user_line(&v))))
         }
         UsersCmd::Delete { user_id } => {
-            let mut rec = Record::admin("user.delete", &actor);
-            rec.org_id = org_of(&user_id);
-            rec.target_id = Some(user_id.clone());
-            admin::audited(
+            on_user(
                 &store,
                 &ring()?,
-                rec,
+                "user.delete",
+                &user_id,
                 |s| users::delete_user(s, &user_id),
                 |_, _| {},
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             Ok((
                 serde_json::json!({"id": user_id, "deleted": true}),
                 format!("deleted user {user_id}"),
             ))
         }
         UsersCmd::SetPassword { user_id } => {
+            let ring = ring()?;
             let password = read_password()?;
-            let mut rec = Record::admin("user.password", &actor);
-            rec.org_id = org_of(&user_id);
-            rec.target_id = Some(user_id.clone());
-            admin::audited(
+            on_user(
                 &store,
-                &ring()?,
-                rec,
+                &ring,
+                "user.password",
+                &user_id,
                 |s| users::set_password(s, &user_id, &password),
                 |_, _| {},
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             Ok((
                 serde_json::json!({"id": user_id, "password_changed": true, "sessions_revoked": true}),
                 format!("set the password of user {user_id}; their sessions are revoked"),
@@ -677,43 +665,49 @@ fn users(cfg: &Config, c: UsersCmd) -> Outcome {
         }
         UsersCmd::EnrollTotp { user_id } => {
             let ring = ring()?;
-            let mut rec = Record::admin("user.totp_enroll", &actor);
-            rec.org_id = org_of(&user_id);
-            rec.target_id = Some(user_id.clone());
-            let e = admin::audited(
+            let e = on_user(
                 &store,
                 &ring,
-                rec,
-                |s| {
-                    let u = s.user(&user_id)?;
-                    users::enroll_totp(s, &ring, &u)
-                },
+                "user.totp_enroll",
+                &user_id,
+                |s| users::enroll_totp(s, &ring, &s.user(&user_id)?),
                 |_, _| {},
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             Ok((
                 to_json(&e),
                 format!("enrolled TOTP for user {user_id}{}", show_enrollment(&e)),
             ))
         }
         UsersCmd::RevokeSessions { user_id } => {
-            let mut rec = Record::admin("user.revoke_sessions", &actor);
-            rec.org_id = org_of(&user_id);
-            rec.target_id = Some(user_id.clone());
-            admin::audited(
+            on_user(
                 &store,
                 &ring()?,
-                rec,
+                "user.revoke_sessions",
+                &user_id,
                 |s| users::revoke_sessions(s, &user_id),
                 |_, _| {},
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             Ok((
                 serde_json::json!({"id": user_id, "sessions_revoked": true}),
                 format!("revoked every session of user {user_id}"),
             ))
         }
     }
+}
+
+/// An audited change to one user from the CLI (the record names the user's org).
+fn on_user<T>(
+    store: &Store,
+    ring: &Keyring,
+    action: &str,
+    user_id: &str,
+    op: impl FnOnce(&Store) -> admin::Result<T>,
+    describe: impl FnOnce(&T, &mut Record),
+) -> Result<T, String> {
+    let mut rec = Record::admin(action, &audit::cli_actor());
+    rec.org_id = store.user(user_id).ok().and_then(|u| u.org_id);
+    rec.target_id = Some(user_id.to_string());
+    admin::audited(store, ring, rec, op, describe).map_err(|e| e.to_string())
 }
 
 fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
@@ -995,26 +989,7 @@ fn dev_keyring(cfg: &Config) -> Result<Keyring, String> {
         .create(dir)
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(DEV_KEY_FILE);
-    let b64 = match std::fs::read_to_string(&path) {
-        Ok(s) => {
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            Zeroizing::new(s)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = Keyring::generate();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            f.write_all(key.as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            key
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
+    let b64 = dev_secret_file(&path)?;
     let warning = format!(
         "DEV MODE: the master key is stored in plain text in {} next to the database; anyone who can read both can decrypt every credential. Never use --dev in production: pass SLUICE_SECRETS_KEY from a secret store instead.",
         path.display()
@@ -1022,6 +997,31 @@ fn dev_keyring(cfg: &Config) -> Result<Keyring, String> {
     eprintln!("sluice: WARNING: {warning}");
     tracing::warn!("{warning}");
     Keyring::new(&b64, &[]).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A `--dev` secret kept in a 0600 file: read it, or create it with a fresh random 32-byte
+/// value (base64) when it does not exist.
+fn dev_secret_file(path: &Path) -> Result<Zeroizing<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            Ok(Zeroizing::new(s))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Keyring::generate();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            f.write_all(key.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// `serve --dev`: the JWT secret from the environment if set, else from (or into) a 0600 file
@@ -1038,23 +1038,7 @@ fn dev_jwt(cfg: &Config) -> Result<Option<admin::session::Sessions>, String> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let path = dir.join(DEV_JWT_FILE);
-    let secret = match std::fs::read_to_string(&path) {
-        Ok(s) => Zeroizing::new(s),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let s = Keyring::generate();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            f.write_all(s.as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            s
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
+    let secret = dev_secret_file(&path)?;
     Sessions::new(secret.trim().as_bytes(), cfg.admin.session_ttl)
         .map(Some)
         .map_err(|e| format!("{}: {e}", path.display()))

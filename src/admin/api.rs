@@ -937,18 +937,39 @@ impl Api {
         Ok((201, to_value(&created)))
     }
 
-    fn update_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
+    /// The shared path of every change to one member: the caller's role, the target in this
+    /// org, owners only by owners, then the audited operation.
+    #[allow(clippy::too_many_arguments)]
+    fn on_member<T>(
+        &self,
+        store: &Store,
+        c: &Caller,
+        org: &str,
+        uid: &str,
+        new_role: Option<Role>,
+        action: &str,
+        op: impl FnOnce(&Store) -> super::Result<T>,
+        describe: impl FnOnce(&T, &mut Record),
+    ) -> Result<T, ApiError> {
         let p = c.principal()?;
         allow(p, org, Access::Manage)?;
-        let b: MemberPatch = body(c.req)?;
         let target = self.member(store, org, uid)?;
-        Self::may_manage(p, target.role.as_deref(), Some(b.role))?;
-        let mut rec = c.record("user.update", Some(org));
+        Self::may_manage(p, target.role.as_deref(), new_role)?;
+        let mut rec = c.record(action, Some(org));
         rec.target_id = Some(uid.to_string());
-        let v = super::audited(
+        Ok(super::audited(store, &self.ring, rec, op, describe)?)
+    }
+
+    fn update_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
+        allow(c.principal()?, org, Access::Manage)?;
+        let b: MemberPatch = body(c.req)?;
+        let v = self.on_member(
             store,
-            &self.ring,
-            rec,
+            c,
+            org,
+            uid,
+            Some(b.role),
+            "user.update",
             |s| users::set_role(s, uid, b.role),
             |v, r| r.details = json!({"role": v.user.role}),
         )?;
@@ -956,16 +977,13 @@ impl Api {
     }
 
     fn delete_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
-        let p = c.principal()?;
-        allow(p, org, Access::Manage)?;
-        let target = self.member(store, org, uid)?;
-        Self::may_manage(p, target.role.as_deref(), None)?;
-        let mut rec = c.record("user.delete", Some(org));
-        rec.target_id = Some(uid.to_string());
-        super::audited(
+        self.on_member(
             store,
-            &self.ring,
-            rec,
+            c,
+            org,
+            uid,
+            None,
+            "user.delete",
             |s| users::delete_user(s, uid),
             |_, _| {},
         )?;
@@ -973,16 +991,13 @@ impl Api {
     }
 
     fn revoke_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
-        let p = c.principal()?;
-        allow(p, org, Access::Manage)?;
-        let target = self.member(store, org, uid)?;
-        Self::may_manage(p, target.role.as_deref(), None)?;
-        let mut rec = c.record("user.revoke_sessions", Some(org));
-        rec.target_id = Some(uid.to_string());
-        super::audited(
+        self.on_member(
             store,
-            &self.ring,
-            rec,
+            c,
+            org,
+            uid,
+            None,
+            "user.revoke_sessions",
             |s| users::revoke_sessions(s, uid),
             |_, _| {},
         )?;

@@ -530,17 +530,11 @@ impl Store {
         since: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT seq, id, at, kind, action, actor, org_id, target_id, source_ip, user_agent,
-                    request_id, outcome, details, prev_hash, hash
-             FROM audit WHERE seq > ?1 AND (?2 IS NULL OR org_id = ?2) AND (?3 IS NULL OR at >= ?3)
-             ORDER BY seq LIMIT ?4",
-        )?;
-        let rows = st.query_map(params![after_seq, org, since, limit], audit_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.audit_page(after_seq, org, since, None, limit)
     }
 
-    /// A page of records after `after_seq` for the admin API, with optional filters.
+    /// Records after `after_seq`, oldest first, optionally of one org, since a time, of one
+    /// action.
     pub fn audit_page(
         &self,
         after_seq: i64,

@@ -111,19 +111,7 @@ impl Keyring {
 
     /// Seal `plaintext` bound to `aad` under the current key.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ct = self
-            .current
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .unwrap_or_default(); // AES-GCM encryption only fails for >64 GiB inputs
+        let (nonce, ct) = encrypt(&self.current.cipher, plaintext, aad);
         let mut out = Vec::with_capacity(1 + FP_LEN + NONCE_LEN + ct.len());
         out.push(VERSION);
         out.extend_from_slice(&self.current.fp);
@@ -183,18 +171,7 @@ impl DataKey {
 
     /// Encrypt `plaintext` bound to `aad`: nonce followed by ciphertext.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .unwrap_or_default();
+        let (nonce, ct) = encrypt(&self.cipher, plaintext, aad);
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
@@ -212,6 +189,22 @@ impl DataKey {
             .map(Zeroizing::new)
             .map_err(|_| Error::Decrypt)
     }
+}
+
+/// AES-256-GCM under a fresh random nonce: `(nonce, ciphertext)`.
+fn encrypt(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .unwrap_or_default(); // AES-GCM encryption only fails for >64 GiB inputs
+    (nonce, ct)
 }
 
 /// The AAD binding a ciphertext to its row.

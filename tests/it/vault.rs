@@ -409,6 +409,18 @@ fn serve_dev_keeps_a_private_master_key_and_prints_a_key_once() {
         0o600
     );
     assert!(p.log().contains("DEV MODE"), "{}", p.log());
+    // The admin API is on, with a generated JWT secret kept beside the database.
+    let jwt_file = p.dir.path().join("data").join("sluice-dev-jwt.key");
+    assert_eq!(
+        std::fs::metadata(&jwt_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let r = raw(
+        p.admin_port,
+        b"GET /api/auth/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.code(), "invalid_token", "enabled, and asks for a session");
     let auth = format!("Authorization: Bearer {key}\r\n");
     let r = raw(p.port, &post("/v1/chat/completions", b"{}", &auth)).unwrap();
     assert_eq!(r.status, 200, "{}", r.body_text());
