@@ -77,6 +77,16 @@ fn request_id(session: &ServerSession) -> String {
     )
 }
 
+/// The request is fully read: stop the slow-client deadline of this connection.
+fn disarm(session: &ServerSession) {
+    if let Some(g) = session
+        .as_http1()
+        .and_then(|h| super::guard::Guarded::of(h.stream()))
+    {
+        g.disarm();
+    }
+}
+
 /// Read the admin API request body, refusing more than `limit` bytes.
 async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, u16> {
     let declared = session
@@ -98,7 +108,10 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>,
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(body),
+            Ok(None) => {
+                disarm(session);
+                return Ok(body);
+            }
             Err(_) => return Err(400),
         }
     }
@@ -215,6 +228,9 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let id = request_id(session);
+        if !session.req_header().uri.path().starts_with("/api/") {
+            disarm(session);
+        }
         if session.req_header().uri.path().starts_with("/api/")
             || session.req_header().uri.path() == "/api"
         {
@@ -259,6 +275,7 @@ impl ServeHttp for Admin {
 #[async_trait]
 impl ServeHttp for MetricsEndpoint {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        disarm(session);
         let id = request_id(session);
         let req = session.req_header();
         if req.method != http::Method::GET {

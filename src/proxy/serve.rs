@@ -112,13 +112,24 @@ pub fn serve(
     let mut data = Service::new("sluice data plane".to_string(), app);
     data.add_tcp(&cfg.listen.proxy.to_string());
 
-    let mut admin = Service::new("sluice admin".to_string(), ops::Admin(state.clone()));
+    // The admin listener gets the same slow-client deadline; it keeps answering while the
+    // process drains (so /readyz can say 503).
+    let admin_app = guard::App::new(
+        ops::Admin(state.clone()),
+        cfg.limits.client_timeout,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let mut admin = Service::new("sluice admin".to_string(), admin_app);
     admin.add_tcp(&cfg.listen.admin.to_string());
     admin.threads = Some(1);
 
     let mut metrics = Service::new(
         "sluice metrics".to_string(),
-        ops::MetricsEndpoint(state.clone()),
+        guard::App::new(
+            ops::MetricsEndpoint(state.clone()),
+            cfg.limits.client_timeout,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        ),
     );
     metrics.add_tcp(&cfg.listen.metrics.to_string());
     metrics.threads = Some(1);

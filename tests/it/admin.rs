@@ -983,3 +983,42 @@ fn a_password_on_the_command_line_is_refused_without_echo() {
         0
     );
 }
+
+#[test]
+fn slow_clients_on_the_admin_listener_are_cut_and_keep_alive_still_works() {
+    use std::io::Write;
+    let up = Upstream::start();
+    let s = Setup::new(
+        &mock_upstream(&up, ""),
+        "[limits]\nclient_timeout_secs = 1\n",
+    );
+    let p = s.spawn();
+    // A request head that never ends.
+    let mut slow = connect(p.admin_port).unwrap();
+    slow.write_all(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let closed = loop {
+        match std::io::Read::read(&mut slow, &mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    };
+    assert!(closed, "slow client not cut within 5 s");
+    // A complete request, then another on the same connection after the deadline.
+    let mut s2 = connect(p.admin_port).unwrap();
+    for _ in 0..2 {
+        s2.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut s2).unwrap().status, 200);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+}
