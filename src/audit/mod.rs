@@ -99,6 +99,7 @@ fn chain_hash(prev: &str, r: &AuditRow) -> String {
 /// data key. Must run inside [`Store::atomically`] (the tail read and the inserts are one
 /// transaction, so concurrent writers cannot fork the chain).
 pub fn append_in(store: &Store, keys: &mut OrgKeys, records: &[Record]) -> store::Result<()> {
+    keys.begin();
     let tail = store.audit_tail()?.unwrap_or((0, GENESIS.to_string()));
     append_after(store, tail, records, Some(keys))
 }

@@ -5,7 +5,7 @@
 //! Records of no org (operator actions, logins of unknown accounts) carry no org personal
 //! data and are stored as written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -55,6 +55,8 @@ impl From<SealError> for store::Error {
 pub struct OrgKeys<'a> {
     ring: &'a Keyring,
     cache: HashMap<String, (Vec<u8>, Arc<DataKey>)>,
+    /// Orgs whose cached key was checked against the store in the current transaction.
+    checked: HashSet<String>,
     /// Drop (rather than fail on) personal fields whose data key cannot be opened.
     withhold_unreadable: bool,
 }
@@ -65,6 +67,7 @@ impl<'a> OrgKeys<'a> {
         OrgKeys {
             ring,
             cache: HashMap::new(),
+            checked: HashSet::new(),
             withhold_unreadable: false,
         }
     }
@@ -77,9 +80,33 @@ impl<'a> OrgKeys<'a> {
         self
     }
 
+    /// A new transaction starts: cached keys are checked against the store again (another
+    /// process may have destroyed one since), once per org per transaction.
+    pub fn begin(&mut self) {
+        self.checked.clear();
+    }
+
     /// The org's data key; with `create`, made (and stored, inside the caller's transaction)
     /// when the org exists but has none yet. `None`: the org does not exist (any more).
     pub fn key(
+        &mut self,
+        store: &Store,
+        org_id: &str,
+        create: bool,
+    ) -> Result<Option<Arc<DataKey>>, SealError> {
+        if self.checked.contains(org_id) {
+            if let Some((_, key)) = self.cache.get(org_id) {
+                return Ok(Some(key.clone()));
+            }
+        }
+        let key = self.lookup(store, org_id, create)?;
+        if key.is_some() {
+            self.checked.insert(org_id.to_string());
+        }
+        Ok(key)
+    }
+
+    fn lookup(
         &mut self,
         store: &Store,
         org_id: &str,
@@ -124,7 +151,7 @@ impl<'a> OrgKeys<'a> {
                 if !store.insert_org_key(org_id, &sealed, &self.ring.fingerprint())? {
                     // Another writer stored one first (not possible inside a write transaction,
                     // which is where this runs, but never seal under a key that is not stored).
-                    return self.key(store, org_id, false);
+                    return self.lookup(store, org_id, false);
                 }
                 let key = Arc::new(key);
                 self.cache.insert(org_id.into(), (sealed, key.clone()));
@@ -199,7 +226,7 @@ impl<'a> OrgKeys<'a> {
         let (Some(org), true) = (row.org_id.clone(), any_sealed) else {
             return row;
         };
-        let key = match self.key(store, &org, false) {
+        let key = match self.lookup(store, &org, false) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open an org data key; audit fields left sealed");
@@ -240,5 +267,53 @@ impl<'a> OrgKeys<'a> {
                 d.unwrap_or_else(|| r#"{"personal_data":"unreadable: altered"}"#.to_string());
         }
         row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{append, Record};
+
+    #[test]
+    fn sealed_fields_open_until_the_org_is_deleted_then_stay_shredded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = Store::open(&path).unwrap();
+        let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
+        let org = s.insert_org("acme", None, "on").unwrap();
+        let mut keys = OrgKeys::new(&ring);
+        let rec = |ua: &str| {
+            let mut r = Record::admin("key.create", "user:u1");
+            r.org_id = Some(org.id.clone());
+            r.source_ip = Some("203.0.113.7".into());
+            r.user_agent = Some(ua.into());
+            r.details = serde_json::json!({"name": "canary-name"});
+            r
+        };
+        append(&s, &mut keys, &[rec("ua-one")]).unwrap();
+        let stored = s.audit_rows(0, None, None, 10).unwrap();
+        assert!(stored[0].user_agent.as_deref().unwrap().starts_with(SEALED));
+        assert!(!stored[0].details.contains("canary-name"));
+        let open = keys.open_row(&s, stored[0].clone());
+        assert_eq!(open.user_agent.as_deref(), Some("ua-one"));
+        assert_eq!(open.source_ip.as_deref(), Some("203.0.113.7"));
+        assert!(open.details.contains("canary-name"));
+
+        // Another connection hard-deletes the org; this writer's cached key must not be used
+        // for the next transaction, and what was written can no longer be read.
+        let other = Store::open(&path).unwrap();
+        other.atomically(|st| st.delete_org(&org.id)).unwrap();
+        append(&s, &mut keys, &[rec("ua-two")]).unwrap();
+        let rows = s.audit_rows(0, None, None, 10).unwrap();
+        assert_eq!(crate::audit::verify(&rows), Ok(2));
+        assert!(rows[1].user_agent.is_none() && rows[1].source_ip.is_none());
+        assert!(!rows[1].details.contains("canary-name"));
+        let mut fresh = OrgKeys::new(&ring);
+        for r in rows {
+            let o = fresh.open_row(&s, r);
+            assert!(o.user_agent.is_none());
+            assert!(!o.details.contains("canary-name"), "{}", o.details);
+        }
     }
 }
