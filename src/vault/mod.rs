@@ -194,7 +194,8 @@ impl DataKey {
 /// AES-256-GCM under a fresh random nonce: `(nonce, ciphertext)`.
 fn encrypt(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> ([u8; NONCE_LEN], Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    // ThreadRng: a CSPRNG (ChaCha12) seeded and reseeded from the OS, without a syscall per nonce.
+    rand::thread_rng().fill_bytes(&mut nonce);
     let ct = cipher
         .encrypt(
             Nonce::from_slice(&nonce),
