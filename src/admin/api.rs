@@ -68,6 +68,16 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+impl Drop for Request {
+    /// Bodies carry passwords, codes and credentials: wipe them once handled.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+        if let Some(a) = self.authorization.as_mut() {
+            zeroize::Zeroize::zeroize(a);
+        }
+    }
+}
+
 /// The reply: a status and a JSON body.
 #[derive(Debug)]
 pub struct Reply {
@@ -1090,13 +1100,14 @@ impl Api {
                     .ok_or_else(|| err(400, "invalid_request", "since must be an RFC 3339 time."))
             })
             .transpose()?;
-        let rows = store.audit_page(
-            after,
-            org.as_deref(),
-            since.as_deref(),
-            param(&params, "action"),
-            limit,
-        )?;
+        let filter = store::AuditFilter {
+            org: org.as_deref(),
+            since: since.as_deref(),
+            action: param(&params, "action"),
+            actor: param(&params, "actor"),
+            outcome: param(&params, "outcome"),
+        };
+        let rows = store.audit_page(after, &filter, limit)?;
         let next = (rows.len() as i64 == limit)
             .then(|| rows.last().map(|r| r.seq.to_string()))
             .flatten();
@@ -1171,10 +1182,11 @@ mod tests {
 
     #[test]
     fn body_errors_never_echo_values() {
-        let req = |b: &str| Request {
-            content_type: Some("application/json".into()),
-            body: b.as_bytes().to_vec(),
-            ..Default::default()
+        let req = |b: &str| {
+            let mut r = Request::default();
+            r.content_type = Some("application/json".into());
+            r.body = b.as_bytes().to_vec();
+            r
         };
         for b in [
             r#"{"email": "a@b.c", "password": 12345678901234}"#,

@@ -530,27 +530,28 @@ impl Store {
         since: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditRow>> {
-        self.audit_page(after_seq, org, since, None, limit)
+        let f = AuditFilter {
+            org,
+            since,
+            ..AuditFilter::default()
+        };
+        self.audit_page(after_seq, &f, limit)
     }
 
-    /// Records after `after_seq`, oldest first, optionally of one org, since a time, of one
-    /// action.
-    pub fn audit_page(
-        &self,
-        after_seq: i64,
-        org: Option<&str>,
-        since: Option<&str>,
-        action: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<AuditRow>> {
+    /// Records after `after_seq`, oldest first, matching every filter that is set.
+    pub fn audit_page(&self, after_seq: i64, f: &AuditFilter, limit: i64) -> Result<Vec<AuditRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, id, at, kind, action, actor, org_id, target_id, source_ip, user_agent,
                     request_id, outcome, details, prev_hash, hash
              FROM audit WHERE seq > ?1 AND (?2 IS NULL OR org_id = ?2) AND (?3 IS NULL OR at >= ?3)
-               AND (?4 IS NULL OR action = ?4)
-             ORDER BY seq LIMIT ?5",
+               AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR actor = ?5)
+               AND (?6 IS NULL OR outcome = ?6)
+             ORDER BY seq LIMIT ?7",
         )?;
-        let rows = st.query_map(params![after_seq, org, since, action, limit], audit_row)?;
+        let rows = st.query_map(
+            params![after_seq, f.org, f.since, f.action, f.actor, f.outcome, limit],
+            audit_row,
+        )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -605,6 +606,17 @@ impl Store {
             |r| r.get(0),
         )?)
     }
+}
+
+/// Filters for [`Store::audit_page`]; `None` matches everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AuditFilter<'a> {
+    pub org: Option<&'a str>,
+    /// RFC 3339 UTC: records at or after it.
+    pub since: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub outcome: Option<&'a str>,
 }
 
 /// One stored audit record. `details` is a JSON object; `hash` chains it to `prev_hash`.
