@@ -307,10 +307,25 @@ fn region(s: Option<&str>) -> Result<Option<Region>, ApiError> {
 struct Login {
     email: String,
     password: String,
-    #[serde(default)]
+    /// A string, or a number (leading zeros restored: `12345` is `"012345"`).
+    #[serde(default, deserialize_with = "code_string")]
     totp: Option<String>,
     #[serde(default)]
     recovery_code: Option<String>,
+}
+
+fn code_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Code {
+        Text(String),
+        Number(u32),
+    }
+    Ok(match Option::<Code>::deserialize(d)? {
+        None => None,
+        Some(Code::Text(s)) => Some(s),
+        Some(Code::Number(n)) => Some(format!("{n:06}")),
+    })
 }
 
 #[derive(Deserialize)]
