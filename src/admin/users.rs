@@ -571,6 +571,21 @@ mod tests {
     const PW: &str = "correct horse battery";
 
     #[test]
+    fn totp_matches_the_rfc_6238_test_vectors() {
+        // RFC 6238 appendix B, SHA-1 seed "12345678901234567890"; 6-digit truncation of the
+        // published 8-digit values.
+        let t = totp_for(b"12345678901234567890".to_vec(), "a@example.com").unwrap();
+        for (at, want) in [
+            (59, "287082"),
+            (1111111109, "081804"),
+            (1234567890, "005924"),
+            (2000000000, "279037"),
+        ] {
+            assert_eq!(t.generate(at), want, "T={at}");
+        }
+    }
+
+    #[test]
     fn password_policy_and_no_truncation() {
         assert!(check_password("short").is_err());
         assert!(check_password(&"a".repeat(73)).is_err());
