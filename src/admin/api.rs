@@ -149,6 +149,9 @@ impl From<store::Error> for ApiError {
 
 type ApiResult = Result<(u16, Value), ApiError>;
 
+/// A hook run after every successful change.
+type OnChange = Box<dyn Fn(&Store) + Send + Sync>;
+
 /// The admin API's state.
 pub struct Api {
     store: Mutex<Store>,
@@ -161,6 +164,8 @@ pub struct Api {
     throttle: Mutex<Throttle>,
     dummy_hash: String,
     pii_default_on: bool,
+    /// Called (with the store, still locked) after every successful change.
+    on_change: Option<OnChange>,
 }
 
 /// Who made a call, for its audit record.
@@ -444,7 +449,16 @@ impl Api {
             )),
             dummy_hash: users::dummy_hash(),
             pii_default_on: cfg.pii.default_on,
+            on_change: None,
         }
+    }
+
+    /// Run `f` after every successful change, before the answer goes out (serve uses it to
+    /// reload the data plane's key snapshot: a key created or revoked through the API is
+    /// usable or refused by the time the call returns).
+    pub fn on_change(mut self, f: impl Fn(&Store) + Send + Sync + 'static) -> Api {
+        self.on_change = Some(Box::new(f));
+        self
     }
 
     /// Answer one request (blocking: bcrypt and SQLite; run it off the async executor).
@@ -569,6 +583,9 @@ impl Api {
         };
         if r.is_ok() && m != "GET" {
             self.changed();
+            if let Some(f) = &self.on_change {
+                f(&store);
+            }
         }
         r
     }

@@ -217,6 +217,7 @@ impl Snapshot {
 /// Keeps the current snapshot fresh and writes last-used times in batches.
 pub struct Watcher {
     current: RwLock<Arc<Snapshot>>,
+    ring: Arc<Keyring>,
     started: Instant,
     /// Milliseconds since `started` of the last successful poll of the store.
     last_ok_ms: AtomicU64,
@@ -229,6 +230,7 @@ impl Watcher {
         let first = Snapshot::load(&store, &ring, None)?;
         let w = Arc::new(Watcher {
             current: RwLock::new(Arc::new(first)),
+            ring: ring.clone(),
             started: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
         });
@@ -286,6 +288,21 @@ impl Watcher {
                 source,
             })?;
         Ok(w)
+    }
+
+    /// Reload now through `store` (another connection of this process that just committed a
+    /// change, e.g. the admin API), so the change applies before the caller answers instead of
+    /// at the next poll.
+    pub fn reload_with(&self, store: &Store) {
+        let prev = self.get();
+        match Snapshot::load(store, &self.ring, Some(&prev)) {
+            Ok(s) => {
+                if let Ok(mut cur) = self.current.write() {
+                    *cur = Arc::new(s);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot reload key snapshot; the next poll will"),
+        }
     }
 
     /// The current snapshot.

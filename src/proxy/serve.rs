@@ -87,13 +87,17 @@ pub fn serve(
             "SLUICE_JWT_SECRET is not set: the admin API (/api/*) answers 503 admin_api_disabled"
         );
     }
-    let api = Arc::new(crate::admin::api::Api::new(
-        api_stores,
-        ring.clone(),
-        sessions,
-        &cfg,
-        metrics.admin_logins.clone(),
-    ));
+    let watcher = auth.clone();
+    let api = Arc::new(
+        crate::admin::api::Api::new(
+            api_stores,
+            ring.clone(),
+            sessions,
+            &cfg,
+            metrics.admin_logins.clone(),
+        )
+        .on_change(move |store| watcher.reload_with(store)),
+    );
     let state = State::new(cfg, metrics, auth, regions, audit, api);
     let cfg = &state.cfg;
 
