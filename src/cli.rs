@@ -140,8 +140,15 @@ enum UsersCmd {
     /// terminal). Operators, owners and admins get TOTP: the otpauth URI and 10 recovery codes
     /// are printed once.
     Create {
+        /// The user's email (also accepted as `--email`).
+        #[arg(
+            value_name = "EMAIL",
+            required_unless_present = "email",
+            conflicts_with = "email"
+        )]
+        email_arg: Option<String>,
         #[arg(long)]
-        email: String,
+        email: Option<String>,
         /// The user's org (not for --operator).
         #[arg(
             long,
@@ -582,6 +589,7 @@ fn users(cfg: &Config, c: UsersCmd) -> Outcome {
     let store = open_store(cfg)?;
     match c {
         UsersCmd::Create {
+            email_arg,
             email,
             org,
             role,
@@ -591,7 +599,7 @@ fn users(cfg: &Config, c: UsersCmd) -> Outcome {
             let ring = ring()?;
             let password = read_password()?;
             let new = users::NewUser {
-                email,
+                email: email.or(email_arg).unwrap_or_default(),
                 org_id: org.clone(),
                 role,
                 operator,

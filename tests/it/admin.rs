@@ -25,10 +25,11 @@ struct User {
 
 /// Create a user with the CLI (password on stdin); `org: None` makes an operator.
 fn add_user(s: &Setup, email: &str, org: Option<&str>, role: &str) -> User {
-    let mut args = vec!["users", "create", "--email", email];
+    // The email as `--email` for operators, positional for the others: both are accepted.
+    let mut args = vec!["users", "create"];
     match org {
-        Some(o) => args.extend(["--org", o, "--role", role]),
-        None => args.push("--operator"),
+        Some(o) => args.extend([email, "--org", o, "--role", role]),
+        None => args.extend(["--email", email, "--operator"]),
     }
     let v = s.cli_json(&args, format!("{PW}\n").as_bytes());
     User {
