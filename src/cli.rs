@@ -404,7 +404,7 @@ fn to_json(v: &impl Serialize) -> serde_json::Value {
 }
 
 fn open_store(cfg: &Config) -> Result<Store, String> {
-    Store::open(&cfg.store.path)
+    Store::open_limited(&cfg.store.path, cfg.store.max_bytes)
         .map_err(|e| format!("cannot open the store {}: {e}", cfg.store.path.display()))
 }
 

@@ -285,8 +285,13 @@ pub fn is_allowed_origin(origin: &[u8], allowed: &[String]) -> bool {
         .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
 }
 
-/// The `model` of a JSON request body, if the body is a JSON object with a string `model`.
-/// The whole body is validated as JSON while looking; other fields are skipped, not copied.
+/// Longest `model` sluice keeps (for timeouts, logs and audit records), in characters; real
+/// model names are far shorter, and a client must not grow a record with a 5 MB "model".
+pub const MAX_MODEL_CHARS: usize = 128;
+
+/// The `model` of a JSON request body, if the body is a JSON object with a string `model`
+/// (cut to [`MAX_MODEL_CHARS`]). The whole body is validated as JSON while looking; other
+/// fields are skipped, not copied.
 pub fn model(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Peek<'a> {
@@ -296,7 +301,7 @@ pub fn model(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<Peek>(body)
         .ok()
         .and_then(|p| p.model)
-        .map(|m| m.into_owned())
+        .map(|m| crate::audit::cap(&m, MAX_MODEL_CHARS).to_string())
 }
 
 #[cfg(test)]
@@ -435,6 +440,11 @@ mod tests {
             Some("gpt-4o")
         );
         assert_eq!(model(br#"{"model":5}"#), None);
+        let huge = format!(r#"{{"model":"{}"}}"#, "é".repeat(100_000));
+        assert_eq!(
+            model(huge.as_bytes()).unwrap().chars().count(),
+            MAX_MODEL_CHARS
+        );
         assert_eq!(model(b"not json"), None);
         assert!(is_allowed_origin(
             b"https://App.example.com",

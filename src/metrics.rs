@@ -37,6 +37,9 @@ pub struct Metrics {
     pub audit: crate::audit::WriterStats,
     /// `sluice_admin_requests_total{method,status}`: admin API calls.
     pub admin_requests: IntCounterVec,
+    /// `sluice_snapshot_age_seconds`: since the key snapshot was last confirmed current (set
+    /// at scrape time).
+    pub snapshot_age: prometheus::Gauge,
     /// `sluice_admin_logins_total{outcome}`: `success`, `throttled`, or the failure reason
     /// (unknown_user, wrong_password, second_factor_missing, wrong_second_factor,
     /// replayed_totp_code, internal).
@@ -145,6 +148,10 @@ impl Metrics {
                 "sluice_audit_write_errors_total",
                 "Failed audit batch writes (retried until written)",
             )?,
+            failing: IntGauge::new(
+                "sluice_audit_writer_failing",
+                "1 while audit records cannot be written (disk full, store broken): new requests get 503 audit_unavailable",
+            )?,
         };
         let admin_requests = IntCounterVec::new(
             Opts::new(
@@ -162,10 +169,16 @@ impl Metrics {
             &["outcome"],
         )?;
         registry.register(Box::new(admin_logins.clone()))?;
+        let snapshot_age = prometheus::Gauge::new(
+            "sluice_snapshot_age_seconds",
+            "Seconds since the in-memory key snapshot was last confirmed current; past [store] max_stale_secs requests get 503 store_unavailable",
+        )?;
+        registry.register(Box::new(snapshot_age.clone()))?;
         registry.register(Box::new(audit.depth.clone()))?;
         registry.register(Box::new(audit.write_seconds.clone()))?;
         registry.register(Box::new(audit.written.clone()))?;
         registry.register(Box::new(audit.errors.clone()))?;
+        registry.register(Box::new(audit.failing.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -191,6 +204,7 @@ impl Metrics {
             audit,
             admin_requests,
             admin_logins,
+            snapshot_age,
         })
     }
 

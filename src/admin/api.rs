@@ -127,8 +127,8 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         match e {
             Error::Invalid(m) => err(400, "invalid_request", m),
-            Error::Store(store::Error::NotFound { what, id }) => {
-                err(404, "not_found", format!("No {what} {id:?}."))
+            Error::Store(store::Error::NotFound { what, .. }) => {
+                err(404, "not_found", format!("No such {what}."))
             }
             Error::Store(store::Error::Duplicate { what, .. }) => {
                 err(409, "conflict", format!("That {what} already exists."))
@@ -300,7 +300,7 @@ fn region(s: Option<&str>) -> Result<Option<Region>, ApiError> {
             err(
                 400,
                 "invalid_request",
-                format!("Unknown region {r:?} (us | eu | apac)."),
+                "Unknown region: use us, eu or apac.",
             )
         })
     })
@@ -340,10 +340,17 @@ struct PasswordChange {
     new_password: String,
 }
 
+/// Re-enrolling TOTP: the password and, when a TOTP is enrolled, a current code or a
+/// recovery code (a stolen session plus the password must not be enough to move the second
+/// factor to the attacker's device).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Reauth {
     password: String,
+    #[serde(default, deserialize_with = "code_string")]
+    totp: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -413,10 +420,10 @@ fn pii(s: Option<&str>) -> Result<Option<Pii>, ApiError> {
         None => Ok(None),
         Some("on") => Ok(Some(Pii::On)),
         Some("off") => Ok(Some(Pii::Off)),
-        Some(o) => Err(err(
+        Some(_) => Err(err(
             400,
             "invalid_request",
-            format!("pii must be \"on\" or \"off\", not {o:?}."),
+            "pii must be \"on\" or \"off\".",
         )),
     }
 }
@@ -596,22 +603,27 @@ impl Api {
         let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
         let l: Login = body(req)?;
         let ip = req.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        if let Some(wait) = self
+        // The slot is taken before bcrypt and stays a failure unless the login succeeds, so
+        // parallel attempts cannot outrun the limit.
+        let reservation = self
             .throttle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .check(ip, &l.email)
-        {
-            self.logins.with_label_values(&["throttled"]).inc();
-            return Err(ApiError {
-                retry_after: Some(wait),
-                ..err(
-                    429,
-                    "rate_limited",
-                    format!("Too many failed logins; retry in {wait} s."),
-                )
-            });
-        }
+            .reserve(ip, &l.email);
+        let reservation = match reservation {
+            Ok(r) => r,
+            Err(wait) => {
+                self.logins.with_label_values(&["throttled"]).inc();
+                return Err(ApiError {
+                    retry_after: Some(wait),
+                    ..err(
+                        429,
+                        "rate_limited",
+                        format!("Too many failed logins; retry in {wait} s."),
+                    )
+                });
+            }
+        };
         let store = self.login_store.lock().unwrap_or_else(|p| p.into_inner());
         let outcome = users::login(
             &store,
@@ -634,7 +646,7 @@ impl Api {
                 self.throttle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .succeed(&l.email);
+                    .succeed(reservation);
                 let mut r = caller.record("auth.login", user.org_id.as_deref());
                 r.actor = format!("user:{}", user.id);
                 r.target_id = Some(user.id.clone());
@@ -652,10 +664,8 @@ impl Api {
                 self.logins
                     .with_label_values(&[refused.reason.as_str()])
                     .inc();
-                self.throttle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .fail(ip, &l.email);
+                // The reservation already counts as this failure.
+                drop(reservation);
                 let mut r = caller.record("auth.login", refused.org_id.as_deref());
                 r.outcome = "failure";
                 r.target_id = refused.user_id.clone();
@@ -687,33 +697,60 @@ impl Api {
         c: &Caller,
         password: &str,
     ) -> Result<(), ApiError> {
+        self.check_own(store, c, password, None)
+    }
+
+    /// [`Self::check_own_password`], plus the second factor (`(totp, recovery_code)`) when
+    /// `second` is given: a current TOTP code or an unused recovery code (burnt), exactly as
+    /// a login checks them. An account without TOTP needs the password only.
+    fn check_own(
+        &self,
+        store: &Store,
+        c: &Caller,
+        password: &str,
+        second: Option<(Option<&str>, Option<&str>)>,
+    ) -> Result<(), ApiError> {
         let p = c.principal()?;
         let u = store.user(&p.user_id)?;
         let ip = c.req.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let wait = self
+        let reservation = self
             .throttle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .check(ip, &u.email);
-        if let Some(wait) = wait {
-            return Err(ApiError {
+            .reserve(ip, &u.email)
+            .map_err(|wait| ApiError {
                 retry_after: Some(wait),
                 ..err(
                     429,
                     "rate_limited",
                     format!("Too many failed attempts; retry in {wait} s."),
                 )
-            });
-        }
-        let ok = password.len() <= users::MAX_PASSWORD_BYTES
-            && bcrypt::verify(password, &u.password_hash).unwrap_or(false);
+            })?;
+        let ok = match second {
+            None => {
+                password.len() <= users::MAX_PASSWORD_BYTES
+                    && bcrypt::verify(password, &u.password_hash).unwrap_or(false)
+            }
+            Some((totp, recovery_code)) => users::login(
+                store,
+                &self.ring,
+                &self.dummy_hash,
+                &users::Attempt {
+                    email: &u.email,
+                    password,
+                    totp,
+                    recovery_code,
+                },
+            )
+            .is_ok_and(|v| v.id == u.id),
+        };
         if ok {
-            Ok(())
-        } else {
             self.throttle
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .fail(ip, &u.email);
+                .succeed(reservation);
+            Ok(())
+        } else {
             Err(err(401, "invalid_credentials", INVALID_CREDENTIALS))
         }
     }
@@ -744,7 +781,12 @@ impl Api {
     fn reenroll(&self, store: &Store, c: &Caller) -> ApiResult {
         let p = c.principal()?.clone();
         let b: Reauth = body(c.req)?;
-        self.check_own_password(store, c, &b.password)?;
+        self.check_own(
+            store,
+            c,
+            &b.password,
+            Some((b.totp.as_deref(), b.recovery_code.as_deref())),
+        )?;
         let mut rec = c.record("user.totp_enroll", p.org_id.as_deref());
         rec.target_id = Some(p.user_id.clone());
         let e = super::audited(
@@ -870,11 +912,11 @@ impl Api {
             None | Some("inherit") => KeyPii::Inherit,
             Some("on") => KeyPii::On,
             Some("off") => KeyPii::Off,
-            Some(o) => {
+            Some(_) => {
                 return Err(err(
                     400,
                     "invalid_request",
-                    format!("pii must be \"on\", \"off\" or \"inherit\", not {o:?}."),
+                    "pii must be \"on\", \"off\" or \"inherit\".",
                 ))
             }
         };
@@ -903,11 +945,7 @@ impl Api {
     fn revoke_key(&self, store: &Store, c: &Caller, org: &str, kid: &str) -> ApiResult {
         allow(c.principal()?, org, Access::Manage)?;
         if !store.keys(Some(org))?.iter().any(|k| k.id == kid) {
-            return Err(err(
-                404,
-                "not_found",
-                format!("No key {kid:?} in this org."),
-            ));
+            return Err(err(404, "not_found", "No such key in this org."));
         }
         let mut rec = c.record("key.revoke", Some(org));
         rec.target_id = Some(kid.to_string());
@@ -926,11 +964,7 @@ impl Api {
     fn member(&self, store: &Store, org: &str, uid: &str) -> Result<store::User, ApiError> {
         match store.user(uid) {
             Ok(u) if u.org_id.as_deref() == Some(org) => Ok(u),
-            _ => Err(err(
-                404,
-                "not_found",
-                format!("No user {uid:?} in this org."),
-            )),
+            _ => Err(err(404, "not_found", "No such user in this org.")),
         }
     }
 

@@ -32,6 +32,21 @@ pub enum Error {
     Vault(#[from] vault::Error),
 }
 
+impl Error {
+    /// A stable code for the failure: what its audit record keeps (never the message, which
+    /// may describe what was submitted).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "invalid_request",
+            Error::Store(store::Error::NotFound { .. }) => "not_found",
+            Error::Store(store::Error::Duplicate { .. }) => "conflict",
+            Error::Store(e) if e.is_full() => "store_full",
+            Error::Store(_) => "store_error",
+            Error::Vault(_) => "vault_error",
+        }
+    }
+}
+
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -78,15 +93,14 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parse an RFC 3339 time that must lie in the future; returned normalised to UTC.
+/// Parse an RFC 3339 time that must lie in the future; returned normalised to UTC. The error
+/// never quotes the input (a secret pasted into the wrong field must not come back).
 pub fn future_time(s: &str) -> Result<String> {
     let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
-        Error::Invalid(format!(
-            "{s:?} is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)"
-        ))
+        Error::Invalid("the expiry is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)".into())
     })?;
     if t <= OffsetDateTime::now_utc() {
-        return Err(Error::Invalid(format!("{s:?} is in the past")));
+        return Err(Error::Invalid("the expiry is in the past".into()));
     }
     Ok(t.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
@@ -120,7 +134,9 @@ pub fn audited<T>(
     if let Err(e) = &result {
         let mut r = record;
         r.outcome = "failure";
-        r.details = serde_json::json!({ "error": e.to_string() });
+        // The code only: a message can describe what was submitted (a secret typed into the
+        // wrong field), and the audit log is append-only.
+        r.details = serde_json::json!({ "error": e.code() });
         if let Err(ae) = audit::append(store, &mut keys, &[r]) {
             tracing::error!(error = %ae, "cannot record the failed admin action in the audit log");
         }

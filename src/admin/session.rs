@@ -189,14 +189,35 @@ impl Directory {
     }
 }
 
-/// Failed-login counters: a sliding window per source IP and per account (lower-cased email,
+/// The one normal form of an account name (an email) for lookups and throttling: surrounding
+/// whitespace removed, ASCII lower-cased (the store compares emails with SQLite's ASCII
+/// `NOCASE`). Every use of an account name goes through this, so `" Victim@Example.com"` is
+/// the same account everywhere and cannot dodge its throttle.
+pub fn account_key(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
+/// Failed-login counters: a sliding window per source IP and per account ([`account_key`],
 /// known or not, so the throttle reveals nothing about which accounts exist).
+///
+/// An attempt takes its slot before the password is checked ([`Throttle::reserve`]) and keeps
+/// it as a failure unless it succeeds, so N parallel attempts cannot all pass a check that
+/// only counts failures after bcrypt: at most the limit get through.
 pub struct Throttle {
     per_ip: HashMap<IpAddr, Vec<Instant>>,
     per_account: HashMap<String, Vec<Instant>>,
     ip_limit: usize,
     account_limit: usize,
     window: Duration,
+}
+
+/// A slot taken by [`Throttle::reserve`]: counted as a failure unless handed to
+/// [`Throttle::succeed`].
+#[derive(Debug)]
+pub struct Reservation {
+    ip: IpAddr,
+    account: String,
+    at: Instant,
 }
 
 const MAX_TRACKED: usize = 100_000;
@@ -230,21 +251,16 @@ impl Throttle {
         )
     }
 
-    /// Seconds to wait when this IP or account has used up its failures.
-    pub fn check(&self, ip: IpAddr, account: &str) -> Option<u64> {
+    /// Take a slot for one attempt, or the seconds to wait when this IP or account has used
+    /// up its failures. The slot counts as a failure from now on, unless the attempt succeeds.
+    pub fn reserve(&mut self, ip: IpAddr, account: &str) -> Result<Reservation, u64> {
         let now = Instant::now();
+        let account = account_key(account);
         let a = self.retry_after(self.per_ip.get(&ip), self.ip_limit, now);
-        let b = self.retry_after(
-            self.per_account.get(&account.to_lowercase()),
-            self.account_limit,
-            now,
-        );
-        a.max(b)
-    }
-
-    /// Count a failure.
-    pub fn fail(&mut self, ip: IpAddr, account: &str) {
-        let now = Instant::now();
+        let b = self.retry_after(self.per_account.get(&account), self.account_limit, now);
+        if let Some(wait) = a.max(b) {
+            return Err(wait);
+        }
         let window = self.window;
         if self.per_ip.len() + self.per_account.len() > MAX_TRACKED {
             self.per_ip.retain(|_, v| {
@@ -261,16 +277,23 @@ impl Throttle {
             v.push(now);
         };
         keep(self.per_ip.entry(ip).or_default());
-        keep(
-            self.per_account
-                .entry(account.trim().to_lowercase())
-                .or_default(),
-        );
+        keep(self.per_account.entry(account.clone()).or_default());
+        Ok(Reservation {
+            ip,
+            account,
+            at: now,
+        })
     }
 
-    /// A successful login clears the account's failures (not the IP's).
-    pub fn succeed(&mut self, account: &str) {
-        self.per_account.remove(&account.trim().to_lowercase());
+    /// The attempt behind `r` succeeded: its slot is given back and the account's failures
+    /// are cleared (the IP's other failures stay).
+    pub fn succeed(&mut self, r: Reservation) {
+        self.per_account.remove(&r.account);
+        if let Some(v) = self.per_ip.get_mut(&r.ip) {
+            if let Some(i) = v.iter().position(|t| *t == r.at) {
+                v.remove(i);
+            }
+        }
     }
 }
 
@@ -322,15 +345,44 @@ mod tests {
         let mut t = Throttle::new(3, 2, Duration::from_secs(60));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let ip2: IpAddr = "127.0.0.2".parse().unwrap();
-        assert!(t.check(ip, "a@x.io").is_none());
-        t.fail(ip, "a@x.io");
-        t.fail(ip, "A@x.io");
-        assert!(t.check(ip2, "a@x.io").is_some(), "per account, any IP");
-        assert!(t.check(ip, "b@x.io").is_none());
-        t.fail(ip, "b@x.io");
-        assert!(t.check(ip, "c@x.io").is_some(), "per IP, any account");
-        assert!(t.check(ip2, "c@x.io").is_none());
-        t.succeed("a@x.io");
-        assert!(t.check(ip2, "a@x.io").is_none());
+        t.reserve(ip, "a@x.io").unwrap();
+        t.reserve(ip, "A@x.io").unwrap();
+        assert!(t.reserve(ip2, "a@x.io").is_err(), "per account, any IP");
+        t.reserve(ip, "b@x.io").unwrap();
+        assert!(t.reserve(ip, "c@x.io").is_err(), "per IP, any account");
+        let ok = t.reserve(ip2, "c@x.io").unwrap();
+        t.succeed(ok);
+        // A success gives its slot back: ip2 still has all of its 3 attempts.
+        for i in 0..3 {
+            t.reserve(ip2, &format!("d{i}@x.io")).unwrap();
+        }
+        assert!(t.reserve(ip2, "e@x.io").is_err());
+    }
+
+    #[test]
+    fn every_spelling_of_an_account_shares_one_throttle() {
+        let mut t = Throttle::new(1000, 2, Duration::from_secs(60));
+        let ip = |i: u8| IpAddr::from([10, 0, 0, i]);
+        t.reserve(ip(1), "victim@example.com").unwrap();
+        t.reserve(ip(2), " Victim@Example.COM\t").unwrap();
+        for (i, spelling) in [
+            "victim@example.com",
+            " victim@example.com",
+            "victim@example.com ",
+            "\tVICTIM@EXAMPLE.COM\n",
+            "\u{2003}victim@example.com",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert!(
+                t.reserve(ip(10 + i as u8), spelling).is_err(),
+                "{spelling:?} dodged the account's throttle"
+            );
+        }
+        assert_eq!(
+            account_key("\u{2003} Victim@Example.COM\n"),
+            "victim@example.com"
+        );
     }
 }

@@ -465,7 +465,7 @@ pub fn login(
         user_id: user.as_ref().map(|u| u.id.clone()),
         org_id: user.and_then(|u| u.org_id),
     };
-    let user = match store.user_by_email(a.email.trim()) {
+    let user = match store.user_by_email(&super::session::account_key(a.email)) {
         Ok(u) => u,
         Err(e) => {
             tracing::error!(error = %e, "login: cannot read the store");

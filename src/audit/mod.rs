@@ -58,6 +58,77 @@ impl Record {
     }
 }
 
+/// Longest string kept in a record's identity fields (ids, actor, action, IP), in characters.
+pub const MAX_FIELD_CHARS: usize = 256;
+/// Longest string kept anywhere inside `details`, in characters.
+pub const MAX_DETAIL_CHARS: usize = 256;
+/// Largest `details` object kept, in bytes of JSON; larger ones are replaced by a marker.
+pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
+
+/// `s` cut to at most `max` characters (on a character boundary).
+pub fn cap(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn cap_owned(s: &mut String, max: usize) {
+    let n = cap(s, max).len();
+    s.truncate(n);
+}
+
+/// Cut every string inside `v` (values and keys) to `max` characters.
+fn cap_json(v: &mut serde_json::Value, max: usize) {
+    match v {
+        serde_json::Value::String(s) => cap_owned(s, max),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| cap_json(x, max)),
+        serde_json::Value::Object(o) => {
+            let long: Vec<String> = o
+                .keys()
+                .filter(|k| k.chars().count() > max)
+                .cloned()
+                .collect();
+            for k in long {
+                if let Some(x) = o.remove(&k) {
+                    o.insert(cap(&k, max).to_string(), x);
+                }
+            }
+            o.values_mut().for_each(|x| cap_json(x, max));
+        }
+        _ => {}
+    }
+}
+
+impl Record {
+    /// Bound the record's size whatever a client sent: every string field and every string in
+    /// `details` is cut to a few hundred characters, and `details` as a whole to 8 KiB (an
+    /// oversized one becomes `{"truncated": true}`). Append-only records must never let a
+    /// client fill the disk (a 5 MB `model` field, a huge user agent).
+    pub fn bound(&mut self) {
+        for f in [&mut self.action, &mut self.actor] {
+            cap_owned(f, MAX_FIELD_CHARS);
+        }
+        for f in [
+            &mut self.org_id,
+            &mut self.target_id,
+            &mut self.source_ip,
+            &mut self.user_agent,
+            &mut self.request_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cap_owned(f, MAX_FIELD_CHARS);
+        }
+        cap_json(&mut self.details, MAX_DETAIL_CHARS);
+        let size = self.details.to_string().len();
+        if size > MAX_DETAILS_BYTES {
+            self.details = serde_json::json!({"truncated": true, "bytes": size});
+        }
+    }
+}
+
 /// The actor for CLI commands: `cli:` and the OS user.
 pub fn cli_actor() -> String {
     let user = std::env::var("USER")
@@ -113,6 +184,8 @@ fn append_after(
     let (mut seq, mut prev) = tail;
     for r in records {
         seq += 1;
+        let mut r = r.clone();
+        r.bound();
         let mut row = AuditRow {
             seq,
             id: store::new_id(),
@@ -331,6 +404,45 @@ mod tests {
 
         let first_gone = rows[1..].to_vec();
         assert_eq!(verify(&first_gone).unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn records_are_bounded_whatever_the_client_sent() {
+        let (d, s) = store();
+        let huge = "m".repeat(5 * 1024 * 1024);
+        let mut r = Record::admin("proxy.request", "key:k");
+        r.kind = "request";
+        r.user_agent = Some(huge.clone());
+        r.request_id = Some(huge.clone());
+        r.details = serde_json::json!({"model": huge.clone(), "path": format!("/v1/{huge}")});
+        let mut many = Record::admin("proxy.request", "key:k");
+        many.details = serde_json::json!({"list": vec!["x".repeat(200); 1000]});
+        let ring = crate::vault::Keyring::new(&crate::vault::Keyring::generate(), &[]).unwrap();
+        for _ in 0..3 {
+            append(&s, &mut OrgKeys::new(&ring), &[r.clone(), many.clone()]).unwrap();
+        }
+        let rows = all(&s);
+        assert!(
+            rows.iter()
+                .all(|r| r.details.len() <= MAX_DETAILS_BYTES + 64),
+            "{}",
+            rows[0].details.len()
+        );
+        let d0: serde_json::Value = serde_json::from_str(&rows[0].details).unwrap();
+        assert_eq!(d0["model"].as_str().unwrap().len(), MAX_DETAIL_CHARS);
+        assert_eq!(
+            rows[0].user_agent.as_deref().unwrap().len(),
+            MAX_FIELD_CHARS
+        );
+        let d1: serde_json::Value = serde_json::from_str(&rows[1].details).unwrap();
+        assert_eq!(d1["truncated"], true);
+        assert_eq!(verify(&rows), Ok(6));
+        drop(s);
+        let size: u64 = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(size < 2 * 1024 * 1024, "six records took {size} bytes");
     }
 
     #[test]

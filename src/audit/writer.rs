@@ -3,8 +3,14 @@
 //! window, then writes everything queued, 500 records per transaction. A full queue makes the
 //! sender wait (backpressure), it never drops a record. [`Writer::close`] flushes everything
 //! queued and stops the thread.
+//!
+//! A batch that cannot be written (disk full, `[store] max_size_mb` reached, store broken) is
+//! retried until it is; meanwhile [`Writer::is_failing`] is true and the data plane refuses new
+//! requests with 503 `audit_unavailable` instead of letting them pile up behind the writer (and
+//! instead of running them unaudited). The outage is logged once when it starts, then every
+//! 30 s, and once more when it ends.
 
-use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,6 +40,8 @@ pub struct WriterStats {
     pub written: IntCounter,
     /// Batch writes that failed (retried until they succeed).
     pub errors: IntCounter,
+    /// 1 while the writer cannot write (requests are refused), else 0.
+    pub failing: IntGauge,
 }
 
 enum Msg {
@@ -46,30 +54,43 @@ pub struct Writer {
     tx: mpsc::Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: WriterStats,
+    failing: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Open its own connection to the store at `path` and start the thread.
+    /// Open its own connection to the store and start the thread.
     pub fn start(
-        path: &Path,
+        cfg: &crate::config::Store,
         ring: Arc<Keyring>,
         stats: WriterStats,
     ) -> Result<Writer, store::Error> {
-        let store = Store::open(path)?;
+        let store = Store::open_limited(&cfg.path, cfg.max_bytes)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let st = stats.clone();
+        let failing = Arc::new(AtomicBool::new(false));
+        let health = Health {
+            failing: failing.clone(),
+            since: None,
+            last_logged: None,
+        };
         let thread = std::thread::Builder::new()
             .name("sluice-audit".into())
-            .spawn(move || run(store, &ring, rx, st))
+            .spawn(move || run(store, &ring, rx, st, health))
             .map_err(|source| store::Error::Io {
-                path: path.to_path_buf(),
+                path: cfg.path.clone(),
                 source,
             })?;
         Ok(Writer {
             tx,
             thread: Mutex::new(Some(thread)),
             stats,
+            failing,
         })
+    }
+
+    /// Whether the writer currently cannot write its records (they are kept and retried).
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 
     /// Queue a record; waits while the queue is full.
@@ -90,7 +111,60 @@ impl Writer {
     }
 }
 
-fn run(store: Store, ring: &Keyring, mut rx: mpsc::Receiver<Msg>, stats: WriterStats) {
+/// The writer's view of an outage.
+struct Health {
+    failing: Arc<AtomicBool>,
+    since: Option<Instant>,
+    last_logged: Option<Instant>,
+}
+
+/// How often a continuing outage is logged again.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+impl Health {
+    fn failed(&mut self, e: &store::Error, records: usize, stats: &WriterStats) {
+        stats.errors.inc();
+        let now = Instant::now();
+        if self.since.is_none() {
+            self.since = Some(now);
+            self.failing.store(true, Ordering::Release);
+            stats.failing.set(1);
+        }
+        if self
+            .last_logged
+            .is_some_and(|t| now.duration_since(t) < OUTAGE_LOG_EVERY)
+        {
+            return;
+        }
+        self.last_logged = Some(now);
+        let since = self.since.map_or(0, |t| now.duration_since(t).as_secs());
+        if e.is_full() {
+            tracing::error!(records, failing_for_secs = since, "cannot write audit records: the store's disk is full (or [store] max_size_mb is reached). New requests are refused with 503 audit_unavailable until space is freed (e.g. `sluice audit export` then `sluice audit prune`); queued records are kept and retried");
+        } else {
+            tracing::error!(error = %e, records, failing_for_secs = since, "cannot write audit records; new requests are refused with 503 audit_unavailable; queued records are kept and retried");
+        }
+    }
+
+    fn ok(&mut self, stats: &WriterStats) {
+        if let Some(since) = self.since.take() {
+            self.last_logged = None;
+            self.failing.store(false, Ordering::Release);
+            stats.failing.set(0);
+            tracing::warn!(
+                outage_secs = since.elapsed().as_secs(),
+                "audit records are written again; requests are accepted"
+            );
+        }
+    }
+}
+
+fn run(
+    store: Store,
+    ring: &Keyring,
+    mut rx: mpsc::Receiver<Msg>,
+    stats: WriterStats,
+    mut health: Health,
+) {
     let mut keys = OrgKeys::new(ring).withholding();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -122,13 +196,19 @@ fn run(store: Store, ring: &Keyring, mut rx: mpsc::Receiver<Msg>, stats: WriterS
                     Msg::Close => closing = true,
                 }
             }
-            write(&store, &mut keys, &mut batch, &stats);
+            write(&store, &mut keys, &mut batch, &stats, &mut health);
         }
     });
 }
 
 /// Write a batch, retrying (with a pause) until it is stored: records are never dropped.
-fn write(store: &Store, keys: &mut OrgKeys, batch: &mut Vec<Record>, stats: &WriterStats) {
+fn write(
+    store: &Store,
+    keys: &mut OrgKeys,
+    batch: &mut Vec<Record>,
+    stats: &WriterStats,
+    health: &mut Health,
+) {
     if batch.is_empty() {
         return;
     }
@@ -140,11 +220,11 @@ fn write(store: &Store, keys: &mut OrgKeys, batch: &mut Vec<Record>, stats: &Wri
                     stats.write_seconds.observe(t.elapsed().as_secs_f64());
                     stats.written.inc_by(chunk.len() as u64);
                     stats.depth.sub(chunk.len() as i64);
+                    health.ok(stats);
                     break;
                 }
                 Err(e) => {
-                    stats.errors.inc();
-                    tracing::error!(error = %e, records = chunk.len(), "cannot write audit records; retrying");
+                    health.failed(&e, chunk.len(), stats);
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }

@@ -214,6 +214,32 @@ impl Snapshot {
     }
 }
 
+/// A store that cannot be read is logged when it starts failing and then every 30 s, not on
+/// every 100 ms poll.
+#[derive(Default)]
+struct Outage {
+    last_logged: Option<Instant>,
+}
+
+impl Outage {
+    /// A poll or reload failed: whether to log it.
+    fn failed(&mut self) -> bool {
+        let due = self
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+        if due {
+            self.last_logged = Some(Instant::now());
+        }
+        due
+    }
+
+    fn ended(&mut self) {
+        if self.last_logged.take().is_some() {
+            tracing::warn!("the key snapshot is refreshed from the store again");
+        }
+    }
+}
+
 /// Keeps the current snapshot fresh and writes last-used times in batches.
 pub struct Watcher {
     current: RwLock<Arc<Snapshot>>,
@@ -240,37 +266,31 @@ impl Watcher {
             .spawn(move || {
                 let mut version = store.data_version().unwrap_or(0);
                 let mut last_flush = Instant::now();
+                let mut outage = Outage::default();
                 while let Some(w) = weak.upgrade() {
                     std::thread::sleep(POLL);
                     match store.data_version() {
-                        Ok(v) => {
-                            let reloaded = if v == version {
-                                true
-                            } else {
-                                let prev = w.get();
-                                match Snapshot::load(&store, &ring, Some(&prev)) {
-                                    Ok(s) => {
-                                        version = v;
-                                        if let Ok(mut cur) = w.current.write() {
-                                            *cur = Arc::new(s);
-                                        }
-                                        tracing::info!("key snapshot reloaded");
-                                        true
-                                    }
-                                    Err(e) => {
-                                        tracing::error!(error = %e, "cannot reload key snapshot; keeping the previous one");
-                                        false
-                                    }
-                                }
-                            };
-                            if reloaded {
-                                w.last_ok_ms.store(
-                                    w.started.elapsed().as_millis() as u64,
-                                    Ordering::Release,
-                                );
+                        Err(e) => {
+                            if outage.failed() {
+                                tracing::error!(error = %e, stale_for_secs = w.age().as_secs(), "cannot poll the store; requests are refused with 503 store_unavailable once the key snapshot is older than [store] max_stale_secs");
                             }
                         }
-                        Err(e) => tracing::error!(error = %e, "cannot poll the store"),
+                        Ok(v) if v == version => w.confirm(&mut outage),
+                        Ok(v) => match Snapshot::load(&store, &ring, Some(&w.get())) {
+                            Ok(s) => {
+                                version = v;
+                                if let Ok(mut cur) = w.current.write() {
+                                    *cur = Arc::new(s);
+                                }
+                                tracing::debug!("key snapshot reloaded");
+                                w.confirm(&mut outage);
+                            }
+                            Err(e) => {
+                                if outage.failed() {
+                                    tracing::error!(error = %e, stale_for_secs = w.age().as_secs(), "cannot reload the key snapshot; keeping the previous one, and refusing requests with 503 store_unavailable once it is older than [store] max_stale_secs");
+                                }
+                            }
+                        },
                     }
                     if last_flush.elapsed() >= FLUSH {
                         last_flush = Instant::now();
@@ -288,6 +308,13 @@ impl Watcher {
                 source,
             })?;
         Ok(w)
+    }
+
+    /// The snapshot is current as of now.
+    fn confirm(&self, outage: &mut Outage) {
+        outage.ended();
+        self.last_ok_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
     }
 
     /// Reload now through `store` (another connection of this process that just committed a
@@ -313,8 +340,15 @@ impl Watcher {
     /// Whether the store was polled successfully within the last two seconds (or the watcher
     /// has just started with a fresh load).
     pub fn is_healthy(&self) -> bool {
+        self.age() < Duration::from_secs(2)
+    }
+
+    /// How long ago the snapshot was last confirmed current (the store polled, and reloaded
+    /// if it had changed). While reloads keep failing this grows: the snapshot in use may
+    /// miss revocations made since.
+    pub fn age(&self) -> Duration {
         let now = self.started.elapsed().as_millis() as u64;
-        now.saturating_sub(self.last_ok_ms.load(Ordering::Acquire)) < 2_000
+        Duration::from_millis(now.saturating_sub(self.last_ok_ms.load(Ordering::Acquire)))
     }
 }
 

@@ -88,6 +88,10 @@ pub struct Listen {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Store {
     pub path: PathBuf,
+    /// Largest database size in bytes (`[store] max_size_mb`); `None`: only the disk limits it.
+    pub max_bytes: Option<u64>,
+    /// Refuse requests once the key snapshot is older than this (`[store] max_stale_secs`).
+    pub max_stale: std::time::Duration,
 }
 
 /// Size limits and timeouts on the data plane.
@@ -101,6 +105,10 @@ pub struct Limits {
     pub client_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Lingering close: how long a closing connection keeps discarding client bytes.
+    pub linger: Duration,
+    /// Lingering close: the most bytes discarded.
+    pub linger_max_bytes: u64,
 }
 
 impl Limits {

@@ -29,12 +29,21 @@ impl Default for Listen {
 #[serde(default, deny_unknown_fields)]
 pub struct Store {
     pub path: String,
+    /// Largest size of the database file in MiB (0: no limit besides the disk). When reached,
+    /// writes fail as on a full disk: requests are refused (503) rather than run unaudited.
+    pub max_size_mb: u64,
+    /// When the in-memory snapshot of keys and credentials could not be refreshed from the
+    /// store for this long, requests are refused (503) rather than served with revocations
+    /// possibly missed.
+    pub max_stale_secs: u64,
 }
 
 impl Default for Store {
     fn default() -> Self {
         Store {
             path: "data/sluice.db".into(),
+            max_size_mb: 0,
+            max_stale_secs: 10,
         }
     }
 }
@@ -51,6 +60,11 @@ pub struct Limits {
     pub client_timeout_secs: u64,
     pub max_header_bytes: u64,
     pub max_headers: u64,
+    /// Lingering close: seconds to keep reading (and discarding) what a client still sends
+    /// after its connection's last reply, so it can read a refusal; 0 closes at once.
+    pub linger_secs: u64,
+    /// Lingering close: the most bytes discarded before the connection is closed anyway.
+    pub linger_max_bytes: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +80,8 @@ impl Default for Limits {
             client_timeout_secs: 30,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
+            linger_secs: 10,
+            linger_max_bytes: 64 * 1024 * 1024,
         }
     }
 }

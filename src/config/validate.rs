@@ -282,12 +282,20 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
     };
 
     let store = {
-        let raw::Store { path } = store;
+        let raw::Store {
+            path,
+            max_size_mb,
+            max_stale_secs,
+        } = store;
         if path.trim().is_empty() {
             p.push("store.path", "must not be empty");
         }
+        range(max_size_mb, 0, 1 << 24, "store.max_size_mb", p);
+        range(max_stale_secs, 2, 3600, "store.max_stale_secs", p);
         Store {
             path: PathBuf::from(path),
+            max_bytes: (max_size_mb > 0).then_some(max_size_mb << 20),
+            max_stale: Duration::from_secs(max_stale_secs),
         }
     };
 
@@ -301,6 +309,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             client_timeout_secs,
             max_header_bytes,
             max_headers,
+            linger_secs,
+            linger_max_bytes,
         } = limits;
         range(max_body_bytes, 1, 1 << 30, "limits.max_body_bytes", p);
         range(timeout_secs, 1, 3600, "limits.timeout_secs", p);
@@ -328,6 +338,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             p,
         );
         range(max_headers, 8, 256, "limits.max_headers", p);
+        range(linger_secs, 0, 120, "limits.linger_secs", p);
+        range(linger_max_bytes, 0, 1 << 34, "limits.linger_max_bytes", p);
         let mut globs = Vec::new();
         for (i, g) in long_timeout_models.iter().enumerate() {
             if g.trim().is_empty() {
@@ -348,6 +360,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             client_timeout: Duration::from_secs(client_timeout_secs),
             max_header_bytes: max_header_bytes as usize,
             max_headers: max_headers as usize,
+            linger: Duration::from_secs(linger_secs),
+            linger_max_bytes,
         }
     };
 

@@ -54,6 +54,14 @@ pub enum Rejection {
     /// The upstream answered with something that is not a valid HTTP response, or reset.
     #[error("the upstream failed")]
     UpstreamFailed,
+    /// Audit records cannot be written (disk full, `[store] max_size_mb` reached, store
+    /// broken): requests are refused rather than run unaudited or queued without bound.
+    #[error("the audit log cannot be written")]
+    AuditUnavailable,
+    /// The in-memory snapshot of keys and credentials could not be refreshed from the store
+    /// for `[store] max_stale_secs`: a key revoked since might still pass, so nothing does.
+    #[error("the key store cannot be read")]
+    StoreUnavailable,
     /// A bug or an unexpected condition inside sluice.
     #[error("internal error")]
     Internal,
@@ -130,6 +138,8 @@ pub fn reply_for(r: &Rejection) -> Reply {
         Rejection::UpstreamTimeout => Reply::new(504, SERVER, "upstream_timeout", true),
         Rejection::UpstreamUnreachable => Reply::new(502, SERVER, "upstream_unreachable", true),
         Rejection::UpstreamFailed => Reply::new(502, SERVER, "upstream_error", true),
+        Rejection::AuditUnavailable => Reply::new(503, SERVER, "audit_unavailable", true),
+        Rejection::StoreUnavailable => Reply::new(503, SERVER, "store_unavailable", true),
         Rejection::Internal => Reply::new(500, SERVER, "internal_error", true),
     }
 }
@@ -145,6 +155,12 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
             Rejection::RegionUnavailable(r) => format!(
                 "No healthy upstream in region {r}; the request was not sent to any other region."
             ),
+            Rejection::StoreUnavailable => {
+                "The key store cannot be read, so revocations may be missed; requests are refused until it can. See the sluice log.".into()
+            }
+            Rejection::AuditUnavailable => {
+                "The audit log cannot be written (disk full?); requests are refused until it can. See the sluice log.".into()
+            }
             Rejection::CredentialUnavailable => {
                 "The credential for the upstream is missing, unreadable or expired; an operator must set it with `sluice credentials set`.".into()
             }
@@ -160,6 +176,12 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
         m.push('.');
         m
     }
+}
+
+/// What sluice logs of a pingora error: its type only. pingora's messages and contexts can
+/// quote raw request bytes (a header block that failed to parse, with its `Authorization`).
+pub fn log_kind(e: &pingora_error::Error) -> &'static str {
+    e.etype().as_str()
 }
 
 /// The OpenAI-shaped JSON body.
@@ -196,6 +218,20 @@ mod tests {
             reply_for(&Rejection::BodyTooLarge { limit: 10 }).status,
             413
         );
+    }
+
+    #[test]
+    fn pingora_errors_are_logged_without_their_message() {
+        let e = pingora_error::Error::explain(
+            pingora_error::ErrorType::InvalidHTTPHeader,
+            "buf: POST / HTTP/1.1\r\nAuthorization: Bearer sk-sluice-canary\r\n",
+        );
+        assert!(
+            e.to_string().contains("canary"),
+            "the premise: pingora quotes the head"
+        );
+        assert!(!log_kind(&e).contains("canary"));
+        assert_eq!(log_kind(&e), "InvalidHTTPHeader");
     }
 
     #[test]

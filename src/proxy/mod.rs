@@ -45,6 +45,8 @@ pub struct State {
     pub auth: Arc<Watcher>,
     limiter: Limiter,
     redactor: crate::redact::Engine,
+    /// Bounds how many large bodies are redacted at once on the blocking pool.
+    redact_pool: tokio::sync::Semaphore,
     /// The background writer of per-request audit records.
     pub audit: crate::audit::Writer,
     /// The admin API behind `/api/*` on the admin listener.
@@ -71,6 +73,9 @@ impl State {
             auth,
             limiter: Limiter::new(),
             redactor: crate::redact::Engine::new(),
+            redact_pool: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
+            ),
             cfg,
         })
     }
@@ -207,15 +212,14 @@ impl ProxyHttp for Sluice {
         upstream::rewrite(&self.state, req, ctx)
     }
 
-    /// Record the upstream's time to response headers.
+    /// Check the upstream's response head and record its time to response headers.
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream::answered(&self.state, ctx);
-        Ok(())
+        upstream::answered(&self.state, resp, ctx)
     }
 
     /// Strip hop-by-hop and upstream CORS headers; add request id and security headers.
@@ -248,9 +252,16 @@ impl ProxyHttp for Sluice {
 
     /// Metrics and the one log line per request.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(g) = guard::Guarded::of_session(&session.downstream_session) {
+            g.response_done();
+        }
         response::log(&self.state, session, e, ctx);
-        let record = response::audit_record(&self.state, session, ctx);
-        self.state.audit.send(record).await;
+        // A refusal because the audit log cannot be written has no record to write (and must
+        // not grow the writer's backlog); it is in the log line and `sluice_errors_total`.
+        if ctx.code != Some("audit_unavailable") {
+            let record = response::audit_record(&self.state, session, ctx);
+            self.state.audit.send(record).await;
+        }
     }
 
     /// Never log the query string: it is client-controlled and could hold a secret.

@@ -77,12 +77,16 @@ fn request_id(session: &ServerSession) -> String {
     )
 }
 
+/// The request head was parsed: a missed deadline is answered by these handlers from now on.
+fn head_received(session: &ServerSession) {
+    if let Some(g) = super::guard::Guarded::of_session(session) {
+        g.head_received();
+    }
+}
+
 /// The request is fully read: stop the slow-client deadline of this connection.
 fn disarm(session: &ServerSession) {
-    if let Some(g) = session
-        .as_http1()
-        .and_then(|h| super::guard::Guarded::of(h.stream()))
-    {
+    if let Some(g) = super::guard::Guarded::of_session(session) {
         g.disarm();
     }
 }
@@ -227,6 +231,7 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        head_received(session);
         let id = request_id(session);
         if !session.req_header().uri.path().starts_with("/api/") {
             disarm(session);
@@ -249,6 +254,13 @@ impl ServeHttp for Admin {
                         503,
                         "application/json",
                         br#"{"status":"draining"}"#.to_vec(),
+                        &id,
+                    )
+                } else if self.0.audit.is_failing() {
+                    reply(
+                        503,
+                        "application/json",
+                        br#"{"status":"audit_unavailable"}"#.to_vec(),
                         &id,
                     )
                 } else if !self.0.auth.is_healthy() {
@@ -275,6 +287,7 @@ impl ServeHttp for Admin {
 #[async_trait]
 impl ServeHttp for MetricsEndpoint {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        head_received(session);
         disarm(session);
         let id = request_id(session);
         let req = session.req_header();
@@ -284,6 +297,10 @@ impl ServeHttp for MetricsEndpoint {
         if req.uri.path() != "/metrics" {
             return json_error(404, "not_found", "No such route.", &id);
         }
+        self.0
+            .metrics
+            .snapshot_age
+            .set(self.0.auth.age().as_secs_f64());
         reply(
             200,
             "text/plain; version=0.0.4; charset=utf-8",

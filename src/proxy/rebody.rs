@@ -35,6 +35,9 @@ pub async fn replace(session: &mut Session, body: Bytes) -> Result<()> {
     let mut placeholder = ServerSession::new_http1(Box::new(std::io::Cursor::new(head.to_vec())));
     placeholder.read_request().await?;
 
+    // Pipelining is on for every data-plane request (`request::filter`), so `settings` carries
+    // it to the fresh session: bytes the client pipelined after this body are replayed after
+    // it and become the next request on the connection.
     let settings = HttpPersistentSettings::for_session(&session.downstream_session);
     // `reuse()` below must hand the connection back (with any pipelined bytes) instead of
     // closing it; the real keep-alive choice is restored from `settings`.

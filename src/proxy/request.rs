@@ -19,6 +19,9 @@ use crate::residency::{self, Region};
 /// Returns `Ok(true)` when the request was answered here (refused or a CORS preflight).
 pub async fn filter(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
     ctx.started = std::time::Instant::now();
+    if let Some(g) = Guarded::of_session(&session.downstream_session) {
+        g.head_received();
+    }
     ctx.request_id = inbound::request_id(
         session
             .req_header()
@@ -29,6 +32,11 @@ pub async fn filter(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) ->
     if state.draining.load(Ordering::Acquire) {
         session.set_keepalive(None);
     }
+    // HTTP/1.1 pipelining (RFC 9112 9.3.2): bytes the client sends after this request are kept
+    // for the next request on the connection, which goes through this gate on its own (its own
+    // key, its own body), after this response. Without this pingora drops the connection
+    // ("Sent data after end of body") and the first request goes unanswered.
+    session.downstream_session.set_pipelining_enabled(true);
     let answered = gate(state, session, ctx).await;
     disarm(session);
     match answered {
@@ -42,6 +50,16 @@ pub async fn filter(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) ->
 
 async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Result<bool, Rejection> {
     let cfg = &state.cfg;
+    // Fail closed: nothing runs unaudited. First, so that no request of any kind adds to the
+    // writer's backlog while it cannot write.
+    if state.audit.is_failing() {
+        return Err(Rejection::AuditUnavailable);
+    }
+    // Nor on a snapshot that has not been confirmed current for a while (a revocation made
+    // since would be missed).
+    if state.auth.age() > cfg.store.max_stale {
+        return Err(Rejection::StoreUnavailable);
+    }
     let origin = session
         .req_header()
         .headers
@@ -93,11 +111,12 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let body = read_body(session, head.framing, cfg.limits.max_body_bytes).await?;
     ctx.bytes_in = body.len() as u64;
     state.metrics.bytes_in.inc_by(ctx.bytes_in);
-    let body = redact(state, session, ctx, body)?;
+    let body = redact(state, session, ctx, body).await?;
     ctx.model = inbound::model(&body);
     ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
     rebody::replace(session, body).await.map_err(|e| {
-        tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot hand the body back to pingora");
+        // Only the error type: pingora's parse errors quote the raw head (headers included).
+        tracing::warn!(request_id = %ctx.request_id, error = super::error::log_kind(&e), "cannot hand the body back to pingora");
         Rejection::Internal
     })?;
     Ok(false)
@@ -198,10 +217,15 @@ pub(super) fn take_upstream(
     Ok(())
 }
 
+/// Bodies larger than this (or compressed ones, which can decode to `max_body_bytes`) are
+/// redacted on the blocking pool: a digit-dense 10 MB body costs a second or more of CPU,
+/// which on a pingora worker would stall every other connection it serves.
+const OFFLOAD_BYTES: usize = 256 * 1024;
+
 /// Redact PII from the body when the key's policy says so. Fail closed: a body that cannot be
 /// scanned is refused, never forwarded.
-fn redact(
-    state: &State,
+async fn redact(
+    state: &Arc<State>,
     session: &mut Session,
     ctx: &mut Ctx,
     body: Bytes,
@@ -210,22 +234,38 @@ fn redact(
         return Ok(body);
     }
     let headers = &session.req_header().headers;
-    let r = state
-        .redactor
-        .redact_body(
-            &body,
-            headers
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| v.as_bytes()),
-            headers
-                .get(http::header::CONTENT_ENCODING)
-                .map(|v| v.as_bytes()),
-            state.cfg.limits.max_body_bytes,
-        )
-        .map_err(|e| {
-            ctx.reason = Some("pii_scan");
-            Rejection::Unscannable(e)
-        })?;
+    let content_type = headers.get(http::header::CONTENT_TYPE);
+    let encoding = headers.get(http::header::CONTENT_ENCODING);
+    let limit = state.cfg.limits.max_body_bytes;
+    let r = if body.len() <= OFFLOAD_BYTES && encoding.is_none() {
+        state
+            .redactor
+            .redact_body(&body, content_type.map(|v| v.as_bytes()), None, limit)
+    } else {
+        // At most `redact_pool` bodies at once, so a burst of large bodies queues here
+        // instead of starting a thread each.
+        let _permit = state
+            .redact_pool
+            .acquire()
+            .await
+            .map_err(|_| Rejection::Internal)?;
+        let (st, b) = (state.clone(), body.clone());
+        let (ct, ce) = (content_type.cloned(), encoding.cloned());
+        tokio::task::spawn_blocking(move || {
+            st.redactor.redact_body(
+                &b,
+                ct.as_ref().map(|v| v.as_bytes()),
+                ce.as_ref().map(|v| v.as_bytes()),
+                limit,
+            )
+        })
+        .await
+        .map_err(|_| Rejection::Internal)?
+    };
+    let r = r.map_err(|e| {
+        ctx.reason = Some("pii_scan");
+        Rejection::Unscannable(e)
+    })?;
     if r.decoded {
         session
             .req_header_mut()
@@ -267,10 +307,7 @@ async fn read_body(
             Ok(None) => return Ok(buf.freeze()),
             Err(_) => {
                 session.set_keepalive(None);
-                let expired = session
-                    .downstream_session
-                    .as_http1()
-                    .and_then(|h| Guarded::of(h.stream()))
+                let expired = Guarded::of_session(&session.downstream_session)
                     .is_some_and(Guarded::is_expired);
                 return Err(if expired {
                     Rejection::ClientTimeout
@@ -284,11 +321,7 @@ async fn read_body(
 
 /// The request is fully read: stop the client deadline for this connection.
 fn disarm(session: &Session) {
-    if let Some(g) = session
-        .downstream_session
-        .as_http1()
-        .and_then(|h| Guarded::of(h.stream()))
-    {
+    if let Some(g) = Guarded::of_session(&session.downstream_session) {
         g.disarm();
     }
 }

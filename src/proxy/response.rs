@@ -170,7 +170,8 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
         };
     };
     if let Rejection::Internal = r {
-        tracing::warn!(request_id = %ctx.request_id, error = %e, "internal error while proxying");
+        // The type only: pingora's messages can quote raw request bytes (headers included).
+        tracing::warn!(request_id = %ctx.request_id, error = super::error::log_kind(e), source = e.esource().as_str(), "internal error while proxying");
     }
     let status = reply_for(&r).status;
     if send_error(state, session, ctx, &r).await.is_err() {
@@ -189,11 +190,8 @@ fn classify(session: &Session, e: &Error) -> Option<Rejection> {
     use ErrorType::*;
     match e.esource() {
         ErrorSource::Downstream => {
-            let expired = session
-                .downstream_session
-                .as_http1()
-                .and_then(|h| Guarded::of(h.stream()))
-                .is_some_and(Guarded::is_expired);
+            let expired =
+                Guarded::of_session(&session.downstream_session).is_some_and(Guarded::is_expired);
             expired.then_some(Rejection::ClientTimeout)
         }
         ErrorSource::Upstream => Some(match e.etype() {
@@ -238,7 +236,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         request_id = %ctx.request_id,
         method = %req.method,
         route = ctx.route.as_str(),
-        path = req.uri.path(),
+        path = crate::audit::cap(req.uri.path(), 256),
         status,
         upstream = up.map_or("-", |u| u.name.as_str()),
         region,
@@ -250,7 +248,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         redactions = %ctx.redactions.header_value(),
         key_id = ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
         org_id = ctx.key.as_ref().map_or("-", |k| k.org_id.as_str()),
-        error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        error = e.map(super::error::log_kind).unwrap_or("-"),
         "request"
     );
 }
@@ -265,7 +263,7 @@ pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit
         .headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect::<String>());
+        .map(|s| crate::audit::cap(s, crate::audit::MAX_FIELD_CHARS).to_string());
     crate::audit::Record {
         kind: "request",
         action: "proxy.request".into(),
@@ -288,7 +286,7 @@ pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit
         },
         details: serde_json::json!({
             "method": req.method.as_str(),
-            "path": req.uri.path(),
+            "path": crate::audit::cap(req.uri.path(), crate::audit::MAX_DETAIL_CHARS),
             "route": ctx.route.as_str(),
             "key_id": ctx.key.as_ref().map(|k| k.id.as_str()),
             "model": ctx.model,

@@ -70,15 +70,17 @@ pub fn serve(
     }
     let (regions, balancers) = upstream::Regions::new(&cfg);
     let metrics = crate::metrics::Metrics::new()?;
-    let audit = crate::audit::Writer::start(&cfg.store.path, ring.clone(), metrics.audit.clone())
+    let audit = crate::audit::Writer::start(&cfg.store, ring.clone(), metrics.audit.clone())
         .map_err(|source| ServeError::Store {
-        path: cfg.store.path.clone(),
-        source,
-    })?;
-    let open = || {
-        crate::store::Store::open(&cfg.store.path).map_err(|source| ServeError::Store {
             path: cfg.store.path.clone(),
             source,
+        })?;
+    let open = || {
+        crate::store::Store::open_limited(&cfg.store.path, cfg.store.max_bytes).map_err(|source| {
+            ServeError::Store {
+                path: cfg.store.path.clone(),
+                source,
+            }
         })
     };
     let api_stores = (open()?, open()?);
@@ -111,8 +113,13 @@ pub fn serve(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let policy = guard::Policy {
+        client_timeout: cfg.limits.client_timeout,
+        linger: cfg.limits.linger,
+        linger_max_bytes: cfg.limits.linger_max_bytes,
+    };
     let proxy = pingora_proxy::http_proxy(&server.configuration, Sluice::new(state.clone()));
-    let app = guard::App::new(proxy, cfg.limits.client_timeout, state.draining.clone());
+    let app = guard::App::new(proxy, policy, state.draining.clone());
     let mut data = Service::new("sluice data plane".to_string(), app);
     data.add_tcp(&cfg.listen.proxy.to_string());
 
@@ -120,7 +127,7 @@ pub fn serve(
     // process drains (so /readyz can say 503).
     let admin_app = guard::App::new(
         ops::Admin(state.clone()),
-        cfg.limits.client_timeout,
+        policy,
         Arc::new(std::sync::atomic::AtomicBool::new(false)),
     );
     let mut admin = Service::new("sluice admin".to_string(), admin_app);
@@ -131,7 +138,7 @@ pub fn serve(
         "sluice metrics".to_string(),
         guard::App::new(
             ops::MetricsEndpoint(state.clone()),
-            cfg.limits.client_timeout,
+            policy,
             Arc::new(std::sync::atomic::AtomicBool::new(false)),
         ),
     );

@@ -286,8 +286,19 @@ pub fn failover(state: &State, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     e
 }
 
-/// The upstream's response headers arrived.
-pub fn answered(state: &State, ctx: &Ctx) {
+/// The upstream's response headers arrived. A `101 Switching Protocols` is refused (502): sluice
+/// never forwards `Upgrade`, so nobody asked for it, and passing it on would turn the client's
+/// connection into an unchecked tunnel.
+pub fn answered(state: &State, resp: &pingora_http::ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        tracing::warn!(request_id = %ctx.request_id, "upstream switched protocols unasked; refused");
+        return Err(Error::new_up(ErrorType::InvalidHTTPHeader));
+    }
+    observe_answer(state, ctx);
+    Ok(())
+}
+
+fn observe_answer(state: &State, ctx: &Ctx) {
     if let (Some(sent), Some(up)) = (
         ctx.upstream_sent,
         ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)),

@@ -3,13 +3,21 @@
 //! duplicate keys are all seen (and all redacted), key order and number formatting survive,
 //! and nesting depth costs a byte of stack per level, not recursion. Escapes (`\u0040`) are
 //! decoded before scanning; a rewritten string is re-encoded by `serde_json`. A string that
-//! itself holds JSON (tool-call `arguments`) is rewritten as JSON, one level deep.
+//! itself holds JSON (tool-call `arguments`, a tool result quoting its own arguments) is
+//! rewritten as JSON, recursively, up to [`MAX_STRING_NESTING`] levels; JSON nested deeper
+//! than that inside strings is refused, not scanned with its escapes undecoded. Integers of
+//! 9 to 19 digits are checked like text (a card number, an SSN after SSN context such as an
+//! `"ssn":` key) and replaced by the token as a string.
 
 use super::text::{self, Patterns};
 use super::Counts;
 
 /// Deeper documents are refused rather than walked.
 pub const MAX_DEPTH: usize = 1024;
+
+/// How many levels of JSON inside JSON strings are decoded and walked; a document with more
+/// is refused.
+pub const MAX_STRING_NESTING: usize = 8;
 
 /// Why a body is not scannable JSON. Messages never contain body text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,14 +39,15 @@ enum Frame {
 
 /// Redact `input` (which must be one JSON document). `Ok(None)`: valid and unchanged.
 pub fn redact(p: &Patterns, input: &str, counts: &mut Counts) -> Result<Option<String>, Invalid> {
-    rewrite(p, input, counts, true)
+    rewrite(p, input, counts, MAX_STRING_NESTING)
 }
 
+/// `nesting`: how many more levels of JSON inside strings may be walked below this document.
 fn rewrite(
     p: &Patterns,
     input: &str,
     counts: &mut Counts,
-    nested: bool,
+    nesting: usize,
 ) -> Result<Option<String>, Invalid> {
     let b = input.as_bytes();
     let mut out: Option<String> = None;
@@ -80,13 +89,25 @@ fn rewrite(
                 }
             }
             Some(b'"') => {
-                let end = string_value(p, input, i, counts, &mut out, &mut copied, nested)?;
+                let end = string_value(p, input, i, counts, &mut out, &mut copied, Some(nesting))?;
                 i = end;
             }
             Some(b't') => i = literal(b, i, b"true")?,
             Some(b'f') => i = literal(b, i, b"false")?,
             Some(b'n') => i = literal(b, i, b"null")?,
-            Some(c) if *c == b'-' || c.is_ascii_digit() => i = number(b, i)?,
+            Some(c) if *c == b'-' || c.is_ascii_digit() => {
+                let end = number(b, i)?;
+                if let Some(e) = text::number_entity(b, i, end) {
+                    counts.add(e);
+                    let o = out.get_or_insert_with(|| String::with_capacity(input.len() + 64));
+                    o.push_str(&input[copied..i]);
+                    o.push('"');
+                    o.push_str(e.token());
+                    o.push('"');
+                    copied = end;
+                }
+                i = end;
+            }
             Some(_) => return bad(i, "expected a value"),
         }
         // ---- after a value: close containers, or move to the next element ----
@@ -147,7 +168,8 @@ fn key(
     if b.get(i) != Some(&b'"') {
         return bad(i, "expected an object key");
     }
-    let end = string_value(p, input, i, counts, out, copied, false)?;
+    // Keys are scanned as text (an object key holding a JSON document is not a thing).
+    let end = string_value(p, input, i, counts, out, copied, None)?;
     let j = skip_ws(b, end);
     if b.get(j) != Some(&b':') {
         return bad(j, "expected ':'");
@@ -210,14 +232,14 @@ fn string_value(
     counts: &mut Counts,
     out: &mut Option<String>,
     copied: &mut usize,
-    nested: bool,
+    nesting: Option<usize>,
 ) -> Result<usize, Invalid> {
     let b = input.as_bytes();
     let (end, decoded) = parse_string(b, i)?;
     let raw = &input[i + 1..end - 1];
     let text: &str = decoded.as_deref().unwrap_or(raw);
     let mut local = Counts::default();
-    let rewritten = scan(p, text, &mut local, nested);
+    let rewritten = scan(p, text, &mut local, nesting).map_err(|e| Invalid { at: i, ..e })?;
     if let Some(new) = rewritten {
         counts.merge(&local);
         let o = out.get_or_insert_with(|| String::with_capacity(input.len() + 64));
@@ -229,20 +251,33 @@ fn string_value(
     Ok(end)
 }
 
-/// Scan a decoded string: as JSON when it is a JSON object or array (one level), else as text.
-fn scan(p: &Patterns, text: &str, counts: &mut Counts, nested: bool) -> Option<String> {
-    if nested {
-        let t = text.trim_start();
-        if t.starts_with('{') || t.starts_with('[') {
-            let mut inner = Counts::default();
-            if let Ok(r) = rewrite(p, text, &mut inner, false) {
+/// Scan a decoded string: as JSON when it is a JSON object or array (recursively, within the
+/// nesting budget), else as text. A string that is JSON nested deeper than the budget allows
+/// is refused: its innermost escapes would go unscanned.
+/// `nesting`: `None` for object keys (always text), else the levels left below this string.
+fn scan(
+    p: &Patterns,
+    text: &str,
+    counts: &mut Counts,
+    nesting: Option<usize>,
+) -> Result<Option<String>, Invalid> {
+    let t = text.trim_start();
+    if let (Some(left), true) = (nesting, t.starts_with('{') || t.starts_with('[')) {
+        let mut inner = Counts::default();
+        match rewrite(p, text, &mut inner, left.saturating_sub(1)) {
+            Ok(_) if left == 0 => return bad(0, TOO_NESTED),
+            Ok(r) => {
                 counts.merge(&inner);
-                return r;
+                return Ok(r);
             }
+            Err(e) if e.what == TOO_NESTED => return Err(e),
+            Err(_) => {} // not JSON after all: text
         }
     }
-    text::redact(p, text, counts)
+    Ok(text::redact(p, text, counts))
 }
+
+const TOO_NESTED: &str = "JSON nested too deeply inside strings";
 
 /// Validate the string at the quote `i`. Returns the index after the closing quote and, when
 /// it had escapes, the decoded text.
@@ -386,6 +421,63 @@ mod tests {
         .unwrap();
         assert_eq!(args["email"], "[REDACTED_EMAIL]");
         assert_eq!(args["n"], 1);
+    }
+
+    #[test]
+    fn json_nested_in_strings_is_walked_to_the_bottom_within_a_budget() {
+        // Two levels: arguments quoting a tool result that quotes its own arguments.
+        let inner = serde_json::json!({"email": "bob\u{0040}example.com"}).to_string();
+        let mid = serde_json::json!({"args": inner}).to_string();
+        let body = serde_json::json!({"messages": [{"content": mid}]}).to_string();
+        // The innermost escape as an attacker would write it: \u0040 three levels down.
+        let body = body.replace('@', "\\\\u0040");
+        assert!(!body.contains('@'));
+        let (r, c) = run(&body);
+        let out = r.unwrap().expect("redacted");
+        assert_eq!(c.get(super::super::Entity::Email), 1, "{out}");
+        assert!(!out.contains("bob"), "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap();
+        // Deeper than the budget: refused, never passed with the escapes unscanned.
+        let mut doc = serde_json::json!({"e": "x@y.com"});
+        for _ in 0..MAX_STRING_NESTING + 1 {
+            doc = serde_json::json!({"s": doc.to_string()});
+        }
+        let (r, _) = run(&doc.to_string());
+        assert_eq!(r.unwrap_err().what, TOO_NESTED);
+        // Within the budget it is found.
+        let mut doc = serde_json::json!({"e": "x@y.com"});
+        for _ in 0..MAX_STRING_NESTING {
+            doc = serde_json::json!({"s": doc.to_string()});
+        }
+        let (r, c) = run(&doc.to_string());
+        assert!(r.unwrap().is_some());
+        assert_eq!(c.get(super::super::Entity::Email), 1);
+    }
+
+    #[test]
+    fn card_and_ssn_shaped_numbers_are_redacted_as_strings() {
+        let (r, c) = run(
+            r#"{"order":123456789,"default":4111111111111111,"ssn":123456789,"n":-4111111111111111,"f":4111111111111111.5,"small":42}"#,
+        );
+        let out = r.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["default"], "[REDACTED_CARD]");
+        assert_eq!(v["ssn"], "[REDACTED_SSN]");
+        assert_eq!(
+            v["order"], 123456789,
+            "a 9-digit number without SSN context stays"
+        );
+        assert!(v["n"].is_number() && v["f"].is_number() && v["small"] == 42);
+        assert_eq!(c.get(super::super::Entity::Card), 1);
+        assert_eq!(c.get(super::super::Entity::Ssn), 1);
+        assert!(
+            out.contains(r#""f":4111111111111111.5"#),
+            "numbers keep their formatting"
+        );
+        let (r, _) = run(r#"{"luhn_fails":4111111111111112,"social_security_number":123456789}"#);
+        let v: serde_json::Value = serde_json::from_str(&r.unwrap().unwrap()).unwrap();
+        assert_eq!(v["luhn_fails"], 4111111111111112_u64);
+        assert_eq!(v["social_security_number"], "[REDACTED_SSN]");
     }
 
     #[test]

@@ -53,6 +53,10 @@ const EMAIL_PATTERN: &str = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za
 const SSN_CONTEXT: &[&str] = &[
     "ssn",
     "social security",
+    // JSON keys and identifiers: "social_security_number", "socialSecurityNumber".
+    "social_security",
+    "social-security",
+    "socialsecurity",
     "social sec",
     "soc sec",
     "soc. sec",
@@ -279,6 +283,22 @@ fn classify(b: &[u8], pattern: usize, s: usize, e: usize) -> Option<(usize, usiz
             (8..=15).contains(&n).then_some((s, e, Entity::Phone))
         }
         NINE_DIGITS => (valid_ssn(span) && has_ssn_context(b, s)).then_some((s, e, Entity::Ssn)),
+        _ => None,
+    }
+}
+
+/// The entity a JSON number `b[s..e]` is, if any: an integer of 13 to 19 digits that is a card
+/// (issuer prefix, length and Luhn, as in text), or of 9 digits that is a valid SSN with SSN
+/// context before it (such as its `"ssn":` key). Negative numbers, fractions and exponents are
+/// never either.
+pub(super) fn number_entity(b: &[u8], s: usize, e: usize) -> Option<Entity> {
+    let span = &b[s..e];
+    if !span.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    match span.len() {
+        9 => (valid_ssn(span) && has_ssn_context(b, s)).then_some(Entity::Ssn),
+        13..=19 => is_card_number(span).then_some(Entity::Card),
         _ => None,
     }
 }

@@ -31,6 +31,13 @@ pub enum Error {
     NotFound { what: &'static str, id: String },
 }
 
+impl Error {
+    /// The disk (or `[store] max_size_mb`) is full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Error::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
+}
+
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -239,6 +246,20 @@ impl Store {
             path: path.to_path_buf(),
         };
         store.migrate()?;
+        Ok(store)
+    }
+
+    /// Open like [`Store::open`] and cap the database at `max_bytes` (writes past it fail as
+    /// on a full disk, [`Error::is_full`]).
+    pub fn open_limited(path: &Path, max_bytes: Option<u64>) -> Result<Store> {
+        let store = Store::open(path)?;
+        if let Some(max) = max_bytes {
+            let page: i64 = store
+                .conn
+                .pragma_query_value(None, "page_size", |r| r.get(0))?;
+            let pages = (max as i64 / page.max(1)).max(1);
+            store.conn.pragma_update(None, "max_page_count", pages)?;
+        }
         Ok(store)
     }
 

@@ -221,6 +221,19 @@ fn hex(b: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Compiles only when the type wipes itself on drop.
+    fn wipes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    #[test]
+    fn the_expanded_aes_key_is_wiped_on_drop() {
+        // AES-256-GCM's round keys: the `aes/zeroize` feature in Cargo.toml makes them wipe
+        // themselves when dropped (GHASH/POLYVAL do the same under their `zeroize` features,
+        // with a plain `Drop`, so there is no marker trait to check for them).
+        wipes_on_drop::<aes::Aes256>();
+        wipes_on_drop::<aes::Aes256Enc>();
+        wipes_on_drop::<aes::Aes256Dec>();
+    }
+
     fn ring() -> Keyring {
         Keyring::new(&Keyring::generate(), &[]).unwrap()
     }

@@ -244,6 +244,56 @@ fn failed_logins_are_throttled_per_account_and_per_ip() {
 }
 
 #[test]
+fn parallel_bursts_and_respellings_cannot_beat_the_account_throttle() {
+    let up = Upstream::start();
+    let s = Setup::new(
+        &mock_upstream(&up, ""),
+        "[admin]\nlogin_failures_per_account = 5\nlogin_failures_per_ip = 1000\n",
+    );
+    add_user(&s, "victim@example.com", Some(&s.org_id.clone()), "member");
+    let p = s.spawn();
+    // 30 wrong-password attempts at once: the slot is taken before bcrypt, so at most the
+    // limit get past the throttle.
+    let port = p.admin_port;
+    let burst: Vec<_> = (0..30)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let b = json!({"email": "victim@example.com", "password": "not the password"});
+                call(port, "POST", "/api/auth/login", None, Some(&b), "").status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+    let passed = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        passed <= 5,
+        "{passed} attempts got past a limit of 5: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30 - passed);
+
+    // Another spelling of the same account is the same account.
+    for spelling in [
+        " victim@example.com",
+        "victim@example.com ",
+        "\tVICTIM@Example.com\n",
+        "Victim@Example.Com",
+    ] {
+        let b = json!({"email": spelling, "password": "not the password"});
+        let r = call(port, "POST", "/api/auth/login", None, Some(&b), "");
+        assert_eq!(
+            r.status,
+            429,
+            "{spelling:?} dodged the throttle: {}",
+            r.body_text()
+        );
+    }
+}
+
+#[test]
 fn sessions_follow_membership_role_password_and_revocation_at_once() {
     let up = Upstream::start();
     let s = Setup::new(&mock_upstream(&up, ""), "");
@@ -797,6 +847,139 @@ fn passwords_totp_seeds_recovery_codes_tokens_and_the_jwt_secret_never_leak() {
             assert!(!text.contains(n), "{n} leaked: {text}");
         }
     }
+}
+
+#[test]
+fn re_enrolling_totp_needs_the_current_second_factor_not_just_the_password() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "op@example.com", None, "");
+    let member = add_user(&s, "m@example.com", Some(&s.org_id.clone()), "member");
+    let p = s.spawn();
+    let token = login(&p, &op, 0);
+    let enrol = |body: Value| {
+        call(
+            p.admin_port,
+            "POST",
+            "/api/auth/totp",
+            Some(&token),
+            Some(&body),
+            "",
+        )
+    };
+    // A stolen session plus the password is not enough.
+    let r = enrol(json!({"password": PW}));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "invalid_credentials"),
+        "{}",
+        r.body_text()
+    );
+    let r = enrol(json!({"password": PW, "totp": "000000"}));
+    assert_eq!(r.status, 401);
+    let r = enrol(json!({"password": "wrong password!", "recovery_code": op.recovery[0]}));
+    assert_eq!(r.status, 401);
+    // The current code works (once), and so does a recovery code (burnt).
+    let code = code_for_uri(op.otpauth.as_deref().unwrap(), now() + 30).unwrap();
+    let r = enrol(json!({"password": PW, "totp": code}));
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let fresh = r.json();
+    let new_codes: Vec<String> = fresh["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    // The old recovery codes died with the old enrolment.
+    let r = enrol(json!({"password": PW, "recovery_code": op.recovery[1]}));
+    assert_eq!(r.status, 401);
+    let r = enrol(json!({"password": PW, "recovery_code": new_codes[0]}));
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let r = enrol(json!({"password": PW, "recovery_code": new_codes[0]}));
+    assert_eq!(r.status, 401, "a recovery code works once");
+    // Without TOTP enrolled, the first enrolment needs the password only.
+    let mtoken = login(&p, &member, 0);
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/auth/totp",
+        Some(&mtoken),
+        Some(&json!({"password": PW})),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+}
+
+#[test]
+fn a_secret_typed_into_the_wrong_field_is_neither_echoed_nor_audited() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "op@example.com", None, "");
+    let org = s.org_id.clone();
+    let p = s.spawn();
+    let token = login(&p, &op, 0);
+    let canary = "sk-proj-WRONGFIELD-canary-7f3a9c";
+    let tries: [(&str, String, Value); 6] = [
+        (
+            "PUT",
+            "/api/credentials/openai".to_string(),
+            json!({"secret": "sk-real-value", "expires_at": canary}),
+        ),
+        (
+            "POST",
+            format!("/api/orgs/{org}/keys"),
+            json!({"name": "k", "expires_at": canary}),
+        ),
+        (
+            "POST",
+            format!("/api/orgs/{org}/keys"),
+            json!({"name": "k", "region": canary}),
+        ),
+        (
+            "POST",
+            format!("/api/orgs/{org}/keys"),
+            json!({"name": "k", "pii": canary}),
+        ),
+        ("PATCH", format!("/api/orgs/{org}"), json!({"pii": canary})),
+        (
+            "POST",
+            "/api/orgs".to_string(),
+            json!({"name": "x", "region": canary}),
+        ),
+    ];
+    for (method, path, body) in &tries {
+        let r = call(p.admin_port, method, path, Some(&token), Some(body), "");
+        assert!(
+            (400..500).contains(&r.status),
+            "{method} {path}: {}",
+            r.body_text()
+        );
+        assert!(
+            !r.body_text().contains("WRONGFIELD"),
+            "{method} {path} echoed it: {}",
+            r.body_text()
+        );
+    }
+    // The CLI does not echo it either.
+    let out = p.cli(&["keys", "create", "--org", &org, "--expires", canary], b"");
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("WRONGFIELD"));
+    let audit = call(
+        p.admin_port,
+        "GET",
+        "/api/audit?limit=1000",
+        Some(&token),
+        None,
+        "",
+    )
+    .body_text();
+    assert!(
+        audit.contains("\"outcome\":\"failure\""),
+        "failures are audited: {audit}"
+    );
+    assert!(!audit.contains("WRONGFIELD"), "{audit}");
+    let s = p.stop();
+    assert_not_in_files(&s, &["WRONGFIELD"]);
 }
 
 #[test]

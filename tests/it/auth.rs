@@ -321,3 +321,60 @@ fn rpm_limits_answer_429_with_retry_after() {
     let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn a_key_snapshot_that_cannot_be_refreshed_fails_closed_then_recovers() {
+    let up = Upstream::start();
+    // `[store]` is the last section the harness writes before `extra`.
+    let p = Proxy::start(&up, "max_stale_secs = 2\n");
+    let ok = || raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+    assert_eq!(ok().status, 200);
+    // Break the store under the running sluice: every reload now fails.
+    let db = rusqlite::Connection::open(p.db()).unwrap();
+    db.execute_batch("ALTER TABLE api_keys RENAME TO api_keys_gone")
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        let r = ok();
+        if r.status == 503 {
+            break r;
+        }
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a stale snapshot kept serving"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(refused.code(), "store_unavailable");
+    let m = p.metrics();
+    let age: f64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_snapshot_age_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(age >= 2.0, "{m}");
+    assert_eq!(http_get(p.admin_port, "/readyz").unwrap().status, 503);
+    let log = p.log();
+    assert!(log.contains("cannot reload the key snapshot"), "{log}");
+    assert!(
+        log.matches("cannot reload the key snapshot").count() <= 2,
+        "logged per poll: {log}"
+    );
+    let upstream_before = up.requests().len();
+    assert_eq!(ok().status, 503);
+    assert_eq!(
+        up.requests().len(),
+        upstream_before,
+        "nothing forwarded while stale"
+    );
+    // Repaired: requests are served again.
+    db.execute_batch("ALTER TABLE api_keys_gone RENAME TO api_keys")
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ok().status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

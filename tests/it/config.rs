@@ -37,6 +37,9 @@ fn compiled_in_default_matches_the_defaults_in_code() {
     assert_eq!(file.limits.client_timeout, code.limits.client_timeout);
     assert_eq!(file.limits.max_header_bytes, code.limits.max_header_bytes);
     assert_eq!(file.limits.max_headers, code.limits.max_headers);
+    assert_eq!(file.limits.linger, code.limits.linger);
+    assert_eq!(file.limits.linger_max_bytes, code.limits.linger_max_bytes);
+    assert_eq!(file.admin, code.admin);
     for m in [
         "o1-mini",
         "O3",

@@ -173,6 +173,11 @@ fn slow_clients_are_cut_off_without_slowing_others() {
     assert_eq!(r.status, 408);
     assert_eq!(r.code(), "request_timeout");
     assert!(is_closed(&mut slow_body));
+    // The slow header sender is cut off too, and told why in the same JSON shape.
+    let r = read_response(&mut slow_head).expect("a slow head gets a 408 it can read");
+    assert_eq!(r.status, 408);
+    assert_eq!(r.code(), "request_timeout");
+    assert_security_headers(&r);
     assert!(
         is_closed(&mut slow_head),
         "slow header sender must be cut off"

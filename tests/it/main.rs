@@ -14,4 +14,5 @@ mod limits;
 mod pii;
 mod proxy;
 mod residency;
+mod sdk;
 mod vault;

@@ -203,3 +203,43 @@ fn org_and_key_policies_apply_and_change_while_serving() {
     // The harness's own org was created under the same config: off as well.
     wait_for(&p, body, false, &up, &p.auth());
 }
+
+#[test]
+fn a_huge_dense_body_does_not_stall_other_requests_on_the_same_worker() {
+    let up = Upstream::start();
+    // One worker thread: without offloading, redacting the big body blocks every connection.
+    let p = Proxy::start(&up, "[server]\nthreads = 1\n");
+    // About 2 MB of digit clusters: seconds of redaction in a debug build.
+    let mut dense = String::new();
+    let mut x: u64 = 12345;
+    while dense.len() < 2_000_000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        dense.push_str(&format!("{:05}-{:04} ", x % 100_000, (x >> 20) % 10_000));
+    }
+    let big = serde_json::json!({"model": "gpt-4o-mini", "input": dense}).to_string();
+    let port = p.port;
+    let big_req = p.post("/v1/embeddings", big.as_bytes(), "");
+    let t = std::thread::spawn(move || raw(port, &big_req).unwrap().status);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let small = raw(
+        p.port,
+        &p.post("/v1/embeddings", br#"{"model":"m","input":"small"}"#, ""),
+    )
+    .unwrap();
+    assert_eq!(small.status, 200);
+    assert_eq!(t.join().unwrap(), 200);
+    let got = up.requests();
+    let small_at = got
+        .iter()
+        .find(|r| r.body.ends_with(br#""small"}"#))
+        .unwrap()
+        .at;
+    let big_at = got.iter().find(|r| r.body.len() > 1_000_000).unwrap().at;
+    assert!(
+        small_at + std::time::Duration::from_millis(300) < big_at,
+        "the small request waited for the big one's redaction ({:?} before it)",
+        big_at.saturating_duration_since(small_at)
+    );
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use upstream::Upstream;
+pub use upstream::{RawUpstream, Upstream};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the kernel will not hand it out again soon).
 pub fn free_port() -> u16 {

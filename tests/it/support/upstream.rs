@@ -28,6 +28,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the whole request had arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -153,6 +155,7 @@ async fn handle(
         path,
         headers,
         body,
+        at: std::time::Instant::now(),
     });
 
     let parts: Vec<&str> = mock.split(':').collect();
@@ -232,4 +235,65 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// An upstream that answers every request with fixed raw bytes (for malformed or hostile
+/// responses hyper cannot produce), then closes the connection. Counts the requests it read.
+#[derive(Clone)]
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl RawUpstream {
+    /// Start on a free port; every request gets `response` verbatim.
+    pub fn start(response: Vec<u8>) -> RawUpstream {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let response = response.clone();
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    // Read one request head and its Content-Length body; health checks that
+                    // connect and close read nothing and are not counted.
+                    let mut buf = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !buf.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut byte) {
+                            Ok(1) => buf.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    let _ = s.read_exact(&mut body);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = s.write_all(&response);
+                    let _ = s.flush();
+                });
+            }
+        });
+        RawUpstream { addr, requests }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How many requests it answered.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
