@@ -4,10 +4,10 @@
 //! plus credential injection against a bare SHA-256 of the key.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use sluice::admin::{self, KeyPii, KeySpec};
+use sluice::admin::{self, KeySpec};
 use sluice::auth::{self, Snapshot};
 use sluice::inbound::{self, Bounds};
-use sluice::redact::{Counts, Engine};
+use sluice::redact::{Counts, Engine, Scan};
 use sluice::store::Store;
 use sluice::vault::Keyring;
 
@@ -59,17 +59,18 @@ fn auth_and_credential(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("bench.db")).unwrap();
     let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
-    let org = admin::create_org(&store, "bench", None, None).unwrap();
+    let org = admin::create_org(
+        &store,
+        &admin::OrgSpec {
+            name: "bench".into(),
+            ..admin::OrgSpec::default()
+        },
+        admin::Setting::On,
+    )
+    .unwrap();
     let mut last = None;
     for i in 0..200 {
-        let spec = KeySpec {
-            org_id: org.id.clone(),
-            name: format!("k{i}"),
-            pii: KeyPii::Inherit,
-            region: None,
-            rpm: None,
-            expires: None,
-        };
+        let spec = KeySpec::inheriting(&org.id, &format!("k{i}"));
         last = Some(admin::create_key(&store, &spec).unwrap());
     }
     admin::set_credential(&store, &ring, "openai", "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789abcdefghijklmnopqrstuvwxyz", None).unwrap();
@@ -144,12 +145,16 @@ fn redaction(c: &mut Criterion) {
     g.bench_function("baseline_copy_64k", |b| {
         b.iter(|| black_box(&clean).to_string())
     });
+    // PII and secrets (the default policy), and PII alone (the cost of the secret rules).
     g.bench_function("clean_text_64k", |b| {
-        b.iter(|| e.redact_text(black_box(&clean), &mut Counts::default()))
+        b.iter(|| e.redact_text(black_box(&clean), Scan::ALL, &mut Counts::default()))
+    });
+    g.bench_function("clean_text_64k_pii_only", |b| {
+        b.iter(|| e.redact_text(black_box(&clean), Scan::PII, &mut Counts::default()))
     });
     g.throughput(Throughput::Bytes(dense.len() as u64));
     g.bench_function("dense_pii_text_64k", |b| {
-        b.iter(|| e.redact_text(black_box(&dense), &mut Counts::default()))
+        b.iter(|| e.redact_text(black_box(&dense), Scan::ALL, &mut Counts::default()))
     });
     g.throughput(Throughput::Bytes(big.len() as u64));
     g.bench_function("baseline_serde_value_json_1m", |b| {
@@ -157,7 +162,7 @@ fn redaction(c: &mut Criterion) {
     });
     g.bench_function("json_body_1m", |b| {
         b.iter(|| {
-            e.redact_json(black_box(&big), &mut Counts::default())
+            e.redact_json(black_box(&big), Scan::ALL, &mut Counts::default())
                 .unwrap()
         })
     });
@@ -168,8 +173,14 @@ fn redaction(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(chat.len() as u64));
     g.bench_function("chat_body_2k", |b| {
         b.iter(|| {
-            e.redact_body(black_box(&chat), Some(b"application/json"), None, 10 << 20)
-                .unwrap()
+            e.redact_body(
+                black_box(&chat),
+                Some(b"application/json"),
+                None,
+                10 << 20,
+                Scan::ALL,
+            )
+            .unwrap()
         })
     });
     g.finish();
@@ -183,7 +194,15 @@ fn login(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("bench.db")).unwrap();
     let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
-    let org = admin::create_org(&store, "bench", None, None).unwrap();
+    let org = admin::create_org(
+        &store,
+        &admin::OrgSpec {
+            name: "bench".into(),
+            ..admin::OrgSpec::default()
+        },
+        admin::Setting::On,
+    )
+    .unwrap();
     let pw = "correct horse battery staple";
     users::create_user(
         &store,

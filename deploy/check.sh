@@ -10,7 +10,7 @@ kubernetes-validate --strict --kubernetes-version 1.30.0 deploy/kubernetes/deplo
 kubernetes-validate --strict deploy/kubernetes/deployment.yaml
 shellcheck .ci/run deploy/check.sh dev.sh
 
-bin="${SLUICE_BIN:-target/debug/sluice}"
+bin="${SLUICE_BIN:-${CARGO_TARGET_DIR:-target}/debug/sluice}"
 tmp="$(mktemp -d)"
 pid=""
 cleanup() {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
-use crate::admin::{self, KeyPii, Pii};
+use crate::admin::{self, Actor, KeySetting, Setting};
 use crate::audit::{self, Record};
 use crate::config::{Config, LoadError, LogFormat};
 use crate::residency::Region;
@@ -112,17 +112,27 @@ enum OrgsCmd {
         region: Option<Region>,
         /// PII redaction for the org's requests (default: `[pii] default` in the config).
         #[arg(long, value_enum)]
-        pii: Option<Pii>,
+        pii: Option<Setting>,
+        /// Secret detection (API keys, tokens, private keys) in the org's traffic (default on).
+        #[arg(long, value_enum)]
+        secrets: Option<Setting>,
+        /// Redaction of what comes back (responses and streams; default off).
+        #[arg(long, value_enum)]
+        response_redaction: Option<Setting>,
     },
     /// List orgs.
     List,
-    /// Change an org's default region or PII setting.
+    /// Change an org's default region, PII, secrets or response redaction setting.
     Update {
         org_id: String,
         #[arg(long, value_parser = parse_region)]
         region: Option<Region>,
         #[arg(long, value_enum)]
-        pii: Option<Pii>,
+        pii: Option<Setting>,
+        #[arg(long, value_enum)]
+        secrets: Option<Setting>,
+        #[arg(long, value_enum)]
+        response_redaction: Option<Setting>,
     },
     /// GDPR hard delete: remove the org's keys, users and settings in one transaction and
     /// destroy its audit data key (its audit details become unreadable; the chain still
@@ -213,7 +223,13 @@ struct KeyArgs {
     name: String,
     /// PII redaction for this key; `inherit` follows the org.
     #[arg(long, value_enum, default_value = "inherit")]
-    pii: KeyPii,
+    pii: KeySetting,
+    /// Secret detection for this key; `inherit` follows the org.
+    #[arg(long, value_enum, default_value = "inherit")]
+    secrets: KeySetting,
+    /// Response redaction for this key; `inherit` follows the org.
+    #[arg(long, value_enum, default_value = "inherit")]
+    response_redaction: KeySetting,
     /// Pin the key to a data region.
     #[arg(long, value_parser = parse_region)]
     region: Option<Region>,
@@ -421,23 +437,27 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
     // Changes are audited, and an org's audit record is sealed under its data key.
     let ring = || keyring();
     match c {
-        OrgsCmd::Create { name, region, pii } => {
-            let pii = pii.unwrap_or(if cfg.pii.default_on {
-                Pii::On
-            } else {
-                Pii::Off
-            });
-            let org = admin::audited(
+        OrgsCmd::Create {
+            name,
+            region,
+            pii,
+            secrets,
+            response_redaction,
+        } => {
+            let spec = admin::OrgSpec {
+                name,
+                region,
+                pii,
+                secrets,
+                response_redaction,
+            };
+            let org = admin::create_org_as(
                 &store,
                 &ring()?,
-                Record::admin("org.create", &audit::cli_actor()),
-                |s| admin::create_org(s, &name, region, Some(pii)),
-                |o, r| {
-                    r.org_id = Some(o.id.clone());
-                    r.target_id = Some(o.id.clone());
-                    r.details =
-                        serde_json::json!({"name": o.name, "region": o.region, "pii": o.pii});
-                },
+                &Actor::cli(),
+                &spec,
+                pii_default(cfg),
+                None,
             )
             .map_err(|e| e.to_string())?;
             let text = format!("created org {} ({})", org.id, org.name);
@@ -449,11 +469,10 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 .iter()
                 .map(|o| {
                     format!(
-                        "{}  {}  region={}  pii={}  created={}",
+                        "{}  {}  {}  created={}",
                         o.id,
                         o.name,
-                        or_none(&o.region),
-                        o.pii,
+                        org_settings(o),
                         o.created_at
                     )
                 })
@@ -465,24 +484,18 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             org_id,
             region,
             pii,
+            secrets,
+            response_redaction,
         } => {
-            let mut rec = Record::admin("org.update", &audit::cli_actor());
-            rec.org_id = Some(org_id.clone());
-            rec.target_id = Some(org_id.clone());
-            let org = admin::audited(
-                &store,
-                &ring()?,
-                rec,
-                |s| admin::update_org(s, &org_id, region, pii),
-                |o, r| r.details = serde_json::json!({"region": o.region, "pii": o.pii}),
-            )
-            .map_err(|e| e.to_string())?;
-            let text = format!(
-                "updated org {}: region={} pii={}",
-                org.id,
-                or_none(&org.region),
-                org.pii
-            );
+            let change = admin::OrgChange {
+                region,
+                pii,
+                secrets,
+                response_redaction,
+            };
+            let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
+                .map_err(|e| e.to_string())?;
+            let text = format!("updated org {}: {}", org.id, org_settings(&org));
             Ok((to_json(&org), text))
         }
         OrgsCmd::Delete { org_id, hard } => {
@@ -507,6 +520,25 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             Ok((d, text))
         }
     }
+}
+
+/// The PII setting of orgs created without one (`[pii] default`).
+fn pii_default(cfg: &Config) -> Setting {
+    if cfg.pii.default_on {
+        Setting::On
+    } else {
+        Setting::Off
+    }
+}
+
+fn org_settings(o: &crate::store::Org) -> String {
+    format!(
+        "region={}  pii={}  secrets={}  response_redaction={}",
+        or_none(&o.region),
+        o.pii,
+        o.secrets,
+        o.response_redaction
+    )
 }
 
 fn hard_delete(
@@ -727,26 +759,14 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 org_id: a.org,
                 name: a.name,
                 pii: a.pii,
+                secrets: a.secrets,
+                response_redaction: a.response_redaction,
                 region: a.region,
                 rpm: a.rpm,
                 expires: a.expires,
             };
-            let mut rec = Record::admin("key.create", &audit::cli_actor());
-            rec.org_id = Some(spec.org_id.clone());
-            let k = admin::audited(
-                &store,
-                &ring()?,
-                rec,
-                |s| admin::create_key(s, &spec),
-                |k, r| {
-                    r.target_id = Some(k.id.clone());
-                    r.details = serde_json::json!({
-                        "name": k.name, "prefix": k.prefix, "pii": format!("{:?}", spec.pii).to_lowercase(),
-                        "region": spec.region.map(|r| r.as_str()), "rpm": spec.rpm, "expires": spec.expires,
-                    });
-                },
-            )
-            .map_err(|e| e.to_string())?;
+            let k = admin::create_key_as(&store, &ring()?, &Actor::cli(), &spec, None)
+                .map_err(|e| e.to_string())?;
             let text = format!(
                 "created key {} ({}) for org {}\n\n    {}\n\nStore it now: it is shown only this once.",
                 k.id,
@@ -763,13 +783,15 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 .map(|v| {
                     let k = &v.key;
                     format!(
-                        "{}  {}...  {}  org={}  status={}  pii={}  region={}  rpm={}  expires={}  last_used={}",
+                        "{}  {}...  {}  org={}  status={}  pii={}  secrets={}  response_redaction={}  region={}  rpm={}  expires={}  last_used={}",
                         k.id,
                         k.prefix,
                         k.name,
                         k.org_id,
                         v.status,
                         k.pii,
+                        k.secrets,
+                        k.response_redaction,
                         or_none(&k.region),
                         k.rpm.map_or("-".to_string(), |r| r.to_string()),
                         or_none(&k.expires_at),
@@ -1066,7 +1088,15 @@ fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
         &store,
         ring,
         Record::admin("dev.bootstrap", &audit::cli_actor()),
-        |s| admin::dev_bootstrap(s, ring, &names, openai.as_ref().map(|s| s.as_str())),
+        |s| {
+            admin::dev_bootstrap(
+                s,
+                ring,
+                &names,
+                openai.as_ref().map(|s| s.as_str()),
+                pii_default(cfg),
+            )
+        },
         |d, r| {
             r.org_id = d.created.as_ref().map(|(o, _)| o.id.clone());
             r.target_id = d.created.as_ref().map(|(_, k)| k.id.clone());
@@ -1165,7 +1195,7 @@ fn bootstrap(
     }
     let ring = keyring()?;
     let store = open_store(cfg)?;
-    let actor = audit::cli_actor();
+    let actor = Actor::cli();
     let org = match store
         .orgs()
         .map_err(|e| e.to_string())?
@@ -1174,35 +1204,24 @@ fn bootstrap(
     {
         Some(o) => o,
         None => {
-            let pii = if cfg.pii.default_on {
-                Pii::On
-            } else {
-                Pii::Off
+            let spec = admin::OrgSpec {
+                name: org_name.to_string(),
+                region,
+                ..admin::OrgSpec::default()
             };
-            admin::audited(
+            admin::create_org_as(
                 &store,
                 &ring,
-                Record::admin("org.create", &actor),
-                |s| admin::create_org(s, org_name, region, Some(pii)),
-                |o, r| {
-                    r.org_id = Some(o.id.clone());
-                    r.target_id = Some(o.id.clone());
-                    r.details = serde_json::json!({"name": o.name, "region": o.region, "pii": o.pii, "via": "bootstrap"});
-                },
+                &actor,
+                &spec,
+                pii_default(cfg),
+                Some("bootstrap"),
             )
             .map_err(|e| e.to_string())?
         }
     };
     let mut key_created = false;
     if !key_file.exists() {
-        let spec = admin::KeySpec {
-            org_id: org.id.clone(),
-            name: "bootstrap".into(),
-            pii: KeyPii::Inherit,
-            region: None,
-            rpm: None,
-            expires: None,
-        };
         // Create the file first (0600, must not exist), then the key, so a key is never
         // created without a place to put it.
         let mut f = std::fs::OpenOptions::new()
@@ -1211,20 +1230,8 @@ fn bootstrap(
             .mode(0o600)
             .open(key_file)
             .map_err(|e| format!("cannot create {}: {e}", key_file.display()))?;
-        let mut rec = Record::admin("key.create", &actor);
-        rec.org_id = Some(org.id.clone());
-        let k = admin::audited(
-            &store,
-            &ring,
-            rec,
-            |s| admin::create_key(s, &spec),
-            |k, r| {
-                r.target_id = Some(k.id.clone());
-                r.details =
-                    serde_json::json!({"name": k.name, "prefix": k.prefix, "via": "bootstrap"});
-            },
-        );
-        let k = match k {
+        let spec = admin::KeySpec::inheriting(&org.id, "bootstrap");
+        let k = match admin::create_key_as(&store, &ring, &actor, &spec, Some("bootstrap")) {
             Ok(k) => k,
             Err(e) => {
                 let _ = std::fs::remove_file(key_file);
@@ -1247,7 +1254,7 @@ fn bootstrap(
             if same {
                 continue;
             }
-            let mut rec = Record::admin("credential.set", &actor);
+            let mut rec = actor.record("credential.set", None);
             rec.target_id = Some(name.clone());
             admin::audited(
                 &store,
@@ -1479,11 +1486,12 @@ fn redact(json: bool) -> i32 {
     };
     let engine = crate::redact::Engine::new();
     let mut counts = crate::redact::Counts::default();
-    let (format, output) = match engine.redact_json(&text, &mut counts) {
+    let scan = crate::redact::Scan::ALL;
+    let (format, output) = match engine.redact_json(&text, scan, &mut counts) {
         Ok(r) => ("json", r.unwrap_or(text)),
         Err(_) => {
             counts = Default::default();
-            let r = engine.redact_text(&text, &mut counts);
+            let r = engine.redact_text(&text, scan, &mut counts);
             ("text", r.unwrap_or(text))
         }
     };

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// `sluice_redactions_total{entity}`: PII values replaced in request bodies.
     pub redactions: IntCounterVec,
+    /// `sluice_response_redactions_total{entity}`: values replaced in responses.
+    pub response_redactions: IntCounterVec,
     /// The audit writer's queue, batch write time, records written and failed writes.
     pub audit: crate::audit::WriterStats,
     /// `sluice_admin_requests_total{method,status}`: admin API calls.
@@ -123,11 +125,19 @@ impl Metrics {
         let redactions = IntCounterVec::new(
             Opts::new(
                 "sluice_redactions_total",
-                "PII values replaced in request bodies, by entity (email, ssn, phone, card)",
+                "PII and secrets replaced in request bodies, by entity (email, ssn, phone, card, secret)",
             ),
             &["entity"],
         )?;
         registry.register(Box::new(redactions.clone()))?;
+        let response_redactions = IntCounterVec::new(
+            Opts::new(
+                "sluice_response_redactions_total",
+                "Values replaced in responses (response redaction on), by entity (email, ssn, phone, card, secret)",
+            ),
+            &["entity"],
+        )?;
+        registry.register(Box::new(response_redactions.clone()))?;
         let audit = crate::audit::WriterStats {
             depth: IntGauge::new(
                 "sluice_audit_queue_depth",
@@ -201,6 +211,7 @@ impl Metrics {
             added_latency,
             auth_failures,
             redactions,
+            response_redactions,
             audit,
             admin_requests,
             admin_logins,

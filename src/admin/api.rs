@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::session::{Directory, Principal, Sessions, Throttle};
 use super::users::{self, Role};
-use super::{Error, KeyPii, Pii};
+use super::{Error, KeySetting, Setting};
 use crate::audit::{self, Record};
 use crate::residency::Region;
 use crate::store::{self, Store};
@@ -163,7 +163,7 @@ pub struct Api {
     directory: Mutex<Directory>,
     throttle: Mutex<Throttle>,
     dummy_hash: String,
-    pii_default_on: bool,
+    pii_default: Setting,
     /// Called (with the store, still locked) after every successful change.
     on_change: Option<OnChange>,
 }
@@ -175,17 +175,21 @@ struct Caller<'a> {
 }
 
 impl Caller<'_> {
+    /// The caller as the actor of an admin operation.
+    fn actor(&self) -> super::Actor {
+        super::Actor {
+            id: match &self.principal {
+                Some(p) => format!("user:{}", p.user_id),
+                None => "anonymous".into(),
+            },
+            source_ip: self.req.peer.map(|ip| ip.to_string()),
+            user_agent: self.req.user_agent.clone(),
+            request_id: Some(self.req.request_id.clone()),
+        }
+    }
+
     fn record(&self, action: &str, org: Option<&str>) -> Record {
-        let actor = match &self.principal {
-            Some(p) => format!("user:{}", p.user_id),
-            None => "anonymous".into(),
-        };
-        let mut r = Record::admin(action, &actor);
-        r.org_id = org.map(String::from);
-        r.source_ip = self.req.peer.map(|ip| ip.to_string());
-        r.user_agent = self.req.user_agent.clone();
-        r.request_id = Some(self.req.request_id.clone());
-        r
+        self.actor().record(action, org)
     }
 
     fn principal(&self) -> Result<&Principal, ApiError> {
@@ -361,6 +365,10 @@ struct NewOrg {
     region: Option<String>,
     #[serde(default)]
     pii: Option<String>,
+    #[serde(default)]
+    secrets: Option<String>,
+    #[serde(default)]
+    response_redaction: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -370,6 +378,10 @@ struct OrgPatch {
     region: Option<String>,
     #[serde(default)]
     pii: Option<String>,
+    #[serde(default)]
+    secrets: Option<String>,
+    #[serde(default)]
+    response_redaction: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +391,10 @@ struct NewKey {
     name: String,
     #[serde(default)]
     pii: Option<String>,
+    #[serde(default)]
+    secrets: Option<String>,
+    #[serde(default)]
+    response_redaction: Option<String>,
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
@@ -415,17 +431,31 @@ struct CredentialBody {
     expires_at: Option<String>,
 }
 
-fn pii(s: Option<&str>) -> Result<Option<Pii>, ApiError> {
-    match s {
-        None => Ok(None),
-        Some("on") => Ok(Some(Pii::On)),
-        Some("off") => Ok(Some(Pii::Off)),
-        Some(_) => Err(err(
-            400,
-            "invalid_request",
-            "pii must be \"on\" or \"off\".",
-        )),
-    }
+/// An org setting field: `"on"` or `"off"`.
+fn setting(field: &str, s: Option<&str>) -> Result<Option<Setting>, ApiError> {
+    s.map(|v| {
+        Setting::parse(v).ok_or_else(|| {
+            err(
+                400,
+                "invalid_request",
+                format!("{field} must be \"on\" or \"off\"."),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// A key setting field: `"on"`, `"off"` or `"inherit"` (the default).
+fn key_setting(field: &str, s: Option<&str>) -> Result<KeySetting, ApiError> {
+    s.map_or(Ok(KeySetting::Inherit), |v| {
+        KeySetting::parse(v).ok_or_else(|| {
+            err(
+                400,
+                "invalid_request",
+                format!("{field} must be \"on\", \"off\" or \"inherit\"."),
+            )
+        })
+    })
 }
 
 fn to_value(v: &impl serde::Serialize) -> Value {
@@ -455,7 +485,11 @@ impl Api {
                 cfg.admin.login_window,
             )),
             dummy_hash: users::dummy_hash(),
-            pii_default_on: cfg.pii.default_on,
+            pii_default: if cfg.pii.default_on {
+                Setting::On
+            } else {
+                Setting::Off
+            },
             on_change: None,
         }
     }
@@ -836,23 +870,15 @@ impl Api {
     fn create_org(&self, store: &Store, c: &Caller) -> ApiResult {
         operator_only(c.principal()?)?;
         let b: NewOrg = body(c.req)?;
-        let region = region(b.region.as_deref())?;
-        let pii = pii(b.pii.as_deref())?.unwrap_or(if self.pii_default_on {
-            Pii::On
-        } else {
-            Pii::Off
-        });
-        let org = super::audited(
-            store,
-            &self.ring,
-            c.record("org.create", None),
-            |s| super::create_org(s, &b.name, region, Some(pii)),
-            |o, r| {
-                r.org_id = Some(o.id.clone());
-                r.target_id = Some(o.id.clone());
-                r.details = json!({"name": o.name, "region": o.region, "pii": o.pii});
-            },
-        )?;
+        let spec = super::OrgSpec {
+            name: b.name,
+            region: region(b.region.as_deref())?,
+            pii: setting("pii", b.pii.as_deref())?,
+            secrets: setting("secrets", b.secrets.as_deref())?,
+            response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
+        };
+        let org =
+            super::create_org_as(store, &self.ring, &c.actor(), &spec, self.pii_default, None)?;
         Ok((201, to_value(&org)))
     }
 
@@ -864,17 +890,13 @@ impl Api {
     fn update_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
         allow(c.principal()?, id, Access::Manage)?;
         let b: OrgPatch = body(c.req)?;
-        let region = region(b.region.as_deref())?;
-        let pii = pii(b.pii.as_deref())?;
-        let mut rec = c.record("org.update", Some(id));
-        rec.target_id = Some(id.to_string());
-        let org = super::audited(
-            store,
-            &self.ring,
-            rec,
-            |s| super::update_org(s, id, region, pii),
-            |o, r| r.details = json!({"region": o.region, "pii": o.pii}),
-        )?;
+        let change = super::OrgChange {
+            region: region(b.region.as_deref())?,
+            pii: setting("pii", b.pii.as_deref())?,
+            secrets: setting("secrets", b.secrets.as_deref())?,
+            response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
+        };
+        let org = super::update_org_as(store, &self.ring, &c.actor(), id, &change)?;
         Ok((200, to_value(&org)))
     }
 
@@ -908,37 +930,17 @@ impl Api {
     fn create_key(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
         allow(c.principal()?, org, Access::Manage)?;
         let b: NewKey = body(c.req)?;
-        let kpii = match b.pii.as_deref() {
-            None | Some("inherit") => KeyPii::Inherit,
-            Some("on") => KeyPii::On,
-            Some("off") => KeyPii::Off,
-            Some(_) => {
-                return Err(err(
-                    400,
-                    "invalid_request",
-                    "pii must be \"on\", \"off\" or \"inherit\".",
-                ))
-            }
-        };
         let spec = super::KeySpec {
             org_id: org.to_string(),
             name: b.name,
-            pii: kpii,
+            pii: key_setting("pii", b.pii.as_deref())?,
+            secrets: key_setting("secrets", b.secrets.as_deref())?,
+            response_redaction: key_setting("response_redaction", b.response_redaction.as_deref())?,
             region: region(b.region.as_deref())?,
             rpm: b.rpm,
             expires: b.expires_at,
         };
-        let k = super::audited(
-            store,
-            &self.ring,
-            c.record("key.create", Some(org)),
-            |s| super::create_key(s, &spec),
-            |k, r| {
-                r.target_id = Some(k.id.clone());
-                r.details = json!({"name": k.name, "prefix": k.prefix, "rpm": spec.rpm,
-                    "region": spec.region.map(|r| r.as_str()), "expires": spec.expires});
-            },
-        )?;
+        let k = super::create_key_as(store, &self.ring, &c.actor(), &spec, None)?;
         Ok((201, to_value(&k)))
     }
 

@@ -50,37 +50,94 @@ impl Error {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An org's PII redaction setting.
+/// An org's on/off setting (PII redaction, secret detection, response redaction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Pii {
+pub enum Setting {
     On,
     Off,
 }
 
-/// A key's PII setting: its own, or the org's.
+/// A key's setting: its own, or the org's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KeyPii {
+pub enum KeySetting {
     On,
     Off,
     Inherit,
 }
 
-impl Pii {
-    fn as_str(self) -> &'static str {
+/// An org's PII redaction setting.
+pub type Pii = Setting;
+/// A key's PII setting.
+pub type KeyPii = KeySetting;
+
+impl Setting {
+    /// As stored and shown: `on` or `off`.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Pii::On => "on",
-            Pii::Off => "off",
+            Setting::On => "on",
+            Setting::Off => "off",
+        }
+    }
+
+    /// Parse `on` or `off`.
+    pub fn parse(s: &str) -> Option<Setting> {
+        match s {
+            "on" => Some(Setting::On),
+            "off" => Some(Setting::Off),
+            _ => None,
         }
     }
 }
 
-impl KeyPii {
-    fn as_str(self) -> &'static str {
+impl KeySetting {
+    /// As stored and shown: `on`, `off` or `inherit`.
+    pub fn as_str(self) -> &'static str {
         match self {
-            KeyPii::On => "on",
-            KeyPii::Off => "off",
-            KeyPii::Inherit => "inherit",
+            KeySetting::On => "on",
+            KeySetting::Off => "off",
+            KeySetting::Inherit => "inherit",
         }
+    }
+
+    /// Parse `on`, `off` or `inherit`.
+    pub fn parse(s: &str) -> Option<KeySetting> {
+        match s {
+            "on" => Some(KeySetting::On),
+            "off" => Some(KeySetting::Off),
+            "inherit" => Some(KeySetting::Inherit),
+            _ => None,
+        }
+    }
+}
+
+/// Who performs an admin operation, for its audit record: the CLI's OS user or an admin API
+/// user, with the request's source address, user agent and id when there is one.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    /// `cli:<os user>` or `user:<id>`.
+    pub id: String,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// The operator at the command line.
+    pub fn cli() -> Actor {
+        Actor {
+            id: audit::cli_actor(),
+            ..Actor::default()
+        }
+    }
+
+    /// A new audit record of `action` in `org` by this actor.
+    pub fn record(&self, action: &str, org: Option<&str>) -> audit::Record {
+        let mut r = audit::Record::admin(action, &self.id);
+        r.org_id = org.map(String::from);
+        r.source_ip = self.source_ip.clone();
+        r.user_agent = self.user_agent.clone();
+        r.request_id = self.request_id.clone();
+        r
     }
 }
 
@@ -146,34 +203,118 @@ pub fn audited<T>(
 
 // ---- orgs ----
 
-/// Create an org.
-pub fn create_org(
-    store: &Store,
-    name: &str,
-    region: Option<Region>,
-    pii: Option<Pii>,
-) -> Result<store::Org> {
-    check_name("org", name)?;
+/// A new org. Settings left `None` take the defaults: PII as `[pii] default` says (the
+/// caller's `pii_default`), secrets on, response redaction off.
+#[derive(Debug, Clone, Default)]
+pub struct OrgSpec {
+    pub name: String,
+    pub region: Option<Region>,
+    pub pii: Option<Setting>,
+    pub secrets: Option<Setting>,
+    pub response_redaction: Option<Setting>,
+}
+
+/// Changes to an org: `None` keeps the current value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrgChange {
+    pub region: Option<Region>,
+    pub pii: Option<Setting>,
+    pub secrets: Option<Setting>,
+    pub response_redaction: Option<Setting>,
+}
+
+impl OrgChange {
+    fn is_empty(&self) -> bool {
+        self.region.is_none()
+            && self.pii.is_none()
+            && self.secrets.is_none()
+            && self.response_redaction.is_none()
+    }
+}
+
+/// The audit details of an org's settings (the same for every entry point).
+fn org_details(o: &store::Org) -> serde_json::Value {
+    serde_json::json!({
+        "name": o.name, "region": o.region, "pii": o.pii, "secrets": o.secrets,
+        "response_redaction": o.response_redaction,
+    })
+}
+
+/// Create an org (no audit record: see [`create_org_as`]).
+pub fn create_org(store: &Store, spec: &OrgSpec, pii_default: Setting) -> Result<store::Org> {
+    check_name("org", &spec.name)?;
     Ok(store.insert_org(
-        name,
-        region.map(Region::as_str),
-        pii.unwrap_or(Pii::On).as_str(),
+        &spec.name,
+        &store::OrgSettings {
+            region: spec.region.map(Region::as_str),
+            pii: Some(spec.pii.unwrap_or(pii_default).as_str()),
+            secrets: Some(spec.secrets.unwrap_or(Setting::On).as_str()),
+            response_redaction: Some(spec.response_redaction.unwrap_or(Setting::Off).as_str()),
+        },
     )?)
 }
 
-/// Change an org's default region and/or PII setting.
-pub fn update_org(
+/// Create an org and its `org.create` audit record, in one transaction. `via` names an entry
+/// point that is not the plain command or call (e.g. `bootstrap`).
+pub fn create_org_as(
     store: &Store,
-    id: &str,
-    region: Option<Region>,
-    pii: Option<Pii>,
+    ring: &Keyring,
+    actor: &Actor,
+    spec: &OrgSpec,
+    pii_default: Setting,
+    via: Option<&str>,
 ) -> Result<store::Org> {
-    if region.is_none() && pii.is_none() {
+    audited(
+        store,
+        ring,
+        actor.record("org.create", None),
+        |s| create_org(s, spec, pii_default),
+        |o, r| {
+            r.org_id = Some(o.id.clone());
+            r.target_id = Some(o.id.clone());
+            r.details = org_details(o);
+            if let Some(v) = via {
+                r.details["via"] = v.into();
+            }
+        },
+    )
+}
+
+/// Change an org's settings (no audit record: see [`update_org_as`]).
+pub fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::Org> {
+    if change.is_empty() {
         return Err(Error::Invalid(
-            "nothing to change: give --region and/or --pii".into(),
+            "nothing to change: give a region, pii, secrets or response_redaction setting".into(),
         ));
     }
-    Ok(store.update_org(id, region.map(Region::as_str), pii.map(Pii::as_str))?)
+    Ok(store.update_org(
+        id,
+        &store::OrgSettings {
+            region: change.region.map(Region::as_str),
+            pii: change.pii.map(Setting::as_str),
+            secrets: change.secrets.map(Setting::as_str),
+            response_redaction: change.response_redaction.map(Setting::as_str),
+        },
+    )?)
+}
+
+/// Change an org's settings with its `org.update` audit record, in one transaction.
+pub fn update_org_as(
+    store: &Store,
+    ring: &Keyring,
+    actor: &Actor,
+    id: &str,
+    change: &OrgChange,
+) -> Result<store::Org> {
+    let mut rec = actor.record("org.update", Some(id));
+    rec.target_id = Some(id.to_string());
+    audited(
+        store,
+        ring,
+        rec,
+        |s| update_org(s, id, change),
+        |o, r| r.details = org_details(o),
+    )
 }
 
 // ---- API keys ----
@@ -183,11 +324,58 @@ pub fn update_org(
 pub struct KeySpec {
     pub org_id: String,
     pub name: String,
-    pub pii: KeyPii,
+    pub pii: KeySetting,
+    pub secrets: KeySetting,
+    pub response_redaction: KeySetting,
     pub region: Option<Region>,
     pub rpm: Option<u32>,
     /// RFC 3339, in the future.
     pub expires: Option<String>,
+}
+
+impl KeySpec {
+    /// A key named `name` of `org_id` with every setting inherited and no limits.
+    pub fn inheriting(org_id: &str, name: &str) -> KeySpec {
+        KeySpec {
+            org_id: org_id.to_string(),
+            name: name.to_string(),
+            pii: KeySetting::Inherit,
+            secrets: KeySetting::Inherit,
+            response_redaction: KeySetting::Inherit,
+            region: None,
+            rpm: None,
+            expires: None,
+        }
+    }
+}
+
+/// Create a key with its `key.create` audit record, in one transaction.
+pub fn create_key_as(
+    store: &Store,
+    ring: &Keyring,
+    actor: &Actor,
+    spec: &KeySpec,
+    via: Option<&str>,
+) -> Result<CreatedKey> {
+    audited(
+        store,
+        ring,
+        actor.record("key.create", Some(&spec.org_id)),
+        |s| create_key(s, spec),
+        |k, r| {
+            r.target_id = Some(k.id.clone());
+            r.details = serde_json::json!({
+                "name": k.name, "prefix": k.prefix, "pii": spec.pii.as_str(),
+                "secrets": spec.secrets.as_str(),
+                "response_redaction": spec.response_redaction.as_str(),
+                "region": spec.region.map(|r| r.as_str()), "rpm": spec.rpm,
+                "expires": k.expires_at,
+            });
+            if let Some(v) = via {
+                r.details["via"] = v.into();
+            }
+        },
+    )
 }
 
 /// A created key: the only time the key itself exists outside the client.
@@ -199,6 +387,9 @@ pub struct CreatedKey {
     pub prefix: String,
     pub org_id: String,
     pub name: String,
+    /// The expiry as stored (RFC 3339 UTC).
+    #[serde(skip)]
+    pub expires_at: Option<String>,
 }
 
 pub(crate) fn expose<S: serde::Serializer>(
@@ -212,7 +403,7 @@ pub(crate) fn expose<S: serde::Serializer>(
 pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
     check_name("key", &spec.name)?;
     if spec.rpm == Some(0) {
-        return Err(Error::Invalid("--rpm must be at least 1".into()));
+        return Err(Error::Invalid("rpm must be at least 1".into()));
     }
     let expires = spec.expires.as_deref().map(future_time).transpose()?;
     let new = auth::generate();
@@ -223,6 +414,8 @@ pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
         prefix: new.prefix.clone(),
         hash: new.hash.to_vec(),
         pii: spec.pii.as_str().into(),
+        secrets: spec.secrets.as_str().into(),
+        response_redaction: spec.response_redaction.as_str().into(),
         region: spec.region.map(|r| r.as_str().to_string()),
         rpm: spec.rpm,
         expires_at: expires,
@@ -237,6 +430,7 @@ pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
         prefix: new.prefix,
         org_id: row.org_id,
         name: row.name,
+        expires_at: row.expires_at,
     })
 }
 
@@ -540,20 +734,18 @@ pub fn dev_bootstrap(
     ring: &Keyring,
     credential_names: &[String],
     openai_key: Option<&str>,
+    pii_default: Setting,
 ) -> Result<DevSetup> {
     let created = if store.orgs()?.is_empty() {
-        let org = create_org(store, "default", None, None)?;
-        let key = create_key(
+        let org = create_org(
             store,
-            &KeySpec {
-                org_id: org.id.clone(),
-                name: "dev".into(),
-                pii: KeyPii::Inherit,
-                region: None,
-                rpm: None,
-                expires: None,
+            &OrgSpec {
+                name: "default".into(),
+                ..OrgSpec::default()
             },
+            pii_default,
         )?;
+        let key = create_key(store, &KeySpec::inheriting(&org.id, "dev"))?;
         Some((org, key))
     } else {
         None
@@ -611,19 +803,22 @@ mod tests {
     #[test]
     fn keys_validate_their_input_and_leave_the_store_unchanged_on_error() {
         let (_d, s) = store();
-        let org = create_org(&s, "acme", Some(Region::Eu), None).unwrap();
+        let acme = OrgSpec {
+            name: "acme".into(),
+            region: Some(Region::Eu),
+            ..OrgSpec::default()
+        };
+        let org = create_org(&s, &acme, Setting::On).unwrap();
         assert_eq!(org.pii, "on");
+        assert_eq!(org.secrets, "on");
+        assert_eq!(org.response_redaction, "off");
         assert!(matches!(
-            create_org(&s, "acme", None, None),
+            create_org(&s, &acme, Setting::On),
             Err(Error::Store(store::Error::Duplicate { .. }))
         ));
         let spec = KeySpec {
-            org_id: org.id.clone(),
-            name: "app".into(),
-            pii: KeyPii::Inherit,
-            region: None,
             rpm: Some(10),
-            expires: None,
+            ..KeySpec::inheriting(&org.id, "app")
         };
         let k = create_key(&s, &spec).unwrap();
         assert!(auth::is_key_shaped(&k.key));
@@ -675,7 +870,16 @@ mod tests {
             &s,
             &old,
             audit::Record::admin("org.create", "cli:t"),
-            |s| create_org(s, "acme", None, None),
+            |s| {
+                create_org(
+                    s,
+                    &OrgSpec {
+                        name: "acme".into(),
+                        ..OrgSpec::default()
+                    },
+                    Setting::On,
+                )
+            },
             |o, r| r.org_id = Some(o.id.clone()),
         )
         .unwrap();

@@ -564,7 +564,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
         let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
-        let org = s.insert_org("acme", None, "on").unwrap();
+        let org = s
+            .insert_org("acme", &crate::store::OrgSettings::default())
+            .unwrap();
         (dir, s, ring, org.id)
     }
 

@@ -281,7 +281,9 @@ mod tests {
         let path = dir.path().join("s.db");
         let s = Store::open(&path).unwrap();
         let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
-        let org = s.insert_org("acme", None, "on").unwrap();
+        let org = s
+            .insert_org("acme", &crate::store::OrgSettings::default())
+            .unwrap();
         let mut keys = OrgKeys::new(&ring);
         let rec = |ua: &str| {
             let mut r = Record::admin("key.create", "user:u1");

@@ -32,6 +32,10 @@ pub struct KeyInfo {
     /// Whether PII is redacted from this key's requests: the key's own `on`/`off`, or its
     /// org's setting for `inherit` (resolved at load; an org change reloads the snapshot).
     pub redact_pii: bool,
+    /// Whether secrets are redacted from this key's traffic (resolved like `redact_pii`).
+    pub redact_secrets: bool,
+    /// Whether what comes back to this key (responses, streams) is redacted too.
+    pub redact_responses: bool,
     /// The key's region pin.
     pub region: Option<String>,
     /// The org's default region.
@@ -111,11 +115,19 @@ impl Snapshot {
                 .and_then(|p| p.keys.get(&h))
                 .is_some_and(|p| p.used.load(Ordering::Relaxed));
             let org = orgs.get(&k.org_id);
-            // Fail closed: anything but an explicit "off" redacts.
-            let redact_pii = match k.pii.as_str() {
+            // Fail closed: anything but an explicit "off" redacts (PII, secrets); response
+            // redaction, off by default, is on when set to "on" (the key's, or its org's).
+            let on_unless_off = |key: &str, org: Option<&str>| match key {
                 "off" => false,
-                "inherit" => org.is_none_or(|o| o.pii != "off"),
+                "inherit" => org != Some("off"),
                 _ => true,
+            };
+            let redact_pii = on_unless_off(&k.pii, org.map(|o| o.pii.as_str()));
+            let redact_secrets = on_unless_off(&k.secrets, org.map(|o| o.secrets.as_str()));
+            let redact_responses = match k.response_redaction.as_str() {
+                "on" => true,
+                "inherit" => org.is_some_and(|o| o.response_redaction == "on"),
+                _ => false,
             };
             keys.insert(
                 h,
@@ -128,6 +140,8 @@ impl Snapshot {
                     hash: h,
                     rpm: k.rpm,
                     redact_pii,
+                    redact_secrets,
+                    redact_responses,
                     region: k.region,
                     org_region: org.and_then(|o| o.region.clone()),
                     used: AtomicBool::new(used),
@@ -365,6 +379,8 @@ mod tests {
             prefix: k.prefix.clone(),
             hash: k.hash.to_vec(),
             pii: "inherit".into(),
+            secrets: "inherit".into(),
+            response_redaction: "inherit".into(),
             region: None,
             rpm: None,
             expires_at: None,
@@ -395,7 +411,9 @@ mod tests {
         let path = dir.path().join("s.db");
         let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
         let s = Store::open(&path).unwrap();
-        let org = s.insert_org("acme", None, "on").unwrap();
+        let org = s
+            .insert_org("acme", &crate::store::OrgSettings::default())
+            .unwrap();
         let k = auth::generate();
         let row = key_row(&org.id, &k);
         s.insert_key(&row).unwrap();
@@ -455,7 +473,9 @@ mod tests {
         let path = dir.path().join("s.db");
         let ring = Arc::new(Keyring::new(&Keyring::generate(), &[]).unwrap());
         let s = Store::open(&path).unwrap();
-        let org = s.insert_org("acme", None, "on").unwrap();
+        let org = s
+            .insert_org("acme", &crate::store::OrgSettings::default())
+            .unwrap();
         let k = auth::generate();
         let row = key_row(&org.id, &k);
         s.insert_key(&row).unwrap();

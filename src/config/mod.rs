@@ -32,8 +32,17 @@ pub struct Config {
     pub cors: Cors,
     pub admin: Admin,
     pub pii: Pii,
+    pub redaction: Redaction,
     pub residency: Residency,
     pub upstreams: Vec<Upstream>,
+}
+
+/// `[redaction]`: response redaction bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redaction {
+    pub stream_holdback_bytes: usize,
+    pub max_response_bytes: usize,
+    pub max_event_bytes: usize,
 }
 
 /// Data residency settings.

@@ -173,6 +173,29 @@ impl Default for Pii {
     }
 }
 
+/// `[redaction]`: how responses are redacted when a key's response redaction is on.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redaction {
+    /// Most bytes of a streamed text field held back (the tail that could still be the start
+    /// of an entity).
+    pub stream_holdback_bytes: u64,
+    /// Largest non-streamed response body buffered for redaction; larger ones are cut.
+    pub max_response_bytes: u64,
+    /// Largest single SSE event of a streamed response.
+    pub max_event_bytes: u64,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Redaction {
+            stream_holdback_bytes: 256,
+            max_response_bytes: 8 * 1024 * 1024,
+            max_event_bytes: 1024 * 1024,
+        }
+    }
+}
+
 /// `[residency]`
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    raw, Admin, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Residency, Server,
-    Store, Upstream,
+    raw, Admin, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Redaction, Residency,
+    Server, Store, Upstream,
 };
 use crate::residency::Region;
 
@@ -56,6 +56,7 @@ pub(super) struct RawConfig {
     cors: raw::Cors,
     admin: raw::Admin,
     pii: raw::Pii,
+    redaction: raw::Redaction,
     residency: raw::Residency,
     upstreams: Vec<raw::Upstream>,
 }
@@ -71,6 +72,7 @@ impl Default for RawConfig {
             cors: Default::default(),
             admin: Default::default(),
             pii: Default::default(),
+            redaction: Default::default(),
             residency: Default::default(),
             upstreams: raw::default_upstreams(),
         }
@@ -111,6 +113,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "cors" => section(value, &key, &mut problems).map(|s| cfg.cors = s),
             "admin" => section(value, &key, &mut problems).map(|s| cfg.admin = s),
             "pii" => section(value, &key, &mut problems).map(|s| cfg.pii = s),
+            "redaction" => section(value, &key, &mut problems).map(|s| cfg.redaction = s),
             "residency" => section(value, &key, &mut problems).map(|s| cfg.residency = s),
             "upstreams" => {
                 saw_upstreams = true;
@@ -131,7 +134,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, residency, upstreams)",
+                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams)",
                 );
                 None
             }
@@ -188,6 +191,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         cors,
         admin,
         pii,
+        redaction,
         residency,
         upstreams,
     } = raw;
@@ -251,6 +255,40 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 );
                 Pii { default_on: true }
             }
+        }
+    };
+
+    let redaction = {
+        let raw::Redaction {
+            stream_holdback_bytes,
+            max_response_bytes,
+            max_event_bytes,
+        } = redaction;
+        range(
+            stream_holdback_bytes,
+            crate::redact::stream::MIN_HOLDBACK as u64,
+            64 * 1024,
+            "redaction.stream_holdback_bytes",
+            p,
+        );
+        range(
+            max_response_bytes,
+            1024,
+            1 << 30,
+            "redaction.max_response_bytes",
+            p,
+        );
+        range(
+            max_event_bytes,
+            1024,
+            64 << 20,
+            "redaction.max_event_bytes",
+            p,
+        );
+        Redaction {
+            stream_holdback_bytes: stream_holdback_bytes as usize,
+            max_response_bytes: max_response_bytes as usize,
+            max_event_bytes: max_event_bytes as usize,
         }
     };
 
@@ -546,6 +584,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         cors,
         admin,
         pii,
+        redaction,
         residency,
         upstreams: ups,
     })

@@ -58,6 +58,10 @@ pub enum Rejection {
     /// broken): requests are refused rather than run unaudited or queued without bound.
     #[error("the audit log cannot be written")]
     AuditUnavailable,
+    /// Response redaction is on and the upstream's response cannot be scanned (a content type
+    /// or encoding sluice cannot read, a body too large or not the JSON it claims to be).
+    #[error("the upstream's response cannot be scanned")]
+    UnscannableResponse,
     /// The in-memory snapshot of keys and credentials could not be refreshed from the store
     /// for `[store] max_stale_secs`: a key revoked since might still pass, so nothing does.
     #[error("the key store cannot be read")]
@@ -138,6 +142,7 @@ pub fn reply_for(r: &Rejection) -> Reply {
         Rejection::UpstreamTimeout => Reply::new(504, SERVER, "upstream_timeout", true),
         Rejection::UpstreamUnreachable => Reply::new(502, SERVER, "upstream_unreachable", true),
         Rejection::UpstreamFailed => Reply::new(502, SERVER, "upstream_error", true),
+        Rejection::UnscannableResponse => Reply::new(502, SERVER, "unscannable_response", true),
         Rejection::AuditUnavailable => Reply::new(503, SERVER, "audit_unavailable", true),
         Rejection::StoreUnavailable => Reply::new(503, SERVER, "store_unavailable", true),
         Rejection::Internal => Reply::new(500, SERVER, "internal_error", true),
@@ -155,6 +160,9 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
             Rejection::RegionUnavailable(r) => format!(
                 "No healthy upstream in region {r}; the request was not sent to any other region."
             ),
+            Rejection::UnscannableResponse => {
+                "Response redaction is on and the upstream's response cannot be scanned (its content type or encoding); it was not passed on.".into()
+            }
             Rejection::StoreUnavailable => {
                 "The key store cannot be read, so revocations may be missed; requests are refused until it can. See the sluice log.".into()
             }
@@ -177,6 +185,10 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
         m
     }
 }
+
+/// The pingora error type of a response that cannot be scanned (see
+/// [`Rejection::UnscannableResponse`]).
+pub const UNSCANNABLE: &str = "unscannable_response";
 
 /// What sluice logs of a pingora error: its type only. pingora's messages and contexts can
 /// quote raw request bytes (a header block that failed to parse, with its `Authorization`).

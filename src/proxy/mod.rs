@@ -137,6 +137,10 @@ pub struct Ctx {
     model: Option<String>,
     /// PII replaced in the request body.
     redactions: crate::redact::Counts,
+    /// How the response body is rewritten (response redaction on).
+    rewrite: Option<response::Rewrite>,
+    /// Replaced in a buffered response body.
+    response_redactions: crate::redact::Counts,
     _in_flight: Option<InFlight>,
 }
 
@@ -176,6 +180,8 @@ impl ProxyHttp for Sluice {
             bytes_in: 0,
             bytes_out: 0,
             redactions: Default::default(),
+            rewrite: None,
+            response_redactions: Default::default(),
             model: None,
             _in_flight: Some(InFlight::new(&self.state)),
         }
@@ -222,26 +228,26 @@ impl ProxyHttp for Sluice {
         upstream::answered(&self.state, resp, ctx)
     }
 
-    /// Strip hop-by-hop and upstream CORS headers; add request id and security headers.
+    /// Strip hop-by-hop and upstream CORS headers; add request id and security headers; plan
+    /// the response's redaction.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        response::headers(&self.state, resp, ctx)
+        response::headers(&self.state, session, resp, ctx)
     }
 
+    /// Count the body, and redact it when the key's response redaction is on.
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        if let Some(b) = body {
-            ctx.bytes_out += b.len() as u64;
-        }
+        response::body(&self.state, body, end, ctx)?;
         Ok(None)
     }
 

@@ -42,6 +42,13 @@ pub async fn replace(session: &mut Session, body: Bytes) -> Result<()> {
     // `reuse()` below must hand the connection back (with any pipelined bytes) instead of
     // closing it; the real keep-alive choice is restored from `settings`.
     session.downstream_session.set_pipelining_enabled(true);
+    // A client's `Connection: close` would make pingora refuse the keep-alive and close the
+    // connection in `reuse()`: drop it from this (discarded) head only. The synthesized head
+    // keeps it, so the fresh session still closes after its response.
+    session
+        .downstream_session
+        .req_header_mut()
+        .remove_header(&http::header::CONNECTION);
     session.downstream_session.set_keepalive(Some(60));
     let old = std::mem::replace(&mut *session.downstream_session, placeholder);
     let ServerSession::H1(h1) = old else {

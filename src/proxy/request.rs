@@ -14,6 +14,7 @@ use super::guard::Guarded;
 use super::{rebody, response, Ctx, State};
 use crate::auth;
 use crate::inbound::{self, Bounds, Framing};
+use crate::redact::Scan;
 use crate::residency::{self, Region};
 
 /// Returns `Ok(true)` when the request was answered here (refused or a CORS preflight).
@@ -230,7 +231,11 @@ async fn redact(
     ctx: &mut Ctx,
     body: Bytes,
 ) -> Result<Bytes, Rejection> {
-    if !ctx.key.as_ref().is_some_and(|k| k.redact_pii) {
+    let scan = ctx.key.as_ref().map_or(Scan::ALL, |k| Scan {
+        pii: k.redact_pii,
+        secrets: k.redact_secrets,
+    });
+    if !scan.any() {
         return Ok(body);
     }
     let headers = &session.req_header().headers;
@@ -240,7 +245,7 @@ async fn redact(
     let r = if body.len() <= OFFLOAD_BYTES && encoding.is_none() {
         state
             .redactor
-            .redact_body(&body, content_type.map(|v| v.as_bytes()), None, limit)
+            .redact_body(&body, content_type.map(|v| v.as_bytes()), None, limit, scan)
     } else {
         // At most `redact_pool` bodies at once, so a burst of large bodies queues here
         // instead of starting a thread each.
@@ -257,6 +262,7 @@ async fn redact(
                 ct.as_ref().map(|v| v.as_bytes()),
                 ce.as_ref().map(|v| v.as_bytes()),
                 limit,
+                scan,
             )
         })
         .await

@@ -10,9 +10,146 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, Session};
 
-use super::error::{body_for, reply_for, Rejection};
+use super::error::{body_for, reply_for, Rejection, UNSCANNABLE};
 use super::guard::Guarded;
 use super::{Ctx, State};
+use crate::redact::{sse, Counts, ResponseKind, Scan};
+
+/// How a response body is being rewritten (response redaction on).
+pub enum Rewrite {
+    /// JSON or text, buffered (up to `[redaction] max_response_bytes`) and redacted whole.
+    Buffer { kind: ResponseKind, buf: Vec<u8> },
+    /// Server-Sent Events, redacted as they stream.
+    Sse(Box<sse::Redactor>),
+}
+
+/// What the key's policies look for in its responses, if response redaction is on.
+fn response_scan(ctx: &Ctx) -> Option<Scan> {
+    let k = ctx.key.as_ref().filter(|k| k.redact_responses)?;
+    let scan = Scan {
+        pii: k.redact_pii,
+        secrets: k.redact_secrets,
+    };
+    scan.any().then_some(scan)
+}
+
+fn unscannable() -> Box<Error> {
+    Error::new_up(ErrorType::Custom(UNSCANNABLE))
+}
+
+/// Decide how the body will be rewritten, from the response head, and fix its framing: the
+/// rewritten body's length is not known yet, so it goes out chunked (pingora writes the head
+/// before any body filter runs). A response that cannot be scanned is refused here (502),
+/// before anything was sent.
+fn plan(state: &State, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    let Some(scan) = response_scan(ctx) else {
+        return Ok(());
+    };
+    let status = resp.status.as_u16();
+    let has_body = session.req_header().method != http::Method::HEAD
+        && !(100..200).contains(&status)
+        && status != 204
+        && status != 304;
+    // Embeddings answer with vectors: nothing of the input is echoed.
+    let kind = if ctx.route == crate::inbound::Route::Embeddings {
+        ResponseKind::Pass
+    } else {
+        crate::redact::response_kind(
+            has_body,
+            resp.headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+            resp.headers
+                .get(http::header::CONTENT_ENCODING)
+                .map(|v| v.as_bytes()),
+        )
+    };
+    let r = &state.cfg.redaction;
+    ctx.rewrite = match kind {
+        ResponseKind::Pass => return Ok(()),
+        ResponseKind::Unscannable => {
+            ctx.reason = Some("response_scan");
+            return Err(unscannable());
+        }
+        ResponseKind::Sse => Some(Rewrite::Sse(Box::new(sse::Redactor::new(
+            &state.redactor,
+            scan,
+            r.stream_holdback_bytes,
+            r.max_event_bytes,
+        )))),
+        ResponseKind::Json { ref encoding } | ResponseKind::Text { ref encoding } => {
+            if encoding.is_some() {
+                // Decoded before redaction, sent decoded.
+                resp.remove_header(&http::header::CONTENT_ENCODING);
+            }
+            Some(Rewrite::Buffer {
+                kind,
+                buf: Vec::new(),
+            })
+        }
+    };
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    Ok(())
+}
+
+/// A chunk of the response body on its way to the client: rewritten when response redaction
+/// is on. An error cuts the response (its head is already out): the client gets an
+/// incomplete body, never unscanned bytes.
+pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -> Result<()> {
+    let scan = response_scan(ctx);
+    match (ctx.rewrite.as_mut(), scan) {
+        (Some(Rewrite::Sse(r)), _) => {
+            let mut out = body.take().map(|b| r.push(&b)).unwrap_or_default();
+            if end {
+                out.extend(r.finish());
+            }
+            if r.failed() {
+                ctx.reason = Some("response_scan");
+            }
+            *body = (!out.is_empty()).then(|| Bytes::from(out));
+        }
+        (Some(Rewrite::Buffer { kind, buf }), Some(scan)) => {
+            let limit = state.cfg.redaction.max_response_bytes;
+            if let Some(b) = body.take() {
+                if buf.len() + b.len() > limit {
+                    ctx.reason = Some("response_too_large");
+                    return Err(unscannable());
+                }
+                buf.extend_from_slice(&b);
+            }
+            if end {
+                let mut counts = Counts::default();
+                match state
+                    .redactor
+                    .redact_response(buf, kind, limit, scan, &mut counts)
+                {
+                    Ok(Some(new)) => *body = Some(Bytes::from(new)),
+                    Ok(None) => *body = Some(Bytes::from(std::mem::take(buf))),
+                    Err(_) => {
+                        ctx.reason = Some("response_scan");
+                        return Err(unscannable());
+                    }
+                }
+                ctx.response_redactions.merge(&counts);
+            }
+        }
+        _ => {}
+    }
+    if let Some(b) = body {
+        ctx.bytes_out += b.len() as u64;
+    }
+    Ok(())
+}
+
+/// Everything replaced in the response so far.
+fn response_counts(ctx: &Ctx) -> Counts {
+    let mut c = ctx.response_redactions;
+    if let Some(Rewrite::Sse(r)) = &ctx.rewrite {
+        c.merge(&r.counts());
+    }
+    c
+}
 
 /// Security headers on every response, data plane and admin plane alike.
 pub(super) const SECURITY_HEADERS: &[(&str, &str)] = &[
@@ -45,7 +182,13 @@ const STRIP: &[&str] = &[
 ];
 
 /// Headers on a proxied response.
-pub fn headers(state: &State, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+pub fn headers(
+    state: &State,
+    session: &Session,
+    resp: &mut ResponseHeader,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    plan(state, session, resp, ctx)?;
     for h in STRIP {
         resp.remove_header(*h);
     }
@@ -147,10 +290,11 @@ pub async fn send_preflight(state: &State, session: &mut Session, ctx: &mut Ctx)
 pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
     let rejection = classify(session, e);
     if ctx.responded {
-        let reason = match rejection {
-            Some(Rejection::UpstreamTimeout) => "upstream_timeout",
-            Some(_) => "upstream_error",
-            None => "client_gone",
+        let reason = match (ctx.reason, rejection) {
+            (Some(r @ ("response_scan" | "response_too_large")), _) => r,
+            (_, Some(Rejection::UpstreamTimeout)) => "upstream_timeout",
+            (_, Some(_)) => "upstream_error",
+            (_, None) => "client_gone",
         };
         state
             .metrics
@@ -194,6 +338,9 @@ fn classify(session: &Session, e: &Error) -> Option<Rejection> {
                 Guarded::of_session(&session.downstream_session).is_some_and(Guarded::is_expired);
             expired.then_some(Rejection::ClientTimeout)
         }
+        ErrorSource::Upstream if *e.etype() == Custom(UNSCANNABLE) => {
+            Some(Rejection::UnscannableResponse)
+        }
         ErrorSource::Upstream => Some(match e.etype() {
             ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError
             | ConnectProxyFailure | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert
@@ -228,6 +375,15 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         .with_label_values(&[ctx.route.as_str()])
         .observe(elapsed.as_secs_f64());
     m.bytes_out.inc_by(ctx.bytes_out);
+    let rc = response_counts(ctx);
+    for e in crate::redact::Entity::ALL {
+        let n = rc.get(e);
+        if n > 0 {
+            m.response_redactions
+                .with_label_values(&[e.as_str()])
+                .inc_by(n as u64);
+        }
+    }
     if let Some(code) = ctx.code {
         m.errors.with_label_values(&[code]).inc();
     }
@@ -246,6 +402,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         code = ctx.code.unwrap_or("-"),
         reason = ctx.reason.unwrap_or("-"),
         redactions = %ctx.redactions.header_value(),
+        response_redactions = %response_counts(ctx).header_value(),
         key_id = ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
         org_id = ctx.key.as_ref().map_or("-", |k| k.org_id.as_str()),
         error = e.map(super::error::log_kind).unwrap_or("-"),
@@ -298,6 +455,7 @@ pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit
             "bytes_in": ctx.bytes_in,
             "bytes_out": ctx.bytes_out,
             "redactions": ctx.redactions,
+            "response_redactions": response_counts(ctx),
         }),
     }
 }

@@ -250,6 +250,11 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
         })?;
         req.insert_header(up.credential_header.clone(), value)?;
     }
+    if ctx.key.as_ref().is_some_and(|k| k.redact_responses) {
+        // The answer must be readable to be redacted: ask for it unencoded (gzip and deflate
+        // are still decoded if sent; anything else is refused as unscannable).
+        req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+    }
     req.insert_header(http::header::HOST, up.base_url.authority.as_str())?;
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
     let now = Instant::now();

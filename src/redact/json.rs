@@ -10,7 +10,7 @@
 //! `"ssn":` key) and replaced by the token as a string.
 
 use super::text::{self, Patterns};
-use super::Counts;
+use super::{Counts, Scan};
 
 /// Deeper documents are refused rather than walked.
 pub const MAX_DEPTH: usize = 1024;
@@ -38,14 +38,20 @@ enum Frame {
 }
 
 /// Redact `input` (which must be one JSON document). `Ok(None)`: valid and unchanged.
-pub fn redact(p: &Patterns, input: &str, counts: &mut Counts) -> Result<Option<String>, Invalid> {
-    rewrite(p, input, counts, MAX_STRING_NESTING)
+pub fn redact(
+    p: &Patterns,
+    input: &str,
+    scan: Scan,
+    counts: &mut Counts,
+) -> Result<Option<String>, Invalid> {
+    rewrite(p, input, scan, counts, MAX_STRING_NESTING)
 }
 
 /// `nesting`: how many more levels of JSON inside strings may be walked below this document.
 fn rewrite(
     p: &Patterns,
     input: &str,
+    scan: Scan,
     counts: &mut Counts,
     nesting: usize,
 ) -> Result<Option<String>, Invalid> {
@@ -71,7 +77,7 @@ fn rewrite(
                     stack.pop();
                     i += 1;
                 } else {
-                    i = key(p, input, i, counts, &mut out, &mut copied)?;
+                    i = key(p, input, i, scan, counts, &mut out, &mut copied)?;
                     continue;
                 }
             }
@@ -89,7 +95,16 @@ fn rewrite(
                 }
             }
             Some(b'"') => {
-                let end = string_value(p, input, i, counts, &mut out, &mut copied, Some(nesting))?;
+                let end = string_value(
+                    p,
+                    input,
+                    i,
+                    scan,
+                    counts,
+                    &mut out,
+                    &mut copied,
+                    Some(nesting),
+                )?;
                 i = end;
             }
             Some(b't') => i = literal(b, i, b"true")?,
@@ -97,7 +112,7 @@ fn rewrite(
             Some(b'n') => i = literal(b, i, b"null")?,
             Some(c) if *c == b'-' || c.is_ascii_digit() => {
                 let end = number(b, i)?;
-                if let Some(e) = text::number_entity(b, i, end) {
+                if let Some(e) = scan.pii.then(|| text::number_entity(b, i, end)).flatten() {
                     counts.add(e);
                     let o = out.get_or_insert_with(|| String::with_capacity(input.len() + 64));
                     o.push_str(&input[copied..i]);
@@ -124,7 +139,7 @@ fn rewrite(
                 }
                 (Some(b','), Frame::Object) => {
                     i = skip_ws(b, i + 1);
-                    i = key(p, input, i, counts, &mut out, &mut copied)?;
+                    i = key(p, input, i, scan, counts, &mut out, &mut copied)?;
                     break;
                 }
                 (Some(b']'), Frame::Array) | (Some(b'}'), Frame::Object) => {
@@ -160,6 +175,7 @@ fn key(
     p: &Patterns,
     input: &str,
     i: usize,
+    scan: Scan,
     counts: &mut Counts,
     out: &mut Option<String>,
     copied: &mut usize,
@@ -169,7 +185,7 @@ fn key(
         return bad(i, "expected an object key");
     }
     // Keys are scanned as text (an object key holding a JSON document is not a thing).
-    let end = string_value(p, input, i, counts, out, copied, None)?;
+    let end = string_value(p, input, i, scan, counts, out, copied, None)?;
     let j = skip_ws(b, end);
     if b.get(j) != Some(&b':') {
         return bad(j, "expected ':'");
@@ -225,10 +241,12 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
 
 /// The string starting at the quote `i`; rewrites it into `out` when it holds PII. Returns the
 /// index after the closing quote.
+#[allow(clippy::too_many_arguments)] // the walker's state, passed down rather than boxed
 fn string_value(
     p: &Patterns,
     input: &str,
     i: usize,
+    scan: Scan,
     counts: &mut Counts,
     out: &mut Option<String>,
     copied: &mut usize,
@@ -239,7 +257,8 @@ fn string_value(
     let raw = &input[i + 1..end - 1];
     let text: &str = decoded.as_deref().unwrap_or(raw);
     let mut local = Counts::default();
-    let rewritten = scan(p, text, &mut local, nesting).map_err(|e| Invalid { at: i, ..e })?;
+    let rewritten =
+        scan_string(p, text, scan, &mut local, nesting).map_err(|e| Invalid { at: i, ..e })?;
     if let Some(new) = rewritten {
         counts.merge(&local);
         let o = out.get_or_insert_with(|| String::with_capacity(input.len() + 64));
@@ -255,16 +274,17 @@ fn string_value(
 /// nesting budget), else as text. A string that is JSON nested deeper than the budget allows
 /// is refused: its innermost escapes would go unscanned.
 /// `nesting`: `None` for object keys (always text), else the levels left below this string.
-fn scan(
+fn scan_string(
     p: &Patterns,
     text: &str,
+    scan: Scan,
     counts: &mut Counts,
     nesting: Option<usize>,
 ) -> Result<Option<String>, Invalid> {
     let t = text.trim_start();
     if let (Some(left), true) = (nesting, t.starts_with('{') || t.starts_with('[')) {
         let mut inner = Counts::default();
-        match rewrite(p, text, &mut inner, left.saturating_sub(1)) {
+        match rewrite(p, text, scan, &mut inner, left.saturating_sub(1)) {
             Ok(_) if left == 0 => return bad(0, TOO_NESTED),
             Ok(r) => {
                 counts.merge(&inner);
@@ -274,7 +294,7 @@ fn scan(
             Err(_) => {} // not JSON after all: text
         }
     }
-    Ok(text::redact(p, text, counts))
+    Ok(text::redact(p, text, scan, counts))
 }
 
 const TOO_NESTED: &str = "JSON nested too deeply inside strings";
@@ -382,7 +402,7 @@ mod tests {
     fn run(s: &str) -> (Result<Option<String>, Invalid>, Counts) {
         let p = Patterns::new();
         let mut c = Counts::default();
-        (redact(&p, s, &mut c), c)
+        (redact(&p, s, Scan::ALL, &mut c), c)
     }
 
     #[test]

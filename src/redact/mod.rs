@@ -1,6 +1,7 @@
-//! PII redaction: emails, US SSNs, phone numbers and payment cards are replaced by
-//! `[REDACTED_EMAIL]`, `[REDACTED_SSN]`, `[REDACTED_PHONE]` and `[REDACTED_CARD]`. Plain Rust,
-//! no pingora. [`Engine::redact_text`] works on text, [`Engine::redact_json`] on a JSON
+//! Redaction of PII and secrets: emails, US SSNs, phone numbers and payment cards are replaced
+//! by `[REDACTED_EMAIL]`, `[REDACTED_SSN]`, `[REDACTED_PHONE]` and `[REDACTED_CARD]`, API keys,
+//! tokens and private keys (see `secret`) by `[REDACTED_SECRET]`; what is looked for is the
+//! caller's [`Scan`] (a key's PII and secrets policies). Plain Rust, no pingora. [`Engine::redact_text`] works on text, [`Engine::redact_json`] on a JSON
 //! document (every string, escapes decoded), and [`Engine::redact_body`] on a request body as
 //! received (content type and encoding checked, compressed bodies decoded within a bound).
 //! Results carry counts per entity, never the values found. Anything that cannot be scanned is
@@ -9,6 +10,9 @@
 #[cfg(test)]
 mod corpus;
 mod json;
+mod secret;
+pub mod sse;
+pub mod stream;
 mod text;
 
 use std::io::Read;
@@ -22,11 +26,18 @@ pub enum Entity {
     Ssn,
     Phone,
     Card,
+    Secret,
 }
 
 impl Entity {
     /// Every entity, in reporting order.
-    pub const ALL: [Entity; 4] = [Entity::Email, Entity::Ssn, Entity::Phone, Entity::Card];
+    pub const ALL: [Entity; 5] = [
+        Entity::Email,
+        Entity::Ssn,
+        Entity::Phone,
+        Entity::Card,
+        Entity::Secret,
+    ];
 
     /// The label in metrics and headers.
     pub fn as_str(self) -> &'static str {
@@ -35,6 +46,7 @@ impl Entity {
             Entity::Ssn => "ssn",
             Entity::Phone => "phone",
             Entity::Card => "card",
+            Entity::Secret => "secret",
         }
     }
 
@@ -45,6 +57,7 @@ impl Entity {
             Entity::Ssn => "[REDACTED_SSN]",
             Entity::Phone => "[REDACTED_PHONE]",
             Entity::Card => "[REDACTED_CARD]",
+            Entity::Secret => "[REDACTED_SECRET]",
         }
     }
 
@@ -55,7 +68,7 @@ impl Entity {
 
 /// How many of each entity were replaced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts([u32; 4]);
+pub struct Counts([u32; 5]);
 
 impl Counts {
     pub fn add(&mut self, e: Entity) {
@@ -86,11 +99,35 @@ impl Counts {
 impl serde::Serialize for Counts {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(4))?;
+        let mut m = s.serialize_map(Some(Entity::ALL.len()))?;
         for e in Entity::ALL {
             m.serialize_entry(e.as_str(), &self.get(e))?;
         }
         m.end()
+    }
+}
+
+/// What to look for: PII (emails, SSNs, phones, cards), secrets, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    pub pii: bool,
+    pub secrets: bool,
+}
+
+impl Scan {
+    /// Everything.
+    pub const ALL: Scan = Scan {
+        pii: true,
+        secrets: true,
+    };
+    /// PII only (no secrets).
+    pub const PII: Scan = Scan {
+        pii: true,
+        secrets: false,
+    };
+    /// Whether anything is looked for at all.
+    pub fn any(self) -> bool {
+        self.pii || self.secrets
     }
 }
 
@@ -125,30 +162,40 @@ pub struct Redacted {
     pub counts: Counts,
 }
 
-/// The compiled patterns. Build once at startup and share.
-#[derive(Default)]
+/// The compiled patterns. Build once at startup and share; clones share the patterns.
+#[derive(Default, Clone)]
 pub struct Engine {
-    patterns: text::Patterns,
+    patterns: std::sync::Arc<text::Patterns>,
 }
 
 impl Engine {
     pub fn new() -> Engine {
         Engine {
-            patterns: text::Patterns::new(),
+            patterns: std::sync::Arc::new(text::Patterns::new()),
         }
     }
 
     /// Redact text. `None` when nothing was found (nothing allocated).
-    pub fn redact_text(&self, text: &str, counts: &mut Counts) -> Option<String> {
-        text::redact(&self.patterns, text, counts)
+    pub fn redact_text(&self, text: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
+        text::redact(&self.patterns, text, scan, counts)
     }
 
     /// Redact every string of a JSON document. `Ok(None)`: valid and unchanged.
-    pub fn redact_json(&self, doc: &str, counts: &mut Counts) -> Result<Option<String>, Invalid> {
-        json::redact(&self.patterns, doc, counts)
+    pub fn redact_json(
+        &self,
+        doc: &str,
+        scan: Scan,
+        counts: &mut Counts,
+    ) -> Result<Option<String>, Invalid> {
+        json::redact(&self.patterns, doc, scan, counts)
     }
 
-    /// Redact a request body as received. `content_type` and `content_encoding` are the header
+    /// A streaming redactor over this engine (see [`stream`]).
+    pub fn text_stream(&self, scan: Scan, holdback: usize) -> stream::TextStream {
+        stream::TextStream::new(self.patterns.clone(), scan, holdback)
+    }
+
+    /// Redact a body as received. `content_type` and `content_encoding` are the header
     /// values; `limit` bounds the decoded size of compressed bodies.
     pub fn redact_body(
         &self,
@@ -156,6 +203,7 @@ impl Engine {
         content_type: Option<&[u8]>,
         content_encoding: Option<&[u8]>,
         limit: usize,
+        scan: Scan,
     ) -> Result<Redacted, BodyError> {
         if let Some(ct) = content_type {
             let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
@@ -183,13 +231,95 @@ impl Engine {
         let doc = std::str::from_utf8(bytes)
             .map_err(|e| BodyError::NotJson(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
         let rewritten = self
-            .redact_json(doc, &mut counts)
+            .redact_json(doc, scan, &mut counts)
             .map_err(|e| BodyError::NotJson(e.to_string()))?;
         Ok(Redacted {
             body: rewritten.map(String::into_bytes).or(decoded),
             decoded: was_decoded,
             counts,
         })
+    }
+}
+
+/// How a response body is redacted (when response redaction is on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// Nothing to scan: no body (HEAD, 204, 304, 1xx) or a route that echoes nothing.
+    Pass,
+    /// A JSON body, buffered and walked whole (decoded first when `encoding` is set).
+    Json { encoding: Option<String> },
+    /// A text body, buffered and scanned whole.
+    Text { encoding: Option<String> },
+    /// Server-Sent Events, redacted as they stream (see [`sse`]).
+    Sse,
+    /// A body sluice cannot scan (its type or encoding): refused, never passed unscanned.
+    Unscannable,
+}
+
+/// Decide how to redact a response from its status and headers. `has_body` is false for
+/// HEAD requests and bodiless statuses.
+pub fn response_kind(
+    has_body: bool,
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+) -> ResponseKind {
+    if !has_body {
+        return ResponseKind::Pass;
+    }
+    let encoding = content_encoding
+        .map(|e| String::from_utf8_lossy(e).trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity");
+    let decodable = encoding
+        .as_deref()
+        .is_none_or(|e| matches!(e, "gzip" | "x-gzip" | "deflate"));
+    let ct = content_type
+        .map(|c| String::from_utf8_lossy(c).to_ascii_lowercase())
+        .unwrap_or_default();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let json = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    match essence {
+        "text/event-stream" if encoding.is_none() => ResponseKind::Sse,
+        _ if !decodable => ResponseKind::Unscannable,
+        _ if json => ResponseKind::Json { encoding },
+        // No type at all is scanned as text: a superset of what it could be.
+        "" => ResponseKind::Text { encoding },
+        e if e.starts_with("text/") && e != "text/event-stream" => ResponseKind::Text { encoding },
+        _ => ResponseKind::Unscannable,
+    }
+}
+
+impl Engine {
+    /// Redact a buffered response body of `kind` (JSON or text). `Ok(None)`: send it as it
+    /// came. A JSON body that is not valid JSON is an error: never passed unscanned.
+    pub fn redact_response(
+        &self,
+        body: &[u8],
+        kind: &ResponseKind,
+        limit: usize,
+        scan: Scan,
+        counts: &mut Counts,
+    ) -> Result<Option<Vec<u8>>, BodyError> {
+        let (encoding, is_json) = match kind {
+            ResponseKind::Json { encoding } => (encoding, true),
+            ResponseKind::Text { encoding } => (encoding, false),
+            _ => return Ok(None),
+        };
+        let decoded = decode(body, encoding.as_deref().map(str::as_bytes), limit)?;
+        let bytes: &[u8] = decoded.as_deref().unwrap_or(body);
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| BodyError::NotJson(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+        let out = if is_json {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                self.redact_json(text, scan, counts)
+                    .map_err(|e| BodyError::NotJson(e.to_string()))?
+            }
+        } else {
+            self.redact_text(text, scan, counts)
+        };
+        Ok(out.map(String::into_bytes).or(decoded))
     }
 }
 
@@ -238,38 +368,102 @@ mod tests {
     use std::io::Write;
 
     #[test]
+    fn responses_are_classified_by_type_and_encoding() {
+        use ResponseKind as K;
+        let k = |ct: Option<&str>, ce: Option<&str>| {
+            response_kind(true, ct.map(str::as_bytes), ce.map(str::as_bytes))
+        };
+        assert_eq!(k(Some("text/event-stream; charset=utf-8"), None), K::Sse);
+        assert_eq!(k(Some("text/event-stream"), Some("gzip")), K::Unscannable);
+        assert_eq!(
+            k(Some("application/json"), None),
+            K::Json { encoding: None }
+        );
+        assert_eq!(
+            k(Some("application/problem+json"), Some("gzip")),
+            K::Json {
+                encoding: Some("gzip".into())
+            }
+        );
+        assert_eq!(k(Some("application/json"), Some("br")), K::Unscannable);
+        assert_eq!(
+            k(Some("text/plain"), Some("identity")),
+            K::Text { encoding: None }
+        );
+        assert_eq!(k(None, None), K::Text { encoding: None });
+        assert_eq!(k(Some("audio/mpeg"), None), K::Unscannable);
+        assert_eq!(response_kind(false, Some(b"audio/mpeg"), None), K::Pass);
+        let e = Engine::new();
+        let mut c = Counts::default();
+        let out = e
+            .redact_response(
+                br#"{"a":"x@y.com"}"#,
+                &K::Json { encoding: None },
+                1000,
+                Scan::ALL,
+                &mut c,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"{"a":"[REDACTED_EMAIL]"}"#.to_vec());
+        assert!(e
+            .redact_response(
+                b"{oops x@y.com",
+                &K::Json { encoding: None },
+                1000,
+                Scan::ALL,
+                &mut c
+            )
+            .is_err());
+    }
+
+    #[test]
     fn bodies_by_content_type_and_encoding() {
         let e = Engine::new();
         let body = br#"{"input":"mail x@y.com"}"#;
         let r = e
-            .redact_body(body, Some(b"application/json; charset=utf-8"), None, 1000)
+            .redact_body(
+                body,
+                Some(b"application/json; charset=utf-8"),
+                None,
+                1000,
+                Scan::ALL,
+            )
             .unwrap();
         assert_eq!(r.counts.get(Entity::Email), 1);
         assert_eq!(r.counts.header_value(), "email=1");
         assert!(!r.decoded);
         assert!(matches!(
-            e.redact_body(body, Some(b"multipart/form-data; boundary=x"), None, 1000),
+            e.redact_body(
+                body,
+                Some(b"multipart/form-data; boundary=x"),
+                None,
+                1000,
+                Scan::ALL
+            ),
             Err(BodyError::UnsupportedType(_))
         ));
         assert!(matches!(
-            e.redact_body(b"{not json", None, None, 1000),
+            e.redact_body(b"{not json", None, None, 1000, Scan::ALL),
             Err(BodyError::NotJson(_))
         ));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(body).unwrap();
         let gz = gz.finish().unwrap();
-        let r = e.redact_body(&gz, None, Some(b"gzip"), 1000).unwrap();
+        let r = e
+            .redact_body(&gz, None, Some(b"gzip"), 1000, Scan::ALL)
+            .unwrap();
         assert!(r.decoded);
         assert_eq!(
             r.body.unwrap(),
             br#"{"input":"mail [REDACTED_EMAIL]"}"#.to_vec()
         );
         assert!(matches!(
-            e.redact_body(&gz, None, Some(b"br"), 1000),
+            e.redact_body(&gz, None, Some(b"br"), 1000, Scan::ALL),
             Err(BodyError::UnsupportedEncoding(_))
         ));
         assert!(matches!(
-            e.redact_body(&gz, None, Some(b"gzip, gzip"), 1000),
+            e.redact_body(&gz, None, Some(b"gzip, gzip"), 1000, Scan::ALL),
             Err(BodyError::UnsupportedEncoding(_))
         ));
         // A decompression bomb stops at the limit.
@@ -278,12 +472,12 @@ mod tests {
         let bomb = bomb.finish().unwrap();
         assert!(bomb.len() < 20_000);
         assert_eq!(
-            e.redact_body(&bomb, None, Some(b"gzip"), 1_000_000)
+            e.redact_body(&bomb, None, Some(b"gzip"), 1_000_000, Scan::ALL)
                 .unwrap_err(),
             BodyError::TooLarge { limit: 1_000_000 }
         );
         assert!(matches!(
-            e.redact_body(b"garbage", None, Some(b"gzip"), 1000),
+            e.redact_body(b"garbage", None, Some(b"gzip"), 1000, Scan::ALL),
             Err(BodyError::Corrupt)
         ));
     }

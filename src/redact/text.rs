@@ -10,7 +10,7 @@ use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::util::syntax;
 use regex_automata::Input;
 
-use super::{Counts, Entity};
+use super::{secret, Counts, Entity, Scan};
 
 /// Compiled patterns. Build once ([`super::Engine::new`]) and share.
 pub struct Patterns {
@@ -20,6 +20,7 @@ pub struct Patterns {
     numbers: std::sync::Arc<hybrid::regex::Regex>,
     caches: Pool<hybrid::regex::Cache, CacheFn>,
     numbers_fallback: Regex,
+    secrets: secret::Rules,
 }
 
 type CacheFn = Box<
@@ -88,11 +89,25 @@ impl Patterns {
             caches: Pool::new(Box::new(move || for_caches.create_cache())),
             numbers_fallback: build(NUMBER_PATTERNS),
             numbers,
+            secrets: secret::Rules::new(),
         }
     }
 
-    /// The validated matches in `text`, in order and non-overlapping.
-    pub fn find(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) {
+    /// The validated matches of what `scan` asks for in `text`, in order (by start, the
+    /// longest first); overlapping ones are resolved by the replacement (the first wins).
+    pub fn find(&self, text: &str, scan: Scan, out: &mut Vec<(usize, usize, Entity)>) {
+        if scan.pii {
+            self.find_pii(text, out);
+        }
+        if scan.secrets {
+            self.secrets.find(text, out);
+        }
+        if out.len() > 1 {
+            out.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
+        }
+    }
+
+    fn find_pii(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) {
         let bytes = text.as_bytes();
         if memchr::memchr(b'@', bytes).is_some() {
             for m in self.email.find_iter(bytes) {
@@ -136,9 +151,6 @@ impl Patterns {
                 self.numbers_in(cache, bytes, start, end, emails, out);
             }
             i = end.max(i + 1);
-        }
-        if out.len() > 1 {
-            out.sort_unstable_by_key(|&(s, _, _)| s);
         }
     }
 
@@ -438,7 +450,7 @@ fn luhn(d: &[u8]) -> bool {
 }
 
 /// Most extra passes [`redact`] makes after a productive one.
-const MAX_EXTRA_PASSES: usize = 3;
+pub(super) const MAX_EXTRA_PASSES: usize = 3;
 
 /// Replace every validated match in `text`; `None` when there is none (no allocation).
 ///
@@ -447,10 +459,13 @@ const MAX_EXTRA_PASSES: usize = 3;
 /// So a pass that replaced something is followed by another over its output, until a pass
 /// finds nothing (at most three more): the result is stable, redacting it again changes
 /// nothing, and text with no PII still costs a single scan.
-pub fn redact(p: &Patterns, text: &str, counts: &mut Counts) -> Option<String> {
-    let mut current = replace_once(p, text, counts)?;
+pub fn redact(p: &Patterns, text: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
+    if !scan.any() {
+        return None;
+    }
+    let mut current = replace_once(p, text, scan, counts)?;
     for _ in 0..MAX_EXTRA_PASSES {
-        match replace_once(p, &current, counts) {
+        match replace_once(p, &current, scan, counts) {
             Some(next) => current = next,
             None => break,
         }
@@ -458,9 +473,9 @@ pub fn redact(p: &Patterns, text: &str, counts: &mut Counts) -> Option<String> {
     Some(current)
 }
 
-fn replace_once(p: &Patterns, text: &str, counts: &mut Counts) -> Option<String> {
+fn replace_once(p: &Patterns, text: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
     let mut found = Vec::new();
-    p.find(text, &mut found);
+    p.find(text, scan, &mut found);
     if found.is_empty() {
         return None;
     }
@@ -486,7 +501,7 @@ mod tests {
     fn red(t: &str) -> String {
         let p = Patterns::new();
         let mut c = Counts::default();
-        redact(&p, t, &mut c).unwrap_or_else(|| t.to_string())
+        redact(&p, t, Scan::ALL, &mut c).unwrap_or_else(|| t.to_string())
     }
 
     #[test]

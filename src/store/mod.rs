@@ -131,6 +131,15 @@ const MIGRATIONS: &[&str] = &[
         key_fp TEXT NOT NULL,
         created_at TEXT NOT NULL
      );",
+    // 4: secrets detection and response redaction policies, per org and per key.
+    "ALTER TABLE orgs ADD COLUMN secrets TEXT NOT NULL DEFAULT 'on'
+        CHECK (secrets IN ('on','off'));
+     ALTER TABLE orgs ADD COLUMN response_redaction TEXT NOT NULL DEFAULT 'off'
+        CHECK (response_redaction IN ('on','off'));
+     ALTER TABLE api_keys ADD COLUMN secrets TEXT NOT NULL DEFAULT 'inherit'
+        CHECK (secrets IN ('on','off','inherit'));
+     ALTER TABLE api_keys ADD COLUMN response_redaction TEXT NOT NULL DEFAULT 'inherit'
+        CHECK (response_redaction IN ('on','off','inherit'));",
 ];
 
 /// An open store.
@@ -146,7 +155,20 @@ pub struct Org {
     pub name: String,
     pub region: Option<String>,
     pub pii: String,
+    /// Secret detection: `on` or `off`.
+    pub secrets: String,
+    /// Redaction of responses: `on` or `off`.
+    pub response_redaction: String,
     pub created_at: String,
+}
+
+/// The settings of a new org (or the changes to one: `None` keeps the current value).
+#[derive(Debug, Clone, Default)]
+pub struct OrgSettings<'a> {
+    pub region: Option<&'a str>,
+    pub pii: Option<&'a str>,
+    pub secrets: Option<&'a str>,
+    pub response_redaction: Option<&'a str>,
 }
 
 /// An API key row (the hash is never returned to callers outside the snapshot loader).
@@ -159,6 +181,10 @@ pub struct Key {
     #[serde(skip)]
     pub hash: Vec<u8>,
     pub pii: String,
+    /// `on`, `off` or `inherit`.
+    pub secrets: String,
+    /// `on`, `off` or `inherit`.
+    pub response_redaction: String,
     pub region: Option<String>,
     pub rpm: Option<u32>,
     pub expires_at: Option<String>,
@@ -294,29 +320,33 @@ impl Store {
 
     // ---- orgs ----
 
-    /// Create an org.
-    pub fn insert_org(&self, name: &str, region: Option<&str>, pii: &str) -> Result<Org> {
-        let org = Org {
-            id: new_id(),
-            name: name.to_string(),
-            region: region.map(String::from),
-            pii: pii.to_string(),
-            created_at: now(),
-        };
+    /// Create an org; unset settings take the schema's defaults (PII on, secrets on, response
+    /// redaction off).
+    pub fn insert_org(&self, name: &str, settings: &OrgSettings) -> Result<Org> {
+        let id = new_id();
         self.conn
             .execute(
-                "INSERT INTO orgs (id, name, region, pii, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![org.id, org.name, org.region, org.pii, org.created_at],
+                "INSERT INTO orgs (id, name, region, pii, secrets, response_redaction, created_at)
+                 VALUES (?1, ?2, ?3, COALESCE(?4, 'on'), COALESCE(?5, 'on'), COALESCE(?6, 'off'), ?7)",
+                params![
+                    id,
+                    name,
+                    settings.region,
+                    settings.pii,
+                    settings.secrets,
+                    settings.response_redaction,
+                    now()
+                ],
             )
             .map_err(|e| unique(e, "org", name))?;
-        Ok(org)
+        self.org(&id)
     }
 
     /// Every org, oldest first.
     pub fn orgs(&self) -> Result<Vec<Org>> {
         let mut st = self
             .conn
-            .prepare("SELECT id, name, region, pii, created_at FROM orgs ORDER BY id")?;
+            .prepare(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY id"))?;
         let rows = st.query_map([], org_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -325,7 +355,7 @@ impl Store {
     pub fn org(&self, id: &str) -> Result<Org> {
         self.conn
             .query_row(
-                "SELECT id, name, region, pii, created_at FROM orgs WHERE id = ?1",
+                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
                 [id],
                 org_row,
             )
@@ -336,11 +366,13 @@ impl Store {
             })
     }
 
-    /// Change an org's default region and/or PII setting.
-    pub fn update_org(&self, id: &str, region: Option<&str>, pii: Option<&str>) -> Result<Org> {
+    /// Change an org's settings (those given).
+    pub fn update_org(&self, id: &str, s: &OrgSettings) -> Result<Org> {
         let n = self.conn.execute(
-            "UPDATE orgs SET region = COALESCE(?2, region), pii = COALESCE(?3, pii) WHERE id = ?1",
-            params![id, region, pii],
+            "UPDATE orgs SET region = COALESCE(?2, region), pii = COALESCE(?3, pii),
+               secrets = COALESCE(?4, secrets), response_redaction = COALESCE(?5, response_redaction)
+             WHERE id = ?1",
+            params![id, s.region, s.pii, s.secrets, s.response_redaction],
         )?;
         if n == 0 {
             return Err(Error::NotFound {
@@ -357,9 +389,11 @@ impl Store {
     pub fn insert_key(&self, k: &Key) -> Result<()> {
         self.org(&k.org_id)?;
         self.conn.execute(
-            "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![k.id, k.org_id, k.name, k.prefix, k.hash, k.pii, k.region, k.rpm, k.expires_at, k.created_at],
+            "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at,
+               secrets, response_redaction)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![k.id, k.org_id, k.name, k.prefix, k.hash, k.pii, k.region, k.rpm, k.expires_at, k.created_at,
+                k.secrets, k.response_redaction],
         )?;
         Ok(())
     }
@@ -367,7 +401,8 @@ impl Store {
     /// Keys, optionally of one org, oldest first.
     pub fn keys(&self, org: Option<&str>) -> Result<Vec<Key>> {
         let mut st = self.conn.prepare(
-            "SELECT id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, last_used_at
+            "SELECT id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, last_used_at,
+               secrets, response_redaction
              FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id",
         )?;
         let rows = st.query_map([org], key_row)?;
@@ -701,6 +736,8 @@ fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditRow> {
     })
 }
 
+const ORG_COLS: &str = "id, name, region, pii, created_at, secrets, response_redaction";
+
 fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
     Ok(Org {
         id: r.get(0)?,
@@ -708,6 +745,8 @@ fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
         region: r.get(2)?,
         pii: r.get(3)?,
         created_at: r.get(4)?,
+        secrets: r.get(5)?,
+        response_redaction: r.get(6)?,
     })
 }
 
@@ -725,6 +764,8 @@ fn key_row(r: &rusqlite::Row) -> rusqlite::Result<Key> {
         revoked_at: r.get(9)?,
         created_at: r.get(10)?,
         last_used_at: r.get(11)?,
+        secrets: r.get(12)?,
+        response_redaction: r.get(13)?,
     })
 }
 
@@ -750,9 +791,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("s.db");
         let s = Store::open(&path).unwrap();
-        let org = s.insert_org("acme", Some("eu"), "on").unwrap();
+        let eu = OrgSettings {
+            region: Some("eu"),
+            ..Default::default()
+        };
+        let org = s.insert_org("acme", &eu).unwrap();
+        assert_eq!(
+            (
+                org.pii.as_str(),
+                org.secrets.as_str(),
+                org.response_redaction.as_str()
+            ),
+            ("on", "on", "off")
+        );
         assert!(matches!(
-            s.insert_org("acme", None, "on"),
+            s.insert_org("acme", &OrgSettings::default()),
             Err(Error::Duplicate { .. })
         ));
         drop(s);

@@ -850,6 +850,102 @@ fn passwords_totp_seeds_recovery_codes_tokens_and_the_jwt_secret_never_leak() {
 }
 
 #[test]
+fn secrets_and_response_redaction_policies_are_set_through_the_api() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "op@example.com", None, "");
+    let p = s.spawn();
+    let t = login(&p, &op, 0);
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/orgs",
+        Some(&t),
+        Some(&json!({"name": "acme", "response_redaction": "on"})),
+        "",
+    );
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    let org = r.json();
+    assert_eq!(
+        (
+            org["pii"].as_str(),
+            org["secrets"].as_str(),
+            org["response_redaction"].as_str()
+        ),
+        (Some("on"), Some("on"), Some("on"))
+    );
+    let id = org["id"].as_str().unwrap().to_string();
+    let r = call(
+        p.admin_port,
+        "PATCH",
+        &format!("/api/orgs/{id}"),
+        Some(&t),
+        Some(&json!({"secrets": "off"})),
+        "",
+    );
+    assert_eq!(r.json()["secrets"], "off");
+    let r = call(
+        p.admin_port,
+        "POST",
+        &format!("/api/orgs/{id}/keys"),
+        Some(&t),
+        Some(&json!({"name": "k", "secrets": "on", "response_redaction": "off"})),
+        "",
+    );
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    let keys = call(
+        p.admin_port,
+        "GET",
+        &format!("/api/orgs/{id}/keys"),
+        Some(&t),
+        None,
+        "",
+    )
+    .json();
+    assert_eq!(keys["data"][0]["secrets"], "on");
+    assert_eq!(keys["data"][0]["response_redaction"], "off");
+    for bad in [
+        json!({"secrets": "maybe"}),
+        json!({"response_redaction": "inherit"}),
+    ] {
+        let r = call(
+            p.admin_port,
+            "PATCH",
+            &format!("/api/orgs/{id}"),
+            Some(&t),
+            Some(&bad),
+            "",
+        );
+        assert_eq!((r.status, r.code().as_str()), (400, "invalid_request"));
+    }
+    // The CLI and the API write the same audit details for org.create.
+    let cli = p.cli_json(
+        &["orgs", "create", "beta", "--response-redaction", "on"],
+        b"",
+    );
+    let audit = call(
+        p.admin_port,
+        "GET",
+        "/api/audit?action=org.create&limit=1000",
+        Some(&t),
+        None,
+        "",
+    )
+    .json();
+    let details: Vec<&Value> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["target_id"] == org["id"] || r["target_id"] == cli["id"])
+        .map(|r| &r["details"])
+        .collect();
+    assert_eq!(details.len(), 2);
+    let keys_of = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys_of(details[0]), keys_of(details[1]));
+    assert_eq!(details[1]["response_redaction"], "on");
+}
+
+#[test]
 fn re_enrolling_totp_needs_the_current_second_factor_not_just_the_password() {
     let up = Upstream::start();
     let s = Setup::new(&mock_upstream(&up, ""), "");

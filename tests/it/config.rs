@@ -28,6 +28,7 @@ fn compiled_in_default_matches_the_defaults_in_code() {
     assert_eq!(file.log, code.log);
     assert_eq!(file.cors, code.cors);
     assert_eq!(file.pii, code.pii);
+    assert_eq!(file.redaction, code.redaction);
     assert_eq!(file.residency, code.residency);
     assert_eq!(file.upstreams, code.upstreams);
     assert_eq!(file.limits.max_body_bytes, code.limits.max_body_bytes);

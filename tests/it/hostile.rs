@@ -477,3 +477,29 @@ fn hostile_upstream_answers_never_reach_the_client_as_they_are() {
     );
     p.metrics_with(&["sluice_stream_interruptions_total"]);
 }
+#[test]
+fn a_body_with_connection_close_is_answered_then_the_connection_closed() {
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    let b = br#"{"model":"m","input":"mail bob@example.com"}"#;
+    for first in [
+        p.post("/v1/embeddings", b, "Connection: close\r\n"),
+        chunked(
+            "/v1/embeddings",
+            b,
+            &format!("{}Connection: close\r\n", p.auth()),
+        ),
+    ] {
+        let mut s = connect(p.port).unwrap();
+        s.write_all(&first).unwrap();
+        let r = read_response(&mut s).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(is_closed(&mut s));
+    }
+    assert_eq!(up.requests().len(), 2);
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.body).contains("bob@")));
+}

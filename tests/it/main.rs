@@ -14,5 +14,6 @@ mod limits;
 mod pii;
 mod proxy;
 mod residency;
+mod responses;
 mod sdk;
 mod vault;

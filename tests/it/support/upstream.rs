@@ -6,6 +6,10 @@
 //! - `stall:MS`: wait MS before sending response headers
 //! - `stall-mid`: send headers and one SSE event, then stall for a minute
 //! - `status:CODE`: answer with that status and an OpenAI-shaped error
+//! - `sse-text:TEXT`: a chat completion stream of TEXT (percent-encoded), a character per event
+//! - `responses-text:TEXT`: the same as a Responses API stream
+//! - `json-text:TEXT` / `gzip-json:TEXT`: a chat completion whose content is TEXT (gzip-encoded)
+//! - `type:CONTENT-TYPE`: a small body of that type
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -158,6 +162,43 @@ async fn handle(
         at: std::time::Instant::now(),
     });
 
+    // Modes carrying a text (percent-encoded, may hold ':').
+    if let Some((mode, text)) = mock.split_once(':') {
+        let text = urlencoding::decode(text)
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
+        match mode {
+            "sse-text" => return Ok(sse_text(&text)),
+            "responses-text" => return Ok(responses_text(&text)),
+            "json-text" => {
+                let mut v = completion();
+                v["choices"][0]["message"]["content"] = text.into();
+                return Ok(json(200, v));
+            }
+            "gzip-json" => {
+                use std::io::Write;
+                let mut v = completion();
+                v["choices"][0]["message"]["content"] = text.into();
+                let mut gz =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                gz.write_all(v.to_string().as_bytes()).unwrap();
+                return Ok(Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(Full::new(Bytes::from(gz.finish().unwrap())).boxed())
+                    .unwrap());
+            }
+            "type" => {
+                return Ok(Response::builder()
+                    .status(200)
+                    .header("content-type", text)
+                    .body(Full::new(Bytes::from_static(b"raw bytes bob@example.com")).boxed())
+                    .unwrap())
+            }
+            _ => {}
+        }
+    }
     let parts: Vec<&str> = mock.split(':').collect();
     match parts.as_slice() {
         ["stall", ms] => {
@@ -229,6 +270,81 @@ fn sse(n: usize, gap: Duration, stall_after: bool) -> Response<Body> {
         .header("cache-control", "no-cache")
         .body(StreamBody::new(stream).boxed())
         .unwrap()
+}
+
+/// Stream `events` (each already a full SSE event), 2 ms apart.
+fn stream_events(events: Vec<String>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(8);
+    tokio::spawn(async move {
+        for e in events {
+            if tx.send(Ok(Frame::data(Bytes::from(e)))).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(StreamBody::new(tokio_stream_from(rx)).boxed())
+        .unwrap()
+}
+
+/// A chat completion stream of `text`, one character per event, then the finish chunk with
+/// usage and `[DONE]`.
+fn sse_text(text: &str) -> Response<Body> {
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        let v = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+            "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {v}\n\n")
+    };
+    let mut events = vec![chunk(
+        serde_json::json!({"role": "assistant", "content": ""}),
+        serde_json::Value::Null,
+    )];
+    for c in text.chars() {
+        events.push(chunk(
+            serde_json::json!({"content": c.to_string()}),
+            serde_json::Value::Null,
+        ));
+    }
+    let mut last: serde_json::Value = serde_json::from_str(
+        chunk(serde_json::json!({}), "stop".into())
+            .trim_start_matches("data: ")
+            .trim(),
+    )
+    .unwrap();
+    last["usage"] =
+        serde_json::json!({"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12});
+    events.push(format!("data: {last}\n\n"));
+    events.push("data: [DONE]\n\n".into());
+    stream_events(events)
+}
+
+/// A Responses API stream of `text`, one character per delta event.
+fn responses_text(text: &str) -> Response<Body> {
+    let ev =
+        |v: serde_json::Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+    let mut events = vec![ev(
+        serde_json::json!({"type": "response.created", "sequence_number": 0,
+        "response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}}),
+    )];
+    for (n, c) in text.chars().enumerate() {
+        events.push(ev(serde_json::json!({"type": "response.output_text.delta", "item_id": "msg_1",
+            "output_index": 0, "content_index": 0, "delta": c.to_string(), "sequence_number": n + 1})));
+    }
+    events.push(ev(
+        serde_json::json!({"type": "response.output_text.done", "item_id": "msg_1",
+        "output_index": 0, "content_index": 0, "text": text, "sequence_number": 10_000}),
+    ));
+    events.push(ev(
+        serde_json::json!({"type": "response.completed", "sequence_number": 10_001,
+        "response": {"id": "resp_1", "object": "response", "status": "completed",
+            "output": [{"id": "msg_1", "type": "message", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}]}}),
+    ));
+    stream_events(events)
 }
 
 fn tokio_stream_from(

@@ -1,0 +1,702 @@
+//! Redacting a Server-Sent Events answer as it streams (`stream: true`), event by event, with
+//! no buffering beyond one event and a small holdback per text field.
+//!
+//! Every `data:` event is parsed as JSON. The text that a model streams in pieces goes through
+//! one [`TextStream`] per field, so a value split across any number of events is masked whole:
+//! chat completions' `choices[i].delta.content`, `.refusal`, `.reasoning_content`/`.reasoning`,
+//! `.tool_calls[j].function.arguments` and `.function_call.arguments`; legacy completions'
+//! `choices[i].text`; and the Responses API's `*.delta` events (`response.output_text.delta`,
+//! `response.function_call_arguments.delta`, ...), keyed by item, output and content index.
+//! What a field holds back is released at its end: into the chunk that carries the choice's
+//! `finish_reason`, before the Responses API's matching `*.done` event (whose full text is
+//! redacted as a whole), or in a chunk of its own before `[DONE]` or the end of the stream.
+//! Ids, roles, `finish_reason` and `usage` are left as they are. Any other JSON event (the
+//! `response.completed` object, an error) has all its strings redacted at once.
+//!
+//! Fail closed: an event that is not JSON (other than `[DONE]`), or that grows past
+//! `max_event_bytes` without ending, ends the stream with an SSE error event
+//! (`{"error": {"code": "unscannable_response", ...}}`) and nothing after it is passed on.
+
+use serde_json::{json, Map, Value};
+
+use super::stream::TextStream;
+use super::{Counts, Engine, Scan};
+
+/// Which streamed text a piece belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Field {
+    /// `choices[choice].delta.<key>` of a chat completion chunk.
+    Chat { choice: u64, key: &'static str },
+    /// `choices[choice].delta.tool_calls[index].function.arguments`.
+    ToolArgs { choice: u64, index: u64 },
+    /// `choices[choice].delta.function_call.arguments` (legacy function calling).
+    FunctionArgs { choice: u64 },
+    /// `choices[choice].text` of a legacy completion chunk.
+    Completion { choice: u64 },
+    /// A Responses API `*.delta` event's `delta`, by event family and position.
+    Responses {
+        family: String,
+        item: String,
+        output: u64,
+        content: u64,
+    },
+}
+
+/// The text keys of a chat delta that are streamed in pieces.
+const CHAT_TEXT_KEYS: [&str; 4] = ["content", "refusal", "reasoning_content", "reasoning"];
+
+struct Open {
+    field: Field,
+    text: TextStream,
+    /// For a Responses API field: its last delta event, the template of a flush event.
+    template: Option<Value>,
+}
+
+/// One streamed answer's redactor.
+pub struct Redactor {
+    engine: Engine,
+    scan: Scan,
+    holdback: usize,
+    max_event: usize,
+    buf: Vec<u8>,
+    open: Vec<Open>,
+    /// The last chat or completion chunk's envelope (`id`, `object`, `created`, `model`, ...),
+    /// for chunks sluice adds to release held-back text.
+    envelope: Option<Map<String, Value>>,
+    counts: Counts,
+    failed: bool,
+}
+
+/// The SSE error event that ends a stream sluice cannot scan.
+pub fn error_event(message: &str) -> Vec<u8> {
+    let v = json!({"error": {"message": message, "type": "server_error", "param": null,
+        "code": "unscannable_response"}});
+    format!("data: {v}\n\n").into_bytes()
+}
+
+impl Redactor {
+    /// A redactor over `engine`, looking for `scan`, holding back at most `holdback` bytes per
+    /// field, refusing events larger than `max_event` bytes.
+    pub fn new(engine: &Engine, scan: Scan, holdback: usize, max_event: usize) -> Redactor {
+        Redactor {
+            engine: engine.clone(),
+            scan,
+            holdback,
+            max_event,
+            buf: Vec::new(),
+            open: Vec::new(),
+            envelope: None,
+            counts: Counts::default(),
+            failed: false,
+        }
+    }
+
+    /// Everything replaced so far.
+    pub fn counts(&self) -> Counts {
+        let mut c = self.counts;
+        for o in &self.open {
+            c.merge(&o.text.counts());
+        }
+        c
+    }
+
+    /// Whether the stream was ended with an error event.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Take the next bytes of the stream; return what can be sent on now.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.failed {
+            return out;
+        }
+        self.buf.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(end) = event_end(&self.buf[start..]) {
+            let event = self.buf[start..start + end].to_vec();
+            start += end;
+            if !self.event(&event, &mut out) {
+                self.buf.clear();
+                return out;
+            }
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > self.max_event {
+            self.fail(
+                &mut out,
+                "An event of the upstream's stream is too large to scan.",
+            );
+        }
+        out
+    }
+
+    /// The stream ended: release every held-back field (and a last, unterminated event).
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.failed {
+            return out;
+        }
+        if !self.buf.is_empty() {
+            let mut rest = std::mem::take(&mut self.buf);
+            rest.extend_from_slice(b"\n\n");
+            if !self.event(&rest, &mut out) {
+                return out;
+            }
+        }
+        self.flush_all(&mut out);
+        out
+    }
+
+    fn fail(&mut self, out: &mut Vec<u8>, message: &str) {
+        self.failed = true;
+        self.buf.clear();
+        self.open.clear();
+        out.extend_from_slice(&error_event(message));
+    }
+
+    /// Handle one complete event (its bytes include the blank line). `false`: the stream failed.
+    fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) -> bool {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            self.fail(
+                out,
+                "The upstream's stream is not UTF-8 and cannot be scanned.",
+            );
+            return false;
+        };
+        let crlf = text.contains("\r\n");
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut lines: Vec<&str> = Vec::new();
+        let mut data: Vec<&str> = Vec::new();
+        let mut data_at = None;
+        for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("data") {
+                if v.is_empty() || v.starts_with(':') {
+                    let v = v.strip_prefix(':').unwrap_or(v);
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                    data_at.get_or_insert(lines.len());
+                    continue;
+                }
+            }
+            lines.push(line);
+        }
+        let Some(at) = data_at else {
+            // Comments (keep-alives) and events without data pass as they are.
+            out.extend_from_slice(raw);
+            return true;
+        };
+        let payload = data.join("\n");
+        let mut before = Vec::new();
+        let new = if payload.trim() == "[DONE]" {
+            self.flush_all(&mut before);
+            payload
+        } else {
+            match serde_json::from_str::<Value>(&payload) {
+                Ok(v) => {
+                    let v = self.transform(v, &mut before);
+                    v.to_string()
+                }
+                Err(_) => {
+                    self.fail(
+                        out,
+                        "An event of the upstream's stream is not JSON and cannot be scanned.",
+                    );
+                    return false;
+                }
+            }
+        };
+        out.extend_from_slice(&before);
+        for (i, line) in lines.iter().enumerate() {
+            if i == at {
+                push_data(out, &new, eol);
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(eol.as_bytes());
+        }
+        if at == lines.len() {
+            push_data(out, &new, eol);
+        }
+        out.extend_from_slice(eol.as_bytes());
+        true
+    }
+
+    /// Redact one JSON event; synthetic events that must come before it go to `before`.
+    fn transform(&mut self, mut v: Value, before: &mut Vec<u8>) -> Value {
+        let object = v.get("object").and_then(Value::as_str).unwrap_or("");
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if object == "chat.completion.chunk" || object == "text_completion" {
+            self.chunk(&mut v);
+            return v;
+        }
+        if let Some(family) = kind.strip_prefix("response.") {
+            if let Some(family) = family.strip_suffix(".delta") {
+                if v.get("delta").is_some_and(Value::is_string) {
+                    self.responses_delta(&mut v, family.to_string());
+                    return v;
+                }
+            }
+            if let Some(family) = family.strip_suffix(".done") {
+                self.responses_done(&v, family, before);
+            }
+        }
+        // Anything else: every string at once.
+        self.whole(v)
+    }
+
+    fn whole(&mut self, v: Value) -> Value {
+        let text = v.to_string();
+        match self.engine.redact_json(&text, self.scan, &mut self.counts) {
+            Ok(Some(new)) => serde_json::from_str(&new).unwrap_or(v),
+            _ => v,
+        }
+    }
+
+    fn stream(&mut self, field: Field, piece: &str, template: Option<&Value>) -> String {
+        let i = match self.open.iter().position(|o| o.field == field) {
+            Some(i) => i,
+            None => {
+                self.open.push(Open {
+                    field,
+                    text: self.engine.text_stream(self.scan, self.holdback),
+                    template: None,
+                });
+                self.open.len() - 1
+            }
+        };
+        if let Some(t) = template {
+            self.open[i].template = Some(t.clone());
+        }
+        self.open[i].text.push(piece)
+    }
+
+    /// Finish the open fields `which` picks: their held-back text, in the order opened.
+    fn close(&mut self, which: impl Fn(&Field) -> bool) -> Vec<(Field, String, Option<Value>)> {
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.open.len() {
+            if which(&self.open[i].field) {
+                let mut o = self.open.remove(i);
+                let rest = o.text.finish();
+                self.counts.merge(&o.text.counts());
+                done.push((o.field, rest, o.template));
+            } else {
+                i += 1;
+            }
+        }
+        done
+    }
+
+    /// A chat completion or legacy completion chunk.
+    fn chunk(&mut self, v: &mut Value) {
+        if let Some(obj) = v.as_object() {
+            let mut env = Map::new();
+            for k in ["id", "object", "created", "model", "system_fingerprint"] {
+                if let Some(x) = obj.get(k) {
+                    env.insert(k.to_string(), x.clone());
+                }
+            }
+            self.envelope = Some(env);
+        }
+        let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
+            return;
+        };
+        for (pos, choice) in choices.iter_mut().enumerate() {
+            let index = choice
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(pos as u64);
+            // Legacy completions: `text`.
+            if let Some(t) = choice
+                .get("text")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            {
+                let released = self.stream(Field::Completion { choice: index }, &t, None);
+                choice["text"] = released.into();
+            }
+            if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+                for key in CHAT_TEXT_KEYS {
+                    if let Some(t) = delta.get(key).and_then(Value::as_str).map(str::to_string) {
+                        let released = self.stream(Field::Chat { choice: index, key }, &t, None);
+                        delta.insert(key.to_string(), released.into());
+                    }
+                }
+                if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                    for (j, call) in calls.iter_mut().enumerate() {
+                        let tool = call
+                            .get("index")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(j as u64);
+                        let args = call.pointer("/function/arguments").and_then(Value::as_str);
+                        if let Some(t) = args.map(str::to_string) {
+                            let field = Field::ToolArgs {
+                                choice: index,
+                                index: tool,
+                            };
+                            let released = self.stream(field, &t, None);
+                            call["function"]["arguments"] = released.into();
+                        }
+                    }
+                }
+                let legacy = delta.get("function_call").and_then(|f| f.get("arguments"));
+                if let Some(t) = legacy.and_then(Value::as_str).map(str::to_string) {
+                    let released = self.stream(Field::FunctionArgs { choice: index }, &t, None);
+                    delta["function_call"]["arguments"] = released.into();
+                }
+            }
+            let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            if finished {
+                let held = self.close(|f| field_choice(f) == Some(index));
+                for (field, rest, _) in held {
+                    if !rest.is_empty() {
+                        append(choice, &field, &rest);
+                    }
+                }
+            }
+        }
+    }
+
+    fn responses_key(v: &Value, family: String) -> Field {
+        Field::Responses {
+            family,
+            item: v
+                .get("item_id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            output: v.get("output_index").and_then(Value::as_u64).unwrap_or(0),
+            content: v.get("content_index").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
+
+    fn responses_delta(&mut self, v: &mut Value, family: String) {
+        let field = Self::responses_key(v, family);
+        let piece = v["delta"].as_str().unwrap_or("").to_string();
+        let template = v.clone();
+        let released = self.stream(field, &piece, Some(&template));
+        v["delta"] = released.into();
+    }
+
+    /// A `*.done` event: release its field's held-back text in a delta event before it.
+    fn responses_done(&mut self, v: &Value, family: &str, before: &mut Vec<u8>) {
+        let key = Self::responses_key(v, family.to_string());
+        for (_, rest, template) in self.close(|f| *f == key) {
+            if let (false, Some(mut t)) = (rest.is_empty(), template) {
+                t["delta"] = rest.into();
+                push_event(before, &t);
+            }
+        }
+    }
+
+    /// Release every open field, in events of their own.
+    fn flush_all(&mut self, out: &mut Vec<u8>) {
+        for (field, rest, template) in self.close(|_| true) {
+            if rest.is_empty() {
+                continue;
+            }
+            match (field, template) {
+                (Field::Responses { .. }, Some(mut t)) => {
+                    t["delta"] = rest.into();
+                    push_event(out, &t);
+                }
+                (field, _) => {
+                    let mut choice = json!({"index": field_choice(&field).unwrap_or(0),
+                        "finish_reason": null});
+                    if !matches!(field, Field::Completion { .. }) {
+                        choice["delta"] = json!({});
+                    }
+                    append(&mut choice, &field, &rest);
+                    let mut chunk = Value::Object(self.envelope.clone().unwrap_or_default());
+                    chunk["choices"] = json!([choice]);
+                    push_event(out, &chunk);
+                }
+            }
+        }
+    }
+}
+
+fn field_choice(f: &Field) -> Option<u64> {
+    match f {
+        Field::Chat { choice, .. }
+        | Field::ToolArgs { choice, .. }
+        | Field::FunctionArgs { choice }
+        | Field::Completion { choice } => Some(*choice),
+        Field::Responses { .. } => None,
+    }
+}
+
+/// Add released text to a choice, at the field's place.
+fn append(choice: &mut Value, field: &Field, rest: &str) {
+    let cat = |slot: &mut Value| {
+        let mut s = slot.as_str().unwrap_or("").to_string();
+        s.push_str(rest);
+        *slot = s.into();
+    };
+    match field {
+        Field::Completion { .. } => cat(&mut choice["text"]),
+        Field::Chat { key, .. } => cat(&mut choice["delta"][*key]),
+        Field::FunctionArgs { .. } => cat(&mut choice["delta"]["function_call"]["arguments"]),
+        Field::ToolArgs { index, .. } => {
+            let delta = &mut choice["delta"];
+            if !delta.get("tool_calls").is_some_and(Value::is_array) {
+                delta["tool_calls"] = json!([]);
+            }
+            let calls = delta["tool_calls"]
+                .as_array_mut()
+                .expect("just made an array");
+            let pos = calls
+                .iter()
+                .position(|c| c.get("index").and_then(Value::as_u64) == Some(*index));
+            match pos {
+                Some(p) => cat(&mut calls[p]["function"]["arguments"]),
+                None => calls.push(json!({"index": index, "function": {"arguments": rest}})),
+            }
+        }
+        Field::Responses { .. } => {}
+    }
+}
+
+fn push_data(out: &mut Vec<u8>, data: &str, eol: &str) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(eol.as_bytes());
+}
+
+fn push_event(out: &mut Vec<u8>, v: &Value) {
+    // Responses API events carry their type as the SSE event name too.
+    if let Some(t) = v.get("type").and_then(Value::as_str) {
+        out.extend_from_slice(format!("event: {t}\n").as_bytes());
+    }
+    out.extend_from_slice(format!("data: {v}\n\n").as_bytes());
+}
+
+/// The length of the first complete event in `b` (through its blank line), if any. Lines end
+/// with `\n`, `\r\n` or `\r`.
+fn event_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut line_start = 0;
+    while i < b.len() {
+        let eol = match b[i] {
+            b'\n' => 1,
+            b'\r' if b.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' if i + 1 < b.len() => 1,
+            // A lone `\r` at the end may be the first half of `\r\n`: wait for more.
+            b'\r' => return None,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if i == line_start {
+            return Some(i + eol);
+        }
+        i += eol;
+        line_start = i;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(content: &str) -> String {
+        let v = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": content},
+            "finish_reason": null}]});
+        format!("data: {v}\n\n")
+    }
+
+    /// Feed `input` in pieces of `size` bytes; the events out, parsed.
+    fn run(input: &str, size: usize) -> (Vec<Value>, Vec<u8>, Counts) {
+        let e = Engine::new();
+        let mut r = Redactor::new(&e, Scan::ALL, 256, 1 << 20);
+        let mut out = Vec::new();
+        for piece in input.as_bytes().chunks(size) {
+            out.extend(r.push(piece));
+        }
+        out.extend(r.finish());
+        let text = String::from_utf8(out.clone()).unwrap();
+        let events = text
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        (events, out, r.counts())
+    }
+
+    fn content(events: &[Value]) -> String {
+        events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn an_email_streamed_one_character_per_event_arrives_as_its_token() {
+        let answer =
+            "Sure: mail bob.smith@example.com, card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE.";
+        let mut input: String = answer.chars().map(|c| chunk(&c.to_string())).collect();
+        input.push_str(&format!("data: {}\n\n", json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
+            "created": 1, "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}})));
+        input.push_str("data: [DONE]\n\n");
+        for size in [1, 7, 64, 4096] {
+            let (events, raw, counts) = run(&input, size);
+            assert_eq!(
+                content(&events),
+                "Sure: mail [REDACTED_EMAIL], card [REDACTED_CARD], key [REDACTED_SECRET].",
+                "pieces of {size}"
+            );
+            assert_eq!(counts.total(), 3);
+            let text = String::from_utf8(raw).unwrap();
+            assert!(
+                !text.contains("bob.smith") && !text.contains("4111") && !text.contains("AKIA")
+            );
+            assert!(text.ends_with("data: [DONE]\n\n"));
+            let last = &events[events.len() - 1];
+            assert_eq!(last["choices"][0]["finish_reason"], "stop");
+            assert_eq!(last["usage"]["total_tokens"], 12, "usage untouched");
+            assert_eq!(
+                events.len(),
+                answer.chars().count() + 1,
+                "one event out per event in"
+            );
+        }
+    }
+
+    #[test]
+    fn tool_call_arguments_and_the_responses_api_are_streamed_too() {
+        let args = r#"{"to":"jane@example.org","note":"hi"}"#;
+        let mut input = String::new();
+        for (i, c) in args.chars().enumerate() {
+            let call = if i == 0 {
+                json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "send", "arguments": c.to_string()}})
+            } else {
+                json!({"index": 0, "function": {"arguments": c.to_string()}})
+            };
+            input.push_str(&format!(
+                "data: {}\n\n",
+                json!({"id": "c", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]})
+            ));
+        }
+        input.push_str(&format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        ));
+        let (events, _, _) = run(&input, 5);
+        let got: String = events
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .collect();
+        assert_eq!(got, r#"{"to":"[REDACTED_EMAIL]","note":"hi"}"#);
+        assert_eq!(
+            events[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "send"
+        );
+
+        // Responses API: deltas, then the done event with the whole text.
+        let text = "Call me at (415) 555-0123 today";
+        let mut input = String::new();
+        for (n, c) in text.chars().enumerate() {
+            input.push_str(&format!(
+                "event: response.output_text.delta\ndata: {}\n\n",
+                json!({
+                "type": "response.output_text.delta", "item_id": "msg_1", "output_index": 0,
+                "content_index": 0, "delta": c.to_string(), "sequence_number": n})
+            ));
+        }
+        input.push_str(&format!(
+            "event: response.output_text.done\ndata: {}\n\n",
+            json!({
+            "type": "response.output_text.done", "item_id": "msg_1", "output_index": 0,
+            "content_index": 0, "text": text, "sequence_number": 99})
+        ));
+        input.push_str(&format!("event: response.completed\ndata: {}\n\n", json!({
+            "type": "response.completed", "response": {"output": [{"content": [{"type": "output_text", "text": text}]}]}})));
+        let (events, raw, _) = run(&input, 3);
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .filter_map(|e| e["delta"].as_str())
+            .collect();
+        assert_eq!(deltas, "Call me at [REDACTED_PHONE] today");
+        let done = events
+            .iter()
+            .find(|e| e["type"] == "response.output_text.done")
+            .unwrap();
+        assert_eq!(done["text"], "Call me at [REDACTED_PHONE] today");
+        let completed = events
+            .iter()
+            .find(|e| e["type"] == "response.completed")
+            .unwrap();
+        assert_eq!(
+            completed["response"]["output"][0]["content"][0]["text"],
+            "Call me at [REDACTED_PHONE] today"
+        );
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(
+            raw.contains("event: response.output_text.delta\n"),
+            "event names kept"
+        );
+        assert!(!raw.contains("555-0123"));
+    }
+
+    #[test]
+    fn framing_edge_cases() {
+        // CRLF line ends, comments, multi-line data, an event split mid-line, no [DONE].
+        let input = ": keep-alive\r\n\r\ndata: {\"object\":\"chat.completion.chunk\",\"choices\":\r\ndata: [{\"index\":0,\"delta\":{\"content\":\"x@y.com \"}}]}\r\n\r\nid: 7\r\ndata: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\r\n\r\n";
+        for size in [1, 2, 3, 1000] {
+            let e = Engine::new();
+            let mut r = Redactor::new(&e, Scan::ALL, 256, 1 << 20);
+            let mut out = Vec::new();
+            for piece in input.as_bytes().chunks(size) {
+                out.extend(r.push(piece));
+            }
+            out.extend(r.finish());
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with(": keep-alive\r\n\r\n"), "{text:?}");
+            assert!(text.contains("id: 7\r\n"), "{text:?}");
+            assert!(!text.contains("x@y.com"), "{text:?}");
+            assert!(text.contains("[REDACTED_EMAIL] "), "{text:?}");
+            // The held-back "ok" comes out at the end, in a chunk of its own.
+            assert!(text.trim_end().ends_with("}"), "{text:?}");
+            assert!(text.contains("\"ok\""), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_scanned_ends_the_stream_with_an_error_event() {
+        let e = Engine::new();
+        let mut r = Redactor::new(&e, Scan::ALL, 256, 1024);
+        let mut out = r.push(chunk("hello ").as_bytes());
+        out.extend(r.push(b"data: {not json bob@example.com}\n\n"));
+        out.extend(r.push(chunk("more").as_bytes()));
+        out.extend(r.finish());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\"code\":\"unscannable_response\""), "{text}");
+        assert!(
+            !text.contains("bob@example.com") && !text.contains("more"),
+            "{text}"
+        );
+        assert!(r.failed());
+        // An event that never ends is refused past the bound.
+        let mut r = Redactor::new(&e, Scan::ALL, 256, 1024);
+        let out = r.push(format!("data: \"{}", "a".repeat(2000)).as_bytes());
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("unscannable_response"));
+    }
+}

@@ -1,0 +1,235 @@
+//! What comes back: responses and streams redacted when the key's response redaction is on
+//! (byte-for-byte passthrough when off, the default), and secrets found in prompts.
+
+use crate::support::*;
+
+/// Sluice in front of the mock, its org's response redaction on (or not).
+fn proxy(up: &Upstream, response_redaction: bool) -> Proxy {
+    let s = Setup::new(&mock_upstream(up, ""), "");
+    if response_redaction {
+        s.cli_json(
+            &["orgs", "update", &s.org_id, "--response-redaction", "on"],
+            b"",
+        );
+    }
+    s.spawn()
+}
+
+fn chat(p: &Proxy, stream: bool, mock: &str) -> RawResponse {
+    let body = serde_json::json!({"model": "gpt-4o-mini", "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    raw(
+        p.port,
+        &p.post(
+            "/v1/chat/completions",
+            body.as_bytes(),
+            &format!("X-Mock: {mock}\r\nConnection: close\r\n"),
+        ),
+    )
+    .unwrap()
+}
+
+fn mock_text(mode: &str, text: &str) -> String {
+    format!("{mode}:{}", urlencoding::encode(text))
+}
+
+/// The `data:` payloads of an SSE body, `[DONE]` excepted, parsed.
+fn events(body: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+        .collect()
+}
+
+const ANSWER: &str = "Sure! Write to jane.doe@example.com, pay with 4111 1111 1111 1111 and use key AKIAIOSFODNN7EXAMPLE.";
+const MASKED: &str =
+    "Sure! Write to [REDACTED_EMAIL], pay with [REDACTED_CARD] and use key [REDACTED_SECRET].";
+
+#[test]
+fn a_streamed_answer_is_masked_whole_however_many_events_split_it() {
+    let up = Upstream::start();
+    let p = proxy(&up, true);
+    let r = chat(&p, true, &mock_text("sse-text", ANSWER));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let text = r.body_text();
+    for leak in ["jane.doe", "example.com", "4111", "AKIA"] {
+        assert!(!text.contains(leak), "{leak} leaked: {text}");
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let ev = events(&r.body);
+    let content: String = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, MASKED);
+    // The same structure: an event out per event in, ids, roles, finish and usage as sent.
+    assert_eq!(ev.len(), ANSWER.chars().count() + 2);
+    assert!(ev.iter().all(|e| e["id"] == "chatcmpl-mock"));
+    assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+    let last = ev.last().unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["usage"]["total_tokens"], 12);
+    // The upstream was asked for an unencoded answer; counts are in metrics and the audit log.
+    assert_eq!(up.requests()[0].header("accept-encoding"), Some("identity"));
+    p.metrics_with(&[
+        "sluice_response_redactions_total{entity=\"email\"} 1",
+        "sluice_response_redactions_total{entity=\"card\"} 1",
+        "sluice_response_redactions_total{entity=\"secret\"} 1",
+    ]);
+}
+
+#[test]
+fn without_response_redaction_answers_pass_byte_for_byte() {
+    let up = Upstream::start();
+    let p = proxy(&up, false);
+    let r = chat(&p, true, &mock_text("sse-text", ANSWER));
+    let content: String = events(&r.body)
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, ANSWER);
+    let r = chat(&p, false, "type:audio/mpeg");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"raw bytes bob@example.com");
+    assert_eq!(up.requests()[0].header("accept-encoding"), None);
+}
+
+#[test]
+fn json_answers_are_redacted_and_unscannable_ones_refused() {
+    let up = Upstream::start();
+    let p = proxy(&up, true);
+    for mode in ["json-text", "gzip-json"] {
+        let r = chat(&p, false, &mock_text(mode, ANSWER));
+        assert_eq!(r.status, 200, "{mode}: {}", r.body_text());
+        assert_eq!(r.header("content-encoding"), None, "{mode}");
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            MASKED,
+            "{mode}"
+        );
+        assert_eq!(r.json()["usage"]["total_tokens"], 4);
+    }
+    // A body sluice cannot read is refused before anything reaches the client.
+    let r = chat(&p, false, "type:audio/mpeg");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.code(), "unscannable_response");
+    assert!(!r.body_text().contains("bob@example.com"));
+    // Embeddings echo nothing: passed as they are.
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/embeddings",
+            br#"{"model":"m","input":"x"}"#,
+            "X-Mock: type:audio/mpeg\r\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_responses_api_stream_is_masked_too() {
+    let up = Upstream::start();
+    let p = proxy(&up, true);
+    let body = br#"{"model":"gpt-4o-mini","input":"hi","stream":true}"#;
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/responses",
+            body,
+            &format!("X-Mock: {}\r\n", mock_text("responses-text", ANSWER)),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let ev = events(&r.body);
+    let deltas: String = ev
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(deltas, MASKED);
+    let done = ev
+        .iter()
+        .find(|e| e["type"] == "response.output_text.done")
+        .unwrap();
+    assert_eq!(done["text"], MASKED);
+    let completed = ev
+        .iter()
+        .find(|e| e["type"] == "response.completed")
+        .unwrap();
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"],
+        MASKED
+    );
+    assert!(!r.body_text().contains("jane.doe"));
+}
+
+#[test]
+fn secrets_in_prompts_are_redacted_unless_the_key_turns_them_off() {
+    let up = Upstream::start();
+    let p = proxy(&up, false);
+    let body = br#"{"model":"m","input":"my key is AKIAIOSFODNN7EXAMPLE and sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh"}"#;
+    let r = raw(p.port, &p.post("/v1/embeddings", body, "")).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-sluice-redactions"), Some("secret=2"));
+    let got = String::from_utf8_lossy(&up.requests()[0].body).to_string();
+    assert!(
+        got.contains("my key is [REDACTED_SECRET] and [REDACTED_SECRET]"),
+        "{got}"
+    );
+    p.metrics_with(&["sluice_redactions_total{entity=\"secret\"} 2"]);
+    // A key with secrets off (and PII on) passes them.
+    let k = p.cli_json(
+        &["keys", "create", "--org", &p.org_id, "--secrets", "off"],
+        b"",
+    );
+    let key = k["key"].as_str().unwrap().to_string();
+    let auth = format!("Authorization: Bearer {key}\r\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = raw(p.port, &post("/v1/embeddings", body, &auth)).unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let last = up.requests().last().unwrap().body.clone();
+    assert_eq!(last, body.to_vec());
+    let listed = p.cli_json(&["keys", "list", "--org", &p.org_id], b"");
+    let ours = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == k["id"])
+        .unwrap();
+    assert_eq!(ours["secrets"], "off");
+    assert_eq!(ours["response_redaction"], "inherit");
+}
+
+#[test]
+fn the_python_sdk_reads_a_rewritten_stream() {
+    let up = Upstream::start();
+    let p = proxy(&up, true);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_stream.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}/v1", p.port))
+        .arg(&p.key)
+        .arg(mock_text("sse-text", ANSWER))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["content"], MASKED, "{v}");
+    assert_eq!(v["finish_reason"], "stop");
+}
