@@ -8,6 +8,8 @@ the bare passthrough, and the p99 sluice adds over the passthrough. Machines her
 compare only figures from the same run.
 
 Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get install wrk)
+       python3 bench/load.py --ttft [--requests N]   time to first byte / first token of
+       streamed answers, sluice with response redaction off and on
 """
 import argparse
 import base64
@@ -62,9 +64,47 @@ def wrk(url, conns, duration, lua):
     return {"rps": rps, "p50_us": p50, "p99_us": p99, "non2xx": int(errors.group(1)) if errors else 0}
 
 
+def first_token(port, key, n):
+    """Median and p90 (µs) over n sequential streamed requests: time to the first response byte
+    and to the first non-empty delta.content."""
+    body = json.dumps({"model": "gpt-4o-mini", "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]},
+                      separators=(",", ":")).encode()
+    req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    ttfb, ttft = [], []
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s.sendall(req)
+        buf, got_byte, got_token = b"", None, None
+        # Every target answers chunked: the response ends with the zero-length chunk.
+        while not buf.endswith(b"0\r\n\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise SystemExit("connection closed mid-stream")
+            now = time.perf_counter()
+            if got_byte is None:
+                got_byte = now
+            buf += chunk
+            if got_token is None and re.search(rb'"content":"[^"]', buf):
+                got_token = now
+        ttfb.append((got_byte - t0) * 1e6)
+        ttft.append((got_token - t0) * 1e6)
+    s.close()
+    q = lambda xs, p: sorted(xs)[int(p * (len(xs) - 1))]
+    return {"ttfb_p50": q(ttfb, 0.5), "ttfb_p90": q(ttfb, 0.9),
+            "ttft_p50": q(ttft, 0.5), "ttft_p90": q(ttft, 0.9)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--ttft", action="store_true",
+                    help="measure time to first byte and first token of streamed answers "
+                         "(response redaction off and on) instead of throughput")
+    ap.add_argument("--requests", type=int, default=300, help="streamed requests per target (--ttft)")
     args = ap.parse_args()
     for b in ("sluice", os.path.join("examples", "mock"), os.path.join("examples", "passthrough")):
         if not os.path.exists(os.path.join(REL, b)):
@@ -96,6 +136,8 @@ def main():
                                          capture_output=True, check=True, env=env).stdout)
     org = cli("orgs", "create", "bench")["id"]
     key = cli("keys", "create", "--org", org)["key"]
+    redacting_key = cli("keys", "create", "--org", org, "--name", "responses",
+                        "--response-redaction", "on")["key"]
     cli("credentials", "set", "mock", stdin=b"sk-bench-upstream-credential-0123456789")
     lua = os.path.join(tmp, "post.lua")
     with open(lua, "w") as f:
@@ -113,6 +155,27 @@ def main():
     try:
         for p in (up, bare, prox):
             wait_port(p)
+        if args.ttft:
+            runs = [("direct", up, key), ("passthrough", bare, key),
+                    ("sluice, response redaction off", prox, key),
+                    ("sluice, response redaction on", prox, redacting_key)]
+            for name, port, k in runs:
+                try:
+                    first_token(port, k, 20)  # warm-up
+                except (OSError, SystemExit) as e:
+                    raise SystemExit(f"{name}: {e}")
+            res = {name: first_token(port, k, args.requests) for name, port, k in runs}
+            print(f"{'target':<32} {'TTFB p50':>9} {'p90':>7} {'TTFT p50':>9} {'p90':>7}  (us)")
+            for name, r in res.items():
+                print(f"{name:<32} {r['ttfb_p50']:>9.0f} {r['ttfb_p90']:>7.0f} "
+                      f"{r['ttft_p50']:>9.0f} {r['ttft_p90']:>7.0f}")
+            off, on = res["sluice, response redaction off"], res["sluice, response redaction on"]
+            b = res["passthrough"]
+            print(f"\nresponse redaction on/off: TTFB p50 {on['ttfb_p50'] / off['ttfb_p50']:.2f}x "
+                  f"({on['ttfb_p50'] - off['ttfb_p50']:+.0f} us), TTFT p50 "
+                  f"{on['ttft_p50'] / off['ttft_p50']:.2f}x ({on['ttft_p50'] - off['ttft_p50']:+.0f} us); "
+                  f"sluice (off) vs passthrough TTFT p50 {off['ttft_p50'] - b['ttft_p50']:+.0f} us")
+            return
         path = "/v1/chat/completions"
         targets = {"direct": up, "passthrough": bare, "sluice": prox}
         res = {}

@@ -42,6 +42,8 @@ pub struct Metrics {
     /// `sluice_snapshot_age_seconds`: since the key snapshot was last confirmed current (set
     /// at scrape time).
     pub snapshot_age: prometheus::Gauge,
+    /// `sluice_snapshot_reloads_total`: key snapshots rebuilt (set at scrape time).
+    pub snapshot_reloads: IntCounter,
     /// `sluice_admin_logins_total{outcome}`: `success`, `throttled`, or the failure reason
     /// (unknown_user, wrong_password, second_factor_missing, wrong_second_factor,
     /// replayed_totp_code, internal).
@@ -184,6 +186,11 @@ impl Metrics {
             "Seconds since the in-memory key snapshot was last confirmed current; past [store] max_stale_secs requests get 503 store_unavailable",
         )?;
         registry.register(Box::new(snapshot_age.clone()))?;
+        let snapshot_reloads = IntCounter::new(
+            "sluice_snapshot_reloads_total",
+            "Key snapshots rebuilt from the store (only changes to keys, orgs, credentials or users rebuild it)",
+        )?;
+        registry.register(Box::new(snapshot_reloads.clone()))?;
         registry.register(Box::new(audit.depth.clone()))?;
         registry.register(Box::new(audit.write_seconds.clone()))?;
         registry.register(Box::new(audit.written.clone()))?;
@@ -216,6 +223,7 @@ impl Metrics {
             admin_requests,
             admin_logins,
             snapshot_age,
+            snapshot_reloads,
         })
     }
 

@@ -150,7 +150,9 @@ pub struct Directory {
 impl Directory {
     /// Reload if anything may have changed. Cheap when nothing did (one pragma).
     pub fn refresh(&mut self, store: &Store) -> store::Result<()> {
-        let v = store.data_version()?;
+        // The configuration generation, not `data_version`: audit batches commit all the time
+        // and change nothing here.
+        let v = store.generation()?;
         if !self.dirty && self.version == Some(v) {
             return Ok(());
         }

@@ -1,5 +1,7 @@
 //! The in-memory view of keys and credentials the data plane reads. A background thread polls
-//! SQLite's `data_version` and rebuilds the snapshot when another process (the CLI) commits, so
+//! SQLite's `data_version` and, when another connection committed, the store's configuration
+//! generation: the snapshot is rebuilt only when keys, orgs, credentials or users changed (not
+//! on every audit batch), so
 //! a revoked key is refused within a second; requests only clone an `Arc` and never touch
 //! SQLite. Last-used times are flagged with an atomic per key and written in batches by the same
 //! thread.
@@ -261,6 +263,8 @@ pub struct Watcher {
     started: Instant,
     /// Milliseconds since `started` of the last successful poll of the store.
     last_ok_ms: AtomicU64,
+    /// Snapshots rebuilt since start (the first load not counted).
+    reloads: AtomicU64,
 }
 
 impl Watcher {
@@ -273,12 +277,14 @@ impl Watcher {
             ring: ring.clone(),
             started: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&w);
         std::thread::Builder::new()
             .name("sluice-snapshot".into())
             .spawn(move || {
                 let mut version = store.data_version().unwrap_or(0);
+                let mut generation = store.generation().unwrap_or(-1);
                 let mut last_flush = Instant::now();
                 let mut outage = Outage::default();
                 while let Some(w) = weak.upgrade() {
@@ -290,12 +296,25 @@ impl Watcher {
                             }
                         }
                         Ok(v) if v == version => w.confirm(&mut outage),
-                        Ok(v) => match Snapshot::load(&store, &ring, Some(&w.get())) {
-                            Ok(s) => {
+                        // Another connection committed; reload only if it changed something
+                        // the snapshot holds (most commits are audit batches).
+                        Ok(v) => match store.generation().and_then(|g| {
+                            if g == generation {
+                                return Ok(None);
+                            }
+                            Snapshot::load(&store, &ring, Some(&w.get())).map(|s| Some((g, s)))
+                        }) {
+                            Ok(None) => {
                                 version = v;
+                                w.confirm(&mut outage);
+                            }
+                            Ok(Some((g, s))) => {
+                                version = v;
+                                generation = g;
                                 if let Ok(mut cur) = w.current.write() {
                                     *cur = Arc::new(s);
                                 }
+                                w.reloads.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!("key snapshot reloaded");
                                 w.confirm(&mut outage);
                             }
@@ -324,6 +343,11 @@ impl Watcher {
         Ok(w)
     }
 
+    /// How many times the snapshot was rebuilt since start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
+    }
+
     /// The snapshot is current as of now.
     fn confirm(&self, outage: &mut Outage) {
         outage.ended();
@@ -341,6 +365,7 @@ impl Watcher {
                 if let Ok(mut cur) = self.current.write() {
                     *cur = Arc::new(s);
                 }
+                self.reloads.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => tracing::error!(error = %e, "cannot reload key snapshot; the next poll will"),
         }

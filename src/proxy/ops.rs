@@ -297,10 +297,11 @@ impl ServeHttp for MetricsEndpoint {
         if req.uri.path() != "/metrics" {
             return json_error(404, "not_found", "No such route.", &id);
         }
-        self.0
-            .metrics
-            .snapshot_age
-            .set(self.0.auth.age().as_secs_f64());
+        let m = &self.0.metrics;
+        m.snapshot_age.set(self.0.auth.age().as_secs_f64());
+        let reloads = self.0.auth.reloads();
+        m.snapshot_reloads
+            .inc_by(reloads.saturating_sub(m.snapshot_reloads.get()));
         reply(
             200,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -140,6 +140,37 @@ const MIGRATIONS: &[&str] = &[
         CHECK (secrets IN ('on','off','inherit'));
      ALTER TABLE api_keys ADD COLUMN response_redaction TEXT NOT NULL DEFAULT 'inherit'
         CHECK (response_redaction IN ('on','off','inherit'));",
+    // 5: a generation counter bumped by every change the in-memory snapshots depend on (keys
+    // but their last-used time, orgs, credentials, users), so they reload on those only and
+    // not on every audit batch (which also changes SQLite's data_version).
+    "CREATE TABLE config_generation (n INTEGER NOT NULL);
+     INSERT INTO config_generation (n) VALUES (0);
+     CREATE TRIGGER generation_orgs_insert AFTER INSERT ON orgs
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_orgs_update AFTER UPDATE ON orgs
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_orgs_delete AFTER DELETE ON orgs
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_credentials_insert AFTER INSERT ON credentials
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_credentials_update AFTER UPDATE ON credentials
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_credentials_delete AFTER DELETE ON credentials
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_users_insert AFTER INSERT ON users
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_users_update AFTER UPDATE ON users
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_users_delete AFTER DELETE ON users
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_api_keys_insert AFTER INSERT ON api_keys
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_api_keys_delete AFTER DELETE ON api_keys
+       BEGIN UPDATE config_generation SET n = n + 1; END;
+     CREATE TRIGGER generation_api_keys_update
+       AFTER UPDATE OF org_id, name, hash, pii, region, rpm, expires_at, revoked_at, secrets,
+         response_redaction ON api_keys
+       BEGIN UPDATE config_generation SET n = n + 1; END;",
 ];
 
 /// An open store.
@@ -316,6 +347,14 @@ impl Store {
         Ok(self
             .conn
             .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
+    /// The configuration generation: changes with every committed change to keys (but their
+    /// last-used times), orgs, credentials or users. Reading it fails when the store is broken.
+    pub fn generation(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT n FROM config_generation", [], |r| r.get(0))?)
     }
 
     // ---- orgs ----
@@ -814,6 +853,44 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn the_generation_moves_with_configuration_changes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let g0 = s.generation().unwrap();
+        let org = s.insert_org("acme", &OrgSettings::default()).unwrap();
+        let g1 = s.generation().unwrap();
+        assert!(g1 > g0);
+        let k = Key {
+            id: new_id(),
+            org_id: org.id.clone(),
+            name: "k".into(),
+            prefix: "sk-sluice-abcd".into(),
+            hash: vec![1; 32],
+            pii: "inherit".into(),
+            secrets: "inherit".into(),
+            response_redaction: "inherit".into(),
+            region: None,
+            rpm: None,
+            expires_at: None,
+            revoked_at: None,
+            created_at: now(),
+            last_used_at: None,
+        };
+        s.insert_key(&k).unwrap();
+        let g2 = s.generation().unwrap();
+        assert!(g2 > g1);
+        let mut s = s;
+        s.touch_keys(std::slice::from_ref(&k.id), &now()).unwrap();
+        assert_eq!(
+            s.generation().unwrap(),
+            g2,
+            "a last-used time is not a change"
+        );
+        s.revoke_key(&k.id).unwrap();
+        assert!(s.generation().unwrap() > g2);
     }
 
     #[test]

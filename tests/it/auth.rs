@@ -331,8 +331,11 @@ fn a_key_snapshot_that_cannot_be_refreshed_fails_closed_then_recovers() {
     assert_eq!(ok().status, 200);
     // Break the store under the running sluice: every reload now fails.
     let db = rusqlite::Connection::open(p.db()).unwrap();
-    db.execute_batch("ALTER TABLE api_keys RENAME TO api_keys_gone")
-        .unwrap();
+    db.execute_batch(
+        "ALTER TABLE api_keys RENAME TO api_keys_gone;
+         ALTER TABLE config_generation RENAME TO config_generation_gone;",
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let refused = loop {
         let r = ok();
@@ -370,11 +373,48 @@ fn a_key_snapshot_that_cannot_be_refreshed_fails_closed_then_recovers() {
         "nothing forwarded while stale"
     );
     // Repaired: requests are served again.
-    db.execute_batch("ALTER TABLE api_keys_gone RENAME TO api_keys")
-        .unwrap();
+    db.execute_batch(
+        "ALTER TABLE api_keys_gone RENAME TO api_keys;
+         ALTER TABLE config_generation_gone RENAME TO config_generation;",
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while ok().status != 200 {
         assert!(std::time::Instant::now() < deadline, "never recovered");
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn request_traffic_does_not_rebuild_the_key_snapshot_but_a_key_change_does() {
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    let reloads = |p: &Proxy| -> u64 {
+        p.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_snapshot_reloads_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = reloads(&p);
+    // Requests are audited in batches every 100 ms: each batch commits to the store.
+    let mut s = connect(p.port).unwrap();
+    for _ in 0..30 {
+        std::io::Write::write_all(&mut s, &p.post("/v1/embeddings", b"{}", "")).unwrap();
+        assert_eq!(read_response(&mut s).unwrap().status, 200);
+        std::thread::sleep(std::time::Duration::from_millis(15));
+    }
+    p.metrics_with(&["sluice_audit_records_total 30"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(reloads(&p), before, "audit batches rebuilt the snapshot");
+    p.cli_json(&["keys", "create", "--org", &p.org_id], b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while reloads(&p) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a new key did not reload the snapshot"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
