@@ -119,6 +119,8 @@ enum OrgsCmd {
         /// Redaction of what comes back (responses and streams; default off).
         #[arg(long, value_enum)]
         response_redaction: Option<Setting>,
+        #[command(flatten)]
+        mcp: McpArgs,
     },
     /// List orgs.
     List,
@@ -133,6 +135,8 @@ enum OrgsCmd {
         secrets: Option<Setting>,
         #[arg(long, value_enum)]
         response_redaction: Option<Setting>,
+        #[command(flatten)]
+        mcp: McpArgs,
     },
     /// GDPR hard delete: remove the org's keys, users and settings in one transaction and
     /// destroy its audit data key (its audit details become unreadable; the chain still
@@ -210,8 +214,73 @@ enum KeysCmd {
         #[arg(long)]
         org: Option<String>,
     },
+    /// Change a key's settings; a running `serve` applies them within a second.
+    Update {
+        key_id: String,
+        #[arg(long, value_enum)]
+        pii: Option<KeySetting>,
+        #[arg(long, value_enum)]
+        secrets: Option<KeySetting>,
+        #[arg(long, value_enum)]
+        response_redaction: Option<KeySetting>,
+        /// MCP tools the key may call (`server:tool,server:*`), or `inherit` (the org's).
+        #[arg(long)]
+        mcp_tools: Option<String>,
+        /// MCP resources the key may read (`server:uri`, a trailing `*` for a prefix), or
+        /// `inherit`.
+        #[arg(long)]
+        mcp_resources: Option<String>,
+        /// MCP prompts the key may get (`server:prompt`), or `inherit`.
+        #[arg(long)]
+        mcp_prompts: Option<String>,
+    },
     /// Revoke a key; a running `serve` refuses it within a second.
     Revoke { key_id: String },
+}
+
+/// MCP allow-lists (`server:name,...`; `*` for any server or name, a trailing `*` for a
+/// prefix). None allowed unless given here or (for keys) inherited from the org.
+#[derive(Args, Debug, Default)]
+struct McpArgs {
+    /// MCP tools (`tools/call`), e.g. `github:create_issue,search:*`.
+    #[arg(long)]
+    mcp_tools: Option<String>,
+    /// MCP resources (`resources/read`) by URI, e.g. `docs:file:///srv/docs/*`.
+    #[arg(long)]
+    mcp_resources: Option<String>,
+    /// MCP prompts (`prompts/get`).
+    #[arg(long)]
+    mcp_prompts: Option<String>,
+}
+
+impl McpArgs {
+    fn lists(&self) -> Result<admin::McpLists, String> {
+        let parse = |what: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| admin::mcp_list(what, s))
+                .transpose()
+                .map_err(|e| e.to_string())
+        };
+        Ok(admin::McpLists {
+            tools: parse("--mcp-tools", &self.mcp_tools)?,
+            resources: parse("--mcp-resources", &self.mcp_resources)?,
+            prompts: parse("--mcp-prompts", &self.mcp_prompts)?,
+        })
+    }
+}
+
+/// A key's list argument: `inherit` or a list.
+fn key_list(
+    what: &str,
+    v: &Option<String>,
+) -> Result<Option<Option<crate::mcp::AllowList>>, String> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some("inherit") => Ok(Some(None)),
+        Some(s) => admin::mcp_list(what, s)
+            .map(|l| Some(Some(l)))
+            .map_err(|e| e.to_string()),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +299,9 @@ struct KeyArgs {
     /// Response redaction for this key; `inherit` follows the org.
     #[arg(long, value_enum, default_value = "inherit")]
     response_redaction: KeySetting,
+    /// The key's MCP allow-lists (without them it inherits the org's).
+    #[command(flatten)]
+    mcp: McpArgs,
     /// Pin the key to a data region.
     #[arg(long, value_parser = parse_region)]
     region: Option<Region>,
@@ -443,6 +515,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             pii,
             secrets,
             response_redaction,
+            mcp,
         } => {
             let spec = admin::OrgSpec {
                 name,
@@ -450,6 +523,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 pii,
                 secrets,
                 response_redaction,
+                mcp: mcp.lists()?,
             };
             let org = admin::create_org_as(
                 &store,
@@ -486,12 +560,14 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             pii,
             secrets,
             response_redaction,
+            mcp,
         } => {
             let change = admin::OrgChange {
                 region,
                 pii,
                 secrets,
                 response_redaction,
+                mcp: mcp.lists()?,
             };
             let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
                 .map_err(|e| e.to_string())?;
@@ -761,6 +837,7 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 pii: a.pii,
                 secrets: a.secrets,
                 response_redaction: a.response_redaction,
+                mcp: a.mcp.lists()?,
                 region: a.region,
                 rpm: a.rpm,
                 expires: a.expires,
@@ -801,6 +878,27 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 .collect::<Vec<_>>()
                 .join("\n");
             Ok((serde_json::json!({ "keys": keys }), text))
+        }
+        KeysCmd::Update {
+            key_id,
+            pii,
+            secrets,
+            response_redaction,
+            mcp_tools,
+            mcp_resources,
+            mcp_prompts,
+        } => {
+            let change = admin::KeyChange {
+                pii,
+                secrets,
+                response_redaction,
+                mcp_tools: key_list("--mcp-tools", &mcp_tools)?,
+                mcp_resources: key_list("--mcp-resources", &mcp_resources)?,
+                mcp_prompts: key_list("--mcp-prompts", &mcp_prompts)?,
+            };
+            let k = admin::update_key_as(&store, &ring()?, &Actor::cli(), &key_id, &change)
+                .map_err(|e| e.to_string())?;
+            Ok((to_json(&k), format!("updated key {}", k.id)))
         }
         KeysCmd::Revoke { key_id } => {
             let mut rec = Record::admin("key.revoke", &audit::cli_actor());

@@ -39,6 +39,8 @@ pub enum Route {
     Embeddings,
     Responses,
     Models,
+    /// `/mcp/<server>`: the MCP gateway.
+    Mcp,
     Other,
 }
 
@@ -51,11 +53,15 @@ impl Route {
             Route::Embeddings => "embeddings",
             Route::Responses => "responses",
             Route::Models => "models",
+            Route::Mcp => "mcp",
             Route::Other => "other",
         }
     }
 
     fn of(path: &str) -> Route {
+        if path.starts_with("/mcp/") {
+            return Route::Mcp;
+        }
         let rest = path.strip_prefix("/v1/").unwrap_or("");
         let first = rest.split('/').next().unwrap_or("");
         match first {
@@ -251,10 +257,24 @@ fn check_target(target: &[u8]) -> Result<&str, Error> {
             reason: "dot or empty path segment",
         });
     }
+    if mcp_server(path).is_some() {
+        return Ok(path);
+    }
     if !path.starts_with("/v1/") || path.len() == 4 {
         return Err(Error::NotFound);
     }
     Ok(path)
+}
+
+/// The MCP server named by a `/mcp/<name>` path (`[a-z0-9-]`, nothing after it).
+pub fn mcp_server(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/mcp/")?;
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    ok.then_some(name)
 }
 
 /// The request id to use: a well-formed incoming `X-Request-Id` (1-128 bytes of
@@ -382,6 +402,11 @@ mod tests {
         assert_eq!(t("/v1/embeddings?x=1").unwrap().route, Route::Embeddings);
         assert_eq!(t("/v1/responses/abc").unwrap().route, Route::Responses);
         assert_eq!(t("/v1/files").unwrap().route, Route::Other);
+        assert_eq!(t("/mcp/github-tools").unwrap().route, Route::Mcp);
+        assert_eq!(t("/mcp/tools?x=1").unwrap().route, Route::Mcp);
+        for nf in ["/mcp/", "/mcp/Tools", "/mcp/a/b", "/mcp", "/mcp/a_b"] {
+            assert!(t(nf).is_err(), "{nf}");
+        }
         for bad in [
             "http://evil/v1/models",
             "//evil/v1/models",

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub redactions: IntCounterVec,
     /// `sluice_response_redactions_total{entity}`: values replaced in responses.
     pub response_redactions: IntCounterVec,
+    /// `sluice_mcp_requests_total{server,method,outcome}`: MCP JSON-RPC calls.
+    pub mcp_requests: IntCounterVec,
     /// The audit writer's queue, batch write time, records written and failed writes.
     pub audit: crate::audit::WriterStats,
     /// `sluice_admin_requests_total{method,status}`: admin API calls.
@@ -140,6 +142,14 @@ impl Metrics {
             &["entity"],
         )?;
         registry.register(Box::new(response_redactions.clone()))?;
+        let mcp_requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_mcp_requests_total",
+                "MCP JSON-RPC calls by server, method and outcome (success, error, refused, batch_refused, sent, no_response, failure)",
+            ),
+            &["server", "method", "outcome"],
+        )?;
+        registry.register(Box::new(mcp_requests.clone()))?;
         let audit = crate::audit::WriterStats {
             depth: IntGauge::new(
                 "sluice_audit_queue_depth",
@@ -219,6 +229,7 @@ impl Metrics {
             auth_failures,
             redactions,
             response_redactions,
+            mcp_requests,
             audit,
             admin_requests,
             admin_logins,

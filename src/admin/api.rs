@@ -42,6 +42,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/orgs/{org_id}"),
     ("GET", "/api/orgs/{org_id}/keys"),
     ("POST", "/api/orgs/{org_id}/keys"),
+    ("PATCH", "/api/orgs/{org_id}/keys/{key_id}"),
     ("DELETE", "/api/orgs/{org_id}/keys/{key_id}"),
     ("GET", "/api/orgs/{org_id}/users"),
     ("POST", "/api/orgs/{org_id}/users"),
@@ -52,6 +53,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/credentials/{name}"),
     ("DELETE", "/api/credentials/{name}"),
     ("GET", "/api/audit"),
+    ("GET", "/api/mcp/servers"),
 ];
 
 /// An admin API request, already read (the body within `[admin] max_body_bytes`).
@@ -152,6 +154,9 @@ type ApiResult = Result<(u16, Value), ApiError>;
 /// A hook run after every successful change.
 type OnChange = Box<dyn Fn(&Store) + Send + Sync>;
 
+/// Whether the MCP server at a config index passes its health check.
+type McpHealth = Box<dyn Fn(usize) -> bool + Send + Sync>;
+
 /// The admin API's state.
 pub struct Api {
     store: Mutex<Store>,
@@ -166,6 +171,9 @@ pub struct Api {
     pii_default: Setting,
     /// Called (with the store, still locked) after every successful change.
     on_change: Option<OnChange>,
+    /// The configured MCP servers (what `GET /api/mcp/servers` lists) and their health.
+    mcp_servers: Vec<crate::config::McpServer>,
+    mcp_health: Option<McpHealth>,
 }
 
 /// Who made a call, for its audit record.
@@ -369,6 +377,12 @@ struct NewOrg {
     secrets: Option<String>,
     #[serde(default)]
     response_redaction: Option<String>,
+    #[serde(default)]
+    mcp_tools: Option<String>,
+    #[serde(default)]
+    mcp_resources: Option<String>,
+    #[serde(default)]
+    mcp_prompts: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -382,6 +396,30 @@ struct OrgPatch {
     secrets: Option<String>,
     #[serde(default)]
     response_redaction: Option<String>,
+    #[serde(default)]
+    mcp_tools: Option<String>,
+    #[serde(default)]
+    mcp_resources: Option<String>,
+    #[serde(default)]
+    mcp_prompts: Option<String>,
+}
+
+/// Changes to a key; a list `"inherit"` goes back to the org's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyPatch {
+    #[serde(default)]
+    pii: Option<String>,
+    #[serde(default)]
+    secrets: Option<String>,
+    #[serde(default)]
+    response_redaction: Option<String>,
+    #[serde(default)]
+    mcp_tools: Option<String>,
+    #[serde(default)]
+    mcp_resources: Option<String>,
+    #[serde(default)]
+    mcp_prompts: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +433,12 @@ struct NewKey {
     secrets: Option<String>,
     #[serde(default)]
     response_redaction: Option<String>,
+    #[serde(default)]
+    mcp_tools: Option<String>,
+    #[serde(default)]
+    mcp_resources: Option<String>,
+    #[serde(default)]
+    mcp_prompts: Option<String>,
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
@@ -445,6 +489,32 @@ fn setting(field: &str, s: Option<&str>) -> Result<Option<Setting>, ApiError> {
     .transpose()
 }
 
+/// MCP allow-list fields.
+fn mcp_lists(
+    tools: Option<&str>,
+    resources: Option<&str>,
+    prompts: Option<&str>,
+) -> Result<super::McpLists, ApiError> {
+    let parse = |what: &str, v: Option<&str>| v.map(|s| super::mcp_list(what, s)).transpose();
+    Ok(super::McpLists {
+        tools: parse("mcp_tools", tools)?,
+        resources: parse("mcp_resources", resources)?,
+        prompts: parse("mcp_prompts", prompts)?,
+    })
+}
+
+/// A key's MCP list change: `"inherit"` (back to the org's) or a list.
+fn key_list(
+    what: &str,
+    v: Option<&str>,
+) -> Result<Option<Option<crate::mcp::AllowList>>, ApiError> {
+    Ok(match v {
+        None => None,
+        Some("inherit") => Some(None),
+        Some(s) => Some(Some(super::mcp_list(what, s)?)),
+    })
+}
+
 /// A key setting field: `"on"`, `"off"` or `"inherit"` (the default).
 fn key_setting(field: &str, s: Option<&str>) -> Result<KeySetting, ApiError> {
     s.map_or(Ok(KeySetting::Inherit), |v| {
@@ -491,12 +561,20 @@ impl Api {
                 Setting::Off
             },
             on_change: None,
+            mcp_servers: cfg.mcp_servers.clone(),
+            mcp_health: None,
         }
     }
 
     /// Run `f` after every successful change, before the answer goes out (serve uses it to
     /// reload the data plane's key snapshot: a key created or revoked through the API is
     /// usable or refused by the time the call returns).
+    /// Report MCP servers' health with `f` (the data plane's health checks).
+    pub fn mcp_health(mut self, f: impl Fn(usize) -> bool + Send + Sync + 'static) -> Api {
+        self.mcp_health = Some(Box::new(f));
+        self
+    }
+
     pub fn on_change(mut self, f: impl Fn(&Store) + Send + Sync + 'static) -> Api {
         self.on_change = Some(Box::new(f));
         self
@@ -601,6 +679,7 @@ impl Api {
             ("DELETE", ["orgs", id]) => self.delete_org(&store, &c, id),
             ("GET", ["orgs", id, "keys"]) => self.list_keys(&store, &c, id),
             ("POST", ["orgs", id, "keys"]) => self.create_key(&store, &c, id),
+            ("PATCH", ["orgs", id, "keys", kid]) => self.update_key(&store, &c, id, kid),
             ("DELETE", ["orgs", id, "keys", kid]) => self.revoke_key(&store, &c, id, kid),
             ("GET", ["orgs", id, "users"]) => self.list_users(&store, &c, id),
             ("POST", ["orgs", id, "users"]) => self.create_member(&store, &c, id),
@@ -613,6 +692,7 @@ impl Api {
             ("PUT", ["credentials", name]) => self.set_credential(&store, &c, name),
             ("DELETE", ["credentials", name]) => self.delete_credential(&store, &c, name),
             ("GET", ["audit"]) => self.audit(&store, &c),
+            ("GET", ["mcp", "servers"]) => self.mcp_servers(&c),
             _ => {
                 let known = ROUTES.iter().any(|(_, p)| matches_pattern(p, path));
                 Err(if known {
@@ -876,6 +956,11 @@ impl Api {
             pii: setting("pii", b.pii.as_deref())?,
             secrets: setting("secrets", b.secrets.as_deref())?,
             response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
+            mcp: mcp_lists(
+                b.mcp_tools.as_deref(),
+                b.mcp_resources.as_deref(),
+                b.mcp_prompts.as_deref(),
+            )?,
         };
         let org =
             super::create_org_as(store, &self.ring, &c.actor(), &spec, self.pii_default, None)?;
@@ -895,6 +980,11 @@ impl Api {
             pii: setting("pii", b.pii.as_deref())?,
             secrets: setting("secrets", b.secrets.as_deref())?,
             response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
+            mcp: mcp_lists(
+                b.mcp_tools.as_deref(),
+                b.mcp_resources.as_deref(),
+                b.mcp_prompts.as_deref(),
+            )?,
         };
         let org = super::update_org_as(store, &self.ring, &c.actor(), id, &change)?;
         Ok((200, to_value(&org)))
@@ -936,12 +1026,36 @@ impl Api {
             pii: key_setting("pii", b.pii.as_deref())?,
             secrets: key_setting("secrets", b.secrets.as_deref())?,
             response_redaction: key_setting("response_redaction", b.response_redaction.as_deref())?,
+            mcp: mcp_lists(
+                b.mcp_tools.as_deref(),
+                b.mcp_resources.as_deref(),
+                b.mcp_prompts.as_deref(),
+            )?,
             region: region(b.region.as_deref())?,
             rpm: b.rpm,
             expires: b.expires_at,
         };
         let k = super::create_key_as(store, &self.ring, &c.actor(), &spec, None)?;
         Ok((201, to_value(&k)))
+    }
+
+    fn update_key(&self, store: &Store, c: &Caller, org: &str, kid: &str) -> ApiResult {
+        allow(c.principal()?, org, Access::Manage)?;
+        if !store.keys(Some(org))?.iter().any(|k| k.id == kid) {
+            return Err(err(404, "not_found", "No such key in this org."));
+        }
+        let b: KeyPatch = body(c.req)?;
+        let opt = |field: &str, v: Option<&str>| v.map(|x| key_setting(field, Some(x))).transpose();
+        let change = super::KeyChange {
+            pii: opt("pii", b.pii.as_deref())?,
+            secrets: opt("secrets", b.secrets.as_deref())?,
+            response_redaction: opt("response_redaction", b.response_redaction.as_deref())?,
+            mcp_tools: key_list("mcp_tools", b.mcp_tools.as_deref())?,
+            mcp_resources: key_list("mcp_resources", b.mcp_resources.as_deref())?,
+            mcp_prompts: key_list("mcp_prompts", b.mcp_prompts.as_deref())?,
+        };
+        let k = super::update_key_as(store, &self.ring, &c.actor(), kid, &change)?;
+        Ok((200, to_value(&k)))
     }
 
     fn revoke_key(&self, store: &Store, c: &Caller, org: &str, kid: &str) -> ApiResult {
@@ -1121,6 +1235,34 @@ impl Api {
             |_, _| {},
         )?;
         Ok((200, json!({"name": name, "deleted": true})))
+    }
+
+    // ---- MCP servers ----
+
+    /// The configured MCP servers and whether each passes its health check (any user: it is
+    /// the sidecar's configuration, with no secret in it).
+    fn mcp_servers(&self, c: &Caller) -> ApiResult {
+        c.principal()?;
+        let data: Vec<Value> = self
+            .mcp_servers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                json!({
+                    "name": m.name,
+                    "path": format!("/mcp/{}", m.name),
+                    "url": m.url.to_string(),
+                    "region": m.region.as_str(),
+                    "credential": m.credential,
+                    "credential_kind": match m.credential_kind {
+                        crate::config::CredentialKind::Bearer => "bearer",
+                        crate::config::CredentialKind::OAuth => "oauth",
+                    },
+                    "healthy": self.mcp_health.as_ref().map(|h| h(i)),
+                })
+            })
+            .collect();
+        Ok((200, json!({ "data": data })))
     }
 
     // ---- audit ----

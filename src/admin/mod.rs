@@ -212,15 +212,18 @@ pub struct OrgSpec {
     pub pii: Option<Setting>,
     pub secrets: Option<Setting>,
     pub response_redaction: Option<Setting>,
+    /// The MCP allow-lists of the org's keys (none: nothing allowed).
+    pub mcp: McpLists,
 }
 
 /// Changes to an org: `None` keeps the current value.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OrgChange {
     pub region: Option<Region>,
     pub pii: Option<Setting>,
     pub secrets: Option<Setting>,
     pub response_redaction: Option<Setting>,
+    pub mcp: McpLists,
 }
 
 impl OrgChange {
@@ -229,14 +232,35 @@ impl OrgChange {
             && self.pii.is_none()
             && self.secrets.is_none()
             && self.response_redaction.is_none()
+            && self.mcp.is_empty()
     }
+}
+
+/// MCP allow-lists given on the command line or in a call (`None`: not given).
+#[derive(Debug, Clone, Default)]
+pub struct McpLists {
+    pub tools: Option<crate::mcp::AllowList>,
+    pub resources: Option<crate::mcp::AllowList>,
+    pub prompts: Option<crate::mcp::AllowList>,
+}
+
+impl McpLists {
+    fn is_empty(&self) -> bool {
+        self.tools.is_none() && self.resources.is_none() && self.prompts.is_none()
+    }
+}
+
+/// Parse an MCP allow-list argument (`server:name,...`); errors never quote it.
+pub fn mcp_list(what: &str, s: &str) -> Result<crate::mcp::AllowList> {
+    crate::mcp::AllowList::parse(s).map_err(|e| Error::Invalid(format!("{what}: {e}")))
 }
 
 /// The audit details of an org's settings (the same for every entry point).
 fn org_details(o: &store::Org) -> serde_json::Value {
     serde_json::json!({
         "name": o.name, "region": o.region, "pii": o.pii, "secrets": o.secrets,
-        "response_redaction": o.response_redaction,
+        "response_redaction": o.response_redaction, "mcp_tools": o.mcp_tools,
+        "mcp_resources": o.mcp_resources, "mcp_prompts": o.mcp_prompts,
     })
 }
 
@@ -250,6 +274,14 @@ pub fn create_org(store: &Store, spec: &OrgSpec, pii_default: Setting) -> Result
             pii: Some(spec.pii.unwrap_or(pii_default).as_str()),
             secrets: Some(spec.secrets.unwrap_or(Setting::On).as_str()),
             response_redaction: Some(spec.response_redaction.unwrap_or(Setting::Off).as_str()),
+            mcp_tools: spec.mcp.tools.as_ref().map(|l| l.to_string()).as_deref(),
+            mcp_resources: spec
+                .mcp
+                .resources
+                .as_ref()
+                .map(|l| l.to_string())
+                .as_deref(),
+            mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()).as_deref(),
         },
     )?)
 }
@@ -294,6 +326,19 @@ pub fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::
             pii: change.pii.map(Setting::as_str),
             secrets: change.secrets.map(Setting::as_str),
             response_redaction: change.response_redaction.map(Setting::as_str),
+            mcp_tools: change.mcp.tools.as_ref().map(|l| l.to_string()).as_deref(),
+            mcp_resources: change
+                .mcp
+                .resources
+                .as_ref()
+                .map(|l| l.to_string())
+                .as_deref(),
+            mcp_prompts: change
+                .mcp
+                .prompts
+                .as_ref()
+                .map(|l| l.to_string())
+                .as_deref(),
         },
     )?)
 }
@@ -327,6 +372,8 @@ pub struct KeySpec {
     pub pii: KeySetting,
     pub secrets: KeySetting,
     pub response_redaction: KeySetting,
+    /// The key's own MCP allow-lists; `None` inherits the org's.
+    pub mcp: McpLists,
     pub region: Option<Region>,
     pub rpm: Option<u32>,
     /// RFC 3339, in the future.
@@ -342,11 +389,85 @@ impl KeySpec {
             pii: KeySetting::Inherit,
             secrets: KeySetting::Inherit,
             response_redaction: KeySetting::Inherit,
+            mcp: McpLists::default(),
             region: None,
             rpm: None,
             expires: None,
         }
     }
+}
+
+/// Changes to a key: `None` keeps the current value. For the MCP lists, `Some(None)` makes the
+/// key inherit its org's again.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChange {
+    pub pii: Option<KeySetting>,
+    pub secrets: Option<KeySetting>,
+    pub response_redaction: Option<KeySetting>,
+    pub mcp_tools: Option<Option<crate::mcp::AllowList>>,
+    pub mcp_resources: Option<Option<crate::mcp::AllowList>>,
+    pub mcp_prompts: Option<Option<crate::mcp::AllowList>>,
+}
+
+fn key_details(k: &store::Key) -> serde_json::Value {
+    serde_json::json!({
+        "name": k.name, "prefix": k.prefix, "pii": k.pii, "secrets": k.secrets,
+        "response_redaction": k.response_redaction, "mcp_tools": k.mcp_tools,
+        "mcp_resources": k.mcp_resources, "mcp_prompts": k.mcp_prompts,
+    })
+}
+
+/// Change a key's settings with its `key.update` audit record, in one transaction.
+pub fn update_key_as(
+    store: &Store,
+    ring: &Keyring,
+    actor: &Actor,
+    id: &str,
+    change: &KeyChange,
+) -> Result<store::Key> {
+    let org = store
+        .keys(None)?
+        .into_iter()
+        .find(|k| k.id == id)
+        .map(|k| k.org_id);
+    let mut rec = actor.record("key.update", org.as_deref());
+    rec.target_id = Some(id.to_string());
+    audited(
+        store,
+        ring,
+        rec,
+        |s| {
+            let nothing = change.pii.is_none()
+                && change.secrets.is_none()
+                && change.response_redaction.is_none()
+                && change.mcp_tools.is_none()
+                && change.mcp_resources.is_none()
+                && change.mcp_prompts.is_none();
+            if nothing {
+                return Err(Error::Invalid("nothing to change".into()));
+            }
+            let list = |l: &Option<Option<crate::mcp::AllowList>>| {
+                l.as_ref().map(|o| o.as_ref().map(|a| a.to_string()))
+            };
+            let (t, r, p) = (
+                list(&change.mcp_tools),
+                list(&change.mcp_resources),
+                list(&change.mcp_prompts),
+            );
+            Ok(s.update_key(
+                id,
+                &store::KeyChanges {
+                    pii: change.pii.map(KeySetting::as_str),
+                    secrets: change.secrets.map(KeySetting::as_str),
+                    response_redaction: change.response_redaction.map(KeySetting::as_str),
+                    mcp_tools: t.as_ref().map(|o| o.as_deref()),
+                    mcp_resources: r.as_ref().map(|o| o.as_deref()),
+                    mcp_prompts: p.as_ref().map(|o| o.as_deref()),
+                },
+            )?)
+        },
+        |k, r| r.details = key_details(k),
+    )
 }
 
 /// Create a key with its `key.create` audit record, in one transaction.
@@ -368,6 +489,9 @@ pub fn create_key_as(
                 "name": k.name, "prefix": k.prefix, "pii": spec.pii.as_str(),
                 "secrets": spec.secrets.as_str(),
                 "response_redaction": spec.response_redaction.as_str(),
+                "mcp_tools": spec.mcp.tools.as_ref().map(|l| l.to_string()),
+                "mcp_resources": spec.mcp.resources.as_ref().map(|l| l.to_string()),
+                "mcp_prompts": spec.mcp.prompts.as_ref().map(|l| l.to_string()),
                 "region": spec.region.map(|r| r.as_str()), "rpm": spec.rpm,
                 "expires": k.expires_at,
             });
@@ -416,6 +540,9 @@ pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
         pii: spec.pii.as_str().into(),
         secrets: spec.secrets.as_str().into(),
         response_redaction: spec.response_redaction.as_str().into(),
+        mcp_tools: spec.mcp.tools.as_ref().map(|l| l.to_string()),
+        mcp_resources: spec.mcp.resources.as_ref().map(|l| l.to_string()),
+        mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()),
         region: spec.region.map(|r| r.as_str().to_string()),
         rpm: spec.rpm,
         expires_at: expires,

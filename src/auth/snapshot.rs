@@ -38,6 +38,8 @@ pub struct KeyInfo {
     pub redact_secrets: bool,
     /// Whether what comes back to this key (responses, streams) is redacted too.
     pub redact_responses: bool,
+    /// The MCP tools, resources and prompts it may use (its own lists, or its org's).
+    pub mcp: crate::mcp::Policy,
     /// The key's region pin.
     pub region: Option<String>,
     /// The org's default region.
@@ -126,6 +128,19 @@ impl Snapshot {
             };
             let redact_pii = on_unless_off(&k.pii, org.map(|o| o.pii.as_str()));
             let redact_secrets = on_unless_off(&k.secrets, org.map(|o| o.secrets.as_str()));
+            // Fail closed: a stored list that does not parse allows nothing.
+            let list = |own: &Option<String>, org_list: Option<&String>| {
+                let text = own.as_ref().or(org_list).map_or("", String::as_str);
+                crate::mcp::AllowList::parse(text).unwrap_or_else(|e| {
+                    tracing::error!(key = %k.id, error = %e, "unreadable MCP allow-list; nothing allowed");
+                    crate::mcp::AllowList::default()
+                })
+            };
+            let mcp = crate::mcp::Policy {
+                tools: list(&k.mcp_tools, org.map(|o| &o.mcp_tools)),
+                resources: list(&k.mcp_resources, org.map(|o| &o.mcp_resources)),
+                prompts: list(&k.mcp_prompts, org.map(|o| &o.mcp_prompts)),
+            };
             let redact_responses = match k.response_redaction.as_str() {
                 "on" => true,
                 "inherit" => org.is_some_and(|o| o.response_redaction == "on"),
@@ -144,6 +159,7 @@ impl Snapshot {
                     redact_pii,
                     redact_secrets,
                     redact_responses,
+                    mcp,
                     region: k.region,
                     org_region: org.and_then(|o| o.region.clone()),
                     used: AtomicBool::new(used),
@@ -271,6 +287,10 @@ impl Watcher {
     /// Load once (an error here stops startup), then poll every 100 ms on a background thread.
     pub fn start(path: PathBuf, ring: Arc<Keyring>) -> Result<Arc<Watcher>, store::Error> {
         let mut store = Store::open(&path)?;
+        // Read where the store stands before loading: a change committed during the load is
+        // then seen as a change by the first poll (read after, it could be missed).
+        let version0 = store.data_version()?;
+        let generation0 = store.generation()?;
         let first = Snapshot::load(&store, &ring, None)?;
         let w = Arc::new(Watcher {
             current: RwLock::new(Arc::new(first)),
@@ -283,8 +303,8 @@ impl Watcher {
         std::thread::Builder::new()
             .name("sluice-snapshot".into())
             .spawn(move || {
-                let mut version = store.data_version().unwrap_or(0);
-                let mut generation = store.generation().unwrap_or(-1);
+                let mut version = version0;
+                let mut generation = generation0;
                 let mut last_flush = Instant::now();
                 let mut outage = Outage::default();
                 while let Some(w) = weak.upgrade() {
@@ -406,6 +426,9 @@ mod tests {
             pii: "inherit".into(),
             secrets: "inherit".into(),
             response_redaction: "inherit".into(),
+            mcp_tools: None,
+            mcp_resources: None,
+            mcp_prompts: None,
             region: None,
             rpm: None,
             expires_at: None,

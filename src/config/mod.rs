@@ -35,6 +35,37 @@ pub struct Config {
     pub redaction: Redaction,
     pub residency: Residency,
     pub upstreams: Vec<Upstream>,
+    pub mcp: Mcp,
+    pub mcp_servers: Vec<McpServer>,
+}
+
+/// `[mcp]`: the MCP gateway's bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mcp {
+    pub max_message_bytes: usize,
+}
+
+/// How an MCP server's credential is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// A static token from the vault (`sluice credentials set`).
+    Bearer,
+    /// An access token sluice obtains and refreshes (`sluice credentials set-oauth`).
+    OAuth,
+}
+
+/// One MCP server behind `/mcp/<name>` on the data plane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServer {
+    /// `[a-z0-9-]`, the path segment apps use.
+    pub name: String,
+    /// The server's Streamable HTTP endpoint: scheme, host, port; `path_prefix` is its path.
+    pub url: BaseUrl,
+    /// The endpoint's query string, if any (kept as configured).
+    pub query: Option<String>,
+    pub region: Region,
+    pub credential: Option<String>,
+    pub credential_kind: CredentialKind,
 }
 
 /// `[redaction]`: response redaction bounds.
@@ -251,6 +282,14 @@ impl Config {
     /// Whether any upstream serves `region`.
     pub fn serves(&self, region: Region) -> bool {
         self.upstreams.iter().any(|u| u.region == region)
+    }
+
+    /// The MCP server named `name`.
+    pub fn mcp_server(&self, name: &str) -> Option<(usize, &McpServer)> {
+        self.mcp_servers
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.name == name)
     }
 
     /// The upstream named `name`.

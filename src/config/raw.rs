@@ -241,3 +241,33 @@ pub fn default_upstreams() -> Vec<Upstream> {
         credential_prefix: None,
     }]
 }
+
+/// `[mcp]`: the MCP gateway's bounds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mcp {
+    /// Largest JSON-RPC message (a tool result, an SSE event) taken from an MCP server;
+    /// larger ones are replaced by a JSON-RPC error.
+    pub max_message_bytes: u64,
+}
+
+impl Default for Mcp {
+    fn default() -> Self {
+        Mcp {
+            max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// One `[[mcp_servers]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    pub name: String,
+    pub url: String,
+    pub region: String,
+    #[serde(default)]
+    pub credential: Option<String>,
+    #[serde(default)]
+    pub credential_kind: Option<String>,
+}

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    raw, Admin, BaseUrl, Config, Cors, Limits, Listen, Log, LogFormat, Pii, Redaction, Residency,
-    Server, Store, Upstream,
+    raw, Admin, BaseUrl, Config, Cors, CredentialKind, Limits, Listen, Log, LogFormat, Mcp,
+    McpServer, Pii, Redaction, Residency, Server, Store, Upstream,
 };
 use crate::residency::Region;
 
@@ -59,6 +59,8 @@ pub(super) struct RawConfig {
     redaction: raw::Redaction,
     residency: raw::Residency,
     upstreams: Vec<raw::Upstream>,
+    mcp: raw::Mcp,
+    mcp_servers: Vec<raw::McpServer>,
 }
 
 impl Default for RawConfig {
@@ -75,6 +77,8 @@ impl Default for RawConfig {
             redaction: Default::default(),
             residency: Default::default(),
             upstreams: raw::default_upstreams(),
+            mcp: Default::default(),
+            mcp_servers: Vec::new(),
         }
     }
 }
@@ -115,6 +119,25 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "pii" => section(value, &key, &mut problems).map(|s| cfg.pii = s),
             "redaction" => section(value, &key, &mut problems).map(|s| cfg.redaction = s),
             "residency" => section(value, &key, &mut problems).map(|s| cfg.residency = s),
+            "mcp" => section(value, &key, &mut problems).map(|s| cfg.mcp = s),
+            "mcp_servers" => {
+                match value {
+                    toml::Value::Array(items) => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            if let Some(m) =
+                                section(item, &format!("mcp_servers[{i}]"), &mut problems)
+                            {
+                                cfg.mcp_servers.push(m);
+                            }
+                        }
+                    }
+                    _ => problems.push(
+                        "mcp_servers",
+                        "must be an array of tables ([[mcp_servers]])",
+                    ),
+                }
+                Some(())
+            }
             "upstreams" => {
                 saw_upstreams = true;
                 match value {
@@ -134,7 +157,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams)",
+                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers)",
                 );
                 None
             }
@@ -194,6 +217,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         redaction,
         residency,
         upstreams,
+        mcp,
+        mcp_servers,
     } = raw;
     let admin = {
         let raw::Admin {
@@ -575,6 +600,88 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     };
 
+    let mcp = {
+        let raw::Mcp { max_message_bytes } = mcp;
+        range(
+            max_message_bytes,
+            1024,
+            64 << 20,
+            "mcp.max_message_bytes",
+            p,
+        );
+        Mcp {
+            max_message_bytes: max_message_bytes as usize,
+        }
+    };
+    let mut mcp_names = HashSet::new();
+    let mut servers = Vec::new();
+    for (i, m) in mcp_servers.into_iter().enumerate() {
+        let raw::McpServer {
+            name,
+            url,
+            region,
+            credential,
+            credential_kind,
+        } = m;
+        let at = |k: &str| format!("mcp_servers[{i}].{k}");
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            p.push(
+                at("name"),
+                format!("{name:?} must be 1 to 64 characters of [a-z0-9-]"),
+            );
+        } else if !mcp_names.insert(name.clone()) {
+            p.push(at("name"), format!("duplicate MCP server name {name:?}"));
+        }
+        let region = region.parse::<Region>().map_err(|_| {
+            p.push(
+                at("region"),
+                format!("unknown region {region:?} (us | eu | apac)"),
+            );
+        });
+        let (base, query) = match url.split_once('?') {
+            Some((u, q)) => (u.to_string(), Some(q.to_string())),
+            None => (url.clone(), None),
+        };
+        let parsed = parse_url(&base, false).map_err(|msg| p.push(at("url"), msg));
+        if let Some(c) = &credential {
+            if c.trim().is_empty() {
+                p.push(at("credential"), "must not be empty when set");
+            }
+        }
+        let kind = match credential_kind.as_deref() {
+            None | Some("bearer") => Some(CredentialKind::Bearer),
+            Some("oauth") => Some(CredentialKind::OAuth),
+            Some(other) => {
+                p.push(
+                    at("credential_kind"),
+                    format!("{other:?} must be \"bearer\" or \"oauth\""),
+                );
+                None
+            }
+        };
+        if credential.is_none() && credential_kind.is_some() {
+            p.push(
+                at("credential_kind"),
+                "needs `credential` (the vault credential's name)",
+            );
+        }
+        if let (Ok(region), Ok(url), Some(credential_kind)) = (region, parsed, kind) {
+            servers.push(McpServer {
+                name,
+                url,
+                query,
+                region,
+                credential,
+                credential_kind,
+            });
+        }
+    }
+
     Some(Config {
         listen: listen?,
         store,
@@ -587,6 +694,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         redaction,
         residency,
         upstreams: ups,
+        mcp,
+        mcp_servers: servers,
     })
 }
 
@@ -626,6 +735,12 @@ fn is_origin(o: &str) -> bool {
 /// Parse an upstream base URL. Refuses credentials, queries and fragments in the URL (secrets
 /// belong in the vault), and a trailing `/v1` (sluice forwards the client's `/v1/...` path).
 pub(crate) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
+    parse_url(s, true)
+}
+
+/// Parse an `http(s)://host[:port][/path]` URL (no credentials, query or fragment); with
+/// `upstream`, a trailing `/v1` is refused as well (see [`parse_base_url`]).
+fn parse_url(s: &str, upstream: bool) -> Result<BaseUrl, String> {
     let uri: http::Uri = s
         .parse()
         .map_err(|_| format!("{s:?} is not a URL such as https://api.openai.com"))?;
@@ -654,7 +769,7 @@ pub(crate) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
     }
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let path_prefix = uri.path().trim_end_matches('/').to_string();
-    if path_prefix == "/v1" || path_prefix.ends_with("/v1") {
+    if upstream && (path_prefix == "/v1" || path_prefix.ends_with("/v1")) {
         return Err(format!(
             "{s:?} must not end with /v1: sluice forwards the client's /v1/... path as is"
         ));

@@ -58,6 +58,9 @@ pub enum Rejection {
     /// broken): requests are refused rather than run unaudited or queued without bound.
     #[error("the audit log cannot be written")]
     AuditUnavailable,
+    /// The MCP server named by the path is down (its health check fails).
+    #[error("the MCP server is unavailable")]
+    McpUnavailable,
     /// Response redaction is on and the upstream's response cannot be scanned (a content type
     /// or encoding sluice cannot read, a body too large or not the JSON it claims to be).
     #[error("the upstream's response cannot be scanned")]
@@ -143,6 +146,7 @@ pub fn reply_for(r: &Rejection) -> Reply {
         Rejection::UpstreamUnreachable => Reply::new(502, SERVER, "upstream_unreachable", true),
         Rejection::UpstreamFailed => Reply::new(502, SERVER, "upstream_error", true),
         Rejection::UnscannableResponse => Reply::new(502, SERVER, "unscannable_response", true),
+        Rejection::McpUnavailable => Reply::new(503, SERVER, "mcp_server_unavailable", true),
         Rejection::AuditUnavailable => Reply::new(503, SERVER, "audit_unavailable", true),
         Rejection::StoreUnavailable => Reply::new(503, SERVER, "store_unavailable", true),
         Rejection::Internal => Reply::new(500, SERVER, "internal_error", true),
@@ -160,6 +164,9 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
             Rejection::RegionUnavailable(r) => format!(
                 "No healthy upstream in region {r}; the request was not sent to any other region."
             ),
+            Rejection::McpUnavailable => {
+                "The MCP server is unavailable (it fails its health check).".into()
+            }
             Rejection::UnscannableResponse => {
                 "Response redaction is on and the upstream's response cannot be scanned (its content type or encoding); it was not passed on.".into()
             }

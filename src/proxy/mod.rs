@@ -5,6 +5,7 @@
 
 mod error;
 mod guard;
+mod mcp;
 mod ops;
 mod rebody;
 mod request;
@@ -40,7 +41,7 @@ pub struct State {
     /// `/readyz` answers 503.
     pub draining: Arc<AtomicBool>,
     in_flight: AtomicUsize,
-    regions: upstream::Regions,
+    regions: Arc<upstream::Regions>,
     /// API keys and upstream credentials, reloaded when the store changes.
     pub auth: Arc<Watcher>,
     limiter: Limiter,
@@ -59,7 +60,7 @@ impl State {
         cfg: Config,
         metrics: Metrics,
         auth: Arc<Watcher>,
-        regions: upstream::Regions,
+        regions: Arc<upstream::Regions>,
         audit: crate::audit::Writer,
         api: Arc<crate::admin::api::Api>,
     ) -> Arc<State> {
@@ -141,6 +142,8 @@ pub struct Ctx {
     rewrite: Option<response::Rewrite>,
     /// Replaced in a buffered response body.
     response_redactions: crate::redact::Counts,
+    /// Set for `/mcp/<server>` requests.
+    mcp: Option<mcp::McpCtx>,
     _in_flight: Option<InFlight>,
 }
 
@@ -182,6 +185,7 @@ impl ProxyHttp for Sluice {
             redactions: Default::default(),
             rewrite: None,
             response_redactions: Default::default(),
+            mcp: None,
             model: None,
             _in_flight: Some(InFlight::new(&self.state)),
         }
@@ -194,7 +198,15 @@ impl ProxyHttp for Sluice {
 
     /// The configured upstream for this request, with the model's timeouts.
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        upstream::peer(&self.state, session, ctx)
+        match &ctx.mcp {
+            Some(m) => mcp::peer(
+                &self.state,
+                ctx,
+                m,
+                session.req_header().method == http::Method::GET,
+            ),
+            None => upstream::peer(&self.state, session, ctx),
+        }
     }
 
     /// A connection failure: retry on another healthy upstream of the same region, if any.
@@ -265,8 +277,9 @@ impl ProxyHttp for Sluice {
         // A refusal because the audit log cannot be written has no record to write (and must
         // not grow the writer's backlog); it is in the log line and `sluice_errors_total`.
         if ctx.code != Some("audit_unavailable") {
-            let record = response::audit_record(&self.state, session, ctx);
-            self.state.audit.send(record).await;
+            for record in response::audit_records(&self.state, session, ctx) {
+                self.state.audit.send(record).await;
+            }
         }
     }
 

@@ -92,7 +92,11 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let head = inbound::check(req.method.as_str(), req.raw_path(), &raw_head, &bounds)?;
     ctx.route = head.route;
     authenticate(state, session, ctx)?;
-    choose_upstream(state, session, ctx)?;
+    if ctx.route == inbound::Route::Mcp {
+        super::mcp::choose(state, session, ctx)?;
+    } else {
+        choose_upstream(state, session, ctx)?;
+    }
     if head.framing == Framing::None {
         return Ok(false);
     }
@@ -112,9 +116,29 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let body = read_body(session, head.framing, cfg.limits.max_body_bytes).await?;
     ctx.bytes_in = body.len() as u64;
     state.metrics.bytes_in.inc_by(ctx.bytes_in);
-    let body = redact(state, session, ctx, body).await?;
-    ctx.model = inbound::model(&body);
-    ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
+    let body = match redact(state, session, ctx, body.clone()).await {
+        // To an MCP client, a body that is not JSON gets a JSON-RPC parse error.
+        Err(Rejection::Unscannable(_)) if ctx.mcp.is_some() => {
+            let answer = super::mcp::inspect(state, ctx, &body).unwrap_or((400, Vec::new()));
+            super::mcp::answer(state, session, ctx, answer.0, answer.1)
+                .await
+                .map_err(|_| Rejection::Internal)?;
+            return Ok(true);
+        }
+        r => r?,
+    };
+    if ctx.mcp.is_some() {
+        // The tool policy: what the key may not use is answered here, never forwarded.
+        if let Some((status, answer)) = super::mcp::inspect(state, ctx, &body) {
+            super::mcp::answer(state, session, ctx, status, answer)
+                .await
+                .map_err(|_| Rejection::Internal)?;
+            return Ok(true);
+        }
+    } else {
+        ctx.model = inbound::model(&body);
+        ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
+    }
     rebody::replace(session, body).await.map_err(|e| {
         // Only the error type: pingora's parse errors quote the raw head (headers included).
         tracing::warn!(request_id = %ctx.request_id, error = super::error::log_kind(&e), "cannot hand the body back to pingora");

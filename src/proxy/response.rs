@@ -21,6 +21,14 @@ pub enum Rewrite {
     Buffer { kind: ResponseKind, buf: Vec<u8> },
     /// Server-Sent Events, redacted as they stream.
     Sse(Box<sse::Redactor>),
+    /// An MCP server's answer: every JSON-RPC message validated, filtered and redacted; a JSON
+    /// body is buffered (up to `[mcp] max_message_bytes`), an SSE stream taken event by event.
+    Mcp {
+        sse: bool,
+        buf: Vec<u8>,
+        oversized: bool,
+        r: Box<crate::mcp::Responses>,
+    },
 }
 
 /// What the key's policies look for in its responses, if response redaction is on.
@@ -42,6 +50,9 @@ fn unscannable() -> Box<Error> {
 /// before any body filter runs). A response that cannot be scanned is refused here (502),
 /// before anything was sent.
 fn plan(state: &State, session: &Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    if ctx.mcp.is_some() {
+        return plan_mcp(state, session, resp, ctx);
+    }
     let Some(scan) = response_scan(ctx) else {
         return Ok(());
     };
@@ -93,6 +104,74 @@ fn plan(state: &State, session: &Session, resp: &mut ResponseHeader, ctx: &mut C
     Ok(())
 }
 
+/// Every answer of an MCP server is validated and rewritten, whatever the key's response
+/// redaction (its PII and secrets policies decide what is redacted).
+fn plan_mcp(
+    state: &State,
+    session: &Session,
+    resp: &mut ResponseHeader,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
+        return Ok(());
+    };
+    let status = resp.status.as_u16();
+    if session.req_header().method == http::Method::HEAD
+        || (100..200).contains(&status)
+        || status == 202
+        || status == 204
+        || status == 304
+    {
+        return Ok(());
+    }
+    let encoded = resp
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        ctx.reason = Some("response_scan");
+        return Err(unscannable());
+    }
+    let sse = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|c| {
+            c.as_bytes()
+                .to_ascii_lowercase()
+                .starts_with(b"text/event-stream")
+        });
+    let server = state
+        .cfg
+        .mcp_servers
+        .get(m.server)
+        .map_or("", |s| s.name.as_str());
+    let scan = Scan {
+        pii: key.redact_pii,
+        secrets: key.redact_secrets,
+    };
+    let r = crate::mcp::Responses::new(
+        server,
+        key.mcp.clone(),
+        &m.calls,
+        state.redactor.clone(),
+        scan,
+        state.cfg.mcp.max_message_bytes,
+    );
+    ctx.rewrite = Some(Rewrite::Mcp {
+        sse,
+        buf: Vec::new(),
+        oversized: false,
+        r: Box::new(r),
+    });
+    if !sse {
+        // Whatever came (an HTML error page, say), a JSON-RPC message goes out.
+        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    Ok(())
+}
+
 /// A chunk of the response body on its way to the client: rewritten when response redaction
 /// is on. An error cuts the response (its head is already out): the client gets an
 /// incomplete body, never unscanned bytes.
@@ -108,6 +187,44 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
                 ctx.reason = Some("response_scan");
             }
             *body = (!out.is_empty()).then(|| Bytes::from(out));
+        }
+        (
+            Some(Rewrite::Mcp {
+                sse,
+                buf,
+                oversized,
+                r,
+            }),
+            _,
+        ) => {
+            if *sse {
+                let mut out = body.take().map(|b| r.push_sse(&b)).unwrap_or_default();
+                if end {
+                    out.extend(r.finish_sse());
+                }
+                *body = (!out.is_empty()).then(|| Bytes::from(out));
+            } else {
+                if let Some(b) = body.take() {
+                    // Past the bound the rest is dropped; the answer becomes an error.
+                    if !*oversized && buf.len() + b.len() > state.cfg.mcp.max_message_bytes {
+                        *oversized = true;
+                        buf.clear();
+                    }
+                    if !*oversized {
+                        buf.extend_from_slice(&b);
+                    }
+                }
+                if end {
+                    let out = if *oversized {
+                        r.message(&vec![b' '; state.cfg.mcp.max_message_bytes + 1])
+                    } else if buf.is_empty() {
+                        Vec::new()
+                    } else {
+                        r.message(buf)
+                    };
+                    *body = (!out.is_empty()).then(|| Bytes::from(out));
+                }
+            }
         }
         (Some(Rewrite::Buffer { kind, buf }), Some(scan)) => {
             let limit = state.cfg.redaction.max_response_bytes;
@@ -145,8 +262,10 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
 /// Everything replaced in the response so far.
 fn response_counts(ctx: &Ctx) -> Counts {
     let mut c = ctx.response_redactions;
-    if let Some(Rewrite::Sse(r)) = &ctx.rewrite {
-        c.merge(&r.counts());
+    match &ctx.rewrite {
+        Some(Rewrite::Sse(r)) => c.merge(&r.counts()),
+        Some(Rewrite::Mcp { r, .. }) => c.merge(&r.counts()),
+        _ => {}
     }
     c
 }
@@ -211,6 +330,11 @@ pub fn headers(
     common(state, resp, ctx)?;
     ctx.responded = true;
     Ok(())
+}
+
+/// [`common`], for sluice's own replies written elsewhere in the proxy.
+pub(super) fn common_headers(state: &State, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
+    common(state, resp, ctx)
 }
 
 /// Request id, security headers, CORS, and `Connection: close` while draining.
@@ -458,4 +582,87 @@ pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit
             "response_redactions": response_counts(ctx),
         }),
     }
+}
+
+/// The audit records of a request: one `proxy.request`, or for the MCP gateway one `mcp.call`
+/// per JSON-RPC call (and one `mcp.request` for a GET or DELETE), each with the server, method,
+/// tool (or resource, prompt), outcome, latency and redaction counts, never arguments or
+/// results. MCP calls are counted in `sluice_mcp_requests_total` here too.
+pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Record> {
+    let base = audit_record(state, session, ctx);
+    let Some(m) = &ctx.mcp else {
+        return vec![base];
+    };
+    let server = state
+        .cfg
+        .mcp_servers
+        .get(m.server)
+        .map_or("?", |s| s.name.as_str());
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let answers = match &ctx.rewrite {
+        Some(Rewrite::Mcp { r, .. }) => Some(r.as_ref()),
+        _ => None,
+    };
+    let outcome_of = |c: &crate::mcp::Call| -> &'static str {
+        if m.refused {
+            return if c.refused {
+                "refused"
+            } else {
+                "batch_refused"
+            };
+        }
+        if !(200..300).contains(&status) {
+            return "failure";
+        }
+        match (&c.id, answers) {
+            (None, _) => "sent",
+            (Some(id), Some(a)) => a.outcome(id).unwrap_or("no_response"),
+            (Some(_), None) => "no_response",
+        }
+    };
+    let mut out = Vec::new();
+    let record = |action: &str, details: serde_json::Value, ok: bool| {
+        let mut r = base.clone();
+        r.action = action.into();
+        r.target_id = Some(server.to_string());
+        r.outcome = if ok { "success" } else { "failure" };
+        if let (Some(d), Some(extra)) = (r.details.as_object_mut(), details.as_object()) {
+            d.remove("upstream");
+            d.remove("model");
+            for (k, v) in extra {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        r
+    };
+    if m.calls.is_empty() {
+        let method = session.req_header().method.as_str().to_string();
+        let ok = (200..400).contains(&status);
+        state
+            .metrics
+            .mcp_requests
+            .with_label_values(&[server, "stream", if ok { "success" } else { "failure" }])
+            .inc();
+        out.push(record(
+            "mcp.request",
+            serde_json::json!({"server": server, "http_method": method}),
+            ok,
+        ));
+        return out;
+    }
+    for c in &m.calls {
+        let outcome = outcome_of(c);
+        state
+            .metrics
+            .mcp_requests
+            .with_label_values(&[server, crate::mcp::method_label(&c.method), outcome])
+            .inc();
+        out.push(record(
+            "mcp.call",
+            serde_json::json!({"server": server, "method": c.method, "name": c.name,
+                "outcome": outcome}),
+            matches!(outcome, "success" | "sent"),
+        ));
+    }
+    out
 }

@@ -69,6 +69,8 @@ pub fn serve(
         }
     }
     let (regions, balancers) = upstream::Regions::new(&cfg);
+    let regions = Arc::new(regions);
+    let health = regions.clone();
     let metrics = crate::metrics::Metrics::new()?;
     let audit = crate::audit::Writer::start(&cfg.store, ring.clone(), metrics.audit.clone())
         .map_err(|source| ServeError::Store {
@@ -98,7 +100,8 @@ pub fn serve(
             &cfg,
             metrics.admin_logins.clone(),
         )
-        .on_change(move |store| watcher.reload_with(store)),
+        .on_change(move |store| watcher.reload_with(store))
+        .mcp_health(move |i| health.mcp_healthy(i)),
     );
     let state = State::new(cfg, metrics, auth, regions, audit, api);
     let cfg = &state.cfg;

@@ -59,6 +59,8 @@ pub type Balancer = LoadBalancer<RoundRobin>;
 /// The load balancers by region; a region without upstreams has none.
 pub struct Regions {
     by_region: [Option<Arc<Balancer>>; 3],
+    /// One balancer per `[[mcp_servers]]` entry, in config order.
+    mcp: Vec<Arc<Balancer>>,
 }
 
 fn slot(r: Region) -> usize {
@@ -109,15 +111,42 @@ impl ServiceDiscovery for RegionDiscovery {
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamIndex(pub usize);
 
+/// A balancer over `hosts` (config index, host, port) with discovery and TCP health checks,
+/// resolved once now, and the background service that keeps it current.
+fn balancer(
+    cfg: &Config,
+    what: &str,
+    hosts: Vec<(usize, String, u16)>,
+    rt: Option<&tokio::runtime::Runtime>,
+) -> GenBackgroundService<Balancer> {
+    let backends = Backends::new(Box::new(RegionDiscovery { upstreams: hosts }));
+    let mut lb = Balancer::from_backends(backends);
+    let mut hc = TcpHealthCheck::new();
+    hc.peer_template.options.connection_timeout = Some(cfg.limits.connect_timeout);
+    lb.set_health_check(hc);
+    lb.health_check_frequency = Some(cfg.residency.health_check);
+    lb.update_frequency = Some(Duration::from_secs(30));
+    lb.parallel_health_check = true;
+    // The first discovery now, so requests have backends from the first second.
+    if let Some(rt) = rt {
+        if let Err(e) = rt.block_on(lb.update()) {
+            tracing::warn!(what, error = %e, "initial discovery failed");
+        }
+    }
+    background_service(what, lb)
+}
+
 impl Regions {
-    /// Build one balancer per region that has upstreams, resolve them once, and hand back the
-    /// background services that keep discovery and health checks running.
+    /// Build one balancer per region that has upstreams and one per MCP server, resolve them
+    /// once, and hand back the background services that keep discovery and health checks
+    /// running.
     pub fn new(cfg: &Config) -> (Regions, Vec<GenBackgroundService<Balancer>>) {
         let mut by_region: [Option<Arc<Balancer>>; 3] = [None, None, None];
         let mut services = Vec::new();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build();
+            .build()
+            .ok();
         for region in [Region::Us, Region::Eu, Region::Apac] {
             let upstreams: Vec<(usize, String, u16)> = cfg
                 .upstreams
@@ -129,25 +158,30 @@ impl Regions {
             if upstreams.is_empty() {
                 continue;
             }
-            let backends = Backends::new(Box::new(RegionDiscovery { upstreams }));
-            let mut lb = Balancer::from_backends(backends);
-            let mut hc = TcpHealthCheck::new();
-            hc.peer_template.options.connection_timeout = Some(cfg.limits.connect_timeout);
-            lb.set_health_check(hc);
-            lb.health_check_frequency = Some(cfg.residency.health_check);
-            lb.update_frequency = Some(Duration::from_secs(30));
-            lb.parallel_health_check = true;
-            // The first discovery now, so requests have backends from the first second.
-            if let Ok(rt) = &rt {
-                if let Err(e) = rt.block_on(lb.update()) {
-                    tracing::warn!(region = %region, error = %e, "initial upstream discovery failed");
-                }
-            }
-            let svc = background_service(&format!("upstreams {region}"), lb);
+            let svc = balancer(cfg, &format!("upstreams {region}"), upstreams, rt.as_ref());
             by_region[slot(region)] = Some(svc.task());
             services.push(svc);
         }
-        (Regions { by_region }, services)
+        let mut mcp = Vec::new();
+        for (i, m) in cfg.mcp_servers.iter().enumerate() {
+            let hosts = vec![(i, m.url.host.clone(), m.url.port)];
+            let svc = balancer(cfg, &format!("mcp server {}", m.name), hosts, rt.as_ref());
+            mcp.push(svc.task());
+            services.push(svc);
+        }
+        (Regions { by_region, mcp }, services)
+    }
+
+    /// The address of MCP server `index`, when it is up.
+    pub fn pick_mcp(&self, index: usize) -> Option<SocketAddr> {
+        let lb = self.mcp.get(index)?;
+        let b = lb.select_with(b"", 4, |_, healthy| healthy)?;
+        b.addr.as_inet().copied()
+    }
+
+    /// Whether MCP server `index` passes its health check.
+    pub fn mcp_healthy(&self, index: usize) -> bool {
+        self.pick_mcp(index).is_some()
     }
 
     /// Whether `region` has upstreams configured at all.
@@ -205,10 +239,15 @@ pub fn peer(state: &State, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<
 
 /// Rewrite the request for the upstream: its path prefix, its Host, no hop-by-hop headers.
 pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-    let Some(up) = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)) else {
-        return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
+    let up = match (
+        &ctx.mcp,
+        ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)),
+    ) {
+        (Some(_), _) => None,
+        (None, Some(up)) => Some(up),
+        (None, None) => return Error::e_explain(ErrorType::InternalError, "no upstream chosen"),
     };
-    if !up.base_url.path_prefix.is_empty() {
+    if let Some(up) = up.filter(|u| !u.base_url.path_prefix.is_empty()) {
         let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let uri: http::Uri = format!("{}{}", up.base_url.path_prefix, pq)
             .parse()
@@ -241,21 +280,28 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
     for h in APP_CREDENTIALS {
         req.remove_header(*h);
     }
-    if let Some(cred) = &ctx.credential {
-        let value = cred.header_value(&up.credential_prefix).ok_or_else(|| {
-            Error::explain(
-                ErrorType::InternalError,
-                "upstream credential is not a valid header value",
-            )
-        })?;
-        req.insert_header(up.credential_header.clone(), value)?;
-    }
-    if ctx.key.as_ref().is_some_and(|k| k.redact_responses) {
-        // The answer must be readable to be redacted: ask for it unencoded (gzip and deflate
-        // are still decoded if sent; anything else is refused as unscannable).
+    if ctx.key.as_ref().is_some_and(|k| k.redact_responses) || ctx.mcp.is_some() {
+        // The answer must be readable to be redacted (MCP answers always are): ask for it
+        // unencoded (gzip and deflate are still decoded if sent; anything else is refused as
+        // unscannable).
         req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
     }
-    req.insert_header(http::header::HOST, up.base_url.authority.as_str())?;
+    match (up, &ctx.mcp) {
+        (_, Some(m)) => super::mcp::rewrite(state, req, ctx, m)?,
+        (Some(up), None) => {
+            if let Some(cred) = &ctx.credential {
+                let value = cred.header_value(&up.credential_prefix).ok_or_else(|| {
+                    Error::explain(
+                        ErrorType::InternalError,
+                        "upstream credential is not a valid header value",
+                    )
+                })?;
+                req.insert_header(up.credential_header.clone(), value)?;
+            }
+            req.insert_header(http::header::HOST, up.base_url.authority.as_str())?;
+        }
+        (None, None) => return Error::e_explain(ErrorType::InternalError, "no upstream chosen"),
+    }
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
     let now = Instant::now();
     ctx.upstream_sent = Some(now);

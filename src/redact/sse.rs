@@ -164,37 +164,17 @@ impl Redactor {
             );
             return false;
         };
-        let crlf = text.contains("\r\n");
-        let eol = if crlf { "\r\n" } else { "\n" };
-        let mut lines: Vec<&str> = Vec::new();
-        let mut data: Vec<&str> = Vec::new();
-        let mut data_at = None;
-        for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(v) = line.strip_prefix("data") {
-                if v.is_empty() || v.starts_with(':') {
-                    let v = v.strip_prefix(':').unwrap_or(v);
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
-                    data_at.get_or_insert(lines.len());
-                    continue;
-                }
-            }
-            lines.push(line);
-        }
-        let Some(at) = data_at else {
+        let Some(ev) = Event::parse(text) else {
             // Comments (keep-alives) and events without data pass as they are.
             out.extend_from_slice(raw);
             return true;
         };
-        let payload = data.join("\n");
         let mut before = Vec::new();
-        let new = if payload.trim() == "[DONE]" {
+        let new = if ev.data.trim() == "[DONE]" {
             self.flush_all(&mut before);
-            payload
+            ev.data.clone()
         } else {
-            match serde_json::from_str::<Value>(&payload) {
+            match serde_json::from_str::<Value>(&ev.data) {
                 Ok(v) => {
                     let v = self.transform(v, &mut before);
                     v.to_string()
@@ -209,17 +189,7 @@ impl Redactor {
             }
         };
         out.extend_from_slice(&before);
-        for (i, line) in lines.iter().enumerate() {
-            if i == at {
-                push_data(out, &new, eol);
-            }
-            out.extend_from_slice(line.as_bytes());
-            out.extend_from_slice(eol.as_bytes());
-        }
-        if at == lines.len() {
-            push_data(out, &new, eol);
-        }
-        out.extend_from_slice(eol.as_bytes());
+        ev.write(&new, out);
         true
     }
 
@@ -463,6 +433,60 @@ fn append(choice: &mut Value, field: &Field, rest: &str) {
     }
 }
 
+/// One SSE event, parsed: its other lines (in order), where its data went, and its data.
+pub struct Event<'a> {
+    lines: Vec<&'a str>,
+    data_at: usize,
+    /// The `data:` lines, joined with `\n`.
+    pub data: String,
+    eol: &'static str,
+}
+
+impl<'a> Event<'a> {
+    /// Parse a complete event's text. `None` when it has no data (a comment, a keep-alive).
+    pub fn parse(text: &'a str) -> Option<Event<'a>> {
+        let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        let mut lines = Vec::new();
+        let mut data: Vec<&str> = Vec::new();
+        let mut data_at = None;
+        for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("data") {
+                if v.is_empty() || v.starts_with(':') {
+                    let v = v.strip_prefix(':').unwrap_or(v);
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                    data_at.get_or_insert(lines.len());
+                    continue;
+                }
+            }
+            lines.push(line);
+        }
+        Some(Event {
+            data_at: data_at?,
+            lines,
+            data: data.join("\n"),
+            eol,
+        })
+    }
+
+    /// Write the event back with `data` in place of its data, its other lines as they were.
+    pub fn write(&self, data: &str, out: &mut Vec<u8>) {
+        for (i, line) in self.lines.iter().enumerate() {
+            if i == self.data_at {
+                push_data(out, data, self.eol);
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(self.eol.as_bytes());
+        }
+        if self.data_at == self.lines.len() {
+            push_data(out, data, self.eol);
+        }
+        out.extend_from_slice(self.eol.as_bytes());
+    }
+}
+
 fn push_data(out: &mut Vec<u8>, data: &str, eol: &str) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(data.as_bytes());
@@ -479,7 +503,7 @@ fn push_event(out: &mut Vec<u8>, v: &Value) {
 
 /// The length of the first complete event in `b` (through its blank line), if any. Lines end
 /// with `\n`, `\r\n` or `\r`.
-fn event_end(b: &[u8]) -> Option<usize> {
+pub fn event_end(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     let mut line_start = 0;
     while i < b.len() {

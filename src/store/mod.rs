@@ -171,6 +171,19 @@ const MIGRATIONS: &[&str] = &[
        AFTER UPDATE OF org_id, name, hash, pii, region, rpm, expires_at, revoked_at, secrets,
          response_redaction ON api_keys
        BEGIN UPDATE config_generation SET n = n + 1; END;",
+    // 6: MCP allow-lists (tools, resources, prompts): an org's are its keys' default ('' allows
+    // nothing); a key's NULL inherits the org's.
+    "ALTER TABLE orgs ADD COLUMN mcp_tools TEXT NOT NULL DEFAULT '';
+     ALTER TABLE orgs ADD COLUMN mcp_resources TEXT NOT NULL DEFAULT '';
+     ALTER TABLE orgs ADD COLUMN mcp_prompts TEXT NOT NULL DEFAULT '';
+     ALTER TABLE api_keys ADD COLUMN mcp_tools TEXT;
+     ALTER TABLE api_keys ADD COLUMN mcp_resources TEXT;
+     ALTER TABLE api_keys ADD COLUMN mcp_prompts TEXT;
+     DROP TRIGGER generation_api_keys_update;
+     CREATE TRIGGER generation_api_keys_update
+       AFTER UPDATE OF org_id, name, hash, pii, region, rpm, expires_at, revoked_at, secrets,
+         response_redaction, mcp_tools, mcp_resources, mcp_prompts ON api_keys
+       BEGIN UPDATE config_generation SET n = n + 1; END;",
 ];
 
 /// An open store.
@@ -191,6 +204,10 @@ pub struct Org {
     /// Redaction of responses: `on` or `off`.
     pub response_redaction: String,
     pub created_at: String,
+    /// MCP allow-lists, the default of the org's keys (`server:name,...`; empty: nothing).
+    pub mcp_tools: String,
+    pub mcp_resources: String,
+    pub mcp_prompts: String,
 }
 
 /// The settings of a new org (or the changes to one: `None` keeps the current value).
@@ -200,6 +217,21 @@ pub struct OrgSettings<'a> {
     pub pii: Option<&'a str>,
     pub secrets: Option<&'a str>,
     pub response_redaction: Option<&'a str>,
+    pub mcp_tools: Option<&'a str>,
+    pub mcp_resources: Option<&'a str>,
+    pub mcp_prompts: Option<&'a str>,
+}
+
+/// Changes to a key (`None` keeps the current value; for the MCP lists `Some(None)` makes the
+/// key inherit its org's again).
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges<'a> {
+    pub pii: Option<&'a str>,
+    pub secrets: Option<&'a str>,
+    pub response_redaction: Option<&'a str>,
+    pub mcp_tools: Option<Option<&'a str>>,
+    pub mcp_resources: Option<Option<&'a str>>,
+    pub mcp_prompts: Option<Option<&'a str>>,
 }
 
 /// An API key row (the hash is never returned to callers outside the snapshot loader).
@@ -216,6 +248,10 @@ pub struct Key {
     pub secrets: String,
     /// `on`, `off` or `inherit`.
     pub response_redaction: String,
+    /// MCP allow-lists; `None` inherits the org's.
+    pub mcp_tools: Option<String>,
+    pub mcp_resources: Option<String>,
+    pub mcp_prompts: Option<String>,
     pub region: Option<String>,
     pub rpm: Option<u32>,
     pub expires_at: Option<String>,
@@ -365,8 +401,10 @@ impl Store {
         let id = new_id();
         self.conn
             .execute(
-                "INSERT INTO orgs (id, name, region, pii, secrets, response_redaction, created_at)
-                 VALUES (?1, ?2, ?3, COALESCE(?4, 'on'), COALESCE(?5, 'on'), COALESCE(?6, 'off'), ?7)",
+                "INSERT INTO orgs (id, name, region, pii, secrets, response_redaction, created_at,
+                   mcp_tools, mcp_resources, mcp_prompts)
+                 VALUES (?1, ?2, ?3, COALESCE(?4, 'on'), COALESCE(?5, 'on'), COALESCE(?6, 'off'), ?7,
+                   COALESCE(?8, ''), COALESCE(?9, ''), COALESCE(?10, ''))",
                 params![
                     id,
                     name,
@@ -374,7 +412,10 @@ impl Store {
                     settings.pii,
                     settings.secrets,
                     settings.response_redaction,
-                    now()
+                    now(),
+                    settings.mcp_tools,
+                    settings.mcp_resources,
+                    settings.mcp_prompts,
                 ],
             )
             .map_err(|e| unique(e, "org", name))?;
@@ -409,9 +450,20 @@ impl Store {
     pub fn update_org(&self, id: &str, s: &OrgSettings) -> Result<Org> {
         let n = self.conn.execute(
             "UPDATE orgs SET region = COALESCE(?2, region), pii = COALESCE(?3, pii),
-               secrets = COALESCE(?4, secrets), response_redaction = COALESCE(?5, response_redaction)
+               secrets = COALESCE(?4, secrets), response_redaction = COALESCE(?5, response_redaction),
+               mcp_tools = COALESCE(?6, mcp_tools), mcp_resources = COALESCE(?7, mcp_resources),
+               mcp_prompts = COALESCE(?8, mcp_prompts)
              WHERE id = ?1",
-            params![id, s.region, s.pii, s.secrets, s.response_redaction],
+            params![
+                id,
+                s.region,
+                s.pii,
+                s.secrets,
+                s.response_redaction,
+                s.mcp_tools,
+                s.mcp_resources,
+                s.mcp_prompts
+            ],
         )?;
         if n == 0 {
             return Err(Error::NotFound {
@@ -429,10 +481,10 @@ impl Store {
         self.org(&k.org_id)?;
         self.conn.execute(
             "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at,
-               secrets, response_redaction)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![k.id, k.org_id, k.name, k.prefix, k.hash, k.pii, k.region, k.rpm, k.expires_at, k.created_at,
-                k.secrets, k.response_redaction],
+                k.secrets, k.response_redaction, k.mcp_tools, k.mcp_resources, k.mcp_prompts],
         )?;
         Ok(())
     }
@@ -441,11 +493,52 @@ impl Store {
     pub fn keys(&self, org: Option<&str>) -> Result<Vec<Key>> {
         let mut st = self.conn.prepare(
             "SELECT id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, last_used_at,
-               secrets, response_redaction
+               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts
              FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id",
         )?;
         let rows = st.query_map([org], key_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Change a key's settings (those given).
+    pub fn update_key(&self, id: &str, c: &KeyChanges) -> Result<Key> {
+        // A list given as Some(None) goes back to NULL (inherit); not given keeps it.
+        let (t_set, t) = (c.mcp_tools.is_some(), c.mcp_tools.flatten());
+        let (r_set, r) = (c.mcp_resources.is_some(), c.mcp_resources.flatten());
+        let (p_set, pr) = (c.mcp_prompts.is_some(), c.mcp_prompts.flatten());
+        let n = self.conn.execute(
+            "UPDATE api_keys SET pii = COALESCE(?2, pii), secrets = COALESCE(?3, secrets),
+               response_redaction = COALESCE(?4, response_redaction),
+               mcp_tools = CASE WHEN ?5 THEN ?6 ELSE mcp_tools END,
+               mcp_resources = CASE WHEN ?7 THEN ?8 ELSE mcp_resources END,
+               mcp_prompts = CASE WHEN ?9 THEN ?10 ELSE mcp_prompts END
+             WHERE id = ?1",
+            params![
+                id,
+                c.pii,
+                c.secrets,
+                c.response_redaction,
+                t_set,
+                t,
+                r_set,
+                r,
+                p_set,
+                pr
+            ],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "key",
+                id: id.to_string(),
+            });
+        }
+        self.keys(None)?
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| Error::NotFound {
+                what: "key",
+                id: id.to_string(),
+            })
     }
 
     /// Revoke a key (idempotent on an already revoked key).
@@ -775,7 +868,8 @@ fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditRow> {
     })
 }
 
-const ORG_COLS: &str = "id, name, region, pii, created_at, secrets, response_redaction";
+const ORG_COLS: &str = "id, name, region, pii, created_at, secrets, response_redaction, \
+    mcp_tools, mcp_resources, mcp_prompts";
 
 fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
     Ok(Org {
@@ -786,6 +880,9 @@ fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
         created_at: r.get(4)?,
         secrets: r.get(5)?,
         response_redaction: r.get(6)?,
+        mcp_tools: r.get(7)?,
+        mcp_resources: r.get(8)?,
+        mcp_prompts: r.get(9)?,
     })
 }
 
@@ -805,6 +902,9 @@ fn key_row(r: &rusqlite::Row) -> rusqlite::Result<Key> {
         last_used_at: r.get(11)?,
         secrets: r.get(12)?,
         response_redaction: r.get(13)?,
+        mcp_tools: r.get(14)?,
+        mcp_resources: r.get(15)?,
+        mcp_prompts: r.get(16)?,
     })
 }
 
@@ -872,6 +972,9 @@ mod tests {
             pii: "inherit".into(),
             secrets: "inherit".into(),
             response_redaction: "inherit".into(),
+            mcp_tools: None,
+            mcp_resources: None,
+            mcp_prompts: None,
             region: None,
             rpm: None,
             expires_at: None,

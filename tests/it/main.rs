@@ -11,6 +11,7 @@ mod deploy;
 mod hostile;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod pii;
 mod proxy;
 mod residency;

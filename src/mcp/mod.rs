@@ -1,0 +1,43 @@
+//! The MCP gateway's domain logic: which tools, resources and prompts a key may use on which
+//! server ([`Policy`]), what a JSON-RPC request asks for (and the refusal of what it may not
+//! have), and what comes back (validated, lists filtered to what is allowed, results redacted).
+//! Plain Rust: no pingora, no network.
+
+mod policy;
+mod rpc;
+
+pub use policy::{AllowList, ListError, Policy};
+pub use rpc::{inspect, Call, Inspection, Responses};
+
+/// The JSON-RPC error code of a refused tool, resource or prompt.
+pub const NOT_ALLOWED: i64 = -32001;
+/// The JSON-RPC error code of an MCP server answer sluice could not validate or scan.
+pub const BAD_UPSTREAM: i64 = -32002;
+
+/// A bounded label for an MCP method (metrics): the methods of the specification, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}

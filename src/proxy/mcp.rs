@@ -1,0 +1,192 @@
+//! The MCP gateway's pingora glue: `/mcp/<server>` on the data plane. The request gate picks
+//! the server (residency pins hold: a key pinned to a region reaches only that region's
+//! servers) and its credential, then the JSON-RPC body is checked against the key's tool,
+//! resource and prompt policy (`mcp::inspect`): what is refused is answered here, as JSON-RPC,
+//! and never reaches the server. What comes back is validated and rewritten by
+//! `mcp::Responses` (see `response::plan`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::error::Rejection;
+use super::{Ctx, State};
+use crate::config::CredentialKind;
+
+/// The MCP part of a request's context.
+pub struct McpCtx {
+    /// Index into `[[mcp_servers]]`.
+    pub server: usize,
+    /// The JSON-RPC messages of the body (empty for GET and DELETE).
+    pub calls: Vec<crate::mcp::Call>,
+    /// The whole body was refused by the policy and answered by sluice.
+    pub refused: bool,
+}
+
+/// Pick the MCP server named by the path, with its address and credential.
+pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
+    let name = crate::inbound::mcp_server(session.req_header().uri.path())
+        .ok_or(Rejection::Inbound(crate::inbound::Error::NotFound))?;
+    let (index, server) = state
+        .cfg
+        .mcp_server(name)
+        .ok_or(Rejection::Inbound(crate::inbound::Error::NotFound))?;
+    let key = ctx.key.as_ref().ok_or(Rejection::Internal)?;
+    // A key (or org) pinned to a region reaches only MCP servers of that region.
+    let pin = key
+        .region
+        .as_deref()
+        .or(key.org_region.as_deref())
+        .and_then(|r| r.parse::<crate::residency::Region>().ok());
+    if let Some(pin) = pin {
+        if pin != server.region {
+            return Err(Rejection::Region(crate::residency::Error::NotAllowed {
+                pin,
+                asked: server.region,
+            }));
+        }
+    }
+    ctx.region = Some(server.region);
+    let addr = state
+        .regions
+        .pick_mcp(index)
+        .ok_or(Rejection::McpUnavailable)?;
+    ctx.peer_addr = Some(addr);
+    ctx.credential = None;
+    if let Some(cred) = &server.credential {
+        match state
+            .auth
+            .get()
+            .credential(cred, time::OffsetDateTime::now_utc())
+        {
+            Some(c) => ctx.credential = Some(c),
+            None => {
+                tracing::error!(request_id = %ctx.request_id, mcp_server = %server.name, credential = %cred,
+                    oauth = server.credential_kind == CredentialKind::OAuth,
+                    "MCP server credential missing, undecryptable, expired or not obtained yet");
+                return Err(Rejection::CredentialUnavailable);
+            }
+        }
+    }
+    // A GET is the server's event stream, which may be idle for long: no read timeout; tool
+    // calls get the long timeout.
+    ctx.timeout = state.cfg.limits.long_timeout;
+    ctx.mcp = Some(McpCtx {
+        server: index,
+        calls: Vec::new(),
+        refused: false,
+    });
+    Ok(())
+}
+
+/// Check a (redacted) JSON-RPC body against the key's policy. `Some((status, body))`: sluice
+/// answers it itself (a refusal, or a body that is not JSON-RPC).
+pub fn inspect(state: &State, ctx: &mut Ctx, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let (mcp, key) = (ctx.mcp.as_mut()?, ctx.key.as_ref()?);
+    let server = &state.cfg.mcp_servers.get(mcp.server)?.name;
+    match crate::mcp::inspect(body, server, &key.mcp) {
+        Err(answer) => {
+            ctx.code = Some("invalid_json_rpc");
+            Some((400, answer))
+        }
+        Ok(i) => {
+            mcp.calls = i.calls;
+            let answer = i.refusal?;
+            mcp.refused = true;
+            ctx.code = Some("tool_not_allowed");
+            Some((200, answer))
+        }
+    }
+}
+
+/// Send sluice's own JSON-RPC answer.
+pub async fn answer(
+    state: &Arc<State>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    body: Vec<u8>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(8))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len())?;
+    resp.insert_header("cache-control", "no-store")?;
+    super::response::common_headers(state, &mut resp, ctx)?;
+    ctx.responded = true;
+    ctx.bytes_out += body.len() as u64;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
+
+/// The upstream peer of the chosen MCP server.
+pub fn peer(
+    state: &State,
+    ctx: &Ctx,
+    mcp: &McpCtx,
+    is_get: bool,
+) -> Result<Box<pingora_core::upstreams::peer::HttpPeer>> {
+    use pingora_error::{Error, ErrorType};
+    let m = state
+        .cfg
+        .mcp_servers
+        .get(mcp.server)
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server"))?;
+    let addr = ctx
+        .peer_addr
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server address"))?;
+    let mut peer =
+        pingora_core::upstreams::peer::HttpPeer::new(addr, m.url.tls, m.url.host.clone());
+    let limits = &state.cfg.limits;
+    let o = &mut peer.options;
+    o.connection_timeout = Some(limits.connect_timeout);
+    o.total_connection_timeout = Some(limits.connect_timeout * 2);
+    o.read_timeout = (!is_get).then_some(ctx.timeout);
+    o.write_timeout = Some(ctx.timeout);
+    o.idle_timeout = Some(std::time::Duration::from_secs(60));
+    Ok(Box::new(peer))
+}
+
+/// The request as the MCP server gets it: its endpoint's path, its Host, its credential.
+pub fn rewrite(
+    state: &State,
+    req: &mut pingora_http::RequestHeader,
+    ctx: &Ctx,
+    mcp: &McpCtx,
+) -> Result<()> {
+    use pingora_error::{Error, ErrorType};
+    let m = state
+        .cfg
+        .mcp_servers
+        .get(mcp.server)
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server"))?;
+    let path = if m.url.path_prefix.is_empty() {
+        "/"
+    } else {
+        &m.url.path_prefix
+    };
+    let target = match &m.query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let uri: http::Uri = target
+        .parse()
+        .map_err(|_| Error::explain(ErrorType::InternalError, "MCP server path"))?;
+    req.set_uri(uri);
+    if let Some(cred) = &ctx.credential {
+        let value = cred.header_value("Bearer ").ok_or_else(|| {
+            Error::explain(
+                ErrorType::InternalError,
+                "MCP credential is not a valid header value",
+            )
+        })?;
+        req.insert_header(http::header::AUTHORIZATION, value)?;
+    }
+    req.insert_header(http::header::HOST, m.url.authority.as_str())?;
+    Ok(())
+}
