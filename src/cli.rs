@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::admin::{self, Actor, KeySetting, Setting};
 use crate::audit::{self, Record};
+use crate::auth::oauth;
 use crate::config::{Config, LoadError, LogFormat};
 use crate::residency::Region;
 use crate::store::Store;
@@ -322,19 +323,80 @@ enum CredentialsCmd {
         /// Expiry, RFC 3339; an expired credential is refused rather than sent.
         #[arg(long)]
         expires: Option<String>,
-        /// Anything else on the command line is refused: secrets do not belong in argv.
-        #[arg(
-            hide = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            num_args = 0..
-        )]
-        rest: Vec<String>,
+        #[command(flatten)]
+        input: SecretInput,
     },
-    /// List credentials: names, master-key fingerprints, ages and expiry; never secrets.
+    /// Store an OAuth credential: sluice obtains access tokens with it (client credentials or
+    /// refresh token grant), keeps them sealed, and refreshes them before they expire. The
+    /// client secret (or, with --grant refresh_token, the refresh token) is read from standard
+    /// input. A first token is obtained now, so a wrong setting fails here; nothing is stored
+    /// then. Needs SLUICE_SECRETS_KEY.
+    SetOauth {
+        name: String,
+        /// The token endpoint (https://; http:// only to a loopback address).
+        #[arg(long)]
+        token_url: String,
+        #[arg(long)]
+        client_id: String,
+        /// Space-separated scopes to ask for.
+        #[arg(long)]
+        scope: Option<String>,
+        /// RFC 8707 resource indicator: the URI of the API the tokens are for.
+        #[arg(long)]
+        resource: Option<String>,
+        /// What standard input holds: a client secret, or a refresh token.
+        #[arg(long, value_enum, default_value = "client_credentials")]
+        grant: GrantArg,
+        /// Store it without obtaining a first token (the running `serve` obtains it).
+        #[arg(long)]
+        no_verify: bool,
+        #[command(flatten)]
+        input: SecretInput,
+    },
+    /// List credentials: names, kinds, master-key fingerprints, ages, expiry and OAuth token
+    /// state; never secrets.
     List,
     /// Delete a credential.
     Delete { name: String },
+}
+
+/// Where a credential's secret comes from: standard input, or `--secret-file`; never argv.
+#[derive(Args, Debug)]
+struct SecretInput {
+    /// Read the secret from this file instead of standard input.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Anything else on the command line is refused: secrets do not belong in argv.
+    #[arg(
+        hide = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    rest: Vec<String>,
+}
+
+impl SecretInput {
+    /// Refuse extra arguments, unread, before anything else is done.
+    fn refuse_argv(&mut self) -> Result<(), String> {
+        refuse_argv_secret(std::mem::take(&mut self.rest))
+    }
+
+    /// The secret.
+    fn read(self) -> Result<Zeroizing<String>, String> {
+        match self.secret_file {
+            Some(f) => read_secret_file(&f),
+            None => read_secret(),
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GrantArg {
+    #[value(name = "client_credentials")]
+    ClientCredentials,
+    #[value(name = "refresh_token")]
+    RefreshToken,
 }
 
 #[derive(Subcommand, Debug)]
@@ -928,18 +990,11 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         CredentialsCmd::Set {
             name,
             expires,
-            rest,
+            mut input,
         } => {
-            if !rest.is_empty() {
-                // Drop (and wipe) whatever was typed without looking at it.
-                let rest: Vec<Zeroizing<String>> = rest.into_iter().map(Zeroizing::new).collect();
-                drop(rest);
-                return Err(
-                    "refusing extra command-line arguments: a secret on the command line is visible in `ps` and shell history. Pipe it on standard input: `printf %s \"$KEY\" | sluice credentials set NAME`".into(),
-                );
-            }
+            input.refuse_argv()?;
             let ring = keyring()?;
-            let secret = read_secret()?;
+            let secret = input.read()?;
             let store = open_store(cfg)?;
             let mut rec = Record::admin("credential.set", &audit::cli_actor());
             rec.target_id = Some(name.clone());
@@ -955,16 +1010,72 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                 },
             )
             .map_err(|e| e.to_string())?;
-            if !cfg
-                .upstreams
-                .iter()
-                .any(|u| u.credential.as_deref() == Some(name.as_str()))
-            {
-                eprintln!("sluice: warning: no upstream in the config uses credential {name:?}");
-            }
+            warn_unused_credential(cfg, &name);
             let text = format!(
                 "stored credential {} (sealed with master key {})",
                 view.name, view.key_fingerprint
+            );
+            Ok((to_json(&view), text))
+        }
+        CredentialsCmd::SetOauth {
+            name,
+            token_url,
+            client_id,
+            scope,
+            resource,
+            grant,
+            no_verify,
+            mut input,
+        } => {
+            input.refuse_argv()?;
+
+            let settings = oauth::Settings {
+                token_url,
+                client_id,
+                scope,
+                resource,
+                grant: match grant {
+                    GrantArg::ClientCredentials => oauth::Grant::ClientCredentials,
+                    GrantArg::RefreshToken => oauth::Grant::RefreshToken,
+                },
+            };
+            admin::check_oauth(&settings).map_err(|e| e.to_string())?;
+            let ring = keyring()?;
+            let mut secret = input.read()?;
+            let store = open_store(cfg)?;
+            let first = if no_verify {
+                None
+            } else {
+                Some(oauth::first_token(&settings, &mut secret).map_err(|e| {
+                    format!("no token from {} ({e}; code {}): nothing was stored. Check --token-url, --client-id and the secret, or pass --no-verify to store it anyway", settings.token_url, e.code())
+                })?)
+            };
+            let mut rec = Record::admin("credential.set_oauth", &audit::cli_actor());
+            rec.target_id = Some(name.clone());
+            let view = admin::audited(
+                &store,
+                &ring,
+                rec,
+                |s| {
+                    admin::set_oauth_credential(s, &ring, &name, &settings, &secret, first.as_ref())
+                },
+                |v, r| {
+                    r.details = serde_json::json!({
+                        "name": v.name, "key_fingerprint": v.key_fingerprint, "oauth": v.oauth,
+                        "token_expires_at": v.token_expires_at,
+                    })
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            warn_unused_credential(cfg, &name);
+            let text = format!(
+                "stored OAuth credential {} (sealed with master key {}); {}",
+                view.name,
+                view.key_fingerprint,
+                match &view.token_expires_at {
+                    Some(t) => format!("first token obtained, valid until {t}"),
+                    None => "no token obtained yet: `sluice serve` obtains it".into(),
+                }
             );
             Ok((to_json(&view), text))
         }
@@ -989,7 +1100,7 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                         c.age_days,
                         or_none(&c.expires_at),
                         if c.expired { "  EXPIRED" } else { "" }
-                    )
+                    ) + &oauth_state(c)
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
@@ -1014,6 +1125,70 @@ fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             ))
         }
     }
+}
+
+/// The OAuth part of a `credentials list` line (empty for a static credential).
+fn oauth_state(c: &admin::CredentialView) -> String {
+    let Some(o) = &c.oauth else {
+        return String::new();
+    };
+    let mut s = format!(
+        "  kind=oauth grant={} token_url={} token_expires={}",
+        match o.grant {
+            oauth::Grant::ClientCredentials => "client_credentials",
+            oauth::Grant::RefreshToken => "refresh_token",
+        },
+        o.token_url,
+        or_none(&c.token_expires_at)
+    );
+    if let Some(e) = &c.last_error {
+        s.push_str(&format!(
+            "  REFRESH FAILING ({e}, {} failures)",
+            c.refresh_failures.unwrap_or(0)
+        ));
+    }
+    s
+}
+
+/// Refuse extra arguments after a credential's name: they are likely a secret.
+fn refuse_argv_secret(rest: Vec<String>) -> Result<(), String> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    // Drop (and wipe) whatever was typed without looking at it.
+    let rest: Vec<Zeroizing<String>> = rest.into_iter().map(Zeroizing::new).collect();
+    drop(rest);
+    Err("refusing extra command-line arguments: a secret on the command line is visible in `ps` and shell history. Pipe it on standard input: `printf %s \"$KEY\" | sluice credentials set NAME`".into())
+}
+
+/// Warn when neither an upstream nor an MCP server of the config uses credential `name`.
+fn warn_unused_credential(cfg: &Config, name: &str) {
+    let used = cfg
+        .upstreams
+        .iter()
+        .any(|u| u.credential.as_deref() == Some(name))
+        || cfg
+            .mcp_servers
+            .iter()
+            .any(|m| m.credential.as_deref() == Some(name));
+    if !used {
+        eprintln!(
+            "sluice: warning: no upstream or MCP server in the config uses credential {name:?}"
+        );
+    }
+}
+
+/// Read a secret from a file (a mounted Kubernetes Secret, say), bounded; one trailing newline
+/// stripped.
+fn read_secret_file(file: &Path) -> Result<Zeroizing<String>, String> {
+    let mut raw = Zeroizing::new(Vec::new());
+    std::fs::File::open(file)
+        .and_then(|f| {
+            f.take(admin::MAX_SECRET_BYTES as u64 + 3)
+                .read_to_end(&mut raw)
+        })
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    admin::secret_from_input(raw).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// Read the secret from standard input, bounded.
@@ -1281,15 +1456,7 @@ fn bootstrap(
         let (name, file) = c
             .split_once('=')
             .ok_or_else(|| format!("--credential {c:?} must be NAME=FILE"))?;
-        let mut raw = Zeroizing::new(Vec::new());
-        std::fs::File::open(file)
-            .and_then(|f| {
-                f.take(admin::MAX_SECRET_BYTES as u64 + 3)
-                    .read_to_end(&mut raw)
-            })
-            .map_err(|e| format!("cannot read {file}: {e}"))?;
-        let secret = admin::secret_from_input(raw).map_err(|e| format!("{file}: {e}"))?;
-        creds.push((name.to_string(), secret));
+        creds.push((name.to_string(), read_secret_file(Path::new(file))?));
     }
     let ring = keyring()?;
     let store = open_store(cfg)?;

@@ -50,6 +50,11 @@ pub struct Metrics {
     /// (unknown_user, wrong_password, second_factor_missing, wrong_second_factor,
     /// replayed_totp_code, internal).
     pub admin_logins: IntCounterVec,
+    /// `sluice_credential_expiry_timestamp_seconds{credential}`: when each credential in the
+    /// snapshot expires (an OAuth credential: its current access token); set at scrape time.
+    pub credential_expiry: prometheus::GaugeVec,
+    /// `sluice_oauth_refresh_failures_total{credential}`: failed OAuth token requests.
+    pub oauth_refresh_failures: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -201,6 +206,22 @@ impl Metrics {
             "Key snapshots rebuilt from the store (only changes to keys, orgs, credentials or users rebuild it)",
         )?;
         registry.register(Box::new(snapshot_reloads.clone()))?;
+        let credential_expiry = prometheus::GaugeVec::new(
+            Opts::new(
+                "sluice_credential_expiry_timestamp_seconds",
+                "Unix time at which each credential expires (an OAuth credential: its current access token); absent when it never expires",
+            ),
+            &["credential"],
+        )?;
+        registry.register(Box::new(credential_expiry.clone()))?;
+        let oauth_refresh_failures = IntCounterVec::new(
+            Opts::new(
+                "sluice_oauth_refresh_failures_total",
+                "Failed OAuth token requests by credential (retried with backoff, 1 s to 30 s)",
+            ),
+            &["credential"],
+        )?;
+        registry.register(Box::new(oauth_refresh_failures.clone()))?;
         registry.register(Box::new(audit.depth.clone()))?;
         registry.register(Box::new(audit.write_seconds.clone()))?;
         registry.register(Box::new(audit.written.clone()))?;
@@ -235,6 +256,8 @@ impl Metrics {
             admin_logins,
             snapshot_age,
             snapshot_reloads,
+            credential_expiry,
+            oauth_refresh_failures,
         })
     }
 

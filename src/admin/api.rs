@@ -473,6 +473,14 @@ struct CredentialBody {
     secret: String,
     #[serde(default)]
     expires_at: Option<String>,
+    #[serde(default)]
+    oauth: Option<crate::auth::oauth::Settings>,
+    #[serde(default = "yes")]
+    verify: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// An org setting field: `"on"` or `"off"`.
@@ -1210,15 +1218,52 @@ impl Api {
     fn set_credential(&self, store: &Store, c: &Caller, name: &str) -> ApiResult {
         operator_only(c.principal()?)?;
         let b: CredentialBody = body(c.req)?;
-        let secret = super::secret_from_input(zeroize::Zeroizing::new(b.secret.into_bytes()))?;
-        let mut rec = c.record("credential.set", None);
+        let mut secret = super::secret_from_input(zeroize::Zeroizing::new(b.secret.into_bytes()))?;
+        let Some(settings) = b.oauth else {
+            let mut rec = c.record("credential.set", None);
+            rec.target_id = Some(name.to_string());
+            let v = super::audited(
+                store,
+                &self.ring,
+                rec,
+                |s| super::set_credential(s, &self.ring, name, &secret, b.expires_at.as_deref()),
+                |v, r| r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "expires_at": v.expires_at}),
+            )?;
+            return Ok((200, to_value(&v)));
+        };
+        if b.expires_at.is_some() {
+            return Err(err(
+                400,
+                "invalid_request",
+                "expires_at does not apply to an OAuth credential (its tokens expire on their own).",
+            ));
+        }
+        super::check_oauth(&settings)?;
+        let first = if b.verify {
+            let token = crate::auth::oauth::first_token(&settings, &mut secret).map_err(|e| {
+                err(
+                    400,
+                    "oauth_token_failed",
+                    format!(
+                        "The token endpoint gave no token ({e}; code {}): nothing was stored.",
+                        e.code()
+                    ),
+                )
+            })?;
+            Some(token)
+        } else {
+            None
+        };
+        let mut rec = c.record("credential.set_oauth", None);
         rec.target_id = Some(name.to_string());
         let v = super::audited(
             store,
             &self.ring,
             rec,
-            |s| super::set_credential(s, &self.ring, name, &secret, b.expires_at.as_deref()),
-            |v, r| r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "expires_at": v.expires_at}),
+            |s| {
+                super::set_oauth_credential(s, &self.ring, name, &settings, &secret, first.as_ref())
+            },
+            |v, r| r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "oauth": v.oauth, "token_expires_at": v.token_expires_at}),
         )?;
         Ok((200, to_value(&v)))
     }

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::audit;
 use crate::auth;
+use crate::auth::oauth;
 use crate::residency::Region;
 use crate::store::{self, Store};
 use crate::vault::{self, Keyring};
@@ -663,6 +664,23 @@ pub struct CredentialView {
     /// Whole days since the secret was last set.
     pub age_days: i64,
     pub expired: bool,
+    /// `static` (the stored secret is sent) or `oauth` (it obtains access tokens).
+    pub kind: String,
+    /// OAuth: token endpoint, client id, scope, resource and grant (no secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<crate::auth::oauth::Settings>,
+    /// OAuth: when the current access token expires (`null`: none obtained yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
+    /// OAuth: when the current access token was obtained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_obtained_at: Option<String>,
+    /// OAuth: failed refreshes since the last good one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_failures: Option<i64>,
+    /// OAuth: why the last refresh failed (`unreachable`, `http_401`, `invalid_response`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 fn view(c: store::Credential, current_fp: Option<&str>) -> CredentialView {
@@ -676,6 +694,15 @@ fn view(c: store::Credential, current_fp: Option<&str>) -> CredentialView {
             .and_then(parse)
             .is_some_and(|t| t <= now),
         current_key: current_fp.map(|fp| fp == c.key_fp),
+        oauth: c
+            .oauth
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok()),
+        refresh_failures: (c.kind == "oauth").then_some(c.refresh_failures),
+        token_expires_at: c.token_expires_at,
+        token_obtained_at: c.token_obtained_at,
+        last_error: c.last_error,
+        kind: c.kind,
         key_fingerprint: c.key_fp,
         id: c.id,
         name: c.name,
@@ -705,8 +732,82 @@ pub fn set_credential(
         created_at: now.clone(),
         rotated_at: now,
         expires_at: expires,
+        kind: "static".into(),
+        ..Default::default()
     };
     store.put_credential(&row)?;
+    stored_view(store, ring, name)
+}
+
+/// Check an OAuth credential's settings: a token URL that is https (or http to a loopback
+/// address), a client id, and a scope and resource fit for a form field.
+pub fn check_oauth(s: &oauth::Settings) -> Result<()> {
+    oauth::check_url(&s.token_url).map_err(|why| Error::Invalid(format!("--token-url {why}")))?;
+    let printable =
+        |v: &str| !v.is_empty() && v.len() <= 1024 && !v.bytes().any(|b| b < 0x20 || b == 0x7f);
+    if !printable(&s.client_id) {
+        return Err(Error::Invalid(
+            "--client-id must be 1 to 1024 printable characters".into(),
+        ));
+    }
+    if s.scope.as_deref().is_some_and(|v| !printable(v)) {
+        return Err(Error::Invalid(
+            "--scope must be 1 to 1024 printable characters".into(),
+        ));
+    }
+    if let Some(r) = &s.resource {
+        // RFC 8707: an absolute URI without a fragment.
+        let ok = printable(r)
+            && !r.contains('#')
+            && r.parse::<http::Uri>()
+                .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some());
+        if !ok {
+            return Err(Error::Invalid(
+                "--resource must be an absolute URI without a fragment (RFC 8707), e.g. https://mcp.example.com/mcp".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Store (or replace) an OAuth credential: its settings, and its client secret (or refresh
+/// token) sealed like any secret. `first` is a token already obtained with it (stored in the
+/// same statement, with the rotated refresh token in `secret` already); without one, the
+/// running `serve` obtains it within a second.
+pub fn set_oauth_credential(
+    store: &Store,
+    ring: &Keyring,
+    name: &str,
+    settings: &oauth::Settings,
+    secret: &str,
+    first: Option<&oauth::Token>,
+) -> Result<CredentialView> {
+    check_credential_name(name)?;
+    check_oauth(settings)?;
+    let id = store.credential_id(name)?.unwrap_or_else(store::new_id);
+    let now = store::now();
+    let row = store::Credential {
+        sealed: ring.seal(secret.as_bytes(), &vault::aad("credentials", &id, name)),
+        key_fp: ring.fingerprint(),
+        name: name.to_string(),
+        created_at: now.clone(),
+        rotated_at: now,
+        kind: "oauth".into(),
+        oauth: Some(serde_json::to_string(settings).map_err(|e| Error::Invalid(e.to_string()))?),
+        id: id.clone(),
+        ..Default::default()
+    };
+    store.put_credential(&row)?;
+    if let Some(token) = first {
+        // The secret passed in is already the rotated one: only the token is stored here.
+        let sealed = oauth::seal(ring, &id, name, oauth::Grant::ClientCredentials, token);
+        store.set_oauth_token(&id, &sealed.token, &sealed.expires_at, None)?;
+    }
+    stored_view(store, ring, name)
+}
+
+/// The view of credential `name` as stored.
+fn stored_view(store: &Store, ring: &Keyring, name: &str) -> Result<CredentialView> {
     let stored = store
         .credentials()?
         .into_iter()
@@ -756,7 +857,20 @@ pub fn rotate(store: &Store, ring: &Keyring) -> Result<Rotation> {
             let plain = ring
                 .open(&c.sealed, &aad)
                 .map_err(|e| (c.name.clone(), e))?;
-            Ok::<_, (String, vault::Error)>((ring.seal(&plain, &aad), ring.fingerprint()))
+            // An OAuth credential's current access token moves to the new key too.
+            let token_aad = vault::aad(vault::TOKEN_TABLE, &c.id, &c.name);
+            let token_sealed = match &c.token_sealed {
+                Some(t) => {
+                    let plain = ring.open(t, &token_aad).map_err(|e| (c.name.clone(), e))?;
+                    Some(ring.seal(&plain, &token_aad))
+                }
+                None => None,
+            };
+            Ok::<_, (String, vault::Error)>(store::Resealed {
+                sealed: ring.seal(&plain, &aad),
+                key_fp: ring.fingerprint(),
+                token_sealed,
+            })
         })
         .map_err(|e| match e {
             store::ResealError::Store(e) => Error::Store(e),
@@ -992,6 +1106,26 @@ mod tests {
         let old = Keyring::new(&old_b64, &[]).unwrap();
         set_credential(&s, &old, "a", "sk-secret-a", None).unwrap();
         set_credential(&s, &old, "b", "sk-secret-b", None).unwrap();
+        // An OAuth credential with a current access token.
+        let settings = oauth::Settings {
+            token_url: "https://login.example.com/token".into(),
+            client_id: "sluice".into(),
+            scope: None,
+            resource: None,
+            grant: oauth::Grant::ClientCredentials,
+        };
+        let token = oauth::Token {
+            access: Zeroizing::new("access-token-c".into()),
+            expires_in: 3600,
+            refresh: None,
+        };
+        let v = set_oauth_credential(&s, &old, "c", &settings, "client-secret-c", Some(&token))
+            .unwrap();
+        assert_eq!(
+            (v.kind.as_str(), v.oauth.as_ref()),
+            ("oauth", Some(&settings))
+        );
+        assert!(v.token_expires_at.is_some());
         // An org with an audit data key, and a user with a TOTP seed.
         let org = audited(
             &s,
@@ -1032,7 +1166,7 @@ mod tests {
 
         let new = Keyring::new(&Keyring::generate(), &[&old_b64]).unwrap();
         let r = s.atomically(|s| rotate(s, &new)).unwrap();
-        assert_eq!((r.rotated, r.org_keys_rotated, r.totp_rotated), (2, 1, 1));
+        assert_eq!((r.rotated, r.org_keys_rotated, r.totp_rotated), (3, 1, 1));
         let fp = Some(new.fingerprint());
         for (_, sealed) in s.org_keys().unwrap() {
             assert_eq!(Keyring::fingerprint_of(&sealed), fp);
@@ -1056,5 +1190,52 @@ mod tests {
                 .unwrap(),
             b"sk-secret-a"
         );
+        // The access token moved to the new key with its secret.
+        let c = &s.credentials().unwrap()[2];
+        let t = c.token_sealed.as_deref().unwrap();
+        assert_eq!(Keyring::fingerprint_of(t), fp);
+        assert_eq!(
+            &*new
+                .open(t, &vault::aad(vault::TOKEN_TABLE, &c.id, &c.name))
+                .unwrap(),
+            b"access-token-c"
+        );
+    }
+
+    #[test]
+    fn oauth_settings_are_checked_without_quoting_secrets() {
+        let ok = oauth::Settings {
+            token_url: "https://login.example.com/token".into(),
+            client_id: "sluice".into(),
+            scope: Some("a b".into()),
+            resource: Some("https://mcp.example.com/mcp".into()),
+            grant: oauth::Grant::RefreshToken,
+        };
+        assert!(check_oauth(&ok).is_ok());
+        let bad = [
+            oauth::Settings {
+                token_url: "http://login.example.com/token".into(),
+                ..ok.clone()
+            },
+            oauth::Settings {
+                client_id: String::new(),
+                ..ok.clone()
+            },
+            oauth::Settings {
+                scope: Some("a\nb".into()),
+                ..ok.clone()
+            },
+            oauth::Settings {
+                resource: Some("https://mcp.example.com/mcp#x".into()),
+                ..ok.clone()
+            },
+            oauth::Settings {
+                resource: Some("/relative".into()),
+                ..ok.clone()
+            },
+        ];
+        for b in bad {
+            assert!(matches!(check_oauth(&b), Err(Error::Invalid(_))), "{b:?}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! Plain Rust, no pingora types.
 
 mod limit;
+pub mod oauth;
 mod snapshot;
 
 use rand::RngCore;

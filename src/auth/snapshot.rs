@@ -64,6 +64,9 @@ impl KeyInfo {
 pub struct Credential {
     pub secret: SecretString,
     pub expires_at: Option<OffsetDateTime>,
+    /// For an OAuth credential: when its current access token was obtained (it names the
+    /// token, so a 401 forces one refresh of that token and not of a newer one).
+    pub oauth_obtained: Option<String>,
 }
 
 impl Credential {
@@ -168,18 +171,42 @@ impl Snapshot {
         }
         let mut credentials = HashMap::new();
         for c in store.credentials()? {
-            let opened = ring
-                .open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
-                .and_then(|plain| {
-                    String::from_utf8(plain.to_vec()).map_err(|_| vault::Error::Malformed)
-                });
+            // An OAuth credential's secret obtains tokens: what is sent is its current access
+            // token, until that expires (none yet: left out, requests wait for the refresher).
+            let (sealed, aad, expires_at, oauth_obtained) = if c.kind == "oauth" {
+                let Some(token) = &c.token_sealed else {
+                    continue;
+                };
+                let expiry = parse_time(&c.token_expires_at);
+                let sooner = match (expiry, parse_time(&c.expires_at)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                (
+                    token,
+                    vault::aad(vault::TOKEN_TABLE, &c.id, &c.name),
+                    sooner,
+                    Some(c.token_obtained_at.clone().unwrap_or_default()),
+                )
+            } else {
+                (
+                    &c.sealed,
+                    vault::aad("credentials", &c.id, &c.name),
+                    parse_time(&c.expires_at),
+                    None,
+                )
+            };
+            let opened = ring.open(sealed, &aad).and_then(|plain| {
+                String::from_utf8(plain.to_vec()).map_err(|_| vault::Error::Malformed)
+            });
             match opened {
                 Ok(s) => {
                     credentials.insert(
                         c.name.clone(),
                         Arc::new(Credential {
                             secret: SecretString::from(s),
-                            expires_at: parse_time(&c.expires_at),
+                            expires_at,
+                            oauth_obtained,
                         }),
                     );
                 }
@@ -224,6 +251,14 @@ impl Snapshot {
             .get(name)
             .filter(|c| c.expires_at.is_none_or(|e| e > now))
             .cloned()
+    }
+
+    /// Every credential's name and expiry (for the expiry metric).
+    pub fn credential_expiries(&self) -> Vec<(&str, Option<OffsetDateTime>)> {
+        self.credentials
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.expires_at))
+            .collect()
     }
 
     /// Every region a key or org is pinned to (for the start-up check that each has upstreams).
@@ -449,6 +484,7 @@ mod tests {
             created_at: now.clone(),
             rotated_at: now,
             expires_at: None,
+            ..Default::default()
         })
         .unwrap();
     }

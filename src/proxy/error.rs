@@ -58,6 +58,11 @@ pub enum Rejection {
     /// broken): requests are refused rather than run unaudited or queued without bound.
     #[error("the audit log cannot be written")]
     AuditUnavailable,
+    /// The upstream (LLM provider or MCP server) answered 401 to the credential sluice
+    /// injected. The app cannot fix that, and the provider's answer can quote part of the
+    /// credential, so it is not passed on; an OAuth credential gets a new token at once.
+    #[error("the upstream refused sluice's credential")]
+    UpstreamAuthFailed,
     /// The MCP server named by the path is down (its health check fails).
     #[error("the MCP server is unavailable")]
     McpUnavailable,
@@ -146,6 +151,7 @@ pub fn reply_for(r: &Rejection) -> Reply {
         Rejection::UpstreamUnreachable => Reply::new(502, SERVER, "upstream_unreachable", true),
         Rejection::UpstreamFailed => Reply::new(502, SERVER, "upstream_error", true),
         Rejection::UnscannableResponse => Reply::new(502, SERVER, "unscannable_response", true),
+        Rejection::UpstreamAuthFailed => Reply::new(502, SERVER, "upstream_auth_failed", true),
         Rejection::McpUnavailable => Reply::new(503, SERVER, "mcp_server_unavailable", true),
         Rejection::AuditUnavailable => Reply::new(503, SERVER, "audit_unavailable", true),
         Rejection::StoreUnavailable => Reply::new(503, SERVER, "store_unavailable", true),
@@ -176,8 +182,11 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
             Rejection::AuditUnavailable => {
                 "The audit log cannot be written (disk full?); requests are refused until it can. See the sluice log.".into()
             }
+            Rejection::UpstreamAuthFailed => {
+                "The upstream refused sluice's credential for it. An OAuth credential is getting a new token: retry shortly. Otherwise an operator must set the credential again.".into()
+            }
             Rejection::CredentialUnavailable => {
-                "The credential for the upstream is missing, unreadable or expired; an operator must set it with `sluice credentials set`.".into()
+                "The credential for the upstream is missing, unreadable or expired (or, for an OAuth credential, no valid token could be obtained); an operator must set it with `sluice credentials set` or `sluice credentials set-oauth`. See the sluice log.".into()
             }
             _ => "Internal error.".into(),
         }
@@ -196,6 +205,10 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
 /// The pingora error type of a response that cannot be scanned (see
 /// [`Rejection::UnscannableResponse`]).
 pub const UNSCANNABLE: &str = "unscannable_response";
+
+/// The pingora error type of an upstream's 401 to sluice's credential (see
+/// [`Rejection::UpstreamAuthFailed`]).
+pub const UPSTREAM_AUTH: &str = "upstream_auth_failed";
 
 /// What sluice logs of a pingora error: its type only. pingora's messages and contexts can
 /// quote raw request bytes (a header block that failed to parse, with its `Authorization`).

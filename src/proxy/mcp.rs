@@ -62,6 +62,14 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
             .get()
             .credential(cred, time::OffsetDateTime::now_utc())
         {
+            Some(c)
+                if server.credential_kind == CredentialKind::OAuth
+                    && c.oauth_obtained.is_none() =>
+            {
+                tracing::error!(request_id = %ctx.request_id, mcp_server = %server.name, credential = %cred,
+                    "the MCP server's credential_kind is oauth but its credential is static; set it with `sluice credentials set-oauth`");
+                return Err(Rejection::CredentialUnavailable);
+            }
             Some(c) => ctx.credential = Some(c),
             None => {
                 tracing::error!(request_id = %ctx.request_id, mcp_server = %server.name, credential = %cred,

@@ -52,6 +52,8 @@ pub struct State {
     pub audit: crate::audit::Writer,
     /// The admin API behind `/api/*` on the admin listener.
     pub api: Arc<crate::admin::api::Api>,
+    /// Obtains and refreshes OAuth credentials' access tokens.
+    pub oauth: Arc<crate::auth::oauth::Refresher>,
 }
 
 impl State {
@@ -63,11 +65,13 @@ impl State {
         regions: Arc<upstream::Regions>,
         audit: crate::audit::Writer,
         api: Arc<crate::admin::api::Api>,
+        oauth: Arc<crate::auth::oauth::Refresher>,
     ) -> Arc<State> {
         Arc::new(State {
             metrics,
             audit,
             api,
+            oauth,
             draining: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
             regions,

@@ -299,6 +299,14 @@ impl ServeHttp for MetricsEndpoint {
         }
         let m = &self.0.metrics;
         m.snapshot_age.set(self.0.auth.age().as_secs_f64());
+        m.credential_expiry.reset();
+        for (name, expiry) in self.0.auth.get().credential_expiries() {
+            if let Some(t) = expiry {
+                m.credential_expiry
+                    .with_label_values(&[name])
+                    .set(t.unix_timestamp() as f64);
+            }
+        }
         let reloads = self.0.auth.reloads();
         m.snapshot_reloads
             .inc_by(reloads.saturating_sub(m.snapshot_reloads.get()));

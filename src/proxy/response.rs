@@ -10,7 +10,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, Session};
 
-use super::error::{body_for, reply_for, Rejection, UNSCANNABLE};
+use super::error::{body_for, reply_for, Rejection, UNSCANNABLE, UPSTREAM_AUTH};
 use super::guard::Guarded;
 use super::{Ctx, State};
 use crate::redact::{sse, Counts, ResponseKind, Scan};
@@ -464,6 +464,9 @@ fn classify(session: &Session, e: &Error) -> Option<Rejection> {
         }
         ErrorSource::Upstream if *e.etype() == Custom(UNSCANNABLE) => {
             Some(Rejection::UnscannableResponse)
+        }
+        ErrorSource::Upstream if *e.etype() == Custom(UPSTREAM_AUTH) => {
+            Some(Rejection::UpstreamAuthFailed)
         }
         ErrorSource::Upstream => Some(match e.etype() {
             ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError

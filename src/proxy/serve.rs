@@ -103,7 +103,17 @@ pub fn serve(
         .on_change(move |store| watcher.reload_with(store))
         .mcp_health(move |i| health.mcp_healthy(i)),
     );
-    let state = State::new(cfg, metrics, auth, regions, audit, api);
+    let oauth = crate::auth::oauth::Refresher::start(
+        cfg.store.path.clone(),
+        cfg.store.max_bytes,
+        ring.clone(),
+        metrics.oauth_refresh_failures.clone(),
+    )
+    .map_err(|source| ServeError::Store {
+        path: cfg.store.path.clone(),
+        source,
+    })?;
+    let state = State::new(cfg, metrics, auth, regions, audit, api, oauth);
     let cfg = &state.cfg;
 
     let mut conf = ServerConf {

@@ -346,6 +346,30 @@ pub fn answered(state: &State, resp: &pingora_http::ResponseHeader, ctx: &Ctx) -
         return Err(Error::new_up(ErrorType::InvalidHTTPHeader));
     }
     observe_answer(state, ctx);
+    if resp.status == http::StatusCode::UNAUTHORIZED {
+        if let Some(cred) = &ctx.credential {
+            let name = match &ctx.mcp {
+                Some(m) => state
+                    .cfg
+                    .mcp_servers
+                    .get(m.server)
+                    .and_then(|s| s.credential.as_deref()),
+                None => ctx
+                    .upstream
+                    .and_then(|i| state.cfg.upstreams.get(i))
+                    .and_then(|u| u.credential.as_deref()),
+            };
+            let name = name.unwrap_or_default();
+            tracing::warn!(request_id = %ctx.request_id, credential = %name, oauth = cred.oauth_obtained.is_some(),
+                "the upstream refused sluice's credential (401); answered 502 upstream_auth_failed");
+            if let Some(obtained) = &cred.oauth_obtained {
+                state.oauth.force(name, obtained);
+            }
+            return Err(Error::new_up(ErrorType::Custom(
+                super::error::UPSTREAM_AUTH,
+            )));
+        }
+    }
     Ok(())
 }
 

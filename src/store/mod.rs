@@ -184,6 +184,19 @@ const MIGRATIONS: &[&str] = &[
        AFTER UPDATE OF org_id, name, hash, pii, region, rpm, expires_at, revoked_at, secrets,
          response_redaction, mcp_tools, mcp_resources, mcp_prompts ON api_keys
        BEGIN UPDATE config_generation SET n = n + 1; END;",
+    // 7: OAuth credentials. `sealed` holds the client secret (or refresh token); the current
+    // access token is `token_sealed` (sealed too) with its expiry; `oauth` holds the settings
+    // (no secret); `last_error` a code; `refresh_lease_until` (unix seconds) marks a refresh under
+    // way, so processes sharing the file never spend one refresh token twice.
+    "ALTER TABLE credentials ADD COLUMN kind TEXT NOT NULL DEFAULT 'static'
+        CHECK (kind IN ('static','oauth'));
+     ALTER TABLE credentials ADD COLUMN oauth TEXT;
+     ALTER TABLE credentials ADD COLUMN token_sealed BLOB;
+     ALTER TABLE credentials ADD COLUMN token_expires_at TEXT;
+     ALTER TABLE credentials ADD COLUMN token_obtained_at TEXT;
+     ALTER TABLE credentials ADD COLUMN refresh_failures INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE credentials ADD COLUMN last_error TEXT;
+     ALTER TABLE credentials ADD COLUMN refresh_lease_until INTEGER;",
 ];
 
 /// An open store.
@@ -260,8 +273,16 @@ pub struct Key {
     pub last_used_at: Option<String>,
 }
 
+/// A credential re-sealed by `secrets rotate`.
+pub struct Resealed {
+    pub sealed: Vec<u8>,
+    pub key_fp: String,
+    /// An OAuth credential's current access token, re-sealed (`None`: none yet).
+    pub token_sealed: Option<Vec<u8>>,
+}
+
 /// A credential row; `sealed` is the vault ciphertext.
-#[derive(Clone, PartialEq, serde::Serialize)]
+#[derive(Clone, PartialEq, serde::Serialize, Default)]
 pub struct Credential {
     pub id: String,
     pub name: String,
@@ -271,6 +292,18 @@ pub struct Credential {
     pub created_at: String,
     pub rotated_at: String,
     pub expires_at: Option<String>,
+    /// `static` (the secret is the credential) or `oauth` (the secret obtains tokens).
+    pub kind: String,
+    /// OAuth: the settings (token URL, client id, scope, resource, grant) as JSON; no secret.
+    pub oauth: Option<String>,
+    /// OAuth: the current access token, sealed.
+    #[serde(skip)]
+    pub token_sealed: Option<Vec<u8>>,
+    pub token_expires_at: Option<String>,
+    pub token_obtained_at: Option<String>,
+    pub refresh_failures: i64,
+    /// OAuth: the code of the last failed refresh (cleared by a good one).
+    pub last_error: Option<String>,
 }
 
 impl std::fmt::Debug for Credential {
@@ -574,7 +607,9 @@ impl Store {
     /// Every credential row.
     pub fn credentials(&self) -> Result<Vec<Credential>> {
         let mut st = self.conn.prepare(
-            "SELECT id, name, sealed, key_fp, created_at, rotated_at, expires_at FROM credentials ORDER BY name",
+            "SELECT id, name, sealed, key_fp, created_at, rotated_at, expires_at, kind, oauth,
+               token_sealed, token_expires_at, token_obtained_at, refresh_failures, last_error
+             FROM credentials ORDER BY name",
         )?;
         let rows = st.query_map([], cred_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -593,10 +628,14 @@ impl Store {
     /// Insert or replace a credential's ciphertext.
     pub fn put_credential(&self, c: &Credential) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO credentials (id, name, sealed, key_fp, created_at, rotated_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO credentials (id, name, sealed, key_fp, created_at, rotated_at, expires_at,
+               kind, oauth)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, COALESCE(NULLIF(?8, ''), 'static'), ?9)
              ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, key_fp = excluded.key_fp,
-               rotated_at = excluded.rotated_at, expires_at = excluded.expires_at",
+               rotated_at = excluded.rotated_at, expires_at = excluded.expires_at,
+               kind = excluded.kind, oauth = excluded.oauth, token_sealed = NULL,
+               token_expires_at = NULL, token_obtained_at = NULL, refresh_failures = 0,
+               last_error = NULL",
             params![
                 c.id,
                 c.name,
@@ -604,10 +643,59 @@ impl Store {
                 c.key_fp,
                 c.created_at,
                 c.rotated_at,
-                c.expires_at
+                c.expires_at,
+                c.kind,
+                c.oauth
             ],
         )?;
         Ok(())
+    }
+
+    /// Store a new access token for OAuth credential `id` (sealed), and the new sealed secret
+    /// when the token endpoint rotated the refresh token, in one statement: a rotated refresh
+    /// token is never lost.
+    pub fn set_oauth_token(
+        &self,
+        id: &str,
+        token_sealed: &[u8],
+        expires_at: &str,
+        rotated_secret: Option<(&[u8], &str)>,
+    ) -> Result<()> {
+        let (secret, fp) = rotated_secret.unzip();
+        self.conn.execute(
+            "UPDATE credentials SET token_sealed = ?2, token_expires_at = ?3,
+               token_obtained_at = ?4, refresh_failures = 0, last_error = NULL,
+               sealed = COALESCE(?5, sealed), key_fp = COALESCE(?6, key_fp),
+               refresh_lease_until = NULL
+             WHERE id = ?1 AND kind = 'oauth'",
+            params![id, token_sealed, expires_at, now(), secret, fp],
+        )?;
+        Ok(())
+    }
+
+    /// Note a failed refresh of OAuth credential `id` (`code` is a short stable code).
+    pub fn oauth_failed(&self, id: &str, code: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE credentials SET refresh_failures = refresh_failures + 1, last_error = ?2,
+               refresh_lease_until = NULL
+             WHERE id = ?1",
+            params![id, code],
+        )?;
+        Ok(())
+    }
+
+    /// Claim the refresh of OAuth credential `id` for `secs` seconds, if nobody holds the claim
+    /// and its token is still the one obtained at `obtained` (`None`: none yet). `false`:
+    /// another process refreshes it, or already did.
+    pub fn lease_oauth_refresh(&self, id: &str, obtained: Option<&str>, secs: u64) -> Result<bool> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let n = self.conn.execute(
+            "UPDATE credentials SET refresh_lease_until = ?2
+             WHERE id = ?1 AND kind = 'oauth' AND token_obtained_at IS ?3
+               AND (refresh_lease_until IS NULL OR refresh_lease_until < ?4)",
+            params![id, now + secs as i64, obtained, now],
+        )?;
+        Ok(n == 1)
     }
 
     /// Delete a credential.
@@ -628,15 +716,15 @@ impl Store {
     /// fingerprint. Call inside [`Store::atomically`] so that it is all or nothing.
     pub fn reseal_credentials<E>(
         &self,
-        mut f: impl FnMut(&Credential) -> std::result::Result<(Vec<u8>, String), E>,
+        mut f: impl FnMut(&Credential) -> std::result::Result<Resealed, E>,
     ) -> std::result::Result<usize, ResealError<E>> {
         let rows = self.credentials().map_err(ResealError::Store)?;
         for c in &rows {
-            let (sealed, fp) = f(c).map_err(ResealError::Seal)?;
+            let r = f(c).map_err(ResealError::Seal)?;
             self.conn
                 .execute(
-                    "UPDATE credentials SET sealed = ?2, key_fp = ?3 WHERE id = ?1",
-                    params![c.id, sealed, fp],
+                    "UPDATE credentials SET sealed = ?2, key_fp = ?3, token_sealed = ?4 WHERE id = ?1",
+                    params![c.id, r.sealed, r.key_fp, r.token_sealed],
                 )
                 .map_err(|e| ResealError::Store(e.into()))?;
         }
@@ -917,6 +1005,13 @@ fn cred_row(r: &rusqlite::Row) -> rusqlite::Result<Credential> {
         created_at: r.get(4)?,
         rotated_at: r.get(5)?,
         expires_at: r.get(6)?,
+        kind: r.get(7)?,
+        oauth: r.get(8)?,
+        token_sealed: r.get(9)?,
+        token_expires_at: r.get(10)?,
+        token_obtained_at: r.get(11)?,
+        refresh_failures: r.get(12)?,
+        last_error: r.get(13)?,
     })
 }
 

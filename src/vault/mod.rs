@@ -208,6 +208,9 @@ fn encrypt(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> ([u8; NONCE_LEN]
     (nonce, ct)
 }
 
+/// The AAD table name of an OAuth credential's access token (its row is the credential's).
+pub const TOKEN_TABLE: &str = "credentials-token";
+
 /// The AAD binding a ciphertext to its row.
 pub fn aad(table: &str, id: &str, name: &str) -> Vec<u8> {
     format!("sluice:v1\u{0}{table}\u{0}{id}\u{0}{name}").into_bytes()

@@ -762,26 +762,6 @@ fn mutations_are_audited_with_actor_ip_user_agent_and_request_id_and_paginated()
     assert_not_in_files(&s, &["audit-canary-agent"]);
 }
 
-/// None of `needles` in the database, its WAL, or the server log.
-fn assert_not_in_files(s: &Setup, needles: &[&str]) {
-    let db = s.db();
-    let files = [
-        db.clone(),
-        db.with_extension("db-wal"),
-        s.dir.path().join("sluice.log"),
-    ];
-    for f in &files {
-        let bytes = std::fs::read(f).unwrap_or_default();
-        for n in needles {
-            assert!(
-                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
-                "{n:?} found in {}",
-                f.display()
-            );
-        }
-    }
-}
-
 #[test]
 fn passwords_totp_seeds_recovery_codes_tokens_and_the_jwt_secret_never_leak() {
     let up = Upstream::start();

@@ -25,6 +25,15 @@ fn the_kubernetes_configmap_config_parses() {
     )
     .unwrap();
     assert!(dockerfile.contains("deploy/kubernetes/sluice.toml"));
+    // The sidecar brokers an MCP server's OAuth token; the manifest stores its client.
+    let mcp = &cfg.mcp_servers[0];
+    assert_eq!(mcp.credential_kind, sluice::config::CredentialKind::OAuth);
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/deployment.yaml"),
+    )
+    .unwrap();
+    assert!(manifest.contains(&format!("- {}", mcp.credential.as_deref().unwrap())));
+    assert!(manifest.contains(&format!("/mcp/{}", mcp.name)));
 }
 
 #[test]

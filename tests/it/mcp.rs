@@ -289,3 +289,300 @@ fn unknown_servers_pins_bad_json_rpc_and_garbage_answers_are_handled_without_lea
     assert_eq!(servers["data"][1]["region"], "eu");
     assert_eq!(servers["data"][0]["healthy"], true);
 }
+
+impl McpServer {
+    /// Change the OAuth mock's behaviour (see tests/mcp/server.py).
+    fn control(&self, change: Value) {
+        let body = change.to_string();
+        let r = raw(
+            self.port,
+            format!(
+                "POST /control HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200);
+    }
+
+    fn count(&self, what: &str) -> u64 {
+        self.stats()[what].as_u64().unwrap()
+    }
+}
+
+const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow","arguments":{"seconds":0}}}"#;
+
+/// Call `slow` over raw HTTP (no MCP session: the test server is stateful, so this checks
+/// what sluice answers before the server's own session checks matter).
+fn call_status(p: &Proxy, key: &str) -> (u16, String) {
+    let r = rpc(p, "tools", key, CALL);
+    (r.status, r.code())
+}
+
+/// Wait (bounded) until `f` holds.
+fn eventually(what: &str, within: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn set_oauth(s: &Setup, name: &str, srv: &McpServer, extra: &[&str], secret: &[u8]) -> Output {
+    let url = format!("{}/oauth/token", srv.url());
+    let mut args = vec![
+        "credentials",
+        "set-oauth",
+        name,
+        "--token-url",
+        &url,
+        "--client-id",
+        "sluice",
+    ];
+    args.extend_from_slice(extra);
+    s.cli(&args, secret)
+}
+
+use std::process::Output;
+
+#[test]
+fn oauth_tokens_are_refreshed_before_expiry_failures_are_clear_and_nothing_leaks() {
+    let up = Upstream::start();
+    let srv = McpServer::start();
+    let resource = format!("{}/mcp", srv.url());
+    let s = Setup::new(
+        &mock_upstream(&up, ""),
+        &format!(
+            "[log]\nlevel = \"debug\"\n{}",
+            mcp_config(&srv, "tools-oauth", "oauth")
+        ),
+    );
+    // A wrong secret fails at once, naming the endpoint's answer; nothing is stored.
+    let bad = set_oauth(&s, "tools-oauth", &srv, &[], b"wrong-secret\n");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("http_401") && err.contains("nothing was stored"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret"), "{err}");
+    assert_eq!(
+        s.cli_json(&["credentials", "list"], b"")["credentials"],
+        json!([])
+    );
+    // A secret on the command line is refused.
+    let argv = set_oauth(&s, "tools-oauth", &srv, &["client-secret-canary"], b"");
+    assert!(!argv.status.success());
+    // The right one: a first token is obtained now (with the RFC 8707 resource).
+    let out = set_oauth(
+        &s,
+        "tools-oauth",
+        &srv,
+        &["--resource", &resource, "--scope", "tools"],
+        b"client-secret-canary\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(srv.count("grants"), 1);
+    let list = s.cli_json(&["credentials", "list"], b"");
+    let c = &list["credentials"][0];
+    assert_eq!(c["kind"], "oauth");
+    assert_eq!(c["oauth"]["resource"], resource.as_str());
+    assert_eq!(c["oauth"]["grant"], "client_credentials");
+    assert!(c["token_expires_at"].is_string(), "{c}");
+    let p = s.spawn();
+    let key = key_with_tools(&p, "tools:*");
+
+    // Calls over 7 s, with tokens living 3 s: refreshed at 80%, so no call ever fails.
+    let mut steps = Vec::new();
+    for _ in 0..10 {
+        steps.push(json!(["call", "slow", {"seconds": 0}]));
+        steps.push(json!(["sleep", 0.7]));
+    }
+    let v = client(&p, "tools", &key, Value::Array(steps));
+    for step in v["steps"].as_array().unwrap() {
+        assert!(
+            step.get("error").is_none() && step["is_error"] != true,
+            "{v}"
+        );
+    }
+    let st = srv.stats();
+    assert_eq!(
+        st["rejected"], 0,
+        "a call went out with an expired token: {st}"
+    );
+    assert!(st["grants"].as_u64().unwrap() >= 3, "{st}");
+    assert!(
+        st["authorizations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a.as_str().unwrap().starts_with("Bearer tok-")),
+        "{st}"
+    );
+    let m =
+        p.metrics_with(&["sluice_credential_expiry_timestamp_seconds{credential=\"tools-oauth\"}"]);
+    let expiry: f64 = m
+        .lines()
+        .find(|l| {
+            l.starts_with("sluice_credential_expiry_timestamp_seconds{credential=\"tools-oauth\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry > now && expiry < now + 4.0, "{expiry} vs {now}");
+
+    // The token endpoint fails: once the token expired, calls get 503 credential_unavailable
+    // (never a call with an expired token), and the failures are counted.
+    srv.control(json!({"fail": true}));
+    eventually(
+        "the token to expire",
+        std::time::Duration::from_secs(10),
+        || call_status(&p, &key) == (503, "credential_unavailable".into()),
+    );
+    let rejected = srv.count("rejected");
+    p.metrics_with(&["sluice_oauth_refresh_failures_total{credential=\"tools-oauth\"}"]);
+    let list = p.cli_json(&["credentials", "list"], b"");
+    assert_eq!(list["credentials"][0]["last_error"], "http_503", "{list}");
+    let text = String::from_utf8_lossy(&p.cli(&["credentials", "list"], b"").stdout).to_string();
+    assert!(text.contains("REFRESH FAILING (http_503"), "{text}");
+    // It recovers by itself once the endpoint is back.
+    srv.control(json!({"fail": false}));
+    eventually("a new token", std::time::Duration::from_secs(40), || {
+        call_status(&p, &key).0 != 503
+    });
+    assert_eq!(srv.count("rejected"), rejected);
+    let log = p.log();
+    assert!(log.contains("cannot obtain an OAuth token"), "{log}");
+    let s = p.stop();
+    assert_not_in_files(&s, &["client-secret-canary", "tok-", "wrong-secret"]);
+}
+
+#[test]
+fn refresh_tokens_rotate_a_401_forces_one_refresh_and_llm_upstreams_use_oauth_too() {
+    let up = Upstream::start();
+    let srv = McpServer::start();
+    let s = Setup::new(
+        &mock_upstream(&up, "credential = \"llm-oauth\"\n"),
+        &format!(
+            "[log]\nlevel = \"debug\"\n{}",
+            mcp_config(&srv, "tools-rt", "oauth")
+        ),
+    );
+    srv.control(json!({"ttl": 2}));
+    let out = set_oauth(
+        &s,
+        "tools-rt",
+        &srv,
+        &["--grant", "refresh_token"],
+        b"refresh-canary-0\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same kind of credential for an LLM upstream (client credentials), its secret read
+    // from a file (a mounted Secret).
+    let file = s.dir.path().join("client-secret");
+    std::fs::write(&file, "client-secret-canary\n").unwrap();
+    let arg = format!("--secret-file={}", file.display());
+    let out = set_oauth(&s, "llm-oauth", &srv, &[&arg], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = s.spawn();
+    let key = key_with_tools(&p, "tools:*");
+    // Rotation: each refresh spends the stored refresh token and stores the new one; a lost
+    // one would make the next refresh fail with invalid_grant.
+    let before = srv.count("refresh_grants");
+    eventually(
+        "three rotations",
+        std::time::Duration::from_secs(15),
+        || srv.count("refresh_grants") >= before + 3,
+    );
+    assert_ne!(call_status(&p, &key).0, 503);
+    let list = p.cli_json(&["credentials", "list"], b"");
+    let rt = list["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tools-rt")
+        .unwrap()
+        .clone();
+    assert_eq!(rt["refresh_failures"], 0, "{list}");
+    assert!(rt["last_error"].is_null(), "{list}");
+
+    // The LLM upstream gets the OAuth access token, never the app's key.
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/chat/completions",
+            br#"{"model":"gpt-4o-mini","messages":[]}"#,
+            "",
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let sent = up
+        .requests()
+        .last()
+        .unwrap()
+        .header("authorization")
+        .unwrap()
+        .to_string();
+    assert!(sent.starts_with("Bearer tok-"), "{sent}");
+    // A 401 from the provider is not passed on (it can quote the credential): 502.
+    let r = raw(
+        p.port,
+        &p.post("/v1/chat/completions", b"{}", "X-Mock: status:401\r\n"),
+    )
+    .unwrap();
+    assert_eq!((r.status, r.code().as_str()), (502, "upstream_auth_failed"));
+
+    // Long-lived tokens now; then the server revokes them all. The next call gets a clear
+    // 502 (not the server's 401, which would send the app's MCP client into its own OAuth
+    // flow), sluice refreshes at once, and the call after that works.
+    srv.control(json!({"ttl": 600}));
+    let grants = srv.count("refresh_grants");
+    eventually(
+        "a long-lived token",
+        std::time::Duration::from_secs(10),
+        || srv.count("refresh_grants") > grants,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let grants = srv.count("refresh_grants");
+    srv.control(json!({"revoke": true}));
+    let r = rpc(&p, "tools", &key, CALL);
+    assert_eq!((r.status, r.code().as_str()), (502, "upstream_auth_failed"));
+    assert!(r.header("www-authenticate").is_none());
+    eventually(
+        "the forced refresh",
+        std::time::Duration::from_secs(5),
+        || srv.count("refresh_grants") == grants + 1,
+    );
+    eventually(
+        "the new token in use",
+        std::time::Duration::from_secs(5),
+        || call_status(&p, &key).0 != 502,
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        srv.count("refresh_grants"),
+        grants + 1,
+        "one 401, one refresh"
+    );
+    let s = p.stop();
+    assert_not_in_files(&s, &["refresh-canary", "client-secret-canary", "tok-"]);
+}

@@ -7,7 +7,8 @@ Usage: server.py PORT. Serves:
   lookup_customer (answers with PII and a secret), slow (sleeps), delete_everything.
 - /oauth/token: client_credentials (client_id "sluice", client_secret "client-secret-canary")
   and refresh_token grants (refresh tokens rotate); tokens last TOKEN_TTL seconds.
-- /control (POST JSON): {"fail": true|false, "ttl": seconds}.
+- /control (POST JSON): {"fail": true|false, "ttl": seconds, "revoke": true (every access
+  token issued so far stops working)}.
 - /stats: {"grants", "refresh_grants", "authorizations" (every Authorization value seen), "rejected"}.
 Prints "ready" once listening.
 """
@@ -85,7 +86,10 @@ async def token(request: Request):
 
 
 async def control(request: Request):
-    state.update(await request.json())
+    change = await request.json()
+    if change.pop("revoke", False):
+        tokens.clear()
+    state.update(change)
     return JSONResponse(state)
 
 

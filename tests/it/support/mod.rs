@@ -10,13 +10,23 @@ use std::time::{Duration, Instant};
 
 pub use upstream::{RawUpstream, Upstream};
 
-/// A free TCP port on 127.0.0.1 (bound and released; the kernel will not hand it out again soon).
+/// A free TCP port on 127.0.0.1 (bound and released), never one this process was given
+/// before: the kernel can hand a released port out again at once.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh free port in 100 tries");
 }
 
 /// The master key every test sluice runs with (base64 of 32 bytes).
@@ -478,4 +488,24 @@ pub fn assert_security_headers(r: &RawResponse) {
     );
     assert_eq!(r.header("cross-origin-opener-policy"), Some("same-origin"));
     assert!(r.header("strict-transport-security").is_some());
+}
+
+/// None of `needles` in the database, its WAL, or the server log.
+pub fn assert_not_in_files(s: &Setup, needles: &[&str]) {
+    let db = s.db();
+    let files = [
+        db.clone(),
+        db.with_extension("db-wal"),
+        s.dir.path().join("sluice.log"),
+    ];
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_default();
+        for n in needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+                "{n:?} found in {}",
+                f.display()
+            );
+        }
+    }
 }

@@ -1,0 +1,424 @@
+//! OAuth 2.0 access tokens for credentials of kind `oauth` (`sluice credentials set-oauth`):
+//! the client credentials grant, or the refresh token grant (RFC 6749 4.4, 6), with the RFC
+//! 8707 `resource` when configured. A background thread ([`Refresher`]) obtains a token as
+//! soon as a credential is set, refreshes it at 80% of its lifetime (and at once after the
+//! server answered 401), stores it sealed with the master key, and stores a rotated refresh
+//! token in the same statement. Failures back off (1 s doubling to 30 s), are counted and
+//! logged by code only: no token, secret or response body is ever logged.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::store::{self, Store};
+use crate::vault::{self, Keyring};
+
+/// Which grant obtains tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// The stored secret is the client secret.
+    ClientCredentials,
+    /// The stored secret is a refresh token (rotated when the server sends a new one).
+    RefreshToken,
+}
+
+/// An OAuth credential's settings (stored as JSON beside the sealed secret; no secret here).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub token_url: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// RFC 8707 resource indicator (the API the token is for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub grant: Grant,
+}
+
+/// A token from the endpoint.
+pub struct Token {
+    pub access: Zeroizing<String>,
+    pub expires_in: u64,
+    /// A new refresh token (rotation).
+    pub refresh: Option<Zeroizing<String>>,
+}
+
+/// Why no token was obtained. `code` is what is stored, counted and logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("the token endpoint cannot be reached")]
+    Unreachable,
+    #[error("the token endpoint answered {0}")]
+    Status(u16),
+    #[error("the token endpoint's answer is not a token")]
+    Invalid,
+    #[error("the credential's secret cannot be decrypted")]
+    Sealed,
+    #[error("the token cannot be stored")]
+    Store,
+}
+
+impl FetchError {
+    /// A short stable code.
+    pub fn code(&self) -> String {
+        match self {
+            FetchError::Unreachable => "unreachable".into(),
+            FetchError::Status(s) => format!("http_{s}"),
+            FetchError::Invalid => "invalid_response".into(),
+            FetchError::Sealed => "undecryptable".into(),
+            FetchError::Store => "store_unavailable".into(),
+        }
+    }
+}
+
+/// Validate a token endpoint URL: https (http only to a loopback address: the client secret
+/// travels in the body), a host, no credentials or fragment.
+pub fn check_url(url: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "is not a URL")?;
+    let auth = uri.authority().ok_or("has no host")?;
+    if auth.as_str().contains('@') || url.contains('#') {
+        return Err("must not hold credentials or a fragment");
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err("must be https:// (http:// only to a loopback address)")
+            }
+        }
+        _ => Err("must be https:// (http:// only to a loopback address)"),
+    }
+}
+
+/// Ask the token endpoint for an access token.
+pub fn fetch(agent: &ureq::Agent, s: &Settings, secret: &str) -> Result<Token, FetchError> {
+    let mut form: Vec<(&str, &str)> = vec![("client_id", &s.client_id)];
+    match s.grant {
+        Grant::ClientCredentials => {
+            form.push(("grant_type", "client_credentials"));
+            form.push(("client_secret", secret));
+        }
+        Grant::RefreshToken => {
+            form.push(("grant_type", "refresh_token"));
+            form.push(("refresh_token", secret));
+        }
+    }
+    if let Some(scope) = &s.scope {
+        form.push(("scope", scope));
+    }
+    if let Some(resource) = &s.resource {
+        form.push(("resource", resource));
+    }
+    let resp = match agent
+        .post(&s.token_url)
+        .set("accept", "application/json")
+        .send_form(&form)
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, _)) => return Err(FetchError::Status(code)),
+        Err(ureq::Error::Transport(_)) => return Err(FetchError::Unreachable),
+    };
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        access_token: String,
+        #[serde(default)]
+        expires_in: Option<f64>,
+        #[serde(default)]
+        refresh_token: Option<String>,
+    }
+    let a: Answer = resp.into_json().map_err(|_| FetchError::Invalid)?;
+    if a.access_token.is_empty() || a.access_token.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(FetchError::Invalid);
+    }
+    Ok(Token {
+        access: Zeroizing::new(a.access_token),
+        // Without expires_in, assume an hour (RFC 6749 leaves it to the server's docs).
+        expires_in: a.expires_in.map_or(3600, |e| e.max(1.0) as u64),
+        refresh: a
+            .refresh_token
+            .filter(|t| !t.is_empty())
+            .map(Zeroizing::new),
+    })
+}
+
+/// Obtain a credential's first token with `secret` (when it is being set, so a wrong setting
+/// fails at once). A refresh token rotated by the endpoint replaces `secret`: the one given is
+/// spent.
+pub fn first_token(s: &Settings, secret: &mut Zeroizing<String>) -> Result<Token, FetchError> {
+    let token = fetch(&agent(), s, secret)?;
+    if let (Grant::RefreshToken, Some(rotated)) = (s.grant, &token.refresh) {
+        *secret = rotated.clone();
+    }
+    Ok(token)
+}
+
+fn parse(t: &Option<String>) -> Option<OffsetDateTime> {
+    t.as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+}
+
+/// Whether the token of `c` is due for a refresh at `now`: none yet, or 80% of its lifetime
+/// gone.
+pub fn due(c: &store::Credential, now: OffsetDateTime) -> bool {
+    match (parse(&c.token_obtained_at), parse(&c.token_expires_at)) {
+        (Some(got), Some(exp)) if c.token_sealed.is_some() => {
+            let life = exp - got;
+            now >= got + life * 0.8
+        }
+        _ => true,
+    }
+}
+
+/// Counted per credential: failed refreshes.
+pub type FailureCounter = prometheus::IntCounterVec;
+
+/// The background refresher.
+pub struct Refresher {
+    /// Credential name → the `token_obtained_at` of the token its server refused.
+    forced: Mutex<HashMap<String, String>>,
+}
+
+const TICK: Duration = Duration::from_millis(250);
+/// How long one process holds the claim on a refresh (longer than the HTTP timeout).
+const LEASE_SECS: u64 = 30;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The HTTP client for token endpoints: bounded, no redirects (a redirect could carry the
+/// client secret elsewhere).
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .redirects(0)
+        .build()
+}
+
+/// The refresher's per-credential memory.
+#[derive(Default)]
+struct Tracked {
+    /// After a failure: not before this instant, and the delay that was used.
+    backoff: Option<(Instant, Duration)>,
+    /// The last forced refresh (at most one a second).
+    last_forced: Option<Instant>,
+}
+
+impl Refresher {
+    /// Start the thread over its own store connection.
+    pub fn start(
+        path: PathBuf,
+        max_bytes: Option<u64>,
+        ring: Arc<Keyring>,
+        failures: FailureCounter,
+    ) -> Result<Arc<Refresher>, store::Error> {
+        let store = Store::open_limited(&path, max_bytes)?;
+        let r = Arc::new(Refresher {
+            forced: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&r);
+        std::thread::Builder::new()
+            .name("sluice-oauth".into())
+            .spawn(move || {
+                let agent = agent();
+                let mut tracked: HashMap<String, Tracked> = HashMap::new();
+                let mut rows: Vec<store::Credential> = Vec::new();
+                let mut generation = None;
+                while let Some(r) = weak.upgrade() {
+                    std::thread::sleep(TICK);
+                    // Re-read the rows only when the configuration changed.
+                    match store.generation() {
+                        Ok(g) if Some(g) == generation => {}
+                        Ok(g) => match store.credentials() {
+                            Ok(c) => {
+                                rows = c.into_iter().filter(|c| c.kind == "oauth").collect();
+                                generation = Some(g);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "OAuth refresher cannot read the store");
+                                continue;
+                            }
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "OAuth refresher cannot read the store");
+                            continue;
+                        }
+                    }
+                    let forced = std::mem::take(&mut *r.forced.lock().unwrap_or_else(|p| p.into_inner()));
+                    drop(r);
+                    let now = OffsetDateTime::now_utc();
+                    tracked.retain(|id, _| rows.iter().any(|c| &c.id == id));
+                    for c in &rows {
+                        let t = tracked.entry(c.id.clone()).or_default();
+                        // A 401 refreshes the refused token once (not a newer one), at most
+                        // once a second.
+                        let force = forced.get(&c.name).is_some_and(|obtained| {
+                            c.token_obtained_at.as_deref().unwrap_or_default() == obtained
+                        }) && t.last_forced.is_none_or(|at| at.elapsed() >= FIRST_BACKOFF);
+                        if !force && !due(c, now) {
+                            continue;
+                        }
+                        if t.backoff.is_some_and(|(at, _)| Instant::now() < at) {
+                            continue;
+                        }
+                        match store.lease_oauth_refresh(&c.id, c.token_obtained_at.as_deref(), LEASE_SECS) {
+                            Ok(true) => {}
+                            // Another process is on it (or did it): its write reloads us.
+                            Ok(false) => continue,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "OAuth refresher cannot write the store");
+                                continue;
+                            }
+                        }
+                        if force {
+                            t.last_forced = Some(Instant::now());
+                        }
+                        match refresh(&agent, &store, &ring, c) {
+                            Ok(expires_in) => {
+                                if t.backoff.take().is_some() || c.last_error.is_some() {
+                                    tracing::warn!(credential = %c.name, expires_in, "OAuth token obtained again");
+                                } else {
+                                    tracing::debug!(credential = %c.name, expires_in, forced = force, "OAuth token refreshed");
+                                }
+                            }
+                            Err(e) => {
+                                failures.with_label_values(&[&c.name]).inc();
+                                let delay = t.backoff.map_or(FIRST_BACKOFF, |(_, d)| (d * 2).min(MAX_BACKOFF));
+                                t.backoff = Some((Instant::now() + delay, delay));
+                                let code = e.code();
+                                if c.last_error.as_deref() != Some(code.as_str()) {
+                                    tracing::error!(credential = %c.name, error = %code, retry_in_secs = delay.as_secs(), "cannot obtain an OAuth token; requests needing it get 503 credential_unavailable once the current one expires");
+                                }
+                                if let Err(e) = store.oauth_failed(&c.id, &code) {
+                                    tracing::warn!(error = %e, "cannot record an OAuth failure");
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|source| store::Error::Io { path, source })?;
+        Ok(r)
+    }
+
+    /// The server refused `credential`'s token obtained at `obtained`: get a new one at the
+    /// next tick (if that is still the current token).
+    pub fn force(&self, credential: &str, obtained: &str) {
+        self.forced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(credential.to_string(), obtained.to_string());
+    }
+}
+
+/// The settings of OAuth credential `c`.
+fn settings(c: &store::Credential) -> Option<Settings> {
+    c.oauth
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// What to store after a token was obtained: the sealed token, its expiry (RFC 3339), and the
+/// newly sealed secret when the endpoint rotated the refresh token.
+pub struct Sealed {
+    pub token: Vec<u8>,
+    pub expires_at: String,
+    pub rotated_secret: Option<Vec<u8>>,
+}
+
+/// Seal `token` (and a rotated refresh token) for credential row (`id`, `name`).
+pub fn seal(ring: &Keyring, id: &str, name: &str, grant: Grant, token: &Token) -> Sealed {
+    let expires = OffsetDateTime::now_utc() + Duration::from_secs(token.expires_in);
+    Sealed {
+        token: ring.seal(
+            token.access.as_bytes(),
+            &vault::aad(vault::TOKEN_TABLE, id, name),
+        ),
+        expires_at: expires
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        rotated_secret: token
+            .refresh
+            .as_ref()
+            .filter(|_| grant == Grant::RefreshToken)
+            .map(|rt| ring.seal(rt.as_bytes(), &vault::aad("credentials", id, name))),
+    }
+}
+
+/// Obtain and store a token for `c`; its lifetime in seconds.
+fn refresh(
+    agent: &ureq::Agent,
+    store: &Store,
+    ring: &Keyring,
+    c: &store::Credential,
+) -> Result<u64, FetchError> {
+    let settings = settings(c).ok_or(FetchError::Invalid)?;
+    let secret = ring
+        .open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
+        .map_err(|_| FetchError::Sealed)?;
+    let secret = std::str::from_utf8(&secret).map_err(|_| FetchError::Sealed)?;
+    let token = fetch(agent, &settings, secret)?;
+    let sealed = seal(ring, &c.id, &c.name, settings.grant, &token);
+    let fp = ring.fingerprint();
+    store
+        .set_oauth_token(
+            &c.id,
+            &sealed.token,
+            &sealed.expires_at,
+            sealed.rotated_secret.as_deref().map(|s| (s, fp.as_str())),
+        )
+        .map_err(|_| FetchError::Store)?;
+    Ok(token.expires_in)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_due_at_80_percent_of_their_lifetime() {
+        let got = OffsetDateTime::now_utc() - Duration::from_secs(70);
+        let fmt = |t: OffsetDateTime| {
+            Some(
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            )
+        };
+        let mut c = store::Credential {
+            kind: "oauth".into(),
+            token_sealed: Some(vec![1]),
+            token_obtained_at: fmt(got),
+            token_expires_at: fmt(got + Duration::from_secs(100)),
+            ..Default::default()
+        };
+        assert!(!due(&c, OffsetDateTime::now_utc()));
+        assert!(due(&c, got + Duration::from_secs(81)));
+        c.token_sealed = None;
+        assert!(due(&c, OffsetDateTime::now_utc()), "no token yet");
+        assert!(check_url("https://login.example.com/oauth2/token").is_ok());
+        assert!(check_url("http://127.0.0.1:9000/token").is_ok());
+        assert!(check_url("http://[::1]:9000/token").is_ok());
+        for bad in [
+            "ftp://x",
+            "https://u:p@x/t",
+            "nonsense",
+            "http://login.example.com/token",
+            "https://x/t#frag",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(FetchError::Status(503).code(), "http_503");
+    }
+}
