@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod redact;
 pub mod residency;
 pub mod store;
+pub mod usage;
 pub mod vault;

@@ -55,7 +55,30 @@ pub struct Metrics {
     pub credential_expiry: prometheus::GaugeVec,
     /// `sluice_oauth_refresh_failures_total{credential}`: failed OAuth token requests.
     pub oauth_refresh_failures: IntCounterVec,
+    /// `gen_ai_client_token_usage{gen_ai_operation_name,gen_ai_request_model,gen_ai_token_type,
+    /// org,key}`: tokens per answer (OpenTelemetry GenAI semantic conventions).
+    pub token_usage: HistogramVec,
+    /// `gen_ai_server_time_to_first_token_seconds{gen_ai_operation_name,gen_ai_request_model,
+    /// org,key}`: request start to the first byte of a streamed answer.
+    pub time_to_first_token: HistogramVec,
+    /// `sluice_usage_unknown_total{gen_ai_operation_name}`: successful answers whose usage
+    /// could not be read.
+    pub usage_unknown: IntCounterVec,
+    /// The model label values handed out so far (bounded: see [`Metrics::model_label`]).
+    models: std::sync::RwLock<std::collections::HashSet<String>>,
 }
+
+/// How many distinct model label values are kept; later ones are `other`.
+pub const MAX_MODEL_LABELS: usize = 200;
+
+const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -222,6 +245,43 @@ impl Metrics {
             &["credential"],
         )?;
         registry.register(Box::new(oauth_refresh_failures.clone()))?;
+        let token_usage = HistogramVec::new(
+            HistogramOpts::new(
+                "gen_ai_client_token_usage",
+                "Tokens per LLM answer, as the provider reported them (input and output)",
+            )
+            .buckets(TOKEN_BUCKETS.to_vec()),
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_request_model",
+                "gen_ai_token_type",
+                "org",
+                "key",
+            ],
+        )?;
+        registry.register(Box::new(token_usage.clone()))?;
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "gen_ai_server_time_to_first_token_seconds",
+                "Request start to the first byte of a streamed answer",
+            )
+            .buckets(TTFT_BUCKETS.to_vec()),
+            &[
+                "gen_ai_operation_name",
+                "gen_ai_request_model",
+                "org",
+                "key",
+            ],
+        )?;
+        registry.register(Box::new(time_to_first_token.clone()))?;
+        let usage_unknown = IntCounterVec::new(
+            Opts::new(
+                "sluice_usage_unknown_total",
+                "Successful LLM answers whose token usage could not be read (an encoded body, or none reported)",
+            ),
+            &["gen_ai_operation_name"],
+        )?;
+        registry.register(Box::new(usage_unknown.clone()))?;
         registry.register(Box::new(audit.depth.clone()))?;
         registry.register(Box::new(audit.write_seconds.clone()))?;
         registry.register(Box::new(audit.written.clone()))?;
@@ -258,7 +318,36 @@ impl Metrics {
             snapshot_reloads,
             credential_expiry,
             oauth_refresh_failures,
+            token_usage,
+            time_to_first_token,
+            usage_unknown,
+            models: Default::default(),
         })
+    }
+
+    /// The label value for a client-named model: bounded in form
+    /// ([`crate::usage::model_label`]) and in number ([`MAX_MODEL_LABELS`] distinct values,
+    /// then `other`), so clients cannot grow the metrics without bound.
+    pub fn model_label(&self, model: Option<&str>) -> String {
+        let m = crate::usage::model_label(model);
+        if matches!(m, "other" | "unknown") {
+            return m.to_string();
+        }
+        let known = self.models.read().unwrap_or_else(|p| p.into_inner());
+        if known.contains(m) {
+            return m.to_string();
+        }
+        let full = known.len() >= MAX_MODEL_LABELS;
+        drop(known);
+        if full {
+            return "other".into();
+        }
+        let mut known = self.models.write().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_MODEL_LABELS {
+            return "other".into();
+        }
+        known.insert(m.to_string());
+        m.to_string()
     }
 
     /// Encode every metric in the Prometheus text format.

@@ -209,6 +209,8 @@ pub struct Upstream {
     pub credential_header: http::HeaderName,
     /// Text put before the secret in that header (`"Bearer "` for `authorization`, else "").
     pub credential_prefix: String,
+    /// Ask streams for usage when the app did not (and strip it from what the app sees).
+    pub stream_usage: bool,
 }
 
 /// A parsed upstream base URL: `http(s)://host[:port][/prefix]`.

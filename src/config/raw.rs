@@ -228,6 +228,14 @@ pub struct Upstream {
     pub credential_header: Option<String>,
     #[serde(default)]
     pub credential_prefix: Option<String>,
+    /// Ask for usage in streams the app did not ask it for (`stream_options.include_usage`),
+    /// and strip it from what the app sees. Off for providers that refuse the option.
+    #[serde(default = "yes")]
+    pub stream_usage: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The default upstream list: OpenAI in the US, as in `conf/sluice.toml`.
@@ -239,6 +247,7 @@ pub fn default_upstreams() -> Vec<Upstream> {
         credential: Some("openai-us".into()),
         credential_header: None,
         credential_prefix: None,
+        stream_usage: true,
     }]
 }
 

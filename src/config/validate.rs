@@ -492,6 +492,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             credential,
             credential_header,
             credential_prefix,
+            stream_usage,
         } = u;
         let at = |k: &str| format!("upstreams[{i}].{k}");
         if name.is_empty()
@@ -566,6 +567,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 credential,
                 credential_header,
                 credential_prefix: prefix,
+                stream_usage,
             });
         }
     }

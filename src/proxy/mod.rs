@@ -148,6 +148,10 @@ pub struct Ctx {
     response_redactions: crate::redact::Counts,
     /// Set for `/mcp/<server>` requests.
     mcp: Option<mcp::McpCtx>,
+    /// Token usage of an LLM answer, read as it streams by.
+    usage: Option<Box<response::UsageCtx>>,
+    /// sluice asked the stream for usage the app did not ask for: stripped from the answer.
+    asked_usage: bool,
     _in_flight: Option<InFlight>,
 }
 
@@ -191,6 +195,8 @@ impl ProxyHttp for Sluice {
             response_redactions: Default::default(),
             mcp: None,
             model: None,
+            usage: None,
+            asked_usage: false,
             _in_flight: Some(InFlight::new(&self.state)),
         }
     }

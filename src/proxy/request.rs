@@ -116,7 +116,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let body = read_body(session, head.framing, cfg.limits.max_body_bytes).await?;
     ctx.bytes_in = body.len() as u64;
     state.metrics.bytes_in.inc_by(ctx.bytes_in);
-    let body = match redact(state, session, ctx, body.clone()).await {
+    let mut body = match redact(state, session, ctx, body.clone()).await {
         // To an MCP client, a body that is not JSON gets a JSON-RPC parse error.
         Err(Rejection::Unscannable(_)) if ctx.mcp.is_some() => {
             let answer = super::mcp::inspect(state, ctx, &body).unwrap_or((400, Vec::new()));
@@ -138,6 +138,23 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     } else {
         ctx.model = inbound::model(&body);
         ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
+        // Usage is always known: a stream that does not ask for it is made to, and the
+        // usage chunk is taken out of the answer again.
+        let streams_usage = ctx
+            .upstream
+            .and_then(|i| cfg.upstreams.get(i))
+            .is_some_and(|u| u.stream_usage);
+        if streams_usage
+            && matches!(
+                ctx.route,
+                inbound::Route::ChatCompletions | inbound::Route::Completions
+            )
+        {
+            if let Some(b) = crate::usage::ask_stream_usage(&body) {
+                body = Bytes::from(b);
+                ctx.asked_usage = true;
+            }
+        }
     }
     rebody::replace(session, body).await.map_err(|e| {
         // Only the error type: pingora's parse errors quote the raw head (headers included).

@@ -31,6 +31,84 @@ pub enum Rewrite {
     },
 }
 
+/// Token usage tracking of one LLM answer.
+pub struct UsageCtx {
+    tail: crate::usage::Tail,
+    /// Takes the usage chunk sluice asked for out of the stream.
+    strip: Option<crate::usage::Stripper>,
+    /// The answer is a stream (time to first token is measured).
+    sse: bool,
+    first_byte: Option<std::time::Instant>,
+    /// What the answer reported, once it ended.
+    pub found: Option<crate::usage::Usage>,
+}
+
+/// The OpenTelemetry GenAI operation of a route (`gen_ai.operation.name`).
+fn operation(route: crate::inbound::Route) -> Option<&'static str> {
+    use crate::inbound::Route;
+    match route {
+        Route::ChatCompletions | Route::Responses => Some("chat"),
+        Route::Completions => Some("text_completion"),
+        Route::Embeddings => Some("embeddings"),
+        Route::Models | Route::Mcp | Route::Other => None,
+    }
+}
+
+/// Whether an answer is a server-sent event stream.
+fn is_event_stream(resp: &ResponseHeader) -> bool {
+    resp.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|c| {
+            c.as_bytes()
+                .to_ascii_lowercase()
+                .starts_with(b"text/event-stream")
+        })
+}
+
+/// Start reading the usage of a successful LLM answer. A stream whose usage sluice asked
+/// for loses its usage chunk on the way, so its length changes: it goes out chunked.
+fn track_usage(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    if ctx.mcp.is_some() || operation(ctx.route).is_none() || !resp.status.is_success() {
+        return Ok(());
+    }
+    let sse = is_event_stream(resp);
+    let strip = (ctx.asked_usage && sse).then(crate::usage::Stripper::default);
+    if strip.is_some() && ctx.rewrite.is_none() {
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    ctx.usage = Some(Box::new(UsageCtx {
+        tail: Default::default(),
+        strip,
+        sse,
+        first_byte: None,
+        found: None,
+    }));
+    Ok(())
+}
+
+/// Follow the usage of the answer through one chunk on its way out (after any redaction):
+/// the tail keeps the end of what the provider sent, the stripper takes out the usage chunk.
+fn follow_usage(body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) {
+    let Some(u) = ctx.usage.as_mut() else {
+        return;
+    };
+    if let Some(b) = body.as_ref().filter(|b| !b.is_empty()) {
+        u.first_byte.get_or_insert_with(std::time::Instant::now);
+        u.tail.push(b);
+    }
+    if let Some(s) = u.strip.as_mut() {
+        let mut out = body.take().map(|b| s.push(&b)).unwrap_or_default();
+        if end {
+            out.extend(s.finish());
+        }
+        *body = (!out.is_empty()).then(|| Bytes::from(out));
+    }
+    if end {
+        u.found = u.tail.usage();
+    }
+}
+
 /// What the key's policies look for in its responses, if response redaction is on.
 fn response_scan(ctx: &Ctx) -> Option<Scan> {
     let k = ctx.key.as_ref().filter(|k| k.redact_responses)?;
@@ -132,14 +210,7 @@ fn plan_mcp(
         ctx.reason = Some("response_scan");
         return Err(unscannable());
     }
-    let sse = resp
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|c| {
-            c.as_bytes()
-                .to_ascii_lowercase()
-                .starts_with(b"text/event-stream")
-        });
+    let sse = is_event_stream(resp);
     let server = state
         .cfg
         .mcp_servers
@@ -253,6 +324,7 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
         }
         _ => {}
     }
+    follow_usage(body, end, ctx);
     if let Some(b) = body {
         ctx.bytes_out += b.len() as u64;
     }
@@ -308,6 +380,7 @@ pub fn headers(
     ctx: &mut Ctx,
 ) -> Result<()> {
     plan(state, session, resp, ctx)?;
+    track_usage(resp, ctx)?;
     for h in STRIP {
         resp.remove_header(*h);
     }
@@ -514,6 +587,33 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
     if let Some(code) = ctx.code {
         m.errors.with_label_values(&[code]).inc();
     }
+    if let (Some(u), Some(op)) = (&ctx.usage, operation(ctx.route)) {
+        let model = m.model_label(ctx.model.as_deref());
+        let (org, key) = ctx
+            .key
+            .as_ref()
+            .map_or(("-", "-"), |k| (k.org_id.as_str(), k.id.as_str()));
+        match u.found {
+            Some(found) => {
+                for (kind, n) in [("input", found.input), ("output", found.output)] {
+                    if kind == "output" && op == "embeddings" {
+                        continue;
+                    }
+                    m.token_usage
+                        .with_label_values(&[op, &model, kind, org, key])
+                        .observe(n as f64);
+                }
+            }
+            // Completed but unreadable (an encoded body, a provider that reports none).
+            None if e.is_none() => m.usage_unknown.with_label_values(&[op]).inc(),
+            None => {}
+        }
+        if let (true, Some(first)) = (u.sse, u.first_byte) {
+            m.time_to_first_token
+                .with_label_values(&[op, &model, org, key])
+                .observe(first.duration_since(ctx.started).as_secs_f64());
+        }
+    }
     let req = session.req_header();
     tracing::info!(
         request_id = %ctx.request_id,
@@ -583,6 +683,9 @@ pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit
             "bytes_out": ctx.bytes_out,
             "redactions": ctx.redactions,
             "response_redactions": response_counts(ctx),
+            "usage": ctx.usage.as_ref().and_then(|u| u.found).map(|u| serde_json::json!({
+                "input_tokens": u.input, "output_tokens": u.output,
+            })),
         }),
     }
 }

@@ -280,12 +280,10 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
     for h in APP_CREDENTIALS {
         req.remove_header(*h);
     }
-    if ctx.key.as_ref().is_some_and(|k| k.redact_responses) || ctx.mcp.is_some() {
-        // The answer must be readable to be redacted (MCP answers always are): ask for it
-        // unencoded (gzip and deflate are still decoded if sent; anything else is refused as
-        // unscannable).
-        req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-    }
+    // The answer must be readable: for its token usage, and to be redacted (MCP answers always
+    // are). Ask for it unencoded (with response redaction, gzip and deflate are still decoded if
+    // sent; anything else is refused as unscannable). The hop to the app is local.
+    req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
     match (up, &ctx.mcp) {
         (_, Some(m)) => super::mcp::rewrite(state, req, ctx, m)?,
         (Some(up), None) => {

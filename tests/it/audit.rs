@@ -6,25 +6,11 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn records(s: &Setup) -> Vec<serde_json::Value> {
-    let out = s.cli(&["audit", "tail", "-n", "100000"], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn every_admin_command_leaves_exactly_one_record_and_failures_change_nothing() {
     let up = Upstream::start();
     let s = Setup::new(&mock_upstream(&up, "credential = \"c\"\n"), "");
-    let base = records(&s).len(); // Setup created an org and a key
+    let base = audit_records(&s).len(); // Setup created an org and a key
     assert_eq!(base, 2);
     let org = s.cli_json(&["orgs", "create", "acme"], b"");
     let org_id = org["id"].as_str().unwrap();
@@ -34,7 +20,7 @@ fn every_admin_command_leaves_exactly_one_record_and_failures_change_nothing() {
     s.cli_json(&["credentials", "set", "c"], b"sk-audit-canary-secret");
     s.cli_json(&["secrets", "rotate"], b"");
     s.cli_json(&["credentials", "delete", "c"], b"");
-    let all = records(&s);
+    let all = audit_records(&s);
     let actions: Vec<&str> = all[base..]
         .iter()
         .map(|r| r["action"].as_str().unwrap())
@@ -75,7 +61,7 @@ fn every_admin_command_leaves_exactly_one_record_and_failures_change_nothing() {
     let keys_before = s.cli_json(&["keys", "list"], b"");
     let out = s.cli(&["keys", "create", "--org", "no-such-org"], b"");
     assert!(!out.status.success());
-    let after = records(&s);
+    let after = audit_records(&s);
     assert_eq!(after.len(), all.len() + 1);
     let last = after.last().unwrap();
     assert_eq!(last["action"], "key.create");
@@ -107,7 +93,7 @@ fn proxied_requests_are_recorded_without_bodies_or_keys() {
     let r = raw(p.port, &post("/v1/embeddings", b"{}", "")).unwrap();
     assert_eq!(r.status, 401);
     std::thread::sleep(Duration::from_millis(400));
-    let all = records(&p);
+    let all = audit_records(&p);
     let reqs: Vec<&serde_json::Value> = all.iter().filter(|r| r["kind"] == "request").collect();
     assert_eq!(reqs.len(), 2, "{all:#?}");
     let ok = reqs[0];
@@ -185,7 +171,7 @@ fn export_then_prune_keeps_the_rest_verifiable() {
     let p = s.cli_json(&["audit", "prune", "--before", "2999-01-01"], b"");
     assert_eq!(p["pruned"], 3);
     s.cli_json(&["orgs", "create", "y"], b"");
-    let left = records(&s);
+    let left = audit_records(&s);
     assert_eq!(left.len(), 2);
     assert_eq!(left[0]["kind"], "checkpoint");
     assert_eq!(left[0]["action"], "audit.prune");
@@ -208,7 +194,7 @@ fn after_sigkill_every_answered_request_older_than_the_batch_window_has_its_reco
     std::thread::sleep(Duration::from_millis(300));
     p.kill();
     let s = p.stop();
-    let all = records(&s);
+    let all = audit_records(&s);
     assert_eq!(all.iter().filter(|r| r["kind"] == "request").count(), n);
     assert_eq!(s.cli_json(&["audit", "verify"], b"")["ok"], true);
 }
@@ -223,7 +209,7 @@ fn sigterm_flushes_queued_records_before_exit() {
     p.terminate();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0), "{}", p.log());
     let s = p.stop();
-    let all = records(&s);
+    let all = audit_records(&s);
     assert_eq!(all.iter().filter(|r| r["kind"] == "request").count(), 10);
 }
 
@@ -247,7 +233,7 @@ fn a_huge_model_or_user_agent_cannot_grow_the_audit_log() {
         total < 4 * 1024 * 1024,
         "3 requests grew the store to {total} bytes"
     );
-    let reqs: Vec<serde_json::Value> = records(&p)
+    let reqs: Vec<serde_json::Value> = audit_records(&p)
         .into_iter()
         .filter(|r| r["kind"] == "request")
         .collect();

@@ -17,4 +17,5 @@ mod proxy;
 mod residency;
 mod responses;
 mod sdk;
+mod usage;
 mod vault;

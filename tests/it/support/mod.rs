@@ -509,3 +509,18 @@ pub fn assert_not_in_files(s: &Setup, needles: &[&str]) {
         }
     }
 }
+
+/// Every audit record, oldest first (`sluice audit tail`).
+pub fn audit_records(s: &Setup) -> Vec<serde_json::Value> {
+    let out = s.cli(&["audit", "tail", "-n", "100000"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

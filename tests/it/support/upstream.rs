@@ -150,9 +150,16 @@ async fn handle(
         .await
         .map(|b| b.to_bytes().to_vec())
         .unwrap_or_default();
-    let wants_stream = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let wants_stream = parsed
+        .as_ref()
         .and_then(|v| v.get("stream").and_then(|s| s.as_bool()))
+        .unwrap_or(false);
+    // As OpenAI does: `"usage": null` in every chunk, then a usage-only chunk before `[DONE]`.
+    let include_usage = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/stream_options/include_usage"))
+        .and_then(|v| v.as_bool())
         .unwrap_or(false);
     sh.requests.lock().unwrap().push(Recorded {
         method,
@@ -213,9 +220,10 @@ async fn handle(
             n.parse().unwrap(),
             Duration::from_millis(ms.parse().unwrap()),
             false,
+            include_usage,
         )),
-        ["stall-mid"] => Ok(sse(1, Duration::ZERO, true)),
-        _ if wants_stream => Ok(sse(3, Duration::from_millis(10), false)),
+        ["stall-mid"] => Ok(sse(1, Duration::ZERO, true, include_usage)),
+        _ if wants_stream => Ok(sse(3, Duration::from_millis(10), false, include_usage)),
         _ => Ok(json(200, completion())),
     }
 }
@@ -238,25 +246,43 @@ fn json(status: u16, v: serde_json::Value) -> Response<Body> {
         .unwrap()
 }
 
-fn chunk(i: usize) -> Bytes {
-    let v = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+fn chunk(i: usize, include_usage: bool) -> Bytes {
+    let mut v = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
         "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": format!("tok{i} ")}, "finish_reason": null}]});
+    if include_usage {
+        v["usage"] = serde_json::Value::Null;
+    }
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-fn sse(n: usize, gap: Duration, stall_after: bool) -> Response<Body> {
+/// The usage-only chunk of a stream of `n` chunks: 11 prompt tokens, one per chunk out.
+fn usage_chunk(n: usize) -> Bytes {
+    let v = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o-mini", "choices": [],
+        "usage": {"prompt_tokens": 11, "completion_tokens": n, "total_tokens": 11 + n}});
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn sse(n: usize, gap: Duration, stall_after: bool, include_usage: bool) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
         for i in 0..n {
             if i > 0 {
                 tokio::time::sleep(gap).await;
             }
-            if tx.send(Ok(Frame::data(chunk(i)))).await.is_err() {
+            if tx
+                .send(Ok(Frame::data(chunk(i, include_usage))))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
         if stall_after {
             tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
+        }
+        if include_usage && tx.send(Ok(Frame::data(usage_chunk(n)))).await.is_err() {
             return;
         }
         let _ = tx
