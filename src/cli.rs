@@ -122,10 +122,13 @@ enum OrgsCmd {
         response_redaction: Option<Setting>,
         #[command(flatten)]
         mcp: McpArgs,
+        /// Limits of all the org's keys together.
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List orgs.
     List,
-    /// Change an org's default region, PII, secrets or response redaction setting.
+    /// Change an org's default region, PII, secrets, response redaction, MCP lists or limits.
     Update {
         org_id: String,
         #[arg(long, value_parser = parse_region)]
@@ -138,6 +141,8 @@ enum OrgsCmd {
         response_redaction: Option<Setting>,
         #[command(flatten)]
         mcp: McpArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// GDPR hard delete: remove the org's keys, users and settings in one transaction and
     /// destroy its audit data key (its audit details become unreadable; the chain still
@@ -234,9 +239,56 @@ enum KeysCmd {
         /// MCP prompts the key may get (`server:prompt`), or `inherit`.
         #[arg(long)]
         mcp_prompts: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Revoke a key; a running `serve` refuses it within a second.
     Revoke { key_id: String },
+}
+
+/// Rate limits and token budgets (429 `rate_limited` or `budget_exceeded` past them). With
+/// `[fleet] redis_url` they hold for every sidecar together. On update, `none` removes one.
+#[derive(Args, Debug, Default)]
+struct LimitArgs {
+    /// Requests per minute (sliding window).
+    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
+    rpm: Option<Limit>,
+    /// Tokens (input and output) per minute.
+    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
+    tpm: Option<Limit>,
+    /// Tokens (input and output) per --budget-period.
+    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
+    budget_tokens: Option<Limit>,
+    /// The budget's period, UTC calendar days or months (default month).
+    #[arg(long, value_parser = ["day", "month"], requires = "budget_tokens")]
+    budget_period: Option<String>,
+}
+
+/// A limit given on the command line: a number, or `none` (no limit).
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s == "none" {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(Limit(Some(n))),
+        _ => Err("a limit is a whole number, at least 1, or `none`".into()),
+    }
+}
+
+impl LimitArgs {
+    fn change(&self) -> Result<admin::LimitsChange, String> {
+        let given = |l: Option<Limit>| l.map(|Limit(v)| v);
+        admin::limits_change(
+            given(self.rpm),
+            given(self.tpm),
+            given(self.budget_tokens),
+            self.budget_period.as_deref(),
+        )
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// MCP allow-lists (`server:name,...`; `*` for any server or name, a trailing `*` for a
@@ -306,9 +358,9 @@ struct KeyArgs {
     /// Pin the key to a data region.
     #[arg(long, value_parser = parse_region)]
     region: Option<Region>,
-    /// Requests per minute allowed for this key (429 `rate_limited` above it).
-    #[arg(long)]
-    rpm: Option<u32>,
+    /// The key's own limits (its org's apply too).
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
     #[arg(long)]
     expires: Option<String>,
@@ -578,6 +630,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             secrets,
             response_redaction,
             mcp,
+            limits,
         } => {
             let spec = admin::OrgSpec {
                 name,
@@ -586,6 +639,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 secrets,
                 response_redaction,
                 mcp: mcp.lists()?,
+                limits: limits.change()?,
             };
             let org = admin::create_org_as(
                 &store,
@@ -623,6 +677,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             secrets,
             response_redaction,
             mcp,
+            limits,
         } => {
             let change = admin::OrgChange {
                 region,
@@ -630,6 +685,7 @@ fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 secrets,
                 response_redaction,
                 mcp: mcp.lists()?,
+                limits: limits.change()?,
             };
             let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
                 .map_err(|e| e.to_string())?;
@@ -671,12 +727,23 @@ fn pii_default(cfg: &Config) -> Setting {
 
 fn org_settings(o: &crate::store::Org) -> String {
     format!(
-        "region={}  pii={}  secrets={}  response_redaction={}",
+        "region={}  pii={}  secrets={}  response_redaction={}  rpm={}  tpm={}  budget={}",
         or_none(&o.region),
         o.pii,
         o.secrets,
-        o.response_redaction
+        o.response_redaction,
+        o.rpm.map_or("-".to_string(), |r| r.to_string()),
+        o.tpm.map_or("-".to_string(), |r| r.to_string()),
+        budget_text(o.budget_tokens, &o.budget_period),
     )
+}
+
+/// `1000000/month`, or `-` without a budget.
+fn budget_text(tokens: Option<u64>, period: &Option<String>) -> String {
+    match (tokens, period) {
+        (Some(t), Some(p)) => format!("{t}/{p}"),
+        _ => "-".into(),
+    }
 }
 
 fn hard_delete(
@@ -893,6 +960,7 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
     let ring = || keyring();
     match c {
         KeysCmd::Create(a) => {
+            let limits = a.limits.change()?;
             let spec = admin::KeySpec {
                 org_id: a.org,
                 name: a.name,
@@ -901,7 +969,9 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 response_redaction: a.response_redaction,
                 mcp: a.mcp.lists()?,
                 region: a.region,
-                rpm: a.rpm,
+                rpm: limits.rpm.flatten(),
+                tpm: limits.tpm.flatten(),
+                budget: limits.budget.flatten(),
                 expires: a.expires,
             };
             let k = admin::create_key_as(&store, &ring()?, &Actor::cli(), &spec, None)
@@ -922,7 +992,7 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 .map(|v| {
                     let k = &v.key;
                     format!(
-                        "{}  {}...  {}  org={}  status={}  pii={}  secrets={}  response_redaction={}  region={}  rpm={}  expires={}  last_used={}",
+                        "{}  {}...  {}  org={}  status={}  pii={}  secrets={}  response_redaction={}  region={}  rpm={}  tpm={}  budget={}  expires={}  last_used={}",
                         k.id,
                         k.prefix,
                         k.name,
@@ -933,6 +1003,8 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                         k.response_redaction,
                         or_none(&k.region),
                         k.rpm.map_or("-".to_string(), |r| r.to_string()),
+                        k.tpm.map_or("-".to_string(), |r| r.to_string()),
+                        budget_text(k.budget_tokens, &k.budget_period),
                         or_none(&k.expires_at),
                         or_none(&k.last_used_at)
                     )
@@ -949,6 +1021,7 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
             mcp_tools,
             mcp_resources,
             mcp_prompts,
+            limits,
         } => {
             let change = admin::KeyChange {
                 pii,
@@ -957,6 +1030,7 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 mcp_tools: key_list("--mcp-tools", &mcp_tools)?,
                 mcp_resources: key_list("--mcp-resources", &mcp_resources)?,
                 mcp_prompts: key_list("--mcp-prompts", &mcp_prompts)?,
+                limits: limits.change()?,
             };
             let k = admin::update_key_as(&store, &ring()?, &Actor::cli(), &key_id, &change)
                 .map_err(|e| e.to_string())?;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod inbound;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod proxy;

@@ -64,6 +64,8 @@ pub struct Metrics {
     /// `sluice_usage_unknown_total{gen_ai_operation_name}`: successful answers whose usage
     /// could not be read.
     pub usage_unknown: IntCounterVec,
+    /// `sluice_fleet_*`: the shared counters in Redis.
+    pub fleet: crate::limits::fleet::FleetMetrics,
     /// The model label values handed out so far (bounded: see [`Metrics::model_label`]).
     models: std::sync::RwLock<std::collections::HashSet<String>>,
 }
@@ -282,6 +284,23 @@ impl Metrics {
             &["gen_ai_operation_name"],
         )?;
         registry.register(Box::new(usage_unknown.clone()))?;
+        let fleet = crate::limits::fleet::FleetMetrics {
+            up: IntGauge::new(
+                "sluice_fleet_redis_up",
+                "1 while the fleet's Redis ([fleet] redis_url) answers; 0 while limits use the fallback",
+            )?,
+            errors: IntCounter::new(
+                "sluice_fleet_redis_errors_total",
+                "Redis calls that failed or timed out",
+            )?,
+            fallbacks: IntCounter::new(
+                "sluice_fleet_local_fallback_total",
+                "Limit checks made without Redis (on_redis_error decides: refused, or counted by this process)",
+            )?,
+        };
+        registry.register(Box::new(fleet.up.clone()))?;
+        registry.register(Box::new(fleet.errors.clone()))?;
+        registry.register(Box::new(fleet.fallbacks.clone()))?;
         registry.register(Box::new(audit.depth.clone()))?;
         registry.register(Box::new(audit.write_seconds.clone()))?;
         registry.register(Box::new(audit.written.clone()))?;
@@ -321,6 +340,7 @@ impl Metrics {
             token_usage,
             time_to_first_token,
             usage_unknown,
+            fleet,
             models: Default::default(),
         })
     }

@@ -369,6 +369,14 @@ struct Reauth {
 #[serde(deny_unknown_fields)]
 struct NewOrg {
     name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    budget_period: Option<String>,
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
@@ -388,6 +396,14 @@ struct NewOrg {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OrgPatch {
+    #[serde(default, deserialize_with = "nullable")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    budget_period: Option<String>,
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
@@ -408,6 +424,14 @@ struct OrgPatch {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyPatch {
+    #[serde(default, deserialize_with = "nullable")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    budget_period: Option<String>,
     #[serde(default)]
     pii: Option<String>,
     #[serde(default)]
@@ -441,10 +465,25 @@ struct NewKey {
     mcp_prompts: Option<String>,
     #[serde(default)]
     region: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    budget_tokens: Option<Option<u64>>,
     #[serde(default)]
-    rpm: Option<u32>,
+    budget_period: Option<String>,
     #[serde(default)]
     expires_at: Option<String>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`: remove) or a value.
+fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 fn default_key_name() -> String {
@@ -969,6 +1008,12 @@ impl Api {
                 b.mcp_resources.as_deref(),
                 b.mcp_prompts.as_deref(),
             )?,
+            limits: super::limits_change(
+                b.rpm,
+                b.tpm,
+                b.budget_tokens,
+                b.budget_period.as_deref(),
+            )?,
         };
         let org =
             super::create_org_as(store, &self.ring, &c.actor(), &spec, self.pii_default, None)?;
@@ -992,6 +1037,12 @@ impl Api {
                 b.mcp_tools.as_deref(),
                 b.mcp_resources.as_deref(),
                 b.mcp_prompts.as_deref(),
+            )?,
+            limits: super::limits_change(
+                b.rpm,
+                b.tpm,
+                b.budget_tokens,
+                b.budget_period.as_deref(),
             )?,
         };
         let org = super::update_org_as(store, &self.ring, &c.actor(), id, &change)?;
@@ -1028,6 +1079,8 @@ impl Api {
     fn create_key(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
         allow(c.principal()?, org, Access::Manage)?;
         let b: NewKey = body(c.req)?;
+        let limits =
+            super::limits_change(b.rpm, b.tpm, b.budget_tokens, b.budget_period.as_deref())?;
         let spec = super::KeySpec {
             org_id: org.to_string(),
             name: b.name,
@@ -1040,7 +1093,9 @@ impl Api {
                 b.mcp_prompts.as_deref(),
             )?,
             region: region(b.region.as_deref())?,
-            rpm: b.rpm,
+            rpm: limits.rpm.flatten(),
+            tpm: limits.tpm.flatten(),
+            budget: limits.budget.flatten(),
             expires: b.expires_at,
         };
         let k = super::create_key_as(store, &self.ring, &c.actor(), &spec, None)?;
@@ -1061,6 +1116,12 @@ impl Api {
             mcp_tools: key_list("mcp_tools", b.mcp_tools.as_deref())?,
             mcp_resources: key_list("mcp_resources", b.mcp_resources.as_deref())?,
             mcp_prompts: key_list("mcp_prompts", b.mcp_prompts.as_deref())?,
+            limits: super::limits_change(
+                b.rpm,
+                b.tpm,
+                b.budget_tokens,
+                b.budget_period.as_deref(),
+            )?,
         };
         let k = super::update_key_as(store, &self.ring, &c.actor(), kid, &change)?;
         Ok((200, to_value(&k)))

@@ -215,6 +215,8 @@ pub struct OrgSpec {
     pub response_redaction: Option<Setting>,
     /// The MCP allow-lists of the org's keys (none: nothing allowed).
     pub mcp: McpLists,
+    /// Limits of all the org's keys together (only those set are used).
+    pub limits: LimitsChange,
 }
 
 /// Changes to an org: `None` keeps the current value.
@@ -225,6 +227,7 @@ pub struct OrgChange {
     pub secrets: Option<Setting>,
     pub response_redaction: Option<Setting>,
     pub mcp: McpLists,
+    pub limits: LimitsChange,
 }
 
 impl OrgChange {
@@ -234,7 +237,93 @@ impl OrgChange {
             && self.secrets.is_none()
             && self.response_redaction.is_none()
             && self.mcp.is_empty()
+            && self.limits.is_empty()
     }
+}
+
+/// Changes to rate limits and budgets: `None` keeps one, `Some(None)` removes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitsChange {
+    pub rpm: Option<Option<u32>>,
+    pub tpm: Option<Option<u32>>,
+    pub budget: Option<Option<crate::limits::Budget>>,
+}
+
+impl LimitsChange {
+    /// Set every limit of `l` (for a new org or key).
+    pub fn set(l: crate::limits::Limits) -> LimitsChange {
+        LimitsChange {
+            rpm: l.rpm.map(Some),
+            tpm: l.tpm.map(Some),
+            budget: l.budget.map(Some),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rpm.is_none() && self.tpm.is_none() && self.budget.is_none()
+    }
+
+    /// Limits are at least 1 (none at all is written by removing the limit).
+    fn check(&self) -> Result<()> {
+        if self.rpm == Some(Some(0)) {
+            return Err(Error::Invalid("rpm must be at least 1".into()));
+        }
+        if self.tpm == Some(Some(0)) {
+            return Err(Error::Invalid("tpm must be at least 1".into()));
+        }
+        if matches!(self.budget, Some(Some(b)) if b.tokens == 0 || b.tokens > i64::MAX as u64) {
+            return Err(Error::Invalid(
+                "the token budget must be at least 1 (and fit in 63 bits)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn store_budget(&self) -> store::LimitChange<(u64, &'static str)> {
+        self.budget
+            .map(|b| b.map(|b| (b.tokens, b.period.as_str())))
+    }
+}
+
+/// Limits as given by a caller (`None`: not given, `Some(None)`: remove). A budget period
+/// without tokens is refused; tokens without a period are per month.
+pub fn limits_change(
+    rpm: Option<Option<u64>>,
+    tpm: Option<Option<u64>>,
+    budget_tokens: Option<Option<u64>>,
+    budget_period: Option<&str>,
+) -> Result<LimitsChange> {
+    let small = |what: &str, v: Option<Option<u64>>| -> Result<Option<Option<u32>>> {
+        v.map(|o| {
+            o.map(|n| {
+                u32::try_from(n)
+                    .map_err(|_| Error::Invalid(format!("{what} is at most {}", u32::MAX)))
+            })
+            .transpose()
+        })
+        .transpose()
+    };
+    let period = match budget_period {
+        None | Some("month") => crate::limits::Period::Month,
+        Some("day") => crate::limits::Period::Day,
+        Some(_) => {
+            return Err(Error::Invalid(
+                "the budget period is \"day\" or \"month\"".into(),
+            ))
+        }
+    };
+    if budget_period.is_some() && !matches!(budget_tokens, Some(Some(_))) {
+        return Err(Error::Invalid(
+            "a budget period needs a number of budget tokens".into(),
+        ));
+    }
+    let change = LimitsChange {
+        rpm: small("rpm", rpm)?,
+        tpm: small("tpm", tpm)?,
+        budget: budget_tokens.map(|o| o.map(|tokens| crate::limits::Budget { tokens, period })),
+    };
+    change.check()?;
+    Ok(change)
 }
 
 /// MCP allow-lists given on the command line or in a call (`None`: not given).
@@ -262,12 +351,15 @@ fn org_details(o: &store::Org) -> serde_json::Value {
         "name": o.name, "region": o.region, "pii": o.pii, "secrets": o.secrets,
         "response_redaction": o.response_redaction, "mcp_tools": o.mcp_tools,
         "mcp_resources": o.mcp_resources, "mcp_prompts": o.mcp_prompts,
+        "rpm": o.rpm, "tpm": o.tpm, "budget_tokens": o.budget_tokens,
+        "budget_period": o.budget_period,
     })
 }
 
 /// Create an org (no audit record: see [`create_org_as`]).
 pub fn create_org(store: &Store, spec: &OrgSpec, pii_default: Setting) -> Result<store::Org> {
     check_name("org", &spec.name)?;
+    spec.limits.check()?;
     Ok(store.insert_org(
         &spec.name,
         &store::OrgSettings {
@@ -283,6 +375,9 @@ pub fn create_org(store: &Store, spec: &OrgSpec, pii_default: Setting) -> Result
                 .map(|l| l.to_string())
                 .as_deref(),
             mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()).as_deref(),
+            rpm: spec.limits.rpm,
+            tpm: spec.limits.tpm,
+            budget: spec.limits.store_budget(),
         },
     )?)
 }
@@ -317,9 +412,11 @@ pub fn create_org_as(
 pub fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::Org> {
     if change.is_empty() {
         return Err(Error::Invalid(
-            "nothing to change: give a region, pii, secrets or response_redaction setting".into(),
+            "nothing to change: give a region, pii, secrets, response_redaction, MCP or limit setting"
+                .into(),
         ));
     }
+    change.limits.check()?;
     Ok(store.update_org(
         id,
         &store::OrgSettings {
@@ -340,6 +437,9 @@ pub fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::
                 .as_ref()
                 .map(|l| l.to_string())
                 .as_deref(),
+            rpm: change.limits.rpm,
+            tpm: change.limits.tpm,
+            budget: change.limits.store_budget(),
         },
     )?)
 }
@@ -377,6 +477,9 @@ pub struct KeySpec {
     pub mcp: McpLists,
     pub region: Option<Region>,
     pub rpm: Option<u32>,
+    /// Tokens per minute.
+    pub tpm: Option<u32>,
+    pub budget: Option<crate::limits::Budget>,
     /// RFC 3339, in the future.
     pub expires: Option<String>,
 }
@@ -393,6 +496,8 @@ impl KeySpec {
             mcp: McpLists::default(),
             region: None,
             rpm: None,
+            tpm: None,
+            budget: None,
             expires: None,
         }
     }
@@ -408,6 +513,7 @@ pub struct KeyChange {
     pub mcp_tools: Option<Option<crate::mcp::AllowList>>,
     pub mcp_resources: Option<Option<crate::mcp::AllowList>>,
     pub mcp_prompts: Option<Option<crate::mcp::AllowList>>,
+    pub limits: LimitsChange,
 }
 
 fn key_details(k: &store::Key) -> serde_json::Value {
@@ -415,6 +521,8 @@ fn key_details(k: &store::Key) -> serde_json::Value {
         "name": k.name, "prefix": k.prefix, "pii": k.pii, "secrets": k.secrets,
         "response_redaction": k.response_redaction, "mcp_tools": k.mcp_tools,
         "mcp_resources": k.mcp_resources, "mcp_prompts": k.mcp_prompts,
+        "rpm": k.rpm, "tpm": k.tpm, "budget_tokens": k.budget_tokens,
+        "budget_period": k.budget_period,
     })
 }
 
@@ -443,10 +551,12 @@ pub fn update_key_as(
                 && change.response_redaction.is_none()
                 && change.mcp_tools.is_none()
                 && change.mcp_resources.is_none()
-                && change.mcp_prompts.is_none();
+                && change.mcp_prompts.is_none()
+                && change.limits.is_empty();
             if nothing {
                 return Err(Error::Invalid("nothing to change".into()));
             }
+            change.limits.check()?;
             let list = |l: &Option<Option<crate::mcp::AllowList>>| {
                 l.as_ref().map(|o| o.as_ref().map(|a| a.to_string()))
             };
@@ -464,6 +574,9 @@ pub fn update_key_as(
                     mcp_tools: t.as_ref().map(|o| o.as_deref()),
                     mcp_resources: r.as_ref().map(|o| o.as_deref()),
                     mcp_prompts: p.as_ref().map(|o| o.as_deref()),
+                    rpm: change.limits.rpm,
+                    tpm: change.limits.tpm,
+                    budget: change.limits.store_budget(),
                 },
             )?)
         },
@@ -494,6 +607,8 @@ pub fn create_key_as(
                 "mcp_resources": spec.mcp.resources.as_ref().map(|l| l.to_string()),
                 "mcp_prompts": spec.mcp.prompts.as_ref().map(|l| l.to_string()),
                 "region": spec.region.map(|r| r.as_str()), "rpm": spec.rpm,
+                "tpm": spec.tpm, "budget_tokens": spec.budget.map(|b| b.tokens),
+                "budget_period": spec.budget.map(|b| b.period.as_str()),
                 "expires": k.expires_at,
             });
             if let Some(v) = via {
@@ -527,9 +642,12 @@ pub(crate) fn expose<S: serde::Serializer>(
 /// Create a key; the returned secret is shown once and stored only as its SHA-256 hash.
 pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
     check_name("key", &spec.name)?;
-    if spec.rpm == Some(0) {
-        return Err(Error::Invalid("rpm must be at least 1".into()));
+    LimitsChange {
+        rpm: spec.rpm.map(Some),
+        tpm: spec.tpm.map(Some),
+        budget: spec.budget.map(Some),
     }
+    .check()?;
     let expires = spec.expires.as_deref().map(future_time).transpose()?;
     let new = auth::generate();
     let row = store::Key {
@@ -546,6 +664,9 @@ pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
         mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()),
         region: spec.region.map(|r| r.as_str().to_string()),
         rpm: spec.rpm,
+        tpm: spec.tpm,
+        budget_tokens: spec.budget.map(|b| b.tokens),
+        budget_period: spec.budget.map(|b| b.period.as_str().to_string()),
         expires_at: expires,
         revoked_at: None,
         created_at: store::now(),

@@ -3,7 +3,6 @@
 //! in-memory snapshot that the data plane looks keys up in (never a SQLite query per request).
 //! Plain Rust, no pingora types.
 
-mod limit;
 pub mod oauth;
 mod snapshot;
 
@@ -12,7 +11,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-pub use limit::Limiter;
 pub use snapshot::{Credential, KeyInfo, Snapshot, Watcher};
 
 /// Every sluice key starts with this.

@@ -30,7 +30,13 @@ pub struct KeyInfo {
     pub org_id: String,
     pub name: String,
     pub hash: [u8; 32],
-    pub rpm: Option<u32>,
+    /// The key's own rate limits and budget.
+    pub limits: crate::limits::Limits,
+    /// Its org's (all the org's keys together).
+    pub org_limits: crate::limits::Limits,
+    /// The names of its limit counters: the same on every sidecar of a fleet (ids are per
+    /// store): `key:` and the first 12 bytes of the key's hash in hex, `org:` and the org's name.
+    pub counter_names: (String, String),
     /// Whether PII is redacted from this key's requests: the key's own `on`/`off`, or its
     /// org's setting for `inherit` (resolved at load; an org change reloads the snapshot).
     pub redact_pii: bool,
@@ -149,6 +155,11 @@ impl Snapshot {
                 "inherit" => org.is_some_and(|o| o.response_redaction == "on"),
                 _ => false,
             };
+            let limits = crate::limits::Limits::of_key(&k);
+            let counter_names = (
+                h[..12].iter().map(|b| format!("{b:02x}")).collect(),
+                org.map_or_else(|| k.org_id.clone(), |o| o.name.clone()),
+            );
             keys.insert(
                 h,
                 Arc::new(KeyInfo {
@@ -158,7 +169,9 @@ impl Snapshot {
                     org_id: k.org_id,
                     name: k.name,
                     hash: h,
-                    rpm: k.rpm,
+                    limits,
+                    org_limits: org.map(crate::limits::Limits::of_org).unwrap_or_default(),
+                    counter_names,
                     redact_pii,
                     redact_secrets,
                     redact_responses,
@@ -465,6 +478,9 @@ mod tests {
             mcp_resources: None,
             mcp_prompts: None,
             region: None,
+            tpm: None,
+            budget_tokens: None,
+            budget_period: None,
             rpm: None,
             expires_at: None,
             revoked_at: None,

@@ -37,6 +37,29 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub mcp: Mcp,
     pub mcp_servers: Vec<McpServer>,
+    pub fleet: Fleet,
+}
+
+/// `[fleet]`: what many sidecars share.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Redis for the shared limit and budget counters (may hold a password: never printed).
+    pub redis_url: Option<secrecy::SecretString>,
+    pub on_redis_error: RedisFallback,
+    /// Bound on each Redis call on the request path.
+    pub redis_timeout: std::time::Duration,
+    /// A bundle file `serve` converges the store to.
+    pub bundle: Option<std::path::PathBuf>,
+    pub bundle_poll: std::time::Duration,
+}
+
+/// What a limited request gets while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFallback {
+    /// 503 `limits_unavailable`.
+    Deny,
+    /// Counted by this process alone until Redis is back.
+    Local,
 }
 
 /// `[mcp]`: the MCP gateway's bounds.

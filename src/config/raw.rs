@@ -251,6 +251,35 @@ pub fn default_upstreams() -> Vec<Upstream> {
     }]
 }
 
+/// `[fleet]`: what many sidecars share.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fleet {
+    /// Redis holding the fleet's rate limit and budget counters (`redis://` or `rediss://`);
+    /// absent: every process counts on its own.
+    pub redis_url: Option<String>,
+    /// `deny` or `local`: what a limited request gets while Redis cannot be reached.
+    pub on_redis_error: String,
+    /// Bound on each Redis call on the request path, in milliseconds.
+    pub redis_timeout_ms: u64,
+    /// A declarative bundle (`sluice apply` format) `serve` converges the store to.
+    pub bundle: Option<String>,
+    /// How often the bundle file is checked for changes, in seconds.
+    pub bundle_poll_secs: u64,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            redis_url: None,
+            on_redis_error: "local".into(),
+            redis_timeout_ms: 10,
+            bundle: None,
+            bundle_poll_secs: 2,
+        }
+    }
+}
+
 /// `[mcp]`: the MCP gateway's bounds.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    raw, Admin, BaseUrl, Config, Cors, CredentialKind, Limits, Listen, Log, LogFormat, Mcp,
-    McpServer, Pii, Redaction, Residency, Server, Store, Upstream,
+    raw, Admin, BaseUrl, Config, Cors, CredentialKind, Fleet, Limits, Listen, Log, LogFormat, Mcp,
+    McpServer, Pii, Redaction, RedisFallback, Residency, Server, Store, Upstream,
 };
 use crate::residency::Region;
 
@@ -61,6 +61,7 @@ pub(super) struct RawConfig {
     upstreams: Vec<raw::Upstream>,
     mcp: raw::Mcp,
     mcp_servers: Vec<raw::McpServer>,
+    fleet: raw::Fleet,
 }
 
 impl Default for RawConfig {
@@ -79,6 +80,7 @@ impl Default for RawConfig {
             upstreams: raw::default_upstreams(),
             mcp: Default::default(),
             mcp_servers: Vec::new(),
+            fleet: Default::default(),
         }
     }
 }
@@ -120,6 +122,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "redaction" => section(value, &key, &mut problems).map(|s| cfg.redaction = s),
             "residency" => section(value, &key, &mut problems).map(|s| cfg.residency = s),
             "mcp" => section(value, &key, &mut problems).map(|s| cfg.mcp = s),
+            "fleet" => section(value, &key, &mut problems).map(|s| cfg.fleet = s),
             "mcp_servers" => {
                 match value {
                     toml::Value::Array(items) => {
@@ -157,7 +160,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers)",
+                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet)",
                 );
                 None
             }
@@ -219,6 +222,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         upstreams,
         mcp,
         mcp_servers,
+        fleet,
     } = raw;
     let admin = {
         let raw::Admin {
@@ -602,6 +606,46 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         }
     };
 
+    let fleet = {
+        let raw::Fleet {
+            redis_url,
+            on_redis_error,
+            redis_timeout_ms,
+            bundle,
+            bundle_poll_secs,
+        } = fleet;
+        // The URL may hold a password: problems never quote it.
+        if let Some(u) = &redis_url {
+            let scheme_ok = ["redis://", "rediss://"].iter().any(|s| u.starts_with(s));
+            if !scheme_ok || redis::Client::open(u.as_str()).is_err() {
+                p.push(
+                    "fleet.redis_url",
+                    "must be a redis:// or rediss:// URL (redis://[:password@]host[:port][/db])",
+                );
+            }
+        }
+        let on_redis_error = match on_redis_error.as_str() {
+            "deny" => RedisFallback::Deny,
+            "local" => RedisFallback::Local,
+            _ => {
+                p.push("fleet.on_redis_error", "must be \"deny\" or \"local\"");
+                RedisFallback::Local
+            }
+        };
+        range(redis_timeout_ms, 1, 1000, "fleet.redis_timeout_ms", p);
+        range(bundle_poll_secs, 1, 3600, "fleet.bundle_poll_secs", p);
+        if bundle.as_deref() == Some("") {
+            p.push("fleet.bundle", "must be a file path");
+        }
+        Fleet {
+            redis_url: redis_url.map(secrecy::SecretString::from),
+            on_redis_error,
+            redis_timeout: Duration::from_millis(redis_timeout_ms),
+            bundle: bundle.filter(|b| !b.is_empty()).map(PathBuf::from),
+            bundle_poll: Duration::from_secs(bundle_poll_secs),
+        }
+    };
+
     let mcp = {
         let raw::Mcp { max_message_bytes } = mcp;
         range(
@@ -698,6 +742,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         upstreams: ups,
         mcp,
         mcp_servers: servers,
+        fleet,
     })
 }
 

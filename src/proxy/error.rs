@@ -24,9 +24,18 @@ pub enum Rejection {
     /// tell which; the reason goes to the log and the `sluice_auth_failures_total` metric.
     #[error("invalid API key")]
     Unauthenticated(auth::Error),
-    /// The key's `rpm` limit is reached; retry after the given number of seconds.
-    #[error("rate limit reached for this API key; retry after {retry_after} seconds")]
+    /// A rate limit of the key or its org (`rpm`, `tpm`) is reached; retry after the given
+    /// number of seconds.
+    #[error("rate limit reached for this API key or its org; retry after {retry_after} seconds")]
     RateLimited { retry_after: u64 },
+    /// A token budget of the key or its org is spent until the period renews.
+    #[error(
+        "the token budget of this API key or its org is spent; it renews in {retry_after} seconds"
+    )]
+    BudgetExceeded { retry_after: u64 },
+    /// The fleet's shared counters (Redis) cannot be reached and `on_redis_error = "deny"`.
+    #[error("the shared rate limit counters cannot be reached")]
+    LimitsUnavailable,
     /// PII redaction is on and the body cannot be scanned: not JSON (400), or a content type
     /// or encoding sluice cannot read (415). Never forwarded unscanned.
     #[error("{0}")]
@@ -143,6 +152,10 @@ pub fn reply_for(r: &Rejection) -> Reply {
         }
         Rejection::RegionUnavailable(_) => Reply::new(503, SERVER, "region_unavailable", true),
         Rejection::RateLimited { .. } => Reply::new(429, "rate_limit_error", "rate_limited", true),
+        Rejection::BudgetExceeded { .. } => {
+            Reply::new(429, "rate_limit_error", "budget_exceeded", true)
+        }
+        Rejection::LimitsUnavailable => Reply::new(503, SERVER, "limits_unavailable", true),
         Rejection::CredentialUnavailable => Reply::new(503, SERVER, "credential_unavailable", true),
         Rejection::OriginNotAllowed => {
             Reply::new(403, "permission_error", "origin_not_allowed", false)
@@ -175,6 +188,9 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
             }
             Rejection::UnscannableResponse => {
                 "Response redaction is on and the upstream's response cannot be scanned (its content type or encoding); it was not passed on.".into()
+            }
+            Rejection::LimitsUnavailable => {
+                "The shared rate limit counters (Redis) cannot be reached and sluice is set to refuse limited requests meanwhile (fleet.on_redis_error = \"deny\"); retry shortly.".into()
             }
             Rejection::StoreUnavailable => {
                 "The key store cannot be read, so revocations may be missed; requests are refused until it can. See the sluice log.".into()

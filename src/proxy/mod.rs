@@ -24,7 +24,7 @@ use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::auth::{Credential, KeyInfo, Limiter, Watcher};
+use crate::auth::{Credential, KeyInfo, Watcher};
 use crate::config::Config;
 use crate::inbound::Route;
 use crate::metrics::Metrics;
@@ -32,6 +32,14 @@ use crate::metrics::Metrics;
 pub use error::Rejection;
 pub use serve::{serve, ServeError};
 pub use upstream::Regions;
+
+/// The background services a [`State`] is built over.
+pub struct Services {
+    pub audit: crate::audit::Writer,
+    pub api: Arc<crate::admin::api::Api>,
+    pub oauth: Arc<crate::auth::oauth::Refresher>,
+    pub limiter: crate::limits::Limiter,
+}
 
 /// State shared by every request, built once at startup.
 pub struct State {
@@ -44,7 +52,7 @@ pub struct State {
     regions: Arc<upstream::Regions>,
     /// API keys and upstream credentials, reloaded when the store changes.
     pub auth: Arc<Watcher>,
-    limiter: Limiter,
+    limiter: crate::limits::Limiter,
     redactor: crate::redact::Engine,
     /// Bounds how many large bodies are redacted at once on the blocking pool.
     redact_pool: tokio::sync::Semaphore,
@@ -63,10 +71,14 @@ impl State {
         metrics: Metrics,
         auth: Arc<Watcher>,
         regions: Arc<upstream::Regions>,
-        audit: crate::audit::Writer,
-        api: Arc<crate::admin::api::Api>,
-        oauth: Arc<crate::auth::oauth::Refresher>,
+        services: Services,
     ) -> Arc<State> {
+        let Services {
+            audit,
+            api,
+            oauth,
+            limiter,
+        } = services;
         Arc::new(State {
             metrics,
             audit,
@@ -76,7 +88,7 @@ impl State {
             in_flight: AtomicUsize::new(0),
             regions,
             auth,
-            limiter: Limiter::new(),
+            limiter,
             redactor: crate::redact::Engine::new(),
             redact_pool: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
@@ -152,6 +164,8 @@ pub struct Ctx {
     usage: Option<Box<response::UsageCtx>>,
     /// sluice asked the stream for usage the app did not ask for: stripped from the answer.
     asked_usage: bool,
+    /// Token limits taken before the request (the estimate), corrected from the usage after.
+    tokens_taken: Vec<crate::limits::Taken>,
     _in_flight: Option<InFlight>,
 }
 
@@ -197,6 +211,7 @@ impl ProxyHttp for Sluice {
             model: None,
             usage: None,
             asked_usage: false,
+            tokens_taken: Vec::new(),
             _in_flight: Some(InFlight::new(&self.state)),
         }
     }

@@ -92,6 +92,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let head = inbound::check(req.method.as_str(), req.raw_path(), &raw_head, &bounds)?;
     ctx.route = head.route;
     authenticate(state, session, ctx)?;
+    limit_requests(state, ctx).await?;
     if ctx.route == inbound::Route::Mcp {
         super::mcp::choose(state, session, ctx)?;
     } else {
@@ -138,6 +139,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     } else {
         ctx.model = inbound::model(&body);
         ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
+        limit_tokens(state, ctx, body.len()).await?;
         // Usage is always known: a stream that does not ask for it is made to, and the
         // usage chunk is taken out of the answer again.
         let streams_usage = ctx
@@ -164,6 +166,57 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     Ok(false)
 }
 
+/// The refusal for a limit that is reached.
+fn refusal(r: crate::limits::Refusal) -> Rejection {
+    use crate::limits::Refusal as R;
+    match r {
+        R::Rate { retry_after } => Rejection::RateLimited { retry_after },
+        R::Budget { retry_after } => Rejection::BudgetExceeded { retry_after },
+        R::Unavailable => Rejection::LimitsUnavailable,
+    }
+}
+
+/// Count the request against the key's and its org's `rpm`, before the body is read.
+async fn limit_requests(state: &State, ctx: &mut Ctx) -> Result<(), Rejection> {
+    use crate::limits::{Ask, Scope};
+    let Some(key) = ctx.key.as_ref() else {
+        return Ok(());
+    };
+    if key.limits.rpm.is_none() && key.org_limits.rpm.is_none() {
+        return Ok(());
+    }
+    let asks: Vec<Ask> = [
+        Ask::requests(Scope::Key, &key.counter_names.0, &key.limits),
+        Ask::requests(Scope::Org, &key.counter_names.1, &key.org_limits),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    state.limiter.take(&asks).await.map(drop).map_err(refusal)
+}
+
+/// Take the request's estimated tokens (a quarter of its body's bytes) from the key's and its
+/// org's token limits; the answer's usage corrects them afterwards (`response::log`).
+async fn limit_tokens(state: &State, ctx: &mut Ctx, body_len: usize) -> Result<(), Rejection> {
+    use crate::limits::{Ask, Scope};
+    let Some(key) = ctx.key.as_ref() else {
+        return Ok(());
+    };
+    if !key.limits.counts_tokens() && !key.org_limits.counts_tokens() {
+        return Ok(());
+    }
+    let estimate = (body_len as u64 / 4).max(1);
+    let mut asks = Ask::tokens(Scope::Key, &key.counter_names.0, &key.limits, estimate);
+    asks.extend(Ask::tokens(
+        Scope::Org,
+        &key.counter_names.1,
+        &key.org_limits,
+        estimate,
+    ));
+    ctx.tokens_taken = state.limiter.take(&asks).await.map_err(refusal)?;
+    Ok(())
+}
+
 /// Authenticate the sluice API key against the in-memory snapshot and apply its rate limit.
 /// Runs before the body is read: an unauthenticated client cannot make sluice buffer anything.
 fn authenticate(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
@@ -188,12 +241,6 @@ fn authenticate(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), R
                 .inc();
             Rejection::Unauthenticated(e)
         })?;
-    if let Some(rpm) = key.rpm {
-        if let Err(retry_after) = state.limiter.check(&key.hash, rpm) {
-            ctx.key = Some(key);
-            return Err(Rejection::RateLimited { retry_after });
-        }
-    }
     key.mark_used();
     ctx.key = Some(key);
     Ok(())

@@ -54,6 +54,21 @@ fn operation(route: crate::inbound::Route) -> Option<&'static str> {
     }
 }
 
+/// Correct the token limits taken before the request: by the usage the answer reported, else
+/// keep the estimate for an answer that went through, and give it back when nothing was
+/// answered (refused, failed upstream).
+fn settle_tokens(state: &State, e: Option<&Error>, ctx: &Ctx) {
+    if ctx.tokens_taken.is_empty() {
+        return;
+    }
+    match ctx.usage.as_ref().and_then(|u| u.found) {
+        Some(u) => state.limiter.settle(&ctx.tokens_taken, Some(u.total())),
+        // Answered, usage unknown: the estimate stands.
+        None if e.is_none() && ctx.upstream_sent.is_some() && ctx.code.is_none() => {}
+        None => state.limiter.settle(&ctx.tokens_taken, None),
+    }
+}
+
 /// Whether an answer is a server-sent event stream.
 fn is_event_stream(resp: &ResponseHeader) -> bool {
     resp.headers
@@ -448,8 +463,11 @@ pub async fn send_error(
         Rejection::Unauthenticated(_) => {
             resp.insert_header("www-authenticate", "Bearer realm=\"sluice\"")?;
         }
-        Rejection::RateLimited { retry_after } => {
+        Rejection::RateLimited { retry_after } | Rejection::BudgetExceeded { retry_after } => {
             resp.insert_header("retry-after", retry_after.to_string())?;
+        }
+        Rejection::LimitsUnavailable => {
+            resp.insert_header("retry-after", "1")?;
         }
         _ => {}
     }
@@ -587,6 +605,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
     if let Some(code) = ctx.code {
         m.errors.with_label_values(&[code]).inc();
     }
+    settle_tokens(state, e, ctx);
     if let (Some(u), Some(op)) = (&ctx.usage, operation(ctx.route)) {
         let model = m.model_label(ctx.model.as_deref());
         let (org, key) = ctx

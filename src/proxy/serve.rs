@@ -35,6 +35,8 @@ pub enum ServeError {
         path: std::path::PathBuf,
         source: crate::store::Error,
     },
+    #[error("cannot start the fleet counters: {0}")]
+    Fleet(String),
 }
 
 /// Run sluice until a shutdown signal, then drain and return.
@@ -113,7 +115,25 @@ pub fn serve(
         path: cfg.store.path.clone(),
         source,
     })?;
-    let state = State::new(cfg, metrics, auth, regions, audit, api, oauth);
+    let limiter = match &cfg.fleet.redis_url {
+        None => crate::limits::Limiter::local(),
+        Some(url) => crate::limits::Limiter::shared(
+            crate::limits::fleet::Fleet::start(
+                url,
+                cfg.fleet.redis_timeout,
+                cfg.fleet.on_redis_error,
+                metrics.fleet.clone(),
+            )
+            .map_err(ServeError::Fleet)?,
+        ),
+    };
+    let services = super::Services {
+        audit,
+        api,
+        oauth,
+        limiter,
+    };
+    let state = State::new(cfg, metrics, auth, regions, services);
     let cfg = &state.cfg;
 
     let mut conf = ServerConf {

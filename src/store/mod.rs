@@ -197,6 +197,24 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE credentials ADD COLUMN refresh_failures INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE credentials ADD COLUMN last_error TEXT;
      ALTER TABLE credentials ADD COLUMN refresh_lease_until INTEGER;",
+    // 8: rate limits and token budgets: per org (rpm, tpm, budget) and per key (tpm, budget;
+    // a key's rpm exists since 1). NULL: unlimited.
+    "ALTER TABLE orgs ADD COLUMN rpm INTEGER CHECK (rpm IS NULL OR rpm > 0);
+     ALTER TABLE orgs ADD COLUMN tpm INTEGER CHECK (tpm IS NULL OR tpm > 0);
+     ALTER TABLE orgs ADD COLUMN budget_tokens INTEGER CHECK (budget_tokens IS NULL OR budget_tokens > 0);
+     ALTER TABLE orgs ADD COLUMN budget_period TEXT
+        CHECK (budget_period IS NULL OR budget_period IN ('day','month'));
+     ALTER TABLE api_keys ADD COLUMN tpm INTEGER CHECK (tpm IS NULL OR tpm > 0);
+     ALTER TABLE api_keys ADD COLUMN budget_tokens INTEGER
+        CHECK (budget_tokens IS NULL OR budget_tokens > 0);
+     ALTER TABLE api_keys ADD COLUMN budget_period TEXT
+        CHECK (budget_period IS NULL OR budget_period IN ('day','month'));
+     DROP TRIGGER generation_api_keys_update;
+     CREATE TRIGGER generation_api_keys_update
+       AFTER UPDATE OF org_id, name, hash, pii, region, rpm, expires_at, revoked_at, secrets,
+         response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens,
+         budget_period ON api_keys
+       BEGIN UPDATE config_generation SET n = n + 1; END;",
 ];
 
 /// An open store.
@@ -221,7 +239,17 @@ pub struct Org {
     pub mcp_tools: String,
     pub mcp_resources: String,
     pub mcp_prompts: String,
+    /// Requests per minute of all the org's keys together (`None`: unlimited).
+    pub rpm: Option<u32>,
+    /// Tokens per minute of all the org's keys together.
+    pub tpm: Option<u32>,
+    /// A token budget per `budget_period` (`day` or `month`).
+    pub budget_tokens: Option<u64>,
+    pub budget_period: Option<String>,
 }
+
+/// A change to a limit: `None` keeps it, `Some(None)` removes it.
+pub type LimitChange<T> = Option<Option<T>>;
 
 /// The settings of a new org (or the changes to one: `None` keeps the current value).
 #[derive(Debug, Clone, Default)]
@@ -233,6 +261,10 @@ pub struct OrgSettings<'a> {
     pub mcp_tools: Option<&'a str>,
     pub mcp_resources: Option<&'a str>,
     pub mcp_prompts: Option<&'a str>,
+    pub rpm: LimitChange<u32>,
+    pub tpm: LimitChange<u32>,
+    /// Tokens and period (`day` or `month`).
+    pub budget: LimitChange<(u64, &'a str)>,
 }
 
 /// Changes to a key (`None` keeps the current value; for the MCP lists `Some(None)` makes the
@@ -245,6 +277,9 @@ pub struct KeyChanges<'a> {
     pub mcp_tools: Option<Option<&'a str>>,
     pub mcp_resources: Option<Option<&'a str>>,
     pub mcp_prompts: Option<Option<&'a str>>,
+    pub rpm: LimitChange<u32>,
+    pub tpm: LimitChange<u32>,
+    pub budget: LimitChange<(u64, &'a str)>,
 }
 
 /// An API key row (the hash is never returned to callers outside the snapshot loader).
@@ -267,6 +302,11 @@ pub struct Key {
     pub mcp_prompts: Option<String>,
     pub region: Option<String>,
     pub rpm: Option<u32>,
+    /// Tokens per minute (`None`: unlimited).
+    pub tpm: Option<u32>,
+    /// A token budget per `budget_period` (`day` or `month`).
+    pub budget_tokens: Option<u64>,
+    pub budget_period: Option<String>,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub created_at: String,
@@ -435,9 +475,9 @@ impl Store {
         self.conn
             .execute(
                 "INSERT INTO orgs (id, name, region, pii, secrets, response_redaction, created_at,
-                   mcp_tools, mcp_resources, mcp_prompts)
+                   mcp_tools, mcp_resources, mcp_prompts, rpm, tpm, budget_tokens, budget_period)
                  VALUES (?1, ?2, ?3, COALESCE(?4, 'on'), COALESCE(?5, 'on'), COALESCE(?6, 'off'), ?7,
-                   COALESCE(?8, ''), COALESCE(?9, ''), COALESCE(?10, ''))",
+                   COALESCE(?8, ''), COALESCE(?9, ''), COALESCE(?10, ''), ?11, ?12, ?13, ?14)",
                 params![
                     id,
                     name,
@@ -449,6 +489,10 @@ impl Store {
                     settings.mcp_tools,
                     settings.mcp_resources,
                     settings.mcp_prompts,
+                    settings.rpm.flatten(),
+                    settings.tpm.flatten(),
+                    settings.budget.flatten().map(|b| b.0 as i64),
+                    settings.budget.flatten().map(|b| b.1),
                 ],
             )
             .map_err(|e| unique(e, "org", name))?;
@@ -485,7 +529,11 @@ impl Store {
             "UPDATE orgs SET region = COALESCE(?2, region), pii = COALESCE(?3, pii),
                secrets = COALESCE(?4, secrets), response_redaction = COALESCE(?5, response_redaction),
                mcp_tools = COALESCE(?6, mcp_tools), mcp_resources = COALESCE(?7, mcp_resources),
-               mcp_prompts = COALESCE(?8, mcp_prompts)
+               mcp_prompts = COALESCE(?8, mcp_prompts),
+               rpm = CASE WHEN ?9 THEN ?10 ELSE rpm END,
+               tpm = CASE WHEN ?11 THEN ?12 ELSE tpm END,
+               budget_tokens = CASE WHEN ?13 THEN ?14 ELSE budget_tokens END,
+               budget_period = CASE WHEN ?13 THEN ?15 ELSE budget_period END
              WHERE id = ?1",
             params![
                 id,
@@ -495,7 +543,14 @@ impl Store {
                 s.response_redaction,
                 s.mcp_tools,
                 s.mcp_resources,
-                s.mcp_prompts
+                s.mcp_prompts,
+                s.rpm.is_some(),
+                s.rpm.flatten(),
+                s.tpm.is_some(),
+                s.tpm.flatten(),
+                s.budget.is_some(),
+                s.budget.flatten().map(|b| b.0 as i64),
+                s.budget.flatten().map(|b| b.1),
             ],
         )?;
         if n == 0 {
@@ -514,10 +569,12 @@ impl Store {
         self.org(&k.org_id)?;
         self.conn.execute(
             "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at,
-               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens,
+               budget_period)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![k.id, k.org_id, k.name, k.prefix, k.hash, k.pii, k.region, k.rpm, k.expires_at, k.created_at,
-                k.secrets, k.response_redaction, k.mcp_tools, k.mcp_resources, k.mcp_prompts],
+                k.secrets, k.response_redaction, k.mcp_tools, k.mcp_resources, k.mcp_prompts, k.tpm,
+                k.budget_tokens.map(|b| b as i64), k.budget_period],
         )?;
         Ok(())
     }
@@ -526,7 +583,8 @@ impl Store {
     pub fn keys(&self, org: Option<&str>) -> Result<Vec<Key>> {
         let mut st = self.conn.prepare(
             "SELECT id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, last_used_at,
-               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts
+               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens,
+               budget_period
              FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id",
         )?;
         let rows = st.query_map([org], key_row)?;
@@ -544,7 +602,11 @@ impl Store {
                response_redaction = COALESCE(?4, response_redaction),
                mcp_tools = CASE WHEN ?5 THEN ?6 ELSE mcp_tools END,
                mcp_resources = CASE WHEN ?7 THEN ?8 ELSE mcp_resources END,
-               mcp_prompts = CASE WHEN ?9 THEN ?10 ELSE mcp_prompts END
+               mcp_prompts = CASE WHEN ?9 THEN ?10 ELSE mcp_prompts END,
+               rpm = CASE WHEN ?11 THEN ?12 ELSE rpm END,
+               tpm = CASE WHEN ?13 THEN ?14 ELSE tpm END,
+               budget_tokens = CASE WHEN ?15 THEN ?16 ELSE budget_tokens END,
+               budget_period = CASE WHEN ?15 THEN ?17 ELSE budget_period END
              WHERE id = ?1",
             params![
                 id,
@@ -556,7 +618,14 @@ impl Store {
                 r_set,
                 r,
                 p_set,
-                pr
+                pr,
+                c.rpm.is_some(),
+                c.rpm.flatten(),
+                c.tpm.is_some(),
+                c.tpm.flatten(),
+                c.budget.is_some(),
+                c.budget.flatten().map(|b| b.0 as i64),
+                c.budget.flatten().map(|b| b.1),
             ],
         )?;
         if n == 0 {
@@ -957,7 +1026,7 @@ fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditRow> {
 }
 
 const ORG_COLS: &str = "id, name, region, pii, created_at, secrets, response_redaction, \
-    mcp_tools, mcp_resources, mcp_prompts";
+    mcp_tools, mcp_resources, mcp_prompts, rpm, tpm, budget_tokens, budget_period";
 
 fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
     Ok(Org {
@@ -971,6 +1040,10 @@ fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
         mcp_tools: r.get(7)?,
         mcp_resources: r.get(8)?,
         mcp_prompts: r.get(9)?,
+        rpm: r.get(10)?,
+        tpm: r.get(11)?,
+        budget_tokens: r.get::<_, Option<i64>>(12)?.map(|b| b as u64),
+        budget_period: r.get(13)?,
     })
 }
 
@@ -993,6 +1066,9 @@ fn key_row(r: &rusqlite::Row) -> rusqlite::Result<Key> {
         mcp_tools: r.get(14)?,
         mcp_resources: r.get(15)?,
         mcp_prompts: r.get(16)?,
+        tpm: r.get(17)?,
+        budget_tokens: r.get::<_, Option<i64>>(18)?.map(|b| b as u64),
+        budget_period: r.get(19)?,
     })
 }
 
@@ -1072,6 +1148,9 @@ mod tests {
             mcp_prompts: None,
             region: None,
             rpm: None,
+            tpm: None,
+            budget_tokens: None,
+            budget_period: None,
             expires_at: None,
             revoked_at: None,
             created_at: now(),

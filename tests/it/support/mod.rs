@@ -1,5 +1,6 @@
 //! Test harness: the real `sluice` binary on free ports in front of a recording mock upstream.
 
+pub mod redis;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use redis::Redis;
 pub use upstream::{RawUpstream, Upstream};
 
 /// A free TCP port on 127.0.0.1 (bound and released), never one this process was given
@@ -523,4 +525,18 @@ pub fn audit_records(s: &Setup) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A small chat completion to the proxy on `port` with API key `key` (connection closed).
+pub fn chat_with_key(port: u16, key: &str) -> RawResponse {
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    raw(
+        port,
+        &post(
+            "/v1/chat/completions",
+            body,
+            &format!("Authorization: Bearer {key}\r\nConnection: close\r\n"),
+        ),
+    )
+    .unwrap()
 }

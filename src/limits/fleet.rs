@@ -1,0 +1,429 @@
+//! Counters shared by every sidecar of a fleet, in Redis.
+//!
+//! Each take runs one Lua script that reads the window's counts and adds what fits, atomically,
+//! so N sidecars together admit a limit once, not N times. To keep Redis off most requests, a
+//! take of a large limit leases a little more than it needs (1% of the limit) and serves the
+//! next requests from the lease; a lease unused after a second goes back. Small limits are
+//! counted in Redis request by request, exactly.
+//!
+//! Every call is bounded (`[fleet] redis_timeout_ms`) and runs on a runtime of its own. When a
+//! call fails, Redis is marked down (once: a log line and `sluice_fleet_redis_up 0`), requests
+//! stop waiting for it and get the configured fallback, and a background task reconnects.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus::{IntCounter, IntGauge};
+use redis::aio::MultiplexedConnection;
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
+
+use super::{retry_after, Ask, Refusal, Taken};
+use crate::config::RedisFallback;
+
+/// Redis could not be asked (down, slow, or not connected yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreachable;
+
+/// The fleet's metrics.
+#[derive(Clone)]
+pub struct FleetMetrics {
+    /// `sluice_fleet_redis_up`: 1 while Redis answers.
+    pub up: IntGauge,
+    /// `sluice_fleet_redis_errors_total`: failed or timed-out Redis calls.
+    pub errors: IntCounter,
+    /// `sluice_fleet_local_fallback_total`: limit checks made without Redis.
+    pub fallbacks: IntCounter,
+}
+
+/// How long a lease is served from before what is left goes back.
+const LEASE_FOR: Duration = Duration::from_secs(1);
+/// How long the first connection is waited for at start.
+const FIRST_CONNECT: Duration = Duration::from_secs(2);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The take script: KEYS = this window's counter, the previous window's; ARGV = limit, want,
+/// weight of the previous window, ttl. Adds min(want, room) when anything is left (room >= 1).
+/// Returns {granted, prev, curr before}.
+const TAKE: &str = r"
+local limit = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local weight = tonumber(ARGV[3])
+local curr = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = 0
+if weight > 0 then prev = tonumber(redis.call('GET', KEYS[2]) or '0') end
+if prev < 0 then prev = 0 end
+local room = math.floor(limit - prev * weight - curr + 0.000001)
+if room < 1 then return {0, prev, curr} end
+local grant = math.min(want, room)
+redis.call('INCRBY', KEYS[1], grant)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return {grant, prev, curr}
+";
+
+struct Lease {
+    units: u64,
+    until: Instant,
+}
+
+struct Inner {
+    handle: tokio::runtime::Handle,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    connecting: AtomicBool,
+    up: AtomicBool,
+    timeout: Duration,
+    fallback: RedisFallback,
+    script: redis::Script,
+    leases: Mutex<HashMap<(String, i64), Lease>>,
+    metrics: FleetMetrics,
+}
+
+/// Shared counters in Redis.
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+/// A counter's Redis key for window `index`. The braces are a hash tag: both windows of one
+/// counter are in the same Redis Cluster slot.
+fn redis_key(name: &str, index: i64) -> String {
+    format!("sluice:{{{name}}}:{index}")
+}
+
+impl Fleet {
+    /// Connect to Redis at `url` (waiting up to 2 s for the first connection; later ones are
+    /// made in the background). Errors never quote the URL (it may hold a password).
+    pub fn start(
+        url: &secrecy::SecretString,
+        timeout: Duration,
+        fallback: RedisFallback,
+        metrics: FleetMetrics,
+    ) -> Result<Fleet, String> {
+        let client = redis::Client::open(url.expose_secret())
+            .map_err(|_| "fleet.redis_url is not a valid Redis URL".to_string())?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("sluice-fleet".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(rt.handle().clone()));
+                rt.block_on(std::future::pending::<()>());
+            })
+            .map_err(|e| format!("cannot start the fleet thread: {e}"))?;
+        let handle = rx
+            .recv()
+            .map_err(|_| "the fleet thread did not start".to_string())??;
+        metrics.up.set(0);
+        let inner = Arc::new(Inner {
+            handle,
+            client,
+            conn: Mutex::new(None),
+            connecting: AtomicBool::new(false),
+            up: AtomicBool::new(false),
+            timeout,
+            fallback,
+            script: redis::Script::new(TAKE),
+            leases: Mutex::new(HashMap::new()),
+            metrics,
+        });
+        let f = Fleet { inner };
+        f.inner.reconnect(false);
+        let deadline = Instant::now() + FIRST_CONNECT;
+        while !f.is_up() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !f.is_up() {
+            tracing::warn!(
+                fallback = ?fallback,
+                "redis (fleet.redis_url) not reachable at start; limits use the fallback until it is"
+            );
+        }
+        let sweeper = Arc::downgrade(&f.inner);
+        f.inner.handle.spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_FOR / 2).await;
+                let Some(inner) = sweeper.upgrade() else {
+                    return;
+                };
+                inner.return_expired_leases();
+            }
+        });
+        Ok(f)
+    }
+
+    /// What limited requests get while Redis is down.
+    pub fn fallback(&self) -> RedisFallback {
+        self.inner.fallback
+    }
+
+    /// Whether Redis answered the last call.
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// Take every ask or none, in Redis (or from this process's leases).
+    pub async fn take(
+        &self,
+        asks: &[Ask],
+        now: OffsetDateTime,
+    ) -> Result<Result<Vec<Taken>, Refusal>, Unreachable> {
+        let inner = &self.inner;
+        if !self.is_up() {
+            inner.metrics.fallbacks.inc();
+            inner.reconnect(true);
+            return Err(Unreachable);
+        }
+        let mut taken: Vec<Taken> = Vec::with_capacity(asks.len());
+        for a in asks {
+            let pos = a.window.at(now);
+            let mut t = Taken {
+                name: a.name.clone(),
+                window: a.window,
+                index: pos.index,
+                amount: a.amount,
+            };
+            if inner.take_from_lease(&t) {
+                taken.push(t);
+                continue;
+            }
+            let want = a.amount + a.limit / 100;
+            match inner.eval(a, pos.index, pos.weight, want).await {
+                Ok((granted, _, _)) if granted >= 1 => {
+                    let granted = granted as u64;
+                    t.amount = a.amount.min(granted);
+                    if granted > t.amount {
+                        inner.lease(&t, granted - t.amount);
+                    }
+                    taken.push(t);
+                }
+                Ok((_, prev, curr)) => {
+                    for t in &taken {
+                        inner.give_back(t, t.amount);
+                    }
+                    return Ok(Err(a.refusal(retry_after(prev, curr, a, pos))));
+                }
+                Err(Unreachable) => {
+                    for t in &taken {
+                        inner.give_back(t, t.amount);
+                    }
+                    inner.metrics.fallbacks.inc();
+                    return Err(Unreachable);
+                }
+            }
+        }
+        Ok(Ok(taken))
+    }
+
+    /// Correct a taken counter by `delta` in the background (a lease absorbs what it can).
+    pub fn adjust(&self, t: &Taken, delta: i64) {
+        let inner = &self.inner;
+        if delta < 0 {
+            inner.give_back(t, delta.unsigned_abs());
+            return;
+        }
+        let mut need = delta as u64;
+        {
+            let mut leases = inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = leases.get_mut(&(t.name.clone(), t.index)) {
+                let from_lease = l.units.min(need);
+                l.units -= from_lease;
+                need -= from_lease;
+            }
+        }
+        if need > 0 {
+            inner.incr(t, need as i64);
+        }
+    }
+}
+
+impl Inner {
+    /// Serve `t` from a live lease of its window, if it holds enough.
+    fn take_from_lease(&self, t: &Taken) -> bool {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match leases.get_mut(&(t.name.clone(), t.index)) {
+            Some(l) if l.units >= t.amount && l.until > Instant::now() => {
+                l.units -= t.amount;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn lease(&self, t: &Taken, units: u64) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let l = leases
+            .entry((t.name.clone(), t.index))
+            .or_insert_with(|| Lease {
+                units: 0,
+                until: Instant::now() + LEASE_FOR,
+            });
+        l.units += units;
+        l.until = Instant::now() + LEASE_FOR;
+    }
+
+    /// Give `units` of `t` back: into its lease when one is live, else to Redis.
+    fn give_back(&self, t: &Taken, units: u64) {
+        {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(l) = leases.get_mut(&(t.name.clone(), t.index)) {
+                if l.until > Instant::now() {
+                    l.units += units;
+                    return;
+                }
+            }
+        }
+        self.incr(t, -(units as i64));
+    }
+
+    /// Give back what expired leases still hold.
+    fn return_expired_leases(self: &Arc<Self>) {
+        let now = Instant::now();
+        let expired: Vec<((String, i64), u64)> = {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<(String, i64)> = leases
+                .iter()
+                .filter(|(_, l)| l.until <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| leases.remove(&k).map(|l| (k, l.units)))
+                .filter(|(_, units)| *units > 0)
+                .collect()
+        };
+        for ((name, index), units) in expired {
+            let key = redis_key(&name, index);
+            self.spawn_incr(key, -(units as i64), 0);
+        }
+    }
+
+    /// Add `delta` to a counter in the background (bounded; failures are counted).
+    fn incr(&self, t: &Taken, delta: i64) {
+        self.spawn_incr(
+            redis_key(&t.name, t.index),
+            delta,
+            t.window.ttl_secs() as i64,
+        );
+    }
+
+    fn spawn_incr(&self, key: String, delta: i64, ttl: i64) {
+        let Some(mut conn) = self.connection() else {
+            return;
+        };
+        let timeout = self.timeout * 10;
+        let errors = self.metrics.errors.clone();
+        self.handle.spawn(async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("INCRBY").arg(&key).arg(delta).ignore();
+            if ttl > 0 {
+                pipe.cmd("EXPIRE").arg(&key).arg(ttl).arg("NX").ignore();
+            }
+            let done = tokio::time::timeout(timeout, pipe.query_async::<()>(&mut conn)).await;
+            if !matches!(done, Ok(Ok(()))) {
+                errors.inc();
+            }
+        });
+    }
+
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Run the take script for `a` in window `index`: {granted, prev, curr}.
+    async fn eval(
+        self: &Arc<Self>,
+        a: &Ask,
+        index: i64,
+        weight: f64,
+        want: u64,
+    ) -> Result<(i64, i64, i64), Unreachable> {
+        let Some(mut conn) = self.connection() else {
+            self.down();
+            return Err(Unreachable);
+        };
+        let (curr, prev) = (redis_key(&a.name, index), redis_key(&a.name, index - 1));
+        let script = self.script.clone();
+        let (limit, ttl) = (a.limit, a.window.ttl_secs());
+        let timeout = self.timeout;
+        let call = self.handle.spawn(async move {
+            let mut inv = script.prepare_invoke();
+            inv.key(curr)
+                .key(prev)
+                .arg(limit)
+                .arg(want)
+                .arg(format!("{weight:.6}"))
+                .arg(ttl);
+            tokio::time::timeout(timeout, inv.invoke_async::<(i64, i64, i64)>(&mut conn)).await
+        });
+        match call.await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => {
+                tracing::debug!(kind = ?e.kind(), "redis call failed");
+                self.metrics.errors.inc();
+                self.down();
+                Err(Unreachable)
+            }
+            _ => {
+                self.metrics.errors.inc();
+                self.down();
+                Err(Unreachable)
+            }
+        }
+    }
+
+    /// Mark Redis down (said once per outage) and reconnect in the background.
+    fn down(self: &Arc<Self>) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            self.metrics.up.set(0);
+            tracing::warn!(
+                fallback = ?self.fallback,
+                "redis unreachable: limits use the fallback (fleet.on_redis_error) until it is back"
+            );
+        }
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.reconnect(true);
+    }
+
+    /// Connect in the background (one attempt loop at a time), with backoff.
+    fn reconnect(self: &Arc<Self>, after_outage: bool) {
+        if self.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        self.handle.spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(me.timeout.max(Duration::from_millis(50))));
+                let attempt = tokio::time::timeout(
+                    CONNECT_TIMEOUT * 2,
+                    me.client.get_multiplexed_async_connection_with_config(&cfg),
+                )
+                .await;
+                if let Ok(Ok(conn)) = attempt {
+                    *me.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+                    me.up.store(true, Ordering::Relaxed);
+                    me.metrics.up.set(1);
+                    if after_outage {
+                        tracing::info!("redis reachable again: limits are shared by the fleet");
+                    }
+                    me.connecting.store(false, Ordering::Release);
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+}

@@ -1,0 +1,166 @@
+//! Rate limits and token budgets of one sidecar: per org (all its keys together) and per key,
+//! requests and tokens per minute, token budgets per day or month, settled from usage.
+
+use crate::support::*;
+use std::time::{Duration, Instant};
+
+/// Wait until the proxy has finished (logged, settled) `n` answers with usage.
+fn settled(p: &Proxy, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = p.metrics();
+        let done: f64 = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("gen_ai_client_token_usage_count")
+                    && l.contains("gen_ai_token_type=\"input\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if done as usize >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} answers not settled:\n{m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_org_rpm_holds_for_all_its_keys_together() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.cli_json(&["orgs", "update", &s.org_id, "--rpm", "3"], b"");
+    assert_eq!(org["rpm"], 3);
+    let other = s.cli_json(&["keys", "create", "--org", &s.org_id, "--name", "b"], b"");
+    let other = other["key"].as_str().unwrap().to_string();
+    let p = s.spawn();
+    for key in [&p.key, &p.key, &other] {
+        assert_eq!(chat_with_key(p.port, key).status, 200);
+    }
+    let r = chat_with_key(p.port, &other);
+    assert_eq!(r.status, 429, "{}", r.body_text());
+    assert_eq!(r.code(), "rate_limited");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(up.requests().len(), 3);
+    // Removed (`none`): the org is unlimited again within a second.
+    let org = p.cli_json(&["orgs", "update", &p.org_id, "--rpm", "none"], b"");
+    assert!(org["rpm"].is_null());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while chat_with_key(p.port, &p.key).status != 200 {
+        assert!(Instant::now() < deadline, "the removed limit still refuses");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_token_budget_is_settled_from_usage_and_refuses_when_spent() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    // Every mock answer uses 4 tokens (1 in, 3 out); the estimate of a request (a quarter of
+    // its 70-byte body) is larger, and the usage replaces it.
+    let k = s.cli_json(
+        &[
+            "keys",
+            "create",
+            "--org",
+            &s.org_id,
+            "--budget-tokens",
+            "10",
+            "--budget-period",
+            "day",
+        ],
+        b"",
+    );
+    let listed = s.cli_json(&["keys", "list", "--org", &s.org_id], b"");
+    let row = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == k["id"])
+        .unwrap()
+        .clone();
+    assert_eq!(row["budget_tokens"], 10, "{row}");
+    assert_eq!(row["budget_period"], "day");
+    let key = k["key"].as_str().unwrap().to_string();
+    let p = s.spawn();
+    // 4, 8, then 12 (the third answer was under way when it overshot): spent.
+    for i in 1..=3 {
+        let r = chat_with_key(p.port, &key);
+        assert_eq!(r.status, 200, "request {i}: {}", r.body_text());
+        settled(&p, i);
+    }
+    let r = chat_with_key(p.port, &key);
+    assert_eq!(r.status, 429, "{}", r.body_text());
+    assert_eq!(r.code(), "budget_exceeded");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let midnight = (now / 86_400 + 1) * 86_400;
+    assert!(
+        retry <= midnight - now + 1 && retry + 5 >= midnight - now,
+        "{retry}"
+    );
+    assert_eq!(up.requests().len(), 3);
+    // The org's other keys are not affected.
+    assert_eq!(chat_with_key(p.port, &p.key).status, 200);
+    // The audit record of the key's creation has its budget.
+    let created = audit_records(&p)
+        .into_iter()
+        .find(|r| r["action"] == "key.create" && r["target_id"] == k["id"])
+        .unwrap();
+    assert_eq!(created["details"]["budget_tokens"], 10);
+    assert_eq!(created["details"]["budget_period"], "day");
+}
+
+#[test]
+fn tokens_per_minute_refuse_once_spent() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let k = s.cli_json(&["keys", "create", "--org", &s.org_id, "--tpm", "6"], b"");
+    let key = k["key"].as_str().unwrap().to_string();
+    let p = s.spawn();
+    for i in 1..=2 {
+        assert_eq!(chat_with_key(p.port, &key).status, 200);
+        settled(&p, i);
+    }
+    let r = chat_with_key(p.port, &key);
+    assert_eq!(r.status, 429);
+    assert_eq!(r.code(), "rate_limited");
+    assert_eq!(up.requests().len(), 2);
+}
+
+#[test]
+fn limits_are_checked_on_input() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    for args in [
+        vec!["keys", "create", "--org", &s.org_id, "--tpm", "0"],
+        vec![
+            "keys",
+            "create",
+            "--org",
+            &s.org_id,
+            "--budget-period",
+            "day",
+        ],
+        vec![
+            "keys",
+            "create",
+            "--org",
+            &s.org_id,
+            "--budget-tokens",
+            "5",
+            "--budget-period",
+            "week",
+        ],
+        vec!["orgs", "update", &s.org_id, "--rpm", "-1"],
+        vec!["orgs", "update", &s.org_id, "--tpm", "99999999999"],
+    ] {
+        let out = s.cli(&args, b"");
+        assert!(!out.status.success(), "{args:?} accepted");
+    }
+}
