@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 promtool check rules deploy/prometheus/alerts.yml
 kubernetes-validate --strict --kubernetes-version 1.30.0 deploy/kubernetes/deployment.yaml
 kubernetes-validate --strict deploy/kubernetes/deployment.yaml
+kubernetes-validate --strict deploy/kubernetes/redis.yaml
 shellcheck .ci/run deploy/check.sh dev.sh
 
 bin="${SLUICE_BIN:-${CARGO_TARGET_DIR:-target}/debug/sluice}"

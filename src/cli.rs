@@ -85,6 +85,17 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Converge the store to a bundle file (orgs, keys by hash, limits): create and change what
+    /// it lists, revoke the keys it owned and no longer lists, one audit record per change, all
+    /// in one transaction. See README "Running a fleet".
+    Apply {
+        /// The bundle (TOML).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Idempotent provisioning for a sidecar's init step: make sure org NAME exists, that
     /// --key-file holds an API key of it (created 0600 if the file is missing, never printed),
     /// and that each --credential NAME=FILE is stored with the file's content.
@@ -339,8 +350,13 @@ fn key_list(
 #[derive(Args, Debug)]
 struct KeyArgs {
     /// The org the key belongs to.
-    #[arg(long)]
-    org: String,
+    #[arg(long, required_unless_present = "print_hash")]
+    org: Option<String>,
+    /// Make a key for a bundle (`sluice apply`): print the key, its SHA-256 hash and prefix,
+    /// and store nothing (no --org needed). Put the hash and prefix in the bundle and the key
+    /// where the app reads it.
+    #[arg(long, conflicts_with_all = ["org", "expires"])]
+    print_hash: bool,
     #[arg(long, default_value = "default")]
     name: String,
     /// PII redaction for this key; `inherit` follows the org.
@@ -526,7 +542,34 @@ pub fn run() -> i32 {
             bootstrap(cfg, &org, region, &key_file, &credentials)
         }),
         Command::Audit(c) => audit_command(config, json, c),
+        Command::Apply { file, dry_run } => {
+            admin_command(config, json, |cfg| apply(cfg, &file, dry_run))
+        }
     }
+}
+
+fn apply(cfg: &Config, file: &Path, dry_run: bool) -> Outcome {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {}", file.display(), e.kind()))?;
+    let bundle = admin::apply::parse(&text).map_err(|e| e.to_string())?;
+    let store = open_store(cfg)?;
+    let actor = Actor::cli();
+    let changes = if dry_run {
+        admin::apply::plan(&store, &bundle, pii_default(cfg))
+    } else {
+        admin::apply::apply(&store, &keyring()?, &actor, &bundle, pii_default(cfg))
+    }
+    .map_err(|e| e.to_string())?;
+    let mut text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+    text.push(match (dry_run, changes.len()) {
+        (_, 0) => "nothing to change: the store matches the bundle".into(),
+        (true, n) => format!("{n} change(s) planned; nothing was changed (--dry-run)"),
+        (false, n) => format!("{n} change(s) applied"),
+    });
+    Ok((
+        serde_json::json!({"changes": changes, "dry_run": dry_run}),
+        text.join("\n"),
+    ))
 }
 
 /// clap's errors echo the offending argument. For the commands that handle secrets that could
@@ -959,10 +1002,23 @@ fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
     let store = open_store(cfg)?;
     let ring = || keyring();
     match c {
+        KeysCmd::Create(a) if a.print_hash => {
+            let new = crate::auth::generate();
+            let sha256: String = new.hash.iter().map(|b| format!("{b:02x}")).collect();
+            let text = format!(
+                "{}\n\nsha256 = \"{sha256}\"\nprefix = \"{}\"\n\nNothing was stored. Put sha256 and prefix in the bundle; the key is shown only this once.",
+                new.secret.as_str(),
+                new.prefix
+            );
+            Ok((
+                serde_json::json!({"key": new.secret.as_str(), "prefix": new.prefix, "sha256": sha256}),
+                text,
+            ))
+        }
         KeysCmd::Create(a) => {
             let limits = a.limits.change()?;
             let spec = admin::KeySpec {
-                org_id: a.org,
+                org_id: a.org.unwrap_or_default(),
                 name: a.name,
                 pii: a.pii,
                 secrets: a.secrets,

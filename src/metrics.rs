@@ -66,6 +66,10 @@ pub struct Metrics {
     pub usage_unknown: IntCounterVec,
     /// `sluice_fleet_*`: the shared counters in Redis.
     pub fleet: crate::limits::fleet::FleetMetrics,
+    /// `sluice_bundle_applies_total{outcome}`: `[fleet] bundle` convergences (ok, error).
+    pub bundle_applies: IntCounterVec,
+    /// `sluice_bundle_last_success_timestamp_seconds`: when the bundle last converged.
+    pub bundle_last_success: IntGauge,
     /// The model label values handed out so far (bounded: see [`Metrics::model_label`]).
     models: std::sync::RwLock<std::collections::HashSet<String>>,
 }
@@ -298,6 +302,19 @@ impl Metrics {
                 "Limit checks made without Redis (on_redis_error decides: refused, or counted by this process)",
             )?,
         };
+        let bundle_applies = IntCounterVec::new(
+            Opts::new(
+                "sluice_bundle_applies_total",
+                "Convergences of the store to [fleet] bundle (outcome: ok, error)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(bundle_applies.clone()))?;
+        let bundle_last_success = IntGauge::new(
+            "sluice_bundle_last_success_timestamp_seconds",
+            "When the store last matched [fleet] bundle (unix seconds; 0: never)",
+        )?;
+        registry.register(Box::new(bundle_last_success.clone()))?;
         registry.register(Box::new(fleet.up.clone()))?;
         registry.register(Box::new(fleet.errors.clone()))?;
         registry.register(Box::new(fleet.fallbacks.clone()))?;
@@ -341,6 +358,8 @@ impl Metrics {
             time_to_first_token,
             usage_unknown,
             fleet,
+            bundle_applies,
+            bundle_last_success,
             models: Default::default(),
         })
     }

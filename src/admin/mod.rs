@@ -4,6 +4,7 @@
 //! secret.
 
 pub mod api;
+pub mod apply;
 pub mod session;
 pub mod users;
 
@@ -545,43 +546,46 @@ pub fn update_key_as(
         store,
         ring,
         rec,
-        |s| {
-            let nothing = change.pii.is_none()
-                && change.secrets.is_none()
-                && change.response_redaction.is_none()
-                && change.mcp_tools.is_none()
-                && change.mcp_resources.is_none()
-                && change.mcp_prompts.is_none()
-                && change.limits.is_empty();
-            if nothing {
-                return Err(Error::Invalid("nothing to change".into()));
-            }
-            change.limits.check()?;
-            let list = |l: &Option<Option<crate::mcp::AllowList>>| {
-                l.as_ref().map(|o| o.as_ref().map(|a| a.to_string()))
-            };
-            let (t, r, p) = (
-                list(&change.mcp_tools),
-                list(&change.mcp_resources),
-                list(&change.mcp_prompts),
-            );
-            Ok(s.update_key(
-                id,
-                &store::KeyChanges {
-                    pii: change.pii.map(KeySetting::as_str),
-                    secrets: change.secrets.map(KeySetting::as_str),
-                    response_redaction: change.response_redaction.map(KeySetting::as_str),
-                    mcp_tools: t.as_ref().map(|o| o.as_deref()),
-                    mcp_resources: r.as_ref().map(|o| o.as_deref()),
-                    mcp_prompts: p.as_ref().map(|o| o.as_deref()),
-                    rpm: change.limits.rpm,
-                    tpm: change.limits.tpm,
-                    budget: change.limits.store_budget(),
-                },
-            )?)
-        },
+        |s| update_key(s, id, change),
         |k, r| r.details = key_details(k),
     )
+}
+
+/// Change a key's settings (no audit record: see [`update_key_as`]).
+pub fn update_key(store: &Store, id: &str, change: &KeyChange) -> Result<store::Key> {
+    let nothing = change.pii.is_none()
+        && change.secrets.is_none()
+        && change.response_redaction.is_none()
+        && change.mcp_tools.is_none()
+        && change.mcp_resources.is_none()
+        && change.mcp_prompts.is_none()
+        && change.limits.is_empty();
+    if nothing {
+        return Err(Error::Invalid("nothing to change".into()));
+    }
+    change.limits.check()?;
+    let list = |l: &Option<Option<crate::mcp::AllowList>>| {
+        l.as_ref().map(|o| o.as_ref().map(|a| a.to_string()))
+    };
+    let (t, r, p) = (
+        list(&change.mcp_tools),
+        list(&change.mcp_resources),
+        list(&change.mcp_prompts),
+    );
+    Ok(store.update_key(
+        id,
+        &store::KeyChanges {
+            pii: change.pii.map(KeySetting::as_str),
+            secrets: change.secrets.map(KeySetting::as_str),
+            response_redaction: change.response_redaction.map(KeySetting::as_str),
+            mcp_tools: t.as_ref().map(|o| o.as_deref()),
+            mcp_resources: r.as_ref().map(|o| o.as_deref()),
+            mcp_prompts: p.as_ref().map(|o| o.as_deref()),
+            rpm: change.limits.rpm,
+            tpm: change.limits.tpm,
+            budget: change.limits.store_budget(),
+        },
+    )?)
 }
 
 /// Create a key with its `key.create` audit record, in one transaction.
@@ -641,21 +645,34 @@ pub(crate) fn expose<S: serde::Serializer>(
 
 /// Create a key; the returned secret is shown once and stored only as its SHA-256 hash.
 pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
-    check_name("key", &spec.name)?;
-    LimitsChange {
-        rpm: spec.rpm.map(Some),
-        tpm: spec.tpm.map(Some),
-        budget: spec.budget.map(Some),
-    }
-    .check()?;
-    let expires = spec.expires.as_deref().map(future_time).transpose()?;
+    let expires = check_key_spec(spec)?;
     let new = auth::generate();
-    let row = store::Key {
-        id: store::new_id(),
+    let row = key_row(spec, store::new_id(), &new.prefix, &new.hash, expires);
+    store.insert_key(&row)?;
+    Ok(CreatedKey {
+        id: row.id,
+        key: new.secret,
+        prefix: new.prefix,
+        org_id: row.org_id,
+        name: row.name,
+        expires_at: row.expires_at,
+    })
+}
+
+/// The stored row of a key made to `spec` (its expiry already checked).
+fn key_row(
+    spec: &KeySpec,
+    id: String,
+    prefix: &str,
+    hash: &[u8; 32],
+    expires: Option<String>,
+) -> store::Key {
+    store::Key {
+        id,
         org_id: spec.org_id.clone(),
         name: spec.name.clone(),
-        prefix: new.prefix.clone(),
-        hash: new.hash.to_vec(),
+        prefix: prefix.to_string(),
+        hash: hash.to_vec(),
         pii: spec.pii.as_str().into(),
         secrets: spec.secrets.as_str().into(),
         response_redaction: spec.response_redaction.as_str().into(),
@@ -671,16 +688,40 @@ pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
         revoked_at: None,
         created_at: store::now(),
         last_used_at: None,
-    };
+    }
+}
+
+/// Check a key spec's name, limits and expiry (the expiry normalised).
+fn check_key_spec(spec: &KeySpec) -> Result<Option<String>> {
+    check_name("key", &spec.name)?;
+    LimitsChange {
+        rpm: spec.rpm.map(Some),
+        tpm: spec.tpm.map(Some),
+        budget: spec.budget.map(Some),
+    }
+    .check()?;
+    spec.expires.as_deref().map(future_time).transpose()
+}
+
+/// Store a key made elsewhere, given by its SHA-256 hash and display prefix (never the key):
+/// `sluice apply`. Its id is derived from the hash, so it is the same in every store.
+pub fn import_key(
+    store: &Store,
+    spec: &KeySpec,
+    hash: &[u8; 32],
+    prefix: &str,
+) -> Result<store::Key> {
+    let expires = check_key_spec(spec)?;
+    let row = key_row(spec, imported_key_id(hash), prefix, hash, expires);
     store.insert_key(&row)?;
-    Ok(CreatedKey {
-        id: row.id,
-        key: new.secret,
-        prefix: new.prefix,
-        org_id: row.org_id,
-        name: row.name,
-        expires_at: row.expires_at,
-    })
+    Ok(row)
+}
+
+/// The id of a key imported by hash: a UUID made of the hash's first 16 bytes.
+pub fn imported_key_id(hash: &[u8; 32]) -> String {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&hash[..16]);
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
 }
 
 /// A key as listed: metadata and status, never the key or its hash.

@@ -115,7 +115,14 @@ pub fn serve(
         path: cfg.store.path.clone(),
         source,
     })?;
-    let limiter = match &cfg.fleet.redis_url {
+    // SLUICE_REDIS_URL (e.g. from a Kubernetes Secret: the URL may hold a password) wins over
+    // `[fleet] redis_url`.
+    let redis_url = std::env::var("SLUICE_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(secrecy::SecretString::from)
+        .or_else(|| cfg.fleet.redis_url.clone());
+    let limiter = match &redis_url {
         None => crate::limits::Limiter::local(),
         Some(url) => crate::limits::Limiter::shared(
             crate::limits::fleet::Fleet::start(
@@ -127,6 +134,28 @@ pub fn serve(
             .map_err(ServeError::Fleet)?,
         ),
     };
+    if let Some(path) = &cfg.fleet.bundle {
+        crate::admin::apply::watch(
+            path.clone(),
+            cfg.fleet.bundle_poll,
+            cfg.store.path.clone(),
+            cfg.store.max_bytes,
+            ring.clone(),
+            if cfg.pii.default_on {
+                crate::admin::Setting::On
+            } else {
+                crate::admin::Setting::Off
+            },
+            (
+                metrics.bundle_applies.clone(),
+                metrics.bundle_last_success.clone(),
+            ),
+        )
+        .map_err(|source| ServeError::Store {
+            path: cfg.store.path.clone(),
+            source,
+        })?;
+    }
     let services = super::Services {
         audit,
         api,

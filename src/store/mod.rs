@@ -215,6 +215,10 @@ const MIGRATIONS: &[&str] = &[
          response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens,
          budget_period ON api_keys
        BEGIN UPDATE config_generation SET n = n + 1; END;",
+    // 9: rows owned by a declarative bundle (`sluice apply`, `[fleet] bundle`): only those are
+    // changed or revoked when the bundle no longer has them.
+    "ALTER TABLE orgs ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));
+     ALTER TABLE api_keys ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));",
 ];
 
 /// An open store.
@@ -246,6 +250,13 @@ pub struct Org {
     /// A token budget per `budget_period` (`day` or `month`).
     pub budget_tokens: Option<u64>,
     pub budget_period: Option<String>,
+}
+
+/// The tables whose rows a bundle can own.
+#[derive(Debug, Clone, Copy)]
+pub enum Managed {
+    Org,
+    Key,
 }
 
 /// A change to a limit: `None` keeps it, `Some(None)` removes it.
@@ -656,6 +667,27 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Mark an org and its key as owned by the bundle (`sluice apply`).
+    pub fn set_managed(&self, table: Managed, id: &str) -> Result<()> {
+        let sql = match table {
+            Managed::Org => "UPDATE orgs SET managed = 1 WHERE id = ?1 AND managed = 0",
+            Managed::Key => "UPDATE api_keys SET managed = 1 WHERE id = ?1 AND managed = 0",
+        };
+        self.conn.execute(sql, [id])?;
+        Ok(())
+    }
+
+    /// The ids of the rows the bundle owns.
+    pub fn managed(&self, table: Managed) -> Result<std::collections::HashSet<String>> {
+        let sql = match table {
+            Managed::Org => "SELECT id FROM orgs WHERE managed = 1",
+            Managed::Key => "SELECT id FROM api_keys WHERE managed = 1",
+        };
+        let mut st = self.conn.prepare(sql)?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Record last-used times, in one transaction.

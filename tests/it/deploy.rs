@@ -91,3 +91,28 @@ fn bootstrap_is_idempotent_and_the_key_it_writes_works() {
     let out = s.cli(&["healthcheck"], b"");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn the_kubernetes_fleet_bundle_is_valid_and_mounted_where_the_config_says() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let cfg = sluice::config::Config::load(Some(&dir.join("sluice.toml"))).unwrap();
+    let bundle = cfg
+        .fleet
+        .bundle
+        .expect("the example config watches a bundle");
+    let manifest = std::fs::read_to_string(dir.join("deployment.yaml")).unwrap();
+    let mount = bundle.parent().unwrap().to_str().unwrap();
+    assert!(manifest.contains(&format!("mountPath: {mount}")), "{mount}");
+    assert!(manifest.contains("SLUICE_REDIS_URL"));
+    assert!(std::fs::read_to_string(dir.join("kustomization.yaml"))
+        .unwrap()
+        .contains("redis.yaml"));
+    // The example bundle applies to an empty store.
+    let text = std::fs::read_to_string(dir.join("fleet.toml")).unwrap();
+    let b = sluice::admin::apply::parse(&text).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sluice::store::Store::open(&tmp.path().join("s.db")).unwrap();
+    let plan = sluice::admin::apply::plan(&store, &b, sluice::admin::Setting::On).unwrap();
+    let actions: Vec<&str> = plan.iter().map(|c| c.action).collect();
+    assert_eq!(actions, ["org.create", "key.create"]);
+}

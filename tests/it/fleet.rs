@@ -117,3 +117,278 @@ fn with_on_redis_error_deny_limited_requests_are_refused_while_redis_is_down() {
     p.metrics_with(&["sluice_fleet_redis_up 1"]);
     assert!(p.log().contains("redis reachable again"));
 }
+
+/// A key for a bundle: (key, sha256, prefix), from `keys create --print-hash`.
+fn bundle_key(s: &Setup) -> (String, String, String) {
+    let k = s.cli_json(&["keys", "create", "--print-hash"], b"");
+    let field = |n: &str| k[n].as_str().unwrap().to_string();
+    (field("key"), field("sha256"), field("prefix"))
+}
+
+fn key_toml(name: &str, k: &(String, String, String), extra: &str) -> String {
+    format!(
+        "[[orgs.keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nprefix = \"{}\"\n{extra}\n",
+        k.1, k.2
+    )
+}
+
+/// Write `text` to `path` as a mounted Secret changes: a new file renamed over the old.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let (a, b) = (bundle_key(&s), bundle_key(&s));
+    let file = s.dir.path().join("fleet.toml");
+    let v1 = format!(
+        "[[orgs]]\nname = \"shop\"\nregion = \"eu\"\nrpm = 100\n{}{}",
+        key_toml("checkout", &a, "tpm = 5000"),
+        key_toml("search", &b, "")
+    );
+    std::fs::write(&file, &v1).unwrap();
+    let f = file.to_str().unwrap();
+
+    let plan = s.cli_json(&["apply", "-f", f, "--dry-run"], b"");
+    let actions: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["org.create", "key.create", "key.create"]);
+    assert_eq!(plan["dry_run"], true);
+    let orgs = s.cli_json(&["orgs", "list"], b"");
+    assert_eq!(
+        orgs["orgs"].as_array().unwrap().len(),
+        1,
+        "dry run changed the store"
+    );
+
+    let done = s.cli_json(&["apply", "-f", f], b"");
+    assert_eq!(done["changes"].as_array().unwrap().len(), 3);
+    // Idempotent: a second run changes nothing.
+    let again = s.cli_json(&["apply", "-f", f], b"");
+    assert_eq!(again["changes"], serde_json::json!([]), "{again}");
+
+    let orgs = s.cli_json(&["orgs", "list"], b"");
+    let shop = orgs["orgs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "shop")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (shop["region"].as_str(), shop["rpm"].as_u64()),
+        (Some("eu"), Some(100))
+    );
+    let shop_id = shop["id"].as_str().unwrap().to_string();
+    // A key made by hand in the same org is not the bundle's: never revoked by it.
+    let manual = s.cli_json(
+        &["keys", "create", "--org", &shop_id, "--name", "manual"],
+        b"",
+    );
+
+    // v2: `search` is gone, `checkout` loses its tpm, the org gets a budget.
+    let v2 = format!(
+        "[[orgs]]\nname = \"shop\"\nregion = \"eu\"\nrpm = 100\nbudget_tokens = 1000000\n{}",
+        key_toml("checkout", &a, "")
+    );
+    std::fs::write(&file, &v2).unwrap();
+    let done = s.cli_json(&["apply", "-f", f], b"");
+    let mut got: Vec<String> = done["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["action"].as_str().unwrap(),
+                c["detail"].as_str().unwrap()
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "key.revoke no longer in the bundle",
+            "key.update tpm",
+            "org.update budget"
+        ]
+    );
+    let keys = s.cli_json(&["keys", "list", "--org", &shop_id], b"");
+    let status = |name: &str| {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .map(|k| k["status"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(status("search"), "revoked");
+    assert_eq!(status("checkout"), "active");
+    assert_eq!(status("manual"), "active");
+    assert!(manual["id"].is_string());
+
+    // Every change is audited, by the CLI user, marked as an apply.
+    let via: Vec<serde_json::Value> = audit_records(&s)
+        .into_iter()
+        .filter(|r| r["details"]["via"] == "apply")
+        .collect();
+    assert_eq!(via.len(), 6, "{via:#?}");
+    assert!(via
+        .iter()
+        .all(|r| r["actor"].as_str().unwrap().starts_with("cli:")));
+    assert_eq!(s.cli_json(&["audit", "verify"], b"")["ok"], true);
+    // Keys appear only as hash and prefix: the plaintext is nowhere in the store.
+    assert_not_in_files(&s, &[&a.0, &b.0]);
+
+    // Refused bundles change nothing and say why without quoting values.
+    for bad in [
+        "[[orgs]]\nname = \"x\"\nregion = \"mars\"\n".to_string(),
+        format!(
+            "[[orgs]]\nname = \"x\"\n{}",
+            key_toml("k", &(String::new(), "abc".into(), a.2.clone()), "")
+        ),
+        format!(
+            "[[orgs]]\nname = \"x\"\n{}{}",
+            key_toml("k1", &a, ""),
+            key_toml("k2", &a, "")
+        ),
+        "[[orgs]]\nname = \"x\"\nunknown = 1\n".to_string(),
+        // A revoked key cannot come back.
+        format!("[[orgs]]\nname = \"shop\"\n{}", key_toml("search", &b, "")),
+    ] {
+        std::fs::write(&file, &bad).unwrap();
+        let out = s.cli(&["apply", "-f", f], b"");
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("mars"));
+    }
+    assert_eq!(
+        s.cli_json(&["orgs", "list"], b"")["orgs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// The fleet test of issue 19: one Redis, 20 sidecars, one bundle they all watch.
+#[test]
+fn twenty_sidecars_share_one_bundle_and_one_rpm_limit() {
+    const SIDECARS: usize = 20;
+    const RPM: usize = 30;
+    let up = Upstream::start();
+    let mut redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("fleet.toml");
+    let tool = Setup::bare(&mock_upstream(&up, ""), "");
+    let (limited, open, newer) = (bundle_key(&tool), bundle_key(&tool), bundle_key(&tool));
+    let org = "[[orgs]]\nname = \"fleet\"\n";
+    std::fs::write(
+        &bundle,
+        format!(
+            "{org}{}{}",
+            key_toml("limited", &limited, &format!("rpm = {RPM}")),
+            key_toml("open", &open, "")
+        ),
+    )
+    .unwrap();
+    let fleet_cfg = format!(
+        "[fleet]\nredis_url = \"{}\"\nredis_timeout_ms = 500\nbundle = \"{}\"\nbundle_poll_secs = 1\n",
+        redis.url(),
+        bundle.display()
+    );
+    let sidecars: Vec<Proxy> = (0..SIDECARS)
+        .map(|_| Setup::bare(&mock_upstream(&up, ""), &fleet_cfg).spawn())
+        .collect();
+    // Every sidecar converged to the bundle at start: the key works everywhere.
+    for p in &sidecars {
+        assert_eq!(chat_with_key(p.port, &open.0).status, 200);
+    }
+
+    // The rpm limit holds for the fleet. Start early in a minute so the burst stays in it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60
+        > 40
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = up.requests().len();
+    let mut admitted = 0;
+    for i in 0..RPM * 2 {
+        let r = chat_with_key(sidecars[i % SIDECARS].port, &limited.0);
+        match r.status {
+            200 => admitted += 1,
+            429 => assert_eq!(r.code(), "rate_limited"),
+            s => panic!("status {s}: {}", r.body_text()),
+        }
+    }
+    assert_eq!(
+        admitted, RPM,
+        "an rpm of {RPM} admits {RPM} across {SIDECARS} sidecars"
+    );
+    assert_eq!(up.requests().len() - before, RPM);
+
+    // One bundle change: `open` revoked, `newer` added; every sidecar follows within seconds.
+    replace_file(
+        &bundle,
+        &format!(
+            "{org}{}{}",
+            key_toml("limited", &limited, &format!("rpm = {RPM}")),
+            key_toml("newer", &newer, "")
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for p in &sidecars {
+        loop {
+            let (old, new) = (
+                chat_with_key(p.port, &open.0),
+                chat_with_key(p.port, &newer.0),
+            );
+            if old.status == 401 && new.status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar {} did not follow the bundle",
+                p.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    sidecars[0].metrics_with(&["sluice_bundle_applies_total{outcome=\"ok\"} 2"]);
+
+    // Redis dies: the default fallback counts per process, so the limited key gets in again
+    // (each sidecar's own counter is empty), and each sidecar says so.
+    redis.kill();
+    let mut back_in = 0;
+    for p in &sidecars[..5] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = chat_with_key(p.port, &limited.0);
+            if r.status == 200 {
+                back_in += 1;
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", r.body_text());
+        }
+        p.metrics_with(&[
+            "sluice_fleet_redis_up 0",
+            "sluice_fleet_local_fallback_total",
+        ]);
+    }
+    assert_eq!(back_in, 5);
+}

@@ -1,0 +1,660 @@
+//! One declarative source of orgs and keys for many sidecars: `sluice apply -f fleet.toml` and
+//! `[fleet] bundle`. The store is converged to the file: orgs and keys it lists are created or
+//! changed to match, keys it owned and no longer lists are revoked. Only rows the bundle owns
+//! (`managed`) are ever revoked; an org or key made by hand and then listed is adopted. Keys are
+//! given by SHA-256 hash and display prefix, never in plaintext. All of it is one transaction
+//! with one audit record per change (`"via": "apply"`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    audit, import_key, limits_change, mcp_list, update_key, update_org, Actor, Error, KeySetting,
+    KeySpec, McpLists, OrgChange, OrgSpec, Result, Setting,
+};
+use crate::residency::Region;
+use crate::store::{self, Managed, Store};
+use crate::vault::Keyring;
+
+/// A bundle file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    #[serde(default)]
+    pub orgs: Vec<BundleOrg>,
+}
+
+/// An org of the bundle; a setting left out takes its default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleOrg {
+    pub name: String,
+    pub region: Option<String>,
+    pub pii: Option<String>,
+    pub secrets: Option<String>,
+    pub response_redaction: Option<String>,
+    pub mcp_tools: Option<String>,
+    pub mcp_resources: Option<String>,
+    pub mcp_prompts: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub budget_tokens: Option<u64>,
+    pub budget_period: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<BundleKey>,
+}
+
+/// A key of the bundle, by its hash (`sluice keys create --print-hash` makes one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleKey {
+    pub name: String,
+    /// SHA-256 of the full key, 64 hex digits.
+    pub sha256: String,
+    /// The display prefix (`sk-sluice-` and 4 characters).
+    pub prefix: String,
+    pub pii: Option<String>,
+    pub secrets: Option<String>,
+    pub response_redaction: Option<String>,
+    pub mcp_tools: Option<String>,
+    pub mcp_resources: Option<String>,
+    pub mcp_prompts: Option<String>,
+    pub region: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub budget_tokens: Option<u64>,
+    pub budget_period: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+/// One change of the plan.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Change {
+    /// `org.create`, `org.update`, `key.create`, `key.update`, `key.revoke`.
+    pub action: &'static str,
+    pub org: String,
+    /// The key's name, for key changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What changes (field names), or a note.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "{} {}/{}: {}", self.action, self.org, k, self.detail),
+            None => write!(f, "{} {}: {}", self.action, self.org, self.detail),
+        }
+    }
+}
+
+/// Parse a bundle (TOML). Errors never quote a value.
+pub fn parse(text: &str) -> Result<Bundle> {
+    toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        Error::Invalid(match at {
+            Some(line) => format!("the bundle is not valid (line {line}): {}", e.message()),
+            None => format!("the bundle is not valid: {}", e.message()),
+        })
+    })
+}
+
+fn setting(what: &str, v: Option<&str>, default: Setting) -> Result<Setting> {
+    match v {
+        None => Ok(default),
+        Some("on") => Ok(Setting::On),
+        Some("off") => Ok(Setting::Off),
+        Some(_) => Err(Error::Invalid(format!("{what} is \"on\" or \"off\""))),
+    }
+}
+
+fn key_setting(what: &str, v: Option<&str>) -> Result<KeySetting> {
+    match v {
+        None | Some("inherit") => Ok(KeySetting::Inherit),
+        Some("on") => Ok(KeySetting::On),
+        Some("off") => Ok(KeySetting::Off),
+        Some(_) => Err(Error::Invalid(format!(
+            "{what} is \"on\", \"off\" or \"inherit\""
+        ))),
+    }
+}
+
+fn region(what: &str, v: Option<&str>) -> Result<Option<Region>> {
+    v.map(|r| {
+        r.parse::<Region>()
+            .map_err(|_| Error::Invalid(format!("{what}: the region is us, eu or apac")))
+    })
+    .transpose()
+}
+
+fn hash(what: &str, hex: &str) -> Result<[u8; 32]> {
+    let bad = || Error::Invalid(format!("{what}: sha256 is 64 hexadecimal digits"));
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// What the store should hold for one org.
+struct WantOrg {
+    spec: OrgSpec,
+    keys: Vec<WantKey>,
+}
+
+struct WantKey {
+    spec: KeySpec,
+    hash: [u8; 32],
+    prefix: String,
+}
+
+fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
+    let mut orgs = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    let mut hashes = std::collections::HashSet::new();
+    for o in &bundle.orgs {
+        if !names.insert(o.name.clone()) {
+            return Err(Error::Invalid(format!(
+                "org {:?} is listed twice in the bundle",
+                o.name
+            )));
+        }
+        let at = format!("org {:?}", o.name);
+        let lists =
+            |t: &Option<String>, r: &Option<String>, p: &Option<String>| -> Result<McpLists> {
+                Ok(McpLists {
+                    tools: Some(mcp_list("mcp_tools", t.as_deref().unwrap_or(""))?),
+                    resources: Some(mcp_list("mcp_resources", r.as_deref().unwrap_or(""))?),
+                    prompts: Some(mcp_list("mcp_prompts", p.as_deref().unwrap_or(""))?),
+                })
+            };
+        let limits = limits_change(
+            Some(o.rpm),
+            Some(o.tpm),
+            Some(o.budget_tokens),
+            o.budget_period.as_deref(),
+        )
+        .map_err(|e| Error::Invalid(format!("{at}: {e}")))?;
+        let spec = OrgSpec {
+            name: o.name.clone(),
+            region: region(&at, o.region.as_deref())?,
+            pii: Some(setting("pii", o.pii.as_deref(), pii_default)?),
+            secrets: Some(setting("secrets", o.secrets.as_deref(), Setting::On)?),
+            response_redaction: Some(setting(
+                "response_redaction",
+                o.response_redaction.as_deref(),
+                Setting::Off,
+            )?),
+            mcp: lists(&o.mcp_tools, &o.mcp_resources, &o.mcp_prompts)
+                .map_err(|e| Error::Invalid(format!("{at}: {e}")))?,
+            limits,
+        };
+        let mut keys = Vec::new();
+        for k in &o.keys {
+            let at = format!("org {:?} key {:?}", o.name, k.name);
+            let h = hash(&at, &k.sha256)?;
+            if !hashes.insert(h) {
+                return Err(Error::Invalid(format!(
+                    "{at}: the same key is listed twice"
+                )));
+            }
+            if !k.prefix.starts_with(crate::auth::KEY_PREFIX) || k.prefix.len() > 32 {
+                return Err(Error::Invalid(format!(
+                    "{at}: prefix is the key's first characters ({}...)",
+                    crate::auth::KEY_PREFIX
+                )));
+            }
+            let l = limits_change(
+                Some(k.rpm),
+                Some(k.tpm),
+                Some(k.budget_tokens),
+                k.budget_period.as_deref(),
+            )
+            .map_err(|e| Error::Invalid(format!("{at}: {e}")))?;
+            let list = |v: &Option<String>, what: &str| {
+                v.as_deref().map(|s| mcp_list(what, s)).transpose()
+            };
+            keys.push(WantKey {
+                spec: KeySpec {
+                    org_id: String::new(),
+                    name: k.name.clone(),
+                    pii: key_setting("pii", k.pii.as_deref())?,
+                    secrets: key_setting("secrets", k.secrets.as_deref())?,
+                    response_redaction: key_setting(
+                        "response_redaction",
+                        k.response_redaction.as_deref(),
+                    )?,
+                    mcp: McpLists {
+                        tools: list(&k.mcp_tools, "mcp_tools")?,
+                        resources: list(&k.mcp_resources, "mcp_resources")?,
+                        prompts: list(&k.mcp_prompts, "mcp_prompts")?,
+                    },
+                    region: region(&at, k.region.as_deref())?,
+                    rpm: l.rpm.flatten(),
+                    tpm: l.tpm.flatten(),
+                    budget: l.budget.flatten(),
+                    expires: k.expires_at.clone(),
+                },
+                hash: h,
+                prefix: k.prefix.clone(),
+            });
+        }
+        orgs.push(WantOrg { spec, keys });
+    }
+    Ok(orgs)
+}
+
+/// The changes that bring org `have` to `want` (none when it matches).
+fn org_change(have: &store::Org, want: &OrgSpec) -> (OrgChange, Vec<&'static str>) {
+    let mut c = OrgChange::default();
+    let mut fields = Vec::new();
+    let r = want.region.map(|r| r.as_str().to_string());
+    if r.is_some() && r != have.region {
+        c.region = want.region;
+        fields.push("region");
+    }
+    let mut on_off = |name, w: Option<Setting>, h: &str, slot: &mut Option<Setting>| {
+        if let Some(w) = w.filter(|w| w.as_str() != h) {
+            *slot = Some(w);
+            fields.push(name);
+        }
+    };
+    on_off("pii", want.pii, &have.pii, &mut c.pii);
+    on_off("secrets", want.secrets, &have.secrets, &mut c.secrets);
+    on_off(
+        "response_redaction",
+        want.response_redaction,
+        &have.response_redaction,
+        &mut c.response_redaction,
+    );
+    let mut list = |name, w: &Option<crate::mcp::AllowList>, h: &str, slot: &mut Option<_>| {
+        if let Some(w) = w.as_ref().filter(|w| w.to_string() != h) {
+            *slot = Some(w.clone());
+            fields.push(name);
+        }
+    };
+    list(
+        "mcp_tools",
+        &want.mcp.tools,
+        &have.mcp_tools,
+        &mut c.mcp.tools,
+    );
+    list(
+        "mcp_resources",
+        &want.mcp.resources,
+        &have.mcp_resources,
+        &mut c.mcp.resources,
+    );
+    list(
+        "mcp_prompts",
+        &want.mcp.prompts,
+        &have.mcp_prompts,
+        &mut c.mcp.prompts,
+    );
+    let have_limits = crate::limits::Limits::of_org(have);
+    c.limits = limit_diff(&have_limits, &want.limits, &mut fields);
+    (c, fields)
+}
+
+fn limit_diff(
+    have: &crate::limits::Limits,
+    want: &super::LimitsChange,
+    fields: &mut Vec<&'static str>,
+) -> super::LimitsChange {
+    let mut c = super::LimitsChange::default();
+    let w_rpm = want.rpm.flatten();
+    if w_rpm != have.rpm {
+        c.rpm = Some(w_rpm);
+        fields.push("rpm");
+    }
+    let w_tpm = want.tpm.flatten();
+    if w_tpm != have.tpm {
+        c.tpm = Some(w_tpm);
+        fields.push("tpm");
+    }
+    let w_budget = want.budget.flatten();
+    if w_budget != have.budget {
+        c.budget = Some(w_budget);
+        fields.push("budget");
+    }
+    c
+}
+
+fn key_change(have: &store::Key, want: &KeySpec) -> (super::KeyChange, Vec<&'static str>) {
+    let mut c = super::KeyChange::default();
+    let mut fields = Vec::new();
+    let mut setting = |name, w: KeySetting, h: &str, slot: &mut Option<KeySetting>| {
+        if w.as_str() != h {
+            *slot = Some(w);
+            fields.push(name);
+        }
+    };
+    setting("pii", want.pii, &have.pii, &mut c.pii);
+    setting("secrets", want.secrets, &have.secrets, &mut c.secrets);
+    setting(
+        "response_redaction",
+        want.response_redaction,
+        &have.response_redaction,
+        &mut c.response_redaction,
+    );
+    let mut list = |name,
+                    w: &Option<crate::mcp::AllowList>,
+                    h: &Option<String>,
+                    slot: &mut Option<Option<crate::mcp::AllowList>>| {
+        if w.as_ref().map(|l| l.to_string()) != *h {
+            *slot = Some(w.clone());
+            fields.push(name);
+        }
+    };
+    list(
+        "mcp_tools",
+        &want.mcp.tools,
+        &have.mcp_tools,
+        &mut c.mcp_tools,
+    );
+    list(
+        "mcp_resources",
+        &want.mcp.resources,
+        &have.mcp_resources,
+        &mut c.mcp_resources,
+    );
+    list(
+        "mcp_prompts",
+        &want.mcp.prompts,
+        &have.mcp_prompts,
+        &mut c.mcp_prompts,
+    );
+    let want_limits = super::LimitsChange {
+        rpm: Some(want.rpm),
+        tpm: Some(want.tpm),
+        budget: Some(want.budget),
+    };
+    c.limits = limit_diff(
+        &crate::limits::Limits::of_key(have),
+        &want_limits,
+        &mut fields,
+    );
+    (c, fields)
+}
+
+/// What [`apply`] would change; nothing is written.
+pub fn plan(store: &Store, bundle: &Bundle, pii_default: Setting) -> Result<Vec<Change>> {
+    converge(store, None, &Actor::default(), bundle, pii_default)
+}
+
+/// Converge the store to `bundle` as `actor`, in one transaction with one audit record per
+/// change; returns the changes made.
+pub fn apply(
+    store: &Store,
+    ring: &Keyring,
+    actor: &Actor,
+    bundle: &Bundle,
+    pii_default: Setting,
+) -> Result<Vec<Change>> {
+    converge(store, Some(ring), actor, bundle, pii_default)
+}
+
+fn converge(
+    store: &Store,
+    ring: Option<&Keyring>,
+    actor: &Actor,
+    bundle: &Bundle,
+    pii_default: Setting,
+) -> Result<Vec<Change>> {
+    let wanted = want(bundle, pii_default)?;
+    let run = |s: &Store, write: bool| -> Result<(Vec<Change>, Vec<audit::Record>)> {
+        let mut changes = Vec::new();
+        let mut records = Vec::new();
+        let orgs = s.orgs()?;
+        let keys = s.keys(None)?;
+        let managed_keys = s.managed(Managed::Key)?;
+        let mut listed = std::collections::HashSet::new();
+        let mut note = |c: Change, mut r: audit::Record, details: serde_json::Value| {
+            r.details = details;
+            r.details["via"] = "apply".into();
+            records.push(r);
+            changes.push(c);
+        };
+        for w in &wanted {
+            let org_id = match orgs.iter().find(|o| o.name == w.spec.name) {
+                None => {
+                    let id = if write {
+                        let o = super::create_org(s, &w.spec, pii_default)?;
+                        s.set_managed(Managed::Org, &o.id)?;
+                        o.id
+                    } else {
+                        String::new()
+                    };
+                    let mut r = actor.record("org.create", Some(&id));
+                    r.target_id = Some(id.clone());
+                    let details = if write {
+                        super::org_details(&s.org(&id)?)
+                    } else {
+                        serde_json::json!({})
+                    };
+                    note(
+                        Change {
+                            action: "org.create",
+                            org: w.spec.name.clone(),
+                            key: None,
+                            detail: "new".into(),
+                        },
+                        r,
+                        details,
+                    );
+                    id
+                }
+                Some(have) => {
+                    let (change, fields) = org_change(have, &w.spec);
+                    if write {
+                        s.set_managed(Managed::Org, &have.id)?;
+                    }
+                    if !fields.is_empty() {
+                        let details = if write {
+                            super::org_details(&update_org(s, &have.id, &change)?)
+                        } else {
+                            serde_json::json!({})
+                        };
+                        let mut r = actor.record("org.update", Some(&have.id));
+                        r.target_id = Some(have.id.clone());
+                        note(
+                            Change {
+                                action: "org.update",
+                                org: w.spec.name.clone(),
+                                key: None,
+                                detail: fields.join(", "),
+                            },
+                            r,
+                            details,
+                        );
+                    }
+                    have.id.clone()
+                }
+            };
+            for k in &w.keys {
+                let mut spec = k.spec.clone();
+                spec.org_id = org_id.clone();
+                let at = || Change {
+                    action: "",
+                    org: w.spec.name.clone(),
+                    key: Some(k.spec.name.clone()),
+                    detail: String::new(),
+                };
+                match keys.iter().find(|have| have.hash == k.hash) {
+                    None => {
+                        let id = super::imported_key_id(&k.hash);
+                        listed.insert(id.clone());
+                        let details = if write {
+                            let row = import_key(s, &spec, &k.hash, &k.prefix)?;
+                            s.set_managed(Managed::Key, &row.id)?;
+                            super::key_details(&row)
+                        } else {
+                            super::check_key_spec(&spec)?;
+                            serde_json::json!({})
+                        };
+                        let mut r = actor.record("key.create", Some(&org_id));
+                        r.target_id = Some(id);
+                        note(
+                            Change {
+                                action: "key.create",
+                                detail: "new".into(),
+                                ..at()
+                            },
+                            r,
+                            details,
+                        );
+                    }
+                    Some(have) => {
+                        listed.insert(have.id.clone());
+                        if have.org_id != org_id {
+                            return Err(Error::Invalid(format!(
+                                "org {:?} key {:?}: the key belongs to another org in the store",
+                                w.spec.name, k.spec.name
+                            )));
+                        }
+                        if have.revoked_at.is_some() {
+                            return Err(Error::Invalid(format!(
+                                "org {:?} key {:?}: the key was revoked and cannot come back; make a new one",
+                                w.spec.name, k.spec.name
+                            )));
+                        }
+                        if write {
+                            s.set_managed(Managed::Key, &have.id)?;
+                        }
+                        let (change, fields) = key_change(have, &spec);
+                        if !fields.is_empty() {
+                            let details = if write {
+                                super::key_details(&update_key(s, &have.id, &change)?)
+                            } else {
+                                serde_json::json!({})
+                            };
+                            let mut r = actor.record("key.update", Some(&org_id));
+                            r.target_id = Some(have.id.clone());
+                            note(
+                                Change {
+                                    action: "key.update",
+                                    detail: fields.join(", "),
+                                    ..at()
+                                },
+                                r,
+                                details,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // What the bundle owned and no longer lists.
+        for k in &keys {
+            if managed_keys.contains(&k.id) && !listed.contains(&k.id) && k.revoked_at.is_none() {
+                if write {
+                    super::revoke_key(s, &k.id)?;
+                }
+                let org = orgs
+                    .iter()
+                    .find(|o| o.id == k.org_id)
+                    .map_or_else(|| k.org_id.clone(), |o| o.name.clone());
+                let mut r = actor.record("key.revoke", Some(&k.org_id));
+                r.target_id = Some(k.id.clone());
+                note(
+                    Change {
+                        action: "key.revoke",
+                        org,
+                        key: Some(k.name.clone()),
+                        detail: "no longer in the bundle".into(),
+                    },
+                    r,
+                    serde_json::json!({"prefix": k.prefix}),
+                );
+            }
+        }
+        Ok((changes, records))
+    };
+    let Some(ring) = ring else {
+        return Ok(run(store, false)?.0);
+    };
+    let mut org_keys = audit::OrgKeys::new(ring);
+    store.atomically(|s| {
+        let (changes, records) = run(s, true)?;
+        audit::append_in(s, &mut org_keys, &records)?;
+        Ok(changes)
+    })
+}
+
+/// Converge the store to the bundle at `path` now and whenever the file changes (polled every
+/// `poll`), on a thread of its own, as actor `bundle`. A bundle that cannot be read or applied
+/// changes nothing and is logged once per content; the store keeps what it has.
+pub fn watch(
+    path: std::path::PathBuf,
+    poll: std::time::Duration,
+    db: std::path::PathBuf,
+    max_bytes: Option<u64>,
+    ring: std::sync::Arc<Keyring>,
+    pii_default: Setting,
+    metrics: (prometheus::IntCounterVec, prometheus::IntGauge),
+) -> std::result::Result<(), store::Error> {
+    let store = Store::open_limited(&db, max_bytes)?;
+    let actor = Actor {
+        id: "bundle".into(),
+        ..Actor::default()
+    };
+    let mut last: Option<[u8; 32]> = None;
+    let mut step = move || {
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                let digest = [0u8; 32];
+                if last != Some(digest) {
+                    tracing::warn!(bundle = %path.display(), error = %e.kind(), "cannot read [fleet] bundle; the store keeps what it has");
+                    metrics.0.with_label_values(&["error"]).inc();
+                    last = Some(digest);
+                }
+                return;
+            }
+        };
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&text).into();
+        if last == Some(digest) {
+            return;
+        }
+        last = Some(digest);
+        let result = std::str::from_utf8(&text)
+            .map_err(|_| Error::Invalid("the bundle is not UTF-8".into()))
+            .and_then(parse)
+            .and_then(|b| apply(&store, &ring, &actor, &b, pii_default));
+        match result {
+            Ok(changes) => {
+                metrics.0.with_label_values(&["ok"]).inc();
+                metrics
+                    .1
+                    .set(time::OffsetDateTime::now_utc().unix_timestamp());
+                tracing::info!(bundle = %path.display(), changes = changes.len(), "store converged to [fleet] bundle");
+            }
+            Err(e) => {
+                metrics.0.with_label_values(&["error"]).inc();
+                tracing::warn!(bundle = %path.display(), error = %e, "[fleet] bundle not applied; the store keeps what it has");
+                // A store error (busy, full) is retried at the next poll; a bad file when it
+                // changes.
+                if !matches!(e, Error::Invalid(_)) {
+                    last = None;
+                }
+            }
+        }
+    };
+    step();
+    std::thread::Builder::new()
+        .name("sluice-bundle".into())
+        .spawn(move || loop {
+            std::thread::sleep(poll);
+            step();
+        })
+        .map_err(|e| store::Error::Io {
+            path: std::path::PathBuf::from("sluice-bundle thread"),
+            source: e,
+        })?;
+    Ok(())
+}
