@@ -10,6 +10,9 @@ compare only figures from the same run.
 Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get install wrk)
        python3 bench/load.py --ttft [--requests N]   time to first byte / first token of
        streamed answers, sluice with response redaction off and on
+       python3 bench/load.py --limits   what rate limits cost: a key without limits vs one with
+       rpm and tpm counted in the process vs the same counted in Redis ([fleet] redis_url; needs
+       redis-server), in one run
 """
 import argparse
 import base64
@@ -105,6 +108,8 @@ def main():
                     help="measure time to first byte and first token of streamed answers "
                          "(response redaction off and on) instead of throughput")
     ap.add_argument("--requests", type=int, default=300, help="streamed requests per target (--ttft)")
+    ap.add_argument("--limits", action="store_true",
+                    help="no limits vs local rpm+tpm vs the same shared through Redis")
     args = ap.parse_args()
     for b in ("sluice", os.path.join("examples", "mock"), os.path.join("examples", "passthrough")):
         if not os.path.exists(os.path.join(REL, b)):
@@ -139,11 +144,18 @@ def main():
     redacting_key = cli("keys", "create", "--org", org, "--name", "responses",
                         "--response-redaction", "on")["key"]
     cli("credentials", "set", "mock", stdin=b"sk-bench-upstream-credential-0123456789")
-    lua = os.path.join(tmp, "post.lua")
-    with open(lua, "w") as f:
-        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-        f.write(f'wrk.headers["Authorization"] = "Bearer {key}"\n')
-        f.write(f"wrk.body = {json.dumps(body)}\n")
+    # Limits high enough never to refuse: what is measured is the counting.
+    limited_key = cli("keys", "create", "--org", org, "--name", "limited", "--rpm", "100000000",
+                      "--tpm", "4000000000")["key"]
+
+    def lua_for(k, name):
+        path = os.path.join(tmp, f"{name}.lua")
+        with open(path, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+            f.write(f'wrk.headers["Authorization"] = "Bearer {k}"\n')
+            f.write(f"wrk.body = {json.dumps(body)}\n")
+        return path
+    lua = lua_for(key, "post")
 
     procs = [
         subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)]),
@@ -155,6 +167,44 @@ def main():
     try:
         for p in (up, bare, prox):
             wait_port(p)
+        if args.limits:
+            # A second sluice on the same store, its limits counted in Redis.
+            rport, fprox, fadm, fmet = (free_port() for _ in range(4))
+            procs.append(subprocess.Popen(
+                ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], stdout=subprocess.DEVNULL))
+            wait_port(rport)
+            fcfg = os.path.join(tmp, "fleet.toml")
+            with open(cfg) as src, open(fcfg, "w") as f:
+                text = src.read()
+                text = text.replace(f"127.0.0.1:{prox}", f"127.0.0.1:{fprox}")
+                text = text.replace(f"127.0.0.1:{adm}", f"127.0.0.1:{fadm}")
+                text = text.replace(f"127.0.0.1:{met}", f"127.0.0.1:{fmet}")
+                f.write(text + f'[fleet]\nredis_url = "redis://127.0.0.1:{rport}"\n')
+            procs.append(subprocess.Popen([sl, "serve", "--config", fcfg], env=env,
+                                          stderr=open(os.path.join(tmp, "fleet.log"), "w")))
+            wait_port(fprox)
+            limited = lua_for(limited_key, "limited")
+            runs = {"no limits": (prox, lua), "rpm+tpm, in process": (prox, limited),
+                    "rpm+tpm, in Redis": (fprox, limited)}
+            res = {}
+            for conns in (1, 32):
+                for name, (port, script) in runs.items():
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    wrk(url, conns, 2, script)  # warm-up
+                    res[(name, conns)] = wrk(url, conns, args.duration, script)
+            print(f"{'sluice key':<22} {'conns':>5} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'non-2xx':>8}")
+            for (name, conns), r in res.items():
+                print(f"{name:<22} {conns:>5} {r['rps']:>10.0f} {r['p50_us']:>9.0f} "
+                      f"{r['p99_us']:>9.0f} {r['non2xx']:>8}")
+            print()
+            for conns in (1, 32):
+                base = res[("no limits", conns)]
+                for name in ("rpm+tpm, in process", "rpm+tpm, in Redis"):
+                    r = res[(name, conns)]
+                    print(f"c={conns}: {name} / no limits: throughput {r['rps'] / base['rps']:.2f}x, "
+                          f"p50 {r['p50_us'] - base['p50_us']:+.0f} us, p99 {r['p99_us'] - base['p99_us']:+.0f} us")
+            return
         if args.ttft:
             runs = [("direct", up, key), ("passthrough", bare, key),
                     ("sluice, response redaction off", prox, key),

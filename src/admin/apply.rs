@@ -1,6 +1,7 @@
-//! One declarative source of orgs and keys for many sidecars: `sluice apply -f fleet.toml` and
-//! `[fleet] bundle`. The store is converged to the file: orgs and keys it lists are created or
-//! changed to match, keys it owned and no longer lists are revoked. Only rows the bundle owns
+//! One declarative source of orgs, keys and users for many sidecars: `sluice apply -f
+//! fleet.toml` and `[fleet] bundle`. The store is converged to the file: orgs, keys and users it
+//! lists are created or changed to match, keys it owned and no longer lists are revoked, users
+//! deleted. Only rows the bundle owns
 //! (`managed`) are ever revoked; an org or key made by hand and then listed is adopted. Keys are
 //! given by SHA-256 hash and display prefix, never in plaintext. All of it is one transaction
 //! with one audit record per change (`"via": "apply"`).
@@ -41,6 +42,19 @@ pub struct BundleOrg {
     pub budget_period: Option<String>,
     #[serde(default)]
     pub keys: Vec<BundleKey>,
+    #[serde(default)]
+    pub users: Vec<BundleUser>,
+}
+
+/// An admin API user of the bundle's org: an auditor or a member (owners and admins need a
+/// TOTP seed, which a bundle cannot carry: they are made with `sluice users create`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleUser {
+    pub email: String,
+    pub role: String,
+    /// The password's bcrypt hash (cost 10 or more), never the password.
+    pub password_bcrypt: String,
 }
 
 /// A key of the bundle, by its hash (`sluice keys create --print-hash` makes one).
@@ -69,10 +83,11 @@ pub struct BundleKey {
 /// One change of the plan.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Change {
-    /// `org.create`, `org.update`, `key.create`, `key.update`, `key.revoke`.
+    /// `org.create`, `org.update`, `key.create`, `key.update`, `key.revoke`, `user.create`,
+    /// `user.update`, `user.delete`.
     pub action: &'static str,
     pub org: String,
-    /// The key's name, for key changes.
+    /// The key's name (a user's email), for key (user) changes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// What changes (field names), or a note.
@@ -145,6 +160,31 @@ fn hash(what: &str, hex: &str) -> Result<[u8; 32]> {
 struct WantOrg {
     spec: OrgSpec,
     keys: Vec<WantKey>,
+    users: Vec<WantUser>,
+}
+
+struct WantUser {
+    email: String,
+    role: super::users::Role,
+    hash: String,
+}
+
+/// A bcrypt hash as `$2a$`, `$2b$` or `$2y$`, a cost of 10 to 31, 53 more characters.
+fn bcrypt_hash(at: &str, h: &str) -> Result<String> {
+    let cost = h.get(4..6).and_then(|c| c.parse::<u32>().ok());
+    let ok = h.len() == 60
+        && ["$2a$", "$2b$", "$2y$"].iter().any(|p| h.starts_with(p))
+        && h.as_bytes().get(6) == Some(&b'$')
+        && cost.is_some_and(|c| (10..=31).contains(&c))
+        && h[7..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+    if !ok {
+        return Err(Error::Invalid(format!(
+            "{at}: password_bcrypt is a bcrypt hash of cost 10 or more ($2b$12$...)"
+        )));
+    }
+    Ok(h.to_string())
 }
 
 struct WantKey {
@@ -157,6 +197,7 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
     let mut orgs = Vec::new();
     let mut names = std::collections::HashSet::new();
     let mut hashes = std::collections::HashSet::new();
+    let mut emails = std::collections::HashSet::new();
     for o in &bundle.orgs {
         if !names.insert(o.name.clone()) {
             return Err(Error::Invalid(format!(
@@ -244,7 +285,33 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
                 prefix: k.prefix.clone(),
             });
         }
-        orgs.push(WantOrg { spec, keys });
+        let mut users = Vec::new();
+        for u in &o.users {
+            let at = format!("org {:?} user {:?}", o.name, u.email);
+            let role = match super::users::Role::parse(&u.role) {
+                Some(r) if !r.needs_totp() => r,
+                Some(_) => {
+                    return Err(Error::Invalid(format!(
+                        "{at}: owners and admins need TOTP, which a bundle cannot enrol; create them with `sluice users create`"
+                    )))
+                }
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "{at}: role is \"auditor\" or \"member\""
+                    )))
+                }
+            };
+            if !emails.insert(u.email.trim().to_ascii_lowercase()) {
+                return Err(Error::Invalid(format!("{at}: listed twice")));
+            }
+            users.push(WantUser {
+                email: super::users::check_email(&u.email)
+                    .map_err(|e| Error::Invalid(format!("{at}: {e}")))?,
+                role,
+                hash: bcrypt_hash(&at, &u.password_bcrypt)?,
+            });
+        }
+        orgs.push(WantOrg { spec, keys, users });
     }
     Ok(orgs)
 }
@@ -413,7 +480,9 @@ fn converge(
         let orgs = s.orgs()?;
         let keys = s.keys(None)?;
         let managed_keys = s.managed(Managed::Key)?;
+        let managed_users = s.managed(Managed::User)?;
         let mut listed = std::collections::HashSet::new();
+        let mut listed_users = std::collections::HashSet::new();
         let mut note = |c: Change, mut r: audit::Record, details: serde_json::Value| {
             r.details = details;
             r.details["via"] = "apply".into();
@@ -548,8 +617,114 @@ fn converge(
                     }
                 }
             }
+            for u in &w.users {
+                let at = || Change {
+                    action: "",
+                    org: w.spec.name.clone(),
+                    key: Some(u.email.clone()),
+                    detail: String::new(),
+                };
+                match s.user_by_email(&u.email)? {
+                    None => {
+                        let id = store::new_id();
+                        if write {
+                            let now = store::now();
+                            s.insert_user(&store::User {
+                                id: id.clone(),
+                                email: u.email.clone(),
+                                org_id: Some(org_id.clone()),
+                                role: Some(u.role.as_str().into()),
+                                operator: false,
+                                password_hash: u.hash.clone(),
+                                totp_sealed: None,
+                                totp_last_step: 0,
+                                session_epoch: 0,
+                                created_at: now.clone(),
+                                password_changed_at: now,
+                            })?;
+                            s.set_managed(Managed::User, &id)?;
+                        }
+                        listed_users.insert(id.clone());
+                        let mut r = actor.record("user.create", Some(&org_id));
+                        r.target_id = Some(id);
+                        note(
+                            Change {
+                                action: "user.create",
+                                detail: "new".into(),
+                                ..at()
+                            },
+                            r,
+                            serde_json::json!({"email": u.email, "role": u.role.as_str(),
+                                "operator": false, "totp": false}),
+                        );
+                    }
+                    Some(have) => {
+                        listed_users.insert(have.id.clone());
+                        if have.operator || have.org_id.as_deref() != Some(org_id.as_str()) {
+                            return Err(Error::Invalid(format!(
+                                "org {:?} user {:?}: the user belongs to another org (or is an operator) in the store",
+                                w.spec.name, u.email
+                            )));
+                        }
+                        let mut fields = Vec::new();
+                        if have.role.as_deref() != Some(u.role.as_str()) {
+                            fields.push("role");
+                        }
+                        if have.password_hash != u.hash {
+                            fields.push("password");
+                        }
+                        if write {
+                            s.set_managed(Managed::User, &have.id)?;
+                            if fields.contains(&"role") {
+                                super::users::set_role(s, &have.id, u.role)?;
+                            }
+                            if fields.contains(&"password") {
+                                // Every session of the user is revoked with it.
+                                s.set_user_password(&have.id, &u.hash)?;
+                            }
+                        }
+                        if !fields.is_empty() {
+                            let mut r = actor.record("user.update", Some(&org_id));
+                            r.target_id = Some(have.id.clone());
+                            note(
+                                Change {
+                                    action: "user.update",
+                                    detail: fields.join(", "),
+                                    ..at()
+                                },
+                                r,
+                                serde_json::json!({"role": u.role.as_str(),
+                                    "password_changed": fields.contains(&"password")}),
+                            );
+                        }
+                    }
+                }
+            }
         }
         // What the bundle owned and no longer lists.
+        for u in s.users(None)? {
+            if managed_users.contains(&u.id) && !listed_users.contains(&u.id) {
+                if write {
+                    super::users::delete_user(s, &u.id)?;
+                }
+                let org = orgs
+                    .iter()
+                    .find(|o| Some(&o.id) == u.org_id.as_ref())
+                    .map_or_else(String::new, |o| o.name.clone());
+                let mut r = actor.record("user.delete", u.org_id.as_deref());
+                r.target_id = Some(u.id.clone());
+                note(
+                    Change {
+                        action: "user.delete",
+                        org,
+                        key: Some(u.email.clone()),
+                        detail: "no longer in the bundle".into(),
+                    },
+                    r,
+                    serde_json::json!({"email": u.email}),
+                );
+            }
+        }
         for k in &keys {
             if managed_keys.contains(&k.id) && !listed.contains(&k.id) && k.revoked_at.is_none() {
                 if write {

@@ -81,7 +81,7 @@ impl Role {
     }
 }
 
-fn check_email(email: &str) -> Result<String> {
+pub(crate) fn check_email(email: &str) -> Result<String> {
     let e = email.trim();
     let ok = e.len() <= 254
         && e.split_once('@').is_some_and(|(local, domain)| {

@@ -219,6 +219,8 @@ const MIGRATIONS: &[&str] = &[
     // changed or revoked when the bundle no longer has them.
     "ALTER TABLE orgs ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));
      ALTER TABLE api_keys ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));",
+    // 10: users a bundle owns.
+    "ALTER TABLE users ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));",
 ];
 
 /// An open store.
@@ -257,6 +259,7 @@ pub struct Org {
 pub enum Managed {
     Org,
     Key,
+    User,
 }
 
 /// A change to a limit: `None` keeps it, `Some(None)` removes it.
@@ -669,11 +672,12 @@ impl Store {
         Ok(())
     }
 
-    /// Mark an org and its key as owned by the bundle (`sluice apply`).
+    /// Mark a row as owned by the bundle (`sluice apply`).
     pub fn set_managed(&self, table: Managed, id: &str) -> Result<()> {
         let sql = match table {
             Managed::Org => "UPDATE orgs SET managed = 1 WHERE id = ?1 AND managed = 0",
             Managed::Key => "UPDATE api_keys SET managed = 1 WHERE id = ?1 AND managed = 0",
+            Managed::User => "UPDATE users SET managed = 1 WHERE id = ?1 AND managed = 0",
         };
         self.conn.execute(sql, [id])?;
         Ok(())
@@ -684,6 +688,7 @@ impl Store {
         let sql = match table {
             Managed::Org => "SELECT id FROM orgs WHERE managed = 1",
             Managed::Key => "SELECT id FROM api_keys WHERE managed = 1",
+            Managed::User => "SELECT id FROM users WHERE managed = 1",
         };
         let mut st = self.conn.prepare(sql)?;
         let rows = st.query_map([], |r| r.get(0))?;

@@ -145,8 +145,12 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
     let s = Setup::new(&mock_upstream(&up, ""), "");
     let (a, b) = (bundle_key(&s), bundle_key(&s));
     let file = s.dir.path().join("fleet.toml");
+    let hash = bcrypt::hash("a long enough password", 10).unwrap();
+    let user = format!(
+        "[[orgs.users]]\nemail = \"Auditor@Example.com\"\nrole = \"auditor\"\npassword_bcrypt = \"{hash}\"\n"
+    );
     let v1 = format!(
-        "[[orgs]]\nname = \"shop\"\nregion = \"eu\"\nrpm = 100\n{}{}",
+        "[[orgs]]\nname = \"shop\"\nregion = \"eu\"\nrpm = 100\n{}{}{user}",
         key_toml("checkout", &a, "tpm = 5000"),
         key_toml("search", &b, "")
     );
@@ -160,7 +164,10 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
         .iter()
         .map(|c| c["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["org.create", "key.create", "key.create"]);
+    assert_eq!(
+        actions,
+        ["org.create", "key.create", "key.create", "user.create"]
+    );
     assert_eq!(plan["dry_run"], true);
     let orgs = s.cli_json(&["orgs", "list"], b"");
     assert_eq!(
@@ -170,7 +177,13 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
     );
 
     let done = s.cli_json(&["apply", "-f", f], b"");
-    assert_eq!(done["changes"].as_array().unwrap().len(), 3);
+    assert_eq!(done["changes"].as_array().unwrap().len(), 4);
+    let users = s.cli_json(&["users", "list"], b"");
+    let u = &users["users"].as_array().unwrap()[0];
+    assert_eq!(
+        (u["email"].as_str(), u["role"].as_str()),
+        (Some("Auditor@Example.com"), Some("auditor"))
+    );
     // Idempotent: a second run changes nothing.
     let again = s.cli_json(&["apply", "-f", f], b"");
     assert_eq!(again["changes"], serde_json::json!([]), "{again}");
@@ -219,8 +232,13 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
         [
             "key.revoke no longer in the bundle",
             "key.update tpm",
-            "org.update budget"
+            "org.update budget",
+            "user.delete no longer in the bundle"
         ]
+    );
+    assert_eq!(
+        s.cli_json(&["users", "list"], b"")["users"],
+        serde_json::json!([])
     );
     let keys = s.cli_json(&["keys", "list", "--org", &shop_id], b"");
     let status = |name: &str| {
@@ -242,13 +260,13 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
         .into_iter()
         .filter(|r| r["details"]["via"] == "apply")
         .collect();
-    assert_eq!(via.len(), 6, "{via:#?}");
+    assert_eq!(via.len(), 8, "{via:#?}");
     assert!(via
         .iter()
         .all(|r| r["actor"].as_str().unwrap().starts_with("cli:")));
     assert_eq!(s.cli_json(&["audit", "verify"], b"")["ok"], true);
     // Keys appear only as hash and prefix: the plaintext is nowhere in the store.
-    assert_not_in_files(&s, &[&a.0, &b.0]);
+    assert_not_in_files(&s, &[&a.0, &b.0, "a long enough password"]);
 
     // Refused bundles change nothing and say why without quoting values.
     for bad in [
@@ -263,13 +281,23 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
             key_toml("k2", &a, "")
         ),
         "[[orgs]]\nname = \"x\"\nunknown = 1\n".to_string(),
+        // Owners and admins need TOTP; passwords only as bcrypt hashes.
+        format!(
+            "[[orgs]]\nname = \"x\"\n{}",
+            user.replace("auditor", "owner")
+        ),
+        format!(
+            "[[orgs]]\nname = \"x\"\n{}",
+            user.replace(&hash, "mars-plaintext-password")
+        ),
         // A revoked key cannot come back.
         format!("[[orgs]]\nname = \"shop\"\n{}", key_toml("search", &b, "")),
     ] {
         std::fs::write(&file, &bad).unwrap();
         let out = s.cli(&["apply", "-f", f], b"");
         assert_eq!(out.status.code(), Some(1), "{bad}");
-        assert!(!String::from_utf8_lossy(&out.stderr).contains("mars"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("mars"), "{err}");
     }
     assert_eq!(
         s.cli_json(&["orgs", "list"], b"")["orgs"]
