@@ -19,6 +19,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -168,18 +169,21 @@ def main():
         for p in (up, bare, prox):
             wait_port(p)
         if args.limits:
-            # A second sluice on the same store, its limits counted in Redis.
+            # A second sluice with a copy of the store (its own audit writer), its limits
+            # counted in Redis.
             rport, fprox, fadm, fmet = (free_port() for _ in range(4))
             procs.append(subprocess.Popen(
                 ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no"], stdout=subprocess.DEVNULL))
             wait_port(rport)
+            shutil.copyfile(os.path.join(tmp, "sluice.db"), os.path.join(tmp, "fleet.db"))
             fcfg = os.path.join(tmp, "fleet.toml")
             with open(cfg) as src, open(fcfg, "w") as f:
                 text = src.read()
                 text = text.replace(f"127.0.0.1:{prox}", f"127.0.0.1:{fprox}")
                 text = text.replace(f"127.0.0.1:{adm}", f"127.0.0.1:{fadm}")
                 text = text.replace(f"127.0.0.1:{met}", f"127.0.0.1:{fmet}")
+                text = text.replace(f"{tmp}/sluice.db", f"{tmp}/fleet.db")
                 f.write(text + f'[fleet]\nredis_url = "redis://127.0.0.1:{rport}"\n')
             procs.append(subprocess.Popen([sl, "serve", "--config", fcfg], env=env,
                                           stderr=open(os.path.join(tmp, "fleet.log"), "w")))

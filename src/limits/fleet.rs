@@ -65,7 +65,18 @@ return {grant, prev, curr}
 
 struct Lease {
     units: u64,
+    /// Last used plus [`LEASE_FOR`]: an idle lease goes back to Redis.
     until: Instant,
+    /// A take is fetching more for this lease: others take only what they need meanwhile
+    /// (no herd of concurrent batch leases when it runs out).
+    refilling: bool,
+}
+
+/// What a lease can do for a take.
+enum FromLease {
+    Served,
+    /// Ask Redis for the amount and this much more for the lease.
+    Refill(u64),
 }
 
 struct Inner {
@@ -193,12 +204,18 @@ impl Fleet {
                 index: pos.index,
                 amount: a.amount,
             };
-            if inner.take_from_lease(&t) {
-                taken.push(t);
-                continue;
+            let batch = match inner.take_from_lease(&t, a.limit / 100) {
+                FromLease::Served => {
+                    taken.push(t);
+                    continue;
+                }
+                FromLease::Refill(batch) => batch,
+            };
+            let result = inner.eval(a, pos.index, pos.weight, a.amount + batch).await;
+            if batch > 0 {
+                inner.refilled(&t);
             }
-            let want = a.amount + a.limit / 100;
-            match inner.eval(a, pos.index, pos.weight, want).await {
+            match result {
                 Ok((granted, _, _)) if granted >= 1 => {
                     let granted = granted as u64;
                     t.amount = a.amount.min(granted);
@@ -249,14 +266,37 @@ impl Fleet {
 
 impl Inner {
     /// Serve `t` from a live lease of its window, if it holds enough.
-    fn take_from_lease(&self, t: &Taken) -> bool {
+    /// Serve `t` from its window's lease when that holds enough; else say how much more to
+    /// lease (`batch`, or nothing while another take is refilling it).
+    fn take_from_lease(&self, t: &Taken, batch: u64) -> FromLease {
+        if batch == 0 {
+            return FromLease::Refill(0);
+        }
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        match leases.get_mut(&(t.name.clone(), t.index)) {
-            Some(l) if l.units >= t.amount && l.until > Instant::now() => {
-                l.units -= t.amount;
-                true
-            }
-            _ => false,
+        let l = leases
+            .entry((t.name.clone(), t.index))
+            .or_insert_with(|| Lease {
+                units: 0,
+                until: Instant::now() + LEASE_FOR,
+                refilling: false,
+            });
+        if l.units >= t.amount {
+            l.units -= t.amount;
+            l.until = Instant::now() + LEASE_FOR;
+            return FromLease::Served;
+        }
+        if l.refilling {
+            return FromLease::Refill(0);
+        }
+        l.refilling = true;
+        FromLease::Refill(batch)
+    }
+
+    /// The refill of `t`'s lease is over (whatever it got).
+    fn refilled(&self, t: &Taken) {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = leases.get_mut(&(t.name.clone(), t.index)) {
+            l.refilling = false;
         }
     }
 
@@ -267,6 +307,7 @@ impl Inner {
             .or_insert_with(|| Lease {
                 units: 0,
                 until: Instant::now() + LEASE_FOR,
+                refilling: false,
             });
         l.units += units;
         l.until = Instant::now() + LEASE_FOR;
