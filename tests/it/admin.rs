@@ -1310,3 +1310,99 @@ fn slow_clients_on_the_admin_listener_are_cut_and_keep_alive_still_works() {
         std::thread::sleep(std::time::Duration::from_millis(1500));
     }
 }
+
+#[test]
+fn limits_are_set_and_removed_through_the_api_and_bundle_users_can_log_in() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "op@example.com", None, "");
+    // A member provisioned by a bundle, by bcrypt hash only.
+    let hash = bcrypt::hash(PW, 10).unwrap();
+    let bundle = s.dir.path().join("fleet.toml");
+    std::fs::write(
+        &bundle,
+        format!("[[orgs]]\nname = \"test\"\n[[orgs.users]]\nemail = \"m@example.com\"\nrole = \"member\"\npassword_bcrypt = \"{hash}\"\n"),
+    )
+    .unwrap();
+    s.cli_json(&["apply", "-f", bundle.to_str().unwrap()], b"");
+    let p = s.spawn();
+    let member = User {
+        id: String::new(),
+        email: "m@example.com".into(),
+        otpauth: None,
+        recovery: Vec::new(),
+    };
+    login(&p, &member, 0);
+
+    let t = login(&p, &op, 0);
+    let r = call(
+        p.admin_port,
+        "POST",
+        "/api/orgs",
+        Some(&t),
+        Some(&json!({"name": "acme", "rpm": 10, "budget_tokens": 5000, "budget_period": "day"})),
+        "",
+    );
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    let org = r.json();
+    assert_eq!(
+        (org["rpm"].as_u64(), org["budget_tokens"].as_u64()),
+        (Some(10), Some(5000))
+    );
+    assert_eq!(org["budget_period"], "day");
+    let id = org["id"].as_str().unwrap().to_string();
+    // null removes a limit; an absent field keeps it.
+    let r = call(
+        p.admin_port,
+        "PATCH",
+        &format!("/api/orgs/{id}"),
+        Some(&t),
+        Some(&json!({"rpm": null, "tpm": 900})),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let org = r.json();
+    assert!(org["rpm"].is_null());
+    assert_eq!(
+        (org["tpm"].as_u64(), org["budget_tokens"].as_u64()),
+        (Some(900), Some(5000))
+    );
+    for bad in [
+        json!({"rpm": 0}),
+        json!({"budget_period": "week", "budget_tokens": 5}),
+        json!({"budget_period": "day"}),
+        json!({"tpm": -3}),
+    ] {
+        let r = call(
+            p.admin_port,
+            "PATCH",
+            &format!("/api/orgs/{id}"),
+            Some(&t),
+            Some(&bad),
+            "",
+        );
+        assert_eq!(r.status, 400, "{bad}: {}", r.body_text());
+    }
+    let r = call(
+        p.admin_port,
+        "POST",
+        &format!("/api/orgs/{id}/keys"),
+        Some(&t),
+        Some(&json!({"tpm": 100, "budget_tokens": 10})),
+        "",
+    );
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    let kid = r.json()["id"].as_str().unwrap().to_string();
+    let r = call(
+        p.admin_port,
+        "PATCH",
+        &format!("/api/orgs/{id}/keys/{kid}"),
+        Some(&t),
+        Some(&json!({"budget_tokens": null, "rpm": 7})),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let k = r.json();
+    assert_eq!((k["rpm"].as_u64(), k["tpm"].as_u64()), (Some(7), Some(100)));
+    assert!(k["budget_tokens"].is_null() && k["budget_period"].is_null());
+}
