@@ -13,6 +13,10 @@ Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get instal
        python3 bench/load.py --limits   what rate limits cost: a key without limits vs one with
        rpm and tpm counted in the process vs the same counted in Redis ([fleet] redis_url; needs
        redis-server), in one run
+       python3 bench/load.py --against OLD_BINARY   an A/B of a change: a second sluice (e.g.
+       the build from before it, copied aside) on a copy of the same store, driven in the same
+       run, with the ratio new/old
+       --log-level info   sluice's log level (default warn; info adds a line per request)
 """
 import argparse
 import base64
@@ -111,6 +115,10 @@ def main():
     ap.add_argument("--requests", type=int, default=300, help="streamed requests per target (--ttft)")
     ap.add_argument("--limits", action="store_true",
                     help="no limits vs local rpm+tpm vs the same shared through Redis")
+    ap.add_argument("--against", metavar="BINARY",
+                    help="also run this sluice binary (e.g. the build before a change) and "
+                         "print new/old ratios from the same run")
+    ap.add_argument("--log-level", default="warn", help="sluice's [log] level (default warn)")
     args = ap.parse_args()
     for b in ("sluice", os.path.join("examples", "mock"), os.path.join("examples", "passthrough")):
         if not os.path.exists(os.path.join(REL, b)):
@@ -130,7 +138,7 @@ def main():
     with open(cfg, "w") as f:
         f.write(f'[listen]\nproxy = "127.0.0.1:{prox}"\nadmin = "127.0.0.1:{adm}"\n'
                 f'metrics = "127.0.0.1:{met}"\n[store]\npath = "{tmp}/sluice.db"\n'
-                f'[log]\nlevel = "warn"\n'
+                f'[log]\nlevel = "{args.log_level}"\n'
                 f'[[upstreams]]\nname = "mock"\nregion = "us"\nbase_url = "http://127.0.0.1:{up}"\n'
                 f'credential = "mock"\n')
     # sluice with authentication and credential injection on: one org, one key, one credential.
@@ -165,8 +173,21 @@ def main():
         subprocess.Popen([sl, "serve", "--config", cfg], env=env,
                          stderr=open(os.path.join(tmp, "sluice.log"), "w")),
     ]
+    old = None
+    if args.against:
+        # The same store copied (its own audit writer), other ports, the other binary.
+        old, oadm, omet = (free_port() for _ in range(3))
+        shutil.copyfile(os.path.join(tmp, "sluice.db"), os.path.join(tmp, "old.db"))
+        ocfg = os.path.join(tmp, "old.toml")
+        with open(cfg) as src, open(ocfg, "w") as f:
+            text = src.read()
+            for a, b in ((prox, old), (adm, oadm), (met, omet)):
+                text = text.replace(f"127.0.0.1:{a}", f"127.0.0.1:{b}")
+            f.write(text.replace(f"{tmp}/sluice.db", f"{tmp}/old.db"))
+        procs.append(subprocess.Popen([args.against, "serve", "--config", ocfg], env=env,
+                                      stderr=open(os.path.join(tmp, "old.log"), "w")))
     try:
-        for p in (up, bare, prox):
+        for p in (up, bare, prox) + ((old,) if old else ()):
             wait_port(p)
         if args.limits:
             # A second sluice with a copy of the store (its own audit writer), its limits
@@ -232,14 +253,16 @@ def main():
             return
         path = "/v1/chat/completions"
         targets = {"direct": up, "passthrough": bare, "sluice": prox}
+        if old:
+            targets["sluice (old)"] = old
         res = {}
         for conns in (1, 32):
             for name, port in targets.items():
                 wrk(f"http://127.0.0.1:{port}{path}", conns, 2, lua)  # warm-up
                 res[(name, conns)] = wrk(f"http://127.0.0.1:{port}{path}", conns, args.duration, lua)
-        print(f"{'target':<12} {'conns':>5} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'non-2xx':>8}")
+        print(f"{'target':<13} {'conns':>5} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'non-2xx':>8}")
         for (name, conns), r in res.items():
-            print(f"{name:<12} {conns:>5} {r['rps']:>10.0f} {r['p50_us']:>9.0f} {r['p99_us']:>9.0f} {r['non2xx']:>8}")
+            print(f"{name:<13} {conns:>5} {r['rps']:>10.0f} {r['p50_us']:>9.0f} {r['p99_us']:>9.0f} {r['non2xx']:>8}")
         print()
         for conns in (1, 32):
             s, b, d = res[("sluice", conns)], res[("passthrough", conns)], res[("direct", conns)]
@@ -247,6 +270,11 @@ def main():
                   f"sluice/passthrough throughput {s['rps'] / b['rps']:.2f}x, "
                   f"p99 added vs passthrough {s['p99_us'] - b['p99_us']:+.0f} us, "
                   f"vs direct {s['p99_us'] - d['p99_us']:+.0f} us")
+            if old:
+                o = res[("sluice (old)", conns)]
+                print(f"c={conns}: new/old throughput {s['rps'] / o['rps']:.2f}x, old/passthrough "
+                      f"{o['rps'] / b['rps']:.2f}x, p50 {s['p50_us'] - o['p50_us']:+.0f} us, "
+                      f"p99 {s['p99_us'] - o['p99_us']:+.0f} us")
         bad = sum(r["non2xx"] for r in res.values())
         if bad:
             print(f"WARNING: {bad} non-2xx responses", file=sys.stderr)

@@ -7,7 +7,7 @@
 //!
 //! Admin actions are appended in the same transaction as the change they record
 //! ([`Store::atomically`]), so an acknowledged action always has its record. Proxied requests go
-//! through [`Writer`], a background thread that batches from a bounded queue (a 100 ms window,
+//! through [`Writer`], a background thread that batches from a bounded queue (a 10 ms window,
 //! 500 records per transaction) and makes the proxy wait, never drop, when the queue is full.
 
 mod seal;
@@ -101,11 +101,8 @@ fn cap_json(v: &mut serde_json::Value, max: usize) {
 }
 
 impl Record {
-    /// Bound the record's size whatever a client sent: every string field and every string in
-    /// `details` is cut to a few hundred characters, and `details` as a whole to 8 KiB (an
-    /// oversized one becomes `{"truncated": true}`). Append-only records must never let a
-    /// client fill the disk (a 5 MB `model` field, a huge user agent).
-    pub fn bound(&mut self) {
+    /// Every identity field cut to [`MAX_FIELD_CHARS`].
+    fn bound_fields(&mut self) {
         for f in [&mut self.action, &mut self.actor] {
             cap_owned(f, MAX_FIELD_CHARS);
         }
@@ -121,11 +118,21 @@ impl Record {
         {
             cap_owned(f, MAX_FIELD_CHARS);
         }
+    }
+
+    /// Bound the record's size whatever a client sent, and return `details` as the JSON
+    /// text that is stored: every string field and every string in `details` is cut to a few
+    /// hundred characters, and `details` as a whole to 8 KiB (an oversized one becomes
+    /// `{"truncated": true, "bytes": n}`). Append-only records must never let a client fill
+    /// the disk (a 5 MB `model` field, a huge user agent).
+    fn bounded_details(&mut self) -> String {
+        self.bound_fields();
         cap_json(&mut self.details, MAX_DETAIL_CHARS);
-        let size = self.details.to_string().len();
-        if size > MAX_DETAILS_BYTES {
-            self.details = serde_json::json!({"truncated": true, "bytes": size});
+        let text = self.details.to_string();
+        if text.len() > MAX_DETAILS_BYTES {
+            return serde_json::json!({"truncated": true, "bytes": text.len()}).to_string();
         }
+        text
     }
 }
 
@@ -163,7 +170,18 @@ fn chain_hash(prev: &str, r: &AuditRow) -> String {
     h.update(prev.as_bytes());
     h.update([0u8]);
     h.update(canonical(r));
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&h.finalize())
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 /// Append records, chained to the current tail, their personal fields sealed under their org's
@@ -185,22 +203,22 @@ fn append_after(
     for r in records {
         seq += 1;
         let mut r = r.clone();
-        r.bound();
+        let details = r.bounded_details();
         let mut row = AuditRow {
             seq,
             id: store::new_id(),
             at: store::now(),
             kind: r.kind.to_string(),
-            action: r.action.clone(),
-            actor: r.actor.clone(),
-            org_id: r.org_id.clone(),
-            target_id: r.target_id.clone(),
-            source_ip: r.source_ip.clone(),
-            user_agent: r.user_agent.clone(),
-            request_id: r.request_id.clone(),
+            action: r.action,
+            actor: r.actor,
+            org_id: r.org_id,
+            target_id: r.target_id,
+            source_ip: r.source_ip,
+            user_agent: r.user_agent,
+            request_id: r.request_id,
             outcome: r.outcome.to_string(),
-            details: r.details.to_string(),
-            prev_hash: prev.clone(),
+            details,
+            prev_hash: prev,
             hash: String::new(),
         };
         if row.org_id.is_some() {
@@ -211,7 +229,7 @@ fn append_after(
             })?;
             keys.seal_row(store, &mut row)?;
         }
-        row.hash = chain_hash(&prev, &row);
+        row.hash = chain_hash(&row.prev_hash, &row);
         store.insert_audit(&row)?;
         prev = row.hash;
     }

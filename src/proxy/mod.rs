@@ -166,6 +166,10 @@ pub struct Ctx {
     asked_usage: bool,
     /// Token limits taken before the request (the estimate), corrected from the usage after.
     tokens_taken: Vec<crate::limits::Taken>,
+    /// The request body, when pingora forwards it from its retry buffer (`rebody::filter`).
+    body: Option<Bytes>,
+    /// `body` went to the current upstream attempt.
+    body_sent: bool,
     _in_flight: Option<InFlight>,
 }
 
@@ -212,6 +216,8 @@ impl ProxyHttp for Sluice {
             usage: None,
             asked_usage: false,
             tokens_taken: Vec::new(),
+            body: None,
+            body_sent: false,
             _in_flight: Some(InFlight::new(&self.state)),
         }
     }
@@ -252,7 +258,23 @@ impl ProxyHttp for Sluice {
         req: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream::rewrite(&self.state, req, ctx)
+        upstream::rewrite(&self.state, req, ctx)?;
+        if let Some(body) = &ctx.body {
+            rebody::head(req, body)?;
+            ctx.body_sent = false;
+        }
+        Ok(())
+    }
+
+    /// The body pingora forwards from its retry buffer is replaced by the one sluice checked.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        rebody::filter(body, &ctx.body, &mut ctx.body_sent)
     }
 
     /// Check the upstream's response head and record its time to response headers.

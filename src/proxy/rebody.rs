@@ -14,14 +14,80 @@
 //! body upstream itself. The wrapper already wraps every connection, so nothing nests across
 //! keep-alive requests, and the connection's keep-alive settings are carried over.
 //! (pingora's own `set_pipelined_prefix` cannot be used: it refuses more than 1 MiB.)
+//!
+//! Most bodies do not need that second parse: pingora forwards its retry buffer (the body as
+//! read, kept when it fits in 64 KiB) and passes it through `request_body_filter` first. So
+//! for a body that fits, [`prepare`] turns that buffer on before the read, [`hand_back`] keeps
+//! the final body in the request's context, [`filter`] swaps it in for the buffer on each
+//! attempt at the upstream, and [`head`] gives the upstream request the body's framing. Only
+//! larger (or empty) bodies take the re-parse.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora_core::apps::HttpPersistentSettings;
 use pingora_core::protocols::http::ServerSession;
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::guard::Guarded;
+use crate::inbound::Framing;
+
+/// pingora's retry buffer capacity (`BODY_BUF_LIMIT`). Were it smaller, a body between the two
+/// would find the buffer truncated and take [`replace`]: slower, never wrong.
+const RETRY_BUFFER: u64 = 64 * 1024;
+
+/// Before the body is read: have pingora keep a copy of it when it can fit its retry buffer.
+pub fn prepare(session: &mut Session, framing: Framing) {
+    let fits = match framing {
+        Framing::Length(n) => n <= RETRY_BUFFER,
+        Framing::Chunked => true,
+        Framing::None => false,
+    };
+    if fits {
+        session.downstream_session.enable_retry_buffering();
+    }
+}
+
+/// After the body is read (and maybe rewritten): have pingora forward `body`. When pingora
+/// kept the body as read in its retry buffer, `body` goes into `slot` for [`filter`] to swap
+/// in; otherwise the session is replaced ([`replace`]).
+pub async fn hand_back(session: &mut Session, slot: &mut Option<Bytes>, body: Bytes) -> Result<()> {
+    if session.downstream_session.get_retry_buffer().is_some() {
+        *slot = Some(body);
+        return Ok(());
+    }
+    replace(session, body).await
+}
+
+/// The upstream request's framing for a body forwarded through [`filter`]: its exact length,
+/// no `Transfer-Encoding`, no `Expect` (the body is already here; a 100 Continue from the
+/// upstream must not reach the client a second time).
+pub fn head(req: &mut RequestHeader, body: &Bytes) -> Result<()> {
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.remove_header(&http::header::EXPECT);
+    req.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    Ok(())
+}
+
+/// `request_body_filter` for a body held in `slot`: pingora's retry buffer (the body as read)
+/// is replaced by it, once per upstream attempt (`sent` is reset when an attempt's request
+/// head is built). Any other body data would be bytes after the body: refused.
+pub fn filter(data: &mut Option<Bytes>, slot: &Option<Bytes>, sent: &mut bool) -> Result<()> {
+    let Some(body) = slot else {
+        return Ok(());
+    };
+    if data.is_none() {
+        return Ok(());
+    }
+    if std::mem::replace(sent, true) {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "request body data after the body was forwarded",
+        );
+    }
+    *data = Some(body.clone());
+    Ok(())
+}
 
 /// Replace the downstream request's body with `body`. The old body must have been read in
 /// full. Only HTTP/1 sessions are supported (the data plane does not offer HTTP/2).
@@ -84,7 +150,7 @@ pub async fn replace(session: &mut Session, body: Bytes) -> Result<()> {
 
 /// Write the request line and headers of `req` with `Content-Length: len`, dropping the
 /// framing headers of the original body and `Expect` (the body is already here).
-fn encode_head(req: &pingora_http::RequestHeader, len: usize, out: &mut BytesMut) {
+fn encode_head(req: &RequestHeader, len: usize, out: &mut BytesMut) {
     out.put_slice(req.method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(req.raw_path());
@@ -113,7 +179,49 @@ fn encode_head(req: &pingora_http::RequestHeader, len: usize, out: &mut BytesMut
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora_http::RequestHeader;
+
+    #[test]
+    fn filter_swaps_the_buffer_once_per_attempt() {
+        let slot = Some(Bytes::from_static(b"{\"redacted\":true}"));
+        let mut sent = false;
+        let mut data = Some(Bytes::from_static(b"{\"original\":1}"));
+        filter(&mut data, &slot, &mut sent).unwrap();
+        assert_eq!(data.as_deref(), Some(&b"{\"redacted\":true}"[..]));
+        // The end of the body passes as it is.
+        let mut end = None;
+        filter(&mut end, &slot, &mut sent).unwrap();
+        assert!(end.is_none());
+        // More data in the same attempt would be sent after the body: refused.
+        let mut more = Some(Bytes::from_static(b"x"));
+        assert!(filter(&mut more, &slot, &mut sent).is_err());
+        // A new attempt (another upstream after a connect failure) sends it again.
+        sent = false;
+        let mut retry = Some(Bytes::from_static(b"{\"original\":1}"));
+        filter(&mut retry, &slot, &mut sent).unwrap();
+        assert_eq!(retry.as_deref(), Some(&b"{\"redacted\":true}"[..]));
+    }
+
+    #[test]
+    fn filter_leaves_bodies_it_does_not_hold() {
+        let mut sent = false;
+        let mut data = Some(Bytes::from_static(b"abc"));
+        filter(&mut data, &None, &mut sent).unwrap();
+        filter(&mut data, &None, &mut sent).unwrap();
+        assert_eq!(data.as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn head_frames_the_held_body() {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        req.insert_header("Transfer-Encoding", "chunked").unwrap();
+        req.insert_header("Expect", "100-continue").unwrap();
+        req.insert_header("Content-Length", "999").unwrap();
+        head(&mut req, &Bytes::from_static(b"12345")).unwrap();
+        assert!(req.headers.get("transfer-encoding").is_none());
+        assert!(req.headers.get("expect").is_none());
+        let lengths: Vec<_> = req.headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["5"]);
+    }
 
     #[test]
     fn head_gets_exact_length_and_loses_old_framing() {

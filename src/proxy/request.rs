@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use pingora_core::apps::HttpPersistentSettings;
 use pingora_error::Result;
 use pingora_proxy::Session;
 
@@ -108,12 +109,18 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
     {
+        // pingora turns keep-alive off when any response head goes out before the body is
+        // read, the 100 Continue included; the body is read in full right after, so the
+        // connection's keep-alive is restored (a failed read turns it off again).
+        let settings = HttpPersistentSettings::for_session(&session.downstream_session);
         session
             .downstream_session
             .write_continue_response()
             .await
             .map_err(|_| Rejection::BadBody)?;
+        settings.apply_to_session(&mut session.downstream_session);
     }
+    rebody::prepare(session, head.framing);
     let body = read_body(session, head.framing, cfg.limits.max_body_bytes).await?;
     ctx.bytes_in = body.len() as u64;
     state.metrics.bytes_in.inc_by(ctx.bytes_in);
@@ -158,7 +165,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
             }
         }
     }
-    rebody::replace(session, body).await.map_err(|e| {
+    rebody::hand_back(session, &mut ctx.body, body).await.map_err(|e| {
         // Only the error type: pingora's parse errors quote the raw head (headers included).
         tracing::warn!(request_id = %ctx.request_id, error = super::error::log_kind(&e), "cannot hand the body back to pingora");
         Rejection::Internal

@@ -66,12 +66,7 @@ fn bodies_of_1kb_1mb_and_9mb_arrive_intact_over_one_keepalive_connection() {
         p.auth()
     )
     .into_bytes();
-    for part in body.chunks(70_000) {
-        req.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        req.extend_from_slice(part);
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"0\r\n\r\n");
+    req.extend_from_slice(&chunked(&body, 70_000));
     s.write_all(&req).unwrap();
     let r = read_response(&mut s).unwrap();
     assert_eq!(r.status, 200);
@@ -88,6 +83,77 @@ fn bodies_of_1kb_1mb_and_9mb_arrive_intact_over_one_keepalive_connection() {
         );
         assert_eq!(g.header("transfer-encoding"), None);
     }
+    assert_eq!(up.connections(), 1, "upstream connection should be reused");
+}
+
+/// `body` in chunked encoding, `size` bytes per chunk.
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in body.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Small bodies are forwarded from pingora's retry buffer (no second parse): what the
+/// upstream receives is still the checked body with its exact framing, whatever the client's
+/// framing was, and the client sees one 100 Continue.
+#[test]
+fn small_bodies_arrive_rewritten_with_exact_framing_after_100_continue_and_chunks() {
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    let mut s = connect(p.port).unwrap();
+    // Chunked, with Expect: 100-continue, and an email to redact.
+    let body = br#"{"model":"gpt-4o","input":"write to jane.doe@example.com today"}"#;
+    let head = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n{}Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        p.auth()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // A 1xx answer is a head alone.
+    let mut cont = Vec::new();
+    let mut byte = [0u8; 1];
+    while !cont.ends_with(b"\r\n\r\n") && cont.len() < 4096 {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed before 100 Continue");
+        cont.push(byte[0]);
+    }
+    assert!(
+        cont.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&cont)
+    );
+    s.write_all(&chunked(body, 20)).unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    // Then a plain small body on the same connection, unchanged.
+    let plain = br#"{"model":"gpt-4o","input":"nothing personal"}"#;
+    s.write_all(&p.post("/v1/embeddings", plain, "")).unwrap();
+    let r = read_response(&mut s).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+
+    let got = up.requests();
+    assert_eq!(got.len(), 2);
+    let want = br#"{"model":"gpt-4o","input":"write to [REDACTED_EMAIL] today"}"#;
+    assert_eq!(
+        got[0].body,
+        want.to_vec(),
+        "{}",
+        String::from_utf8_lossy(&got[0].body)
+    );
+    assert_eq!(
+        got[0].header("content-length"),
+        Some(want.len().to_string().as_str())
+    );
+    assert_eq!(got[0].header("transfer-encoding"), None);
+    assert_eq!(got[0].header("expect"), None);
+    assert_eq!(got[1].body, plain.to_vec());
+    assert_eq!(
+        got[1].header("content-length"),
+        Some(plain.len().to_string().as_str())
+    );
     assert_eq!(up.connections(), 1, "upstream connection should be reused");
 }
 

@@ -171,6 +171,11 @@ fn failover_retries_inside_the_region_only() {
         assert_eq!(r.header("x-sluice-upstream"), Some("eu-2"));
     }
     assert_eq!(eu2.requests().len(), 6);
+    // The retried attempt carries the body once, with its length.
+    for r in eu2.requests() {
+        assert_eq!(r.body, b"{}".to_vec());
+        assert_eq!(r.header("content-length"), Some("2"));
+    }
     assert!(us.requests().is_empty() && apac.requests().is_empty());
     assert!(
         p.log().contains("retrying in the same region"),
