@@ -103,7 +103,9 @@ impl Patterns {
             self.secrets.find(text, out);
         }
         if out.len() > 1 {
-            out.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
+            // Emails, numbers and secrets each come out in order: a stable (run-merging) sort
+            // merges the runs in linear time where an unstable one sorts from scratch.
+            out.sort_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
         }
     }
 
