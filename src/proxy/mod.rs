@@ -48,6 +48,9 @@ pub struct State {
     /// Set on SIGTERM/SIGINT: new connections are refused, responses close their connection,
     /// `/readyz` answers 503.
     pub draining: Arc<AtomicBool>,
+    /// The data-plane listener was seen accepting connections (`/readyz` says `starting`
+    /// until then).
+    listening: AtomicBool,
     in_flight: AtomicUsize,
     regions: Arc<upstream::Regions>,
     /// API keys and upstream credentials, reloaded when the store changes.
@@ -85,6 +88,7 @@ impl State {
             api,
             oauth,
             draining: Arc::new(AtomicBool::new(false)),
+            listening: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             regions,
             auth,
@@ -95,6 +99,30 @@ impl State {
             ),
             cfg,
         })
+    }
+
+    /// Whether the data-plane listener accepts connections: probed with a loopback connect
+    /// until it first does, then remembered.
+    async fn proxy_listening(&self) -> bool {
+        if self.listening.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut addr = self.cfg.listen.proxy;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let probe = tokio::net::TcpStream::connect(addr);
+        let up = matches!(
+            tokio::time::timeout(Duration::from_millis(500), probe).await,
+            Ok(Ok(_))
+        );
+        if up {
+            self.listening.store(true, Ordering::Release);
+        }
+        up
     }
 
     fn in_flight(&self) -> usize {

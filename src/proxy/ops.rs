@@ -270,6 +270,15 @@ impl ServeHttp for Admin {
                         br#"{"status":"store_unavailable"}"#.to_vec(),
                         &id,
                     )
+                } else if !self.0.proxy_listening().await {
+                    // pingora starts each listener on its own: the admin one can answer
+                    // before the data plane accepts connections.
+                    reply(
+                        503,
+                        "application/json",
+                        br#"{"status":"starting"}"#.to_vec(),
+                        &id,
+                    )
                 } else {
                     reply(
                         200,

@@ -34,6 +34,20 @@ fn metric(p: &Proxy, name: &str, parts: &[&str]) -> f64 {
     }
 }
 
+/// Wait (bounded) for the metric to read `want`: it is recorded when the request is logged,
+/// which can be just after the client has read the answer.
+fn metric_is(p: &Proxy, name: &str, parts: &[&str], want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let got = metric(p, name, parts);
+        if got == want || Instant::now() > deadline {
+            assert_eq!(got, want, "{name} {parts:?}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn usage_of_json_answers_and_streams_is_measured_and_audited() {
     let up = Upstream::start();
@@ -52,8 +66,8 @@ fn usage_of_json_answers_and_streams_is_measured_and_audited() {
     let output = "gen_ai_token_type=\"output\"";
     let model = "gen_ai_request_model=\"gpt-4o-mini\"";
     let chat_op = "gen_ai_operation_name=\"chat\"";
-    assert_eq!(metric(&p, sum, &[input, model, chat_op, &key, &org]), 1.0);
-    assert_eq!(metric(&p, sum, &[output, model, chat_op, &key, &org]), 3.0);
+    metric_is(&p, sum, &[input, model, chat_op, &key, &org], 1.0);
+    metric_is(&p, sum, &[output, model, chat_op, &key, &org], 3.0);
 
     // A stream that did not ask for usage: sluice asks for it, and takes the usage chunk out
     // of what the app sees (the stream is the one it asked for).
@@ -73,15 +87,13 @@ fn usage_of_json_answers_and_streams_is_measured_and_audited() {
         "usage chunk reached the app: {text}"
     );
     assert!(!text.contains("\"choices\":[]"), "{text}");
-    assert_eq!(metric(&p, sum, &[input, model, &key]), 12.0);
-    assert_eq!(metric(&p, sum, &[output, model, &key]), 6.0);
-    assert_eq!(
-        metric(
-            &p,
-            "gen_ai_server_time_to_first_token_seconds_count",
-            &[model, chat_op, &key]
-        ),
-        1.0
+    metric_is(&p, sum, &[input, model, &key], 12.0);
+    metric_is(&p, sum, &[output, model, &key], 6.0);
+    metric_is(
+        &p,
+        "gen_ai_server_time_to_first_token_seconds_count",
+        &[model, chat_op, &key],
+        1.0,
     );
 
     // A stream that asked for usage gets it, as sent.
@@ -93,7 +105,7 @@ fn usage_of_json_answers_and_streams_is_measured_and_audited() {
     );
     assert_eq!(r.status, 200);
     assert!(r.body_text().contains("\"prompt_tokens\":11"));
-    assert_eq!(metric(&p, sum, &[input, model, &key]), 23.0);
+    metric_is(&p, sum, &[input, model, &key], 23.0);
 
     // Embeddings: input tokens only.
     let r = raw(
@@ -107,7 +119,7 @@ fn usage_of_json_answers_and_streams_is_measured_and_audited() {
     .unwrap();
     assert_eq!(r.status, 200);
     let emb = "gen_ai_operation_name=\"embeddings\"";
-    assert_eq!(metric(&p, sum, &[emb, input]), 1.0);
+    metric_is(&p, sum, &[emb, input], 1.0);
     assert!(!p
         .metrics()
         .lines()
@@ -151,13 +163,11 @@ fn stream_usage_off_leaves_the_request_alone() {
     let sent: serde_json::Value = serde_json::from_slice(&up.requests()[0].body).unwrap();
     assert!(sent.get("stream_options").is_none(), "{sent}");
     // Unknown usage is counted, not guessed.
-    assert_eq!(
-        metric(
-            &p,
-            "sluice_usage_unknown_total",
-            &["gen_ai_operation_name=\"chat\""]
-        ),
-        1.0
+    metric_is(
+        &p,
+        "sluice_usage_unknown_total",
+        &["gen_ai_operation_name=\"chat\""],
+        1.0,
     );
 }
 
@@ -170,16 +180,14 @@ fn model_labels_cannot_be_minted_by_clients() {
         serde_json::json!({"model": "gpt-4o\"} evil{x=\"1", "messages": [{"role": "user", "content": "hi"}]}),
     );
     assert_eq!(r.status, 200);
-    assert_eq!(
-        metric(
-            &p,
-            "gen_ai_client_token_usage_count",
-            &[
-                "gen_ai_request_model=\"other\"",
-                "gen_ai_token_type=\"input\""
-            ]
-        ),
-        1.0
+    metric_is(
+        &p,
+        "gen_ai_client_token_usage_count",
+        &[
+            "gen_ai_request_model=\"other\"",
+            "gen_ai_token_type=\"input\"",
+        ],
+        1.0,
     );
     assert!(!p.metrics().contains("evil"));
 }
