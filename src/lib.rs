@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod inbound;
 pub mod limits;
 pub mod mcp;

@@ -24,37 +24,390 @@ use crate::residency::Region;
 use crate::store::{self, Store};
 use crate::vault::Keyring;
 
-/// The OpenAPI document served at `/api/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The hand-written part of the OpenAPI document: info and the component schemas. The paths,
+/// who may call each and the error codes are added from [`ROUTES`] and [`Code`] ([`openapi`]).
+const OPENAPI_BASE: &str = include_str!("openapi_base.json");
 
-/// Every route: method and path pattern (`{x}` is a path parameter), as in the OpenAPI document.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/api/openapi.json"),
-    ("POST", "/api/auth/login"),
-    ("GET", "/api/auth/me"),
-    ("POST", "/api/auth/password"),
-    ("POST", "/api/auth/totp"),
-    ("POST", "/api/auth/logout"),
-    ("GET", "/api/orgs"),
-    ("POST", "/api/orgs"),
-    ("GET", "/api/orgs/{org_id}"),
-    ("PATCH", "/api/orgs/{org_id}"),
-    ("DELETE", "/api/orgs/{org_id}"),
-    ("GET", "/api/orgs/{org_id}/keys"),
-    ("POST", "/api/orgs/{org_id}/keys"),
-    ("PATCH", "/api/orgs/{org_id}/keys/{key_id}"),
-    ("DELETE", "/api/orgs/{org_id}/keys/{key_id}"),
-    ("GET", "/api/orgs/{org_id}/users"),
-    ("POST", "/api/orgs/{org_id}/users"),
-    ("PATCH", "/api/orgs/{org_id}/users/{user_id}"),
-    ("DELETE", "/api/orgs/{org_id}/users/{user_id}"),
-    ("POST", "/api/orgs/{org_id}/users/{user_id}/revoke-sessions"),
-    ("GET", "/api/credentials"),
-    ("PUT", "/api/credentials/{name}"),
-    ("DELETE", "/api/credentials/{name}"),
-    ("GET", "/api/audit"),
-    ("GET", "/api/mcp/servers"),
+/// Who may call a route. The router checks it before the handler runs; the OpenAPI
+/// document's "Allowed:" line and security are made from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone the IP allowlist admits, without a session.
+    Public,
+    /// Any logged-in user.
+    User,
+    /// Operators only.
+    Operator,
+    /// Operators, and users of the path's `{org_id}` with this role or a higher one
+    /// (member < auditor < admin < owner).
+    Org(Role),
+    /// Operators (any org, or records of no org), and users with this role or a higher one in
+    /// the org of the `org_id` query parameter (their own org without one).
+    QueryOrg(Role),
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Member => 0,
+        Role::Auditor => 1,
+        Role::Admin => 2,
+        Role::Owner => 3,
+    }
+}
+
+impl Access {
+    /// Whether `p` may call the route for org `org` (the path's or the query's).
+    fn check(self, p: Option<&Principal>, org: Option<&str>) -> Result<(), ApiError> {
+        let p = match (self, p) {
+            (Access::Public, _) => return Ok(()),
+            (_, None) => return Err(bad_token()),
+            (_, Some(p)) => p,
+        };
+        if p.operator || self == Access::User {
+            return Ok(());
+        }
+        let least = match self {
+            Access::Org(r) | Access::QueryOrg(r) => r,
+            _ => return Err(denied()),
+        };
+        let org = match (self, org) {
+            (Access::QueryOrg(_), None) => p.org_id.as_deref(),
+            (_, o) => o,
+        };
+        match (org, &p.org_id, p.role) {
+            (Some(o), Some(mine), Some(r)) if o == mine && rank(r) >= rank(least) => Ok(()),
+            _ => Err(denied()),
+        }
+    }
+
+    /// Who may call, in words (the OpenAPI document).
+    pub fn describe(self) -> String {
+        let above = |least: Role| {
+            [Role::Owner, Role::Admin, Role::Auditor, Role::Member]
+                .into_iter()
+                .filter(|r| rank(*r) >= rank(least))
+                .map(Role::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Access::Public => "anyone the IP allowlist admits".into(),
+            Access::User => "any user".into(),
+            Access::Operator => "operator".into(),
+            Access::Org(Role::Member) => "operator; any member of the org".into(),
+            Access::Org(r) => format!("operator, {}", above(r)),
+            Access::QueryOrg(r) => format!(
+                "operator (any org, or records of no org); {} (their org)",
+                above(r)
+            ),
+        }
+    }
+}
+
+/// The success answer's body, for the OpenAPI document.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    /// A schema of `components.schemas`.
+    Schema(&'static str),
+    /// `{"data": [<schema>]}`.
+    List(&'static str),
+    /// `{"data": [<schema>], "next_cursor": <string or null>}`.
+    Page(&'static str),
+    /// A small object described in the summary.
+    Object,
+}
+
+/// A query parameter: name, JSON schema, required, description.
+pub type QueryParam = (&'static str, &'static str, bool, &'static str);
+
+/// What answers a route: without a session ([`Access::Public`] routes), or with the caller
+/// authenticated and the store locked.
+#[derive(Clone, Copy)]
+enum Handler {
+    Open(fn(&Api, &Caller) -> ApiResult),
+    Session(fn(&Api, &Store, &Caller, &Params) -> ApiResult),
+}
+
+/// One admin API route: the router, the 405 answer, the RBAC declaration and the OpenAPI
+/// document all come from [`ROUTES`].
+pub struct Route {
+    pub method: &'static str,
+    /// The path, `{x}` being a path parameter.
+    pub pattern: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    /// Said after the "Allowed:" line (extra conditions).
+    pub note: &'static str,
+    /// The request body's schema (in `components.schemas`), when it takes one.
+    pub body: Option<&'static str>,
+    pub query: &'static [QueryParam],
+    /// The success status and body.
+    pub ok: (u16, Shape),
+    handler: Handler,
+}
+
+/// The path of the OpenAPI document (served even when the API is disabled).
+pub const OPENAPI_PATH: &str = "/api/openapi.json";
+const LOGIN_PATH: &str = "/api/auth/login";
+
+const AUDIT_QUERY: &[QueryParam] = &[
+    (
+        "org_id",
+        r#"{"type":"string"}"#,
+        false,
+        "Only this org (forced to yours unless operator).",
+    ),
+    (
+        "action",
+        r#"{"type":"string"}"#,
+        false,
+        "e.g. auth.login, key.create, proxy.request",
+    ),
+    (
+        "actor",
+        r#"{"type":"string"}"#,
+        false,
+        "e.g. user:<id>, cli:root, key:<key id>, anonymous",
+    ),
+    (
+        "outcome",
+        r#"{"type":"string","enum":["success","failure"]}"#,
+        false,
+        "",
+    ),
+    ("since", r#"{"type":"string"}"#, false, "RFC 3339 time"),
+    (
+        "cursor",
+        r#"{"type":"string"}"#,
+        false,
+        "next_cursor of the previous page",
+    ),
+    (
+        "limit",
+        r#"{"type":"integer"}"#,
+        false,
+        "1 to 1000, default 100",
+    ),
 ];
+
+macro_rules! opt {
+    ($default:expr;) => {
+        $default
+    };
+    ($default:expr; $e:expr) => {
+        $e
+    };
+}
+
+macro_rules! route {
+    (@ $handler:expr; $method:literal $pattern:expr, $access:expr, $summary:literal, $ok:expr
+     $(, body = $body:literal)? $(, query = $query:expr)? $(, note = $note:literal)?) => {
+        Route {
+            method: $method,
+            pattern: $pattern,
+            access: $access,
+            summary: $summary,
+            note: opt!(""; $($note)?),
+            body: opt!(None; $(Some($body))?),
+            query: opt!(&[]; $($query)?),
+            ok: $ok,
+            handler: $handler,
+        }
+    };
+    ($method:literal $pattern:expr, $access:expr, $summary:literal, $ok:expr, open $h:expr
+     $(, $($rest:tt)*)?) => {
+        route!(@ Handler::Open($h); $method $pattern, $access, $summary, $ok $(, $($rest)*)?)
+    };
+    ($method:literal $pattern:expr, $access:expr, $summary:literal, $ok:expr, $h:expr
+     $(, $($rest:tt)*)?) => {
+        route!(@ Handler::Session($h); $method $pattern, $access, $summary, $ok $(, $($rest)*)?)
+    };
+}
+
+/// Every route of the admin API.
+pub static ROUTES: &[Route] = &[
+    route!("GET" OPENAPI_PATH, Access::Public, "This document", (200, Shape::Object),
+        open |a, _| Ok((200, a.openapi.clone()))),
+    route!("POST" LOGIN_PATH, Access::Public,
+        "Log in: email, password and a TOTP or recovery code (when enrolled). Every failure is the same 401 invalid_credentials; failures are throttled per IP and per account (429 rate_limited + Retry-After).",
+        (200, Shape::Schema("Session")), open |a, c| a.login(c), body = "Login"),
+    route!("GET" "/api/auth/me", Access::User, "The calling user", (200, Shape::Schema("User")),
+        |a, s, c, _| a.me(s, c)),
+    route!("POST" "/api/auth/password", Access::User,
+        "Change your password; revokes every session and returns a new token",
+        (200, Shape::Schema("Session")), |a, s, c, _| a.change_password(s, c),
+        body = "PasswordChange"),
+    route!("POST" "/api/auth/totp", Access::User,
+        "(Re-)enrol TOTP: a new seed and 10 new recovery codes, shown once",
+        (200, Shape::Schema("Enrollment")), |a, s, c, _| a.reenroll(s, c), body = "Reauth",
+        note = "Needs the password and, when TOTP is enrolled, a current TOTP code or a recovery code."),
+    route!("POST" "/api/auth/logout", Access::User, "Revoke every session of the calling user",
+        (200, Shape::Object), |a, s, c, _| a.logout(s, c)),
+    route!("GET" "/api/orgs", Access::User, "Orgs: all for operators, your own otherwise",
+        (200, Shape::List("Org")), |a, s, c, _| a.list_orgs(s, c)),
+    route!("POST" "/api/orgs", Access::Operator, "Create an org", (201, Shape::Schema("Org")),
+        |a, s, c, _| a.create_org(s, c), body = "NewOrg"),
+    route!("GET" "/api/orgs/{org_id}", Access::Org(Role::Member), "One org",
+        (200, Shape::Schema("Org")), |a, s, _, p| a.get_org(s, p.get("org_id"))),
+    route!("PATCH" "/api/orgs/{org_id}", Access::Org(Role::Admin),
+        "Change the org's settings (region, PII, secrets, response redaction, MCP allow-lists, limits)",
+        (200, Shape::Schema("Org")), |a, s, c, p| a.update_org(s, c, p.get("org_id")),
+        body = "OrgPatch"),
+    route!("DELETE" "/api/orgs/{org_id}", Access::Org(Role::Owner),
+        "GDPR hard delete (requires ?hard=true): keys, users and settings removed in one transaction; the org's audit data key destroyed, so its audit details are unreadable while the chain still verifies",
+        (200, Shape::Schema("Deleted")), |a, s, c, p| a.delete_org(s, c, p.get("org_id")),
+        query = &[("hard", r#"{"type":"boolean"}"#, true, "")]),
+    route!("GET" "/api/orgs/{org_id}/keys", Access::Org(Role::Auditor),
+        "API key metadata (never the key)", (200, Shape::List("Key")),
+        |a, s, _, p| a.list_keys(s, p.get("org_id"))),
+    route!("POST" "/api/orgs/{org_id}/keys", Access::Org(Role::Admin),
+        "Create an API key; the key is in this response only", (201, Shape::Schema("CreatedKey")),
+        |a, s, c, p| a.create_key(s, c, p.get("org_id")), body = "NewKey"),
+    route!("PATCH" "/api/orgs/{org_id}/keys/{key_id}", Access::Org(Role::Admin),
+        "Change a key's settings (PII, secrets, response redaction, MCP allow-lists, limits)",
+        (200, Shape::Schema("Key")),
+        |a, s, c, p| a.update_key(s, c, p.get("org_id"), p.get("key_id")), body = "KeyPatch"),
+    route!("DELETE" "/api/orgs/{org_id}/keys/{key_id}", Access::Org(Role::Admin),
+        "Revoke a key (refused by the data plane within a second)", (200, Shape::Object),
+        |a, s, c, p| a.revoke_key(s, c, p.get("org_id"), p.get("key_id"))),
+    route!("GET" "/api/orgs/{org_id}/users", Access::Org(Role::Admin), "The org's users",
+        (200, Shape::List("User")), |a, s, _, p| a.list_users(s, p.get("org_id"))),
+    route!("POST" "/api/orgs/{org_id}/users", Access::Org(Role::Admin),
+        "Add a user; owner/admin get TOTP (enrolment shown once). Only owners and operators add owners",
+        (201, Shape::Schema("CreatedUser")), |a, s, c, p| a.create_member(s, c, p.get("org_id")),
+        body = "NewMember"),
+    route!("PATCH" "/api/orgs/{org_id}/users/{user_id}", Access::Org(Role::Admin),
+        "Change a user's role (effective on their next request); owner/admin need TOTP enrolled; the last owner cannot be downgraded",
+        (200, Shape::Schema("User")),
+        |a, s, c, p| a.update_member(s, c, p.get("org_id"), p.get("user_id")),
+        body = "MemberPatch", note = "Admins do not manage owners."),
+    route!("DELETE" "/api/orgs/{org_id}/users/{user_id}", Access::Org(Role::Admin),
+        "Remove a user (their sessions stop at once); not the last owner", (200, Shape::Object),
+        |a, s, c, p| a.delete_member(s, c, p.get("org_id"), p.get("user_id")),
+        note = "Admins do not manage owners."),
+    route!("POST" "/api/orgs/{org_id}/users/{user_id}/revoke-sessions", Access::Org(Role::Admin),
+        "Revoke every session of a user", (200, Shape::Object),
+        |a, s, c, p| a.revoke_member(s, c, p.get("org_id"), p.get("user_id")),
+        note = "Admins do not manage owners."),
+    route!("GET" "/api/credentials", Access::Operator,
+        "Upstream credentials' metadata (never the secret)", (200, Shape::List("Credential")),
+        |a, s, _, _| a.list_credentials(s)),
+    route!("PUT" "/api/credentials/{name}", Access::Operator,
+        "Store or replace an upstream credential (write-only)", (200, Shape::Schema("Credential")),
+        |a, s, c, p| a.set_credential(s, c, p.get("name")), body = "CredentialBody"),
+    route!("DELETE" "/api/credentials/{name}", Access::Operator, "Delete an upstream credential",
+        (200, Shape::Object), |a, s, c, p| a.delete_credential(s, c, p.get("name"))),
+    route!("GET" "/api/audit", Access::QueryOrg(Role::Auditor),
+        "Audit records, oldest first, with cursor pagination (pass next_cursor as cursor). Personal fields are decrypted; a hard-deleted org's read {\"personal_data\": \"shredded\"}",
+        (200, Shape::Page("AuditRecord")), |a, s, c, _| a.audit(s, c), query = AUDIT_QUERY),
+    route!("GET" "/api/mcp/servers", Access::User, "The configured MCP servers and their health",
+        (200, Shape::List("McpServer")), |a, _, _, _| a.mcp_servers()),
+];
+
+/// The OpenAPI document served at [`OPENAPI_PATH`]: [`OPENAPI_BASE`] with the paths made from
+/// [`ROUTES`] (methods, parameters, access, bodies, answers) and the error codes from
+/// [`Code::ALL`], so it cannot drift from what the server does.
+pub fn openapi() -> Value {
+    let mut doc: Value = serde_json::from_str(OPENAPI_BASE).unwrap_or_else(|_| json!({}));
+    let codes: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+    doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"] =
+        json!(codes);
+    let statuses: std::collections::BTreeSet<u16> = Code::ALL.iter().map(|c| c.status()).collect();
+    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let mut paths = serde_json::Map::new();
+    for r in ROUTES {
+        let entry = paths.entry(r.pattern).or_insert_with(|| json!({}));
+        let path_params: Vec<Value> = r
+            .pattern
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|n| json!({"name": n, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !path_params.is_empty() {
+            entry["parameters"] = path_params.into();
+        }
+        let ok = match r.ok.1 {
+            Shape::Schema(n) => schema(n),
+            Shape::List(n) => json!({"type": "object", "properties": {
+                "data": {"type": "array", "items": schema(n)}}}),
+            Shape::Page(n) => json!({"type": "object", "properties": {
+                "data": {"type": "array", "items": schema(n)},
+                "next_cursor": {"type": "string", "nullable": true}}}),
+            Shape::Object => json!({"type": "object"}),
+        };
+        let mut responses = serde_json::Map::new();
+        responses.insert(
+            r.ok.0.to_string(),
+            json!({"description": "OK", "content": {"application/json": {"schema": ok}}}),
+        );
+        for st in &statuses {
+            responses.insert(
+                st.to_string(),
+                json!({"$ref": "#/components/responses/Error"}),
+            );
+        }
+        let mut description = format!("Allowed: {}.", r.access.describe());
+        if !r.note.is_empty() {
+            description = format!("{description} {}", r.note);
+        }
+        let mut op = json!({"summary": r.summary, "description": description,
+                            "responses": responses});
+        if r.access == Access::Public {
+            op["security"] = json!([]);
+        }
+        if let Some(b) = r.body {
+            op["requestBody"] = json!({"required": true,
+                "content": {"application/json": {"schema": schema(b)}}});
+        }
+        if !r.query.is_empty() {
+            let q: Vec<Value> = r
+                .query
+                .iter()
+                .map(|(name, sch, required, desc)| {
+                    let mut v = json!({"name": name, "in": "query", "required": required,
+                        "schema": serde_json::from_str::<Value>(sch).unwrap_or_default()});
+                    if !desc.is_empty() {
+                        v["description"] = (*desc).into();
+                    }
+                    v
+                })
+                .collect();
+            op["parameters"] = q.into();
+        }
+        entry[r.method.to_ascii_lowercase()] = op;
+    }
+    doc["paths"] = paths.into();
+    doc
+}
+
+/// A route's path parameters.
+struct Params<'a>(Vec<(&'a str, &'a str)>);
+
+impl Params<'_> {
+    /// The parameter `name` (the route table guarantees its presence; empty otherwise).
+    fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or("", |(_, v)| v)
+    }
+}
+
+/// The router over [`ROUTES`]: a path pattern to the indexes of its routes (one per method).
+fn router() -> matchit::Router<Vec<usize>> {
+    let mut r = matchit::Router::new();
+    let mut patterns: Vec<&str> = ROUTES.iter().map(|r| r.pattern).collect();
+    patterns.dedup();
+    for pattern in patterns {
+        let routes = (0..ROUTES.len())
+            .filter(|i| ROUTES[*i].pattern == pattern)
+            .collect();
+        // The table is fixed: a pattern matchit refuses is a bug caught by every test.
+        r.insert(pattern, routes)
+            .unwrap_or_else(|e| panic!("admin route {pattern}: {e}"));
+    }
+    r
+}
 
 /// An admin API request, already read (the body within `[admin] max_body_bytes`).
 #[derive(Debug, Default)]
@@ -89,18 +442,88 @@ pub struct Reply {
     pub retry_after: Option<u64>,
 }
 
-/// A refusal with a stable code.
+macro_rules! codes {
+    ($($(#[doc = $doc:literal])* $v:ident = ($status:literal, $code:literal),)*) => {
+        /// The admin API's error codes, each with its one HTTP status: the whole vocabulary
+        /// (the OpenAPI document's `Error.code` enum is made from [`Code::ALL`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($(#[doc = $doc])* $v,)*
+        }
+
+        impl Code {
+            /// Every code.
+            pub const ALL: &'static [Code] = &[$(Code::$v,)*];
+
+            /// The HTTP status it is sent with.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(Code::$v => $status,)*
+                }
+            }
+
+            /// The stable code, as in the body's `error.code`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$v => $code,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    /// A value is refused (bad email, short password, unknown region, last owner, ...).
+    InvalidRequest = (400, "invalid_request"),
+    /// Not a JSON object, a missing or unknown field, a value of the wrong type.
+    InvalidBody = (400, "invalid_body"),
+    /// `DELETE /api/orgs/{id}` without `?hard=true`.
+    HardDeleteRequired = (400, "hard_delete_required"),
+    /// The OAuth token endpoint gave no token (nothing stored).
+    OauthTokenFailed = (400, "oauth_token_failed"),
+    /// Any login failure.
+    InvalidCredentials = (401, "invalid_credentials"),
+    /// No, malformed, expired, foreign or revoked session token.
+    InvalidToken = (401, "invalid_token"),
+    /// The source address is outside `[admin] allow_ips`.
+    IpNotAllowed = (403, "ip_not_allowed"),
+    /// The caller's role does not allow the call.
+    PermissionDenied = (403, "permission_denied"),
+    /// Unknown route, or no such org, key, user or credential.
+    NotFound = (404, "not_found"),
+    /// A known route with another method.
+    MethodNotAllowed = (405, "method_not_allowed"),
+    /// The org, user (email) or credential already exists.
+    Conflict = (409, "conflict"),
+    /// The body is over `[admin] max_body_bytes`.
+    RequestTooLarge = (413, "request_too_large"),
+    /// A body without `Content-Type: application/json`.
+    UnsupportedMediaType = (415, "unsupported_media_type"),
+    /// Too many failed logins or password checks; `Retry-After` says when to retry.
+    RateLimited = (429, "rate_limited"),
+    /// A bug or a store failure; the log has the detail.
+    InternalError = (500, "internal_error"),
+    /// `SLUICE_JWT_SECRET` is not set.
+    AdminApiDisabled = (503, "admin_api_disabled"),
+}
+
+/// A refusal: a code (which decides the status) and a message that never quotes a value.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub retry_after: Option<u64>,
 }
 
-fn err(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+}
+
+fn err(code: Code, message: impl Into<String>) -> ApiError {
     ApiError {
-        status,
         code,
         message: message.into(),
         retry_after: None,
@@ -109,16 +532,14 @@ fn err(status: u16, code: &'static str, message: impl Into<String>) -> ApiError 
 
 fn denied() -> ApiError {
     err(
-        403,
-        "permission_denied",
+        Code::PermissionDenied,
         "Your role does not allow this action.",
     )
 }
 
 fn bad_token() -> ApiError {
     err(
-        401,
-        "invalid_token",
+        Code::InvalidToken,
         "Missing, invalid, expired or revoked session token. Log in again at POST /api/auth/login.",
     )
 }
@@ -128,19 +549,23 @@ const INVALID_CREDENTIALS: &str = "Invalid email, password or second factor.";
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         match e {
-            Error::Invalid(m) => err(400, "invalid_request", m),
+            Error::Invalid(m) => err(Code::InvalidRequest, m),
             Error::Store(store::Error::NotFound { what, .. }) => {
-                err(404, "not_found", format!("No such {what}."))
+                err(Code::NotFound, format!("No such {what}."))
             }
             Error::Store(store::Error::Duplicate { what, .. }) => {
-                err(409, "conflict", format!("That {what} already exists."))
+                err(Code::Conflict, format!("That {what} already exists."))
             }
-            other => {
-                tracing::error!(error = %other, "admin API operation failed");
-                err(500, "internal_error", "Internal error; see the sluice log.")
-            }
+            Error::Store(e) => internal(&e),
+            Error::Vault(e) => internal(&e),
         }
     }
+}
+
+/// A failure that is not the caller's: logged, answered with a generic message.
+fn internal(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "admin API operation failed");
+    err(Code::InternalError, "Internal error; see the sluice log.")
 }
 
 impl From<store::Error> for ApiError {
@@ -174,12 +599,16 @@ pub struct Api {
     /// The configured MCP servers (what `GET /api/mcp/servers` lists) and their health.
     mcp_servers: Vec<crate::config::McpServer>,
     mcp_health: Option<McpHealth>,
+    router: matchit::Router<Vec<usize>>,
+    /// The OpenAPI document, made once from [`ROUTES`].
+    openapi: Value,
 }
 
-/// Who made a call, for its audit record.
+/// Who made a call, for its audit record, and the call's query parameters.
 struct Caller<'a> {
     principal: Option<Principal>,
     req: &'a Request,
+    query: Vec<(String, String)>,
 }
 
 impl Caller<'_> {
@@ -200,48 +629,16 @@ impl Caller<'_> {
         self.actor().record(action, org)
     }
 
+    /// The query parameter `name` (the first one).
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     fn principal(&self) -> Result<&Principal, ApiError> {
         self.principal.as_ref().ok_or_else(bad_token)
-    }
-}
-
-/// What a role may do in an org.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Access {
-    /// Any member.
-    View,
-    /// Auditor and above.
-    Read,
-    /// Admin and above.
-    Manage,
-    /// Owner.
-    Own,
-}
-
-fn level(role: Role) -> Access {
-    match role {
-        Role::Member => Access::View,
-        Role::Auditor => Access::Read,
-        Role::Admin => Access::Manage,
-        Role::Owner => Access::Own,
-    }
-}
-
-fn allow(p: &Principal, org_id: &str, need: Access) -> Result<(), ApiError> {
-    if p.operator {
-        return Ok(());
-    }
-    match (&p.org_id, p.role) {
-        (Some(o), Some(r)) if o == org_id && level(r) >= need => Ok(()),
-        _ => Err(denied()),
-    }
-}
-
-fn operator_only(p: &Principal) -> Result<(), ApiError> {
-    if p.operator {
-        Ok(())
-    } else {
-        Err(denied())
     }
 }
 
@@ -253,8 +650,7 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     });
     if !json_type {
         return Err(err(
-            415,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "Send a JSON body with Content-Type: application/json.",
         ));
     }
@@ -275,46 +671,20 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
         } else {
             format!("invalid value for `{path}`")
         };
-        err(
-            400,
-            "invalid_body",
-            format!("Invalid JSON body: {message}."),
-        )
+        err(Code::InvalidBody, format!("Invalid JSON body: {message}."))
     })
 }
 
 fn query_params(q: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = q else { return Vec::new() };
-    q.split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let dec = |s: &str| {
-                urlencoding::decode(&s.replace('+', " "))
-                    .map(|c| c.into_owned())
-                    .unwrap_or_default()
-            };
-            (dec(k), dec(v))
-        })
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
         .collect()
-}
-
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 fn region(s: Option<&str>) -> Result<Option<Region>, ApiError> {
     s.map(|r| {
-        r.parse::<Region>().map_err(|_| {
-            err(
-                400,
-                "invalid_request",
-                "Unknown region: use us, eu or apac.",
-            )
-        })
+        r.parse::<Region>()
+            .map_err(|_| err(Code::InvalidRequest, "Unknown region: use us, eu or apac."))
     })
     .transpose()
 }
@@ -527,8 +897,7 @@ fn setting(field: &str, s: Option<&str>) -> Result<Option<Setting>, ApiError> {
     s.map(|v| {
         Setting::parse(v).ok_or_else(|| {
             err(
-                400,
-                "invalid_request",
+                Code::InvalidRequest,
                 format!("{field} must be \"on\" or \"off\"."),
             )
         })
@@ -567,8 +936,7 @@ fn key_setting(field: &str, s: Option<&str>) -> Result<KeySetting, ApiError> {
     s.map_or(Ok(KeySetting::Inherit), |v| {
         KeySetting::parse(v).ok_or_else(|| {
             err(
-                400,
-                "invalid_request",
+                Code::InvalidRequest,
                 format!("{field} must be \"on\", \"off\" or \"inherit\"."),
             )
         })
@@ -610,6 +978,8 @@ impl Api {
             on_change: None,
             mcp_servers: cfg.mcp_servers.clone(),
             mcp_health: None,
+            router: router(),
+            openapi: openapi(),
         }
     }
 
@@ -636,20 +1006,8 @@ impl Api {
                 retry_after: None,
             },
             Err(e) => Reply {
-                status: e.status,
-                body: json!({"error": {
-                    "message": e.message,
-                    "type": match e.status {
-                        401 => "authentication_error",
-                        403 => "permission_error",
-                        429 => "rate_limit_error",
-                        s if s >= 500 => "server_error",
-                        _ => "invalid_request_error",
-                    },
-                    "param": null,
-                    "code": e.code,
-                    "request_id": req.request_id,
-                }}),
+                status: e.status(),
+                body: crate::error::body(e.status(), e.code.as_str(), &e.message, &req.request_id),
                 retry_after: e.retry_after,
             },
         }
@@ -683,73 +1041,60 @@ impl Api {
     }
 
     fn route(&self, req: &Request) -> ApiResult {
-        let path = req.path.trim_end_matches('/');
-        let segs: Vec<&str> = path.split('/').skip(1).collect();
-        let m = req.method.as_str();
-        if segs.first() != Some(&"api") {
-            return Err(err(404, "not_found", "No such route."));
-        }
-        let rest = &segs[1..];
-        if rest == ["openapi.json"] {
-            return if m == "GET" {
-                Ok((200, serde_json::from_str(OPENAPI).unwrap_or(Value::Null)))
-            } else {
-                Err(not_allowed())
-            };
-        }
-        if self.sessions.is_none() {
+        let path = match req.path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        let hit = self.router.at(path).ok();
+        let is_doc = hit
+            .as_ref()
+            .is_some_and(|m| m.value.iter().any(|i| ROUTES[*i].pattern == OPENAPI_PATH));
+        if !is_doc && self.sessions.is_none() {
             return Err(disabled());
         }
-        if rest == ["auth", "login"] {
-            return if m == "POST" {
-                self.login(req)
-            } else {
-                Err(not_allowed())
-            };
-        }
-        // Everything else needs a session.
-        let store = self.store();
-        let principal = self.authenticate(&store, req)?;
-        let c = Caller {
-            principal: Some(principal),
+        let route = hit.as_ref().and_then(|m| {
+            m.value
+                .iter()
+                .map(|i| &ROUTES[*i])
+                .find(|r| r.method == req.method)
+        });
+        let mut c = Caller {
+            principal: None,
             req,
+            query: query_params(req.query.as_deref()),
         };
-        let r = match (m, rest) {
-            ("GET", ["auth", "me"]) => self.me(&store, &c),
-            ("POST", ["auth", "password"]) => self.change_password(&store, &c),
-            ("POST", ["auth", "totp"]) => self.reenroll(&store, &c),
-            ("POST", ["auth", "logout"]) => self.logout(&store, &c),
-            ("GET", ["orgs"]) => self.list_orgs(&store, &c),
-            ("POST", ["orgs"]) => self.create_org(&store, &c),
-            ("GET", ["orgs", id]) => self.get_org(&store, &c, id),
-            ("PATCH", ["orgs", id]) => self.update_org(&store, &c, id),
-            ("DELETE", ["orgs", id]) => self.delete_org(&store, &c, id),
-            ("GET", ["orgs", id, "keys"]) => self.list_keys(&store, &c, id),
-            ("POST", ["orgs", id, "keys"]) => self.create_key(&store, &c, id),
-            ("PATCH", ["orgs", id, "keys", kid]) => self.update_key(&store, &c, id, kid),
-            ("DELETE", ["orgs", id, "keys", kid]) => self.revoke_key(&store, &c, id, kid),
-            ("GET", ["orgs", id, "users"]) => self.list_users(&store, &c, id),
-            ("POST", ["orgs", id, "users"]) => self.create_member(&store, &c, id),
-            ("PATCH", ["orgs", id, "users", uid]) => self.update_member(&store, &c, id, uid),
-            ("DELETE", ["orgs", id, "users", uid]) => self.delete_member(&store, &c, id, uid),
-            ("POST", ["orgs", id, "users", uid, "revoke-sessions"]) => {
-                self.revoke_member(&store, &c, id, uid)
-            }
-            ("GET", ["credentials"]) => self.list_credentials(&store, &c),
-            ("PUT", ["credentials", name]) => self.set_credential(&store, &c, name),
-            ("DELETE", ["credentials", name]) => self.delete_credential(&store, &c, name),
-            ("GET", ["audit"]) => self.audit(&store, &c),
-            ("GET", ["mcp", "servers"]) => self.mcp_servers(&c),
-            _ => {
-                let known = ROUTES.iter().any(|(_, p)| matches_pattern(p, path));
-                Err(if known {
-                    not_allowed()
-                } else {
-                    err(404, "not_found", "No such route.")
-                })
-            }
+        if let Some(Route {
+            handler: Handler::Open(f),
+            ..
+        }) = route
+        {
+            return f(self, &c);
+        }
+        let public_path = hit
+            .as_ref()
+            .is_some_and(|m| m.value.iter().all(|i| ROUTES[*i].access == Access::Public));
+        if public_path {
+            return Err(not_allowed());
+        }
+        // Everything else needs a session, unknown routes included (no route map for
+        // anonymous callers).
+        let store = self.store();
+        c.principal = Some(self.authenticate(&store, req)?);
+        let Some(hit) = hit else {
+            return Err(err(Code::NotFound, "No such route."));
         };
-        if r.is_ok() && m != "GET" {
+        let route = route.ok_or_else(not_allowed)?;
+        let Handler::Session(session) = route.handler else {
+            return Err(not_allowed());
+        };
+        let params = Params(hit.params.iter().collect());
+        let org = match route.access {
+            Access::QueryOrg(_) => c.param("org_id"),
+            _ => Some(params.get("org_id")).filter(|o| !o.is_empty()),
+        };
+        route.access.check(c.principal.as_ref(), org)?;
+        let r = session(self, &store, &c, &params);
+        if r.is_ok() && route.method != "GET" {
             self.changed();
             if let Some(f) = &self.on_change {
                 f(&store);
@@ -760,7 +1105,8 @@ impl Api {
 
     // ---- auth ----
 
-    fn login(&self, req: &Request) -> ApiResult {
+    fn login(&self, c: &Caller) -> ApiResult {
+        let req = c.req;
         let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
         let l: Login = body(req)?;
         let ip = req.peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
@@ -778,8 +1124,7 @@ impl Api {
                 return Err(ApiError {
                     retry_after: Some(wait),
                     ..err(
-                        429,
-                        "rate_limited",
+                        Code::RateLimited,
                         format!("Too many failed logins; retry in {wait} s."),
                     )
                 });
@@ -797,10 +1142,6 @@ impl Api {
                 recovery_code: l.recovery_code.as_deref(),
             },
         );
-        let caller = Caller {
-            principal: None,
-            req,
-        };
         match outcome {
             Ok(user) => {
                 self.logins.with_label_values(&["success"]).inc();
@@ -808,7 +1149,7 @@ impl Api {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .succeed(reservation);
-                let mut r = caller.record("auth.login", user.org_id.as_deref());
+                let mut r = c.record("auth.login", user.org_id.as_deref());
                 r.actor = format!("user:{}", user.id);
                 r.target_id = Some(user.id.clone());
                 r.details = json!({"second_factor": if user.totp_sealed.is_none() { "none" } else if l.recovery_code.as_deref().is_some_and(|c| !c.trim().is_empty()) { "recovery_code" } else { "totp" }});
@@ -827,7 +1168,7 @@ impl Api {
                     .inc();
                 // The reservation already counts as this failure.
                 drop(reservation);
-                let mut r = caller.record("auth.login", refused.org_id.as_deref());
+                let mut r = c.record("auth.login", refused.org_id.as_deref());
                 r.outcome = "failure";
                 r.target_id = refused.user_id.clone();
                 r.details = json!({"reason": refused.reason.as_str()});
@@ -835,12 +1176,11 @@ impl Api {
                 audit::append(&store, &mut audit::OrgKeys::new(&self.ring), &[r])?;
                 if refused.reason == users::Failure::Internal {
                     return Err(err(
-                        500,
-                        "internal_error",
+                        Code::InternalError,
                         "Internal error; see the sluice log.",
                     ));
                 }
-                Err(err(401, "invalid_credentials", INVALID_CREDENTIALS))
+                Err(err(Code::InvalidCredentials, INVALID_CREDENTIALS))
             }
         }
     }
@@ -882,8 +1222,7 @@ impl Api {
             .map_err(|wait| ApiError {
                 retry_after: Some(wait),
                 ..err(
-                    429,
-                    "rate_limited",
+                    Code::RateLimited,
                     format!("Too many failed attempts; retry in {wait} s."),
                 )
             })?;
@@ -912,7 +1251,7 @@ impl Api {
                 .succeed(reservation);
             Ok(())
         } else {
-            Err(err(401, "invalid_credentials", INVALID_CREDENTIALS))
+            Err(err(Code::InvalidCredentials, INVALID_CREDENTIALS))
         }
     }
 
@@ -920,15 +1259,7 @@ impl Api {
         let p = c.principal()?.clone();
         let b: PasswordChange = body(c.req)?;
         self.check_own_password(store, c, &b.current_password)?;
-        let mut rec = c.record("user.password", p.org_id.as_deref());
-        rec.target_id = Some(p.user_id.clone());
-        super::audited(
-            store,
-            &self.ring,
-            rec,
-            |s| users::set_password(s, &p.user_id, &b.new_password),
-            |_, _| {},
-        )?;
+        super::set_password_as(store, &self.ring, &c.actor(), &p.user_id, &b.new_password)?;
         let user = store.user(&p.user_id)?;
         let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
         Ok((
@@ -948,32 +1279,13 @@ impl Api {
             &b.password,
             Some((b.totp.as_deref(), b.recovery_code.as_deref())),
         )?;
-        let mut rec = c.record("user.totp_enroll", p.org_id.as_deref());
-        rec.target_id = Some(p.user_id.clone());
-        let e = super::audited(
-            store,
-            &self.ring,
-            rec,
-            |s| {
-                let u = s.user(&p.user_id)?;
-                users::enroll_totp(s, &self.ring, &u)
-            },
-            |_, _| {},
-        )?;
+        let e = super::enroll_totp_as(store, &self.ring, &c.actor(), &p.user_id)?;
         Ok((200, to_value(&e)))
     }
 
     fn logout(&self, store: &Store, c: &Caller) -> ApiResult {
         let p = c.principal()?.clone();
-        let mut rec = c.record("user.revoke_sessions", p.org_id.as_deref());
-        rec.target_id = Some(p.user_id.clone());
-        super::audited(
-            store,
-            &self.ring,
-            rec,
-            |s| users::revoke_sessions(s, &p.user_id),
-            |_, _| {},
-        )?;
+        super::revoke_sessions_as(store, &self.ring, &c.actor(), &p.user_id)?;
         Ok((200, json!({"sessions_revoked": true})))
     }
 
@@ -995,7 +1307,6 @@ impl Api {
     }
 
     fn create_org(&self, store: &Store, c: &Caller) -> ApiResult {
-        operator_only(c.principal()?)?;
         let b: NewOrg = body(c.req)?;
         let spec = super::OrgSpec {
             name: b.name,
@@ -1020,13 +1331,11 @@ impl Api {
         Ok((201, to_value(&org)))
     }
 
-    fn get_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
-        allow(c.principal()?, id, Access::View)?;
+    fn get_org(&self, store: &Store, id: &str) -> ApiResult {
         Ok((200, to_value(&store.org(id)?)))
     }
 
     fn update_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
-        allow(c.principal()?, id, Access::Manage)?;
         let b: OrgPatch = body(c.req)?;
         let change = super::OrgChange {
             region: region(b.region.as_deref())?,
@@ -1050,20 +1359,13 @@ impl Api {
     }
 
     fn delete_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
-        allow(c.principal()?, id, Access::Own)?;
-        let params = query_params(c.req.query.as_deref());
-        if param(&params, "hard") != Some("true") {
+        if c.param("hard") != Some("true") {
             return Err(err(
-                400,
-                "hard_delete_required",
+                Code::HardDeleteRequired,
                 "Deleting an org removes its keys and users and shreds its audit details; it cannot be undone. Repeat with ?hard=true.",
             ));
         }
-        let mut rec = c.record("org.delete", Some(id));
-        // The final record of a forgotten org holds no personal data.
-        rec.source_ip = None;
-        rec.user_agent = None;
-        let (d, purged) = super::hard_delete(store, &self.ring, id, rec)?;
+        let (d, purged) = super::delete_org_as(store, &self.ring, &c.actor(), id)?;
         let mut v = to_value(&d);
         v["wal_purged"] = purged.into();
         Ok((200, v))
@@ -1071,13 +1373,11 @@ impl Api {
 
     // ---- keys ----
 
-    fn list_keys(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
-        allow(c.principal()?, org, Access::Read)?;
+    fn list_keys(&self, store: &Store, org: &str) -> ApiResult {
         Ok((200, json!({ "data": super::list_keys(store, Some(org))? })))
     }
 
     fn create_key(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
-        allow(c.principal()?, org, Access::Manage)?;
         let b: NewKey = body(c.req)?;
         let limits =
             super::limits_change(b.rpm, b.tpm, b.budget_tokens, b.budget_period.as_deref())?;
@@ -1103,9 +1403,8 @@ impl Api {
     }
 
     fn update_key(&self, store: &Store, c: &Caller, org: &str, kid: &str) -> ApiResult {
-        allow(c.principal()?, org, Access::Manage)?;
         if !store.keys(Some(org))?.iter().any(|k| k.id == kid) {
-            return Err(err(404, "not_found", "No such key in this org."));
+            return Err(err(Code::NotFound, "No such key in this org."));
         }
         let b: KeyPatch = body(c.req)?;
         let opt = |field: &str, v: Option<&str>| v.map(|x| key_setting(field, Some(x))).transpose();
@@ -1128,19 +1427,10 @@ impl Api {
     }
 
     fn revoke_key(&self, store: &Store, c: &Caller, org: &str, kid: &str) -> ApiResult {
-        allow(c.principal()?, org, Access::Manage)?;
         if !store.keys(Some(org))?.iter().any(|k| k.id == kid) {
-            return Err(err(404, "not_found", "No such key in this org."));
+            return Err(err(Code::NotFound, "No such key in this org."));
         }
-        let mut rec = c.record("key.revoke", Some(org));
-        rec.target_id = Some(kid.to_string());
-        super::audited(
-            store,
-            &self.ring,
-            rec,
-            |s| super::revoke_key(s, kid),
-            |_, _| {},
-        )?;
+        super::revoke_key_as(store, &self.ring, &c.actor(), kid)?;
         Ok((200, json!({"id": kid, "revoked": true})))
     }
 
@@ -1149,7 +1439,7 @@ impl Api {
     fn member(&self, store: &Store, org: &str, uid: &str) -> Result<store::User, ApiError> {
         match store.user(uid) {
             Ok(u) if u.org_id.as_deref() == Some(org) => Ok(u),
-            _ => Err(err(404, "not_found", "No such user in this org.")),
+            _ => Err(err(Code::NotFound, "No such user in this org.")),
         }
     }
 
@@ -1168,14 +1458,12 @@ impl Api {
         Ok(())
     }
 
-    fn list_users(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
-        allow(c.principal()?, org, Access::Manage)?;
+    fn list_users(&self, store: &Store, org: &str) -> ApiResult {
         Ok((200, json!({ "data": users::list(store, Some(org))? })))
     }
 
     fn create_member(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
         let p = c.principal()?;
-        allow(p, org, Access::Manage)?;
         let b: NewMember = body(c.req)?;
         Self::may_manage(p, None, Some(b.role))?;
         let new = users::NewUser {
@@ -1185,90 +1473,47 @@ impl Api {
             operator: false,
             totp: b.totp,
         };
-        let created = super::audited(
-            store,
-            &self.ring,
-            c.record("user.create", Some(org)),
-            |s| users::create_user(s, &self.ring, &new, &b.password),
-            |u, r| {
-                r.target_id = Some(u.user.user.id.clone());
-                r.details = json!({"email": u.user.user.email, "role": u.user.user.role, "totp": u.totp.is_some()});
-            },
-        )?;
+        let created = super::create_user_as(store, &self.ring, &c.actor(), &new, &b.password)?;
         Ok((201, to_value(&created)))
     }
 
-    /// The shared path of every change to one member: the caller's role, the target in this
-    /// org, owners only by owners, then the audited operation.
-    #[allow(clippy::too_many_arguments)]
-    fn on_member<T>(
+    /// The checks before every change to one member: the caller's role, the target in this
+    /// org, owners only by owners.
+    fn check_member(
         &self,
         store: &Store,
         c: &Caller,
         org: &str,
         uid: &str,
         new_role: Option<Role>,
-        action: &str,
-        op: impl FnOnce(&Store) -> super::Result<T>,
-        describe: impl FnOnce(&T, &mut Record),
-    ) -> Result<T, ApiError> {
+    ) -> Result<(), ApiError> {
         let p = c.principal()?;
-        allow(p, org, Access::Manage)?;
         let target = self.member(store, org, uid)?;
-        Self::may_manage(p, target.role.as_deref(), new_role)?;
-        let mut rec = c.record(action, Some(org));
-        rec.target_id = Some(uid.to_string());
-        Ok(super::audited(store, &self.ring, rec, op, describe)?)
+        Self::may_manage(p, target.role.as_deref(), new_role)
     }
 
     fn update_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
-        allow(c.principal()?, org, Access::Manage)?;
         let b: MemberPatch = body(c.req)?;
-        let v = self.on_member(
-            store,
-            c,
-            org,
-            uid,
-            Some(b.role),
-            "user.update",
-            |s| users::set_role(s, uid, b.role),
-            |v, r| r.details = json!({"role": v.user.role}),
-        )?;
+        self.check_member(store, c, org, uid, Some(b.role))?;
+        let v = super::set_role_as(store, &self.ring, &c.actor(), uid, b.role)?;
         Ok((200, to_value(&v)))
     }
 
     fn delete_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
-        self.on_member(
-            store,
-            c,
-            org,
-            uid,
-            None,
-            "user.delete",
-            |s| users::delete_user(s, uid),
-            |_, _| {},
-        )?;
+        self.check_member(store, c, org, uid, None)?;
+        super::delete_user_as(store, &self.ring, &c.actor(), uid)?;
         Ok((200, json!({"id": uid, "deleted": true})))
     }
 
     fn revoke_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
-        self.on_member(
-            store,
-            c,
-            org,
-            uid,
-            None,
-            "user.revoke_sessions",
-            |s| users::revoke_sessions(s, uid),
-            |_, _| {},
-        )?;
+        self.check_member(store, c, org, uid, None)?;
+        super::revoke_sessions_as(store, &self.ring, &c.actor(), uid)?;
         Ok((200, json!({"id": uid, "sessions_revoked": true})))
     }
 
     // ---- credentials (sidecar-wide: operators only) ----
 
-    fn list_credentials(&self, store: &Store, c: &Caller) -> ApiResult {
-        operator_only(c.principal()?)?;
+    fn list_credentials(&self, store: &Store) -> ApiResult {
         let fp = self.ring.fingerprint();
         Ok((
             200,
@@ -1277,25 +1522,23 @@ impl Api {
     }
 
     fn set_credential(&self, store: &Store, c: &Caller, name: &str) -> ApiResult {
-        operator_only(c.principal()?)?;
         let b: CredentialBody = body(c.req)?;
         let mut secret = super::secret_from_input(zeroize::Zeroizing::new(b.secret.into_bytes()))?;
         let Some(settings) = b.oauth else {
-            let mut rec = c.record("credential.set", None);
-            rec.target_id = Some(name.to_string());
-            let v = super::audited(
+            let v = super::set_credential_as(
                 store,
                 &self.ring,
-                rec,
-                |s| super::set_credential(s, &self.ring, name, &secret, b.expires_at.as_deref()),
-                |v, r| r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "expires_at": v.expires_at}),
+                &c.actor(),
+                name,
+                &secret,
+                b.expires_at.as_deref(),
+                None,
             )?;
             return Ok((200, to_value(&v)));
         };
         if b.expires_at.is_some() {
             return Err(err(
-                400,
-                "invalid_request",
+                Code::InvalidRequest,
                 "expires_at does not apply to an OAuth credential (its tokens expire on their own).",
             ));
         }
@@ -1303,8 +1546,7 @@ impl Api {
         let first = if b.verify {
             let token = crate::auth::oauth::first_token(&settings, &mut secret).map_err(|e| {
                 err(
-                    400,
-                    "oauth_token_failed",
+                    Code::OauthTokenFailed,
                     format!(
                         "The token endpoint gave no token ({e}; code {}): nothing was stored.",
                         e.code()
@@ -1315,31 +1557,20 @@ impl Api {
         } else {
             None
         };
-        let mut rec = c.record("credential.set_oauth", None);
-        rec.target_id = Some(name.to_string());
-        let v = super::audited(
+        let v = super::set_oauth_credential_as(
             store,
             &self.ring,
-            rec,
-            |s| {
-                super::set_oauth_credential(s, &self.ring, name, &settings, &secret, first.as_ref())
-            },
-            |v, r| r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint, "oauth": v.oauth, "token_expires_at": v.token_expires_at}),
+            &c.actor(),
+            name,
+            &settings,
+            &secret,
+            first.as_ref(),
         )?;
         Ok((200, to_value(&v)))
     }
 
     fn delete_credential(&self, store: &Store, c: &Caller, name: &str) -> ApiResult {
-        operator_only(c.principal()?)?;
-        let mut rec = c.record("credential.delete", None);
-        rec.target_id = Some(name.to_string());
-        super::audited(
-            store,
-            &self.ring,
-            rec,
-            |s| super::delete_credential(s, name),
-            |_, _| {},
-        )?;
+        super::delete_credential_as(store, &self.ring, &c.actor(), name)?;
         Ok((200, json!({"name": name, "deleted": true})))
     }
 
@@ -1347,8 +1578,7 @@ impl Api {
 
     /// The configured MCP servers and whether each passes its health check (any user: it is
     /// the sidecar's configuration, with no secret in it).
-    fn mcp_servers(&self, c: &Caller) -> ApiResult {
-        c.principal()?;
+    fn mcp_servers(&self) -> ApiResult {
         let data: Vec<Value> = self
             .mcp_servers
             .iter()
@@ -1375,36 +1605,30 @@ impl Api {
 
     fn audit(&self, store: &Store, c: &Caller) -> ApiResult {
         let p = c.principal()?;
-        let params = query_params(c.req.query.as_deref());
-        let org = match (param(&params, "org_id"), p.operator) {
-            (o, true) => o.map(String::from),
-            (Some(o), false) => {
-                allow(p, o, Access::Read)?;
-                Some(o.to_string())
-            }
-            (None, false) => {
-                let o = p.org_id.clone().ok_or_else(denied)?;
-                allow(p, &o, Access::Read)?;
-                Some(o)
-            }
+        // The router checked the caller may read this org (their own when none is given).
+        let org = match c.param("org_id") {
+            Some(o) => Some(o.to_string()),
+            None if p.operator => None,
+            None => Some(p.org_id.clone().ok_or_else(denied)?),
         };
-        let limit = match param(&params, "limit") {
+        let limit = match c.param("limit") {
             None => 100,
             Some(l) => l
                 .parse::<i64>()
                 .ok()
                 .filter(|l| (1..=1000).contains(l))
-                .ok_or_else(|| err(400, "invalid_request", "limit must be 1 to 1000."))?,
+                .ok_or_else(|| err(Code::InvalidRequest, "limit must be 1 to 1000."))?,
         };
-        let after = match param(&params, "cursor") {
+        let after = match c.param("cursor") {
             None | Some("") => 0,
             Some(a) => a
                 .parse::<i64>()
                 .ok()
                 .filter(|a| *a >= 0)
-                .ok_or_else(|| err(400, "invalid_request", "Invalid cursor."))?,
+                .ok_or_else(|| err(Code::InvalidRequest, "Invalid cursor."))?,
         };
-        let since = param(&params, "since")
+        let since = c
+            .param("since")
             .map(|s| {
                 time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
                     .ok()
@@ -1413,15 +1637,15 @@ impl Api {
                             .format(&time::format_description::well_known::Rfc3339)
                             .ok()
                     })
-                    .ok_or_else(|| err(400, "invalid_request", "since must be an RFC 3339 time."))
+                    .ok_or_else(|| err(Code::InvalidRequest, "since must be an RFC 3339 time."))
             })
             .transpose()?;
         let filter = store::AuditFilter {
             org: org.as_deref(),
             since: since.as_deref(),
-            action: param(&params, "action"),
-            actor: param(&params, "actor"),
-            outcome: param(&params, "outcome"),
+            action: c.param("action"),
+            actor: c.param("actor"),
+            outcome: c.param("outcome"),
         };
         let rows = store.audit_page(after, &filter, limit)?;
         let next = (rows.len() as i64 == limit)
@@ -1430,33 +1654,19 @@ impl Api {
         let mut keys = audit::OrgKeys::new(&self.ring);
         let data: Vec<Value> = rows
             .into_iter()
-            .map(|r| {
-                let r = keys.open_row(store, r);
-                let mut v = to_value(&r);
-                if let Some(d) = v.get_mut("details") {
-                    if let Some(parsed) = d.as_str().and_then(|s| serde_json::from_str(s).ok()) {
-                        *d = parsed;
-                    }
-                }
-                v
-            })
+            .map(|r| audit::row_json(&keys.open_row(store, r)))
             .collect();
         Ok((200, json!({"data": data, "next_cursor": next})))
     }
 }
 
 fn not_allowed() -> ApiError {
-    err(
-        405,
-        "method_not_allowed",
-        "Method not allowed on this route.",
-    )
+    err(Code::MethodNotAllowed, "Method not allowed on this route.")
 }
 
 fn disabled() -> ApiError {
     err(
-        503,
-        "admin_api_disabled",
+        Code::AdminApiDisabled,
         "The admin API is disabled: start sluice with SLUICE_JWT_SECRET (at least 32 bytes, e.g. `openssl rand -base64 48`).",
     )
 }
@@ -1475,10 +1685,36 @@ pub fn matches_pattern(pattern: &str, path: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The fields a request type accepts, read from serde's refusal of an unknown one (every
+    /// request type denies unknown fields).
+    fn fields<T: DeserializeOwned>() -> Vec<String> {
+        let e = serde_json::from_str::<T>(r#"{"\u0001": 0}"#)
+            .err()
+            .expect("unknown fields are refused")
+            .to_string();
+        let expected = e.split(", expected ").nth(1).unwrap_or_default();
+        let mut f: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(String::from)
+            .collect();
+        f.sort();
+        f
+    }
+
+    fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+        match v["$ref"].as_str() {
+            Some(r) => doc.pointer(r.trim_start_matches('#')).expect(r),
+            None => v,
+        }
+    }
+
     #[test]
-    fn the_openapi_document_lists_exactly_the_routes() {
-        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    fn the_openapi_document_is_made_from_the_routes_codes_and_request_types() {
+        let doc = openapi();
         assert_eq!(doc["openapi"].as_str().unwrap().get(..2), Some("3."));
+        // Exactly the routes, each once.
         let mut documented = Vec::new();
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for method in ops.as_object().unwrap().keys() {
@@ -1490,10 +1726,131 @@ mod tests {
         documented.sort();
         let mut routes: Vec<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .map(|r| (r.method.to_string(), r.pattern.to_string()))
             .collect();
         routes.sort();
+        let n = routes.len();
+        routes.dedup();
+        assert_eq!(routes.len(), n, "a route is listed twice");
         assert_eq!(documented, routes);
+        // Every reference resolves.
+        fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r);
+                    }
+                    m.values().for_each(|x| refs(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in all {
+            assert!(doc.pointer(r.trim_start_matches('#')).is_some(), "{r}");
+        }
+        // The error codes are the server's, with their statuses documented on every route.
+        let codes = &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+            ["code"]["enum"];
+        assert_eq!(codes.as_array().unwrap().len(), Code::ALL.len());
+        for r in ROUTES {
+            let op = &doc["paths"][r.pattern][r.method.to_ascii_lowercase()];
+            for c in Code::ALL {
+                assert!(
+                    op["responses"][c.status().to_string()].is_object(),
+                    "{} {}: {}",
+                    r.method,
+                    r.pattern,
+                    c.as_str()
+                );
+            }
+            // Public routes need no token; the others do (the document's default).
+            assert_eq!(op["security"] == json!([]), r.access == Access::Public);
+            assert_eq!(
+                matches!(r.handler, Handler::Open(_)),
+                r.access == Access::Public,
+                "{}",
+                r.pattern
+            );
+        }
+        // Each request body schema has exactly the fields its Rust type accepts.
+        let mut checked = 0;
+        for r in ROUTES.iter().filter(|r| r.body.is_some()) {
+            let name = r.body.unwrap();
+            let rust = match name {
+                "Login" => fields::<Login>(),
+                "PasswordChange" => fields::<PasswordChange>(),
+                "Reauth" => fields::<Reauth>(),
+                "NewOrg" => fields::<NewOrg>(),
+                "OrgPatch" => fields::<OrgPatch>(),
+                "NewKey" => fields::<NewKey>(),
+                "KeyPatch" => fields::<KeyPatch>(),
+                "NewMember" => fields::<NewMember>(),
+                "MemberPatch" => fields::<MemberPatch>(),
+                "CredentialBody" => fields::<CredentialBody>(),
+                other => panic!("no Rust type for request schema {other}"),
+            };
+            let s = resolve(&doc, &doc["components"]["schemas"][name]);
+            let mut documented: Vec<String> = s["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            documented.sort();
+            assert_eq!(documented, rust, "schema {name}");
+            for req in s["required"].as_array().into_iter().flatten() {
+                assert!(
+                    rust.contains(&req.as_str().unwrap().to_string()),
+                    "{name}: {req}"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 10, "{checked}");
+        // The OAuth settings nested in a credential body too.
+        let s = &doc["components"]["schemas"]["OAuthSettings"];
+        let mut documented: Vec<String> = s["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        documented.sort();
+        assert_eq!(documented, fields::<crate::auth::oauth::Settings>());
+    }
+
+    #[test]
+    fn access_follows_the_role_order() {
+        let p = |operator: bool, org: Option<&str>, role: Option<Role>| Principal {
+            user_id: "u".into(),
+            org_id: org.map(String::from),
+            role,
+            operator,
+        };
+        let op = p(true, None, None);
+        let admin = p(false, Some("o1"), Some(Role::Admin));
+        let auditor = p(false, Some("o1"), Some(Role::Auditor));
+        let a = Access::Org(Role::Admin);
+        assert!(a.check(Some(&op), Some("o2")).is_ok());
+        assert!(a.check(Some(&admin), Some("o1")).is_ok());
+        assert!(a.check(Some(&admin), Some("o2")).is_err());
+        assert!(a.check(Some(&auditor), Some("o1")).is_err());
+        assert!(a.check(None, Some("o1")).is_err());
+        assert!(Access::Operator.check(Some(&admin), None).is_err());
+        assert!(Access::Operator.check(Some(&op), None).is_ok());
+        assert!(Access::User.check(Some(&auditor), None).is_ok());
+        assert!(Access::Public.check(None, None).is_ok());
+        let q = Access::QueryOrg(Role::Auditor);
+        assert!(q.check(Some(&auditor), None).is_ok());
+        assert!(q.check(Some(&auditor), Some("o2")).is_err());
+        assert!(q.check(Some(&op), None).is_ok());
+        assert_eq!(
+            Access::Org(Role::Auditor).describe(),
+            "operator, owner, admin, auditor"
+        );
     }
 
     #[test]
@@ -1511,7 +1868,7 @@ mod tests {
             r#"["hunter2-canary"]"#,
         ] {
             let e = body::<Login>(&req(b)).err().unwrap();
-            assert_eq!(e.code, "invalid_body");
+            assert_eq!(e.code, Code::InvalidBody);
             assert!(
                 !e.message.contains("hunter2") && !e.message.contains("12345678"),
                 "{}",
@@ -1526,6 +1883,6 @@ mod tests {
         );
         let mut r = req("{}");
         r.content_type = Some("text/plain".into());
-        assert_eq!(body::<Login>(&r).err().unwrap().status, 415);
+        assert_eq!(body::<Login>(&r).err().unwrap().status(), 415);
     }
 }

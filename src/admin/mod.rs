@@ -5,8 +5,11 @@
 
 pub mod api;
 pub mod apply;
+pub mod ops;
 pub mod session;
 pub mod users;
+
+pub use ops::*;
 
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -134,12 +137,18 @@ impl Actor {
 
     /// A new audit record of `action` in `org` by this actor.
     pub fn record(&self, action: &str, org: Option<&str>) -> audit::Record {
-        let mut r = audit::Record::admin(action, &self.id);
-        r.org_id = org.map(String::from);
-        r.source_ip = self.source_ip.clone();
-        r.user_agent = self.user_agent.clone();
-        r.request_id = self.request_id.clone();
-        r
+        audit::Record {
+            kind: "admin",
+            action: action.into(),
+            actor: self.id.clone(),
+            org_id: org.map(String::from),
+            source_ip: self.source_ip.clone(),
+            user_agent: self.user_agent.clone(),
+            request_id: self.request_id.clone(),
+            outcome: "success",
+            details: serde_json::json!({}),
+            ..Default::default()
+        }
     }
 }
 
@@ -1083,32 +1092,6 @@ pub fn delete_org_hard(store: &Store, org_id: &str) -> Result<OrgDeleted> {
     })
 }
 
-/// [`delete_org_hard`] through [`audited`] (`rec` names the actor), then [`purge_wal`]. The
-/// final audit record carries counts only: no IP, no user agent, no names. Returns what was
-/// removed and whether the WAL was emptied.
-pub fn hard_delete(
-    store: &Store,
-    ring: &Keyring,
-    org_id: &str,
-    mut rec: audit::Record,
-) -> Result<(OrgDeleted, bool)> {
-    rec.org_id = Some(org_id.to_string());
-    rec.target_id = Some(org_id.to_string());
-    let d = audited(
-        store,
-        ring,
-        rec,
-        |s| delete_org_hard(s, org_id),
-        |d, r| {
-            r.source_ip = None;
-            r.user_agent = None;
-            r.details =
-                serde_json::json!({"hard": true, "keys": d.removed.keys, "users": d.removed.users});
-        },
-    )?;
-    Ok((d, purge_wal(store)))
-}
-
 /// After a hard delete: flush the WAL so no copy of the destroyed rows or key survives in it.
 pub fn purge_wal(store: &Store) -> bool {
     match store.checkpoint_truncate() {
@@ -1292,7 +1275,11 @@ mod tests {
         let org = audited(
             &s,
             &old,
-            audit::Record::admin("org.create", "cli:t"),
+            Actor {
+                id: "cli:t".into(),
+                ..Actor::default()
+            }
+            .record("org.create", None),
             |s| {
                 create_org(
                     s,

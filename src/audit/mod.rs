@@ -44,20 +44,6 @@ pub struct Record {
     pub details: serde_json::Value,
 }
 
-impl Record {
-    /// An admin action by `actor`.
-    pub fn admin(action: &str, actor: &str) -> Record {
-        Record {
-            kind: "admin",
-            action: action.into(),
-            actor: actor.into(),
-            outcome: "success",
-            details: serde_json::json!({}),
-            ..Default::default()
-        }
-    }
-}
-
 /// Longest string kept in a record's identity fields (ids, actor, action, IP), in characters.
 pub const MAX_FIELD_CHARS: usize = 256;
 /// Longest string kept anywhere inside `details`, in characters.
@@ -313,6 +299,64 @@ pub fn verify_store(store: &Store) -> Result<Result<usize, Broken>, store::Error
 }
 
 /// What pruning did.
+/// A stored record as JSON for people and tools (`audit tail`, `audit export`,
+/// `GET /api/audit`): the row's fields, with `details` as a JSON object rather than the string
+/// the hash covers.
+pub fn row_json(r: &AuditRow) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(d) = v.get_mut("details") {
+        if let Some(parsed) = d
+            .as_str()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        {
+            *d = parsed;
+        }
+    }
+    v
+}
+
+/// Why an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("cannot write the export: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Write the records of `org` (all orgs when `None`) from `since` (RFC 3339 UTC) on, oldest
+/// first, one JSON object per line ([`row_json`]) to `out`, their sealed fields opened with
+/// `keys` when given. A complete export (no filter), once flushed, marks the records it covered
+/// as exported: what [`prune`] may then remove without `force`. Returns the number written.
+pub fn export(
+    store: &Store,
+    org: Option<&str>,
+    since: Option<&str>,
+    mut keys: Option<&mut OrgKeys>,
+    out: &mut impl std::io::Write,
+) -> Result<u64, ExportError> {
+    let mut after = 0;
+    let mut written = 0;
+    loop {
+        let rows = store.audit_rows(after, org, since, 5000)?;
+        let Some(last) = rows.last() else { break };
+        after = last.seq;
+        for r in rows {
+            let shown = match keys.as_mut() {
+                Some(k) => k.open_row(store, r),
+                None => r,
+            };
+            writeln!(out, "{}", row_json(&shown))?;
+            written += 1;
+        }
+    }
+    out.flush()?;
+    if since.is_none() && org.is_none() && after > 0 {
+        store.mark_audit_exported(after)?;
+    }
+    Ok(written)
+}
+
 #[derive(Debug, Serialize)]
 pub struct Pruned {
     pub pruned: usize,
@@ -346,8 +390,13 @@ pub fn prune(store: &Store, before: &str, force: bool, actor: &str) -> Result<Pr
             });
         }
         let pruned = s.delete_audit_through(through)?;
-        let mut r = Record::admin("audit.prune", actor);
-        r.kind = "checkpoint";
+        let mut r = Record {
+            kind: "checkpoint",
+            action: "audit.prune".into(),
+            actor: actor.into(),
+            outcome: "success",
+            ..Default::default()
+        };
         r.details = serde_json::json!({
             "before": before, "pruned": pruned, "through_seq": through,
             "last_pruned_hash": last_hash.clone(), "forced": force,
@@ -366,6 +415,13 @@ pub fn prune(store: &Store, before: &str, force: bool, actor: &str) -> Result<Pr
 mod tests {
     use super::*;
 
+    fn actor(id: &str) -> crate::admin::Actor {
+        crate::admin::Actor {
+            id: id.into(),
+            ..Default::default()
+        }
+    }
+
     fn store() -> (tempfile::TempDir, Store) {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("a.db")).unwrap();
@@ -375,7 +431,7 @@ mod tests {
     fn fill(s: &Store, n: usize) {
         let ring = crate::vault::Keyring::new(&crate::vault::Keyring::generate(), &[]).unwrap();
         for i in 0..n {
-            let mut r = Record::admin("org.create", "cli:test");
+            let mut r = actor("cli:test").record("org.create", None);
             r.target_id = Some(format!("t{i}"));
             append(s, &mut OrgKeys::new(&ring), &[r]).unwrap();
         }
@@ -428,12 +484,12 @@ mod tests {
     fn records_are_bounded_whatever_the_client_sent() {
         let (d, s) = store();
         let huge = "m".repeat(5 * 1024 * 1024);
-        let mut r = Record::admin("proxy.request", "key:k");
+        let mut r = actor("key:k").record("proxy.request", None);
         r.kind = "request";
         r.user_agent = Some(huge.clone());
         r.request_id = Some(huge.clone());
         r.details = serde_json::json!({"model": huge.clone(), "path": format!("/v1/{huge}")});
-        let mut many = Record::admin("proxy.request", "key:k");
+        let mut many = actor("key:k").record("proxy.request", None);
         many.details = serde_json::json!({"list": vec!["x".repeat(200); 1000]});
         let ring = crate::vault::Keyring::new(&crate::vault::Keyring::generate(), &[]).unwrap();
         for _ in 0..3 {

@@ -273,7 +273,7 @@ impl<'a> OrgKeys<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{append, Record};
+    use crate::audit::append;
 
     #[test]
     fn sealed_fields_open_until_the_org_is_deleted_then_stay_shredded() {
@@ -286,8 +286,11 @@ mod tests {
             .unwrap();
         let mut keys = OrgKeys::new(&ring);
         let rec = |ua: &str| {
-            let mut r = Record::admin("key.create", "user:u1");
-            r.org_id = Some(org.id.clone());
+            let actor = crate::admin::Actor {
+                id: "user:u1".into(),
+                ..Default::default()
+            };
+            let mut r = actor.record("key.create", Some(&org.id));
             r.source_ip = Some("203.0.113.7".into());
             r.user_agent = Some(ua.into());
             r.details = serde_json::json!({"name": "canary-name"});

@@ -88,25 +88,21 @@ pub enum Rejection {
     Internal,
 }
 
-/// The status, OpenAI error type and stable code of a reply.
+/// The status and stable code of a reply (its OpenAI error type follows from them:
+/// [`crate::error::openai_type`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
-    pub kind: &'static str,
     pub code: &'static str,
     /// Whether the downstream connection must be closed after the reply (framing is in doubt or
     /// an unread body is still on the wire).
     pub close: bool,
 }
 
-const INVALID: &str = "invalid_request_error";
-const SERVER: &str = "server_error";
-
 impl Reply {
-    const fn new(status: u16, kind: &'static str, code: &'static str, close: bool) -> Reply {
+    const fn new(status: u16, code: &'static str, close: bool) -> Reply {
         Reply {
             status,
-            kind,
             code,
             close,
         }
@@ -117,58 +113,52 @@ impl Reply {
 pub fn reply_for(r: &Rejection) -> Reply {
     use inbound::Error as In;
     match r {
-        Rejection::Inbound(In::Framing { .. }) => Reply::new(400, INVALID, "invalid_framing", true),
+        Rejection::Inbound(In::Framing { .. }) => Reply::new(400, "invalid_framing", true),
         Rejection::Inbound(In::HeadersTooLarge { .. })
         | Rejection::Inbound(In::TooManyHeaders { .. }) => {
-            Reply::new(431, INVALID, "headers_too_large", true)
+            Reply::new(431, "headers_too_large", true)
         }
-        Rejection::Inbound(In::BadTarget { .. }) => Reply::new(400, INVALID, "invalid_path", true),
-        Rejection::Inbound(In::NotFound) => Reply::new(404, INVALID, "not_found", true),
-        Rejection::Inbound(In::MethodNotAllowed) => {
-            Reply::new(405, INVALID, "method_not_allowed", true)
-        }
+        Rejection::Inbound(In::BadTarget { .. }) => Reply::new(400, "invalid_path", true),
+        Rejection::Inbound(In::NotFound) => Reply::new(404, "not_found", true),
+        Rejection::Inbound(In::MethodNotAllowed) => Reply::new(405, "method_not_allowed", true),
         Rejection::Inbound(In::BodyTooLarge { .. }) | Rejection::BodyTooLarge { .. } => {
-            Reply::new(413, INVALID, "request_too_large", true)
+            Reply::new(413, "request_too_large", true)
         }
-        Rejection::ClientTimeout => Reply::new(408, INVALID, "request_timeout", true),
-        Rejection::BadBody => Reply::new(400, INVALID, "invalid_body", true),
+        Rejection::ClientTimeout => Reply::new(408, "request_timeout", true),
+        Rejection::BadBody => Reply::new(400, "invalid_body", true),
         // The body is still unread: close rather than parse it as the next request.
-        Rejection::Unauthenticated(_) => Reply::new(401, INVALID, "invalid_api_key", true),
+        Rejection::Unauthenticated(_) => Reply::new(401, "invalid_api_key", true),
         Rejection::Unscannable(e) => {
             use crate::redact::BodyError as B;
             match e {
-                B::NotJson(_) | B::Corrupt => Reply::new(400, INVALID, "unscannable_body", true),
+                B::NotJson(_) | B::Corrupt => Reply::new(400, "unscannable_body", true),
                 B::UnsupportedType(_) | B::UnsupportedEncoding(_) => {
-                    Reply::new(415, INVALID, "unscannable_body", true)
+                    Reply::new(415, "unscannable_body", true)
                 }
-                B::TooLarge { .. } => Reply::new(413, INVALID, "request_too_large", true),
+                B::TooLarge { .. } => Reply::new(413, "request_too_large", true),
             }
         }
         Rejection::Region(crate::residency::Error::Unknown) => {
-            Reply::new(400, INVALID, "invalid_region", true)
+            Reply::new(400, "invalid_region", true)
         }
         Rejection::Region(crate::residency::Error::NotAllowed { .. }) => {
-            Reply::new(403, "permission_error", "permission_denied", true)
+            Reply::new(403, "permission_denied", true)
         }
-        Rejection::RegionUnavailable(_) => Reply::new(503, SERVER, "region_unavailable", true),
-        Rejection::RateLimited { .. } => Reply::new(429, "rate_limit_error", "rate_limited", true),
-        Rejection::BudgetExceeded { .. } => {
-            Reply::new(429, "rate_limit_error", "budget_exceeded", true)
-        }
-        Rejection::LimitsUnavailable => Reply::new(503, SERVER, "limits_unavailable", true),
-        Rejection::CredentialUnavailable => Reply::new(503, SERVER, "credential_unavailable", true),
-        Rejection::OriginNotAllowed => {
-            Reply::new(403, "permission_error", "origin_not_allowed", false)
-        }
-        Rejection::UpstreamTimeout => Reply::new(504, SERVER, "upstream_timeout", true),
-        Rejection::UpstreamUnreachable => Reply::new(502, SERVER, "upstream_unreachable", true),
-        Rejection::UpstreamFailed => Reply::new(502, SERVER, "upstream_error", true),
-        Rejection::UnscannableResponse => Reply::new(502, SERVER, "unscannable_response", true),
-        Rejection::UpstreamAuthFailed => Reply::new(502, SERVER, "upstream_auth_failed", true),
-        Rejection::McpUnavailable => Reply::new(503, SERVER, "mcp_server_unavailable", true),
-        Rejection::AuditUnavailable => Reply::new(503, SERVER, "audit_unavailable", true),
-        Rejection::StoreUnavailable => Reply::new(503, SERVER, "store_unavailable", true),
-        Rejection::Internal => Reply::new(500, SERVER, "internal_error", true),
+        Rejection::RegionUnavailable(_) => Reply::new(503, "region_unavailable", true),
+        Rejection::RateLimited { .. } => Reply::new(429, "rate_limited", true),
+        Rejection::BudgetExceeded { .. } => Reply::new(429, "budget_exceeded", true),
+        Rejection::LimitsUnavailable => Reply::new(503, "limits_unavailable", true),
+        Rejection::CredentialUnavailable => Reply::new(503, "credential_unavailable", true),
+        Rejection::OriginNotAllowed => Reply::new(403, "origin_not_allowed", false),
+        Rejection::UpstreamTimeout => Reply::new(504, "upstream_timeout", true),
+        Rejection::UpstreamUnreachable => Reply::new(502, "upstream_unreachable", true),
+        Rejection::UpstreamFailed => Reply::new(502, "upstream_error", true),
+        Rejection::UnscannableResponse => Reply::new(502, "unscannable_response", true),
+        Rejection::UpstreamAuthFailed => Reply::new(502, "upstream_auth_failed", true),
+        Rejection::McpUnavailable => Reply::new(503, "mcp_server_unavailable", true),
+        Rejection::AuditUnavailable => Reply::new(503, "audit_unavailable", true),
+        Rejection::StoreUnavailable => Reply::new(503, "store_unavailable", true),
+        Rejection::Internal => Reply::new(500, "internal_error", true),
     }
 }
 
@@ -235,16 +225,12 @@ pub fn log_kind(e: &pingora_error::Error) -> &'static str {
 /// The OpenAI-shaped JSON body.
 pub fn body_for(r: &Rejection, request_id: &str) -> Vec<u8> {
     let reply = reply_for(r);
-    let v = serde_json::json!({
-        "error": {
-            "message": message_for(r, &reply),
-            "type": reply.kind,
-            "param": null,
-            "code": reply.code,
-            "request_id": request_id,
-        }
-    });
-    serde_json::to_vec(&v).unwrap_or_default()
+    crate::error::body_bytes(
+        reply.status,
+        reply.code,
+        &message_for(r, &reply),
+        request_id,
+    )
 }
 
 #[cfg(test)]

@@ -202,10 +202,12 @@ impl AsyncRead for Guarded {
 /// OpenAI shape as every other sluice error.
 fn slow_head_reply() -> Vec<u8> {
     let request_id = uuid::Uuid::now_v7().to_string();
-    let body = serde_json::json!({"error": {
-        "message": "The request was not received in time.",
-        "type": "invalid_request_error", "param": null,
-        "code": "request_timeout", "request_id": request_id}})
+    let body = crate::error::body(
+        408,
+        "request_timeout",
+        "The request was not received in time.",
+        &request_id,
+    )
     .to_string();
     let mut head = format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\nx-request-id: {request_id}\r\n",

@@ -16,6 +16,7 @@ use pingora_core::protocols::http::ServerSession;
 
 use super::response::SECURITY_HEADERS;
 use super::State;
+use crate::admin::api::Code;
 use crate::inbound;
 
 /// `/healthz` (the process is alive) and `/readyz` (config loaded, store open, not draining).
@@ -51,20 +52,17 @@ fn reply_with(
 }
 
 fn json_error(status: u16, code: &str, message: &str, request_id: &str) -> Response<Vec<u8>> {
-    let kind = match status {
-        403 => "permission_error",
-        s if s >= 500 => "server_error",
-        _ => "invalid_request_error",
-    };
-    let body = serde_json::json!({"error": {
-        "message": message, "type": kind, "param": null,
-        "code": code, "request_id": request_id}});
     reply(
         status,
         "application/json",
-        serde_json::to_vec(&body).unwrap_or_default(),
+        crate::error::body_bytes(status, code, message, request_id),
         request_id,
     )
+}
+
+/// An admin API refusal made before the API itself runs (source address, body size).
+fn api_error(code: Code, message: &str, request_id: &str) -> Response<Vec<u8>> {
+    json_error(code.status(), code.as_str(), message, request_id)
 }
 
 fn request_id(session: &ServerSession) -> String {
@@ -156,9 +154,8 @@ impl Admin {
             .map(|a| a.ip());
         if !peer.is_some_and(|ip| self.0.cfg.admin.allows(ip)) {
             tracing::warn!(peer = ?peer, "admin API call from a source outside [admin] allow_ips");
-            return json_error(
-                403,
-                "ip_not_allowed",
+            return api_error(
+                Code::IpNotAllowed,
                 "This source address may not use the admin API ([admin] allow_ips).",
                 &id,
             );
@@ -167,17 +164,15 @@ impl Admin {
         let body = match read_body(session, limit).await {
             Ok(b) => b,
             Err(413) => {
-                return json_error(
-                    413,
-                    "request_too_large",
+                return api_error(
+                    Code::RequestTooLarge,
                     &format!("Request body exceeds {limit} bytes."),
                     &id,
                 )
             }
             Err(_) => {
-                return json_error(
-                    400,
-                    "invalid_body",
+                return api_error(
+                    Code::InvalidBody,
                     "The request body could not be read.",
                     &id,
                 )

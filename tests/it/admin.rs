@@ -393,6 +393,8 @@ fn a_token_signed_with_another_secret_is_refused() {
 
 #[test]
 fn every_endpoint_checks_the_callers_role() {
+    use sluice::admin::api::{Access, ROUTES};
+    use sluice::admin::users::Role;
     let up = Upstream::start();
     let s = Setup::new(&mock_upstream(&up, ""), "");
     let org = s.org_id.clone();
@@ -425,124 +427,96 @@ fn every_endpoint_checks_the_callers_role() {
     ];
     let p = s.spawn();
     let tokens: Vec<(&str, String)> = people.iter().map(|(r, u)| (*r, login(&p, u, 0))).collect();
-    let o = format!("/api/orgs/{org}");
-    let nobody = "/users/00000000-0000-0000-0000-000000000000";
-    // (method, path, body, roles allowed). Bodies and ids are chosen so that an allowed call
-    // fails harmlessly after the role check (400/404) or succeeds without side effects that
-    // matter here.
-    let matrix: Vec<(&str, String, Option<Value>, &[&str])> = vec![
-        (
-            "GET",
-            "/api/auth/me".into(),
-            None,
-            &[
-                "operator", "owner", "admin", "auditor", "member", "stranger",
-            ],
-        ),
-        (
-            "GET",
-            "/api/orgs".into(),
-            None,
-            &[
-                "operator", "owner", "admin", "auditor", "member", "stranger",
-            ],
-        ),
-        ("POST", "/api/orgs".into(), Some(json!({})), &["operator"]),
-        (
-            "GET",
-            o.clone(),
-            None,
-            &["operator", "owner", "admin", "auditor", "member"],
-        ),
-        (
-            "PATCH",
-            o.clone(),
-            Some(json!({})),
-            &["operator", "owner", "admin"],
-        ),
-        ("DELETE", o.clone(), None, &["operator", "owner"]),
-        (
-            "GET",
-            format!("{o}/keys"),
-            None,
-            &["operator", "owner", "admin", "auditor"],
-        ),
-        (
-            "POST",
-            format!("{o}/keys"),
-            Some(json!({"name": "rbac"})),
-            &["operator", "owner", "admin"],
-        ),
-        (
-            "DELETE",
-            format!("{o}/keys/nope"),
-            None,
-            &["operator", "owner", "admin"],
-        ),
-        (
-            "GET",
-            format!("{o}/users"),
-            None,
-            &["operator", "owner", "admin"],
-        ),
-        (
-            "POST",
-            format!("{o}/users"),
-            Some(json!({})),
-            &["operator", "owner", "admin"],
-        ),
-        (
-            "PATCH",
-            format!("{o}{nobody}"),
-            Some(json!({"role": "member"})),
-            &["operator", "owner", "admin"],
-        ),
-        (
-            "DELETE",
-            format!("{o}{nobody}"),
-            None,
-            &["operator", "owner", "admin"],
-        ),
-        (
-            "POST",
-            format!("{o}{nobody}/revoke-sessions"),
-            None,
-            &["operator", "owner", "admin"],
-        ),
-        ("GET", "/api/credentials".into(), None, &["operator"]),
-        (
-            "PUT",
-            "/api/credentials/x".into(),
-            Some(json!({})),
-            &["operator"],
-        ),
-        (
-            "DELETE",
-            "/api/credentials/nope".into(),
-            None,
-            &["operator"],
-        ),
-        (
-            "GET",
-            format!("/api/audit?org_id={org}"),
-            None,
-            &["operator", "owner", "admin", "auditor"],
-        ),
-        (
-            "GET",
-            format!("/api/audit?org_id={other}"),
-            None,
-            &["operator", "stranger"],
-        ),
-    ];
-    let mut checked = 0;
-    for (method, path, body, allowed) in &matrix {
-        for (role, token) in &tokens {
-            let r = call(p.admin_port, method, path, Some(token), body.as_ref(), "");
-            if allowed.contains(role) {
+    // The declarations that matter most, pinned: a table edit that opens them fails here.
+    let access = |m: &str, pattern: &str| {
+        ROUTES
+            .iter()
+            .find(|r| r.method == m && r.pattern == pattern)
+            .unwrap_or_else(|| panic!("{m} {pattern}"))
+            .access
+    };
+    assert_eq!(access("POST", "/api/orgs"), Access::Operator);
+    assert_eq!(
+        access("DELETE", "/api/orgs/{org_id}"),
+        Access::Org(Role::Owner)
+    );
+    assert_eq!(
+        access("GET", "/api/orgs/{org_id}/users"),
+        Access::Org(Role::Admin)
+    );
+    assert_eq!(
+        access("GET", "/api/orgs/{org_id}/keys"),
+        Access::Org(Role::Auditor)
+    );
+    assert_eq!(access("GET", "/api/audit"), Access::QueryOrg(Role::Auditor));
+    for m in ["GET", "PUT", "DELETE"] {
+        let pattern = if m == "GET" {
+            "/api/credentials"
+        } else {
+            "/api/credentials/{name}"
+        };
+        assert_eq!(access(m, pattern), Access::Operator);
+    }
+    // Who each declaration admits, in this test's own words.
+    let rank = |r: &str| match r {
+        "member" => 0,
+        "auditor" => 1,
+        "admin" => 2,
+        "owner" => 3,
+        _ => panic!("{r}"),
+    };
+    let admits = |a: Access, who: &str| match a {
+        Access::Public | Access::User => true,
+        Access::Operator => who == "operator",
+        Access::Org(least) | Access::QueryOrg(least) => {
+            who == "operator" || (who != "stranger" && rank(who) >= rank(least.as_str()))
+        }
+    };
+    let nobody = "00000000-0000-0000-0000-000000000000";
+    // Every route of the table, logout last (it ends the caller's session). Bodies and ids are
+    // chosen so that an allowed call fails harmlessly after the role check (400/404) or
+    // succeeds without side effects that matter here.
+    let mut routes: Vec<_> = ROUTES.iter().collect();
+    routes.sort_by_key(|r| r.pattern == "/api/auth/logout");
+    let mut calls = 0;
+    for route in routes {
+        let mut path = route
+            .pattern
+            .replace("{org_id}", &org)
+            .replace("{key_id}", "nope")
+            .replace("{user_id}", nobody)
+            .replace("{name}", "rbac");
+        if route.pattern == "/api/audit" {
+            path.push_str(&format!("?org_id={org}"));
+        }
+        let body = route.body.map(|_| json!({}));
+        if route.access != Access::Public {
+            let r = call(p.admin_port, route.method, &path, None, body.as_ref(), "");
+            assert_eq!(
+                (r.status, r.code()),
+                (401, "invalid_token".to_string()),
+                "no token: {} {path}",
+                route.method
+            );
+        }
+        for (who, token) in &tokens {
+            let r = call(
+                p.admin_port,
+                route.method,
+                &path,
+                Some(token),
+                body.as_ref(),
+                "",
+            );
+            calls += 1;
+            if admits(route.access, who) {
+                // Past the role check: the handler answered (not the router's 404 or 405).
                 assert!(
-                    r.status != 403 && r.status != 401 && r.status < 500,
-                    "{role} {method} {path}: {} {}",
+                    ![401, 403, 405].contains(&r.status)
+                        && r.status < 500
+                        && !r.body_text().contains("No such route"),
+                    "{who} {} {path}: {} {}",
+                    route.method,
                     r.status,
                     r.body_text()
                 );
@@ -550,13 +524,31 @@ fn every_endpoint_checks_the_callers_role() {
                 assert_eq!(
                     (r.status, r.code()),
                     (403, "permission_denied".to_string()),
-                    "{role} {method} {path}"
+                    "{who} {} {path}",
+                    route.method
                 );
             }
-            checked += 1;
         }
     }
-    assert_eq!(checked, matrix.len() * tokens.len());
+    assert!(calls >= 25 * tokens.len(), "{calls}");
+    // Another org's audit log: its own owner, and operators.
+    let tokens: Vec<(&str, String)> = people.iter().map(|(r, u)| (*r, login(&p, u, 1))).collect();
+    for (who, token) in &tokens {
+        let r = call(
+            p.admin_port,
+            "GET",
+            &format!("/api/audit?org_id={other}"),
+            Some(token),
+            None,
+            "",
+        );
+        let allowed = ["operator", "stranger"].contains(who);
+        assert_eq!(r.status == 200, allowed, "{who}: {}", r.body_text());
+        if !allowed {
+            assert_eq!(r.code(), "permission_denied");
+        }
+    }
+    let o = format!("/api/orgs/{org}");
     // Admins manage people but not owners.
     let admin = &tokens[2].1;
     let owner_id = &people[1].1.id;
@@ -760,6 +752,215 @@ fn mutations_are_audited_with_actor_ip_user_agent_and_request_id_and_paginated()
     // Stored sealed: the user agent is nowhere in the database in clear.
     let s = p.stop();
     assert_not_in_files(&s, &["audit-canary-agent"]);
+}
+
+/// The same action through the CLI and the admin API leaves the same audit details (only the
+/// names, emails and key prefixes chosen differ).
+#[test]
+fn the_cli_and_the_api_write_the_same_audit_details_for_each_shared_action() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let org = s.org_id.clone();
+    let op = add_user(&s, "op@example.com", None, "");
+    let p = s.spawn();
+    let t = login(&p, &op, 0);
+    let api = |method: &str, path: &str, body: Option<Value>| {
+        let r = call(p.admin_port, method, path, Some(&t), body.as_ref(), "");
+        assert!(r.status < 300, "{method} {path}: {}", r.body_text());
+        r.json()
+    };
+    let cli = |args: &[&str], stdin: &[u8]| p.cli_json(args, stdin);
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let pw = format!("{PW}\n");
+    // (action, target of the CLI's record, target of the API's)
+    let mut pairs: Vec<(&str, String, String)> = Vec::new();
+
+    let c_org = id(&cli(
+        &[
+            "orgs", "create", "cli-org", "--region", "eu", "--pii", "on", "--rpm", "60",
+        ],
+        b"",
+    ));
+    let a_org = id(&api(
+        "POST",
+        "/api/orgs",
+        Some(json!({"name": "api-org", "region": "eu", "pii": "on", "rpm": 60})),
+    ));
+    pairs.push(("org.create", c_org.clone(), a_org.clone()));
+    cli(
+        &[
+            "orgs",
+            "update",
+            &c_org,
+            "--secrets",
+            "off",
+            "--tpm",
+            "1000",
+        ],
+        b"",
+    );
+    api(
+        "PATCH",
+        &format!("/api/orgs/{a_org}"),
+        Some(json!({"secrets": "off", "tpm": 1000})),
+    );
+    pairs.push(("org.update", c_org.clone(), a_org.clone()));
+
+    let expires = "2031-01-01T00:00:00Z";
+    let c_key = id(&cli(
+        &[
+            "keys",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "cli-key",
+            "--pii",
+            "off",
+            "--region",
+            "us",
+            "--expires",
+            expires,
+        ],
+        b"",
+    ));
+    let a_key = id(&api(
+        "POST",
+        &format!("/api/orgs/{org}/keys"),
+        Some(json!({"name": "api-key", "pii": "off", "region": "us", "expires_at": expires})),
+    ));
+    pairs.push(("key.create", c_key.clone(), a_key.clone()));
+    cli(
+        &["keys", "update", &c_key, "--secrets", "on", "--rpm", "5"],
+        b"",
+    );
+    api(
+        "PATCH",
+        &format!("/api/orgs/{org}/keys/{a_key}"),
+        Some(json!({"secrets": "on", "rpm": 5})),
+    );
+    pairs.push(("key.update", c_key.clone(), a_key.clone()));
+    cli(&["keys", "revoke", &c_key], b"");
+    api("DELETE", &format!("/api/orgs/{org}/keys/{a_key}"), None);
+    pairs.push(("key.revoke", c_key, a_key));
+
+    let c_user = id(&cli(
+        &[
+            "users",
+            "create",
+            "cli@example.com",
+            "--org",
+            &org,
+            "--role",
+            "member",
+        ],
+        pw.as_bytes(),
+    )["user"]);
+    let a_user = id(&api(
+        "POST",
+        &format!("/api/orgs/{org}/users"),
+        Some(json!({"email": "api@example.com", "password": PW, "role": "member"})),
+    )["user"]);
+    pairs.push(("user.create", c_user.clone(), a_user.clone()));
+    cli(&["users", "update", &c_user, "--role", "auditor"], b"");
+    api(
+        "PATCH",
+        &format!("/api/orgs/{org}/users/{a_user}"),
+        Some(json!({"role": "auditor"})),
+    );
+    pairs.push(("user.update", c_user.clone(), a_user.clone()));
+    cli(&["users", "revoke-sessions", &c_user], b"");
+    api(
+        "POST",
+        &format!("/api/orgs/{org}/users/{a_user}/revoke-sessions"),
+        None,
+    );
+    pairs.push(("user.revoke_sessions", c_user.clone(), a_user.clone()));
+    cli(&["users", "delete", &c_user], b"");
+    api("DELETE", &format!("/api/orgs/{org}/users/{a_user}"), None);
+    pairs.push(("user.delete", c_user, a_user));
+
+    cli(
+        &["credentials", "set", "cli-cred", "--expires", expires],
+        b"sk-parity-secret-1",
+    );
+    api(
+        "PUT",
+        "/api/credentials/api-cred",
+        Some(json!({"secret": "sk-parity-secret-1", "expires_at": expires})),
+    );
+    pairs.push(("credential.set", "cli-cred".into(), "api-cred".into()));
+    cli(
+        &[
+            "credentials",
+            "set-oauth",
+            "cli-oauth",
+            "--token-url",
+            "https://auth.example.com/token",
+            "--client-id",
+            "c1",
+            "--scope",
+            "read",
+            "--no-verify",
+        ],
+        b"client-secret-1",
+    );
+    api(
+        "PUT",
+        "/api/credentials/api-oauth",
+        Some(
+            json!({"secret": "client-secret-1", "verify": false, "oauth": {
+            "token_url": "https://auth.example.com/token", "client_id": "c1",
+            "scope": "read", "grant": "client_credentials"}}),
+        ),
+    );
+    pairs.push((
+        "credential.set_oauth",
+        "cli-oauth".into(),
+        "api-oauth".into(),
+    ));
+    cli(&["credentials", "delete", "cli-cred"], b"");
+    api("DELETE", "/api/credentials/api-cred", None);
+    pairs.push(("credential.delete", "cli-cred".into(), "api-cred".into()));
+
+    cli(&["orgs", "delete", &c_org, "--hard"], b"");
+    api("DELETE", &format!("/api/orgs/{a_org}?hard=true"), None);
+    pairs.push(("org.delete", c_org, a_org));
+
+    let records = audit_records(&p);
+    let find = |action: &str, target: &str, cli_actor: bool| {
+        let found: Vec<&Value> = records
+            .iter()
+            .filter(|r| {
+                r["action"] == action
+                    && r["target_id"] == target
+                    && r["actor"].as_str().unwrap().starts_with("cli:") == cli_actor
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{action} {target}: {found:?}");
+        found[0].clone()
+    };
+    let normalised = |mut d: Value| {
+        for field in ["name", "email", "prefix"] {
+            if d.get(field).is_some_and(|v| !v.is_null()) {
+                d[field] = "*".into();
+            }
+        }
+        d
+    };
+    let mut compared = Vec::new();
+    for (action, c, a) in &pairs {
+        let (rc, ra) = (find(action, c, true), find(action, a, false));
+        assert_eq!(rc["outcome"], "success", "{rc}");
+        assert_eq!(rc["kind"], ra["kind"], "{action}");
+        assert_eq!(
+            normalised(rc["details"].clone()),
+            normalised(ra["details"].clone()),
+            "{action}: the CLI's details differ from the API's"
+        );
+        compared.push(*action);
+    }
+    assert_eq!(compared.len(), 13);
 }
 
 #[test]

@@ -1,0 +1,102 @@
+//! `sluice bootstrap`: idempotent first-run setup for a deployment (an org, a key file, credentials from files).
+
+use super::*;
+
+pub(super) fn bootstrap(
+    cfg: &Config,
+    org_name: &str,
+    region: Option<Region>,
+    key_file: &Path,
+    credentials: &[String],
+) -> Outcome {
+    // Validate everything before changing anything.
+    let mut creds = Vec::new();
+    for c in credentials {
+        let (name, file) = c
+            .split_once('=')
+            .ok_or_else(|| format!("--credential {c:?} must be NAME=FILE"))?;
+        creds.push((name.to_string(), read_secret_file(Path::new(file))?));
+    }
+    let ring = keyring()?;
+    let store = open_store(cfg)?;
+    let actor = Actor::cli();
+    let org = match store
+        .orgs()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|o| o.name == org_name)
+    {
+        Some(o) => o,
+        None => {
+            let spec = admin::OrgSpec {
+                name: org_name.to_string(),
+                region,
+                ..admin::OrgSpec::default()
+            };
+            admin::create_org_as(
+                &store,
+                &ring,
+                &actor,
+                &spec,
+                pii_default(cfg),
+                Some("bootstrap"),
+            )
+            .map_err(|e| e.to_string())?
+        }
+    };
+    let mut key_created = false;
+    if !key_file.exists() {
+        // Create the file first (0600, must not exist), then the key, so a key is never
+        // created without a place to put it.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(key_file)
+            .map_err(|e| format!("cannot create {}: {e}", key_file.display()))?;
+        let spec = admin::KeySpec::inheriting(&org.id, "bootstrap");
+        let k = match admin::create_key_as(&store, &ring, &actor, &spec, Some("bootstrap")) {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = std::fs::remove_file(key_file);
+                return Err(e.to_string());
+            }
+        };
+        f.write_all(k.key.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
+        key_created = true;
+    }
+    let mut set = Vec::new();
+    {
+        let stored = store.credentials().map_err(|e| e.to_string())?;
+        for (name, secret) in &creds {
+            let same = stored.iter().find(|c| &c.name == name).is_some_and(|c| {
+                ring.open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
+                    .is_ok_and(|p| p.as_slice() == secret.as_bytes())
+            });
+            if same {
+                continue;
+            }
+            admin::set_credential_as(&store, &ring, &actor, name, secret, None, Some("bootstrap"))
+                .map_err(|e| e.to_string())?;
+            set.push(name.clone());
+        }
+    }
+    let text = format!(
+        "org {} ({}); key file {}{}; credentials set: {}",
+        org.name,
+        org.id,
+        key_file.display(),
+        if key_created { " created" } else { " kept" },
+        if set.is_empty() {
+            "none".to_string()
+        } else {
+            set.join(", ")
+        }
+    );
+    Ok((
+        serde_json::json!({"org_id": org.id, "key_created": key_created, "credentials_set": set}),
+        text,
+    ))
+}

@@ -1,0 +1,108 @@
+//! `sluice keys`: create (or print a hash for a bundle), list, update and revoke API keys.
+
+use super::*;
+
+pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
+    let store = open_store(cfg)?;
+    let ring = || keyring();
+    match c {
+        KeysCmd::Create(a) if a.print_hash => {
+            let new = crate::auth::generate();
+            let sha256: String = new.hash.iter().map(|b| format!("{b:02x}")).collect();
+            let text = format!(
+                "{}\n\nsha256 = \"{sha256}\"\nprefix = \"{}\"\n\nNothing was stored. Put sha256 and prefix in the bundle; the key is shown only this once.",
+                new.secret.as_str(),
+                new.prefix
+            );
+            Ok((
+                serde_json::json!({"key": new.secret.as_str(), "prefix": new.prefix, "sha256": sha256}),
+                text,
+            ))
+        }
+        KeysCmd::Create(a) => {
+            let limits = a.limits.change()?;
+            let spec = admin::KeySpec {
+                org_id: a.org.unwrap_or_default(),
+                name: a.name,
+                pii: a.pii,
+                secrets: a.secrets,
+                response_redaction: a.response_redaction,
+                mcp: a.mcp.lists()?,
+                region: a.region,
+                rpm: limits.rpm.flatten(),
+                tpm: limits.tpm.flatten(),
+                budget: limits.budget.flatten(),
+                expires: a.expires,
+            };
+            let k = admin::create_key_as(&store, &ring()?, &Actor::cli(), &spec, None)
+                .map_err(|e| e.to_string())?;
+            let text = format!(
+                "created key {} ({}) for org {}\n\n    {}\n\nStore it now: it is shown only this once.",
+                k.id,
+                k.name,
+                k.org_id,
+                k.key.as_str()
+            );
+            Ok((to_json(&k), text))
+        }
+        KeysCmd::List { org } => {
+            let keys = admin::list_keys(&store, org.as_deref()).map_err(|e| e.to_string())?;
+            let text = keys
+                .iter()
+                .map(|v| {
+                    let k = &v.key;
+                    format!(
+                        "{}  {}...  {}  org={}  status={}  pii={}  secrets={}  response_redaction={}  region={}  rpm={}  tpm={}  budget={}  expires={}  last_used={}",
+                        k.id,
+                        k.prefix,
+                        k.name,
+                        k.org_id,
+                        v.status,
+                        k.pii,
+                        k.secrets,
+                        k.response_redaction,
+                        or_none(&k.region),
+                        k.rpm.map_or("-".to_string(), |r| r.to_string()),
+                        k.tpm.map_or("-".to_string(), |r| r.to_string()),
+                        budget_text(k.budget_tokens, &k.budget_period),
+                        or_none(&k.expires_at),
+                        or_none(&k.last_used_at)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok((serde_json::json!({ "keys": keys }), text))
+        }
+        KeysCmd::Update {
+            key_id,
+            pii,
+            secrets,
+            response_redaction,
+            mcp_tools,
+            mcp_resources,
+            mcp_prompts,
+            limits,
+        } => {
+            let change = admin::KeyChange {
+                pii,
+                secrets,
+                response_redaction,
+                mcp_tools: key_list("--mcp-tools", &mcp_tools)?,
+                mcp_resources: key_list("--mcp-resources", &mcp_resources)?,
+                mcp_prompts: key_list("--mcp-prompts", &mcp_prompts)?,
+                limits: limits.change()?,
+            };
+            let k = admin::update_key_as(&store, &ring()?, &Actor::cli(), &key_id, &change)
+                .map_err(|e| e.to_string())?;
+            Ok((to_json(&k), format!("updated key {}", k.id)))
+        }
+        KeysCmd::Revoke { key_id } => {
+            admin::revoke_key_as(&store, &ring()?, &Actor::cli(), &key_id)
+                .map_err(|e| e.to_string())?;
+            Ok((
+                serde_json::json!({"id": key_id, "revoked": true}),
+                format!("revoked key {key_id}"),
+            ))
+        }
+    }
+}

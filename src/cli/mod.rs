@@ -1,0 +1,677 @@
+//! The command line. One function per subcommand; each parses its arguments and calls library
+//! functions (`admin` for everything that changes the store). Exit codes: 0 success, 1 the
+//! operation failed or was refused (nothing was changed), 2 bad usage, 64 (EX_USAGE) invalid
+//! configuration.
+//!
+//! Every command takes `--config` (or `SLUICE_CONFIG`) and `--json`; with `--json` a command
+//! prints exactly one JSON object on stdout, `{"error": {"message": ...}}` on failure.
+//!
+//! This module holds the clap schema (the contract operators script against), the dispatch
+//! and the shared rendering helpers; each submodule is one job: `orgs`, `keys`, `users`,
+//! `credentials` (and `secrets rotate`), `audit_cmd`, `bootstrap`, `serve` (and `--dev`'s
+//! first run), `dev` (its secret files), `health` (the probe client) and `tools` (`redact`,
+//! `check-config`, `apply`). The operations themselves live in [`crate::admin`].
+
+use std::io::{IsTerminal, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use tracing_subscriber::EnvFilter;
+use zeroize::Zeroizing;
+
+use crate::admin::{self, Actor, KeySetting, Setting};
+use crate::audit;
+use crate::auth::oauth;
+use crate::config::{Config, LoadError, LogFormat};
+use crate::residency::Region;
+use crate::store::Store;
+use crate::vault::{self, Keyring};
+
+mod audit_cmd;
+mod bootstrap;
+mod credentials;
+mod dev;
+mod health;
+mod keys;
+mod orgs;
+mod serve;
+mod tools;
+mod users;
+
+use audit_cmd::*;
+use bootstrap::*;
+use credentials::*;
+use dev::*;
+use health::*;
+use keys::*;
+use orgs::*;
+use serve::*;
+use tools::*;
+use users::*;
+
+/// Exit code for an invalid configuration (sysexits EX_USAGE).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Exit code for a refused or failed operation.
+pub const EXIT_FAILED: i32 = 1;
+
+/// The file `serve --dev` keeps its generated master key in, beside the database.
+pub const DEV_KEY_FILE: &str = "sluice-dev-master.key";
+
+/// The file `serve --dev` keeps its generated JWT secret in, beside the database.
+pub const DEV_JWT_FILE: &str = "sluice-dev-jwt.key";
+
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about = "A security sidecar for LLM traffic")]
+struct Cli {
+    /// Config file; without it (and without SLUICE_CONFIG) the compiled-in default is used.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy (data plane, admin and metrics listeners). Needs SLUICE_SECRETS_KEY.
+    Serve {
+        /// Try-out mode: keep a generated master key in a 0600 file beside the database,
+        /// create a default org and print an API key on first run, and store OPENAI_API_KEY
+        /// (if set) as the upstream credential. Not for production.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Check a config file and exit: 0 when valid, 64 with every problem listed otherwise.
+    CheckConfig,
+    /// Manage orgs.
+    #[command(subcommand)]
+    Orgs(OrgsCmd),
+    /// Manage the API keys apps authenticate with.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Manage upstream credentials (encrypted with SLUICE_SECRETS_KEY).
+    #[command(subcommand)]
+    Credentials(CredentialsCmd),
+    /// Master key operations.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
+    /// Manage the people who use the admin API (passwords are read from stdin or a prompt).
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Try the PII rules without traffic: redact text or JSON read from stdin; the result
+    /// goes to stdout and the counts to stderr (or both in one object with --json).
+    Redact,
+    /// Exit 0 when the local sluice answers /healthz (with --ready: /readyz) on its admin
+    /// address, 1 otherwise. For container health checks and exec probes (no shell needed).
+    Healthcheck {
+        #[arg(long)]
+        ready: bool,
+    },
+    /// Converge the store to a bundle file (orgs, keys by hash, limits): create and change what
+    /// it lists, revoke the keys it owned and no longer lists, one audit record per change, all
+    /// in one transaction. See README "Running a fleet".
+    Apply {
+        /// The bundle (TOML).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Print the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Idempotent provisioning for a sidecar's init step: make sure org NAME exists, that
+    /// --key-file holds an API key of it (created 0600 if the file is missing, never printed),
+    /// and that each --credential NAME=FILE is stored with the file's content.
+    Bootstrap {
+        /// The org, created if missing.
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_parser = parse_region)]
+        region: Option<Region>,
+        /// Where the app's API key is written (only when the file does not exist yet).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// NAME=FILE: store FILE's content (one trailing newline stripped) as credential NAME.
+        #[arg(long = "credential")]
+        credentials: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OrgsCmd {
+    /// Create an org; prints its id.
+    Create {
+        name: String,
+        /// Default data region for the org's requests.
+        #[arg(long, value_parser = parse_region)]
+        region: Option<Region>,
+        /// PII redaction for the org's requests (default: `[pii] default` in the config).
+        #[arg(long, value_enum)]
+        pii: Option<Setting>,
+        /// Secret detection (API keys, tokens, private keys) in the org's traffic (default on).
+        #[arg(long, value_enum)]
+        secrets: Option<Setting>,
+        /// Redaction of what comes back (responses and streams; default off).
+        #[arg(long, value_enum)]
+        response_redaction: Option<Setting>,
+        #[command(flatten)]
+        mcp: McpArgs,
+        /// Limits of all the org's keys together.
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List orgs.
+    List,
+    /// Change an org's default region, PII, secrets, response redaction, MCP lists or limits.
+    Update {
+        org_id: String,
+        #[arg(long, value_parser = parse_region)]
+        region: Option<Region>,
+        #[arg(long, value_enum)]
+        pii: Option<Setting>,
+        #[arg(long, value_enum)]
+        secrets: Option<Setting>,
+        #[arg(long, value_enum)]
+        response_redaction: Option<Setting>,
+        #[command(flatten)]
+        mcp: McpArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// GDPR hard delete: remove the org's keys, users and settings in one transaction and
+    /// destroy its audit data key (its audit details become unreadable; the chain still
+    /// verifies). Cannot be undone; --hard is required.
+    Delete {
+        org_id: String,
+        #[arg(long)]
+        hard: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCmd {
+    /// Create a user. The password is read from standard input (or prompted for, twice, on a
+    /// terminal). Operators, owners and admins get TOTP: the otpauth URI and 10 recovery codes
+    /// are printed once.
+    Create {
+        /// The user's email (also accepted as `--email`).
+        #[arg(
+            value_name = "EMAIL",
+            required_unless_present = "email",
+            conflicts_with = "email"
+        )]
+        email_arg: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// The user's org (not for --operator).
+        #[arg(
+            long,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        org: Option<String>,
+        #[arg(
+            long,
+            value_enum,
+            required_unless_present = "operator",
+            conflicts_with = "operator"
+        )]
+        role: Option<admin::users::Role>,
+        /// An operator of the sidecar itself: manages every org.
+        #[arg(long)]
+        operator: bool,
+        /// Enrol TOTP even where it is optional (auditor, member).
+        #[arg(long)]
+        totp: bool,
+    },
+    /// List users (never a password hash or a TOTP seed).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Change a user's role; takes effect on their next request.
+    Update {
+        user_id: String,
+        #[arg(long, value_enum)]
+        role: admin::users::Role,
+    },
+    /// Delete a user; their sessions stop working at once.
+    Delete { user_id: String },
+    /// Set a new password (stdin or prompt); every session of the user is revoked.
+    SetPassword { user_id: String },
+    /// (Re-)enrol TOTP: a new seed and 10 new recovery codes, printed once.
+    EnrollTotp { user_id: String },
+    /// Revoke every session (JWT) the user holds.
+    RevokeSessions { user_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Create an API key; the key is printed once and never again.
+    Create(KeyArgs),
+    /// List keys (metadata only; the key itself is never shown again).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Change a key's settings; a running `serve` applies them within a second.
+    Update {
+        key_id: String,
+        #[arg(long, value_enum)]
+        pii: Option<KeySetting>,
+        #[arg(long, value_enum)]
+        secrets: Option<KeySetting>,
+        #[arg(long, value_enum)]
+        response_redaction: Option<KeySetting>,
+        /// MCP tools the key may call (`server:tool,server:*`), or `inherit` (the org's).
+        #[arg(long)]
+        mcp_tools: Option<String>,
+        /// MCP resources the key may read (`server:uri`, a trailing `*` for a prefix), or
+        /// `inherit`.
+        #[arg(long)]
+        mcp_resources: Option<String>,
+        /// MCP prompts the key may get (`server:prompt`), or `inherit`.
+        #[arg(long)]
+        mcp_prompts: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Revoke a key; a running `serve` refuses it within a second.
+    Revoke { key_id: String },
+}
+
+/// Rate limits and token budgets (429 `rate_limited` or `budget_exceeded` past them). With
+/// `[fleet] redis_url` they hold for every sidecar together. On update, `none` removes one.
+#[derive(Args, Debug, Default)]
+struct LimitArgs {
+    /// Requests per minute (sliding window).
+    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
+    rpm: Option<Limit>,
+    /// Tokens (input and output) per minute.
+    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
+    tpm: Option<Limit>,
+    /// Tokens (input and output) per --budget-period.
+    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
+    budget_tokens: Option<Limit>,
+    /// The budget's period, UTC calendar days or months (default month).
+    #[arg(long, value_parser = ["day", "month"], requires = "budget_tokens")]
+    budget_period: Option<String>,
+}
+
+/// A limit given on the command line: a number, or `none` (no limit).
+#[derive(Debug, Clone, Copy)]
+struct Limit(Option<u64>);
+
+fn parse_limit(s: &str) -> Result<Limit, String> {
+    if s == "none" {
+        return Ok(Limit(None));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(Limit(Some(n))),
+        _ => Err("a limit is a whole number, at least 1, or `none`".into()),
+    }
+}
+
+impl LimitArgs {
+    fn change(&self) -> Result<admin::LimitsChange, String> {
+        let given = |l: Option<Limit>| l.map(|Limit(v)| v);
+        admin::limits_change(
+            given(self.rpm),
+            given(self.tpm),
+            given(self.budget_tokens),
+            self.budget_period.as_deref(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// MCP allow-lists (`server:name,...`; `*` for any server or name, a trailing `*` for a
+/// prefix). None allowed unless given here or (for keys) inherited from the org.
+#[derive(Args, Debug, Default)]
+struct McpArgs {
+    /// MCP tools (`tools/call`), e.g. `github:create_issue,search:*`.
+    #[arg(long)]
+    mcp_tools: Option<String>,
+    /// MCP resources (`resources/read`) by URI, e.g. `docs:file:///srv/docs/*`.
+    #[arg(long)]
+    mcp_resources: Option<String>,
+    /// MCP prompts (`prompts/get`).
+    #[arg(long)]
+    mcp_prompts: Option<String>,
+}
+
+impl McpArgs {
+    fn lists(&self) -> Result<admin::McpLists, String> {
+        let parse = |what: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| admin::mcp_list(what, s))
+                .transpose()
+                .map_err(|e| e.to_string())
+        };
+        Ok(admin::McpLists {
+            tools: parse("--mcp-tools", &self.mcp_tools)?,
+            resources: parse("--mcp-resources", &self.mcp_resources)?,
+            prompts: parse("--mcp-prompts", &self.mcp_prompts)?,
+        })
+    }
+}
+
+/// A key's list argument: `inherit` or a list.
+fn key_list(
+    what: &str,
+    v: &Option<String>,
+) -> Result<Option<Option<crate::mcp::AllowList>>, String> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some("inherit") => Ok(Some(None)),
+        Some(s) => admin::mcp_list(what, s)
+            .map(|l| Some(Some(l)))
+            .map_err(|e| e.to_string()),
+    }
+}
+
+#[derive(Args, Debug)]
+struct KeyArgs {
+    /// The org the key belongs to.
+    #[arg(long, required_unless_present = "print_hash")]
+    org: Option<String>,
+    /// Make a key for a bundle (`sluice apply`): print the key, its SHA-256 hash and prefix,
+    /// and store nothing (no --org needed). Put the hash and prefix in the bundle and the key
+    /// where the app reads it.
+    #[arg(long, conflicts_with_all = ["org", "expires"])]
+    print_hash: bool,
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// PII redaction for this key; `inherit` follows the org.
+    #[arg(long, value_enum, default_value = "inherit")]
+    pii: KeySetting,
+    /// Secret detection for this key; `inherit` follows the org.
+    #[arg(long, value_enum, default_value = "inherit")]
+    secrets: KeySetting,
+    /// Response redaction for this key; `inherit` follows the org.
+    #[arg(long, value_enum, default_value = "inherit")]
+    response_redaction: KeySetting,
+    /// The key's MCP allow-lists (without them it inherits the org's).
+    #[command(flatten)]
+    mcp: McpArgs,
+    /// Pin the key to a data region.
+    #[arg(long, value_parser = parse_region)]
+    region: Option<Region>,
+    /// The key's own limits (its org's apply too).
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
+    #[arg(long)]
+    expires: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialsCmd {
+    /// Store an upstream credential. The secret is read from standard input (one trailing
+    /// newline stripped), never from the command line. Needs SLUICE_SECRETS_KEY.
+    Set {
+        name: String,
+        /// Expiry, RFC 3339; an expired credential is refused rather than sent.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        input: SecretInput,
+    },
+    /// Store an OAuth credential: sluice obtains access tokens with it (client credentials or
+    /// refresh token grant), keeps them sealed, and refreshes them before they expire. The
+    /// client secret (or, with --grant refresh_token, the refresh token) is read from standard
+    /// input. A first token is obtained now, so a wrong setting fails here; nothing is stored
+    /// then. Needs SLUICE_SECRETS_KEY.
+    SetOauth {
+        name: String,
+        /// The token endpoint (https://; http:// only to a loopback address).
+        #[arg(long)]
+        token_url: String,
+        #[arg(long)]
+        client_id: String,
+        /// Space-separated scopes to ask for.
+        #[arg(long)]
+        scope: Option<String>,
+        /// RFC 8707 resource indicator: the URI of the API the tokens are for.
+        #[arg(long)]
+        resource: Option<String>,
+        /// What standard input holds: a client secret, or a refresh token.
+        #[arg(long, value_enum, default_value = "client_credentials")]
+        grant: GrantArg,
+        /// Store it without obtaining a first token (the running `serve` obtains it).
+        #[arg(long)]
+        no_verify: bool,
+        #[command(flatten)]
+        input: SecretInput,
+    },
+    /// List credentials: names, kinds, master-key fingerprints, ages, expiry and OAuth token
+    /// state; never secrets.
+    List,
+    /// Delete a credential.
+    Delete { name: String },
+}
+
+/// Where a credential's secret comes from: standard input, or `--secret-file`; never argv.
+#[derive(Args, Debug)]
+struct SecretInput {
+    /// Read the secret from this file instead of standard input.
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Anything else on the command line is refused: secrets do not belong in argv.
+    #[arg(
+        hide = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    rest: Vec<String>,
+}
+
+impl SecretInput {
+    /// Refuse extra arguments, unread, before anything else is done.
+    fn refuse_argv(&mut self) -> Result<(), String> {
+        refuse_argv_secret(std::mem::take(&mut self.rest))
+    }
+
+    /// The secret.
+    fn read(self) -> Result<Zeroizing<String>, String> {
+        match self.secret_file {
+            Some(f) => read_secret_file(&f),
+            None => read_secret(),
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GrantArg {
+    #[value(name = "client_credentials")]
+    ClientCredentials,
+    #[value(name = "refresh_token")]
+    RefreshToken,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Walk the hash chain: exit 0 when intact, 1 naming the first broken record.
+    Verify,
+    /// Print the last records as JSON Lines; with --follow, keep printing new ones.
+    Tail {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Export records as JSON Lines, oldest first (for a SIEM shipper such as Vector). Org
+    /// records keep their personal fields sealed (the export verifies against the chain and
+    /// is shredded with the org); --decrypt opens them (needs SLUICE_SECRETS_KEY).
+    Export {
+        #[arg(long)]
+        decrypt: bool,
+        /// Only records at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Remove records older than a date, leaving a checkpoint so the rest still verifies.
+    /// Refused for records not exported yet (by an unfiltered `audit export`) unless --force.
+    Prune {
+        /// RFC 3339 time or YYYY-MM-DD (UTC midnight).
+        #[arg(long)]
+        before: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretsCmd {
+    /// Re-encrypt every credential under SLUICE_SECRETS_KEY (old keys in
+    /// SLUICE_SECRETS_KEY_OLD), in one transaction, while `serve` keeps running.
+    Rotate,
+}
+
+fn parse_region(s: &str) -> Result<Region, String> {
+    s.parse::<Region>()
+        .map_err(|_| format!("unknown region {s:?} (us | eu | apac)"))
+}
+
+/// Run the command line and return the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let json = cli.json;
+    let config = cli.config;
+    match cli.command {
+        Command::Serve { dev } => serve(config, dev),
+        Command::CheckConfig => check_config(config, json),
+        Command::Orgs(c) => admin_command(config, json, |cfg| orgs(cfg, c)),
+        Command::Keys(c) => admin_command(config, json, |cfg| keys(cfg, c)),
+        Command::Credentials(c) => admin_command(config, json, |cfg| credentials(cfg, c)),
+        Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
+        Command::Users(c) => admin_command(config, json, |cfg| users(cfg, c)),
+        Command::Redact => redact(json),
+        Command::Healthcheck { ready } => healthcheck(config, ready),
+        Command::Bootstrap {
+            org,
+            region,
+            key_file,
+            credentials,
+        } => admin_command(config, json, |cfg| {
+            bootstrap(cfg, &org, region, &key_file, &credentials)
+        }),
+        Command::Audit(c) => audit_command(config, json, c),
+        Command::Apply { file, dry_run } => {
+            admin_command(config, json, |cfg| apply(cfg, &file, dry_run))
+        }
+    }
+}
+
+/// clap's errors echo the offending argument. For the commands that handle secrets that could
+/// print a secret typed on the command line, so those get a message that echoes nothing.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(cmd) = args
+        .iter()
+        .find(|a| *a == "credentials" || *a == "secrets" || *a == "users")
+    {
+        eprintln!(
+            "sluice: invalid arguments for `{cmd}` (not echoed: they may contain a secret). See `sluice {cmd} --help`; secrets are read from standard input only."
+        );
+        return 2;
+    }
+    let _ = e.print();
+    2
+}
+
+fn load(path: Option<&Path>) -> Result<Config, i32> {
+    Config::load(path).map_err(|e| {
+        eprintln!("sluice: {e}");
+        match e {
+            LoadError::Read { .. } => EXIT_FAILED,
+            LoadError::Invalid { .. } => EXIT_CONFIG,
+        }
+    })
+}
+
+/// A command's outcome: a JSON value and its text rendering, or an error message.
+type Outcome = Result<(serde_json::Value, String), String>;
+
+fn admin_command(config: Option<PathBuf>, json: bool, f: impl FnOnce(&Config) -> Outcome) -> i32 {
+    let cfg = match load(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => {
+            if json {
+                print_json(
+                    &serde_json::json!({"error": {"message": "invalid or unreadable config"}}),
+                );
+            }
+            return code;
+        }
+    };
+    match f(&cfg) {
+        Ok((value, text)) => {
+            if json {
+                print_json(&value);
+            } else if !text.is_empty() {
+                println!("{text}");
+            }
+            0
+        }
+        Err(message) => {
+            eprintln!("sluice: {message}");
+            if json {
+                print_json(&serde_json::json!({"error": {"message": message}}));
+            }
+            EXIT_FAILED
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = writeln!(out);
+}
+
+fn to_json(v: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn open_store(cfg: &Config) -> Result<Store, String> {
+    Store::open_limited(&cfg.store.path, cfg.store.max_bytes)
+        .map_err(|e| format!("cannot open the store {}: {e}", cfg.store.path.display()))
+}
+
+fn keyring() -> Result<Keyring, String> {
+    Keyring::from_env().map_err(|e| e.to_string())
+}
+
+fn or_none(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+/// The PII setting of orgs created without one (`[pii] default`).
+fn pii_default(cfg: &Config) -> Setting {
+    if cfg.pii.default_on {
+        Setting::On
+    } else {
+        Setting::Off
+    }
+}

@@ -1,0 +1,120 @@
+//! `sluice orgs`: create, list, update and hard-delete orgs.
+
+use super::*;
+
+pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
+    let store = open_store(cfg)?;
+    // Changes are audited, and an org's audit record is sealed under its data key.
+    let ring = || keyring();
+    match c {
+        OrgsCmd::Create {
+            name,
+            region,
+            pii,
+            secrets,
+            response_redaction,
+            mcp,
+            limits,
+        } => {
+            let spec = admin::OrgSpec {
+                name,
+                region,
+                pii,
+                secrets,
+                response_redaction,
+                mcp: mcp.lists()?,
+                limits: limits.change()?,
+            };
+            let org = admin::create_org_as(
+                &store,
+                &ring()?,
+                &Actor::cli(),
+                &spec,
+                pii_default(cfg),
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+            let text = format!("created org {} ({})", org.id, org.name);
+            Ok((to_json(&org), text))
+        }
+        OrgsCmd::List => {
+            let orgs = store.orgs().map_err(|e| e.to_string())?;
+            let text = orgs
+                .iter()
+                .map(|o| {
+                    format!(
+                        "{}  {}  {}  created={}",
+                        o.id,
+                        o.name,
+                        org_settings(o),
+                        o.created_at
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok((serde_json::json!({ "orgs": orgs }), text))
+        }
+        OrgsCmd::Update {
+            org_id,
+            region,
+            pii,
+            secrets,
+            response_redaction,
+            mcp,
+            limits,
+        } => {
+            let change = admin::OrgChange {
+                region,
+                pii,
+                secrets,
+                response_redaction,
+                mcp: mcp.lists()?,
+                limits: limits.change()?,
+            };
+            let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
+                .map_err(|e| e.to_string())?;
+            let text = format!("updated org {}: {}", org.id, org_settings(&org));
+            Ok((to_json(&org), text))
+        }
+        OrgsCmd::Delete { org_id, hard } => {
+            if !hard {
+                return Err(format!(
+                    "deleting an org removes its keys and users and shreds its audit details; this cannot be undone. Run `sluice orgs delete {org_id} --hard`"
+                ));
+            }
+            let (d, purged) = admin::delete_org_as(&store, &ring()?, &Actor::cli(), &org_id)
+                .map_err(|e| e.to_string())?;
+            let mut d = to_json(&d);
+            d["wal_purged"] = purged.into();
+            let text = format!(
+                "hard-deleted org {}: {} key(s), {} user(s) removed; its audit details are unreadable from now on{}",
+                d["org_id"].as_str().unwrap_or_default(),
+                d["keys"],
+                d["users"],
+                if d["wal_purged"] == true { "" } else { " (the WAL could not be checkpointed yet: a reader held it; it will be on the next checkpoint)" }
+            );
+            Ok((d, text))
+        }
+    }
+}
+
+pub(super) fn org_settings(o: &crate::store::Org) -> String {
+    format!(
+        "region={}  pii={}  secrets={}  response_redaction={}  rpm={}  tpm={}  budget={}",
+        or_none(&o.region),
+        o.pii,
+        o.secrets,
+        o.response_redaction,
+        o.rpm.map_or("-".to_string(), |r| r.to_string()),
+        o.tpm.map_or("-".to_string(), |r| r.to_string()),
+        budget_text(o.budget_tokens, &o.budget_period),
+    )
+}
+
+/// `1000000/month`, or `-` without a budget.
+pub(super) fn budget_text(tokens: Option<u64>, period: &Option<String>) -> String {
+    match (tokens, period) {
+        (Some(t), Some(p)) => format!("{t}/{p}"),
+        _ => "-".into(),
+    }
+}
