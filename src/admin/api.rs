@@ -550,6 +550,12 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         match e {
             Error::Invalid(m) => err(Code::InvalidRequest, m),
+            e @ Error::Field { .. } => err(Code::InvalidRequest, e.to_string()),
+            Error::TotpRequired { role, .. } => err(
+                Code::InvalidRequest,
+                format!("Role {role} requires TOTP: the user must enrol it first (POST /api/auth/totp, or `sluice users enroll-totp` on the host)."),
+            ),
+            Error::EmptySecret => err(Code::InvalidRequest, "secret is empty."),
             Error::Store(store::Error::NotFound { what, .. }) => {
                 err(Code::NotFound, format!("No such {what}."))
             }
@@ -1446,13 +1452,13 @@ impl Api {
     /// Admins manage members, auditors and admins; only owners (and operators) touch owners.
     fn may_manage(
         p: &Principal,
-        target_role: Option<&str>,
+        target_role: Option<Role>,
         new_role: Option<Role>,
     ) -> Result<(), ApiError> {
         if p.operator || p.role == Some(Role::Owner) {
             return Ok(());
         }
-        if target_role == Some("owner") || new_role == Some(Role::Owner) {
+        if target_role == Some(Role::Owner) || new_role == Some(Role::Owner) {
             return Err(denied());
         }
         Ok(())
@@ -1489,7 +1495,7 @@ impl Api {
     ) -> Result<(), ApiError> {
         let p = c.principal()?;
         let target = self.member(store, org, uid)?;
-        Self::may_manage(p, target.role.as_deref(), new_role)
+        Self::may_manage(p, target.role, new_role)
     }
 
     fn update_member(&self, store: &Store, c: &Caller, org: &str, uid: &str) -> ApiResult {
@@ -1630,13 +1636,8 @@ impl Api {
         let since = c
             .param("since")
             .map(|s| {
-                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                    .ok()
-                    .and_then(|t| {
-                        t.to_offset(time::UtcOffset::UTC)
-                            .format(&time::format_description::well_known::Rfc3339)
-                            .ok()
-                    })
+                store::parse_time(s)
+                    .map(store::utc_text)
                     .ok_or_else(|| err(Code::InvalidRequest, "since must be an RFC 3339 time."))
             })
             .transpose()?;
@@ -1851,6 +1852,24 @@ mod tests {
             Access::Org(Role::Auditor).describe(),
             "operator, owner, admin, auditor"
         );
+    }
+
+    #[test]
+    fn library_errors_are_worded_for_api_clients() {
+        let e = ApiError::from(Error::Field {
+            field: "client_id",
+            reason: "must be 1 to 1024 printable characters".into(),
+        });
+        assert_eq!(e.code, Code::InvalidRequest);
+        assert!(e.message.starts_with("client_id "), "{}", e.message);
+        let e = ApiError::from(Error::TotpRequired {
+            role: Role::Owner,
+            user_id: "u1".into(),
+        });
+        assert!(e.message.contains("POST /api/auth/totp"), "{}", e.message);
+        assert!(!e.message.contains("u1"));
+        let e = ApiError::from(Error::EmptySecret);
+        assert!(!e.message.contains("standard input"), "{}", e.message);
     }
 
     #[test]

@@ -117,23 +117,13 @@ pub fn parse(text: &str) -> Result<Bundle> {
 }
 
 fn setting(what: &str, v: Option<&str>, default: Setting) -> Result<Setting> {
-    match v {
-        None => Ok(default),
-        Some("on") => Ok(Setting::On),
-        Some("off") => Ok(Setting::Off),
-        Some(_) => Err(Error::Invalid(format!("{what} is \"on\" or \"off\""))),
-    }
+    v.map_or(Some(default), Setting::parse)
+        .ok_or_else(|| Error::Invalid(format!("{what} is \"on\" or \"off\"")))
 }
 
 fn key_setting(what: &str, v: Option<&str>) -> Result<KeySetting> {
-    match v {
-        None | Some("inherit") => Ok(KeySetting::Inherit),
-        Some("on") => Ok(KeySetting::On),
-        Some("off") => Ok(KeySetting::Off),
-        Some(_) => Err(Error::Invalid(format!(
-            "{what} is \"on\", \"off\" or \"inherit\""
-        ))),
-    }
+    v.map_or(Some(KeySetting::Inherit), KeySetting::parse)
+        .ok_or_else(|| Error::Invalid(format!("{what} is \"on\", \"off\" or \"inherit\"")))
 }
 
 fn region(what: &str, v: Option<&str>) -> Result<Option<Region>> {
@@ -320,23 +310,22 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
 fn org_change(have: &store::Org, want: &OrgSpec) -> (OrgChange, Vec<&'static str>) {
     let mut c = OrgChange::default();
     let mut fields = Vec::new();
-    let r = want.region.map(|r| r.as_str().to_string());
-    if r.is_some() && r != have.region {
+    if want.region.is_some() && want.region != have.region {
         c.region = want.region;
         fields.push("region");
     }
-    let mut on_off = |name, w: Option<Setting>, h: &str, slot: &mut Option<Setting>| {
-        if let Some(w) = w.filter(|w| w.as_str() != h) {
+    let mut on_off = |name, w: Option<Setting>, h: Setting, slot: &mut Option<Setting>| {
+        if let Some(w) = w.filter(|w| *w != h) {
             *slot = Some(w);
             fields.push(name);
         }
     };
-    on_off("pii", want.pii, &have.pii, &mut c.pii);
-    on_off("secrets", want.secrets, &have.secrets, &mut c.secrets);
+    on_off("pii", want.pii, have.pii, &mut c.pii);
+    on_off("secrets", want.secrets, have.secrets, &mut c.secrets);
     on_off(
         "response_redaction",
         want.response_redaction,
-        &have.response_redaction,
+        have.response_redaction,
         &mut c.response_redaction,
     );
     let mut list = |name, w: &Option<crate::mcp::AllowList>, h: &str, slot: &mut Option<_>| {
@@ -395,18 +384,18 @@ fn limit_diff(
 fn key_change(have: &store::Key, want: &KeySpec) -> (super::KeyChange, Vec<&'static str>) {
     let mut c = super::KeyChange::default();
     let mut fields = Vec::new();
-    let mut setting = |name, w: KeySetting, h: &str, slot: &mut Option<KeySetting>| {
-        if w.as_str() != h {
+    let mut setting = |name, w: KeySetting, h: KeySetting, slot: &mut Option<KeySetting>| {
+        if w != h {
             *slot = Some(w);
             fields.push(name);
         }
     };
-    setting("pii", want.pii, &have.pii, &mut c.pii);
-    setting("secrets", want.secrets, &have.secrets, &mut c.secrets);
+    setting("pii", want.pii, have.pii, &mut c.pii);
+    setting("secrets", want.secrets, have.secrets, &mut c.secrets);
     setting(
         "response_redaction",
         want.response_redaction,
-        &have.response_redaction,
+        have.response_redaction,
         &mut c.response_redaction,
     );
     let mut list = |name,
@@ -633,7 +622,7 @@ fn converge(
                                 id: id.clone(),
                                 email: u.email.clone(),
                                 org_id: Some(org_id.clone()),
-                                role: Some(u.role.as_str().into()),
+                                role: Some(u.role),
                                 operator: false,
                                 password_hash: u.hash.clone(),
                                 totp_sealed: None,
@@ -667,7 +656,7 @@ fn converge(
                             )));
                         }
                         let mut fields = Vec::new();
-                        if have.role.as_deref() != Some(u.role.as_str()) {
+                        if have.role != Some(u.role) {
                             fields.push("role");
                         }
                         if have.password_hash != u.hash {

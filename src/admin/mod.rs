@@ -12,7 +12,6 @@ pub mod users;
 pub use ops::*;
 
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -29,8 +28,23 @@ pub const MAX_SECRET_BYTES: usize = 16 * 1024;
 /// Why an operation was refused or failed. Nothing was changed when it returns one.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A value is refused; the message names fields as the API does (`token_url`), never a
+    /// command-line flag: entry points add their own words ([`Error::Field`],
+    /// [`Error::TotpRequired`], [`Error::EmptySecret`]).
     #[error("{0}")]
     Invalid(String),
+    /// The value of `field` (as the API names it; the CLI shows its flag) is refused.
+    #[error("{field} {reason}")]
+    Field { field: &'static str, reason: String },
+    /// Role `role` needs TOTP enrolled first by user `user_id`.
+    #[error("role {role} requires TOTP: it must be enrolled first")]
+    TotpRequired {
+        role: crate::store::Role,
+        user_id: String,
+    },
+    /// No secret was given.
+    #[error("the secret is empty")]
+    EmptySecret,
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -42,7 +56,10 @@ impl Error {
     /// may describe what was submitted).
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Invalid(_) => "invalid_request",
+            Error::Invalid(_)
+            | Error::Field { .. }
+            | Error::TotpRequired { .. }
+            | Error::EmptySecret => "invalid_request",
             Error::Store(store::Error::NotFound { .. }) => "not_found",
             Error::Store(store::Error::Duplicate { .. }) => "conflict",
             Error::Store(e) if e.is_full() => "store_full",
@@ -55,65 +72,7 @@ impl Error {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An org's on/off setting (PII redaction, secret detection, response redaction).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Setting {
-    On,
-    Off,
-}
-
-/// A key's setting: its own, or the org's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KeySetting {
-    On,
-    Off,
-    Inherit,
-}
-
-/// An org's PII redaction setting.
-pub type Pii = Setting;
-/// A key's PII setting.
-pub type KeyPii = KeySetting;
-
-impl Setting {
-    /// As stored and shown: `on` or `off`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Setting::On => "on",
-            Setting::Off => "off",
-        }
-    }
-
-    /// Parse `on` or `off`.
-    pub fn parse(s: &str) -> Option<Setting> {
-        match s {
-            "on" => Some(Setting::On),
-            "off" => Some(Setting::Off),
-            _ => None,
-        }
-    }
-}
-
-impl KeySetting {
-    /// As stored and shown: `on`, `off` or `inherit`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeySetting::On => "on",
-            KeySetting::Off => "off",
-            KeySetting::Inherit => "inherit",
-        }
-    }
-
-    /// Parse `on`, `off` or `inherit`.
-    pub fn parse(s: &str) -> Option<KeySetting> {
-        match s {
-            "on" => Some(KeySetting::On),
-            "off" => Some(KeySetting::Off),
-            "inherit" => Some(KeySetting::Inherit),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::{KeyPii, KeySetting, Pii, Setting};
 
 /// Who performs an admin operation, for its audit record: the CLI's OS user or an admin API
 /// user, with the request's source address, user agent and id when there is one.
@@ -164,15 +123,13 @@ fn check_name(what: &str, name: &str) -> Result<()> {
 /// Parse an RFC 3339 time that must lie in the future; returned normalised to UTC. The error
 /// never quotes the input (a secret pasted into the wrong field must not come back).
 pub fn future_time(s: &str) -> Result<String> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| {
+    let t = store::parse_time(s).ok_or_else(|| {
         Error::Invalid("the expiry is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)".into())
     })?;
     if t <= OffsetDateTime::now_utc() {
         return Err(Error::Invalid("the expiry is in the past".into()));
     }
-    Ok(t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .unwrap_or_default())
+    Ok(store::utc_text(t))
 }
 
 // ---- the audit trail of admin actions ----
@@ -373,10 +330,10 @@ pub fn create_org(store: &Store, spec: &OrgSpec, pii_default: Setting) -> Result
     Ok(store.insert_org(
         &spec.name,
         &store::OrgSettings {
-            region: spec.region.map(Region::as_str),
-            pii: Some(spec.pii.unwrap_or(pii_default).as_str()),
-            secrets: Some(spec.secrets.unwrap_or(Setting::On).as_str()),
-            response_redaction: Some(spec.response_redaction.unwrap_or(Setting::Off).as_str()),
+            region: spec.region,
+            pii: Some(spec.pii.unwrap_or(pii_default)),
+            secrets: Some(spec.secrets.unwrap_or(Setting::On)),
+            response_redaction: Some(spec.response_redaction.unwrap_or(Setting::Off)),
             mcp_tools: spec.mcp.tools.as_ref().map(|l| l.to_string()).as_deref(),
             mcp_resources: spec
                 .mcp
@@ -430,10 +387,10 @@ pub fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::
     Ok(store.update_org(
         id,
         &store::OrgSettings {
-            region: change.region.map(Region::as_str),
-            pii: change.pii.map(Setting::as_str),
-            secrets: change.secrets.map(Setting::as_str),
-            response_redaction: change.response_redaction.map(Setting::as_str),
+            region: change.region,
+            pii: change.pii,
+            secrets: change.secrets,
+            response_redaction: change.response_redaction,
             mcp_tools: change.mcp.tools.as_ref().map(|l| l.to_string()).as_deref(),
             mcp_resources: change
                 .mcp
@@ -584,9 +541,9 @@ pub fn update_key(store: &Store, id: &str, change: &KeyChange) -> Result<store::
     Ok(store.update_key(
         id,
         &store::KeyChanges {
-            pii: change.pii.map(KeySetting::as_str),
-            secrets: change.secrets.map(KeySetting::as_str),
-            response_redaction: change.response_redaction.map(KeySetting::as_str),
+            pii: change.pii,
+            secrets: change.secrets,
+            response_redaction: change.response_redaction,
             mcp_tools: t.as_ref().map(|o| o.as_deref()),
             mcp_resources: r.as_ref().map(|o| o.as_deref()),
             mcp_prompts: p.as_ref().map(|o| o.as_deref()),
@@ -682,13 +639,13 @@ fn key_row(
         name: spec.name.clone(),
         prefix: prefix.to_string(),
         hash: hash.to_vec(),
-        pii: spec.pii.as_str().into(),
-        secrets: spec.secrets.as_str().into(),
-        response_redaction: spec.response_redaction.as_str().into(),
+        pii: spec.pii,
+        secrets: spec.secrets,
+        response_redaction: spec.response_redaction,
         mcp_tools: spec.mcp.tools.as_ref().map(|l| l.to_string()),
         mcp_resources: spec.mcp.resources.as_ref().map(|l| l.to_string()),
         mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()),
-        region: spec.region.map(|r| r.as_str().to_string()),
+        region: spec.region,
         rpm: spec.rpm,
         tpm: spec.tpm,
         budget_tokens: spec.budget.map(|b| b.tokens),
@@ -755,7 +712,7 @@ pub fn list_keys(store: &Store, org: Option<&str>) -> Result<Vec<KeyView>> {
             let expired = key
                 .expires_at
                 .as_deref()
-                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+                .and_then(store::parse_time)
                 .is_some_and(|t| t <= now);
             let status = if key.revoked_at.is_some() {
                 "revoked"
@@ -801,9 +758,7 @@ pub fn secret_from_input(mut raw: Zeroizing<Vec<u8>>) -> Result<Zeroizing<String
         }
     }
     if raw.is_empty() {
-        return Err(Error::Invalid(
-            "the secret is empty: pipe it on standard input, e.g. `printf %s \"$KEY\" | sluice credentials set NAME`".into(),
-        ));
+        return Err(Error::EmptySecret);
     }
     if raw.len() > MAX_SECRET_BYTES {
         return Err(Error::Invalid(format!(
@@ -856,7 +811,7 @@ pub struct CredentialView {
 
 fn view(c: store::Credential, current_fp: Option<&str>) -> CredentialView {
     let now = OffsetDateTime::now_utc();
-    let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+    let parse = store::parse_time;
     CredentialView {
         age_days: parse(&c.rotated_at).map_or(0, |t| (now - t).whole_days()),
         expired: c
@@ -913,18 +868,18 @@ pub fn set_credential(
 /// Check an OAuth credential's settings: a token URL that is https (or http to a loopback
 /// address), a client id, and a scope and resource fit for a form field.
 pub fn check_oauth(s: &oauth::Settings) -> Result<()> {
-    oauth::check_url(&s.token_url).map_err(|why| Error::Invalid(format!("--token-url {why}")))?;
+    let field = |field, reason: &str| Error::Field {
+        field,
+        reason: reason.into(),
+    };
+    oauth::check_url(&s.token_url).map_err(|why| field("token_url", why))?;
     let printable =
         |v: &str| !v.is_empty() && v.len() <= 1024 && !v.bytes().any(|b| b < 0x20 || b == 0x7f);
     if !printable(&s.client_id) {
-        return Err(Error::Invalid(
-            "--client-id must be 1 to 1024 printable characters".into(),
-        ));
+        return Err(field("client_id", "must be 1 to 1024 printable characters"));
     }
     if s.scope.as_deref().is_some_and(|v| !printable(v)) {
-        return Err(Error::Invalid(
-            "--scope must be 1 to 1024 printable characters".into(),
-        ));
+        return Err(field("scope", "must be 1 to 1024 printable characters"));
     }
     if let Some(r) = &s.resource {
         // RFC 8707: an absolute URI without a fragment.
@@ -933,8 +888,9 @@ pub fn check_oauth(s: &oauth::Settings) -> Result<()> {
             && r.parse::<http::Uri>()
                 .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some());
         if !ok {
-            return Err(Error::Invalid(
-                "--resource must be an absolute URI without a fragment (RFC 8707), e.g. https://mcp.example.com/mcp".into(),
+            return Err(field(
+                "resource",
+                "must be an absolute URI without a fragment (RFC 8707), e.g. https://mcp.example.com/mcp",
             ));
         }
     }
@@ -1195,9 +1151,9 @@ mod tests {
             ..OrgSpec::default()
         };
         let org = create_org(&s, &acme, Setting::On).unwrap();
-        assert_eq!(org.pii, "on");
-        assert_eq!(org.secrets, "on");
-        assert_eq!(org.response_redaction, "off");
+        assert_eq!(org.pii, Setting::On);
+        assert_eq!(org.secrets, Setting::On);
+        assert_eq!(org.response_redaction, Setting::Off);
         assert!(matches!(
             create_org(&s, &acme, Setting::On),
             Err(Error::Store(store::Error::Duplicate { .. }))
@@ -1384,7 +1340,7 @@ mod tests {
             },
         ];
         for b in bad {
-            assert!(matches!(check_oauth(&b), Err(Error::Invalid(_))), "{b:?}");
+            assert!(matches!(check_oauth(&b), Err(Error::Field { .. })), "{b:?}");
         }
     }
 }

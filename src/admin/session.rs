@@ -159,7 +159,7 @@ impl Directory {
         let mut users = HashMap::new();
         for u in store.users(None)? {
             let principal = Principal {
-                role: u.role.as_deref().and_then(Role::parse),
+                role: u.role,
                 user_id: u.id.clone(),
                 org_id: u.org_id,
                 operator: u.operator,
@@ -308,7 +308,7 @@ mod tests {
             id: "u1".into(),
             email: "a@example.com".into(),
             org_id: Some("o1".into()),
-            role: Some("admin".into()),
+            role: Some(Role::Admin),
             operator: false,
             password_hash: String::new(),
             totp_sealed: None,

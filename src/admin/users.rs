@@ -28,58 +28,7 @@ pub const RECOVERY_CODES: usize = 10;
 const TOTP_ISSUER: &str = "sluice";
 const TOTP_STEP: u64 = 30;
 
-/// A member's role in their org.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read-only: audit log and key metadata.
-    Auditor,
-    /// Their own account only.
-    Member,
-    /// Keys, users (not owners), org settings, audit log.
-    Admin,
-    /// Everything in the org, including owners and the hard delete.
-    Owner,
-}
-
-impl Role {
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-            Role::Member => "member",
-        }
-    }
-
-    /// Parse a stored role.
-    pub fn parse(s: &str) -> Option<Role> {
-        Some(match s {
-            "owner" => Role::Owner,
-            "admin" => Role::Admin,
-            "auditor" => Role::Auditor,
-            "member" => Role::Member,
-            _ => return None,
-        })
-    }
-
-    /// Whether the role must have TOTP enrolled.
-    pub fn needs_totp(self) -> bool {
-        matches!(self, Role::Owner | Role::Admin)
-    }
-}
+pub use crate::store::Role;
 
 pub(crate) fn check_email(email: &str) -> Result<String> {
     let e = email.trim();
@@ -286,7 +235,7 @@ pub fn create_user(
         id: store::new_id(),
         email,
         org_id,
-        role: role.map(|r| r.as_str().to_string()),
+        role,
         operator: new.operator,
         password_hash: hash,
         totp_sealed: None,
@@ -309,7 +258,7 @@ fn owners_left(store: &Store, org: &str, except: &str) -> Result<usize> {
     Ok(store
         .users(Some(org))?
         .iter()
-        .filter(|u| u.id != except && u.role.as_deref() == Some("owner"))
+        .filter(|u| u.id != except && u.role == Some(Role::Owner))
         .count())
 }
 
@@ -321,20 +270,18 @@ pub fn set_role(store: &Store, user_id: &str, role: Role) -> Result<UserView> {
         return Err(Error::Invalid("operators have no org role".into()));
     };
     if role.needs_totp() && u.totp_sealed.is_none() {
-        return Err(Error::Invalid(format!(
-            "role {} requires TOTP: enrol it first (`sluice users enroll-totp {user_id}`)",
-            role.as_str()
-        )));
+        return Err(Error::TotpRequired {
+            role,
+            user_id: user_id.to_string(),
+        });
     }
-    if u.role.as_deref() == Some("owner")
-        && role != Role::Owner
-        && owners_left(store, org, user_id)? == 0
+    if u.role == Some(Role::Owner) && role != Role::Owner && owners_left(store, org, user_id)? == 0
     {
         return Err(Error::Invalid(
             "this is the org's last owner: make someone else owner first".into(),
         ));
     }
-    store.set_user_role(user_id, role.as_str())?;
+    store.set_user_role(user_id, role)?;
     view(store, store.user(user_id)?)
 }
 
@@ -343,7 +290,7 @@ pub fn set_role(store: &Store, user_id: &str, role: Role) -> Result<UserView> {
 pub fn delete_user(store: &Store, user_id: &str) -> Result<store::User> {
     let u = store.user(user_id)?;
     if let Some(org) = u.org_id.as_deref() {
-        if u.role.as_deref() == Some("owner") && owners_left(store, org, user_id)? == 0 {
+        if u.role == Some(Role::Owner) && owners_left(store, org, user_id)? == 0 {
             return Err(Error::Invalid(
                 "this is the org's last owner: make someone else owner first, or delete the org"
                     .into(),

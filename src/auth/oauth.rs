@@ -166,8 +166,7 @@ pub fn first_token(s: &Settings, secret: &mut Zeroizing<String>) -> Result<Token
 }
 
 fn parse(t: &Option<String>) -> Option<OffsetDateTime> {
-    t.as_deref()
-        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    t.as_deref().and_then(crate::store::parse_time)
 }
 
 /// Whether the token of `c` is due for a refresh at `now`: none yet, or 80% of its lifetime
@@ -346,9 +345,7 @@ pub fn seal(ring: &Keyring, id: &str, name: &str, grant: Grant, token: &Token) -
             token.access.as_bytes(),
             &vault::aad(vault::TOKEN_TABLE, id, name),
         ),
-        expires_at: expires
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        expires_at: crate::store::utc_text(expires),
         rotated_secret: token
             .refresh
             .as_ref()

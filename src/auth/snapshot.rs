@@ -17,7 +17,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{hash, same_hash, Error};
-use crate::store::{self, Store};
+use crate::residency::Region;
+use crate::store::{self, KeySetting, Setting, Store};
 use crate::vault::{self, Keyring};
 
 const POLL: Duration = Duration::from_millis(100);
@@ -47,9 +48,9 @@ pub struct KeyInfo {
     /// The MCP tools, resources and prompts it may use (its own lists, or its org's).
     pub mcp: crate::mcp::Policy,
     /// The key's region pin.
-    pub region: Option<String>,
+    pub region: Option<Region>,
     /// The org's default region.
-    pub org_region: Option<String>,
+    pub org_region: Option<Region>,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked: bool,
     /// Used since the last flush of last-used times.
@@ -99,8 +100,7 @@ pub struct Snapshot {
 }
 
 fn parse_time(s: &Option<String>) -> Option<OffsetDateTime> {
-    s.as_deref()
-        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+    s.as_deref().and_then(store::parse_time)
 }
 
 impl Snapshot {
@@ -130,13 +130,13 @@ impl Snapshot {
             let org = orgs.get(&k.org_id);
             // Fail closed: anything but an explicit "off" redacts (PII, secrets); response
             // redaction, off by default, is on when set to "on" (the key's, or its org's).
-            let on_unless_off = |key: &str, org: Option<&str>| match key {
-                "off" => false,
-                "inherit" => org != Some("off"),
-                _ => true,
+            let on_unless_off = |key: KeySetting, org: Option<Setting>| match key {
+                KeySetting::Off => false,
+                KeySetting::Inherit => org != Some(Setting::Off),
+                KeySetting::On => true,
             };
-            let redact_pii = on_unless_off(&k.pii, org.map(|o| o.pii.as_str()));
-            let redact_secrets = on_unless_off(&k.secrets, org.map(|o| o.secrets.as_str()));
+            let redact_pii = on_unless_off(k.pii, org.map(|o| o.pii));
+            let redact_secrets = on_unless_off(k.secrets, org.map(|o| o.secrets));
             // Fail closed: a stored list that does not parse allows nothing.
             let list = |own: &Option<String>, org_list: Option<&String>| {
                 let text = own.as_ref().or(org_list).map_or("", String::as_str);
@@ -150,10 +150,10 @@ impl Snapshot {
                 resources: list(&k.mcp_resources, org.map(|o| &o.mcp_resources)),
                 prompts: list(&k.mcp_prompts, org.map(|o| &o.mcp_prompts)),
             };
-            let redact_responses = match k.response_redaction.as_str() {
-                "on" => true,
-                "inherit" => org.is_some_and(|o| o.response_redaction == "on"),
-                _ => false,
+            let redact_responses = match k.response_redaction {
+                KeySetting::On => true,
+                KeySetting::Inherit => org.is_some_and(|o| o.response_redaction.is_on()),
+                KeySetting::Off => false,
             };
             let limits = crate::limits::Limits::of_key(&k);
             let counter_names = (
@@ -177,7 +177,7 @@ impl Snapshot {
                     redact_responses,
                     mcp,
                     region: k.region,
-                    org_region: org.and_then(|o| o.region.clone()),
+                    org_region: org.and_then(|o| o.region),
                     used: AtomicBool::new(used),
                 }),
             );
@@ -275,7 +275,7 @@ impl Snapshot {
     }
 
     /// Every region a key or org is pinned to (for the start-up check that each has upstreams).
-    pub fn pinned_regions(&self) -> std::collections::BTreeSet<String> {
+    pub fn pinned_regions(&self) -> std::collections::BTreeSet<Region> {
         self.keys
             .values()
             .filter(|k| !k.revoked)
@@ -471,9 +471,9 @@ mod tests {
             name: "app".into(),
             prefix: k.prefix.clone(),
             hash: k.hash.to_vec(),
-            pii: "inherit".into(),
-            secrets: "inherit".into(),
-            response_redaction: "inherit".into(),
+            pii: KeySetting::Inherit,
+            secrets: KeySetting::Inherit,
+            response_redaction: KeySetting::Inherit,
             mcp_tools: None,
             mcp_resources: None,
             mcp_prompts: None,

@@ -3,17 +3,14 @@
 use super::*;
 
 pub(super) fn rfc3339_utc(s: &str) -> Result<String, String> {
-    use time::format_description::well_known::Rfc3339;
     let full = if s.len() == 10 {
         format!("{s}T00:00:00Z")
     } else {
         s.to_string()
     };
-    let t = time::OffsetDateTime::parse(&full, &Rfc3339)
-        .map_err(|_| format!("{s:?} is not an RFC 3339 time or a YYYY-MM-DD date"))?;
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .map_err(|e| e.to_string())
+    crate::store::parse_time(&full)
+        .map(crate::store::utc_text)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time or a YYYY-MM-DD date"))
 }
 
 pub(super) fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) -> i32 {

@@ -22,7 +22,7 @@ pub(super) fn bootstrap(
     let actor = Actor::cli();
     let org = match store
         .orgs()
-        .map_err(|e| e.to_string())?
+        .map_err(phrase)?
         .into_iter()
         .find(|o| o.name == org_name)
     {
@@ -41,7 +41,7 @@ pub(super) fn bootstrap(
                 pii_default(cfg),
                 Some("bootstrap"),
             )
-            .map_err(|e| e.to_string())?
+            .map_err(phrase)?
         }
     };
     let mut key_created = false;
@@ -69,7 +69,7 @@ pub(super) fn bootstrap(
     }
     let mut set = Vec::new();
     {
-        let stored = store.credentials().map_err(|e| e.to_string())?;
+        let stored = store.credentials().map_err(phrase)?;
         for (name, secret) in &creds {
             let same = stored.iter().find(|c| &c.name == name).is_some_and(|c| {
                 ring.open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
@@ -79,7 +79,7 @@ pub(super) fn bootstrap(
                 continue;
             }
             admin::set_credential_as(&store, &ring, &actor, name, secret, None, Some("bootstrap"))
-                .map_err(|e| e.to_string())?;
+                .map_err(phrase)?;
             set.push(name.clone());
         }
     }

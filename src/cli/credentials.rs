@@ -22,7 +22,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                 expires.as_deref(),
                 None,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(phrase)?;
             warn_unused_credential(cfg, &name);
             let text = format!(
                 "stored credential {} (sealed with master key {})",
@@ -52,7 +52,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                     GrantArg::RefreshToken => oauth::Grant::RefreshToken,
                 },
             };
-            admin::check_oauth(&settings).map_err(|e| e.to_string())?;
+            admin::check_oauth(&settings).map_err(phrase)?;
             let ring = keyring()?;
             let mut secret = input.read()?;
             let store = open_store(cfg)?;
@@ -72,7 +72,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                 &secret,
                 first.as_ref(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(phrase)?;
             warn_unused_credential(cfg, &name);
             let text = format!(
                 "stored OAuth credential {} (sealed with master key {}); {}",
@@ -88,7 +88,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         CredentialsCmd::List => {
             let store = open_store(cfg)?;
             let fp = keyring().ok().map(|r| r.fingerprint());
-            let list = admin::list_credentials(&store, fp.as_deref()).map_err(|e| e.to_string())?;
+            let list = admin::list_credentials(&store, fp.as_deref()).map_err(phrase)?;
             let text = list
                 .iter()
                 .map(|c| {
@@ -115,8 +115,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         CredentialsCmd::Delete { name } => {
             let store = open_store(cfg)?;
             let ring = keyring()?;
-            admin::delete_credential_as(&store, &ring, &Actor::cli(), &name)
-                .map_err(|e| e.to_string())?;
+            admin::delete_credential_as(&store, &ring, &Actor::cli(), &name).map_err(phrase)?;
             Ok((
                 serde_json::json!({"name": name, "deleted": true}),
                 format!("deleted credential {name}"),
@@ -201,13 +200,13 @@ pub(super) fn read_secret() -> Result<Zeroizing<String>, String> {
         .take(admin::MAX_SECRET_BYTES as u64 + 3)
         .read_to_end(&mut raw)
         .map_err(|e| format!("cannot read standard input: {e}"))?;
-    admin::secret_from_input(raw).map_err(|e| e.to_string())
+    admin::secret_from_input(raw).map_err(phrase)
 }
 
 pub(super) fn rotate(cfg: &Config) -> Outcome {
     let ring = keyring()?;
     let store = open_store(cfg)?;
-    let r = admin::rotate_as(&store, &ring, &Actor::cli()).map_err(|e| e.to_string())?;
+    let r = admin::rotate_as(&store, &ring, &Actor::cli()).map_err(phrase)?;
     let text = format!(
         "re-encrypted {} credential(s), {} org audit key(s) and {} TOTP seed(s) under master key {}",
         r.rotated, r.org_keys_rotated, r.totp_rotated, r.key_fingerprint

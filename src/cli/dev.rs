@@ -60,7 +60,7 @@ pub(super) fn dev_secret_file(path: &Path) -> Result<Zeroizing<String>, String> 
 pub(super) fn dev_jwt(cfg: &Config) -> Result<Option<admin::session::Sessions>, String> {
     use admin::session::{Sessions, JWT_ENV};
     if std::env::var_os(JWT_ENV).is_some() {
-        return Sessions::from_env(cfg.admin.session_ttl).map_err(|e| e.to_string());
+        return Sessions::from_env(cfg.admin.session_ttl).map_err(phrase);
     }
     let dir = cfg
         .store

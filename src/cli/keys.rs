@@ -35,7 +35,7 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 expires: a.expires,
             };
             let k = admin::create_key_as(&store, &ring()?, &Actor::cli(), &spec, None)
-                .map_err(|e| e.to_string())?;
+                .map_err(phrase)?;
             let text = format!(
                 "created key {} ({}) for org {}\n\n    {}\n\nStore it now: it is shown only this once.",
                 k.id,
@@ -46,7 +46,7 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
             Ok((to_json(&k), text))
         }
         KeysCmd::List { org } => {
-            let keys = admin::list_keys(&store, org.as_deref()).map_err(|e| e.to_string())?;
+            let keys = admin::list_keys(&store, org.as_deref()).map_err(phrase)?;
             let text = keys
                 .iter()
                 .map(|v| {
@@ -61,7 +61,7 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                         k.pii,
                         k.secrets,
                         k.response_redaction,
-                        or_none(&k.region),
+                        region_or_none(k.region),
                         k.rpm.map_or("-".to_string(), |r| r.to_string()),
                         k.tpm.map_or("-".to_string(), |r| r.to_string()),
                         budget_text(k.budget_tokens, &k.budget_period),
@@ -93,12 +93,11 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 limits: limits.change()?,
             };
             let k = admin::update_key_as(&store, &ring()?, &Actor::cli(), &key_id, &change)
-                .map_err(|e| e.to_string())?;
+                .map_err(phrase)?;
             Ok((to_json(&k), format!("updated key {}", k.id)))
         }
         KeysCmd::Revoke { key_id } => {
-            admin::revoke_key_as(&store, &ring()?, &Actor::cli(), &key_id)
-                .map_err(|e| e.to_string())?;
+            admin::revoke_key_as(&store, &ring()?, &Actor::cli(), &key_id).map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": key_id, "revoked": true}),
                 format!("revoked key {key_id}"),

@@ -51,6 +51,80 @@ use serve::*;
 use tools::*;
 use users::*;
 
+/// How the command line words a failure: the library's message, with flags and commands where
+/// the library names fields (`token_url` is `--token-url` here) and steps.
+trait Phrase {
+    fn phrase(self) -> String;
+}
+
+impl Phrase for admin::Error {
+    fn phrase(self) -> String {
+        match self {
+            admin::Error::Field { field, reason } => {
+                format!("--{} {reason}", field.replace('_', "-"))
+            }
+            admin::Error::TotpRequired { role, user_id } => format!(
+                "role {role} requires TOTP: enrol it first (`sluice users enroll-totp {user_id}`)"
+            ),
+            admin::Error::EmptySecret => "the secret is empty: pipe it on standard input, e.g. `printf %s \"$KEY\" | sluice credentials set NAME`".into(),
+            e => e.to_string(),
+        }
+    }
+}
+
+/// Errors the command line shows as their library message.
+macro_rules! phrase_as_message {
+    ($($t:ty),* $(,)?) => {
+        $(impl Phrase for $t {
+            fn phrase(self) -> String {
+                self.to_string()
+            }
+        })*
+    };
+}
+
+phrase_as_message!(
+    crate::store::Error,
+    crate::vault::Error,
+    crate::admin::session::SecretError,
+    std::io::Error,
+    time::error::Format,
+);
+
+/// [`Phrase::phrase`], for `map_err`.
+fn phrase(e: impl Phrase) -> String {
+    e.phrase()
+}
+
+/// The command line's spelling of the domain's settings and roles (the domain types know
+/// nothing of clap): each value as stored, with its help.
+macro_rules! value_enum {
+    ($t:ty: $($v:path => $help:literal),+ $(,)?) => {
+        impl clap::ValueEnum for $t {
+            fn value_variants<'a>() -> &'a [Self] {
+                &[$($v),+]
+            }
+
+            fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+                let help = match *self {
+                    $($v => $help,)+
+                };
+                let v = clap::builder::PossibleValue::new(self.as_str());
+                Some(if help.is_empty() { v } else { v.help(help) })
+            }
+        }
+    };
+}
+
+value_enum!(Setting: Setting::On => "", Setting::Off => "");
+value_enum!(KeySetting: KeySetting::On => "", KeySetting::Off => "", KeySetting::Inherit => "");
+value_enum!(admin::users::Role:
+    admin::users::Role::Auditor => "Read-only: audit log and key metadata",
+    admin::users::Role::Member => "Their own account only",
+    admin::users::Role::Admin => "Keys, users (not owners), org settings, audit log",
+    admin::users::Role::Owner => "Everything in the org, including owners and the hard delete",
+);
+
 /// Exit code for an invalid configuration (sysexits EX_USAGE).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -328,7 +402,7 @@ impl LimitArgs {
             given(self.budget_tokens),
             self.budget_period.as_deref(),
         )
-        .map_err(|e| e.to_string())
+        .map_err(phrase)
     }
 }
 
@@ -353,7 +427,7 @@ impl McpArgs {
             v.as_deref()
                 .map(|s| admin::mcp_list(what, s))
                 .transpose()
-                .map_err(|e| e.to_string())
+                .map_err(phrase)
         };
         Ok(admin::McpLists {
             tools: parse("--mcp-tools", &self.mcp_tools)?,
@@ -373,7 +447,7 @@ fn key_list(
         Some("inherit") => Ok(Some(None)),
         Some(s) => admin::mcp_list(what, s)
             .map(|l| Some(Some(l)))
-            .map_err(|e| e.to_string()),
+            .map_err(phrase),
     }
 }
 
@@ -660,11 +734,16 @@ fn open_store(cfg: &Config) -> Result<Store, String> {
 }
 
 fn keyring() -> Result<Keyring, String> {
-    Keyring::from_env().map_err(|e| e.to_string())
+    Keyring::from_env().map_err(phrase)
 }
 
 fn or_none(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
+}
+
+/// A region, or `-` for none.
+fn region_or_none(r: Option<Region>) -> &'static str {
+    r.map_or("-", Region::as_str)
 }
 
 /// The PII setting of orgs created without one (`[pii] default`).
@@ -673,5 +752,27 @@ fn pii_default(cfg: &Config) -> Setting {
         Setting::On
     } else {
         Setting::Off
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_are_worded_with_flags_and_commands() {
+        let field = admin::Error::Field {
+            field: "token_url",
+            reason: "has no host".into(),
+        };
+        assert_eq!(field.to_string(), "token_url has no host");
+        assert_eq!(phrase(field), "--token-url has no host");
+        let totp = admin::Error::TotpRequired {
+            role: admin::users::Role::Admin,
+            user_id: "u1".into(),
+        };
+        assert!(phrase(totp).contains("`sluice users enroll-totp u1`"));
+        assert!(phrase(admin::Error::EmptySecret).contains("standard input"));
+        assert!(!admin::Error::EmptySecret.to_string().contains("sluice"));
     }
 }

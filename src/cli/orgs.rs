@@ -33,12 +33,12 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 pii_default(cfg),
                 None,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(phrase)?;
             let text = format!("created org {} ({})", org.id, org.name);
             Ok((to_json(&org), text))
         }
         OrgsCmd::List => {
-            let orgs = store.orgs().map_err(|e| e.to_string())?;
+            let orgs = store.orgs().map_err(phrase)?;
             let text = orgs
                 .iter()
                 .map(|o| {
@@ -72,7 +72,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 limits: limits.change()?,
             };
             let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
-                .map_err(|e| e.to_string())?;
+                .map_err(phrase)?;
             let text = format!("updated org {}: {}", org.id, org_settings(&org));
             Ok((to_json(&org), text))
         }
@@ -82,8 +82,8 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                     "deleting an org removes its keys and users and shreds its audit details; this cannot be undone. Run `sluice orgs delete {org_id} --hard`"
                 ));
             }
-            let (d, purged) = admin::delete_org_as(&store, &ring()?, &Actor::cli(), &org_id)
-                .map_err(|e| e.to_string())?;
+            let (d, purged) =
+                admin::delete_org_as(&store, &ring()?, &Actor::cli(), &org_id).map_err(phrase)?;
             let mut d = to_json(&d);
             d["wal_purged"] = purged.into();
             let text = format!(
@@ -101,7 +101,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
 pub(super) fn org_settings(o: &crate::store::Org) -> String {
     format!(
         "region={}  pii={}  secrets={}  response_redaction={}  rpm={}  tpm={}  budget={}",
-        or_none(&o.region),
+        region_or_none(o.region),
         o.pii,
         o.secrets,
         o.response_redaction,

@@ -31,7 +31,7 @@ pub(super) fn serve(config: Option<PathBuf>, dev: bool) -> i32 {
     let sessions = match if dev {
         dev_jwt(&cfg)
     } else {
-        admin::session::Sessions::from_env(cfg.admin.session_ttl).map_err(|e| e.to_string())
+        admin::session::Sessions::from_env(cfg.admin.session_ttl).map_err(phrase)
     } {
         Ok(s) => s,
         Err(e) => {
@@ -67,7 +67,7 @@ pub(super) fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
         openai.as_ref().map(|s| s.as_str()),
         pii_default(cfg),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(phrase)?;
     if let Some((org, key)) = &setup.created {
         println!(
             "sluice dev mode: created org {:?} ({}) and an API key (shown only this once):\n\n    {}\n\nexport OPENAI_BASE_URL=http://{}/v1 OPENAI_API_KEY=<the key above>",
@@ -85,7 +85,7 @@ pub(super) fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
         for name in &names {
             if !store
                 .credentials()
-                .map_err(|e| e.to_string())?
+                .map_err(phrase)?
                 .iter()
                 .any(|c| &c.name == name)
             {

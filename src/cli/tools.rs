@@ -5,7 +5,7 @@ use super::*;
 pub(super) fn apply(cfg: &Config, file: &Path, dry_run: bool) -> Outcome {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {}", file.display(), e.kind()))?;
-    let bundle = admin::apply::parse(&text).map_err(|e| e.to_string())?;
+    let bundle = admin::apply::parse(&text).map_err(phrase)?;
     let store = open_store(cfg)?;
     let actor = Actor::cli();
     let changes = if dry_run {
@@ -13,7 +13,7 @@ pub(super) fn apply(cfg: &Config, file: &Path, dry_run: bool) -> Outcome {
     } else {
         admin::apply::apply(&store, &keyring()?, &actor, &bundle, pii_default(cfg))
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(phrase)?;
     let mut text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
     text.push(match (dry_run, changes.len()) {
         (_, 0) => "nothing to change: the store matches the bundle".into(),

@@ -42,7 +42,7 @@ pub(super) fn read_password() -> Result<Zeroizing<String>, String> {
         return Err("the password must be a single line".into());
     }
     let s = std::str::from_utf8(&raw).map_err(|_| "the password is not valid UTF-8".to_string())?;
-    admin::users::check_password(s).map_err(|e| e.to_string())?;
+    admin::users::check_password(s).map_err(phrase)?;
     Ok(Zeroizing::new(s.to_string()))
 }
 
@@ -55,7 +55,7 @@ pub(super) fn user_line(v: &admin::users::UserView) -> String {
         if u.operator {
             "operator"
         } else {
-            u.role.as_deref().unwrap_or("-")
+            u.role.map_or("-", admin::users::Role::as_str)
         },
         or_none(&u.org_id),
         if v.totp_enrolled { "on" } else { "off" },
@@ -87,7 +87,7 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
                 totp,
             };
             let created = admin::create_user_as(&store, &ring, &Actor::cli(), &new, &password)
-                .map_err(|e| e.to_string())?;
+                .map_err(phrase)?;
             let mut text = format!("created user {}", user_line(&created.user));
             if let Some(e) = &created.totp {
                 text.push_str(&show_enrollment(e));
@@ -95,18 +95,17 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
             Ok((to_json(&created), text))
         }
         UsersCmd::List { org } => {
-            let list = users::list(&store, org.as_deref()).map_err(|e| e.to_string())?;
+            let list = users::list(&store, org.as_deref()).map_err(phrase)?;
             let text = list.iter().map(user_line).collect::<Vec<_>>().join("\n");
             Ok((serde_json::json!({ "users": list }), text))
         }
         UsersCmd::Update { user_id, role } => {
             let v = admin::set_role_as(&store, &ring()?, &Actor::cli(), &user_id, role)
-                .map_err(|e| e.to_string())?;
+                .map_err(phrase)?;
             Ok((to_json(&v), format!("updated user {}", user_line(&v))))
         }
         UsersCmd::Delete { user_id } => {
-            admin::delete_user_as(&store, &ring()?, &Actor::cli(), &user_id)
-                .map_err(|e| e.to_string())?;
+            admin::delete_user_as(&store, &ring()?, &Actor::cli(), &user_id).map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": user_id, "deleted": true}),
                 format!("deleted user {user_id}"),
@@ -116,7 +115,7 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
             let ring = ring()?;
             let password = read_password()?;
             admin::set_password_as(&store, &ring, &Actor::cli(), &user_id, &password)
-                .map_err(|e| e.to_string())?;
+                .map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": user_id, "password_changed": true, "sessions_revoked": true}),
                 format!("set the password of user {user_id}; their sessions are revoked"),
@@ -124,16 +123,15 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
         }
         UsersCmd::EnrollTotp { user_id } => {
             let ring = ring()?;
-            let e = admin::enroll_totp_as(&store, &ring, &Actor::cli(), &user_id)
-                .map_err(|e| e.to_string())?;
+            let e =
+                admin::enroll_totp_as(&store, &ring, &Actor::cli(), &user_id).map_err(phrase)?;
             Ok((
                 to_json(&e),
                 format!("enrolled TOTP for user {user_id}{}", show_enrollment(&e)),
             ))
         }
         UsersCmd::RevokeSessions { user_id } => {
-            admin::revoke_sessions_as(&store, &ring()?, &Actor::cli(), &user_id)
-                .map_err(|e| e.to_string())?;
+            admin::revoke_sessions_as(&store, &ring()?, &Actor::cli(), &user_id).map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": user_id, "sessions_revoked": true}),
                 format!("revoked every session of user {user_id}"),

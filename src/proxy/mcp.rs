@@ -36,12 +36,7 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         .ok_or(Rejection::Inbound(crate::inbound::Error::NotFound))?;
     let key = ctx.key.as_ref().ok_or(Rejection::Internal)?;
     // A key (or org) pinned to a region reaches only MCP servers of that region.
-    let pin = key
-        .region
-        .as_deref()
-        .or(key.org_region.as_deref())
-        .and_then(|r| r.parse::<crate::residency::Region>().ok());
-    if let Some(pin) = pin {
+    if let Some(pin) = key.region.or(key.org_region) {
         if pin != server.region {
             return Err(Rejection::Region(crate::residency::Error::NotAllowed {
                 pin,

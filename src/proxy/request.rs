@@ -16,7 +16,7 @@ use super::{rebody, response, Ctx, State};
 use crate::auth;
 use crate::inbound::{self, Bounds, Framing};
 use crate::redact::Scan;
-use crate::residency::{self, Region};
+use crate::residency;
 
 /// Returns `Ok(true)` when the request was answered here (refused or a CORS preflight).
 pub async fn filter(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -258,12 +258,6 @@ fn authenticate(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), R
 /// sluice never forwards without it. Nothing here ever looks outside the region.
 fn choose_upstream(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
     let key = ctx.key.as_ref().ok_or(Rejection::Internal)?;
-    let pin = |r: &Option<String>| -> Result<Option<Region>, Rejection> {
-        r.as_deref()
-            .map(|s| s.parse::<Region>().map_err(|_| Rejection::Internal))
-            .transpose()
-    };
-    let (key_pin, org_pin) = (pin(&key.region)?, pin(&key.org_region)?);
     let header: Vec<&[u8]> = session
         .req_header()
         .headers
@@ -273,8 +267,8 @@ fn choose_upstream(state: &State, session: &Session, ctx: &mut Ctx) -> Result<()
         .collect();
     let (region, _source) = residency::resolve(
         &header,
-        key_pin,
-        org_pin,
+        key.region,
+        key.org_region,
         state.cfg.residency.default_region,
     )
     .map_err(Rejection::Region)?;

@@ -63,10 +63,7 @@ pub fn serve(
         }
     })?;
     for pinned in auth.get().pinned_regions() {
-        let served = pinned
-            .parse::<crate::residency::Region>()
-            .is_ok_and(|r| cfg.serves(r));
-        if !served {
+        if !cfg.serves(pinned) {
             tracing::warn!(region = %pinned, "keys or orgs are pinned to a region no [[upstreams]] entry serves; their requests get 503 region_unavailable");
         }
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A data region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Region {
     Us,
     Eu,
@@ -20,6 +20,12 @@ impl Region {
             Region::Eu => "eu",
             Region::Apac => "apac",
         }
+    }
+}
+
+impl serde::Serialize for Region {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -10,8 +10,12 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension};
 
 mod people;
+mod types;
 
 pub use people::{Removed, User};
+pub use types::{KeyPii, KeySetting, Pii, Role, Setting};
+
+use crate::residency::Region;
 
 /// Store errors. Messages never contain secret material.
 #[derive(Debug, thiserror::Error)]
@@ -234,12 +238,12 @@ pub struct Store {
 pub struct Org {
     pub id: String,
     pub name: String,
-    pub region: Option<String>,
-    pub pii: String,
-    /// Secret detection: `on` or `off`.
-    pub secrets: String,
-    /// Redaction of responses: `on` or `off`.
-    pub response_redaction: String,
+    pub region: Option<Region>,
+    pub pii: Pii,
+    /// Secret detection.
+    pub secrets: Setting,
+    /// Redaction of responses.
+    pub response_redaction: Setting,
     pub created_at: String,
     /// MCP allow-lists, the default of the org's keys (`server:name,...`; empty: nothing).
     pub mcp_tools: String,
@@ -268,10 +272,10 @@ pub type LimitChange<T> = Option<Option<T>>;
 /// The settings of a new org (or the changes to one: `None` keeps the current value).
 #[derive(Debug, Clone, Default)]
 pub struct OrgSettings<'a> {
-    pub region: Option<&'a str>,
-    pub pii: Option<&'a str>,
-    pub secrets: Option<&'a str>,
-    pub response_redaction: Option<&'a str>,
+    pub region: Option<Region>,
+    pub pii: Option<Pii>,
+    pub secrets: Option<Setting>,
+    pub response_redaction: Option<Setting>,
     pub mcp_tools: Option<&'a str>,
     pub mcp_resources: Option<&'a str>,
     pub mcp_prompts: Option<&'a str>,
@@ -285,9 +289,9 @@ pub struct OrgSettings<'a> {
 /// key inherit its org's again).
 #[derive(Debug, Clone, Default)]
 pub struct KeyChanges<'a> {
-    pub pii: Option<&'a str>,
-    pub secrets: Option<&'a str>,
-    pub response_redaction: Option<&'a str>,
+    pub pii: Option<KeyPii>,
+    pub secrets: Option<KeySetting>,
+    pub response_redaction: Option<KeySetting>,
     pub mcp_tools: Option<Option<&'a str>>,
     pub mcp_resources: Option<Option<&'a str>>,
     pub mcp_prompts: Option<Option<&'a str>>,
@@ -305,16 +309,14 @@ pub struct Key {
     pub prefix: String,
     #[serde(skip)]
     pub hash: Vec<u8>,
-    pub pii: String,
-    /// `on`, `off` or `inherit`.
-    pub secrets: String,
-    /// `on`, `off` or `inherit`.
-    pub response_redaction: String,
+    pub pii: KeyPii,
+    pub secrets: KeySetting,
+    pub response_redaction: KeySetting,
     /// MCP allow-lists; `None` inherits the org's.
     pub mcp_tools: Option<String>,
     pub mcp_resources: Option<String>,
     pub mcp_prompts: Option<String>,
-    pub region: Option<String>,
+    pub region: Option<Region>,
     pub rpm: Option<u32>,
     /// Tokens per minute (`None`: unlimited).
     pub tpm: Option<u32>,
@@ -373,9 +375,19 @@ impl std::fmt::Debug for Credential {
 
 /// The current time, RFC 3339 UTC.
 pub fn now() -> String {
-    time::OffsetDateTime::now_utc()
+    utc_text(time::OffsetDateTime::now_utc())
+}
+
+/// A time as stored: RFC 3339 in UTC (so stored times compare as text).
+pub fn utc_text(t: time::OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Parse an RFC 3339 time (any offset); `None` when it is not one.
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// A new UUIDv7 id.
@@ -1141,7 +1153,7 @@ mod tests {
         let path = dir.path().join("sub").join("s.db");
         let s = Store::open(&path).unwrap();
         let eu = OrgSettings {
-            region: Some("eu"),
+            region: Some(Region::Eu),
             ..Default::default()
         };
         let org = s.insert_org("acme", &eu).unwrap();
@@ -1179,9 +1191,9 @@ mod tests {
             name: "k".into(),
             prefix: "sk-sluice-abcd".into(),
             hash: vec![1; 32],
-            pii: "inherit".into(),
-            secrets: "inherit".into(),
-            response_redaction: "inherit".into(),
+            pii: KeySetting::Inherit,
+            secrets: KeySetting::Inherit,
+            response_redaction: KeySetting::Inherit,
             mcp_tools: None,
             mcp_resources: None,
             mcp_prompts: None,

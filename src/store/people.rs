@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{now, Error, Result, Store};
+use super::{now, Error, Result, Role, Store};
 
 /// A user row. The password hash and sealed TOTP seed never leave the store's callers in
 /// `admin` (they are skipped when serialised).
@@ -12,7 +12,7 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub org_id: Option<String>,
-    pub role: Option<String>,
+    pub role: Option<Role>,
     pub operator: bool,
     #[serde(skip)]
     pub password_hash: String,
@@ -143,7 +143,7 @@ impl Store {
     }
 
     /// Change a user's role.
-    pub fn set_user_role(&self, id: &str, role: &str) -> Result<()> {
+    pub fn set_user_role(&self, id: &str, role: Role) -> Result<()> {
         self.update_user(
             id,
             "UPDATE users SET role = ?2 WHERE id = ?1 AND operator = 0",

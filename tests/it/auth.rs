@@ -25,22 +25,18 @@ fn with_credential(up: &Upstream, upstream_extra: &str) -> Proxy {
 #[test]
 fn unauthenticated_requests_get_one_401_and_never_reach_the_upstream() {
     let up = Upstream::start();
-    let p = Proxy::start(&up, "");
+    let s = Setup::new(&mock_upstream(&up, ""), "");
     let other = generate_like_key();
-    let revoked = p.cli_json(&["keys", "create", "--org", &p.org_id], b"");
+    // Made before sluice starts, so its first snapshot has them.
+    let revoked = s.cli_json(&["keys", "create", "--org", &s.org_id], b"");
     let revoked_key = revoked["key"].as_str().unwrap().to_string();
-    p.cli_json(&["keys", "revoke", revoked["id"].as_str().unwrap()], b"");
-    let expiring = p.cli_json(
-        &[
-            "keys",
-            "create",
-            "--org",
-            &p.org_id,
-            "--expires",
-            &in_seconds(1),
-        ],
+    s.cli_json(&["keys", "revoke", revoked["id"].as_str().unwrap()], b"");
+    let expires = in_seconds(1);
+    let expiring = s.cli_json(
+        &["keys", "create", "--org", &s.org_id, "--expires", &expires],
         b"",
     );
+    let p = s.spawn();
     let expiring_key = expiring["key"].as_str().unwrap().to_string();
     let good = p.auth();
     let cases: Vec<(&str, String, String)> = vec![
@@ -93,7 +89,13 @@ fn unauthenticated_requests_get_one_401_and_never_reach_the_upstream() {
             format!("?api_key={}", p.key),
         ),
     ];
-    std::thread::sleep(Duration::from_millis(1100)); // the expiring key has expired
+    // The expiring key has expired (a wait on the clock: the key is valid until then).
+    let expires =
+        time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    eventually("the key's expiry", Duration::from_secs(3), || {
+        time::OffsetDateTime::now_utc() > expires
+    });
     let mut message = None;
     for (what, headers, query) in cases
         .iter()
@@ -261,7 +263,9 @@ fn an_expired_credential_is_refused_rather_than_sent() {
         PROVIDER_SECRET.as_bytes(),
     );
     let p = s.spawn();
-    std::thread::sleep(Duration::from_millis(1100));
+    eventually("the credential expired", Duration::from_secs(5), || {
+        p.cli_json(&["credentials", "list"], b"")["credentials"][0]["expired"] == true
+    });
     let r = raw(p.port, &p.post("/v1/chat/completions", b"{}", "")).unwrap();
     assert_eq!(r.status, 503, "{}", r.body_text());
     assert_eq!(r.code(), "credential_unavailable");
@@ -406,15 +410,17 @@ fn request_traffic_does_not_rebuild_the_key_snapshot_but_a_key_change_does() {
         std::thread::sleep(std::time::Duration::from_millis(15));
     }
     p.metrics_with(&["sluice_audit_records_total 30"]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(reloads(&p), before, "audit batches rebuilt the snapshot");
+    // The watcher sees changes in commit order: once the key created after the batches has
+    // reloaded the snapshot, any reload the batches caused would have happened too.
     p.cli_json(&["keys", "create", "--org", &p.org_id], b"");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while reloads(&p) == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a new key did not reload the snapshot"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    eventually(
+        "a new key reloads the snapshot",
+        std::time::Duration::from_secs(2),
+        || reloads(&p) > before,
+    );
+    assert_eq!(
+        reloads(&p),
+        before + 1,
+        "audit batches rebuilt the snapshot"
+    );
 }

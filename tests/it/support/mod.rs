@@ -31,6 +31,20 @@ pub fn free_port() -> u16 {
     panic!("no fresh free port in 100 tries");
 }
 
+/// Poll `f` (every 20 ms) until it holds; fail after `within` with `what`.
+pub fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether sluice's log says a listener's port was taken (see [`Setup::spawn_args`]).
+fn is_bind_failure(log: &str) -> bool {
+    log.contains("cannot listen on") || log.contains("Address already in use")
+}
+
 /// The master key every test sluice runs with (base64 of 32 bytes).
 pub const MASTER_KEY: &str = "dGVzdC1tYXN0ZXIta2V5LW5vdC1mb3ItcHJvZC11c2U=";
 
@@ -220,16 +234,41 @@ impl Setup {
     }
 
     /// Start `sluice serve` with extra arguments and exactly these secret-related variables.
-    pub fn spawn_args(self, args: &[&str], env: &[(&str, &str)]) -> Proxy {
+    /// A port that another test process took in the meantime (ports are picked free, then
+    /// released until sluice binds them) is retried on fresh ports.
+    pub fn spawn_args(mut self, args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let log = self.dir.path().join("sluice.log");
-        let child = self.serve_command(args, env).spawn().unwrap();
-        let mut p = Proxy {
-            child: Some(child),
-            setup: Some(self),
-            log,
-        };
-        p.wait_ready();
-        p
+        for _ in 0..5 {
+            let child = self.serve_command(args, env).spawn().unwrap();
+            let mut p = Proxy {
+                child: Some(child),
+                setup: Some(self),
+                log: log.clone(),
+            };
+            match p.wait_ready() {
+                Ok(()) => return p,
+                Err(text) if is_bind_failure(&text) => {
+                    self = p.stop();
+                    self.move_to_fresh_ports();
+                }
+                Err(text) => panic!("sluice exited early:\n{text}"),
+            }
+        }
+        panic!("sluice could not bind fresh ports in 5 tries");
+    }
+
+    /// Point the config's listeners at fresh ports.
+    fn move_to_fresh_ports(&mut self) {
+        let mut cfg = std::fs::read_to_string(&self.cfg_path).unwrap();
+        for port in [&mut self.port, &mut self.admin_port, &mut self.metrics_port] {
+            let fresh = free_port();
+            cfg = cfg.replace(
+                &format!("\"127.0.0.1:{port}\""),
+                &format!("\"127.0.0.1:{fresh}\""),
+            );
+            *port = fresh;
+        }
+        std::fs::write(&self.cfg_path, cfg).unwrap();
     }
 }
 
@@ -244,15 +283,16 @@ impl Proxy {
         Setup::new(upstreams, extra).spawn()
     }
 
-    fn wait_ready(&mut self) {
+    /// Wait for `/readyz`; the log when sluice exited first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sluice exited early ({status}):\n{}", self.log());
+                return Err(format!("({status})\n{}", self.log()));
             }
             if let Ok(r) = http_get(self.admin_port, "/readyz") {
                 if r.status == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(50));

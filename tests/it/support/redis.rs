@@ -13,13 +13,24 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Start redis-server and wait until it answers PING (at most 10 s).
+    /// Start redis-server on a free port and wait until it answers PING (at most 10 s). A
+    /// port another test process took meanwhile is retried on a fresh one.
     pub fn start() -> Redis {
-        Redis::start_on(super::free_port())
+        for _ in 0..5 {
+            if let Some(r) = Redis::try_start_on(super::free_port()) {
+                return r;
+            }
+        }
+        panic!("redis-server could not bind a fresh port in 5 tries");
     }
 
     /// Start redis-server on `port` (e.g. again, after [`Redis::kill`]).
     pub fn start_on(port: u16) -> Redis {
+        Redis::try_start_on(port).unwrap_or_else(|| panic!("redis-server cannot use port {port}"))
+    }
+
+    /// Start redis-server on `port`; `None` when the port is taken (by anyone else).
+    fn try_start_on(port: u16) -> Option<Redis> {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -37,17 +48,32 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (./dev.sh setup test installs it)");
-        let r = Redis {
+        let dir_name = dir.path().display().to_string();
+        let mut r = Redis {
             port,
             child: Some(child),
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while r.command("PING").as_deref() != Some("+PONG") {
+            if r.child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+            {
+                return None; // it could not bind
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        r
+        // The server answering is this one (its directory), not another test's on that port.
+        if !r
+            .reply("CONFIG GET dir")
+            .is_some_and(|t| t.contains(&dir_name))
+        {
+            r.kill();
+            return None;
+        }
+        Some(r)
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -57,13 +83,17 @@ impl Redis {
 
     /// Send one inline command; its first reply line (`None`: no answer).
     pub fn command(&self, cmd: &str) -> Option<String> {
+        self.reply(cmd)?.lines().next().map(str::to_string)
+    }
+
+    /// Send one inline command; the first read of its reply (up to 512 bytes).
+    fn reply(&self, cmd: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
         s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
         let mut buf = [0u8; 512];
         let n = s.read(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        text.lines().next().map(str::to_string)
+        Some(String::from_utf8_lossy(&buf[..n]).to_string())
     }
 
     /// Stop it (as an outage would).

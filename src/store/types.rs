@@ -1,0 +1,192 @@
+//! The typed values of stored rows: each is parsed once, when a row is read (an unknown value
+//! is a store error, never a silent default), and written back as the same lowercase text.
+//! Policy code compares these, never strings.
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Deserialize, Serialize};
+
+use crate::residency::Region;
+
+/// An org's on/off setting (PII redaction, secret detection, response redaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Setting {
+    On,
+    Off,
+}
+
+/// A key's setting: its own, or the org's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySetting {
+    On,
+    Off,
+    Inherit,
+}
+
+/// An org's PII redaction setting.
+pub type Pii = Setting;
+/// A key's PII setting.
+pub type KeyPii = KeySetting;
+
+/// A user's role in their org (operators have none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only: audit log and key metadata.
+    Auditor,
+    /// Their own account only.
+    Member,
+    /// Keys, users (not owners), org settings, audit log.
+    Admin,
+    /// Everything in the org, including owners and the hard delete.
+    Owner,
+}
+
+impl Setting {
+    /// As stored and shown: `on` or `off`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Setting::On => "on",
+            Setting::Off => "off",
+        }
+    }
+
+    /// Parse `on` or `off`.
+    pub fn parse(s: &str) -> Option<Setting> {
+        match s {
+            "on" => Some(Setting::On),
+            "off" => Some(Setting::Off),
+            _ => None,
+        }
+    }
+
+    /// Whether it is on.
+    pub fn is_on(self) -> bool {
+        self == Setting::On
+    }
+}
+
+impl KeySetting {
+    /// As stored and shown: `on`, `off` or `inherit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySetting::On => "on",
+            KeySetting::Off => "off",
+            KeySetting::Inherit => "inherit",
+        }
+    }
+
+    /// Parse `on`, `off` or `inherit`.
+    pub fn parse(s: &str) -> Option<KeySetting> {
+        match s {
+            "on" => Some(KeySetting::On),
+            "off" => Some(KeySetting::Off),
+            "inherit" => Some(KeySetting::Inherit),
+            _ => None,
+        }
+    }
+
+    /// The effective setting: the key's own, or `org`'s when it inherits.
+    pub fn resolve(self, org: Setting) -> Setting {
+        match self {
+            KeySetting::On => Setting::On,
+            KeySetting::Off => Setting::Off,
+            KeySetting::Inherit => org,
+        }
+    }
+}
+
+impl Role {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+            Role::Member => "member",
+        }
+    }
+
+    /// Parse a stored role.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "owner" => Role::Owner,
+            "admin" => Role::Admin,
+            "auditor" => Role::Auditor,
+            "member" => Role::Member,
+            _ => return None,
+        })
+    }
+
+    /// Whether the role must have TOTP enrolled.
+    pub fn needs_totp(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// `FromSql` and `ToSql` for a type stored as its `as_str` text (and `Display` as it).
+macro_rules! stored_as_text {
+    ($t:ty, $parse:expr) => {
+        stored_as_text!(@sql $t, $parse);
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+    (@sql $t:ty, $parse:expr) => {
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                let s = v.as_str()?;
+                $parse(s).ok_or_else(|| {
+                    FromSqlError::Other(
+                        format!(
+                            "unknown stored {} {:?}",
+                            stringify!($t),
+                            $crate::audit::cap(s, 16)
+                        )
+                        .into(),
+                    )
+                })
+            }
+        }
+    };
+}
+
+stored_as_text!(Setting, Setting::parse);
+stored_as_text!(KeySetting, KeySetting::parse);
+stored_as_text!(Role, Role::parse);
+stored_as_text!(@sql Region, |s: &str| s.parse::<Region>().ok());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_unknown_ones_are_errors() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for s in [KeySetting::On, KeySetting::Off, KeySetting::Inherit] {
+            let back: KeySetting = c.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
+            assert_eq!(back, s);
+        }
+        let r: Region = c.query_row("SELECT 'eu'", [], |r| r.get(0)).unwrap();
+        assert_eq!(r, Region::Eu);
+        assert!(c
+            .query_row("SELECT 'sometimes'", [], |r| r.get::<_, Setting>(0))
+            .is_err());
+        assert!(c
+            .query_row("SELECT 'mars'", [], |r| r.get::<_, Region>(0))
+            .is_err());
+        assert_eq!(KeySetting::Inherit.resolve(Setting::Off), Setting::Off);
+        assert_eq!(KeySetting::On.resolve(Setting::Off), Setting::On);
+        assert_eq!(serde_json::to_value(Role::Owner).unwrap(), "owner");
+    }
+}
