@@ -930,11 +930,7 @@ fn key_list(
     what: &str,
     v: Option<&str>,
 ) -> Result<Option<Option<crate::mcp::AllowList>>, ApiError> {
-    Ok(match v {
-        None => None,
-        Some("inherit") => Some(None),
-        Some(s) => Some(Some(super::mcp_list(what, s)?)),
-    })
+    Ok(super::key_list_change(what, v)?)
 }
 
 /// A key setting field: `"on"`, `"off"` or `"inherit"` (the default).

@@ -617,7 +617,7 @@ fn converge(
                     None => {
                         let id = store::new_id();
                         if write {
-                            let now = store::now();
+                            let now = store::Timestamp::now();
                             s.insert_user(&store::User {
                                 id: id.clone(),
                                 email: u.email.clone(),
@@ -628,7 +628,7 @@ fn converge(
                                 totp_sealed: None,
                                 totp_last_step: 0,
                                 session_epoch: 0,
-                                created_at: now.clone(),
+                                created_at: now,
                                 password_changed_at: now,
                             })?;
                             s.set_managed(Managed::User, &id)?;

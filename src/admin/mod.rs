@@ -120,16 +120,16 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parse an RFC 3339 time that must lie in the future; returned normalised to UTC. The error
-/// never quotes the input (a secret pasted into the wrong field must not come back).
-pub fn future_time(s: &str) -> Result<String> {
-    let t = store::parse_time(s).ok_or_else(|| {
+/// Parse an RFC 3339 time that must lie in the future. The error never quotes the input (a
+/// secret pasted into the wrong field must not come back).
+pub fn future_time(s: &str) -> Result<store::Timestamp> {
+    let t = store::Timestamp::parse(s).ok_or_else(|| {
         Error::Invalid("the expiry is not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z)".into())
     })?;
-    if t <= OffsetDateTime::now_utc() {
+    if t.is_past() {
         return Err(Error::Invalid("the expiry is in the past".into()));
     }
-    Ok(store::utc_text(t))
+    Ok(t)
 }
 
 // ---- the audit trail of admin actions ----
@@ -305,6 +305,18 @@ impl McpLists {
     fn is_empty(&self) -> bool {
         self.tools.is_none() && self.resources.is_none() && self.prompts.is_none()
     }
+}
+
+/// A key's MCP allow-list change: `inherit` (back to the org's list) or a list; `None` keeps it.
+pub fn key_list_change(
+    what: &str,
+    v: Option<&str>,
+) -> Result<Option<Option<crate::mcp::AllowList>>> {
+    v.map(|s| match KeySetting::parse(s) {
+        Some(KeySetting::Inherit) => Ok(None),
+        _ => mcp_list(what, s).map(Some),
+    })
+    .transpose()
 }
 
 /// Parse an MCP allow-list argument (`server:name,...`); errors never quote it.
@@ -599,7 +611,7 @@ pub struct CreatedKey {
     pub name: String,
     /// The expiry as stored (RFC 3339 UTC).
     #[serde(skip)]
-    pub expires_at: Option<String>,
+    pub expires_at: Option<store::Timestamp>,
 }
 
 pub(crate) fn expose<S: serde::Serializer>(
@@ -631,7 +643,7 @@ fn key_row(
     id: String,
     prefix: &str,
     hash: &[u8; 32],
-    expires: Option<String>,
+    expires: Option<store::Timestamp>,
 ) -> store::Key {
     store::Key {
         id,
@@ -652,13 +664,13 @@ fn key_row(
         budget_period: spec.budget.map(|b| b.period.as_str().to_string()),
         expires_at: expires,
         revoked_at: None,
-        created_at: store::now(),
+        created_at: store::Timestamp::now(),
         last_used_at: None,
     }
 }
 
 /// Check a key spec's name, limits and expiry (the expiry normalised).
-fn check_key_spec(spec: &KeySpec) -> Result<Option<String>> {
+fn check_key_spec(spec: &KeySpec) -> Result<Option<store::Timestamp>> {
     check_name("key", &spec.name)?;
     LimitsChange {
         rpm: spec.rpm.map(Some),
@@ -709,11 +721,7 @@ pub fn list_keys(store: &Store, org: Option<&str>) -> Result<Vec<KeyView>> {
         .keys(org)?
         .into_iter()
         .map(|key| {
-            let expired = key
-                .expires_at
-                .as_deref()
-                .and_then(store::parse_time)
-                .is_some_and(|t| t <= now);
+            let expired = key.expires_at.is_some_and(|t| t.0 <= now);
             let status = if key.revoked_at.is_some() {
                 "revoked"
             } else if expired {
@@ -784,9 +792,9 @@ pub struct CredentialView {
     pub key_fingerprint: String,
     /// Whether that is the current master key (`null` when the current key is not known).
     pub current_key: Option<bool>,
-    pub created_at: String,
-    pub rotated_at: String,
-    pub expires_at: Option<String>,
+    pub created_at: store::Timestamp,
+    pub rotated_at: store::Timestamp,
+    pub expires_at: Option<store::Timestamp>,
     /// Whole days since the secret was last set.
     pub age_days: i64,
     pub expired: bool,
@@ -797,10 +805,10 @@ pub struct CredentialView {
     pub oauth: Option<crate::auth::oauth::Settings>,
     /// OAuth: when the current access token expires (`null`: none obtained yet).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_expires_at: Option<String>,
+    pub token_expires_at: Option<store::Timestamp>,
     /// OAuth: when the current access token was obtained.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_obtained_at: Option<String>,
+    pub token_obtained_at: Option<store::Timestamp>,
     /// OAuth: failed refreshes since the last good one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_failures: Option<i64>,
@@ -811,14 +819,9 @@ pub struct CredentialView {
 
 fn view(c: store::Credential, current_fp: Option<&str>) -> CredentialView {
     let now = OffsetDateTime::now_utc();
-    let parse = store::parse_time;
     CredentialView {
-        age_days: parse(&c.rotated_at).map_or(0, |t| (now - t).whole_days()),
-        expired: c
-            .expires_at
-            .as_deref()
-            .and_then(parse)
-            .is_some_and(|t| t <= now),
+        age_days: (now - c.rotated_at.0).whole_days(),
+        expired: c.expires_at.is_some_and(|t| t.0 <= now),
         current_key: current_fp.map(|fp| fp == c.key_fp),
         oauth: c
             .oauth
@@ -849,13 +852,13 @@ pub fn set_credential(
     check_credential_name(name)?;
     let expires = expires.map(future_time).transpose()?;
     let id = store.credential_id(name)?.unwrap_or_else(store::new_id);
-    let now = store::now();
+    let now = store::Timestamp::now();
     let row = store::Credential {
         sealed: ring.seal(secret.as_bytes(), &vault::aad("credentials", &id, name)),
         key_fp: ring.fingerprint(),
         id,
         name: name.to_string(),
-        created_at: now.clone(),
+        created_at: now,
         rotated_at: now,
         expires_at: expires,
         kind: "static".into(),
@@ -912,12 +915,12 @@ pub fn set_oauth_credential(
     check_credential_name(name)?;
     check_oauth(settings)?;
     let id = store.credential_id(name)?.unwrap_or_else(store::new_id);
-    let now = store::now();
+    let now = store::Timestamp::now();
     let row = store::Credential {
         sealed: ring.seal(secret.as_bytes(), &vault::aad("credentials", &id, name)),
         key_fp: ring.fingerprint(),
         name: name.to_string(),
-        created_at: now.clone(),
+        created_at: now,
         rotated_at: now,
         kind: "oauth".into(),
         oauth: Some(serde_json::to_string(settings).map_err(|e| Error::Invalid(e.to_string()))?),

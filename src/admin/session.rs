@@ -314,8 +314,8 @@ mod tests {
             totp_sealed: None,
             totp_last_step: 0,
             session_epoch: epoch,
-            created_at: String::new(),
-            password_changed_at: String::new(),
+            created_at: store::Timestamp::default(),
+            password_changed_at: store::Timestamp::default(),
         }
     }
 

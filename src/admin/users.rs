@@ -230,7 +230,7 @@ pub fn create_user(
         _ => return Err(Error::Invalid("a user needs an org and a role".into())),
     };
     let hash = hash_password(password)?;
-    let now = store::now();
+    let now = store::Timestamp::now();
     let user = store::User {
         id: store::new_id(),
         email,
@@ -241,7 +241,7 @@ pub fn create_user(
         totp_sealed: None,
         totp_last_step: 0,
         session_epoch: 0,
-        created_at: now.clone(),
+        created_at: now,
         password_changed_at: now,
     };
     store.insert_user(&user)?;

@@ -165,8 +165,8 @@ pub fn first_token(s: &Settings, secret: &mut Zeroizing<String>) -> Result<Token
     Ok(token)
 }
 
-fn parse(t: &Option<String>) -> Option<OffsetDateTime> {
-    t.as_deref().and_then(crate::store::parse_time)
+fn parse(t: &Option<store::Timestamp>) -> Option<OffsetDateTime> {
+    t.map(|t| t.0)
 }
 
 /// Whether the token of `c` is due for a refresh at `now`: none yet, or 80% of its lifetime
@@ -264,7 +264,7 @@ impl Refresher {
                         // A 401 refreshes the refused token once (not a newer one), at most
                         // once a second.
                         let force = forced.get(&c.name).is_some_and(|obtained| {
-                            c.token_obtained_at.as_deref().unwrap_or_default() == obtained
+                            c.token_obtained_at.map(|t| t.to_string()).unwrap_or_default() == *obtained
                         }) && t.last_forced.is_none_or(|at| at.elapsed() >= FIRST_BACKOFF);
                         if !force && !due(c, now) {
                             continue;
@@ -272,7 +272,7 @@ impl Refresher {
                         if t.backoff.is_some_and(|(at, _)| Instant::now() < at) {
                             continue;
                         }
-                        match store.lease_oauth_refresh(&c.id, c.token_obtained_at.as_deref(), LEASE_SECS) {
+                        match store.lease_oauth_refresh(&c.id, c.token_obtained_at, LEASE_SECS) {
                             Ok(true) => {}
                             // Another process is on it (or did it): its write reloads us.
                             Ok(false) => continue,
@@ -387,12 +387,7 @@ mod tests {
     #[test]
     fn tokens_are_due_at_80_percent_of_their_lifetime() {
         let got = OffsetDateTime::now_utc() - Duration::from_secs(70);
-        let fmt = |t: OffsetDateTime| {
-            Some(
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .unwrap(),
-            )
-        };
+        let fmt = |t: OffsetDateTime| Some(store::Timestamp(t));
         let mut c = store::Credential {
             kind: "oauth".into(),
             token_sealed: Some(vec![1]),

@@ -99,8 +99,8 @@ pub struct Snapshot {
     credentials: HashMap<String, Arc<Credential>>,
 }
 
-fn parse_time(s: &Option<String>) -> Option<OffsetDateTime> {
-    s.as_deref().and_then(store::parse_time)
+fn parse_time(s: &Option<store::Timestamp>) -> Option<OffsetDateTime> {
+    s.map(|t| t.0)
 }
 
 impl Snapshot {
@@ -199,7 +199,11 @@ impl Snapshot {
                     token,
                     vault::aad(vault::TOKEN_TABLE, &c.id, &c.name),
                     sooner,
-                    Some(c.token_obtained_at.clone().unwrap_or_default()),
+                    Some(
+                        c.token_obtained_at
+                            .map(|t| t.to_string())
+                            .unwrap_or_default(),
+                    ),
                 )
             } else {
                 (
@@ -484,20 +488,20 @@ mod tests {
             rpm: None,
             expires_at: None,
             revoked_at: None,
-            created_at: store::now(),
+            created_at: store::Timestamp::now(),
             last_used_at: None,
         }
     }
 
     fn seal(s: &Store, ring: &Keyring, name: &str, secret: &str) {
         let id = s.credential_id(name).unwrap().unwrap_or_else(store::new_id);
-        let now = store::now();
+        let now = store::Timestamp::now();
         s.put_credential(&store::Credential {
             sealed: ring.seal(secret.as_bytes(), &vault::aad("credentials", &id, name)),
             key_fp: ring.fingerprint(),
             id,
             name: name.into(),
-            created_at: now.clone(),
+            created_at: now,
             rotated_at: now,
             expires_at: None,
             ..Default::default()

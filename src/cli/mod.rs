@@ -442,13 +442,7 @@ fn key_list(
     what: &str,
     v: &Option<String>,
 ) -> Result<Option<Option<crate::mcp::AllowList>>, String> {
-    match v.as_deref() {
-        None => Ok(None),
-        Some("inherit") => Ok(Some(None)),
-        Some(s) => admin::mcp_list(what, s)
-            .map(|l| Some(Some(l)))
-            .map_err(phrase),
-    }
+    admin::key_list_change(what, v.as_deref()).map_err(phrase)
 }
 
 #[derive(Args, Debug)]
@@ -737,8 +731,9 @@ fn keyring() -> Result<Keyring, String> {
     Keyring::from_env().map_err(phrase)
 }
 
-fn or_none(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("-")
+fn or_none(v: &Option<impl std::fmt::Display>) -> String {
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 /// A region, or `-` for none.

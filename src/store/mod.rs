@@ -13,7 +13,7 @@ mod people;
 mod types;
 
 pub use people::{Removed, User};
-pub use types::{KeyPii, KeySetting, Pii, Role, Setting};
+pub use types::{KeyPii, KeySetting, Pii, Role, Setting, Timestamp};
 
 use crate::residency::Region;
 
@@ -244,7 +244,7 @@ pub struct Org {
     pub secrets: Setting,
     /// Redaction of responses.
     pub response_redaction: Setting,
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// MCP allow-lists, the default of the org's keys (`server:name,...`; empty: nothing).
     pub mcp_tools: String,
     pub mcp_resources: String,
@@ -323,10 +323,10 @@ pub struct Key {
     /// A token budget per `budget_period` (`day` or `month`).
     pub budget_tokens: Option<u64>,
     pub budget_period: Option<String>,
-    pub expires_at: Option<String>,
-    pub revoked_at: Option<String>,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// A credential re-sealed by `secrets rotate`.
@@ -345,9 +345,9 @@ pub struct Credential {
     #[serde(skip)]
     pub sealed: Vec<u8>,
     pub key_fp: String,
-    pub created_at: String,
-    pub rotated_at: String,
-    pub expires_at: Option<String>,
+    pub created_at: Timestamp,
+    pub rotated_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
     /// `static` (the secret is the credential) or `oauth` (the secret obtains tokens).
     pub kind: String,
     /// OAuth: the settings (token URL, client id, scope, resource, grant) as JSON; no secret.
@@ -355,8 +355,8 @@ pub struct Credential {
     /// OAuth: the current access token, sealed.
     #[serde(skip)]
     pub token_sealed: Option<Vec<u8>>,
-    pub token_expires_at: Option<String>,
-    pub token_obtained_at: Option<String>,
+    pub token_expires_at: Option<Timestamp>,
+    pub token_obtained_at: Option<Timestamp>,
     pub refresh_failures: i64,
     /// OAuth: the code of the last failed refresh (cleared by a good one).
     pub last_error: Option<String>,
@@ -805,7 +805,12 @@ impl Store {
     /// Claim the refresh of OAuth credential `id` for `secs` seconds, if nobody holds the claim
     /// and its token is still the one obtained at `obtained` (`None`: none yet). `false`:
     /// another process refreshes it, or already did.
-    pub fn lease_oauth_refresh(&self, id: &str, obtained: Option<&str>, secs: u64) -> Result<bool> {
+    pub fn lease_oauth_refresh(
+        &self,
+        id: &str,
+        obtained: Option<Timestamp>,
+        secs: u64,
+    ) -> Result<bool> {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let n = self.conn.execute(
             "UPDATE credentials SET refresh_lease_until = ?2
@@ -1204,7 +1209,7 @@ mod tests {
             budget_period: None,
             expires_at: None,
             revoked_at: None,
-            created_at: now(),
+            created_at: Timestamp::now(),
             last_used_at: None,
         };
         s.insert_key(&k).unwrap();

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{now, Error, Result, Role, Store};
+use super::{now, Error, Result, Role, Store, Timestamp};
 
 /// A user row. The password hash and sealed TOTP seed never leave the store's callers in
 /// `admin` (they are skipped when serialised).
@@ -22,8 +22,8 @@ pub struct User {
     pub totp_last_step: i64,
     #[serde(skip)]
     pub session_epoch: i64,
-    pub created_at: String,
-    pub password_changed_at: String,
+    pub created_at: Timestamp,
+    pub password_changed_at: Timestamp,
 }
 
 impl std::fmt::Debug for User {

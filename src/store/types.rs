@@ -125,6 +125,60 @@ impl Role {
     }
 }
 
+/// A stored time: RFC 3339 text in UTC in the database and in JSON (so stored times compare as
+/// text), a `time::OffsetDateTime` in Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub time::OffsetDateTime);
+
+impl Default for Timestamp {
+    /// The Unix epoch (a placeholder: rows are written with real times).
+    fn default() -> Timestamp {
+        Timestamp(time::OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Timestamp {
+        Timestamp(time::OffsetDateTime::now_utc())
+    }
+
+    /// Parse an RFC 3339 time (any offset).
+    pub fn parse(s: &str) -> Option<Timestamp> {
+        super::parse_time(s).map(Timestamp)
+    }
+
+    /// Whether it is now or earlier.
+    pub fn is_past(self) -> bool {
+        self.0 <= time::OffsetDateTime::now_utc()
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&super::utc_text(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::utc_text(self.0))
+    }
+}
+
+impl ToSql for Timestamp {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(super::utc_text(self.0)))
+    }
+}
+
+impl FromSql for Timestamp {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        Timestamp::parse(v.as_str()?)
+            .ok_or_else(|| FromSqlError::Other("a stored time is not RFC 3339".into()))
+    }
+}
+
 /// `FromSql` and `ToSql` for a type stored as its `as_str` text (and `Display` as it).
 macro_rules! stored_as_text {
     ($t:ty, $parse:expr) => {
@@ -188,5 +242,15 @@ mod tests {
         assert_eq!(KeySetting::Inherit.resolve(Setting::Off), Setting::Off);
         assert_eq!(KeySetting::On.resolve(Setting::Off), Setting::On);
         assert_eq!(serde_json::to_value(Role::Owner).unwrap(), "owner");
+        // Times read back as they were written, to the nanosecond.
+        let t = "2026-12-03T09:27:16.556273463Z";
+        let back: Timestamp = c.query_row("SELECT ?1", [t], |r| r.get(0)).unwrap();
+        assert_eq!(back.to_string(), t);
+        assert_eq!(serde_json::to_value(back).unwrap(), t);
+        let text: String = c.query_row("SELECT ?1", [back], |r| r.get(0)).unwrap();
+        assert_eq!(text, t);
+        assert!(c
+            .query_row("SELECT 'yesterday'", [], |r| r.get::<_, Timestamp>(0))
+            .is_err());
     }
 }
