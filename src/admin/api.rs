@@ -1425,7 +1425,7 @@ impl Api {
             )?,
         };
         let k = super::update_key_as(store, &self.ring, &c.actor(), kid, &change)?;
-        Ok((200, to_value(&k)))
+        Ok((200, to_value(&super::KeyView::of(k))))
     }
 
     fn revoke_key(&self, store: &Store, c: &Caller, org: &str, kid: &str) -> ApiResult {

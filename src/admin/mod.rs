@@ -716,22 +716,21 @@ pub fn list_keys(store: &Store, org: Option<&str>) -> Result<Vec<KeyView>> {
     if let Some(o) = org {
         store.org(o)?;
     }
-    let now = OffsetDateTime::now_utc();
-    Ok(store
-        .keys(org)?
-        .into_iter()
-        .map(|key| {
-            let expired = key.expires_at.is_some_and(|t| t.0 <= now);
-            let status = if key.revoked_at.is_some() {
-                "revoked"
-            } else if expired {
-                "expired"
-            } else {
-                "active"
-            };
-            KeyView { key, status }
-        })
-        .collect())
+    Ok(store.keys(org)?.into_iter().map(KeyView::of).collect())
+}
+
+impl KeyView {
+    /// A key with its status as of now.
+    pub fn of(key: store::Key) -> KeyView {
+        let status = if key.revoked_at.is_some() {
+            "revoked"
+        } else if key.expires_at.is_some_and(|t| t.is_past()) {
+            "expired"
+        } else {
+            "active"
+        };
+        KeyView { key, status }
+    }
 }
 
 /// Revoke a key. A running `serve` refuses it within a second.

@@ -473,6 +473,7 @@ fn every_endpoint_checks_the_callers_role() {
         }
     };
     let nobody = "00000000-0000-0000-0000-000000000000";
+    let doc = call(p.admin_port, "GET", "/api/openapi.json", None, None, "").json();
     // Every route of the table, logout last (it ends the caller's session). Bodies and ids are
     // chosen so that an allowed call fails harmlessly after the role check (400/404) or
     // succeeds without side effects that matter here.
@@ -509,6 +510,9 @@ fn every_endpoint_checks_the_callers_role() {
                 "",
             );
             calls += 1;
+            if r.status < 300 {
+                assert_documented(&doc, route.method, route.pattern, r.status, &r.json());
+            }
             if admits(route.access, who) {
                 // Past the role check: the handler answered (not the router's 404 or 405).
                 assert!(
@@ -754,6 +758,70 @@ fn mutations_are_audited_with_actor_ip_user_agent_and_request_id_and_paginated()
     assert_not_in_files(&s, &["audit-canary-agent"]);
 }
 
+/// Check a successful admin API answer against the OpenAPI document the server serves: the
+/// status is the documented one, and every object has exactly the documented fields (all of
+/// them but those a credential or its OAuth settings leave out when they do not apply), nested objects included.
+fn assert_documented(doc: &Value, method: &str, pattern: &str, status: u16, body: &Value) {
+    let op = &doc["paths"][pattern][method.to_ascii_lowercase()];
+    let ok = &op["responses"][status.to_string()];
+    assert!(
+        ok.is_object(),
+        "{method} {pattern}: status {status} not documented"
+    );
+    let schema = &ok["content"]["application/json"]["schema"];
+    check_against(doc, schema, body, &format!("{method} {pattern}"));
+}
+
+fn check_against(doc: &Value, schema: &Value, v: &Value, at: &str) {
+    let (schema, name) = match schema["$ref"].as_str() {
+        Some(r) => (
+            doc.pointer(r.trim_start_matches('#')).unwrap(),
+            r.rsplit('/').next().unwrap(),
+        ),
+        None => (schema, ""),
+    };
+    if v.is_null() {
+        return;
+    }
+    if schema["type"] == "array" {
+        for item in v
+            .as_array()
+            .unwrap_or_else(|| panic!("{at}: not an array: {v}"))
+        {
+            check_against(doc, &schema["items"], item, at);
+        }
+        return;
+    }
+    let Some(props) = schema["properties"].as_object() else {
+        return; // a free-form object
+    };
+    let Some(obj) = v.as_object() else {
+        return; // a scalar field documented loosely
+    };
+    for (k, x) in obj {
+        let p = props
+            .get(k)
+            .unwrap_or_else(|| panic!("{at}: field {k} of {name} is not documented"));
+        check_against(doc, p, x, &format!("{at}.{k}"));
+    }
+    // These two leave out the fields that do not apply (an OAuth scope not set, say).
+    if !["Credential", "OAuthSettings"].contains(&name) {
+        for k in props.keys() {
+            assert!(
+                obj.contains_key(k),
+                "{at}: documented field {k} of {name} is missing"
+            );
+        }
+    }
+}
+
+/// Whether `path` (query ignored) fits a route pattern with `{x}` segments.
+fn route_matches(pattern: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap();
+    let (a, b): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.starts_with('{') || x == y)
+}
+
 /// The same action through the CLI and the admin API leaves the same audit details (only the
 /// names, emails and key prefixes chosen differ).
 #[test]
@@ -764,9 +832,17 @@ fn the_cli_and_the_api_write_the_same_audit_details_for_each_shared_action() {
     let op = add_user(&s, "op@example.com", None, "");
     let p = s.spawn();
     let t = login(&p, &op, 0);
+    let doc = call(p.admin_port, "GET", "/api/openapi.json", None, None, "").json();
     let api = |method: &str, path: &str, body: Option<Value>| {
         let r = call(p.admin_port, method, path, Some(&t), body.as_ref(), "");
         assert!(r.status < 300, "{method} {path}: {}", r.body_text());
+        // Every answer is as documented.
+        let pattern = sluice::admin::api::ROUTES
+            .iter()
+            .find(|rt| rt.method == method && route_matches(rt.pattern, path))
+            .unwrap_or_else(|| panic!("no route for {method} {path}"))
+            .pattern;
+        assert_documented(&doc, method, pattern, r.status, &r.json());
         r.json()
     };
     let cli = |args: &[&str], stdin: &[u8]| p.cli_json(args, stdin);
