@@ -55,7 +55,8 @@ fn model(c: &mut Criterion) {
     g.finish();
 }
 
-fn auth_and_credential(c: &mut Criterion) {
+/// A fresh store in a temporary directory, a master key, and one org.
+fn store_with_org() -> (tempfile::TempDir, Store, Keyring, sluice::store::Org) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("bench.db")).unwrap();
     let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
@@ -68,6 +69,11 @@ fn auth_and_credential(c: &mut Criterion) {
         admin::Setting::On,
     )
     .unwrap();
+    (dir, store, ring, org)
+}
+
+fn auth_and_credential(c: &mut Criterion) {
+    let (_dir, store, ring, org) = store_with_org();
     let mut last = None;
     for i in 0..200 {
         let spec = KeySpec::inheriting(&org.id, &format!("k{i}"));
@@ -191,18 +197,7 @@ fn redaction(c: &mut Criterion) {
 /// TOTP code, next to one bare bcrypt verification (cost 12) as the baseline.
 fn login(c: &mut Criterion) {
     use admin::users::{self, Attempt, NewUser, Role};
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("bench.db")).unwrap();
-    let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
-    let org = admin::create_org(
-        &store,
-        &admin::OrgSpec {
-            name: "bench".into(),
-            ..admin::OrgSpec::default()
-        },
-        admin::Setting::On,
-    )
-    .unwrap();
+    let (_dir, store, ring, org) = store_with_org();
     let pw = "correct horse battery staple";
     users::create_user(
         &store,
@@ -253,5 +248,72 @@ fn login(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gate, model, auth_and_credential, redaction, login);
+/// A proxied request's audit record as the data plane builds it (`proxy.request`, org set).
+fn request_record(org: &str, i: usize) -> sluice::audit::Record {
+    sluice::audit::Record {
+        kind: "request",
+        action: "proxy.request".into(),
+        actor: "key:0190f3a2-7c1e-7d3a-9b1c-2f5e8a9d4c71".into(),
+        org_id: Some(org.into()),
+        target_id: Some("openai-us".into()),
+        source_ip: Some("127.0.0.1".into()),
+        user_agent: Some("OpenAI/Python 1.50.0".into()),
+        request_id: Some(format!("0190f3a2-7c1e-7d3a-9b1c-{i:012}")),
+        outcome: "success",
+        details: serde_json::json!({
+            "method": "POST", "path": "/v1/chat/completions", "route": "chat_completions",
+            "key_id": "0190f3a2-7c1e-7d3a-9b1c-2f5e8a9d4c71", "model": "gpt-4o-mini",
+            "region": "us", "upstream": "openai-us", "status": 200, "code": null,
+            "latency_ms": 1.234, "bytes_in": 2048, "bytes_out": 512,
+            "redactions": {"email": 0}, "response_redactions": null,
+            "usage": {"input_tokens": 512, "output_tokens": 64},
+        }),
+    }
+}
+
+/// The audit writer's work per batch (seal, chain, insert, commit with `synchronous = FULL`)
+/// against inserting the same number of plain rows into an unindexed table in one transaction.
+fn audit(c: &mut Criterion) {
+    const BATCH: usize = 100;
+    let (dir, store, ring, org) = store_with_org();
+    let records: Vec<_> = (0..BATCH)
+        .map(|i| request_record(&org.id, i).bounded())
+        .collect();
+    let mut keys = sluice::audit::OrgKeys::new(&ring).withholding();
+    let mut g = c.benchmark_group("audit");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let plain = rusqlite::Connection::open(dir.path().join("plain.db")).unwrap();
+    plain
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE t (seq INTEGER PRIMARY KEY, details TEXT NOT NULL);",
+        )
+        .unwrap();
+    g.bench_function("baseline_plain_insert_batch_100", |b| {
+        b.iter(|| {
+            let tx = plain.unchecked_transaction().unwrap();
+            for r in &records {
+                tx.prepare_cached("INSERT INTO t (details) VALUES (?1)")
+                    .unwrap()
+                    .execute([&r.details])
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        })
+    });
+    g.bench_function("append_batch_100", |b| {
+        b.iter(|| sluice::audit::append_bounded(&store, &mut keys, black_box(&records)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    gate,
+    model,
+    auth_and_credential,
+    redaction,
+    login,
+    audit
+);
 criterion_main!(benches);

@@ -17,6 +17,11 @@ Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get instal
        the build from before it, copied aside) on a copy of the same store, driven in the same
        run, with the ratio new/old
        --log-level info   sluice's log level (default warn; info adds a line per request)
+       --rounds N   measure each target N times, alternating the order, and report means
+       --conns 32   only these concurrency levels (comma-separated; default 1,32)
+       --sluice BINARY   drive another sluice build (e.g. target/profiling/sluice under perf)
+Every row also shows the target process's CPU time per request (user+system, from
+/proc/PID/stat; for `direct` the mock's): on a machine this noisy it is steadier than req/s.
 """
 import argparse
 import base64
@@ -59,8 +64,20 @@ def to_us(v):
     return n * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
 
 
-def wrk(url, conns, duration, lua):
+def cpu_ticks(pid):
+    """User and system CPU time of a process so far, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]), int(fields[12])
+
+
+TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url, conns, duration, lua, pid=None):
+    """wrk's figures; with `pid`, also that process's CPU per request (user and system µs)."""
     threads = 1 if conns == 1 else 2
+    before = cpu_ticks(pid) if pid else None
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua, url],
         capture_output=True, text=True, check=True,
@@ -69,7 +86,13 @@ def wrk(url, conns, duration, lua):
     p50 = to_us(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = to_us(re.search(r"\s99%\s+(\S+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_us": p50, "p99_us": p99, "non2xx": int(errors.group(1)) if errors else 0}
+    res = {"rps": rps, "p50_us": p50, "p99_us": p99, "non2xx": int(errors.group(1)) if errors else 0}
+    if pid:
+        after = cpu_ticks(pid)
+        n = max(int(re.search(r"(\d+) requests in", out).group(1)), 1)
+        res["user_us"] = (after[0] - before[0]) * TICK_US / n
+        res["sys_us"] = (after[1] - before[1]) * TICK_US / n
+    return res
 
 
 def first_token(port, key, n):
@@ -119,6 +142,12 @@ def main():
                     help="also run this sluice binary (e.g. the build before a change) and "
                          "print new/old ratios from the same run")
     ap.add_argument("--log-level", default="warn", help="sluice's [log] level (default warn)")
+    ap.add_argument("--conns", default="1,32", help="concurrency levels (default 1,32)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every target this many times, alternating the order")
+    ap.add_argument("--sluice", metavar="BINARY", default=os.path.join(REL, "sluice"),
+                    help="the sluice binary to drive (default target/release/sluice; e.g. "
+                         "target/profiling/sluice under perf)")
     args = ap.parse_args()
     for b in ("sluice", os.path.join("examples", "mock"), os.path.join("examples", "passthrough")):
         if not os.path.exists(os.path.join(REL, b)):
@@ -143,7 +172,8 @@ def main():
                 f'credential = "mock"\n')
     # sluice with authentication and credential injection on: one org, one key, one credential.
     env = dict(os.environ, SLUICE_SECRETS_KEY=base64.b64encode(os.urandom(32)).decode())
-    sl = os.path.join(REL, "sluice")
+    sl = args.sluice
+    levels = [int(c) for c in args.conns.split(",")]
 
     def cli(*a, stdin=b""):
         return json.loads(subprocess.run([sl, *a, "--config", cfg, "--json"], input=stdin,
@@ -252,27 +282,44 @@ def main():
                   f"sluice (off) vs passthrough TTFT p50 {off['ttft_p50'] - b['ttft_p50']:+.0f} us")
             return
         path = "/v1/chat/completions"
-        targets = {"direct": up, "passthrough": bare, "sluice": prox}
+        # Each target with the process whose CPU per request is measured (direct: the mock).
+        targets = {"direct": (up, procs[0].pid), "passthrough": (bare, procs[1].pid),
+                   "sluice": (prox, procs[2].pid)}
         if old:
-            targets["sluice (old)"] = old
-        res = {}
-        for conns in (1, 32):
-            for name, port in targets.items():
-                wrk(f"http://127.0.0.1:{port}{path}", conns, 2, lua)  # warm-up
-                res[(name, conns)] = wrk(f"http://127.0.0.1:{port}{path}", conns, args.duration, lua)
-        print(f"{'target':<13} {'conns':>5} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'non-2xx':>8}")
+            targets["sluice (old)"] = (old, procs[3].pid)
+        # Several rounds, every other one in reverse order (a target measured later in a
+        # round runs on a grown audit log and a warmer machine): each figure is the mean over
+        # the rounds.
+        runs = {}
+        for rnd in range(args.rounds):
+            for conns in levels:
+                order = list(targets.items())
+                for name, (port, pid) in (order if rnd % 2 == 0 else order[::-1]):
+                    url = f"http://127.0.0.1:{port}{path}"
+                    wrk(url, conns, 2, lua)  # warm-up
+                    runs.setdefault((name, conns), []).append(
+                        wrk(url, conns, args.duration, lua, pid))
+        res = {k: {f: sum(r[f] for r in v) / len(v) for f in v[0]} for k, v in runs.items()}
+        if args.rounds > 1:
+            print(f"means over {args.rounds} rounds (order reversed every other round)")
+        print(f"{'target':<13} {'conns':>5} {'req/s':>10} {'p50 us':>9} {'p99 us':>9} {'non-2xx':>8}"
+              f" {'CPU us/req (user+sys)':>22}")
         for (name, conns), r in res.items():
-            print(f"{name:<13} {conns:>5} {r['rps']:>10.0f} {r['p50_us']:>9.0f} {r['p99_us']:>9.0f} {r['non2xx']:>8}")
+            print(f"{name:<13} {conns:>5} {r['rps']:>10.0f} {r['p50_us']:>9.0f} {r['p99_us']:>9.0f} {r['non2xx']:>8}"
+                  f" {r['user_us'] + r['sys_us']:>10.1f} ({r['user_us']:.1f}+{r['sys_us']:.1f})")
         print()
-        for conns in (1, 32):
+        for conns in levels:
             s, b, d = res[("sluice", conns)], res[("passthrough", conns)], res[("direct", conns)]
             print(f"c={conns}: sluice/direct throughput {s['rps'] / d['rps']:.2f}x, "
                   f"sluice/passthrough throughput {s['rps'] / b['rps']:.2f}x, "
+                  f"CPU per request {s['user_us'] + s['sys_us']:.1f} us vs passthrough's "
+                  f"{b['user_us'] + b['sys_us']:.1f} us, "
                   f"p99 added vs passthrough {s['p99_us'] - b['p99_us']:+.0f} us, "
                   f"vs direct {s['p99_us'] - d['p99_us']:+.0f} us")
             if old:
                 o = res[("sluice (old)", conns)]
-                print(f"c={conns}: new/old throughput {s['rps'] / o['rps']:.2f}x, old/passthrough "
+                print(f"c={conns}: new/old throughput {s['rps'] / o['rps']:.2f}x, CPU per request "
+                      f"{(s['user_us'] + s['sys_us']) / (o['user_us'] + o['sys_us']):.2f}x, old/passthrough "
                       f"{o['rps'] / b['rps']:.2f}x, p50 {s['p50_us'] - o['p50_us']:+.0f} us, "
                       f"p99 {s['p99_us'] - o['p99_us']:+.0f} us")
         bad = sum(r["non2xx"] for r in res.values())

@@ -24,9 +24,10 @@ pub use writer::{Writer, WriterStats};
 /// The `prev_hash` of the first record ever written.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// A record before it is chained.
+/// An audit record before it is chained, its `details` as `D`: a JSON value while it is being
+/// built ([`Record`]), the stored JSON text once bounded ([`Bounded`]).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Record {
+pub struct Entry<D> {
     /// `admin`, `request` or `checkpoint`.
     pub kind: &'static str,
     /// e.g. `org.create`, `key.revoke`, `proxy.request`.
@@ -41,8 +42,16 @@ pub struct Record {
     /// `success` or `failure`.
     pub outcome: &'static str,
     /// A JSON object. Never a secret, never a body.
-    pub details: serde_json::Value,
+    pub details: D,
 }
+
+/// A record being built: `details` is a JSON value.
+pub type Record = Entry<serde_json::Value>;
+
+/// A record ready to be chained: every field bounded ([`Record::bounded`],
+/// [`Bounded::typed`]) and `details` the JSON text that is stored and hashed. The request-record
+/// writer queues these, so a batch that is retried is not bounded or serialised again.
+pub type Bounded = Entry<String>;
 
 /// Longest string kept in a record's identity fields (ids, actor, action, IP), in characters.
 pub const MAX_FIELD_CHARS: usize = 256;
@@ -86,7 +95,7 @@ fn cap_json(v: &mut serde_json::Value, max: usize) {
     }
 }
 
-impl Record {
+impl<D> Entry<D> {
     /// Every identity field cut to [`MAX_FIELD_CHARS`].
     fn bound_fields(&mut self) {
         for f in [&mut self.action, &mut self.actor] {
@@ -106,19 +115,55 @@ impl Record {
         }
     }
 
-    /// Bound the record's size whatever a client sent, and return `details` as the JSON
-    /// text that is stored: every string field and every string in `details` is cut to a few
-    /// hundred characters, and `details` as a whole to 8 KiB (an oversized one becomes
-    /// `{"truncated": true, "bytes": n}`). Append-only records must never let a client fill
-    /// the disk (a 5 MB `model` field, a huge user agent).
-    fn bounded_details(&mut self) -> String {
-        self.bound_fields();
-        cap_json(&mut self.details, MAX_DETAIL_CHARS);
-        let text = self.details.to_string();
-        if text.len() > MAX_DETAILS_BYTES {
-            return serde_json::json!({"truncated": true, "bytes": text.len()}).to_string();
+    /// The same record with other details.
+    pub fn with_details<E>(self, details: E) -> Entry<E> {
+        Entry {
+            kind: self.kind,
+            action: self.action,
+            actor: self.actor,
+            org_id: self.org_id,
+            target_id: self.target_id,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
+            request_id: self.request_id,
+            outcome: self.outcome,
+            details,
         }
-        text
+    }
+}
+
+/// `details` as stored: `text` when it fits in [`MAX_DETAILS_BYTES`], else
+/// `{"truncated": true, "bytes": n}`.
+fn bounded_text(text: String) -> String {
+    if text.len() > MAX_DETAILS_BYTES {
+        return format!(r#"{{"truncated":true,"bytes":{}}}"#, text.len());
+    }
+    text
+}
+
+impl Record {
+    /// Bound the record's size whatever a client sent: every string field and every string in
+    /// `details` is cut to a few hundred characters, and `details` as a whole to 8 KiB (an
+    /// oversized one becomes `{"truncated": true, "bytes": n}`). Append-only records must never
+    /// let a client fill the disk (a 5 MB `model` field, a huge user agent).
+    pub fn bounded(mut self) -> Bounded {
+        self.bound_fields();
+        let mut details = std::mem::take(&mut self.details);
+        cap_json(&mut details, MAX_DETAIL_CHARS);
+        self.with_details(bounded_text(details.to_string()))
+    }
+}
+
+impl Bounded {
+    /// A record whose details are a typed value, serialised once (no intermediate JSON value:
+    /// the data plane builds one per request). Each string `details` holds must already be cut
+    /// to [`MAX_DETAIL_CHARS`] (with [`cap`]); the identity fields and the size are bounded
+    /// here as for [`Record::bounded`].
+    pub fn typed(record: Entry<()>, details: &impl Serialize) -> Bounded {
+        let mut r = record.with_details(serde_json::to_string(details).unwrap_or_default());
+        r.bound_fields();
+        r.details = bounded_text(std::mem::take(&mut r.details));
+        r
     }
 }
 
@@ -174,6 +219,12 @@ fn hex(bytes: &[u8]) -> String {
 /// data key. Must run inside [`Store::atomically`] (the tail read and the inserts are one
 /// transaction, so concurrent writers cannot fork the chain).
 pub fn append_in(store: &Store, keys: &mut OrgKeys, records: &[Record]) -> store::Result<()> {
+    let bounded: Vec<Bounded> = records.iter().cloned().map(Record::bounded).collect();
+    append_bounded_in(store, keys, &bounded)
+}
+
+/// [`append_in`] for records already bounded.
+fn append_bounded_in(store: &Store, keys: &mut OrgKeys, records: &[Bounded]) -> store::Result<()> {
     keys.begin();
     let tail = store.audit_tail()?.unwrap_or((0, GENESIS.to_string()));
     append_after(store, tail, records, Some(keys))
@@ -182,14 +233,13 @@ pub fn append_in(store: &Store, keys: &mut OrgKeys, records: &[Record]) -> store
 fn append_after(
     store: &Store,
     tail: (i64, String),
-    records: &[Record],
+    records: &[Bounded],
     mut keys: Option<&mut OrgKeys>,
 ) -> store::Result<()> {
     let (mut seq, mut prev) = tail;
     for r in records {
         seq += 1;
-        let mut r = r.clone();
-        let details = r.bounded_details();
+        let r = r.clone();
         let mut row = AuditRow {
             seq,
             id: store::new_id(),
@@ -203,7 +253,7 @@ fn append_after(
             user_agent: r.user_agent,
             request_id: r.request_id,
             outcome: r.outcome.to_string(),
-            details,
+            details: r.details,
             prev_hash: prev,
             hash: String::new(),
         };
@@ -225,6 +275,11 @@ fn append_after(
 /// Append records in their own transaction.
 pub fn append(store: &Store, keys: &mut OrgKeys, records: &[Record]) -> store::Result<()> {
     store.atomically(|s| append_in(s, keys, records))
+}
+
+/// Append bounded records in their own transaction (the request-record writer).
+pub fn append_bounded(store: &Store, keys: &mut OrgKeys, records: &[Bounded]) -> store::Result<()> {
+    store.atomically(|s| append_bounded_in(s, keys, records))
 }
 
 /// Where and why the chain is broken.
@@ -403,7 +458,7 @@ pub fn prune(store: &Store, before: &str, force: bool, actor: &str) -> Result<Pr
         });
         // The chain continues from the last pruned record even when nothing is left.
         let tail = s.audit_tail()?.unwrap_or((through, last_hash));
-        append_after(s, tail, &[r], None)?;
+        append_after(s, tail, &[r.bounded()], None)?;
         Ok(Pruned {
             pruned,
             through_seq: through,

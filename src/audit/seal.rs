@@ -187,8 +187,8 @@ impl<'a> OrgKeys<'a> {
                     .user_agent
                     .as_deref()
                     .map(|v| format!("{SEALED}{}", seal("user_agent", v)));
-                row.details =
-                    serde_json::json!({ "sealed": seal("details", &row.details) }).to_string();
+                // Base64 needs no JSON escaping: the same text as serialising {"sealed": ..}.
+                row.details = format!(r#"{{"sealed":"{}"}}"#, seal("details", &row.details));
             }
             None => {
                 row.source_ip = None;

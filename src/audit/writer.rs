@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::sync::mpsc;
 
-use super::{append, OrgKeys, Record};
+use super::{append_bounded, Bounded, OrgKeys};
 use crate::store::{self, Store};
 use crate::vault::Keyring;
 
@@ -48,7 +48,7 @@ pub struct WriterStats {
 }
 
 enum Msg {
-    Record(Box<Record>),
+    Record(Box<Bounded>),
     Close,
 }
 
@@ -97,7 +97,7 @@ impl Writer {
     }
 
     /// Queue a record; waits while the queue is full.
-    pub async fn send(&self, r: Record) {
+    pub async fn send(&self, r: Bounded) {
         self.stats.depth.inc();
         if self.tx.send(Msg::Record(Box::new(r))).await.is_err() {
             self.stats.depth.dec();
@@ -180,7 +180,7 @@ fn run(
         }
     };
     rt.block_on(async move {
-        let mut batch: Vec<Record> = Vec::with_capacity(BATCH_MAX);
+        let mut batch: Vec<Bounded> = Vec::with_capacity(BATCH_MAX);
         let mut closing = false;
         while !closing {
             match rx.recv().await {
@@ -208,7 +208,7 @@ fn run(
 fn write(
     store: &Store,
     keys: &mut OrgKeys,
-    batch: &mut Vec<Record>,
+    batch: &mut Vec<Bounded>,
     stats: &WriterStats,
     health: &mut Health,
 ) {
@@ -218,7 +218,7 @@ fn write(
     for chunk in batch.chunks(BATCH_MAX) {
         loop {
             let t = Instant::now();
-            match append(store, keys, chunk) {
+            match append_bounded(store, keys, chunk) {
                 Ok(()) => {
                     stats.write_seconds.observe(t.elapsed().as_secs_f64());
                     stats.written.inc_by(chunk.len() as u64);

@@ -396,20 +396,27 @@ pub fn headers(
 ) -> Result<()> {
     plan(state, session, resp, ctx)?;
     track_usage(resp, ctx)?;
-    for h in STRIP {
-        resp.remove_header(*h);
+    // One pass over the answer's headers: what is never passed on, and X-Sluice-* (only sluice
+    // sets those: the upstream cannot claim a region or a redaction).
+    let dropped: Vec<http::HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|k| STRIP.contains(&k.as_str()) || k.as_str().starts_with("x-sluice-"))
+        .cloned()
+        .collect();
+    for h in &dropped {
+        resp.remove_header(h);
     }
     // Keep the provider's own id (needed for its support) under another name.
     if let Some(theirs) = resp.remove_header("x-request-id") {
         resp.insert_header("x-upstream-request-id", theirs)?;
     }
-    // Only sluice sets X-Sluice-* headers: the upstream cannot claim a region or a redaction.
-    for h in super::upstream::sluice_headers(&resp.headers) {
-        resp.remove_header(&h);
-    }
     if let Some(up) = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)) {
         resp.insert_header("x-sluice-upstream", up.name.as_str())?;
-        resp.insert_header("x-sluice-region", up.region.as_str())?;
+        resp.insert_header(
+            "x-sluice-region",
+            http::HeaderValue::from_static(up.region.as_str()),
+        )?;
     }
 
     if ctx.redactions.total() > 0 {
@@ -429,7 +436,8 @@ pub(super) fn common_headers(state: &State, resp: &mut ResponseHeader, ctx: &Ctx
 fn common(state: &State, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     for (k, v) in SECURITY_HEADERS {
-        resp.insert_header(*k, *v)?;
+        // Static values: no copy, no validation per response.
+        resp.insert_header(*k, http::HeaderValue::from_static(v))?;
     }
     if let Some(origin) = &ctx.cors_origin {
         resp.insert_header("access-control-allow-origin", origin.clone())?;
@@ -656,9 +664,42 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
     );
 }
 
+/// The details of a `proxy.request` record, in their stored order. Every client-controlled
+/// string is cut to [`crate::audit::MAX_DETAIL_CHARS`] here (the path, the model); the rest are
+/// sluice's own (ids, codes, configured names).
+#[derive(serde::Serialize)]
+struct RequestDetails<'a> {
+    method: &'a str,
+    path: &'a str,
+    route: &'static str,
+    key_id: Option<&'a str>,
+    model: Option<&'a str>,
+    region: Option<&'static str>,
+    upstream: Option<&'a str>,
+    status: u16,
+    code: Option<&'static str>,
+    latency_ms: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+    redactions: crate::redact::Counts,
+    response_redactions: crate::redact::Counts,
+    usage: Option<UsageDetails>,
+}
+
+#[derive(serde::Serialize)]
+struct UsageDetails {
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
 /// The audit record of a proxied (or refused) request: who, where, what happened; never a
-/// body, a key or a header value.
-pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit::Record {
+/// body, a key or a header value. Its details are typed, serialised once per record.
+fn audit_record<'a>(
+    state: &'a State,
+    session: &'a Session,
+    ctx: &'a Ctx,
+) -> (crate::audit::Entry<()>, RequestDetails<'a>) {
+    use crate::audit::{cap, MAX_DETAIL_CHARS, MAX_FIELD_CHARS};
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let up = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i));
     let req = session.req_header();
@@ -666,8 +707,8 @@ pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit
         .headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|s| crate::audit::cap(s, crate::audit::MAX_FIELD_CHARS).to_string());
-    crate::audit::Record {
+        .map(|s| cap(s, MAX_FIELD_CHARS).to_string());
+    let head = crate::audit::Entry {
         kind: "request",
         action: "proxy.request".into(),
         actor: ctx.key.as_ref().map_or_else(
@@ -687,37 +728,45 @@ pub fn audit_record(state: &State, session: &Session, ctx: &Ctx) -> crate::audit
         } else {
             "failure"
         },
-        details: serde_json::json!({
-            "method": req.method.as_str(),
-            "path": crate::audit::cap(req.uri.path(), crate::audit::MAX_DETAIL_CHARS),
-            "route": ctx.route.as_str(),
-            "key_id": ctx.key.as_ref().map(|k| k.id.as_str()),
-            "model": ctx.model,
-            "region": up.map(|u| u.region).or(ctx.region).map(|r| r.as_str()),
-            "upstream": up.map(|u| u.name.as_str()),
-            "status": status,
-            "code": ctx.code,
-            "latency_ms": (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            "bytes_in": ctx.bytes_in,
-            "bytes_out": ctx.bytes_out,
-            "redactions": ctx.redactions,
-            "response_redactions": response_counts(ctx),
-            "usage": ctx.usage.as_ref().and_then(|u| u.found).map(|u| serde_json::json!({
-                "input_tokens": u.input, "output_tokens": u.output,
-            })),
-        }),
-    }
+        details: (),
+    };
+    let details = RequestDetails {
+        method: req.method.as_str(),
+        path: cap(req.uri.path(), MAX_DETAIL_CHARS),
+        route: ctx.route.as_str(),
+        key_id: ctx.key.as_ref().map(|k| k.id.as_str()),
+        model: ctx.model.as_deref().map(|m| cap(m, MAX_DETAIL_CHARS)),
+        region: up.map(|u| u.region).or(ctx.region).map(|r| r.as_str()),
+        upstream: up.map(|u| u.name.as_str()),
+        status,
+        code: ctx.code,
+        latency_ms: (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        bytes_in: ctx.bytes_in,
+        bytes_out: ctx.bytes_out,
+        redactions: ctx.redactions,
+        response_redactions: response_counts(ctx),
+        usage: ctx
+            .usage
+            .as_ref()
+            .and_then(|u| u.found)
+            .map(|u| UsageDetails {
+                input_tokens: u.input,
+                output_tokens: u.output,
+            }),
+    };
+    (head, details)
 }
 
 /// The audit records of a request: one `proxy.request`, or for the MCP gateway one `mcp.call`
 /// per JSON-RPC call (and one `mcp.request` for a GET or DELETE), each with the server, method,
 /// tool (or resource, prompt), outcome, latency and redaction counts, never arguments or
 /// results. MCP calls are counted in `sluice_mcp_requests_total` here too.
-pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Record> {
-    let base = audit_record(state, session, ctx);
+pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Bounded> {
+    let (head, details) = audit_record(state, session, ctx);
     let Some(m) = &ctx.mcp else {
-        return vec![base];
+        return vec![crate::audit::Bounded::typed(head, &details)];
     };
+    let base = head.with_details(serde_json::to_value(&details).unwrap_or_default());
     let server = state
         .cfg
         .mcp_servers
@@ -758,7 +807,7 @@ pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::
                 d.insert(k.clone(), v.clone());
             }
         }
-        r
+        r.bounded()
     };
     if m.calls.is_empty() {
         let method = session.req_header().method.as_str().to_string();
