@@ -8,7 +8,7 @@ use regex_automata::hybrid;
 use regex_automata::meta::Regex;
 use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::util::syntax;
-use regex_automata::Input;
+use regex_automata::{Anchored, Input};
 
 use super::{secret, Counts, Entity, Scan};
 
@@ -170,7 +170,18 @@ impl Patterns {
         out: &mut Vec<(usize, usize, Entity)>,
     ) {
         while at < end {
-            let input = Input::new(bytes).range(at..end);
+            // Every pattern starts with a digit, '(' or '+'. An anchored search at each such
+            // position in turn finds the same leftmost-first match as an unanchored search
+            // from `at` (the first position where one starts), without the reverse pass an
+            // unanchored search needs to find where its match starts.
+            let Some(p) = bytes[at..end]
+                .iter()
+                .position(|&b| b.is_ascii_digit() || b == b'(' || b == b'+')
+            else {
+                break;
+            };
+            let p = at + p;
+            let input = Input::new(bytes).range(p..end).anchored(Anchored::Yes);
             // The lazy DFA should never give up here (ASCII-only patterns have no quit bytes,
             // and no minimum cache clear count is set); if it ever does, the meta regex (which
             // cannot fail) answers instead, so no text goes unscanned.
@@ -179,7 +190,8 @@ impl Patterns {
                 Err(_) => self.numbers_fallback.search(&input),
             };
             let Some(m) = found else {
-                break;
+                at = p + 1;
+                continue;
             };
             // Emails are sorted and disjoint: binary search for the first that ends after
             // the candidate's start.
@@ -598,6 +610,78 @@ mod tests {
             "1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6",
         ] {
             assert_eq!(red(input), input);
+        }
+    }
+}
+
+#[cfg(test)]
+mod ssn_context {
+    use super::*;
+
+    #[test]
+    fn every_word_in_any_case_within_the_window_and_not_our_own_marker() {
+        for w in SSN_CONTEXT {
+            for word in [w.to_string(), w.to_ascii_uppercase()] {
+                let t = format!("{word}: 123456789");
+                let s = t.len() - 9;
+                assert!(has_ssn_context(t.as_bytes(), s), "{t}");
+                // Wholly within the window: the word's last byte 40 bytes before is out.
+                let far = format!("{word}{} 123456789", " ".repeat(SSN_CONTEXT_WINDOW));
+                assert!(!has_ssn_context(far.as_bytes(), far.len() - 9), "{far}");
+                let edge = format!(
+                    "{word}{} 123456789",
+                    " ".repeat(SSN_CONTEXT_WINDOW - word.len() - 1)
+                );
+                assert!(has_ssn_context(edge.as_bytes(), edge.len() - 9), "{edge}");
+            }
+        }
+        // sluice's own marker is no context, but another word next to it is.
+        let own = "[REDACTED_SSN] 123456789";
+        assert!(!has_ssn_context(own.as_bytes(), own.len() - 9));
+        let both = "ssn [REDACTED_SSN] 123456789";
+        assert!(has_ssn_context(both.as_bytes(), both.len() - 9));
+        let none = "order number 123456789";
+        assert!(!has_ssn_context(none.as_bytes(), none.len() - 9));
+    }
+}
+
+#[cfg(test)]
+mod anchored {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The first match of anchored searches at each position that can start one, as
+    /// `numbers_in` searches.
+    fn first_anchored(p: &Patterns, b: &[u8]) -> Option<(usize, usize, usize)> {
+        (0..b.len())
+            .filter(|&i| b[i].is_ascii_digit() || b[i] == b'(' || b[i] == b'+')
+            .find_map(|i| {
+                p.numbers_fallback
+                    .search(&Input::new(b).range(i..).anchored(Anchored::Yes))
+            })
+            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+    }
+
+    fn patterns() -> &'static Patterns {
+        static P: std::sync::OnceLock<Patterns> = std::sync::OnceLock::new();
+        P.get_or_init(Patterns::new)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// Anchored searches in turn find exactly the unanchored leftmost-first match, on
+        /// digit groups and separators (phones, cards, SSNs and near misses) with words between.
+        #[test]
+        fn anchored_iteration_finds_the_leftmost_match(
+            s in "(([a-z]{0,2}[ (+]?)?([0-9]{1,4}[ .()+-]?){0,8}){0,3}"
+        ) {
+            let p = patterns();
+            let b = s.as_bytes();
+            let unanchored = p
+                .numbers_fallback
+                .search(&Input::new(b))
+                .map(|m| (m.start(), m.end(), m.pattern().as_usize()));
+            prop_assert_eq!(first_anchored(p, b), unanchored);
         }
     }
 }
