@@ -157,10 +157,14 @@ impl Rules {
     }
 
     /// The secrets in `text`, appended to `out` as `(start, end, Entity::Secret)`.
-    pub fn find(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) {
+    /// The secrets in `text`, in order; `true` when any anchor was seen (found or not, its
+    /// rule read the text around it).
+    pub fn find(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) -> bool {
         let b = text.as_bytes();
         let mut skip_to = 0;
+        let mut seen = false;
         for m in self.anchors.find_iter(b) {
+            seen = true;
             if m.start() < skip_to {
                 continue;
             }
@@ -175,6 +179,7 @@ impl Rules {
                 }
             }
         }
+        seen
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Patterns {
     caches: Pool<hybrid::regex::Cache, CacheFn>,
     numbers_fallback: Regex,
     secrets: secret::Rules,
+    /// [`may_start`]'s shortcut, always on outside the test that checks it changes nothing.
+    skip_glued: bool,
 }
 
 type CacheFn = Box<
@@ -90,26 +92,40 @@ impl Patterns {
             numbers_fallback: build(NUMBER_PATTERNS),
             numbers,
             secrets: secret::Rules::new(),
+            skip_glued: true,
         }
     }
 
     /// The validated matches of what `scan` asks for in `text`, in order (by start, the
     /// longest first); overlapping ones are resolved by the replacement (the first wins).
     pub fn find(&self, text: &str, scan: Scan, out: &mut Vec<(usize, usize, Entity)>) {
+        self.find_in(text, scan, out);
+    }
+
+    /// [`Patterns::find`], and whether replacing the matches could let a search of the output
+    /// find more: a secret anchor was seen (secret rules look far around their anchor), a
+    /// digit-shaped candidate was refused where a later match overlaps it (without the match
+    /// a shorter candidate could fit), or a 9-digit number was refused for want of SSN
+    /// context within reach of a match (a replacement changes what comes before it).
+    fn find_in(&self, text: &str, scan: Scan, out: &mut Vec<(usize, usize, Entity)>) -> bool {
+        let mut unsettled = false;
         if scan.pii {
-            self.find_pii(text, out);
+            unsettled |= self.find_pii(text, out);
         }
         if scan.secrets {
-            self.secrets.find(text, out);
+            unsettled |= self.secrets.find(text, out);
         }
         if out.len() > 1 {
             // Emails, numbers and secrets each come out in order: a stable (run-merging) sort
             // merges the runs in linear time where an unstable one sorts from scratch.
             out.sort_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
         }
+        unsettled
     }
 
-    fn find_pii(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) {
+    /// Emails and digit-shaped entities; `true` when a replacement could change what a
+    /// later search finds (see [`Patterns::find_in`]).
+    fn find_pii(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) -> bool {
         let bytes = text.as_bytes();
         if memchr::memchr(b'@', bytes).is_some() {
             for m in self.email.find_iter(bytes) {
@@ -124,7 +140,7 @@ impl Patterns {
         // digits (SSN, US phone, card) mixed only with separators (space - . ( ) +). Find such
         // clusters with a cheap byte scan and run the regex on them alone, so prose with short
         // numbers (years, prices, versions) never reaches the regex.
-        let mut cache: Option<PoolGuard<'_, _, _>> = None;
+        let mut search: Option<Search<'_>> = None;
         let mut i = 0;
         let n = bytes.len();
         while i < n {
@@ -149,11 +165,20 @@ impl Patterns {
                 end += 1;
             }
             if count >= 8 {
-                let cache = cache.get_or_insert_with(|| self.caches.get());
-                self.numbers_in(cache, bytes, start, end, emails, out);
+                let search = search.get_or_insert_with(|| Search {
+                    cache: self.caches.get(),
+                    emails,
+                    next_email: 0,
+                    skip_glued: self.skip_glued,
+                    refused_end: 0,
+                    found_end: 0,
+                    unsettled: false,
+                });
+                self.numbers_in(search, bytes, start, end, out);
             }
             i = end.max(i + 1);
         }
+        search.is_some_and(|s| s.unsettled)
     }
 
     /// Digit-shaped entities starting in `at..end`. Not find_iter: a rejected or shortened
@@ -162,30 +187,26 @@ impl Patterns {
     /// on its own. Every pattern is bounded in length, so this costs a bounded factor at worst.
     fn numbers_in(
         &self,
-        cache: &mut hybrid::regex::Cache,
+        search: &mut Search<'_>,
         bytes: &[u8],
         mut at: usize,
         end: usize,
-        emails: usize,
         out: &mut Vec<(usize, usize, Entity)>,
     ) {
+        let emails = search.emails;
         while at < end {
             // Every pattern starts with a digit, '(' or '+'. An anchored search at each such
             // position in turn finds the same leftmost-first match as an unanchored search
             // from `at` (the first position where one starts), without the reverse pass an
             // unanchored search needs to find where its match starts.
-            let Some(p) = bytes[at..end]
-                .iter()
-                .position(|&b| b.is_ascii_digit() || b == b'(' || b == b'+')
-            else {
+            let Some(p) = (at..end).find(|&i| may_start(bytes, i, search.skip_glued)) else {
                 break;
             };
-            let p = at + p;
             let input = Input::new(bytes).range(p..end).anchored(Anchored::Yes);
             // The lazy DFA should never give up here (ASCII-only patterns have no quit bytes,
             // and no minimum cache clear count is set); if it ever does, the meta regex (which
             // cannot fail) answers instead, so no text goes unscanned.
-            let found = match self.numbers.try_search(cache, &input) {
+            let found = match self.numbers.try_search(&mut search.cache, &input) {
                 Ok(m) => m,
                 Err(_) => self.numbers_fallback.search(&input),
             };
@@ -193,33 +214,83 @@ impl Patterns {
                 at = p + 1;
                 continue;
             };
-            // Emails are sorted and disjoint: binary search for the first that ends after
-            // the candidate's start.
-            let first = out[..emails].partition_point(|&(_, e, _)| e <= m.start());
+            // Emails are sorted and disjoint, and candidates come in order of their start:
+            // the first email that ends after this candidate's start only moves forward.
+            let ix = &mut search.next_email;
+            while *ix < emails && out[*ix].1 <= m.start() {
+                *ix += 1;
+            }
             let covered = out[..emails]
-                .get(first)
+                .get(*ix)
                 .filter(|&&(s, _, _)| s < m.end())
                 .map(|&(s, e, _)| (s, e));
             if let Some((es, ee)) = covered {
                 // The candidate runs into an email address (whose local part can start with
                 // digits): search the part before the address on its own, then skip it.
                 if es > m.start() {
-                    self.numbers_in(cache, bytes, m.start(), es, emails, out);
+                    self.numbers_in(search, bytes, m.start(), es, out);
                 }
                 at = ee.max(m.start() + 1);
                 continue;
             }
-            match classify(bytes, m.pattern().as_usize(), m.start(), m.end()) {
+            let pattern = m.pattern().as_usize();
+            match classify(bytes, pattern, m.start(), m.end()) {
                 Some(found) => {
                     if found.0 > m.start() {
-                        self.numbers_in(cache, bytes, m.start(), found.0, emails, out);
+                        self.numbers_in(search, bytes, m.start(), found.0, out);
                     }
+                    // A refused candidate that reaches into this match: once the match is
+                    // replaced, a shorter candidate there may fit.
+                    search.unsettled |= found.0 < search.refused_end;
+                    search.found_end = search.found_end.max(found.1);
                     at = found.1;
                     out.push(found);
                 }
-                None => at = m.start() + 1,
+                None => {
+                    search.refused_end = search.refused_end.max(m.end());
+                    if pattern == NINE_DIGITS && valid_ssn(&bytes[m.start()..m.end()]) {
+                        // Refused for want of context: a replacement within the context
+                        // window before it changes what the window holds.
+                        let before = search
+                            .found_end
+                            .max(out[..search.next_email].last().map_or(0, |&(_, e, _)| e));
+                        search.unsettled |= before > 0 && m.start() < before + SSN_CONTEXT_WINDOW;
+                    }
+                    at = m.start() + 1;
+                }
             }
         }
+    }
+}
+
+/// The state of one text's search for digit-shaped entities.
+struct Search<'a> {
+    cache: PoolGuard<'a, hybrid::regex::Cache, CacheFn>,
+    /// How many of the found matches (at the front) are emails.
+    emails: usize,
+    /// The first email that may still overlap a candidate (candidates come in order).
+    next_email: usize,
+    /// Skip positions where any match would be refused as glued to what precedes it.
+    skip_glued: bool,
+    /// The furthest end of a refused candidate.
+    refused_end: usize,
+    /// The furthest end of a digit-shaped match.
+    found_end: usize,
+    /// A replacement could change what a search of the output finds.
+    unsettled: bool,
+}
+
+/// Whether a digit-shaped entity can start at `b[i]`: every pattern starts with a digit, '('
+/// or '+'. With `skip_glued`, not a digit right after a letter, digit or '+': [`classify`]
+/// refuses every candidate that starts there ("x415-555-0123", the "23" of "123"), so the
+/// search there is skipped (a property test pins that the found entities are the same).
+fn may_start(b: &[u8], i: usize, skip_glued: bool) -> bool {
+    match b[i] {
+        b'(' | b'+' => true,
+        b'0'..=b'9' => {
+            !skip_glued || i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'+')
+        }
+        _ => false,
     }
 }
 
@@ -372,15 +443,19 @@ fn valid_nanp(span: &[u8]) -> bool {
 /// longest run of whole groups that is a card. Returns byte offsets within `span`.
 fn card(span: &[u8]) -> Option<(usize, usize)> {
     // Groups of digits between separators, as byte ranges.
-    let mut groups: Vec<(usize, usize)> = Vec::with_capacity(8);
+    // At most 19 digits (the pattern's bound), so at most 19 groups.
+    let mut buf = [(0usize, 0usize); 20];
+    let mut n = 0;
     let mut start = 0;
     for (i, &c) in span.iter().enumerate() {
         if !c.is_ascii_digit() {
-            groups.push((start, i));
+            *buf.get_mut(n)? = (start, i);
+            n += 1;
             start = i + 1;
         }
     }
-    groups.push((start, span.len()));
+    *buf.get_mut(n)? = (start, span.len());
+    let groups = &buf[..=n];
     if groups.len() > 1 && groups.iter().any(|&(a, b)| b - a < 3) {
         // "1 2 3 4 ...": a list of numbers, not a card.
         return None;
@@ -470,42 +545,83 @@ pub(super) const MAX_EXTRA_PASSES: usize = 3;
 ///
 /// One pass reads candidates left to right, and a replacement can change what a later
 /// candidate looks like (a long rejected digit run that contained a card, a context word).
-/// So a pass that replaced something is followed by another over its output, until a pass
-/// finds nothing (at most three more): the result is stable, redacting it again changes
-/// nothing, and text with no PII still costs a single scan.
+/// So a pass that replaced something where that can happen is followed by another over its
+/// output, until a pass finds nothing (at most three more): the result is stable, redacting
+/// it again changes nothing, and text with no PII still costs a single scan. A pass whose
+/// replacements cannot change anything is not repeated (see [`passes`]).
 pub fn redact(p: &Patterns, text: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
+    passes(p, text, scan, counts, true)
+}
+
+/// [`redact`]. A productive pass is followed by another unless nothing it saw or replaced
+/// could change what a search of its output finds (`trust_settled`; the tests compare with
+/// always searching again): no secret anchor, no refused candidate under a match, no match
+/// dropped as overlapping another, no 9-digit number refused for want of SSN context near a
+/// match, and every match between bytes that no pattern reads across (see [`sticky`]).
+fn passes(
+    p: &Patterns,
+    text: &str,
+    scan: Scan,
+    counts: &mut Counts,
+    trust_settled: bool,
+) -> Option<String> {
     if !scan.any() {
         return None;
     }
-    let mut current = replace_once(p, text, scan, counts)?;
+    let (mut current, mut unsettled) = replace_once(p, text, scan, counts)?;
     for _ in 0..MAX_EXTRA_PASSES {
+        if trust_settled && !unsettled {
+            break;
+        }
         match replace_once(p, &current, scan, counts) {
-            Some(next) => current = next,
+            Some((next, u)) => (current, unsettled) = (next, u),
             None => break,
         }
     }
     Some(current)
 }
 
-fn replace_once(p: &Patterns, text: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
+/// Whether a byte next to a replaced match may decide what a pattern matches across it once
+/// the match is a token: word characters (`\b`, the glued-digit rule, email local parts and
+/// domains) and '@'. Non-ASCII bytes count too, out of caution. Every other byte a pattern
+/// can read next to a match (spaces and the separators) it reads the same before and after
+/// the replacement, since a token's own characters ('[', capitals, '_', ']') start, end or
+/// continue no digit-shaped or email match.
+fn sticky(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'@' || !c.is_ascii()
+}
+
+/// One pass: replace every validated match in `text`, and whether the output must be
+/// searched again; `None` when there is no match (no allocation).
+fn replace_once(
+    p: &Patterns,
+    text: &str,
+    scan: Scan,
+    counts: &mut Counts,
+) -> Option<(String, bool)> {
     let mut found = Vec::new();
-    p.find(text, scan, &mut found);
+    let mut unsettled = p.find_in(text, scan, &mut found);
     if found.is_empty() {
         return None;
     }
+    let b = text.as_bytes();
     let mut out = String::with_capacity(text.len() + 16 * found.len());
     let mut last = 0;
     for (s, e, entity) in found {
         if s < last {
+            // Dropped as overlapping the previous match: what it covered past that match
+            // was not searched on its own.
+            unsettled = true;
             continue;
         }
+        unsettled |= (s > 0 && sticky(b[s - 1])) || b.get(e).copied().is_some_and(sticky);
         out.push_str(&text[last..s]);
         out.push_str(entity.token());
         counts.add(entity);
         last = e;
     }
     out.push_str(&text[last..]);
-    Some(out)
+    Some((out, unsettled))
 }
 
 #[cfg(test)]
@@ -683,5 +799,149 @@ mod anchored {
                 .map(|m| (m.start(), m.end(), m.pattern().as_usize()));
             prop_assert_eq!(first_anchored(p, b), unanchored);
         }
+    }
+}
+
+#[cfg(test)]
+mod skip_glued {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn both() -> &'static (Patterns, Patterns) {
+        static P: std::sync::OnceLock<(Patterns, Patterns)> = std::sync::OnceLock::new();
+        P.get_or_init(|| {
+            let mut every_position = Patterns::new();
+            every_position.skip_glued = false;
+            (Patterns::new(), every_position)
+        })
+    }
+
+    fn found(p: &Patterns, s: &str) -> Vec<(usize, usize, Entity)> {
+        let mut out = Vec::new();
+        p.find(s, Scan::ALL, &mut out);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// Skipping the positions where every candidate would be refused as glued finds the
+        /// same entities as searching at every position: digit groups, separators, words,
+        /// emails whose local part starts with digits, SSN context.
+        #[test]
+        fn skipping_glued_positions_finds_the_same(
+            s in "(([a-z]{0,3}|ssn |x@y\\.io|[0-9]{1,3}@ab\\.com)[ (+]?([0-9]{1,4}[ .()+-]?){0,8}){0,4}"
+        ) {
+            let (fast, every) = both();
+            prop_assert_eq!(found(fast, &s), found(every, &s));
+        }
+    }
+
+    #[test]
+    fn known_shapes_are_the_same() {
+        let (fast, every) = both();
+        for s in [
+            "4111 1111 1111 1111",
+            "x4111 1111 1111 1111 415-555-0123",
+            "1+415-555-0123 +1 415 555 0123",
+            "12345678901234567890123 ssn 123456789",
+            "0123456789@example.com 415-555-0123@example.com",
+            "(415) 555-0123 a(415) 555-0123 +44 20 7946 0958",
+        ] {
+            assert_eq!(found(fast, s), found(every, s), "{s}");
+            assert!(!found(fast, s).is_empty(), "{s}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod settled {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn patterns() -> &'static Patterns {
+        static P: std::sync::OnceLock<Patterns> = std::sync::OnceLock::new();
+        P.get_or_init(Patterns::new)
+    }
+
+    /// Pieces that interact across a replacement: PII next to digits, words and separators,
+    /// SSN context near and far, emails with digit local parts, secret anchors, tokens.
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            1 => "[0-9]{1,4}",
+            3 => "[ .()+,:-]|  | - ",
+            1 => "[a-z_]{1,3}|é|ssn |ssn: |social security |order |secret_access_key=",
+            1 => Just("lorem ipsum dolor sit amet, consectetur adipiscing elit ".to_string()),
+            4 => prop::sample::select(vec![
+                "4111 1111 1111 1111",
+                "4111111111111111",
+                "5500 0000 0000 0004",
+                "123-45-6789",
+                "123456789",
+                "(415) 555-0123",
+                "415-555-0123",
+                "+1 415 555 0123",
+                "+44 20 7946 0958",
+                "jane.doe@example.com",
+                "a.very.long.local.part.for.testing@subdomain.example-domain.com",
+                "0123@ab.io",
+                "x@ex.com",
+                "sk-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789",
+                "AKIAIOSFODNN7EXAMPLE",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "https://user:pass@host.example/",
+                "[REDACTED_SSN]",
+            ])
+            .prop_map(str::to_string),
+        ]
+    }
+
+    fn both(s: &str, scan: Scan) -> ((Option<String>, Counts), (Option<String>, Counts)) {
+        let p = patterns();
+        let (mut fast, mut every) = (Counts::default(), Counts::default());
+        let a = passes(p, s, scan, &mut fast, true);
+        let b = passes(p, s, scan, &mut every, false);
+        ((a, fast), (b, every))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(6000))]
+        /// Stopping after a pass that saw nothing a replacement could change gives exactly
+        /// the text and counts of searching again until a pass finds nothing.
+        #[test]
+        fn a_settled_pass_is_final(pieces in prop::collection::vec(piece(), 0..16)) {
+            let s = pieces.concat();
+            for scan in [Scan::ALL, Scan::PII] {
+                let ((a, ca), (b, cb)) = both(&s, scan);
+                prop_assert_eq!(&a, &b);
+                prop_assert_eq!(ca, cb);
+            }
+        }
+    }
+
+    /// Cases where a second pass finds more: each must still be searched again.
+    #[test]
+    fn unsettled_cases_are_searched_again() {
+        for s in [
+            // A refused 25-digit run hid the SSN before the card.
+            "ssn 123456789 4111 1111 1111 1111",
+            // The context word comes within reach once the email before it is a token.
+            "ssn jane.doe.with.a.very.long.address@example-domain.com 123456789",
+            // A phone glued to a word.
+            "a(415) 555-0123",
+        ] {
+            let ((a, _), (b, _)) = both(s, Scan::ALL);
+            assert_eq!(a, b, "{s}");
+        }
+        let p = patterns();
+        let mut c = Counts::default();
+        let once = replace_once(p, "ssn 123456789 4111 1111 1111 1111", Scan::ALL, &mut c);
+        assert!(once.is_some_and(|(_, unsettled)| unsettled));
+        let once = replace_once(
+            p,
+            "Call (415) 555-0123, or mail x@ex.com.",
+            Scan::ALL,
+            &mut c,
+        );
+        assert!(once.is_some_and(|(_, unsettled)| !unsettled));
     }
 }
