@@ -1,13 +1,16 @@
-//! Finding PII in text: candidates from two `regex-automata` meta regexes (one for emails,
-//! prefiltered on `@`; one multi-pattern regex for digit-shaped entities, run only when the
-//! text has a digit), then validation in code (Luhn and issuer prefixes for cards, SSA rules
-//! and context for SSNs, NANP and E.164 digit counts for phones). Regexes are DFA-based: time
-//! is linear in the input, whatever the input.
+//! Finding PII in text: candidates from two patterns written as regexes ([`EMAIL_PATTERN`],
+//! and [`NUMBER_PATTERNS`] for digit-shaped entities, searched only in clusters of digits),
+//! then validation in code (Luhn and issuer prefixes for cards, SSA rules and context for
+//! SSNs, NANP and E.164 digit counts for phones). The patterns are matched by hand-written
+//! scanners ([`emails`], [`number_at`]) that find exactly what the regexes find (property
+//! tests compare them with `regex-automata` on generated text); every scanner is bounded, so
+//! time stays linear in the input, whatever the input.
 
-use regex_automata::hybrid;
+#[cfg(test)]
 use regex_automata::meta::Regex;
-use regex_automata::util::pool::{Pool, PoolGuard};
+#[cfg(test)]
 use regex_automata::util::syntax;
+#[cfg(test)]
 use regex_automata::{Anchored, Input};
 
 use super::{secret, Counts, Entity, Scan};
@@ -17,23 +20,13 @@ pub struct Patterns {
     /// The email regex [`emails`] implements, kept as the oracle of its property test.
     #[cfg(test)]
     email: Regex,
-    /// Lazy DFA (forward and reverse). Its caches (the DFA states built so far) live in a
-    /// pool shared by all threads, so each call reuses warm states.
-    numbers: std::sync::Arc<hybrid::regex::Regex>,
-    caches: Pool<hybrid::regex::Cache, CacheFn>,
+    /// The digit-shaped patterns as a regex: [`number_at`]'s oracle in its property test.
+    #[cfg(test)]
     numbers_fallback: Regex,
     secrets: secret::Rules,
     /// [`may_start`]'s shortcut, always on outside the test that checks it changes nothing.
     skip_glued: bool,
 }
-
-type CacheFn = Box<
-    dyn Fn() -> hybrid::regex::Cache
-        + Send
-        + Sync
-        + std::panic::UnwindSafe
-        + std::panic::RefUnwindSafe,
->;
 
 // Pattern ids in `numbers`, in priority order (leftmost-first between equal starts). The
 // exact shapes (SSN, phones) come before the card's loose digit run, so a phone followed by a
@@ -44,6 +37,8 @@ const PHONE_E164: usize = 2;
 const CARD: usize = 3;
 const NINE_DIGITS: usize = 4;
 
+/// The digit-shaped patterns, as regexes: what [`number_at`] matches (and its oracle).
+#[cfg(test)]
 const NUMBER_PATTERNS: &[&str] = &[
     r"\b[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}\b",
     r"(?:\+?1[ .-]?)?(?:\([0-9]{3}\)[ ]?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b",
@@ -76,26 +71,20 @@ const SSN_CONTEXT_WINDOW: usize = 40;
 
 impl Patterns {
     pub fn new() -> Patterns {
-        // ASCII-only classes and word boundaries: the DFAs stay small and fast.
-        let syn = syntax::Config::new().unicode(false).utf8(false);
+        #[cfg(test)]
         let build = |pats: &[&str]| {
+            // ASCII-only classes and word boundaries, as the scanners read them.
+            let syn = syntax::Config::new().unicode(false).utf8(false);
             Regex::builder()
                 .syntax(syn)
                 .build_many(pats)
                 .expect("the built-in PII patterns compile (checked by unit tests)")
         };
-        let numbers = hybrid::regex::Regex::builder()
-            .syntax(syn)
-            .build_many(NUMBER_PATTERNS)
-            .expect("the built-in PII patterns compile (checked by unit tests)");
-        let numbers = std::sync::Arc::new(numbers);
-        let for_caches = numbers.clone();
         Patterns {
             #[cfg(test)]
             email: build(&[EMAIL_PATTERN]),
-            caches: Pool::new(Box::new(move || for_caches.create_cache())),
+            #[cfg(test)]
             numbers_fallback: build(NUMBER_PATTERNS),
-            numbers,
             secrets: secret::Rules::new(),
             skip_glued: true,
         }
@@ -138,7 +127,14 @@ impl Patterns {
         // digits (SSN, US phone, card) mixed only with separators (space - . ( ) +). Find such
         // clusters with a cheap byte scan and run the regex on them alone, so prose with short
         // numbers (years, prices, versions) never reaches the regex.
-        let mut search: Option<Search<'_>> = None;
+        let mut search = Search {
+            emails,
+            next_email: 0,
+            skip_glued: self.skip_glued,
+            refused_end: 0,
+            found_end: 0,
+            unsettled: false,
+        };
         let mut i = 0;
         let n = bytes.len();
         while i < n {
@@ -154,29 +150,20 @@ impl Patterns {
             }
             let mut end = i;
             let mut count = 0;
-            while end < n {
-                match bytes[end] {
-                    b'0'..=b'9' => count += 1,
-                    b' ' | b'-' | b'.' | b'(' | b')' | b'+' => {}
-                    _ => break,
+            while let Some(&c) = bytes.get(end) {
+                let class = CLUSTER[c as usize];
+                if class == 0 {
+                    break;
                 }
+                count += usize::from(class & 1);
                 end += 1;
             }
             if count >= 8 {
-                let search = search.get_or_insert_with(|| Search {
-                    cache: self.caches.get(),
-                    emails,
-                    next_email: 0,
-                    skip_glued: self.skip_glued,
-                    refused_end: 0,
-                    found_end: 0,
-                    unsettled: false,
-                });
-                self.numbers_in(search, bytes, start, end, out);
+                self.numbers_in(&mut search, bytes, start, end, out);
             }
             i = end.max(i + 1);
         }
-        search.is_some_and(|s| s.unsettled)
+        search.unsettled
     }
 
     /// Digit-shaped entities starting in `at..end`. Not find_iter: a rejected or shortened
@@ -185,7 +172,7 @@ impl Patterns {
     /// on its own. Every pattern is bounded in length, so this costs a bounded factor at worst.
     fn numbers_in(
         &self,
-        search: &mut Search<'_>,
+        search: &mut Search,
         bytes: &[u8],
         mut at: usize,
         end: usize,
@@ -200,42 +187,33 @@ impl Patterns {
             let Some(p) = (at..end).find(|&i| may_start(bytes, i, search.skip_glued)) else {
                 break;
             };
-            let input = Input::new(bytes).range(p..end).anchored(Anchored::Yes);
-            // The lazy DFA should never give up here (ASCII-only patterns have no quit bytes,
-            // and no minimum cache clear count is set); if it ever does, the meta regex (which
-            // cannot fail) answers instead, so no text goes unscanned.
-            let found = match self.numbers.try_search(&mut search.cache, &input) {
-                Ok(m) => m,
-                Err(_) => self.numbers_fallback.search(&input),
-            };
-            let Some(m) = found else {
+            let Some((pattern, e)) = number_at(bytes, p, end) else {
                 at = p + 1;
                 continue;
             };
             // Emails are sorted and disjoint, and candidates come in order of their start:
             // the first email that ends after this candidate's start only moves forward.
             let ix = &mut search.next_email;
-            while *ix < emails && out[*ix].1 <= m.start() {
+            while *ix < emails && out[*ix].1 <= p {
                 *ix += 1;
             }
             let covered = out[..emails]
                 .get(*ix)
-                .filter(|&&(s, _, _)| s < m.end())
+                .filter(|&&(s, _, _)| s < e)
                 .map(|&(s, e, _)| (s, e));
             if let Some((es, ee)) = covered {
                 // The candidate runs into an email address (whose local part can start with
                 // digits): search the part before the address on its own, then skip it.
-                if es > m.start() {
-                    self.numbers_in(search, bytes, m.start(), es, out);
+                if es > p {
+                    self.numbers_in(search, bytes, p, es, out);
                 }
-                at = ee.max(m.start() + 1);
+                at = ee.max(p + 1);
                 continue;
             }
-            let pattern = m.pattern().as_usize();
-            match classify(bytes, pattern, m.start(), m.end()) {
+            match classify(bytes, pattern, p, e) {
                 Some(found) => {
-                    if found.0 > m.start() {
-                        self.numbers_in(search, bytes, m.start(), found.0, out);
+                    if found.0 > p {
+                        self.numbers_in(search, bytes, p, found.0, out);
                     }
                     // A refused candidate that reaches into this match: once the match is
                     // replaced, a shorter candidate there may fit.
@@ -245,16 +223,16 @@ impl Patterns {
                     out.push(found);
                 }
                 None => {
-                    search.refused_end = search.refused_end.max(m.end());
-                    if pattern == NINE_DIGITS && valid_ssn(&bytes[m.start()..m.end()]) {
+                    search.refused_end = search.refused_end.max(e);
+                    if pattern == NINE_DIGITS && valid_ssn(&bytes[p..e]) {
                         // Refused for want of context: a replacement within the context
                         // window before it changes what the window holds.
                         let before = search
                             .found_end
                             .max(out[..search.next_email].last().map_or(0, |&(_, e, _)| e));
-                        search.unsettled |= before > 0 && m.start() < before + SSN_CONTEXT_WINDOW;
+                        search.unsettled |= before > 0 && p < before + SSN_CONTEXT_WINDOW;
                     }
-                    at = m.start() + 1;
+                    at = p + 1;
                 }
             }
         }
@@ -262,8 +240,7 @@ impl Patterns {
 }
 
 /// The state of one text's search for digit-shaped entities.
-struct Search<'a> {
-    cache: PoolGuard<'a, hybrid::regex::Cache, CacheFn>,
+struct Search {
     /// How many of the found matches (at the front) are emails.
     emails: usize,
     /// The first email that may still overlap a candidate (candidates come in order).
@@ -276,6 +253,132 @@ struct Search<'a> {
     found_end: usize,
     /// A replacement could change what a search of the output finds.
     unsettled: bool,
+}
+
+/// The match of [`NUMBER_PATTERNS`] anchored at `p` and ending by `end`, as the regex finds
+/// it (leftmost-first: the first pattern that matches, each with its greedy preference;
+/// `\b` reads the bytes around the range too): `(pattern, match end)`.
+///
+/// Each pattern is a short fixed sequence or a run of units (`[ -]?[0-9]` for the card, an
+/// optional separator and a digit or a parenthesised group for E.164) whose next unit is
+/// decided by the next byte alone, so the greedy match is the longest run of units (within
+/// the pattern's bound) after which the word boundary holds.
+fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
+    let word = |i: usize| {
+        b.get(i)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
+    };
+    let boundary = |i: usize| (i > 0 && word(i - 1)) != word(i);
+    let digit = |i: usize| i < end && b[i].is_ascii_digit();
+    let digits = |i: usize, n: usize| (i..i + n).all(digit);
+    let one_of = |i: usize, set: &[u8]| i < end && set.contains(&b[i]);
+    // The longest of the unit run's ends (at least `min` units) followed by a boundary.
+    let longest = |ends: &[usize], min: usize| {
+        ends.iter()
+            .enumerate()
+            .rev()
+            .find(|&(k, &e)| k + 1 >= min && boundary(e))
+            .map(|(_, &e)| e)
+    };
+
+    // SSN_GROUPED: \b[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}\b
+    if boundary(p)
+        && digits(p, 3)
+        && one_of(p + 3, b"- ")
+        && digits(p + 4, 2)
+        && one_of(p + 6, b"- ")
+        && digits(p + 7, 4)
+        && boundary(p + 11)
+    {
+        return Some((SSN_GROUPED, p + 11));
+    }
+
+    // PHONE_US: (?:\+?1[ .-]?)?(?:\([0-9]{3}\)[ ]?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b
+    let tail = |t: usize| {
+        (digits(t, 3) && one_of(t + 3, b" .-") && digits(t + 4, 4) && boundary(t + 8))
+            .then_some(t + 8)
+    };
+    let national = |r: usize| {
+        if r < end && b[r] == b'(' && digits(r + 1, 3) && one_of(r + 4, b")") {
+            let t = r + 5;
+            if one_of(t, b" ") {
+                if let Some(e) = tail(t + 1) {
+                    return Some(e);
+                }
+            }
+            if let Some(e) = tail(t) {
+                return Some(e);
+            }
+        }
+        if boundary(r) && digits(r, 3) && one_of(r + 3, b" .-") {
+            return tail(r + 4);
+        }
+        None
+    };
+    // The optional country code, taken when it leads to a match: "+1" or "1", with its
+    // separator first, then without; then none.
+    let one = if b[p] == b'+' { p + 1 } else { p };
+    if one < end && b[one] == b'1' && (one == p || b[p] == b'+') {
+        let q = one + 1;
+        if one_of(q, b" .-") {
+            if let Some(e) = national(q + 1) {
+                return Some((PHONE_US, e));
+            }
+        }
+        if let Some(e) = national(q) {
+            return Some((PHONE_US, e));
+        }
+    }
+    if let Some(e) = national(p) {
+        return Some((PHONE_US, e));
+    }
+
+    // PHONE_E164: \+[1-9](?:[ .-]?(?:\([0-9]{1,4}\)|[0-9])){6,16}\b
+    if b[p] == b'+' && p + 1 < end && matches!(b[p + 1], b'1'..=b'9') {
+        let mut ends = [0usize; 16];
+        let mut n = 0;
+        let mut i = p + 2;
+        while n < 16 {
+            let j = if one_of(i, b" .-") { i + 1 } else { i };
+            let unit_end = if j < end && b[j] == b'(' {
+                let k = (j + 1..end.min(j + 6))
+                    .take_while(|&k| b[k].is_ascii_digit())
+                    .count();
+                ((1..=4).contains(&k) && one_of(j + 1 + k, b")")).then_some(j + 2 + k)
+            } else {
+                digit(j).then_some(j + 1)
+            };
+            let Some(u) = unit_end else { break };
+            ends[n] = u;
+            n += 1;
+            i = u;
+        }
+        if let Some(e) = longest(&ends[..n], 6) {
+            return Some((PHONE_E164, e));
+        }
+    }
+
+    // CARD: \b[0-9](?:[ -]?[0-9]){12,18}\b
+    if boundary(p) && digit(p) {
+        let mut ends = [0usize; 18];
+        let mut n = 0;
+        let mut i = p + 1;
+        while n < 18 {
+            let j = if one_of(i, b" -") { i + 1 } else { i };
+            if !digit(j) {
+                break;
+            }
+            ends[n] = j + 1;
+            n += 1;
+            i = j + 1;
+        }
+        if let Some(e) = longest(&ends[..n], 12) {
+            return Some((CARD, e));
+        }
+    }
+
+    // NINE_DIGITS: \b[0-9]{9}\b
+    (boundary(p) && digits(p, 9) && boundary(p + 9)).then_some((NINE_DIGITS, p + 9))
 }
 
 /// Whether a digit-shaped entity can start at `b[i]`: every pattern starts with a digit, '('
@@ -297,6 +400,24 @@ impl Default for Patterns {
         Patterns::new()
     }
 }
+
+/// What each byte is in a digit cluster: 1 a digit, 2 a separator (space - . ( ) +), 0 the
+/// end of the cluster.
+const CLUSTER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = 1;
+        c += 1;
+    }
+    let seps = b" -.()+";
+    let mut i = 0;
+    while i < seps.len() {
+        t[seps[i] as usize] = 2;
+        i += 1;
+    }
+    t
+};
 
 /// The index of the first ASCII digit at or after `i`. Skips eight bytes at a time while a
 /// word holds no digit (SWAR "has a byte between" test), then finds it byte by byte.
@@ -411,9 +532,15 @@ impl Digits {
     fn of(b: &[u8]) -> Option<Digits> {
         let mut d = [0u8; 20];
         let mut n = 0;
-        for x in digits(b) {
-            *d.get_mut(n)? = x;
-            n += 1;
+        for &c in b {
+            let x = c.wrapping_sub(b'0');
+            if x < 10 {
+                if n == d.len() {
+                    return None;
+                }
+                d[n] = x;
+                n += 1;
+            }
         }
         Some(Digits { d, n })
     }
@@ -524,11 +651,17 @@ fn card(span: &[u8]) -> Option<(usize, usize)> {
         // "1 2 3 4 ...": a list of numbers, not a card.
         return None;
     }
+    // The whole candidate is the longest run of groups: when it is a card, it is the answer.
+    if is_card_number(span) {
+        return Some((0, span.len()));
+    }
     let mut best: Option<(usize, usize)> = None;
     for i in 0..groups.len() {
+        let mut n = 0;
         for j in i..groups.len() {
             let (a, b) = (groups[i].0, groups[j].1);
-            let n = digits(&span[a..b]).count();
+            // Groups are digits only: the run's digits are the groups' lengths.
+            n += groups[j].1 - groups[j].0;
             if !(13..=19).contains(&n) {
                 continue;
             }
@@ -1072,5 +1205,75 @@ mod email_scan {
             assert_eq!(by_scan(s), by_regex(s), "{s}");
         }
         assert_eq!(by_scan("mail bob_smith+x@mail.example.co.uk now").len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod number_scan {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn patterns() -> &'static Patterns {
+        static P: std::sync::OnceLock<Patterns> = std::sync::OnceLock::new();
+        P.get_or_init(Patterns::new)
+    }
+
+    /// Every (start, range end) pair of `b`: the scanner and the regex, anchored there.
+    fn compare(b: &[u8]) -> Result<(), TestCaseError> {
+        let p = patterns();
+        for start in 0..b.len() {
+            for end in start + 1..=b.len() {
+                let input = Input::new(b).range(start..end).anchored(Anchored::Yes);
+                let regex = p
+                    .numbers_fallback
+                    .search(&input)
+                    .map(|m| (m.pattern().as_usize(), m.end()));
+                prop_assert_eq!(number_at(b, start, end), regex, "at {}..{}", start, end);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// The scanner finds what the regex finds at every start and range end: digit groups
+        /// with every separator, parentheses, '+', country codes, words and '_' around them.
+        #[test]
+        fn the_scan_matches_what_the_regex_matches(
+            s in "([a_]?[ (+]?1?(([0-9]{1,4}|\\([0-9]{1,5}\\))[ .()+-]{0,2}){0,6}[a_]?){1,2}"
+        ) {
+            compare(s.as_bytes())?;
+        }
+
+        /// Long runs: cards and E.164 numbers at and past their unit bounds.
+        #[test]
+        fn long_runs(sep in "[ .-]?", n in 8usize..24, plus in any::<bool>(), tail in "[a_ )]?") {
+            let digits: Vec<String> = (0..n).map(|i| ((i * 7 + 3) % 10).to_string()).collect();
+            let s = format!("{}{}{tail}", if plus { "+" } else { "" }, digits.join(&sep));
+            compare(s.as_bytes())?;
+        }
+    }
+
+    #[test]
+    fn known_shapes() {
+        for s in [
+            "123-45-6789",
+            "(415) 555-0123",
+            "+1 (415) 555-0123",
+            "1-415-555-0123",
+            "+44 20 7946 0958",
+            "+49 (30) 1234-5678",
+            "+49 (1234) 5678 90",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111-1111-1111",
+            "123456789",
+            "_123456789",
+        ] {
+            compare(s.as_bytes()).unwrap();
+            assert!(
+                number_at(s.as_bytes(), 0, s.len()).is_some() || s.starts_with('_'),
+                "{s}"
+            );
+        }
     }
 }
