@@ -1140,6 +1140,12 @@ mod settled {
             &mut c,
         );
         assert!(once.is_some_and(|(_, unsettled)| !unsettled));
+        // The dense benchmark's sentence: one pass.
+        let dense = "Contact jane.doe@example.com or (415) 555-0123. SSN 123-45-6789, card 4111 \
+                     1111 1111 1111. Also +44 20 7946 0958 and bob_smith+x@mail.example.co.uk \
+                     about order 987654321. ";
+        let once = replace_once(p, dense, Scan::ALL, &mut c);
+        assert!(once.is_some_and(|(_, unsettled)| !unsettled));
     }
 }
 
