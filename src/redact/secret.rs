@@ -162,14 +162,26 @@ impl Rules {
     pub fn find(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) -> bool {
         let b = text.as_bytes();
         let mut skip_to = 0;
+        // The secret that ends at `skip_to`, by its index in `out`.
+        let mut last = 0;
         let mut seen = false;
         for m in self.anchors.find_iter(b) {
             seen = true;
+            let rule = ANCHORS[m.pattern().as_usize()].1;
             if m.start() < skip_to {
+                // An anchor inside the previous secret: a secret starting there that runs on
+                // past it (a PEM block glued to a key, whose run of key characters took the
+                // "-----BEGIN" in) extends that secret, so no part of either is left.
+                if let Some((_, e)) = matcher(rule, b, m.start(), m.end()) {
+                    if e > skip_to {
+                        out[last].1 = e;
+                        skip_to = e;
+                    }
+                }
                 continue;
             }
-            let rule = ANCHORS[m.pattern().as_usize()].1;
             if let Some((s, e)) = matcher(rule, b, m.start(), m.end()) {
+                last = out.len();
                 out.push((s, e, Entity::Secret));
                 skip_to = e;
             }
@@ -369,6 +381,18 @@ fn aws_secret_after(b: &[u8], i: usize) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key glued to a PEM block: the block is not left behind the key's span.
+    #[test]
+    fn a_pem_block_glued_to_a_key_is_redacted_with_it() {
+        let key = "sk-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789";
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END RSA PRIVATE KEY-----";
+        let text = format!("x {key}{pem} y");
+        assert_eq!(secrets(&text), vec![format!("{key}{pem}").as_str()]);
+        let e = crate::redact::Engine::new();
+        let out = e.redact_text(&text, crate::redact::Scan::ALL, &mut Default::default());
+        assert_eq!(out.as_deref(), Some("x [REDACTED_SECRET] y"));
+    }
 
     fn secrets(text: &str) -> Vec<&str> {
         let r = Rules::new();
