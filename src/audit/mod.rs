@@ -177,8 +177,8 @@ pub fn cli_actor() -> String {
 
 /// The canonical bytes a record's hash covers: a JSON array of every field but the hashes,
 /// in a fixed order.
-fn canonical(r: &AuditRow) -> Vec<u8> {
-    serde_json::to_vec(&(
+fn canonical_fields(r: &AuditRow) -> impl serde::Serialize + '_ {
+    (
         r.seq,
         &r.id,
         &r.at,
@@ -192,15 +192,33 @@ fn canonical(r: &AuditRow) -> Vec<u8> {
         &r.request_id,
         &r.outcome,
         &r.details,
-    ))
-    .unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+fn canonical(r: &AuditRow) -> Vec<u8> {
+    serde_json::to_vec(&canonical_fields(r)).unwrap_or_default()
+}
+
+/// Feeds what serde_json writes straight into the hash (no intermediate buffer per record).
+struct Hashing<'a>(&'a mut Sha256);
+
+impl std::io::Write for Hashing<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn chain_hash(prev: &str, r: &AuditRow) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update([0u8]);
-    h.update(canonical(r));
+    // Serialising strings and integers into a writer that cannot fail does not fail.
+    let _ = serde_json::to_writer(Hashing(&mut h), &canonical_fields(r));
     hex(&h.finalize())
 }
 
@@ -494,6 +512,45 @@ mod tests {
 
     fn all(s: &Store) -> Vec<AuditRow> {
         s.audit_rows(0, None, None, 1000).unwrap()
+    }
+
+    fn fixed_row(details: &str) -> AuditRow {
+        AuditRow {
+            seq: 7,
+            id: "01a23cd3-922b-7642-b1ca-23babdb58c42".into(),
+            at: "2026-12-03T16:53:48.203663305Z".into(),
+            kind: "request".into(),
+            action: "proxy.request".into(),
+            actor: "key:k1".into(),
+            org_id: Some("o1".into()),
+            target_id: None,
+            source_ip: Some("sealed:v1:abc+/=".into()),
+            user_agent: Some("ua \"quoted\" \u{e9}\u{1}".into()),
+            request_id: Some("r1".into()),
+            outcome: "success".into(),
+            details: details.into(),
+            prev_hash: GENESIS.into(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_chain_hash_is_the_hash_of_the_canonical_encoding() {
+        // Chains written by earlier builds (which hashed a buffered encoding) must still
+        // verify: the streamed hash is pinned to a value and to the buffered definition.
+        let row = fixed_row(r#"{"method":"POST","path":"/v1/chat/completions","n":[1,2]}"#);
+        assert_eq!(
+            chain_hash(GENESIS, &row),
+            "3b345ce71cbb131ed4edbca9c397de4ed8f58ab97a850b4886d873de383407d8"
+        );
+        for details in ["", "{}", "\\\"\n\t\u{7f}\u{10ffff}", &"x".repeat(5000)] {
+            let row = fixed_row(details);
+            let mut h = Sha256::new();
+            h.update(GENESIS.as_bytes());
+            h.update([0u8]);
+            h.update(canonical(&row));
+            assert_eq!(chain_hash(GENESIS, &row), hex(&h.finalize()), "{details:?}");
+        }
     }
 
     #[test]

@@ -211,7 +211,7 @@ impl Patterns {
                 continue;
             }
             match classify(bytes, pattern, p, e) {
-                Some(found) => {
+                Ok(found) => {
                     if found.0 > p {
                         self.numbers_in(search, bytes, p, found.0, out);
                     }
@@ -222,9 +222,9 @@ impl Patterns {
                     at = found.1;
                     out.push(found);
                 }
-                None => {
+                Err(Refused { wants_context }) => {
                     search.refused_end = search.refused_end.max(e);
-                    if pattern == NINE_DIGITS && valid_ssn(&bytes[p..e]) {
+                    if wants_context {
                         // Refused for want of context: a replacement within the context
                         // window before it changes what the window holds.
                         let before = search
@@ -549,17 +549,41 @@ impl Digits {
     }
 }
 
-fn classify(b: &[u8], pattern: usize, s: usize, e: usize) -> Option<(usize, usize, Entity)> {
+/// Why [`classify`] refused a candidate.
+struct Refused {
+    /// A nine-digit number that is a valid SSN but has no SSN context before it (or is glued
+    /// to what surrounds it): a replacement within the context window could change that.
+    wants_context: bool,
+}
+
+/// The entity candidate `b[s..e]` (matched by `pattern`) is, or why it is none.
+fn classify(
+    b: &[u8],
+    pattern: usize,
+    s: usize,
+    e: usize,
+) -> Result<(usize, usize, Entity), Refused> {
     let span = &b[s..e];
     // Nothing glued to the candidate on either side: "x415-555-0123", "+415-555-0123-9".
     // A candidate opening with '(' or '+' is delimited by that character itself; only a leading
     // digit can be glued to a word ("x415-555-0123", "+415-555-0123" as part of "1+415...").
     let glued_before =
         s > 0 && span[0].is_ascii_digit() && (is_alnum(b.get(s - 1)) || b[s - 1] == b'+');
-    if is_alnum(b.get(e)) || glued_before {
-        return None;
+    if pattern == NINE_DIGITS {
+        // The SSN rules are checked once, whether the candidate is then refused or not.
+        let ssn = valid_ssn(span);
+        if ssn && !glued_before && !is_alnum(b.get(e)) && has_ssn_context(b, s) {
+            return Ok((s, e, Entity::Ssn));
+        }
+        return Err(Refused { wants_context: ssn });
     }
-    match pattern {
+    let none = Refused {
+        wants_context: false,
+    };
+    if is_alnum(b.get(e)) || glued_before {
+        return Err(none);
+    }
+    let found = match pattern {
         SSN_GROUPED => {
             // Both separators the same: "123-45-6789", "123 45 6789".
             (span[3] == span[6] && valid_ssn(span)).then_some((s, e, Entity::Ssn))
@@ -570,9 +594,9 @@ fn classify(b: &[u8], pattern: usize, s: usize, e: usize) -> Option<(usize, usiz
             let n = digits(span).count();
             (8..=15).contains(&n).then_some((s, e, Entity::Phone))
         }
-        NINE_DIGITS => (valid_ssn(span) && has_ssn_context(b, s)).then_some((s, e, Entity::Ssn)),
         _ => None,
-    }
+    };
+    found.ok_or(none)
 }
 
 /// The entity a JSON number `b[s..e]` is, if any: an integer of 13 to 19 digits that is a card

@@ -290,10 +290,11 @@ impl Proxy {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("({status})\n{}", self.log()));
             }
-            if let Ok(r) = http_get(self.admin_port, "/readyz") {
-                if r.status == 200 {
-                    return Ok(());
-                }
+            // `/readyz` is about the data plane; the metrics listener is a service of its own
+            // that can open a moment later, and tests scrape it right away.
+            let ready = http_get(self.admin_port, "/readyz").is_ok_and(|r| r.status == 200);
+            if ready && std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).is_ok() {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
