@@ -151,6 +151,9 @@ impl Rules {
     pub fn new() -> Rules {
         let anchors = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
+            // Anchored searches too: whether a secret's anchor starts right where another
+            // secret's fixed length ends (`Glue::next`).
+            .start_kind(aho_corasick::StartKind::Both)
             .build(ANCHORS.iter().map(|(a, _)| a))
             .expect("the built-in secret anchors compile (checked by unit tests)");
         Rules { anchors }
@@ -165,14 +168,32 @@ impl Rules {
         // The secret that ends at `skip_to`, by its index in `out`.
         let mut last = 0;
         let mut seen = false;
+        let anchor_at = |i: usize| {
+            i < b.len()
+                && self
+                    .anchors
+                    .find(
+                        aho_corasick::Input::new(b)
+                            .range(i..)
+                            .anchored(aho_corasick::Anchored::Yes),
+                    )
+                    .is_some()
+        };
         for m in self.anchors.find_iter(b) {
             seen = true;
             let rule = ANCHORS[m.pattern().as_usize()].1;
+            let glue = Glue {
+                // Right after the previous secret, or after one separator following it: the
+                // character before is that secret's, not a word this anchor is part of.
+                after_secret: skip_to > 0
+                    && (m.start() <= skip_to || (m.start() == skip_to + 1 && is_glue(b[skip_to]))),
+                next: &anchor_at,
+            };
             if m.start() < skip_to {
                 // An anchor inside the previous secret: a secret starting there that runs on
                 // past it (a PEM block glued to a key, whose run of key characters took the
                 // "-----BEGIN" in) extends that secret, so no part of either is left.
-                if let Some((_, e)) = matcher(rule, b, m.start(), m.end()) {
+                if let Some((_, e)) = matcher(rule, b, m.start(), m.end(), &glue) {
                     if e > skip_to {
                         out[last].1 = e;
                         skip_to = e;
@@ -180,7 +201,7 @@ impl Rules {
                 }
                 continue;
             }
-            if let Some((s, e)) = matcher(rule, b, m.start(), m.end()) {
+            if let Some((s, e)) = matcher(rule, b, m.start(), m.end(), &glue) {
                 last = out.len();
                 out.push((s, e, Entity::Secret));
                 skip_to = e;
@@ -195,9 +216,44 @@ impl Rules {
     }
 }
 
+/// A separator that can join two secrets into one run of key characters.
+fn is_glue(c: u8) -> bool {
+    matches!(c, b'-' | b'_' | b'.')
+}
+
+/// What lets a secret's boundaries be crossed: secrets glued to each other
+/// (`<key>-<key>`, `<key><key>`) are each found, instead of each refused because the other
+/// runs on from it.
+struct Glue<'a> {
+    /// The anchor is inside, right after, or one separator after the previous secret, so it
+    /// starts a token even though a key character precedes it.
+    after_secret: bool,
+    /// Whether an anchor starts at an index.
+    next: &'a dyn Fn(usize) -> bool,
+}
+
+impl Glue<'_> {
+    /// A token of a fixed length may end at `e` though the run goes on: another secret's
+    /// anchor starts there, or right after one separator.
+    fn ends_at(&self, b: &[u8], e: usize) -> bool {
+        (self.next)(e) || (b.get(e).copied().is_some_and(is_glue) && (self.next)(e + 1))
+    }
+
+    /// [`exact`], or the first `len` characters of a longer run when another secret follows.
+    fn exact(&self, b: &[u8], i: usize, len: usize, class: fn(u8) -> bool) -> Option<usize> {
+        let end = run(b, i, class);
+        (end - i == len || (end - i > len && self.ends_at(b, i + len))).then_some(i + len)
+    }
+
+    /// Nothing of `class` right after `e`, or another secret starts there.
+    fn ends_token(&self, b: &[u8], e: usize, class: fn(u8) -> bool) -> bool {
+        !b.get(e).copied().is_some_and(class) || self.ends_at(b, e)
+    }
+}
+
 /// Check the token at an anchor `b[a..z]`: its span, if it is a secret.
-fn matcher(rule: Rule, b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
-    let token = |class: fn(u8) -> bool| starts_token(b, a, class);
+fn matcher(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(usize, usize)> {
+    let token = |class: fn(u8) -> bool| glue.after_secret || starts_token(b, a, class);
     match rule {
         Rule::SkKey => {
             if !token(is_key_char) {
@@ -210,25 +266,31 @@ fn matcher(rule: Rule, b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
                 && body.iter().any(u8::is_ascii_digit);
             mixed.then_some((a, end))
         }
-        Rule::Stripe => token(is_key_char)
-            .then(|| at_least(b, z, 24, is_alnum))
-            .flatten()
-            .filter(|&e| !b.get(e).copied().is_some_and(is_key_char))
-            .map(|e| (a, e)),
+        Rule::Stripe => {
+            if !token(is_key_char) {
+                return None;
+            }
+            let e = at_least(b, z, 24, is_alnum)?;
+            if glue.ends_token(b, e, is_key_char) {
+                return Some((a, e));
+            }
+            // Another secret glued on without a separator: the key ends where it starts.
+            (z + 24..e).find(|&i| glue.ends_at(b, i)).map(|i| (a, i))
+        }
         Rule::AwsId => token(is_alnum)
-            .then(|| exact(b, z, 16, |c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+            .then(|| glue.exact(b, z, 16, |c| c.is_ascii_uppercase() || c.is_ascii_digit()))
             .flatten()
-            .filter(|&e| !b.get(e).copied().is_some_and(is_alnum))
+            .filter(|&e| glue.ends_token(b, e, is_alnum))
             .map(|e| (a, e)),
         Rule::AwsSecretContext => None,
         Rule::Google => token(is_key_char)
-            .then(|| exact(b, z, 35, is_key_char))
+            .then(|| glue.exact(b, z, 35, is_key_char))
             .flatten()
             .map(|e| (a, e)),
         Rule::GithubClassic => token(is_key_char)
-            .then(|| exact(b, z, 36, is_alnum))
+            .then(|| glue.exact(b, z, 36, is_alnum))
             .flatten()
-            .filter(|&e| !b.get(e).copied().is_some_and(is_key_char))
+            .filter(|&e| glue.ends_token(b, e, is_key_char))
             .map(|e| (a, e)),
         Rule::GithubPat => token(is_key_char)
             .then(|| at_least(b, z, 50, |c| is_alnum(c) || c == b'_'))
@@ -251,7 +313,7 @@ fn matcher(rule: Rule, b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
             Some((start, end))
         }
         Rule::Twilio => token(is_alnum)
-            .then(|| exact(b, z, 32, |c| c.is_ascii_hexdigit()))
+            .then(|| glue.exact(b, z, 32, |c| c.is_ascii_hexdigit()))
             .flatten()
             .map(|e| (a, e)),
         Rule::SendGrid => {
@@ -262,17 +324,17 @@ fn matcher(rule: Rule, b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
             if b.get(dot) != Some(&b'.') {
                 return None;
             }
-            exact(b, dot + 1, 43, is_key_char).map(|e| (a, e))
+            glue.exact(b, dot + 1, 43, is_key_char).map(|e| (a, e))
         }
         Rule::Npm => token(is_key_char)
-            .then(|| exact(b, z, 36, is_alnum))
+            .then(|| glue.exact(b, z, 36, is_alnum))
             .flatten()
             .map(|e| (a, e)),
         Rule::Pypi => token(is_key_char)
             .then(|| at_least(b, z, 50, is_key_char))
             .flatten()
             .map(|e| (a, e)),
-        Rule::Jwt => jwt(b, a),
+        Rule::Jwt => jwt(b, a, glue.after_secret),
         Rule::Pem => pem(b, a),
         Rule::UrlCredentials => url_credentials(b, a, z),
     }
@@ -280,9 +342,9 @@ fn matcher(rule: Rule, b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
 
 /// `eyJ<header>.` where the header decodes to a JSON object with `alg`, plus the rest of the
 /// token (payload and signature, possibly cut short).
-fn jwt(b: &[u8], a: usize) -> Option<(usize, usize)> {
+fn jwt(b: &[u8], a: usize, after_secret: bool) -> Option<(usize, usize)> {
     use base64::Engine as _;
-    if !starts_token(b, a, is_jwt_char) {
+    if !after_secret && !starts_token(b, a, is_jwt_char) {
         return None;
     }
     let header_end = run(b, a, is_key_char);
@@ -444,6 +506,49 @@ mod tests {
         // A private key without its END line runs to the end.
         let cut = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU";
         assert_eq!(secrets(cut), vec![cut]);
+    }
+
+    /// One sample of every rule, with a part of it that must never survive redaction.
+    const SAMPLES: &[(&str, &str)] = &[
+        ("sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh", "Yz0123456789AbCdEfGh"),
+        ("sk-ant-api03-Abc123Def456Ghi789Jkl012Mno345Pqr678Stu901Vwx", "Pqr678Stu901Vwx"),
+        ("AKIAIOSFODNN7EXAMPLE", "IOSFODNN7EXAMPLE"),
+        ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "ISLn_3namBGewQe"),
+        ("ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R", "3m4N5o6P7q8R"),
+        ("github_pat_11ABCDEFG0123456789abc_ABCdefGHIjklMNOpqrSTUvwxYZ0123456789abcdefghijABCDEFGHIJKLMNOP", "abcdefghijABCDEFGHIJKLMNOP"),
+        ("glpat-xYz123AbC456dEf789gH", "AbC456dEf789gH"),
+        ("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "IjKlMnOpQrStUvWx"),
+        ("sk_live_51H8xYzAbCdEfGhIjKlMnOpQr", "AbCdEfGhIjKlMnOpQr"),
+        ("SK0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
+        ("SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq", "UVWXYZabcdefghijklmnopq"),
+        ("npm_abcdefghijklmnopqrstuvwxyz0123456789", "qrstuvwxyz0123456789"),
+        ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END RSA PRIVATE KEY-----", "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo"),
+    ];
+
+    #[test]
+    fn secrets_next_to_each_other_are_all_redacted() {
+        let e = crate::redact::Engine::new();
+        let mut leaks = Vec::new();
+        for (a, ma) in SAMPLES {
+            for (b, mb) in SAMPLES {
+                for glue in ["", " ", "-", "_", ".", "/", ":", "=", ",", "\n", "\"", "'"] {
+                    let text = format!("x {a}{glue}{b} y");
+                    let out = e
+                        .redact_text(&text, crate::redact::Scan::ALL, &mut Default::default())
+                        .unwrap_or_else(|| text.clone());
+                    if out.contains(ma) || out.contains(mb) {
+                        leaks.push(format!("{glue:?}: {text:?} -> {out:?}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            leaks.is_empty(),
+            "{} leaks:\n{}",
+            leaks.len(),
+            leaks.join("\n")
+        );
     }
 
     #[test]
