@@ -253,7 +253,10 @@ impl Glue<'_> {
 
 /// Check the token at an anchor `b[a..z]`: its span, if it is a secret.
 fn matcher(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(usize, usize)> {
-    let token = |class: fn(u8) -> bool| glue.after_secret || starts_token(b, a, class);
+    // A token starts at the anchor when no key character precedes it, or only a separator
+    // does (`<email>-sk-...`, `id_ghp_...`): a key is a key whatever it is joined to.
+    let joined = glue.after_secret || (a > 0 && is_glue(b[a - 1]));
+    let token = |class: fn(u8) -> bool| joined || starts_token(b, a, class);
     match rule {
         Rule::SkKey => {
             if !token(is_key_char) {
@@ -334,7 +337,7 @@ fn matcher(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(usi
             .then(|| at_least(b, z, 50, is_key_char))
             .flatten()
             .map(|e| (a, e)),
-        Rule::Jwt => jwt(b, a, glue.after_secret),
+        Rule::Jwt => jwt(b, a, joined),
         Rule::Pem => pem(b, a),
         Rule::UrlCredentials => url_credentials(b, a, z),
     }
@@ -342,9 +345,9 @@ fn matcher(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(usi
 
 /// `eyJ<header>.` where the header decodes to a JSON object with `alg`, plus the rest of the
 /// token (payload and signature, possibly cut short).
-fn jwt(b: &[u8], a: usize, after_secret: bool) -> Option<(usize, usize)> {
+fn jwt(b: &[u8], a: usize, joined: bool) -> Option<(usize, usize)> {
     use base64::Engine as _;
-    if !after_secret && !starts_token(b, a, is_jwt_char) {
+    if !joined && !starts_token(b, a, is_jwt_char) {
         return None;
     }
     let header_end = run(b, a, is_key_char);
@@ -549,6 +552,43 @@ mod tests {
             leaks.len(),
             leaks.join("\n")
         );
+    }
+
+    #[test]
+    fn a_key_after_a_separator_is_found() {
+        let e = crate::redact::Engine::new();
+        for (key, marker) in SAMPLES {
+            for before in [
+                "jane.doe@example.com",
+                "4111111111111111",
+                "123-45-6789",
+                "id",
+                "x",
+            ] {
+                for sep in ["-", "_", "."] {
+                    let text = format!("a {before}{sep}{key} z");
+                    let out = e
+                        .redact_text(&text, crate::redact::Scan::ALL, &mut Default::default())
+                        .unwrap_or_else(|| text.clone());
+                    assert!(!out.contains(marker), "{text:?} -> {out:?}");
+                    assert!(
+                        out.contains("[REDACTED_SECRET]") || out.contains("[REDACTED_EMAIL]"),
+                        "{text:?} -> {out:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// An email whose domain runs into a key (`.sk` is a top-level domain): the overlapping
+    /// matches are replaced as one, nothing of the key is left.
+    #[test]
+    fn a_key_overlapping_an_email_is_redacted_with_it() {
+        let e = crate::redact::Engine::new();
+        let text =
+            "mail jane.doe@example.com.sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh now";
+        let out = e.redact_text(text, crate::redact::Scan::ALL, &mut Default::default());
+        assert_eq!(out.as_deref(), Some("mail [REDACTED_EMAIL] now"));
     }
 
     #[test]

@@ -209,6 +209,14 @@ impl TextStream {
             let mut replaced = false;
             for (s, e, entity) in found {
                 if s < last {
+                    // Overlapping a replacement made in this pass: covered by it, as in
+                    // batch redaction (`text::replace_once`).
+                    if last > base && e > last {
+                        last = e;
+                        if pass == 0 && e == joined.len() && entity == Entity::Secret {
+                            next_mode = self.open_secret(&joined.as_bytes()[s..e], cut_short);
+                        }
+                    }
                     continue;
                 }
                 next.push_str(&joined[last..s]);

@@ -830,9 +830,11 @@ fn replace_once(
     let mut last = 0;
     for (s, e, entity) in found {
         if s < last {
-            // Dropped as overlapping the previous match: what it covered past that match
-            // was not searched on its own.
+            // Overlapping the previous match (`jane@example.com.sk-proj-...`: the email's
+            // domain took the key's `sk`): the previous replacement covers it too, so no part
+            // of either is left. Searched again: what follows it may read differently now.
             unsettled = true;
+            last = last.max(e);
             continue;
         }
         unsettled |= (s > 0 && sticky(b[s - 1])) || b.get(e).copied().is_some_and(sticky);
