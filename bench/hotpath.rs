@@ -3,6 +3,9 @@
 //! lookup against a full `serde_json::Value` parse of the same body, and key authentication
 //! plus credential injection against a bare SHA-256 of the key.
 
+#[path = "records.rs"]
+mod records;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use sluice::admin::{self, KeySpec};
 use sluice::auth::{self, Snapshot};
@@ -248,36 +251,13 @@ fn login(c: &mut Criterion) {
     g.finish();
 }
 
-/// A proxied request's audit record as the data plane builds it (`proxy.request`, org set).
-fn request_record(org: &str, i: usize) -> sluice::audit::Record {
-    sluice::audit::Record {
-        kind: "request",
-        action: "proxy.request".into(),
-        actor: "key:0190f3a2-7c1e-7d3a-9b1c-2f5e8a9d4c71".into(),
-        org_id: Some(org.into()),
-        target_id: Some("openai-us".into()),
-        source_ip: Some("127.0.0.1".into()),
-        user_agent: Some("OpenAI/Python 1.50.0".into()),
-        request_id: Some(format!("0190f3a2-7c1e-7d3a-9b1c-{i:012}")),
-        outcome: "success",
-        details: serde_json::json!({
-            "method": "POST", "path": "/v1/chat/completions", "route": "chat_completions",
-            "key_id": "0190f3a2-7c1e-7d3a-9b1c-2f5e8a9d4c71", "model": "gpt-4o-mini",
-            "region": "us", "upstream": "openai-us", "status": 200, "code": null,
-            "latency_ms": 1.234, "bytes_in": 2048, "bytes_out": 512,
-            "redactions": {"email": 0}, "response_redactions": null,
-            "usage": {"input_tokens": 512, "output_tokens": 64},
-        }),
-    }
-}
-
 /// The audit writer's work per batch (seal, chain, insert, commit with `synchronous = FULL`)
 /// against inserting the same number of plain rows into an unindexed table in one transaction.
 fn audit(c: &mut Criterion) {
     const BATCH: usize = 100;
     let (dir, store, ring, org) = store_with_org();
     let records: Vec<_> = (0..BATCH)
-        .map(|i| request_record(&org.id, i).bounded())
+        .map(|i| records::request_record(&org.id, i).bounded())
         .collect();
     let mut keys = sluice::audit::OrgKeys::new(&ring).withholding();
     let mut g = c.benchmark_group("audit");

@@ -16,6 +16,7 @@ Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get instal
        python3 bench/load.py --against OLD_BINARY   an A/B of a change: a second sluice (e.g.
        the build from before it, copied aside) on a copy of the same store, driven in the same
        run, with the ratio new/old
+       --old-page-size 4096   with --against: the second sluice's store rebuilt with 4 KB pages
        --log-level info   sluice's log level (default warn; info adds a line per request)
        --rounds N   measure each target N times, alternating the order, and report means
        --conns 32   only these concurrency levels (comma-separated; default 1,32)
@@ -141,6 +142,10 @@ def main():
     ap.add_argument("--against", metavar="BINARY",
                     help="also run this sluice binary (e.g. the build before a change) and "
                          "print new/old ratios from the same run")
+    ap.add_argument("--old-page-size", type=int, metavar="BYTES",
+                    help="with --against: rebuild the second sluice's copy of the store with "
+                         "these SQLite pages (e.g. 4096, the page size of stores created before "
+                         "16 KB pages; --against target/release/sluice then A/Bs the page size alone)")
     ap.add_argument("--log-level", default="warn", help="sluice's [log] level (default warn)")
     ap.add_argument("--conns", default="1,32", help="concurrency levels (default 1,32)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -208,6 +213,15 @@ def main():
         # The same store copied (its own audit writer), other ports, the other binary.
         old, oadm, omet = (free_port() for _ in range(3))
         shutil.copyfile(os.path.join(tmp, "sluice.db"), os.path.join(tmp, "old.db"))
+        if args.old_page_size:
+            # The copy rebuilt with other pages (an A/B of the store's page size).
+            import sqlite3
+            c = sqlite3.connect(os.path.join(tmp, "old.db"), isolation_level=None)
+            c.execute("PRAGMA journal_mode=DELETE")
+            c.execute(f"PRAGMA page_size={args.old_page_size}")
+            c.execute("VACUUM")
+            c.execute("PRAGMA journal_mode=WAL")
+            c.close()
         ocfg = os.path.join(tmp, "old.toml")
         with open(cfg) as src, open(ocfg, "w") as f:
             text = src.read()

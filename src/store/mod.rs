@@ -395,6 +395,14 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Page size of a new store. Nearly every write is the audit writer's: a batch of request
+/// records of about 1 KB each, appended once per commit to the audit table and its indexes,
+/// then copied from the WAL into the database by the checkpoint. 16 KB pages take that in a
+/// quarter of the WAL frames and page copies (each frame is two `pwrite`s, each copied page a
+/// `pread` and a `pwrite`) and pack rows with less slack than 4 KB ones: the audit writer's
+/// system time per record fell by about a third and the file by a sixth (README, benchmarks).
+pub const PAGE_SIZE: i64 = 16 * 1024;
+
 impl Store {
     /// Open (creating if needed, 0700 dir / 0600 file) and migrate.
     pub fn open(path: &Path) -> Result<Store> {
@@ -429,6 +437,9 @@ impl Store {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Before anything is written: a new store gets `PAGE_SIZE` pages. An existing store
+        // keeps the page size it was created with (in WAL mode SQLite ignores this).
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -1180,6 +1191,38 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    fn page_size(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_new_store_has_large_pages_and_an_old_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.db");
+        drop(Store::open(&new).unwrap());
+        assert_eq!(page_size(&new), PAGE_SIZE);
+
+        // A store created by an earlier build (4 KB pages, WAL) opens, keeps its page size,
+        // and takes writes.
+        let old = dir.path().join("old.db");
+        {
+            let c = Connection::open(&old).unwrap();
+            c.pragma_update(None, "page_size", 4096).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            c.execute_batch("CREATE TABLE t (x); DROP TABLE t;")
+                .unwrap();
+        }
+        assert_eq!(page_size(&old), 4096);
+        let s = Store::open(&old).unwrap();
+        let org = s.insert_org("acme", &OrgSettings::default()).unwrap();
+        drop(s);
+        assert_eq!(page_size(&old), 4096);
+        assert_eq!(Store::open(&old).unwrap().orgs().unwrap(), vec![org]);
     }
 
     #[test]
