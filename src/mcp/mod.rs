@@ -5,9 +5,11 @@
 
 mod policy;
 mod rpc;
+mod session;
 
-pub use policy::{AllowList, ListError, Policy};
-pub use rpc::{inspect, Call, Inspection, Responses};
+pub use policy::{check_uri, AllowList, ListError, Policy, UriError};
+pub use rpc::{inspect, Call, Inspection, Invalid, Responses, NOTIFICATIONS, REQUESTS};
+pub use session::Sessions;
 
 /// The JSON-RPC error code of a refused tool, resource or prompt.
 pub const NOT_ALLOWED: i64 = -32001;

@@ -70,6 +70,26 @@ impl AllowList {
         })
     }
 
+    /// Whether the resource `uri` on `server` is allowed: only a URI in normal form (see
+    /// [`check_uri`]) can be, and a `*` entry matches at a segment boundary only
+    /// (`file:///srv/docs/*` and `file:///srv/docs*` both allow `file:///srv/docs/a.md`, neither
+    /// `file:///srv/docs-private/a.md`).
+    pub fn allows_uri(&self, server: &str, uri: &str) -> bool {
+        check_uri(uri).is_ok()
+            && self.0.iter().any(|e| {
+                let name_ok = match e.name.strip_suffix('*') {
+                    Some(prefix) => uri.strip_prefix(prefix).is_some_and(|rest| {
+                        prefix.is_empty()
+                            || prefix.ends_with(['/', ':'])
+                            || rest.is_empty()
+                            || rest.starts_with(['/', '?', '#'])
+                    }),
+                    None => e.name == uri,
+                };
+                (e.server == "*" || e.server == server) && name_ok
+            })
+    }
+
     /// Whether the list allows nothing.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -86,6 +106,64 @@ impl fmt::Display for AllowList {
         }
         Ok(())
     }
+}
+
+/// Why a resource URI is refused before any policy is matched. Matching is on exactly the URI
+/// forwarded, so only a URI that servers cannot read as another one passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    /// A `.` or `..` path segment (RFC 3986 section 5.2.4 would remove it), plain or encoded.
+    #[error("the URI has a dot segment")]
+    DotSegment,
+    /// A percent-encoded `/`, `\`, NUL or control character, or a malformed escape.
+    #[error("the URI has an encoded separator, control character or a malformed escape")]
+    EncodedSeparator,
+    /// A percent-encoded unreserved character (`%41` for `A`): not in normal form.
+    #[error("the URI encodes a character that needs no encoding")]
+    NotNormal,
+    /// A backslash or a control character, written as it is.
+    #[error("the URI has a backslash or a control character")]
+    Forbidden,
+}
+
+/// Check that `uri` is in the normal form policies match on: no dot segments in its path, no
+/// percent-encoded unreserved characters (RFC 3986 section 6.2.2.2), no encoded `/`, `\`, NUL
+/// or control characters, no backslash or control character at all.
+pub fn check_uri(uri: &str) -> Result<(), UriError> {
+    let b = uri.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => return Err(UriError::Forbidden),
+            c if c < 0x20 || c == 0x7f => return Err(UriError::Forbidden),
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                let byte = match (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
+                    (Some(h), Some(l)) => (h * 16 + l) as u8,
+                    _ => return Err(UriError::EncodedSeparator),
+                };
+                if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                    return Err(UriError::NotNormal);
+                }
+                if matches!(byte, b'/' | b'\\') || byte < 0x20 || byte == 0x7f {
+                    return Err(UriError::EncodedSeparator);
+                }
+                i += 3;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    // The path's segments: everything before the query or fragment, split at '/'.
+    let path = uri.split(['?', '#']).next().unwrap_or("");
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(UriError::DotSegment);
+    }
+    Ok(())
 }
 
 /// What a key may use over MCP.
@@ -125,5 +203,42 @@ mod tests {
         let prefix = AllowList::parse("docs:file:///srv/*").unwrap();
         assert!(prefix.allows("docs", "file:///srv/a/b.md"));
         assert!(!prefix.allows("docs", "file:///etc/passwd"));
+    }
+
+    #[test]
+    fn resource_uris_match_in_normal_form_at_segment_boundaries() {
+        let l = AllowList::parse("docs:file:///srv/docs/*,docs:s3://bucket*").unwrap();
+        assert!(l.allows_uri("docs", "file:///srv/docs/a/b.md"));
+        assert!(l.allows_uri("docs", "file:///srv/docs/a%20b.md"));
+        assert!(l.allows_uri("docs", "s3://bucket"));
+        assert!(l.allows_uri("docs", "s3://bucket/k?v=1"));
+        for bad in [
+            "file:///srv/docs/../private/x",
+            "file:///srv/docs/a/../../private/x",
+            "file:///srv/docs/%2e%2e/private/x",
+            "file:///srv/docs/%2E%2e/private/x",
+            "file:///srv/docs/.%2e/private/x",
+            "file:///srv/docs/..",
+            "file:///srv/docs/./a.md",
+            "./../../etc/shadow",
+            "file:///srv/docs/..%2fprivate",
+            "file:///srv/docs/..%2Fprivate",
+            "file:///srv/docs/a%5c..%5cx",
+            "file:///srv/docs/a\\..\\x",
+            "file:///srv/docs/a%00.md",
+            "file:///srv/docs/a\0.md",
+            "file:///srv/docs/%61.md",
+            "file:///srv/docs/%zz",
+            "file:///srv/docs/%4",
+            "s3://bucket2/k",
+            "s3://bucket-private/k",
+            "file:///srv/docs",
+        ] {
+            assert!(!l.allows_uri("docs", bad), "{bad}");
+        }
+        assert_eq!(check_uri("file:///a/../b"), Err(UriError::DotSegment));
+        assert_eq!(check_uri("file:///a/%2E%2E/b"), Err(UriError::NotNormal));
+        // A dot segment in the query is not a path segment.
+        assert_eq!(check_uri("file:///a?p=../b"), Ok(()));
     }
 }

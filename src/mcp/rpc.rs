@@ -19,6 +19,38 @@ use serde_json::{json, Value};
 use super::{Policy, BAD_UPSTREAM, NOT_ALLOWED};
 use crate::redact::{Counts, Engine, Scan};
 
+/// The requests a client may send an MCP server through sluice: the methods of the MCP
+/// specification sluice understands. Anything else is refused (deny by default).
+pub const REQUESTS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+/// The notifications a client may send an MCP server through sluice.
+pub const NOTIFICATIONS: &[&str] = &[
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+];
+
+/// The members of a JSON-RPC message sluice reads: one written in another ASCII case
+/// (`Method`, `ID`) is refused, since case-blind decoders read it where sluice would not.
+const MESSAGE_MEMBERS: &[&str] = &["jsonrpc", "method", "params", "id", "result", "error"];
+/// The members of `params` (and of a completion's `ref`) sluice reads.
+const PARAMS_MEMBERS: &[&str] = &["name", "uri", "ref", "type"];
+
 /// One request or notification of an incoming body.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -27,8 +59,20 @@ pub struct Call {
     pub method: String,
     /// The tool, resource URI or prompt a call names.
     pub name: Option<String>,
-    /// Refused by the key's policy.
+    /// Refused (by the key's policy, or a method sluice does not forward).
     pub refused: bool,
+    /// Why, when refused: the JSON-RPC error's code, message and what it names.
+    denial: Option<Denial>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Denial {
+    code: i64,
+    message: &'static str,
+    /// The kind of thing named (`tool`, `resource`, `prompt`), if any.
+    what: Option<&'static str>,
+    /// Why a resource URI was refused before its policy was looked at.
+    reason: Option<&'static str>,
 }
 
 /// What an incoming body asks for.
@@ -37,102 +81,133 @@ pub struct Inspection {
     pub calls: Vec<Call>,
     /// Set when something was refused: the JSON-RPC answer to send instead of forwarding.
     pub refusal: Option<Vec<u8>>,
+    /// The stable code of the refusal: `tool_not_allowed` (a tool, resource or prompt the key
+    /// may not use) or `mcp_method_not_allowed` (a method sluice does not forward).
+    pub code: &'static str,
+}
+
+/// A body that is not one unambiguous JSON-RPC message or batch: the answer (status 400).
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    /// `invalid_json_rpc`, or `ambiguous_json` (a member named twice, or in another case).
+    pub code: &'static str,
+    pub body: Vec<u8>,
 }
 
 fn error(id: &Value, code: i64, message: &str, data: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message, "data": data}})
 }
 
+/// Whether a JSON-RPC id is one MCP allows: a string or an integer.
+fn is_valid_id(id: &Value) -> bool {
+    id.is_string() || id.is_i64() || id.is_u64()
+}
+
 /// Read a JSON-RPC body sent to `server`. `Err` is the answer to a body that is not JSON-RPC
-/// (parse error -32700 or invalid request -32600), to be sent with status 400.
-pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection, Vec<u8>> {
-    let invalid = |code: i64, msg: &str| {
-        serde_json::to_vec(&error(&Value::Null, code, msg, Value::Null)).unwrap_or_default()
+/// (parse error -32700, invalid request -32600), to be sent with status 400.
+pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection, Invalid> {
+    let invalid = |code: &'static str, rpc: i64, msg: &str| Invalid {
+        code,
+        body: serde_json::to_vec(&error(&Value::Null, rpc, msg, Value::Null)).unwrap_or_default(),
     };
-    let v: Value = serde_json::from_slice(body).map_err(|_| invalid(-32700, "parse_error"))?;
+    let v = crate::json::parse(body).map_err(|e| match e {
+        crate::json::Error::Invalid => invalid("invalid_json_rpc", -32700, "parse_error"),
+        crate::json::Error::Duplicate => invalid("ambiguous_json", -32600, "ambiguous_json"),
+    })?;
     let (messages, batch) = match v {
         Value::Array(a) if !a.is_empty() => (a, true),
         Value::Object(_) => (vec![v], false),
-        _ => return Err(invalid(-32600, "invalid_request")),
+        _ => return Err(invalid("invalid_json_rpc", -32600, "invalid_request")),
     };
-    let mut calls = Vec::with_capacity(messages.len());
+    let mut calls: Vec<Call> = Vec::with_capacity(messages.len());
     for m in &messages {
         let Some(obj) = m.as_object() else {
-            return Err(invalid(-32600, "invalid_request"));
+            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
         };
-        if obj.get("jsonrpc") != Some(&json!("2.0")) {
-            return Err(invalid(-32600, "invalid_request"));
+        let params = obj.get("params");
+        let params_obj = params.and_then(Value::as_object);
+        let ref_obj = params_obj
+            .and_then(|p| p.get("ref"))
+            .and_then(Value::as_object);
+        if crate::json::case_variant(obj, MESSAGE_MEMBERS).is_some()
+            || params_obj.is_some_and(|p| crate::json::case_variant(p, PARAMS_MEMBERS).is_some())
+            || ref_obj.is_some_and(|r| crate::json::case_variant(r, PARAMS_MEMBERS).is_some())
+        {
+            return Err(invalid("ambiguous_json", -32600, "ambiguous_json"));
         }
-        let Some(method) = obj.get("method").and_then(Value::as_str) else {
-            // A response (to a server's request, e.g. sampling): nothing to check.
+        if obj.get("jsonrpc") != Some(&json!("2.0")) {
+            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+        }
+        let id = obj.get("id").cloned();
+        if id.as_ref().is_some_and(|id| !is_valid_id(id)) || params.is_some_and(|p| !p.is_object())
+        {
+            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+        }
+        // One id per message of a batch: two answers to one id could not be told apart.
+        if let Some(id) = &id {
+            if calls.iter().any(|c| c.id.as_ref() == Some(id)) {
+                return Err(invalid("invalid_json_rpc", -32600, "duplicate_id"));
+            }
+        }
+        let Some(method) = obj.get("method") else {
+            // A response (to a server's request, e.g. sampling): an id, a result or an error.
+            if id.is_none() || obj.contains_key("result") == obj.contains_key("error") {
+                return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+            }
             calls.push(Call {
-                id: obj.get("id").cloned(),
+                id,
                 method: "response".into(),
                 name: None,
                 refused: false,
+                denial: None,
             });
             continue;
         };
-        let params = obj.get("params");
-        let named = |key: &str| {
-            params
-                .and_then(|p| p.get(key))
-                .and_then(Value::as_str)
-                .map(String::from)
+        let Some(method) = method.as_str() else {
+            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
         };
-        let (name, allowed) = match method {
-            "tools/call" => {
-                let n = named("name");
-                let ok = n.as_deref().is_some_and(|t| policy.tools.allows(server, t));
-                (n, ok)
-            }
-            "resources/read" | "resources/subscribe" => {
-                let n = named("uri");
-                let ok = n
-                    .as_deref()
-                    .is_some_and(|u| policy.resources.allows(server, u));
-                (n, ok)
-            }
-            "prompts/get" => {
-                let n = named("name");
-                let ok = n
-                    .as_deref()
-                    .is_some_and(|p| policy.prompts.allows(server, p));
-                (n, ok)
-            }
-            _ => (None, true),
-        };
+        let (name, denial) = check(method, id.is_some(), params_obj, ref_obj, server, policy);
         calls.push(Call {
-            id: obj.get("id").cloned(),
+            id,
             method: method.to_string(),
             name,
-            refused: !allowed,
+            refused: denial.is_some(),
+            denial,
         });
     }
-    if !calls.iter().any(|c| c.refused) {
+    let refused: Vec<&Denial> = calls.iter().filter_map(|c| c.denial.as_ref()).collect();
+    if refused.is_empty() {
         return Ok(Inspection {
             calls,
             refusal: None,
+            code: "",
         });
     }
+    let code = if refused.iter().any(|d| d.what.is_some()) {
+        "tool_not_allowed"
+    } else {
+        "mcp_method_not_allowed"
+    };
     // Something is refused: nothing of the body goes to the server.
     let answers: Vec<Value> = calls
         .iter()
         .filter_map(|c| {
             let id = c.id.as_ref()?;
-            let (message, what) = match c.method.as_str() {
-                "tools/call" => ("tool_not_allowed", "tool"),
-                "resources/read" | "resources/subscribe" => ("resource_not_allowed", "resource"),
-                "prompts/get" => ("prompt_not_allowed", "prompt"),
-                _ => ("batch_refused", "batch"),
-            };
-            let message = if c.refused { message } else { "batch_refused" };
-            let data = if c.refused {
-                json!({"server": server, what: c.name})
-            } else {
-                json!({"server": server})
-            };
-            Some(error(id, NOT_ALLOWED, message, data))
+            Some(match &c.denial {
+                Some(d) => {
+                    let mut data = json!({"server": server});
+                    if let Some(what) = d.what {
+                        data[what] = json!(c.name);
+                    } else {
+                        data["method"] = json!(c.method);
+                    }
+                    if let Some(reason) = d.reason {
+                        data["reason"] = json!(reason);
+                    }
+                    error(id, d.code, d.message, data)
+                }
+                None => error(id, NOT_ALLOWED, "batch_refused", json!({"server": server})),
+            })
         })
         .collect();
     let body = if batch {
@@ -144,7 +219,106 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
     Ok(Inspection {
         calls,
         refusal: Some(body),
+        code,
     })
+}
+
+/// Check one request or notification against the methods sluice forwards and the key's
+/// policy: what it names, and why it is refused if it is.
+fn check(
+    method: &str,
+    is_request: bool,
+    params: Option<&serde_json::Map<String, Value>>,
+    reference: Option<&serde_json::Map<String, Value>>,
+    server: &str,
+    policy: &Policy,
+) -> (Option<String>, Option<Denial>) {
+    let known = if is_request {
+        REQUESTS.contains(&method)
+    } else {
+        NOTIFICATIONS.contains(&method)
+    };
+    if !known {
+        let d = Denial {
+            code: -32601,
+            message: "method_not_allowed",
+            what: None,
+            reason: None,
+        };
+        return (None, Some(d));
+    }
+    let named = |obj: Option<&serde_json::Map<String, Value>>, key: &str| {
+        obj.and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    let deny = |message: &'static str, what: &'static str, reason: Option<&'static str>| Denial {
+        code: NOT_ALLOWED,
+        message,
+        what: Some(what),
+        reason,
+    };
+    let tool = |n: &Option<String>| {
+        (!n.as_deref().is_some_and(|t| policy.tools.allows(server, t)))
+            .then(|| deny("tool_not_allowed", "tool", None))
+    };
+    let prompt = |n: &Option<String>| {
+        (!n.as_deref()
+            .is_some_and(|t| policy.prompts.allows(server, t)))
+        .then(|| deny("prompt_not_allowed", "prompt", None))
+    };
+    let resource = |n: &Option<String>| {
+        let reason = match n.as_deref().map(super::policy::check_uri) {
+            Some(Err(e)) => Some(uri_reason(e)),
+            _ => None,
+        };
+        (!n.as_deref()
+            .is_some_and(|u| policy.resources.allows_uri(server, u)))
+        .then(|| deny("resource_not_allowed", "resource", reason))
+    };
+    match method {
+        "tools/call" => {
+            let n = named(params, "name");
+            let d = tool(&n);
+            (n, d)
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let n = named(params, "uri");
+            let d = resource(&n);
+            (n, d)
+        }
+        "prompts/get" => {
+            let n = named(params, "name");
+            let d = prompt(&n);
+            (n, d)
+        }
+        // A completion names the prompt or resource template whose argument it completes.
+        "completion/complete" => match named(reference, "type").as_deref() {
+            Some("ref/prompt") => {
+                let n = named(reference, "name");
+                let d = prompt(&n);
+                (n, d)
+            }
+            Some("ref/resource") => {
+                let n = named(reference, "uri");
+                let d = resource(&n);
+                (n, d)
+            }
+            _ => (None, Some(deny("completion_not_allowed", "ref", None))),
+        },
+        _ => (None, None),
+    }
+}
+
+/// The `reason` of a resource refused for its URI's form.
+fn uri_reason(e: super::policy::UriError) -> &'static str {
+    use super::policy::UriError;
+    match e {
+        UriError::DotSegment => "dot_segment",
+        UriError::EncodedSeparator => "encoded_separator",
+        UriError::NotNormal => "not_normalized",
+        UriError::Forbidden => "forbidden_character",
+    }
 }
 
 /// The key of an id in the table of pending calls.
@@ -165,8 +339,9 @@ pub struct Responses {
     outcomes: HashMap<String, &'static str>,
     counts: Counts,
     replaced: u32,
-    /// SSE bytes not yet a complete event.
-    buf: Vec<u8>,
+    dropped: u32,
+    /// The SSE answer's reader.
+    decoder: crate::sse::Decoder,
     /// The stream was ended by an error event.
     failed: bool,
 }
@@ -181,8 +356,10 @@ impl Responses {
         scan: Scan,
         max: usize,
     ) -> Responses {
+        // Requests await an answer; a client's own answers (to a server's request) do not.
         let pending = calls
             .iter()
+            .filter(|c| c.method != "response")
             .filter_map(|c| Some((id_key(c.id.as_ref()?), c.method.clone())))
             .collect();
         Responses {
@@ -195,7 +372,8 @@ impl Responses {
             outcomes: HashMap::new(),
             counts: Counts::default(),
             replaced: 0,
-            buf: Vec::new(),
+            dropped: 0,
+            decoder: crate::sse::Decoder::new(),
             failed: false,
         }
     }
@@ -208,20 +386,14 @@ impl Responses {
         if self.failed {
             return out;
         }
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(end) = crate::redact::sse::event_end(&self.buf[start..]) {
-            let raw = self.buf[start..start + end].to_vec();
-            start += end;
-            self.sse_event(&raw, &mut out);
+        for ev in self.decoder.push(chunk) {
+            self.sse_event(&ev, &mut out);
         }
-        self.buf.drain(..start);
-        if self.buf.len() > self.max + 1024 {
-            self.buf.clear();
+        if self.decoder.pending() > self.max + 1024 {
+            self.decoder = crate::sse::Decoder::new();
             self.failed = true;
-            let id = self.fallback_id();
-            let e = self.replace(id, "upstream_message_too_large");
-            out.extend_from_slice(format!("data: {e}\n\n").as_bytes());
+            let e = self.replace(None, "upstream_message_too_large", "too_large");
+            crate::sse::Event::new(None, &e.to_string()).write(None, &mut out);
         }
         out
     }
@@ -229,21 +401,23 @@ impl Responses {
     /// The end of an SSE answer: an unterminated last event is handled as one.
     pub fn finish_sse(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        if !self.failed && !self.buf.is_empty() {
-            let mut raw = std::mem::take(&mut self.buf);
-            raw.extend_from_slice(b"\n\n");
-            self.sse_event(&raw, &mut out);
+        if !self.failed {
+            if let Some(ev) = self.decoder.finish() {
+                self.sse_event(&ev, &mut out);
+            }
         }
         out
     }
 
-    fn sse_event(&mut self, raw: &[u8], out: &mut Vec<u8>) {
-        let text = String::from_utf8_lossy(raw);
-        match crate::redact::sse::Event::parse(&text) {
-            None => out.extend_from_slice(raw),
-            Some(ev) => {
-                let new = self.message(ev.data.as_bytes());
-                ev.write(&String::from_utf8_lossy(&new), out);
+    /// One event, as a client reads it: its message checked and rewritten, written back.
+    fn sse_event(&mut self, ev: &crate::sse::Event, out: &mut Vec<u8>) {
+        match ev.data.as_deref() {
+            None => ev.write(None, out),
+            // A dropped answer drops its event.
+            Some(data) => {
+                if let Some(new) = self.read(data.as_bytes()) {
+                    ev.write(Some(&new.to_string()), out);
+                }
             }
         }
     }
@@ -263,6 +437,12 @@ impl Responses {
         self.outcomes.get(&id_key(id)).copied()
     }
 
+    /// Answers dropped because no request in flight had their id (another id, another JSON
+    /// type, or answered already).
+    pub fn dropped(&self) -> u32 {
+        self.dropped
+    }
+
     /// The id a message that cannot be read most likely answers: the only request in flight.
     fn fallback_id(&self) -> Value {
         let mut open = self
@@ -275,84 +455,156 @@ impl Responses {
         }
     }
 
-    fn replace(&mut self, id: Value, why: &str) -> Value {
+    /// An error in place of a message, for the request in flight it answers: `id` if it is
+    /// one (answered now), else the only one unanswered, else none (`null`).
+    fn replace(&mut self, id: Option<&Value>, why: &str, reason: &str) -> Value {
         self.replaced += 1;
+        let id = match id.map(id_key) {
+            Some(k) if self.pending.contains_key(&k) && !self.outcomes.contains_key(&k) => {
+                serde_json::from_str(&k).unwrap_or(Value::Null)
+            }
+            _ => self.fallback_id(),
+        };
         if !id.is_null() {
             self.outcomes.insert(id_key(&id), "error");
         }
-        error(&id, BAD_UPSTREAM, why, json!({"server": self.server}))
+        error(
+            &id,
+            BAD_UPSTREAM,
+            why,
+            json!({"server": self.server, "reason": reason}),
+        )
     }
 
-    /// One message (a JSON body, or one SSE event's data) from the server: what to pass on.
+    /// One message (a JSON body) from the server: what to pass on. An answer that matches no
+    /// request in flight becomes an error for the request that is.
     pub fn message(&mut self, raw: &[u8]) -> Vec<u8> {
-        let out = if raw.len() > self.max {
-            let id = self.fallback_id();
-            self.replace(id, "upstream_message_too_large")
-        } else {
-            match serde_json::from_slice::<Value>(raw) {
-                Ok(Value::Array(items)) if !items.is_empty() => {
-                    Value::Array(items.into_iter().map(|m| self.one(m)).collect())
-                }
-                Ok(m @ Value::Object(_)) => self.one(m),
-                _ => {
-                    let id = self.fallback_id();
-                    self.replace(id, "invalid_upstream_message")
-                }
-            }
+        let out = match self.read(raw) {
+            Some(v) => v,
+            None => self.replace(None, "invalid_upstream_message", "unexpected_id"),
         };
         serde_json::to_vec(&out).unwrap_or_default()
     }
 
-    fn one(&mut self, mut m: Value) -> Value {
-        let valid = m.get("jsonrpc") == Some(&json!("2.0"))
-            && (m.get("method").is_some_and(Value::is_string)
-                || (m.get("id").is_some()
-                    && (m.get("result").is_some() != m.get("error").is_some())));
-        if !valid {
-            let id = m.get("id").cloned().unwrap_or_else(|| self.fallback_id());
-            return self.replace(id, "invalid_upstream_message");
+    /// One message (or batch) from the server, parsed strictly: what to pass on, `None` when
+    /// nothing is (every answer in it was dropped).
+    fn read(&mut self, raw: &[u8]) -> Option<Value> {
+        if raw.len() > self.max {
+            return Some(self.replace(None, "upstream_message_too_large", "too_large"));
         }
-        if let Some(id) = m.get("id").cloned().filter(|_| m.get("method").is_none()) {
-            let key = id_key(&id);
-            let outcome = if m.get("error").is_some() {
+        match crate::json::parse(raw) {
+            Ok(Value::Array(items)) if !items.is_empty() => {
+                let kept: Vec<Value> = items.into_iter().filter_map(|m| self.one(m)).collect();
+                (!kept.is_empty()).then_some(Value::Array(kept))
+            }
+            Ok(m @ Value::Object(_)) => self.one(m),
+            Ok(_) | Err(crate::json::Error::Invalid) => {
+                Some(self.replace(None, "invalid_upstream_message", "not_json_rpc"))
+            }
+            Err(crate::json::Error::Duplicate) => {
+                Some(self.replace(None, "invalid_upstream_message", "ambiguous_json"))
+            }
+        }
+    }
+
+    fn one(&mut self, mut m: Value) -> Option<Value> {
+        let Some(obj) = m.as_object() else {
+            return Some(self.replace(None, "invalid_upstream_message", "not_json_rpc"));
+        };
+        let id = obj.get("id").cloned();
+        if crate::json::case_variant(obj, MESSAGE_MEMBERS).is_some() {
+            return Some(self.replace(id.as_ref(), "invalid_upstream_message", "ambiguous_json"));
+        }
+        let is_call = obj.get("method").is_some_and(Value::is_string);
+        let valid = obj.get("jsonrpc") == Some(&json!("2.0"))
+            && (is_call
+                || (id.is_some()
+                    && !obj.contains_key("method")
+                    && (obj.contains_key("result") != obj.contains_key("error"))));
+        if !valid {
+            return Some(self.replace(id.as_ref(), "invalid_upstream_message", "not_json_rpc"));
+        }
+        if let (false, Some(id)) = (is_call, &id) {
+            // An answer: to a request in flight, same id of the same JSON type, once.
+            let key = id_key(id);
+            if !self.pending.contains_key(&key) || self.outcomes.contains_key(&key) {
+                self.dropped += 1;
+                return None;
+            }
+            let outcome = if obj.contains_key("error") {
                 "error"
             } else {
                 "success"
             };
-            self.outcomes.insert(key.clone(), outcome);
-            if let Some(method) = self.pending.get(&key).cloned() {
-                self.filter(&method, &mut m);
+            if !self.filter(&mut m) {
+                return Some(self.replace(Some(id), "invalid_upstream_message", "ambiguous_json"));
             }
+            self.outcomes.insert(key, outcome);
         }
         let text = m.to_string();
         match self.engine.redact_json(&text, self.scan, &mut self.counts) {
-            Ok(Some(new)) => serde_json::from_str(&new).unwrap_or(m),
-            _ => m,
+            Ok(None) => Some(m),
+            Ok(Some(new)) => match serde_json::from_str(&new) {
+                Ok(v) => Some(v),
+                Err(_) => Some(self.unscannable(id.as_ref())),
+            },
+            // Fail closed: never the message as it came.
+            Err(_) => Some(self.unscannable(id.as_ref())),
         }
     }
 
-    /// Keep only what the key may use in a list result.
-    fn filter(&self, method: &str, m: &mut Value) {
-        let (field, key, list) = match method {
-            "tools/list" => ("tools", "name", &self.policy.tools),
-            "resources/list" => ("resources", "uri", &self.policy.resources),
-            "resources/templates/list" => {
-                ("resourceTemplates", "uriTemplate", &self.policy.resources)
-            }
-            "prompts/list" => ("prompts", "name", &self.policy.prompts),
-            _ => return,
+    fn unscannable(&mut self, id: Option<&Value>) -> Value {
+        if let Some(k) = id.map(id_key) {
+            // An answer whose outcome was set above becomes the error it is replaced by.
+            self.outcomes.remove(&k);
+        }
+        self.replace(id, "unscannable_upstream_message", "redaction_failed")
+    }
+
+    /// Keep only what the key may use in any list result (tools, resources, resource
+    /// templates, prompts), whatever the request it answers. `false`: the result names a list
+    /// in another ASCII case, which case-blind clients would read unfiltered.
+    fn filter(&self, m: &mut Value) -> bool {
+        const LISTS: [&str; 4] = ["tools", "resources", "resourceTemplates", "prompts"];
+        let Some(result) = m.get_mut("result").and_then(Value::as_object_mut) else {
+            return true;
         };
-        if let Some(items) = m
-            .get_mut("result")
-            .and_then(|r| r.get_mut(field))
-            .and_then(Value::as_array_mut)
-        {
+        if crate::json::case_variant(result, &LISTS).is_some() {
+            return false;
+        }
+        let server = self.server.as_str();
+        for field in LISTS {
+            let Some(list) = result.get_mut(field) else {
+                continue;
+            };
+            let Some(items) = list.as_array_mut() else {
+                // Not a list: nothing a client could be shown safely.
+                *list = Value::Array(Vec::new());
+                continue;
+            };
+            let key = match field {
+                "resources" => "uri",
+                "resourceTemplates" => "uriTemplate",
+                _ => "name",
+            };
             items.retain(|it| {
-                it.get(key)
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| list.allows(&self.server, n))
+                let Some(obj) = it.as_object() else {
+                    return false;
+                };
+                if crate::json::case_variant(obj, &[key]).is_some() {
+                    return false;
+                }
+                let Some(n) = obj.get(key).and_then(Value::as_str) else {
+                    return false;
+                };
+                match field {
+                    "tools" => self.policy.tools.allows(server, n),
+                    "prompts" => self.policy.prompts.allows(server, n),
+                    _ => self.policy.resources.allows_uri(server, n),
+                }
             });
         }
+        true
     }
 }
 

@@ -16,6 +16,30 @@ use super::error::Rejection;
 use super::{Ctx, State};
 use crate::config::CredentialKind;
 
+/// The Streamable HTTP transport's session header.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// A session id in a server's answer: bound to the key whose request it answers.
+pub fn bind_session(state: &State, resp: &ResponseHeader, ctx: &Ctx) {
+    let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
+        return;
+    };
+    let Some(sid) = resp.headers.get(SESSION_HEADER) else {
+        return;
+    };
+    let Some(server) = state.cfg.mcp_servers.get(m.server) else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    if !state
+        .mcp_sessions
+        .bind(&server.name, sid.as_bytes(), &key.id, now)
+    {
+        tracing::warn!(request_id = %ctx.request_id, mcp_server = %server.name,
+            "the MCP server answered with a session id that is not usable by this key (bound to another key, or not visible ASCII)");
+    }
+}
+
 /// The MCP part of a request's context.
 pub struct McpCtx {
     /// Index into `[[mcp_servers]]`.
@@ -74,6 +98,20 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
             }
         }
     }
+    // A session is its key's alone: an id another key opened (or none did) is unknown here,
+    // and the server never hears of the request.
+    if let Some(sid) = session.req_header().headers.get(SESSION_HEADER) {
+        let now = std::time::Instant::now();
+        if !state
+            .mcp_sessions
+            .allows(&server.name, sid.as_bytes(), &key.id, now)
+        {
+            return Err(Rejection::Inbound(crate::inbound::Error::NotFound));
+        }
+        if session.req_header().method == http::Method::DELETE {
+            state.mcp_sessions.end(&server.name, sid.as_bytes());
+        }
+    }
     // A GET is the server's event stream, which may be idle for long: no read timeout; tool
     // calls get the long timeout.
     ctx.timeout = state.cfg.limits.long_timeout;
@@ -91,15 +129,15 @@ pub fn inspect(state: &State, ctx: &mut Ctx, body: &[u8]) -> Option<(u16, Vec<u8
     let (mcp, key) = (ctx.mcp.as_mut()?, ctx.key.as_ref()?);
     let server = &state.cfg.mcp_servers.get(mcp.server)?.name;
     match crate::mcp::inspect(body, server, &key.mcp) {
-        Err(answer) => {
-            ctx.code = Some("invalid_json_rpc");
-            Some((400, answer))
+        Err(invalid) => {
+            ctx.code = Some(invalid.code);
+            Some((400, invalid.body))
         }
         Ok(i) => {
             mcp.calls = i.calls;
             let answer = i.refusal?;
             mcp.refused = true;
-            ctx.code = Some("tool_not_allowed");
+            ctx.code = Some(i.code);
             Some((200, answer))
         }
     }

@@ -65,6 +65,8 @@ pub struct State {
     pub api: Arc<crate::admin::api::Api>,
     /// Obtains and refreshes OAuth credentials' access tokens.
     pub oauth: Arc<crate::auth::oauth::Refresher>,
+    /// Which key opened which MCP session.
+    mcp_sessions: crate::mcp::Sessions,
 }
 
 impl State {
@@ -94,6 +96,7 @@ impl State {
             auth,
             limiter,
             redactor: crate::redact::Engine::new(),
+            mcp_sessions: crate::mcp::Sessions::default(),
             redact_pool: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
             ),

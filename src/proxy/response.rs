@@ -29,6 +29,8 @@ pub enum Rewrite {
         oversized: bool,
         r: Box<crate::mcp::Responses>,
     },
+    /// A body that must not reach the client (an MCP server's 202 Accepted has none).
+    Drop,
 }
 
 /// Token usage tracking of one LLM answer.
@@ -208,13 +210,22 @@ fn plan_mcp(
     let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
         return Ok(());
     };
+    super::mcp::bind_session(state, resp, ctx);
     let status = resp.status.as_u16();
     if session.req_header().method == http::Method::HEAD
         || (100..200).contains(&status)
-        || status == 202
         || status == 204
         || status == 304
     {
+        return Ok(());
+    }
+    if status == 202 {
+        // The specification gives 202 Accepted no body: whatever the server put there is
+        // dropped, never passed on unscanned.
+        ctx.rewrite = Some(Rewrite::Drop);
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.remove_header(&http::header::CONTENT_TYPE);
+        resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
         return Ok(());
     }
     let encoded = resp
@@ -264,6 +275,7 @@ fn plan_mcp(
 pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -> Result<()> {
     let scan = response_scan(ctx);
     match (ctx.rewrite.as_mut(), scan) {
+        (Some(Rewrite::Drop), _) => *body = None,
         (Some(Rewrite::Sse(r)), _) => {
             let mut out = body.take().map(|b| r.push(&b)).unwrap_or_default();
             if end {

@@ -13,7 +13,13 @@
 //! Ids, roles, `finish_reason` and `usage` are left as they are. Any other JSON event (the
 //! `response.completed` object, an error) has all its strings redacted at once.
 //!
-//! Fail closed: an event that is not JSON (other than `[DONE]`), or that grows past
+//! Events are read by [`crate::sse`] (the WHATWG rules: CRLF, LF or CR line ends, ...) and
+//! written back from what was read, so what was scanned is what the client reads. The Responses
+//! API numbers its events: the events sluice adds take the next `sequence_number` and the
+//! upstream's later events are renumbered after them.
+//!
+//! Fail closed: an event that is not JSON (other than `[DONE]`) or cannot be redacted, or that
+//! grows past
 //! `max_event_bytes` without ending, ends the stream with an SSE error event
 //! (`{"error": {"code": "unscannable_response", ...}}`) and nothing after it is passed on.
 
@@ -58,13 +64,18 @@ pub struct Redactor {
     scan: Scan,
     holdback: usize,
     max_event: usize,
-    buf: Vec<u8>,
+    decoder: crate::sse::Decoder,
     open: Vec<Open>,
     /// The last chat or completion chunk's envelope (`id`, `object`, `created`, `model`, ...),
     /// for chunks sluice adds to release held-back text.
     envelope: Option<Map<String, Value>>,
     counts: Counts,
     failed: bool,
+    /// Responses API events carry a `sequence_number`: each event sluice adds takes the next
+    /// number, and every later event's number moves up by as many (`shift`), so numbers stay
+    /// unique and increasing as the client sees them.
+    last_seq: Option<u64>,
+    shift: u64,
 }
 
 /// The SSE error event that ends a stream sluice cannot scan.
@@ -83,11 +94,13 @@ impl Redactor {
             scan,
             holdback,
             max_event,
-            buf: Vec::new(),
+            decoder: crate::sse::Decoder::new(),
             open: Vec::new(),
             envelope: None,
             counts: Counts::default(),
             failed: false,
+            last_seq: None,
+            shift: 0,
         }
     }
 
@@ -111,18 +124,12 @@ impl Redactor {
         if self.failed {
             return out;
         }
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(end) = event_end(&self.buf[start..]) {
-            let event = self.buf[start..start + end].to_vec();
-            start += end;
-            if !self.event(&event, &mut out) {
-                self.buf.clear();
+        for ev in self.decoder.push(chunk) {
+            if !self.event(&ev, &mut out) {
                 return out;
             }
         }
-        self.buf.drain(..start);
-        if self.buf.len() > self.max_event {
+        if self.decoder.pending() > self.max_event {
             self.fail(
                 &mut out,
                 "An event of the upstream's stream is too large to scan.",
@@ -137,10 +144,8 @@ impl Redactor {
         if self.failed {
             return out;
         }
-        if !self.buf.is_empty() {
-            let mut rest = std::mem::take(&mut self.buf);
-            rest.extend_from_slice(b"\n\n");
-            if !self.event(&rest, &mut out) {
+        if let Some(ev) = self.decoder.finish() {
+            if !self.event(&ev, &mut out) {
                 return out;
             }
         }
@@ -150,51 +155,70 @@ impl Redactor {
 
     fn fail(&mut self, out: &mut Vec<u8>, message: &str) {
         self.failed = true;
-        self.buf.clear();
+        self.decoder = crate::sse::Decoder::new();
         self.open.clear();
         out.extend_from_slice(&error_event(message));
     }
 
-    /// Handle one complete event (its bytes include the blank line). `false`: the stream failed.
-    fn event(&mut self, raw: &[u8], out: &mut Vec<u8>) -> bool {
-        let Ok(text) = std::str::from_utf8(raw) else {
-            self.fail(
-                out,
-                "The upstream's stream is not UTF-8 and cannot be scanned.",
-            );
-            return false;
-        };
-        let Some(ev) = Event::parse(text) else {
-            // Comments (keep-alives) and events without data pass as they are.
-            out.extend_from_slice(raw);
+    /// Handle one event, as a client reads it. `false`: the stream failed.
+    fn event(&mut self, ev: &crate::sse::Event, out: &mut Vec<u8>) -> bool {
+        let Some(data) = ev.data.as_deref() else {
+            // Comments (keep-alives) and blocks without data go out as read.
+            ev.write(None, out);
             return true;
         };
         let mut before = Vec::new();
-        let new = if ev.data.trim() == "[DONE]" {
+        let new = if data.trim() == "[DONE]" {
             self.flush_all(&mut before);
-            ev.data.clone()
+            data.to_string()
         } else {
-            match serde_json::from_str::<Value>(&ev.data) {
-                Ok(v) => {
-                    let v = self.transform(v, &mut before);
+            let v = match serde_json::from_str::<Value>(data) {
+                Ok(v) => self.transform(v, &mut before),
+                Err(_) => None,
+            };
+            match v {
+                Some(mut v) => {
+                    self.renumber(&mut v);
                     v.to_string()
                 }
-                Err(_) => {
+                None => {
                     self.fail(
                         out,
-                        "An event of the upstream's stream is not JSON and cannot be scanned.",
+                        "An event of the upstream's stream is not JSON or cannot be scanned.",
                     );
                     return false;
                 }
             }
         };
         out.extend_from_slice(&before);
-        ev.write(&new, out);
+        ev.write(Some(&new), out);
         true
     }
 
+    /// Move an upstream event's `sequence_number` past the events sluice added.
+    fn renumber(&mut self, v: &mut Value) {
+        if let Some(n) = v.get("sequence_number").and_then(Value::as_u64) {
+            let n = n.saturating_add(self.shift);
+            v["sequence_number"] = n.into();
+            self.last_seq = Some(n);
+        }
+    }
+
+    /// An event sluice adds (held-back text released), numbered next when the stream numbers
+    /// its events.
+    fn push_added(&mut self, out: &mut Vec<u8>, v: &mut Value) {
+        if v.get("sequence_number").is_some() {
+            let n = self.last_seq.map_or(0, |n| n.saturating_add(1));
+            v["sequence_number"] = n.into();
+            self.last_seq = Some(n);
+            self.shift = self.shift.saturating_add(1);
+        }
+        push_event(out, v);
+    }
+
     /// Redact one JSON event; synthetic events that must come before it go to `before`.
-    fn transform(&mut self, mut v: Value, before: &mut Vec<u8>) -> Value {
+    /// `None`: the event could not be scanned.
+    fn transform(&mut self, mut v: Value, before: &mut Vec<u8>) -> Option<Value> {
         let object = v.get("object").and_then(Value::as_str).unwrap_or("");
         let kind = v
             .get("type")
@@ -203,13 +227,13 @@ impl Redactor {
             .to_string();
         if object == "chat.completion.chunk" || object == "text_completion" {
             self.chunk(&mut v);
-            return v;
+            return Some(v);
         }
         if let Some(family) = kind.strip_prefix("response.") {
             if let Some(family) = family.strip_suffix(".delta") {
                 if v.get("delta").is_some_and(Value::is_string) {
                     self.responses_delta(&mut v, family.to_string());
-                    return v;
+                    return Some(v);
                 }
             }
             if let Some(family) = family.strip_suffix(".done") {
@@ -220,11 +244,14 @@ impl Redactor {
         self.whole(v)
     }
 
-    fn whole(&mut self, v: Value) -> Value {
+    /// Every string of an event redacted; `None` when it cannot be (fail closed: the event
+    /// is never passed on as it came).
+    fn whole(&mut self, v: Value) -> Option<Value> {
         let text = v.to_string();
         match self.engine.redact_json(&text, self.scan, &mut self.counts) {
-            Ok(Some(new)) => serde_json::from_str(&new).unwrap_or(v),
-            _ => v,
+            Ok(Some(new)) => serde_json::from_str(&new).ok(),
+            Ok(None) => Some(v),
+            Err(_) => None,
         }
     }
 
@@ -360,7 +387,7 @@ impl Redactor {
         for (_, rest, template) in self.close(|f| *f == key) {
             if let (false, Some(mut t)) = (rest.is_empty(), template) {
                 t["delta"] = rest.into();
-                push_event(before, &t);
+                self.push_added(before, &mut t);
             }
         }
     }
@@ -374,7 +401,7 @@ impl Redactor {
             match (field, template) {
                 (Field::Responses { .. }, Some(mut t)) => {
                     t["delta"] = rest.into();
-                    push_event(out, &t);
+                    self.push_added(out, &mut t);
                 }
                 (field, _) => {
                     let mut choice = json!({"index": field_choice(&field).unwrap_or(0),
@@ -433,98 +460,10 @@ fn append(choice: &mut Value, field: &Field, rest: &str) {
     }
 }
 
-/// One SSE event, parsed: its other lines (in order), where its data went, and its data.
-pub struct Event<'a> {
-    lines: Vec<&'a str>,
-    data_at: usize,
-    /// The `data:` lines, joined with `\n`.
-    pub data: String,
-    eol: &'static str,
-}
-
-impl<'a> Event<'a> {
-    /// Parse a complete event's text. `None` when it has no data (a comment, a keep-alive).
-    pub fn parse(text: &'a str) -> Option<Event<'a>> {
-        let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
-        let mut lines = Vec::new();
-        let mut data: Vec<&str> = Vec::new();
-        let mut data_at = None;
-        for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(v) = line.strip_prefix("data") {
-                if v.is_empty() || v.starts_with(':') {
-                    let v = v.strip_prefix(':').unwrap_or(v);
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
-                    data_at.get_or_insert(lines.len());
-                    continue;
-                }
-            }
-            lines.push(line);
-        }
-        Some(Event {
-            data_at: data_at?,
-            lines,
-            data: data.join("\n"),
-            eol,
-        })
-    }
-
-    /// Write the event back with `data` in place of its data, its other lines as they were.
-    pub fn write(&self, data: &str, out: &mut Vec<u8>) {
-        for (i, line) in self.lines.iter().enumerate() {
-            if i == self.data_at {
-                push_data(out, data, self.eol);
-            }
-            out.extend_from_slice(line.as_bytes());
-            out.extend_from_slice(self.eol.as_bytes());
-        }
-        if self.data_at == self.lines.len() {
-            push_data(out, data, self.eol);
-        }
-        out.extend_from_slice(self.eol.as_bytes());
-    }
-}
-
-fn push_data(out: &mut Vec<u8>, data: &str, eol: &str) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data.as_bytes());
-    out.extend_from_slice(eol.as_bytes());
-}
-
 fn push_event(out: &mut Vec<u8>, v: &Value) {
     // Responses API events carry their type as the SSE event name too.
-    if let Some(t) = v.get("type").and_then(Value::as_str) {
-        out.extend_from_slice(format!("event: {t}\n").as_bytes());
-    }
-    out.extend_from_slice(format!("data: {v}\n\n").as_bytes());
-}
-
-/// The length of the first complete event in `b` (through its blank line), if any. Lines end
-/// with `\n`, `\r\n` or `\r`.
-pub fn event_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    let mut line_start = 0;
-    while i < b.len() {
-        let eol = match b[i] {
-            b'\n' => 1,
-            b'\r' if b.get(i + 1) == Some(&b'\n') => 2,
-            b'\r' if i + 1 < b.len() => 1,
-            // A lone `\r` at the end may be the first half of `\r\n`: wait for more.
-            b'\r' => return None,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        if i == line_start {
-            return Some(i + eol);
-        }
-        i += eol;
-        line_start = i;
-    }
-    None
+    let kind = v.get("type").and_then(Value::as_str);
+    crate::sse::Event::new(kind, &v.to_string()).write(None, out);
 }
 
 #[cfg(test)]
@@ -691,8 +630,10 @@ mod tests {
             }
             out.extend(r.finish());
             let text = String::from_utf8(out).unwrap();
-            assert!(text.starts_with(": keep-alive\r\n\r\n"), "{text:?}");
-            assert!(text.contains("id: 7\r\n"), "{text:?}");
+            // Written back as read, LF line ends: the comment a bare keep-alive.
+            assert!(text.starts_with(":\n\n"), "{text:?}");
+            assert!(text.contains("id: 7\n"), "{text:?}");
+            assert!(!text.contains('\r'), "{text:?}");
             assert!(!text.contains("x@y.com"), "{text:?}");
             assert!(text.contains("[REDACTED_EMAIL] "), "{text:?}");
             // The held-back "ok" comes out at the end, in a chunk of its own.

@@ -271,7 +271,15 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
     let boundary = |i: usize| (i > 0 && word(i - 1)) != word(i);
     let digit = |i: usize| i < end && b[i].is_ascii_digit();
     let digits = |i: usize, n: usize| (i..i + n).all(digit);
-    let one_of = |i: usize, set: &[u8]| i < end && set.contains(&b[i]);
+    // The separator sets, as comparisons (a slice's `contains` is a call per byte).
+    let sep = |i: usize| i < end && matches!(b[i], b' ' | b'.' | b'-');
+    let space_or_dash = |i: usize| i < end && matches!(b[i], b' ' | b'-');
+    let is = |i: usize, c: u8| i < end && b[i] == c;
+    // The digits at `p`: each pattern needs a run of an exact length or a digit there.
+    let run = b[p..end.min(p + 10)]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
     // The longest of the unit run's ends (at least `min` units) followed by a boundary.
     let longest = |ends: &[usize], min: usize| {
         ends.iter()
@@ -282,11 +290,11 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
     };
 
     // SSN_GROUPED: \b[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}\b
-    if boundary(p)
-        && digits(p, 3)
-        && one_of(p + 3, b"- ")
+    if run == 3
+        && boundary(p)
+        && space_or_dash(p + 3)
         && digits(p + 4, 2)
-        && one_of(p + 6, b"- ")
+        && space_or_dash(p + 6)
         && digits(p + 7, 4)
         && boundary(p + 11)
     {
@@ -295,13 +303,12 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
 
     // PHONE_US: (?:\+?1[ .-]?)?(?:\([0-9]{3}\)[ ]?|\b[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}\b
     let tail = |t: usize| {
-        (digits(t, 3) && one_of(t + 3, b" .-") && digits(t + 4, 4) && boundary(t + 8))
-            .then_some(t + 8)
+        (digits(t, 3) && sep(t + 3) && digits(t + 4, 4) && boundary(t + 8)).then_some(t + 8)
     };
     let national = |r: usize| {
-        if r < end && b[r] == b'(' && digits(r + 1, 3) && one_of(r + 4, b")") {
+        if is(r, b'(') && digits(r + 1, 3) && is(r + 4, b')') {
             let t = r + 5;
-            if one_of(t, b" ") {
+            if is(t, b' ') {
                 if let Some(e) = tail(t + 1) {
                     return Some(e);
                 }
@@ -310,7 +317,7 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
                 return Some(e);
             }
         }
-        if boundary(r) && digits(r, 3) && one_of(r + 3, b" .-") {
+        if boundary(r) && digits(r, 3) && sep(r + 3) {
             return tail(r + 4);
         }
         None
@@ -320,7 +327,7 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
     let one = if b[p] == b'+' { p + 1 } else { p };
     if one < end && b[one] == b'1' && (one == p || b[p] == b'+') {
         let q = one + 1;
-        if one_of(q, b" .-") {
+        if sep(q) {
             if let Some(e) = national(q + 1) {
                 return Some((PHONE_US, e));
             }
@@ -329,8 +336,10 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
             return Some((PHONE_US, e));
         }
     }
-    if let Some(e) = national(p) {
-        return Some((PHONE_US, e));
+    if run == 3 || b[p] == b'(' {
+        if let Some(e) = national(p) {
+            return Some((PHONE_US, e));
+        }
     }
 
     // PHONE_E164: \+[1-9](?:[ .-]?(?:\([0-9]{1,4}\)|[0-9])){6,16}\b
@@ -339,12 +348,12 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
         let mut n = 0;
         let mut i = p + 2;
         while n < 16 {
-            let j = if one_of(i, b" .-") { i + 1 } else { i };
-            let unit_end = if j < end && b[j] == b'(' {
+            let j = if sep(i) { i + 1 } else { i };
+            let unit_end = if is(j, b'(') {
                 let k = (j + 1..end.min(j + 6))
                     .take_while(|&k| b[k].is_ascii_digit())
                     .count();
-                ((1..=4).contains(&k) && one_of(j + 1 + k, b")")).then_some(j + 2 + k)
+                ((1..=4).contains(&k) && is(j + 1 + k, b')')).then_some(j + 2 + k)
             } else {
                 digit(j).then_some(j + 1)
             };
@@ -359,12 +368,12 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
     }
 
     // CARD: \b[0-9](?:[ -]?[0-9]){12,18}\b
-    if boundary(p) && digit(p) {
+    if run > 0 && boundary(p) {
         let mut ends = [0usize; 18];
         let mut n = 0;
         let mut i = p + 1;
         while n < 18 {
-            let j = if one_of(i, b" -") { i + 1 } else { i };
+            let j = if space_or_dash(i) { i + 1 } else { i };
             if !digit(j) {
                 break;
             }
@@ -378,7 +387,7 @@ fn number_at(b: &[u8], p: usize, end: usize) -> Option<(usize, usize)> {
     }
 
     // NINE_DIGITS: \b[0-9]{9}\b
-    (boundary(p) && digits(p, 9) && boundary(p + 9)).then_some((NINE_DIGITS, p + 9))
+    (run == 9 && boundary(p) && boundary(p + 9)).then_some((NINE_DIGITS, p + 9))
 }
 
 /// Whether a digit-shaped entity can start at `b[i]`: every pattern starts with a digit, '('
@@ -475,18 +484,52 @@ fn emails(b: &[u8], out: &mut Vec<(usize, usize, Entity)>) {
     }
 }
 
+/// The email scan's byte classes, one bit each, read from [`EMAIL_CLASS`].
+const LOCAL: u8 = 1; // [A-Za-z0-9._%+-], the local part
+const LABEL: u8 = 2; // [A-Za-z0-9-], a domain label
+const ALNUM: u8 = 4; // [A-Za-z0-9]
+const ALPHA: u8 = 8; // [A-Za-z]
+const WORD: u8 = 16; // [A-Za-z0-9_], what `\b` reads
+
+static EMAIL_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut k = 0;
+        if b.is_ascii_alphanumeric() {
+            k |= LOCAL | LABEL | ALNUM | WORD;
+        }
+        if b.is_ascii_alphabetic() {
+            k |= ALPHA;
+        }
+        match b {
+            b'.' | b'%' | b'+' => k |= LOCAL,
+            b'_' => k |= LOCAL | WORD,
+            b'-' => k |= LOCAL | LABEL,
+            _ => {}
+        }
+        t[c] = k;
+        c += 1;
+    }
+    t
+};
+
+fn has(c: u8, class: u8) -> bool {
+    EMAIL_CLASS[c as usize] & class != 0
+}
+
 /// A character of an email's local part: `[A-Za-z0-9._%+-]`.
 fn is_local(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+    has(c, LOCAL)
 }
 
 /// The end of the email domain starting at `b[from]`, if one does (see [`emails`]).
 fn domain_end(b: &[u8], from: usize) -> Option<usize> {
-    let label_char = |c: u8| c.is_ascii_alphanumeric() || c == b'-';
     let mut end = None;
     let mut label = from;
-    while b.get(label).is_some_and(u8::is_ascii_alphanumeric) {
-        let run = label + b[label..].iter().take_while(|&&c| label_char(c)).count();
+    while b.get(label).is_some_and(|&c| has(c, ALNUM)) {
+        let run = label + b[label..].iter().take_while(|&&c| has(c, LABEL)).count();
         if b[run - 1] == b'-' || b.get(run) != Some(&b'.') {
             // Cut back to a letter or digit, or not followed by '.': the chain ends here.
             break;
@@ -495,11 +538,10 @@ fn domain_end(b: &[u8], from: usize) -> Option<usize> {
         let letters = b[run + 1..]
             .iter()
             .take(25)
-            .take_while(|c| c.is_ascii_alphabetic())
+            .take_while(|&&c| has(c, ALPHA))
             .count();
         let after = run + 1 + letters;
-        let word = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
-        if (2..=24).contains(&letters) && !b.get(after).is_some_and(word) {
+        if (2..=24).contains(&letters) && !b.get(after).is_some_and(|&c| has(c, WORD)) {
             end = Some(after);
         }
         label = run + 1;
@@ -617,13 +659,30 @@ pub(super) fn number_entity(b: &[u8], s: usize, e: usize) -> Option<Entity> {
 
 /// SSA rules: area not 000, 666 or 9xx; group not 00; serial not 0000.
 fn valid_ssn(span: &[u8]) -> bool {
+    // The two shapes candidates have, read in place: "123456789" and "123-45-6789".
+    let digit = |i: usize| span[i].is_ascii_digit();
+    let at: [usize; 9] = match span.len() {
+        9 if (0..9).all(digit) => [0, 1, 2, 3, 4, 5, 6, 7, 8],
+        11 if !digit(3) && !digit(6) && [0, 1, 2, 4, 5, 7, 8, 9, 10].into_iter().all(digit) => {
+            [0, 1, 2, 4, 5, 7, 8, 9, 10]
+        }
+        _ => return valid_ssn_digits(span),
+    };
+    ssn_rules(at.map(|i| span[i] - b'0'))
+}
+
+/// [`valid_ssn`] for any span: its digits, wherever they are.
+fn valid_ssn_digits(span: &[u8]) -> bool {
     let Some(d) = Digits::of(span) else {
         return false;
     };
-    let d = d.as_slice();
-    if d.len() != 9 {
-        return false;
+    match d.as_slice().try_into() {
+        Ok(d) => ssn_rules(d),
+        Err(_) => false,
     }
+}
+
+fn ssn_rules(d: [u8; 9]) -> bool {
     let area = d[0] as u32 * 100 + d[1] as u32 * 10 + d[2] as u32;
     area != 0 && area != 666 && area < 900 && (d[3], d[4]) != (0, 0) && d[5..] != [0, 0, 0, 0]
 }
@@ -738,21 +797,17 @@ pub(super) fn is_card_number(span: &[u8]) -> bool {
 }
 
 fn luhn(d: &[u8]) -> bool {
+    // Every second digit from the right doubled, its digits summed: 7 -> 14 -> 5.
+    const DOUBLED: [u32; 10] = [0, 2, 4, 6, 8, 1, 3, 5, 7, 9];
+    let n = d.len();
     let sum: u32 = d
         .iter()
-        .rev()
         .enumerate()
         .map(|(i, &x)| {
-            let x = x as u32;
-            if i % 2 == 1 {
-                let y = x * 2;
-                if y > 9 {
-                    y - 9
-                } else {
-                    y
-                }
+            if (n - i).is_multiple_of(2) {
+                DOUBLED[x as usize]
             } else {
-                x
+                x as u32
             }
         })
         .sum();
@@ -1306,6 +1361,80 @@ mod number_scan {
                 number_at(s.as_bytes(), 0, s.len()).is_some() || s.starts_with('_'),
                 "{s}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Luhn as its definition reads: from the right, every second digit doubled, 9 subtracted
+    /// when that is above 9.
+    fn luhn_by_definition(d: &[u8]) -> bool {
+        let sum: u32 = d
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, &x)| match (i % 2, x as u32 * 2) {
+                (1, y) if y > 9 => y - 9,
+                (1, y) => y,
+                _ => x as u32,
+            })
+            .sum();
+        sum.is_multiple_of(10)
+    }
+
+    #[test]
+    fn luhn_known_numbers() {
+        for (n, ok) in [
+            ("4111111111111111", true),
+            ("4111111111111112", false),
+            ("378282246310005", true),
+            ("79927398713", true),
+            ("79927398710", false),
+            ("0", true),
+        ] {
+            let d: Vec<u8> = n.bytes().map(|c| c - b'0').collect();
+            assert_eq!(luhn(&d), ok, "{n}");
+        }
+    }
+
+    #[test]
+    fn ssn_shapes() {
+        for (s, ok) in [
+            ("123456789", true),
+            ("123-45-6789", true),
+            ("123 45 6789", true),
+            ("000-45-6789", false),
+            ("666456789", false),
+            ("900-45-6789", false),
+            ("123-00-6789", false),
+            ("123450000", false),
+            ("12-345-6789", true),
+            ("1234567890", false),
+            ("12345678", false),
+        ] {
+            assert_eq!(valid_ssn(s.as_bytes()), ok, "{s}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        #[test]
+        fn luhn_matches_its_definition(d in proptest::collection::vec(0u8..10, 0..20)) {
+            prop_assert_eq!(luhn(&d), luhn_by_definition(&d));
+        }
+
+        /// The in-place reading of the two candidate shapes agrees with collecting the digits,
+        /// on those shapes, near misses and any other span.
+        #[test]
+        fn ssn_shapes_match_collecting_digits(
+            s in "[0-9]{9}|[0-9]{3}[- .a0-9][0-9]{2}[- .a0-9][0-9]{4}|[0-9 -]{0,12}"
+        ) {
+            let b = s.as_bytes();
+            prop_assert_eq!(valid_ssn(b), valid_ssn_digits(b), "{}", s);
         }
     }
 }

@@ -14,8 +14,6 @@
 
 use serde_json::Value;
 
-use crate::redact::sse::event_end;
-
 /// Tokens an answer used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -151,7 +149,7 @@ const MAX_HELD_EVENT: usize = 64 * 1024;
 /// only an incomplete event is held (at most [`MAX_HELD_EVENT`] bytes).
 #[derive(Debug, Default)]
 pub struct Stripper {
-    pending: Vec<u8>,
+    decoder: crate::sse::Decoder,
     /// Once an event was too long to hold, the rest passes unexamined.
     gave_up: bool,
 }
@@ -162,50 +160,40 @@ impl Stripper {
         if self.gave_up {
             return chunk.to_vec();
         }
-        self.pending.extend_from_slice(chunk);
-        let mut out = Vec::with_capacity(self.pending.len());
-        let mut at = 0;
-        while let Some(n) = event_end(&self.pending[at..]) {
-            let event = &self.pending[at..at + n];
-            if !is_usage_only(event) {
-                out.extend_from_slice(event);
+        let mut out = Vec::with_capacity(chunk.len());
+        for ev in self.decoder.push(chunk) {
+            if !is_usage_only(&ev) {
+                ev.write(None, &mut out);
             }
-            at += n;
         }
-        self.pending.drain(..at);
-        if self.pending.len() > MAX_HELD_EVENT {
+        if self.decoder.pending() > MAX_HELD_EVENT {
+            // Not the usage chunk (that one is small): what was held goes out as it came.
             self.gave_up = true;
-            out.append(&mut self.pending);
+            let held = std::mem::take(&mut self.decoder).into_pending();
+            out.extend_from_slice(&held);
         }
         out
     }
 
     /// What is left at the end of the stream.
     pub fn finish(&mut self) -> Vec<u8> {
-        let rest = std::mem::take(&mut self.pending);
-        if is_usage_only(&rest) {
-            Vec::new()
-        } else {
-            rest
+        let mut out = Vec::new();
+        if let Some(ev) = self.decoder.finish().filter(|ev| !is_usage_only(ev)) {
+            ev.write(None, &mut out);
         }
+        out
     }
 }
 
 /// Whether an SSE event is the usage-only chunk of a chat or completion stream.
-fn is_usage_only(event: &[u8]) -> bool {
-    if memchr::memmem::find(event, b"\"usage\"").is_none() {
-        return false;
-    }
-    let Ok(text) = std::str::from_utf8(event) else {
+fn is_usage_only(event: &crate::sse::Event) -> bool {
+    let Some(data) = event.data.as_deref() else {
         return false;
     };
-    let data: String = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let Ok(v) = serde_json::from_str::<Value>(&data) else {
+    if !data.contains("\"usage\"") {
+        return false;
+    }
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
         return false;
     };
     v.get("choices")

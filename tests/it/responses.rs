@@ -168,6 +168,89 @@ fn a_responses_api_stream_is_masked_too() {
         MASKED
     );
     assert!(!r.body_text().contains("jane.doe"));
+    // The held-back text went out in an event sluice added: numbers stay unique and
+    // increasing as the client sees them; ids and indexes as the upstream sent them.
+    let seq: Vec<u64> = ev
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().expect("every event numbered"))
+        .collect();
+    assert!(
+        seq.windows(2).all(|w| w[0] < w[1]),
+        "sequence numbers not increasing: {seq:?}"
+    );
+    assert!(ev.len() > ANSWER.chars().count() + 3, "an event was added");
+    assert!(ev
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .all(|e| e["item_id"] == "msg_1" && e["output_index"] == 0 && e["content_index"] == 0));
+}
+
+/// Every line ending the event-stream format allows (LF, CRLF, a lone CR) is read as a client
+/// reads it: none lets an answer through unmasked, chat or Responses API.
+#[test]
+fn streams_with_any_line_ending_are_masked() {
+    let up = Upstream::start();
+    let p = proxy(&up, true);
+    for mode in ["sse-text-cr", "sse-text-crlf", "sse-text"] {
+        let r = chat(&p, true, &mock_text(mode, ANSWER));
+        assert_eq!(r.status, 200);
+        let text = r.body_text();
+        for leak in ["jane.doe", "4111", "AKIA"] {
+            assert!(!text.contains(leak), "{mode}: {leak} leaked: {text:?}");
+        }
+        assert!(
+            !text.contains('\r'),
+            "{mode}: written back with LF: {text:?}"
+        );
+        let content: String = events(&r.body)
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, MASKED, "{mode}");
+    }
+    let body = br#"{"model":"gpt-4o-mini","input":"hi","stream":true}"#;
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/responses",
+            body,
+            &format!("X-Mock: {}\r\n", mock_text("responses-text-cr", ANSWER)),
+        ),
+    )
+    .unwrap();
+    let text = r.body_text();
+    assert!(
+        !text.contains("jane.doe") && !text.contains("AKIA"),
+        "{text:?}"
+    );
+    let deltas: String = events(&r.body)
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(deltas, MASKED);
+}
+
+/// The official SDK splits events at a lone CR too: what it reads from such a stream is masked.
+#[test]
+fn the_python_sdk_reads_a_cr_stream_masked() {
+    let up = Upstream::start();
+    let p = proxy(&up, true);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_stream.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}/v1", p.port))
+        .arg(&p.key)
+        .arg(mock_text("sse-text-cr", ANSWER))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["content"], MASKED, "{v}");
 }
 
 #[test]

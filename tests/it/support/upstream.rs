@@ -175,8 +175,12 @@ async fn handle(
             .map(|t| t.into_owned())
             .unwrap_or_default();
         match mode {
-            "sse-text" => return Ok(sse_text(&text)),
-            "responses-text" => return Ok(responses_text(&text)),
+            "sse-text" => return Ok(sse_text(&text, "\n")),
+            // The same streams with lone-CR or CRLF line ends (the event-stream format's others).
+            "sse-text-cr" => return Ok(sse_text(&text, "\r")),
+            "sse-text-crlf" => return Ok(sse_text(&text, "\r\n")),
+            "responses-text" => return Ok(responses_text(&text, "\n")),
+            "responses-text-cr" => return Ok(responses_text(&text, "\r")),
             "json-text" => {
                 let mut v = completion();
                 v["choices"][0]["message"]["content"] = text.into();
@@ -318,7 +322,7 @@ fn stream_events(events: Vec<String>) -> Response<Body> {
 
 /// A chat completion stream of `text`, one character per event, then the finish chunk with
 /// usage and `[DONE]`.
-fn sse_text(text: &str) -> Response<Body> {
+fn sse_text(text: &str, eol: &str) -> Response<Body> {
     let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
         let v = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
             "created": 1, "model": "gpt-4o-mini",
@@ -345,11 +349,18 @@ fn sse_text(text: &str) -> Response<Body> {
         serde_json::json!({"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12});
     events.push(format!("data: {last}\n\n"));
     events.push("data: [DONE]\n\n".into());
+    if eol != "\n" {
+        // With an `id` line before the data, as servers that support resuming send them.
+        events = (events.iter().enumerate())
+            .map(|(i, e)| format!("id: {i}\n{e}").replace('\n', eol))
+            .collect();
+    }
     stream_events(events)
 }
 
-/// A Responses API stream of `text`, one character per delta event.
-fn responses_text(text: &str) -> Response<Body> {
+/// A Responses API stream of `text`, one character per delta event, numbered from 0 with no gap
+/// as OpenAI numbers them.
+fn responses_text(text: &str, eol: &str) -> Response<Body> {
     let ev =
         |v: serde_json::Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
     let mut events = vec![ev(
@@ -362,15 +373,15 @@ fn responses_text(text: &str) -> Response<Body> {
     }
     events.push(ev(
         serde_json::json!({"type": "response.output_text.done", "item_id": "msg_1",
-        "output_index": 0, "content_index": 0, "text": text, "sequence_number": 10_000}),
+        "output_index": 0, "content_index": 0, "text": text, "sequence_number": text.chars().count() + 1}),
     ));
     events.push(ev(
-        serde_json::json!({"type": "response.completed", "sequence_number": 10_001,
+        serde_json::json!({"type": "response.completed", "sequence_number": text.chars().count() + 2,
         "response": {"id": "resp_1", "object": "response", "status": "completed",
             "output": [{"id": "msg_1", "type": "message", "role": "assistant",
                 "content": [{"type": "output_text", "text": text, "annotations": []}]}]}}),
     ));
-    stream_events(events)
+    stream_events(events.iter().map(|e| e.replace('\n', eol)).collect())
 }
 
 fn tokio_stream_from(

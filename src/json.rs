@@ -1,0 +1,170 @@
+//! JSON read one way: a document with an object that names a member twice is refused, not read
+//! as its last (or first) occurrence. Parsers disagree there (serde_json and JavaScript keep the
+//! last, others the first, Go's `encoding/json` also matches names whatever their ASCII case),
+//! so a proxy that checks one reading and forwards the bytes lets a peer act on the other.
+//! [`parse`] builds the same `serde_json::Value` as `serde_json::from_slice`, or says why not.
+//! [`case_variant`] finds members that differ from a name sluice checks only by ASCII case.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// Why a document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Not one JSON document (syntax, nesting past serde_json's limit, trailing bytes).
+    #[error("not valid JSON")]
+    Invalid,
+    /// Valid JSON with an object naming a member twice.
+    #[error("an object names the same member twice")]
+    Duplicate,
+}
+
+/// Parse one JSON document, refusing any object (at any depth) with a duplicate member name.
+pub fn parse(bytes: &[u8]) -> Result<Value, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Strict.deserialize(&mut de).map_err(classify)?;
+    de.end().map_err(classify)?;
+    Ok(v)
+}
+
+/// Parse a document held as text (see [`parse`]).
+pub fn parse_str(text: &str) -> Result<Value, Error> {
+    parse(text.as_bytes())
+}
+
+fn classify(e: serde_json::Error) -> Error {
+    // The visitor accepts every JSON value: a data error is only ever its duplicate refusal.
+    if e.is_data() {
+        Error::Duplicate
+    } else {
+        Error::Invalid
+    }
+}
+
+/// The first member of `obj` that is not one of `names` but equals one of them ignoring ASCII
+/// case (`Method` beside, or instead of, `method`).
+pub fn case_variant<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a str> {
+    obj.keys()
+        .find(|k| {
+            names
+                .iter()
+                .any(|n| k.as_str() != *n && k.eq_ignore_ascii_case(n))
+        })
+        .map(String::as_str)
+}
+
+struct Strict;
+
+impl<'de> DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                // The name is not quoted: it may be anything the peer sent.
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            let v = map.next_value_seed(Strict)?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn duplicates_are_refused_at_any_depth_whatever_the_escaping() {
+        for doc in [
+            r#"{"name":"delete_all","name":"echo"}"#,
+            r#"{"a":{"params":{},"params":{}}}"#,
+            r#"[1,{"x":[{"m":1,"m":2}]}]"#,
+            r#"{"method":"a","\u006dethod":"b"}"#,
+        ] {
+            assert_eq!(parse(doc.as_bytes()), Err(Error::Duplicate), "{doc}");
+        }
+        for doc in ["{", r#"{"a":1} x"#, "", r#"{"a":01}"#] {
+            assert_eq!(parse(doc.as_bytes()), Err(Error::Invalid), "{doc}");
+        }
+        let v = parse(br#"{"Method":1,"method":2,"n":[1.5,-3,18446744073709551615,null,true]}"#)
+            .unwrap();
+        assert_eq!(v["n"][2], u64::MAX);
+        let obj = v.as_object().unwrap();
+        assert_eq!(case_variant(obj, &["method"]), Some("Method"));
+        assert_eq!(case_variant(obj, &["n"]), None);
+    }
+
+    proptest! {
+        /// Without duplicates, the same value as serde_json's own reading.
+        #[test]
+        fn reads_what_serde_json_reads(doc in r#"[\[\]{}",:a-c0-9. -]{0,40}"#) {
+            let ours = parse(doc.as_bytes());
+            let theirs = serde_json::from_str::<Value>(&doc);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(Error::Invalid), Err(_)) | (Err(Error::Duplicate), Ok(_)) => {}
+                (a, b) => prop_assert!(false, "{doc}: {a:?} vs {b:?}"),
+            }
+        }
+    }
+}
