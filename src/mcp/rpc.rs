@@ -104,7 +104,8 @@ fn is_valid_id(id: &Value) -> bool {
 }
 
 /// Read a JSON-RPC body sent to `server`. `Err` is the answer to a body that is not JSON-RPC
-/// (parse error -32700, invalid request -32600), to be sent with status 400.
+/// (parse error -32700, invalid request -32600), or whose refused messages await no answer
+/// (notifications), to be sent with status 400.
 pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection, Invalid> {
     let invalid = |code: &'static str, rpc: i64, msg: &str| Invalid {
         code,
@@ -210,6 +211,21 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
             })
         })
         .collect();
+    if answers.is_empty() {
+        // Only notifications (or a client's own answers) were refused: nothing awaits an
+        // answer, so the body is refused as HTTP (400) with an error that has no id.
+        let d = calls.iter().find_map(|c| c.denial).unwrap_or(Denial {
+            code: NOT_ALLOWED,
+            message: "batch_refused",
+            what: None,
+            reason: None,
+        });
+        let body = error(&Value::Null, d.code, d.message, json!({"server": server}));
+        return Err(Invalid {
+            code,
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        });
+    }
     let body = if batch {
         serde_json::to_vec(&answers)
     } else {

@@ -27,6 +27,10 @@ pub fn bind_session(state: &State, resp: &ResponseHeader, ctx: &Ctx) {
     let Some(sid) = resp.headers.get(SESSION_HEADER) else {
         return;
     };
+    if m.ended_session {
+        // The answer to the DELETE that ended it: the id is not bound again.
+        return;
+    }
     let Some(server) = state.cfg.mcp_servers.get(m.server) else {
         return;
     };
@@ -48,6 +52,8 @@ pub struct McpCtx {
     pub calls: Vec<crate::mcp::Call>,
     /// The whole body was refused by the policy and answered by sluice.
     pub refused: bool,
+    /// A DELETE that ends its session (its binding is gone).
+    pub ended_session: bool,
 }
 
 /// Pick the MCP server named by the path, with its address and credential.
@@ -100,6 +106,7 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
     }
     // A session is its key's alone: an id another key opened (or none did) is unknown here,
     // and the server never hears of the request.
+    let mut ended_session = false;
     if let Some(sid) = session.req_header().headers.get(SESSION_HEADER) {
         let now = std::time::Instant::now();
         if !state
@@ -110,6 +117,7 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         }
         if session.req_header().method == http::Method::DELETE {
             state.mcp_sessions.end(&server.name, sid.as_bytes());
+            ended_session = true;
         }
     }
     // A GET is the server's event stream, which may be idle for long: no read timeout; tool
@@ -119,6 +127,7 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         server: index,
         calls: Vec::new(),
         refused: false,
+        ended_session,
     });
     Ok(())
 }

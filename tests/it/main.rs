@@ -14,6 +14,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod mcp;
+mod mcp_hostile;
 mod pii;
 mod proxy;
 mod residency;
