@@ -29,6 +29,15 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Error> {
     Ok(v)
 }
 
+/// Check one JSON document for an object naming a member twice, without building it: what the
+/// request path runs on every JSON body it forwards (member names are compared decoded, so
+/// `"\u006dodel"` is `"model"`).
+pub fn check_unique(bytes: &[u8]) -> Result<(), Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    UniqueSeed.deserialize(&mut de).map_err(classify)?;
+    de.end().map_err(classify)
+}
+
 /// Parse a document held as text (see [`parse`]).
 pub fn parse_str(text: &str) -> Result<Value, Error> {
     parse(text.as_bytes())
@@ -128,6 +137,109 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Walks a document for [`check_unique`]: values are skipped, names kept per object.
+struct UniqueSeed;
+
+impl<'de> DeserializeSeed<'de> for UniqueSeed {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(UniqueSeed)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Names borrowed from the input where they hold no escape; a set past a few names.
+        let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        let mut set: Option<std::collections::HashSet<std::borrow::Cow<'de, str>>> = None;
+        while let Some(Name(k)) = map.next_key::<Name<'de>>()? {
+            let dup = match set.as_mut() {
+                Some(set) => !set.insert(k),
+                None if names.contains(&k) => true,
+                None => {
+                    names.push(k);
+                    if names.len() > 16 {
+                        set = Some(names.drain(..).collect());
+                    }
+                    false
+                }
+            };
+            if dup {
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            map.next_value_seed(UniqueSeed)?;
+        }
+        Ok(())
+    }
+}
+
+/// A member name, borrowed when it can be.
+struct Name<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Name<'de>, E> {
+                Ok(Name(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,10 +254,18 @@ mod tests {
             r#"{"method":"a","\u006dethod":"b"}"#,
         ] {
             assert_eq!(parse(doc.as_bytes()), Err(Error::Duplicate), "{doc}");
+            assert_eq!(check_unique(doc.as_bytes()), Err(Error::Duplicate), "{doc}");
         }
         for doc in ["{", r#"{"a":1} x"#, "", r#"{"a":01}"#] {
             assert_eq!(parse(doc.as_bytes()), Err(Error::Invalid), "{doc}");
+            assert_eq!(check_unique(doc.as_bytes()), Err(Error::Invalid), "{doc}");
         }
+        // Past the few names compared one by one, the same answer.
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let ok = format!("{{{}}}", many.join(","));
+        assert_eq!(check_unique(ok.as_bytes()), Ok(()));
+        let dup = format!("{{{},\"k3\":0}}", many.join(","));
+        assert_eq!(check_unique(dup.as_bytes()), Err(Error::Duplicate));
         let v = parse(br#"{"Method":1,"method":2,"n":[1.5,-3,18446744073709551615,null,true]}"#)
             .unwrap();
         assert_eq!(v["n"][2], u64::MAX);
@@ -159,6 +279,7 @@ mod tests {
         #[test]
         fn reads_what_serde_json_reads(doc in r#"[\[\]{}",:a-c0-9. -]{0,40}"#) {
             let ours = parse(doc.as_bytes());
+            prop_assert_eq!(check_unique(doc.as_bytes()), ours.as_ref().map(|_| ()).map_err(Clone::clone));
             let theirs = serde_json::from_str::<Value>(&doc);
             match (ours, theirs) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b),

@@ -40,6 +40,10 @@ pub enum Rejection {
     /// or encoding sluice cannot read (415). Never forwarded unscanned.
     #[error("{0}")]
     Unscannable(crate::redact::BodyError),
+    /// A JSON body names a member of one object twice: parsers disagree on which one counts,
+    /// so it is refused rather than checked one way and read another way upstream.
+    #[error("the JSON body names a member of one object twice; send each member once")]
+    AmbiguousJson,
     /// The region could not be chosen: an unknown `X-Sluice-Region` (400), or one the key or
     /// org is pinned away from (403).
     #[error("{0}")]
@@ -138,6 +142,7 @@ pub fn reply_for(r: &Rejection) -> Reply {
                 B::TooLarge { .. } => Reply::new(413, "request_too_large", true),
             }
         }
+        Rejection::AmbiguousJson => Reply::new(400, "ambiguous_json", true),
         Rejection::Region(crate::residency::Error::Unknown) => {
             Reply::new(400, "invalid_region", true)
         }

@@ -144,6 +144,12 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
             return Ok(true);
         }
     } else {
+        // Decided on exactly what is forwarded: a JSON body whose members a parser upstream
+        // could read otherwise (a second `model`, a second `messages`) is refused. What is not
+        // JSON (a compressed body sluice did not decode) was left to the checks above.
+        if crate::json::check_unique(&body) == Err(crate::json::Error::Duplicate) {
+            return Err(Rejection::AmbiguousJson);
+        }
         ctx.model = inbound::model(&body);
         ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
         limit_tokens(state, ctx, body.len()).await?;

@@ -503,3 +503,55 @@ fn a_body_with_connection_close_is_answered_then_the_connection_closed() {
         .iter()
         .all(|r| !String::from_utf8_lossy(&r.body).contains("bob@")));
 }
+
+/// A JSON body that names a member twice (or writes the second with escapes) is refused with
+/// `ambiguous_json`, whether redaction runs on it or not: parsers upstream keep the first or
+/// the last, and sluice decides (model, limits, redaction) on one reading only.
+#[test]
+fn json_bodies_with_a_member_named_twice_are_refused_never_forwarded() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let k = s.cli_json(&["keys", "create", "--org", &s.org_id], b"");
+    let id = k["id"].as_str().unwrap();
+    s.cli_json(
+        &["keys", "update", id, "--pii", "off", "--secrets", "off"],
+        b"",
+    );
+    let off = k["key"].as_str().unwrap().to_string();
+    let p = s.spawn();
+    let bodies = [
+        r#"{"model":"gpt-4o-mini","model":"o1","messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi","content":"jane@example.com"}]}"#,
+        r#"{"model":"gpt-4o-mini","messages":[],"\u006dessages":[{"role":"user","content":"x"}]}"#,
+    ];
+    for body in bodies {
+        for auth in [p.auth(), format!("Authorization: Bearer {off}\r\n")] {
+            let req = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let r = raw(p.port, req.as_bytes()).unwrap();
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (400, "ambiguous_json"),
+                "{body}"
+            );
+            assert!(r.header("x-request-id").is_some());
+        }
+    }
+    assert!(
+        up.requests().is_empty(),
+        "an ambiguous body reached the upstream"
+    );
+    // The same members once each pass.
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/chat/completions",
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+            "",
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
