@@ -313,13 +313,69 @@ impl Engine {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 None
             } else {
-                self.redact_json(text, scan, counts)
-                    .map_err(|e| BodyError::NotJson(e.to_string()))?
+                // Read one way: an object naming a member twice is refused.
+                let ambiguous = || BodyError::NotJson("an object names a member twice".into());
+                // A member can be named `logprobs` only literally or with a \u escape.
+                let stripped = if memchr::memmem::find(bytes, b"logprobs").is_some()
+                    || memchr::memmem::find(bytes, b"\\u").is_some()
+                {
+                    let mut v = crate::json::parse(bytes).map_err(|e| match e {
+                        crate::json::Error::Duplicate => ambiguous(),
+                        crate::json::Error::Invalid => BodyError::NotJson("invalid JSON".into()),
+                    })?;
+                    strip_logprobs(&mut v).then(|| v.to_string())
+                } else {
+                    if crate::json::check_unique(bytes) == Err(crate::json::Error::Duplicate) {
+                        return Err(ambiguous());
+                    }
+                    None
+                };
+                match stripped {
+                    Some(doc) => Some(
+                        self.redact_json(&doc, scan, counts)
+                            .map_err(|e| BodyError::NotJson(e.to_string()))?
+                            .unwrap_or(doc),
+                    ),
+                    None => self
+                        .redact_json(text, scan, counts)
+                        .map_err(|e| BodyError::NotJson(e.to_string()))?,
+                }
             }
         } else {
             self.redact_text(text, scan, counts)
         };
         Ok(out.map(String::into_bytes).or(decoded))
+    }
+}
+
+/// Drop token log probabilities from an answer (response redaction on): each token is a
+/// fragment no scan can judge alone, and together they rebuild a masked value. Every member
+/// named `logprobs`, at any depth, becomes `null` (chat and legacy completions' object) or `[]`
+/// (the Responses API's list). `true`: something was dropped.
+pub(crate) fn strip_logprobs(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut changed = false;
+            for (k, x) in map.iter_mut() {
+                if k == "logprobs" {
+                    let empty = match x {
+                        Value::Array(a) if !a.is_empty() => Some(Value::Array(Vec::new())),
+                        Value::Object(_) => Some(Value::Null),
+                        _ => None,
+                    };
+                    if let Some(e) = empty {
+                        *x = e;
+                        changed = true;
+                    }
+                } else {
+                    changed |= strip_logprobs(x);
+                }
+            }
+            changed
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |c, x| strip_logprobs(x) | c),
+        _ => false,
     }
 }
 
@@ -366,6 +422,36 @@ fn decode(
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn json_answers_lose_their_logprobs_and_ambiguous_ones_are_refused() {
+        let e = Engine::new();
+        let kind = ResponseKind::Json { encoding: None };
+        let mut c = Counts::default();
+        let body = br#"{"choices":[{"message":{"content":"[masked]"},"logprobs":{"content":[{"token":"bob","bytes":[98,111,98]},{"token":"@example.com"}]}}]}"#;
+        let out = e
+            .redact_response(body, &kind, 1 << 20, Scan::ALL, &mut c)
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+        // Written with an escape, the same member.
+        let body = br#"{"choices":[{"\u006cogprobs":{"content":[{"token":"bob"}]}}]}"#;
+        let out = e
+            .redact_response(body, &kind, 1 << 20, Scan::ALL, &mut c)
+            .unwrap()
+            .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains("bob"));
+        for body in [
+            br#"{"a":1,"a":2}"#.as_slice(),
+            br#"{"logprobs":null,"logprobs":{"content":[]}}"#.as_slice(),
+        ] {
+            assert!(matches!(
+                e.redact_response(body, &kind, 1 << 20, Scan::ALL, &mut c),
+                Err(BodyError::NotJson(_))
+            ));
+        }
+    }
 
     #[test]
     fn responses_are_classified_by_type_and_encoding() {

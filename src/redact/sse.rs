@@ -39,6 +39,8 @@ enum Field {
     FunctionArgs { choice: u64 },
     /// `choices[choice].text` of a legacy completion chunk.
     Completion { choice: u64 },
+    /// `choices[choice].delta.audio.transcript` (an audio answer's text).
+    Transcript { choice: u64 },
     /// A Responses API `*.delta` event's `delta`, by event family and position.
     Responses {
         family: String,
@@ -172,7 +174,7 @@ impl Redactor {
             self.flush_all(&mut before);
             data.to_string()
         } else {
-            let v = match serde_json::from_str::<Value>(data) {
+            let v = match crate::json::parse_str(data) {
                 Ok(v) => self.transform(v, &mut before),
                 Err(_) => None,
             };
@@ -226,21 +228,20 @@ impl Redactor {
             .unwrap_or("")
             .to_string();
         if object == "chat.completion.chunk" || object == "text_completion" {
-            self.chunk(&mut v);
-            return Some(v);
+            return self.chunk(v);
         }
         if let Some(family) = kind.strip_prefix("response.") {
             if let Some(family) = family.strip_suffix(".delta") {
                 if v.get("delta").is_some_and(Value::is_string) {
-                    self.responses_delta(&mut v, family.to_string());
-                    return Some(v);
+                    return self.responses_delta(v, family.to_string());
                 }
             }
             if let Some(family) = family.strip_suffix(".done") {
                 self.responses_done(&v, family, before);
             }
         }
-        // Anything else: every string at once.
+        // Anything else: no log probabilities, every string at once.
+        super::strip_logprobs(&mut v);
         self.whole(v)
     }
 
@@ -290,8 +291,61 @@ impl Redactor {
         done
     }
 
-    /// A chat completion or legacy completion chunk.
-    fn chunk(&mut self, v: &mut Value) {
+    /// A chat completion or legacy completion chunk: the text streamed in pieces goes through
+    /// its field's stream; `logprobs` are dropped; every other string is redacted at once.
+    /// `None`: it cannot be scanned.
+    fn chunk(&mut self, mut v: Value) -> Option<Value> {
+        // 1. The streamed pieces out of the chunk, an empty string in their place.
+        let mut pieces: Vec<(usize, String, Field, String)> = Vec::new();
+        if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
+            for (pos, choice) in choices.iter_mut().enumerate() {
+                let index = choice
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(pos as u64);
+                let calls = choice
+                    .pointer("/delta/tool_calls")
+                    .and_then(Value::as_array)
+                    .map(|calls| {
+                        (calls.iter().enumerate())
+                            .map(|(j, c)| (j, c.get("index").and_then(Value::as_u64)))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                let mut take = |ptr: String, field: Field| {
+                    if let Some(slot) = choice.pointer_mut(&ptr) {
+                        if let Some(t) = slot.as_str() {
+                            let t = t.to_string();
+                            *slot = Value::String(String::new());
+                            pieces.push((pos, ptr, field, t));
+                        }
+                    }
+                };
+                take("/text".into(), Field::Completion { choice: index });
+                for key in CHAT_TEXT_KEYS {
+                    take(format!("/delta/{key}"), Field::Chat { choice: index, key });
+                }
+                take(
+                    "/delta/audio/transcript".into(),
+                    Field::Transcript { choice: index },
+                );
+                take(
+                    "/delta/function_call/arguments".into(),
+                    Field::FunctionArgs { choice: index },
+                );
+                for (j, tool) in calls {
+                    let field = Field::ToolArgs {
+                        choice: index,
+                        index: tool.unwrap_or(j as u64),
+                    };
+                    take(format!("/delta/tool_calls/{j}/function/arguments"), field);
+                }
+            }
+        }
+        // 2. Token log probabilities rebuild masked text a token at a time: dropped. Every
+        // other string (a transcript's siblings, refusals in new places, ids) redacted whole.
+        super::strip_logprobs(&mut v);
+        let mut v = self.whole(v)?;
         if let Some(obj) = v.as_object() {
             let mut env = Map::new();
             for k in ["id", "object", "created", "model", "system_fingerprint"] {
@@ -301,63 +355,34 @@ impl Redactor {
             }
             self.envelope = Some(env);
         }
-        let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
-            return;
-        };
-        for (pos, choice) in choices.iter_mut().enumerate() {
-            let index = choice
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(pos as u64);
-            // Legacy completions: `text`.
-            if let Some(t) = choice
-                .get("text")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-            {
-                let released = self.stream(Field::Completion { choice: index }, &t, None);
-                choice["text"] = released.into();
+        // 3. The pieces through their streams, back in place.
+        for (pos, ptr, field, text) in pieces {
+            let released = self.stream(field, &text, None);
+            let slot = (v.get_mut("choices"))
+                .and_then(|c| c.get_mut(pos))
+                .and_then(|c| c.pointer_mut(&ptr));
+            if let Some(slot) = slot {
+                *slot = released.into();
             }
-            if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
-                for key in CHAT_TEXT_KEYS {
-                    if let Some(t) = delta.get(key).and_then(Value::as_str).map(str::to_string) {
-                        let released = self.stream(Field::Chat { choice: index, key }, &t, None);
-                        delta.insert(key.to_string(), released.into());
-                    }
-                }
-                if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
-                    for (j, call) in calls.iter_mut().enumerate() {
-                        let tool = call
-                            .get("index")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(j as u64);
-                        let args = call.pointer("/function/arguments").and_then(Value::as_str);
-                        if let Some(t) = args.map(str::to_string) {
-                            let field = Field::ToolArgs {
-                                choice: index,
-                                index: tool,
-                            };
-                            let released = self.stream(field, &t, None);
-                            call["function"]["arguments"] = released.into();
+        }
+        // 4. A finished choice releases what its fields hold back.
+        if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
+            for (pos, choice) in choices.iter_mut().enumerate() {
+                let index = choice
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(pos as u64);
+                if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                    let held = self.close(|f| field_choice(f) == Some(index));
+                    for (field, rest, _) in held {
+                        if !rest.is_empty() {
+                            append(choice, &field, &rest);
                         }
-                    }
-                }
-                let legacy = delta.get("function_call").and_then(|f| f.get("arguments"));
-                if let Some(t) = legacy.and_then(Value::as_str).map(str::to_string) {
-                    let released = self.stream(Field::FunctionArgs { choice: index }, &t, None);
-                    delta["function_call"]["arguments"] = released.into();
-                }
-            }
-            let finished = choice.get("finish_reason").is_some_and(|f| !f.is_null());
-            if finished {
-                let held = self.close(|f| field_choice(f) == Some(index));
-                for (field, rest, _) in held {
-                    if !rest.is_empty() {
-                        append(choice, &field, &rest);
                     }
                 }
             }
         }
+        Some(v)
     }
 
     fn responses_key(v: &Value, family: String) -> Field {
@@ -373,12 +398,17 @@ impl Redactor {
         }
     }
 
-    fn responses_delta(&mut self, v: &mut Value, family: String) {
-        let field = Self::responses_key(v, family);
+    /// A Responses API `*.delta` event: its `delta` through its field's stream, every other
+    /// string redacted at once (the event, so redacted, is the template of events sluice adds).
+    fn responses_delta(&mut self, mut v: Value, family: String) -> Option<Value> {
+        let field = Self::responses_key(&v, family);
         let piece = v["delta"].as_str().unwrap_or("").to_string();
-        let template = v.clone();
-        let released = self.stream(field, &piece, Some(&template));
+        v["delta"] = Value::String(String::new());
+        super::strip_logprobs(&mut v);
+        let mut v = self.whole(v)?;
+        let released = self.stream(field, &piece, Some(&v));
         v["delta"] = released.into();
+        Some(v)
     }
 
     /// A `*.done` event: release its field's held-back text in a delta event before it.
@@ -424,6 +454,7 @@ fn field_choice(f: &Field) -> Option<u64> {
         Field::Chat { choice, .. }
         | Field::ToolArgs { choice, .. }
         | Field::FunctionArgs { choice }
+        | Field::Transcript { choice }
         | Field::Completion { choice } => Some(*choice),
         Field::Responses { .. } => None,
     }
@@ -439,6 +470,7 @@ fn append(choice: &mut Value, field: &Field, rest: &str) {
     match field {
         Field::Completion { .. } => cat(&mut choice["text"]),
         Field::Chat { key, .. } => cat(&mut choice["delta"][*key]),
+        Field::Transcript { .. } => cat(&mut choice["delta"]["audio"]["transcript"]),
         Field::FunctionArgs { .. } => cat(&mut choice["delta"]["function_call"]["arguments"]),
         Field::ToolArgs { index, .. } => {
             let delta = &mut choice["delta"];
@@ -615,6 +647,60 @@ mod tests {
             "event names kept"
         );
         assert!(!raw.contains("555-0123"));
+    }
+
+    /// Token log probabilities rebuild a masked value a token at a time: they are dropped.
+    /// Strings outside the streamed fields (a transcript, a new field) are scanned too.
+    #[test]
+    fn logprobs_are_dropped_and_every_string_is_scanned() {
+        let email = "bob.smith@example.com";
+        let mut input = String::new();
+        for (i, c) in email.chars().enumerate() {
+            let lp = json!({"content": [{"token": c.to_string(), "logprob": -0.1,
+                "bytes": [c as u32], "top_logprobs": [{"token": c.to_string(), "logprob": -0.1,
+                "bytes": [c as u32]}]}]});
+            let v = json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0,
+                "delta": {"content": c.to_string(), "audio": {"transcript": c.to_string()}},
+                "logprobs": lp, "finish_reason": null}],
+                "extra": format!("note {i} for jane@example.org")});
+            input.push_str(&format!("data: {v}\n\n"));
+        }
+        input.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+        for size in [1, 9, 4096] {
+            let (events, raw, _) = run(&input, size);
+            let text = String::from_utf8(raw).unwrap();
+            assert!(!text.contains("jane@"), "{text}");
+            assert!(events.iter().all(|e| e["choices"][0]["logprobs"].is_null()));
+            assert_eq!(content(&events), "[REDACTED_EMAIL]");
+            let transcript: String = events
+                .iter()
+                .filter_map(|e| e["choices"][0]["delta"]["audio"]["transcript"].as_str())
+                .collect();
+            assert_eq!(transcript, "[REDACTED_EMAIL]", "pieces of {size}");
+        }
+        // The Responses API: `logprobs` lists emptied, other strings scanned, the events
+        // sluice adds carry nothing of the original.
+        let text = "mail bob.smith@example.com";
+        let mut input = String::new();
+        for (n, c) in text.chars().enumerate() {
+            input.push_str(&format!(
+                "data: {}\n\n",
+                json!({"type": "response.output_text.delta",
+                "item_id": "m", "output_index": 0, "content_index": 0, "delta": c.to_string(),
+                "logprobs": [{"token": c.to_string(), "logprob": -0.5}],
+                "obfuscation": "jane@example.org", "sequence_number": n})
+            ));
+        }
+        input.push_str(&format!(
+            "data: {}\n\n",
+            json!({"type": "response.output_text.done",
+            "item_id": "m", "output_index": 0, "content_index": 0, "text": text,
+            "logprobs": [{"token": "bob", "logprob": -0.5}], "sequence_number": 99})
+        ));
+        let (events, raw, _) = run(&input, 5);
+        let raw = String::from_utf8(raw).unwrap();
+        assert!(!raw.contains("bob") && !raw.contains("jane@"), "{raw}");
+        assert!(events.iter().all(|e| e["logprobs"] == json!([])));
     }
 
     #[test]

@@ -317,3 +317,40 @@ fn the_python_sdk_reads_a_rewritten_stream() {
     assert_eq!(v["content"], MASKED, "{v}");
     assert_eq!(v["finish_reason"], "stop");
 }
+
+/// Token log probabilities would rebuild a masked value a token at a time (`token`, its
+/// `bytes`, `top_logprobs`): with response redaction on they are dropped from answers, streamed
+/// or not, and a streamed audio transcript is masked like the text.
+#[test]
+fn logprobs_are_dropped_and_transcripts_masked() {
+    let up = Upstream::start();
+    let p = proxy(&up, true);
+    let r = chat(&p, true, &mock_text("sse-logprobs", ANSWER));
+    assert_eq!(r.status, 200);
+    let text = r.body_text();
+    for leak in ["jane.doe", "4111", "AKIA", "[106,"] {
+        assert!(!text.contains(leak), "{leak} leaked: {text}");
+    }
+    let ev = events(&r.body);
+    assert!(ev.iter().all(|e| e["choices"][0]["logprobs"].is_null()));
+    let transcript: String = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["audio"]["transcript"].as_str())
+        .collect();
+    assert_eq!(transcript, MASKED);
+    let content: String = ev
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, MASKED);
+    let r = chat(&p, false, &mock_text("json-logprobs", ANSWER));
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], MASKED);
+    assert!(v["choices"][0]["logprobs"].is_null(), "{v}");
+    // Without response redaction, answers are the provider's, log probabilities included.
+    let up = Upstream::start();
+    let p = proxy(&up, false);
+    let v = chat(&p, false, &mock_text("json-logprobs", ANSWER)).json();
+    assert!(v["choices"][0]["logprobs"]["content"].is_array());
+}

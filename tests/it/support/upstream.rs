@@ -179,6 +179,19 @@ async fn handle(
             // The same streams with lone-CR or CRLF line ends (the event-stream format's others).
             "sse-text-cr" => return Ok(sse_text(&text, "\r")),
             "sse-text-crlf" => return Ok(sse_text(&text, "\r\n")),
+            // Answers with token log probabilities (as `logprobs: true` asks), streamed or not,
+            // and a streamed audio transcript.
+            "sse-logprobs" => return Ok(sse_logprobs(&text)),
+            "json-logprobs" => {
+                let mut v = completion();
+                v["choices"][0]["message"]["content"] = text.clone().into();
+                v["choices"][0]["logprobs"] = serde_json::json!({"content": text.chars()
+                    .map(|c| serde_json::json!({"token": c.to_string(), "logprob": -0.1,
+                        "bytes": [c as u32], "top_logprobs": [{"token": c.to_string(),
+                        "logprob": -0.1, "bytes": [c as u32]}]}))
+                    .collect::<Vec<_>>()});
+                return Ok(json(200, v));
+            }
             "responses-text" => return Ok(responses_text(&text, "\n")),
             "responses-text-cr" => return Ok(responses_text(&text, "\r")),
             "json-text" => {
@@ -355,6 +368,29 @@ fn sse_text(text: &str, eol: &str) -> Response<Body> {
             .map(|(i, e)| format!("id: {i}\n{e}").replace('\n', eol))
             .collect();
     }
+    stream_events(events)
+}
+
+/// A chat completion stream of `text`, one character per event, each with its token's log
+/// probability and the same character as the audio transcript.
+fn sse_logprobs(text: &str) -> Response<Body> {
+    let mut events: Vec<String> = text
+        .chars()
+        .map(|c| {
+            let v = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+                "created": 1, "model": "gpt-4o-mini", "choices": [{"index": 0,
+                "delta": {"content": c.to_string(), "audio": {"transcript": c.to_string()}},
+                "logprobs": {"content": [{"token": c.to_string(), "logprob": -0.1,
+                    "bytes": [c as u32], "top_logprobs": []}]},
+                "finish_reason": null}]});
+            format!("data: {v}\n\n")
+        })
+        .collect();
+    let last = serde_json::json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+        "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    events.push(format!("data: {last}\n\n"));
+    events.push("data: [DONE]\n\n".into());
     stream_events(events)
 }
 
