@@ -167,6 +167,10 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
         let Some(method) = method.as_str() else {
             return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
         };
+        if obj.contains_key("result") || obj.contains_key("error") {
+            // A request and an answer at once: servers would take it either way.
+            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+        }
         let (name, denial) = check(method, id.is_some(), params_obj, ref_obj, server, policy);
         calls.push(Call {
             id,
@@ -531,7 +535,11 @@ impl Responses {
         if crate::json::case_variant(obj, MESSAGE_MEMBERS).is_some() {
             return Some(self.replace(id.as_ref(), "invalid_upstream_message", "ambiguous_json"));
         }
-        let is_call = obj.get("method").is_some_and(Value::is_string);
+        // A request or notification (a method, no result or error), or an answer (an id, a
+        // result or an error, no method): never both, which readers would take either way.
+        let is_call = obj.get("method").is_some_and(Value::is_string)
+            && !obj.contains_key("result")
+            && !obj.contains_key("error");
         let valid = obj.get("jsonrpc") == Some(&json!("2.0"))
             && (is_call
                 || (id.is_some()
@@ -712,5 +720,19 @@ mod tests {
         let out: Value = serde_json::from_slice(&r.message(big.as_bytes())).unwrap();
         assert_eq!(out["error"]["message"], "upstream_message_too_large");
         assert_eq!(r.replaced(), 3);
+    }
+
+    #[test]
+    fn a_server_message_that_is_a_request_and_an_answer_at_once_is_replaced() {
+        let p = policy();
+        let list = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let calls = inspect(list, "tools", &p).unwrap().calls;
+        let mut r = Responses::new("tools", p, &calls, Engine::new(), Scan::ALL, 4096);
+        let out = r.message(
+            br#"{"jsonrpc":"2.0","id":1,"method":"x","result":{"tools":[{"name":"delete_all"}]}}"#,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("delete_all"), "{text}");
+        assert!(text.contains("invalid_upstream_message"), "{text}");
     }
 }

@@ -146,6 +146,11 @@ fn ambiguous_messages_unknown_methods_and_bad_ids_never_reach_the_server() {
             r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#,
             "invalid_json_rpc",
         ),
+        // A request and an answer at once.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","result":{}}"#,
+            "invalid_json_rpc",
+        ),
         (
             r#"[{"jsonrpc":"2.0","id":52,"method":"tools/list"},{"jsonrpc":"2.0","id":52,"method":"ping"}]"#,
             "invalid_json_rpc",
