@@ -37,6 +37,10 @@ pub struct Metrics {
     pub response_redactions: IntCounterVec,
     /// `sluice_mcp_requests_total{server,method,outcome}`: MCP JSON-RPC calls.
     pub mcp_requests: IntCounterVec,
+    /// `sluice_mcp_upstream_messages_rejected_total{server,action}`: messages from MCP servers
+    /// that were not passed on: `replaced` by a JSON-RPC error (invalid, ambiguous, too large,
+    /// unscannable) or `dropped` (an answer to no request in flight).
+    pub mcp_rejected: IntCounterVec,
     /// The audit writer's queue, batch write time, records written and failed writes.
     pub audit: crate::audit::WriterStats,
     /// `sluice_admin_requests_total{method,status}`: admin API calls.
@@ -184,6 +188,14 @@ impl Metrics {
             &["server", "method", "outcome"],
         )?;
         registry.register(Box::new(mcp_requests.clone()))?;
+        let mcp_rejected = IntCounterVec::new(
+            Opts::new(
+                "sluice_mcp_upstream_messages_rejected_total",
+                "Messages from MCP servers not passed on: replaced by a JSON-RPC error, or dropped (an answer to no request in flight)",
+            ),
+            &["server", "action"],
+        )?;
+        registry.register(Box::new(mcp_rejected.clone()))?;
         let audit = crate::audit::WriterStats {
             depth: IntGauge::new(
                 "sluice_audit_queue_depth",
@@ -347,6 +359,7 @@ impl Metrics {
             redactions,
             response_redactions,
             mcp_requests,
+            mcp_rejected,
             audit,
             admin_requests,
             admin_logins,

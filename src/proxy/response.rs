@@ -789,6 +789,15 @@ pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::
         Some(Rewrite::Mcp { r, .. }) => Some(r.as_ref()),
         _ => None,
     };
+    // What the server sent that was not passed on: counted, and in every record of the request.
+    let (replaced, dropped) = answers.map_or((0, 0), |a| (a.replaced(), a.dropped()));
+    for (action, n) in [("replaced", replaced), ("dropped", dropped)] {
+        if n > 0 {
+            (state.metrics.mcp_rejected)
+                .with_label_values(&[server, action])
+                .inc_by(u64::from(n));
+        }
+    }
     let outcome_of = |c: &crate::mcp::Call| -> &'static str {
         if m.refused {
             return if c.refused {
@@ -817,6 +826,12 @@ pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::
             d.remove("model");
             for (k, v) in extra {
                 d.insert(k.clone(), v.clone());
+            }
+            if replaced > 0 {
+                d.insert("upstream_messages_replaced".into(), replaced.into());
+            }
+            if dropped > 0 {
+                d.insert("upstream_messages_dropped".into(), dropped.into());
             }
         }
         r.bounded()

@@ -324,6 +324,11 @@ fn answers_are_taken_only_for_their_request_and_lists_are_always_filtered() {
         .collect();
     assert_eq!(data.len(), 1, "one answer for one request: {text}");
     assert_eq!(data[0]["result"]["tools"], json!([{"name": "echo"}]));
+    p.metrics_with(&[
+        "sluice_mcp_upstream_messages_rejected_total{action=\"dropped\",server=\"c\"} 2",
+        "sluice_mcp_upstream_messages_rejected_total{action=\"dropped\",server=\"a\"} 1",
+        "sluice_mcp_upstream_messages_rejected_total{action=\"replaced\",server=\"a\"} 1",
+    ]);
     for (server, id) in [("d", 11), ("f", 13)] {
         let r = rpc(
             &p,
