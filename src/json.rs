@@ -52,16 +52,33 @@ fn classify(e: serde_json::Error) -> Error {
     }
 }
 
-/// The first member of `obj` that is not one of `names` but equals one of them ignoring ASCII
-/// case (`Method` beside, or instead of, `method`).
+/// The first member of `obj` that is not one of `names` but equals one of them ignoring case
+/// as Go's `encoding/json` ignores it (`strings.EqualFold`: ASCII case, and the two characters
+/// whose simple case folding is an ASCII letter, U+017F `ſ` for `s` and U+212A KELVIN SIGN for
+/// `k`): `Method` or `paramſ` beside, or instead of, `method` or `params`.
 pub fn case_variant<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<&'a str> {
     obj.keys()
-        .find(|k| {
-            names
-                .iter()
-                .any(|n| k.as_str() != *n && k.eq_ignore_ascii_case(n))
-        })
+        .find(|k| names.iter().any(|n| k.as_str() != *n && folds_to(k, n)))
         .map(String::as_str)
+}
+
+/// Whether `k` equals the ASCII name `n` under Go's case folding.
+fn folds_to(k: &str, n: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{17f}' => 's',
+        '\u{212a}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    k.chars()
+        .map(fold)
+        .eq(n.chars().map(|c| c.to_ascii_lowercase()))
+}
+
+/// Whether a repeated member name is one of sluice's own redaction tokens
+/// (`[REDACTED_EMAIL]`, ...): redacting the names of an object (`{"a@x.com":1,"b@y.com":2}`)
+/// makes them repeat, and what such a member holds is nothing sluice decides on.
+fn is_token(name: &str) -> bool {
+    crate::redact::Entity::ALL.iter().any(|e| e.token() == name)
 }
 
 struct Strict;
@@ -126,7 +143,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(k) = map.next_key::<String>()? {
-            if out.contains_key(&k) {
+            if out.contains_key(&k) && !is_token(&k) {
                 // The name is not quoted: it may be anything the peer sent.
                 return Err(de::Error::custom("duplicate member name"));
             }
@@ -196,6 +213,7 @@ impl<'de> Visitor<'de> for UniqueVisitor {
         let mut set: Option<std::collections::HashSet<std::borrow::Cow<'de, str>>> = None;
         while let Some(Name(k)) = map.next_key::<Name<'de>>()? {
             let dup = match set.as_mut() {
+                _ if is_token(&k) => false,
                 Some(set) => !set.insert(k),
                 None if names.contains(&k) => true,
                 None => {
@@ -272,6 +290,16 @@ mod tests {
         let obj = v.as_object().unwrap();
         assert_eq!(case_variant(obj, &["method"]), Some("Method"));
         assert_eq!(case_variant(obj, &["n"]), None);
+        // Go's folding: the long s and the Kelvin sign.
+        let v = parse("{\"params\":{},\"param\u{17f}\":{},\"\u{212a}ey\":1}".as_bytes()).unwrap();
+        let obj = v.as_object().unwrap();
+        assert_eq!(case_variant(obj, &["params"]), Some("param\u{17f}"));
+        assert_eq!(case_variant(obj, &["key"]), Some("\u{212a}ey"));
+        assert_eq!(case_variant(obj, &["paramss"]), None);
+        // Names sluice's redaction gave: repeated, not ambiguous.
+        let redacted = br#"{"[REDACTED_EMAIL]":1,"[REDACTED_EMAIL]":2,"k":[{"[REDACTED_PHONE]":1,"[REDACTED_PHONE]":1}]}"#;
+        assert_eq!(check_unique(redacted), Ok(()));
+        assert!(parse(redacted).is_ok());
     }
 
     proptest! {

@@ -66,12 +66,15 @@ impl Event {
                     }
                     continue;
                 }
-                "event" => ev.lines.push(Line::Event(value.to_string())),
-                "id" if !value.contains('\0') => ev.lines.push(Line::Id(value.to_string())),
+                "event" if is_plain(value) => ev.lines.push(Line::Event(value.to_string())),
+                "id" if !value.contains('\0') && is_plain(value) => {
+                    ev.lines.push(Line::Id(value.to_string()))
+                }
                 "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                     ev.lines.push(Line::Retry(value.to_string()))
                 }
-                // Unknown fields, an `id` with NUL, a bad `retry`: a client ignores them.
+                // Unknown fields, an `id` with NUL, a bad `retry`: a client ignores them. An
+                // `event` or `id` holding what some clients split lines at is dropped too.
                 _ => {}
             }
         }
@@ -132,6 +135,22 @@ impl Event {
     }
 }
 
+/// Whether a field value holds nothing that any client reads as a line break: the WHATWG rules
+/// split at CR and LF only, but readers built on Python's `str.splitlines` (httpx's
+/// `aiter_lines`, under the MCP Python SDK's SSE client) also split at VT, FF, FS, GS, RS, NEL,
+/// and U+2028/U+2029. Such a value in `event` or `id` could carry a line of its own past sluice.
+fn is_plain(value: &str) -> bool {
+    !value.chars().any(is_other_break)
+}
+
+/// A character some line readers break lines at, besides CR and LF.
+fn is_other_break(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0b}' | '\u{0c}' | '\u{1c}' | '\u{1d}' | '\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
 fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -144,7 +163,21 @@ fn push_data(out: &mut Vec<u8>, data: Option<&str>) {
         return;
     };
     for line in split_lines(data) {
-        push_field(out, "data", line);
+        if line.contains(is_other_break) {
+            // Data sluice writes is JSON: inside a string these characters can be written as
+            // escapes, so no reader splits the line (outside one they are not valid JSON).
+            let mut escaped = String::with_capacity(line.len() + 12);
+            for c in line.chars() {
+                if is_other_break(c) {
+                    escaped.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    escaped.push(c);
+                }
+            }
+            push_field(out, "data", &escaped);
+        } else {
+            push_field(out, "data", line);
+        }
     }
 }
 
@@ -173,6 +206,11 @@ pub struct Decoder {
     buf: Vec<u8>,
     /// Whether the stream's first bytes were looked at for a BOM.
     started: bool,
+    /// Where in `buf` the search for the end of the current block goes on (bytes before it
+    /// were looked at already: a stream trickled in small pieces is read once, not again at
+    /// every piece), and where the current line starts.
+    scan: usize,
+    line_start: usize,
 }
 
 impl Decoder {
@@ -204,12 +242,45 @@ impl Decoder {
         }
         let mut events = Vec::new();
         let mut start = 0;
-        while let Some(end) = block_end(&self.buf[start..], false) {
-            events.push(parse_block(&self.buf[start..start + end]));
-            start += end;
+        while let Some(end) = self.block_end(start) {
+            events.push(parse_block(&self.buf[start..end]));
+            start = end;
         }
         self.buf.drain(..start);
+        self.scan -= start;
+        self.line_start -= start;
         events
+    }
+
+    /// The end (exclusive, through its blank line) of the block that starts at `start`, if
+    /// `buf` holds all of it. A CR as the last byte may be half of a CRLF: wait for more.
+    fn block_end(&mut self, start: usize) -> Option<usize> {
+        let b = &self.buf;
+        let mut i = self.scan.max(start);
+        if self.line_start < start {
+            self.line_start = start;
+        }
+        while let Some(off) = memchr::memchr2(b'\n', b'\r', &b[i..]) {
+            i += off;
+            let eol = match b[i] {
+                b'\n' => 1,
+                _ if b.get(i + 1) == Some(&b'\n') => 2,
+                _ if i + 1 < b.len() => 1,
+                _ => {
+                    self.scan = i;
+                    return None;
+                }
+            };
+            let blank = i == self.line_start;
+            i += eol;
+            self.line_start = i;
+            if blank {
+                self.scan = i;
+                return Some(i);
+            }
+        }
+        self.scan = b.len();
+        None
     }
 
     /// The stream ended: a last block that was not ended by a blank line, if any. (A client
@@ -217,6 +288,8 @@ impl Decoder {
     pub fn finish(&mut self) -> Option<Event> {
         // Its lines, whatever ends them (a lone CR at the very end included). Bytes that were
         // waiting to be told from a BOM are not one: they are read as text.
+        self.scan = 0;
+        self.line_start = 0;
         let ev = parse_block(&std::mem::take(&mut self.buf));
         (!ev.is_empty()).then_some(ev)
     }
@@ -226,28 +299,6 @@ impl Decoder {
 fn parse_block(raw: &[u8]) -> Event {
     let text = String::from_utf8_lossy(raw);
     Event::from_lines(split_lines(&text).filter(|l| !l.is_empty()))
-}
-
-/// The length of the first block in `b` through the blank line that ends it, if `b` holds a
-/// whole one. A CR as the last byte may be half of a CRLF: unless `at_end`, wait for more.
-fn block_end(b: &[u8], at_end: bool) -> Option<usize> {
-    let mut i = 0;
-    let mut line_start = 0;
-    while let Some(off) = memchr::memchr2(b'\n', b'\r', &b[i..]) {
-        i += off;
-        let eol = match b[i] {
-            b'\n' => 1,
-            _ if b.get(i + 1) == Some(&b'\n') => 2,
-            _ if i + 1 < b.len() || at_end => 1,
-            _ => return None,
-        };
-        if i == line_start {
-            return Some(i + eol);
-        }
-        i += eol;
-        line_start = i;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -349,6 +400,34 @@ mod tests {
             ":\n\ndata: a\ndata: b\n\nevent: x\ndata: \n\n"
         );
         assert_eq!(reference(s.as_bytes()).len(), 2);
+    }
+
+    #[test]
+    fn what_other_readers_split_lines_at_never_goes_out_raw() {
+        let s = "event: message\u{2028}data: {\"x\":1}\nid: 1\u{85}data: 2\ndata: {\"t\":\"a\u{2029}b\u{0b}\"}\n\n";
+        let (events, out) = roundtrip(s.as_bytes(), &[]);
+        assert_eq!(events[0].kind(), None, "the event name is dropped");
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out, "data: {\"t\":\"a\\u2029b\\u000b\"}\n\n");
+        let v: serde_json::Value =
+            serde_json::from_str(out.strip_prefix("data: ").unwrap().trim()).unwrap();
+        assert_eq!(v["t"], "a\u{2029}b\u{0b}");
+    }
+
+    #[test]
+    fn a_stream_trickled_a_byte_at_a_time_is_read_in_linear_time() {
+        let mut d = Decoder::new();
+        let mut n = 0;
+        // 200,000 one-byte pieces: quadratic rescanning would take minutes.
+        for _ in 0..50_000 {
+            for b in b"a\n" {
+                n += d.push(&[*b]).len();
+            }
+        }
+        for b in b"data: x\r\n\r\n" {
+            n += d.push(&[*b]).len();
+        }
+        assert_eq!(n, 1);
     }
 
     #[test]

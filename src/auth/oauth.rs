@@ -131,22 +131,52 @@ pub fn fetch(agent: &ureq::Agent, s: &Settings, secret: &str) -> Result<Token, F
         Err(ureq::Error::Status(code, _)) => return Err(FetchError::Status(code)),
         Err(ureq::Error::Transport(_)) => return Err(FetchError::Unreachable),
     };
+    // The answer is bounded (a token answer is a few KB) and parsed by `token_answer`.
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(resp.into_reader(), MAX_ANSWER_BYTES + 1),
+        &mut body,
+    )
+    .map_err(|_| FetchError::Unreachable)?;
+    if body.len() as u64 > MAX_ANSWER_BYTES {
+        return Err(FetchError::Invalid);
+    }
+    token_answer(&body)
+}
+
+/// The largest token endpoint answer read.
+const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+
+/// A token endpoint's JSON answer (RFC 6749 section 5.1), every number bounded.
+fn token_answer(body: &[u8]) -> Result<Token, FetchError> {
     #[derive(serde::Deserialize)]
     struct Answer {
         access_token: String,
         #[serde(default)]
-        expires_in: Option<f64>,
+        expires_in: Option<serde_json::Value>,
         #[serde(default)]
         refresh_token: Option<String>,
     }
-    let a: Answer = resp.into_json().map_err(|_| FetchError::Invalid)?;
+    let a: Answer = serde_json::from_slice(body).map_err(|_| FetchError::Invalid)?;
     if a.access_token.is_empty() || a.access_token.bytes().any(|b| b < 0x20 || b == 0x7f) {
         return Err(FetchError::Invalid);
     }
+    // A number, or (as some endpoints send it) a string holding one; anything else is refused.
+    let expires_in = match a.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => return Err(FetchError::Invalid),
+    };
+    let expires_in = match expires_in {
+        Some(e) if e.is_nan() => return Err(FetchError::Invalid),
+        other => other,
+    };
     Ok(Token {
         access: Zeroizing::new(a.access_token),
-        // Without expires_in, assume an hour (RFC 6749 leaves it to the server's docs).
-        expires_in: a.expires_in.map_or(3600, |e| e.max(1.0) as u64),
+        // Without expires_in, assume an hour (RFC 6749 leaves it to the server's docs); a
+        // lifetime from outside is bounded (1 s to a year): `1e13` must not overflow a date.
+        expires_in: expires_in.map_or(3600, |e| e.clamp(1.0, MAX_EXPIRES_IN as f64) as u64),
         refresh: a
             .refresh_token
             .filter(|t| !t.is_empty())
@@ -191,6 +221,8 @@ pub struct Refresher {
 }
 
 const TICK: Duration = Duration::from_millis(250);
+/// The longest token lifetime believed (a year), whatever `expires_in` says.
+const MAX_EXPIRES_IN: u64 = 365 * 24 * 3600;
 /// How long one process holds the claim on a refresh (longer than the HTTP timeout).
 const LEASE_SECS: u64 = 30;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -339,7 +371,13 @@ pub struct Sealed {
 
 /// Seal `token` (and a rotated refresh token) for credential row (`id`, `name`).
 pub fn seal(ring: &Keyring, id: &str, name: &str, grant: Grant, token: &Token) -> Sealed {
-    let expires = OffsetDateTime::now_utc() + Duration::from_secs(token.expires_in);
+    let now = OffsetDateTime::now_utc();
+    // Checked: a lifetime that does not fit a date is the longest one believed.
+    let expires = now
+        .checked_add(time::Duration::seconds(
+            token.expires_in.min(MAX_EXPIRES_IN) as i64,
+        ))
+        .unwrap_or(now);
     Sealed {
         token: ring.seal(
             token.access.as_bytes(),
@@ -383,6 +421,52 @@ fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_answers_are_read_with_every_number_bounded() {
+        let t = |b: &str| token_answer(b.as_bytes()).map(|t| t.expires_in);
+        assert_eq!(
+            t(r#"{"access_token":"a","expires_in":1e13}"#),
+            Ok(MAX_EXPIRES_IN)
+        );
+        assert_eq!(t(r#"{"access_token":"a","expires_in":-5}"#), Ok(1));
+        assert_eq!(t(r#"{"access_token":"a","expires_in":"120"}"#), Ok(120));
+        assert_eq!(t(r#"{"access_token":"a","expires_in":null}"#), Ok(3600));
+        assert_eq!(t(r#"{"access_token":"a"}"#), Ok(3600));
+        assert_eq!(t(r#"{"access_token":"a","expires_in":1e400}"#).ok(), None);
+        assert!(t(r#"{"access_token":"a","expires_in":[1]}"#).is_err());
+        assert!(t(r#"{"access_token":""}"#).is_err());
+        assert!(t(r#"{"access_token":"a\nb"}"#).is_err());
+        // Sealing with the longest lifetime does not overflow a date.
+        let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
+        let token = token_answer(br#"{"access_token":"a","expires_in":1e300}"#).unwrap();
+        let sealed = seal(&ring, "id", "name", Grant::ClientCredentials, &token);
+        assert!(sealed
+            .expires_at
+            .starts_with(&(OffsetDateTime::now_utc().year() + 1).to_string()));
+    }
+
+    proptest::proptest! {
+        /// Whatever JSON a token endpoint answers, reading it never panics and a token's
+        /// lifetime is within bounds.
+        #[test]
+        fn any_token_answer_is_read_without_panic(
+            e in proptest::prelude::any::<f64>(),
+            s in ".{0,12}",
+            pick in 0u8..4,
+        ) {
+            let expires = match pick {
+                0 => serde_json::json!(e),
+                1 => serde_json::json!(s),
+                2 => serde_json::json!({"x": e}),
+                _ => serde_json::Value::Null,
+            };
+            let body = serde_json::json!({"access_token": "tok", "expires_in": expires}).to_string();
+            if let Ok(t) = token_answer(body.as_bytes()) {
+                proptest::prop_assert!((1..=MAX_EXPIRES_IN).contains(&t.expires_in));
+            }
+        }
+    }
 
     #[test]
     fn tokens_are_due_at_80_percent_of_their_lifetime() {

@@ -96,19 +96,91 @@ pub(super) fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
     Ok(())
 }
 
-/// Logs go to stderr. pingora's own records are capped at `warn` unless the level names them:
-/// its debug output can contain raw request bytes.
+/// Logs go to stderr. pingora's own records are capped at `warn` unless the level names them
+/// (its debug output can contain raw request bytes), and even then never printed as written:
+/// its messages quote what it failed to parse (a response head with its `Set-Cookie`, a request
+/// head with its `Authorization`). Each is replaced by a record that names only its level,
+/// origin and place in pingora's code; what happened to the request is in sluice's own line.
 pub(super) fn init_logging(cfg: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let mut directives = cfg.log.level.clone();
     if !directives.contains("pingora") {
         directives.push_str(",pingora_core=warn,pingora_proxy=warn");
     }
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match cfg.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+    let printed = tracing_subscriber::filter::filter_fn(|m| !is_pingora(m.target()));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let fmt = match cfg.log.format {
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(printed).boxed(),
+        LogFormat::Text => fmt.with_filter(printed).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(Withheld)
+        .try_init();
+}
+
+/// Whether a record comes from pingora (its crates, through the `log` bridge or `tracing`).
+fn is_pingora(target: &str) -> bool {
+    target.starts_with("pingora")
+}
+
+/// Replaces each pingora record by one that quotes nothing of it (see [`init_logging`]).
+struct Withheld;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Withheld {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let m = event.metadata();
+        if !is_pingora(m.target()) {
+            return;
+        }
+        // Records bridged from `log` carry their origin in fields; `tracing`'s metadata names
+        // the bridge. Only static facts are kept: the module path and line are pingora's code.
+        let mut origin = OriginVisitor::default();
+        event.record(&mut origin);
+        let module = origin.module.as_deref().unwrap_or(m.target());
+        let line = origin.line.or(m.line()).unwrap_or(0);
+        let level = m.level().as_str();
+        if *m.level() <= tracing::Level::WARN {
+            tracing::warn!(target: "sluice::pingora", pingora_level = level, pingora_module = module, pingora_line = line,
+                "a pingora record was withheld: it may quote raw protocol bytes; the request's own log line has what happened");
+        } else {
+            tracing::debug!(target: "sluice::pingora", pingora_level = level, pingora_module = module, pingora_line = line,
+                "a pingora record was withheld");
+        }
+    }
+}
+
+/// The origin fields the `log` bridge records (`log.module_path`, `log.line`), nothing else.
+#[derive(Default)]
+struct OriginVisitor {
+    module: Option<String>,
+    line: Option<u32>,
+}
+
+impl tracing::field::Visit for OriginVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        // A module path is an identifier path: anything else is not kept.
+        if field.name() == "log.module_path"
+            && value.len() <= 128
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+        {
+            self.module = Some(value.to_string());
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "log.line" {
+            self.line = u32::try_from(value).ok();
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }

@@ -126,7 +126,8 @@ pub enum UriError {
     Forbidden,
 }
 
-/// Check that `uri` is in the normal form policies match on: no dot segments in its path, no
+/// Check that `uri` is in the normal form policies match on: no dot segments (in its path, or
+/// after a `?` or `#`, which servers reading URIs as paths walk too), no
 /// percent-encoded unreserved characters (RFC 3986 section 6.2.2.2), no encoded `/`, `\`, NUL
 /// or control characters, no backslash or control character at all.
 pub fn check_uri(uri: &str) -> Result<(), UriError> {
@@ -158,9 +159,9 @@ pub fn check_uri(uri: &str) -> Result<(), UriError> {
         }
         i += 1;
     }
-    // The path's segments: everything before the query or fragment, split at '/'.
-    let path = uri.split(['?', '#']).next().unwrap_or("");
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
+    // Segments of the whole URI, query and fragment included: a server that reads the URI as
+    // a path (`file:///docs/?/../../etc/passwd`) walks them too.
+    if uri.split(['/', '?', '#']).any(|seg| seg == "." || seg == "..") {
         return Err(UriError::DotSegment);
     }
     Ok(())
@@ -238,7 +239,9 @@ mod tests {
         }
         assert_eq!(check_uri("file:///a/../b"), Err(UriError::DotSegment));
         assert_eq!(check_uri("file:///a/%2E%2E/b"), Err(UriError::NotNormal));
-        // A dot segment in the query is not a path segment.
+        // A query's values are not segments; a segment after '?' or '#' is.
         assert_eq!(check_uri("file:///a?p=../b"), Ok(()));
+        assert_eq!(check_uri("file:///a/?/../b"), Err(UriError::DotSegment));
+        assert_eq!(check_uri("file:///a/#/.."), Err(UriError::DotSegment));
     }
 }

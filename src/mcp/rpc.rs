@@ -121,6 +121,7 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
         _ => return Err(invalid("invalid_json_rpc", -32600, "invalid_request")),
     };
     let mut calls: Vec<Call> = Vec::with_capacity(messages.len());
+    let mut ids = std::collections::HashSet::new();
     for m in &messages {
         let Some(obj) = m.as_object() else {
             return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
@@ -146,7 +147,7 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
         }
         // One id per message of a batch: two answers to one id could not be told apart.
         if let Some(id) = &id {
-            if calls.iter().any(|c| c.id.as_ref() == Some(id)) {
+            if !ids.insert(id_key(id)) {
                 return Err(invalid("invalid_json_rpc", -32600, "duplicate_id"));
             }
         }
@@ -341,9 +342,19 @@ fn uri_reason(e: super::policy::UriError) -> &'static str {
     }
 }
 
-/// The key of an id in the table of pending calls.
+/// The key of an id in the table of pending calls: its JSON text, so `7` and `"7"` differ.
 fn id_key(id: &Value) -> String {
     id.to_string()
+}
+
+impl Call {
+    /// For a request (not a notification, not the client's own answer): its id as JSON text.
+    pub fn id_key(&self) -> Option<String> {
+        (self.method != "response")
+            .then_some(self.id.as_ref())
+            .flatten()
+            .map(id_key)
+    }
 }
 
 /// Validates and rewrites what one MCP server sends back to one request (or on its stream).
@@ -379,8 +390,7 @@ impl Responses {
         // Requests await an answer; a client's own answers (to a server's request) do not.
         let pending = calls
             .iter()
-            .filter(|c| c.method != "response")
-            .filter_map(|c| Some((id_key(c.id.as_ref()?), c.method.clone())))
+            .filter_map(|c| Some((c.id_key()?, c.method.clone())))
             .collect();
         Responses {
             server: server.to_string(),
@@ -432,7 +442,9 @@ impl Responses {
     /// One event, as a client reads it: its message checked and rewritten, written back.
     fn sse_event(&mut self, ev: &crate::sse::Event, out: &mut Vec<u8>) {
         match ev.data.as_deref() {
-            None => ev.write(None, out),
+            // No message: a keep-alive, or an event that only primes reconnection (an id and an
+            // empty data field, as servers that poll send first).
+            None | Some("") => ev.write(None, out),
             // A dropped answer drops its event.
             Some(data) => {
                 if let Some(new) = self.read(data.as_bytes()) {
@@ -440,6 +452,19 @@ impl Responses {
                 }
             }
         }
+    }
+
+    /// A resumed stream (a GET with `Last-Event-ID`) may carry the answers to these requests of
+    /// its session, sent by earlier POSTs (ids as JSON text, see [`Call::id_key`]).
+    pub fn resume(&mut self, ids: Vec<String>) {
+        for k in ids {
+            self.pending.entry(k).or_insert_with(|| "resumed".into());
+        }
+    }
+
+    /// The ids (as JSON text) of the requests answered so far.
+    pub fn answered(&self) -> impl Iterator<Item = &str> {
+        self.outcomes.keys().map(String::as_str)
     }
 
     /// Values redacted so far.

@@ -4,11 +4,13 @@
 //! to another key, or to none, is answered 404 (the specification's answer for an unknown
 //! session, after which a client starts a new one) without reaching the server.
 //!
-//! Memory is bounded: at most [`MAX_SESSIONS`] bindings, each forgotten after [`IDLE`] without
-//! use; when full, the binding used longest ago goes first (its client gets a 404 and starts
-//! again). Ids are held as SHA-256 digests, never as the server wrote them.
+//! Memory is bounded: at most [`MAX_SESSIONS`] bindings ([`MAX_PER_KEY`] per key), each
+//! forgotten after [`IDLE`] without use; when full, the binding used longest ago goes first (its
+//! client gets a 404 and starts again). Ids are held as SHA-256 digests, never as the server
+//! wrote them. Each binding also remembers which of its requests await an answer, so that a
+//! stream the client resumes may carry those answers and no others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -24,12 +26,22 @@ const MAX_ID_BYTES: usize = 1024;
 struct Binding {
     key_id: String,
     used: Instant,
+    /// Ids (as JSON text) of requests sent in this session and not answered yet: a stream the
+    /// client resumes (a GET with `Last-Event-ID`) may carry their answers.
+    awaiting: HashSet<String>,
 }
+
+/// The most requests a session awaits answers for; past it, the oldest are forgotten (their
+/// answers can then only come on the POST that sent them).
+const MAX_AWAITING: usize = 1024;
+/// The most sessions one key holds; past it, that key's least recently used goes.
+pub const MAX_PER_KEY: usize = 1000;
 
 /// The session bindings of one sluice process.
 pub struct Sessions {
     map: Mutex<HashMap<[u8; 32], Binding>>,
     max: usize,
+    per_key: usize,
     idle: Duration,
 }
 
@@ -58,6 +70,7 @@ impl Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             max: max.max(1),
+            per_key: MAX_PER_KEY.min(max).max(1),
             idle,
         }
     }
@@ -104,6 +117,18 @@ impl Sessions {
                 return b.key_id == key_id;
             }
         }
+        // One key cannot push every other key's sessions out: past its own share, its own
+        // least recently used binding goes.
+        let mine: Vec<([u8; 32], Instant)> = map
+            .iter()
+            .filter(|(_, b)| b.key_id == key_id)
+            .map(|(k, b)| (*k, b.used))
+            .collect();
+        if mine.len() >= self.per_key {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, used)| *used) {
+                map.remove(oldest);
+            }
+        }
         if map.len() >= self.max && !map.contains_key(&d) {
             let idle = self.idle;
             map.retain(|_, b| now.saturating_duration_since(b.used) <= idle);
@@ -118,9 +143,46 @@ impl Sessions {
             Binding {
                 key_id: key_id.to_string(),
                 used: now,
+                awaiting: HashSet::new(),
             },
         );
         true
+    }
+
+    /// Requests with these ids were sent in session `id`: their answers may come on a stream
+    /// the client resumes.
+    pub fn expect(&self, server: &str, id: &[u8], ids: impl IntoIterator<Item = String>) {
+        let mut map = self.lock();
+        if let Some(b) = map.get_mut(&digest(server, id)) {
+            for k in ids {
+                if b.awaiting.len() >= MAX_AWAITING {
+                    // Arbitrary but bounded: one id goes to make room.
+                    if let Some(old) = b.awaiting.iter().next().cloned() {
+                        b.awaiting.remove(&old);
+                    }
+                }
+                b.awaiting.insert(k);
+            }
+        }
+    }
+
+    /// These requests of session `id` were answered.
+    pub fn answered<'a>(&self, server: &str, id: &[u8], ids: impl IntoIterator<Item = &'a str>) {
+        let mut map = self.lock();
+        if let Some(b) = map.get_mut(&digest(server, id)) {
+            for k in ids {
+                b.awaiting.remove(k);
+            }
+        }
+    }
+
+    /// The requests of session `id` still awaiting an answer (for `key_id`'s resumed stream).
+    pub fn awaiting(&self, server: &str, id: &[u8], key_id: &str) -> Vec<String> {
+        let map = self.lock();
+        match map.get(&digest(server, id)) {
+            Some(b) if b.key_id == key_id => b.awaiting.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Forget session `id` on `server` (ended by its key with DELETE).
@@ -166,5 +228,30 @@ mod tests {
         assert!(!s.allows("tools", b"abc", "k1", t + Duration::from_secs(120)));
         s.end("tools", b"ghi");
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn answers_awaited_in_a_session_are_its_keys_and_a_key_has_a_share() {
+        let s = Sessions::new(10_000, Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(s.bind("tools", b"abc", "k1", t));
+        s.expect("tools", b"abc", ["7".to_string(), "\"x\"".to_string()]);
+        s.answered("tools", b"abc", ["7"]);
+        assert_eq!(s.awaiting("tools", b"abc", "k1"), vec!["\"x\"".to_string()]);
+        assert!(s.awaiting("tools", b"abc", "k2").is_empty());
+        for i in 0..MAX_PER_KEY + 5 {
+            let id = format!("s{i}");
+            assert!(s.bind(
+                "tools",
+                id.as_bytes(),
+                "greedy",
+                t + Duration::from_millis(i as u64)
+            ));
+        }
+        assert!(
+            s.allows("tools", b"abc", "k1", t),
+            "another key's session stays"
+        );
+        assert_eq!(s.len(), MAX_PER_KEY + 1);
     }
 }

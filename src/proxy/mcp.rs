@@ -19,6 +19,29 @@ use crate::config::CredentialKind;
 /// The Streamable HTTP transport's session header.
 const SESSION_HEADER: &str = "mcp-session-id";
 
+/// A resumed stream may carry the answers its session awaits: the ids of those.
+pub fn awaiting(state: &State, ctx: &Ctx) -> Vec<String> {
+    let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
+        return Vec::new();
+    };
+    match (&m.session, state.cfg.mcp_servers.get(m.server)) {
+        (Some(sid), Some(server)) if m.resume => {
+            state.mcp_sessions.awaiting(&server.name, sid, &key.id)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The answers that came (on a POST or a resumed stream) are no longer awaited.
+pub fn answered(state: &State, ctx: &Ctx, r: &crate::mcp::Responses) {
+    let Some(m) = ctx.mcp.as_ref() else {
+        return;
+    };
+    if let (Some(sid), Some(server)) = (&m.session, state.cfg.mcp_servers.get(m.server)) {
+        state.mcp_sessions.answered(&server.name, sid, r.answered());
+    }
+}
+
 /// A session id in a server's answer: bound to the key whose request it answers.
 pub fn bind_session(state: &State, resp: &ResponseHeader, ctx: &Ctx) {
     let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
@@ -54,6 +77,10 @@ pub struct McpCtx {
     pub refused: bool,
     /// A DELETE that ends its session (its binding is gone).
     pub ended_session: bool,
+    /// The session id the request carried (bound to its key).
+    pub session: Option<Vec<u8>>,
+    /// A GET that resumes a stream (`Last-Event-ID`): it may carry answers its session awaits.
+    pub resume: bool,
 }
 
 /// Pick the MCP server named by the path, with its address and credential.
@@ -107,6 +134,19 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
     // A session is its key's alone: an id another key opened (or none did) is unknown here,
     // and the server never hears of the request.
     let mut ended_session = false;
+    let mut bound = None;
+    // One session id: servers and balancers that read another of several would serve a
+    // session sluice did not check.
+    if session
+        .req_header()
+        .headers
+        .get_all(SESSION_HEADER)
+        .iter()
+        .count()
+        > 1
+    {
+        return Err(Rejection::Inbound(crate::inbound::Error::NotFound));
+    }
     if let Some(sid) = session.req_header().headers.get(SESSION_HEADER) {
         let now = std::time::Instant::now();
         if !state
@@ -118,8 +158,13 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         if session.req_header().method == http::Method::DELETE {
             state.mcp_sessions.end(&server.name, sid.as_bytes());
             ended_session = true;
+        } else {
+            bound = Some(sid.as_bytes().to_vec());
         }
     }
+    let resume = bound.is_some()
+        && session.req_header().method == http::Method::GET
+        && session.req_header().headers.contains_key("last-event-id");
     // A GET is the server's event stream, which may be idle for long: no read timeout; tool
     // calls get the long timeout.
     ctx.timeout = state.cfg.limits.long_timeout;
@@ -128,6 +173,8 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         calls: Vec::new(),
         refused: false,
         ended_session,
+        session: bound,
+        resume,
     });
     Ok(())
 }
@@ -144,6 +191,11 @@ pub fn inspect(state: &State, ctx: &mut Ctx, body: &[u8]) -> Option<(u16, Vec<u8
         }
         Ok(i) => {
             mcp.calls = i.calls;
+            if let (None, Some(sid)) = (&i.refusal, &mcp.session) {
+                // Answers to these may come on a stream the client resumes.
+                let ids = mcp.calls.iter().filter_map(crate::mcp::Call::id_key);
+                state.mcp_sessions.expect(server, sid, ids);
+            }
             let answer = i.refusal?;
             mcp.refused = true;
             ctx.code = Some(i.code);

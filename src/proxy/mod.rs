@@ -361,6 +361,13 @@ impl ProxyHttp for Sluice {
         }
     }
 
+    /// pingora's "Fail to proxy" record quotes the error, whose context can hold the raw bytes
+    /// it failed to parse (an upstream's whole response head, cookies included): never written.
+    /// The request's own log line has the error's type.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
+        true
+    }
+
     /// Never log the query string: it is client-controlled and could hold a secret.
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
         let req = session.req_header();

@@ -147,8 +147,17 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
         // Decided on exactly what is forwarded: a JSON body whose members a parser upstream
         // could read otherwise (a second `model`, a second `messages`) is refused. What is not
         // JSON (a compressed body sluice did not decode) was left to the checks above.
-        if crate::json::check_unique(&body) == Err(crate::json::Error::Duplicate) {
-            return Err(Rejection::AmbiguousJson);
+        match crate::json::check_unique(&body) {
+            Err(crate::json::Error::Duplicate) => return Err(Rejection::AmbiguousJson),
+            // JSON that cannot be read one way (a number out of range, nesting past 128
+            // levels): its members were not checked, so it is not forwarded either.
+            Err(crate::json::Error::Invalid) if looks_like_json(&body) => {
+                ctx.reason = Some("pii_scan");
+                return Err(Rejection::Unscannable(crate::redact::BodyError::NotJson(
+                    "the JSON body cannot be read one way (a number out of range, or nested deeper than 128 levels)".into(),
+                )));
+            }
+            _ => {}
         }
         ctx.model = inbound::model(&body);
         ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
@@ -320,6 +329,14 @@ const OFFLOAD_BYTES: usize = 256 * 1024;
 
 /// Redact PII from the body when the key's policy says so. Fail closed: a body that cannot be
 /// scanned is refused, never forwarded.
+/// Whether a body is meant as JSON: an object or an array, after leading whitespace.
+fn looks_like_json(body: &[u8]) -> bool {
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
+}
+
 async fn redact(
     state: &Arc<State>,
     session: &mut Session,

@@ -246,7 +246,7 @@ fn plan_mcp(
         pii: key.redact_pii,
         secrets: key.redact_secrets,
     };
-    let r = crate::mcp::Responses::new(
+    let mut r = crate::mcp::Responses::new(
         server,
         key.mcp.clone(),
         &m.calls,
@@ -254,6 +254,7 @@ fn plan_mcp(
         scan,
         state.cfg.mcp.max_message_bytes,
     );
+    r.resume(super::mcp::awaiting(state, ctx));
     ctx.rewrite = Some(Rewrite::Mcp {
         sse,
         buf: Vec::new(),
@@ -350,6 +351,11 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
             }
         }
         _ => {}
+    }
+    if end {
+        if let Some(Rewrite::Mcp { r, .. }) = &ctx.rewrite {
+            super::mcp::answered(state, ctx, r);
+        }
     }
     follow_usage(body, end, ctx);
     if let Some(b) = body {

@@ -325,10 +325,13 @@ impl Engine {
                     })?;
                     strip_logprobs(&mut v).then(|| v.to_string())
                 } else {
-                    if crate::json::check_unique(bytes) == Err(crate::json::Error::Duplicate) {
-                        return Err(ambiguous());
+                    match crate::json::check_unique(bytes) {
+                        Ok(()) => None,
+                        Err(crate::json::Error::Duplicate) => return Err(ambiguous()),
+                        Err(crate::json::Error::Invalid) => {
+                            return Err(BodyError::NotJson("invalid JSON".into()))
+                        }
                     }
-                    None
                 };
                 match stripped {
                     Some(doc) => Some(
@@ -341,6 +344,15 @@ impl Engine {
                         .map_err(|e| BodyError::NotJson(e.to_string()))?,
                 }
             }
+        } else if looks_like_event_stream(text) {
+            // An event stream under another content type (some servers send `text/plain`, or
+            // none): clients read it as events, so it is redacted as events (a value split over
+            // several is masked whole), not as text.
+            let mut r = sse::Redactor::new(self, scan, 256, limit);
+            let mut out = r.push(text.as_bytes());
+            out.extend(r.finish());
+            counts.merge(&r.counts());
+            return Ok(Some(out));
         } else {
             self.redact_text(text, scan, counts)
         };
@@ -377,6 +389,20 @@ pub(crate) fn strip_logprobs(v: &mut serde_json::Value) -> bool {
         Value::Array(items) => items.iter_mut().fold(false, |c, x| strip_logprobs(x) | c),
         _ => false,
     }
+}
+
+/// Whether a text body reads as an event stream: its first line (after a BOM and blank lines)
+/// is a `data`, `event`, `id` or `retry` field or a comment.
+fn looks_like_event_stream(text: &str) -> bool {
+    let t = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .trim_start_matches(['\r', '\n']);
+    t.starts_with(':')
+        || ["data", "event", "id", "retry"].iter().any(|f| {
+            t.strip_prefix(f)
+                .is_some_and(|r| r.starts_with([':', '\r', '\n']) || r.is_empty())
+        })
 }
 
 fn truncate(s: &str) -> String {

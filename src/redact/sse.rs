@@ -50,6 +50,10 @@ enum Field {
     },
 }
 
+/// The most fields streamed at once (choices times text fields, Responses API items): a stream
+/// that opens more is refused, not held in memory without bound.
+const MAX_OPEN: usize = 64;
+
 /// The text keys of a chat delta that are streamed in pieces.
 const CHAT_TEXT_KEYS: [&str; 4] = ["content", "refusal", "reasoning_content", "reasoning"];
 
@@ -164,8 +168,9 @@ impl Redactor {
 
     /// Handle one event, as a client reads it. `false`: the stream failed.
     fn event(&mut self, ev: &crate::sse::Event, out: &mut Vec<u8>) -> bool {
-        let Some(data) = ev.data.as_deref() else {
-            // Comments (keep-alives) and blocks without data go out as read.
+        let Some(data) = ev.data.as_deref().filter(|d| !d.is_empty()) else {
+            // Comments (keep-alives), blocks without data and empty data (nothing to scan)
+            // go out as read.
             ev.write(None, out);
             return true;
         };
@@ -256,9 +261,11 @@ impl Redactor {
         }
     }
 
-    fn stream(&mut self, field: Field, piece: &str, template: Option<&Value>) -> String {
+    /// `None`: a field past [`MAX_OPEN`] (the stream is failed).
+    fn stream(&mut self, field: Field, piece: &str, template: Option<&Value>) -> Option<String> {
         let i = match self.open.iter().position(|o| o.field == field) {
             Some(i) => i,
+            None if self.open.len() >= MAX_OPEN => return None,
             None => {
                 self.open.push(Open {
                     field,
@@ -269,9 +276,21 @@ impl Redactor {
             }
         };
         if let Some(t) = template {
-            self.open[i].template = Some(t.clone());
+            // What an added event needs of the last one: its type, ids and indexes.
+            let keep = [
+                "type",
+                "item_id",
+                "output_index",
+                "content_index",
+                "sequence_number",
+            ];
+            let t: Map<String, Value> = keep
+                .iter()
+                .filter_map(|k| Some((k.to_string(), t.get(*k)?.clone())))
+                .collect();
+            self.open[i].template = Some(Value::Object(t));
         }
-        self.open[i].text.push(piece)
+        Some(self.open[i].text.push(piece))
     }
 
     /// Finish the open fields `which` picks: their held-back text, in the order opened.
@@ -357,7 +376,7 @@ impl Redactor {
         }
         // 3. The pieces through their streams, back in place.
         for (pos, ptr, field, text) in pieces {
-            let released = self.stream(field, &text, None);
+            let released = self.stream(field, &text, None)?;
             let slot = (v.get_mut("choices"))
                 .and_then(|c| c.get_mut(pos))
                 .and_then(|c| c.pointer_mut(&ptr));
@@ -375,8 +394,8 @@ impl Redactor {
                 if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
                     let held = self.close(|f| field_choice(f) == Some(index));
                     for (field, rest, _) in held {
-                        if !rest.is_empty() {
-                            append(choice, &field, &rest);
+                        if !rest.is_empty() && !append(choice, &field, &rest) {
+                            return None;
                         }
                     }
                 }
@@ -406,7 +425,7 @@ impl Redactor {
         v["delta"] = Value::String(String::new());
         super::strip_logprobs(&mut v);
         let mut v = self.whole(v)?;
-        let released = self.stream(field, &piece, Some(&v));
+        let released = self.stream(field, &piece, Some(&v))?;
         v["delta"] = released.into();
         Some(v)
     }
@@ -439,6 +458,7 @@ impl Redactor {
                     if !matches!(field, Field::Completion { .. }) {
                         choice["delta"] = json!({});
                     }
+                    // A choice made here has the shape `append` needs.
                     append(&mut choice, &field, &rest);
                     let mut chunk = Value::Object(self.envelope.clone().unwrap_or_default());
                     chunk["choices"] = json!([choice]);
@@ -461,34 +481,61 @@ fn field_choice(f: &Field) -> Option<u64> {
 }
 
 /// Add released text to a choice, at the field's place.
-fn append(choice: &mut Value, field: &Field, rest: &str) {
-    let cat = |slot: &mut Value| {
-        let mut s = slot.as_str().unwrap_or("").to_string();
-        s.push_str(rest);
-        *slot = s.into();
+/// The slot at `path` under `v`, objects made on the way where a member is missing or null;
+/// `None` when something else (a string, a list) is in the way.
+fn slot<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
+    let mut cur = v;
+    for k in path {
+        if cur.is_null() {
+            *cur = Value::Object(Map::new());
+        }
+        cur = cur
+            .as_object_mut()?
+            .entry(k.to_string())
+            .or_insert(Value::Null);
+    }
+    Some(cur)
+}
+
+/// Add released text to a choice, at the field's place. `false`: the choice is not shaped so
+/// that it can hold it (a `delta` that is a string, say).
+fn append(choice: &mut Value, field: &Field, rest: &str) -> bool {
+    let cat = |slot: Option<&mut Value>| match slot {
+        Some(s) if s.is_null() || s.is_string() => {
+            let mut t = s.as_str().unwrap_or("").to_string();
+            t.push_str(rest);
+            *s = t.into();
+            true
+        }
+        _ => false,
     };
     match field {
-        Field::Completion { .. } => cat(&mut choice["text"]),
-        Field::Chat { key, .. } => cat(&mut choice["delta"][*key]),
-        Field::Transcript { .. } => cat(&mut choice["delta"]["audio"]["transcript"]),
-        Field::FunctionArgs { .. } => cat(&mut choice["delta"]["function_call"]["arguments"]),
+        Field::Completion { .. } => cat(slot(choice, &["text"])),
+        Field::Chat { key, .. } => cat(slot(choice, &["delta", key])),
+        Field::Transcript { .. } => cat(slot(choice, &["delta", "audio", "transcript"])),
+        Field::FunctionArgs { .. } => cat(slot(choice, &["delta", "function_call", "arguments"])),
         Field::ToolArgs { index, .. } => {
-            let delta = &mut choice["delta"];
-            if !delta.get("tool_calls").is_some_and(Value::is_array) {
-                delta["tool_calls"] = json!([]);
+            let Some(calls) = slot(choice, &["delta", "tool_calls"]) else {
+                return false;
+            };
+            if calls.is_null() {
+                *calls = json!([]);
             }
-            let calls = delta["tool_calls"]
-                .as_array_mut()
-                .expect("just made an array");
+            let Some(calls) = calls.as_array_mut() else {
+                return false;
+            };
             let pos = calls
                 .iter()
                 .position(|c| c.get("index").and_then(Value::as_u64) == Some(*index));
             match pos {
-                Some(p) => cat(&mut calls[p]["function"]["arguments"]),
-                None => calls.push(json!({"index": index, "function": {"arguments": rest}})),
+                Some(p) => cat(slot(&mut calls[p], &["function", "arguments"])),
+                None => {
+                    calls.push(json!({"index": index, "function": {"arguments": rest}}));
+                    true
+                }
             }
         }
-        Field::Responses { .. } => {}
+        Field::Responses { .. } => true,
     }
 }
 
@@ -700,7 +747,37 @@ mod tests {
         let (events, raw, _) = run(&input, 5);
         let raw = String::from_utf8(raw).unwrap();
         assert!(!raw.contains("bob") && !raw.contains("jane@"), "{raw}");
-        assert!(events.iter().all(|e| e["logprobs"] == json!([])));
+        // Emptied; an event sluice adds carries none.
+        assert!(events
+            .iter()
+            .all(|e| e.get("logprobs").is_none_or(|l| *l == json!([]))));
+        assert!(events.iter().any(|e| e.get("logprobs").is_some()));
+    }
+
+    /// A hostile upstream shapes a finishing choice so that held-back text has nowhere to go
+    /// (a `delta` that is a string): the stream fails, nothing panics, nothing leaks.
+    #[test]
+    fn a_choice_that_cannot_hold_released_text_fails_the_stream() {
+        for last in [
+            json!({"delta": "x", "finish_reason": "stop"}),
+            json!({"delta": ["x"], "finish_reason": "stop"}),
+            json!({"delta": {"content": 5}, "finish_reason": "stop"}),
+        ] {
+            let mut last = last;
+            last["index"] = json!(0);
+            let input = format!(
+                "{}data: {}\n\n",
+                chunk("mail bob.smith@exa"),
+                json!({"object": "chat.completion.chunk", "choices": [last]})
+            );
+            let e = Engine::new();
+            let mut r = Redactor::new(&e, Scan::ALL, 256, 1 << 20);
+            let mut out = r.push(input.as_bytes());
+            out.extend(r.finish());
+            let text = String::from_utf8(out).unwrap();
+            assert!(r.failed(), "{text}");
+            assert!(!text.contains("bob.smith"), "{text}");
+        }
     }
 
     #[test]

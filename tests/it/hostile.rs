@@ -543,6 +543,33 @@ fn json_bodies_with_a_member_named_twice_are_refused_never_forwarded() {
         up.requests().is_empty(),
         "an ambiguous body reached the upstream"
     );
+    // JSON that cannot be read one way (a number out of range hides a second `model`).
+    let body = r#"{"model":"gpt-4o-mini","x":1e400,"model":"o1","messages":[]}"#;
+    for auth in [p.auth(), format!("Authorization: Bearer {off}\r\n")] {
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let r = raw(p.port, req.as_bytes()).unwrap();
+        assert_eq!((r.status, r.code().as_str()), (400, "unscannable_body"));
+    }
+    assert!(
+        up.requests().is_empty(),
+        "an unreadable body reached the upstream"
+    );
+    // Names that redaction makes equal are not ambiguous: the body goes, masked.
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/chat/completions",
+            br#"{"model":"gpt-4o-mini","messages":[],"metadata":{"a@example.com":"1","b@example.org":"2"}}"#,
+            "",
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let sent = String::from_utf8_lossy(&up.requests()[0].body).to_string();
+    assert!(!sent.contains("@example"), "{sent}");
     // The same members once each pass.
     let r = raw(
         p.port,
@@ -554,4 +581,41 @@ fn json_bodies_with_a_member_named_twice_are_refused_never_forwarded() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
+}
+
+/// An upstream whose response head cannot be parsed makes pingora build an error that quotes
+/// the whole head: its cookie and the PII after it reach no log line at any level sluice
+/// prints, and the app gets 502.
+#[test]
+fn a_malformed_upstream_answer_is_never_quoted_in_the_log() {
+    let bad = RawUpstream::start(
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: session=canary-cookie-7f3a\r\nX-Email: jane.canary@example.com\r\nthis is not a header\r\n\r\n{\"email\":\"jane.canary@example.com\"}".to_vec(),
+    );
+    for level in ["warn", "debug"] {
+        let up = format!(
+            "[[upstreams]]\nname = \"bad\"\nregion = \"us\"\nbase_url = \"{}\"\n",
+            bad.base_url()
+        );
+        let p = Setup::new(&up, &format!("[log]\nlevel = \"{level}\"\n")).spawn();
+        let r = raw(
+            p.port,
+            &p.post(
+                "/v1/chat/completions",
+                br#"{"model":"gpt-4o-mini","messages":[]}"#,
+                "",
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.status, 502, "{}", r.body_text());
+        let log = p.log();
+        if level == "debug" {
+            assert!(
+                log.contains("upstream_error") || log.contains("InvalidHTTPHeader"),
+                "the failure is logged: {log}"
+            );
+        }
+        for canary in ["canary-cookie", "jane.canary", "not a header"] {
+            assert!(!log.contains(canary), "{level}: {canary} in the log: {log}");
+        }
+    }
 }

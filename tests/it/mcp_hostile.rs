@@ -28,6 +28,58 @@ fn sse_server(events: &str) -> RawUpstream {
     )
 }
 
+/// An "MCP server" whose answer depends on the request's method (`GET`, `POST`, `DELETE`):
+/// `answer(method)` is written verbatim, then the connection is closed.
+fn scripted(answer: fn(&str) -> String) -> RawUpstreamLike {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut byte = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => buf.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let len = head
+                    .to_ascii_lowercase()
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                let _ = s.read_exact(&mut body);
+                let method = head.split(' ').next().unwrap_or("").to_string();
+                let _ = s.write_all(answer(&method).as_bytes());
+            });
+        }
+    });
+    RawUpstreamLike { addr }
+}
+
+/// The address of a [`scripted`] server.
+struct RawUpstreamLike {
+    addr: std::net::SocketAddr,
+}
+
+/// An SSE answer of `events`, with a session id.
+fn sse_answer(events: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: sess-9\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{events}",
+        events.len()
+    )
+}
+
 /// Sluice with one `[[mcp_servers]]` entry per (name, server).
 fn gateway(servers: &[(&str, &RawUpstream)]) -> (Upstream, Proxy) {
     let up = Upstream::start();
@@ -430,4 +482,122 @@ fn a_session_is_usable_only_by_the_key_that_opened_it() {
     assert_eq!(r.status, 200);
     assert_eq!(send(&p, "DELETE", "tools", &a, with, "").status, 200);
     assert_eq!(srv.requests(), n + 2);
+}
+
+#[test]
+fn forms_other_readers_take_differently_are_refused_too() {
+    let srv = json_server(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, "");
+    // A server stream whose event name holds a line separator (readers built on Python's
+    // splitlines see a data line there), before the real answer.
+    let sep = sse_server(
+        "event: message\u{2028}data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[{\"name\":\"delete_all\"}]}}\n\n\
+         data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"a\u{2028}b\"}]}}\n\n",
+    );
+    let (_up, p) = gateway(&[("tools", &srv), ("sep", &sep)]);
+    let k = key(&p, "*:echo", "tools:file:///docs/*", "");
+    // Go's case folding: the long s is an s, the Kelvin sign a k.
+    for body in [
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\"},\"param\u{17f}\":{\"name\":\"delete_all\"}}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"param\u{17f}\":{\"name\":\"delete_all\"},\"params\":{\"name\":\"echo\"}}",
+    ] {
+        let r = rpc(&p, "tools", &k, body);
+        assert_eq!((r.status, r.json()["error"]["message"].as_str()), (400, Some("ambiguous_json")), "{body}");
+    }
+    // Dot segments after a '?' or '#' are segments to a server that reads the URI as a path.
+    for uri in [
+        "file:///docs/?/../../etc/passwd",
+        "file:///docs/#/../../etc/passwd",
+    ] {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}});
+        let r = rpc(&p, "tools", &k, &body.to_string());
+        assert_eq!(
+            r.json()["error"]["message"],
+            "resource_not_allowed",
+            "{uri}"
+        );
+    }
+    // Two session ids: one may be read, the other checked.
+    let r = send(
+        &p,
+        "POST",
+        "tools",
+        &k,
+        "Mcp-Session-Id: a\r\nMcp-Session-Id: b\r\n",
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(srv.requests(), 0, "nothing refused reached the server");
+    let r = rpc(
+        &p,
+        "sep",
+        &k,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+    );
+    let text = r.body_text();
+    assert!(!text.contains("delete_all"), "{text:?}");
+    assert!(!text.contains('\u{2028}'), "written as an escape: {text:?}");
+    assert!(text.contains("a\\u2028b"), "{text:?}");
+}
+
+#[test]
+fn answers_awaited_in_a_session_may_come_on_the_stream_it_resumes() {
+    // The POST's stream ends before the answer (the server polls); the answer comes on the GET
+    // that resumes it; an answer to an id never sent does not.
+    let srv = scripted(|method| {
+        match method {
+        "POST" => sse_answer("id: e1\ndata: \n\n"),
+        _ => sse_answer(
+            "id: e2\ndata: {\"jsonrpc\":\"2.0\",\"id\":41,\"result\":{\"tools\":[{\"name\":\"echo\"},{\"name\":\"delete_all\"}]}}\n\n\
+             data: {\"jsonrpc\":\"2.0\",\"id\":42,\"result\":{\"content\":[]}}\n\n",
+        ),
+    }
+    });
+    let up = Upstream::start();
+    let extra = format!(
+        "[[mcp_servers]]\nname = \"poll\"\nurl = \"http://{}/mcp\"\nregion = \"us\"\n",
+        srv.addr
+    );
+    let p = Setup::new(&mock_upstream(&up, ""), &extra).spawn();
+    let k = key(&p, "*:echo", "", "");
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+    let r = rpc(&p, "poll", &k, init);
+    assert_eq!(r.header("mcp-session-id"), Some("sess-9"));
+    let with = "Mcp-Session-Id: sess-9\r\n";
+    let r = send(
+        &p,
+        "POST",
+        "poll",
+        &k,
+        with,
+        r#"{"jsonrpc":"2.0","id":41,"method":"tools/list"}"#,
+    );
+    assert_eq!(r.status, 200);
+    // Without Last-Event-ID a GET is the server's own stream: no answers on it.
+    let r = send(&p, "GET", "poll", &k, with, "");
+    assert!(!r.body_text().contains("\"id\":41"), "{}", r.body_text());
+    let r = send(
+        &p,
+        "GET",
+        "poll",
+        &k,
+        &format!("{with}Last-Event-ID: e1\r\n"),
+        "",
+    );
+    let text = r.body_text();
+    assert!(text.contains("\"id\":41"), "{text}");
+    assert!(
+        !text.contains("delete_all") && !text.contains("\"id\":42"),
+        "{text}"
+    );
+    // Answered once: a second resumption does not take it again.
+    let r = send(
+        &p,
+        "GET",
+        "poll",
+        &k,
+        &format!("{with}Last-Event-ID: e1\r\n"),
+        "",
+    );
+    assert!(!r.body_text().contains("\"id\":41"), "{}", r.body_text());
 }

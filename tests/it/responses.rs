@@ -191,7 +191,7 @@ fn a_responses_api_stream_is_masked_too() {
 fn streams_with_any_line_ending_are_masked() {
     let up = Upstream::start();
     let p = proxy(&up, true);
-    for mode in ["sse-text-cr", "sse-text-crlf", "sse-text"] {
+    for mode in ["sse-text-cr", "sse-text-crlf", "sse-text", "sse-as-plain"] {
         let r = chat(&p, true, &mock_text(mode, ANSWER));
         assert_eq!(r.status, 200);
         let text = r.body_text();

@@ -179,6 +179,13 @@ async fn handle(
             // The same streams with lone-CR or CRLF line ends (the event-stream format's others).
             "sse-text-cr" => return Ok(sse_text(&text, "\r")),
             "sse-text-crlf" => return Ok(sse_text(&text, "\r\n")),
+            // The same stream under `text/plain` (as servers that forget the type send it).
+            "sse-as-plain" => {
+                let mut r = sse_text(&text, "\n");
+                r.headers_mut()
+                    .insert("content-type", "text/plain".parse().unwrap());
+                return Ok(r);
+            }
             // Answers with token log probabilities (as `logprobs: true` asks), streamed or not,
             // and a streamed audio transcript.
             "sse-logprobs" => return Ok(sse_logprobs(&text)),
