@@ -313,15 +313,49 @@ pub const MAX_MODEL_CHARS: usize = 128;
 /// (cut to [`MAX_MODEL_CHARS`]). The whole body is validated as JSON while looking; other
 /// fields are skipped, not copied.
 pub fn model(body: &[u8]) -> Option<String> {
+    peek(body).model
+}
+
+/// What the request path reads of a JSON request body, in one pass.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Peeked {
+    /// Its `model` (see [`model`]).
+    pub model: Option<String>,
+    /// The most output tokens it asks for: `max_completion_tokens`, `max_tokens` (chat and
+    /// completions) or `max_output_tokens` (Responses API), the first present; at most
+    /// [`MAX_OUTPUT_TOKENS`]. Not a number: `None`.
+    pub max_output: Option<u64>,
+}
+
+/// The most output tokens believed of a request (its reservation's bound).
+pub const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
+
+/// Read [`Peeked`] from a JSON request body (the whole body is validated while looking).
+pub fn peek(body: &[u8]) -> Peeked {
     #[derive(serde::Deserialize)]
     struct Peek<'a> {
         #[serde(borrow, default)]
         model: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        max_completion_tokens: Option<serde_json::Value>,
+        #[serde(default)]
+        max_tokens: Option<serde_json::Value>,
+        #[serde(default)]
+        max_output_tokens: Option<serde_json::Value>,
     }
-    serde_json::from_slice::<Peek>(body)
-        .ok()
-        .and_then(|p| p.model)
-        .map(|m| crate::audit::cap(&m, MAX_MODEL_CHARS).to_string())
+    let Ok(p) = serde_json::from_slice::<Peek>(body) else {
+        return Peeked::default();
+    };
+    let cap = |v: Option<serde_json::Value>| v.and_then(|v| v.as_u64());
+    Peeked {
+        model: p
+            .model
+            .map(|m| crate::audit::cap(&m, MAX_MODEL_CHARS).to_string()),
+        max_output: cap(p.max_completion_tokens)
+            .or_else(|| cap(p.max_tokens))
+            .or_else(|| cap(p.max_output_tokens))
+            .map(|n| n.min(MAX_OUTPUT_TOKENS)),
+    }
 }
 
 #[cfg(test)]

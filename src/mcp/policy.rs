@@ -161,7 +161,10 @@ pub fn check_uri(uri: &str) -> Result<(), UriError> {
     }
     // Segments of the whole URI, query and fragment included: a server that reads the URI as
     // a path (`file:///docs/?/../../etc/passwd`) walks them too.
-    if uri.split(['/', '?', '#']).any(|seg| seg == "." || seg == "..") {
+    if uri
+        .split(['/', '?', '#'])
+        .any(|seg| seg == "." || seg == "..")
+    {
         return Err(UriError::DotSegment);
     }
     Ok(())

@@ -197,6 +197,8 @@ pub struct Ctx {
     asked_usage: bool,
     /// Token limits taken before the request (the estimate), corrected from the usage after.
     tokens_taken: Vec<crate::limits::Taken>,
+    /// The input part of that estimate (a quarter of the body's bytes).
+    input_tokens: u64,
     /// The request body, when pingora forwards it from its retry buffer (`rebody::filter`).
     body: Option<Bytes>,
     /// `body` went to the current upstream attempt.
@@ -247,6 +249,7 @@ impl ProxyHttp for Sluice {
             usage: None,
             asked_usage: false,
             tokens_taken: Vec::new(),
+            input_tokens: 0,
             body: None,
             body_sent: false,
             _in_flight: Some(InFlight::new(&self.state)),

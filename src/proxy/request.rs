@@ -159,9 +159,10 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
             }
             _ => {}
         }
-        ctx.model = inbound::model(&body);
+        let peeked = inbound::peek(&body);
+        ctx.model = peeked.model;
         ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
-        limit_tokens(state, ctx, body.len()).await?;
+        limit_tokens(state, ctx, body.len(), peeked.max_output).await?;
         // Usage is always known: a stream that does not ask for it is made to, and the
         // usage chunk is taken out of the answer again.
         let streams_usage = ctx
@@ -219,7 +220,21 @@ async fn limit_requests(state: &State, ctx: &mut Ctx) -> Result<(), Rejection> {
 
 /// Take the request's estimated tokens (a quarter of its body's bytes) from the key's and its
 /// org's token limits; the answer's usage corrects them afterwards (`response::log`).
-async fn limit_tokens(state: &State, ctx: &mut Ctx, body_len: usize) -> Result<(), Rejection> {
+/// Output tokens reserved for a request that does not say how many it may use (no
+/// `max_tokens`, `max_completion_tokens` or `max_output_tokens`).
+pub const DEFAULT_OUTPUT_RESERVATION: u64 = 4096;
+
+/// Take the request's tokens from its key's and org's `tpm` and budget before it is sent: its
+/// input (a quarter of its body's bytes) plus the output it may use (what it asks for at most,
+/// else [`DEFAULT_OUTPUT_RESERVATION`]; none for embeddings), at most what is left. Settled to
+/// the real usage after the answer, so concurrent requests overshoot by at most what the
+/// answers in flight use beyond their reservations.
+async fn limit_tokens(
+    state: &State,
+    ctx: &mut Ctx,
+    body_len: usize,
+    max_output: Option<u64>,
+) -> Result<(), Rejection> {
     use crate::limits::{Ask, Scope};
     let Some(key) = ctx.key.as_ref() else {
         return Ok(());
@@ -227,7 +242,15 @@ async fn limit_tokens(state: &State, ctx: &mut Ctx, body_len: usize) -> Result<(
     if !key.limits.counts_tokens() && !key.org_limits.counts_tokens() {
         return Ok(());
     }
-    let estimate = (body_len as u64 / 4).max(1);
+    let input = (body_len as u64 / 4).max(1);
+    ctx.input_tokens = input;
+    let output = match ctx.route {
+        inbound::Route::ChatCompletions
+        | inbound::Route::Completions
+        | inbound::Route::Responses => max_output.unwrap_or(DEFAULT_OUTPUT_RESERVATION),
+        _ => 0,
+    };
+    let estimate = input.saturating_add(output);
     let mut asks = Ask::tokens(Scope::Key, &key.counter_names.0, &key.limits, estimate);
     asks.extend(Ask::tokens(
         Scope::Org,

@@ -56,19 +56,28 @@ fn operation(route: crate::inbound::Route) -> Option<&'static str> {
     }
 }
 
-/// Correct the token limits taken before the request: by the usage the answer reported, else
-/// keep the estimate for an answer that went through, and give it back when nothing was
-/// answered (refused, failed upstream).
+/// Correct the token limits taken before the request (input estimate plus output
+/// reservation): to the usage the answer reported; for a successful answer delivered in whole
+/// or in part whose usage never came (the client reset the stream before the usage chunk), to
+/// the input estimate plus a quarter of the answer's bytes delivered (its JSON framing
+/// included: it errs high), never given back; for another answer, to the input estimate; and
+/// give everything back when nothing was answered (refused, failed upstream).
 fn settle_tokens(state: &State, e: Option<&Error>, ctx: &Ctx) {
     if ctx.tokens_taken.is_empty() {
         return;
     }
-    match ctx.usage.as_ref().and_then(|u| u.found) {
-        Some(u) => state.limiter.settle(&ctx.tokens_taken, Some(u.total())),
-        // Answered, usage unknown: the estimate stands.
-        None if e.is_none() && ctx.upstream_sent.is_some() && ctx.code.is_none() => {}
-        None => state.limiter.settle(&ctx.tokens_taken, None),
-    }
+    let usage = ctx.usage.as_ref();
+    let used = match usage.and_then(|u| u.found) {
+        Some(u) => Some(u.total()),
+        None if usage.is_some() && ctx.bytes_out > 0 => {
+            Some(ctx.input_tokens.saturating_add(ctx.bytes_out / 4))
+        }
+        None if e.is_none() && ctx.upstream_sent.is_some() && ctx.code.is_none() => {
+            Some(ctx.input_tokens)
+        }
+        None => None,
+    };
+    state.limiter.settle(&ctx.tokens_taken, used);
 }
 
 /// Whether an answer is a server-sent event stream.

@@ -164,3 +164,95 @@ fn limits_are_checked_on_input() {
         assert!(!out.status.success(), "{args:?} accepted");
     }
 }
+
+/// A key with a token budget of `tokens` for the day, usable once the running sluice has it.
+fn budget_key(s: &Setup, tokens: &str) -> String {
+    let k = s.cli_json(
+        &[
+            "keys",
+            "create",
+            "--org",
+            &s.org_id,
+            "--budget-tokens",
+            tokens,
+            "--budget-period",
+            "day",
+        ],
+        b"",
+    );
+    k["key"].as_str().unwrap().to_string()
+}
+
+/// Concurrent requests reserve the output they may use, not only their input: twelve at once
+/// on a 1000-token budget, each answer using 900, spend at most one answer past the budget.
+#[test]
+fn concurrent_requests_reserve_their_output_and_overshoot_by_one_answer_at_most() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let key = budget_key(&s, "1000");
+    let p = s.spawn();
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    let statuses: Vec<u16> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| {
+                sc.spawn(|| {
+                    raw(
+                        p.port,
+                        &post(
+                            "/v1/chat/completions",
+                            body,
+                            &format!("Authorization: Bearer {key}\r\nX-Mock: big-usage:300\r\nConnection: close\r\n"),
+                        ),
+                    )
+                    .unwrap()
+                    .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(ok >= 1, "{statuses:?}");
+    assert!(
+        ok * 900 <= 1000 + 900,
+        "{ok} answers of 900 tokens on a budget of 1000: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+}
+
+/// A client that reads part of a streamed answer and resets the connection before the usage
+/// chunk still pays for its input and what it was sent: nothing is given back.
+#[test]
+fn a_stream_reset_before_its_usage_still_counts() {
+    use std::io::{Read, Write};
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let key = budget_key(&s, "40");
+    let p = s.spawn();
+    let body =
+        br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut c = connect(p.port).unwrap();
+    c.write_all(&post(
+        "/v1/chat/completions",
+        body,
+        &format!("Authorization: Bearer {key}\r\nX-Mock: sse:50:20\r\n"),
+    ))
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("tok1") {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    // Input (a quarter of the body) plus what was sent counts: the budget of 40 is spent.
+    eventually(
+        "the reset stream's tokens counted",
+        Duration::from_secs(10),
+        || chat_with_key(p.port, &key).status == 429,
+    );
+}

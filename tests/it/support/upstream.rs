@@ -236,6 +236,14 @@ async fn handle(
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
             Ok(json(200, completion()))
         }
+        // A long answer (900 tokens: 10 in, 890 out) after `ms`.
+        ["big-usage", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            let mut v = completion();
+            v["usage"] = serde_json::json!({"prompt_tokens": 10, "completion_tokens": 890,
+                "total_tokens": 900});
+            Ok(json(200, v))
+        }
         ["status", code] => Ok(json(
             code.parse().unwrap(),
             serde_json::json!({"error": {"message": "mock error", "type": "server_error", "code": null}}),
