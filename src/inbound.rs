@@ -330,31 +330,36 @@ pub struct Peeked {
 /// The most output tokens believed of a request (its reservation's bound).
 pub const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
 
+/// The top-level members [`Peeked`] is read from.
+pub const PEEKED_MEMBERS: [&str; 4] = [
+    "model",
+    "max_completion_tokens",
+    "max_tokens",
+    "max_output_tokens",
+];
+
 /// Read [`Peeked`] from a JSON request body (the whole body is validated while looking).
 pub fn peek(body: &[u8]) -> Peeked {
-    #[derive(serde::Deserialize)]
-    struct Peek<'a> {
-        #[serde(borrow, default)]
-        model: Option<std::borrow::Cow<'a, str>>,
-        #[serde(default)]
-        max_completion_tokens: Option<serde_json::Value>,
-        #[serde(default)]
-        max_tokens: Option<serde_json::Value>,
-        #[serde(default)]
-        max_output_tokens: Option<serde_json::Value>,
-    }
-    let Ok(p) = serde_json::from_slice::<Peek>(body) else {
-        return Peeked::default();
-    };
-    let cap = |v: Option<serde_json::Value>| v.and_then(|v| v.as_u64());
-    Peeked {
-        model: p
-            .model
-            .map(|m| crate::audit::cap(&m, MAX_MODEL_CHARS).to_string()),
-        max_output: cap(p.max_completion_tokens)
-            .or_else(|| cap(p.max_tokens))
-            .or_else(|| cap(p.max_output_tokens))
-            .map(|n| n.min(MAX_OUTPUT_TOKENS)),
+    crate::json::check_unique_top(body, PEEKED_MEMBERS)
+        .map(|top| Peeked::from_members(&top))
+        .unwrap_or_default()
+}
+
+impl Peeked {
+    /// From the values of [`PEEKED_MEMBERS`], in that order.
+    pub fn from_members(top: &[Option<serde_json::Value>; 4]) -> Peeked {
+        let [model, completion, tokens, output] = top;
+        let n = |v: &Option<serde_json::Value>| v.as_ref().and_then(serde_json::Value::as_u64);
+        Peeked {
+            model: model
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .map(|m| crate::audit::cap(m, MAX_MODEL_CHARS).to_string()),
+            max_output: n(completion)
+                .or_else(|| n(tokens))
+                .or_else(|| n(output))
+                .map(|n| n.min(MAX_OUTPUT_TOKENS)),
+        }
     }
 }
 

@@ -38,6 +38,25 @@ pub fn check_unique(bytes: &[u8]) -> Result<(), Error> {
     de.end().map_err(classify)
 }
 
+/// [`check_unique`], also reading the members named `wanted` of the top-level object (when the
+/// document is one) in the same pass: what the request path needs of a body (its `model`, its
+/// output cap) without walking it twice.
+pub fn check_unique_top<const N: usize>(
+    bytes: &[u8],
+    wanted: [&str; N],
+) -> Result<[Option<Value>; N], Error> {
+    let mut out: [Option<Value>; N] = std::array::from_fn(|_| None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    TopSeed {
+        wanted: &wanted,
+        out: &mut out,
+    }
+    .deserialize(&mut de)
+    .map_err(classify)?;
+    de.end().map_err(classify)?;
+    Ok(out)
+}
+
 /// Parse a document held as text (see [`parse`]).
 pub fn parse_str(text: &str) -> Result<Value, Error> {
     parse(text.as_bytes())
@@ -233,6 +252,88 @@ impl<'de> Visitor<'de> for UniqueVisitor {
     }
 }
 
+/// The top level for [`check_unique_top`]: an object's wanted members are kept.
+struct TopSeed<'w, 'o> {
+    wanted: &'w [&'w str],
+    out: &'o mut [Option<Value>],
+}
+
+impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        UniqueVisitor.visit_seq(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        let mut set: Option<std::collections::HashSet<std::borrow::Cow<'de, str>>> = None;
+        while let Some(Name(k)) = map.next_key::<Name<'de>>()? {
+            let wanted = self.wanted.iter().position(|w| *w == k);
+            let dup = match set.as_mut() {
+                _ if is_token(&k) => false,
+                Some(set) => !set.insert(k),
+                None if names.contains(&k) => true,
+                None => {
+                    names.push(k);
+                    if names.len() > 16 {
+                        set = Some(names.drain(..).collect());
+                    }
+                    false
+                }
+            };
+            if dup {
+                return Err(de::Error::custom("duplicate member name"));
+            }
+            match wanted {
+                Some(i) => self.out[i] = Some(map.next_value_seed(Strict)?),
+                None => map.next_value_seed(UniqueSeed)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A member name, borrowed when it can be.
 struct Name<'de>(std::borrow::Cow<'de, str>);
 
@@ -278,6 +379,20 @@ mod tests {
             assert_eq!(parse(doc.as_bytes()), Err(Error::Invalid), "{doc}");
             assert_eq!(check_unique(doc.as_bytes()), Err(Error::Invalid), "{doc}");
         }
+        let top = check_unique_top(
+            br#"{"model":"m","x":{"model":1},"max_tokens":7}"#,
+            ["model", "max_tokens", "n"],
+        )
+        .unwrap();
+        assert_eq!(top, [Some(Value::from("m")), Some(Value::from(7)), None]);
+        assert_eq!(
+            check_unique_top(br#"{"model":"m","model":"o"}"#, ["model"]),
+            Err(Error::Duplicate)
+        );
+        assert_eq!(
+            check_unique_top(br#"[{"a":1,"a":1}]"#, ["a"]),
+            Err(Error::Duplicate)
+        );
         // Past the few names compared one by one, the same answer.
         let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         let ok = format!("{{{}}}", many.join(","));

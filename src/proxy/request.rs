@@ -147,7 +147,9 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
         // Decided on exactly what is forwarded: a JSON body whose members a parser upstream
         // could read otherwise (a second `model`, a second `messages`) is refused. What is not
         // JSON (a compressed body sluice did not decode) was left to the checks above.
-        match crate::json::check_unique(&body) {
+        // One pass: duplicates checked, the members the request path reads taken.
+        let peeked = match crate::json::check_unique_top(&body, inbound::PEEKED_MEMBERS) {
+            Ok(top) => inbound::Peeked::from_members(&top),
             Err(crate::json::Error::Duplicate) => return Err(Rejection::AmbiguousJson),
             // JSON that cannot be read one way (a number out of range, nesting past 128
             // levels): its members were not checked, so it is not forwarded either.
@@ -157,9 +159,8 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
                     "the JSON body cannot be read one way (a number out of range, or nested deeper than 128 levels)".into(),
                 )));
             }
-            _ => {}
-        }
-        let peeked = inbound::peek(&body);
+            Err(crate::json::Error::Invalid) => inbound::Peeked::default(),
+        };
         ctx.model = peeked.model;
         ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
         limit_tokens(state, ctx, body.len(), peeked.max_output).await?;
