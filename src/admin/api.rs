@@ -564,6 +564,8 @@ impl From<Error> for ApiError {
             }
             Error::Store(e) => internal(&e),
             Error::Vault(e) => internal(&e),
+            // serve checks its key at start: this is the store changing under it.
+            e @ Error::WrongMasterKey { .. } => internal(&e),
         }
     }
 }

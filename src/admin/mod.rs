@@ -45,6 +45,10 @@ pub enum Error {
     /// No secret was given.
     #[error("the secret is empty")]
     EmptySecret,
+    /// The master key opens none of the secrets the store holds: it is not this store's key.
+    /// Writing under it would seal new secrets that the right key cannot open.
+    #[error("SLUICE_SECRETS_KEY (fingerprint {given}) is not the master key this store's secrets are sealed under (fingerprints {sealed}); nothing was changed. Set the store's key (and, while rotating, the old one in SLUICE_SECRETS_KEY_OLD)")]
+    WrongMasterKey { given: String, sealed: String },
     #[error(transparent)]
     Store(#[from] store::Error),
     #[error(transparent)]
@@ -65,8 +69,45 @@ impl Error {
             Error::Store(e) if e.is_full() => "store_full",
             Error::Store(_) => "store_error",
             Error::Vault(_) => "vault_error",
+            Error::WrongMasterKey { .. } => "wrong_master_key",
         }
     }
+}
+
+/// Check that `ring` is this store's master key before anything is written under it: when the
+/// store holds sealed secrets (credentials, OAuth tokens, org data keys, TOTP seeds), at least
+/// one must be sealed under a key of the ring (current or old). An empty store takes any key.
+pub fn check_master_key(store: &Store, ring: &Keyring) -> Result<()> {
+    let mut sealed: Vec<String> = Vec::new();
+    let mut note = |blob: &[u8]| {
+        if let Some(fp) = Keyring::fingerprint_of(blob) {
+            if !sealed.contains(&fp) {
+                sealed.push(fp);
+            }
+        }
+    };
+    for c in store.credentials()? {
+        note(&c.sealed);
+        if let Some(t) = &c.token_sealed {
+            note(t);
+        }
+    }
+    for (_, blob) in store.org_keys()? {
+        note(&blob);
+    }
+    for u in store.users(None)? {
+        if let Some(t) = &u.totp_sealed {
+            note(t);
+        }
+    }
+    if sealed.is_empty() || sealed.iter().any(|fp| ring.knows(fp)) {
+        return Ok(());
+    }
+    sealed.sort();
+    Err(Error::WrongMasterKey {
+        given: ring.fingerprint(),
+        sealed: sealed.join(", "),
+    })
 }
 
 /// Result alias.

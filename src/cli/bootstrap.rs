@@ -19,6 +19,7 @@ pub(super) fn bootstrap(
     }
     let ring = keyring()?;
     let store = open_store(cfg)?;
+    check_key(&store, &ring)?;
     let actor = Actor::cli();
     let org = match store
         .orgs()
@@ -59,7 +60,7 @@ pub(super) fn bootstrap(
             Ok(k) => k,
             Err(e) => {
                 let _ = std::fs::remove_file(key_file);
-                return Err(e.to_string());
+                return Err(e.to_string().into());
             }
         };
         f.write_all(k.key.as_bytes())

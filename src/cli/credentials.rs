@@ -13,6 +13,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             let ring = keyring()?;
             let secret = input.read()?;
             let store = open_store(cfg)?;
+            check_key(&store, &ring)?;
             let view = admin::set_credential_as(
                 &store,
                 &ring,
@@ -56,6 +57,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             let ring = keyring()?;
             let mut secret = input.read()?;
             let store = open_store(cfg)?;
+            check_key(&store, &ring)?;
             let first = if no_verify {
                 None
             } else {
@@ -87,7 +89,8 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         }
         CredentialsCmd::List => {
             let store = open_store(cfg)?;
-            let fp = keyring().ok().map(|r| r.fingerprint());
+            let ring = keyring().ok();
+            let fp = ring.as_ref().map(Keyring::fingerprint);
             let list = admin::list_credentials(&store, fp.as_deref()).map_err(phrase)?;
             let text = list
                 .iter()
@@ -96,10 +99,16 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                         "{}  master_key={}{}  created={}  rotated={}  age_days={}  expires={}{}",
                         c.name,
                         c.key_fingerprint,
-                        match c.current_key {
-                            Some(true) => " (current)",
-                            Some(false) => " (old: run `sluice secrets rotate`)",
-                            None => "",
+                        match (c.current_key, &ring) {
+                            (Some(true), _) => " (current)",
+                            // An old key given in SLUICE_SECRETS_KEY_OLD: rotation moves it.
+                            (Some(false), Some(r)) if r.knows(&c.key_fingerprint) => {
+                                " (old: run `sluice secrets rotate`)"
+                            }
+                            (Some(false), _) => {
+                                " (neither SLUICE_SECRETS_KEY nor a key in SLUICE_SECRETS_KEY_OLD: is this the store's master key?)"
+                            }
+                            (None, _) => "",
                         },
                         c.created_at,
                         c.rotated_at,
@@ -114,7 +123,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         }
         CredentialsCmd::Delete { name } => {
             let store = open_store(cfg)?;
-            let ring = keyring()?;
+            let ring = keyring_for(&store)?;
             admin::delete_credential_as(&store, &ring, &Actor::cli(), &name).map_err(phrase)?;
             Ok((
                 serde_json::json!({"name": name, "deleted": true}),
@@ -206,6 +215,7 @@ pub(super) fn read_secret() -> Result<Zeroizing<String>, String> {
 pub(super) fn rotate(cfg: &Config) -> Outcome {
     let ring = keyring()?;
     let store = open_store(cfg)?;
+    check_key(&store, &ring)?;
     let r = admin::rotate_as(&store, &ring, &Actor::cli()).map_err(phrase)?;
     let text = format!(
         "re-encrypted {} credential(s), {} org audit key(s) and {} TOTP seed(s) under master key {}",

@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
     let store = open_store(cfg)?;
-    let ring = || keyring();
+    let ring = || keyring_for(&store);
     match c {
         KeysCmd::Create(a) if a.print_hash => {
             let new = crate::auth::generate();

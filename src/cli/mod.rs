@@ -131,6 +131,9 @@ pub const EXIT_CONFIG: i32 = 64;
 /// Exit code for a refused or failed operation.
 pub const EXIT_FAILED: i32 = 1;
 
+/// Exit code for a master key (`SLUICE_SECRETS_KEY`) that is not the store's: nothing written.
+pub const EXIT_WRONG_KEY: i32 = 3;
+
 /// The file `serve --dev` keeps its generated master key in, beside the database.
 pub const DEV_KEY_FILE: &str = "sluice-dev-master.key";
 
@@ -678,8 +681,30 @@ fn load(path: Option<&Path>) -> Result<Config, i32> {
     })
 }
 
-/// A command's outcome: a JSON value and its text rendering, or an error message.
-type Outcome = Result<(serde_json::Value, String), String>;
+/// A command's outcome: a JSON value and its text rendering, or why it failed.
+type Outcome = Result<(serde_json::Value, String), Failure>;
+
+/// Why a command failed: its message and exit code ([`EXIT_FAILED`] unless said otherwise).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    message: String,
+    code: i32,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            code: EXIT_FAILED,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::from(message.to_string())
+    }
+}
 
 fn admin_command(config: Option<PathBuf>, json: bool, f: impl FnOnce(&Config) -> Outcome) -> i32 {
     let cfg = match load(config.as_deref()) {
@@ -702,12 +727,12 @@ fn admin_command(config: Option<PathBuf>, json: bool, f: impl FnOnce(&Config) ->
             }
             0
         }
-        Err(message) => {
+        Err(Failure { message, code }) => {
             eprintln!("sluice: {message}");
             if json {
                 print_json(&serde_json::json!({"error": {"message": message}}));
             }
-            EXIT_FAILED
+            code
         }
     }
 }
@@ -729,6 +754,26 @@ fn open_store(cfg: &Config) -> Result<Store, String> {
 
 fn keyring() -> Result<Keyring, String> {
     Keyring::from_env().map_err(phrase)
+}
+
+/// The master key, checked against what `store` already holds before anything is written
+/// under it: another store's key exits with [`EXIT_WRONG_KEY`], the store untouched.
+fn keyring_for(store: &Store) -> Result<Keyring, Failure> {
+    let ring = keyring()?;
+    check_key(store, &ring)?;
+    Ok(ring)
+}
+
+/// See [`keyring_for`], for a key read earlier.
+fn check_key(store: &Store, ring: &Keyring) -> Result<(), Failure> {
+    match admin::check_master_key(store, ring) {
+        Ok(()) => Ok(()),
+        Err(e @ admin::Error::WrongMasterKey { .. }) => Err(Failure {
+            message: e.to_string(),
+            code: EXIT_WRONG_KEY,
+        }),
+        Err(e) => Err(phrase(e).into()),
+    }
 }
 
 fn or_none(v: &Option<impl std::fmt::Display>) -> String {

@@ -5,7 +5,7 @@ use super::*;
 pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
     let store = open_store(cfg)?;
     // Changes are audited, and an org's audit record is sealed under its data key.
-    let ring = || keyring();
+    let ring = || keyring_for(&store);
     match c {
         OrgsCmd::Create {
             name,
@@ -80,7 +80,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             if !hard {
                 return Err(format!(
                     "deleting an org removes its keys and users and shreds its audit details; this cannot be undone. Run `sluice orgs delete {org_id} --hard`"
-                ));
+                ).into());
             }
             let (d, purged) =
                 admin::delete_org_as(&store, &ring()?, &Actor::cli(), &org_id).map_err(phrase)?;

@@ -22,6 +22,19 @@ pub(super) fn serve(config: Option<PathBuf>, dev: bool) -> i32 {
             return EXIT_FAILED;
         }
     };
+    // Another store's key would seal new secrets the right key cannot open, and open none of
+    // the store's: refused before anything is written or served.
+    match open_store(&cfg)
+        .map_err(Failure::from)
+        .and_then(|s| check_key(&s, &ring))
+    {
+        Ok(()) => {}
+        Err(Failure { message, code }) => {
+            tracing::error!(code, "cannot start: {message}");
+            eprintln!("sluice: {message}");
+            return code;
+        }
+    }
     if dev {
         if let Err(e) = dev_setup(&cfg, &ring) {
             eprintln!("sluice: {e}");

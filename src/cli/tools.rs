@@ -11,7 +11,13 @@ pub(super) fn apply(cfg: &Config, file: &Path, dry_run: bool) -> Outcome {
     let changes = if dry_run {
         admin::apply::plan(&store, &bundle, pii_default(cfg))
     } else {
-        admin::apply::apply(&store, &keyring()?, &actor, &bundle, pii_default(cfg))
+        admin::apply::apply(
+            &store,
+            &keyring_for(&store)?,
+            &actor,
+            &bundle,
+            pii_default(cfg),
+        )
     }
     .map_err(phrase)?;
     let mut text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();

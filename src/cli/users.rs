@@ -66,8 +66,8 @@ pub(super) fn user_line(v: &admin::users::UserView) -> String {
 
 pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
     use admin::users;
-    let ring = || keyring();
     let store = open_store(cfg)?;
+    let ring = || keyring_for(&store);
     match c {
         UsersCmd::Create {
             email_arg,

@@ -109,6 +109,13 @@ impl Keyring {
         hex(&self.current.fp)
     }
 
+    /// Whether a key of this ring (current or old) has fingerprint `fp` (hex).
+    pub fn knows(&self, fp: &str) -> bool {
+        std::iter::once(&self.current)
+            .chain(self.old.iter())
+            .any(|k| hex(&k.fp) == fp)
+    }
+
     /// Seal `plaintext` bound to `aad` under the current key.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         let (nonce, ct) = encrypt(&self.current.cipher, plaintext, aad);

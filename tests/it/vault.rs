@@ -360,29 +360,31 @@ fn master_key_rotation_under_load_keeps_requests_succeeding() {
     let p = s.spawn_env(&[("SLUICE_SECRETS_KEY", NEW_MASTER_KEY)]);
     let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
     assert_eq!(r.status, 200, "{}", r.body_text());
-    // ...and the old key alone opens nothing: refused with a clear log line, never sent.
+    // ...and the old key alone is no longer this store's key: serve refuses to start (exit 3,
+    // both fingerprints named, what to set said), nothing is sent.
     let s = p.stop();
     let before = up.requests().len();
-    let p = s.spawn_env(&[("SLUICE_SECRETS_KEY", MASTER_KEY)]);
-    let r = raw(p.port, &p.post("/v1/embeddings", b"{}", "")).unwrap();
-    assert_eq!(r.status, 503);
-    assert_eq!(r.code(), "credential_unavailable");
-    assert_eq!(up.requests().len(), before);
-    let log = p.log();
-    assert!(log.contains("cannot decrypt credential"), "{log}");
+    let out = s
+        .serve_command(&[], &[("SLUICE_SECRETS_KEY", MASTER_KEY)])
+        .status()
+        .unwrap();
+    assert_eq!(out.code(), Some(3));
+    let log = std::fs::read_to_string(s.dir.path().join("sluice.log")).unwrap();
+    assert!(log.contains("is not the master key this store"), "{log}");
     assert!(log.contains("SLUICE_SECRETS_KEY_OLD"), "{log}");
+    assert_eq!(up.requests().len(), before);
     // A rotation with a key that cannot open the credentials changes nothing.
     let stranger = "c3RyYW5nZXItbWFzdGVyLWtleS0zMi1ieXRlcy1sb24=";
     let out = cli(
-        &p.cfg_path,
+        &s.cfg_path,
         &["secrets", "rotate"],
         b"",
         &[("SLUICE_SECRETS_KEY", stranger)],
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(text(&out).contains("nothing was changed"), "{}", text(&out));
     let v = cli(
-        &p.cfg_path,
+        &s.cfg_path,
         &["credentials", "list", "--json"],
         b"",
         &[("SLUICE_SECRETS_KEY", NEW_MASTER_KEY)],
@@ -436,4 +438,57 @@ fn serve_dev_keeps_a_private_master_key_and_prints_a_key_once() {
     assert_eq!(r.status, 200, "{}", r.body_text());
     assert!(!p.log().contains(PROVIDER_SECRET));
     assert!(!p.log().contains(&key));
+}
+
+/// Another store's master key is refused by every command that would write under it, and by
+/// `serve`, with exit code 3 and a message naming both fingerprints: the store's files stay
+/// byte for byte as they were (before this, `orgs create` sealed the new org's data key under
+/// the wrong key and the right key could no longer rotate the store).
+#[test]
+fn a_master_key_that_is_not_the_stores_is_refused_and_the_store_left_untouched() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, "credential = \"c\"\n"), "");
+    let set = s.cli(&["credentials", "set", "c"], PROVIDER_SECRET.as_bytes());
+    assert!(set.status.success(), "{}", text(&set));
+    // Checkpoint the WAL so the comparison sees one settled file set.
+    let before = files(s.dir.path().join("data").as_path());
+    let other = "b3RoZXItbWFzdGVyLWtleS0zMi1ieXRlcy1sb25nISE=";
+    let wrong = [("SLUICE_SECRETS_KEY", other)];
+    for args in [
+        vec!["orgs", "create", "second"],
+        vec!["keys", "create", "--org", &s.org_id],
+        vec!["credentials", "set", "d"],
+        vec!["credentials", "delete", "c"],
+        vec!["secrets", "rotate"],
+        vec!["users", "create", "--email", "x@example.com", "--operator"],
+    ] {
+        let out = cli(&s.cfg_path, &args, PROVIDER_SECRET.as_bytes(), &wrong);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", text(&out));
+        let t = text(&out);
+        assert!(t.contains("is not the master key this store"), "{t}");
+        assert!(!t.contains(other) && !t.contains(MASTER_KEY), "{t}");
+    }
+    let out = s.serve_command(&[], &wrong).status().unwrap();
+    assert_eq!(out.code(), Some(3));
+    // Byte for byte: no file of the store changed, none appeared (a reader may leave an
+    // empty -shm/-wal of its own, never a written one).
+    let after = files(s.dir.path().join("data").as_path());
+    for (name, bytes) in &before {
+        let now = after.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+        assert_eq!(now, Some(bytes), "{name} changed");
+    }
+    // The right key still works, and rotation is possible.
+    let out = s.cli(&["secrets", "rotate"], b"");
+    assert!(out.status.success(), "{}", text(&out));
+    // The old key in SLUICE_SECRETS_KEY_OLD (a rotation) is not refused.
+    let out = cli(
+        &s.cfg_path,
+        &["secrets", "rotate"],
+        b"",
+        &[
+            ("SLUICE_SECRETS_KEY", other),
+            ("SLUICE_SECRETS_KEY_OLD", MASTER_KEY),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }
