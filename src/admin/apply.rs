@@ -109,11 +109,51 @@ pub fn parse(text: &str) -> Result<Bundle> {
         let at = e
             .span()
             .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let what = describe(e.message());
         Error::Invalid(match at {
-            Some(line) => format!("the bundle is not valid (line {line}): {}", e.message()),
-            None => format!("the bundle is not valid: {}", e.message()),
+            Some(line) => format!("the bundle is not valid (line {line}): {what}"),
+            None => format!("the bundle is not valid: {what}"),
         })
     })
+}
+
+/// What is wrong with a bundle, in words that quote nothing of it: the parser's messages quote
+/// the value they refused (`invalid type: string "sk-proj-...", expected u64`), and a bundle can
+/// hold a secret typed into the wrong field. Kept: what was expected, and the names of missing
+/// fields (both the bundle format's own words).
+fn describe(message: &str) -> String {
+    // The expectation comes last, after the value: the last ", expected " is the parser's.
+    let expected = |rest: &str| {
+        rest.rfind(", expected ")
+            .map(|i| format!(" (expected {})", &rest[i + ", expected ".len()..]))
+            .unwrap_or_default()
+    };
+    let m = message.trim();
+    if let Some(rest) = m.strip_prefix("invalid type: ") {
+        format!("a value has the wrong type{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("invalid value: ") {
+        format!("a value is not accepted{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("invalid length ") {
+        format!("a list has the wrong length{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("unknown variant ") {
+        format!("a value is not one of those accepted{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("unknown field ") {
+        let known = rest
+            .rfind(", expected ")
+            .map(|i| format!(" (known fields: {})", &rest[i + ", expected ".len()..]))
+            .unwrap_or_default();
+        format!("an unknown field{known}")
+    } else if let Some(field) = m
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+        .filter(|f| f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    {
+        format!("missing field `{field}`")
+    } else if m.starts_with("duplicate key") {
+        "a key is given twice".into()
+    } else {
+        "not TOML (a syntax error)".into()
+    }
 }
 
 fn setting(what: &str, v: Option<&str>, default: Setting) -> Result<Setting> {
@@ -157,6 +197,8 @@ struct WantUser {
     email: String,
     role: super::users::Role,
     hash: String,
+    /// Its place in the bundle (`orgs[0].users[1]`): what errors name, never the email.
+    at: String,
 }
 
 /// A bcrypt hash as `$2a$`, `$2b$` or `$2y$`, a cost of 10 to 31, 53 more characters.
@@ -181,6 +223,8 @@ struct WantKey {
     spec: KeySpec,
     hash: [u8; 32],
     prefix: String,
+    /// Its place in the bundle (`orgs[0].keys[2]`): what errors name.
+    at: String,
 }
 
 fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
@@ -188,14 +232,15 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
     let mut names = std::collections::HashSet::new();
     let mut hashes = std::collections::HashSet::new();
     let mut emails = std::collections::HashSet::new();
-    for o in &bundle.orgs {
+    // Errors name an entry by its place in the bundle (`orgs[1].keys[0]`), never by a value
+    // it holds (a name, an email).
+    for (oi, o) in bundle.orgs.iter().enumerate() {
+        let at = format!("orgs[{oi}]");
         if !names.insert(o.name.clone()) {
             return Err(Error::Invalid(format!(
-                "org {:?} is listed twice in the bundle",
-                o.name
+                "{at}: the org's name is listed twice in the bundle"
             )));
         }
-        let at = format!("org {:?}", o.name);
         let lists =
             |t: &Option<String>, r: &Option<String>, p: &Option<String>| -> Result<McpLists> {
                 Ok(McpLists {
@@ -226,8 +271,8 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
             limits,
         };
         let mut keys = Vec::new();
-        for k in &o.keys {
-            let at = format!("org {:?} key {:?}", o.name, k.name);
+        for (ki, k) in o.keys.iter().enumerate() {
+            let at = format!("orgs[{oi}].keys[{ki}]");
             let h = hash(&at, &k.sha256)?;
             if !hashes.insert(h) {
                 return Err(Error::Invalid(format!(
@@ -273,11 +318,12 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
                 },
                 hash: h,
                 prefix: k.prefix.clone(),
+                at: at.clone(),
             });
         }
         let mut users = Vec::new();
-        for u in &o.users {
-            let at = format!("org {:?} user {:?}", o.name, u.email);
+        for (ui, u) in o.users.iter().enumerate() {
+            let at = format!("orgs[{oi}].users[{ui}]");
             let role = match super::users::Role::parse(&u.role) {
                 Some(r) if !r.needs_totp() => r,
                 Some(_) => {
@@ -299,6 +345,7 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
                     .map_err(|e| Error::Invalid(format!("{at}: {e}")))?,
                 role,
                 hash: bcrypt_hash(&at, &u.password_bcrypt)?,
+                at: at.clone(),
             });
         }
         orgs.push(WantOrg { spec, keys, users });
@@ -571,14 +618,14 @@ fn converge(
                         listed.insert(have.id.clone());
                         if have.org_id != org_id {
                             return Err(Error::Invalid(format!(
-                                "org {:?} key {:?}: the key belongs to another org in the store",
-                                w.spec.name, k.spec.name
+                                "{}: the key belongs to another org in the store",
+                                k.at
                             )));
                         }
                         if have.revoked_at.is_some() {
                             return Err(Error::Invalid(format!(
-                                "org {:?} key {:?}: the key was revoked and cannot come back; make a new one",
-                                w.spec.name, k.spec.name
+                                "{}: the key was revoked and cannot come back; make a new one",
+                                k.at
                             )));
                         }
                         if write {
@@ -651,8 +698,8 @@ fn converge(
                         listed_users.insert(have.id.clone());
                         if have.operator || have.org_id.as_deref() != Some(org_id.as_str()) {
                             return Err(Error::Invalid(format!(
-                                "org {:?} user {:?}: the user belongs to another org (or is an operator) in the store",
-                                w.spec.name, u.email
+                                "{}: the user belongs to another org (or is an operator) in the store",
+                                u.at
                             )));
                         }
                         let mut fields = Vec::new();
@@ -821,4 +868,49 @@ pub fn watch(
             source: e,
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod quoting {
+    use super::*;
+
+    const SECRET: &str = "sk-proj-Zq3vN8xR2mT7pL5wK9yB4cD6fH1jG0sA";
+
+    /// A value typed into the wrong field (a provider key as a number, say) is never quoted
+    /// back; what was expected and the entry's place are.
+    #[test]
+    fn bundle_errors_name_the_place_and_never_the_value() {
+        for text in [
+            format!("[[orgs]]\nname = \"a\"\nrpm = \"{SECRET}\"\n"),
+            format!("[[orgs]]\nname = \"a\"\n[[orgs.keys]]\nname = \"k\"\nsha256 = \"00\"\nprefix = \"sk-sluice-\"\ntpm = \"{SECRET}\"\n"),
+            format!("[[orgs]]\nname = \"a\"\n{SECRET} = 1\n"),
+            format!("[[orgs]]\nname = \"a\"\nregion = {{ x = \"{SECRET}\" }}\n"),
+            format!("[[orgs]]\nname = \"{SECRET}\" = 1\n"),
+            format!("[[orgs]]\nname = \"a\"\nrpm = \"x, expected {SECRET}\"\n"),
+        ] {
+            let Err(e) = parse(&text) else {
+                panic!("accepted: {text}")
+            };
+            let e = e.to_string();
+            assert!(!e.contains(SECRET) && !e.contains("sk-proj"), "{e}");
+            assert!(e.contains("line"), "{e}");
+        }
+        let e = parse("[[orgs]]\nname = \"a\"\nrpm = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong type") && e.contains("expected"), "{e}");
+        let e = parse("[[orgs]]\nrpm = 1\n").unwrap_err().to_string();
+        assert!(e.contains("missing field `name`"), "{e}");
+        // Validation names entries by their place, never by a name or an email.
+        let b = parse(
+            "[[orgs]]\nname = \"acme\"\n[[orgs.users]]\nemail = \"jane.doe@example.com\"\nrole = \"owner\"\npassword_bcrypt = \"x\"\n",
+        )
+        .unwrap();
+        let Err(e) = want(&b, Setting::On) else {
+            panic!("accepted")
+        };
+        let e = e.to_string();
+        assert!(e.starts_with("orgs[0].users[0]:"), "{e}");
+        assert!(!e.contains("jane") && !e.contains("acme"), "{e}");
+    }
 }
