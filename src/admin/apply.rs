@@ -22,6 +22,11 @@ use crate::vault::Keyring;
 pub struct Bundle {
     #[serde(default)]
     pub orgs: Vec<BundleOrg>,
+    /// Say so to apply a bundle that lists no org, or that revokes more of the keys the
+    /// bundle manages than `[fleet] max_removal_ratio` allows: otherwise such a bundle (an
+    /// empty file, a truncated one) is refused and nothing changes.
+    #[serde(default)]
+    pub allow_mass_removal: bool,
 }
 
 /// An org of the bundle; a setting left out takes its default.
@@ -486,8 +491,53 @@ fn key_change(have: &store::Key, want: &KeySpec) -> (super::KeyChange, Vec<&'sta
 }
 
 /// What [`apply`] would change; nothing is written.
-pub fn plan(store: &Store, bundle: &Bundle, pii_default: Setting) -> Result<Vec<Change>> {
-    converge(store, None, &Actor::default(), bundle, pii_default)
+pub fn plan(store: &Store, bundle: &Bundle, opts: Options) -> Result<Vec<Change>> {
+    converge(store, None, &Actor::default(), bundle, opts)
+}
+
+/// What applying a bundle takes from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The PII setting of orgs created without one (`[pii] default`).
+    pub pii_default: Setting,
+    /// `[fleet] max_removal_ratio`.
+    pub max_removal_ratio: f64,
+}
+
+/// Refuse what would remove too much at once, unless the bundle says it means it: a bundle
+/// that lists no org (an empty or truncated file), or one that revokes more than
+/// `max_removal_ratio` of the keys the bundle manages (active ones).
+fn check_removals(store: &Store, bundle: &Bundle, wanted: &[WantOrg], ratio: f64) -> Result<()> {
+    if bundle.allow_mass_removal {
+        return Ok(());
+    }
+    let hint = "nothing was changed; if this is meant, set allow_mass_removal = true in the bundle";
+    if bundle.orgs.is_empty() {
+        return Err(Error::Invalid(format!(
+            "the bundle lists no org (an empty file?): applied, it would remove every org, key and user it manages; {hint}"
+        )));
+    }
+    let listed: std::collections::HashSet<&[u8]> = wanted
+        .iter()
+        .flat_map(|w| w.keys.iter().map(|k| k.hash.as_slice()))
+        .collect();
+    let managed = store.managed(Managed::Key)?;
+    let active: Vec<_> = store
+        .keys(None)?
+        .into_iter()
+        .filter(|k| managed.contains(&k.id) && k.revoked_at.is_none())
+        .collect();
+    let removed = active
+        .iter()
+        .filter(|k| !listed.contains(k.hash.as_slice()))
+        .count();
+    if !active.is_empty() && removed as f64 > ratio * active.len() as f64 {
+        return Err(Error::Invalid(format!(
+            "the bundle would revoke {removed} of the {} keys it manages, more than fleet.max_removal_ratio ({ratio}) allows; {hint}",
+            active.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Converge the store to `bundle` as `actor`, in one transaction with one audit record per
@@ -497,9 +547,9 @@ pub fn apply(
     ring: &Keyring,
     actor: &Actor,
     bundle: &Bundle,
-    pii_default: Setting,
+    opts: Options,
 ) -> Result<Vec<Change>> {
-    converge(store, Some(ring), actor, bundle, pii_default)
+    converge(store, Some(ring), actor, bundle, opts)
 }
 
 fn converge(
@@ -507,9 +557,10 @@ fn converge(
     ring: Option<&Keyring>,
     actor: &Actor,
     bundle: &Bundle,
-    pii_default: Setting,
+    opts: Options,
 ) -> Result<Vec<Change>> {
-    let wanted = want(bundle, pii_default)?;
+    let wanted = want(bundle, opts.pii_default)?;
+    check_removals(store, bundle, &wanted, opts.max_removal_ratio)?;
     let run = |s: &Store, write: bool| -> Result<(Vec<Change>, Vec<audit::Record>)> {
         let mut changes = Vec::new();
         let mut records = Vec::new();
@@ -529,7 +580,7 @@ fn converge(
             let org_id = match orgs.iter().find(|o| o.name == w.spec.name) {
                 None => {
                     let id = if write {
-                        let o = super::create_org(s, &w.spec, pii_default)?;
+                        let o = super::create_org(s, &w.spec, opts.pii_default)?;
                         s.set_managed(Managed::Org, &o.id)?;
                         o.id
                     } else {
@@ -623,10 +674,28 @@ fn converge(
                             )));
                         }
                         if have.revoked_at.is_some() {
-                            return Err(Error::Invalid(format!(
-                                "{}: the key was revoked and cannot come back; make a new one",
-                                k.at
-                            )));
+                            // A key a bundle revoked comes back when listed again; one a
+                            // person revoked stays revoked.
+                            if !s.is_bundle_revoked(&have.id)? {
+                                return Err(Error::Invalid(format!(
+                                    "{}: the key was revoked by hand and cannot come back; make a new one",
+                                    k.at
+                                )));
+                            }
+                            if write {
+                                s.restore_bundle_key(&have.id)?;
+                            }
+                            let mut r = actor.record("key.restore", Some(&org_id));
+                            r.target_id = Some(have.id.clone());
+                            note(
+                                Change {
+                                    action: "key.restore",
+                                    detail: "listed again after the bundle revoked it".into(),
+                                    ..at()
+                                },
+                                r,
+                                serde_json::json!({"prefix": have.prefix}),
+                            );
                         }
                         if write {
                             s.set_managed(Managed::Key, &have.id)?;
@@ -764,7 +833,7 @@ fn converge(
         for k in &keys {
             if managed_keys.contains(&k.id) && !listed.contains(&k.id) && k.revoked_at.is_none() {
                 if write {
-                    super::revoke_key(s, &k.id)?;
+                    s.revoke_key_for_bundle(&k.id)?;
                 }
                 let org = orgs
                     .iter()
@@ -806,7 +875,7 @@ pub fn watch(
     db: std::path::PathBuf,
     max_bytes: Option<u64>,
     ring: std::sync::Arc<Keyring>,
-    pii_default: Setting,
+    opts: Options,
     metrics: (prometheus::IntCounterVec, prometheus::IntGauge),
 ) -> std::result::Result<(), store::Error> {
     let store = Store::open_limited(&db, max_bytes)?;
@@ -836,7 +905,7 @@ pub fn watch(
         let result = std::str::from_utf8(&text)
             .map_err(|_| Error::Invalid("the bundle is not UTF-8".into()))
             .and_then(parse)
-            .and_then(|b| apply(&store, &ring, &actor, &b, pii_default));
+            .and_then(|b| apply(&store, &ring, &actor, &b, opts));
         match result {
             Ok(changes) => {
                 metrics.0.with_label_values(&["ok"]).inc();

@@ -8,16 +8,14 @@ pub(super) fn apply(cfg: &Config, file: &Path, dry_run: bool) -> Outcome {
     let bundle = admin::apply::parse(&text).map_err(phrase)?;
     let store = open_store(cfg)?;
     let actor = Actor::cli();
+    let opts = admin::apply::Options {
+        pii_default: pii_default(cfg),
+        max_removal_ratio: cfg.fleet.max_removal_ratio,
+    };
     let changes = if dry_run {
-        admin::apply::plan(&store, &bundle, pii_default(cfg))
+        admin::apply::plan(&store, &bundle, opts)
     } else {
-        admin::apply::apply(
-            &store,
-            &keyring_for(&store)?,
-            &actor,
-            &bundle,
-            pii_default(cfg),
-        )
+        admin::apply::apply(&store, &keyring_for(&store)?, &actor, &bundle, opts)
     }
     .map_err(phrase)?;
     let mut text: Vec<String> = changes.iter().map(|c| c.to_string()).collect();

@@ -51,6 +51,8 @@ pub struct Fleet {
     /// A bundle file `serve` converges the store to.
     pub bundle: Option<std::path::PathBuf>,
     pub bundle_poll: std::time::Duration,
+    /// See `raw::Fleet::max_removal_ratio` (0 to 1).
+    pub max_removal_ratio: f64,
 }
 
 /// What a limited request gets while Redis cannot be reached.

@@ -266,6 +266,9 @@ pub struct Fleet {
     pub bundle: Option<String>,
     /// How often the bundle file is checked for changes, in seconds.
     pub bundle_poll_secs: u64,
+    /// The largest share of the keys a bundle manages that one apply may revoke, unless the
+    /// bundle says `allow_mass_removal = true`.
+    pub max_removal_ratio: f64,
 }
 
 impl Default for Fleet {
@@ -276,6 +279,7 @@ impl Default for Fleet {
             redis_timeout_ms: 10,
             bundle: None,
             bundle_poll_secs: 2,
+            max_removal_ratio: 0.5,
         }
     }
 }

@@ -613,6 +613,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             redis_timeout_ms,
             bundle,
             bundle_poll_secs,
+            max_removal_ratio,
         } = fleet;
         // The URL may hold a password: problems never quote it.
         if let Some(u) = &redis_url {
@@ -637,12 +638,16 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         if bundle.as_deref() == Some("") {
             p.push("fleet.bundle", "must be a file path");
         }
+        if !(0.0..=1.0).contains(&max_removal_ratio) {
+            p.push("fleet.max_removal_ratio", "must be between 0 and 1");
+        }
         Fleet {
             redis_url: redis_url.map(secrecy::SecretString::from),
             on_redis_error,
             redis_timeout: Duration::from_millis(redis_timeout_ms),
             bundle: bundle.filter(|b| !b.is_empty()).map(PathBuf::from),
             bundle_poll: Duration::from_secs(bundle_poll_secs),
+            max_removal_ratio: max_removal_ratio.clamp(0.0, 1.0),
         }
     };
 

@@ -138,10 +138,13 @@ pub fn serve(
             cfg.store.path.clone(),
             cfg.store.max_bytes,
             ring.clone(),
-            if cfg.pii.default_on {
-                crate::admin::Setting::On
-            } else {
-                crate::admin::Setting::Off
+            crate::admin::apply::Options {
+                pii_default: if cfg.pii.default_on {
+                    crate::admin::Setting::On
+                } else {
+                    crate::admin::Setting::Off
+                },
+                max_removal_ratio: cfg.fleet.max_removal_ratio,
             },
             (
                 metrics.bundle_applies.clone(),

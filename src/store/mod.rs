@@ -225,6 +225,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE api_keys ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));",
     // 10: users a bundle owns.
     "ALTER TABLE users ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));",
+    // Keys a bundle revoked (not a person): listed again, they come back.
+    "CREATE TABLE bundle_revoked (key_id TEXT PRIMARY KEY REFERENCES api_keys(id) ON DELETE CASCADE);",
 ];
 
 /// An open store.
@@ -682,6 +684,9 @@ impl Store {
 
     /// Revoke a key (idempotent on an already revoked key).
     pub fn revoke_key(&self, id: &str) -> Result<()> {
+        // A person's revocation stands, even of a key a bundle had revoked before.
+        self.conn
+            .execute("DELETE FROM bundle_revoked WHERE key_id = ?1", [id])?;
         let n = self.conn.execute(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
             params![id, now()],
@@ -696,6 +701,42 @@ impl Store {
     }
 
     /// Mark a row as owned by the bundle (`sluice apply`).
+    /// Revoke a key the bundle no longer lists: listed again, it can come back.
+    pub fn revoke_key_for_bundle(&self, id: &str) -> Result<()> {
+        self.revoke_key(id)?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO bundle_revoked (key_id) VALUES (?1)",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Whether a key is revoked because a bundle stopped listing it (not by a person).
+    pub fn is_bundle_revoked(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM bundle_revoked WHERE key_id = ?1",
+                [id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Bring back a key a bundle revoked and lists again. `false`: it was not revoked by a
+    /// bundle (a person's revocation stands).
+    pub fn restore_bundle_key(&self, id: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE api_keys SET revoked_at = NULL
+             WHERE id = ?1 AND id IN (SELECT key_id FROM bundle_revoked)",
+            [id],
+        )?;
+        self.conn
+            .execute("DELETE FROM bundle_revoked WHERE key_id = ?1", [id])?;
+        Ok(n == 1)
+    }
+
     pub fn set_managed(&self, table: Managed, id: &str) -> Result<()> {
         let sql = match table {
             Managed::Org => "UPDATE orgs SET managed = 1 WHERE id = ?1 AND managed = 0",

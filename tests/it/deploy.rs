@@ -112,7 +112,11 @@ fn the_kubernetes_fleet_bundle_is_valid_and_mounted_where_the_config_says() {
     let b = sluice::admin::apply::parse(&text).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let store = sluice::store::Store::open(&tmp.path().join("s.db")).unwrap();
-    let plan = sluice::admin::apply::plan(&store, &b, sluice::admin::Setting::On).unwrap();
+    let opts = sluice::admin::apply::Options {
+        pii_default: sluice::admin::Setting::On,
+        max_removal_ratio: 0.5,
+    };
+    let plan = sluice::admin::apply::plan(&store, &b, opts).unwrap();
     let actions: Vec<&str> = plan.iter().map(|c| c.action).collect();
     assert_eq!(actions, ["org.create", "key.create"]);
 }

@@ -290,8 +290,6 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
             "[[orgs]]\nname = \"x\"\n{}",
             user.replace(&hash, "mars-plaintext-password")
         ),
-        // A revoked key cannot come back.
-        format!("[[orgs]]\nname = \"shop\"\n{}", key_toml("search", &b, "")),
     ] {
         std::fs::write(&file, &bad).unwrap();
         let out = s.cli(&["apply", "-f", f], b"");
@@ -306,6 +304,69 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
             .len(),
         2
     );
+
+    // A key the bundle revoked comes back when a bundle lists it again...
+    std::fs::write(&file, &v1).unwrap();
+    let done = s.cli_json(&["apply", "-f", f], b"");
+    assert!(
+        done["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"] == "key.restore"),
+        "{done}"
+    );
+    let keys = s.cli_json(&["keys", "list", "--org", &shop_id], b"");
+    let row = |name: &str| {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("search")["status"], "active");
+    // ...one a person revoked stays revoked.
+    let checkout = row("checkout")["id"].as_str().unwrap().to_string();
+    s.cli_json(&["keys", "revoke", &checkout], b"");
+    let out = s.cli(&["apply", "-f", f], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("revoked by hand"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An empty bundle (a 0-byte file) or one revoking more than max_removal_ratio (0.5) of
+    // the keys the bundle manages is refused, nothing changed, unless it says it means it.
+    for text in ["", "[[orgs]]\nname = \"shop\"\n"] {
+        replace_file(&file, text);
+        let out = s.cli(&["apply", "-f", f], b"");
+        assert_eq!(out.status.code(), Some(1), "{text:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("allow_mass_removal"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = |name: &str| {
+        let keys = s.cli_json(&["keys", "list", "--org", &shop_id], b"");
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["name"] == name)
+            .map(|k| k["status"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(status("search"), "active");
+    replace_file(
+        &file,
+        "allow_mass_removal = true\n[[orgs]]\nname = \"shop\"\n",
+    );
+    s.cli_json(&["apply", "-f", f], b"");
+    assert_eq!(status("search"), "revoked");
 }
 
 /// The fleet test of issue 19: one Redis, 20 sidecars, one bundle they all watch.
