@@ -673,6 +673,14 @@ fn converge(
                                 k.at
                             )));
                         }
+                        // Rows made by hand are never the bundle's: a collision fails the
+                        // whole apply (kind and place named, not the value).
+                        if !managed_keys.contains(&have.id) && !s.is_bundle_revoked(&have.id)? {
+                            return Err(Error::Invalid(format!(
+                                "{}: a key with this hash exists in the store and was not made by a bundle; nothing was changed",
+                                k.at
+                            )));
+                        }
                         if have.revoked_at.is_some() {
                             // A key a bundle revoked comes back when listed again; one a
                             // person revoked stays revoked.
@@ -768,6 +776,13 @@ fn converge(
                         if have.operator || have.org_id.as_deref() != Some(org_id.as_str()) {
                             return Err(Error::Invalid(format!(
                                 "{}: the user belongs to another org (or is an operator) in the store",
+                                u.at
+                            )));
+                        }
+                        // A user made by hand is never taken over (its role, its password).
+                        if !managed_users.contains(&have.id) {
+                            return Err(Error::Invalid(format!(
+                                "{}: a user with this email exists in the store and was not made by a bundle; nothing was changed",
                                 u.at
                             )));
                         }

@@ -305,6 +305,55 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
         2
     );
 
+    // Rows made by hand are never taken over: a user with the same email (made by hand in the
+    // bundle's org), a key with the same hash. The apply fails whole, naming kind and place.
+    s.cli_json(
+        &[
+            "users",
+            "create",
+            "--email",
+            "hand@example.com",
+            "--org",
+            &shop_id,
+            "--role",
+            "auditor",
+        ],
+        b"a long enough password\n",
+    );
+    let manual_key = manual["key"].as_str().unwrap();
+    let manual_hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(manual_key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let hand_user = user
+        .replace("Auditor@Example.com", "hand@example.com")
+        .replace(&hash, &bcrypt::hash("another password here", 10).unwrap());
+    let manual_toml = key_toml(
+        "manual",
+        &(String::new(), manual_hash, manual_key[..14].to_string()),
+        "",
+    );
+    for (extra, what) in [(hand_user.as_str(), "user"), (manual_toml.as_str(), "key")] {
+        std::fs::write(&file, format!("{v2}{extra}")).unwrap();
+        let out = s.cli(&["apply", "-f", f], b"");
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("was not made by a bundle"), "{what}: {err}");
+        assert!(!err.contains("hand@") && !err.contains(manual_key), "{err}");
+    }
+    let users = s.cli_json(&["users", "list"], b"");
+    let hand = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "hand@example.com")
+        .unwrap()
+        .clone();
+    assert_eq!(hand["role"], "auditor", "untouched");
+
     // A key the bundle revoked comes back when a bundle lists it again...
     std::fs::write(&file, &v1).unwrap();
     let done = s.cli_json(&["apply", "-f", f], b"");
