@@ -19,5 +19,6 @@ pub mod redact;
 pub mod residency;
 pub mod sse;
 pub mod store;
+pub mod supervise;
 pub mod usage;
 pub mod vault;

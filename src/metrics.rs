@@ -41,6 +41,9 @@ pub struct Metrics {
     /// that were not passed on: `replaced` by a JSON-RPC error (invalid, ambiguous, too large,
     /// unscannable) or `dropped` (an answer to no request in flight).
     pub mcp_rejected: IntCounterVec,
+    /// `sluice_background_restarts_total{task}`: background tasks restarted after a panic (set
+    /// at scrape time, see `supervise`).
+    pub background_restarts: IntCounterVec,
     /// The audit writer's queue, batch write time, records written and failed writes.
     pub audit: crate::audit::WriterStats,
     /// `sluice_admin_requests_total{method,status}`: admin API calls.
@@ -196,6 +199,14 @@ impl Metrics {
             &["server", "action"],
         )?;
         registry.register(Box::new(mcp_rejected.clone()))?;
+        let background_restarts = IntCounterVec::new(
+            Opts::new(
+                "sluice_background_restarts_total",
+                "Background tasks (snapshot, oauth, bundle) restarted after a panic",
+            ),
+            &["task"],
+        )?;
+        registry.register(Box::new(background_restarts.clone()))?;
         let audit = crate::audit::WriterStats {
             depth: IntGauge::new(
                 "sluice_audit_queue_depth",
@@ -360,6 +371,7 @@ impl Metrics {
             response_redactions,
             mcp_requests,
             mcp_rejected,
+            background_restarts,
             audit,
             admin_requests,
             admin_logins,

@@ -943,9 +943,12 @@ pub fn watch(
     step();
     std::thread::Builder::new()
         .name("sluice-bundle".into())
-        .spawn(move || loop {
-            std::thread::sleep(poll);
-            step();
+        .spawn(move || {
+            crate::supervise::run(crate::supervise::Task::Bundle, || {
+                std::thread::sleep(poll);
+                step();
+                std::ops::ControlFlow::Continue(())
+            })
         })
         .map_err(|e| store::Error::Io {
             path: std::path::PathBuf::from("sluice-bundle thread"),

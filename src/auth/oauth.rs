@@ -7,6 +7,7 @@
 //! logged by code only: no token, secret or response body is ever logged.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -267,7 +268,11 @@ impl Refresher {
                 let mut tracked: HashMap<String, Tracked> = HashMap::new();
                 let mut rows: Vec<store::Credential> = Vec::new();
                 let mut generation = None;
-                while let Some(r) = weak.upgrade() {
+                // Supervised: a panic is counted and the loop resumes after a backoff.
+                crate::supervise::run(crate::supervise::Task::OAuth, || {
+                    let Some(r) = weak.upgrade() else {
+                        return ControlFlow::Break(());
+                    };
                     std::thread::sleep(TICK);
                     // Re-read the rows only when the configuration changed.
                     match store.generation() {
@@ -279,12 +284,12 @@ impl Refresher {
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "OAuth refresher cannot read the store");
-                                continue;
+                                return ControlFlow::Continue(());
                             }
                         },
                         Err(e) => {
                             tracing::warn!(error = %e, "OAuth refresher cannot read the store");
-                            continue;
+                            return ControlFlow::Continue(());
                         }
                     }
                     let forced = std::mem::take(&mut *r.forced.lock().unwrap_or_else(|p| p.into_inner()));
@@ -316,7 +321,13 @@ impl Refresher {
                         if force {
                             t.last_forced = Some(Instant::now());
                         }
-                        match refresh(&agent, &store, &ring, c) {
+                        // One credential's panic is that credential's failure (backoff), not
+                        // every credential's.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            refresh(&agent, &store, &ring, c)
+                        }))
+                        .unwrap_or(Err(FetchError::Invalid));
+                        match result {
                             Ok(expires_in) => {
                                 if t.backoff.take().is_some() || c.last_error.is_some() {
                                     tracing::warn!(credential = %c.name, expires_in, "OAuth token obtained again");
@@ -338,7 +349,8 @@ impl Refresher {
                             }
                         }
                     }
-                }
+                    ControlFlow::Continue(())
+                });
             })
             .map_err(|source| store::Error::Io { path, source })?;
         Ok(r)

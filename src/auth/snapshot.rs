@@ -359,7 +359,12 @@ impl Watcher {
                 let mut generation = generation0;
                 let mut last_flush = Instant::now();
                 let mut outage = Outage::default();
-                while let Some(w) = weak.upgrade() {
+                // Supervised: a panic is counted, /readyz is not ready meanwhile, and the
+                // loop resumes after a backoff.
+                crate::supervise::run(crate::supervise::Task::Snapshot, || {
+                    let Some(w) = weak.upgrade() else {
+                        return std::ops::ControlFlow::Break(());
+                    };
                     std::thread::sleep(POLL);
                     match store.data_version() {
                         Err(e) => {
@@ -406,7 +411,8 @@ impl Watcher {
                             }
                         }
                     }
-                }
+                    std::ops::ControlFlow::Continue(())
+                });
             })
             .map_err(|source| store::Error::Io {
                 path: path.clone(),

@@ -258,6 +258,14 @@ impl ServeHttp for Admin {
                         br#"{"status":"audit_unavailable"}"#.to_vec(),
                         &id,
                     )
+                } else if crate::supervise::needed_down().is_some() {
+                    // The key snapshot watcher is backing off after a panic.
+                    reply(
+                        503,
+                        "application/json",
+                        br#"{"status":"background_task_down"}"#.to_vec(),
+                        &id,
+                    )
                 } else if !self.0.auth.is_healthy() {
                     reply(
                         503,
@@ -310,6 +318,10 @@ impl ServeHttp for MetricsEndpoint {
                     .with_label_values(&[name])
                     .set(t.unix_timestamp() as f64);
             }
+        }
+        for (task, n) in crate::supervise::restarts() {
+            let c = m.background_restarts.with_label_values(&[task]);
+            c.inc_by(n.saturating_sub(c.get()));
         }
         let reloads = self.0.auth.reloads();
         m.snapshot_reloads
