@@ -67,6 +67,22 @@ pub fn serve(
             tracing::warn!(region = %pinned, "keys or orgs are pinned to a region no [[upstreams]] entry serves; their requests get 503 region_unavailable");
         }
     }
+    // A configured credential the store does not hold (or cannot open, or that expired): its
+    // requests get 503 credential_unavailable; say so now, by name, not at the first request.
+    let now = time::OffsetDateTime::now_utc();
+    let snapshot = auth.get();
+    let needs = (cfg.upstreams.iter())
+        .filter_map(|u| Some(("upstream", u.name.as_str(), u.credential.as_deref()?)))
+        .chain(
+            (cfg.mcp_servers.iter())
+                .filter_map(|m| Some(("mcp_server", m.name.as_str(), m.credential.as_deref()?))),
+        );
+    for (kind, name, credential) in needs {
+        if snapshot.credential(credential, now).is_none() {
+            tracing::warn!(kind, name, credential, "the credential of this upstream is missing from the store, cannot be opened with the master key, or has expired: its requests get 503 credential_unavailable until `sluice credentials set` stores it");
+        }
+    }
+    drop(snapshot);
     let (regions, balancers) = upstream::Regions::new(&cfg);
     let regions = Arc::new(regions);
     let health = regions.clone();

@@ -492,3 +492,19 @@ fn a_master_key_that_is_not_the_stores_is_refused_and_the_store_left_untouched()
     );
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A configured upstream whose credential the store does not hold is named at start, not
+/// discovered at the first request.
+#[test]
+fn a_missing_credential_is_named_at_start() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, "credential = \"never-set\"\n"), "");
+    let p = s.spawn();
+    let log = p.log();
+    assert!(
+        log.contains("never-set") && log.contains("credentials set"),
+        "{log}"
+    );
+    let r = chat_with_key(p.port, &p.key);
+    assert_eq!(r.code(), "credential_unavailable");
+}
