@@ -199,6 +199,9 @@ pub struct Ctx {
     tokens_taken: Vec<crate::limits::Taken>,
     /// The input part of that estimate (a quarter of the body's bytes).
     input_tokens: u64,
+    /// The answer's end (a stream's `[DONE]`, its completion event, or the body's end) went
+    /// to the client.
+    answer_complete: bool,
     /// The request body, when pingora forwards it from its retry buffer (`rebody::filter`).
     body: Option<Bytes>,
     /// `body` went to the current upstream attempt.
@@ -250,6 +253,7 @@ impl ProxyHttp for Sluice {
             asked_usage: false,
             tokens_taken: Vec::new(),
             input_tokens: 0,
+            answer_complete: false,
             body: None,
             body_sent: false,
             _in_flight: Some(InFlight::new(&self.state)),

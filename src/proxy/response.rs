@@ -369,6 +369,17 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
     follow_usage(body, end, ctx);
     if let Some(b) = body {
         ctx.bytes_out += b.len() as u64;
+        // The answer's own end went out: a stream's `[DONE]` or Responses API completion.
+        // A client that closes after it (the SDKs stop reading there) got everything.
+        if !ctx.answer_complete
+            && (memchr::memmem::find(b, b"data: [DONE]").is_some()
+                || memchr::memmem::find(b, b"\"response.completed\"").is_some())
+        {
+            ctx.answer_complete = true;
+        }
+    }
+    if end {
+        ctx.answer_complete = true;
     }
     Ok(())
 }
@@ -544,13 +555,17 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
             (Some(r @ ("response_scan" | "response_too_large")), _) => r,
             (_, Some(Rejection::UpstreamTimeout)) => "upstream_timeout",
             (_, Some(_)) => "upstream_error",
+            // The client left after the answer's end went out: a normal end, not counted.
+            (_, None) if ctx.answer_complete => "",
             (_, None) => "client_gone",
         };
-        state
-            .metrics
-            .stream_interruptions
-            .with_label_values(&[reason])
-            .inc();
+        if !reason.is_empty() {
+            state
+                .metrics
+                .stream_interruptions
+                .with_label_values(&[reason])
+                .inc();
+        }
         return FailToProxy {
             error_code: 0,
             can_reuse_downstream: false,

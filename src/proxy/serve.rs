@@ -171,6 +171,10 @@ pub fn serve(
             path: cfg.store.path.clone(),
             source,
         })?;
+        // The bundle's keys work from the first accepted connection: the snapshot takes what
+        // the first apply wrote before anything listens (the watcher's next poll would bring
+        // it up to a poll interval later, and /readyz would already say ready).
+        auth.reload_with(&open()?);
     }
     let services = super::Services {
         audit,

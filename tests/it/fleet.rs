@@ -530,3 +530,29 @@ fn twenty_sidecars_share_one_bundle_and_one_rpm_limit() {
     }
     assert_eq!(back_in, 5);
 }
+
+/// A fresh sidecar with `[fleet] bundle` accepts the bundle's keys from its first connection:
+/// once `/readyz` says ready (which the harness waits for), the first request with a bundle key
+/// is never a 401.
+#[test]
+fn bundle_keys_work_from_the_first_accepted_connection() {
+    let up = Upstream::start();
+    let probe = Setup::new(&mock_upstream(&up, ""), "");
+    let k = bundle_key(&probe);
+    for i in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fleet.toml");
+        std::fs::write(
+            &file,
+            format!("[[orgs]]\nname = \"fresh\"\n{}", key_toml("app", &k, "")),
+        )
+        .unwrap();
+        let s = Setup::bare(
+            &mock_upstream(&up, ""),
+            &format!("[fleet]\nbundle = \"{}\"\n", file.display()),
+        );
+        let p = s.spawn();
+        let r = chat_with_key(p.port, &k.0);
+        assert_eq!(r.status, 200, "start {i}: {}", r.body_text());
+    }
+}

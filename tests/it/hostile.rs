@@ -607,13 +607,18 @@ fn a_malformed_upstream_answer_is_never_quoted_in_the_log() {
         )
         .unwrap();
         assert_eq!(r.status, 502, "{}", r.body_text());
-        let log = p.log();
         if level == "debug" {
-            assert!(
-                log.contains("upstream_error") || log.contains("InvalidHTTPHeader"),
-                "the failure is logged: {log}"
+            // The request's line is written after the answer went out: wait for it.
+            eventually(
+                "the failure logged",
+                std::time::Duration::from_secs(5),
+                || {
+                    let log = p.log();
+                    log.contains("upstream_error") || log.contains("InvalidHTTPHeader")
+                },
             );
         }
+        let log = p.log();
         for canary in ["canary-cookie", "jane.canary", "not a header"] {
             assert!(!log.contains(canary), "{level}: {canary} in the log: {log}");
         }

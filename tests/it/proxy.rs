@@ -383,3 +383,50 @@ fn logs_never_contain_authorization_values_bodies_or_query_strings() {
         );
     }
 }
+
+/// A client that reads a stream to `data: [DONE]` and closes before the final chunk marker (the
+/// official SDKs stop there) got the whole answer: it is not an interruption, and nothing is
+/// logged as an error.
+#[test]
+fn a_stream_closed_after_done_is_complete_not_interrupted() {
+    use std::io::{Read, Write};
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    for _ in 0..3 {
+        let body =
+            br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let mut c = connect(p.port).unwrap();
+        c.write_all(&p.post("/v1/chat/completions", body, "X-Mock: sse-linger\r\n"))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("[DONE]") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "ended before [DONE]");
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(c);
+    }
+    // All three logged as answered, none counted as interrupted.
+    eventually(
+        "three requests logged",
+        std::time::Duration::from_secs(5),
+        || {
+            p.metrics()
+                .lines()
+                .filter(|l| l.starts_with("sluice_requests_total{") && l.contains("status=\"200\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>()
+                >= 3
+        },
+    );
+    let m = p.metrics();
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("sluice_stream_interruptions_total{")
+                && l.contains("client_gone")
+                && !l.ends_with(" 0")),
+        "{m}"
+    );
+    assert!(!p.log().contains("ERROR"), "{}", p.log());
+}

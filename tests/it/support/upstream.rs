@@ -255,6 +255,9 @@ async fn handle(
             include_usage,
         )),
         ["stall-mid"] => Ok(sse(1, Duration::ZERO, true, include_usage)),
+        // `[DONE]`, then the body stays open a moment before it ends (a client that stops at
+        // `[DONE]` has closed by then, as the official SDKs do).
+        ["sse-linger"] => Ok(linger_after_done()),
         _ if wants_stream => Ok(sse(3, Duration::from_millis(10), false, include_usage)),
         _ => Ok(json(200, completion())),
     }
@@ -285,6 +288,32 @@ fn chunk(i: usize, include_usage: bool) -> Bytes {
         v["usage"] = serde_json::Value::Null;
     }
     Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn linger_after_done() -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        for i in 0..3 {
+            if tx.send(Ok(Frame::data(chunk(i, false)))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))))
+            .await;
+        // A keep-alive after the end, then the body ends: by then the client has gone, so
+        // writing these fails (the connection was reset).
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let _ = tx
+            .send(Ok(Frame::data(Bytes::from_static(b": bye\n\n"))))
+            .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/event-stream")
+        .body(StreamBody::new(tokio_stream_from(rx)).boxed())
+        .unwrap()
 }
 
 /// The usage-only chunk of a stream of `n` chunks: 11 prompt tokens, one per chunk out.
