@@ -126,6 +126,9 @@ pub type QueryParam = (&'static str, &'static str, bool, &'static str);
 enum Handler {
     Open(fn(&Api, &Caller) -> ApiResult),
     Session(fn(&Api, &Store, &Caller, &Params) -> ApiResult),
+    /// A session route whose work waits on something outside (a token endpoint): it runs
+    /// without the store's lock and takes it only to write, so other admin calls go on.
+    Unlocked(fn(&Api, &Caller, &Params) -> ApiResult),
 }
 
 /// One admin API route: the router, the 405 answer, the RBAC declaration and the OpenAPI
@@ -218,6 +221,10 @@ macro_rules! route {
      $(, $($rest:tt)*)?) => {
         route!(@ Handler::Open($h); $method $pattern, $access, $summary, $ok $(, $($rest)*)?)
     };
+    ($method:literal $pattern:expr, $access:expr, $summary:literal, $ok:expr, unlocked $h:expr
+     $(, $($rest:tt)*)?) => {
+        route!(@ Handler::Unlocked($h); $method $pattern, $access, $summary, $ok $(, $($rest)*)?)
+    };
     ($method:literal $pattern:expr, $access:expr, $summary:literal, $ok:expr, $h:expr
      $(, $($rest:tt)*)?) => {
         route!(@ Handler::Session($h); $method $pattern, $access, $summary, $ok $(, $($rest)*)?)
@@ -294,7 +301,7 @@ pub static ROUTES: &[Route] = &[
         |a, s, _, _| a.list_credentials(s)),
     route!("PUT" "/api/credentials/{name}", Access::Operator,
         "Store or replace an upstream credential (write-only)", (200, Shape::Schema("Credential")),
-        |a, s, c, p| a.set_credential(s, c, p.get("name")), body = "CredentialBody"),
+        unlocked |a, c, p| a.set_credential(c, p.get("name")), body = "CredentialBody"),
     route!("DELETE" "/api/credentials/{name}", Access::Operator, "Delete an upstream credential",
         (200, Shape::Object), |a, s, c, p| a.delete_credential(s, c, p.get("name"))),
     route!("GET" "/api/audit", Access::QueryOrg(Role::Auditor),
@@ -1088,8 +1095,10 @@ impl Api {
             return Err(err(Code::NotFound, "No such route."));
         };
         let route = route.ok_or_else(not_allowed)?;
-        let Handler::Session(session) = route.handler else {
-            return Err(not_allowed());
+        let session = match route.handler {
+            Handler::Session(h) => Some(h),
+            Handler::Unlocked(_) => None,
+            Handler::Open(_) => return Err(not_allowed()),
         };
         let params = Params(hit.params.iter().collect());
         let org = match route.access {
@@ -1097,7 +1106,15 @@ impl Api {
             _ => Some(params.get("org_id")).filter(|o| !o.is_empty()),
         };
         route.access.check(c.principal.as_ref(), org)?;
-        let r = session(self, &store, &c, &params);
+        let (r, store) = match (session, route.handler) {
+            (Some(h), _) => (h(self, &store, &c, &params), store),
+            (None, Handler::Unlocked(h)) => {
+                drop(store);
+                let r = h(self, &c, &params);
+                (r, self.store())
+            }
+            (None, _) => return Err(not_allowed()),
+        };
         if r.is_ok() && route.method != "GET" {
             self.changed();
             if let Some(f) = &self.on_change {
@@ -1525,12 +1542,14 @@ impl Api {
         ))
     }
 
-    fn set_credential(&self, store: &Store, c: &Caller, name: &str) -> ApiResult {
+    /// Runs without the store's lock (see [`Handler::Unlocked`]): a slow or hanging token
+    /// endpoint holds up this call only, not every admin call.
+    fn set_credential(&self, c: &Caller, name: &str) -> ApiResult {
         let b: CredentialBody = body(c.req)?;
         let mut secret = super::secret_from_input(zeroize::Zeroizing::new(b.secret.into_bytes()))?;
         let Some(settings) = b.oauth else {
             let v = super::set_credential_as(
-                store,
+                &self.store(),
                 &self.ring,
                 &c.actor(),
                 name,
@@ -1562,7 +1581,7 @@ impl Api {
             None
         };
         let v = super::set_oauth_credential_as(
-            store,
+            &self.store(),
             &self.ring,
             &c.actor(),
             name,

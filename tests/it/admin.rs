@@ -1683,3 +1683,57 @@ fn limits_are_set_and_removed_through_the_api_and_bundle_users_can_log_in() {
     assert_eq!((k["rpm"].as_u64(), k["tpm"].as_u64()), (Some(7), Some(100)));
     assert!(k["budget_tokens"].is_null() && k["budget_period"].is_null());
 }
+
+/// A token endpoint that never answers holds up only the call that verifies against it: other
+/// admin calls go on (the store's lock is not held across the fetch).
+#[test]
+fn a_hanging_token_endpoint_holds_up_only_its_own_call() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "op@example.com", None, "");
+    let p = s.spawn();
+    let token = login(&p, &op, 0);
+    // Accepts connections and never answers; says when the first one came.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hang.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hang.incoming() {
+            held.push(c);
+            let _ = tx.send(());
+        }
+    });
+    let (port, t) = (p.admin_port, token.clone());
+    std::thread::spawn(move || {
+        let body = json!({"secret": "client-secret-9", "verify": true, "oauth": {
+            "token_url": format!("http://{addr}/token"), "client_id": "c1",
+            "grant": "client_credentials"}});
+        call(
+            port,
+            "PUT",
+            "/api/credentials/slow",
+            Some(&t),
+            Some(&body),
+            "",
+        )
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the token endpoint was called");
+    // The fetch is in flight: the rest of the admin API answers (before, it waited for the
+    // fetch's 15 s timeout).
+    let started = std::time::Instant::now();
+    let r = call(
+        p.admin_port,
+        "GET",
+        "/api/credentials",
+        Some(&token),
+        None,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "blocked behind the token fetch"
+    );
+}
