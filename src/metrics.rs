@@ -44,6 +44,11 @@ pub struct Metrics {
     /// `sluice_background_restarts_total{task}`: background tasks restarted after a panic (set
     /// at scrape time, see `supervise`).
     pub background_restarts: IntCounterVec,
+    /// `sluice_store_size_bytes`: the database file and its write-ahead log (set at scrape
+    /// time).
+    pub store_size: IntGauge,
+    /// `sluice_store_max_bytes`: `[store] max_size_mb` in bytes, 0 when unbounded.
+    pub store_max: IntGauge,
     /// The audit writer's queue, batch write time, records written and failed writes.
     pub audit: crate::audit::WriterStats,
     /// `sluice_admin_requests_total{method,status}`: admin API calls.
@@ -207,6 +212,16 @@ impl Metrics {
             &["task"],
         )?;
         registry.register(Box::new(background_restarts.clone()))?;
+        let store_size = IntGauge::new(
+            "sluice_store_size_bytes",
+            "Size of the SQLite store (database file and write-ahead log), bytes",
+        )?;
+        registry.register(Box::new(store_size.clone()))?;
+        let store_max = IntGauge::new(
+            "sluice_store_max_bytes",
+            "[store] max_size_mb in bytes (0: only the disk bounds the store)",
+        )?;
+        registry.register(Box::new(store_max.clone()))?;
         let audit = crate::audit::WriterStats {
             depth: IntGauge::new(
                 "sluice_audit_queue_depth",
@@ -372,6 +387,8 @@ impl Metrics {
             mcp_requests,
             mcp_rejected,
             background_restarts,
+            store_size,
+            store_max,
             audit,
             admin_requests,
             admin_logins,

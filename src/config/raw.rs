@@ -31,6 +31,8 @@ pub struct Store {
     pub path: String,
     /// Largest size of the database file in MiB (0: no limit besides the disk). When reached,
     /// writes fail as on a full disk: requests are refused (503) rather than run unaudited.
+    /// Default 10240 (10 GiB): a default install stops, with a clear 503 and an alert before,
+    /// rather than fill its disk.
     pub max_size_mb: u64,
     /// When the in-memory snapshot of keys and credentials could not be refreshed from the
     /// store for this long, requests are refused (503) rather than served with revocations
@@ -38,11 +40,14 @@ pub struct Store {
     pub max_stale_secs: u64,
 }
 
+/// `[store] max_size_mb` when the config does not say.
+pub const DEFAULT_MAX_SIZE_MB: u64 = 10 * 1024;
+
 impl Default for Store {
     fn default() -> Self {
         Store {
             path: "data/sluice.db".into(),
-            max_size_mb: 0,
+            max_size_mb: DEFAULT_MAX_SIZE_MB,
             max_stale_secs: 10,
         }
     }

@@ -319,6 +319,17 @@ impl ServeHttp for MetricsEndpoint {
                     .set(t.unix_timestamp() as f64);
             }
         }
+        let store = &self.0.cfg.store;
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let mut wal = store.path.clone().into_os_string();
+        wal.push("-wal");
+        let bytes = size(&store.path).saturating_add(size(std::path::Path::new(&wal)));
+        m.store_size.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.store_max.set(
+            store
+                .max_bytes
+                .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        );
         for (task, n) in crate::supervise::restarts() {
             let c = m.background_restarts.with_label_values(&[task]);
             c.inc_by(n.saturating_sub(c.get()));

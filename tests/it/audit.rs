@@ -336,3 +336,21 @@ fn a_full_store_refuses_requests_with_503_instead_of_hanging_and_recovers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A default install bounds its store (10 GiB) and reports how full it is, so the alert can
+/// fire before requests are refused.
+#[test]
+fn a_default_config_bounds_the_store_and_reports_its_size() {
+    let cfg = sluice::config::Config::load(None).unwrap();
+    assert_eq!(cfg.store.max_bytes, Some(10240 << 20));
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    let m = p.metrics_with(&["sluice_store_max_bytes 10737418240"]);
+    let size: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_store_size_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(size > 0, "{m}");
+}
