@@ -246,6 +246,15 @@ impl Snapshot {
         Ok(Snapshot { keys, credentials })
     }
 
+    /// The ids of the keys that can be used at `now` (not revoked, not expired).
+    pub fn usable_key_ids(&self, now: OffsetDateTime) -> std::collections::HashSet<&str> {
+        self.keys
+            .values()
+            .filter(|k| !k.revoked && k.expires_at.is_none_or(|e| e > now))
+            .map(|k| k.id.as_str())
+            .collect()
+    }
+
     /// Authenticate a well-formed key at `now`.
     pub fn authenticate(&self, key: &str, now: OffsetDateTime) -> Result<Arc<KeyInfo>, Error> {
         let h = hash(key);

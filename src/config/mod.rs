@@ -38,6 +38,14 @@ pub struct Config {
     pub mcp: Mcp,
     pub mcp_servers: Vec<McpServer>,
     pub fleet: Fleet,
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: what `/metrics` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Label the per-answer histograms by key too (else `key="-"`): see README.
+    pub per_key: bool,
 }
 
 /// `[fleet]`: what many sidecars share.

@@ -256,6 +256,15 @@ pub fn default_upstreams() -> Vec<Upstream> {
     }]
 }
 
+/// `[metrics]`: what `/metrics` shows.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Label the per-answer histograms (token usage, time to first token) by key as well as
+    /// by org. Off by default: every key ever used would add about 34 series.
+    pub per_key: bool,
+}
+
 /// `[fleet]`: what many sidecars share.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -62,6 +62,7 @@ pub(super) struct RawConfig {
     mcp: raw::Mcp,
     mcp_servers: Vec<raw::McpServer>,
     fleet: raw::Fleet,
+    metrics: raw::Metrics,
 }
 
 impl Default for RawConfig {
@@ -81,6 +82,7 @@ impl Default for RawConfig {
             mcp: Default::default(),
             mcp_servers: Vec::new(),
             fleet: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -123,6 +125,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "residency" => section(value, &key, &mut problems).map(|s| cfg.residency = s),
             "mcp" => section(value, &key, &mut problems).map(|s| cfg.mcp = s),
             "fleet" => section(value, &key, &mut problems).map(|s| cfg.fleet = s),
+            "metrics" => section(value, &key, &mut problems).map(|s| cfg.metrics = s),
             "mcp_servers" => {
                 match value {
                     toml::Value::Array(items) => {
@@ -160,7 +163,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet)",
+                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet, metrics)",
                 );
                 None
             }
@@ -223,7 +226,10 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         mcp,
         mcp_servers,
         fleet,
+        metrics,
     } = raw;
+    let raw::Metrics { per_key } = metrics;
+    let metrics = super::Metrics { per_key };
     let admin = {
         let raw::Admin {
             allow_ips,
@@ -748,6 +754,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         mcp,
         mcp_servers: servers,
         fleet,
+        metrics,
     })
 }
 

@@ -330,6 +330,13 @@ impl ServeHttp for MetricsEndpoint {
                 .max_bytes
                 .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         );
+        if self.0.cfg.metrics.per_key {
+            // A revoked or expired key's series go: the page does not grow with key turnover.
+            let snapshot = self.0.auth.get();
+            let usable = snapshot.usable_key_ids(time::OffsetDateTime::now_utc());
+            drop_keys(&m.token_usage, &usable);
+            drop_keys(&m.time_to_first_token, &usable);
+        }
         for (task, n) in crate::supervise::restarts() {
             let c = m.background_restarts.with_label_values(&[task]);
             c.inc_by(n.saturating_sub(c.get()));
@@ -343,5 +350,33 @@ impl ServeHttp for MetricsEndpoint {
             self.0.metrics.encode(),
             &id,
         )
+    }
+}
+
+/// Remove the series of `h` whose `key` label is not one of `usable` (nor `-`).
+fn drop_keys(h: &prometheus::HistogramVec, usable: &std::collections::HashSet<&str>) {
+    use prometheus::core::Collector;
+    let mut gone: Vec<std::collections::HashMap<String, String>> = Vec::new();
+    for family in h.collect() {
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<String, String> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            if labels
+                .get("key")
+                .is_some_and(|k| k != "-" && !usable.contains(k.as_str()))
+            {
+                gone.push(labels);
+            }
+        }
+    }
+    for labels in &gone {
+        let refs: std::collections::HashMap<&str, &str> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let _ = h.remove(&refs);
     }
 }

@@ -662,6 +662,8 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
             .key
             .as_ref()
             .map_or(("-", "-"), |k| (k.org_id.as_str(), k.id.as_str()));
+        // Per-key series are opt-in ([metrics] per_key): every key ever used adds ~34.
+        let key = if state.cfg.metrics.per_key { key } else { "-" };
         match u.found {
             Some(found) => {
                 for (kind, n) in [("input", found.input), ("output", found.output)] {

@@ -51,7 +51,8 @@ fn metric_is(p: &Proxy, name: &str, parts: &[&str], want: f64) {
 #[test]
 fn usage_of_json_answers_and_streams_is_measured_and_audited() {
     let up = Upstream::start();
-    let p = Proxy::start(&up, "");
+    // Series by key too (opt-in): this test follows one key's.
+    let p = Proxy::start(&up, "[metrics]\nper_key = true\n");
     let key = format!("key=\"{}\"", p.key_id);
     let org = format!("org=\"{}\"", p.org_id);
 
@@ -190,4 +191,30 @@ fn model_labels_cannot_be_minted_by_clients() {
         1.0,
     );
     assert!(!p.metrics().contains("evil"));
+}
+
+/// `/metrics` does not grow with key turnover: per-key series are opt-in (`key="-"` by
+/// default), and with them on a revoked key's series disappear.
+#[test]
+fn per_key_series_are_opt_in_and_a_revoked_keys_go() {
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    assert_eq!(chat_with_key(p.port, &p.key).status, 200);
+    let m = p.metrics_with(&["gen_ai_client_token_usage_count{"]);
+    assert!(m.contains("key=\"-\""), "{m}");
+    assert!(!m.contains(&p.key_id), "{m}");
+
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "[metrics]\nper_key = true\n");
+    assert_eq!(chat_with_key(p.port, &p.key).status, 200);
+    let id = p.key_id.clone();
+    eventually("the key's series", Duration::from_secs(5), || {
+        p.metrics().contains(&format!("key=\"{id}\""))
+    });
+    p.cli_json(&["keys", "revoke", &id], b"");
+    eventually(
+        "the revoked key's series gone",
+        Duration::from_secs(5),
+        || !p.metrics().contains(&format!("key=\"{id}\"")),
+    );
 }
