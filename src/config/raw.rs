@@ -290,7 +290,7 @@ impl Default for Fleet {
         Fleet {
             redis_url: None,
             on_redis_error: "local".into(),
-            redis_timeout_ms: 10,
+            redis_timeout_ms: 50,
             bundle: None,
             bundle_poll_secs: 2,
             max_removal_ratio: 0.5,

@@ -470,7 +470,14 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 LogFormat::Text
             }
         };
-        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        // Every directive is a level (`info`) or `target=level`: a bare word that is not a
+        // level (`verbose`) would be read as a target and silence everything else.
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+        let directives_ok = level
+            .split(',')
+            .map(str::trim)
+            .all(|d| d.contains('=') || LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d)));
+        if !directives_ok || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             p.push(
                 "log.level",
                 format!("{level:?} is not a level or filter (e.g. info, sluice=debug)"),
@@ -826,7 +833,25 @@ fn parse_url(s: &str, upstream: bool) -> Result<BaseUrl, String> {
     if host.is_empty() {
         return Err(format!("{s:?} has no host"));
     }
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    // A port that is not 1..65535 is an error, not the scheme's default (`:99999` read as no
+    // port would connect to 80).
+    // (`http` reads a port it cannot parse as none: look at the text after the host.)
+    let has_port = authority
+        .as_str()
+        .rsplit(']')
+        .next()
+        .is_some_and(|rest| rest.contains(':'));
+    let port = match (has_port.then_some(()), authority.port_u16()) {
+        (None, _) => {
+            if tls {
+                443
+            } else {
+                80
+            }
+        }
+        (Some(_), Some(p)) if p > 0 => p,
+        (Some(_), _) => return Err(format!("{s:?} has a port outside 1..65535")),
+    };
     let path_prefix = uri.path().trim_end_matches('/').to_string();
     if upstream && (path_prefix == "/v1" || path_prefix.ends_with("/v1")) {
         return Err(format!(
@@ -868,9 +893,38 @@ mod tests {
             "https://x.com/v1",
             "https://x.com?a=b",
             "",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:0",
+            "https://x.com:65536/",
         ] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_base_url("http://x:65535").unwrap().port, 65535);
+    }
+
+    /// What would then misbehave is refused at load: a port out of range, a log level that is
+    /// a target name; regions are read whatever their case, as the header is.
+    #[test]
+    fn values_that_would_misbehave_are_refused_and_regions_ignore_case() {
+        let base =
+            "[[upstreams]]\nname = \"a\"\nregion = \"US\"\nbase_url = \"http://127.0.0.1:9000\"\n";
+        let cfg = parse(base).unwrap();
+        assert_eq!(cfg.upstreams[0].region, crate::residency::Region::Us);
+        for (extra, path) in [
+            ("[log]\nlevel = \"verbose\"\n", "log.level"),
+            ("[log]\nlevel = \"info,verbose\"\n", "log.level"),
+        ] {
+            let e = parse(&format!("{extra}{base}")).unwrap_err();
+            assert!(e.iter().any(|p| p.path == path), "{extra}: {e:?}");
+        }
+        for ok in ["info", "WARN", "info,sluice=debug", "off"] {
+            assert!(
+                parse(&format!("[log]\nlevel = \"{ok}\"\n{base}")).is_ok(),
+                "{ok}"
+            );
+        }
+        let e = parse(&base.replace("9000", "99999")).unwrap_err();
+        assert!(e.iter().any(|p| p.path.ends_with("base_url")), "{e:?}");
     }
 
     #[test]

@@ -42,13 +42,12 @@ pub struct UnknownRegion;
 
 impl FromStr for Region {
     type Err = UnknownRegion;
+    /// Case-insensitive, as the `X-Sluice-Region` header is (`US` is `us`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "us" => Ok(Region::Us),
-            "eu" => Ok(Region::Eu),
-            "apac" => Ok(Region::Apac),
-            _ => Err(UnknownRegion),
-        }
+        [Region::Us, Region::Eu, Region::Apac]
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+            .ok_or(UnknownRegion)
     }
 }
 
@@ -118,7 +117,8 @@ mod tests {
         for r in [Region::Us, Region::Eu, Region::Apac] {
             assert_eq!(r.as_str().parse::<Region>(), Ok(r));
         }
-        assert!("EU".parse::<Region>().is_err());
+        // Case-insensitive, as the header is.
+        assert_eq!("EU".parse::<Region>(), Ok(Region::Eu));
         assert!("mars".parse::<Region>().is_err());
     }
 
