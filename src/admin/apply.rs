@@ -196,6 +196,8 @@ struct WantOrg {
     spec: OrgSpec,
     keys: Vec<WantKey>,
     users: Vec<WantUser>,
+    /// Its place in the bundle (`orgs[0]`).
+    at: String,
 }
 
 struct WantUser {
@@ -353,7 +355,12 @@ fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>> {
                 at: at.clone(),
             });
         }
-        orgs.push(WantOrg { spec, keys, users });
+        orgs.push(WantOrg {
+            spec,
+            keys,
+            users,
+            at: at.clone(),
+        });
     }
     Ok(orgs)
 }
@@ -568,6 +575,7 @@ fn converge(
         let keys = s.keys(None)?;
         let managed_keys = s.managed(Managed::Key)?;
         let managed_users = s.managed(Managed::User)?;
+        let managed_orgs = s.managed(Managed::Org)?;
         let mut listed = std::collections::HashSet::new();
         let mut listed_users = std::collections::HashSet::new();
         let mut note = |c: Change, mut r: audit::Record, details: serde_json::Value| {
@@ -606,10 +614,16 @@ fn converge(
                     id
                 }
                 Some(have) => {
-                    let (change, fields) = org_change(have, &w.spec);
-                    if write {
-                        s.set_managed(Managed::Org, &have.id)?;
+                    // An org made by hand is never taken over by a bundle (its settings, its
+                    // keys): the apply fails whole. (`sluice bootstrap` applies a configured
+                    // bundle that lists its org first, so the bundle makes it.)
+                    if !managed_orgs.contains(&have.id) {
+                        return Err(Error::Invalid(format!(
+                            "{}: an org with this name exists in the store and was not made by a bundle; nothing was changed",
+                            w.at
+                        )));
                     }
+                    let (change, fields) = org_change(have, &w.spec);
                     if !fields.is_empty() {
                         let details = if write {
                             super::org_details(&update_org(s, &have.id, &change)?)

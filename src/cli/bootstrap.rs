@@ -21,6 +21,25 @@ pub(super) fn bootstrap(
     let store = open_store(cfg)?;
     check_key(&store, &ring)?;
     let actor = Actor::cli();
+    // A configured bundle that lists the org makes it (the bundle owns what it lists: an org
+    // made here by hand would be refused by the bundle later).
+    if let Some(path) = &cfg.fleet.bundle {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read [fleet] bundle {}: {} (bootstrap applies it first)",
+                path.display(),
+                e.kind()
+            )
+        })?;
+        let bundle = admin::apply::parse(&text).map_err(phrase)?;
+        if bundle.orgs.iter().any(|o| o.name == org_name) {
+            let opts = admin::apply::Options {
+                pii_default: pii_default(cfg),
+                max_removal_ratio: cfg.fleet.max_removal_ratio,
+            };
+            admin::apply::apply(&store, &ring, &actor, &bundle, opts).map_err(phrase)?;
+        }
+    }
     let org = match store
         .orgs()
         .map_err(phrase)?

@@ -120,3 +120,42 @@ fn the_kubernetes_fleet_bundle_is_valid_and_mounted_where_the_config_says() {
     let actions: Vec<&str> = plan.iter().map(|c| c.action).collect();
     assert_eq!(actions, ["org.create", "key.create"]);
 }
+
+/// With `[fleet] bundle` configured and listing the org, `bootstrap` applies the bundle first,
+/// so the bundle makes the org (a bundle never takes over an org made by hand); its key, made
+/// by hand in that org, works, and serve's own apply of the same bundle changes nothing.
+#[test]
+fn bootstrap_lets_a_configured_bundle_make_its_org() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("fleet.toml");
+    std::fs::write(
+        &bundle,
+        "[[orgs]]\nname = \"checkout\"\nregion = \"us\"\nrpm = 600\n",
+    )
+    .unwrap();
+    let s = Setup::bare(
+        &mock_upstream(&up, ""),
+        &format!("[fleet]\nbundle = \"{}\"\n", bundle.display()),
+    );
+    let key_file = s.dir.path().join("app-key");
+    let args = [
+        "bootstrap".to_string(),
+        "--org=checkout".into(),
+        format!("--key-file={}", key_file.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.cli_json(&args, b"");
+    let orgs = s.cli_json(&["orgs", "list"], b"");
+    let org = &orgs["orgs"][0];
+    assert_eq!(
+        (org["name"].as_str(), org["rpm"].as_u64()),
+        (Some("checkout"), Some(600))
+    );
+    let again = s.cli_json(&["apply", "-f", bundle.to_str().unwrap()], b"");
+    assert_eq!(again["changes"], serde_json::json!([]), "{again}");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let p = s.spawn();
+    let r = chat_with_key(p.port, &key);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+}

@@ -305,6 +305,15 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
         2
     );
 
+    // An org made by hand (`test`, by Setup) is not taken over either.
+    std::fs::write(&file, format!("{v2}[[orgs]]\nname = \"test\"\nrpm = 1\n")).unwrap();
+    let out = s.cli(&["apply", "-f", f], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("orgs[1]: an org with this name exists"),
+        "{err}"
+    );
     // Rows made by hand are never taken over: a user with the same email (made by hand in the
     // bundle's org), a key with the same hash. The apply fails whole, naming kind and place.
     s.cli_json(
