@@ -3,7 +3,7 @@
 //! the task's name only (never the payload: it may quote a value), counted
 //! (`sluice_background_restarts_total{task}`), and the task resumes after a backoff of 1 s
 //! doubling to 30 s (reset by an iteration that completes). While a task the data plane needs
-//! (the key snapshot watcher) backs off after a panic, `/readyz` answers 503.
+//! (the key snapshot watcher, the audit writer) backs off after a panic, `/readyz` answers 503.
 
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
@@ -19,11 +19,13 @@ pub enum Task {
     OAuth,
     /// Converges the store to `[fleet] bundle`.
     Bundle,
+    /// Writes the per-request audit records (the data plane needs it).
+    Audit,
 }
 
 impl Task {
     /// Every task, in the order of the counters.
-    pub const ALL: [Task; 3] = [Task::Snapshot, Task::OAuth, Task::Bundle];
+    pub const ALL: [Task; 4] = [Task::Snapshot, Task::OAuth, Task::Bundle, Task::Audit];
 
     /// The `task` label.
     pub fn as_str(self) -> &'static str {
@@ -31,6 +33,7 @@ impl Task {
             Task::Snapshot => "snapshot",
             Task::OAuth => "oauth",
             Task::Bundle => "bundle",
+            Task::Audit => "audit",
         }
     }
 
@@ -40,12 +43,18 @@ impl Task {
 
     /// Whether requests cannot be served right while it is down.
     fn is_needed(self) -> bool {
-        matches!(self, Task::Snapshot)
+        matches!(self, Task::Snapshot | Task::Audit)
     }
 }
 
-static RESTARTS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-static DOWN: [AtomicBool; 3] = [
+static RESTARTS: [AtomicU64; 4] = [
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+    AtomicU64::new(0),
+];
+static DOWN: [AtomicBool; 4] = [
+    AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),

@@ -78,7 +78,14 @@ impl Writer {
         };
         let thread = std::thread::Builder::new()
             .name("sluice-audit".into())
-            .spawn(move || run(store, &ring, rx, st, health))
+            .spawn(move || {
+                let (mut rx, mut health) = (rx, health);
+                // Supervised: a panic is counted and the writer resumes on the same queue (the
+                // batch it was writing may be lost; what is queued is not).
+                crate::supervise::run(crate::supervise::Task::Audit, || {
+                    run(&store, &ring, &mut rx, &st, &mut health)
+                })
+            })
             .map_err(|source| store::Error::Io {
                 path: cfg.path.clone(),
                 source,
@@ -161,13 +168,14 @@ impl Health {
     }
 }
 
+/// The writer's loop, until the queue closes (`Break`).
 fn run(
-    store: Store,
+    store: &Store,
     ring: &Keyring,
-    mut rx: mpsc::Receiver<Msg>,
-    stats: WriterStats,
-    mut health: Health,
-) {
+    rx: &mut mpsc::Receiver<Msg>,
+    stats: &WriterStats,
+    health: &mut Health,
+) -> std::ops::ControlFlow<()> {
     let mut keys = OrgKeys::new(ring).withholding();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -176,7 +184,7 @@ fn run(
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the audit writer");
-            return;
+            return std::ops::ControlFlow::Break(());
         }
     };
     rt.block_on(async move {
@@ -199,9 +207,10 @@ fn run(
                     Msg::Close => closing = true,
                 }
             }
-            write(&store, &mut keys, &mut batch, &stats, &mut health);
+            write(store, &mut keys, &mut batch, stats, health);
         }
     });
+    std::ops::ControlFlow::Break(())
 }
 
 /// Write a batch, retrying (with a pause) until it is stored: records are never dropped.
