@@ -321,21 +321,26 @@ pub fn model(body: &[u8]) -> Option<String> {
 pub struct Peeked {
     /// Its `model` (see [`model`]).
     pub model: Option<String>,
-    /// The most output tokens it asks for: `max_completion_tokens`, `max_tokens` (chat and
-    /// completions) or `max_output_tokens` (Responses API), the first present; at most
-    /// [`MAX_OUTPUT_TOKENS`]. Not a number: `None`.
+    /// The most output tokens it may use: the largest of `max_completion_tokens`, `max_tokens`
+    /// (chat and completions) and `max_output_tokens` (Responses API) that is a positive
+    /// integer, times `n` (at most [`MAX_CHOICES`]); at most [`MAX_OUTPUT_TOKENS`]. None given:
+    /// `None`.
     pub max_output: Option<u64>,
 }
 
 /// The most output tokens believed of a request (its reservation's bound).
 pub const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
 
+/// The most answers (`n`) a request's reservation counts.
+pub const MAX_CHOICES: u64 = 128;
+
 /// The top-level members [`Peeked`] is read from.
-pub const PEEKED_MEMBERS: [&str; 4] = [
+pub const PEEKED_MEMBERS: [&str; 5] = [
     "model",
     "max_completion_tokens",
     "max_tokens",
     "max_output_tokens",
+    "n",
 ];
 
 /// Read [`Peeked`] from a JSON request body (the whole body is validated while looking).
@@ -347,18 +352,26 @@ pub fn peek(body: &[u8]) -> Peeked {
 
 impl Peeked {
     /// From the values of [`PEEKED_MEMBERS`], in that order.
-    pub fn from_members(top: &[Option<serde_json::Value>; 4]) -> Peeked {
-        let [model, completion, tokens, output] = top;
-        let n = |v: &Option<serde_json::Value>| v.as_ref().and_then(serde_json::Value::as_u64);
+    pub fn from_members(top: &[Option<serde_json::Value>; 5]) -> Peeked {
+        let [model, completion, tokens, output, choices] = top;
+        // A cap of 0 is "unset" to some upstreams: only positive integers count.
+        let n = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .and_then(serde_json::Value::as_u64)
+                .filter(|n| *n > 0)
+        };
+        // The largest cap (upstreams read different ones), times the answers asked for.
+        let cap = [n(completion), n(tokens), n(output)]
+            .into_iter()
+            .flatten()
+            .max();
+        let choices = n(choices).unwrap_or(1).min(MAX_CHOICES);
         Peeked {
             model: model
                 .as_ref()
                 .and_then(serde_json::Value::as_str)
                 .map(|m| crate::audit::cap(m, MAX_MODEL_CHARS).to_string()),
-            max_output: n(completion)
-                .or_else(|| n(tokens))
-                .or_else(|| n(output))
-                .map(|n| n.min(MAX_OUTPUT_TOKENS)),
+            max_output: cap.map(|c| c.saturating_mul(choices).min(MAX_OUTPUT_TOKENS)),
         }
     }
 }

@@ -326,11 +326,70 @@ impl<'de> Visitor<'de> for TopSeed<'_, '_> {
                 return Err(de::Error::custom("duplicate member name"));
             }
             match wanted {
-                Some(i) => self.out[i] = Some(map.next_value_seed(Strict)?),
+                Some(i) => self.out[i] = map.next_value_seed(ScalarSeed)?,
                 None => map.next_value_seed(UniqueSeed)?,
             }
         }
         Ok(())
+    }
+}
+
+/// A wanted member's value when it is a string, a number or a boolean; a list or an object is
+/// walked (duplicates checked) but not kept, so a wanted member cannot make the check build
+/// a large tree (`{"max_tokens": [0, 0, ...]}`).
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Option<Value>, E> {
+        Ok(Some(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Option<Value>, E> {
+        Ok(Some(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Option<Value>, E> {
+        Ok(serde_json::Number::from_f64(v).map(Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Option<Value>, E> {
+        Ok(Some(Value::String(v.to_string())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E>(self) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<Value>, A::Error> {
+        UniqueVisitor.visit_seq(seq).map(|()| None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Value>, A::Error> {
+        UniqueVisitor.visit_map(map).map(|()| None)
     }
 }
 

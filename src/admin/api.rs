@@ -1580,8 +1580,13 @@ impl Api {
         } else {
             None
         };
+        // The fetch ran without the lock: the caller's session and role are checked again
+        // (revoked meanwhile, no write).
+        let store = self.store();
+        let principal = self.authenticate(&store, c.req)?;
+        Access::Operator.check(Some(&principal), None)?;
         let v = super::set_oauth_credential_as(
-            &self.store(),
+            &store,
             &self.ring,
             &c.actor(),
             name,

@@ -529,18 +529,26 @@ fn check_removals(store: &Store, bundle: &Bundle, wanted: &[WantOrg], ratio: f64
         .flat_map(|w| w.keys.iter().map(|k| k.hash.as_slice()))
         .collect();
     let managed = store.managed(Managed::Key)?;
-    let active: Vec<_> = store
-        .keys(None)?
-        .into_iter()
+    let now = time::OffsetDateTime::now_utc();
+    let keys = store.keys(None)?;
+    // Active: not revoked, not expired (an expired key's removal takes nothing away).
+    let active: Vec<_> = keys
+        .iter()
         .filter(|k| managed.contains(&k.id) && k.revoked_at.is_none())
+        .filter(|k| k.expires_at.is_none_or(|e| e.0 > now))
         .collect();
     let removed = active
         .iter()
         .filter(|k| !listed.contains(k.hash.as_slice()))
         .count();
-    if !active.is_empty() && removed as f64 > ratio * active.len() as f64 {
+    // What the bundle adds in their place counts against it: rotating a key (a new hash for
+    // an old one) removes nothing on balance.
+    let known: std::collections::HashSet<&[u8]> = keys.iter().map(|k| k.hash.as_slice()).collect();
+    let added = listed.iter().filter(|h| !known.contains(*h)).count();
+    let net = removed.saturating_sub(added);
+    if !active.is_empty() && net as f64 > ratio * active.len() as f64 {
         return Err(Error::Invalid(format!(
-            "the bundle would revoke {removed} of the {} keys it manages, more than fleet.max_removal_ratio ({ratio}) allows; {hint}",
+            "the bundle would revoke {removed} of the {} keys it manages (adding {added}), more than fleet.max_removal_ratio ({ratio}) allows; {hint}",
             active.len()
         )));
     }

@@ -115,6 +115,21 @@ pub(super) fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
 /// head with its `Authorization`). Each is replaced by a record that names only its level,
 /// origin and place in pingora's code; what happened to the request is in sluice's own line.
 pub(super) fn init_logging(cfg: &Config) {
+    // A panic's message can quote a value (an unwrap on an error, a slice out of range): it is
+    // logged with the thread and the place in the code only, never the message. Background
+    // tasks are restarted after one (see `supervise`).
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location,
+            "panic (its message is withheld: it may quote a value)"
+        );
+    }));
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;

@@ -57,24 +57,22 @@ fn operation(route: crate::inbound::Route) -> Option<&'static str> {
 }
 
 /// Correct the token limits taken before the request (input estimate plus output
-/// reservation): to the usage the answer reported; for a successful answer delivered in whole
-/// or in part whose usage never came (the client reset the stream before the usage chunk), to
-/// the input estimate plus a quarter of the answer's bytes delivered (its JSON framing
-/// included: it errs high), never given back; for another answer, to the input estimate; and
-/// give everything back when nothing was answered (refused, failed upstream).
-fn settle_tokens(state: &State, e: Option<&Error>, ctx: &Ctx) {
+/// reservation): to the usage the answer reported; for a successful answer whose usage never
+/// came (the client reset the stream, or left before the first byte; the answer was too large
+/// or unscannable), to the input estimate plus a quarter of the answer's bytes delivered (its
+/// JSON framing included: it errs high); for a request that reached the provider without a
+/// successful answer, to the input estimate (the provider may have processed it); and give
+/// everything back only when the request never reached the provider (refused, no connection).
+fn settle_tokens(state: &State, ctx: &Ctx) {
     if ctx.tokens_taken.is_empty() {
         return;
     }
     let usage = ctx.usage.as_ref();
     let used = match usage.and_then(|u| u.found) {
         Some(u) => Some(u.total()),
-        None if usage.is_some() && ctx.bytes_out > 0 => {
-            Some(ctx.input_tokens.saturating_add(ctx.bytes_out / 4))
-        }
-        None if e.is_none() && ctx.upstream_sent.is_some() && ctx.code.is_none() => {
-            Some(ctx.input_tokens)
-        }
+        // A successful answer's head came: the provider did the work, whatever happened next.
+        None if usage.is_some() => Some(ctx.input_tokens.saturating_add(ctx.bytes_out / 4)),
+        None if ctx.upstream_sent.is_some() => Some(ctx.input_tokens),
         None => None,
     };
     state.limiter.settle(&ctx.tokens_taken, used);
@@ -655,7 +653,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
     if let Some(code) = ctx.code {
         m.errors.with_label_values(&[code]).inc();
     }
-    settle_tokens(state, e, ctx);
+    settle_tokens(state, ctx);
     if let (Some(u), Some(op)) = (&ctx.usage, operation(ctx.route)) {
         let model = m.model_label(ctx.model.as_deref());
         let (org, key) = ctx

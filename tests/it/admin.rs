@@ -1598,7 +1598,8 @@ fn limits_are_set_and_removed_through_the_api_and_bundle_users_can_log_in() {
     let bundle = s.dir.path().join("fleet.toml");
     std::fs::write(
         &bundle,
-        format!("[[orgs]]\nname = \"test\"\n[[orgs.users]]\nemail = \"m@example.com\"\nrole = \"member\"\npassword_bcrypt = \"{hash}\"\n"),
+        // An org of the bundle's own (it never takes over `test`, made by hand).
+        format!("[[orgs]]\nname = \"bundled\"\n[[orgs.users]]\nemail = \"m@example.com\"\nrole = \"member\"\npassword_bcrypt = \"{hash}\"\n"),
     )
     .unwrap();
     s.cli_json(&["apply", "-f", bundle.to_str().unwrap()], b"");

@@ -256,3 +256,54 @@ fn a_stream_reset_before_its_usage_still_counts() {
         || chat_with_key(p.port, &key).status == 429,
     );
 }
+
+/// A successful answer that never reaches the client (too large to scan with response
+/// redaction on) was still produced by the provider: its input counts, nothing is given back.
+#[test]
+fn an_answer_cut_by_sluice_still_counts_its_input() {
+    let up = Upstream::start();
+    let s = Setup::new(
+        &mock_upstream(&up, ""),
+        "[redaction]\nmax_response_bytes = 1024\n",
+    );
+    let k = s.cli_json(
+        &[
+            "keys",
+            "create",
+            "--org",
+            &s.org_id,
+            "--budget-tokens",
+            "10",
+            "--budget-period",
+            "day",
+        ],
+        b"",
+    );
+    let id = k["id"].as_str().unwrap();
+    s.cli_json(&["keys", "update", id, "--response-redaction", "on"], b"");
+    let key = k["key"].as_str().unwrap().to_string();
+    let p = s.spawn();
+    // The answer (about 2 KB) is over max_response_bytes: cut, never delivered.
+    let big = format!("json-text:{}", "a".repeat(2000));
+    let r = raw(
+        p.port,
+        &post(
+            "/v1/chat/completions",
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+            &format!("Authorization: Bearer {key}\r\nX-Mock: {big}\r\nConnection: close\r\n"),
+        ),
+    );
+    assert!(
+        r.map_or(true, |r| r.status != 429),
+        "refused before it was sent"
+    );
+    // Its input estimate (a quarter of a 70-byte body) spent the budget of 10: once the cut
+    // request is logged (and settled in the same step), the next one is refused.
+    eventually("the cut request logged", Duration::from_secs(5), || {
+        p.metrics()
+            .lines()
+            .any(|l| l.starts_with("sluice_requests_total{") && l.ends_with(" 1"))
+    });
+    let r = chat_with_key(p.port, &key);
+    assert_eq!(r.status, 429, "{}", r.body_text());
+}

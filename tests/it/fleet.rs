@@ -565,3 +565,36 @@ fn bundle_keys_work_from_the_first_accepted_connection() {
         assert_eq!(r.status, 200, "start {i}: {}", r.body_text());
     }
 }
+
+/// Rotating a key (a new hash in place of the old one) is not a mass removal: the bundle that
+/// swaps the only key it manages applies.
+#[test]
+fn rotating_the_only_key_is_not_a_mass_removal() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let (a, b) = (bundle_key(&s), bundle_key(&s));
+    let file = s.dir.path().join("fleet.toml");
+    let f = file.to_str().unwrap();
+    std::fs::write(
+        &file,
+        format!("[[orgs]]\nname = \"shop\"\n{}", key_toml("app", &a, "")),
+    )
+    .unwrap();
+    s.cli_json(&["apply", "-f", f], b"");
+    std::fs::write(
+        &file,
+        format!("[[orgs]]\nname = \"shop\"\n{}", key_toml("app2", &b, "")),
+    )
+    .unwrap();
+    let done = s.cli_json(&["apply", "-f", f], b"");
+    let actions: Vec<&str> = done["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"key.create") && actions.contains(&"key.revoke"),
+        "{done}"
+    );
+}
