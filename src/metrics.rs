@@ -207,7 +207,7 @@ impl Metrics {
         let background_restarts = IntCounterVec::new(
             Opts::new(
                 "sluice_background_restarts_total",
-                "Background tasks (snapshot, oauth, bundle, audit) restarted after a panic",
+                "Background tasks (snapshot, oauth, bundle, audit, fleet) restarted after a panic",
             ),
             &["task"],
         )?;

@@ -21,11 +21,19 @@ pub enum Task {
     Bundle,
     /// Writes the per-request audit records (the data plane needs it).
     Audit,
+    /// Reconnects to the fleet's Redis (a tokio task: see [`restarted`]).
+    Fleet,
 }
 
 impl Task {
     /// Every task, in the order of the counters.
-    pub const ALL: [Task; 4] = [Task::Snapshot, Task::OAuth, Task::Bundle, Task::Audit];
+    pub const ALL: [Task; 5] = [
+        Task::Snapshot,
+        Task::OAuth,
+        Task::Bundle,
+        Task::Audit,
+        Task::Fleet,
+    ];
 
     /// The `task` label.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +42,7 @@ impl Task {
             Task::OAuth => "oauth",
             Task::Bundle => "bundle",
             Task::Audit => "audit",
+            Task::Fleet => "fleet",
         }
     }
 
@@ -47,13 +56,15 @@ impl Task {
     }
 }
 
-static RESTARTS: [AtomicU64; 4] = [
+static RESTARTS: [AtomicU64; 5] = [
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
 ];
-static DOWN: [AtomicBool; 4] = [
+static DOWN: [AtomicBool; 5] = [
+    AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
@@ -76,6 +87,16 @@ pub fn needed_down() -> Option<&'static str> {
         .into_iter()
         .find(|t| t.is_needed() && DOWN[t.index()].load(Ordering::Relaxed))
         .map(Task::as_str)
+}
+
+/// A task supervised elsewhere (a tokio task whose panic its `JoinHandle` reports) panicked
+/// and is being restarted: logged and counted as [`run`] does.
+pub fn restarted(task: Task) {
+    RESTARTS[task.index()].fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        task = task.as_str(),
+        "a background task panicked; it is restarted"
+    );
 }
 
 /// Run `iteration` until it says `Break`, restarting it after a panic (see the module doc).

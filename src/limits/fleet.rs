@@ -441,7 +441,8 @@ impl Inner {
             return;
         }
         let me = Arc::clone(self);
-        self.handle.spawn(async move {
+        let again = Arc::clone(self);
+        let task = self.handle.spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 let cfg = redis::AsyncConnectionConfig::new()
@@ -464,6 +465,16 @@ impl Inner {
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        });
+        // Supervised: a panic in the loop (tokio reports it to the handle) is counted, and a
+        // new loop starts after a second; Redis is never left unreconnected.
+        self.handle.spawn(async move {
+            if task.await.is_err_and(|e| e.is_panic()) {
+                crate::supervise::restarted(crate::supervise::Task::Fleet);
+                again.connecting.store(false, Ordering::Release);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                again.reconnect(after_outage);
             }
         });
     }

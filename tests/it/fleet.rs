@@ -518,6 +518,21 @@ fn twenty_sidecars_share_one_bundle_and_one_rpm_limit() {
     }
     sidecars[0].metrics_with(&["sluice_bundle_applies_total{outcome=\"ok\"} 2"]);
 
+    // An empty bundle (0 bytes, written atomically, as a broken pipeline would) is refused by
+    // every sidecar: nothing is revoked anywhere, and each says so.
+    replace_file(&bundle, "");
+    for p in &sidecars {
+        eventually("the empty bundle refused", Duration::from_secs(15), || {
+            p.metrics()
+                .contains("sluice_bundle_applies_total{outcome=\"error\"} 1")
+        });
+        assert_eq!(
+            chat_with_key(p.port, &newer.0).status,
+            200,
+            "revoked by an empty bundle"
+        );
+    }
+
     // Redis dies: the default fallback counts per process, so the limited key gets in again
     // (each sidecar's own counter is empty), and each sidecar says so.
     redis.kill();
