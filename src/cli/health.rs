@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn healthcheck(config: Option<PathBuf>, ready: bool) -> i32 {
+pub(super) fn healthcheck(config: Option<PathBuf>, ready: bool, json: bool) -> i32 {
     let cfg = match load(config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -24,15 +24,20 @@ pub(super) fn healthcheck(config: Option<PathBuf>, ready: bool) -> i32 {
         s.read_exact(&mut head)?;
         Ok(head.starts_with(b"HTTP/1.1 200"))
     };
-    match check() {
-        Ok(true) => 0,
-        Ok(false) => {
-            eprintln!("sluice: {path} on {addr} is not 200");
-            EXIT_FAILED
-        }
-        Err(e) => {
-            eprintln!("sluice: cannot reach {path} on {addr}: {e}");
-            EXIT_FAILED
-        }
+    let (code, error) = match check() {
+        Ok(true) => (0, None),
+        Ok(false) => (EXIT_FAILED, Some(format!("{path} on {addr} is not 200"))),
+        Err(e) => (
+            EXIT_FAILED,
+            Some(format!("cannot reach {path} on {addr}: {e}")),
+        ),
+    };
+    if let Some(e) = &error {
+        eprintln!("sluice: {e}");
     }
+    if json {
+        print_json(&serde_json::json!({"ok": code == 0, "path": path,
+            "address": addr.to_string(), "error": error}));
+    }
+    code
 }

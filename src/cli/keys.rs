@@ -34,6 +34,7 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 budget: limits.budget.flatten(),
                 expires: a.expires,
             };
+            warn_unserved(cfg, spec.region, "key");
             let k = admin::create_key_as(&store, &ring()?, &Actor::cli(), &spec, None)
                 .map_err(phrase)?;
             let text = format!(

@@ -633,7 +633,7 @@ pub fn run() -> i32 {
         Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
         Command::Users(c) => admin_command(config, json, |cfg| users(cfg, c)),
         Command::Redact => redact(json),
-        Command::Healthcheck { ready } => healthcheck(config, ready),
+        Command::Healthcheck { ready } => healthcheck(config, ready, json),
         Command::Bootstrap {
             org,
             region,
@@ -779,6 +779,17 @@ fn check_key(store: &Store, ring: &Keyring) -> Result<(), Failure> {
 fn or_none(v: &Option<impl std::fmt::Display>) -> String {
     v.as_ref()
         .map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// Say at once when a region a command pins has no upstream in this config (its requests would
+/// get 503 region_unavailable): not only at the next start.
+fn warn_unserved(cfg: &Config, region: Option<Region>, what: &str) {
+    if let Some(r) = region.filter(|r| !cfg.serves(*r)) {
+        eprintln!(
+            "sluice: warning: no [[upstreams]] entry of this config serves region {}: this {what}'s requests get 503 region_unavailable until one does",
+            r.as_str()
+        );
+    }
 }
 
 /// A region, or `-` for none.

@@ -25,6 +25,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 mcp: mcp.lists()?,
                 limits: limits.change()?,
             };
+            warn_unserved(cfg, spec.region, "org");
             let org = admin::create_org_as(
                 &store,
                 &ring()?,
@@ -63,6 +64,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             mcp,
             limits,
         } => {
+            warn_unserved(cfg, region, "org");
             let change = admin::OrgChange {
                 region,
                 pii,

@@ -80,7 +80,7 @@ pub(super) fn redact(json: bool) -> i32 {
 }
 
 pub(super) fn check_config(config: Option<PathBuf>, json: bool) -> i32 {
-    match load(config.as_deref()) {
+    match Config::load(config.as_deref()) {
         Ok(_) => {
             if json {
                 print_json(&serde_json::json!({"ok": true}));
@@ -89,9 +89,23 @@ pub(super) fn check_config(config: Option<PathBuf>, json: bool) -> i32 {
             }
             0
         }
-        Err(code) => {
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            let code = match &e {
+                LoadError::Read { .. } => EXIT_FAILED,
+                LoadError::Invalid { .. } => EXIT_CONFIG,
+            };
             if json {
-                print_json(&serde_json::json!({"ok": false}));
+                // Every problem with its key path, as the text lists them.
+                let v = match &e {
+                    LoadError::Invalid { problems, .. } => serde_json::json!({"ok": false,
+                        "problems": problems.iter().map(|p| serde_json::json!({
+                            "path": p.path, "message": p.message})).collect::<Vec<_>>()}),
+                    LoadError::Read { .. } => {
+                        serde_json::json!({"ok": false, "error": e.to_string()})
+                    }
+                };
+                print_json(&v);
             }
             code
         }

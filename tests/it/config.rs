@@ -4,6 +4,8 @@ use std::process::Command;
 
 use sluice::config::Config;
 
+use crate::support::*;
+
 #[test]
 fn every_file_in_conf_parses() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
@@ -110,6 +112,45 @@ secret = "sk-should-not-be-here"
         }
         assert!(err.contains("unknown field `secret`"), "{err}");
     }
+    // --json lists the same problems, each with its key path.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check-config", "--json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let paths: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    for key in ["listen.proxy", "log.format", "upstreams[0].region"] {
+        assert!(paths.contains(&key), "{key} not in {paths:?}");
+    }
+}
+
+/// `--json` answers in JSON where it is promised, and a region no upstream serves is said at
+/// once when an org or key is pinned to it.
+#[test]
+fn json_outputs_and_unserved_regions_are_said_at_once() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    // Nothing listens on the admin address: healthcheck --json says so in JSON.
+    let out = s.cli(&["healthcheck", "--json"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("cannot reach"), "{v}");
+    // The mock serves us only.
+    let out = s.cli(&["orgs", "create", "euro", "--region", "eu"], b"");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serves region eu"), "{err}");
+    let out = s.cli(&["orgs", "create", "usa", "--region", "us"], b"");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("serves region"));
 }
 
 #[test]
