@@ -692,7 +692,8 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         status,
         upstream = up.map_or("-", |u| u.name.as_str()),
         region,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        // Microsecond precision, not float noise (0.30000000000000004).
+        latency_ms = (elapsed.as_micros() as f64 / 1000.0),
         bytes_in = ctx.bytes_in,
         bytes_out = ctx.bytes_out,
         code = ctx.code.unwrap_or("-"),

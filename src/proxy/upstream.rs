@@ -18,7 +18,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::discovery::ServiceDiscovery;
-use pingora_load_balancing::health_check::TcpHealthCheck;
+use pingora_load_balancing::health_check::{HealthObserve, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use pingora_proxy::Session;
@@ -107,6 +107,35 @@ impl ServiceDiscovery for RegionDiscovery {
     }
 }
 
+/// Says when an upstream or MCP server fails or passes its health check again, by its name (the
+/// health checker's own record is withheld: it is a debug dump of the backend).
+struct HealthLog {
+    /// `upstream` or `mcp_server`.
+    kind: &'static str,
+    /// Names by config index.
+    names: Vec<String>,
+}
+
+#[async_trait]
+impl HealthObserve for HealthLog {
+    async fn observe(&self, target: &Backend, healthy: bool) {
+        let name = (target.ext.get::<UpstreamIndex>())
+            .and_then(|i| self.names.get(i.0))
+            .map_or("?", String::as_str);
+        let (kind, addr) = (self.kind, target.addr.to_string());
+        if healthy {
+            tracing::info!(kind, name, addr, "passes its health check again");
+        } else {
+            tracing::warn!(
+                kind,
+                name,
+                addr,
+                "fails its health check (TCP connect): it gets no traffic until it passes"
+            );
+        }
+    }
+}
+
 /// The config index of the upstream a backend belongs to.
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamIndex(pub usize);
@@ -118,11 +147,13 @@ fn balancer(
     what: &str,
     hosts: Vec<(usize, String, u16)>,
     rt: Option<&tokio::runtime::Runtime>,
+    names: HealthLog,
 ) -> GenBackgroundService<Balancer> {
     let backends = Backends::new(Box::new(RegionDiscovery { upstreams: hosts }));
     let mut lb = Balancer::from_backends(backends);
     let mut hc = TcpHealthCheck::new();
     hc.peer_template.options.connection_timeout = Some(cfg.limits.connect_timeout);
+    hc.health_changed_callback = Some(Box::new(names));
     lb.set_health_check(hc);
     lb.health_check_frequency = Some(cfg.residency.health_check);
     lb.update_frequency = Some(Duration::from_secs(30));
@@ -158,14 +189,34 @@ impl Regions {
             if upstreams.is_empty() {
                 continue;
             }
-            let svc = balancer(cfg, &format!("upstreams {region}"), upstreams, rt.as_ref());
+            let names = HealthLog {
+                kind: "upstream",
+                names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
+            };
+            let svc = balancer(
+                cfg,
+                &format!("upstreams {region}"),
+                upstreams,
+                rt.as_ref(),
+                names,
+            );
             by_region[slot(region)] = Some(svc.task());
             services.push(svc);
         }
         let mut mcp = Vec::new();
         for (i, m) in cfg.mcp_servers.iter().enumerate() {
             let hosts = vec![(i, m.url.host.clone(), m.url.port)];
-            let svc = balancer(cfg, &format!("mcp server {}", m.name), hosts, rt.as_ref());
+            let names = HealthLog {
+                kind: "mcp_server",
+                names: cfg.mcp_servers.iter().map(|m| m.name.clone()).collect(),
+            };
+            let svc = balancer(
+                cfg,
+                &format!("mcp server {}", m.name),
+                hosts,
+                rt.as_ref(),
+                names,
+            );
             mcp.push(svc.task());
             services.push(svc);
         }

@@ -213,3 +213,33 @@ fn a_region_that_is_entirely_down_never_spills_into_another() {
     // The other regions are still served.
     assert_eq!(send(&p, &p.auth(), Some("apac")).status, 200);
 }
+
+/// An upstream that fails its health check is named in the log (not a debug dump of the
+/// backend), and the request line's latency is a plain number.
+#[test]
+fn a_failing_upstream_is_named_in_the_log() {
+    let up = Upstream::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let upstreams = format!(
+        "{}[[upstreams]]\nname = \"eu-down\"\nregion = \"eu\"\nbase_url = \"http://127.0.0.1:{dead_port}\"\n",
+        mock_upstream(&up, "")
+    );
+    let p = Setup::new(&upstreams, "[residency]\nhealth_check_secs = 1\n").spawn();
+    eventually(
+        "the failing upstream logged",
+        std::time::Duration::from_secs(10),
+        || p.log().contains("fails its health check"),
+    );
+    let log = p.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("fails its health check"))
+        .unwrap();
+    assert!(line.contains("eu-down"), "{line}");
+    assert!(
+        !line.contains("Backend {") && !line.contains("ext:"),
+        "{line}"
+    );
+}
