@@ -34,7 +34,7 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Error> {
 /// `"\u006dodel"` is `"model"`).
 pub fn check_unique(bytes: &[u8]) -> Result<(), Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    UniqueSeed.deserialize(&mut de).map_err(classify)?;
+    SKIP.deserialize(&mut de).map_err(classify)?;
     de.end().map_err(classify)
 }
 
@@ -47,9 +47,11 @@ pub fn check_unique_top<const N: usize>(
 ) -> Result<[Option<Value>; N], Error> {
     let mut out: [Option<Value>; N] = std::array::from_fn(|_| None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    TopSeed {
-        wanted: &wanted,
-        out: &mut out,
+    UniqueSeed {
+        top: Some(Capture {
+            wanted: &wanted,
+            out: &mut out,
+        }),
     }
     .deserialize(&mut de)
     .map_err(classify)?;
@@ -173,20 +175,30 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
-/// Walks a document for [`check_unique`]: values are skipped, names kept per object.
-struct UniqueSeed;
+/// Walks a document for [`check_unique`]: values are skipped, names kept per object. With
+/// `top`, the top-level object's wanted members are kept too ([`check_unique_top`]).
+struct UniqueSeed<'w, 'o> {
+    top: Option<Capture<'w, 'o>>,
+}
 
-impl<'de> DeserializeSeed<'de> for UniqueSeed {
+/// The members of the top-level object to keep, and where.
+struct Capture<'w, 'o> {
+    wanted: &'w [&'w str],
+    out: &'o mut [Option<Value>],
+}
+
+/// A nested value: walked, nothing kept.
+const SKIP: UniqueSeed<'static, 'static> = UniqueSeed { top: None };
+
+impl<'de> DeserializeSeed<'de> for UniqueSeed<'_, '_> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(UniqueVisitor)
+        d.deserialize_any(self)
     }
 }
 
-struct UniqueVisitor;
-
-impl<'de> Visitor<'de> for UniqueVisitor {
+impl<'de> Visitor<'de> for UniqueSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -222,15 +234,16 @@ impl<'de> Visitor<'de> for UniqueVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(UniqueSeed)?.is_some() {}
+        while seq.next_element_seed(SKIP)?.is_some() {}
         Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         // Names borrowed from the input where they hold no escape; a set past a few names.
         let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::new();
         let mut set: Option<std::collections::HashSet<std::borrow::Cow<'de, str>>> = None;
         while let Some(Name(k)) = map.next_key::<Name<'de>>()? {
+            let wanted = (self.top.as_ref()).and_then(|c| c.wanted.iter().position(|w| *w == k));
             let dup = match set.as_mut() {
                 _ if is_token(&k) => false,
                 Some(set) => !set.insert(k),
@@ -244,90 +257,12 @@ impl<'de> Visitor<'de> for UniqueVisitor {
                 }
             };
             if dup {
+                // The name is not quoted: it may be anything the peer sent.
                 return Err(de::Error::custom("duplicate member name"));
             }
-            map.next_value_seed(UniqueSeed)?;
-        }
-        Ok(())
-    }
-}
-
-/// The top level for [`check_unique_top`]: an object's wanted members are kept.
-struct TopSeed<'w, 'o> {
-    wanted: &'w [&'w str],
-    out: &'o mut [Option<Value>],
-}
-
-impl<'de> DeserializeSeed<'de> for TopSeed<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopSeed<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        UniqueVisitor.visit_seq(seq)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut names: Vec<std::borrow::Cow<'de, str>> = Vec::new();
-        let mut set: Option<std::collections::HashSet<std::borrow::Cow<'de, str>>> = None;
-        while let Some(Name(k)) = map.next_key::<Name<'de>>()? {
-            let wanted = self.wanted.iter().position(|w| *w == k);
-            let dup = match set.as_mut() {
-                _ if is_token(&k) => false,
-                Some(set) => !set.insert(k),
-                None if names.contains(&k) => true,
-                None => {
-                    names.push(k);
-                    if names.len() > 16 {
-                        set = Some(names.drain(..).collect());
-                    }
-                    false
-                }
-            };
-            if dup {
-                return Err(de::Error::custom("duplicate member name"));
-            }
-            match wanted {
-                Some(i) => self.out[i] = map.next_value_seed(ScalarSeed)?,
-                None => map.next_value_seed(UniqueSeed)?,
+            match (wanted, self.top.as_mut()) {
+                (Some(i), Some(c)) => c.out[i] = map.next_value_seed(ScalarSeed)?,
+                _ => map.next_value_seed(SKIP)?,
             }
         }
         Ok(())
@@ -385,11 +320,11 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Option<Value>, A::Error> {
-        UniqueVisitor.visit_seq(seq).map(|()| None)
+        SKIP.visit_seq(seq).map(|()| None)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Option<Value>, A::Error> {
-        UniqueVisitor.visit_map(map).map(|()| None)
+        SKIP.visit_map(map).map(|()| None)
     }
 }
 

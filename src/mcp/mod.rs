@@ -16,29 +16,11 @@ pub const NOT_ALLOWED: i64 = -32001;
 /// The JSON-RPC error code of an MCP server answer sluice could not validate or scan.
 pub const BAD_UPSTREAM: i64 = -32002;
 
-/// A bounded label for an MCP method (metrics): the methods of the specification, else `other`.
+/// A bounded label for an MCP method (metrics): the methods sluice forwards, else `other`.
 pub fn method_label(method: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "initialize",
-        "ping",
-        "tools/list",
-        "tools/call",
-        "resources/list",
-        "resources/templates/list",
-        "resources/read",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "notifications/initialized",
-        "notifications/cancelled",
-        "notifications/progress",
-        "notifications/roots/list_changed",
-    ];
-    KNOWN
+    REQUESTS
         .iter()
+        .chain(NOTIFICATIONS)
         .find(|m| **m == method)
         .copied()
         .unwrap_or("other")
