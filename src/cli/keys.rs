@@ -22,7 +22,10 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
         KeysCmd::Create(a) => {
             let limits = a.limits.change()?;
             let spec = admin::KeySpec {
-                org_id: a.org.unwrap_or_default(),
+                org_id: match a.org.as_deref() {
+                    Some(o) => org_id(&store, o)?,
+                    None => String::new(),
+                },
                 name: a.name,
                 pii: a.pii,
                 secrets: a.secrets,
@@ -47,6 +50,7 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
             Ok((to_json(&k), text))
         }
         KeysCmd::List { org } => {
+            let org = org.map(|o| org_id(&store, &o)).transpose()?;
             let keys = admin::list_keys(&store, org.as_deref()).map_err(phrase)?;
             let text = keys
                 .iter()

@@ -748,8 +748,19 @@ fn to_json(v: &impl Serialize) -> serde_json::Value {
 }
 
 fn open_store(cfg: &Config) -> Result<Store, String> {
-    Store::open_limited(&cfg.store.path, cfg.store.max_bytes)
-        .map_err(|e| format!("cannot open the store {}: {e}", cfg.store.path.display()))
+    let path = &cfg.store.path;
+    let new = !path.exists();
+    let store = Store::open_limited(path, cfg.store.max_bytes)
+        .map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
+    if new {
+        // A command run without the config that names the real store would otherwise write a
+        // store of its own, silently (then `serve --config ...` refuses the key it printed).
+        eprintln!(
+            "sluice: note: created a new, empty store at {} (the store of the config in use: pass --config or set SLUICE_CONFIG for another)",
+            path.display()
+        );
+    }
+    Ok(store)
 }
 
 fn keyring() -> Result<Keyring, String> {
@@ -779,6 +790,18 @@ fn check_key(store: &Store, ring: &Keyring) -> Result<(), Failure> {
 fn or_none(v: &Option<impl std::fmt::Display>) -> String {
     v.as_ref()
         .map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// An org given on the command line by its id or its name (names are unique), as its id.
+fn org_id(store: &Store, given: &str) -> Result<String, Failure> {
+    let orgs = store.orgs().map_err(phrase)?;
+    if let Some(o) = orgs.iter().find(|o| o.id == given) {
+        return Ok(o.id.clone());
+    }
+    match orgs.iter().find(|o| o.name == given) {
+        Some(o) => Ok(o.id.clone()),
+        None => Err(format!("no org with id or name {given:?}").into()),
+    }
 }
 
 /// Say at once when a region a command pins has no upstream in this config (its requests would

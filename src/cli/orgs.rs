@@ -73,6 +73,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 mcp: mcp.lists()?,
                 limits: limits.change()?,
             };
+            let org_id = super::org_id(&store, &org_id)?;
             let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
                 .map_err(phrase)?;
             let text = format!("updated org {}: {}", org.id, org_settings(&org));

@@ -81,7 +81,7 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
             let password = read_password()?;
             let new = users::NewUser {
                 email: email.or(email_arg).unwrap_or_default(),
-                org_id: org.clone(),
+                org_id: org.as_deref().map(|o| org_id(&store, o)).transpose()?,
                 role,
                 operator,
                 totp,
@@ -95,6 +95,7 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
             Ok((to_json(&created), text))
         }
         UsersCmd::List { org } => {
+            let org = org.map(|o| org_id(&store, &o)).transpose()?;
             let list = users::list(&store, org.as_deref()).map_err(phrase)?;
             let text = list.iter().map(user_line).collect::<Vec<_>>().join("\n");
             Ok((serde_json::json!({ "users": list }), text))

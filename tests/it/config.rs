@@ -151,6 +151,26 @@ fn json_outputs_and_unserved_regions_are_said_at_once() {
     assert!(err.contains("serves region eu"), "{err}");
     let out = s.cli(&["orgs", "create", "usa", "--region", "us"], b"");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("serves region"));
+    // --org takes a name as well as an id, everywhere.
+    let k = s.cli_json(
+        &["keys", "create", "--org", "usa", "--name", "by-name"],
+        b"",
+    );
+    assert!(k["key"].is_string());
+    let listed = s.cli_json(&["keys", "list", "--org", "usa"], b"");
+    assert_eq!(listed["keys"][0]["name"], "by-name");
+    let out = s.cli(&["keys", "create", "--org", "nowhere"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    // A command that makes a new store says so (a forgotten --config would write elsewhere).
+    let bare = Setup::bare(&mock_upstream(&up, ""), "");
+    let out = bare.cli(&["orgs", "list"], b"");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("created a new, empty store"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bare.cli(&["orgs", "list"], b"");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("created a new"));
 }
 
 #[test]
