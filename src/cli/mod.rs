@@ -792,16 +792,17 @@ fn or_none(v: &Option<impl std::fmt::Display>) -> String {
         .map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
-/// An org given on the command line by its id or its name (names are unique), as its id.
+/// An org given on the command line by its id or its name (names are unique), as its id. One
+/// that is neither goes on as given: the operation then fails as for an unknown id (audited).
 fn org_id(store: &Store, given: &str) -> Result<String, Failure> {
     let orgs = store.orgs().map_err(phrase)?;
-    if let Some(o) = orgs.iter().find(|o| o.id == given) {
-        return Ok(o.id.clone());
+    if orgs.iter().any(|o| o.id == given) {
+        return Ok(given.to_string());
     }
-    match orgs.iter().find(|o| o.name == given) {
-        Some(o) => Ok(o.id.clone()),
-        None => Err(format!("no org with id or name {given:?}").into()),
-    }
+    Ok(orgs
+        .iter()
+        .find(|o| o.name == given)
+        .map_or_else(|| given.to_string(), |o| o.id.clone()))
 }
 
 /// Say at once when a region a command pins has no upstream in this config (its requests would
