@@ -673,8 +673,11 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
                         .observe(n as f64);
                 }
             }
-            // Completed but unreadable (an encoded body, a provider that reports none).
-            None if e.is_none() => m.usage_unknown.with_label_values(&[op]).inc(),
+            // Completed but unreadable (an encoded body, a provider that reports none); a client
+            // that closed after the answer's end went out got it whole too.
+            None if e.is_none() || ctx.answer_complete => {
+                m.usage_unknown.with_label_values(&[op]).inc()
+            }
             None => {}
         }
         if let (true, Some(first)) = (u.sse, u.first_byte) {
