@@ -318,10 +318,7 @@ impl Redactor {
         let mut pieces: Vec<(usize, String, Field, String)> = Vec::new();
         if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
             for (pos, choice) in choices.iter_mut().enumerate() {
-                let index = choice
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(pos as u64);
+                let index = choice_index(choice, pos);
                 let calls = choice
                     .pointer("/delta/tool_calls")
                     .and_then(Value::as_array)
@@ -387,10 +384,7 @@ impl Redactor {
         // 4. A finished choice releases what its fields hold back.
         if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
             for (pos, choice) in choices.iter_mut().enumerate() {
-                let index = choice
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(pos as u64);
+                let index = choice_index(choice, pos);
                 if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
                     let held = self.close(|f| field_choice(f) == Some(index));
                     for (field, rest, _) in held {
@@ -467,6 +461,14 @@ impl Redactor {
             }
         }
     }
+}
+
+/// A choice's `index`, or its place in the list when it has none.
+fn choice_index(choice: &Value, pos: usize) -> u64 {
+    choice
+        .get("index")
+        .and_then(Value::as_u64)
+        .unwrap_or(pos as u64)
 }
 
 fn field_choice(f: &Field) -> Option<u64> {
