@@ -313,7 +313,7 @@ pub const MAX_MODEL_CHARS: usize = 128;
 /// (cut to [`MAX_MODEL_CHARS`]). The whole body is validated as JSON while looking; other
 /// fields are skipped, not copied.
 pub fn model(body: &[u8]) -> Option<String> {
-    peek(body).model
+    peek(body).ok()?.model
 }
 
 /// What the request path reads of a JSON request body, in one pass.
@@ -335,7 +335,7 @@ pub const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
 pub const MAX_CHOICES: u64 = 128;
 
 /// The top-level members [`Peeked`] is read from.
-pub const PEEKED_MEMBERS: [&str; 5] = [
+const PEEKED_MEMBERS: [&str; 5] = [
     "model",
     "max_completion_tokens",
     "max_tokens",
@@ -343,16 +343,15 @@ pub const PEEKED_MEMBERS: [&str; 5] = [
     "n",
 ];
 
-/// Read [`Peeked`] from a JSON request body (the whole body is validated while looking).
-pub fn peek(body: &[u8]) -> Peeked {
-    crate::json::check_unique_top(body, PEEKED_MEMBERS)
-        .map(|top| Peeked::from_members(&top))
-        .unwrap_or_default()
+/// Read [`Peeked`] from a JSON request body in one pass that also refuses any object naming a
+/// member twice (see [`crate::json::check_unique_top`]).
+pub fn peek(body: &[u8]) -> Result<Peeked, crate::json::Error> {
+    crate::json::check_unique_top(body, PEEKED_MEMBERS).map(|top| Peeked::from_members(&top))
 }
 
 impl Peeked {
     /// From the values of [`PEEKED_MEMBERS`], in that order.
-    pub fn from_members(top: &[Option<serde_json::Value>; 5]) -> Peeked {
+    fn from_members(top: &[Option<serde_json::Value>; 5]) -> Peeked {
         let [model, completion, tokens, output, choices] = top;
         // A cap of 0 is "unset" to some upstreams: only positive integers count.
         let n = |v: &Option<serde_json::Value>| {

@@ -148,8 +148,8 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
         // could read otherwise (a second `model`, a second `messages`) is refused. What is not
         // JSON (a compressed body sluice did not decode) was left to the checks above.
         // One pass: duplicates checked, the members the request path reads taken.
-        let peeked = match crate::json::check_unique_top(&body, inbound::PEEKED_MEMBERS) {
-            Ok(top) => inbound::Peeked::from_members(&top),
+        let peeked = match inbound::peek(&body) {
+            Ok(p) => p,
             Err(crate::json::Error::Duplicate) => return Err(Rejection::AmbiguousJson),
             // JSON that cannot be read one way (a number out of range, nesting past 128
             // levels): its members were not checked, so it is not forwarded either.
