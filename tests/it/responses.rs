@@ -30,6 +30,25 @@ fn chat(p: &Proxy, stream: bool, mock: &str) -> RawResponse {
     .unwrap()
 }
 
+/// The official Python SDK's reading of a stream through sluice (tests/sdk/openai_stream.py):
+/// `{"content", "finish_reason"}`.
+fn sdk_stream(p: &Proxy, mode: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_stream.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{}/v1", p.port))
+        .arg(&p.key)
+        .arg(mock_text(mode, ANSWER))
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn mock_text(mode: &str, text: &str) -> String {
     format!("{mode}:{}", urlencoding::encode(text))
 }
@@ -236,20 +255,7 @@ fn streams_with_any_line_ending_are_masked() {
 fn the_python_sdk_reads_a_cr_stream_masked() {
     let up = Upstream::start();
     let p = proxy(&up, true);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_stream.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{}/v1", p.port))
-        .arg(&p.key)
-        .arg(mock_text("sse-text-cr", ANSWER))
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = sdk_stream(&p, "sse-text-cr");
     assert_eq!(v["content"], MASKED, "{v}");
 }
 
@@ -300,20 +306,7 @@ fn secrets_in_prompts_are_redacted_unless_the_key_turns_them_off() {
 fn the_python_sdk_reads_a_rewritten_stream() {
     let up = Upstream::start();
     let p = proxy(&up, true);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_stream.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{}/v1", p.port))
-        .arg(&p.key)
-        .arg(mock_text("sse-text", ANSWER))
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = sdk_stream(&p, "sse-text");
     assert_eq!(v["content"], MASKED, "{v}");
     assert_eq!(v["finish_reason"], "stop");
 }
