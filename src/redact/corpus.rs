@@ -337,6 +337,196 @@ fn labelled_corpus_recall_and_negatives_kept_are_at_least_99_percent() {
     );
 }
 
+/// What people and machines also write a space between groups with (issue 34's list).
+const SPACES: &[&str] = &[
+    "\u{A0}", "\u{202F}", "\u{2007}", "\u{2009}", "\u{3000}", "%20", "&nbsp;", "&#32;",
+];
+
+/// What they also write a dash between groups with, invisible characters included.
+const DASHES: &[&str] = &[
+    "\u{2013}", "\u{2011}", "\u{2010}", "\u{2212}", "\u{200B}", "\u{200D}", "\u{AD}", "%2D",
+    "&#x2D;", "&hyphen;",
+];
+
+/// `value` written in one of the other forms a model still reads as the value: Unicode
+/// separators, full-width or other-script digits, percent escapes, HTML character references.
+/// Context words ("SSN:") keep their ASCII letters.
+fn written(rng: &mut StdRng, value: &str) -> (usize, String) {
+    let form = rng.gen_range(0..6);
+    let digit =
+        |d: char, zero: u32| char::from_u32(zero + d.to_digit(10).unwrap_or(0)).unwrap_or(d);
+    let mut out = String::new();
+    let pick =
+        |rng: &mut StdRng, options: &[&'static str]| options[rng.gen_range(0..options.len())];
+    // One writer uses one character for each kind of separator.
+    let (space, dash) = (pick(rng, SPACES), pick(rng, DASHES));
+    for c in value.chars() {
+        match (form, c) {
+            // Separators between groups, and the '@' and '.' of an address.
+            (0, ' ') => out.push_str(space),
+            (0, '-') => out.push_str(dash),
+            (0, '@') => out.push_str(pick(
+                rng,
+                &["\u{FF20}", "\u{FE6B}", "\u{200B}@", "@\u{200C}"],
+            )),
+            (1, '0'..='9') => out.push(digit(c, 0xFF10)),
+            (1, '@') => out.push('\u{FF20}'),
+            (1, '.') => out.push('\u{FF0E}'),
+            (1, ' ') => out.push('\u{3000}'),
+            (2, '0'..='9') => out.push(digit(
+                c,
+                [0x0660, 0x06F0, 0x0966, 0x0E50][rng.gen_range(0..4)],
+            )),
+            (3, '@') => out.push_str("%40"),
+            (3, ' ') => out.push_str("%20"),
+            (3, '-') => out.push_str(pick(rng, &["%2D", "-"])),
+            (3, '+') => out.push_str("%2B"),
+            (4, '@') => out.push_str(pick(rng, &["&#64;", "&#x40;", "&commat;"])),
+            (4, '.') => out.push_str(pick(rng, &["&#46;", "&period;", "."])),
+            (4, ' ') => out.push_str(pick(rng, &["&nbsp;", "&#160;", "&#x20;"])),
+            (4, '-') => out.push_str(pick(rng, &["&#45;", "&hyphen;", "&ndash;"])),
+            (5, '0'..='9') => out.push(digit(c, [0x1D7CE, 0x1D7D8, 0x1D7EC][rng.gen_range(0..3)])),
+            _ => out.push(c),
+        }
+    }
+    (form, out)
+}
+
+/// Text in the same forms that holds no PII: prices and numbers with no-break spaces,
+/// URL-encoded queries, HTML entities, full-width prose, ranges with en dashes.
+fn written_negative(rng: &mut StdRng, kind: usize) -> String {
+    let n = |rng: &mut StdRng, a: u32, b: u32| rng.gen_range(a..b);
+    match kind {
+        0 => format!(
+            "{}\u{A0}{:03},{:02}\u{A0}€",
+            n(rng, 1, 1000),
+            n(rng, 0, 1000),
+            n(rng, 0, 100)
+        ),
+        1 => format!(
+            "${}\u{202F}{:03}\u{202F}{:03}.{:02}",
+            n(rng, 1, 1000),
+            n(rng, 0, 1000),
+            n(rng, 0, 1000),
+            n(rng, 0, 100)
+        ),
+        2 => format!(
+            "q=hello%20world%2C%20order%20{}%26page%3D{}",
+            n(rng, 1, 100000),
+            n(rng, 1, 100)
+        ),
+        3 => format!(
+            "Tom &amp; Jerry &lt;b&gt; &copy; {} &#8212; caf&eacute; &#{};",
+            n(rng, 1990, 2040),
+            n(rng, 32, 1000)
+        ),
+        4 => format!(
+            "ｈｅｌｌｏ　ｗｏｒｌｄ　{}",
+            n(rng, 1000, 100000)
+                .to_string()
+                .chars()
+                .map(|c| char::from_u32(0xFF10 + c.to_digit(10).unwrap_or(0)).unwrap_or(c))
+                .collect::<String>()
+        ),
+        5 => format!(
+            "pages {}\u{2013}{}, {}\u{2013}{}",
+            n(rng, 1, 500),
+            n(rng, 500, 999),
+            n(rng, 1990, 2020),
+            n(rng, 2020, 2040)
+        ),
+        6 => format!(
+            "build\u{00A0}{}.{}.{} (r{})",
+            n(rng, 0, 30),
+            n(rng, 0, 100),
+            n(rng, 0, 1000),
+            n(rng, 1000, 99999)
+        ),
+        7 => format!(
+            "{}\u{200B}{}\u{200B}{}",
+            n(rng, 10, 1000),
+            n(rng, 10, 1000),
+            n(rng, 10, 1000)
+        ),
+        8 => format!(
+            "100%{} growth, 50%25 off, id%3D{}",
+            n(rng, 0, 10),
+            n(rng, 1, 99999)
+        ),
+        _ => format!(
+            "{}@",
+            n(rng, 1, 1000)
+                .to_string()
+                .chars()
+                .map(|c| char::from_u32(0x0660 + c.to_digit(10).unwrap_or(0)).unwrap_or(c))
+                .collect::<String>()
+        ),
+    }
+}
+
+#[test]
+fn written_forms_recall_and_negatives_kept_are_at_least_995_per_mille() {
+    let e = Engine::new();
+    let mut rng = StdRng::seed_from_u64(0x0034_F0D5);
+    // (found, total) per entity and form.
+    let mut pos = std::collections::BTreeMap::<(&str, usize), (u32, u32)>::new();
+    let mut misses = Vec::new();
+    for i in 0..12000 {
+        let (entity, value) = match i % 4 {
+            0 => (Entity::Email, email(&mut rng)),
+            1 => (Entity::Ssn, ssn(&mut rng)),
+            2 => (Entity::Phone, phone(&mut rng)),
+            _ => (Entity::Card, card(&mut rng, true)),
+        };
+        let (form, w) = written(&mut rng, &value);
+        let text = wrap(&mut rng, &w);
+        let mut c = Counts::default();
+        let out = e
+            .redact_text(&text, Scan::PII, &mut c)
+            .unwrap_or_else(|| text.clone());
+        // Nothing of the value's own characters is left: its written form minus context words.
+        let core =
+            w.trim_start_matches(|ch: char| ch.is_ascii_alphabetic() || ch == ':' || ch == ' ');
+        let ok = !out.contains(core) && c.get(entity) >= 1;
+        let slot = pos.entry((entity.as_str(), form)).or_default();
+        slot.1 += 1;
+        if ok {
+            slot.0 += 1;
+        } else if misses.len() < 20 {
+            misses.push(format!("{entity:?} form {form}: {text:?} -> {out:?}"));
+        }
+    }
+    let mut kept = (0u32, 0u32);
+    let mut false_pos = Vec::new();
+    for i in 0..3000 {
+        let text = written_negative(&mut rng, i % 10);
+        let mut c = Counts::default();
+        kept.1 += 1;
+        match e.redact_text(&text, Scan::ALL, &mut c) {
+            None => kept.0 += 1,
+            Some(out) if false_pos.len() < 20 => false_pos.push(format!("{text:?} -> {out:?}")),
+            Some(_) => {}
+        }
+    }
+    let mut report = String::new();
+    let mut fail = false;
+    for ((entity, form), (f, t)) in &pos {
+        let recall = *f as f64 / (*t).max(1) as f64;
+        report.push_str(&format!(
+            "{entity:<6} form {form} recall {recall:.4} ({f}/{t})\n"
+        ));
+        fail |= recall < 0.995;
+    }
+    let k = kept.0 as f64 / kept.1 as f64;
+    report.push_str(&format!("negatives kept {k:.4} ({}/{})\n", kept.0, kept.1));
+    fail |= k < 0.995;
+    println!("{report}");
+    assert!(
+        !fail,
+        "{report}\nmisses: {misses:#?}\nfalse positives: {false_pos:#?}"
+    );
+}
+
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),

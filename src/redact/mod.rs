@@ -9,6 +9,7 @@
 
 #[cfg(test)]
 mod corpus;
+mod fold;
 mod json;
 mod secret;
 pub mod sse;

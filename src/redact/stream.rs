@@ -17,8 +17,8 @@
 //! context words, an AWS access key id before its secret key), so decisions match the batch
 //! ones.
 
-use super::secret;
 use super::text::{self, Patterns};
+use super::{fold, secret};
 use super::{Counts, Entity, Scan};
 
 /// Look-behind kept from released text (the longest context window of any rule).
@@ -295,24 +295,46 @@ impl TextStream {
     }
 
     /// The end of the longest prefix of `pending` that no entity can extend past, if any.
+    ///
+    /// Read on the folded text (see `fold`) when the tail holds anything that folds: a
+    /// no-break space between card groups is a space between digits, a full-width `＠` is no
+    /// break; the cut is mapped back to the start of its unit.
     fn safe_cut(&self) -> Option<usize> {
-        let b = self.pending.as_bytes();
-        // A private key header (it holds spaces) is never split.
-        let pem = pem_header_span(b);
-        let mut i = b.len();
-        while i > 0 {
-            let c = b[i - 1];
-            let in_pem = pem.is_some_and(|(k, end)| i > k && i < end);
-            if is_break(c) && !(c == b' ' && digit_group_continues(b, i - 1)) && !in_pem {
-                // Non-ASCII bytes are breaks, but the cut must fall on a character boundary.
-                if self.pending.is_char_boundary(i) {
-                    return Some(i);
+        match fold::fold(&self.pending) {
+            None => cut_in(&self.pending),
+            Some(f) => {
+                let mut view = f.text.as_str();
+                loop {
+                    let k = cut_in(view)?;
+                    // A cut inside what one unit folded to ("⑩" -> "10") is no cut.
+                    if k == 0 || f.at(k) != f.at(k - 1) {
+                        return Some(f.at(k));
+                    }
+                    view = &view[..k - 1];
                 }
             }
-            i -= 1;
         }
-        None
     }
+}
+
+/// The end of the longest prefix of `text` that no entity can extend past, if any.
+fn cut_in(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    // A private key header (it holds spaces) is never split.
+    let pem = pem_header_span(b);
+    let mut i = b.len();
+    while i > 0 {
+        let c = b[i - 1];
+        let in_pem = pem.is_some_and(|(k, end)| i > k && i < end);
+        if is_break(c) && !(c == b' ' && digit_group_continues(b, i - 1)) && !in_pem {
+            // Non-ASCII bytes are breaks, but the cut must fall on a character boundary.
+            if text.is_char_boundary(i) {
+                return Some(i);
+            }
+        }
+        i -= 1;
+    }
+    None
 }
 
 /// Cuts that would split a PEM header: strictly between the last `-----BEGIN ` and the end of
@@ -351,8 +373,6 @@ fn is_break(c: u8) -> bool {
                 | b'*'
                 | b'^'
                 | b'~'
-                | b'&'
-                | b'#'
                 | b'$'
         )
 }
@@ -474,6 +494,15 @@ mod tests {
             Just("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U".to_string()),
             Just("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oK\n-----END EC PRIVATE KEY-----".to_string()),
             Just("https://admin:hunter2@db.example.com/x".to_string()),
+            // Written in other forms (see `fold`).
+            Just("4111\u{A0}1111\u{A0}1111\u{A0}1111".to_string()),
+            Just("4111\u{200B}1111\u{200B}1111\u{200B}1111".to_string()),
+            Just("４１１１ １１１１ １１１１ １１１１".to_string()),
+            Just("415\u{2011}555\u{2011}0123".to_string()),
+            Just("jane%40example.com".to_string()),
+            Just("bob&#64;example&#46;com".to_string()),
+            Just("li＠example．org".to_string()),
+            Just("123&ndash;45&ndash;6789".to_string()),
         ]
     }
 
@@ -486,6 +515,10 @@ mod tests {
             Just("(see)".to_string()),
             Just("42".to_string()),
             Just("SSN:".to_string()),
+            Just("Tom &amp; Jerry".to_string()),
+            Just("50% off".to_string()),
+            Just("ｈｅｌｌｏ".to_string()),
+            Just("1\u{A0}234\u{A0}€".to_string()),
             "[a-z]{1,8}",
         ]
     }

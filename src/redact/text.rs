@@ -13,7 +13,7 @@ use regex_automata::util::syntax;
 #[cfg(test)]
 use regex_automata::{Anchored, Input};
 
-use super::{secret, Counts, Entity, Scan};
+use super::{fold, secret, Counts, Entity, Scan};
 
 /// Compiled patterns. Build once ([`super::Engine::new`]) and share.
 pub struct Patterns {
@@ -101,7 +101,30 @@ impl Patterns {
     /// digit-shaped candidate was refused where a later match overlaps it (without the match
     /// a shorter candidate could fit), or a 9-digit number was refused for want of SSN
     /// context within reach of a match (a replacement changes what comes before it).
+    ///
+    /// Text that folds to something else ([`fold`]) is searched folded, and the matches are
+    /// mapped back to the original spans they cover; secrets are also searched in the text
+    /// as written (a key's characters are ASCII, and an escape inside a URL's password must
+    /// not end it). A replacement there can always change what follows: searched again.
     fn find_in(&self, text: &str, scan: Scan, out: &mut Vec<(usize, usize, Entity)>) -> bool {
+        let Some(f) = fold::fold(text) else {
+            return self.find_plain(text, scan, out);
+        };
+        let mut folded = Vec::new();
+        self.find_plain(&f.text, scan, &mut folded);
+        out.extend(folded.into_iter().map(|(s, e, entity)| {
+            let (a, z) = f.span(s, e);
+            (a, z, entity)
+        }));
+        if scan.secrets {
+            self.secrets.find(text, out);
+        }
+        out.sort_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
+        true
+    }
+
+    /// [`Patterns::find_in`] on text as it is.
+    fn find_plain(&self, text: &str, scan: Scan, out: &mut Vec<(usize, usize, Entity)>) -> bool {
         let mut unsettled = false;
         if scan.pii {
             unsettled |= self.find_pii(text, out);

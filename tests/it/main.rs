@@ -10,6 +10,7 @@ mod budgets;
 mod config;
 mod deploy;
 mod fleet;
+mod forms;
 mod hostile;
 mod lifecycle;
 mod limits;
