@@ -724,7 +724,7 @@ mod tests {
         let call = br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"lookup"}}"#;
         let calls = inspect(call, "tools", &p).unwrap().calls;
         let mut r = Responses::new("tools", p.clone(), &calls, Engine::new(), Scan::ALL, 4096);
-        let out = r.message(br#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"mail jane@example.com, key AKIAIOSFODNN7EXAMPLE"}],"structuredContent":{"email":"jane@example.com"}}}"#);
+        let out = r.message(br#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"mail jane@example.com, key AKIAWBOBYXE3TVGJGRWA"}],"structuredContent":{"email":"jane@example.com"}}}"#);
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("jane@") && !text.contains("AKIA"), "{text}");
         assert_eq!(r.counts().total(), 3);

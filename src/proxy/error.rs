@@ -40,6 +40,9 @@ pub enum Rejection {
     /// or encoding sluice cannot read (415). Never forwarded unscanned.
     #[error("{0}")]
     Unscannable(crate::redact::BodyError),
+    /// PII redaction is on and a header sluice would scan holds bytes that are not text.
+    #[error("the value of header {0} is not text, so it cannot be scanned for PII; send visible ASCII or UTF-8")]
+    UnscannableHeader(String),
     /// A JSON body names a member of one object twice: parsers disagree on which one counts,
     /// so it is refused rather than checked one way and read another way upstream.
     #[error("the JSON body names a member of one object twice; send each member once")]
@@ -143,6 +146,7 @@ pub fn reply_for(r: &Rejection) -> Reply {
             }
         }
         Rejection::AmbiguousJson => Reply::new(400, "ambiguous_json", true),
+        Rejection::UnscannableHeader(_) => Reply::new(400, "unscannable_header", true),
         Rejection::Region(crate::residency::Error::Unknown) => {
             Reply::new(400, "invalid_region", true)
         }

@@ -99,6 +99,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     } else {
         choose_upstream(state, session, ctx)?;
     }
+    redact_head(state, session, ctx)?;
     if head.framing == Framing::None {
         return Ok(false);
     }
@@ -413,8 +414,130 @@ async fn redact(
             .req_header_mut()
             .remove_header(&http::header::CONTENT_ENCODING);
     }
+    count_redactions(state, &r.counts);
+    ctx.redactions.merge(&r.counts);
+    Ok(r.body.map_or(body, Bytes::from))
+}
+
+/// Request headers whose values are not scanned for PII: sluice's own and those it handles
+/// (framing, credentials it drops or replaces, negotiation), and those whose values are
+/// opaque identifiers or SDK metadata (tracing, idempotency and session ids, the OpenAI SDKs'
+/// `X-Stainless-*`). Every other header's value is scanned like the body.
+const UNSCANNED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "accept-charset",
+    "authorization",
+    "proxy-authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "anthropic-version",
+    "anthropic-beta",
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+    "idempotency-key",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "cache-control",
+    "pragma",
+    "origin",
+];
+
+fn scanned_header(name: &str) -> bool {
+    !(UNSCANNED_HEADERS.contains(&name)
+        || name.starts_with("x-sluice-")
+        || name.starts_with("x-stainless-")
+        || name.starts_with("sec-"))
+}
+
+/// With redaction on, the query string and the values of headers sluice does not own or know
+/// to be opaque ([`UNSCANNED_HEADERS`]) are redacted as the body is: what is found is
+/// replaced by its token before the request goes on. A scanned header whose value is not
+/// text is refused (400 `unscannable_header`), never forwarded unscanned.
+fn redact_head(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<(), Rejection> {
+    let scan = ctx.key.as_ref().map_or(Scan::ALL, |k| Scan {
+        pii: k.redact_pii,
+        secrets: k.redact_secrets,
+    });
+    if !scan.any() {
+        return Ok(());
+    }
+    let mut counts = crate::redact::Counts::default();
+    let req = session.req_header();
+    let query = req
+        .uri
+        .query()
+        .and_then(|q| state.redactor.redact_query(q, scan, &mut counts));
+    let mut changed: Vec<(http::HeaderName, Vec<http::HeaderValue>)> = Vec::new();
+    for name in req.headers.keys() {
+        if !scanned_header(name.as_str()) {
+            continue;
+        }
+        let mut values = Vec::new();
+        let mut any = false;
+        for v in req.headers.get_all(name) {
+            let text = std::str::from_utf8(v.as_bytes())
+                .map_err(|_| Rejection::UnscannableHeader(name.as_str().to_string()))?;
+            match state.redactor.redact_text(text, scan, &mut counts) {
+                Some(r) => {
+                    any = true;
+                    values
+                        .push(http::HeaderValue::from_str(&r).map_err(|_| {
+                            Rejection::UnscannableHeader(name.as_str().to_string())
+                        })?);
+                }
+                None => values.push(v.clone()),
+            }
+        }
+        if any {
+            changed.push((name.clone(), values));
+        }
+    }
+    if counts.total() == 0 {
+        return Ok(());
+    }
+    let req = session.req_header_mut();
+    if let Some(q) = query {
+        let uri: http::Uri = format!("{}?{q}", req.uri.path())
+            .parse()
+            .map_err(|_| Rejection::Internal)?;
+        req.set_uri(uri);
+    }
+    for (name, values) in changed {
+        req.remove_header(&name);
+        for v in values {
+            req.append_header(name.clone(), v)
+                .map_err(|_| Rejection::Internal)?;
+        }
+    }
+    count_redactions(state, &counts);
+    ctx.redactions.merge(&counts);
+    Ok(())
+}
+
+/// Add redactions made in a request to `sluice_redactions_total`.
+fn count_redactions(state: &State, counts: &crate::redact::Counts) {
     for e in crate::redact::Entity::ALL {
-        let n = r.counts.get(e);
+        let n = counts.get(e);
         if n > 0 {
             state
                 .metrics
@@ -423,8 +546,6 @@ async fn redact(
                 .inc_by(n as u64);
         }
     }
-    ctx.redactions = r.counts;
-    Ok(r.body.map_or(body, Bytes::from))
 }
 
 /// Read the whole body, refusing it as soon as it exceeds `limit`.

@@ -527,6 +527,242 @@ fn written_forms_recall_and_negatives_kept_are_at_least_995_per_mille() {
     );
 }
 
+/// `n` random characters of `class` (ASCII, padding `=` aside).
+fn random_of(rng: &mut StdRng, class: impl Fn(u8) -> bool, n: usize) -> String {
+    let alphabet: Vec<u8> = (b'!'..=b'~').filter(|&c| class(c) && c != b'=').collect();
+    (0..n)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// A secret of `family`, as it appears in text, and a part of it that must not survive.
+fn secret_of(rng: &mut StdRng, family: &str) -> (String, String) {
+    use super::secret::{PREFIXED, SIGNED};
+    let alnum = |c: u8| c.is_ascii_alphanumeric();
+    let key_char = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    match family {
+        "prefixed" => {
+            let spec = &PREFIXED[rng.gen_range(0..PREFIXED.len())];
+            let n = rng.gen_range(spec.min..=spec.max.min(spec.min + 20));
+            let body = random_of(rng, spec.class, n);
+            let core = body[body.len() - 12..].to_string();
+            (format!("{}{body}", spec.prefix), core)
+        }
+        "signed" => {
+            let spec = &SIGNED[rng.gen_range(0..SIGNED.len())];
+            let padded = spec.len == 88;
+            let before = random_of(rng, spec.class, spec.at);
+            let after = random_of(
+                rng,
+                spec.class,
+                spec.len - spec.at - spec.sig.len() - if padded { 2 } else { 0 },
+            );
+            let key = format!(
+                "{before}{}{after}{}",
+                spec.sig,
+                if padded { "==" } else { "" }
+            );
+            (key, before[..16].to_string())
+        }
+        "entra" => {
+            let unreserved = |c: u8| key_char(c) || c == b'~' || c == b'.';
+            let body = random_of(rng, unreserved, 34);
+            (
+                format!("{}8Q~{body}", random_of(rng, alnum, 3)),
+                body[..16].to_string(),
+            )
+        }
+        "encoded" => {
+            let key = format!("sk-proj-{}", random_of(rng, alnum, 48));
+            let plain = match rng.gen_range(0..3) {
+                0 => format!("OPENAI_API_KEY={key}\nDEBUG=false\n"),
+                1 => format!("{{\"token\":\"ghp_{}\"}}", random_of(rng, alnum, 36)),
+                _ => format!(
+                    "-----BEGIN PRIVATE KEY-----\nMIIEv{}\n-----END PRIVATE KEY-----\n",
+                    random_of(rng, alnum, 60)
+                ),
+            };
+            let run = b64(plain.as_bytes());
+            let core = run[run.len() / 2..run.len() / 2 + 12].to_string();
+            (run, core)
+        }
+        "basic" => {
+            let n = rng.gen_range(8..24);
+            let pw = random_of(rng, alnum, n);
+            let run = b64(format!("deploy:{pw}").as_bytes());
+            let text = if rng.gen_bool(0.5) {
+                format!("Authorization: Basic {run}")
+            } else {
+                format!("{{\"auths\":{{\"registry.example.com\":{{\"auth\":\"{run}\"}}}}}}")
+            };
+            (text, run)
+        }
+        "url" => {
+            let scheme =
+                ["postgres", "redis", "amqp", "mongodb+srv", "mysql", "https"][rng.gen_range(0..6)];
+            let user = ["", "admin", "u"][rng.gen_range(0..3)];
+            let special = ["~", "!", "*", "%40", "@", "$", "#x"][rng.gen_range(0..6)];
+            let pw = format!(
+                "{}{special}{}",
+                random_of(rng, alnum, 6),
+                random_of(rng, alnum, 6)
+            );
+            (format!("{scheme}://{user}:{pw}@db.internal:5432/app"), pw)
+        }
+        _ => {
+            // "assigned": a value assigned to a secret's name.
+            let name = [
+                "password",
+                "DB_PASSWORD",
+                "client_secret",
+                "aws_secret_access_key",
+                "SecretAccessKey",
+                "api-key",
+                "x-api-key",
+                "AccountKey",
+                "auth_token",
+            ][rng.gen_range(0..9)];
+            let (head, digits, n) = (
+                random_of(rng, alnum, 6),
+                rng.gen_range(10..99),
+                rng.gen_range(6..34),
+            );
+            let tail = random_of(
+                rng,
+                |c| key_char(c) || c == b'/' || c == b'+' || c == b'!',
+                n,
+            );
+            let value = format!("{head}{digits}{tail}");
+            let text = match rng.gen_range(0..4) {
+                0 => format!("{name}={value}"),
+                1 => format!("{name}: {value}"),
+                2 => format!("\"{name}\": \"{value}\""),
+                _ => format!("{name} := '{value}'"),
+            };
+            (text, value)
+        }
+    }
+}
+
+/// Text that looks like a secret of `family` and is none: placeholders, documented examples,
+/// templates, images, hashes.
+fn not_a_secret(rng: &mut StdRng, family: &str) -> String {
+    use super::secret::PREFIXED;
+    match family {
+        "prefixed" => {
+            let spec = &PREFIXED[rng.gen_range(0..PREFIXED.len())];
+            let c = ["x", "X", "0", "a"][rng.gen_range(0..4)];
+            match rng.gen_range(0..3) {
+                0 => format!("{}{}", spec.prefix, c.repeat(spec.min)),
+                1 => format!("{}your-token-here", spec.prefix),
+                _ => format!("{}<YOUR_KEY>", spec.prefix),
+            }
+        }
+        "signed" | "entra" => [
+            "see API Management (APIM) and AIoT devices",
+            "the Q~ operator and 8Q~ marks",
+            "AzureStorage+AStuff is a name",
+        ][rng.gen_range(0..3)]
+        .to_string(),
+        "encoded" => {
+            let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+            png.extend((0..rng.gen_range(40..400)).map(|_| rng.gen::<u8>()));
+            match rng.gen_range(0..3) {
+                0 => format!("data:image/png;base64,{}", b64(&png)),
+                1 => b64(format!(
+                    "hello world, the build number is {}",
+                    rng.gen_range(0..99999)
+                )
+                .as_bytes()),
+                _ => format!("sha256:{:064x}", rng.gen::<u128>()),
+            }
+        }
+        "basic" => [
+            "Authorization: Basic realm=\"api\"",
+            "use HTTP Basic auth",
+            "\"auth\": \"none\"",
+        ][rng.gen_range(0..3)]
+        .to_string(),
+        "url" => [
+            "postgres://localhost:5432/app",
+            "https://example.com:8080/path?q=1",
+            "postgres://app:${DB_PASSWORD}@db:5432/app",
+            "redis://:<password>@localhost:6379",
+            "amqp://guest@rabbit/vhost",
+        ][rng.gen_range(0..5)]
+        .to_string(),
+        _ => [
+            "max_tokens=4096",
+            "password: ${DB_PASSWORD}",
+            "api_key = os.environ[\"OPENAI_API_KEY\"]",
+            "token: <your-token>",
+            "the password is wrong: try again",
+            "secret = True",
+            "AccountKey=****",
+            "auth_token_expires_at: 2024-05-01T10:00:00Z",
+            "password=changeme123",
+            "client_secret: \"xxxxxxxxxxxxxxxx\"",
+        ][rng.gen_range(0..10)]
+        .to_string(),
+    }
+}
+
+const SECRET_FAMILIES: &[&str] = &[
+    "prefixed", "signed", "entra", "encoded", "basic", "url", "assigned",
+];
+
+#[test]
+fn secret_families_recall_and_negatives_kept_are_at_least_995_per_mille() {
+    let e = Engine::new();
+    let mut rng = StdRng::seed_from_u64(0x0034_5EC7);
+    let mut report = String::new();
+    let mut fail = false;
+    let mut misses = Vec::new();
+    for family in SECRET_FAMILIES {
+        let (mut found, mut kept) = (0u32, 0u32);
+        let n = 1000;
+        for _ in 0..n {
+            let (secret, core) = secret_of(&mut rng, family);
+            let text = wrap(&mut rng, &secret);
+            let mut c = Counts::default();
+            let out = e
+                .redact_text(&text, Scan::ALL, &mut c)
+                .unwrap_or_else(|| text.clone());
+            if !out.contains(&core) && c.get(Entity::Secret) >= 1 {
+                found += 1;
+            } else if misses
+                .iter()
+                .filter(|m: &&String| m.starts_with(family))
+                .count()
+                < 4
+            {
+                misses.push(format!("{family}: {text:?} -> {out:?}"));
+            }
+            let negative = not_a_secret(&mut rng, family);
+            let text = wrap(&mut rng, &negative);
+            if e.redact_text(&text, Scan::ALL, &mut Counts::default())
+                .is_none()
+            {
+                kept += 1;
+            } else if misses.len() < 20 {
+                misses.push(format!("{family} negative: {text:?}"));
+            }
+        }
+        let (recall, kept) = (found as f64 / n as f64, kept as f64 / n as f64);
+        report.push_str(&format!(
+            "{family:<9} recall {recall:.4}  negatives kept {kept:.4}\n"
+        ));
+        fail |= recall < 0.995 || kept < 0.995;
+    }
+    println!("{report}");
+    assert!(!fail, "{report}\n{misses:#?}");
+}
+
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),

@@ -63,8 +63,11 @@ fn rewrite(
     // After a value inside a container we expect `,` or the closer; `expect_key` marks the
     // position right after `{` or an object's `,`.
     let mut done = false;
+    // The member name the next value is assigned to (the key's span, quotes included).
+    let mut member: Option<(usize, usize)> = None;
     loop {
         // ---- one value at i ----
+        let name = member.take();
         match b.get(i) {
             None => return bad(i, "unexpected end"),
             Some(b'{') => {
@@ -77,7 +80,8 @@ fn rewrite(
                     stack.pop();
                     i += 1;
                 } else {
-                    i = key(p, input, i, scan, counts, &mut out, &mut copied)?;
+                    let (next, span) = key(p, input, i, scan, counts, &mut out, &mut copied)?;
+                    (i, member) = (next, Some(span));
                     continue;
                 }
             }
@@ -95,6 +99,7 @@ fn rewrite(
                 }
             }
             Some(b'"') => {
+                let name = name.and_then(|(s, e)| member_name(input, s, e));
                 let end = string_value(
                     p,
                     input,
@@ -104,6 +109,7 @@ fn rewrite(
                     &mut out,
                     &mut copied,
                     Some(nesting),
+                    name.as_deref(),
                 )?;
                 i = end;
             }
@@ -139,7 +145,8 @@ fn rewrite(
                 }
                 (Some(b','), Frame::Object) => {
                     i = skip_ws(b, i + 1);
-                    i = key(p, input, i, scan, counts, &mut out, &mut copied)?;
+                    let (next, span) = key(p, input, i, scan, counts, &mut out, &mut copied)?;
+                    (i, member) = (next, Some(span));
                     break;
                 }
                 (Some(b']'), Frame::Array) | (Some(b'}'), Frame::Object) => {
@@ -170,7 +177,21 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// An object key at `i`, its colon, and the whitespace before the value. Keys are redacted too.
+/// The decoded name of the member whose key string spans `input[s..e]` (quotes included),
+/// when it may give its value context (see `text::redact_after`): at most 64 bytes.
+fn member_name(input: &str, s: usize, e: usize) -> Option<std::borrow::Cow<'_, str>> {
+    let raw = &input[s + 1..e - 1];
+    if raw.len() > 6 * 64 {
+        return None;
+    }
+    if !raw.contains('\\') {
+        return Some(raw.into());
+    }
+    parse_string(input.as_bytes(), s).ok()?.1.map(Into::into)
+}
+
+/// An object key at `i`, its colon, and the whitespace before the value. Keys are redacted
+/// too. Returns where the value starts and the key's span (quotes included).
 fn key(
     p: &Patterns,
     input: &str,
@@ -179,18 +200,18 @@ fn key(
     counts: &mut Counts,
     out: &mut Option<String>,
     copied: &mut usize,
-) -> Result<usize, Invalid> {
+) -> Result<(usize, (usize, usize)), Invalid> {
     let b = input.as_bytes();
     if b.get(i) != Some(&b'"') {
         return bad(i, "expected an object key");
     }
     // Keys are scanned as text (an object key holding a JSON document is not a thing).
-    let end = string_value(p, input, i, scan, counts, out, copied, None)?;
+    let end = string_value(p, input, i, scan, counts, out, copied, None, None)?;
     let j = skip_ws(b, end);
     if b.get(j) != Some(&b':') {
         return bad(j, "expected ':'");
     }
-    Ok(skip_ws(b, j + 1))
+    Ok((skip_ws(b, j + 1), (i, end)))
 }
 
 fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, Invalid> {
@@ -251,14 +272,15 @@ fn string_value(
     out: &mut Option<String>,
     copied: &mut usize,
     nesting: Option<usize>,
+    name: Option<&str>,
 ) -> Result<usize, Invalid> {
     let b = input.as_bytes();
     let (end, decoded) = parse_string(b, i)?;
     let raw = &input[i + 1..end - 1];
     let text: &str = decoded.as_deref().unwrap_or(raw);
     let mut local = Counts::default();
-    let rewritten =
-        scan_string(p, text, scan, &mut local, nesting).map_err(|e| Invalid { at: i, ..e })?;
+    let rewritten = scan_string(p, text, scan, &mut local, nesting, name)
+        .map_err(|e| Invalid { at: i, ..e })?;
     if let Some(new) = rewritten {
         counts.merge(&local);
         let o = out.get_or_insert_with(|| String::with_capacity(input.len() + 64));
@@ -280,6 +302,7 @@ fn scan_string(
     scan: Scan,
     counts: &mut Counts,
     nesting: Option<usize>,
+    name: Option<&str>,
 ) -> Result<Option<String>, Invalid> {
     let t = text.trim_start();
     if let (Some(left), true) = (nesting, t.starts_with('{') || t.starts_with('[')) {
@@ -293,6 +316,12 @@ fn scan_string(
             Err(e) if e.what == TOO_NESTED => return Err(e),
             Err(_) => {} // not JSON after all: text
         }
+    }
+    // A value assigned to a secret's name (`"client_secret": "..."`) is read after its name,
+    // as the same pair written as text is.
+    if let Some(name) = name.filter(|n| scan.secrets && text::names_a_secret(p, n)) {
+        let context = format!("\"{name}\": \"");
+        return Ok(text::redact_after(p, &context, text, scan, counts));
     }
     Ok(text::redact(p, text, scan, counts))
 }
@@ -403,6 +432,32 @@ mod tests {
         let p = Patterns::new();
         let mut c = Counts::default();
         (redact(&p, s, Scan::ALL, &mut c), c)
+    }
+
+    #[test]
+    fn a_value_is_read_after_its_member_name() {
+        // `aws sts assume-role` output, and the same names anywhere.
+        let secret = "q8Xv2LmN4pR7tY1wZ3bC5dF9gH0jK6sU/eW+aQoI";
+        let session = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQD6m3Vtb2tlbjEyMzQ1Njc4OTBhYmNkZWY=";
+        let body = format!(
+            r#"{{"Credentials":{{"AccessKeyId":"ASIAWBOBYXE3TVGJGRWA","SecretAccessKey":"{secret}","SessionToken":"{session}","Expiration":"2026-12-06T12:00:00Z"}},"aws_secret_access_key":"{secret}","pass\u0077ord":"Tr0ub4dor&3x","max_tokens":4096,"token_count":"12","name":"api-key rotation"}}"#
+        );
+        let (r, c) = run(&body);
+        let out = r.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["Credentials"]["AccessKeyId"], "[REDACTED_SECRET]");
+        assert_eq!(v["Credentials"]["SecretAccessKey"], "[REDACTED_SECRET]");
+        assert_eq!(v["Credentials"]["SessionToken"], "[REDACTED_SECRET]");
+        assert_eq!(v["Credentials"]["Expiration"], "2026-12-06T12:00:00Z");
+        assert_eq!(v["aws_secret_access_key"], "[REDACTED_SECRET]");
+        assert_eq!(v["password"], "[REDACTED_SECRET]");
+        assert_eq!(v["max_tokens"], 4096);
+        assert_eq!(v["token_count"], "12");
+        assert_eq!(v["name"], "api-key rotation");
+        assert_eq!(c.get(crate::redact::Entity::Secret), 5);
+        for leak in [secret, session, "Tr0ub4dor"] {
+            assert!(!out.contains(leak), "{leak}: {out}");
+        }
     }
 
     #[test]

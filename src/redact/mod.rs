@@ -196,6 +196,42 @@ impl Engine {
         stream::TextStream::new(self.patterns.clone(), scan, holdback)
     }
 
+    /// Redact a URL query string: each `name=value` pair is decoded (percent escapes, `+` as
+    /// a space) and both parts scanned; a pair with a match is written back encoded, the
+    /// others exactly as they came. `None` when nothing was found.
+    pub fn redact_query(&self, query: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
+        if !scan.any() {
+            return None;
+        }
+        let mut out: Option<String> = None;
+        for (i, pair) in query.split('&').enumerate() {
+            let (name, value) = form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .unwrap_or_default();
+            let n = self.redact_text(&name, scan, counts);
+            let v = self.redact_text(&value, scan, counts);
+            let written = if n.is_some() || v.is_some() {
+                let o = out
+                    .get_or_insert_with(|| query.split('&').take(i).collect::<Vec<_>>().join("&"));
+                let mut ser = form_urlencoded::Serializer::new(String::new());
+                ser.append_pair(
+                    n.as_deref().unwrap_or(&name),
+                    v.as_deref().unwrap_or(&value),
+                );
+                Some((o, ser.finish()))
+            } else {
+                out.as_mut().map(|o| (o, pair.to_string()))
+            };
+            if let Some((o, w)) = written {
+                if i > 0 {
+                    o.push('&');
+                }
+                o.push_str(&w);
+            }
+        }
+        out
+    }
+
     /// Redact a body as received. `content_type` and `content_encoding` are the header
     /// values; `limit` bounds the decoded size of compressed bodies.
     pub fn redact_body(

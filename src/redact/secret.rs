@@ -52,6 +52,12 @@ enum Rule {
     Jwt,
     Pem,
     UrlCredentials,
+    /// A token of [`PREFIXED`], by index.
+    Prefixed(u8),
+    /// A key with a signature at a fixed place ([`SIGNED`], by index).
+    Signed(u8),
+    /// A Microsoft Entra client secret, anchored on its `Q~`.
+    EntraSecret,
 }
 
 const ANCHORS: &[(&str, Rule)] = &[
@@ -62,6 +68,8 @@ const ANCHORS: &[(&str, Rule)] = &[
     ("rk_test_", Rule::Stripe),
     ("AKIA", Rule::AwsId),
     ("ASIA", Rule::AwsId),
+    ("ABIA", Rule::AwsId),
+    ("ACCA", Rule::AwsId),
     ("secret_access_key", Rule::AwsSecretContext),
     ("SECRET_ACCESS_KEY", Rule::AwsSecretContext),
     ("SecretAccessKey", Rule::AwsSecretContext),
@@ -88,6 +96,156 @@ const ANCHORS: &[(&str, Rule)] = &[
     ("eyJ", Rule::Jwt),
     ("-----BEGIN ", Rule::Pem),
     ("://", Rule::UrlCredentials),
+    ("Q~", Rule::EntraSecret),
+];
+
+/// `[0-9a-f]`
+fn is_hex_lower(c: u8) -> bool {
+    c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
+}
+
+/// `[A-Za-z0-9_]`
+fn is_word(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// `[A-Za-z0-9_=.-]`
+fn is_word_eq_dot_dash(c: u8) -> bool {
+    is_key_char(c) || c == b'=' || c == b'.'
+}
+
+/// `[A-Za-z0-9+/=]`: base64 with its padding.
+fn is_b64_padded(c: u8) -> bool {
+    is_b64_char(c) || c == b'='
+}
+
+/// `[A-Za-z0-9_~.-]`: URL-unreserved characters (Entra client secrets).
+fn is_unreserved(c: u8) -> bool {
+    is_key_char(c) || c == b'~' || c == b'.'
+}
+
+fn is_upper_digit(c: u8) -> bool {
+    c.is_ascii_uppercase() || c.is_ascii_digit()
+}
+
+fn is_hex_dash(c: u8) -> bool {
+    c.is_ascii_hexdigit() || c == b'-'
+}
+
+fn is_alnum_dot(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'.'
+}
+
+/// A token made of a literal prefix and a body of one character class, `min..=max` long, as
+/// the issuer documents it (sources: gitleaks' default rules, config/gitleaks.toml, and
+/// TruffleHog's detectors, named per line). The body is checked for placeholders.
+pub(super) struct Prefixed {
+    pub prefix: &'static str,
+    pub class: fn(u8) -> bool,
+    pub min: usize,
+    pub max: usize,
+}
+
+const fn px(prefix: &'static str, class: fn(u8) -> bool, min: usize, max: usize) -> Prefixed {
+    Prefixed {
+        prefix,
+        class,
+        min,
+        max,
+    }
+}
+
+pub(super) const PREFIXED: &[Prefixed] = &[
+    px("hf_", is_alnum, 34, 34),         // Hugging Face access token
+    px("api_org_", is_alnum, 34, 34),    // Hugging Face organization token
+    px("dapi", is_hex_lower, 32, 32),    // Databricks (an optional "-N" follows)
+    px("pplx-", is_alnum, 48, 48),       // Perplexity
+    px("gsk_", is_alnum, 52, 52),        // Groq (TruffleHog)
+    px("xai-", is_word, 80, 80),         // xAI (TruffleHog)
+    px("r8_", is_key_char, 37, 37),      // Replicate (TruffleHog)
+    px("dop_v1_", is_hex_lower, 64, 64), // DigitalOcean personal access token
+    px("doo_v1_", is_hex_lower, 64, 64), // DigitalOcean OAuth token
+    px("dor_v1_", is_hex_lower, 64, 64), // DigitalOcean refresh token
+    px("shpat_", |c| c.is_ascii_hexdigit(), 32, 32), // Shopify access token
+    px("shpss_", |c| c.is_ascii_hexdigit(), 32, 32), // Shopify shared secret
+    px("shpca_", |c| c.is_ascii_hexdigit(), 32, 32), // Shopify custom app token
+    px("shppa_", |c| c.is_ascii_hexdigit(), 32, 32), // Shopify private app token
+    px("dp.pt.", is_alnum, 43, 43),      // Doppler
+    px("lin_api_", is_alnum, 40, 40),    // Linear
+    px("PMAK-", is_hex_dash, 59, 59),    // Postman (24 hex, '-', 34 hex)
+    px("pul-", is_hex_lower, 40, 40),    // Pulumi
+    px("glc_", is_b64_padded, 32, 403),  // Grafana Cloud
+    px("glsa_", is_word, 41, 41),        // Grafana service account
+    px("pscale_pw_", is_word_eq_dot_dash, 32, 64), // PlanetScale password
+    px("pscale_tkn_", is_word_eq_dot_dash, 32, 64), // PlanetScale API token
+    px("pscale_oauth_", is_word_eq_dot_dash, 32, 64), // PlanetScale OAuth token
+    px("AGE-SECRET-KEY-1", is_upper_digit, 58, 58), // age secret key
+    px("hvs.", is_key_char, 90, 120),    // HashiCorp Vault service token
+    px("hvb.", is_key_char, 138, 300),   // HashiCorp Vault batch token
+    px("sntryu_", is_hex_lower, 64, 64), // Sentry user token
+    px("HRKU-AA", is_key_char, 58, 58),  // Heroku API key (v2)
+    px("rubygems_", is_hex_lower, 48, 48), // RubyGems
+    px("ATATT3", is_url_b64_padded, 186, 186), // Atlassian API token
+    px("gldt-", is_key_char, 20, 512),   // GitLab deploy token
+    px("glrt-", is_key_char, 20, 512),   // GitLab runner token
+    px("glptt-", is_hex_lower, 40, 40),  // GitLab pipeline trigger token
+    px("glft-", is_key_char, 20, 512),   // GitLab feed token
+    px("glimt-", is_key_char, 25, 25),   // GitLab incoming mail token
+    px("glagent-", is_key_char, 50, 512), // GitLab agent token
+    px("gloas-", is_key_char, 64, 64),   // GitLab OAuth app secret
+    px("glsoat-", is_key_char, 20, 512), // GitLab SCIM token
+    px("glffct-", is_key_char, 20, 512), // GitLab feature flag client token
+    px("glcbt-", is_key_char, 22, 512),  // GitLab CI/CD job token
+    px("NRAK-", is_alnum, 27, 27),       // New Relic user API key
+    px("sq0atp-", is_key_char, 22, 60),  // Square access token
+    px("sq0csp-", is_key_char, 43, 60),  // Square OAuth secret
+    px("EZAK", is_alnum, 54, 54),        // EasyPost
+    px("EZTK", is_alnum, 54, 54),        // EasyPost test
+    px("dt0c01.", is_alnum_dot, 89, 89), // Dynatrace (24 . 64)
+    px("ops_eyJ", is_b64_padded, 250, 8192), // 1Password service account
+    px("ntn_", is_alnum, 46, 46),        // Notion
+    px("ABSK", is_b64_padded, 109, 272), // AWS Bedrock API key
+    px("whsec_", is_b64_padded, 32, 88), // Stripe webhook signing secret
+];
+
+/// A key that carries its issuer's signature at a fixed offset (Microsoft's identifiable
+/// keys, microsoft/security-utilities): `len` characters of `class` with `sig` at `at`.
+pub(super) struct Signed {
+    pub sig: &'static str,
+    pub at: usize,
+    pub len: usize,
+    pub class: fn(u8) -> bool,
+}
+
+const fn sg(sig: &'static str, at: usize, len: usize, class: fn(u8) -> bool) -> Signed {
+    Signed {
+        sig,
+        at,
+        len,
+        class,
+    }
+}
+
+fn is_url_b64_padded(c: u8) -> bool {
+    is_key_char(c) || c == b'='
+}
+
+pub(super) const SIGNED: &[Signed] = &[
+    sg("+ASt", 76, 88, is_b64_padded),     // Azure Storage account key
+    sg("ACDb", 76, 88, is_b64_padded),     // Azure Cosmos DB
+    sg("+ABa", 76, 88, is_b64_padded),     // Azure Batch
+    sg("APIM", 76, 88, is_b64_padded),     // Azure API Management
+    sg("+AMC", 76, 88, is_b64_padded),     // Azure Machine Learning
+    sg("AzCa", 33, 44, is_b64_padded),     // Azure Cache for Redis
+    sg("AZEG", 33, 44, is_b64_padded),     // Azure Event Grid
+    sg("AIoT", 33, 44, is_b64_padded),     // Azure IoT Hub
+    sg("+ASb", 33, 44, is_b64_padded),     // Azure Service Bus
+    sg("+AEh", 33, 44, is_b64_padded),     // Azure Event Hubs
+    sg("+ARm", 33, 44, is_b64_padded),     // Azure Relay
+    sg("AzFu", 44, 56, is_url_b64_padded), // Azure Functions
+    sg("AzSe", 42, 52, is_alnum),          // Azure AI Search
+    sg("+ACR", 42, 52, is_b64_padded),     // Azure Container Registry
+    sg("JQQJ9", 52, 84, is_alnum),         // Azure AI services / Azure OpenAI (and 88 with "==")
 ];
 
 /// How far after an AWS access key id (or `secret_access_key`) its secret key may be.
@@ -96,6 +254,10 @@ const AWS_SECRET_WINDOW: usize = 128;
 /// The compiled anchors. Build once and share.
 pub struct Rules {
     anchors: AhoCorasick,
+    /// The rule of each anchor pattern.
+    rules: Vec<Rule>,
+    /// Names that make the value assigned to them a secret (see [`assigned`]).
+    names: AhoCorasick,
 }
 
 impl Default for Rules {
@@ -149,20 +311,49 @@ fn at_least(b: &[u8], i: usize, min: usize, class: fn(u8) -> bool) -> Option<usi
 
 impl Rules {
     pub fn new() -> Rules {
+        let mut patterns: Vec<&str> = ANCHORS.iter().map(|(a, _)| *a).collect();
+        let mut rules: Vec<Rule> = ANCHORS.iter().map(|(_, r)| *r).collect();
+        for (i, p) in PREFIXED.iter().enumerate() {
+            patterns.push(p.prefix);
+            rules.push(Rule::Prefixed(i as u8));
+        }
+        for (i, p) in SIGNED.iter().enumerate() {
+            patterns.push(p.sig);
+            rules.push(Rule::Signed(i as u8));
+        }
         let anchors = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             // Anchored searches too: whether a secret's anchor starts right where another
             // secret's fixed length ends (`Glue::next`).
             .start_kind(aho_corasick::StartKind::Both)
-            .build(ANCHORS.iter().map(|(a, _)| a))
+            .build(&patterns)
             .expect("the built-in secret anchors compile (checked by unit tests)");
-        Rules { anchors }
+        let names = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .ascii_case_insensitive(true)
+            .build(SECRET_NAMES)
+            .expect("the built-in secret names compile (checked by unit tests)");
+        Rules {
+            anchors,
+            rules,
+            names,
+        }
     }
 
     /// The secrets in `text`, appended to `out` as `(start, end, Entity::Secret)`.
     /// The secrets in `text`, in order; `true` when any anchor was seen (found or not, its
     /// rule read the text around it).
     pub fn find(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) -> bool {
+        self.find_at(text, out, true)
+    }
+
+    /// Whether `name` (a JSON member's) holds a secret's name, so its value is read after it.
+    pub fn names_a_secret(&self, name: &str) -> bool {
+        name.len() <= 64 && self.names.is_match(name)
+    }
+
+    /// [`Rules::find`]; `decode`: also look inside encoded runs (one level).
+    fn find_at(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>, decode: bool) -> bool {
         let b = text.as_bytes();
         let mut skip_to = 0;
         // The secret that ends at `skip_to`, by its index in `out`.
@@ -181,7 +372,7 @@ impl Rules {
         };
         for m in self.anchors.find_iter(b) {
             seen = true;
-            let rule = ANCHORS[m.pattern().as_usize()].1;
+            let rule = self.rules[m.pattern().as_usize()];
             let glue = Glue {
                 // Right after the previous secret, or after one separator following it: the
                 // character before is that secret's, not a word this anchor is part of.
@@ -212,8 +403,363 @@ impl Rules {
                 }
             }
         }
+        // Values assigned to a secret's name: `password = ...`, `"client_secret": "..."`,
+        // `AccountKey=...;`, `Authorization: Basic ...`.
+        for m in self.names.find_iter(b) {
+            seen = true;
+            if let Some((s, e)) = assigned(b, m.start(), m.end()) {
+                // `secret_access_key` holds two names; a key id's rule may have found it too.
+                if !out.iter().any(|&(x, y, _)| x <= s && e <= y) {
+                    out.push((s, e, Entity::Secret));
+                }
+            }
+        }
+        if decode {
+            seen |= self.encoded(b, out);
+        }
         seen
     }
+
+    /// Base64 and base64url runs of [`ENCODED_MIN`] to [`ENCODED_MAX`] characters that decode
+    /// to text holding a secret (a key in a Kubernetes Secret, a `.env` file encoded whole, a
+    /// private key): the whole run is the secret. Decoded once: what the decoded text holds
+    /// is searched without decoding again. Runs are found by looking at every
+    /// [`ENCODED_MIN`]th byte only (a run that long must cover one of them), so text without
+    /// long runs costs a fraction of a pass.
+    fn encoded(&self, b: &[u8], out: &mut Vec<(usize, usize, Entity)>) -> bool {
+        let mut seen = false;
+        let mut i = ENCODED_MIN - 1;
+        let mut last_end = 0;
+        while i < b.len() {
+            if !is_encoded_char(b[i]) {
+                i += ENCODED_MIN;
+                continue;
+            }
+            let mut s = i;
+            while s > last_end && is_encoded_char(b[s - 1]) {
+                s -= 1;
+            }
+            let mut e = i + 1;
+            while e < b.len() && is_encoded_char(b[e]) {
+                e += 1;
+            }
+            let mut padded = e;
+            while padded < b.len() && padded - e < 2 && b[padded] == b'=' {
+                padded += 1;
+            }
+            if (ENCODED_MIN..=ENCODED_MAX).contains(&(e - s)) {
+                if let Some(text) = decode_text(&b[s..e]) {
+                    seen = true;
+                    let mut inner = Vec::new();
+                    self.find_at(&text, &mut inner, false);
+                    if !inner.is_empty() {
+                        out.push((s, padded, Entity::Secret));
+                    }
+                }
+            }
+            last_end = padded;
+            i = padded + ENCODED_MIN;
+        }
+        seen
+    }
+}
+
+/// Whether `span` starts with a token rule's anchor (a key found by its prefix), rather than
+/// being an encoded run or an assigned value.
+pub(super) fn starts_with_anchor(span: &[u8]) -> bool {
+    ANCHORS.iter().any(|(a, _)| span.starts_with(a.as_bytes()))
+        || PREFIXED
+            .iter()
+            .any(|p| span.starts_with(p.prefix.as_bytes()))
+}
+
+/// The shortest encoded run decoded (18 bytes decoded: shorter than any key it could hold
+/// with its name) and the longest (a private key or a `.env` file; longer runs, images and
+/// archives, are not decoded).
+pub(super) const ENCODED_MIN: usize = 24;
+pub(super) const ENCODED_MAX: usize = 16 * 1024;
+
+/// A base64 or base64url character (padding apart).
+fn is_encoded_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-')
+}
+
+/// `run` decoded as base64 (standard or URL-safe, padding optional), when it is text: valid
+/// UTF-8, printable but for line ends and tabs. Cheap refusals first: a run of one case only
+/// (words, hex, identifiers) is not tried.
+fn decode_text(run: &[u8]) -> Option<String> {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
+    use base64::Engine as _;
+    let upper = run.iter().any(u8::is_ascii_uppercase);
+    let lower = run.iter().any(u8::is_ascii_lowercase);
+    if !(upper && lower) {
+        return None;
+    }
+    let url = run.iter().any(|&c| c == b'-' || c == b'_');
+    let standard = run.iter().any(|&c| c == b'+' || c == b'/');
+    if url && standard {
+        return None;
+    }
+    let config = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    let engine = if url {
+        GeneralPurpose::new(&base64::alphabet::URL_SAFE, config)
+    } else {
+        GeneralPurpose::new(&base64::alphabet::STANDARD, config)
+    };
+    // One character over a multiple of four holds no whole byte (a run cut short): dropped.
+    let usable = if run.len() % 4 == 1 {
+        run.len() - 1
+    } else {
+        run.len()
+    };
+    let bytes = engine.decode(&run[..usable]).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.chars()
+        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+        .then_some(text)
+}
+
+/// Names whose assigned value is a secret, matched in any case and inside longer names
+/// (`DB_PASSWORD`, `aws_secret_access_key`, `x-api-key`, `client_secret`, `AccountKey`).
+const SECRET_NAMES: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "accesskey",
+    "access_key",
+    "accountkey",
+    "sharedaccesskey",
+    "private_key",
+    "privatekey",
+    "credential",
+    "auth",
+];
+
+/// The value assigned to the secret name at `n..k` (see [`SECRET_NAMES`]), if it looks like
+/// a secret: the rest of the name (at most 32 name characters: `_access_key`, `Token`),
+/// closing quotes, `=`, `:`, `:=` or `=>`, an opening quote, an optional `Bearer `, `Basic `
+/// or `Token ` scheme, then the value up to a space, quote or delimiter.
+fn assigned(b: &[u8], n: usize, k: usize) -> Option<(usize, usize)> {
+    let name_char = |c: u8| is_key_char(c) || c == b'.';
+    // The name starts at a name boundary or inside a longer name (`DB_PASSWORD`).
+    let _ = n;
+    let mut i = k;
+    let rest = b[i..]
+        .iter()
+        .take(33)
+        .take_while(|&&c| name_char(c))
+        .count();
+    if rest > 32 {
+        return None;
+    }
+    i += rest;
+    let mut quotes = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' | b'\'' | b'`' if quotes < 2 => quotes += 1,
+            b' ' | b'\t' if quotes < 4 => quotes += 1,
+            _ => break,
+        }
+        i += 1;
+    }
+    match (b.get(i), b.get(i + 1)) {
+        (Some(b':'), Some(b'=')) | (Some(b'='), Some(b'>')) => i += 2,
+        (Some(b'=' | b':'), _) => i += 1,
+        _ => return None,
+    }
+    let mut skipped = 0;
+    while let Some(&c) = b.get(i) {
+        if !matches!(c, b' ' | b'\t' | b'"' | b'\'' | b'`') || skipped == 6 {
+            break;
+        }
+        skipped += 1;
+        i += 1;
+    }
+    let mut basic = false;
+    for scheme in [&b"bearer "[..], b"basic ", b"token "] {
+        if b.len() >= i + scheme.len() && b[i..i + scheme.len()].eq_ignore_ascii_case(scheme) {
+            basic = scheme == b"basic ";
+            i += scheme.len();
+            break;
+        }
+    }
+    let start = i;
+    let end = start
+        + b[start..]
+            .iter()
+            .take(513)
+            .take_while(|&&c| {
+                !(c.is_ascii_whitespace()
+                    || matches!(
+                        c,
+                        b'"' | b'\''
+                            | b'`'
+                            | b','
+                            | b';'
+                            | b'<'
+                            | b'>'
+                            | b')'
+                            | b']'
+                            | b'}'
+                            | b'\\'
+                    ))
+            })
+            .count();
+    // A sentence's full stop after the value is not part of it.
+    let end = trim_dots(b, start, end);
+    let value = &b[start..end];
+    if value.len() > 512 {
+        return None;
+    }
+    if basic {
+        // `user:password`, base64: a credential whatever the password looks like.
+        let decoded = decode_credentials(value)?;
+        return decoded.then_some((start, end));
+    }
+    looks_assigned_secret(value).then_some((start, end))
+}
+
+/// Whether a base64 value decodes to `user:password`.
+fn decode_credentials(value: &[u8]) -> Option<bool> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()?;
+    let colon = bytes.iter().position(|&c| c == b':')?;
+    Some(colon + 1 < bytes.len() && bytes.iter().all(|c| c.is_ascii_graphic() || *c == b' '))
+}
+
+/// A value assigned to a secret's name that is a secret: 8 to 512 characters with a letter
+/// and a digit, not too regular (Shannon entropy at least 2.5 bits per character, 3 for 16 or
+/// more), not a placeholder, a template or a date, or a base64 `user:password`.
+fn looks_assigned_secret(v: &[u8]) -> bool {
+    if !(8..=512).contains(&v.len()) {
+        return false;
+    }
+    if decode_credentials(v) == Some(true) {
+        return true;
+    }
+    let letter = v.iter().any(u8::is_ascii_alphabetic);
+    let digit = v.iter().any(u8::is_ascii_digit);
+    if !(letter && digit) || placeholder(v) || templated(v) {
+        return false;
+    }
+    let date =
+        v.len() >= 10 && v[..4].iter().all(u8::is_ascii_digit) && v[4] == b'-' && v[7] == b'-';
+    let floor = if v.len() < 16 { 2.5 } else { 3.0 };
+    !date && entropy(v) >= floor
+}
+
+/// Shannon entropy of `v`, in bits per byte.
+fn entropy(v: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for &c in v {
+        counts[c as usize] += 1;
+    }
+    let n = v.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// A value written in place of a secret, not a secret: a template or variable reference
+/// (`${DB_PASS}`, `{{ token }}`, `<your-key>`, `$TOKEN`, `%PASS%`, `os.environ[...]`) or
+/// masked characters (`****`).
+pub(super) fn templated(v: &[u8]) -> bool {
+    v.first()
+        .is_some_and(|c| matches!(c, b'$' | b'<' | b'{' | b'%' | b'@' | b'*'))
+        || v.iter()
+            .any(|c| matches!(c, b'{' | b'}' | b'<' | b'>' | b'(' | b'['))
+        || memchr::memmem::find(v, b"***").is_some()
+        || memchr::memmem::find(v, b"environ").is_some()
+        || memchr::memmem::find(v, b"process.env").is_some()
+}
+
+/// The documented example values issuers publish (AWS, GitHub, Stripe, Slack, jwt.io): never
+/// real, always copied into prompts and code.
+const DOCUMENTED_EXAMPLES: &[&str] = &[
+    "AKIAIOSFODNN7EXAMPLE",
+    "AKIAI44QH8DHBEXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+    "gho_16C7e42F292c6912E7710c838347Ae178B4a",
+    "sk_test_BQokikJOvBiI2HlWgH4olfQ2",
+    "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+    "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+];
+
+/// A token body that is a placeholder, not a key: one character repeated (separators
+/// aside), a regular pattern (entropy under 2 bits per character over 16 or more), a
+/// placeholder word (`your`, `example`, `xxxx`, `placeholder`, `changeme`, `redacted`,
+/// `dummy`), or a template.
+pub(super) fn placeholder(body: &[u8]) -> bool {
+    let significant = || body.iter().filter(|c| !matches!(c, b'-' | b'_' | b'.'));
+    let first = significant().next();
+    if first.is_none_or(|f| significant().all(|c| c.eq_ignore_ascii_case(f))) {
+        return true;
+    }
+    if body.len() >= 16 && entropy(body) < 2.0 {
+        return true;
+    }
+    let lower = body.to_ascii_lowercase();
+    [
+        "your",
+        "example",
+        "xxxx",
+        "placeholder",
+        "changeme",
+        "redacted",
+        "dummy",
+    ]
+    .iter()
+    .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
+        || templated(body)
+}
+
+/// Whether the token `b[s..e]` is an issuer's documented example, or its body (after the
+/// prefix, `p` bytes) a placeholder.
+fn not_a_key(b: &[u8], s: usize, p: usize, e: usize) -> bool {
+    let token = &b[s..e];
+    DOCUMENTED_EXAMPLES.iter().any(|x| x.as_bytes() == token) || placeholder(&b[s + p..e])
+}
+
+/// The CRC32 checksum GitHub and npm tokens end with: the last six characters are the CRC32
+/// (IEEE) of the 30 before them, in base62 (`0-9A-Za-z`), left-padded with `0`.
+pub(super) fn checksum_holds(body: &[u8]) -> bool {
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    if body.len() != 36 {
+        return false;
+    }
+    let (random, check) = body.split_at(30);
+    let mut crc = crc32fast::hash(random);
+    let mut want = [b'0'; 6];
+    for slot in want.iter_mut().rev() {
+        *slot = ALPHABET[(crc % 62) as usize];
+        crc /= 62;
+    }
+    crc == 0 && want == check
+}
+
+/// `end` moved back over the full stops that end `b[from..end]`.
+fn trim_dots(b: &[u8], from: usize, mut end: usize) -> usize {
+    while end > from && b[end - 1] == b'.' {
+        end -= 1;
+    }
+    end
 }
 
 /// A separator that can join two secrets into one run of key characters.
@@ -251,8 +797,26 @@ impl Glue<'_> {
     }
 }
 
-/// Check the token at an anchor `b[a..z]`: its span, if it is a secret.
+/// Check the token at an anchor `b[a..z]`: its span, if it is a secret (not an issuer's
+/// documented example, not a placeholder; a GitHub or npm token whose checksum holds is a
+/// key whatever it looks like).
 fn matcher(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(usize, usize)> {
+    let (s, e) = token_at(rule, b, a, z, glue)?;
+    match rule {
+        // Their own placeholder checks.
+        Rule::Pem | Rule::Jwt | Rule::UrlCredentials => {
+            let example = DOCUMENTED_EXAMPLES.iter().any(|x| x.as_bytes() == &b[s..e]);
+            (!example).then_some((s, e))
+        }
+        Rule::GithubClassic | Rule::Npm if checksum_holds(&b[z..e]) => Some((s, e)),
+        Rule::AwsId if b[s..e].ends_with(b"EXAMPLE") => None,
+        Rule::Signed(_) | Rule::EntraSecret => (!not_a_key(b, s, 0, e)).then_some((s, e)),
+        _ => (!not_a_key(b, s, z.saturating_sub(s).min(e - s), e)).then_some((s, e)),
+    }
+}
+
+/// The token an anchor `b[a..z]` leads to, by its rule's shape alone.
+fn token_at(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(usize, usize)> {
     // A token starts at the anchor when no key character precedes it, or only a separator
     // does (`<email>-sk-...`, `id_ghp_...`): a key is a key whatever it is joined to.
     let joined = glue.after_secret || (a > 0 && is_glue(b[a - 1]));
@@ -340,6 +904,59 @@ fn matcher(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(usi
         Rule::Jwt => jwt(b, a, joined),
         Rule::Pem => pem(b, a),
         Rule::UrlCredentials => url_credentials(b, a, z),
+        Rule::Prefixed(i) => {
+            let spec = &PREFIXED[i as usize];
+            if !token(is_key_char) {
+                return None;
+            }
+            // A token never ends in '.': a sentence's full stop is not part of it.
+            let end = trim_dots(b, z, run(b, z, spec.class));
+            let n = end - z;
+            let mut e = if n > spec.max && glue.ends_at(b, z + spec.max) {
+                z + spec.max
+            } else if (spec.min..=spec.max).contains(&n) {
+                end
+            } else {
+                return None;
+            };
+            // Databricks tokens may end in `-N`.
+            if spec.prefix == "dapi"
+                && b.get(e) == Some(&b'-')
+                && b.get(e + 1).is_some_and(u8::is_ascii_digit)
+            {
+                e += 2;
+            }
+            glue.ends_token(b, e, is_key_char).then_some((a, e))
+        }
+        Rule::Signed(i) => {
+            let spec = &SIGNED[i as usize];
+            let start = a.checked_sub(spec.at)?;
+            if !b[start..a].iter().all(|&c| (spec.class)(c)) || !starts_token(b, start, spec.class)
+            {
+                return None;
+            }
+            let end = run(b, a, spec.class);
+            // Azure AI services keys also come in an 88-character form ending in `==`.
+            let lens: &[usize] = if spec.sig == "JQQJ9" {
+                &[84, 88]
+            } else {
+                &[spec.len]
+            };
+            lens.contains(&(end - start)).then_some((start, end))
+        }
+        Rule::EntraSecret => {
+            // `[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}` (gitleaks' azure-ad-client-secret;
+            // Microsoft's own: 37 characters after `7Q~`, 40 after `8Q~`).
+            let start = a.checked_sub(4)?;
+            if !b[a - 1].is_ascii_digit()
+                || !b[start..a - 1].iter().all(|&c| is_unreserved(c))
+                || !starts_token(b, start, is_unreserved)
+            {
+                return None;
+            }
+            let end = trim_dots(b, z, run(b, z, is_unreserved));
+            (37..=40).contains(&(end - start)).then_some((start, end))
+        }
     }
 }
 
@@ -395,7 +1012,10 @@ fn pem(b: &[u8], a: usize) -> Option<(usize, usize)> {
     Some((a, pem_end(b, after, label).unwrap_or(b.len())))
 }
 
-/// `user:password` between `scheme://` and `@host`.
+/// `user:password` between `scheme://` and `@host`: everything up to the last `@` of the
+/// authority, whatever the password's characters (`p@ss`, `%40`, `~!*`); the user may be
+/// empty (`redis://:password@host`). A template in place of the password (`${DB_PASS}`,
+/// `<password>`) is no secret.
 fn url_credentials(b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
     // A scheme right before "://".
     let scheme_start = b[..a]
@@ -405,20 +1025,19 @@ fn url_credentials(b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
     if scheme_start == a || !b[scheme_start].is_ascii_alphabetic() {
         return None;
     }
-    let end = z + b[z..].iter().take(512).position(|&c| {
-        c == b'@'
-            || c == b'/'
+    let authority = b[z..].iter().take(512).position(|&c| {
+        c == b'/'
             || c == b'?'
             || c == b'#'
             || c.is_ascii_whitespace()
             || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\')
-    })?;
-    if b[end] != b'@' {
-        return None;
-    }
+    });
+    let limit = authority.map_or(b.len().min(z + 512), |k| z + k);
+    let end = z + b[z..limit].iter().rposition(|&c| c == b'@')?;
     let userinfo = &b[z..end];
     let colon = userinfo.iter().position(|&c| c == b':')?;
-    (colon > 0 && colon + 1 < userinfo.len()).then_some((z, end))
+    let password = &userinfo[colon + 1..];
+    (!password.is_empty() && !templated(password)).then_some((z, end))
 }
 
 /// An AWS secret key (40 of `[A-Za-z0-9/+]`, both cases) starting within the window after `i`.
@@ -432,6 +1051,8 @@ fn aws_secret_after(b: &[u8], i: usize) -> Option<(usize, usize)> {
             if t.len() == 40
                 && t.iter().any(u8::is_ascii_uppercase)
                 && t.iter().any(u8::is_ascii_lowercase)
+                && !t.ends_with(b"EXAMPLEKEY")
+                && !placeholder(t)
             {
                 return Some((k, e));
             }
@@ -475,19 +1096,19 @@ mod tests {
             ("old sk-T3BlbkFJa1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8 x", "sk-T3BlbkFJa1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"),
             ("anthropic sk-ant-api03-Abc123Def456Ghi789Jkl012Mno345Pqr678Stu901Vwx", "sk-ant-api03-Abc123Def456Ghi789Jkl012Mno345Pqr678Stu901Vwx"),
             ("sluice sk-sluice-0a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0uV", "sk-sluice-0a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0uV"),
-            ("aws AKIAIOSFODNN7EXAMPLE.", "AKIAIOSFODNN7EXAMPLE"),
+            ("aws AKIAWBOBYXE3TVGJGRWA.", "AKIAWBOBYXE3TVGJGRWA"),
             ("sts ASIAY34FZKBOKMUTVV7A", "ASIAY34FZKBOKMUTVV7A"),
             ("google AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"),
             ("gh ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R", "ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R"),
             ("pat github_pat_11ABCDEFG0123456789abc_ABCdefGHIjklMNOpqrSTUvwxYZ0123456789abcdefghijABCDEFGHIJKLMNOP", "github_pat_11ABCDEFG0123456789abc_ABCdefGHIjklMNOpqrSTUvwxYZ0123456789abcdefghijABCDEFGHIJKLMNOP"),
             ("gl glpat-xYz123AbC456dEf789gH", "glpat-xYz123AbC456dEf789gH"),
             ("slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
-            ("hook https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX done", "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"),
+            ("hook https://hooks.slack.com/services/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 done", "https://hooks.slack.com/services/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"),
             ("stripe sk_live_51H8xYzAbCdEfGhIjKlMnOpQr", "sk_live_51H8xYzAbCdEfGhIjKlMnOpQr"),
             ("restricted rk_live_51H8xYzAbCdEfGhIjKlMnOpQr", "rk_live_51H8xYzAbCdEfGhIjKlMnOpQr"),
             ("twilio SK0123456789abcdef0123456789abcdef", "SK0123456789abcdef0123456789abcdef"),
             ("sg SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq", "SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq"),
-            ("npm npm_abcdefghijklmnopqrstuvwxyz0123456789", "npm_abcdefghijklmnopqrstuvwxyz0123456789"),
+            ("npm 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", "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"),
             ("pypi pypi-AgEIcHlwaS5vcmcCJDAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMAACKlsz", "pypi-AgEIcHlwaS5vcmcCJDAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMAACKlsz"),
             (&format!("token {jwt} ok"), jwt),
             (&format!("here:\n{pem}\nthanks"), pem),
@@ -496,16 +1117,16 @@ mod tests {
             assert_eq!(secrets(text), vec![want], "{text}");
         }
         // An AWS secret key next to its access key id, and after its name.
-        let t = "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let t = "AKIAWBOBYXE3TVGJGRWA tlhVGhXvNLWOBA5wqY2EFoj4J1oKzwZR5l817Uq4";
         assert_eq!(
             secrets(t),
             vec![
-                "AKIAIOSFODNN7EXAMPLE",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+                "AKIAWBOBYXE3TVGJGRWA",
+                "tlhVGhXvNLWOBA5wqY2EFoj4J1oKzwZR5l817Uq4"
             ]
         );
-        let t = "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
-        assert_eq!(secrets(t), vec!["wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]);
+        let t = "aws_secret_access_key = tlhVGhXvNLWOBA5wqY2EFoj4J1oKzwZR5l817Uq4";
+        assert_eq!(secrets(t), vec!["tlhVGhXvNLWOBA5wqY2EFoj4J1oKzwZR5l817Uq4"]);
         // A private key without its END line runs to the end.
         let cut = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU";
         assert_eq!(secrets(cut), vec![cut]);
@@ -515,7 +1136,7 @@ mod tests {
     const SAMPLES: &[(&str, &str)] = &[
         ("sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh", "Yz0123456789AbCdEfGh"),
         ("sk-ant-api03-Abc123Def456Ghi789Jkl012Mno345Pqr678Stu901Vwx", "Pqr678Stu901Vwx"),
-        ("AKIAIOSFODNN7EXAMPLE", "IOSFODNN7EXAMPLE"),
+        ("AKIAWBOBYXE3TVGJGRWA", "WBOBYXE3TVGJGRWA"),
         ("AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "ISLn_3namBGewQe"),
         ("ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R", "3m4N5o6P7q8R"),
         ("github_pat_11ABCDEFG0123456789abc_ABCdefGHIjklMNOpqrSTUvwxYZ0123456789abcdefghijABCDEFGHIJKLMNOP", "abcdefghijABCDEFGHIJKLMNOP"),
@@ -524,7 +1145,7 @@ mod tests {
         ("sk_live_51H8xYzAbCdEfGhIjKlMnOpQr", "AbCdEfGhIjKlMnOpQr"),
         ("SK0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
         ("SG.abcdefghijklmnopqrstuv.ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq", "UVWXYZabcdefghijklmnopq"),
-        ("npm_abcdefghijklmnopqrstuvwxyz0123456789", "qrstuvwxyz0123456789"),
+        ("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", "qrstuvwxyz01232LolCm"),
         ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END RSA PRIVATE KEY-----", "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo"),
     ];
@@ -592,10 +1213,117 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_and_documented_examples_are_not_keys() {
+        let x36 = "x".repeat(36);
+        for text in [
+            format!("ghp_{x36}"),
+            format!("npm_{}", "0".repeat(36)),
+            "glpat-xxxxxxxxxxxxxxxxxxxx".to_string(),
+            "AKIAXXXXXXXXXXXXXXXX".to_string(),
+            "xoxb-your-bot-token".to_string(),
+            "sk_live_000000000000000000000000".to_string(),
+            format!("sk-proj-{}", "X".repeat(48)),
+            "AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string(),
+            "aws_secret_access_key = je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY".to_string(),
+            "gho_16C7e42F292c6912E7710c838347Ae178B4a".to_string(),
+            "sk_test_4eC39HqLyjWDarjtT1zdp7dc".to_string(),
+            "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+                .to_string(),
+            "hf_yourhuggingfacetokenhereplease1234".to_string(),
+            "postgres://app:${DB_PASSWORD}@db/app".to_string(),
+            "password = <your-password>".to_string(),
+        ] {
+            assert_eq!(secrets(&text), Vec::<&str>::new(), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_token_whose_checksum_holds_is_a_key_whatever_it_looks_like() {
+        // Valid CRC32 checksums (GitHub's published test tokens; one computed here).
+        for t in [
+            "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",
+            "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",
+            "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",
+        ] {
+            assert!(checksum_holds(&t.as_bytes()[4..]), "{t}");
+            assert_eq!(secrets(&format!("key {t} end")), vec![t]);
+        }
+        assert!(!checksum_holds(b"M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V3"));
+        // A token whose checksum fails is still a key unless it is a placeholder.
+        assert_eq!(
+            secrets("ghp_M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V3"),
+            vec!["ghp_M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V3"]
+        );
+    }
+
+    #[test]
+    fn credentials_in_urls_whatever_the_password_holds() {
+        for (text, want) in [
+            ("redis://:s3cretPass@cache:6379/0", ":s3cretPass"),
+            (
+                "postgres://u:p@ss~!*%40w0rd@db.internal/app",
+                "u:p@ss~!*%40w0rd",
+            ),
+            ("amqp://rabbit:Gu3st!pw@mq/vhost", "rabbit:Gu3st!pw"),
+            (
+                "mongodb+srv://app:Xy9%2Fz@cluster0.example.net/db",
+                "app:Xy9%2Fz",
+            ),
+            ("at the end mysql://root:toor9", ""),
+        ] {
+            let got = secrets(text);
+            if want.is_empty() {
+                assert!(got.is_empty(), "{text}: {got:?}");
+            } else {
+                assert_eq!(got, vec![want], "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn encoded_and_assigned_secrets_are_found() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let key = "sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh";
+        let env = b64(&format!("OPENAI_API_KEY={key}\nDEBUG=1\n"));
+        assert_eq!(
+            secrets(&format!("data:\n  env: {env}\n")),
+            vec![env.as_str()]
+        );
+        let url_safe =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("token={key}"));
+        assert_eq!(secrets(&format!("x {url_safe} y")), vec![url_safe.as_str()]);
+        let basic = b64("deploy:hunter2");
+        assert_eq!(
+            secrets(&format!("Authorization: Basic {basic}")),
+            vec![basic.as_str()]
+        );
+        let docker = format!(r#"{{"auths":{{"ghcr.io":{{"auth":"{basic}"}}}}}}"#);
+        assert_eq!(secrets(&docker), vec![basic.as_str()]);
+        for (text, want) in [
+            (r#""aws_secret_access_key": "q8Xv2LmN4pR7tY1wZ3bC5dF9gH0jK6sU/eW+aQoI""#, "q8Xv2LmN4pR7tY1wZ3bC5dF9gH0jK6sU/eW+aQoI"),
+            ("DB_PASSWORD=Tr0ub4dor&3x", "Tr0ub4dor&3x"),
+            ("api-key: 0123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef"),
+            ("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=K3yK3yAbCdEfGh1JkLmNoPqRsTuVwXyZ0123456789aBcDeFgHiJkLmNoPqRsTuVwXyZ+/AbCdEfGhIjKlMnOpQrSt==;EndpointSuffix=core.windows.net", "K3yK3yAbCdEfGh1JkLmNoPqRsTuVwXyZ0123456789aBcDeFgHiJkLmNoPqRsTuVwXyZ+/AbCdEfGhIjKlMnOpQrSt=="),
+        ] {
+            assert_eq!(secrets(text), vec![want], "{text}");
+        }
+        for text in [
+            "max_tokens=4096",
+            "the password is wrong: try again",
+            "api_key = os.environ[\"OPENAI_API_KEY\"]",
+            "token_expires_at: 2024-05-01T10:00:00Z",
+            "hello aGVsbG8gd29ybGQsIHRoaXMgaXMganVzdCB0ZXh0 there",
+        ] {
+            assert_eq!(secrets(text), Vec::<&str>::new(), "{text}");
+        }
+    }
+
+    #[test]
     fn hard_negatives_survive() {
         let sha = "git 3f786850e387550fdab836ed7e6dc881de23001b and 9fceb02d0ae598e95dc970b74767f19372d61af8";
         let image = format!(
-            "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg{}AKIAIOSFODNN7EXAMPLEeyJhbGciOiJIUzI1NiJ9sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789",
+            "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg{}AKIAWBOBYXE3TVGJGRWAeyJhbGciOiJIUzI1NiJ9sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789",
             "x".repeat(10)
         );
         for text in [
@@ -605,7 +1333,7 @@ mod tests {
             "uuid 550e8400-e29b-41d4-a716-446655440000",
             sha,
             &image,
-            "after AKIAIOSFODNN7EXAMPLE the commit 3f786850e387550fdab836ed7e6dc881de23001b",
+            "after AKIAWBOBYXE3TVGJGRWA the commit 3f786850e387550fdab836ed7e6dc881de23001b",
             "AKIA is an acronym; ASIA is a continent; ASIANS; SKIING",
             "see https://example.com:8080/path?q=1 and mailto:bob@example.com",
             "ftp://anonymous@ftp.example.com/pub",
@@ -618,7 +1346,7 @@ mod tests {
             let found = secrets(text);
             // The AWS id in the mixed line is real; only it may be found there.
             let allowed: &[&str] = if text.starts_with("after AKIA") {
-                &["AKIAIOSFODNN7EXAMPLE"]
+                &["AKIAWBOBYXE3TVGJGRWA"]
             } else {
                 &[]
             };

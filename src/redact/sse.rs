@@ -587,7 +587,7 @@ mod tests {
     #[test]
     fn an_email_streamed_one_character_per_event_arrives_as_its_token() {
         let answer =
-            "Sure: mail bob.smith@example.com, card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE.";
+            "Sure: mail bob.smith@example.com, card 4111 1111 1111 1111, key AKIAWBOBYXE3TVGJGRWA.";
         let mut input: String = answer.chars().map(|c| chunk(&c.to_string())).collect();
         input.push_str(&format!("data: {}\n\n", json!({"id": "chatcmpl-1", "object": "chat.completion.chunk",
             "created": 1, "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],

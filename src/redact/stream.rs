@@ -28,6 +28,10 @@ pub const CONTEXT: usize = 160;
 /// bytes of its start (a JWT's header, 32 characters of an `sk-` key).
 pub const MIN_HOLDBACK: usize = 64;
 
+/// How many bytes may be held per byte of holdback when the held text folds to less (an
+/// escape such as `&#x40;` or `%E2%80%8B` is up to 9 bytes for one folded character or none).
+const RAW_FACTOR: usize = 12;
+
 /// What the stream is doing with incoming text.
 #[derive(Debug, Clone)]
 enum Mode {
@@ -140,7 +144,9 @@ impl TextStream {
                     } else {
                         match self.safe_cut() {
                             Some(c) => (c, false),
-                            None if self.pending.len() > self.holdback => {
+                            None if self.pending.len() > self.holdback
+                                && self.forced_cut().is_some() =>
+                            {
                                 // Past the bound. A secret that runs to the end of what is held
                                 // (a long JWT or key) is masked whole: its token now, the rest
                                 // of it dropped as it arrives.
@@ -155,10 +161,7 @@ impl TextStream {
                                     self.mode = mode;
                                     continue;
                                 }
-                                (
-                                    floor_char(&self.pending, self.pending.len() - self.holdback),
-                                    true,
-                                )
+                                (self.forced_cut().unwrap_or(0), true)
                             }
                             None => (0, false),
                         }
@@ -239,6 +242,29 @@ impl TextStream {
         next_mode
     }
 
+    /// Where to cut what is held when it is past the holdback bound, if it is: the bound
+    /// counts the text as the patterns read it (folded, see `fold`), so a value written with
+    /// escapes or wide characters is not cut where its plain form would not be. What is held
+    /// stays bounded in bytes too: [`RAW_FACTOR`] times the holdback at most (escapes and
+    /// invisible characters fold to less than they take).
+    fn forced_cut(&self) -> Option<usize> {
+        let len = self.pending.len();
+        match fold::fold(&self.pending) {
+            None => (len > self.holdback).then(|| floor_char(&self.pending, len - self.holdback)),
+            Some(f) if f.text.len() > self.holdback => {
+                let mut k = f.text.len() - self.holdback;
+                while k < f.text.len() && f.at(k) == f.at(k - 1) {
+                    k += 1;
+                }
+                Some(f.at(k))
+            }
+            Some(_) => {
+                let raw = self.holdback * RAW_FACTOR;
+                (len > raw).then(|| floor_char(&self.pending, len - raw))
+            }
+        }
+    }
+
     /// A secret starting in `pending` and running to its end: where it starts, and the mode
     /// that drops the rest of it.
     fn secret_to_the_end(&self) -> Option<(usize, Mode)> {
@@ -279,6 +305,10 @@ impl TextStream {
             |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.')
         } else if span.starts_with(b"http") {
             |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'/')
+        } else if !secret::starts_with_anchor(span) {
+            // An encoded run holding a secret (or a value assigned to a secret's name): the
+            // rest of the run, base64's characters and padding included.
+            |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'/' | b'+' | b'=')
         } else {
             |c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-')
         };
@@ -326,7 +356,9 @@ fn cut_in(text: &str) -> Option<usize> {
     while i > 0 {
         let c = b[i - 1];
         let in_pem = pem.is_some_and(|(k, end)| i > k && i < end);
-        if is_break(c) && !(c == b' ' && digit_group_continues(b, i - 1)) && !in_pem {
+        let inside =
+            (c == b' ' && digit_group_continues(b, i - 1)) || in_pem || in_url_authority(b, i);
+        if is_break(c) && !inside {
             // Non-ASCII bytes are breaks, but the cut must fall on a character boundary.
             if text.is_char_boundary(i) {
                 return Some(i);
@@ -352,29 +384,32 @@ fn pem_header_span(b: &[u8]) -> Option<(usize, usize)> {
 
 /// A character no entity contains: a cut right after it is safe (spaces need a second look).
 fn is_break(c: u8) -> bool {
+    // Not `! ? * ^ ~ $ | [ { & # %`: passwords and URL credentials hold them, and a secret
+    // assigned to a name or written in a URL runs over them.
     c.is_ascii_whitespace()
         || c >= 0x80
         || matches!(
             c,
-            b'"' | b'\''
-                | b'`'
-                | b','
-                | b';'
-                | b'!'
-                | b'?'
-                | b'<'
-                | b'>'
-                | b'['
-                | b']'
-                | b'{'
-                | b'}'
-                | b'|'
-                | b'\\'
-                | b'*'
-                | b'^'
-                | b'~'
-                | b'$'
+            b'"' | b'\'' | b'`' | b',' | b';' | b'<' | b'>' | b']' | b'}' | b'\\'
         )
+}
+
+/// Cuts that would split the authority of a URL (`scheme://user:pa,ss@host`, where URL
+/// credentials are): from its `://` to the end of its authority, or to the end of the text
+/// while the authority is still being written.
+fn in_url_authority(b: &[u8], i: usize) -> bool {
+    memchr::memmem::find_iter(b, b"://").any(|k| {
+        let from = k + 3;
+        let end = b[from..]
+            .iter()
+            .take(512)
+            .position(|&c| {
+                c.is_ascii_whitespace()
+                    || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\' | b'/' | b'?' | b'#')
+            })
+            .map_or(usize::MAX, |t| from + t);
+        i > k && i < end
+    })
 }
 
 /// A phone or card group may continue across the space at `i`: a digit (or `)`) before it,
@@ -446,7 +481,9 @@ mod tests {
         assert_eq!(s.push("Hello"), "");
         assert_eq!(s.push(" world"), "Hello ");
         assert_eq!(s.push(", how"), "world, ");
-        assert_eq!(s.push(" are you?"), "how are you?");
+        // A word's trailing `?` or `!` may still be a password's: held with the word.
+        assert_eq!(s.push(" are you?"), "how are ");
+        assert_eq!(s.push("\n"), "you?\n");
         assert_eq!(s.finish(), "");
     }
 
@@ -487,13 +524,16 @@ mod tests {
             Just("+44 20 7946 0958".to_string()),
             Just("123-45-6789".to_string()),
             Just("SSN 123456789".to_string()),
-            Just("AKIAIOSFODNN7EXAMPLE".to_string()),
-            Just("AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string()),
+            Just("AKIAWBOBYXE3TVGJGRWA".to_string()),
+            Just("AKIAWBOBYXE3TVGJGRWA tlhVGhXvNLWOBA5wqY2EFoj4J1oKzwZR5l817Uq4".to_string()),
             Just("sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh".to_string()),
             Just("ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R".to_string()),
             Just("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U".to_string()),
             Just("-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oK\n-----END EC PRIVATE KEY-----".to_string()),
             Just("https://admin:hunter2@db.example.com/x".to_string()),
+            Just("redis://:p~ss!w*rd,x]y@cache:6379/0".to_string()),
+            Just("password: Tr0ub!4dor&3x?q".to_string()),
+            Just("Authorization: Basic ZGVwbG95Olpxn1J0MldtOUt4NA==".to_string()),
             // Written in other forms (see `fold`).
             Just("4111\u{A0}1111\u{A0}1111\u{A0}1111".to_string()),
             Just("4111\u{200B}1111\u{200B}1111\u{200B}1111".to_string()),

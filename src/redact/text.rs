@@ -849,7 +849,25 @@ pub(super) const MAX_EXTRA_PASSES: usize = 3;
 /// it again changes nothing, and text with no PII still costs a single scan. A pass whose
 /// replacements cannot change anything is not repeated (see [`passes`]).
 pub fn redact(p: &Patterns, text: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
-    passes(p, text, scan, counts, true)
+    passes(p, "", text, scan, counts, true)
+}
+
+/// [`redact`] with `context` read before the text as look-behind (never replaced): the
+/// member name of a JSON string value (`"client_secret": "`), so rules that need the name
+/// see it.
+pub fn redact_after(
+    p: &Patterns,
+    context: &str,
+    text: &str,
+    scan: Scan,
+    counts: &mut Counts,
+) -> Option<String> {
+    passes(p, context, text, scan, counts, true)
+}
+
+/// Whether a JSON member name gives its value context (see [`redact_after`]).
+pub(super) fn names_a_secret(p: &Patterns, name: &str) -> bool {
+    p.secrets.names_a_secret(name)
 }
 
 /// [`redact`]. A productive pass is followed by another unless nothing it saw or replaced
@@ -859,6 +877,7 @@ pub fn redact(p: &Patterns, text: &str, scan: Scan, counts: &mut Counts) -> Opti
 /// match, and every match between bytes that no pattern reads across (see [`sticky`]).
 fn passes(
     p: &Patterns,
+    context: &str,
     text: &str,
     scan: Scan,
     counts: &mut Counts,
@@ -867,12 +886,12 @@ fn passes(
     if !scan.any() {
         return None;
     }
-    let (mut current, mut unsettled) = replace_once(p, text, scan, counts)?;
+    let (mut current, mut unsettled) = replace_once(p, context, text, scan, counts)?;
     for _ in 0..MAX_EXTRA_PASSES {
         if trust_settled && !unsettled {
             break;
         }
-        match replace_once(p, &current, scan, counts) {
+        match replace_once(p, context, &current, scan, counts) {
             Some((next, u)) => (current, unsettled) = (next, u),
             None => break,
         }
@@ -894,12 +913,28 @@ fn sticky(c: u8) -> bool {
 /// searched again; `None` when there is no match (no allocation).
 fn replace_once(
     p: &Patterns,
+    context: &str,
     text: &str,
     scan: Scan,
     counts: &mut Counts,
 ) -> Option<(String, bool)> {
     let mut found = Vec::new();
-    let mut unsettled = p.find_in(text, scan, &mut found);
+    let mut unsettled = if context.is_empty() {
+        p.find_in(text, scan, &mut found)
+    } else {
+        // Matches in the look-behind alone are not the text's; one reaching into the text
+        // is replaced from the text's start.
+        let base = context.len();
+        let joined = format!("{context}{text}");
+        let mut all = Vec::new();
+        let u = p.find_in(&joined, scan, &mut all);
+        found.extend(
+            all.into_iter()
+                .filter(|&(_, e, _)| e > base)
+                .map(|(s, e, entity)| (s.max(base) - base, e - base, entity)),
+        );
+        u
+    };
     if found.is_empty() {
         return None;
     }
@@ -1187,8 +1222,8 @@ mod settled {
                 "0123@ab.io",
                 "x@ex.com",
                 "sk-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789",
-                "AKIAIOSFODNN7EXAMPLE",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "AKIAWBOBYXE3TVGJGRWA",
+                "tlhVGhXvNLWOBA5wqY2EFoj4J1oKzwZR5l817Uq4",
                 "https://user:pass@host.example/",
                 "[REDACTED_SSN]",
             ])
@@ -1199,8 +1234,8 @@ mod settled {
     fn both(s: &str, scan: Scan) -> ((Option<String>, Counts), (Option<String>, Counts)) {
         let p = patterns();
         let (mut fast, mut every) = (Counts::default(), Counts::default());
-        let a = passes(p, s, scan, &mut fast, true);
-        let b = passes(p, s, scan, &mut every, false);
+        let a = passes(p, "", s, scan, &mut fast, true);
+        let b = passes(p, "", s, scan, &mut every, false);
         ((a, fast), (b, every))
     }
 
@@ -1235,10 +1270,17 @@ mod settled {
         }
         let p = patterns();
         let mut c = Counts::default();
-        let once = replace_once(p, "ssn 123456789 4111 1111 1111 1111", Scan::ALL, &mut c);
+        let once = replace_once(
+            p,
+            "",
+            "ssn 123456789 4111 1111 1111 1111",
+            Scan::ALL,
+            &mut c,
+        );
         assert!(once.is_some_and(|(_, unsettled)| unsettled));
         let once = replace_once(
             p,
+            "",
             "Call (415) 555-0123, or mail x@ex.com.",
             Scan::ALL,
             &mut c,
@@ -1248,7 +1290,7 @@ mod settled {
         let dense = "Contact jane.doe@example.com or (415) 555-0123. SSN 123-45-6789, card 4111 \
                      1111 1111 1111. Also +44 20 7946 0958 and bob_smith+x@mail.example.co.uk \
                      about order 987654321. ";
-        let once = replace_once(p, dense, Scan::ALL, &mut c);
+        let once = replace_once(p, "", dense, Scan::ALL, &mut c);
         assert!(once.is_some_and(|(_, unsettled)| !unsettled));
     }
 }

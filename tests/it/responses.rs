@@ -49,10 +49,6 @@ fn sdk_stream(p: &Proxy, mode: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn mock_text(mode: &str, text: &str) -> String {
-    format!("{mode}:{}", urlencoding::encode(text))
-}
-
 /// The `data:` payloads of an SSE body, `[DONE]` excepted, parsed.
 fn events(body: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(body)
@@ -63,7 +59,7 @@ fn events(body: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-const ANSWER: &str = "Sure! Write to jane.doe@example.com, pay with 4111 1111 1111 1111 and use key AKIAIOSFODNN7EXAMPLE.";
+const ANSWER: &str = "Sure! Write to jane.doe@example.com, pay with 4111 1111 1111 1111 and use key AKIAWBOBYXE3TVGJGRWA.";
 const MASKED: &str =
     "Sure! Write to [REDACTED_EMAIL], pay with [REDACTED_CARD] and use key [REDACTED_SECRET].";
 
@@ -263,7 +259,7 @@ fn the_python_sdk_reads_a_cr_stream_masked() {
 fn secrets_in_prompts_are_redacted_unless_the_key_turns_them_off() {
     let up = Upstream::start();
     let p = proxy(&up, false);
-    let body = br#"{"model":"m","input":"my key is AKIAIOSFODNN7EXAMPLE and sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh"}"#;
+    let body = br#"{"model":"m","input":"my key is AKIAWBOBYXE3TVGJGRWA and sk-proj-Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh"}"#;
     let r = raw(p.port, &p.post("/v1/embeddings", body, "")).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-sluice-redactions"), Some("secret=2"));

@@ -39,7 +39,7 @@ mcp = FastMCP("tools", host="127.0.0.1", port=PORT)
 def lookup_customer(customer_id: str) -> str:
     """Look a customer up."""
     return (f"Customer {customer_id}: Jane Doe, jane.doe@example.com, card 4111 1111 1111 1111, "
-            "api key AKIAIOSFODNN7EXAMPLE")
+            "api key AKIAWBOBYXE3TVGJGRWA")
 
 
 @mcp.tool()

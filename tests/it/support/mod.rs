@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use redis::Redis;
-pub use upstream::{RawUpstream, Upstream};
+pub use upstream::{mock_text, RawUpstream, Upstream};
 
 /// A free TCP port on 127.0.0.1 (bound and released), never one this process was given
 /// before: the kernel can hand a released port out again at once.

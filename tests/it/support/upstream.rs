@@ -61,6 +61,17 @@ pub struct Upstream {
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
+/// Texts the mock answers with, by number (see [`mock_text`]).
+static SCRIPTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// An `X-Mock` value: answer in `mode` with `text`. The text stays in this process (the mock
+/// runs in it); only its number goes through sluice.
+pub fn mock_text(mode: &str, text: &str) -> String {
+    let mut s = SCRIPTS.lock().unwrap();
+    s.push(text.to_string());
+    format!("{mode}:#{}", s.len() - 1)
+}
+
 impl Upstream {
     /// Start on a free port.
     pub fn start() -> Upstream {
@@ -169,11 +180,15 @@ async fn handle(
         at: std::time::Instant::now(),
     });
 
-    // Modes carrying a text (percent-encoded, may hold ':').
+    // Modes carrying a text: `#N`, a text registered with `mock_text` (PII and secrets never
+    // cross sluice in the request: its headers are scanned too), or percent-encoded.
     if let Some((mode, text)) = mock.split_once(':') {
-        let text = urlencoding::decode(text)
-            .map(|t| t.into_owned())
-            .unwrap_or_default();
+        let text = match text.strip_prefix('#').and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => SCRIPTS.lock().unwrap().get(n).cloned().unwrap_or_default(),
+            None => urlencoding::decode(text)
+                .map(|t| t.into_owned())
+                .unwrap_or_default(),
+        };
         match mode {
             "sse-text" => return Ok(sse_text(&text, "\n")),
             // The same streams with lone-CR or CRLF line ends (the event-stream format's others).
