@@ -405,14 +405,22 @@ impl Rules {
         }
         // Values assigned to a secret's name: `password = ...`, `"client_secret": "..."`,
         // `AccountKey=...;`, `Authorization: Basic ...`.
+        let before = out.len();
+        let mut last = 0;
         for m in self.names.find_iter(b) {
             seen = true;
             if let Some((s, e)) = assigned(b, m.start(), m.end()) {
-                // `secret_access_key` holds two names; a key id's rule may have found it too.
-                if !out.iter().any(|&(x, y, _)| x <= s && e <= y) {
+                // `secret_access_key` holds two names: its value once.
+                if e > last {
                     out.push((s, e, Entity::Secret));
+                    last = e;
                 }
             }
+        }
+        if out.len() > before {
+            // A token rule (an AWS secret key after its name) may have found the same value.
+            out.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
+            out.dedup_by_key(|&mut (s, e, _)| (s, e));
         }
         if decode {
             seen |= self.encoded(b, out);

@@ -352,12 +352,14 @@ fn cut_in(text: &str) -> Option<usize> {
     let b = text.as_bytes();
     // A private key header (it holds spaces) is never split.
     let pem = pem_header_span(b);
+    let urls = url_authorities(b);
     let mut i = b.len();
     while i > 0 {
         let c = b[i - 1];
         let in_pem = pem.is_some_and(|(k, end)| i > k && i < end);
-        let inside =
-            (c == b' ' && digit_group_continues(b, i - 1)) || in_pem || in_url_authority(b, i);
+        let inside = (c == b' ' && digit_group_continues(b, i - 1))
+            || in_pem
+            || urls.iter().any(|&(k, end)| i > k && i < end);
         if is_break(c) && !inside {
             // Non-ASCII bytes are breaks, but the cut must fall on a character boundary.
             if text.is_char_boundary(i) {
@@ -394,22 +396,24 @@ fn is_break(c: u8) -> bool {
         )
 }
 
-/// Cuts that would split the authority of a URL (`scheme://user:pa,ss@host`, where URL
-/// credentials are): from its `://` to the end of its authority, or to the end of the text
-/// while the authority is still being written.
-fn in_url_authority(b: &[u8], i: usize) -> bool {
-    memchr::memmem::find_iter(b, b"://").any(|k| {
-        let from = k + 3;
-        let end = b[from..]
-            .iter()
-            .take(512)
-            .position(|&c| {
-                c.is_ascii_whitespace()
-                    || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\' | b'/' | b'?' | b'#')
-            })
-            .map_or(usize::MAX, |t| from + t);
-        i > k && i < end
-    })
+/// Where cuts would split the authority of a URL (`scheme://user:pa,ss@host`, where URL
+/// credentials are): from each `://` to the end of its authority, or to the end of the text
+/// while the authority is still being written (`usize::MAX`).
+fn url_authorities(b: &[u8]) -> Vec<(usize, usize)> {
+    memchr::memmem::find_iter(b, b"://")
+        .map(|k| {
+            let from = k + 3;
+            let end = b[from..]
+                .iter()
+                .take(512)
+                .position(|&c| {
+                    c.is_ascii_whitespace()
+                        || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\' | b'/' | b'?' | b'#')
+                })
+                .map_or(usize::MAX, |t| from + t);
+            (k, end)
+        })
+        .collect()
 }
 
 /// A phone or card group may continue across the space at `i`: a digit (or `)`) before it,
