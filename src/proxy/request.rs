@@ -497,7 +497,11 @@ fn redact_head(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<()
         for v in req.headers.get_all(name) {
             let text = std::str::from_utf8(v.as_bytes())
                 .map_err(|_| Rejection::UnscannableHeader(name.as_str().to_string()))?;
-            match state.redactor.redact_text(text, scan, &mut counts) {
+            let context = format!("{}: ", name.as_str());
+            match state
+                .redactor
+                .redact_text_after(&context, text, scan, &mut counts)
+            {
                 Some(r) => {
                     any = true;
                     values

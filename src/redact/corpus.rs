@@ -555,12 +555,18 @@ fn secret_of(rng: &mut StdRng, family: &str) -> (String, String) {
         }
         "signed" => {
             let spec = &SIGNED[rng.gen_range(0..SIGNED.len())];
-            let padded = spec.len == 88;
+            // Azure AI services keys come in 84 characters, or 88 ending in `==`.
+            let len = if spec.sig == "JQQJ9" && rng.gen_bool(0.5) {
+                88
+            } else {
+                spec.len
+            };
+            let padded = len == 88;
             let before = random_of(rng, spec.class, spec.at);
             let after = random_of(
                 rng,
                 spec.class,
-                spec.len - spec.at - spec.sig.len() - if padded { 2 } else { 0 },
+                len - spec.at - spec.sig.len() - if padded { 2 } else { 0 },
             );
             let key = format!(
                 "{before}{}{after}{}",
@@ -606,7 +612,8 @@ fn secret_of(rng: &mut StdRng, family: &str) -> (String, String) {
             let scheme =
                 ["postgres", "redis", "amqp", "mongodb+srv", "mysql", "https"][rng.gen_range(0..6)];
             let user = ["", "admin", "u"][rng.gen_range(0..3)];
-            let special = ["~", "!", "*", "%40", "@", "$", "#x"][rng.gen_range(0..6)];
+            let special =
+                ["~", "!", "*", "%40", "@", "$", "#x", "/", "?", ","][rng.gen_range(0..10)];
             let pw = format!(
                 "{}{special}{}",
                 random_of(rng, alnum, 6),

@@ -11,8 +11,8 @@
 //!   spaces and line separators (U+1680, U+2028, U+2029, U+0085) to a space; the ideographic
 //!   full stop to `.`;
 //! - invisible characters (Unicode's Default_Ignorable_Code_Point: zero-width space and joiners,
-//!   soft hyphen, bidirectional controls, variation selectors, tags) removed, except that the
-//!   first after a digit, or between a letter and a digit, separates them as a `-` does;
+//!   soft hyphen, bidirectional controls, variation selectors, tags) removed, except that one
+//!   between a letter or digit and a digit separates them as a `-` does;
 //! - percent escapes (`%40`, a UTF-8 sequence `%C2%A0`) and HTML character references
 //!   (`&#64;`, `&#x40;`, `&commat;`, `&nbsp;`) decoded, then folded as above (a decoded `%` or
 //!   `&` is not decoded again).
@@ -35,7 +35,12 @@ impl Folded {
     /// byte `s` to the start of the unit after byte `e - 1` (a removed invisible character
     /// right after the span goes with it).
     pub fn span(&self, s: usize, e: usize) -> (usize, usize) {
-        (self.orig[s] as usize, self.orig[e] as usize)
+        // A match that ends inside what one unit folded to ("⒐" -> "9.") takes the unit.
+        let mut j = e;
+        while j < self.text.len() && self.orig[j] == self.orig[e - 1] {
+            j += 1;
+        }
+        (self.orig[s] as usize, self.orig[j] as usize)
     }
 
     /// The original offset of a folded offset that starts a unit (or is the end).
@@ -55,25 +60,31 @@ pub(super) fn fold(text: &str) -> Option<Folded> {
         return None;
     }
     let b = text.as_bytes();
+    let ascii = text.is_ascii();
     let mut out: Option<Folded> = None;
     let mut i = 0;
     let mut buf = String::new();
     while i < b.len() {
-        let c = b[i];
-        if c < 0x80 && c != b'%' && c != b'&' {
-            if let Some(f) = out.as_mut() {
-                f.text.push(c as char);
-                f.orig.push(i as u32);
-            }
-            i += 1;
-            continue;
+        // Plain ASCII up to the next unit that may fold, copied as a run; a `%` or `&` that
+        // starts no escape (`12.5% `, `Q&A`) is plain too.
+        let mut j = next_special(b, i, ascii);
+        while j < b.len() && plain_sign(b, j) {
+            j = next_special(b, j + 1, ascii);
+        }
+        if let Some(f) = out.as_mut() {
+            f.text.push_str(&text[i..j]);
+            f.orig.extend(i as u32..j as u32);
+        }
+        i = j;
+        if i == b.len() {
+            break;
         }
         buf.clear();
         let len = unit(text, i, &mut buf);
         if buf.is_empty() {
-            // An invisible character after a digit, or between a word and a digit, separates
-            // groups ("4111\u{200B}1111", a soft hyphen, "SSN\u{200B}123456789"): a dash,
-            // once; elsewhere nothing ("jane\u{200B}@example.com").
+            // An invisible character between a letter or digit and a digit separates groups
+            // ("4111\u{200B}1111", a soft hyphen, "SSN\u{200B}123456789"): a dash; elsewhere
+            // nothing ("jane\u{200B}@example.com", "4111\u{200B} 1111", "123\u{200B}-45").
             let last = match out.as_ref() {
                 Some(f) => f.text.as_bytes().last().copied(),
                 None => i.checked_sub(1).map(|k| b[k]),
@@ -85,9 +96,7 @@ pub(super) fn fold(text: &str) -> Option<Folded> {
                 }
                 next.starts_with(|c: char| c.is_ascii_digit())
             };
-            if last.is_some_and(|c| c.is_ascii_alphanumeric()) && next()
-                || last.is_some_and(|c| c.is_ascii_digit())
-            {
+            if last.is_some_and(|c| c.is_ascii_alphanumeric()) && next() {
                 buf.push('-');
             }
         }
@@ -110,6 +119,43 @@ pub(super) fn fold(text: &str) -> Option<Folded> {
     let mut f = out?;
     f.orig.push(b.len() as u32);
     Some(f)
+}
+
+/// The index of the next byte at or after `from` that may start a folded unit: `%`, `&`, or
+/// (unless the text is all ASCII) a non-ASCII byte; the length when there is none. Eight
+/// bytes at a time while a word holds none.
+fn next_special(b: &[u8], from: usize, ascii: bool) -> usize {
+    if ascii {
+        return memchr::memchr2(b'%', b'&', &b[from..]).map_or(b.len(), |k| from + k);
+    }
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let has = |x: u64, c: u8| {
+        let y = x ^ (L * c as u64);
+        y.wrapping_sub(L) & !y & H != 0
+    };
+    let mut i = from;
+    while let Some(w) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        if x & H != 0 || has(x, b'%') || has(x, b'&') {
+            break;
+        }
+        i += 8;
+    }
+    i + b[i..]
+        .iter()
+        .position(|&c| c >= 0x80 || c == b'%' || c == b'&')
+        .unwrap_or(b.len() - i)
+}
+
+/// Whether the `%` or `&` at `b[j]` cannot start an escape: `%` not followed by a hex
+/// digit, `&` not followed by `#` or a letter.
+fn plain_sign(b: &[u8], j: usize) -> bool {
+    match (b[j], b.get(j + 1)) {
+        (b'%', next) => !next.is_some_and(u8::is_ascii_hexdigit),
+        (b'&', next) => !next.is_some_and(|c| *c == b'#' || c.is_ascii_alphabetic()),
+        _ => false,
+    }
 }
 
 /// Fold the unit at `text[i]` (a non-ASCII character, `%` or `&`) into `out`; its length in
@@ -274,19 +320,38 @@ fn reference(b: &[u8], i: usize) -> Option<(char, usize)> {
             Some(b'x' | b'X') => (16, 2),
             _ => (10, 1),
         };
+        // Leading zeros are allowed (`&#00064;`); at most 7 significant digits.
+        let zeros = rest[from..]
+            .iter()
+            .take(32)
+            .take_while(|&&c| c == b'0')
+            .count();
         let max = if radix == 16 { 6 } else { 7 };
-        let n = rest[from..]
+        let n = rest[from + zeros..]
             .iter()
             .take(max)
             .take_while(|c| (**c as char).is_digit(radix))
             .count();
-        if n == 0 {
+        if zeros + n == 0
+            || rest
+                .get(from + zeros + n)
+                .is_some_and(|c| (*c as char).is_digit(radix))
+        {
             return None;
         }
-        let digits = std::str::from_utf8(&rest[from..from + n]).ok()?;
-        let c = char::from_u32(u32::from_str_radix(digits, radix).ok()?).filter(|&c| c != '\0')?;
-        let semi = usize::from(rest.get(from + n) == Some(&b';'));
-        return Some((c, 1 + from + n + semi));
+        let digits = std::str::from_utf8(&rest[from + zeros..from + zeros + n]).ok()?;
+        let value = if n == 0 {
+            0
+        } else {
+            u32::from_str_radix(digits, radix).ok()?
+        };
+        // HTML reads 128 to 159 as Windows-1252 (`&#150;` is an en dash).
+        let c = windows_1252(value)
+            .or_else(|| char::from_u32(value))
+            .filter(|&c| c != '\0')?;
+        let len = from + zeros + n;
+        let semi = usize::from(rest.get(len) == Some(&b';'));
+        return Some((c, 1 + len + semi));
     }
     let n = rest
         .iter()
@@ -298,6 +363,25 @@ fn reference(b: &[u8], i: usize) -> Option<(char, usize)> {
     }
     let c = named(&rest[..n])?;
     Some((c, 1 + n + 1))
+}
+
+/// What HTML reads a numeric reference from 128 to 159 as (the Windows-1252 characters; the
+/// dashes, quotes and spaces that matter here).
+fn windows_1252(value: u32) -> Option<char> {
+    Some(match value {
+        0x82 => '\u{201A}',
+        0x8B => '\u{2039}',
+        0x91 => '\u{2018}',
+        0x92 => '\u{2019}',
+        0x93 => '\u{201C}',
+        0x94 => '\u{201D}',
+        0x95 => '\u{2022}',
+        0x96 => '\u{2013}',
+        0x97 => '\u{2014}',
+        0x9B => '\u{203A}',
+        0x80..=0x9F => '\u{FFFD}',
+        _ => return None,
+    })
 }
 
 /// The HTML named references that stand for characters an entity is written with.
@@ -345,6 +429,22 @@ mod tests {
     }
 
     #[test]
+    fn the_next_special_byte_is_found_wherever_it_is() {
+        let all: Vec<u8> = (0u8..=255).collect();
+        for from in 0..all.len() {
+            let want = all[from..]
+                .iter()
+                .position(|&c| c >= 0x80 || c == b'%' || c == b'&')
+                .map_or(all.len(), |k| from + k);
+            assert_eq!(next_special(&all, from, false), want, "from {from}");
+        }
+        let t = b"plain text, then 50% and more & done";
+        assert_eq!(next_special(t, 0, true), 19);
+        assert_eq!(next_special(t, 20, true), 30);
+        assert_eq!(next_special(t, 31, true), t.len());
+    }
+
+    #[test]
     fn plain_text_is_not_copied() {
         assert!(fold("plain ascii, 100 percent").is_none());
         assert!(fold("café naïve 日本語").is_none());
@@ -381,6 +481,12 @@ mod tests {
         assert_eq!(f("jane&commat;example&period;com"), "jane@example.com");
         assert_eq!(f("4111%201111%C2%A01111&nbsp;1111"), "4111 1111 1111 1111");
         assert_eq!(f("&#64"), "@");
+        assert_eq!(f("jane&#00000064;x&#x0000040;y"), "jane@x@y");
+        assert_eq!(f("123&#150;45&#x96;6789"), "123-45-6789");
+        assert_eq!(
+            f("4111\u{200B} 1111 123\u{200B}-45 A1\u{200B}B2"),
+            "4111 1111 123-45 A1B2"
+        );
         // One level only, and what is not an escape stays.
         assert_eq!(
             f("%2540 &amp;#64; 50% &unknown; %zz %C2"),
@@ -399,5 +505,11 @@ mod tests {
         // The trailing invisible character goes with the span.
         assert_eq!(&t[a..z], "jane%40example&#46;com\u{200B}");
         assert_eq!(fo.at(fo.text.len()), t.len());
+        // A match ending inside a unit's folding takes the whole unit.
+        let t = "SSN 123-45-678\u{2490} x";
+        let fo = fold(t).unwrap();
+        assert_eq!(fo.text, "SSN 123-45-6789. x");
+        let e = fo.text.find('9').unwrap() + 1;
+        assert_eq!(&t[fo.span(4, e).0..fo.span(4, e).1], "123-45-678\u{2490}");
     }
 }

@@ -34,7 +34,9 @@ fn bad<T>(at: usize, what: &'static str) -> Result<T, Invalid> {
 #[derive(Clone, Copy, PartialEq)]
 enum Frame {
     Object,
-    Array,
+    /// An array, and the member name it is the value of (its strings are read after it:
+    /// `{"api_keys": ["..."]}`).
+    Array(Option<(usize, usize)>),
 }
 
 /// Redact `input` (which must be one JSON document). `Ok(None)`: valid and unchanged.
@@ -67,7 +69,10 @@ fn rewrite(
     let mut member: Option<(usize, usize)> = None;
     loop {
         // ---- one value at i ----
-        let name = member.take();
+        let name = member.take().or(match stack.last() {
+            Some(Frame::Array(n)) => *n,
+            _ => None,
+        });
         match b.get(i) {
             None => return bad(i, "unexpected end"),
             Some(b'{') => {
@@ -86,7 +91,7 @@ fn rewrite(
                 }
             }
             Some(b'[') => {
-                stack.push(Frame::Array);
+                stack.push(Frame::Array(name));
                 if stack.len() > MAX_DEPTH {
                     return bad(i, "nested too deeply");
                 }
@@ -139,7 +144,7 @@ fn rewrite(
                 break;
             };
             match (b.get(i), top) {
-                (Some(b','), Frame::Array) => {
+                (Some(b','), Frame::Array(_)) => {
                     i = skip_ws(b, i + 1);
                     break;
                 }
@@ -149,7 +154,7 @@ fn rewrite(
                     (i, member) = (next, Some(span));
                     break;
                 }
-                (Some(b']'), Frame::Array) | (Some(b'}'), Frame::Object) => {
+                (Some(b']'), Frame::Array(_)) | (Some(b'}'), Frame::Object) => {
                     stack.pop();
                     i += 1;
                 }
@@ -320,6 +325,11 @@ fn scan_string(
     // A value assigned to a secret's name (`"client_secret": "..."`) is read after its name,
     // as the same pair written as text is.
     if let Some(name) = name.filter(|n| scan.secrets && text::names_a_secret(p, n)) {
+        // The whole value is judged, whatever it holds (`"password": "Zx9;mQ2#vL"`).
+        if super::secret::looks_assigned_secret(text.trim().as_bytes()) {
+            counts.add(super::Entity::Secret);
+            return Ok(Some(super::Entity::Secret.token().to_string()));
+        }
         let context = format!("\"{name}\": \"");
         return Ok(text::redact_after(p, &context, text, scan, counts));
     }
@@ -458,6 +468,19 @@ mod tests {
         for leak in [secret, session, "Tr0ub4dor"] {
             assert!(!out.contains(leak), "{leak}: {out}");
         }
+    }
+
+    #[test]
+    fn a_value_under_a_secret_name_is_judged_whole() {
+        let body = r#"{"password":"Zx9;mQ2#vL","Secret access key":"tlhVGhXvNLWOBA5wqY2EFoj4J1oKzwZR5l817Uq4","api_keys":["k3y-Ab12Cd34Ef56","k3y-Gh78Ij90Kl12"],"nextPageToken":"CiAKGjBpNDd2Nmp2"}"#;
+        let (r, c) = run(body);
+        let v: serde_json::Value = serde_json::from_str(&r.unwrap().unwrap()).unwrap();
+        assert_eq!(v["password"], "[REDACTED_SECRET]");
+        assert_eq!(v["Secret access key"], "[REDACTED_SECRET]");
+        assert_eq!(v["api_keys"][0], "[REDACTED_SECRET]");
+        assert_eq!(v["api_keys"][1], "[REDACTED_SECRET]");
+        assert_eq!(v["nextPageToken"], "CiAKGjBpNDd2Nmp2");
+        assert_eq!(c.get(crate::redact::Entity::Secret), 4);
     }
 
     #[test]

@@ -108,6 +108,18 @@ impl serde::Serialize for Counts {
     }
 }
 
+/// `text` with the tokens' brackets percent-escaped, as a query string needs them.
+fn escape_tokens(text: &str) -> String {
+    let mut out = text.to_string();
+    for e in Entity::ALL {
+        let t = e.token();
+        if out.contains(t) {
+            out = out.replace(t, &format!("%5B{}%5D", &t[1..t.len() - 1]));
+        }
+    }
+    out
+}
+
 /// What to look for: PII (emails, SSNs, phones, cards), secrets, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {
@@ -196,37 +208,55 @@ impl Engine {
         stream::TextStream::new(self.patterns.clone(), scan, holdback)
     }
 
-    /// Redact a URL query string: each `name=value` pair is decoded (percent escapes, `+` as
-    /// a space) and both parts scanned; a pair with a match is written back encoded, the
-    /// others exactly as they came. `None` when nothing was found.
+    /// Redact text read after `context` (never replaced): a header's value after its name
+    /// (`X-Auth-Token: `), so rules that need the name see it.
+    pub fn redact_text_after(
+        &self,
+        context: &str,
+        text: &str,
+        scan: Scan,
+        counts: &mut Counts,
+    ) -> Option<String> {
+        text::redact_after(&self.patterns, context, text, scan, counts)
+    }
+
+    /// Redact a URL query string, pair by pair (`name=value` read as one text, so a value is
+    /// read after its name): first as sent (percent escapes are decoded for matching, the
+    /// whole escaped span replaced, the token written escaped), then as a form decoder reads
+    /// it (`+` as a space): a pair with a match there is written back encoded. Pairs without
+    /// a match stay exactly as they came. `None` when nothing was found.
     pub fn redact_query(&self, query: &str, scan: Scan, counts: &mut Counts) -> Option<String> {
         if !scan.any() {
             return None;
         }
         let mut out: Option<String> = None;
         for (i, pair) in query.split('&').enumerate() {
-            let (name, value) = form_urlencoded::parse(pair.as_bytes())
+            let mut written = self
+                .redact_text(pair, scan, counts)
+                .map(|r| escape_tokens(&r));
+            let current = written.as_deref().unwrap_or(pair);
+            let (name, value) = form_urlencoded::parse(current.as_bytes())
                 .next()
                 .unwrap_or_default();
-            let n = self.redact_text(&name, scan, counts);
-            let v = self.redact_text(&value, scan, counts);
-            let written = if n.is_some() || v.is_some() {
-                let o = out
-                    .get_or_insert_with(|| query.split('&').take(i).collect::<Vec<_>>().join("&"));
-                let mut ser = form_urlencoded::Serializer::new(String::new());
-                ser.append_pair(
-                    n.as_deref().unwrap_or(&name),
-                    v.as_deref().unwrap_or(&value),
-                );
-                Some((o, ser.finish()))
+            let decoded = if value.is_empty() && !current.contains('=') {
+                name.to_string()
             } else {
-                out.as_mut().map(|o| (o, pair.to_string()))
+                format!("{name}={value}")
             };
-            if let Some((o, w)) = written {
+            if let Some(r) = self.redact_text(&decoded, scan, counts) {
+                let (n, v) = r.split_once('=').unwrap_or((&r, ""));
+                let mut ser = form_urlencoded::Serializer::new(String::new());
+                ser.append_pair(n, v);
+                written = Some(ser.finish());
+            }
+            if written.is_some() && out.is_none() {
+                out = Some(query.split('&').take(i).collect::<Vec<_>>().join("&"));
+            }
+            if let Some(o) = out.as_mut() {
                 if i > 0 {
                     o.push('&');
                 }
-                o.push_str(&w);
+                o.push_str(written.as_deref().unwrap_or(pair));
             }
         }
         out
@@ -483,6 +513,25 @@ fn decode(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_query_is_redacted_as_sent_and_as_a_form_decoder_reads_it() {
+        let e = Engine::new();
+        let mut c = Counts::default();
+        let q = "email=jane+tag@example.com&page=2&access_token=f3a9c2e7b1d44e0a9c7b2d1e8f6a5b4c&n=call+415-555-0123&x=a%40b.co";
+        let out = e.redact_query(q, Scan::ALL, &mut c).unwrap();
+        // `+415-555-0123` as sent is an E.164 number: its `+` goes with it.
+        assert_eq!(
+            out,
+            "email=%5BREDACTED_EMAIL%5D&page=2&access_token=%5BREDACTED_SECRET%5D&n=call%5BREDACTED_PHONE%5D&x=%5BREDACTED_EMAIL%5D"
+        );
+        assert_eq!(c.get(Entity::Email), 2);
+        assert_eq!(
+            e.redact_query("page=2&q=hello+world", Scan::ALL, &mut c),
+            None
+        );
+    }
+
     use super::*;
     use std::io::Write;
 

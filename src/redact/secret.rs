@@ -68,8 +68,6 @@ const ANCHORS: &[(&str, Rule)] = &[
     ("rk_test_", Rule::Stripe),
     ("AKIA", Rule::AwsId),
     ("ASIA", Rule::AwsId),
-    ("ABIA", Rule::AwsId),
-    ("ACCA", Rule::AwsId),
     ("secret_access_key", Rule::AwsSecretContext),
     ("SECRET_ACCESS_KEY", Rule::AwsSecretContext),
     ("SecretAccessKey", Rule::AwsSecretContext),
@@ -96,7 +94,6 @@ const ANCHORS: &[(&str, Rule)] = &[
     ("eyJ", Rule::Jwt),
     ("-----BEGIN ", Rule::Pem),
     ("://", Rule::UrlCredentials),
-    ("Q~", Rule::EntraSecret),
 ];
 
 /// `[0-9a-f]`
@@ -209,7 +206,8 @@ pub(super) const PREFIXED: &[Prefixed] = &[
 ];
 
 /// A key that carries its issuer's signature at a fixed offset (Microsoft's identifiable
-/// keys, microsoft/security-utilities): `len` characters of `class` with `sig` at `at`.
+/// keys, microsoft/security-utilities): `len` characters of `class` with `sig` at `at`,
+/// base64 padding (`=`, `==`) at the end included in `len`.
 pub(super) struct Signed {
     pub sig: &'static str,
     pub at: usize,
@@ -231,21 +229,21 @@ fn is_url_b64_padded(c: u8) -> bool {
 }
 
 pub(super) const SIGNED: &[Signed] = &[
-    sg("+ASt", 76, 88, is_b64_padded),     // Azure Storage account key
-    sg("ACDb", 76, 88, is_b64_padded),     // Azure Cosmos DB
-    sg("+ABa", 76, 88, is_b64_padded),     // Azure Batch
-    sg("APIM", 76, 88, is_b64_padded),     // Azure API Management
-    sg("+AMC", 76, 88, is_b64_padded),     // Azure Machine Learning
-    sg("AzCa", 33, 44, is_b64_padded),     // Azure Cache for Redis
-    sg("AZEG", 33, 44, is_b64_padded),     // Azure Event Grid
-    sg("AIoT", 33, 44, is_b64_padded),     // Azure IoT Hub
-    sg("+ASb", 33, 44, is_b64_padded),     // Azure Service Bus
-    sg("+AEh", 33, 44, is_b64_padded),     // Azure Event Hubs
-    sg("+ARm", 33, 44, is_b64_padded),     // Azure Relay
-    sg("AzFu", 44, 56, is_url_b64_padded), // Azure Functions
-    sg("AzSe", 42, 52, is_alnum),          // Azure AI Search
-    sg("+ACR", 42, 52, is_b64_padded),     // Azure Container Registry
-    sg("JQQJ9", 52, 84, is_alnum),         // Azure AI services / Azure OpenAI (and 88 with "==")
+    sg("+ASt", 76, 88, is_b64_char), // Azure Storage account key
+    sg("ACDb", 76, 88, is_b64_char), // Azure Cosmos DB
+    sg("+ABa", 76, 88, is_b64_char), // Azure Batch
+    sg("APIM", 76, 88, is_b64_char), // Azure API Management
+    sg("+AMC", 76, 88, is_b64_char), // Azure Machine Learning
+    sg("AzCa", 33, 44, is_b64_char), // Azure Cache for Redis
+    sg("AZEG", 33, 44, is_b64_char), // Azure Event Grid
+    sg("AIoT", 33, 44, is_b64_char), // Azure IoT Hub
+    sg("+ASb", 33, 44, is_b64_char), // Azure Service Bus
+    sg("+AEh", 33, 44, is_b64_char), // Azure Event Hubs
+    sg("+ARm", 33, 44, is_b64_char), // Azure Relay
+    sg("AzFu", 44, 56, is_key_char), // Azure Functions
+    sg("AzSe", 42, 52, is_alnum),    // Azure AI Search
+    sg("+ACR", 42, 52, is_b64_char), // Azure Container Registry
+    sg("JQQJ9", 52, 84, is_alnum),   // Azure AI services / Azure OpenAI (and 88 with "==")
 ];
 
 /// How far after an AWS access key id (or `secret_access_key`) its secret key may be.
@@ -253,10 +251,17 @@ const AWS_SECRET_WINDOW: usize = 128;
 
 /// The compiled anchors. Build once and share.
 pub struct Rules {
+    /// [`ANCHORS`], searched in the whole text.
     anchors: AhoCorasick,
     /// The rule of each anchor pattern.
     rules: Vec<Rule>,
-    /// Names that make the value assigned to them a secret (see [`assigned`]).
+    /// The anchors of tokens at least [`RUN_MIN`] characters long ([`PREFIXED`], [`SIGNED`],
+    /// Entra secrets), searched only inside runs of token characters that long (see
+    /// [`Rules::runs`]): kept out of `anchors`, whose search of every byte stays fast.
+    long: AhoCorasick,
+    long_rules: Vec<Rule>,
+    /// Names that make the value assigned to them a secret (see [`assigned`]), searched only
+    /// before an `=` or `:`.
     names: AhoCorasick,
 }
 
@@ -311,23 +316,31 @@ fn at_least(b: &[u8], i: usize, min: usize, class: fn(u8) -> bool) -> Option<usi
 
 impl Rules {
     pub fn new() -> Rules {
-        let mut patterns: Vec<&str> = ANCHORS.iter().map(|(a, _)| *a).collect();
-        let mut rules: Vec<Rule> = ANCHORS.iter().map(|(_, r)| *r).collect();
-        for (i, p) in PREFIXED.iter().enumerate() {
-            patterns.push(p.prefix);
-            rules.push(Rule::Prefixed(i as u8));
-        }
-        for (i, p) in SIGNED.iter().enumerate() {
-            patterns.push(p.sig);
-            rules.push(Rule::Signed(i as u8));
-        }
         let anchors = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             // Anchored searches too: whether a secret's anchor starts right where another
             // secret's fixed length ends (`Glue::next`).
             .start_kind(aho_corasick::StartKind::Both)
-            .build(&patterns)
+            .build(ANCHORS.iter().map(|(a, _)| a))
             .expect("the built-in secret anchors compile (checked by unit tests)");
+        let rules = ANCHORS.iter().map(|(_, r)| *r).collect();
+        let mut patterns: Vec<&str> = Vec::new();
+        let mut long_rules = Vec::new();
+        for (i, p) in PREFIXED.iter().enumerate() {
+            patterns.push(p.prefix);
+            long_rules.push(Rule::Prefixed(i as u8));
+        }
+        for (i, p) in SIGNED.iter().enumerate() {
+            patterns.push(p.sig);
+            long_rules.push(Rule::Signed(i as u8));
+        }
+        patterns.push("Q~");
+        long_rules.push(Rule::EntraSecret);
+        let long = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .start_kind(aho_corasick::StartKind::Both)
+            .build(&patterns)
+            .expect("the built-in secret prefixes compile (checked by unit tests)");
         let names = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .ascii_case_insensitive(true)
@@ -336,6 +349,8 @@ impl Rules {
         Rules {
             anchors,
             rules,
+            long,
+            long_rules,
             names,
         }
     }
@@ -348,8 +363,21 @@ impl Rules {
     }
 
     /// Whether `name` (a JSON member's) holds a secret's name, so its value is read after it.
+    /// The name is read without case, spaces and separators (`Secret access key`,
+    /// `client-secret`), and must end in a secret word (see [`secret_name`]).
     pub fn names_a_secret(&self, name: &str) -> bool {
-        name.len() <= 64 && self.names.is_match(name)
+        if name.len() > 64 {
+            return false;
+        }
+        let norm: Vec<u8> = name
+            .bytes()
+            .filter(u8::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        self.names
+            .find_iter(&norm)
+            .last()
+            .is_some_and(|m| secret_name(&norm, 0, m.start(), m.end(), norm.len()))
     }
 
     /// [`Rules::find`]; `decode`: also look inside encoded runs (one level).
@@ -403,70 +431,226 @@ impl Rules {
                 }
             }
         }
+        let before = out.len();
+        let next = |i: usize| anchor_at(i) || self.long_at(b, i);
+        seen |= self.runs(b, out, decode, &next);
         // Values assigned to a secret's name: `password = ...`, `"client_secret": "..."`,
         // `AccountKey=...;`, `Authorization: Basic ...`.
-        let before = out.len();
-        let mut last = 0;
-        for m in self.names.find_iter(b) {
-            seen = true;
-            if let Some((s, e)) = assigned(b, m.start(), m.end()) {
-                // `secret_access_key` holds two names: its value once.
-                if e > last {
-                    out.push((s, e, Entity::Secret));
-                    last = e;
-                }
-            }
-        }
+        seen |= self.assignments(b, out);
         if out.len() > before {
             // A token rule (an AWS secret key after its name) may have found the same value.
             out.sort_unstable_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
             out.dedup_by_key(|&mut (s, e, _)| (s, e));
         }
-        if decode {
-            seen |= self.encoded(b, out);
-        }
         seen
     }
 
-    /// Base64 and base64url runs of [`ENCODED_MIN`] to [`ENCODED_MAX`] characters that decode
-    /// to text holding a secret (a key in a Kubernetes Secret, a `.env` file encoded whole, a
-    /// private key): the whole run is the secret. Decoded once: what the decoded text holds
-    /// is searched without decoding again. Runs are found by looking at every
-    /// [`ENCODED_MIN`]th byte only (a run that long must cover one of them), so text without
-    /// long runs costs a fraction of a pass.
-    fn encoded(&self, b: &[u8], out: &mut Vec<(usize, usize, Entity)>) -> bool {
+    /// Whether a [`Rules::long`] anchor starts at `i`.
+    fn long_at(&self, b: &[u8], i: usize) -> bool {
+        i < b.len()
+            && self
+                .long
+                .find(
+                    aho_corasick::Input::new(b)
+                        .range(i..)
+                        .anchored(aho_corasick::Anchored::Yes),
+                )
+                .is_some()
+    }
+
+    /// Runs of at least [`RUN_MIN`] token characters (`[A-Za-z0-9_.~+/=-]`), found by looking
+    /// at one 8-byte block in two only, so text without long runs costs a fraction of a pass. In each: the tokens of [`PREFIXED`],
+    /// [`SIGNED`] and Entra secrets (every one is at least that long), and, with `decode`, the
+    /// base64 runs that decode to a secret ([`Rules::encoded`]). `true` when a run was read.
+    fn runs(
+        &self,
+        b: &[u8],
+        out: &mut Vec<(usize, usize, Entity)>,
+        decode: bool,
+        next: &dyn Fn(usize) -> bool,
+    ) -> bool {
         let mut seen = false;
-        let mut i = ENCODED_MIN - 1;
-        let mut last_end = 0;
-        while i < b.len() {
-            if !is_encoded_char(b[i]) {
-                i += ENCODED_MIN;
-                continue;
-            }
-            let mut s = i;
-            while s > last_end && is_encoded_char(b[s - 1]) {
-                s -= 1;
-            }
-            let mut e = i + 1;
-            while e < b.len() && is_encoded_char(b[e]) {
-                e += 1;
-            }
-            let mut padded = e;
-            while padded < b.len() && padded - e < 2 && b[padded] == b'=' {
-                padded += 1;
-            }
-            if (ENCODED_MIN..=ENCODED_MAX).contains(&(e - s)) {
-                if let Some(text) = decode_text(&b[s..e]) {
-                    seen = true;
-                    let mut inner = Vec::new();
-                    self.find_at(&text, &mut inner, false);
-                    if !inner.is_empty() {
-                        out.push((s, padded, Entity::Secret));
+        for_each_run(b, |s, e| {
+            seen = true;
+            if e - s <= RUN_SCAN_MAX {
+                let glue = Glue {
+                    after_secret: false,
+                    next,
+                };
+                for m in self.long.find_iter(&b[s..e]) {
+                    let rule = self.long_rules[m.pattern().as_usize()];
+                    if let Some((x, y)) = matcher(rule, b, s + m.start(), s + m.end(), &glue) {
+                        out.push((x, y, Entity::Secret));
                     }
                 }
             }
-            last_end = padded;
-            i = padded + ENCODED_MIN;
+            if decode {
+                self.encoded(b, s, e, out)
+            } else {
+                e
+            }
+        });
+        seen
+    }
+
+    /// The base64 and base64url runs of the token run `b[s..e]` that decode to text holding a
+    /// secret (a key in a Kubernetes Secret, a `.env` file or a private key encoded whole, a
+    /// `.dockerconfigjson`): each such run, padding included, is the secret. A run wrapped
+    /// over lines of one length (`base64` wraps at 76 columns) is read as one, its
+    /// indentation aside. Decoded once: what the decoded text holds is searched without
+    /// decoding again. Runs longer than [`ENCODED_MAX`] (images, archives) are not decoded.
+    /// Returns where the last run read ends (past `e` when it was wrapped onto more lines).
+    fn encoded(
+        &self,
+        b: &[u8],
+        s: usize,
+        e: usize,
+        out: &mut Vec<(usize, usize, Entity)>,
+    ) -> usize {
+        let mut end = e;
+        let mut k = s;
+        while k < e {
+            if !is_encoded_char(b[k]) {
+                k += 1;
+                continue;
+            }
+            let start = k;
+            let mut stop = k + b[k..e].iter().take_while(|&&c| is_encoded_char(c)).count();
+            let first_stop = stop;
+            let pad = |at: usize| at + b[at..].iter().take(2).take_while(|&&c| c == b'=').count();
+            let mut padded = pad(stop);
+            // Lines of the same length, each followed by a line end and indentation.
+            let mut joined: Option<Vec<u8>> = None;
+            let width = stop - start;
+            if width >= 48 && padded == stop {
+                let mut at = stop;
+                loop {
+                    let nl = match (b.get(at), b.get(at + 1)) {
+                        (Some(b'\n'), _) => 1,
+                        (Some(b'\r'), Some(b'\n')) => 2,
+                        _ => break,
+                    };
+                    let line = at
+                        + nl
+                        + b[at + nl..]
+                            .iter()
+                            .take(16)
+                            .take_while(|&&c| c == b' ' || c == b'\t')
+                            .count();
+                    let len = b[line..]
+                        .iter()
+                        .take_while(|&&c| is_encoded_char(c))
+                        .count();
+                    if len == 0 || len > width {
+                        break;
+                    }
+                    let j = joined.get_or_insert_with(|| b[start..stop].to_vec());
+                    if j.len() + len > ENCODED_MAX {
+                        break;
+                    }
+                    j.extend_from_slice(&b[line..line + len]);
+                    stop = line + len;
+                    padded = pad(stop);
+                    at = stop;
+                    if len < width || padded > stop {
+                        break;
+                    }
+                }
+            }
+            let holds_secret = |run: &[u8]| {
+                (ENCODED_MIN..=ENCODED_MAX).contains(&run.len())
+                    && decode_text(run).is_some_and(|text| {
+                        let mut inner = Vec::new();
+                        self.find_at(&text, &mut inner, false);
+                        !inner.is_empty()
+                    })
+            };
+            let first = (start, first_stop, pad(first_stop));
+            // The lines read as one; failing that, the first line alone (the next line was
+            // text, not the run's end).
+            let found = match &joined {
+                Some(j) if holds_secret(j) => Some((start, padded)),
+                _ => holds_secret(&b[first.0..first.1]).then_some((first.0, first.2)),
+            };
+            if let Some((x, y)) = found {
+                out.push((x, y, Entity::Secret));
+                end = end.max(y);
+                k = y.max(k + 1);
+            } else {
+                end = end.max(first.2);
+                k = first.2.max(k + 1);
+            }
+        }
+        end
+    }
+
+    /// Whether `b` ends inside a value assigned to a secret's name that may still go on (a
+    /// stream must not cut there: the rest of the value would be judged without its start).
+    pub fn open_assignment(&self, b: &[u8]) -> bool {
+        let from = b.len().saturating_sub(640);
+        for o in memchr::memrchr2_iter(b':', b'=', &b[from..]).take(8) {
+            let o = from + o;
+            let Some((start, n, z)) = self.name_before(b, o) else {
+                continue;
+            };
+            let rest = b[z..]
+                .iter()
+                .take(33)
+                .take_while(|&&c| is_name_char(c))
+                .count();
+            if rest > 32 || !secret_name(b, start, n, z, z + rest) {
+                continue;
+            }
+            let Some((begin, quote, _)) = value_start(b, z + rest) else {
+                continue;
+            };
+            let tail = b.get(begin..).unwrap_or_default();
+            return !tail.is_empty()
+                && tail.len() <= 512
+                && !tail.iter().any(|&c| ends_value(c, quote));
+        }
+        false
+    }
+
+    /// The name before the operator at `o` (closing quotes and spaces between), and the last
+    /// secret word in it: `(name start, word start, word end)`.
+    fn name_before(&self, b: &[u8], o: usize) -> Option<(usize, usize, usize)> {
+        let mut k = o;
+        let mut skipped = 0;
+        while k > 0 && skipped < 6 && matches!(b[k - 1], b'"' | b'\'' | b'`' | b' ' | b'\t') {
+            k -= 1;
+            skipped += 1;
+        }
+        let start = k - b[k.saturating_sub(96)..k]
+            .iter()
+            .rev()
+            .take_while(|&&c| is_name_char(c))
+            .count();
+        let m = self.names.find_iter(&b[start..k]).last()?;
+        Some((start, start + m.start(), start + m.end()))
+    }
+
+    /// Values assigned to a secret's name: at each `=` and `:`, the name before it (see
+    /// [`assigned`]). Text without them costs one `memchr` pass.
+    fn assignments(&self, b: &[u8], out: &mut Vec<(usize, usize, Entity)>) -> bool {
+        let mut seen = false;
+        let mut last = 0;
+        for o in memchr::memchr2_iter(b':', b'=', b) {
+            if o < last {
+                // Inside the previous value.
+                continue;
+            }
+            // The last secret word in the name before it: what follows it is the name's end.
+            let Some((name_start, n, z)) = self.name_before(b, o) else {
+                continue;
+            };
+            seen = true;
+            if let Some((s, e)) = assigned(b, name_start, n, z) {
+                if e > last {
+                    out.push((s, e, Entity::Secret));
+                    last = e;
+                }
+            }
         }
         seen
     }
@@ -479,6 +663,80 @@ pub(super) fn starts_with_anchor(span: &[u8]) -> bool {
         || PREFIXED
             .iter()
             .any(|p| span.starts_with(p.prefix.as_bytes()))
+}
+
+/// The shortest run of token characters read for [`PREFIXED`], [`SIGNED`] and Entra tokens
+/// and encoded secrets: the shortest of them (`gldt-` and 20) is longer.
+const RUN_MIN: usize = 24;
+
+/// Runs longer than this are not searched for [`PREFIXED`] and [`SIGNED`] anchors (a key
+/// glued inside 64 KiB of base64 is not one a person wrote).
+const RUN_SCAN_MAX: usize = 64 * 1024;
+
+/// `[A-Za-z0-9_.~+/=-]`: the characters of every token [`Rules::runs`] reads.
+fn is_run_char(c: u8) -> bool {
+    RUN_CHARS[c as usize]
+}
+
+static RUN_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(b, b'_' | b'-' | b'.' | b'~' | b'+' | b'/' | b'=');
+        c += 1;
+    }
+    t
+};
+
+/// Call `f` on every maximal run of at least [`RUN_MIN`] token characters, in order; `f`
+/// returns where the search goes on (the run's end, or past it).
+///
+/// Every such run holds a whole 8-byte block starting at a multiple of 16 (its first 17
+/// starts include one, and 8 more fit): only those blocks are looked at, and one holding a
+/// space, a control byte or a non-ASCII byte (prose: nearly every block) is passed over with
+/// one word operation.
+fn for_each_run(b: &[u8], mut f: impl FnMut(usize, usize) -> usize) {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let mut blk = 0;
+    let mut last_end = 0;
+    // Exactly when a byte is below 0x21 (the subtraction borrows) or above 0x7F.
+    let low_or_high = |x: u64| (x.wrapping_sub(L * 0x21) | x) & H != 0;
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+    while blk + 8 <= b.len() {
+        // Two blocks at a time while both can be passed over.
+        if blk + 24 <= b.len() && low_or_high(word(blk)) && low_or_high(word(blk + 16)) {
+            blk += 32;
+            continue;
+        }
+        if blk < last_end
+            || low_or_high(word(blk))
+            || !b[blk..blk + 8].iter().all(|&c| is_run_char(c))
+        {
+            blk += 16;
+            continue;
+        }
+        let mut s = blk;
+        while s > last_end && is_run_char(b[s - 1]) {
+            s -= 1;
+        }
+        let mut e = blk + 8;
+        while e < b.len() && is_run_char(b[e]) {
+            e += 1;
+        }
+        if e - s >= RUN_MIN {
+            e = e.max(f(s, e));
+        }
+        last_end = e;
+        blk = (e + 1).next_multiple_of(16);
+    }
+}
+
+/// A name's characters: `[A-Za-z0-9_.-]`.
+fn is_name_char(c: u8) -> bool {
+    is_key_char(c) || c == b'.'
 }
 
 /// The shortest encoded run decoded (18 bytes decoded: shorter than any key it could hold
@@ -551,31 +809,96 @@ const SECRET_NAMES: &[&str] = &[
     "auth",
 ];
 
-/// The value assigned to the secret name at `n..k` (see [`SECRET_NAMES`]), if it looks like
-/// a secret: the rest of the name (at most 32 name characters: `_access_key`, `Token`),
+/// What may follow a secret's name inside a longer name and keep it one (`api_keys`,
+/// `secretKey`, `Authorization`, `client_secret_value`); anything else (`token_endpoint`,
+/// `tokenizer`, `authority`, `password_hash`, `secret_name`) names something else.
+const NAME_SUFFIXES: &[&str] = &[
+    "",
+    "s",
+    "key",
+    "_key",
+    "-key",
+    "keys",
+    "_keys",
+    "value",
+    "_value",
+    "orization",
+];
+
+/// What before a secret's name in a longer name makes it an identifier that is not a
+/// credential: pagination and progress tokens (`nextPageToken`, `progressToken`).
+const NAME_PREFIXES: &[&str] = &[
+    "page",
+    "progress",
+    "continuation",
+    "resume",
+    "sync",
+    "cursor",
+    "pagination",
+    "next",
+];
+
+/// Whether the name `b[start..end]` whose secret word is `b[n..z]` names a secret.
+fn secret_name(b: &[u8], start: usize, n: usize, z: usize, end: usize) -> bool {
+    let rest = &b[z..end];
+    let before: Vec<u8> = b[start..n]
+        .iter()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    NAME_SUFFIXES
+        .iter()
+        .any(|s| rest.eq_ignore_ascii_case(s.as_bytes()))
+        && !NAME_PREFIXES.iter().any(|p| before.ends_with(p.as_bytes()))
+}
+
+/// The value assigned to the secret name whose word is `b[n..z]` (in the name starting at
+/// `start`), if it looks like a secret: the rest of the name (at most 32 name characters),
 /// closing quotes, `=`, `:`, `:=` or `=>`, an opening quote, an optional `Bearer `, `Basic `
-/// or `Token ` scheme, then the value up to a space, quote or delimiter.
-fn assigned(b: &[u8], n: usize, k: usize) -> Option<(usize, usize)> {
-    let name_char = |c: u8| is_key_char(c) || c == b'.';
-    // The name starts at a name boundary or inside a longer name (`DB_PASSWORD`).
-    let _ = n;
-    let mut i = k;
-    let rest = b[i..]
+/// or `Token ` scheme, then the value: to its closing quote when it opened with one, else
+/// up to a space, quote or delimiter.
+fn assigned(b: &[u8], start: usize, n: usize, z: usize) -> Option<(usize, usize)> {
+    let rest = b[z..]
         .iter()
         .take(33)
-        .take_while(|&&c| name_char(c))
+        .take_while(|&&c| is_name_char(c))
         .count();
-    if rest > 32 {
+    if rest > 32 || !secret_name(b, start, n, z, z + rest) {
         return None;
     }
-    i += rest;
-    let mut quotes = 0;
+    let (begin, quote, basic) = value_start(b, z + rest)?;
+    let len = b[begin..]
+        .iter()
+        .take(513)
+        .take_while(|&&c| !ends_value(c, quote))
+        .count();
+    if len > 512 {
+        return None;
+    }
+    // A sentence's full stop after an unquoted value is not part of it.
+    let end = if quote.is_some() {
+        begin + len
+    } else {
+        trim_dots(b, begin, begin + len)
+    };
+    let value = &b[begin..end];
+    if basic && decode_credentials(value) {
+        // `user:password`, base64: a credential whatever the password looks like.
+        return Some((begin, end));
+    }
+    looks_assigned_secret(value).then_some((begin, end))
+}
+
+/// Where the value assigned after a name ending at `i` starts: closing quotes and spaces,
+/// `=`, `:`, `:=` or `=>`, spaces and an opening quote, an optional `Bearer `, `Basic ` or
+/// `Token ` scheme. With the quote the value opened with, and whether it is `Basic`.
+fn value_start(b: &[u8], mut i: usize) -> Option<(usize, Option<u8>, bool)> {
+    let mut skipped = 0;
     while let Some(&c) = b.get(i) {
-        match c {
-            b'"' | b'\'' | b'`' if quotes < 2 => quotes += 1,
-            b' ' | b'\t' if quotes < 4 => quotes += 1,
-            _ => break,
+        if !matches!(c, b'"' | b'\'' | b'`' | b' ' | b'\t') || skipped == 6 {
+            break;
         }
+        skipped += 1;
         i += 1;
     }
     match (b.get(i), b.get(i + 1)) {
@@ -584,9 +907,12 @@ fn assigned(b: &[u8], n: usize, k: usize) -> Option<(usize, usize)> {
         _ => return None,
     }
     let mut skipped = 0;
+    let mut quote = None;
     while let Some(&c) = b.get(i) {
-        if !matches!(c, b' ' | b'\t' | b'"' | b'\'' | b'`') || skipped == 6 {
-            break;
+        match c {
+            b' ' | b'\t' if skipped < 6 => {}
+            b'"' | b'\'' | b'`' if quote.is_none() => quote = Some(c),
+            _ => break,
         }
         skipped += 1;
         i += 1;
@@ -599,71 +925,74 @@ fn assigned(b: &[u8], n: usize, k: usize) -> Option<(usize, usize)> {
             break;
         }
     }
-    let start = i;
-    let end = start
-        + b[start..]
-            .iter()
-            .take(513)
-            .take_while(|&&c| {
-                !(c.is_ascii_whitespace()
-                    || matches!(
-                        c,
-                        b'"' | b'\''
-                            | b'`'
-                            | b','
-                            | b';'
-                            | b'<'
-                            | b'>'
-                            | b')'
-                            | b']'
-                            | b'}'
-                            | b'\\'
-                    ))
-            })
-            .count();
-    // A sentence's full stop after the value is not part of it.
-    let end = trim_dots(b, start, end);
-    let value = &b[start..end];
-    if value.len() > 512 {
-        return None;
-    }
-    if basic {
-        // `user:password`, base64: a credential whatever the password looks like.
-        let decoded = decode_credentials(value)?;
-        return decoded.then_some((start, end));
-    }
-    looks_assigned_secret(value).then_some((start, end))
+    Some((i, quote, basic))
 }
 
-/// Whether a base64 value decodes to `user:password`.
-fn decode_credentials(value: &[u8]) -> Option<bool> {
+/// Whether `c` ends an assigned value: its closing quote (or a line end) when it opened
+/// with one, else a space, a quote or a delimiter.
+fn ends_value(c: u8, quote: Option<u8>) -> bool {
+    match quote {
+        Some(q) => c == q || c == b'\n' || c == b'\r',
+        None => {
+            c.is_ascii_whitespace()
+                || matches!(
+                    c,
+                    b'"' | b'\'' | b'`' | b',' | b';' | b'<' | b'>' | b')' | b']' | b'}' | b'\\'
+                )
+        }
+    }
+}
+
+/// Whether a base64 value (padded or not) decodes to `user:password` (UTF-8, no control
+/// characters).
+fn decode_credentials(value: &[u8]) -> bool {
+    use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+    use base64::engine::DecodePaddingMode;
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(value)
-        .ok()?;
-    let colon = bytes.iter().position(|&c| c == b':')?;
-    Some(colon + 1 < bytes.len() && bytes.iter().all(|c| c.is_ascii_graphic() || *c == b' '))
+    let config = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    let engine = GeneralPurpose::new(&base64::alphabet::STANDARD, config);
+    let Ok(bytes) = engine.decode(value) else {
+        return false;
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return false;
+    };
+    text.split_once(':')
+        .is_some_and(|(_, pw)| !pw.is_empty() && !text.chars().any(char::is_control))
 }
 
 /// A value assigned to a secret's name that is a secret: 8 to 512 characters with a letter
 /// and a digit, not too regular (Shannon entropy at least 2.5 bits per character, 3 for 16 or
-/// more), not a placeholder, a template or a date, or a base64 `user:password`.
-fn looks_assigned_secret(v: &[u8]) -> bool {
+/// more), not a placeholder, a template, a URL, a path, a UUID or a date; or a base64
+/// `user:password`.
+pub(super) fn looks_assigned_secret(v: &[u8]) -> bool {
     if !(8..=512).contains(&v.len()) {
         return false;
     }
-    if decode_credentials(v) == Some(true) {
+    if decode_credentials(v) {
         return true;
     }
     let letter = v.iter().any(u8::is_ascii_alphabetic);
     let digit = v.iter().any(u8::is_ascii_digit);
-    if !(letter && digit) || placeholder(v) || templated(v) {
+    let example = DOCUMENTED_EXAMPLES.iter().any(|x| x.as_bytes() == v)
+        || v.ends_with(b"EXAMPLE")
+        || v.ends_with(b"EXAMPLEKEY");
+    if !(letter && digit) || example || placeholder_as(v, false) || templated(v) {
         return false;
     }
     let date =
         v.len() >= 10 && v[..4].iter().all(u8::is_ascii_digit) && v[4] == b'-' && v[7] == b'-';
+    let url = memchr::memmem::find(v, b"://").is_some();
+    let path = v.starts_with(b"/") || v.starts_with(b"~/") || v.starts_with(b"./");
+    let uuid = v.len() == 36
+        && v.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
     let floor = if v.len() < 16 { 2.5 } else { 3.0 };
-    !date && entropy(v) >= floor
+    !(date || url || path || uuid) && entropy(v) >= floor
 }
 
 /// Shannon entropy of `v`, in bits per byte.
@@ -687,12 +1016,29 @@ fn entropy(v: &[u8]) -> f64 {
 /// (`${DB_PASS}`, `{{ token }}`, `<your-key>`, `$TOKEN`, `%PASS%`, `os.environ[...]`) or
 /// masked characters (`****`).
 pub(super) fn templated(v: &[u8]) -> bool {
-    v.first()
-        .is_some_and(|c| matches!(c, b'$' | b'<' | b'{' | b'%' | b'@' | b'*'))
-        || v.iter()
-            .any(|c| matches!(c, b'{' | b'}' | b'<' | b'>' | b'(' | b'['))
-        || memchr::memmem::find(v, b"***").is_some()
-        || memchr::memmem::find(v, b"environ").is_some()
+    let ident = |s: &[u8]| {
+        !s.is_empty()
+            && s.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.')
+    };
+    let wrapped = |open: &[u8], close: &[u8]| {
+        v.len() > open.len() + close.len() && v.starts_with(open) && v.ends_with(close)
+    };
+    // `${DB_PASS}`, `{{ token }}`, `<your-key>`, `%PASS%`, `@PASS@`, `$TOKEN`, `$(cat f)`.
+    wrapped(b"${", b"}")
+        || wrapped(b"{{", b"}}")
+        || wrapped(b"<", b">")
+        || wrapped(b"$(", b")")
+        || (wrapped(b"%", b"%") && ident(&v[1..v.len() - 1]))
+        || (wrapped(b"@", b"@") && ident(&v[1..v.len() - 1]))
+        || (v.first() == Some(&b'$') && ident(&v[1..]))
+        // Masked: `****`, `xxxxxxxx`.
+        || v.iter().all(|&c| c == b'*')
+        // Code reading it from elsewhere: `os.environ["KEY"]`, `getenv("KEY")`, `process.env.KEY`.
+        || {
+            let call = v.iter().position(|&c| c == b'(' || c == b'[');
+            call.is_some_and(|k| k > 0 && ident(&v[..k]))
+        }
         || memchr::memmem::find(v, b"process.env").is_some()
 }
 
@@ -715,6 +1061,12 @@ const DOCUMENTED_EXAMPLES: &[&str] = &[
 /// placeholder word (`your`, `example`, `xxxx`, `placeholder`, `changeme`, `redacted`,
 /// `dummy`), or a template.
 pub(super) fn placeholder(body: &[u8]) -> bool {
+    placeholder_as(body, true)
+}
+
+/// [`placeholder`]; `token`: `body` follows a token's prefix, so `your` at its start counts
+/// (`hf_yourtokenhere`); an assigned value may start with it (`Yourself#24`).
+fn placeholder_as(body: &[u8], token: bool) -> bool {
     let significant = || body.iter().filter(|c| !matches!(c, b'-' | b'_' | b'.'));
     let first = significant().next();
     if first.is_none_or(|f| significant().all(|c| c.eq_ignore_ascii_case(f))) {
@@ -723,19 +1075,27 @@ pub(super) fn placeholder(body: &[u8]) -> bool {
     if body.len() >= 16 && entropy(body) < 2.0 {
         return true;
     }
+    // Placeholder words where a person writes them: a whole segment (`xoxb-your-bot-token`)
+    // or the start of the body (`hf_yourtokenhere`), not anywhere in random characters (one
+    // real key in a few thousand holds `your` somewhere); six `x` in a row anywhere.
     let lower = body.to_ascii_lowercase();
-    [
+    let words = [
         "your",
         "example",
-        "xxxx",
         "placeholder",
         "changeme",
         "redacted",
         "dummy",
-    ]
-    .iter()
-    .any(|w| memchr::memmem::find(&lower, w.as_bytes()).is_some())
-        || templated(body)
+        "insert",
+    ];
+    let at_start = words
+        .iter()
+        .filter(|w| token || **w != "your")
+        .any(|w| lower.starts_with(w.as_bytes()));
+    let segment = lower
+        .split(|c| matches!(c, b'-' | b'_' | b'.'))
+        .any(|seg| words.iter().any(|w| seg == w.as_bytes()));
+    at_start || segment || memchr::memmem::find(&lower, b"xxxxxx").is_some() || templated(body)
 }
 
 /// Whether the token `b[s..e]` is an issuer's documented example, or its body (after the
@@ -943,7 +1303,15 @@ fn token_at(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(us
             {
                 return None;
             }
+            // Base64 padding only at the end (an `=` before the key is an assignment's).
             let end = run(b, a, spec.class);
+            let end = end + b[end..].iter().take(2).take_while(|&&c| c == b'=').count();
+            if b.get(end)
+                .copied()
+                .is_some_and(|c| (spec.class)(c) || c == b'=')
+            {
+                return None;
+            }
             // Azure AI services keys also come in an 88-character form ending in `==`.
             let lens: &[usize] = if spec.sig == "JQQJ9" {
                 &[84, 88]
@@ -1033,15 +1401,31 @@ fn url_credentials(b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
     if scheme_start == a || !b[scheme_start].is_ascii_alphabetic() {
         return None;
     }
-    let authority = b[z..].iter().take(512).position(|&c| {
-        c == b'/'
-            || c == b'?'
-            || c == b'#'
-            || c.is_ascii_whitespace()
-            || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\')
-    });
-    let limit = authority.map_or(b.len().min(z + 512), |k| z + k);
-    let end = z + b[z..limit].iter().rposition(|&c| c == b'@')?;
+    // The URL's end, and its authority's (the first `/`, `?` or `#`).
+    let stop = |strict: bool| {
+        let k = b[z..].iter().take(512).position(|&c| {
+            c.is_ascii_whitespace()
+                || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\')
+                || (strict && matches!(c, b'/' | b'?' | b'#'))
+        });
+        k.map_or(b.len().min(z + 512), |k| z + k)
+    };
+    let end = match b[z..stop(true)].iter().rposition(|&c| c == b'@') {
+        Some(k) => z + k,
+        None => {
+            // A password holding `/`, `?` or `#` unescaped: the URL's last `@`, when what is
+            // before it is `user:password` with a plain user.
+            let k = z + b[z..stop(false)].iter().rposition(|&c| c == b'@')?;
+            let colon = b[z..k].iter().position(|&c| c == b':')?;
+            if b[z..z + colon]
+                .iter()
+                .any(|c| matches!(c, b'/' | b'?' | b'#'))
+            {
+                return None;
+            }
+            k
+        }
+    };
     let userinfo = &b[z..end];
     let colon = userinfo.iter().position(|&c| c == b':')?;
     let password = &userinfo[colon + 1..];
@@ -1324,6 +1708,109 @@ mod tests {
             "hello aGVsbG8gd29ybGQsIHRoaXMgaXMganVzdCB0ZXh0 there",
         ] {
             assert_eq!(secrets(text), Vec::<&str>::new(), "{text}");
+        }
+    }
+
+    /// What a cold review found: each input leaked or was masked wrongly before.
+    #[test]
+    fn review_findings_hold() {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        // Keys whose random body holds a placeholder word, and passwords that look like
+        // templates but are not.
+        for (text, want) in [
+            (
+                "sk-proj-Ab3dyourEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh",
+                "sk-proj-Ab3dyourEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh",
+            ),
+            ("password: $ecureP4ss!", "$ecureP4ss!"),
+            ("password: Yourself#2024", "Yourself#2024"),
+            ("DB_PASSWORD=\"Xk9;mQ2#vL\"", "Xk9;mQ2#vL"),
+            (
+                "postgres://admin:s3cr#tPa55@db.internal:5432/app",
+                "admin:s3cr#tPa55",
+            ),
+            (
+                "Authorization: Basic am9objpww6Rzc3dvcmQ",
+                "am9objpww6Rzc3dvcmQ",
+            ),
+        ] {
+            assert_eq!(secrets(text), vec![want], "{text}");
+        }
+        // An Azure AI services key in its 88-character form, and a storage key after `=`.
+        let ai = format!(
+            "{}JQQJ99{}AAABACOG{}==",
+            "a1B2".repeat(13),
+            "Q".repeat(14),
+            "Zz9yXw"
+        );
+        assert_eq!(ai.len(), 88);
+        assert_eq!(secrets(&format!("key1: {ai}")), vec![ai.as_str()]);
+        let storage = format!("{}+ASt{}A==", "Ab3/".repeat(19), "Kq9+x");
+        assert_eq!(storage.len(), 88);
+        let t = format!("AZURE_STORAGE_KEY={storage}");
+        assert_eq!(secrets(&t), vec![storage.as_str()]);
+        // `base64` wraps at 76 columns: the lines are one run.
+        let env = b64(&format!(
+            "OPENAI_API_KEY=sk-proj-{}\nDEBUG=false\n",
+            "Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789AbCdEfGh".repeat(2)
+        ));
+        let wrapped: Vec<&str> = env
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let text = format!("data:\n  env: {}\n", wrapped.join("\n       "));
+        let found = secrets(&text);
+        assert_eq!(found.len(), 1, "{text}: {found:?}");
+        assert!(found[0].ends_with(wrapped.last().unwrap()), "{found:?}");
+        // Identifiers that are not credentials.
+        for text in [
+            r#"{"nextPageToken":"CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA"}"#,
+            r#"{"progressToken":"7f3c2a10-4b1e-4c7d-9a2b-1c2d3e4f5a6b"}"#,
+            r#"{"token_endpoint":"https://oauth2.googleapis.com/token"}"#,
+            r#"{"authority":"https://login.microsoftonline.com/72f988bf"}"#,
+            "PWD=/home/user/project2",
+            r#""tokenizer":"meta-llama/Llama-3.1-8B-Instruct""#,
+        ] {
+            assert_eq!(secrets(text), Vec::<&str>::new(), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_long_run_is_found_once(parts in proptest::collection::vec(
+            (0usize..40, proptest::prop_oneof![
+                proptest::strategy::Just(" "), proptest::strategy::Just("\n"),
+                proptest::strategy::Just("é"), proptest::strategy::Just("\""),
+            ]),
+            0..30,
+        ), offset in 0usize..16) {
+            let mut text = "x".repeat(offset);
+            for (n, sep) in &parts {
+                text.push_str(&"aB3+/=_-.~".chars().cycle().take(*n).collect::<String>());
+                text.push_str(sep);
+            }
+            let b = text.as_bytes();
+            let mut want = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if is_run_char(b[i]) {
+                    let e = i + b[i..].iter().take_while(|&&c| is_run_char(c)).count();
+                    if e - i >= RUN_MIN {
+                        want.push((i, e));
+                    }
+                    i = e;
+                } else {
+                    i += 1;
+                }
+            }
+            let mut got = Vec::new();
+            for_each_run(b, |s, e| {
+                got.push((s, e));
+                e
+            });
+            proptest::prop_assert_eq!(got, want);
         }
     }
 

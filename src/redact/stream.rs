@@ -211,6 +211,19 @@ impl TextStream {
             let mut last = base;
             let mut replaced = false;
             for (s, e, entity) in found {
+                if s < last && last == base && e > base && pass == 0 {
+                    // Starting in what was already released and reaching into this segment
+                    // (no cut should allow it): what is in the segment is replaced, as
+                    // `text::replace_once` does with its look-behind.
+                    next.push_str(entity.token());
+                    counts.add(entity);
+                    replaced = true;
+                    last = e;
+                    if e == joined.len() && entity == Entity::Secret {
+                        next_mode = self.open_secret(&joined.as_bytes()[s..e], cut_short);
+                    }
+                    continue;
+                }
                 if s < last {
                     // Overlapping a replacement made in this pass: covered by it, as in
                     // batch redaction (`text::replace_once`).
@@ -316,12 +329,27 @@ impl TextStream {
     }
 
     /// Keep the last [`CONTEXT`] bytes of the original text as look-behind.
+    /// [`CONTEXT`] is counted on the text as the patterns read it (folded), within
+    /// [`RAW_FACTOR`] times that in bytes.
     fn remember(&mut self, released: &str) {
         self.context.push_str(released);
-        if self.context.len() > CONTEXT {
-            let cut = floor_char(&self.context, self.context.len() - CONTEXT);
-            self.context.drain(..cut);
+        let len = self.context.len();
+        if len <= CONTEXT {
+            return;
         }
+        let cut = match fold::fold(&self.context) {
+            None => len - CONTEXT,
+            Some(f) if f.text.len() > CONTEXT => {
+                let mut k = f.text.len() - CONTEXT;
+                while k < f.text.len() && f.at(k) == f.at(k - 1) {
+                    k += 1;
+                }
+                f.at(k)
+            }
+            Some(_) => len.saturating_sub(CONTEXT * RAW_FACTOR),
+        };
+        let cut = floor_char(&self.context, cut);
+        self.context.drain(..cut);
     }
 
     /// The end of the longest prefix of `pending` that no entity can extend past, if any.
@@ -329,26 +357,85 @@ impl TextStream {
     /// Read on the folded text (see `fold`) when the tail holds anything that folds: a
     /// no-break space between card groups is a space between digits, a full-width `＠` is no
     /// break; the cut is mapped back to the start of its unit.
+    ///
+    /// Never inside an escape still being written at the end (`&#6`, `%E2%80`), a URL's
+    /// authority as written (`%2F` in a password decodes to `/`), or a value assigned to a
+    /// secret's name that has not ended (`password: p€ss...`).
     fn safe_cut(&self) -> Option<usize> {
-        match fold::fold(&self.pending) {
-            None => cut_in(&self.pending),
+        let limit = open_escape(self.pending.as_bytes()).unwrap_or(self.pending.len());
+        let head = &self.pending[..limit];
+        let raw = self.pending.as_bytes();
+        let urls = url_authorities(raw);
+        let mut joined = String::with_capacity(self.context.len() + limit);
+        joined.push_str(&self.context);
+        joined.push_str(head);
+        let base = self.context.len();
+        let ok = |k: usize| {
+            let in_url = urls.iter().any(|&(u, end)| k > u && k < end);
+            let in_value =
+                self.scan.secrets && self.p.open_assignment(&joined.as_bytes()[..base + k]);
+            !(in_url || in_value)
+        };
+        match fold::fold(head) {
+            None => cut_in(head, &ok),
             Some(f) => {
-                let mut view = f.text.as_str();
-                loop {
-                    let k = cut_in(view)?;
-                    // A cut inside what one unit folded to ("⑩" -> "10") is no cut.
-                    if k == 0 || f.at(k) != f.at(k - 1) {
-                        return Some(f.at(k));
-                    }
-                    view = &view[..k - 1];
-                }
+                // A cut inside what one unit folded to ("⑩" -> "10") is no cut.
+                let unit = |k: usize| k == 0 || f.at(k) != f.at(k - 1);
+                cut_in(&f.text, &|k| unit(k) && ok(f.at(k))).map(|k| f.at(k))
             }
         }
     }
 }
 
+/// Where an HTML character reference or a percent escape that may still go on starts at the
+/// end of `b` (`&#6`, `&comm`, `%4`, `%E2%80`): what it decodes to is not known yet.
+fn open_escape(b: &[u8]) -> Option<usize> {
+    let from = b.len().saturating_sub(40);
+    if let Some(j) = memchr::memrchr(b'&', &b[from..]).map(|j| from + j) {
+        let rest = &b[j + 1..];
+        let open = match rest.first() {
+            None => true,
+            Some(b'#') => rest[1..]
+                .iter()
+                .enumerate()
+                .all(|(i, c)| c.is_ascii_hexdigit() || (i == 0 && matches!(c, b'x' | b'X'))),
+            Some(_) => rest.iter().all(u8::is_ascii_alphanumeric),
+        };
+        if open {
+            return Some(j);
+        }
+    }
+    // `%`, `%X`, or escapes of UTF-8 bytes that a character may still continue.
+    let from = b.len().saturating_sub(12);
+    let j = memchr::memrchr(b'%', &b[from..]).map(|j| from + j)?;
+    let rest = &b[j + 1..];
+    match rest.len() {
+        0 => Some(j),
+        1 if rest[0].is_ascii_hexdigit() => Some(j),
+        2 if rest.iter().all(u8::is_ascii_hexdigit) => {
+            // A complete `%XX` of a byte >= 0x80 may be followed by more of its character:
+            // from the first escape of the sequence.
+            let byte = u8::from_str_radix(std::str::from_utf8(rest).ok()?, 16).ok()?;
+            if byte < 0x80 {
+                return None;
+            }
+            let mut start = j;
+            while start >= 3
+                && b[start - 3] == b'%'
+                && b[start - 2].is_ascii_hexdigit()
+                && b[start - 1].is_ascii_hexdigit()
+                && b[start - 2] >= b'8'
+            {
+                start -= 3;
+            }
+            Some(start)
+        }
+        _ => None,
+    }
+}
+
 /// The end of the longest prefix of `text` that no entity can extend past, if any.
-fn cut_in(text: &str) -> Option<usize> {
+fn cut_in(text: &str, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
     let b = text.as_bytes();
     // A private key header (it holds spaces) is never split.
     let pem = pem_header_span(b);
@@ -362,7 +449,7 @@ fn cut_in(text: &str) -> Option<usize> {
             || urls.iter().any(|&(k, end)| i > k && i < end);
         if is_break(c) && !inside {
             // Non-ASCII bytes are breaks, but the cut must fall on a character boundary.
-            if text.is_char_boundary(i) {
+            if text.is_char_boundary(i) && ok(i) {
                 return Some(i);
             }
         }
@@ -517,6 +604,27 @@ mod tests {
         let (out, c) = streamed(&p, &chars(&text), 64);
         assert_eq!(out, "token [REDACTED_SECRET] end");
         assert_eq!(c.get(Entity::Secret), 1);
+    }
+
+    /// Splits a cold review found leaking: a cut inside a password, an escape, a URL.
+    #[test]
+    fn no_cut_falls_inside_a_value_still_being_written() {
+        let p = std::sync::Arc::new(Patterns::new());
+        for pieces in [
+            &["password: p€ss", "w0rd2024\n"][..],
+            &["mail &#106;&#9", "7;ne&#64;example.com\n"],
+            &["redis://:p%2Fa,s", "s@cache:6379/0\n"],
+            &["SSN:", &"&nbsp;".repeat(27), "123456789\n"],
+            &["card 4111%C2", "%A01111 1111 1111\n"],
+        ] {
+            let text: String = pieces.concat();
+            let (want, _) = batch(&p, &text);
+            assert_ne!(want, text, "{text:?} has something to mask");
+            for holdback in [64, 256] {
+                let (got, _) = streamed(&p, pieces, holdback);
+                assert_eq!(got, want, "{pieces:?}");
+            }
+        }
     }
 
     fn entity() -> impl Strategy<Value = String> {

@@ -90,6 +90,12 @@ impl Patterns {
         }
     }
 
+    /// Whether `text` ends inside a value assigned to a secret's name (see
+    /// `secret::Rules::open_assignment`).
+    pub fn open_assignment(&self, text: &[u8]) -> bool {
+        self.secrets.open_assignment(text)
+    }
+
     /// The validated matches of what `scan` asks for in `text`, in order (by start, the
     /// longest first); overlapping ones are resolved by the replacement (the first wins).
     pub fn find(&self, text: &str, scan: Scan, out: &mut Vec<(usize, usize, Entity)>) {
