@@ -335,7 +335,9 @@ impl Outage {
 
 /// Keeps the current snapshot fresh and writes last-used times in batches.
 pub struct Watcher {
-    current: RwLock<Arc<Snapshot>>,
+    /// The snapshot in use, and the store generation it was loaded at (read before the load:
+    /// its data is at least that new).
+    current: RwLock<(i64, Arc<Snapshot>)>,
     ring: Arc<Keyring>,
     started: Instant,
     /// Milliseconds since `started` of the last successful poll of the store.
@@ -354,7 +356,7 @@ impl Watcher {
         let generation0 = store.generation()?;
         let first = Snapshot::load(&store, &ring, None)?;
         let w = Arc::new(Watcher {
-            current: RwLock::new(Arc::new(first)),
+            current: RwLock::new((generation0, Arc::new(first))),
             ring: ring.clone(),
             started: Instant::now(),
             last_ok_ms: AtomicU64::new(0),
@@ -397,10 +399,7 @@ impl Watcher {
                             Ok(Some((g, s))) => {
                                 version = v;
                                 generation = g;
-                                if let Ok(mut cur) = w.current.write() {
-                                    *cur = Arc::new(s);
-                                }
-                                w.reloads.fetch_add(1, Ordering::Relaxed);
+                                w.install(g, s);
                                 tracing::debug!("key snapshot reloaded");
                                 w.confirm(&mut outage);
                             }
@@ -447,20 +446,30 @@ impl Watcher {
     /// at the next poll.
     pub fn reload_with(&self, store: &Store) {
         let prev = self.get();
-        match Snapshot::load(store, &self.ring, Some(&prev)) {
-            Ok(s) => {
-                if let Ok(mut cur) = self.current.write() {
-                    *cur = Arc::new(s);
-                }
+        match store
+            .generation()
+            .and_then(|g| Snapshot::load(store, &self.ring, Some(&prev)).map(|s| (g, s)))
+        {
+            Ok((g, s)) => self.install(g, s),
+            Err(e) => tracing::error!(error = %e, "cannot reload key snapshot; the next poll will"),
+        }
+    }
+
+    /// Put a snapshot loaded at generation `g` in use, unless the one in use is newer: the
+    /// poller's load can finish after a change made through the admin API was loaded and put
+    /// in use, and must not bring a revoked key back.
+    fn install(&self, g: i64, s: Snapshot) {
+        if let Ok(mut cur) = self.current.write() {
+            if g >= cur.0 {
+                *cur = (g, Arc::new(s));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => tracing::error!(error = %e, "cannot reload key snapshot; the next poll will"),
         }
     }
 
     /// The current snapshot.
     pub fn get(&self) -> Arc<Snapshot> {
-        self.current.read().map(|s| s.clone()).unwrap_or_default()
+        self.current.read().map(|s| s.1.clone()).unwrap_or_default()
     }
 
     /// Whether the store was polled successfully within the last two seconds (or the watcher

@@ -49,18 +49,33 @@ impl Folded {
     }
 }
 
-/// Whether [`fold`] could change `text` at all: a non-ASCII byte, `%` or `&`.
-pub(super) fn may_fold(text: &str) -> bool {
-    !text.is_ascii() || memchr::memchr2(b'%', b'&', text.as_bytes()).is_some()
+/// Whether [`fold`] could change `text` at all (a non-ASCII byte, `%` or `&`), and if so
+/// whether it is all ASCII.
+fn scan(text: &str) -> Option<bool> {
+    let b = text.as_bytes();
+    if b.len() < 64 {
+        // Short strings (JSON keys, roles, model names): a plain loop beats the SIMD setup.
+        let mut any = false;
+        let mut ascii = true;
+        for &c in b {
+            ascii &= c < 0x80;
+            any |= c >= 0x80 || c == b'%' || c == b'&';
+        }
+        return any.then_some(ascii);
+    }
+    if !text.is_ascii() {
+        return Some(false);
+    }
+    memchr::memchr2(b'%', b'&', b).map(|_| true)
 }
 
 /// `text` folded, or `None` when folding changes nothing.
 pub(super) fn fold(text: &str) -> Option<Folded> {
-    if !may_fold(text) || text.len() >= u32::MAX as usize {
+    let ascii = scan(text)?;
+    if text.len() >= u32::MAX as usize {
         return None;
     }
     let b = text.as_bytes();
-    let ascii = text.is_ascii();
     let mut out: Option<Folded> = None;
     let mut i = 0;
     let mut buf = String::new();

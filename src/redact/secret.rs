@@ -369,15 +369,17 @@ impl Rules {
         if name.len() > 64 {
             return false;
         }
-        let norm: Vec<u8> = name
-            .bytes()
-            .filter(u8::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        for c in name.bytes().filter(u8::is_ascii_alphanumeric) {
+            buf[n] = c.to_ascii_lowercase();
+            n += 1;
+        }
+        let norm = &buf[..n];
         self.names
-            .find_iter(&norm)
+            .find_iter(norm)
             .last()
-            .is_some_and(|m| secret_name(&norm, 0, m.start(), m.end(), norm.len()))
+            .is_some_and(|m| secret_name(norm, 0, m.start(), m.end(), norm.len()))
     }
 
     /// [`Rules::find`]; `decode`: also look inside encoded runs (one level).
@@ -635,6 +637,10 @@ impl Rules {
     fn assignments(&self, b: &[u8], out: &mut Vec<(usize, usize, Entity)>) -> bool {
         let mut seen = false;
         let mut last = 0;
+        // Short texts (most JSON strings): a plain loop beats the SIMD setup.
+        if b.len() < 64 && !b.iter().any(|&c| c == b':' || c == b'=') {
+            return false;
+        }
         for o in memchr::memchr2_iter(b':', b'=', b) {
             if o < last {
                 // Inside the previous value.
@@ -841,15 +847,20 @@ const NAME_PREFIXES: &[&str] = &[
 /// Whether the name `b[start..end]` whose secret word is `b[n..z]` names a secret.
 fn secret_name(b: &[u8], start: usize, n: usize, z: usize, end: usize) -> bool {
     let rest = &b[z..end];
-    let before: Vec<u8> = b[start..n]
-        .iter()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(u8::to_ascii_lowercase)
-        .collect();
+    // The name before the word ends with `p`, its separators aside.
+    let ends_with = |p: &[u8]| {
+        let mut before = b[start..n]
+            .iter()
+            .rev()
+            .filter(|c| c.is_ascii_alphanumeric());
+        p.iter()
+            .rev()
+            .all(|&x| before.next().is_some_and(|c| c.eq_ignore_ascii_case(&x)))
+    };
     NAME_SUFFIXES
         .iter()
         .any(|s| rest.eq_ignore_ascii_case(s.as_bytes()))
-        && !NAME_PREFIXES.iter().any(|p| before.ends_with(p.as_bytes()))
+        && !NAME_PREFIXES.iter().any(|p| ends_with(p.as_bytes()))
 }
 
 /// The value assigned to the secret name whose word is `b[n..z]` (in the name starting at

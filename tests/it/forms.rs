@@ -309,7 +309,7 @@ fn the_query_string_and_custom_headers_are_redacted_too() {
     let got = &up.requests()[0];
     assert_eq!(
         got.path,
-        "/v1/embeddings?customer=%5BREDACTED_EMAIL%5D&page=2&note=call+%5BREDACTED_PHONE%5D"
+        "/v1/embeddings?customer=%5BREDACTED_EMAIL%5D&page=2&note=call%5BREDACTED_PHONE%5D"
     );
     assert_eq!(got.header("x-customer-email"), Some("[REDACTED_EMAIL]"));
     assert_eq!(got.header("x-note"), Some("card [REDACTED_CARD], ok"));
