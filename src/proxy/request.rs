@@ -497,11 +497,16 @@ fn redact_head(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<()
         for v in req.headers.get_all(name) {
             let text = std::str::from_utf8(v.as_bytes())
                 .map_err(|_| Rejection::UnscannableHeader(name.as_str().to_string()))?;
-            let context = format!("{}: ", name.as_str());
-            match state
-                .redactor
-                .redact_text_after(&context, text, scan, &mut counts)
-            {
+            // A value is read after its name when the name is a secret's (`X-Auth-Token`).
+            let redacted = if scan.secrets && state.redactor.names_a_secret(name.as_str()) {
+                let context = format!("{}: ", name.as_str());
+                state
+                    .redactor
+                    .redact_text_after(&context, text, scan, &mut counts)
+            } else {
+                state.redactor.redact_text(text, scan, &mut counts)
+            };
+            match redacted {
                 Some(r) => {
                     any = true;
                     values

@@ -208,6 +208,12 @@ impl Engine {
         stream::TextStream::new(self.patterns.clone(), scan, holdback)
     }
 
+    /// Whether a name (a header's, a JSON member's) names a secret, so its value is read
+    /// after it ([`Engine::redact_text_after`]).
+    pub fn names_a_secret(&self, name: &str) -> bool {
+        text::names_a_secret(&self.patterns, name)
+    }
+
     /// Redact text read after `context` (never replaced): a header's value after its name
     /// (`X-Auth-Token: `), so rules that need the name see it.
     pub fn redact_text_after(

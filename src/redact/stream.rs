@@ -646,6 +646,10 @@ mod tests {
             Just("redis://:p~ss!w*rd,x]y@cache:6379/0".to_string()),
             Just("password: Tr0ub!4dor&3x?q".to_string()),
             Just("Authorization: Basic ZGVwbG95Olpxn1J0MldtOUt4NA==".to_string()),
+            Just("key=hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh".to_string()),
+            Just("redis://:p%2Fa,ss@cache/0".to_string()),
+            Just("mail &#106;&#97;ne&#64;example.com".to_string()),
+            Just("\"client_secret\": \"Zx9;mQ2#vL€\"".to_string()),
             // Written in other forms (see `fold`).
             Just("4111\u{A0}1111\u{A0}1111\u{A0}1111".to_string()),
             Just("4111\u{200B}1111\u{200B}1111\u{200B}1111".to_string()),
