@@ -294,7 +294,7 @@ fn the_query_string_and_custom_headers_are_redacted_too() {
     let p = Proxy::start(&up, "");
     let body = br#"{"model":"gpt-4o","input":"nothing here"}"#;
     let req = format!(
-        "POST /v1/embeddings?customer=jane%40example.com&page=2&note=call+415-555-0123 HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nX-Customer-Email: jane.doe@example.com\r\nX-Note: card 4111 1111 1111 1111, ok\r\nX-Stainless-Lang: python\r\nIdempotency-Key: 4111111111111111\r\n\r\n",
+        "POST /v1/embeddings?customer=jane%40example.com&page=2&note=call+415-555-0123 HTTP/1.1\r\nHost: x\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nX-Customer-Email: jane.doe@example.com\r\nX-Note: card 4111 1111 1111 1111, ok\r\nX-Auth-Token: f3a9c2e7b1d44e0a9c7b2d1e8f6a5b4c\r\nX-Stainless-Lang: python\r\nIdempotency-Key: 4111111111111111\r\n\r\n",
         p.auth(),
         body.len()
     );
@@ -304,7 +304,7 @@ fn the_query_string_and_custom_headers_are_redacted_too() {
     assert_eq!(r.status, 200, "{}", r.body_text());
     assert_eq!(
         r.header("x-sluice-redactions"),
-        Some("email=2,phone=1,card=1")
+        Some("email=2,phone=1,card=1,secret=1")
     );
     let got = &up.requests()[0];
     assert_eq!(
@@ -313,6 +313,8 @@ fn the_query_string_and_custom_headers_are_redacted_too() {
     );
     assert_eq!(got.header("x-customer-email"), Some("[REDACTED_EMAIL]"));
     assert_eq!(got.header("x-note"), Some("card [REDACTED_CARD], ok"));
+    // A header named for a secret: its value is read after the name.
+    assert_eq!(got.header("x-auth-token"), Some("[REDACTED_SECRET]"));
     // Opaque and SDK headers go on as sent.
     assert_eq!(got.header("x-stainless-lang"), Some("python"));
     assert_eq!(got.header("idempotency-key"), Some("4111111111111111"));
