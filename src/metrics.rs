@@ -111,6 +111,23 @@ impl Metrics {
     /// Create and register every metric.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
+        // The process: CPU seconds, resident and virtual memory, open and maximum file
+        // descriptors, threads, start time (`process_*`, from /proc).
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "sluice_build_info",
+                "Always 1; the running build's version in its label",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(build_info))?;
         let requests = IntCounterVec::new(
             Opts::new(
                 "sluice_requests_total",
