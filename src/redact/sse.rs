@@ -651,6 +651,41 @@ mod tests {
             "send"
         );
 
+        // Arguments assigning a secret to its name, streamed a few characters at a time: the
+        // name gives the context, whatever the value holds and wherever it is cut.
+        let args = r#"{"aws_secret_access_key": "q8Xv2LmN4pR7tY1wZ3bC5dF9gH0jK6sU/eW+aQoI", "password": "Zx9;mQ2#v€L", "n": 2}"#;
+        let chars: Vec<char> = args.chars().collect();
+        let mut input = String::new();
+        for (i, piece) in chars.chunks(3).enumerate() {
+            let piece: String = piece.iter().collect();
+            let call = if i == 0 {
+                json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "login", "arguments": piece}})
+            } else {
+                json!({"index": 0, "function": {"arguments": piece}})
+            };
+            input.push_str(&format!(
+                "data: {}\n\n",
+                json!({"id": "c", "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]})
+            ));
+        }
+        input.push_str(&format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        ));
+        let (events, _, _) = run(&input, 5);
+        let got: String = events
+            .iter()
+            .filter_map(|e| {
+                e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            r#"{"aws_secret_access_key": "[REDACTED_SECRET]", "password": "[REDACTED_SECRET]", "n": 2}"#
+        );
+
         // Responses API: deltas, then the done event with the whole text.
         let text = "Call me at (415) 555-0123 today";
         let mut input = String::new();
