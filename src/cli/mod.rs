@@ -658,16 +658,30 @@ fn usage_error(e: clap::Error) -> i32 {
         return 0;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(cmd) = args
+    // With `--json`, the error is the one JSON object on standard output, as for every other
+    // failure (`{"error": {"message", "code": "usage"}}`); the exit code is 2 either way.
+    let json = args.iter().any(|a| a == "--json");
+    let message = match args
         .iter()
         .find(|a| *a == "credentials" || *a == "secrets" || *a == "users")
     {
-        eprintln!(
-            "sluice: invalid arguments for `{cmd}` (not echoed: they may contain a secret). See `sluice {cmd} --help`; secrets are read from standard input only."
-        );
-        return 2;
+        Some(cmd) => format!(
+            "invalid arguments for `{cmd}` (not echoed: they may contain a secret). See `sluice {cmd} --help`; secrets are read from standard input only."
+        ),
+        None if json => {
+            let text = e.render().to_string();
+            text.trim().trim_start_matches("error: ").to_string()
+        }
+        None => {
+            let _ = e.print();
+            return 2;
+        }
+    };
+    if json {
+        print_json(&serde_json::json!({"error": {"message": message, "code": "usage"}}));
+    } else {
+        eprintln!("sluice: {message}");
     }
-    let _ = e.print();
     2
 }
 

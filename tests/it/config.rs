@@ -161,6 +161,21 @@ fn json_outputs_and_unserved_regions_are_said_at_once() {
     assert_eq!(listed["keys"][0]["name"], "by-name");
     let out = s.cli(&["keys", "create", "--org", "nowhere"], b"");
     assert_eq!(out.status.code(), Some(1));
+    // A bad command line is exit 2 for every command, in JSON with --json.
+    let out = s.cli(&["--json", "keys", "create", "--bogus"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "usage");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("--bogus"),
+        "{v}"
+    );
+    let out = s.cli(&["--json", "users", "create", "--password", "hunter2"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+    let out = s.cli(&["orgs", "frobnicate"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
     // A command that makes a new store says so (a forgotten --config would write elsewhere).
     let bare = Setup::bare(&mock_upstream(&up, ""), "");
     let out = bare.cli(&["orgs", "list"], b"");

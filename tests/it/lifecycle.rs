@@ -31,7 +31,10 @@ fn health_readiness_and_metrics() {
         "sluice_added_latency_seconds_count 1",
         "sluice_response_bytes_total",
         // The process and the build.
-        &format!("sluice_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+        &format!(
+            "sluice_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
         "process_resident_memory_bytes ",
         "process_open_fds ",
         "process_cpu_seconds_total ",

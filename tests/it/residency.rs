@@ -166,9 +166,11 @@ fn failover_retries_inside_the_region_only() {
     // The first health check connects to eu-1 at startup: wait for it (eu-1 then counts as
     // healthy), then refuse every later connection.
     eu1.set_nonblocking(true).unwrap();
-    eventually("the first health check of eu-1", Duration::from_secs(10), || {
-        eu1.accept().is_ok()
-    });
+    eventually(
+        "the first health check of eu-1",
+        Duration::from_secs(10),
+        || eu1.accept().is_ok(),
+    );
     drop(eu1);
     for _ in 0..6 {
         let r = send(&p, &p.auth(), Some("eu"));
