@@ -679,9 +679,8 @@ fn usage_error(e: clap::Error) -> i32 {
     };
     if json {
         print_json(&serde_json::json!({"error": {"message": message, "code": "usage"}}));
-    } else {
-        eprintln!("sluice: {message}");
     }
+    eprintln!("sluice: {message}");
     2
 }
 
