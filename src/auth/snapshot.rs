@@ -399,7 +399,20 @@ impl Watcher {
                             Ok(Some((g, s))) => {
                                 version = v;
                                 generation = g;
-                                w.install(g, s);
+                                if !w.install(g, s) {
+                                    // Older than the snapshot in use: a load through the
+                                    // admin API overtook this one, unless the store's
+                                    // generation itself went back (a restored database):
+                                    // then what the store holds now is what counts.
+                                    let now = store.generation().unwrap_or(i64::MAX);
+                                    if now < w.generation() {
+                                        tracing::warn!(generation = now, "the store's change counter went back (a restored database?); reloading the key snapshot from it");
+                                        match Snapshot::load(&store, &ring, Some(&w.get())) {
+                                            Ok(s) => w.force(now, s),
+                                            Err(e) => tracing::error!(error = %e, "cannot reload the key snapshot"),
+                                        }
+                                    }
+                                }
                                 tracing::debug!("key snapshot reloaded");
                                 w.confirm(&mut outage);
                             }
@@ -450,7 +463,9 @@ impl Watcher {
             .generation()
             .and_then(|g| Snapshot::load(store, &self.ring, Some(&prev)).map(|s| (g, s)))
         {
-            Ok((g, s)) => self.install(g, s),
+            Ok((g, s)) => {
+                self.install(g, s);
+            }
             Err(e) => tracing::error!(error = %e, "cannot reload key snapshot; the next poll will"),
         }
     }
@@ -458,13 +473,28 @@ impl Watcher {
     /// Put a snapshot loaded at generation `g` in use, unless the one in use is newer: the
     /// poller's load can finish after a change made through the admin API was loaded and put
     /// in use, and must not bring a revoked key back.
-    fn install(&self, g: i64, s: Snapshot) {
+    fn install(&self, g: i64, s: Snapshot) -> bool {
         if let Ok(mut cur) = self.current.write() {
             if g >= cur.0 {
                 *cur = (g, Arc::new(s));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
+                return true;
             }
         }
+        false
+    }
+
+    /// Put a snapshot in use whatever the generation of the one in use.
+    fn force(&self, g: i64, s: Snapshot) {
+        if let Ok(mut cur) = self.current.write() {
+            *cur = (g, Arc::new(s));
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The store generation the snapshot in use was loaded at.
+    fn generation(&self) -> i64 {
+        self.current.read().map(|c| c.0).unwrap_or(i64::MAX)
     }
 
     /// The current snapshot.

@@ -497,8 +497,12 @@ fn redact_head(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<()
         for v in req.headers.get_all(name) {
             let text = std::str::from_utf8(v.as_bytes())
                 .map_err(|_| Rejection::UnscannableHeader(name.as_str().to_string()))?;
-            // A value is read after its name when the name is a secret's (`X-Auth-Token`).
-            let redacted = if scan.secrets && state.redactor.names_a_secret(name.as_str()) {
+            // A value under a secret's name (`X-Auth-Token`) is judged whole, else read after
+            // the name.
+            let redacted = if scan.secrets && state.redactor.is_named_secret(name.as_str(), text) {
+                counts.add(crate::redact::Entity::Secret);
+                Some(crate::redact::Entity::Secret.token().to_string())
+            } else if scan.secrets && state.redactor.names_a_secret(name.as_str()) {
                 let context = format!("{}: ", name.as_str());
                 state
                     .redactor

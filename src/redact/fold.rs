@@ -43,6 +43,12 @@ impl Folded {
         (self.orig[s] as usize, self.orig[j] as usize)
     }
 
+    /// How many folded bytes come from the original text before offset `k` (`k` at a unit
+    /// boundary): the folded offset of `k`.
+    pub fn units_before(&self, k: usize) -> usize {
+        self.orig[..self.orig.len() - 1].partition_point(|&o| (o as usize) < k)
+    }
+
     /// The original offset of a folded offset that starts a unit (or is the end).
     pub fn at(&self, k: usize) -> usize {
         self.orig[k] as usize

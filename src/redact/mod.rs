@@ -214,6 +214,22 @@ impl Engine {
         text::names_a_secret(&self.patterns, name)
     }
 
+    /// Whether `value`, assigned to `name` (a header's, a query parameter's), is a secret as
+    /// a whole, as a JSON member's value is judged (an `Authorization`-style scheme aside):
+    /// then it is replaced whole, whatever it holds (`X-Db-Password: Zx9;mQ2#vL`).
+    pub fn is_named_secret(&self, name: &str, value: &str) -> bool {
+        let v = value.trim();
+        let v = ["Bearer ", "Basic ", "Token "]
+            .iter()
+            .find_map(|p| {
+                v.get(..p.len())
+                    .filter(|h| h.eq_ignore_ascii_case(p))
+                    .map(|_| &v[p.len()..])
+            })
+            .unwrap_or(v);
+        self.names_a_secret(name) && secret::looks_assigned_secret(v.trim().as_bytes())
+    }
+
     /// Redact text read after `context` (never replaced): a header's value after its name
     /// (`X-Auth-Token: `), so rules that need the name see it.
     pub fn redact_text_after(
@@ -249,7 +265,13 @@ impl Engine {
             } else {
                 format!("{name}={value}")
             };
-            if let Some(r) = self.redact_text(&decoded, scan, counts) {
+            if scan.secrets && written.is_none() && self.is_named_secret(&name, &value) {
+                // The whole value under a secret's name (`?password=Zx9;mQ2`).
+                counts.add(Entity::Secret);
+                let mut ser = form_urlencoded::Serializer::new(String::new());
+                ser.append_pair(&name, Entity::Secret.token());
+                written = Some(ser.finish());
+            } else if let Some(r) = self.redact_text(&decoded, scan, counts) {
                 let (n, v) = r.split_once('=').unwrap_or((&r, ""));
                 let mut ser = form_urlencoded::Serializer::new(String::new());
                 ser.append_pair(n, v);
@@ -536,6 +558,15 @@ mod tests {
             e.redact_query("page=2&q=hello+world", Scan::ALL, &mut c),
             None
         );
+        // A value under a secret's name is judged whole, `;` and all.
+        assert_eq!(
+            e.redact_query("password=Zx9;mQ2vL&x=1", Scan::ALL, &mut c)
+                .as_deref(),
+            Some("password=%5BREDACTED_SECRET%5D&x=1")
+        );
+        assert!(e.is_named_secret("x-db-password", "Zx9;mQ2#vL"));
+        assert!(e.is_named_secret("authorization", "Bearer ab,cd1234efgh5678"));
+        assert!(!e.is_named_secret("x-request-id", "Zx9;mQ2#vL"));
     }
 
     use super::*;

@@ -379,7 +379,7 @@ impl Rules {
         self.names
             .find_iter(norm)
             .last()
-            .is_some_and(|m| secret_name(norm, 0, m.start(), m.end(), norm.len()))
+            .is_some_and(|m| secret_name(norm, 0, m.end(), norm.len()))
     }
 
     /// [`Rules::find`]; `decode`: also look inside encoded runs (one level).
@@ -400,6 +400,8 @@ impl Rules {
                     )
                     .is_some()
         };
+        // A fixed-length token may end where any secret's anchor starts (`Glue::next`).
+        let next = |i: usize| anchor_at(i) || self.long_at(b, i);
         for m in self.anchors.find_iter(b) {
             seen = true;
             let rule = self.rules[m.pattern().as_usize()];
@@ -408,7 +410,7 @@ impl Rules {
                 // character before is that secret's, not a word this anchor is part of.
                 after_secret: skip_to > 0
                     && (m.start() <= skip_to || (m.start() == skip_to + 1 && is_glue(b[skip_to]))),
-                next: &anchor_at,
+                next: &next,
             };
             if m.start() < skip_to {
                 // An anchor inside the previous secret: a secret starting there that runs on
@@ -434,8 +436,35 @@ impl Rules {
             }
         }
         let before = out.len();
-        let next = |i: usize| anchor_at(i) || self.long_at(b, i);
-        seen |= self.runs(b, out, decode, &next);
+        // Where the secrets found so far end: a long token right after one starts a token.
+        let mut ends: Vec<usize> = out.iter().map(|&(_, e, _)| e).collect();
+        ends.sort_unstable();
+        seen |= self.runs(b, out, decode, &next, &ends);
+        // And an anchored token right after a long one (`hf_...ghp_...`): found again with the
+        // long token as the secret before it.
+        for k in before..out.len() {
+            let e = out[k].1;
+            for at in [e, e + 1] {
+                if at > e && !b.get(e).copied().is_some_and(is_glue) {
+                    continue;
+                }
+                let Some(m) = self.anchors.find(
+                    aho_corasick::Input::new(b)
+                        .range(at.min(b.len())..)
+                        .anchored(aho_corasick::Anchored::Yes),
+                ) else {
+                    continue;
+                };
+                let glue = Glue {
+                    after_secret: true,
+                    next: &next,
+                };
+                let rule = self.rules[m.pattern().as_usize()];
+                if let Some((x, y)) = matcher(rule, b, m.start(), m.end(), &glue) {
+                    out.push((x, y, Entity::Secret));
+                }
+            }
+        }
         // Values assigned to a secret's name: `password = ...`, `"client_secret": "..."`,
         // `AccountKey=...;`, `Authorization: Basic ...`.
         seen |= self.assignments(b, out);
@@ -470,19 +499,27 @@ impl Rules {
         out: &mut Vec<(usize, usize, Entity)>,
         decode: bool,
         next: &dyn Fn(usize) -> bool,
+        ends: &[usize],
     ) -> bool {
         let mut seen = false;
         for_each_run(b, |s, e| {
             seen = true;
             if e - s <= RUN_SCAN_MAX {
-                let glue = Glue {
-                    after_secret: false,
-                    next,
-                };
+                let mut last_end = 0;
                 for m in self.long.find_iter(&b[s..e]) {
+                    let a = s + m.start();
+                    // Right after a secret (found before, or just now in this run), or one
+                    // separator after it.
+                    let after =
+                        |x: usize| x > 0 && (ends.binary_search(&x).is_ok() || last_end == x);
+                    let glue = Glue {
+                        after_secret: after(a) || (a > 0 && is_glue(b[a - 1]) && after(a - 1)),
+                        next,
+                    };
                     let rule = self.long_rules[m.pattern().as_usize()];
-                    if let Some((x, y)) = matcher(rule, b, s + m.start(), s + m.end(), &glue) {
+                    if let Some((x, y)) = matcher(rule, b, a, s + m.end(), &glue) {
                         out.push((x, y, Entity::Secret));
+                        last_end = y;
                     }
                 }
             }
@@ -517,15 +554,15 @@ impl Rules {
                 continue;
             }
             let start = k;
-            let mut stop = k + b[k..e].iter().take_while(|&&c| is_encoded_char(c)).count();
-            let first_stop = stop;
+            let stop = k + b[k..e].iter().take_while(|&&c| is_encoded_char(c)).count();
             let pad = |at: usize| at + b[at..].iter().take(2).take_while(|&&c| c == b'=').count();
-            let mut padded = pad(stop);
-            // Lines of the same length, each followed by a line end and indentation.
-            let mut joined: Option<Vec<u8>> = None;
+            // The block: this line and the lines of the same width after it (each after a line
+            // end and indentation), the last possibly shorter or padded.
             let width = stop - start;
-            if width >= 48 && padded == stop {
+            let mut lines = vec![(start, stop)];
+            if width >= 48 && pad(stop) == stop {
                 let mut at = stop;
+                let mut total = width;
                 loop {
                     let nl = match (b.get(at), b.get(at + 1)) {
                         (Some(b'\n'), _) => 1,
@@ -543,45 +580,47 @@ impl Rules {
                         .iter()
                         .take_while(|&&c| is_encoded_char(c))
                         .count();
-                    if len == 0 || len > width {
+                    if len == 0 || len > width || total + len > ENCODED_MAX {
                         break;
                     }
-                    let j = joined.get_or_insert_with(|| b[start..stop].to_vec());
-                    if j.len() + len > ENCODED_MAX {
-                        break;
-                    }
-                    j.extend_from_slice(&b[line..line + len]);
-                    stop = line + len;
-                    padded = pad(stop);
-                    at = stop;
-                    if len < width || padded > stop {
+                    lines.push((line, line + len));
+                    total += len;
+                    at = line + len;
+                    if len < width || pad(at) > at {
                         break;
                     }
                 }
             }
-            let holds_secret = |run: &[u8]| {
+            let holds_secret = |lines: &[(usize, usize)]| {
+                let run: Vec<u8> = lines
+                    .iter()
+                    .flat_map(|&(x, y)| b[x..y].iter().copied())
+                    .collect();
                 (ENCODED_MIN..=ENCODED_MAX).contains(&run.len())
-                    && decode_text(run).is_some_and(|text| {
+                    && decode_text(&run).is_some_and(|text| {
                         let mut inner = Vec::new();
                         self.find_at(&text, &mut inner, false);
                         !inner.is_empty()
                     })
             };
-            let first = (start, first_stop, pad(first_stop));
-            // The lines read as one; failing that, the first line alone (the next line was
-            // text, not the run's end).
-            let found = match &joined {
-                Some(j) if holds_secret(j) => Some((start, padded)),
-                _ => holds_secret(&b[first.0..first.1]).then_some((first.0, first.2)),
-            };
-            if let Some((x, y)) = found {
-                out.push((x, y, Entity::Secret));
-                end = end.max(y);
-                k = y.max(k + 1);
-            } else {
-                end = end.max(first.2);
-                k = first.2.max(k + 1);
+            // The whole block; without a last line shorter than the others and unpadded (a
+            // word on the next line, not the block's end); the first line alone. Each block is
+            // decided once, then skipped whole.
+            let last = lines[lines.len() - 1];
+            let mut tries: Vec<&[(usize, usize)]> = vec![&lines[..]];
+            if lines.len() > 2 && last.1 - last.0 < width && pad(last.1) == last.1 {
+                tries.push(&lines[..lines.len() - 1]);
             }
+            if lines.len() > 1 {
+                tries.push(&lines[..1]);
+            }
+            if let Some(found) = tries.into_iter().find(|t| holds_secret(t)) {
+                let y = pad(found[found.len() - 1].1);
+                out.push((start, y, Entity::Secret));
+            }
+            let block_end = pad(last.1);
+            end = end.max(block_end);
+            k = block_end.max(k + 1);
         }
         end
     }
@@ -592,7 +631,7 @@ impl Rules {
         let from = b.len().saturating_sub(640);
         for o in memchr::memrchr2_iter(b':', b'=', &b[from..]).take(8) {
             let o = from + o;
-            let Some((start, n, z)) = self.name_before(b, o) else {
+            let Some((start, z)) = self.name_before(b, o) else {
                 continue;
             };
             let rest = b[z..]
@@ -600,7 +639,7 @@ impl Rules {
                 .take(33)
                 .take_while(|&&c| is_name_char(c))
                 .count();
-            if rest > 32 || !secret_name(b, start, n, z, z + rest) {
+            if rest > 32 || !secret_name(b, start, z, z + rest) {
                 continue;
             }
             let Some((begin, quote, _)) = value_start(b, z + rest) else {
@@ -615,8 +654,8 @@ impl Rules {
     }
 
     /// The name before the operator at `o` (closing quotes and spaces between), and the last
-    /// secret word in it: `(name start, word start, word end)`.
-    fn name_before(&self, b: &[u8], o: usize) -> Option<(usize, usize, usize)> {
+    /// secret word in it: `(name start, word end)`.
+    fn name_before(&self, b: &[u8], o: usize) -> Option<(usize, usize)> {
         let mut k = o;
         let mut skipped = 0;
         while k > 0 && skipped < 6 && matches!(b[k - 1], b'"' | b'\'' | b'`' | b' ' | b'\t') {
@@ -629,7 +668,7 @@ impl Rules {
             .take_while(|&&c| is_name_char(c))
             .count();
         let m = self.names.find_iter(&b[start..k]).last()?;
-        Some((start, start + m.start(), start + m.end()))
+        Some((start, start + m.end()))
     }
 
     /// Values assigned to a secret's name: at each `=` and `:`, the name before it (see
@@ -647,11 +686,11 @@ impl Rules {
                 continue;
             }
             // The last secret word in the name before it: what follows it is the name's end.
-            let Some((name_start, n, z)) = self.name_before(b, o) else {
+            let Some((name_start, z)) = self.name_before(b, o) else {
                 continue;
             };
             seen = true;
-            if let Some((s, e)) = assigned(b, name_start, n, z) {
+            if let Some((s, e)) = assigned(b, name_start, z) {
                 if e > last {
                     out.push((s, e, Entity::Secret));
                     last = e;
@@ -815,75 +854,132 @@ const SECRET_NAMES: &[&str] = &[
     "auth",
 ];
 
-/// What may follow a secret's name inside a longer name and keep it one (`api_keys`,
-/// `secretKey`, `Authorization`, `client_secret_value`); anything else (`token_endpoint`,
-/// `tokenizer`, `authority`, `password_hash`, `secret_name`) names something else.
-const NAME_SUFFIXES: &[&str] = &[
-    "",
-    "s",
-    "key",
-    "_key",
-    "-key",
-    "keys",
-    "_keys",
-    "value",
-    "_value",
-    "orization",
+/// Tails after a secret's word that make a longer name name something else
+/// (`token_endpoint`, `tokenizer`, `authority`, `password_hash`, `secret_name`,
+/// `api_key_id`, `token_expires_at`), read without case or separators. Any other tail keeps it
+/// a secret's name (`api_keys`, `secretKey`, `Authorization`, `DB_PASSWORD_PROD`,
+/// `SECRET_KEY_BASE`, `password2`, `API_KEY_V2`).
+const NOT_SECRET_TAILS: &[&str] = &[
+    "endpoint",
+    "url",
+    "uri",
+    "urls",
+    "izer",
+    "izers",
+    "ity",
+    "hash",
+    "hashed",
+    "name",
+    "names",
+    "type",
+    "id",
+    "ids",
+    "file",
+    "path",
+    "dir",
+    "length",
+    "len",
+    "count",
+    "size",
+    "expiry",
+    "expires",
+    "expiresat",
+    "expiresin",
+    "expiration",
+    "ttl",
+    "header",
+    "policy",
+    "rotation",
+    "enabled",
+    "required",
+    "limit",
+    "limits",
+    "usage",
+    "format",
+    "hint",
+    "prefix",
+    "suffix",
+    "version",
+    "scope",
+    "scopes",
+    "field",
+    "index",
+    "metadata",
+    "info",
+    "status",
+    "kind",
+    "label",
+    "description",
+    "strength",
+    "reset",
+    "changed",
+    "updatedat",
+    "createdat",
 ];
 
-/// What before a secret's name in a longer name makes it an identifier that is not a
-/// credential: pagination and progress tokens (`nextPageToken`, `progressToken`).
-const NAME_PREFIXES: &[&str] = &[
-    "page",
-    "progress",
-    "continuation",
-    "resume",
-    "sync",
-    "cursor",
-    "pagination",
-    "next",
+/// Tails that end a secret's word into another word (`author`, `authors`).
+const NOT_SECRET_EXACT_TAILS: &[&str] = &["or", "ors", "ored", "oring", "ing"];
+
+/// Whole names (without case or separators) that hold a secret's word but name identifiers
+/// that are no credential: pagination and progress tokens.
+const NOT_SECRET_NAMES: &[&str] = &[
+    "pagetoken",
+    "nextpagetoken",
+    "nexttoken",
+    "progresstoken",
+    "continuationtoken",
+    "resumetoken",
+    "synctoken",
+    "cursortoken",
+    "paginationtoken",
+    "nextcursortoken",
 ];
 
-/// Whether the name `b[start..end]` whose secret word is `b[n..z]` names a secret.
-fn secret_name(b: &[u8], start: usize, n: usize, z: usize, end: usize) -> bool {
-    let rest = &b[z..end];
-    // The name before the word ends with `p`, its separators aside.
-    let ends_with = |p: &[u8]| {
-        let mut before = b[start..n]
-            .iter()
-            .rev()
-            .filter(|c| c.is_ascii_alphanumeric());
-        p.iter()
-            .rev()
-            .all(|&x| before.next().is_some_and(|c| c.eq_ignore_ascii_case(&x)))
+/// Whether the name `b[start..end]` whose secret word ends at `z` names a secret.
+fn secret_name(b: &[u8], start: usize, z: usize, end: usize) -> bool {
+    let norm = |r: &[u8]| -> ([u8; 96], usize) {
+        let mut buf = [0u8; 96];
+        let mut k = 0;
+        for &c in r.iter().filter(|c| c.is_ascii_alphanumeric()).take(96) {
+            buf[k] = c.to_ascii_lowercase();
+            k += 1;
+        }
+        (buf, k)
     };
-    NAME_SUFFIXES
-        .iter()
-        .any(|s| rest.eq_ignore_ascii_case(s.as_bytes()))
-        && !NAME_PREFIXES.iter().any(|p| ends_with(p.as_bytes()))
+    let (tail, t) = norm(&b[z..end]);
+    let tail = &tail[..t];
+    if NOT_SECRET_EXACT_TAILS.iter().any(|x| tail == x.as_bytes())
+        || NOT_SECRET_TAILS
+            .iter()
+            .any(|x| tail.ends_with(x.as_bytes()))
+    {
+        return false;
+    }
+    let (whole, w) = norm(&b[start..end]);
+    !NOT_SECRET_NAMES.iter().any(|x| &whole[..w] == x.as_bytes())
 }
 
-/// The value assigned to the secret name whose word is `b[n..z]` (in the name starting at
+/// The value assigned to the secret name whose word ends at `z` (in the name starting at
 /// `start`), if it looks like a secret: the rest of the name (at most 32 name characters),
 /// closing quotes, `=`, `:`, `:=` or `=>`, an opening quote, an optional `Bearer `, `Basic `
 /// or `Token ` scheme, then the value: to its closing quote when it opened with one, else
 /// up to a space, quote or delimiter.
-fn assigned(b: &[u8], start: usize, n: usize, z: usize) -> Option<(usize, usize)> {
+fn assigned(b: &[u8], start: usize, z: usize) -> Option<(usize, usize)> {
     let rest = b[z..]
         .iter()
         .take(33)
         .take_while(|&&c| is_name_char(c))
         .count();
-    if rest > 32 || !secret_name(b, start, n, z, z + rest) {
+    if rest > 32 || !secret_name(b, start, z, z + rest) {
         return None;
     }
     let (begin, quote, basic) = value_start(b, z + rest)?;
     let len = b[begin..]
         .iter()
-        .take(513)
+        .take(MAX_ASSIGNED + 1)
         .take_while(|&&c| !ends_value(c, quote))
         .count();
-    if len > 512 {
+    if len > MAX_ASSIGNED {
         return None;
     }
     // A sentence's full stop after an unquoted value is not part of it.
@@ -954,6 +1050,10 @@ fn ends_value(c: u8, quote: Option<u8>) -> bool {
     }
 }
 
+/// The longest value assigned to a secret's name that is read (a single token; one with
+/// spaces at most 512 bytes).
+const MAX_ASSIGNED: usize = 16 * 1024;
+
 /// Whether a base64 value (padded or not) decodes to `user:password` (UTF-8, no control
 /// characters).
 fn decode_credentials(value: &[u8]) -> bool {
@@ -979,8 +1079,14 @@ fn decode_credentials(value: &[u8]) -> bool {
 /// more), not a placeholder, a template, a URL, a path, a UUID or a date; or a base64
 /// `user:password`.
 pub(super) fn looks_assigned_secret(v: &[u8]) -> bool {
-    if !(8..=512).contains(&v.len()) {
+    // A single token may be long (a refresh or session token runs to a few KiB); a value
+    // with spaces is a sentence when it holds two or more (`"Password must be 8 chars"`).
+    let spaces = v.iter().filter(|c| c.is_ascii_whitespace()).count();
+    if v.len() < 8 || (spaces > 0 && v.len() > 512) || v.len() > MAX_ASSIGNED {
         return false;
+    }
+    if spaces >= 2 {
+        return decode_credentials(v);
     }
     if decode_credentials(v) {
         return true;
@@ -1042,13 +1148,33 @@ pub(super) fn templated(v: &[u8]) -> bool {
         || wrapped(b"$(", b")")
         || (wrapped(b"%", b"%") && ident(&v[1..v.len() - 1]))
         || (wrapped(b"@", b"@") && ident(&v[1..v.len() - 1]))
-        || (v.first() == Some(&b'$') && ident(&v[1..]))
+        || (v.first() == Some(&b'$')
+            && v.len() > 1
+            && v[1..].iter().all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+            && !v[1].is_ascii_digit())
         // Masked: `****`, `xxxxxxxx`.
         || v.iter().all(|&c| c == b'*')
         // Code reading it from elsewhere: `os.environ["KEY"]`, `getenv("KEY")`, `process.env.KEY`.
         || {
+            // `f("KEY")`, `env['KEY']`, `os.environ[KEY]`: an identifier called or indexed with
+            // a quoted string or an identifier, to the end.
             let call = v.iter().position(|&c| c == b'(' || c == b'[');
-            call.is_some_and(|k| k > 0 && ident(&v[..k]))
+            call.is_some_and(|k| {
+                let inner = &v[k + 1..v.len().saturating_sub(1).max(k + 1)];
+                let inner = inner
+                    .strip_prefix(b"\"")
+                    .or_else(|| inner.strip_prefix(b"'"))
+                    .unwrap_or(inner);
+                let inner = inner
+                    .strip_suffix(b"\"")
+                    .or_else(|| inner.strip_suffix(b"'"))
+                    .unwrap_or(inner);
+                k > 0
+                    && ident(&v[..k])
+                    && matches!(v.last(), Some(b')' | b']'))
+                    && ident(inner)
+                    && inner.first().is_some_and(|c| !c.is_ascii_digit())
+            })
         }
         || memchr::memmem::find(v, b"process.env").is_some()
 }
@@ -1431,6 +1557,16 @@ fn url_credentials(b: &[u8], a: usize, z: usize) -> Option<(usize, usize)> {
             if b[z..z + colon]
                 .iter()
                 .any(|c| matches!(c, b'/' | b'?' | b'#'))
+            {
+                return None;
+            }
+            // `host:3000/@vite/client`, `127.0.0.1:8000/?email=a@b.co`: a port, not a password.
+            let after = &b[z + colon + 1..k];
+            let digits = after.iter().take_while(|c| c.is_ascii_digit()).count();
+            if (1..=5).contains(&digits)
+                && after
+                    .get(digits)
+                    .is_none_or(|c| matches!(c, b'/' | b'?' | b'#'))
             {
                 return None;
             }
@@ -1822,6 +1958,64 @@ mod tests {
                 e
             });
             proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    /// What a second cold review found.
+    #[test]
+    fn second_review_findings_hold() {
+        use base64::Engine as _;
+        let long = "0.AVYA".to_string() + &"Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789-_".repeat(20);
+        for (text, want) in [
+            (format!(r#"{{"refresh_token":"{long}"}}"#), long.clone()),
+            (format!("export AWS_SESSION_TOKEN={long}"), long.clone()),
+            (
+                "SECRET_KEY_BASE=".to_string() + &"9f8e7d6c5b4a3210".repeat(8),
+                "9f8e7d6c5b4a3210".repeat(8),
+            ),
+            ("DB_PASSWORD_PROD=Xk9mQ2vLp7".into(), "Xk9mQ2vLp7".into()),
+            ("password2: Hunter42!x".into(), "Hunter42!x".into()),
+            (
+                "CURSOR_API_KEY=key_8f3a9c2e7b1d44e0a9c7".into(),
+                "key_8f3a9c2e7b1d44e0a9c7".into(),
+            ),
+            ("DB_PASSWORD=$ummer2024".into(), "$ummer2024".into()),
+            ("password: Welcome1(2024)".into(), "Welcome1(2024".into()),
+        ] {
+            assert_eq!(secrets(&text), vec![want.as_str()], "{text}");
+        }
+        // Glued without a separator to a long-prefix token, in both orders.
+        let ghp = "ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R";
+        let hf = "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh";
+        assert_eq!(secrets(&format!("x {ghp}{hf} y")), vec![ghp, hf]);
+        assert_eq!(secrets(&format!("x {hf}{ghp} y")), vec![hf, ghp]);
+        // A wrapped base64 block whose last line is full, then a word on the next line.
+        let plain = format!(
+            "# production settings for the api\nOPENAI_API_KEY=sk-proj-{}\n",
+            "Ab3dEf9hIjKlMnOpQrStUvWxYz0123456789".repeat(4)
+        );
+        let mut plain = plain.into_bytes();
+        while plain.len() % 57 != 0 {
+            plain.push(b'#');
+        }
+        let enc = base64::engine::general_purpose::STANDARD.encode(&plain);
+        let lines: Vec<&str> = enc
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let text = format!("base64 -d <<EOF\n{}\nEOF\n", lines.join("\n"));
+        let found = secrets(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(lines[0]) && found[0].ends_with(lines[lines.len() - 1]));
+        // Not secrets: a port before a path's `@`, a sentence under a secret's name.
+        for text in [
+            "http://localhost:3000/@vite/client",
+            r#"{"password":"Password must be at least 8 characters"}"#,
+            r#"{"token":"Enter your 6-digit code"}"#,
+            r#"{"pageToken":"CiAKGjBpNDd2Nmp2"}"#,
+        ] {
+            assert_eq!(secrets(text), Vec::<&str>::new(), "{text}");
         }
     }
 

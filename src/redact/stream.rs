@@ -370,10 +370,19 @@ impl TextStream {
         joined.push_str(&self.context);
         joined.push_str(head);
         let base = self.context.len();
+        // Assignments are read as the patterns read them: folded (`password：` with a
+        // full-width colon, `&colon;`).
+        let folded_joined = fold::fold(&joined);
+        let open = |k: usize| match &folded_joined {
+            None => self.p.open_assignment(&joined.as_bytes()[..base + k]),
+            Some(f) => {
+                let at = f.units_before(base + k);
+                self.p.open_assignment(&f.text.as_bytes()[..at])
+            }
+        };
         let ok = |k: usize| {
             let in_url = urls.iter().any(|&(u, end)| k > u && k < end);
-            let in_value =
-                self.scan.secrets && self.p.open_assignment(&joined.as_bytes()[..base + k]);
+            let in_value = self.scan.secrets && open(k);
             !(in_url || in_value)
         };
         match fold::fold(head) {
@@ -490,14 +499,24 @@ fn url_authorities(b: &[u8]) -> Vec<(usize, usize)> {
     memchr::memmem::find_iter(b, b"://")
         .map(|k| {
             let from = k + 3;
-            let end = b[from..]
-                .iter()
-                .take(512)
-                .position(|&c| {
-                    c.is_ascii_whitespace()
-                        || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\' | b'/' | b'?' | b'#')
-                })
-                .map_or(usize::MAX, |t| from + t);
+            let stop = |strict: bool| {
+                b[from..]
+                    .iter()
+                    .take(512)
+                    .position(|&c| {
+                        c.is_ascii_whitespace()
+                            || matches!(c, b'"' | b'\'' | b'<' | b'>' | b'\\')
+                            || (strict && matches!(c, b'/' | b'?' | b'#'))
+                    })
+                    .map_or(usize::MAX, |t| from + t)
+            };
+            let end = stop(true);
+            // `user:pa#ss@host`: a password may hold `/`, `?` or `#` unescaped, and URL
+            // credentials then run to the URL's last `@` (see `secret::url_credentials`).
+            let authority = &b[from..end.min(b.len())];
+            if authority.contains(&b':') && !authority.contains(&b'@') {
+                return (k, stop(false));
+            }
             (k, end)
         })
         .collect()
@@ -616,6 +635,8 @@ mod tests {
             &["redis://:p%2Fa,s", "s@cache:6379/0\n"],
             &["SSN:", &"&nbsp;".repeat(27), "123456789\n"],
             &["card 4111%C2", "%A01111 1111 1111\n"],
+            &["postgres://admin:s3cr#t,", "Pa55@db.internal:5432/app\n"],
+            &["password\u{FF1A}Xk9€", "mQ2#vLp\n"],
         ] {
             let text: String = pieces.concat();
             let (want, _) = batch(&p, &text);
