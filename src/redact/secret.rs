@@ -385,6 +385,8 @@ impl Rules {
     /// [`Rules::find`]; `decode`: also look inside encoded runs (one level).
     fn find_at(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>, decode: bool) -> bool {
         let b = text.as_bytes();
+        // What callers found before (PII) is not this search's.
+        let first = out.len();
         let mut skip_to = 0;
         // The secret that ends at `skip_to`, by its index in `out`.
         let mut last = 0;
@@ -437,8 +439,7 @@ impl Rules {
         }
         let before = out.len();
         // Where the secrets found so far end: a long token right after one starts a token.
-        let mut ends: Vec<usize> = out.iter().map(|&(_, e, _)| e).collect();
-        ends.sort_unstable();
+        let ends: Vec<usize> = out[first..].iter().map(|&(_, e, _)| e).collect();
         seen |= self.runs(b, out, decode, &next, &ends);
         // And an anchored token right after a long one (`hf_...ghp_...`): found again with the
         // long token as the secret before it.
@@ -510,8 +511,7 @@ impl Rules {
                     let a = s + m.start();
                     // Right after a secret (found before, or just now in this run), or one
                     // separator after it.
-                    let after =
-                        |x: usize| x > 0 && (ends.binary_search(&x).is_ok() || last_end == x);
+                    let after = |x: usize| x > 0 && (ends.contains(&x) || last_end == x);
                     let glue = Glue {
                         after_secret: after(a) || (a > 0 && is_glue(b[a - 1]) && after(a - 1)),
                         next,
