@@ -25,6 +25,8 @@ use unicode_normalization::char::decompose_compatible;
 /// Text folded for matching, and where each of its bytes came from.
 pub(super) struct Folded {
     pub text: String,
+    /// An invisible character was read as a `-` (between a letter or digit and a digit).
+    pub dashed: bool,
     /// `orig[k]`: where in the original the unit that produced byte `k` starts; one more
     /// entry, the original's length.
     orig: Vec<u32>,
@@ -77,7 +79,14 @@ fn scan(text: &str) -> Option<bool> {
 
 /// `text` folded, or `None` when folding changes nothing.
 pub(super) fn fold(text: &str) -> Option<Folded> {
+    fold_with(text, true)
+}
+
+/// [`fold`]; `dashes`: read an invisible character between a letter or digit and a digit as
+/// a `-` (digit groups), or remove it like the others (a key's characters: `ghp_1a\u{200B}2B`).
+pub(super) fn fold_with(text: &str, dashes: bool) -> Option<Folded> {
     let ascii = scan(text)?;
+    let mut dashed = false;
     if text.len() >= u32::MAX as usize {
         return None;
     }
@@ -117,14 +126,16 @@ pub(super) fn fold(text: &str) -> Option<Folded> {
                 }
                 next.starts_with(|c: char| c.is_ascii_digit())
             };
-            if last.is_some_and(|c| c.is_ascii_alphanumeric()) && next() {
+            if dashes && last.is_some_and(|c| c.is_ascii_alphanumeric()) && next() {
                 buf.push('-');
+                dashed = true;
             }
         }
         let same = buf.as_bytes() == &b[i..i + len];
         if !same && out.is_none() {
             let mut f = Folded {
                 text: String::with_capacity(text.len()),
+                dashed: false,
                 orig: Vec::with_capacity(text.len() + 1),
             };
             f.text.push_str(&text[..i]);
@@ -139,6 +150,7 @@ pub(super) fn fold(text: &str) -> Option<Folded> {
     }
     let mut f = out?;
     f.orig.push(b.len() as u32);
+    f.dashed = dashed;
     Some(f)
 }
 

@@ -2008,6 +2008,11 @@ mod tests {
         let found = secrets(&text);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with(lines[0]) && found[0].ends_with(lines[lines.len() - 1]));
+        // A key with an invisible character inside it.
+        let e = crate::redact::Engine::new();
+        let t = "key ghp_1a\u{200B}2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R end";
+        let out = e.redact_text(t, crate::redact::Scan::ALL, &mut Default::default());
+        assert_eq!(out.as_deref(), Some("key [REDACTED_SECRET] end"));
         // Not secrets: a port before a path's `@`, a sentence under a secret's name.
         for text in [
             "http://localhost:3000/@vite/client",

@@ -124,6 +124,16 @@ impl Patterns {
         }));
         if scan.secrets {
             self.secrets.find(text, out);
+            // A key with an invisible character inside (`ghp_1a\u{200B}2B...`): read with the
+            // character removed, not as a digit group's `-`.
+            if let Some(g) = f.dashed.then(|| fold::fold_with(text, false)).flatten() {
+                let mut keys = Vec::new();
+                self.secrets.find(&g.text, &mut keys);
+                out.extend(keys.into_iter().map(|(s, e, entity)| {
+                    let (a, z) = g.span(s, e);
+                    (a, z, entity)
+                }));
+            }
         }
         out.sort_by_key(|&(s, e, _)| (s, std::cmp::Reverse(e)));
         true
