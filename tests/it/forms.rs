@@ -96,49 +96,60 @@ fn values_written_in_other_forms_are_redacted_before_the_upstream() {
     );
 }
 
-#[test]
-fn values_written_in_other_forms_are_masked_in_answers_whole_and_streamed() {
-    let up = Upstream::start();
-    let s = Setup::new(&mock_upstream(&up, ""), "");
+/// Sluice in front of `up` with response redaction on for its org.
+fn masking_proxy(up: &Upstream) -> Proxy {
+    let s = Setup::new(&mock_upstream(up, ""), "");
     s.cli_json(
         &["orgs", "update", &s.org_id, "--response-redaction", "on"],
         b"",
     );
-    let p = s.spawn();
+    s.spawn()
+}
+
+/// The mock answers `text` in `mode` (`json-text` or `sse-text`) through sluice: the response,
+/// and the answer's content as the client reads it (JSON strings decoded, stream pieces joined).
+fn answered(p: &Proxy, mode: &str, text: &str) -> (RawResponse, String) {
+    let stream = mode == "sse-text";
+    let body = serde_json::json!({"model": "gpt-4o-mini", "stream": stream,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let r = raw(
+        p.port,
+        &p.post(
+            "/v1/chat/completions",
+            body.as_bytes(),
+            &format!("X-Mock: {}\r\nConnection: close\r\n", mock_text(mode, text)),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{mode}: {}", r.body_text());
+    let content = if stream {
+        String::from_utf8_lossy(&r.body)
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .filter(|d| *d != "[DONE]")
+            .filter_map(|d| {
+                let v: serde_json::Value = serde_json::from_str(d).ok()?;
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    } else {
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    (r, content)
+}
+
+#[test]
+fn values_written_in_other_forms_are_masked_in_answers_whole_and_streamed() {
+    let up = Upstream::start();
+    let p = masking_proxy(&up);
     for mode in ["json-text", "sse-text"] {
-        let mock = mock_text(mode, &text());
-        let stream = mode.starts_with("sse");
-        let body = serde_json::json!({"model": "gpt-4o-mini", "stream": stream,
-            "messages": [{"role": "user", "content": "hi"}]})
-        .to_string();
-        let r = raw(
-            p.port,
-            &p.post(
-                "/v1/chat/completions",
-                body.as_bytes(),
-                &format!("X-Mock: {mock}\r\nConnection: close\r\n"),
-            ),
-        )
-        .unwrap();
-        assert_eq!(r.status, 200, "{mode}: {}", r.body_text());
-        let content: String = if stream {
-            String::from_utf8_lossy(&r.body)
-                .split("\n\n")
-                .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-                .filter(|d| *d != "[DONE]")
-                .filter_map(|d| {
-                    let v: serde_json::Value = serde_json::from_str(d).ok()?;
-                    v["choices"][0]["delta"]["content"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .collect()
-        } else {
-            r.json()["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
+        let (r, content) = answered(&p, mode, &text());
         assert_eq!(content, masked(), "{mode}");
         assert_gone(&format!("in the {mode} answer"), &r.body_text());
     }
@@ -237,48 +248,9 @@ fn encoded_assigned_and_new_family_secrets_are_redacted_before_the_upstream() {
 #[test]
 fn encoded_assigned_and_new_family_secrets_are_masked_in_answers() {
     let up = Upstream::start();
-    let s = Setup::new(&mock_upstream(&up, ""), "");
-    s.cli_json(
-        &["orgs", "update", &s.org_id, "--response-redaction", "on"],
-        b"",
-    );
-    let p = s.spawn();
+    let p = masking_proxy(&up);
     for mode in ["json-text", "sse-text"] {
-        let body = serde_json::json!({"model": "gpt-4o-mini", "stream": mode == "sse-text",
-            "messages": [{"role": "user", "content": "hi"}]})
-        .to_string();
-        let r = raw(
-            p.port,
-            &p.post(
-                "/v1/chat/completions",
-                body.as_bytes(),
-                &format!(
-                    "X-Mock: {}\r\nConnection: close\r\n",
-                    mock_text(mode, &secrets_text())
-                ),
-            ),
-        )
-        .unwrap();
-        assert_eq!(r.status, 200, "{mode}: {}", r.body_text());
-        // The answer as the client reads it (JSON strings decoded).
-        let text: String = if mode == "sse-text" {
-            String::from_utf8_lossy(&r.body)
-                .split("\n\n")
-                .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-                .filter(|d| *d != "[DONE]")
-                .filter_map(|d| {
-                    let v: serde_json::Value = serde_json::from_str(d).ok()?;
-                    v["choices"][0]["delta"]["content"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .collect()
-        } else {
-            r.json()["choices"][0]["message"]["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
+        let (_, text) = answered(&p, mode, &secrets_text());
         assert_secrets_gone(&format!("in the {mode} answer"), &text);
         assert_eq!(
             text.matches("[REDACTED_SECRET]").count(),
