@@ -391,19 +391,10 @@ impl Rules {
         // The secret that ends at `skip_to`, by its index in `out`.
         let mut last = 0;
         let mut seen = false;
-        let anchor_at = |i: usize| {
-            i < b.len()
-                && self
-                    .anchors
-                    .find(
-                        aho_corasick::Input::new(b)
-                            .range(i..)
-                            .anchored(aho_corasick::Anchored::Yes),
-                    )
-                    .is_some()
-        };
         // A fixed-length token may end where any secret's anchor starts (`Glue::next`).
-        let next = |i: usize| anchor_at(i) || self.long_at(b, i);
+        let next = |i: usize| {
+            anchored(&self.anchors, b, i).is_some() || anchored(&self.long, b, i).is_some()
+        };
         for m in self.anchors.find_iter(b) {
             seen = true;
             let rule = self.rules[m.pattern().as_usize()];
@@ -449,11 +440,7 @@ impl Rules {
                 if at > e && !b.get(e).copied().is_some_and(is_glue) {
                     continue;
                 }
-                let Some(m) = self.anchors.find(
-                    aho_corasick::Input::new(b)
-                        .range(at.min(b.len())..)
-                        .anchored(aho_corasick::Anchored::Yes),
-                ) else {
+                let Some(m) = anchored(&self.anchors, b, at) else {
                     continue;
                 };
                 let glue = Glue {
@@ -475,19 +462,6 @@ impl Rules {
             out.dedup_by_key(|&mut (s, e, _)| (s, e));
         }
         seen
-    }
-
-    /// Whether a [`Rules::long`] anchor starts at `i`.
-    fn long_at(&self, b: &[u8], i: usize) -> bool {
-        i < b.len()
-            && self
-                .long
-                .find(
-                    aho_corasick::Input::new(b)
-                        .range(i..)
-                        .anchored(aho_corasick::Anchored::Yes),
-                )
-                .is_some()
     }
 
     /// Runs of at least [`RUN_MIN`] token characters (`[A-Za-z0-9_.~+/=-]`), found by looking
@@ -699,6 +673,18 @@ impl Rules {
         }
         seen
     }
+}
+
+/// The anchor of `ac` that starts at `b[i]`, if one does.
+fn anchored(ac: &AhoCorasick, b: &[u8], i: usize) -> Option<aho_corasick::Match> {
+    if i >= b.len() {
+        return None;
+    }
+    ac.find(
+        aho_corasick::Input::new(b)
+            .range(i..)
+            .anchored(aho_corasick::Anchored::Yes),
+    )
 }
 
 /// Whether `span` starts with a token rule's anchor (a key found by its prefix), rather than
