@@ -617,49 +617,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tool_call_arguments_and_the_responses_api_are_streamed_too() {
-        let args = r#"{"to":"jane@example.org","note":"hi"}"#;
+    /// A chat stream calling tool `name` with `pieces` as its streamed arguments, read
+    /// through the redactor: the arguments the client gets, and the events.
+    fn streamed_arguments(name: &str, pieces: &[String]) -> (String, Vec<Value>) {
         let mut input = String::new();
-        for (i, c) in args.chars().enumerate() {
+        for (i, piece) in pieces.iter().enumerate() {
             let call = if i == 0 {
-                json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "send", "arguments": c.to_string()}})
-            } else {
-                json!({"index": 0, "function": {"arguments": c.to_string()}})
-            };
-            input.push_str(&format!(
-                "data: {}\n\n",
-                json!({"id": "c", "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]})
-            ));
-        }
-        input.push_str(&format!(
-            "data: {}\n\n",
-            json!({"id": "c", "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
-        ));
-        let (events, _, _) = run(&input, 5);
-        let got: String = events
-            .iter()
-            .filter_map(|e| {
-                e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
-            })
-            .collect();
-        assert_eq!(got, r#"{"to":"[REDACTED_EMAIL]","note":"hi"}"#);
-        assert_eq!(
-            events[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
-            "send"
-        );
-
-        // Arguments assigning a secret to its name, streamed a few characters at a time: the
-        // name gives the context, whatever the value holds and wherever it is cut.
-        let args = r#"{"aws_secret_access_key": "q8Xv2LmN4pR7tY1wZ3bC5dF9gH0jK6sU/eW+aQoI", "password": "Zx9;mQ2#v€L", "n": 2}"#;
-        let chars: Vec<char> = args.chars().collect();
-        let mut input = String::new();
-        for (i, piece) in chars.chunks(3).enumerate() {
-            let piece: String = piece.iter().collect();
-            let call = if i == 0 {
-                json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "login", "arguments": piece}})
+                json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": piece}})
             } else {
                 json!({"index": 0, "function": {"arguments": piece}})
             };
@@ -675,12 +639,32 @@ mod tests {
             "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
         ));
         let (events, _, _) = run(&input, 5);
-        let got: String = events
+        let got = events
             .iter()
             .filter_map(|e| {
                 e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
             })
             .collect();
+        (got, events)
+    }
+
+    #[test]
+    fn tool_call_arguments_and_the_responses_api_are_streamed_too() {
+        let args = r#"{"to":"jane@example.org","note":"hi"}"#;
+        let pieces: Vec<String> = args.chars().map(String::from).collect();
+        let (got, events) = streamed_arguments("send", &pieces);
+        assert_eq!(got, r#"{"to":"[REDACTED_EMAIL]","note":"hi"}"#);
+        assert_eq!(
+            events[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "send"
+        );
+
+        // Arguments assigning a secret to its name, streamed a few characters at a time: the
+        // name gives the context, whatever the value holds and wherever it is cut.
+        let args = r#"{"aws_secret_access_key": "q8Xv2LmN4pR7tY1wZ3bC5dF9gH0jK6sU/eW+aQoI", "password": "Zx9;mQ2#v€L", "n": 2}"#;
+        let chars: Vec<char> = args.chars().collect();
+        let pieces: Vec<String> = chars.chunks(3).map(|p| p.iter().collect()).collect();
+        let (got, _) = streamed_arguments("login", &pieces);
         assert_eq!(
             got,
             r#"{"aws_secret_access_key": "[REDACTED_SECRET]", "password": "[REDACTED_SECRET]", "n": 2}"#
