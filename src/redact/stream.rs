@@ -144,9 +144,10 @@ impl TextStream {
                     } else {
                         match self.safe_cut() {
                             Some(c) => (c, false),
-                            None if self.pending.len() > self.holdback
-                                && self.forced_cut().is_some() =>
-                            {
+                            None if self.pending.len() > self.holdback => {
+                                let Some(forced_at) = self.forced_cut() else {
+                                    return;
+                                };
                                 // Past the bound. A secret that runs to the end of what is held
                                 // (a long JWT or key) is masked whole: its token now, the rest
                                 // of it dropped as it arrives.
@@ -161,7 +162,7 @@ impl TextStream {
                                     self.mode = mode;
                                     continue;
                                 }
-                                (self.forced_cut().unwrap_or(0), true)
+                                (forced_at, true)
                             }
                             None => (0, false),
                         }
