@@ -280,8 +280,9 @@ fn is_key_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
 }
 
-/// `[A-Za-z0-9_.-]`: a JWT's characters (three base64url parts and their dots).
-fn is_jwt_char(c: u8) -> bool {
+/// `[A-Za-z0-9_.-]`: a JWT's characters (three base64url parts and their dots), and a
+/// name's (`db.password`, `DB_PASSWORD`).
+fn is_key_or_dot(c: u8) -> bool {
     is_key_char(c) || c == b'.'
 }
 
@@ -611,7 +612,7 @@ impl Rules {
             let rest = b[z..]
                 .iter()
                 .take(33)
-                .take_while(|&&c| is_name_char(c))
+                .take_while(|&&c| is_key_or_dot(c))
                 .count();
             if rest > 32 || !secret_name(b, start, z, z + rest) {
                 continue;
@@ -639,7 +640,7 @@ impl Rules {
         let start = k - b[k.saturating_sub(96)..k]
             .iter()
             .rev()
-            .take_while(|&&c| is_name_char(c))
+            .take_while(|&&c| is_key_or_dot(c))
             .count();
         let m = self.names.find_iter(&b[start..k]).last()?;
         Some((start, start + m.end()))
@@ -763,11 +764,6 @@ fn for_each_run(b: &[u8], mut f: impl FnMut(usize, usize) -> usize) {
         last_end = e;
         blk = (e + 1).next_multiple_of(16);
     }
-}
-
-/// A name's characters: `[A-Za-z0-9_.-]`.
-fn is_name_char(c: u8) -> bool {
-    is_key_char(c) || c == b'.'
 }
 
 /// The shortest encoded run decoded (18 bytes decoded: shorter than any key it could hold
@@ -954,7 +950,7 @@ fn assigned(b: &[u8], start: usize, z: usize) -> Option<(usize, usize)> {
     let rest = b[z..]
         .iter()
         .take(33)
-        .take_while(|&&c| is_name_char(c))
+        .take_while(|&&c| is_key_or_dot(c))
         .count();
     if rest > 32 || !secret_name(b, start, z, z + rest) {
         return None;
@@ -1463,7 +1459,7 @@ fn token_at(rule: Rule, b: &[u8], a: usize, z: usize, glue: &Glue) -> Option<(us
 /// token (payload and signature, possibly cut short).
 fn jwt(b: &[u8], a: usize, joined: bool) -> Option<(usize, usize)> {
     use base64::Engine as _;
-    if !joined && !starts_token(b, a, is_jwt_char) {
+    if !joined && !starts_token(b, a, is_key_or_dot) {
         return None;
     }
     let header_end = run(b, a, is_key_char);
@@ -1479,7 +1475,7 @@ fn jwt(b: &[u8], a: usize, joined: bool) -> Option<(usize, usize)> {
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
     v.get("alg")?;
-    Some((a, run(b, header_end, is_jwt_char)))
+    Some((a, run(b, header_end, is_key_or_dot)))
 }
 
 /// The label of a PEM private key header at `a` (`-----BEGIN <label>PRIVATE KEY-----`) and
