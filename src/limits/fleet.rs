@@ -20,7 +20,7 @@ use redis::aio::MultiplexedConnection;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 
-use super::{retry_after, Ask, Refusal, Taken};
+use super::{Ask, Quota, Refusal, Taken};
 use crate::config::RedisFallback;
 
 /// Redis could not be asked (down, slow, or not connected yet).
@@ -70,11 +70,29 @@ struct Lease {
     /// A take is fetching more for this lease: others take only what they need meanwhile
     /// (no herd of concurrent batch leases when it runs out).
     refilling: bool,
+    /// What Redis had left beyond this lease at the last call for the counter, and when the
+    /// counter is whole again: what a take served from the lease reports.
+    left: u64,
+    whole_at: Instant,
+}
+
+impl Lease {
+    fn new() -> Lease {
+        let now = Instant::now();
+        Lease {
+            units: 0,
+            until: now + LEASE_FOR,
+            refilling: false,
+            left: 0,
+            whole_at: now,
+        }
+    }
 }
 
 /// What a lease can do for a take.
 enum FromLease {
-    Served,
+    /// Taken from the lease: what is left (Redis's last word plus the rest of the lease).
+    Served(Quota),
     /// Ask Redis for the amount and this much more for the lease.
     Refill(u64),
 }
@@ -203,9 +221,16 @@ impl Fleet {
                 window: a.window,
                 index: pos.index,
                 amount: a.amount,
+                measure: a.measure,
+                quota: Quota {
+                    limit: a.limit,
+                    remaining: 0,
+                    reset_ms: 0,
+                },
             };
             let batch = match inner.take_from_lease(&t, a.limit / 100) {
-                FromLease::Served => {
+                FromLease::Served(quota) => {
+                    t.quota = quota;
                     taken.push(t);
                     continue;
                 }
@@ -216,19 +241,18 @@ impl Fleet {
                 inner.refilled(&t);
             }
             match result {
-                Ok((granted, _, _)) if granted >= 1 => {
+                Ok((granted, prev, curr)) if granted >= 1 => {
                     let granted = granted as u64;
                     t.amount = a.amount.min(granted);
-                    if granted > t.amount {
-                        inner.lease(&t, granted - t.amount);
-                    }
+                    let global = Quota::of(prev, curr + granted as i64, pos, a.window, a.limit);
+                    t.quota = inner.lease(&t, granted - t.amount, global);
                     taken.push(t);
                 }
                 Ok((_, prev, curr)) => {
                     for t in &taken {
                         inner.give_back(t, t.amount);
                     }
-                    return Ok(Err(a.refusal(retry_after(prev, curr, a, pos))));
+                    return Ok(Err(a.refusal(prev, curr, pos)));
                 }
                 Err(Unreachable) => {
                     for t in &taken {
@@ -275,15 +299,16 @@ impl Inner {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
         let l = leases
             .entry((t.name.clone(), t.index))
-            .or_insert_with(|| Lease {
-                units: 0,
-                until: Instant::now() + LEASE_FOR,
-                refilling: false,
-            });
+            .or_insert_with(Lease::new);
         if l.units >= t.amount {
             l.units -= t.amount;
-            l.until = Instant::now() + LEASE_FOR;
-            return FromLease::Served;
+            let now = Instant::now();
+            l.until = now + LEASE_FOR;
+            return FromLease::Served(Quota {
+                limit: t.quota.limit,
+                remaining: l.left.saturating_add(l.units),
+                reset_ms: l.whole_at.saturating_duration_since(now).as_millis() as u64,
+            });
         }
         if l.refilling {
             return FromLease::Refill(0);
@@ -300,17 +325,24 @@ impl Inner {
         }
     }
 
-    fn lease(&self, t: &Taken, units: u64) {
+    /// Keep `units` more of `t`'s window leased, and Redis's word on the counter (`global`,
+    /// after this take): returns what is left for this take to report, the lease included.
+    fn lease(&self, t: &Taken, units: u64, global: Quota) -> Quota {
         let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        let l = leases
-            .entry((t.name.clone(), t.index))
-            .or_insert_with(|| Lease {
-                units: 0,
-                until: Instant::now() + LEASE_FOR,
-                refilling: false,
-            });
+        let key = (t.name.clone(), t.index);
+        if units == 0 && !leases.contains_key(&key) {
+            return global;
+        }
+        let l = leases.entry(key).or_insert_with(Lease::new);
+        let now = Instant::now();
         l.units += units;
-        l.until = Instant::now() + LEASE_FOR;
+        l.until = now + LEASE_FOR;
+        l.left = global.remaining;
+        l.whole_at = now + Duration::from_millis(global.reset_ms);
+        Quota {
+            remaining: global.remaining.saturating_add(l.units),
+            ..global
+        }
     }
 
     /// Give `units` of `t` back: into its lease when one is live, else to Redis.

@@ -204,6 +204,7 @@ pub struct Ask {
     pub limit: u64,
     /// How much to take: at most what is left (a request is refused only when nothing is).
     pub amount: u64,
+    pub measure: Measure,
 }
 
 impl Ask {
@@ -217,6 +218,11 @@ impl Ask {
             window,
             limit,
             amount: amount.min(limit),
+            measure: if what == "rpm" {
+                Measure::Requests
+            } else {
+                Measure::Tokens
+            },
         }
     }
 
@@ -261,12 +267,90 @@ impl Ask {
 
     /// The refusal when nothing is left: a budget's is `budget_exceeded`, a rate's
     /// `rate_limited`.
-    pub fn refusal(&self, retry_after: u64) -> Refusal {
+    /// `prev` and `curr` are the window's counts that left no room.
+    pub fn refusal(&self, prev: i64, curr: i64, pos: Position) -> Refusal {
+        let retry_after = retry_after(prev, curr, self, pos);
         match self.window {
             Window::Calendar(_) => Refusal::Budget { retry_after },
-            Window::Minute => Refusal::Rate { retry_after },
+            Window::Minute => Refusal::Rate {
+                retry_after,
+                measure: self.measure,
+                quota: Quota {
+                    limit: self.limit,
+                    remaining: 0,
+                    reset_ms: until_full(prev, curr, pos, self.window),
+                },
+            },
         }
     }
+}
+
+/// What is left of one counter, as the `x-ratelimit-*` headers say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub limit: u64,
+    /// Units left after this request's take.
+    pub remaining: u64,
+    /// Milliseconds until the counter is back to its whole limit (everything counted in it
+    /// has left the sliding window).
+    pub reset_ms: u64,
+}
+
+impl Quota {
+    /// The quota of a window whose counts are `prev` and `curr` (this request's take included).
+    pub fn of(prev: i64, curr: i64, pos: Position, window: Window, limit: u64) -> Quota {
+        Quota {
+            limit,
+            remaining: room(prev, curr, pos.weight, limit),
+            reset_ms: until_full(prev, curr, pos, window),
+        }
+    }
+
+    /// The tightest minute limit on `measure` among `taken` (the one with the least left; the
+    /// later reset between equals): what the `x-ratelimit-*-requests`/`-tokens` headers say.
+    pub fn tightest(taken: &[Taken], measure: Measure) -> Option<Quota> {
+        taken
+            .iter()
+            .filter(|t| t.measure == measure && t.window == Window::Minute)
+            .map(|t| t.quota)
+            .min_by_key(|q| (q.remaining, std::cmp::Reverse(q.reset_ms)))
+    }
+}
+
+/// A duration as OpenAI's `x-ratelimit-reset-*` headers write it (Go's notation): `0s`,
+/// `250ms`, `1.5s`, `6m0s`, `1m30.25s`.
+pub fn duration_text(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (minutes, rest) = (ms / 60_000, ms % 60_000);
+    let secs = if rest % 1000 == 0 {
+        format!("{}", rest / 1000)
+    } else {
+        let frac = format!("{:03}", rest % 1000);
+        format!("{}.{}", rest / 1000, frac.trim_end_matches('0'))
+    };
+    if minutes == 0 {
+        format!("{secs}s")
+    } else {
+        format!("{minutes}m{secs}s")
+    }
+}
+
+/// Milliseconds until counts `prev` (the previous window's) and `curr` are no longer counted:
+/// a sliding minute's own count decays over the next minute, the previous one's by the end
+/// of this one; a calendar window's count ends with the window.
+fn until_full(prev: i64, curr: i64, pos: Position, window: Window) -> u64 {
+    let secs = match window {
+        Window::Minute if curr > 0 => pos.left + 60.0,
+        Window::Minute if prev > 0 && pos.weight > 0.0 => pos.left,
+        Window::Calendar(_) if curr > 0 => pos.left,
+        _ => 0.0,
+    };
+    (secs * 1000.0).ceil().max(0.0) as u64
 }
 
 /// What was taken from one counter: to correct it later with [`Limiter::adjust`].
@@ -276,13 +360,21 @@ pub struct Taken {
     pub window: Window,
     pub index: i64,
     pub amount: u64,
+    pub measure: Measure,
+    /// What is left after this take (an estimate in a fleet: as of this sidecar's last call
+    /// to Redis for the counter, plus what it holds leased).
+    pub quota: Quota,
 }
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// A rate limit (rpm or tpm): retry after this many seconds.
-    Rate { retry_after: u64 },
+    Rate {
+        retry_after: u64,
+        measure: Measure,
+        quota: Quota,
+    },
     /// A token budget is spent: it renews in this many seconds.
     Budget { retry_after: u64 },
     /// The shared counters cannot be reached and `on_redis_error = "deny"`.
@@ -372,13 +464,16 @@ impl Local {
             slot.roll(pos.index);
             let room = room(slot.prev, slot.curr, pos.weight, a.limit);
             if room == 0 {
-                return Err(a.refusal(retry_after(slot.prev, slot.curr, a, pos)));
+                return Err(a.refusal(slot.prev, slot.curr, pos));
             }
+            let amount = a.amount.min(room);
             taken.push(Taken {
                 name: a.name.clone(),
                 window: a.window,
                 index: pos.index,
-                amount: a.amount.min(room),
+                amount,
+                measure: a.measure,
+                quota: Quota::of(slot.prev, slot.curr + amount as i64, pos, a.window, a.limit),
             });
         }
         for t in &taken {
@@ -488,7 +583,7 @@ mod tests {
         for _ in 0..3 {
             l.take(&[rpm(3)], t0).unwrap();
         }
-        let Err(Refusal::Rate { retry_after }) = l.take(&[rpm(3)], t0) else {
+        let Err(Refusal::Rate { retry_after, .. }) = l.take(&[rpm(3)], t0) else {
             panic!("not refused");
         };
         // All three in this minute: not before it ends, then the weight must decay to 2/3
@@ -497,7 +592,7 @@ mod tests {
         // Straddling the boundary does not double the limit.
         assert!(l.take(&[rpm(3)], at(1_800_000_061)).is_err());
         // In once the previous minute's weight has decayed enough.
-        let Err(Refusal::Rate { retry_after }) = l.take(&[rpm(3)], at(1_800_000_060)) else {
+        let Err(Refusal::Rate { retry_after, .. }) = l.take(&[rpm(3)], at(1_800_000_060)) else {
             panic!("not refused");
         };
         assert_eq!(retry_after, 20);
@@ -543,6 +638,82 @@ mod tests {
         };
         let midnight = (1_800_000_000 / 86_400 + 1) * 86_400;
         assert_eq!(retry_after as i64, midnight - 1_800_000_120);
+    }
+
+    #[test]
+    fn each_take_says_what_is_left_and_when_the_counter_is_whole_again() {
+        let l = Local::default();
+        let t0 = at(1_800_000_015); // 15 s into a minute
+        let quota = |r: Result<Vec<Taken>, Refusal>| r.unwrap()[0].quota;
+        let q = quota(l.take(&[rpm(3)], t0));
+        // This minute's count decays over the next one: whole again 45 + 60 s from now.
+        assert_eq!(
+            q,
+            Quota {
+                limit: 3,
+                remaining: 2,
+                reset_ms: 105_000
+            }
+        );
+        assert_eq!(quota(l.take(&[rpm(3)], t0)).remaining, 1);
+        assert_eq!(quota(l.take(&[rpm(3)], t0)).remaining, 0);
+        // Refused: nothing left, and the same reset.
+        let Err(Refusal::Rate {
+            measure, quota: q, ..
+        }) = l.take(&[rpm(3)], t0)
+        else {
+            panic!("not refused");
+        };
+        assert_eq!(
+            (measure, q.remaining, q.reset_ms),
+            (Measure::Requests, 0, 105_000)
+        );
+        // 30 s into the next minute: half of the previous minute's 3 still count (1.5), so one
+        // is left after this take; whole again 90 s from now (this take decays next minute).
+        let q = quota(l.take(&[rpm(3)], at(1_800_000_090)));
+        assert_eq!((q.remaining, q.reset_ms), (0, 90_000));
+        // Among several counters on one measure the headers give the one with the least left.
+        let taken = |name: &str, remaining, reset_ms| Taken {
+            name: name.into(),
+            window: Window::Minute,
+            index: 0,
+            amount: 1,
+            measure: Measure::Tokens,
+            quota: Quota {
+                limit: 100,
+                remaining,
+                reset_ms,
+            },
+        };
+        let all = [
+            taken("key", 50, 1_000),
+            taken("org", 7, 2_000),
+            taken("org2", 7, 3_000),
+        ];
+        assert_eq!(
+            Quota::tightest(&all, Measure::Tokens).map(|q| (q.remaining, q.reset_ms)),
+            Some((7, 3_000))
+        );
+        assert_eq!(Quota::tightest(&all, Measure::Requests), None);
+    }
+
+    #[test]
+    fn durations_are_written_as_openai_writes_them() {
+        for (ms, text) in [
+            (0, "0s"),
+            (1, "1ms"),
+            (999, "999ms"),
+            (1_000, "1s"),
+            (1_500, "1.5s"),
+            (12_345, "12.345s"),
+            (59_990, "59.99s"),
+            (60_000, "1m0s"),
+            (90_250, "1m30.25s"),
+            (360_000, "6m0s"),
+            (7_200_000, "120m0s"),
+        ] {
+            assert_eq!(duration_text(ms), text, "{ms}");
+        }
     }
 
     #[test]

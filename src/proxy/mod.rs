@@ -199,6 +199,9 @@ pub struct Ctx {
     tokens_taken: Vec<crate::limits::Taken>,
     /// The input part of that estimate (a quarter of the body's bytes).
     input_tokens: u64,
+    /// What is left of the key's and org's tightest `rpm` and `tpm` after this request (or at
+    /// its refusal): the `x-ratelimit-*` headers.
+    quotas: Quotas,
     /// The answer's end (a stream's `[DONE]`, its completion event, or the body's end) went
     /// to the client.
     answer_complete: bool,
@@ -207,6 +210,13 @@ pub struct Ctx {
     /// `body` went to the current upstream attempt.
     body_sent: bool,
     _in_flight: Option<InFlight>,
+}
+
+/// The tightest request and token rate limits a request met.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quotas {
+    requests: Option<crate::limits::Quota>,
+    tokens: Option<crate::limits::Quota>,
 }
 
 /// The pingora proxy application.
@@ -253,6 +263,7 @@ impl ProxyHttp for Sluice {
             asked_usage: false,
             tokens_taken: Vec::new(),
             input_tokens: 0,
+            quotas: Quotas::default(),
             answer_complete: false,
             body: None,
             body_sent: false,

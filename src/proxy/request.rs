@@ -191,11 +191,21 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     Ok(false)
 }
 
-/// The refusal for a limit that is reached.
-fn refusal(r: crate::limits::Refusal) -> Rejection {
-    use crate::limits::Refusal as R;
+/// The refusal for a limit that is reached (the rate limit's quota noted for the headers).
+fn refusal(ctx: &mut Ctx, r: crate::limits::Refusal) -> Rejection {
+    use crate::limits::{Measure, Refusal as R};
     match r {
-        R::Rate { retry_after } => Rejection::RateLimited { retry_after },
+        R::Rate {
+            retry_after,
+            measure,
+            quota,
+        } => {
+            match measure {
+                Measure::Requests => ctx.quotas.requests = Some(quota),
+                Measure::Tokens => ctx.quotas.tokens = Some(quota),
+            }
+            Rejection::RateLimited { retry_after }
+        }
         R::Budget { retry_after } => Rejection::BudgetExceeded { retry_after },
         R::Unavailable => Rejection::LimitsUnavailable,
     }
@@ -203,7 +213,7 @@ fn refusal(r: crate::limits::Refusal) -> Rejection {
 
 /// Count the request against the key's and its org's `rpm`, before the body is read.
 async fn limit_requests(state: &State, ctx: &mut Ctx) -> Result<(), Rejection> {
-    use crate::limits::{Ask, Scope};
+    use crate::limits::{Ask, Measure, Quota, Scope};
     let Some(key) = ctx.key.as_ref() else {
         return Ok(());
     };
@@ -217,7 +227,13 @@ async fn limit_requests(state: &State, ctx: &mut Ctx) -> Result<(), Rejection> {
     .into_iter()
     .flatten()
     .collect();
-    state.limiter.take(&asks).await.map(drop).map_err(refusal)
+    match state.limiter.take(&asks).await {
+        Ok(taken) => {
+            ctx.quotas.requests = Quota::tightest(&taken, Measure::Requests);
+            Ok(())
+        }
+        Err(r) => Err(refusal(ctx, r)),
+    }
 }
 
 /// Take the request's estimated tokens (a quarter of its body's bytes) from the key's and its
@@ -237,7 +253,7 @@ async fn limit_tokens(
     body_len: usize,
     max_output: Option<u64>,
 ) -> Result<(), Rejection> {
-    use crate::limits::{Ask, Scope};
+    use crate::limits::{Ask, Measure, Quota, Scope};
     let Some(key) = ctx.key.as_ref() else {
         return Ok(());
     };
@@ -260,8 +276,14 @@ async fn limit_tokens(
         &key.org_limits,
         estimate,
     ));
-    ctx.tokens_taken = state.limiter.take(&asks).await.map_err(refusal)?;
-    Ok(())
+    match state.limiter.take(&asks).await {
+        Ok(taken) => {
+            ctx.quotas.tokens = Quota::tightest(&taken, Measure::Tokens);
+            ctx.tokens_taken = taken;
+            Ok(())
+        }
+        Err(r) => Err(refusal(ctx, r)),
+    }
 }
 
 /// Authenticate the sluice API key against the in-memory snapshot and apply its rate limit.

@@ -479,9 +479,38 @@ fn common(state: &State, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         resp.insert_header("access-control-allow-origin", origin.clone())?;
         resp.insert_header(
             "access-control-expose-headers",
-            "x-request-id, x-sluice-region, x-sluice-upstream, x-sluice-redactions, x-upstream-request-id",
+            "x-request-id, x-sluice-region, x-sluice-upstream, x-sluice-redactions, x-upstream-request-id, \
+             retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, \
+             x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, \
+             x-ratelimit-reset-tokens",
         )?;
         resp.append_header("vary", "Origin")?;
+    }
+    // sluice's limits replace what the upstream says of the same measure (its account's limits
+    // are shared by every app behind sluice).
+    for (quota, [limit, remaining, reset]) in [
+        (
+            ctx.quotas.requests,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+        ),
+        (
+            ctx.quotas.tokens,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ),
+    ] {
+        if let Some(q) = quota {
+            resp.insert_header(limit, q.limit)?;
+            resp.insert_header(remaining, q.remaining)?;
+            resp.insert_header(reset, crate::limits::duration_text(q.reset_ms))?;
+        }
     }
     if state.draining.load(Ordering::Acquire) {
         resp.insert_header("connection", "close")?;

@@ -133,6 +133,96 @@ fn tokens_per_minute_refuse_once_spent() {
     assert_eq!(up.requests().len(), 2);
 }
 
+/// The `x-ratelimit-*` headers of `r` for `measure` (`requests`, `tokens`): limit,
+/// remaining, and the reset in milliseconds (read from OpenAI's `1m30.5s` notation).
+fn ratelimit(r: &RawResponse, measure: &str) -> Option<(u64, u64, u64)> {
+    let get = |what: &str| r.header(&format!("x-ratelimit-{what}-{measure}"));
+    let reset = get("reset")?;
+    let (minutes, secs) = match reset.split_once('m') {
+        Some((m, s)) if !s.is_empty() => (m.parse::<u64>().unwrap(), s),
+        _ => (0, reset),
+    };
+    let ms = match secs.strip_suffix("ms") {
+        Some(ms) => ms.parse::<u64>().unwrap(),
+        None => (secs.strip_suffix('s').unwrap().parse::<f64>().unwrap() * 1000.0).round() as u64,
+    };
+    Some((
+        get("limit")?.parse().unwrap(),
+        get("remaining")?.parse().unwrap(),
+        minutes * 60_000 + ms,
+    ))
+}
+
+#[test]
+fn answers_say_what_is_left_of_the_keys_rate_limits_as_openai_does() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    // The org allows 5 a minute, the key 3: the key's is the tighter one.
+    s.cli_json(&["orgs", "update", &s.org_id, "--rpm", "5"], b"");
+    let k = s.cli_json(
+        &[
+            "keys", "create", "--org", &s.org_id, "--rpm", "3", "--tpm", "100000",
+        ],
+        b"",
+    );
+    let key = k["key"].as_str().unwrap().to_string();
+    let p = s.spawn();
+    for left in [2, 1, 0] {
+        let r = chat_with_key(p.port, &key);
+        assert_eq!(r.status, 200, "{}", r.body_text());
+        let (limit, remaining, reset) = ratelimit(&r, "requests").expect("no request headers");
+        assert_eq!((limit, remaining), (3, left));
+        // Whole again once this minute's requests have left the sliding window: between one
+        // and two minutes from now.
+        assert!((60_000..=120_000).contains(&reset), "{reset}");
+        // Tokens: the estimate of this request is taken from the key's 100000 a minute.
+        let (limit, remaining, reset) = ratelimit(&r, "tokens").expect("no token headers");
+        assert_eq!(limit, 100_000);
+        assert!(remaining < 100_000 && remaining > 90_000, "{remaining}");
+        assert!(reset > 0, "{reset}");
+        settled(&p, (3 - left) as usize);
+    }
+    // Refused: nothing left, and the headers still say so beside Retry-After.
+    let r = chat_with_key(p.port, &key);
+    assert_eq!(r.status, 429, "{}", r.body_text());
+    let (limit, remaining, _) = ratelimit(&r, "requests").unwrap();
+    assert_eq!((limit, remaining), (3, 0));
+    assert!(r.header("retry-after").is_some());
+
+    // A key limited by its org alone: the org's counter (5, three taken above).
+    let other = p.cli_json(&["keys", "create", "--org", &p.org_id, "--name", "b"], b"");
+    let other = other["key"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let r = loop {
+        let r = chat_with_key(p.port, &other);
+        if r.status != 401 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the new key is not accepted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(ratelimit(&r, "requests").map(|q| (q.0, q.1)), Some((5, 1)));
+    // No token limit on this key or its org: the provider's own token headers pass.
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), Some("2000000"));
+
+    // An org and key without limits: the provider's headers, untouched.
+    p.cli_json(&["orgs", "update", &p.org_id, "--rpm", "none"], b"");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = chat_with_key(p.port, &other);
+        if r.status == 200 && r.header("x-ratelimit-limit-requests") == Some("10000") {
+            assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("9999"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the org's limit is still applied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn limits_are_checked_on_input() {
     let up = Upstream::start();

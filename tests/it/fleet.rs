@@ -34,13 +34,24 @@ fn an_rpm_limit_holds_for_the_fleet_and_redis_outages_fall_back_as_configured() 
     let (fleet, key) = sidecars(&up, &fleet_toml(&redis, ""), 3, |s| {
         s.cli_json(&["orgs", "update", &s.org_id, "--rpm", "5"], b"");
     });
-    // 12 requests spread over 3 sidecars: 5 in, 7 refused (not 5 per sidecar).
+    // 12 requests spread over 3 sidecars: 5 in, 7 refused (not 5 per sidecar), and each
+    // answer says what is left of the fleet's limit, whichever sidecar gave it.
     let mut ok = 0;
     for i in 0..12 {
         let r = chat_with_key(fleet[i % 3].port, &key);
+        let left = r
+            .header("x-ratelimit-remaining-requests")
+            .map(|v| v.parse::<u64>().unwrap());
+        assert_eq!(r.header("x-ratelimit-limit-requests"), Some("5"));
         match r.status {
-            200 => ok += 1,
-            429 => assert_eq!(r.code(), "rate_limited"),
+            200 => {
+                ok += 1;
+                assert_eq!(left, Some(5 - ok));
+            }
+            429 => {
+                assert_eq!(r.code(), "rate_limited");
+                assert_eq!(left, Some(0));
+            }
             s => panic!("status {s}: {}", r.body_text()),
         }
     }
