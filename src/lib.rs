@@ -12,6 +12,7 @@ pub mod error;
 pub mod inbound;
 pub mod json;
 pub mod limits;
+pub mod log_filter;
 pub mod mcp;
 pub mod metrics;
 pub mod proxy;

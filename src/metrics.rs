@@ -82,6 +82,12 @@ pub struct Metrics {
     pub bundle_applies: IntCounterVec,
     /// `sluice_bundle_last_success_timestamp_seconds`: when the bundle last converged.
     pub bundle_last_success: IntGauge,
+    /// `sluice_config_reloads_total{outcome}`: config reloads (SIGHUP, `sluice reload`):
+    /// `applied`, `unchanged`, `invalid` (the running config kept).
+    pub config_reloads: IntCounterVec,
+    /// `sluice_config_last_reload_success_timestamp_seconds`: when the config file was last
+    /// read and applied (its load at start included).
+    pub config_last_reload: IntGauge,
     /// The model label values handed out so far (bounded: see [`Metrics::model_label`]).
     models: std::sync::RwLock<std::collections::HashSet<String>>,
 }
@@ -370,6 +376,23 @@ impl Metrics {
             "When the store last matched [fleet] bundle (unix seconds; 0: never)",
         )?;
         registry.register(Box::new(bundle_last_success.clone()))?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "sluice_config_reloads_total",
+                "Config reloads (outcome: applied, unchanged, invalid; invalid keeps the running config)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        for outcome in ["applied", "unchanged", "invalid"] {
+            config_reloads.with_label_values(&[outcome]);
+        }
+        let config_last_reload = IntGauge::new(
+            "sluice_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded and applied (unix seconds)",
+        )?;
+        registry.register(Box::new(config_last_reload.clone()))?;
+        config_last_reload.set(time::OffsetDateTime::now_utc().unix_timestamp());
         registry.register(Box::new(fleet.up.clone()))?;
         registry.register(Box::new(fleet.errors.clone()))?;
         registry.register(Box::new(fleet.fallbacks.clone()))?;
@@ -419,6 +442,8 @@ impl Metrics {
             fleet,
             bundle_applies,
             bundle_last_success,
+            config_reloads,
+            config_last_reload,
             models: Default::default(),
         })
     }

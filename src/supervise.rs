@@ -23,16 +23,19 @@ pub enum Task {
     Audit,
     /// Reconnects to the fleet's Redis (a tokio task: see [`restarted`]).
     Fleet,
+    /// Resolves and health-checks the upstreams and MCP servers (tokio tasks).
+    Health,
 }
 
 impl Task {
     /// Every task, in the order of the counters.
-    pub const ALL: [Task; 5] = [
+    pub const ALL: [Task; 6] = [
         Task::Snapshot,
         Task::OAuth,
         Task::Bundle,
         Task::Audit,
         Task::Fleet,
+        Task::Health,
     ];
 
     /// The `task` label.
@@ -43,6 +46,7 @@ impl Task {
             Task::Bundle => "bundle",
             Task::Audit => "audit",
             Task::Fleet => "fleet",
+            Task::Health => "health",
         }
     }
 
@@ -56,14 +60,16 @@ impl Task {
     }
 }
 
-static RESTARTS: [AtomicU64; 5] = [
+static RESTARTS: [AtomicU64; 6] = [
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
 ];
-static DOWN: [AtomicBool; 5] = [
+static DOWN: [AtomicBool; 6] = [
+    AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),

@@ -595,7 +595,8 @@ type ApiResult = Result<(u16, Value), ApiError>;
 type OnChange = Box<dyn Fn(&Store) + Send + Sync>;
 
 /// Whether the MCP server at a config index passes its health check.
-type McpHealth = Box<dyn Fn(usize) -> bool + Send + Sync>;
+/// The MCP servers in force and whether each passes its health check (a reload changes them).
+type McpView = Box<dyn Fn() -> Vec<(crate::config::McpServer, bool)> + Send + Sync>;
 
 /// The admin API's state.
 pub struct Api {
@@ -613,7 +614,7 @@ pub struct Api {
     on_change: Option<OnChange>,
     /// The configured MCP servers (what `GET /api/mcp/servers` lists) and their health.
     mcp_servers: Vec<crate::config::McpServer>,
-    mcp_health: Option<McpHealth>,
+    mcp_view: Option<McpView>,
     router: matchit::Router<Vec<usize>>,
     /// The OpenAPI document, made once from [`ROUTES`].
     openapi: Value,
@@ -988,21 +989,25 @@ impl Api {
             },
             on_change: None,
             mcp_servers: cfg.mcp_servers.clone(),
-            mcp_health: None,
+            mcp_view: None,
             router: router(),
             openapi: openapi(),
         }
     }
 
-    /// Run `f` after every successful change, before the answer goes out (serve uses it to
-    /// reload the data plane's key snapshot: a key created or revoked through the API is
-    /// usable or refused by the time the call returns).
-    /// Report MCP servers' health with `f` (the data plane's health checks).
-    pub fn mcp_health(mut self, f: impl Fn(usize) -> bool + Send + Sync + 'static) -> Api {
-        self.mcp_health = Some(Box::new(f));
+    /// List the MCP servers in force with `f`, with their health (the data plane's config
+    /// and health checks, which a reload changes).
+    pub fn mcp_view(
+        mut self,
+        f: impl Fn() -> Vec<(crate::config::McpServer, bool)> + Send + Sync + 'static,
+    ) -> Api {
+        self.mcp_view = Some(Box::new(f));
         self
     }
 
+    /// Run `f` after every successful change, before the answer goes out (serve uses it to
+    /// reload the data plane's key snapshot: a key created or revoked through the API is
+    /// usable or refused by the time the call returns).
     pub fn on_change(mut self, f: impl Fn(&Store) + Send + Sync + 'static) -> Api {
         self.on_change = Some(Box::new(f));
         self
@@ -1607,11 +1612,14 @@ impl Api {
     /// The configured MCP servers and whether each passes its health check (any user: it is
     /// the sidecar's configuration, with no secret in it).
     fn mcp_servers(&self) -> ApiResult {
-        let data: Vec<Value> = self
-            .mcp_servers
+        // Without a view of the running data plane (tests), the configured list, health unknown.
+        let servers: Vec<(crate::config::McpServer, Option<bool>)> = match &self.mcp_view {
+            Some(view) => view().into_iter().map(|(m, h)| (m, Some(h))).collect(),
+            None => self.mcp_servers.iter().map(|m| (m.clone(), None)).collect(),
+        };
+        let data: Vec<Value> = servers
             .iter()
-            .enumerate()
-            .map(|(i, m)| {
+            .map(|(m, healthy)| {
                 json!({
                     "name": m.name,
                     "path": format!("/mcp/{}", m.name),
@@ -1622,7 +1630,7 @@ impl Api {
                         crate::config::CredentialKind::Bearer => "bearer",
                         crate::config::CredentialKind::OAuth => "oauth",
                     },
-                    "healthy": self.mcp_health.as_ref().map(|h| h(i)),
+                    "healthy": healthy,
                 })
             })
             .collect();

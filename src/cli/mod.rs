@@ -192,6 +192,11 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Make the running sluice (the one this config's admin address reaches) read its config
+    /// file again, as SIGHUP does: prints what was applied and what waits for a restart. Exit
+    /// 0 when applied or unchanged, 64 when the file is invalid (the running config is kept),
+    /// 1 when sluice cannot be reached.
+    Reload,
     /// Converge the store to a bundle file (orgs, keys by hash, limits): create and change what
     /// it lists, revoke the keys it owned and no longer lists, one audit record per change, all
     /// in one transaction. See README "Running a fleet".
@@ -634,6 +639,7 @@ pub fn run() -> i32 {
         Command::Users(c) => admin_command(config, json, |cfg| users(cfg, c)),
         Command::Redact => redact(json),
         Command::Healthcheck { ready } => healthcheck(config, ready, json),
+        Command::Reload => reload(config, json),
         Command::Bootstrap {
             org,
             region,

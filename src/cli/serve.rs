@@ -52,7 +52,10 @@ pub(super) fn serve(config: Option<PathBuf>, dev: bool) -> i32 {
             return EXIT_FAILED;
         }
     };
-    match crate::proxy::serve(cfg, ring, sessions) {
+    // Reloads read the same file: made absolute, symlinks kept (a Kubernetes ConfigMap update
+    // swaps the link, not the file).
+    let path = config.map(|p| std::path::absolute(&p).unwrap_or(p));
+    match crate::proxy::serve(cfg, path, ring, sessions) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -133,11 +136,15 @@ pub(super) fn init_logging(cfg: &Config) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let mut directives = cfg.log.level.clone();
-    if !directives.contains("pingora") {
-        directives.push_str(",pingora_core=warn,pingora_proxy=warn");
-    }
+    let directives = crate::log_filter::directives(&cfg.log.level);
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    // A reload changes the level (`crate::log_filter::set`).
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    crate::log_filter::install(Box::new(move |level| {
+        let f =
+            EnvFilter::try_new(crate::log_filter::directives(level)).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }));
     let printed = tracing_subscriber::filter::filter_fn(|m| !is_pingora(m.target()));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

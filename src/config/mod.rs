@@ -333,9 +333,133 @@ impl Config {
     }
 }
 
+/// What a reload would change: the config to run and the settings that differ.
+#[derive(Debug)]
+pub struct Reload {
+    /// The new config, with the settings that need a restart kept as they run.
+    pub cfg: Config,
+    /// Settings applied live (sections, or `section.key`), in config order.
+    pub applied: Vec<&'static str>,
+    /// Settings that changed in the file but take effect only at the next start.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Whether two values differ (compared by their debug form: every config type has one, and
+/// none prints a secret).
+fn differs<T: fmt::Debug>(a: &T, b: &T) -> bool {
+    format!("{a:?}") != format!("{b:?}")
+}
+
+impl Config {
+    /// Reload to `new`: what changes live (upstreams, MCP servers, residency, request limits,
+    /// redaction, the MCP bound, CORS, the log level, metrics labels) is taken from `new`; what
+    /// the running process was built with (listeners, store, threads, admin, PII default, fleet,
+    /// log format, and the connection-level limits the listener enforces) is kept and listed.
+    pub fn reload(&self, new: Config) -> Reload {
+        let mut cfg = new;
+        let mut applied = Vec::new();
+        let mut restart_needed = Vec::new();
+        macro_rules! keep {
+            ($name:literal, $($field:ident).+) => {
+                if differs(&self.$($field).+, &cfg.$($field).+) {
+                    restart_needed.push($name);
+                    cfg.$($field).+ = self.$($field).+.clone();
+                }
+            };
+        }
+        macro_rules! live {
+            ($name:literal, $($field:ident).+) => {
+                if differs(&self.$($field).+, &cfg.$($field).+) {
+                    applied.push($name);
+                }
+            };
+        }
+        keep!("listen", listen);
+        keep!("store", store);
+        keep!("server", server);
+        keep!("log.format", log.format);
+        live!("log.level", log.level);
+        keep!("limits.client_timeout_secs", limits.client_timeout);
+        keep!("limits.linger_secs", limits.linger);
+        keep!("limits.linger_max_bytes", limits.linger_max_bytes);
+        live!("limits", limits);
+        live!("cors", cors);
+        keep!("admin", admin);
+        keep!("pii", pii);
+        live!("redaction", redaction);
+        live!("residency", residency);
+        live!("upstreams", upstreams);
+        live!("mcp", mcp);
+        live!("mcp_servers", mcp_servers);
+        use secrecy::ExposeSecret;
+        let same_url = match (&self.fleet.redis_url, &cfg.fleet.redis_url) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+            _ => false,
+        };
+        if !same_url || differs(&self.fleet, &cfg.fleet) {
+            restart_needed.push("fleet");
+            cfg.fleet = self.fleet.clone();
+        }
+        live!("metrics", metrics);
+        Reload {
+            cfg,
+            applied,
+            restart_needed,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         validate::from_raw(validate::RawConfig::default())
             .expect("the built-in defaults are valid (checked by a unit test)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[listen]
+proxy = "127.0.0.1:8480"
+[[upstreams]]
+name = "a"
+region = "us"
+base_url = "http://127.0.0.1:9001"
+"#;
+
+    #[test]
+    fn a_reload_applies_what_can_change_live_and_keeps_the_rest_as_it_runs() {
+        let running = Config::parse(BASE).unwrap();
+        // Nothing changed: nothing to say.
+        let r = running.reload(Config::parse(BASE).unwrap());
+        assert!(r.applied.is_empty() && r.restart_needed.is_empty(), "{r:?}");
+
+        let new = BASE.replace("127.0.0.1:8480", "127.0.0.1:8490").replace("9001", "9002")
+            + "[log]\nlevel = \"debug\"\nformat = \"json\"\n[limits]\ntimeout_secs = 7\nclient_timeout_secs = 3\n[fleet]\nredis_url = \"redis://:pw@127.0.0.1:1/0\"\n";
+        let r = running.reload(Config::parse(&new).unwrap());
+        assert_eq!(r.applied, ["log.level", "limits", "upstreams"]);
+        assert_eq!(
+            r.restart_needed,
+            [
+                "listen",
+                "log.format",
+                "limits.client_timeout_secs",
+                "fleet"
+            ]
+        );
+        // Live: taken from the new file.
+        assert_eq!(r.cfg.upstreams[0].base_url.port, 9002);
+        assert_eq!(r.cfg.limits.timeout, Duration::from_secs(7));
+        assert_eq!(r.cfg.log.level, "debug");
+        // Kept as running until a restart.
+        assert_eq!(r.cfg.listen.proxy, running.listen.proxy);
+        assert_eq!(r.cfg.log.format, running.log.format);
+        assert_eq!(r.cfg.limits.client_timeout, running.limits.client_timeout);
+        assert!(r.cfg.fleet.redis_url.is_none());
+        // A secret never shows in what a reload says.
+        assert!(!format!("{r:?}").contains(":pw@"));
     }
 }

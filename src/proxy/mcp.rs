@@ -24,7 +24,7 @@ pub fn awaiting(state: &State, ctx: &Ctx) -> Vec<String> {
     let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
         return Vec::new();
     };
-    match (&m.session, state.cfg.mcp_servers.get(m.server)) {
+    match (&m.session, ctx.live.cfg.mcp_servers.get(m.server)) {
         (Some(sid), Some(server)) if m.resume => {
             state.mcp_sessions.awaiting(&server.name, sid, &key.id)
         }
@@ -37,7 +37,7 @@ pub fn answered(state: &State, ctx: &Ctx, r: &crate::mcp::Responses) {
     let Some(m) = ctx.mcp.as_ref() else {
         return;
     };
-    if let (Some(sid), Some(server)) = (&m.session, state.cfg.mcp_servers.get(m.server)) {
+    if let (Some(sid), Some(server)) = (&m.session, ctx.live.cfg.mcp_servers.get(m.server)) {
         state.mcp_sessions.answered(&server.name, sid, r.answered());
     }
 }
@@ -54,7 +54,7 @@ pub fn bind_session(state: &State, resp: &ResponseHeader, ctx: &Ctx) {
         // The answer to the DELETE that ended it: the id is not bound again.
         return;
     }
-    let Some(server) = state.cfg.mcp_servers.get(m.server) else {
+    let Some(server) = ctx.live.cfg.mcp_servers.get(m.server) else {
         return;
     };
     let now = std::time::Instant::now();
@@ -87,7 +87,8 @@ pub struct McpCtx {
 pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
     let name = crate::inbound::mcp_server(session.req_header().uri.path())
         .ok_or(Rejection::Inbound(crate::inbound::Error::NotFound))?;
-    let (index, server) = state
+    let (index, server) = ctx
+        .live
         .cfg
         .mcp_server(name)
         .ok_or(Rejection::Inbound(crate::inbound::Error::NotFound))?;
@@ -102,7 +103,8 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         }
     }
     ctx.region = Some(server.region);
-    let addr = state
+    let addr = ctx
+        .live
         .regions
         .pick_mcp(index)
         .ok_or(Rejection::McpUnavailable)?;
@@ -167,7 +169,7 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         && session.req_header().headers.contains_key("last-event-id");
     // A GET is the server's event stream, which may be idle for long: no read timeout; tool
     // calls get the long timeout.
-    ctx.timeout = state.cfg.limits.long_timeout;
+    ctx.timeout = ctx.live.cfg.limits.long_timeout;
     ctx.mcp = Some(McpCtx {
         server: index,
         calls: Vec::new(),
@@ -183,7 +185,7 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
 /// answers it itself (a refusal, or a body that is not JSON-RPC).
 pub fn inspect(state: &State, ctx: &mut Ctx, body: &[u8]) -> Option<(u16, Vec<u8>)> {
     let (mcp, key) = (ctx.mcp.as_mut()?, ctx.key.as_ref()?);
-    let server = &state.cfg.mcp_servers.get(mcp.server)?.name;
+    let server = &ctx.live.cfg.mcp_servers.get(mcp.server)?.name;
     match crate::mcp::inspect(body, server, &key.mcp) {
         Err(invalid) => {
             ctx.code = Some(invalid.code);
@@ -228,13 +230,13 @@ pub async fn answer(
 
 /// The upstream peer of the chosen MCP server.
 pub fn peer(
-    state: &State,
     ctx: &Ctx,
     mcp: &McpCtx,
     is_get: bool,
 ) -> Result<Box<pingora_core::upstreams::peer::HttpPeer>> {
     use pingora_error::{Error, ErrorType};
-    let m = state
+    let m = ctx
+        .live
         .cfg
         .mcp_servers
         .get(mcp.server)
@@ -244,7 +246,7 @@ pub fn peer(
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server address"))?;
     let mut peer =
         pingora_core::upstreams::peer::HttpPeer::new(addr, m.url.tls, m.url.host.clone());
-    let limits = &state.cfg.limits;
+    let limits = &ctx.live.cfg.limits;
     let o = &mut peer.options;
     o.connection_timeout = Some(limits.connect_timeout);
     o.total_connection_timeout = Some(limits.connect_timeout * 2);
@@ -255,14 +257,10 @@ pub fn peer(
 }
 
 /// The request as the MCP server gets it: its endpoint's path, its Host, its credential.
-pub fn rewrite(
-    state: &State,
-    req: &mut pingora_http::RequestHeader,
-    ctx: &Ctx,
-    mcp: &McpCtx,
-) -> Result<()> {
+pub fn rewrite(req: &mut pingora_http::RequestHeader, ctx: &Ctx, mcp: &McpCtx) -> Result<()> {
     use pingora_error::{Error, ErrorType};
-    let m = state
+    let m = ctx
+        .live
         .cfg
         .mcp_servers
         .get(mcp.server)

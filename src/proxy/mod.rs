@@ -8,6 +8,7 @@ mod guard;
 mod mcp;
 mod ops;
 mod rebody;
+mod reload;
 mod request;
 mod response;
 mod serve;
@@ -30,6 +31,7 @@ use crate::inbound::Route;
 use crate::metrics::Metrics;
 
 pub use error::Rejection;
+pub use reload::Reloaded;
 pub use serve::{serve, ServeError};
 pub use upstream::Regions;
 
@@ -41,9 +43,46 @@ pub struct Services {
     pub limiter: crate::limits::Limiter,
 }
 
+/// What a config reload replaces: the config and the balancers built from it. A request keeps
+/// the one it started with to its end (its upstream index means the same thing throughout).
+pub struct Live {
+    pub cfg: Config,
+    regions: Arc<upstream::Regions>,
+}
+
+impl Live {
+    /// The config `cfg` with its balancers, whose discovery and health checks run on `health`;
+    /// also the receivers that hear when each balancer's first discovery is done.
+    pub fn new(
+        cfg: Config,
+        health: &tokio::runtime::Handle,
+    ) -> (Live, Vec<tokio::sync::oneshot::Receiver<()>>) {
+        let (regions, ready) = upstream::Regions::new(&cfg, health);
+        (
+            Live {
+                cfg,
+                regions: Arc::new(regions),
+            },
+            ready,
+        )
+    }
+
+    /// Whether MCP server `index` passes its health check.
+    pub fn mcp_healthy(&self, index: usize) -> bool {
+        self.regions.mcp_healthy(index)
+    }
+}
+
 /// State shared by every request, built once at startup.
 pub struct State {
-    pub cfg: Config,
+    /// The config and balancers in force (replaced by a reload).
+    pub live: Arc<arc_swap::ArcSwap<Live>>,
+    /// Where the config was read from (`None`: the compiled-in default), for reloads.
+    config_path: Option<std::path::PathBuf>,
+    /// Runs the balancers' discovery and health checks.
+    health: tokio::runtime::Handle,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     pub metrics: Metrics,
     /// Set on SIGTERM/SIGINT: new connections are refused, responses close their connection,
     /// `/readyz` answers 503.
@@ -52,7 +91,6 @@ pub struct State {
     /// until then).
     listening: AtomicBool,
     in_flight: AtomicUsize,
-    regions: Arc<upstream::Regions>,
     /// API keys and upstream credentials, reloaded when the store changes.
     pub auth: Arc<Watcher>,
     limiter: crate::limits::Limiter,
@@ -70,12 +108,12 @@ pub struct State {
 }
 
 impl State {
-    /// Build the shared state for `cfg` over a running key/credential watcher.
+    /// Build the shared state over the live config and a running key/credential watcher.
     pub fn new(
-        cfg: Config,
+        live: Arc<arc_swap::ArcSwap<Live>>,
+        reloads: (Option<std::path::PathBuf>, tokio::runtime::Handle),
         metrics: Metrics,
         auth: Arc<Watcher>,
-        regions: Arc<upstream::Regions>,
         services: Services,
     ) -> Arc<State> {
         let Services {
@@ -92,7 +130,6 @@ impl State {
             draining: Arc::new(AtomicBool::new(false)),
             listening: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-            regions,
             auth,
             limiter,
             redactor: crate::redact::Engine::new(),
@@ -100,8 +137,16 @@ impl State {
             redact_pool: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
             ),
-            cfg,
+            live,
+            config_path: reloads.0,
+            health: reloads.1,
+            reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The config and balancers in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
     }
 
     /// Whether the data-plane listener accepts connections: probed with a loopback connect
@@ -110,7 +155,7 @@ impl State {
         if self.listening.load(Ordering::Acquire) {
             return true;
         }
-        let mut addr = self.cfg.listen.proxy;
+        let mut addr = self.live().cfg.listen.proxy;
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr {
                 std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -153,6 +198,8 @@ impl Drop for InFlight {
 
 /// Per-request state.
 pub struct Ctx {
+    /// The config and balancers this request was started under.
+    live: Arc<Live>,
     request_id: String,
     started: Instant,
     route: Route,
@@ -236,11 +283,13 @@ impl ProxyHttp for Sluice {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        let live = self.state.live();
         Ctx {
+            timeout: live.cfg.limits.timeout,
+            live,
             request_id: String::new(),
             started: Instant::now(),
             route: Route::Other,
-            timeout: self.state.cfg.limits.timeout,
             key: None,
             region: None,
             upstream: None,
@@ -279,13 +328,8 @@ impl ProxyHttp for Sluice {
     /// The configured upstream for this request, with the model's timeouts.
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         match &ctx.mcp {
-            Some(m) => mcp::peer(
-                &self.state,
-                ctx,
-                m,
-                session.req_header().method == http::Method::GET,
-            ),
-            None => upstream::peer(&self.state, session, ctx),
+            Some(m) => mcp::peer(ctx, m, session.req_header().method == http::Method::GET),
+            None => upstream::peer(ctx),
         }
     }
 

@@ -147,12 +147,54 @@ impl Admin {
         resp
     }
 
+    /// `POST /reload`: read the config file again (as SIGHUP does) and say what changed.
+    /// From `[admin] allow_ips` only, never from a browser (a request with an `Origin`: a page
+    /// could otherwise post a form to the loopback listener).
+    async fn reload(&self, session: &mut ServerSession, id: &str) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::POST {
+            let mut r = json_error(405, "method_not_allowed", "Use POST /reload.", id);
+            r.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+            return r;
+        }
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if !peer.is_some_and(|ip| self.0.live().cfg.admin.allows(ip))
+            || req.headers.contains_key(http::header::ORIGIN)
+        {
+            tracing::warn!(peer = ?peer, "config reload asked from a source outside [admin] allow_ips, or by a browser");
+            return api_error(
+                Code::IpNotAllowed,
+                "This source may not reload the config ([admin] allow_ips; not from a browser).",
+                id,
+            );
+        }
+        let done = self.0.reload().await;
+        if let Some(e) = &done.error {
+            return json_error(
+                422,
+                "invalid_config",
+                &format!("The config file is invalid; the running config is kept.\n{e}"),
+                id,
+            );
+        }
+        reply(
+            200,
+            "application/json",
+            serde_json::to_vec(&done).unwrap_or_default(),
+            id,
+        )
+    }
+
     async fn api_inner(&self, session: &mut ServerSession, id: String) -> Response<Vec<u8>> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if !peer.is_some_and(|ip| self.0.cfg.admin.allows(ip)) {
+        if !peer.is_some_and(|ip| self.0.live().cfg.admin.allows(ip)) {
             tracing::warn!(peer = ?peer, "admin API call from a source outside [admin] allow_ips");
             return api_error(
                 Code::IpNotAllowed,
@@ -160,7 +202,7 @@ impl Admin {
                 &id,
             );
         }
-        let limit = self.0.cfg.admin.max_body_bytes;
+        let limit = self.0.live().cfg.admin.max_body_bytes;
         let body = match read_body(session, limit).await {
             Ok(b) => b,
             Err(413) => {
@@ -236,6 +278,9 @@ impl ServeHttp for Admin {
         {
             let resp = self.api(session, id).await;
             return resp;
+        }
+        if session.req_header().uri.path() == "/reload" {
+            return self.reload(session, &id).await;
         }
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
@@ -319,7 +364,7 @@ impl ServeHttp for MetricsEndpoint {
                     .set(t.unix_timestamp() as f64);
             }
         }
-        let store = &self.0.cfg.store;
+        let store = &self.0.live().cfg.store;
         let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
         let mut wal = store.path.clone().into_os_string();
         wal.push("-wal");
@@ -330,7 +375,7 @@ impl ServeHttp for MetricsEndpoint {
                 .max_bytes
                 .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         );
-        if self.0.cfg.metrics.per_key {
+        if self.0.live().cfg.metrics.per_key {
             // A revoked or expired key's series go: the page does not grow with key turnover.
             let snapshot = self.0.auth.get();
             let usable = snapshot.usable_key_ids(time::OffsetDateTime::now_utc());

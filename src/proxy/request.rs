@@ -51,7 +51,8 @@ pub async fn filter(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) ->
 }
 
 async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Result<bool, Rejection> {
-    let cfg = &state.cfg;
+    let live = ctx.live.clone();
+    let cfg = &live.cfg;
     // Fail closed: nothing runs unaudited. First, so that no request of any kind adds to the
     // writer's backlog while it cannot write.
     if state.audit.is_failing() {
@@ -331,11 +332,12 @@ fn choose_upstream(state: &State, session: &Session, ctx: &mut Ctx) -> Result<()
         &header,
         key.region,
         key.org_region,
-        state.cfg.residency.default_region,
+        ctx.live.cfg.residency.default_region,
     )
     .map_err(Rejection::Region)?;
     ctx.region = Some(region);
-    let (index, addr) = state
+    let (index, addr) = ctx
+        .live
         .regions
         .pick(region, &ctx.tried)
         .ok_or(Rejection::RegionUnavailable(region))?;
@@ -349,7 +351,12 @@ pub(super) fn take_upstream(
     index: usize,
     addr: std::net::SocketAddr,
 ) -> Result<(), Rejection> {
-    let up = state.cfg.upstreams.get(index).ok_or(Rejection::Internal)?;
+    let up = ctx
+        .live
+        .cfg
+        .upstreams
+        .get(index)
+        .ok_or(Rejection::Internal)?;
     ctx.upstream = Some(index);
     ctx.peer_addr = Some(addr);
     ctx.credential = None;
@@ -400,7 +407,7 @@ async fn redact(
     let headers = &session.req_header().headers;
     let content_type = headers.get(http::header::CONTENT_TYPE);
     let encoding = headers.get(http::header::CONTENT_ENCODING);
-    let limit = state.cfg.limits.max_body_bytes;
+    let limit = ctx.live.cfg.limits.max_body_bytes;
     let r = if body.len() <= OFFLOAD_BYTES && encoding.is_none() {
         state
             .redactor

@@ -177,7 +177,7 @@ fn plan(state: &State, session: &Session, resp: &mut ResponseHeader, ctx: &mut C
                 .map(|v| v.as_bytes()),
         )
     };
-    let r = &state.cfg.redaction;
+    let r = &ctx.live.cfg.redaction;
     ctx.rewrite = match kind {
         ResponseKind::Pass => return Ok(()),
         ResponseKind::Unscannable => {
@@ -244,7 +244,8 @@ fn plan_mcp(
         return Err(unscannable());
     }
     let sse = is_event_stream(resp);
-    let server = state
+    let server = ctx
+        .live
         .cfg
         .mcp_servers
         .get(m.server)
@@ -259,7 +260,7 @@ fn plan_mcp(
         &m.calls,
         state.redactor.clone(),
         scan,
-        state.cfg.mcp.max_message_bytes,
+        ctx.live.cfg.mcp.max_message_bytes,
     );
     r.resume(super::mcp::awaiting(state, ctx));
     ctx.rewrite = Some(Rewrite::Mcp {
@@ -312,7 +313,7 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
             } else {
                 if let Some(b) = body.take() {
                     // Past the bound the rest is dropped; the answer becomes an error.
-                    if !*oversized && buf.len() + b.len() > state.cfg.mcp.max_message_bytes {
+                    if !*oversized && buf.len() + b.len() > ctx.live.cfg.mcp.max_message_bytes {
                         *oversized = true;
                         buf.clear();
                     }
@@ -322,7 +323,7 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
                 }
                 if end {
                     let out = if *oversized {
-                        r.message(&vec![b' '; state.cfg.mcp.max_message_bytes + 1])
+                        r.message(&vec![b' '; ctx.live.cfg.mcp.max_message_bytes + 1])
                     } else if buf.is_empty() {
                         Vec::new()
                     } else {
@@ -333,7 +334,7 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
             }
         }
         (Some(Rewrite::Buffer { kind, buf }), Some(scan)) => {
-            let limit = state.cfg.redaction.max_response_bytes;
+            let limit = ctx.live.cfg.redaction.max_response_bytes;
             if let Some(b) = body.take() {
                 if buf.len() + b.len() > limit {
                     ctx.reason = Some("response_too_large");
@@ -447,7 +448,7 @@ pub fn headers(
     if let Some(theirs) = resp.remove_header("x-request-id") {
         resp.insert_header("x-upstream-request-id", theirs)?;
     }
-    if let Some(up) = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)) {
+    if let Some(up) = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i)) {
         resp.insert_header("x-sluice-upstream", up.name.as_str())?;
         resp.insert_header(
             "x-sluice-region",
@@ -656,7 +657,7 @@ fn classify(session: &Session, e: &Error) -> Option<Rejection> {
 /// Metrics and one structured log line for the request.
 pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) {
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let up = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i));
+    let up = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i));
     let region = up
         .map(|u| u.region)
         .or(ctx.region)
@@ -690,7 +691,11 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
             .as_ref()
             .map_or(("-", "-"), |k| (k.org_id.as_str(), k.id.as_str()));
         // Per-key series are opt-in ([metrics] per_key): every key ever used adds ~34.
-        let key = if state.cfg.metrics.per_key { key } else { "-" };
+        let key = if ctx.live.cfg.metrics.per_key {
+            key
+        } else {
+            "-"
+        };
         match u.found {
             Some(found) => {
                 for (kind, n) in [("input", found.input), ("output", found.output)] {
@@ -770,13 +775,12 @@ struct UsageDetails {
 /// The audit record of a proxied (or refused) request: who, where, what happened; never a
 /// body, a key or a header value. Its details are typed, serialised once per record.
 fn audit_record<'a>(
-    state: &'a State,
     session: &'a Session,
     ctx: &'a Ctx,
 ) -> (crate::audit::Entry<()>, RequestDetails<'a>) {
     use crate::audit::{cap, MAX_DETAIL_CHARS, MAX_FIELD_CHARS};
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let up = ctx.upstream.and_then(|i| state.cfg.upstreams.get(i));
+    let up = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i));
     let req = session.req_header();
     let ua = req
         .headers
@@ -837,12 +841,13 @@ fn audit_record<'a>(
 /// tool (or resource, prompt), outcome, latency and redaction counts, never arguments or
 /// results. MCP calls are counted in `sluice_mcp_requests_total` here too.
 pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Bounded> {
-    let (head, details) = audit_record(state, session, ctx);
+    let (head, details) = audit_record(session, ctx);
     let Some(m) = &ctx.mcp else {
         return vec![crate::audit::Bounded::typed(head, &details)];
     };
     let base = head.with_details(serde_json::to_value(&details).unwrap_or_default());
-    let server = state
+    let server = ctx
+        .live
         .cfg
         .mcp_servers
         .get(m.server)

@@ -37,13 +37,18 @@ pub enum ServeError {
     },
     #[error("cannot start the fleet counters: {0}")]
     Fleet(String),
+    #[error("cannot start the health-check thread: {0}")]
+    Health(std::io::Error),
 }
 
 /// Run sluice until a shutdown signal, then drain and return.
 ///
 /// Without `sessions` (no `SLUICE_JWT_SECRET`) the admin API answers 503 `admin_api_disabled`.
+/// `config_path` is the file `cfg` was read from (`None`: the compiled-in default): SIGHUP
+/// and `POST /reload` read it again.
 pub fn serve(
     cfg: Config,
+    config_path: Option<std::path::PathBuf>,
     ring: Keyring,
     sessions: Option<crate::admin::session::Sessions>,
 ) -> Result<(), ServeError> {
@@ -62,30 +67,20 @@ pub fn serve(
             source,
         }
     })?;
-    for pinned in auth.get().pinned_regions() {
-        if !cfg.serves(pinned) {
-            tracing::warn!(region = %pinned, "keys or orgs are pinned to a region no [[upstreams]] entry serves; their requests get 503 region_unavailable");
-        }
+    // Said now, by name, not at the first request.
+    super::reload::warn_unserved(&cfg, &auth);
+    // The balancers' discovery and health checks run on a thread of their own; requests have
+    // backends (and their health) from the first connection.
+    let health = upstream::health_runtime().map_err(ServeError::Health)?;
+    let (live, ready) = super::Live::new(cfg.clone(), &health);
+    if !health.block_on(upstream::discovered(
+        ready,
+        cfg.limits.connect_timeout + Duration::from_secs(2),
+    )) {
+        tracing::warn!("the upstreams' first discovery or health check is not done; it goes on in the background");
     }
-    // A configured credential the store does not hold (or cannot open, or that expired): its
-    // requests get 503 credential_unavailable; say so now, by name, not at the first request.
-    let now = time::OffsetDateTime::now_utc();
-    let snapshot = auth.get();
-    let needs = (cfg.upstreams.iter())
-        .filter_map(|u| Some(("upstream", u.name.as_str(), u.credential.as_deref()?)))
-        .chain(
-            (cfg.mcp_servers.iter())
-                .filter_map(|m| Some(("mcp_server", m.name.as_str(), m.credential.as_deref()?))),
-        );
-    for (kind, name, credential) in needs {
-        if snapshot.credential(credential, now).is_none() {
-            tracing::warn!(kind, name, credential, "the credential of this upstream is missing from the store, cannot be opened with the master key, or has expired: its requests get 503 credential_unavailable until `sluice credentials set` stores it");
-        }
-    }
-    drop(snapshot);
-    let (regions, balancers) = upstream::Regions::new(&cfg);
-    let regions = Arc::new(regions);
-    let health = regions.clone();
+    let live = Arc::new(arc_swap::ArcSwap::from_pointee(live));
+    let view = live.clone();
     let metrics = crate::metrics::Metrics::new()?;
     let audit = crate::audit::Writer::start(&cfg.store, ring.clone(), metrics.audit.clone())
         .map_err(|source| ServeError::Store {
@@ -116,7 +111,12 @@ pub fn serve(
             metrics.admin_logins.clone(),
         )
         .on_change(move |store| watcher.reload_with(store))
-        .mcp_health(move |i| health.mcp_healthy(i)),
+        .mcp_view(move || {
+            let live = view.load();
+            (live.cfg.mcp_servers.iter().cloned().enumerate())
+                .map(|(i, m)| (m, live.mcp_healthy(i)))
+                .collect()
+        }),
     );
     let oauth = crate::auth::oauth::Refresher::start(
         cfg.store.path.clone(),
@@ -182,8 +182,7 @@ pub fn serve(
         oauth,
         limiter,
     };
-    let state = State::new(cfg, metrics, auth, regions, services);
-    let cfg = &state.cfg;
+    let state = State::new(live, (config_path, health), metrics, auth, services);
 
     let mut conf = ServerConf {
         threads: cfg.server.threads,
@@ -230,9 +229,6 @@ pub fn serve(
     server.add_service(data);
     server.add_service(admin);
     server.add_service(metrics);
-    for b in balancers {
-        server.add_service(b);
-    }
     tracing::info!(
         proxy = %cfg.listen.proxy,
         admin = %cfg.listen.admin,
@@ -252,7 +248,8 @@ pub fn serve(
     Ok(())
 }
 
-/// Waits for SIGTERM/SIGINT, then drains before letting pingora stop its services.
+/// Waits for SIGTERM/SIGINT, then drains before letting pingora stop its services; reloads
+/// the config on each SIGHUP meanwhile.
 struct Drain {
     state: Arc<State>,
     timeout: Duration,
@@ -264,13 +261,20 @@ impl ShutdownSignalWatch for Drain {
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
+            (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
                 tokio::select! {
-                    _ = term.recv() => {},
-                    _ = int.recv() => {},
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        // On its own task: a slow reload does not hold up a shutdown signal.
+                        let state = self.state.clone();
+                        tokio::spawn(async move { state.reload().await });
+                    },
                 }
-            }
+            },
             _ => {
                 tracing::error!("cannot install signal handlers; shutdown only by kill -9");
                 std::future::pending::<()>().await;

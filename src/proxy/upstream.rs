@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora_core::services::background::{background_service, GenBackgroundService};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
@@ -21,7 +20,6 @@ use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::health_check::{HealthObserve, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
-use pingora_proxy::Session;
 
 use super::{Ctx, State};
 use crate::config::Config;
@@ -141,14 +139,17 @@ impl HealthObserve for HealthLog {
 pub struct UpstreamIndex(pub usize);
 
 /// A balancer over `hosts` (config index, host, port) with discovery and TCP health checks,
-/// resolved once now, and the background service that keeps it current.
+/// kept current by a task on `health` for as long as the balancer is in use (the task holds it
+/// weakly: a reload that replaces it ends the task). `ready` hears when its first discovery is
+/// done.
 fn balancer(
     cfg: &Config,
-    what: &str,
+    what: String,
     hosts: Vec<(usize, String, u16)>,
-    rt: Option<&tokio::runtime::Runtime>,
+    health: &tokio::runtime::Handle,
     names: HealthLog,
-) -> GenBackgroundService<Balancer> {
+    ready: &mut Vec<tokio::sync::oneshot::Receiver<()>>,
+) -> Arc<Balancer> {
     let backends = Backends::new(Box::new(RegionDiscovery { upstreams: hosts }));
     let mut lb = Balancer::from_backends(backends);
     let mut hc = TcpHealthCheck::new();
@@ -158,26 +159,111 @@ fn balancer(
     lb.health_check_frequency = Some(cfg.residency.health_check);
     lb.update_frequency = Some(Duration::from_secs(30));
     lb.parallel_health_check = true;
-    // The first discovery now, so requests have backends from the first second.
-    if let Some(rt) = rt {
-        if let Err(e) = rt.block_on(lb.update()) {
-            tracing::warn!(what, error = %e, "initial discovery failed");
+    let lb = Arc::new(lb);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ready.push(rx);
+    let weak = Arc::downgrade(&lb);
+    // Supervised: a panic is counted and the task starts again after a second (the balancer
+    // keeps its last backends and health meanwhile).
+    health.spawn(async move {
+        let mut tx = Some(tx);
+        loop {
+            let task = tokio::spawn(keep_current(weak.clone(), what.clone(), tx.take()));
+            if !task.await.is_err_and(|e| e.is_panic()) {
+                return;
+            }
+            crate::supervise::restarted(crate::supervise::Task::Health);
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    });
+    lb
+}
+
+/// Discovery every `update_frequency` and health checks every `health_check_frequency`, as
+/// pingora's own background service does, until the balancer is no longer in use.
+async fn keep_current(
+    lb: std::sync::Weak<Balancer>,
+    what: String,
+    mut ready: Option<tokio::sync::oneshot::Sender<()>>,
+) {
+    let mut next_update = Instant::now();
+    let mut next_check = Instant::now();
+    loop {
+        let Some(balancer) = lb.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= next_update {
+            if let Err(e) = balancer.update().await {
+                tracing::warn!(what, error = %e, "discovery failed; the previous backends stay");
+            }
+            next_update = now + balancer.update_frequency.unwrap_or(Duration::from_secs(30));
+        }
+        if now >= next_check {
+            balancer
+                .backends()
+                .run_health_check(balancer.parallel_health_check)
+                .await;
+            next_check = now
+                + balancer
+                    .health_check_frequency
+                    .unwrap_or(Duration::from_secs(5));
+        }
+        // Discovered and checked once: requests get an accurate choice from now on.
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
+        drop(balancer);
+        tokio::time::sleep_until(next_update.min(next_check).into()).await;
     }
-    background_service(what, lb)
+}
+
+/// Start the runtime the balancers' discovery and health checks run on (a thread of its own,
+/// so that they run before the server does and outlive any reload).
+pub fn health_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("sluice-health".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(std::future::pending::<()>());
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the health-check thread did not start"))?
+}
+
+/// Wait (up to `within`) for the first discovery and health check of every balancer `ready`
+/// was given for.
+/// Says whether all finished in time.
+pub async fn discovered(ready: Vec<tokio::sync::oneshot::Receiver<()>>, within: Duration) -> bool {
+    let all = async {
+        for r in ready {
+            let _ = r.await;
+        }
+    };
+    tokio::time::timeout(within, all).await.is_ok()
 }
 
 impl Regions {
-    /// Build one balancer per region that has upstreams and one per MCP server, resolve them
-    /// once, and hand back the background services that keep discovery and health checks
-    /// running.
-    pub fn new(cfg: &Config) -> (Regions, Vec<GenBackgroundService<Balancer>>) {
+    /// Build one balancer per region that has upstreams and one per MCP server; their
+    /// discovery and health checks run on `health`. Also returns, for each, a receiver that
+    /// hears when its first discovery is done (requests have backends from then on).
+    pub fn new(
+        cfg: &Config,
+        health: &tokio::runtime::Handle,
+    ) -> (Regions, Vec<tokio::sync::oneshot::Receiver<()>>) {
         let mut by_region: [Option<Arc<Balancer>>; 3] = [None, None, None];
-        let mut services = Vec::new();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok();
+        let mut ready = Vec::new();
         for region in [Region::Us, Region::Eu, Region::Apac] {
             let upstreams: Vec<(usize, String, u16)> = cfg
                 .upstreams
@@ -193,15 +279,14 @@ impl Regions {
                 kind: "upstream",
                 names: cfg.upstreams.iter().map(|u| u.name.clone()).collect(),
             };
-            let svc = balancer(
+            by_region[slot(region)] = Some(balancer(
                 cfg,
-                &format!("upstreams {region}"),
+                format!("upstreams {region}"),
                 upstreams,
-                rt.as_ref(),
+                health,
                 names,
-            );
-            by_region[slot(region)] = Some(svc.task());
-            services.push(svc);
+                &mut ready,
+            ));
         }
         let mut mcp = Vec::new();
         for (i, m) in cfg.mcp_servers.iter().enumerate() {
@@ -210,17 +295,16 @@ impl Regions {
                 kind: "mcp_server",
                 names: cfg.mcp_servers.iter().map(|m| m.name.clone()).collect(),
             };
-            let svc = balancer(
+            mcp.push(balancer(
                 cfg,
-                &format!("mcp server {}", m.name),
+                format!("mcp server {}", m.name),
                 hosts,
-                rt.as_ref(),
+                health,
                 names,
-            );
-            mcp.push(svc.task());
-            services.push(svc);
+                &mut ready,
+            ));
         }
-        (Regions { by_region, mcp }, services)
+        (Regions { by_region, mcp }, ready)
     }
 
     /// The address of MCP server `index`, when it is up.
@@ -256,11 +340,12 @@ impl Regions {
 }
 
 /// Build the peer of the upstream the request gate chose, with this request's timeouts.
-pub fn peer(state: &State, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+pub fn peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     let index = ctx
         .upstream
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream chosen"))?;
-    let up = state
+    let up = ctx
+        .live
         .cfg
         .upstreams
         .get(index)
@@ -269,7 +354,7 @@ pub fn peer(state: &State, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<
         .peer_addr
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream address chosen"))?;
     let mut peer = HttpPeer::new(addr, up.base_url.tls, up.base_url.host.clone());
-    let limits = &state.cfg.limits;
+    let limits = &ctx.live.cfg.limits;
     let o = &mut peer.options;
     o.connection_timeout = Some(limits.connect_timeout);
     o.total_connection_timeout = Some(limits.connect_timeout * 2);
@@ -283,7 +368,7 @@ pub fn peer(state: &State, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<
 pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
     let up = match (
         &ctx.mcp,
-        ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)),
+        ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i)),
     ) {
         (Some(_), _) => None,
         (None, Some(up)) => Some(up),
@@ -328,7 +413,7 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
     // sent; anything else is refused as unscannable). The hop to the app is local.
     req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
     match (up, &ctx.mcp) {
-        (_, Some(m)) => super::mcp::rewrite(state, req, ctx, m)?,
+        (_, Some(m)) => super::mcp::rewrite(req, ctx, m)?,
         (Some(up), None) => {
             if let Some(cred) = &ctx.credential {
                 let value = cred.header_value(&up.credential_prefix).ok_or_else(|| {
@@ -363,10 +448,11 @@ pub fn failover(state: &State, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     if !ctx.tried.contains(&failed) {
         ctx.tried.push(failed);
     }
-    let Some((index, addr)) = state.regions.pick(region, &ctx.tried) else {
+    let live = ctx.live.clone();
+    let Some((index, addr)) = live.regions.pick(region, &ctx.tried) else {
         return e;
     };
-    let failed_name = state
+    let failed_name = live
         .cfg
         .upstreams
         .get(failed)
@@ -390,14 +476,15 @@ pub fn answered(state: &State, resp: &pingora_http::ResponseHeader, ctx: &Ctx) -
     if resp.status == http::StatusCode::UNAUTHORIZED {
         if let Some(cred) = &ctx.credential {
             let name = match &ctx.mcp {
-                Some(m) => state
+                Some(m) => ctx
+                    .live
                     .cfg
                     .mcp_servers
                     .get(m.server)
                     .and_then(|s| s.credential.as_deref()),
                 None => ctx
                     .upstream
-                    .and_then(|i| state.cfg.upstreams.get(i))
+                    .and_then(|i| ctx.live.cfg.upstreams.get(i))
                     .and_then(|u| u.credential.as_deref()),
             };
             let name = name.unwrap_or_default();
@@ -417,7 +504,7 @@ pub fn answered(state: &State, resp: &pingora_http::ResponseHeader, ctx: &Ctx) -
 fn observe_answer(state: &State, ctx: &Ctx) {
     if let (Some(sent), Some(up)) = (
         ctx.upstream_sent,
-        ctx.upstream.and_then(|i| state.cfg.upstreams.get(i)),
+        ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i)),
     ) {
         state
             .metrics

@@ -349,9 +349,14 @@ impl Proxy {
 
     /// Send SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send a signal (`TERM`, `HUP`...).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().unwrap().id();
         let ok = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
