@@ -187,7 +187,7 @@ const AUDIT_QUERY: &[QueryParam] = &[
     ),
     (
         "limit",
-        r#"{"type":"integer"}"#,
+        r#"{"type":"integer","minimum":1,"maximum":1000}"#,
         false,
         "1 to 1000, default 100",
     ),
@@ -339,7 +339,7 @@ pub fn openapi() -> Value {
                 "data": {"type": "array", "items": schema(n)}}}),
             Shape::Page(n) => json!({"type": "object", "properties": {
                 "data": {"type": "array", "items": schema(n)},
-                "next_cursor": {"type": "string", "nullable": true}}}),
+                "next_cursor": {"type": ["string", "null"]}}}),
             Shape::Object => json!({"type": "object"}),
         };
         let mut responses = serde_json::Map::new();
@@ -447,6 +447,8 @@ pub struct Reply {
     pub body: Value,
     /// Seconds, for 429.
     pub retry_after: Option<u64>,
+    /// The methods the route takes, for 405 (RFC 9110: the `Allow` header).
+    pub allow: Option<String>,
 }
 
 macro_rules! codes {
@@ -670,8 +672,16 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             "Send a JSON body with Content-Type: application/json.",
         ));
     }
+    // An object and nothing else: serde would also read a struct from an array (`[null]`
+    // setting its first field) and ignore what follows the value.
+    if req.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(err(
+            Code::InvalidBody,
+            "Invalid JSON body: the body must be a JSON object.",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(&req.body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         // serde's messages can quote the offending value (a password); only field names are
         // echoed.
         let inner = e.inner().to_string();
@@ -688,7 +698,14 @@ fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             format!("invalid value for `{path}`")
         };
         err(Code::InvalidBody, format!("Invalid JSON body: {message}."))
-    })
+    })?;
+    de.end().map_err(|_| {
+        err(
+            Code::InvalidBody,
+            "Invalid JSON body: something follows the object.",
+        )
+    })?;
+    Ok(value)
 }
 
 fn query_params(q: Option<&str>) -> Vec<(String, String)> {
@@ -761,21 +778,21 @@ struct NewOrg {
     tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     budget_tokens: Option<Option<u64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     budget_period: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     region: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pii: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     secrets: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     response_redaction: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_tools: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_resources: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_prompts: Option<String>,
 }
 
@@ -788,21 +805,21 @@ struct OrgPatch {
     tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     budget_tokens: Option<Option<u64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     budget_period: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     region: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pii: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     secrets: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     response_redaction: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_tools: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_resources: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_prompts: Option<String>,
 }
 
@@ -816,19 +833,19 @@ struct KeyPatch {
     tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     budget_tokens: Option<Option<u64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     budget_period: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pii: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     secrets: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     response_redaction: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_tools: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_resources: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     mcp_prompts: Option<String>,
 }
 
@@ -837,11 +854,11 @@ struct KeyPatch {
 struct NewKey {
     #[serde(default = "default_key_name")]
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pii: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     secrets: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     response_redaction: Option<String>,
     #[serde(default)]
     mcp_tools: Option<String>,
@@ -849,7 +866,7 @@ struct NewKey {
     mcp_resources: Option<String>,
     #[serde(default)]
     mcp_prompts: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     region: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
     rpm: Option<Option<u64>>,
@@ -857,9 +874,9 @@ struct NewKey {
     tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     budget_tokens: Option<Option<u64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     budget_period: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     expires_at: Option<String>,
 }
 
@@ -870,6 +887,16 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// A field that may be absent (`None`) but not `null`: a client's `null` is refused rather
+/// than read as "absent" (unchanged, or the default), which it may not have meant.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 fn default_key_name() -> String {
@@ -1020,13 +1047,30 @@ impl Api {
                 status,
                 body,
                 retry_after: None,
+                allow: None,
             },
             Err(e) => Reply {
                 status: e.status(),
                 body: crate::error::body(e.status(), e.code.as_str(), &e.message, &req.request_id),
                 retry_after: e.retry_after,
+                allow: (e.code == Code::MethodNotAllowed).then(|| self.methods(&req.path)),
             },
         }
+    }
+
+    /// The methods the route at `path` takes (`GET, POST`).
+    fn methods(&self, path: &str) -> String {
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        let mut methods: Vec<&str> = self
+            .router
+            .at(path)
+            .map(|m| m.value.iter().map(|i| ROUTES[*i].method).collect())
+            .unwrap_or_default();
+        methods.dedup();
+        methods.join(", ")
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -1676,7 +1720,16 @@ impl Api {
             since: since.as_deref(),
             action: c.param("action"),
             actor: c.param("actor"),
-            outcome: c.param("outcome"),
+            outcome: match c.param("outcome") {
+                None => None,
+                Some(o @ ("success" | "failure")) => Some(o),
+                Some(_) => {
+                    return Err(err(
+                        Code::InvalidRequest,
+                        "outcome must be success or failure.",
+                    ))
+                }
+            },
         };
         let rows = store.audit_page(after, &filter, limit)?;
         let next = (rows.len() as i64 == limit)
@@ -1933,5 +1986,39 @@ mod tests {
         let mut r = req("{}");
         r.content_type = Some("text/plain".into());
         assert_eq!(body::<Login>(&r).err().unwrap().status(), 415);
+    }
+
+    #[test]
+    fn a_body_is_one_json_object_and_null_is_not_absent() {
+        let req = |b: &str| {
+            let mut r = Request::default();
+            r.content_type = Some("application/json".into());
+            r.body = b.as_bytes().to_vec();
+            r
+        };
+        // serde reads a struct from an array too (`[null]` would remove the first limit).
+        for b in [
+            "[null, null]",
+            " [1]",
+            "\"x\"",
+            "null",
+            r#"{"rpm": 5} {"rpm": 6}"#,
+            r#"{"rpm": 5}x"#,
+        ] {
+            let e = body::<KeyPatch>(&req(b))
+                .err()
+                .unwrap_or_else(|| panic!("{b} accepted"));
+            assert_eq!(e.code, Code::InvalidBody, "{b}");
+        }
+        // A limit's null removes it; a setting's null is refused (it is not "unchanged").
+        let p = body::<KeyPatch>(&req(r#" {"rpm": null} "#)).unwrap();
+        assert_eq!(p.rpm, Some(None));
+        for field in ["pii", "budget_period", "mcp_tools"] {
+            let b = format!(r#"{{"{field}": null}}"#);
+            let e = body::<KeyPatch>(&req(&b))
+                .err()
+                .unwrap_or_else(|| panic!("{b} accepted"));
+            assert_eq!(e.code, Code::InvalidBody, "{b}");
+        }
     }
 }

@@ -60,6 +60,14 @@ fn json_error(status: u16, code: &str, message: &str, request_id: &str) -> Respo
     )
 }
 
+/// 405 with the methods the route takes (RFC 9110: `Allow`).
+fn not_allowed(allow: &'static str, request_id: &str) -> Response<Vec<u8>> {
+    let mut r = json_error(405, "method_not_allowed", "Method not allowed.", request_id);
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r
+}
+
 /// An admin API refusal made before the API itself runs (source address, body size).
 fn api_error(code: Code, message: &str, request_id: &str) -> Response<Vec<u8>> {
     json_error(code.status(), code.as_str(), message, request_id)
@@ -153,10 +161,7 @@ impl Admin {
     async fn reload(&self, session: &mut ServerSession, id: &str) -> Response<Vec<u8>> {
         let req = session.req_header();
         if req.method != http::Method::POST {
-            let mut r = json_error(405, "method_not_allowed", "Use POST /reload.", id);
-            r.headers_mut()
-                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-            return r;
+            return not_allowed("POST", id);
         }
         let peer = session
             .client_addr()
@@ -255,6 +260,13 @@ impl Admin {
             &id,
             reply.retry_after,
         );
+        if let Some(allow) = reply
+            .allow
+            .as_deref()
+            .and_then(|a| http::HeaderValue::from_str(a).ok())
+        {
+            resp.headers_mut().insert(http::header::ALLOW, allow);
+        }
         if reply.status == 401 {
             resp.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
@@ -284,7 +296,7 @@ impl ServeHttp for Admin {
         }
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
-            return json_error(405, "method_not_allowed", "Method not allowed.", &id);
+            return not_allowed("GET, HEAD", &id);
         }
         match req.uri.path() {
             "/healthz" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec(), &id),
@@ -349,7 +361,7 @@ impl ServeHttp for MetricsEndpoint {
         let id = request_id(session);
         let req = session.req_header();
         if req.method != http::Method::GET {
-            return json_error(405, "method_not_allowed", "Method not allowed.", &id);
+            return not_allowed("GET", &id);
         }
         if req.uri.path() != "/metrics" {
             return json_error(404, "not_found", "No such route.", &id);

@@ -1738,3 +1738,73 @@ fn a_hanging_token_endpoint_holds_up_only_its_own_call() {
         "blocked behind the token fetch"
     );
 }
+
+/// The OpenAPI document is valid OpenAPI 3.1 (`openapi-spec-validator`), and the running admin
+/// API keeps to it under `schemathesis` (every check but "schema-valid data is accepted":
+/// some rules span fields, such as a budget period needing budget tokens): no 5xx, every
+/// answer's status, content type, headers and body as documented, 405s with `Allow`, schema-
+/// invalid input refused, no route reachable without a session.
+#[test]
+fn the_openapi_document_is_valid_and_the_running_api_keeps_to_it() {
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "ops@example.com", None, "");
+    let p = s.spawn();
+    let token = login(&p, &op, 0);
+    let doc = call(p.admin_port, "GET", "/api/openapi.json", None, None, "");
+    assert_eq!(doc.json()["openapi"], "3.1.0");
+    let path = p.dir.path().join("openapi.json");
+    std::fs::write(&path, &doc.body).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&path)
+        .output()
+        .expect("python3 with openapi-spec-validator (tests/requirements.txt)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let url = format!("http://127.0.0.1:{}/api/openapi.json", p.admin_port);
+    let auth = format!("Authorization: Bearer {token}");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'schemathesis'; schemathesis()",
+            "run",
+            &url,
+            "--header",
+            &auth,
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            // Ending the session would leave the rest of the run unauthenticated.
+            "--exclude-path",
+            "/api/auth/logout",
+            "--max-examples",
+            "15",
+            "--seed",
+            "20261206",
+            "--request-timeout",
+            "10",
+            "--no-color",
+        ])
+        // Its cache and reports go to the test's directory, not the source tree.
+        .current_dir(p.dir.path())
+        .output()
+        .expect("python3 with schemathesis (tests/requirements.txt)");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("passed"), "{said}");
+    // The token never reached the report (schemathesis filters it; checked anyway).
+    assert!(!said.contains(&token), "the session token is in the report");
+    // No answer was a server error.
+    assert!(!p.log().contains("status=500"), "{}", p.log());
+}
