@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Deployment checks (run by .ci/run after the test suite, which builds target/debug/sluice):
-# the alert rules, the Kubernetes manifests against the Kubernetes schemas (offline), the shell
-# scripts, and `promtool check metrics` on a scrape of a running sluice.
+# the alert rules and their unit tests, the Kubernetes manifests against the Kubernetes schemas
+# (offline), the shell scripts, the systemd unit (where systemd-analyze is installed), and
+# `promtool check metrics` on a scrape of a running sluice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 promtool check rules deploy/prometheus/alerts.yml
-kubernetes-validate --strict --kubernetes-version 1.30.0 deploy/kubernetes/deployment.yaml
-kubernetes-validate --strict deploy/kubernetes/deployment.yaml
-kubernetes-validate --strict deploy/kubernetes/redis.yaml
-shellcheck .ci/run deploy/check.sh dev.sh
+promtool test rules deploy/prometheus/alerts_test_static.yml deploy/prometheus/alerts_test_oauth.yml
+manifests=(deploy/kubernetes/deployment.yaml deploy/kubernetes/redis.yaml
+  deploy/kubernetes/networkpolicy.yaml deploy/kubernetes/pdb.yaml)
+kubernetes-validate --strict --kubernetes-version 1.30.0 "${manifests[@]}"
+kubernetes-validate --strict "${manifests[@]}"
+shellcheck .ci/run deploy/check.sh dev.sh deploy/systemd/sluice-env
 
 bin="${SLUICE_BIN:-${CARGO_TARGET_DIR:-target}/debug/sluice}"
 tmp="$(mktemp -d)"
@@ -19,6 +22,13 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+
+# The unit, with ExecStart pointed at the repository's wrapper (verify wants it to exist).
+if command -v systemd-analyze >/dev/null 2>&1; then
+  sed "s#/usr/local/libexec/sluice-env#$PWD/deploy/systemd/sluice-env#" \
+    deploy/systemd/sluice.service > "$tmp/sluice.service"
+  systemd-analyze verify "$tmp/sluice.service"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 proxy="$(free_port)"; admin="$(free_port)"; metrics="$(free_port)"
