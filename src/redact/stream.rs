@@ -162,7 +162,7 @@ impl TextStream {
                                     self.mode = mode;
                                     continue;
                                 }
-                                (forced_at, true)
+                                (self.past_matches(forced_at), true)
                             }
                             None => (0, false),
                         }
@@ -277,6 +277,26 @@ impl TextStream {
                 (len > raw).then(|| floor_char(&self.pending, len - raw))
             }
         }
+    }
+
+    /// A forced cut at `cut` in `pending`, moved past every complete match it would split (a
+    /// secret known only from the context before it, such as an AWS secret key after its key
+    /// id): the match is released whole, as batch redaction replaces it.
+    fn past_matches(&self, cut: usize) -> usize {
+        let mut joined = String::with_capacity(self.context.len() + self.pending.len());
+        joined.push_str(&self.context);
+        joined.push_str(&self.pending);
+        let base = self.context.len();
+        let mut found = Vec::new();
+        self.p.find(&joined, self.scan, &mut found);
+        found.sort_unstable_by_key(|&(s, _, _)| s);
+        let mut at = base + cut;
+        for (s, e, _) in found {
+            if s < at && at < e {
+                at = e;
+            }
+        }
+        ceil_char(&self.pending, at - base)
     }
 
     /// A secret starting in `pending` and running to its end: where it starts, and the mode
@@ -531,6 +551,15 @@ fn digit_group_continues(b: &[u8], i: usize) -> bool {
         .get(i + 1)
         .is_none_or(|c| c.is_ascii_digit() || matches!(c, b'(' | b'+' | b'-'));
     before && after
+}
+
+/// The smallest character boundary of `s` at or after `i` (at most its length).
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 fn floor_char(s: &str, mut i: usize) -> usize {
