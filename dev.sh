@@ -67,6 +67,15 @@ setup_test() {
     python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt 2>/dev/null ||
       python3 -m pip install -q --disable-pip-version-check --break-system-packages -r tests/requirements.txt
   fi
+  # The MCP SDK 2.x beside 1.x: in a directory of its own, put first on PYTHONPATH by the
+  # tests that use it.
+  if [ ! -f tests/mcp/sdk2/.installed ] || [ tests/mcp/requirements-2.txt -nt tests/mcp/sdk2/.installed ]; then
+    say "installing the MCP Python SDK 2.x in tests/mcp/sdk2 (pip --target)"
+    rm -rf tests/mcp/sdk2
+    python3 -m pip install -q --disable-pip-version-check --target tests/mcp/sdk2 -r tests/mcp/requirements-2.txt 2>/dev/null ||
+      python3 -m pip install -q --disable-pip-version-check --break-system-packages --target tests/mcp/sdk2 -r tests/mcp/requirements-2.txt
+    touch tests/mcp/sdk2/.installed
+  fi
   if [ ! -d tests/sdk/node_modules ] || [ tests/sdk/package-lock.json -nt tests/sdk/node_modules ]; then
     say "installing the Node packages in tests/sdk/package-lock.json (npm ci)"
     npm ci --prefix tests/sdk --no-audit --no-fund --loglevel=error

@@ -18,6 +18,7 @@ mod mcp;
 mod mcp_hostile;
 mod pii;
 mod proxy;
+mod readme;
 mod reload;
 mod residency;
 mod responses;

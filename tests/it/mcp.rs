@@ -593,3 +593,68 @@ fn refresh_tokens_rotate_a_401_forces_one_refresh_and_llm_upstreams_use_oauth_to
     let s = p.stop();
     assert_not_in_files(&s, &["refresh-canary", "client-secret-canary", "tok-"]);
 }
+
+/// The README's MCP examples (the 2.x and the 1.x one), extracted from README.md and run as
+/// written (only the port and the key filled in) with the newest official SDK of each line:
+/// a key allowed `github:create_issue` lists that tool alone and calls it.
+#[test]
+fn the_readme_mcp_examples_work_with_the_newest_1x_and_2x_sdks() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## MCP gateway").unwrap()..];
+    let blocks: Vec<&str> = section
+        .split("```python\n")
+        .skip(1)
+        .take(2)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(
+        blocks[0].contains("streamable_http_client(")
+            && blocks[1].contains("streamablehttp_client("),
+        "the README's MCP examples moved: {blocks:?}"
+    );
+    let sdk2 = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/sdk2");
+    assert!(
+        std::path::Path::new(sdk2).join("mcp").is_dir(),
+        "the MCP SDK 2.x is not in tests/mcp/sdk2: ./dev.sh setup test installs it"
+    );
+
+    let up = Upstream::start();
+    let srv = McpServer::start();
+    let github = format!(
+        "[[mcp_servers]]\nname = \"github\"\nurl = \"{}/mcp\"\nregion = \"us\"\ncredential = \"gh\"\n",
+        srv.url()
+    );
+    let s = Setup::new(&mock_upstream(&up, ""), &github);
+    s.cli_json(&["credentials", "set", "gh"], b"static-token-for-tests\n");
+    let p = s.spawn();
+    let key = key_with_tools(&p, "github:create_issue");
+    for (block, pythonpath) in [(blocks[0], Some(sdk2)), (blocks[1], None)] {
+        let code = block.replace("127.0.0.1:8480", &format!("127.0.0.1:{}", p.port));
+        let indented: String = code.lines().map(|l| format!("    {l}\n")).collect();
+        let script = format!(
+            "import asyncio, json, sys, mcp\nSLUICE_KEY = sys.argv[1]\n\nasync def main():\n{indented}    print(json.dumps({{\"sdk\": mcp.__file__, \"tools\": [t.name for t in tools.tools]}}))\n\nasyncio.run(main())\n"
+        );
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c").arg(&script).arg(&key);
+        if let Some(path) = pythonpath {
+            cmd.env("PYTHONPATH", path);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "the README example failed:\n{script}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            p.log()
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["tools"], json!(["create_issue"]), "{v}");
+        // The SDK the example ran with is the one meant.
+        assert_eq!(
+            v["sdk"].as_str().unwrap().starts_with(sdk2),
+            pythonpath.is_some(),
+            "{v}"
+        );
+    }
+    assert_eq!(srv.stats()["issues"], 2);
+}

@@ -4,7 +4,8 @@ tests/it/mcp.rs.
 Usage: server.py PORT. Serves:
 - /mcp: the MCP endpoint. Every request needs `Authorization: Bearer <token>`, a token from
   /oauth/token that has not expired, or the static token "static-token-for-tests". Tools:
-  lookup_customer (answers with PII and a secret), slow (sleeps), delete_everything.
+  lookup_customer (answers with PII and a secret), slow (sleeps), create_issue (counted in
+  /stats "issues"), delete_everything.
 - /oauth/token: client_credentials (client_id "sluice", client_secret "client-secret-canary")
   and refresh_token grants (refresh tokens rotate); tokens last TOKEN_TTL seconds.
 - /control (POST JSON): {"fail": true|false, "ttl": seconds, "revoke": true (every access
@@ -47,6 +48,13 @@ async def slow(seconds: float) -> str:
     """Sleep, then answer."""
     await asyncio.sleep(seconds)
     return "done"
+
+
+@mcp.tool()
+def create_issue(title: str) -> str:
+    """Open an issue (the README's example tool)."""
+    state["issues"] = state.get("issues", 0) + 1
+    return f"issue created: {title}"
 
 
 @mcp.tool()
