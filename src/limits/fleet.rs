@@ -52,6 +52,9 @@ local limit = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local weight = tonumber(ARGV[3])
 local curr = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- Given back more than it held (Redis restarted or failed over under requests in flight): the
+-- window starts again from nothing, not from below it.
+if curr < 0 then redis.call('SET', KEYS[1], 0) curr = 0 end
 local prev = 0
 if weight > 0 then prev = tonumber(redis.call('GET', KEYS[2]) or '0') end
 if prev < 0 then prev = 0 end

@@ -433,12 +433,20 @@ pub fn headers(
 ) -> Result<()> {
     plan(state, session, resp, ctx)?;
     track_usage(resp, ctx)?;
-    // One pass over the answer's headers: what is never passed on, and X-Sluice-* (only sluice
-    // sets those: the upstream cannot claim a region or a redaction).
+    // One pass over the answer's headers: what is never passed on, X-Sluice-* (only sluice
+    // sets those: the upstream cannot claim a region or a redaction), and the provider's rate
+    // limit figures (they describe sluice's upstream account, which every org shares: one
+    // tenant would read the others' use from them; sluice sets its own).
     let dropped: Vec<http::HeaderName> = resp
         .headers
         .keys()
-        .filter(|k| STRIP.contains(&k.as_str()) || k.as_str().starts_with("x-sluice-"))
+        .filter(|k| {
+            let k = k.as_str();
+            STRIP.contains(&k)
+                || k.starts_with("x-sluice-")
+                || k.starts_with("x-ratelimit-")
+                || k.starts_with("anthropic-ratelimit-")
+        })
         .cloned()
         .collect();
     for h in &dropped {
@@ -487,8 +495,7 @@ fn common(state: &State, resp: &mut ResponseHeader, ctx: &Ctx) -> Result<()> {
         )?;
         resp.append_header("vary", "Origin")?;
     }
-    // sluice's limits replace what the upstream says of the same measure (its account's limits
-    // are shared by every app behind sluice).
+    // sluice's own limits (the provider's figures were dropped from proxied answers).
     for (quota, [limit, remaining, reset]) in [
         (
             ctx.quotas.requests,

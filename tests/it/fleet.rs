@@ -83,6 +83,31 @@ fn an_rpm_limit_holds_for_the_fleet_and_redis_outages_fall_back_as_configured() 
 }
 
 #[test]
+fn a_counter_given_back_below_zero_does_not_raise_the_limit() {
+    // Redis restarted or failed over under requests in flight: their give-backs land on an
+    // empty counter and leave it negative. The window starts again from nothing.
+    let up = Upstream::start();
+    let redis = Redis::start();
+    let (fleet, key) = sidecars(&up, &fleet_toml(&redis, ""), 1, |s| {
+        s.cli_json(&["orgs", "update", &s.org_id, "--rpm", "3"], b"");
+    });
+    assert_eq!(chat_with_key(fleet[0].port, &key).status, 200);
+    let counters = redis.keys("sluice:*rpm*");
+    assert!(!counters.is_empty(), "no counter in Redis");
+    for c in &counters {
+        assert_eq!(
+            redis.command(&format!("SET {c} -50")).as_deref(),
+            Some("+OK")
+        );
+    }
+    let admitted = (0..6)
+        .filter(|_| chat_with_key(fleet[0].port, &key).status == 200)
+        .count();
+    assert!(admitted <= 3, "{admitted} admitted on an rpm of 3");
+    assert!(admitted >= 1);
+}
+
+#[test]
 fn with_on_redis_error_deny_limited_requests_are_refused_while_redis_is_down() {
     let up = Upstream::start();
     let mut redis = Redis::start();

@@ -86,6 +86,16 @@ impl Redis {
         self.reply(cmd)?.lines().next().map(str::to_string)
     }
 
+    /// The keys matching `pattern` (a short list: one read of the reply).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let reply = self.reply(&format!("KEYS {pattern}")).unwrap_or_default();
+        reply
+            .lines()
+            .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Send one inline command; the first read of its reply (up to 512 bytes).
     fn reply(&self, cmd: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;

@@ -292,14 +292,15 @@ fn json(status: u16, v: serde_json::Value) -> Response<Body> {
         .status(status)
         .header("content-type", "application/json")
         .header("x-request-id", "req_upstream_123")
-        // What the provider says of its account's limits (sluice's own replace them when the
-        // key has any).
+        // What the provider says of its account's limits (shared by every org behind sluice:
+        // never passed on).
         .header("x-ratelimit-limit-requests", "10000")
         .header("x-ratelimit-remaining-requests", "9999")
         .header("x-ratelimit-reset-requests", "6ms")
         .header("x-ratelimit-limit-tokens", "2000000")
         .header("x-ratelimit-remaining-tokens", "1999990")
         .header("x-ratelimit-reset-tokens", "0s")
+        .header("anthropic-ratelimit-requests-remaining", "42")
         .body(Full::new(Bytes::from(serde_json::to_vec(&v).unwrap())).boxed())
         .unwrap()
 }
