@@ -16,6 +16,19 @@ pub fn directives(level: &str) -> String {
     d
 }
 
+/// Set the `log` crate's maximum level to the filter's (`None`: no bound).
+pub fn follow_in_log(most: Option<tracing::level_filters::LevelFilter>) {
+    use tracing::level_filters::LevelFilter as L;
+    log::set_max_level(match most {
+        Some(L::OFF) => log::LevelFilter::Off,
+        Some(L::ERROR) => log::LevelFilter::Error,
+        Some(L::WARN) => log::LevelFilter::Warn,
+        Some(L::INFO) => log::LevelFilter::Info,
+        Some(L::DEBUG) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    });
+}
+
 /// Register how the running process's filter is changed (once, by the logging setup).
 pub fn install(set: Setter) {
     let _ = SETTER.set(set);

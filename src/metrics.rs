@@ -83,7 +83,7 @@ pub struct Metrics {
     /// `sluice_bundle_last_success_timestamp_seconds`: when the bundle last converged.
     pub bundle_last_success: IntGauge,
     /// `sluice_config_reloads_total{outcome}`: config reloads (SIGHUP, `sluice reload`):
-    /// `applied`, `unchanged`, `invalid` (the running config kept).
+    /// `applied`, `unchanged`, `invalid`, `failed` (the last two keep the running config).
     pub config_reloads: IntCounterVec,
     /// `sluice_config_last_reload_success_timestamp_seconds`: when the config file was last
     /// read and applied (its load at start included).
@@ -379,12 +379,12 @@ impl Metrics {
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "sluice_config_reloads_total",
-                "Config reloads (outcome: applied, unchanged, invalid; invalid keeps the running config)",
+                "Config reloads (outcome: applied, unchanged, invalid, failed; the last two keep the running config)",
             ),
             &["outcome"],
         )?;
         registry.register(Box::new(config_reloads.clone()))?;
-        for outcome in ["applied", "unchanged", "invalid"] {
+        for outcome in ["applied", "unchanged", "invalid", "failed"] {
             config_reloads.with_label_values(&[outcome]);
         }
         let config_last_reload = IntGauge::new(

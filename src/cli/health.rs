@@ -125,6 +125,12 @@ pub(super) fn reload(config: Option<PathBuf>, json: bool) -> i32 {
             }
             0
         }
+        503 if answer["error"]["code"] == "reload_failed" => {
+            let message = answer["error"]["message"]
+                .as_str()
+                .unwrap_or("the reload failed; the running config is kept");
+            fail(json, message, EXIT_FAILED)
+        }
         422 => {
             let message = answer["error"]["message"]
                 .as_str()

@@ -195,7 +195,7 @@ enum Command {
     /// Make the running sluice (the one this config's admin address reaches) read its config
     /// file again, as SIGHUP does: prints what was applied and what waits for a restart. Exit
     /// 0 when applied or unchanged, 64 when the file is invalid (the running config is kept),
-    /// 1 when sluice cannot be reached.
+    /// 1 when sluice cannot be reached or the reload failed (the running config is kept).
     Reload,
     /// Converge the store to a bundle file (orgs, keys by hash, limits): create and change what
     /// it lists, revoke the keys it owned and no longer lists, one audit record per change, all

@@ -3,6 +3,7 @@
 use super::*;
 
 pub(super) fn serve(config: Option<PathBuf>, dev: bool) -> i32 {
+    crate::proxy::catch_early_hangups();
     let cfg = match load(config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -143,7 +144,12 @@ pub(super) fn init_logging(cfg: &Config) {
     crate::log_filter::install(Box::new(move |level| {
         let f =
             EnvFilter::try_new(crate::log_filter::directives(level)).map_err(|e| e.to_string())?;
-        handle.reload(f).map_err(|e| e.to_string())
+        let most = f.max_level_hint();
+        handle.reload(f).map_err(|e| e.to_string())?;
+        // Records of crates that log through `log` are cut at its own maximum, set from the
+        // filter at start: follow the new one.
+        crate::log_filter::follow_in_log(most);
+        Ok(())
     }));
     let printed = tracing_subscriber::filter::filter_fn(|m| !is_pingora(m.target()));
     let fmt = tracing_subscriber::fmt::layer()

@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 
 pub use error::Rejection;
 pub use reload::Reloaded;
-pub use serve::{serve, ServeError};
+pub use serve::{catch_early_hangups, serve, ServeError};
 pub use upstream::Regions;
 
 /// The background services a [`State`] is built over.

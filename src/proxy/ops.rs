@@ -178,13 +178,17 @@ impl Admin {
             );
         }
         let done = self.0.reload().await;
-        if let Some(e) = &done.error {
-            return json_error(
-                422,
-                "invalid_config",
-                &format!("The config file is invalid; the running config is kept.\n{e}"),
-                id,
-            );
+        match (done.outcome, &done.error) {
+            ("failed", Some(e)) => return json_error(503, "reload_failed", e, id),
+            (_, Some(e)) => {
+                return json_error(
+                    422,
+                    "invalid_config",
+                    &format!("The config file is invalid; the running config is kept.\n{e}"),
+                    id,
+                )
+            }
+            _ => {}
         }
         reply(
             200,
@@ -387,13 +391,16 @@ impl ServeHttp for MetricsEndpoint {
                 .max_bytes
                 .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX)),
         );
-        if self.0.live().cfg.metrics.per_key {
-            // A revoked or expired key's series go: the page does not grow with key turnover.
-            let snapshot = self.0.auth.get();
-            let usable = snapshot.usable_key_ids(time::OffsetDateTime::now_utc());
-            drop_keys(&m.token_usage, &usable);
-            drop_keys(&m.time_to_first_token, &usable);
-        }
+        // A revoked or expired key's series go: the page does not grow with key turnover.
+        // With per-key labels off (a reload may turn them off), every key's series go.
+        let snapshot = self.0.auth.get();
+        let usable = if self.0.live().cfg.metrics.per_key {
+            snapshot.usable_key_ids(time::OffsetDateTime::now_utc())
+        } else {
+            Default::default()
+        };
+        drop_keys(&m.token_usage, &usable);
+        drop_keys(&m.time_to_first_token, &usable);
         for (task, n) in crate::supervise::restarts() {
             let c = m.background_restarts.with_label_values(&[task]);
             c.inc_by(n.saturating_sub(c.get()));

@@ -14,7 +14,8 @@ use crate::config::Config;
 /// What a reload did.
 #[derive(Debug, Serialize)]
 pub struct Reloaded {
-    /// `applied` (something changed), `unchanged`, or `invalid` (the running config kept).
+    /// `applied` (something changed), `unchanged`, `invalid` (the file was refused) or `failed`
+    /// (valid, but its upstreams could not be made ready); the last two keep the running config.
     pub outcome: &'static str,
     /// The file read (`None`: the compiled-in default, which cannot change).
     pub config: Option<String>,
@@ -36,9 +37,10 @@ fn rebuilds_balancers(applied: &[&str], old: &Config, new: &Config) -> bool {
         || old.limits.connect_timeout != new.limits.connect_timeout
 }
 
-/// How long a reload waits for new balancers' first discovery and health check.
+/// How long a reload waits for new balancers' first discovery (each name resolved within
+/// [`upstream::RESOLVE_TIMEOUT`], all at once) and health check (a connect timeout).
 fn discovery_wait(cfg: &Config) -> Duration {
-    cfg.limits.connect_timeout + Duration::from_secs(2)
+    upstream::RESOLVE_TIMEOUT + cfg.limits.connect_timeout + Duration::from_secs(2)
 }
 
 impl State {
@@ -94,12 +96,20 @@ impl State {
                 return self.refused(config, format!("[log] level: {e}"));
             }
         }
-        let live = if rebuilds_balancers(&plan.applied, &current.cfg, &plan.cfg) {
+        let rebuilt = rebuilds_balancers(&plan.applied, &current.cfg, &plan.cfg);
+        let live = if rebuilt {
             let wait = discovery_wait(&plan.cfg);
             let (live, ready) = Live::new(plan.cfg, &self.health);
             if !upstream::discovered(ready, wait).await {
-                tracing::warn!(
-                    "config reload: the new upstreams' first discovery or health check is not done; it goes on in the background"
+                // Balancers without backends would answer 503 region_unavailable: the
+                // running ones stay.
+                live.regions.retire();
+                return self.failed(
+                    config,
+                    format!(
+                        "the new upstreams and MCP servers were not resolved and health-checked within {} s; the running config is kept (retry the reload)",
+                        wait.as_secs()
+                    ),
                 );
             }
             live
@@ -111,6 +121,10 @@ impl State {
         };
         warn_unserved(&live.cfg, &self.auth);
         self.live.store(Arc::new(live));
+        if rebuilt {
+            // Requests still under way keep the old selection; its checks stop.
+            current.regions.retire();
+        }
         self.metrics
             .config_reloads
             .with_label_values(&["applied"])
@@ -130,6 +144,22 @@ impl State {
             applied: plan.applied,
             restart_needed: plan.restart_needed,
             error: None,
+        }
+    }
+
+    /// The file is valid but its balancers could not be made ready: nothing changed.
+    fn failed(&self, config: Option<String>, error: String) -> Reloaded {
+        self.metrics
+            .config_reloads
+            .with_label_values(&["failed"])
+            .inc();
+        tracing::error!(error = %error, "config reload not applied");
+        Reloaded {
+            outcome: "failed",
+            config,
+            applied: Vec::new(),
+            restart_needed: Vec::new(),
+            error: Some(error),
         }
     }
 

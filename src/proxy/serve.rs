@@ -52,6 +52,7 @@ pub fn serve(
     ring: Keyring,
     sessions: Option<crate::admin::session::Sessions>,
 ) -> Result<(), ServeError> {
+    catch_early_hangups();
     // pingora panics on a failed bind; check first so the operator gets a clear message.
     for (addr, what) in [
         (cfg.listen.proxy, "listen.proxy"),
@@ -248,6 +249,27 @@ pub fn serve(
     Ok(())
 }
 
+/// A SIGHUP came before the reload handler was installed.
+static EARLY_HUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The action that notes it, until then.
+static EARLY_HUP_ACTION: std::sync::Mutex<Option<signal_hook_registry::SigId>> =
+    std::sync::Mutex::new(None);
+
+/// From now until `serve` runs: a SIGHUP (whose default action ends the process) is noted and
+/// the config reloaded once the server runs. `sluice serve` calls it first thing.
+pub fn catch_early_hangups() {
+    let mut action = EARLY_HUP_ACTION.lock().unwrap_or_else(|p| p.into_inner());
+    if action.is_none() {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        *action = unsafe {
+            signal_hook_registry::register(libc::SIGHUP, || {
+                EARLY_HUP.store(true, Ordering::Release)
+            })
+        }
+        .ok();
+    }
+}
+
 /// Waits for SIGTERM/SIGINT, then drains before letting pingora stop its services; reloads
 /// the config on each SIGHUP meanwhile.
 struct Drain {
@@ -264,6 +286,18 @@ impl ShutdownSignalWatch for Drain {
             signal(SignalKind::hangup()),
         ) {
             (Ok(mut term), Ok(mut int), Ok(mut hup)) => loop {
+                let early = EARLY_HUP_ACTION
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(id) = early {
+                    signal_hook_registry::unregister(id);
+                }
+                if EARLY_HUP.swap(false, Ordering::AcqRel) {
+                    tracing::info!("SIGHUP during start: reloading the config");
+                    let state = self.state.clone();
+                    tokio::spawn(async move { state.reload().await });
+                }
                 tokio::select! {
                     _ = term.recv() => break,
                     _ = int.recv() => break,

@@ -54,11 +54,17 @@ const APP_CREDENTIALS: &[&str] = &[
 /// every `residency.health_check_secs`. Each backend carries its upstream's config index.
 pub type Balancer = LoadBalancer<RoundRobin>;
 
+/// How long one host name may take to resolve.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The load balancers by region; a region without upstreams has none.
 pub struct Regions {
     by_region: [Option<Arc<Balancer>>; 3],
     /// One balancer per `[[mcp_servers]]` entry, in config order.
     mcp: Vec<Arc<Balancer>>,
+    /// Set when a reload replaced these balancers: their discovery and health checks stop
+    /// (requests still under way keep the last selection).
+    retired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn slot(r: Region) -> usize {
@@ -78,17 +84,32 @@ struct RegionDiscovery {
 impl ServiceDiscovery for RegionDiscovery {
     async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
         let mut set = BTreeSet::new();
-        for (index, host, port) in &self.upstreams {
-            let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, *port)],
-                Err(_) => match tokio::net::lookup_host((host.as_str(), *port)).await {
-                    Ok(a) => a.collect(),
-                    Err(e) => {
-                        tracing::warn!(upstream_host = %host, error = %e, "cannot resolve upstream; it gets no traffic until it does");
-                        Vec::new()
+        // All at once, each bounded: a slow resolver holds up neither the others nor a reload
+        // waiting for this discovery beyond [`RESOLVE_TIMEOUT`].
+        let resolved = futures_util::future::join_all(self.upstreams.iter().map(
+            |(index, host, port)| async move {
+                let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => vec![SocketAddr::new(ip, *port)],
+                    Err(_) => {
+                        let lookup = tokio::net::lookup_host((host.as_str(), *port));
+                        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                            Ok(Ok(a)) => a.collect(),
+                            Ok(Err(e)) => {
+                                tracing::warn!(upstream_host = %host, error = %e, "cannot resolve upstream; it gets no traffic until it does");
+                                Vec::new()
+                            }
+                            Err(_) => {
+                                tracing::warn!(upstream_host = %host, timeout_secs = RESOLVE_TIMEOUT.as_secs(), "resolving the upstream timed out; it gets no traffic until it resolves");
+                                Vec::new()
+                            }
+                        }
                     }
-                },
-            };
+                };
+                (*index, addrs)
+            },
+        ))
+        .await;
+        for (index, addrs) in resolved {
             // One address per upstream: a second address of the same upstream would count as
             // a separate backend in the round robin.
             if let Some(addr) = addrs.into_iter().next() {
@@ -97,7 +118,7 @@ impl ServiceDiscovery for RegionDiscovery {
                     weight: 1,
                     ext: http::Extensions::new(),
                 };
-                b.ext.insert(UpstreamIndex(*index));
+                b.ext.insert(UpstreamIndex(index));
                 set.insert(b);
             }
         }
@@ -146,7 +167,7 @@ fn balancer(
     cfg: &Config,
     what: String,
     hosts: Vec<(usize, String, u16)>,
-    health: &tokio::runtime::Handle,
+    (health, retired): (&tokio::runtime::Handle, &Arc<std::sync::atomic::AtomicBool>),
     names: HealthLog,
     ready: &mut Vec<tokio::sync::oneshot::Receiver<()>>,
 ) -> Arc<Balancer> {
@@ -163,12 +184,18 @@ fn balancer(
     let (tx, rx) = tokio::sync::oneshot::channel();
     ready.push(rx);
     let weak = Arc::downgrade(&lb);
+    let retired = retired.clone();
     // Supervised: a panic is counted and the task starts again after a second (the balancer
     // keeps its last backends and health meanwhile).
     health.spawn(async move {
         let mut tx = Some(tx);
         loop {
-            let task = tokio::spawn(keep_current(weak.clone(), what.clone(), tx.take()));
+            let task = tokio::spawn(keep_current(
+                weak.clone(),
+                retired.clone(),
+                what.clone(),
+                tx.take(),
+            ));
             if !task.await.is_err_and(|e| e.is_panic()) {
                 return;
             }
@@ -183,12 +210,16 @@ fn balancer(
 /// pingora's own background service does, until the balancer is no longer in use.
 async fn keep_current(
     lb: std::sync::Weak<Balancer>,
+    retired: Arc<std::sync::atomic::AtomicBool>,
     what: String,
     mut ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let mut next_update = Instant::now();
     let mut next_check = Instant::now();
     loop {
+        if retired.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let Some(balancer) = lb.upgrade() else {
             return;
         };
@@ -264,6 +295,7 @@ impl Regions {
     ) -> (Regions, Vec<tokio::sync::oneshot::Receiver<()>>) {
         let mut by_region: [Option<Arc<Balancer>>; 3] = [None, None, None];
         let mut ready = Vec::new();
+        let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for region in [Region::Us, Region::Eu, Region::Apac] {
             let upstreams: Vec<(usize, String, u16)> = cfg
                 .upstreams
@@ -283,7 +315,7 @@ impl Regions {
                 cfg,
                 format!("upstreams {region}"),
                 upstreams,
-                health,
+                (health, &retired),
                 names,
                 &mut ready,
             ));
@@ -299,12 +331,25 @@ impl Regions {
                 cfg,
                 format!("mcp server {}", m.name),
                 hosts,
-                health,
+                (health, &retired),
                 names,
                 &mut ready,
             ));
         }
-        (Regions { by_region, mcp }, ready)
+        (
+            Regions {
+                by_region,
+                mcp,
+                retired,
+            },
+            ready,
+        )
+    }
+
+    /// Stop these balancers' discovery and health checks (a reload replaced them).
+    pub fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The address of MCP server `index`, when it is up.

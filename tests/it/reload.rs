@@ -241,3 +241,56 @@ fn ask_data(p: &Proxy) -> RawResponse {
     )
     .unwrap()
 }
+
+#[test]
+fn a_sighup_while_starting_is_a_reload_once_serving_never_the_end_of_the_process() {
+    let (a, b) = (Upstream::start(), Upstream::start());
+    let s = Setup::new(&mock_upstream(&a, ""), "");
+    let text = std::fs::read_to_string(&s.cfg_path).unwrap();
+    // The file changes right after sluice read it, and the SIGHUP comes while it starts.
+    let mut child = s
+        .serve_command(
+            &[],
+            &[
+                ("SLUICE_SECRETS_KEY", MASTER_KEY),
+                ("SLUICE_JWT_SECRET", JWT_SECRET),
+            ],
+        )
+        .spawn()
+        .unwrap();
+    let log = s.dir.path().join("sluice.log");
+    eventually("the config is read", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("config loaded"))
+    });
+    rewrite(&s.cfg_path, &text.replace(&a.base_url(), &b.base_url()));
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    eventually("the new upstream serves", Duration::from_secs(15), || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sluice ended on SIGHUP:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        chat_with_key_maybe(s.port, &s.key).is_some_and(|r| r.status == 200)
+            && !b.requests().is_empty()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A chat request, or `None` while nothing listens.
+fn chat_with_key_maybe(port: u16, key: &str) -> Option<RawResponse> {
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    raw(
+        port,
+        &post(
+            "/v1/chat/completions",
+            body,
+            &format!("Authorization: Bearer {key}\r\nConnection: close\r\n"),
+        ),
+    )
+    .ok()
+}

@@ -217,4 +217,27 @@ fn per_key_series_are_opt_in_and_a_revoked_keys_go() {
         Duration::from_secs(5),
         || !p.metrics().contains(&format!("key=\"{id}\"")),
     );
+
+    // Turned off by a reload: the keys' series go at the next scrape.
+    let other = p.cli_json(&["keys", "create", "--org", &p.org_id], b"");
+    let (other_id, other) = (
+        other["id"].as_str().unwrap().to_string(),
+        other["key"].as_str().unwrap().to_string(),
+    );
+    eventually("the new key's series", Duration::from_secs(5), || {
+        chat_with_key(p.port, &other).status == 200
+            && p.metrics().contains(&format!("key=\"{other_id}\""))
+    });
+    let cfg = std::fs::read_to_string(&p.cfg_path).unwrap();
+    std::fs::write(
+        &p.cfg_path,
+        cfg.replace("per_key = true", "per_key = false"),
+    )
+    .unwrap();
+    assert_eq!(
+        p.cli_json(&["reload"], b"")["applied"],
+        serde_json::json!(["metrics"])
+    );
+    let m = p.metrics();
+    assert!(!m.contains(&format!("key=\"{other_id}\"")), "{m}");
 }
