@@ -82,6 +82,10 @@ pub struct Metrics {
     pub bundle_applies: IntCounterVec,
     /// `sluice_bundle_last_success_timestamp_seconds`: when the bundle last converged.
     pub bundle_last_success: IntGauge,
+    /// `sluice_upstream_tls_failures_total{upstream,reason}`: TLS connections refused before
+    /// anything was sent (`tls_handshake`: the certificate did not verify; `tls_version`;
+    /// `tls_pin`). `upstream` is an upstream's or MCP server's configured name.
+    pub upstream_tls_failures: IntCounterVec,
     /// `sluice_config_reloads_total{outcome}`: config reloads (SIGHUP, `sluice reload`):
     /// `applied`, `unchanged`, `invalid`, `failed` (the last two keep the running config).
     pub config_reloads: IntCounterVec,
@@ -376,6 +380,14 @@ impl Metrics {
             "When the store last matched [fleet] bundle (unix seconds; 0: never)",
         )?;
         registry.register(Box::new(bundle_last_success.clone()))?;
+        let upstream_tls_failures = IntCounterVec::new(
+            Opts::new(
+                "sluice_upstream_tls_failures_total",
+                "TLS connections to upstreams and MCP servers refused before anything was sent (reason: tls_handshake, tls_version, tls_pin)",
+            ),
+            &["upstream", "reason"],
+        )?;
+        registry.register(Box::new(upstream_tls_failures.clone()))?;
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "sluice_config_reloads_total",
@@ -442,6 +454,7 @@ impl Metrics {
             fleet,
             bundle_applies,
             bundle_last_success,
+            upstream_tls_failures,
             config_reloads,
             config_last_reload,
             models: Default::default(),

@@ -99,6 +99,101 @@ pub struct McpServer {
     pub region: Region,
     pub credential: Option<String>,
     pub credential_kind: CredentialKind,
+    /// The TLS policy (`https://` only).
+    pub tls: Option<Tls>,
+    /// A credential may go over plain `http://` to a host that is not loopback.
+    pub allow_plaintext: bool,
+}
+
+/// The lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    /// As configured: `1.2`, `1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+
+    /// From rustls's name of a negotiated version (`TLSv1_3`); `None` for anything older or
+    /// unknown.
+    pub fn negotiated(name: &str) -> Option<TlsVersion> {
+        match name {
+            "TLSv1_2" => Some(TlsVersion::V1_2),
+            "TLSv1_3" => Some(TlsVersion::V1_3),
+            _ => None,
+        }
+    }
+}
+
+/// CA certificates (DER) read from a `ca_file`.
+#[derive(Clone, PartialEq)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certs: std::sync::Arc<Vec<Vec<u8>>>,
+}
+
+impl fmt::Debug for CaBundle {
+    /// The path and a digest of the certificates (a reload sees a changed file).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for c in self.certs.iter() {
+            h.update(c);
+        }
+        let d = h.finalize();
+        write!(
+            f,
+            "CaBundle({}, {} certificates, sha256 {:02x}{:02x}{:02x}{:02x})",
+            self.path.display(),
+            self.certs.len(),
+            d[0],
+            d[1],
+            d[2],
+            d[3]
+        )
+    }
+}
+
+/// The outbound TLS policy of an upstream or MCP server.
+#[derive(Clone, PartialEq)]
+pub struct Tls {
+    pub min_version: TlsVersion,
+    /// The CAs its certificate must chain to, instead of the system's roots.
+    pub ca: Option<CaBundle>,
+    /// SHA-256 digests of the leaf certificates accepted (any one); empty: any certificate the
+    /// CAs vouch for.
+    pub pins: Vec<[u8; 32]>,
+}
+
+impl Tls {
+    /// A pin as written: `sha256/<base64>`.
+    pub fn pin_text(pin: &[u8; 32]) -> String {
+        use base64::Engine;
+        format!(
+            "sha256/{}",
+            base64::engine::general_purpose::STANDARD.encode(pin)
+        )
+    }
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("min_version", &self.min_version)
+            .field("ca", &self.ca)
+            .field(
+                "pins",
+                &self.pins.iter().map(Tls::pin_text).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// `[redaction]`: response redaction bounds.
@@ -244,6 +339,10 @@ pub struct Upstream {
     pub credential_prefix: String,
     /// Ask streams for usage when the app did not (and strip it from what the app sees).
     pub stream_usage: bool,
+    /// The TLS policy (`https://` only).
+    pub tls: Option<Tls>,
+    /// A credential may go over plain `http://` to a host that is not loopback.
+    pub allow_plaintext: bool,
 }
 
 /// A parsed upstream base URL: `http(s)://host[:port][/prefix]`.
@@ -256,6 +355,18 @@ pub struct BaseUrl {
     pub path_prefix: String,
     /// The value for the upstream `Host` header.
     pub authority: String,
+}
+
+impl BaseUrl {
+    /// Whether the host is this machine (`localhost`, a loopback address).
+    pub fn is_loopback(&self) -> bool {
+        validate::is_loopback_host(&self.host)
+    }
+
+    /// A credential sent here would cross the network in clear text.
+    pub fn is_plaintext_remote(&self) -> bool {
+        !self.tls && !self.is_loopback()
+    }
 }
 
 impl fmt::Display for BaseUrl {

@@ -237,6 +237,19 @@ pub struct Upstream {
     /// and strip it from what the app sees. Off for providers that refuse the option.
     #[serde(default = "yes")]
     pub stream_usage: bool,
+    /// Outbound TLS: lowest version (`"1.2"`, `"1.3"`; default `[tls] min_version`).
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// PEM bundle of the CAs this upstream's certificate must chain to (default `[tls]
+    /// ca_file`, else the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// `sha256/<base64>` of the leaf certificates accepted (any one of them).
+    #[serde(default)]
+    pub pins: Vec<String>,
+    /// Let a credential go over plain `http://` to a host that is not loopback.
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 fn yes() -> bool {
@@ -253,7 +266,30 @@ pub fn default_upstreams() -> Vec<Upstream> {
         credential_header: None,
         credential_prefix: None,
         stream_usage: true,
+        min_version: None,
+        ca_file: None,
+        pins: Vec::new(),
+        allow_plaintext: false,
     }]
+}
+
+/// `[tls]`: the outbound TLS policy's defaults (each upstream and MCP server may set its own).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// `"1.3"` (default) or `"1.2"`.
+    pub min_version: String,
+    /// PEM bundle of CAs that replaces the system's roots.
+    pub ca_file: Option<String>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            min_version: "1.3".into(),
+            ca_file: None,
+        }
+    }
 }
 
 /// `[metrics]`: what `/metrics` shows.
@@ -326,4 +362,13 @@ pub struct McpServer {
     pub credential: Option<String>,
     #[serde(default)]
     pub credential_kind: Option<String>,
+    /// Outbound TLS, as for upstreams.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub pins: Vec<String>,
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }

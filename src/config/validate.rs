@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    raw, Admin, BaseUrl, Config, Cors, CredentialKind, Fleet, Limits, Listen, Log, LogFormat, Mcp,
-    McpServer, Pii, Redaction, RedisFallback, Residency, Server, Store, Upstream,
+    raw, Admin, BaseUrl, CaBundle, Config, Cors, CredentialKind, Fleet, Limits, Listen, Log,
+    LogFormat, Mcp, McpServer, Pii, Redaction, RedisFallback, Residency, Server, Store, Tls,
+    TlsVersion, Upstream,
 };
 use crate::residency::Region;
 
@@ -63,6 +64,7 @@ pub(super) struct RawConfig {
     mcp_servers: Vec<raw::McpServer>,
     fleet: raw::Fleet,
     metrics: raw::Metrics,
+    tls: raw::Tls,
 }
 
 impl Default for RawConfig {
@@ -83,6 +85,7 @@ impl Default for RawConfig {
             mcp_servers: Vec::new(),
             fleet: Default::default(),
             metrics: Default::default(),
+            tls: Default::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             "mcp" => section(value, &key, &mut problems).map(|s| cfg.mcp = s),
             "fleet" => section(value, &key, &mut problems).map(|s| cfg.fleet = s),
             "metrics" => section(value, &key, &mut problems).map(|s| cfg.metrics = s),
+            "tls" => section(value, &key, &mut problems).map(|s| cfg.tls = s),
             "mcp_servers" => {
                 match value {
                     toml::Value::Array(items) => {
@@ -163,7 +167,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             other => {
                 problems.push(
                     other,
-                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet, metrics)",
+                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet, metrics, tls)",
                 );
                 None
             }
@@ -227,7 +231,23 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         mcp_servers,
         fleet,
         metrics,
+        tls,
     } = raw;
+    let tls_defaults = {
+        let raw::Tls {
+            min_version,
+            ca_file,
+        } = tls;
+        let min = tls_version(&min_version).unwrap_or_else(|| {
+            p.push(
+                "tls.min_version",
+                format!("{min_version:?} must be \"1.2\" or \"1.3\""),
+            );
+            TlsVersion::V1_3
+        });
+        let ca = ca_file.and_then(|f| load_ca(&f).map_err(|msg| p.push("tls.ca_file", msg)).ok());
+        (min, ca)
+    };
     let raw::Metrics { per_key } = metrics;
     let metrics = super::Metrics { per_key };
     let admin = {
@@ -510,6 +530,10 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             credential_header,
             credential_prefix,
             stream_usage,
+            min_version,
+            ca_file,
+            pins,
+            allow_plaintext,
         } = u;
         let at = |k: &str| format!("upstreams[{i}].{k}");
         if name.is_empty()
@@ -576,7 +600,24 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 "must be printable ASCII (no control characters)",
             );
         }
-        if let (Some(region), Some(base_url), Some(credential_header)) = (region, base, header) {
+        let tls = base.as_ref().and_then(|b| {
+            outbound_tls(
+                OutboundTls {
+                    url: b,
+                    has_credential: credential.is_some(),
+                    min_version,
+                    ca_file,
+                    pins,
+                    allow_plaintext,
+                },
+                &tls_defaults,
+                &at,
+                p,
+            )
+        });
+        if let (Some(region), Some(base_url), Some(credential_header), Some(tls)) =
+            (region, base, header, tls)
+        {
             ups.push(Upstream {
                 name,
                 region,
@@ -585,6 +626,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 credential_header,
                 credential_prefix: prefix,
                 stream_usage,
+                tls,
+                allow_plaintext,
             });
         }
     }
@@ -686,6 +729,10 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             region,
             credential,
             credential_kind,
+            min_version,
+            ca_file,
+            pins,
+            allow_plaintext,
         } = m;
         let at = |k: &str| format!("mcp_servers[{i}].{k}");
         if name.is_empty()
@@ -734,7 +781,23 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 "needs `credential` (the vault credential's name)",
             );
         }
-        if let (Ok(region), Ok(url), Some(credential_kind)) = (region, parsed, kind) {
+        let tls = parsed.as_ref().ok().and_then(|u| {
+            outbound_tls(
+                OutboundTls {
+                    url: u,
+                    has_credential: credential.is_some(),
+                    min_version,
+                    ca_file,
+                    pins,
+                    allow_plaintext,
+                },
+                &tls_defaults,
+                &at,
+                p,
+            )
+        });
+        if let (Ok(region), Ok(url), Some(credential_kind), Some(tls)) = (region, parsed, kind, tls)
+        {
             servers.push(McpServer {
                 name,
                 url,
@@ -742,6 +805,8 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
                 region,
                 credential,
                 credential_kind,
+                tls,
+                allow_plaintext,
             });
         }
     }
@@ -763,6 +828,136 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         fleet,
         metrics,
     })
+}
+
+/// `"1.2"` or `"1.3"`.
+fn tls_version(s: &str) -> Option<TlsVersion> {
+    match s {
+        "1.2" => Some(TlsVersion::V1_2),
+        "1.3" => Some(TlsVersion::V1_3),
+        _ => None,
+    }
+}
+
+/// Whether `host` is this machine (a name that resolves elsewhere is not).
+pub(super) fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Read a PEM bundle of CA certificates: at least one, each valid X.509.
+fn load_ca(path: &str) -> Result<CaBundle, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let mut certs = Vec::new();
+    for (n, item) in rustls_pemfile::certs(&mut text.as_slice()).enumerate() {
+        let der = item.map_err(|_| format!("{path:?}: PEM block {} is not readable", n + 1))?;
+        x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|_| format!("{path:?}: certificate {} is not valid X.509", n + 1))?;
+        certs.push(der.as_ref().to_vec());
+    }
+    if certs.is_empty() {
+        return Err(format!("{path:?} holds no PEM certificate"));
+    }
+    Ok(CaBundle {
+        path: PathBuf::from(path),
+        certs: std::sync::Arc::new(certs),
+    })
+}
+
+/// A pin as written: `sha256/` and the base64 of 32 bytes.
+fn parse_pin(s: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let b64 = s.strip_prefix("sha256/")?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    bytes.try_into().ok()
+}
+
+/// The TLS settings of one upstream or MCP server, as written.
+struct OutboundTls<'a> {
+    url: &'a BaseUrl,
+    has_credential: bool,
+    min_version: Option<String>,
+    ca_file: Option<String>,
+    pins: Vec<String>,
+    allow_plaintext: bool,
+}
+
+/// The TLS policy of one upstream or MCP server (`None` inside: plain http), or `None` with a
+/// problem pushed.
+fn outbound_tls(
+    o: OutboundTls<'_>,
+    defaults: &(TlsVersion, Option<CaBundle>),
+    at: &dyn Fn(&str) -> String,
+    p: &mut Problems,
+) -> Option<Option<Tls>> {
+    let mut ok = true;
+    if !o.url.tls {
+        for (set, key) in [
+            (o.min_version.is_some(), "min_version"),
+            (o.ca_file.is_some(), "ca_file"),
+            (!o.pins.is_empty(), "pins"),
+        ] {
+            if set {
+                p.push(at(key), "is a TLS setting: the URL is plain http://");
+                ok = false;
+            }
+        }
+        if o.has_credential && !o.allow_plaintext && !is_loopback_host(&o.url.host) {
+            p.push(
+                at("base_url"),
+                format!(
+                    "plain http:// to {} (not loopback) would send the credential in clear text: use https://, or set allow_plaintext = true",
+                    o.url.host
+                ),
+            );
+            ok = false;
+        }
+        return ok.then_some(None);
+    }
+    let min_version = match o.min_version.as_deref() {
+        None => defaults.0,
+        Some(v) => tls_version(v).unwrap_or_else(|| {
+            p.push(
+                at("min_version"),
+                format!("{v:?} must be \"1.2\" or \"1.3\""),
+            );
+            ok = false;
+            TlsVersion::V1_3
+        }),
+    };
+    let ca = match o.ca_file {
+        None => defaults.1.clone(),
+        Some(f) => match load_ca(&f) {
+            Ok(c) => Some(c),
+            Err(msg) => {
+                p.push(at("ca_file"), msg);
+                ok = false;
+                None
+            }
+        },
+    };
+    let mut pins = Vec::new();
+    for (j, pin) in o.pins.iter().enumerate() {
+        match parse_pin(pin) {
+            Some(d) => pins.push(d),
+            None => {
+                p.push(
+                    format!("{}[{j}]", at("pins")),
+                    "must be sha256/ and the base64 of a certificate's SHA-256 digest (sluice tls pin --url ...)",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(Some(Tls {
+        min_version,
+        ca,
+        pins,
+    }))
 }
 
 fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {

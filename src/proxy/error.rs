@@ -64,9 +64,13 @@ pub enum Rejection {
     /// was sent downstream) within the model's timeout.
     #[error("the upstream did not answer in time")]
     UpstreamTimeout,
-    /// The upstream could not be connected to (refused, DNS, TLS, connect timeout).
+    /// The upstream could not be connected to (refused, DNS, connect timeout).
     #[error("the upstream could not be reached")]
     UpstreamUnreachable,
+    /// The upstream's TLS connection does not meet its policy: a certificate that does not
+    /// verify, a version below the minimum, no pin matched. Nothing was sent on it.
+    #[error("the upstream's TLS connection was refused")]
+    UpstreamTls,
     /// The upstream answered with something that is not a valid HTTP response, or reset.
     #[error("the upstream failed")]
     UpstreamFailed,
@@ -161,6 +165,7 @@ pub fn reply_for(r: &Rejection) -> Reply {
         Rejection::OriginNotAllowed => Reply::new(403, "origin_not_allowed", false),
         Rejection::UpstreamTimeout => Reply::new(504, "upstream_timeout", true),
         Rejection::UpstreamUnreachable => Reply::new(502, "upstream_unreachable", true),
+        Rejection::UpstreamTls => Reply::new(502, "upstream_tls_failed", true),
         Rejection::UpstreamFailed => Reply::new(502, "upstream_error", true),
         Rejection::UnscannableResponse => Reply::new(502, "unscannable_response", true),
         Rejection::UpstreamAuthFailed => Reply::new(502, "upstream_auth_failed", true),
@@ -178,6 +183,9 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
         match r {
             Rejection::UpstreamTimeout => "The upstream did not answer in time.".into(),
             Rejection::UpstreamUnreachable => "The upstream could not be reached.".into(),
+            Rejection::UpstreamTls => {
+                "The upstream's TLS connection does not meet sluice's policy for it (certificate, version or pin); nothing was sent. See the sluice log.".into()
+            }
             Rejection::UpstreamFailed => "The upstream returned an invalid response.".into(),
             Rejection::RegionUnavailable(r) => format!(
                 "No healthy upstream in region {r}; the request was not sent to any other region."

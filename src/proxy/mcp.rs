@@ -246,6 +246,7 @@ pub fn peer(
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server address"))?;
     let mut peer =
         pingora_core::upstreams::peer::HttpPeer::new(addr, m.url.tls, m.url.host.clone());
+    peer.options.ca = ctx.live.cas.mcp(mcp.server);
     let limits = &ctx.live.cfg.limits;
     let o = &mut peer.options;
     o.connection_timeout = Some(limits.connect_timeout);

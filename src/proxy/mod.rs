@@ -48,6 +48,8 @@ pub struct Services {
 pub struct Live {
     pub cfg: Config,
     regions: Arc<upstream::Regions>,
+    /// Each upstream's and MCP server's `ca_file` certificates, parsed once for pingora.
+    cas: Arc<upstream::Cas>,
 }
 
 impl Live {
@@ -60,6 +62,7 @@ impl Live {
         let (regions, ready) = upstream::Regions::new(&cfg, health);
         (
             Live {
+                cas: Arc::new(upstream::Cas::of(&cfg)),
                 cfg,
                 regions: Arc::new(regions),
             },
@@ -342,6 +345,21 @@ impl ProxyHttp for Sluice {
         e: Box<Error>,
     ) -> Box<Error> {
         upstream::failover(&self.state, ctx, e)
+    }
+
+    /// The connection's TLS meets the upstream's policy (version, pins) before a byte of the
+    /// request, and so the credential, is written on it.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream::check_tls(peer, digest, ctx)
     }
 
     /// Rewrite the path, Host and hop-by-hop headers for the upstream.

@@ -115,6 +115,7 @@ impl State {
             live
         } else {
             Live {
+                cas: Arc::new(upstream::Cas::of(&plan.cfg)),
                 cfg: plan.cfg,
                 regions: current.regions.clone(),
             }
@@ -200,5 +201,17 @@ pub fn warn_unserved(cfg: &Config, auth: &crate::auth::Watcher) {
         if snapshot.credential(credential, now).is_none() {
             tracing::warn!(kind, name, credential, "the credential of this upstream is missing from the store, cannot be opened with the master key, or has expired: its requests get 503 credential_unavailable until `sluice credentials set` stores it");
         }
+    }
+    // Said at every start and reload: the operator chose it (allow_plaintext = true).
+    let plaintext = (cfg.upstreams.iter())
+        .filter(|u| u.credential.is_some() && u.base_url.is_plaintext_remote())
+        .map(|u| ("upstream", u.name.as_str(), u.base_url.host.as_str()))
+        .chain(
+            (cfg.mcp_servers.iter())
+                .filter(|m| m.credential.is_some() && m.url.is_plaintext_remote())
+                .map(|m| ("mcp_server", m.name.as_str(), m.url.host.as_str())),
+        );
+    for (kind, name, host) in plaintext {
+        tracing::warn!(kind, name, host, "allow_plaintext: this credential goes over plain http:// to a host that is not loopback, readable on the network");
     }
 }

@@ -617,6 +617,33 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
         // The type only: pingora's messages can quote raw request bytes (headers included).
         tracing::warn!(request_id = %ctx.request_id, error = super::error::log_kind(e), source = e.esource().as_str(), "internal error while proxying");
     }
+    if let Rejection::UpstreamTls = r {
+        let reason = *ctx.reason.get_or_insert(super::upstream::TLS_HANDSHAKE);
+        let (kind, name) = match &ctx.mcp {
+            Some(m) => (
+                "mcp_server",
+                ctx.live
+                    .cfg
+                    .mcp_servers
+                    .get(m.server)
+                    .map(|s| s.name.as_str()),
+            ),
+            None => (
+                "upstream",
+                ctx.upstream
+                    .and_then(|i| ctx.live.cfg.upstreams.get(i))
+                    .map(|u| u.name.as_str()),
+            ),
+        };
+        let name = name.unwrap_or("-");
+        state
+            .metrics
+            .upstream_tls_failures
+            .with_label_values(&[name, reason])
+            .inc();
+        tracing::warn!(request_id = %ctx.request_id, kind, name, reason, error = super::error::log_kind(e),
+            "TLS connection refused: it does not meet the policy (certificate, [tls] min_version, pins); nothing was sent on it");
+    }
     let status = reply_for(&r).status;
     if send_error(state, session, ctx, &r).await.is_err() {
         return FailToProxy {
@@ -644,10 +671,15 @@ fn classify(session: &Session, e: &Error) -> Option<Rejection> {
         ErrorSource::Upstream if *e.etype() == Custom(UPSTREAM_AUTH) => {
             Some(Rejection::UpstreamAuthFailed)
         }
+        _ if *e.etype() == Custom(super::upstream::UPSTREAM_TLS) => Some(Rejection::UpstreamTls),
         ErrorSource::Upstream => Some(match e.etype() {
+            TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => {
+                Rejection::UpstreamTls
+            }
             ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError
-            | ConnectProxyFailure | TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert
-            | HandshakeError | SocketError | TLSWantX509Lookup => Rejection::UpstreamUnreachable,
+            | ConnectProxyFailure | TLSHandshakeTimedout | SocketError => {
+                Rejection::UpstreamUnreachable
+            }
             ReadTimedout | WriteTimedout => Rejection::UpstreamTimeout,
             _ => Rejection::UpstreamFailed,
         }),

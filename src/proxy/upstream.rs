@@ -384,6 +384,102 @@ impl Regions {
     }
 }
 
+/// The CA certificates of each upstream and MCP server with a `ca_file`, as pingora takes
+/// them (parsed once per config).
+#[derive(Default)]
+pub struct Cas {
+    upstreams: Vec<Option<Arc<pingora_core::protocols::tls::CaType>>>,
+    mcp: Vec<Option<Arc<pingora_core::protocols::tls::CaType>>>,
+}
+
+impl Cas {
+    pub fn of(cfg: &Config) -> Cas {
+        use pingora_core::utils::tls::{parse_x509, WrappedX509};
+        let ca = |tls: &Option<crate::config::Tls>| {
+            let bundle = tls.as_ref()?.ca.as_ref()?;
+            // Each was parsed as X.509 when the config was read (parse_x509 panics otherwise).
+            let certs: Vec<WrappedX509> = (bundle.certs.iter())
+                .map(|der| WrappedX509::new(der.clone(), parse_x509))
+                .collect();
+            Some(Arc::<pingora_core::protocols::tls::CaType>::from(certs))
+        };
+        Cas {
+            upstreams: cfg.upstreams.iter().map(|u| ca(&u.tls)).collect(),
+            mcp: cfg.mcp_servers.iter().map(|m| ca(&m.tls)).collect(),
+        }
+    }
+
+    pub fn upstream(&self, index: usize) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
+        self.upstreams.get(index).cloned().flatten()
+    }
+
+    pub fn mcp(&self, index: usize) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
+        self.mcp.get(index).cloned().flatten()
+    }
+}
+
+/// Why a TLS connection was refused (the `reason` label and the log's).
+pub const TLS_VERSION: &str = "tls_version";
+pub const TLS_PIN: &str = "tls_pin";
+pub const TLS_HANDSHAKE: &str = "tls_handshake";
+
+/// The error a TLS policy refusal is: `upstream_tls_failed`.
+pub const UPSTREAM_TLS: &str = "upstream_tls_failed";
+
+/// Refuse a TLS connection below the peer's minimum version or whose leaf certificate matches
+/// none of its pins, before anything is written on it.
+pub fn check_tls(
+    peer: &HttpPeer,
+    digest: Option<&pingora_core::protocols::Digest>,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    if !peer.is_tls() {
+        return Ok(());
+    }
+    let live = ctx.live.clone();
+    let tls = match &ctx.mcp {
+        Some(m) => live
+            .cfg
+            .mcp_servers
+            .get(m.server)
+            .and_then(|s| s.tls.as_ref()),
+        None => ctx
+            .upstream
+            .and_then(|i| live.cfg.upstreams.get(i))
+            .and_then(|u| u.tls.as_ref()),
+    };
+    let Some(tls) = tls else {
+        return Ok(());
+    };
+    let ssl = digest.and_then(|d| d.ssl_digest.as_ref());
+    let version = ssl.and_then(|s| crate::config::TlsVersion::negotiated(&s.version));
+    let refusal = if version.is_none_or(|v| v < tls.min_version) {
+        Some((
+            TLS_VERSION,
+            "the connection's TLS version is below the minimum",
+        ))
+    } else if !tls.pins.is_empty()
+        && !ssl.is_some_and(|s| {
+            tls.pins
+                .iter()
+                .any(|p| s.cert_digest.as_slice() == p.as_slice())
+        })
+    {
+        Some((TLS_PIN, "the certificate matches none of the pins"))
+    } else {
+        None
+    };
+    match refusal {
+        None => Ok(()),
+        Some((reason, why)) => {
+            ctx.reason = Some(reason);
+            let mut e = Error::explain(ErrorType::Custom(UPSTREAM_TLS), why);
+            e.as_up();
+            Err(e)
+        }
+    }
+}
+
 /// Build the peer of the upstream the request gate chose, with this request's timeouts.
 pub fn peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     let index = ctx
@@ -399,6 +495,7 @@ pub fn peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         .peer_addr
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream address chosen"))?;
     let mut peer = HttpPeer::new(addr, up.base_url.tls, up.base_url.host.clone());
+    peer.options.ca = ctx.live.cas.upstream(index);
     let limits = &ctx.live.cfg.limits;
     let o = &mut peer.options;
     o.connection_timeout = Some(limits.connect_timeout);

@@ -23,5 +23,6 @@ mod reload;
 mod residency;
 mod responses;
 mod sdk;
+mod tls;
 mod usage;
 mod vault;

@@ -1,0 +1,442 @@
+//! Outbound TLS on sluice's terms: against local TLS servers with generated certificates, an
+//! upstream or MCP server is used only when its certificate verifies (the system's roots or its
+//! `ca_file`), the version is at least its `min_version` (1.3 by default) and, with `pins`, the
+//! leaf certificate is one of them; otherwise 502 `upstream_tls_failed` and not a byte of the
+//! request (so not the credential) reaches the server.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use sha2::Digest as _;
+
+use crate::support::*;
+
+/// A test CA and leaf certificates it signs.
+struct Pki {
+    ca_pem: String,
+    ca: rcgen::Certificate,
+    ca_key: rcgen::KeyPair,
+}
+
+/// A leaf certificate and its key, as a server uses them.
+struct Leaf {
+    der: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Leaf {
+    /// Its pin as sluice takes it: `sha256/<base64 of the certificate's SHA-256>`.
+    fn pin(&self) -> String {
+        let d = sha2::Sha256::digest(&self.der);
+        format!(
+            "sha256/{}",
+            base64::engine::general_purpose::STANDARD.encode(d)
+        )
+    }
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "sluice test CA");
+        let ca = p.self_signed(&ca_key).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            ca,
+            ca_key,
+        }
+    }
+
+    /// A leaf for `names`, valid now unless `expired`.
+    fn leaf(&self, names: &[&str], expired: bool) -> Leaf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        Leaf {
+            der: cert.der().to_vec(),
+            key: key.serialize_der(),
+        }
+    }
+}
+
+/// A TLS server on 127.0.0.1 that answers every HTTP request with a chat completion and
+/// counts the requests it read (a refused connection reads none).
+struct TlsServer {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+}
+
+impl TlsServer {
+    fn start(leaf: &Leaf, versions: &[&'static rustls::SupportedProtocolVersion]) -> TlsServer {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(leaf.der.clone())],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key.clone().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (acceptor, counted) = (acceptor.clone(), counted.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        serve_one(&mut tls, &counted).await;
+                    });
+                }
+            });
+        });
+        TlsServer { port, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Read one request (head and Content-Length body) and answer it.
+async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+    counted: &AtomicUsize,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let Ok(n) = s.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    counted.fetch_add(1, Ordering::SeqCst);
+    let body = br#"{"id":"chatcmpl-tls","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello over tls"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}}"#;
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    let _ = s.write_all(&out).await;
+    let _ = s.shutdown().await;
+}
+
+/// An `[[upstreams]]` entry for `url` with a credential and `extra` settings.
+fn upstream(url: &str, extra: &str) -> String {
+    format!(
+        "[[upstreams]]\nname = \"tls\"\nregion = \"us\"\nbase_url = \"{url}\"\ncredential = \"tls-cred\"\n{extra}\n"
+    )
+}
+
+/// Start sluice in front of `upstreams` (and `extra` sections) with the credential stored.
+fn proxy(upstreams: &str, extra: &str) -> Proxy {
+    let s = Setup::new(upstreams, extra);
+    s.cli_json(
+        &["credentials", "set", "tls-cred"],
+        b"sk-provider-over-tls\n",
+    );
+    s.spawn()
+}
+
+#[test]
+fn an_https_upstream_is_used_only_under_its_tls_policy() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca = format!("ca_file = \"{}\"", ca_file.display());
+    let leaf = pki.leaf(&["127.0.0.1"], false);
+    let tls13 = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
+    let tls12 = TlsServer::start(&leaf, &[&rustls::version::TLS12]);
+    let expired = TlsServer::start(&pki.leaf(&["127.0.0.1"], true), &[&rustls::version::TLS13]);
+    let other_name = TlsServer::start(
+        &pki.leaf(&["api.example.com"], false),
+        &[&rustls::version::TLS13],
+    );
+    let wrong_pin = pki.leaf(&["127.0.0.1"], false).pin();
+
+    // (server, the upstream's settings, the [tls] section, the reason of a refusal)
+    let cases: Vec<(&TlsServer, String, String, Option<&str>)> = vec![
+        (&tls13, ca.clone(), String::new(), None),
+        // The system's roots do not know the test CA.
+        (&tls13, String::new(), String::new(), Some("tls_handshake")),
+        // [tls] gives every upstream its CA file.
+        (&tls13, String::new(), format!("[tls]\n{ca}\n"), None),
+        // TLS 1.2 only: below the default minimum; accepted when the upstream allows it.
+        (&tls12, ca.clone(), String::new(), Some("tls_version")),
+        (
+            &tls12,
+            format!("{ca}\nmin_version = \"1.2\""),
+            String::new(),
+            None,
+        ),
+        (
+            &tls12,
+            ca.clone(),
+            "[tls]\nmin_version = \"1.2\"\n".into(),
+            None,
+        ),
+        // Pins: none of them, then one of two.
+        (
+            &tls13,
+            format!("{ca}\npins = [\"{wrong_pin}\"]"),
+            String::new(),
+            Some("tls_pin"),
+        ),
+        (
+            &tls13,
+            format!("{ca}\npins = [\"{wrong_pin}\", \"{}\"]", leaf.pin()),
+            String::new(),
+            None,
+        ),
+        // A certificate that does not verify, whatever the pins say.
+        (
+            &expired,
+            format!("{ca}\npins = [\"{}\"]", leaf.pin()),
+            String::new(),
+            Some("tls_handshake"),
+        ),
+        (
+            &other_name,
+            ca.clone(),
+            String::new(),
+            Some("tls_handshake"),
+        ),
+    ];
+    for (server, settings, section, refused) in cases {
+        let before = server.requests();
+        let p = proxy(&upstream(&server.url(), &settings), &section);
+        let r = chat_with_key(p.port, &p.key);
+        let what = format!("{settings} {section}");
+        match refused {
+            None => {
+                assert_eq!(r.status, 200, "{what}: {}\n{}", r.body_text(), p.log());
+                assert!(r.body_text().contains("hello over tls"), "{what}");
+                assert_eq!(server.requests(), before + 1, "{what}");
+            }
+            Some(reason) => {
+                assert_eq!(
+                    (r.status, r.code()),
+                    (502, "upstream_tls_failed".to_string()),
+                    "{what}: {}",
+                    r.body_text()
+                );
+                // Not a byte of the request, so not the credential, reached the server.
+                assert_eq!(server.requests(), before, "{what}");
+                p.metrics_with(&[&format!(
+                    "sluice_upstream_tls_failures_total{{reason=\"{reason}\",upstream=\"tls\"}} 1"
+                )]);
+                let log = p.log();
+                assert!(
+                    log.contains("TLS connection refused") && log.contains(reason),
+                    "{log}"
+                );
+                assert!(!log.contains("sk-provider-over-tls"), "{log}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_mcp_server_gets_the_same_tls_policy() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let leaf = pki.leaf(&["127.0.0.1"], false);
+    let server = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
+    let wrong_pin = pki.leaf(&["127.0.0.1"], false).pin();
+    let up = Upstream::start();
+    for (pins, refused) in [(wrong_pin.clone(), true), (leaf.pin(), false)] {
+        let mcp = format!(
+            "[[mcp_servers]]\nname = \"tools\"\nurl = \"{}/mcp\"\nregion = \"us\"\ncredential = \"tls-cred\"\nca_file = \"{}\"\npins = [\"{pins}\"]\n",
+            server.url(),
+            ca_file.display()
+        );
+        let p = proxy(&mock_upstream(&up, ""), &mcp);
+        let k = p.cli_json(
+            &[
+                "keys",
+                "create",
+                "--org",
+                &p.org_id,
+                "--mcp-tools",
+                "tools:*",
+            ],
+            b"",
+        );
+        let key = k["key"].as_str().unwrap().to_string();
+        let before = server.requests();
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+        let r = eventually_authorized(&p, &key, body);
+        if refused {
+            assert_eq!(
+                (r.status, r.code()),
+                (502, "upstream_tls_failed".to_string())
+            );
+            assert_eq!(server.requests(), before);
+        } else {
+            // Through to the server (which is no MCP server: what it answers is not the point).
+            assert_ne!(r.status, 502, "{}", r.body_text());
+            assert_eq!(server.requests(), before + 1);
+        }
+    }
+}
+
+/// POST `body` to `/mcp/tools` with `key` once the running sluice knows the key.
+fn eventually_authorized(p: &Proxy, key: &str, body: &[u8]) -> RawResponse {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = raw(
+            p.port,
+            &post(
+                "/mcp/tools",
+                body,
+                &format!(
+                    "Authorization: Bearer {key}\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\n"
+                ),
+            ),
+        )
+        .unwrap();
+        if r.status != 401 || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tls_settings_are_checked_and_a_credential_never_goes_in_clear_to_another_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |toml: &str| {
+        let path = dir.path().join("check.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let bad = dir.path().join("not-a-ca.pem");
+    let mut f = std::fs::File::create(&bad).unwrap();
+    writeln!(
+        f,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----"
+    )
+    .unwrap();
+    for (toml, expect) in [
+        (upstream("http://api.example.com", ""), "allow_plaintext"),
+        (
+            upstream("https://api.example.com", "min_version = \"1.1\""),
+            "min_version",
+        ),
+        (
+            upstream("https://api.example.com", "pins = [\"sha256/short\"]"),
+            "pins[0]",
+        ),
+        (
+            upstream(
+                "https://api.example.com",
+                "ca_file = \"/nonexistent/ca.pem\"",
+            ),
+            "ca_file",
+        ),
+        (
+            upstream(
+                "https://api.example.com",
+                &format!("ca_file = \"{}\"", bad.display()),
+            ),
+            "not valid X.509",
+        ),
+        (
+            upstream("http://127.0.0.1:8080", "pins = [\"sha256/AAAA\"]"),
+            "the URL is plain http://",
+        ),
+        (
+            format!(
+                "{}[tls]\nmin_version = \"1.0\"\n",
+                upstream("https://api.example.com", "")
+            ),
+            "tls.min_version",
+        ),
+    ] {
+        let (code, said) = check(&toml);
+        assert_eq!(code, Some(64), "{toml}\n{said}");
+        assert!(said.contains(expect), "{toml}\n{said}");
+    }
+    // Loopback, no credential, or said explicitly: accepted.
+    for toml in [
+        upstream("http://127.0.0.1:8080", ""),
+        upstream("http://localhost:8080", ""),
+        "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"http://models.internal:8080\"\n".to_string(),
+        upstream("http://api.example.com", "allow_plaintext = true"),
+    ] {
+        let (code, said) = check(&toml);
+        assert_eq!(code, Some(0), "{toml}\n{said}");
+    }
+    // Allowed in clear: said at every start.
+    let up = Upstream::start();
+    // 0.0.0.0 reaches this machine but is no loopback address.
+    let url = up.base_url().replace("127.0.0.1", "0.0.0.0");
+    let p = proxy(&upstream(&url, "allow_plaintext = true"), "");
+    assert!(p.log().contains("allow_plaintext"), "{}", p.log());
+}
