@@ -612,6 +612,8 @@ pub struct Api {
     throttle: Mutex<Throttle>,
     dummy_hash: String,
     pii_default: Setting,
+    /// `[tls]`: the token endpoints' TLS policy.
+    tls: crate::config::Tls,
     /// Called (with the store, still locked) after every successful change.
     on_change: Option<OnChange>,
     /// The configured MCP servers (what `GET /api/mcp/servers` lists) and their health.
@@ -1015,6 +1017,7 @@ impl Api {
                 Setting::Off
             },
             on_change: None,
+            tls: cfg.tls.clone(),
             mcp_servers: cfg.mcp_servers.clone(),
             mcp_view: None,
             router: router(),
@@ -1616,15 +1619,16 @@ impl Api {
         }
         super::check_oauth(&settings)?;
         let first = if b.verify {
-            let token = crate::auth::oauth::first_token(&settings, &mut secret).map_err(|e| {
-                err(
-                    Code::OauthTokenFailed,
-                    format!(
-                        "The token endpoint gave no token ({e}; code {}): nothing was stored.",
-                        e.code()
-                    ),
-                )
-            })?;
+            let token = crate::auth::oauth::first_token(&settings, &mut secret, &self.tls)
+                .map_err(|e| {
+                    err(
+                        Code::OauthTokenFailed,
+                        format!(
+                            "The token endpoint gave no token ({e}; code {}): nothing was stored.",
+                            e.code()
+                        ),
+                    )
+                })?;
             Some(token)
         } else {
             None

@@ -188,8 +188,12 @@ fn token_answer(body: &[u8]) -> Result<Token, FetchError> {
 /// Obtain a credential's first token with `secret` (when it is being set, so a wrong setting
 /// fails at once). A refresh token rotated by the endpoint replaces `secret`: the one given is
 /// spent.
-pub fn first_token(s: &Settings, secret: &mut Zeroizing<String>) -> Result<Token, FetchError> {
-    let token = fetch(&agent(), s, secret)?;
+pub fn first_token(
+    s: &Settings,
+    secret: &mut Zeroizing<String>,
+    tls: &crate::config::Tls,
+) -> Result<Token, FetchError> {
+    let token = fetch(&agent(tls)?, s, secret)?;
     if let (Grant::RefreshToken, Some(rotated)) = (s.grant, &token.refresh) {
         *secret = rotated.clone();
     }
@@ -230,13 +234,37 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The HTTP client for token endpoints: bounded, no redirects (a redirect could carry the
-/// client secret elsewhere).
-pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+/// client secret elsewhere), TLS under `tls` (`[tls]`: the lowest version, the CAs instead of
+/// the bundled Mozilla roots).
+pub fn agent(tls: &crate::config::Tls) -> Result<ureq::Agent, FetchError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            for der in ca.certs.iter() {
+                // Each was checked as X.509 when the config was read.
+                let _ = roots.add(rustls::pki_types::CertificateDer::from(der.clone()));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        crate::config::TlsVersion::V1_3 => &[&rustls::version::TLS13],
+        crate::config::TlsVersion::V1_2 => &[&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Fails only for versions the provider lacks (ring has both): no client then, not a
+    // weaker one.
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|_| FetchError::Unreachable)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .redirects(0)
-        .build()
+        .tls_config(Arc::new(config))
+        .build())
 }
 
 /// The refresher's per-credential memory.
@@ -255,6 +283,7 @@ impl Refresher {
         max_bytes: Option<u64>,
         ring: Arc<Keyring>,
         failures: FailureCounter,
+        tls: crate::config::Tls,
     ) -> Result<Arc<Refresher>, store::Error> {
         let store = Store::open_limited(&path, max_bytes)?;
         let r = Arc::new(Refresher {
@@ -264,7 +293,7 @@ impl Refresher {
         std::thread::Builder::new()
             .name("sluice-oauth".into())
             .spawn(move || {
-                let agent = agent();
+                let agent = agent(&tls);
                 let mut tracked: HashMap<String, Tracked> = HashMap::new();
                 let mut rows: Vec<store::Credential> = Vec::new();
                 let mut generation = None;
@@ -324,7 +353,8 @@ impl Refresher {
                         // One credential's panic is that credential's failure (backoff), not
                         // every credential's.
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            refresh(&agent, &store, &ring, c)
+                            let agent = agent.as_ref().map_err(|_| FetchError::Unreachable)?;
+                            refresh(agent, &store, &ring, c)
                         }))
                         .unwrap_or(Err(FetchError::Invalid));
                         match result {

@@ -61,7 +61,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             let first = if no_verify {
                 None
             } else {
-                Some(oauth::first_token(&settings, &mut secret).map_err(|e| {
+                Some(oauth::first_token(&settings, &mut secret, &cfg.tls).map_err(|e| {
                     format!("no token from {} ({e}; code {}): nothing was stored. Check --token-url, --client-id and the secret, or pass --no-verify to store it anyway", settings.token_url, e.code())
                 })?)
             };

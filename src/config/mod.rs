@@ -39,6 +39,9 @@ pub struct Config {
     pub mcp_servers: Vec<McpServer>,
     pub fleet: Fleet,
     pub metrics: Metrics,
+    /// `[tls]`: the outbound TLS defaults (no pins); upstreams and MCP servers have theirs
+    /// resolved, OAuth token endpoints use these.
+    pub tls: Tls,
 }
 
 /// `[metrics]`: what `/metrics` shows.
@@ -137,6 +140,24 @@ impl TlsVersion {
 pub struct CaBundle {
     pub path: PathBuf,
     pub certs: std::sync::Arc<Vec<Vec<u8>>>,
+}
+
+impl CaBundle {
+    /// The certificates as PEM text.
+    pub fn pem(&self) -> String {
+        use base64::Engine;
+        let mut out = String::new();
+        for der in self.certs.iter() {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            out.push_str("-----BEGIN CERTIFICATE-----\n");
+            for line in b64.as_bytes().chunks(64) {
+                out.push_str(&String::from_utf8_lossy(line));
+                out.push('\n');
+            }
+            out.push_str("-----END CERTIFICATE-----\n");
+        }
+        out
+    }
 }
 
 impl fmt::Debug for CaBundle {
@@ -513,6 +534,9 @@ impl Config {
             cfg.fleet = self.fleet.clone();
         }
         live!("metrics", metrics);
+        // Upstreams and MCP servers took [tls] into their own policy (live, above); the token
+        // endpoints' client is made at start.
+        keep!("tls", tls);
         Reload {
             cfg,
             applied,

@@ -827,6 +827,11 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
         mcp_servers: servers,
         fleet,
         metrics,
+        tls: Tls {
+            min_version: tls_defaults.0,
+            ca: tls_defaults.1,
+            pins: Vec::new(),
+        },
     })
 }
 

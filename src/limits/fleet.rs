@@ -127,14 +127,29 @@ fn redis_key(name: &str, index: i64) -> String {
 impl Fleet {
     /// Connect to Redis at `url` (waiting up to 2 s for the first connection; later ones are
     /// made in the background). Errors never quote the URL (it may hold a password).
+    /// A `rediss://` URL is verified against `tls`'s CAs (`[tls] ca_file`) or, without them,
+    /// the system's roots.
     pub fn start(
         url: &secrecy::SecretString,
         timeout: Duration,
         fallback: RedisFallback,
         metrics: FleetMetrics,
+        tls: &crate::config::Tls,
     ) -> Result<Fleet, String> {
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| "fleet.redis_url is not a valid Redis URL".to_string())?;
+        let invalid = |_| "fleet.redis_url is not a valid Redis URL".to_string();
+        let client = if url.expose_secret().starts_with("rediss://") {
+            let root_cert = tls.ca.as_ref().map(|ca| ca.pem().into_bytes());
+            redis::Client::build_with_tls(
+                url.expose_secret(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert,
+                },
+            )
+            .map_err(invalid)?
+        } else {
+            redis::Client::open(url.expose_secret()).map_err(invalid)?
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("sluice-fleet".into())

@@ -53,6 +53,8 @@ pub fn serve(
     sessions: Option<crate::admin::session::Sessions>,
 ) -> Result<(), ServeError> {
     catch_early_hangups();
+    // rustls's process-wide provider, before any TLS client is made (Redis's, pingora's).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // pingora panics on a failed bind; check first so the operator gets a clear message.
     for (addr, what) in [
         (cfg.listen.proxy, "listen.proxy"),
@@ -124,6 +126,7 @@ pub fn serve(
         cfg.store.max_bytes,
         ring.clone(),
         metrics.oauth_refresh_failures.clone(),
+        cfg.tls.clone(),
     )
     .map_err(|source| ServeError::Store {
         path: cfg.store.path.clone(),
@@ -144,6 +147,7 @@ pub fn serve(
                 cfg.fleet.redis_timeout,
                 cfg.fleet.on_redis_error,
                 metrics.fleet.clone(),
+                &cfg.tls,
             )
             .map_err(ServeError::Fleet)?,
         ),

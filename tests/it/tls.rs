@@ -440,3 +440,151 @@ fn tls_settings_are_checked_and_a_credential_never_goes_in_clear_to_another_host
     let p = proxy(&upstream(&url, "allow_plaintext = true"), "");
     assert!(p.log().contains("allow_plaintext"), "{}", p.log());
 }
+
+#[test]
+fn token_endpoints_are_held_to_the_tls_defaults() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let ca = format!("[tls]\nca_file = \"{}\"\n", ca_file.display());
+    let leaf = pki.leaf(&["127.0.0.1"], false);
+    let tls13 = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
+    let tls12 = TlsServer::start(&leaf, &[&rustls::version::TLS12]);
+    let up = Upstream::start();
+    // (endpoint, [tls], whether the client secret may reach it)
+    for (server, section, reached) in [
+        (&tls13, ca.clone(), true),
+        // Not the test CA: the bundled roots do not know it.
+        (&tls13, String::new(), false),
+        // TLS 1.2 only: below the default minimum, then allowed.
+        (&tls12, ca.clone(), false),
+        (&tls12, format!("{ca}min_version = \"1.2\"\n"), true),
+    ] {
+        let s = Setup::new(&mock_upstream(&up, ""), &section);
+        let before = server.requests();
+        let url = format!("{}/oauth/token", server.url());
+        let out = s.cli(
+            &[
+                "credentials",
+                "set-oauth",
+                "partner",
+                "--token-url",
+                &url,
+                "--client-id",
+                "sluice",
+            ],
+            b"client-secret-over-tls\n",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Nothing is stored either way: the test server answers no token.
+        assert!(!out.status.success(), "{section}: {err}");
+        if reached {
+            assert_eq!(server.requests(), before + 1, "{section}: {err}");
+            assert!(err.contains("invalid_response"), "{section}: {err}");
+        } else {
+            assert_eq!(server.requests(), before, "{section}: {err}");
+            assert!(err.contains("unreachable"), "{section}: {err}");
+        }
+        assert!(!err.contains("client-secret-over-tls"));
+    }
+}
+
+/// A redis-server that speaks only TLS, with `leaf` (PEM files in `dir`); killed on drop.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+impl TlsRedis {
+    fn start(leaf: &Leaf, dir: &std::path::Path) -> TlsRedis {
+        let (cert, key) = (dir.join("redis.pem"), dir.join("redis.key"));
+        std::fs::write(&cert, pem("CERTIFICATE", &leaf.der)).unwrap();
+        std::fs::write(&key, pem("PRIVATE KEY", &leaf.key)).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (./dev.sh setup test installs it)");
+        eventually(
+            "the TLS redis listens",
+            std::time::Duration::from_secs(10),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        TlsRedis { child, port }
+    }
+}
+
+#[test]
+fn a_rediss_fleet_verifies_the_servers_certificate() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let redis = TlsRedis::start(&pki.leaf(&["127.0.0.1"], false), dir.path());
+    let up = Upstream::start();
+    let fleet = format!(
+        "[fleet]\nredis_url = \"rediss://127.0.0.1:{}/0\"\n",
+        redis.port
+    );
+    // With the CA: the limit is counted in Redis.
+    let p = Proxy::start(
+        &up,
+        &format!("{fleet}[tls]\nca_file = \"{}\"\n", ca_file.display()),
+    );
+    p.cli_json(&["orgs", "update", &p.org_id, "--rpm", "2"], b"");
+    p.metrics_with(&["sluice_fleet_redis_up 1"]);
+    eventually(
+        "the limit applies",
+        std::time::Duration::from_secs(5),
+        || chat_with_key(p.port, &p.key).status == 429,
+    );
+    p.metrics_with(&["sluice_fleet_local_fallback_total 0"]);
+    drop(p);
+    // Without it the server's certificate does not verify: never used, the fallback counts.
+    let p = Proxy::start(&up, &fleet);
+    p.cli_json(&["orgs", "update", &p.org_id, "--rpm", "2"], b"");
+    eventually(
+        "a limited request",
+        std::time::Duration::from_secs(5),
+        || {
+            chat_with_key(p.port, &p.key).status == 200
+                && p.metrics().contains("sluice_fleet_redis_up 0")
+                && !p.metrics().contains("sluice_fleet_local_fallback_total 0")
+        },
+    );
+}
