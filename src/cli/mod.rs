@@ -192,6 +192,9 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Outbound TLS helpers.
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Make the running sluice (the one this config's admin address reaches) read its config
     /// file again, as SIGHUP does: prints what was applied and what waits for a restart. Exit
     /// 0 when applied or unchanged, 64 when the file is invalid (the running config is kept),
@@ -610,6 +613,21 @@ enum AuditCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum TlsCmd {
+    /// Connect to an https:// URL, verify its certificate (against --ca-file, else `[tls]
+    /// ca_file`, else the bundled Mozilla roots) and print the pin of its leaf certificate
+    /// (`sha256/<base64>`), for an upstream's or MCP server's `pins`.
+    Pin {
+        /// https://host[:port][/path]
+        #[arg(long)]
+        url: String,
+        /// A PEM bundle of CAs to verify it against instead.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum SecretsCmd {
     /// Re-encrypt every credential under SLUICE_SECRETS_KEY (old keys in
     /// SLUICE_SECRETS_KEY_OLD), in one transaction, while `serve` keeps running.
@@ -638,6 +656,9 @@ pub fn run() -> i32 {
         Command::Secrets(SecretsCmd::Rotate) => admin_command(config, json, rotate),
         Command::Users(c) => admin_command(config, json, |cfg| users(cfg, c)),
         Command::Redact => redact(json),
+        Command::Tls(TlsCmd::Pin { url, ca_file }) => {
+            admin_command(config, json, |cfg| tls_pin(cfg, &url, ca_file.as_deref()))
+        }
         Command::Healthcheck { ready } => healthcheck(config, ready, json),
         Command::Reload => reload(config, json),
         Command::Bootstrap {

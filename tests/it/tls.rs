@@ -588,3 +588,52 @@ fn a_rediss_fleet_verifies_the_servers_certificate() {
         },
     );
 }
+
+#[test]
+fn tls_pin_prints_the_pin_of_a_verified_certificate_only() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let leaf = pki.leaf(&["127.0.0.1"], false);
+    let server = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
+    let s = Setup::bare(&upstream("https://api.example.com", ""), "");
+    let url = format!("{}/v1", server.url());
+    let v = s.cli_json(
+        &[
+            "tls",
+            "pin",
+            "--url",
+            &url,
+            "--ca-file",
+            ca_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(v["pin"], leaf.pin(), "{v}");
+    assert_eq!(v["tls_version"], "1.3");
+    // The pin it prints is one sluice takes.
+    let p = proxy(
+        &upstream(
+            &server.url(),
+            &format!(
+                "ca_file = \"{}\"\npins = [\"{}\"]",
+                ca_file.display(),
+                v["pin"].as_str().unwrap()
+            ),
+        ),
+        "",
+    );
+    assert_eq!(chat_with_key(p.port, &p.key).status, 200);
+    // Unverified (the bundled roots do not know the test CA): no pin.
+    let out = s.cli(&["tls", "pin", "--url", &url], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("handshake") && !String::from_utf8_lossy(&out.stdout).contains("sha256/"),
+        "{err}"
+    );
+    // Not https: refused before connecting.
+    let out = s.cli(&["tls", "pin", "--url", "http://127.0.0.1:1"], b"");
+    assert!(!out.status.success());
+}
