@@ -13,7 +13,7 @@ manifests=(deploy/kubernetes/deployment.yaml deploy/kubernetes/redis.yaml
   deploy/kubernetes/networkpolicy.yaml deploy/kubernetes/pdb.yaml)
 kubernetes-validate --strict --kubernetes-version 1.30.0 "${manifests[@]}"
 kubernetes-validate --strict "${manifests[@]}"
-shellcheck .ci/run deploy/check.sh dev.sh deploy/systemd/sluice-env
+shellcheck .ci/run deploy/check.sh deploy/sbom.sh dev.sh deploy/systemd/sluice-env
 
 bin="${SLUICE_BIN:-${CARGO_TARGET_DIR:-target}/debug/sluice}"
 tmp="$(mktemp -d)"
