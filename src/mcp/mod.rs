@@ -8,7 +8,9 @@ mod rpc;
 mod session;
 
 pub use policy::{check_uri, AllowList, ListError, Policy, UriError};
-pub use rpc::{inspect, Call, Inspection, Invalid, Responses, NOTIFICATIONS, REQUESTS};
+pub use rpc::{
+    inspect, unreachable_answer, Call, Inspection, Invalid, Responses, NOTIFICATIONS, REQUESTS,
+};
 pub use session::Sessions;
 
 /// The JSON-RPC error code of a refused tool, resource or prompt.

@@ -98,6 +98,31 @@ fn error(id: &Value, code: i64, message: &str, data: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message, "data": data}})
 }
 
+/// The answer sluice gives an app's requests when the server could not be used at all (`reason`:
+/// a stable code such as `upstream_tls_failed`): one JSON-RPC error per request (a single
+/// object for one, an array for several), `None` when the body held no request (notifications
+/// only, or a GET/DELETE: the HTTP error stands).
+pub fn unreachable_answer(calls: &[Call], server: &str, reason: &str) -> Option<Vec<u8>> {
+    let errors: Vec<Value> = calls
+        .iter()
+        .filter(|c| c.method != "response")
+        .filter_map(|c| c.id.as_ref())
+        .map(|id| {
+            error(
+                id,
+                BAD_UPSTREAM,
+                reason,
+                json!({"server": server, "reason": reason}),
+            )
+        })
+        .collect();
+    match errors.len() {
+        0 => None,
+        1 => serde_json::to_vec(&errors[0]).ok(),
+        _ => serde_json::to_vec(&errors).ok(),
+    }
+}
+
 /// Whether a JSON-RPC id is one MCP allows: a string or an integer.
 fn is_valid_id(id: &Value) -> bool {
     id.is_string() || id.is_i64() || id.is_u64()
@@ -702,6 +727,36 @@ mod tests {
         // Not JSON-RPC at all.
         assert!(inspect(b"{nope", "tools", &p).is_err());
         assert!(inspect(br#"{"id":1,"method":"x"}"#, "tools", &p).is_err());
+    }
+
+    #[test]
+    fn a_server_that_cannot_be_used_fails_each_request_as_json_rpc() {
+        let p = Policy::default();
+        let calls = |body: &[u8]| inspect(body, "tools", &p).unwrap().calls;
+        let one = calls(br#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#);
+        let v: Value = serde_json::from_slice(
+            &unreachable_answer(&one, "tools", "upstream_tls_failed").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["id"], "a");
+        assert_eq!(v["error"]["code"], BAD_UPSTREAM);
+        assert_eq!(v["error"]["data"]["reason"], "upstream_tls_failed");
+        // A batch: one error per request, none for its notification.
+        let batch = calls(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
+        );
+        let v: Value = serde_json::from_slice(
+            &unreachable_answer(&batch, "tools", "upstream_tls_failed").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(
+            (v[0]["id"].clone(), v[1]["id"].clone()),
+            (json!(1), json!(2))
+        );
+        // Notifications only: no JSON-RPC answer (the HTTP error stands).
+        let n = calls(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        assert!(unreachable_answer(&n, "tools", "upstream_tls_failed").is_none());
     }
 
     #[test]

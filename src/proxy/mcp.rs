@@ -5,8 +5,6 @@
 //! and never reaches the server. What comes back is validated and rewritten by
 //! `mcp::Responses` (see `response::plan`).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
@@ -208,7 +206,7 @@ pub fn inspect(state: &State, ctx: &mut Ctx, body: &[u8]) -> Option<(u16, Vec<u8
 
 /// Send sluice's own JSON-RPC answer.
 pub async fn answer(
-    state: &Arc<State>,
+    state: &State,
     session: &mut Session,
     ctx: &mut Ctx,
     status: u16,

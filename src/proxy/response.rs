@@ -645,6 +645,19 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
             "TLS connection refused: it does not meet the policy (certificate, [tls] min_version, pins); nothing was sent on it");
     }
     let status = reply_for(&r).status;
+    // An MCP request the server could not be used for at all gets its JSON-RPC error (the
+    // client's SDK reads it as the call's failure); the reason is the stable code.
+    if let (Rejection::UpstreamTls, Some(m)) = (&r, &ctx.mcp) {
+        let server = (ctx.live.cfg.mcp_servers.get(m.server)).map_or("-", |s| s.name.as_str());
+        if let Some(body) = crate::mcp::unreachable_answer(&m.calls, server, reply_for(&r).code) {
+            ctx.code = Some(reply_for(&r).code);
+            let sent = super::mcp::answer(state, session, ctx, 200, body).await;
+            return FailToProxy {
+                error_code: if sent.is_ok() { 200 } else { 0 },
+                can_reuse_downstream: false,
+            };
+        }
+    }
     if send_error(state, session, ctx, &r).await.is_err() {
         return FailToProxy {
             error_code: 0,

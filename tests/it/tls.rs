@@ -321,11 +321,16 @@ fn an_mcp_server_gets_the_same_tls_policy() {
         let body = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
         let r = eventually_authorized(&p, &key, body);
         if refused {
-            assert_eq!(
-                (r.status, r.code()),
-                (502, "upstream_tls_failed".to_string())
-            );
+            // The request's JSON-RPC error, as the MCP SDKs read a call's failure.
+            assert_eq!(r.status, 200, "{}", r.body_text());
+            let v = r.json();
+            assert_eq!(v["id"], 1, "{v}");
+            assert_eq!(v["error"]["message"], "upstream_tls_failed", "{v}");
+            assert_eq!(v["error"]["data"]["server"], "tools", "{v}");
             assert_eq!(server.requests(), before);
+            p.metrics_with(&[
+                "sluice_upstream_tls_failures_total{reason=\"tls_pin\",upstream=\"tools\"} 1",
+            ]);
         } else {
             // Through to the server (which is no MCP server: what it answers is not the point).
             assert_ne!(r.status, 502, "{}", r.body_text());
