@@ -109,7 +109,7 @@ pub struct McpServer {
 }
 
 /// The lowest TLS version accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TlsVersion {
     V1_2,
     V1_3,

@@ -604,6 +604,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             outbound_tls(
                 OutboundTls {
                     url: b,
+                    url_key: "base_url",
                     has_credential: credential.is_some(),
                     min_version,
                     ca_file,
@@ -785,6 +786,7 @@ fn from_raw_collect(raw: RawConfig, p: &mut Problems) -> Option<Config> {
             outbound_tls(
                 OutboundTls {
                     url: u,
+                    url_key: "url",
                     has_credential: credential.is_some(),
                     min_version,
                     ca_file,
@@ -856,12 +858,39 @@ pub(super) fn is_loopback_host(host: &str) -> bool {
 
 /// Read a PEM bundle of CA certificates: at least one, each valid X.509.
 fn load_ca(path: &str) -> Result<CaBundle, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    use std::io::Read;
+    // A CA bundle is a few hundred KB at most (the whole Mozilla store is about 220 KB).
+    const MAX_BYTES: u64 = 4 << 20;
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut text))
+        .map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(format!("{path:?} is larger than {} MiB", MAX_BYTES >> 20));
+    }
     let mut certs = Vec::new();
+    // Checked as the TLS client will use them: a certificate its store refuses would fail
+    // every connection, not the config.
+    let mut store = rustls::RootCertStore::empty();
     for (n, item) in rustls_pemfile::certs(&mut text.as_slice()).enumerate() {
         let der = item.map_err(|_| format!("{path:?}: PEM block {} is not readable", n + 1))?;
-        x509_parser::parse_x509_certificate(der.as_ref())
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
             .map_err(|_| format!("{path:?}: certificate {} is not valid X.509", n + 1))?;
+        // A leaf another CA signed would vouch for any name with its own key: only a CA, or a
+        // self-signed certificate trusted as itself, anchors trust.
+        if !cert.is_ca() && cert.subject() != cert.issuer() {
+            return Err(format!(
+                "{path:?}: certificate {} ({}) is not a CA certificate",
+                n + 1,
+                cert.subject()
+            ));
+        }
+        store.add(der.clone()).map_err(|e| {
+            format!(
+                "{path:?}: certificate {} cannot be a trust anchor: {e}",
+                n + 1
+            )
+        })?;
         certs.push(der.as_ref().to_vec());
     }
     if certs.is_empty() {
@@ -884,6 +913,8 @@ fn parse_pin(s: &str) -> Option<[u8; 32]> {
 /// The TLS settings of one upstream or MCP server, as written.
 struct OutboundTls<'a> {
     url: &'a BaseUrl,
+    /// The URL's key: `base_url` for an upstream, `url` for an MCP server.
+    url_key: &'static str,
     has_credential: bool,
     min_version: Option<String>,
     ca_file: Option<String>,
@@ -913,7 +944,7 @@ fn outbound_tls(
         }
         if o.has_credential && !o.allow_plaintext && !is_loopback_host(&o.url.host) {
             p.push(
-                at("base_url"),
+                at(o.url_key),
                 format!(
                     "plain http:// to {} (not loopback) would send the credential in clear text: use https://, or set allow_plaintext = true",
                     o.url.host
@@ -922,6 +953,14 @@ fn outbound_tls(
             ok = false;
         }
         return ok.then_some(None);
+    }
+    if o.url.host.contains('_') {
+        // The TLS client would check the certificate for the name with `-` in its place.
+        p.push(
+            at(o.url_key),
+            format!("{:?}: a TLS host name cannot hold `_`", o.url.host),
+        );
+        ok = false;
     }
     let min_version = match o.min_version.as_deref() {
         None => defaults.0,

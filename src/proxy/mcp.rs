@@ -245,6 +245,7 @@ pub fn peer(
     let mut peer =
         pingora_core::upstreams::peer::HttpPeer::new(addr, m.url.tls, m.url.host.clone());
     peer.options.ca = ctx.live.cas.mcp(mcp.server);
+    peer.group_key = ctx.live.cas.mcp_key(mcp.server);
     let limits = &ctx.live.cfg.limits;
     let o = &mut peer.options;
     o.connection_timeout = Some(limits.connect_timeout);

@@ -686,9 +686,7 @@ fn classify(session: &Session, e: &Error) -> Option<Rejection> {
         }
         _ if *e.etype() == Custom(super::upstream::UPSTREAM_TLS) => Some(Rejection::UpstreamTls),
         ErrorSource::Upstream => Some(match e.etype() {
-            TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup => {
-                Rejection::UpstreamTls
-            }
+            t if super::upstream::is_tls_refusal(t) => Rejection::UpstreamTls,
             ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | BindError
             | ConnectProxyFailure | TLSHandshakeTimedout | SocketError => {
                 Rejection::UpstreamUnreachable

@@ -390,6 +390,11 @@ impl Regions {
 pub struct Cas {
     upstreams: Vec<Option<Arc<pingora_core::protocols::tls::CaType>>>,
     mcp: Vec<Option<Arc<pingora_core::protocols::tls::CaType>>>,
+    /// Each entry's policy as a connection pool key: pingora keys pooled connections by
+    /// address, SNI and verification flags but not by CA, so a connection verified under one
+    /// CA bundle (another entry's, or this one's before a reload) is never reused under another.
+    upstream_keys: Vec<u64>,
+    mcp_keys: Vec<u64>,
 }
 
 impl Cas {
@@ -403,10 +408,34 @@ impl Cas {
                 .collect();
             Some(Arc::<pingora_core::protocols::tls::CaType>::from(certs))
         };
+        let key = |tls: &Option<crate::config::Tls>| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            if let Some(t) = tls {
+                t.min_version.hash(&mut h);
+                t.pins.hash(&mut h);
+                if let Some(ca) = &t.ca {
+                    ca.certs.hash(&mut h);
+                }
+            }
+            h.finish()
+        };
         Cas {
             upstreams: cfg.upstreams.iter().map(|u| ca(&u.tls)).collect(),
             mcp: cfg.mcp_servers.iter().map(|m| ca(&m.tls)).collect(),
+            upstream_keys: cfg.upstreams.iter().map(|u| key(&u.tls)).collect(),
+            mcp_keys: cfg.mcp_servers.iter().map(|m| key(&m.tls)).collect(),
         }
+    }
+
+    /// The pool key of upstream `index`'s TLS policy.
+    pub fn upstream_key(&self, index: usize) -> u64 {
+        self.upstream_keys.get(index).copied().unwrap_or(0)
+    }
+
+    /// The pool key of MCP server `index`'s TLS policy.
+    pub fn mcp_key(&self, index: usize) -> u64 {
+        self.mcp_keys.get(index).copied().unwrap_or(0)
     }
 
     pub fn upstream(&self, index: usize) -> Option<Arc<pingora_core::protocols::tls::CaType>> {
@@ -449,7 +478,14 @@ pub fn check_tls(
             .and_then(|u| u.tls.as_ref()),
     };
     let Some(tls) = tls else {
-        return Ok(());
+        // Every https:// entry has a policy: a TLS peer without one is refused, not waved on.
+        ctx.reason = Some(TLS_VERSION);
+        let mut e = Error::explain(
+            ErrorType::Custom(UPSTREAM_TLS),
+            "no TLS policy for this peer",
+        );
+        e.as_up();
+        return Err(e);
     };
     let ssl = digest.and_then(|d| d.ssl_digest.as_ref());
     let version = ssl.and_then(|s| crate::config::TlsVersion::negotiated(&s.version));
@@ -496,6 +532,7 @@ pub fn peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no upstream address chosen"))?;
     let mut peer = HttpPeer::new(addr, up.base_url.tls, up.base_url.host.clone());
     peer.options.ca = ctx.live.cas.upstream(index);
+    peer.group_key = ctx.live.cas.upstream_key(index);
     let limits = &ctx.live.cfg.limits;
     let o = &mut peer.options;
     o.connection_timeout = Some(limits.connect_timeout);
@@ -600,10 +637,31 @@ pub fn failover(state: &State, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
         .get(failed)
         .map_or("?", |u| u.name.as_str());
     if super::request::take_upstream(state, ctx, index, addr).is_ok() {
-        tracing::warn!(request_id = %ctx.request_id, region = %region, failed = %failed_name, error = %e, "upstream connection failed; retrying in the same region");
+        // A certificate that does not verify is refused and counted even when another upstream
+        // then answers (the request's own refusal would be counted in `response::fail`).
+        if is_tls_refusal(e.etype()) {
+            state
+                .metrics
+                .upstream_tls_failures
+                .with_label_values(&[failed_name, TLS_HANDSHAKE])
+                .inc();
+            tracing::warn!(request_id = %ctx.request_id, kind = "upstream", name = failed_name, reason = TLS_HANDSHAKE, error = super::error::log_kind(&e),
+                "TLS connection refused: it does not meet the policy (certificate, [tls] min_version, pins); nothing was sent on it; retrying in the same region");
+        } else {
+            tracing::warn!(request_id = %ctx.request_id, region = %region, failed = %failed_name, error = %e, "upstream connection failed; retrying in the same region");
+        }
         e.set_retry(true);
     }
     e
+}
+
+/// The connect errors that are a TLS refusal (`upstream_tls_failed`), not an unreachable peer.
+pub fn is_tls_refusal(t: &ErrorType) -> bool {
+    use ErrorType::*;
+    matches!(
+        t,
+        TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup
+    )
 }
 
 /// The upstream's response headers arrived. A `101 Switching Protocols` is refused (502): sluice

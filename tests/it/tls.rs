@@ -111,7 +111,8 @@ impl TlsServer {
                         let Ok(mut tls) = acceptor.accept(tcp).await else {
                             return;
                         };
-                        serve_one(&mut tls, &counted).await;
+                        // Kept alive, as providers do: sluice may pool the connection.
+                        while serve_one(&mut tls, &counted).await {}
                     });
                 }
             });
@@ -128,20 +129,21 @@ impl TlsServer {
     }
 }
 
-/// Read one request (head and Content-Length body) and answer it.
+/// Read one request (head and Content-Length body) and answer it; whether the connection
+/// can take another.
 async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     s: &mut S,
     counted: &AtomicUsize,
-) {
+) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
         let Ok(n) = s.read(&mut chunk).await else {
-            return;
+            return false;
         };
         if n == 0 {
-            return;
+            return false;
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -156,20 +158,19 @@ async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         .unwrap_or(0);
     while buf.len() < head_end + len {
         match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
     counted.fetch_add(1, Ordering::SeqCst);
     let body = br#"{"id":"chatcmpl-tls","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello over tls"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}}"#;
     let mut out = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(body);
-    let _ = s.write_all(&out).await;
-    let _ = s.shutdown().await;
+    s.write_all(&out).await.is_ok() && s.flush().await.is_ok()
 }
 
 /// An `[[upstreams]]` entry for `url` with a credential and `extra` settings.
@@ -388,7 +389,26 @@ fn tls_settings_are_checked_and_a_credential_never_goes_in_clear_to_another_host
         "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----"
     )
     .unwrap();
+    // A leaf another CA signed cannot anchor trust.
+    let pki = Pki::new();
+    let leaf_pem = dir.path().join("leaf.pem");
+    std::fs::write(
+        &leaf_pem,
+        pem("CERTIFICATE", &pki.leaf(&["127.0.0.1"], false).der),
+    )
+    .unwrap();
     for (toml, expect) in [
+        (
+            upstream(
+                "https://api.example.com",
+                &format!("ca_file = \"{}\"", leaf_pem.display()),
+            ),
+            "is not a CA certificate",
+        ),
+        (
+            upstream("https://my_api.example.com", ""),
+            "cannot hold `_`",
+        ),
         (upstream("http://api.example.com", ""), "allow_plaintext"),
         (
             upstream("https://api.example.com", "min_version = \"1.1\""),
@@ -641,4 +661,64 @@ fn tls_pin_prints_the_pin_of_a_verified_certificate_only() {
     // Not https: refused before connecting.
     let out = s.cli(&["tls", "pin", "--url", "http://127.0.0.1:1"], b"");
     assert!(!out.status.success());
+}
+
+#[test]
+fn a_pooled_connection_is_reused_only_under_the_policy_it_was_verified_with() {
+    let (pki, other) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other_ca) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&other_ca, &other.ca_pem).unwrap();
+    let server = TlsServer::start(&pki.leaf(&["127.0.0.1"], false), &[&rustls::version::TLS13]);
+    let p = proxy(
+        &upstream(&server.url(), &format!("ca_file = \"{}\"", ca.display())),
+        "",
+    );
+    // Verified under the right CA; the connection stays in sluice's pool.
+    assert_eq!(chat_with_key(p.port, &p.key).status, 200);
+    assert_eq!(server.requests(), 1);
+    // The operator trusts another CA now: the pooled connection must not carry the next request.
+    let text = std::fs::read_to_string(&p.cfg_path).unwrap();
+    std::fs::write(
+        &p.cfg_path,
+        text.replace(ca.to_str().unwrap(), other_ca.to_str().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(p.cli_json(&["reload"], b"")["outcome"], "applied");
+    let r = chat_with_key(p.port, &p.key);
+    assert_eq!(
+        (r.status, r.code()),
+        (502, "upstream_tls_failed".to_string()),
+        "{}",
+        r.body_text()
+    );
+    assert_eq!(server.requests(), 1);
+}
+
+#[test]
+fn a_certificate_that_fails_is_counted_even_when_another_upstream_answers() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let good = TlsServer::start(&pki.leaf(&["127.0.0.1"], false), &[&rustls::version::TLS13]);
+    let bad = TlsServer::start(&pki.leaf(&["127.0.0.1"], true), &[&rustls::version::TLS13]);
+    let both = format!(
+        "{}[[upstreams]]\nname = \"expired\"\nregion = \"us\"\nbase_url = \"{}\"\ncredential = \"tls-cred\"\nca_file = \"{}\"\n",
+        upstream(&good.url(), &format!("ca_file = \"{}\"", ca.display())),
+        bad.url(),
+        ca.display()
+    );
+    let p = proxy(&both, "");
+    // Round robin over the two: every request is answered by the good one.
+    for _ in 0..4 {
+        let r = chat_with_key(p.port, &p.key);
+        assert_eq!(r.status, 200, "{}", r.body_text());
+    }
+    assert_eq!((good.requests(), bad.requests()), (4, 0));
+    p.metrics_with(&[
+        "sluice_upstream_tls_failures_total{reason=\"tls_handshake\",upstream=\"expired\"}",
+    ]);
+    assert!(p.log().contains("TLS connection refused"), "{}", p.log());
 }
