@@ -916,6 +916,12 @@ pub fn check_oauth(s: &oauth::Settings) -> Result<()> {
         reason: reason.into(),
     };
     oauth::check_url(&s.token_url).map_err(|why| field("token_url", why))?;
+    if s.pins.len() > 16 || s.pins.iter().any(|p| crate::config::parse_pin(p).is_none()) {
+        return Err(field(
+            "pins",
+            "at most 16, each sha256/ and the base64 of a certificate's SHA-256 digest (sluice tls pin --url ...)",
+        ));
+    }
     let printable =
         |v: &str| !v.is_empty() && v.len() <= 1024 && !v.bytes().any(|b| b < 0x20 || b == 0x7f);
     if !printable(&s.client_id) {
@@ -1257,6 +1263,7 @@ mod tests {
             scope: None,
             resource: None,
             grant: oauth::Grant::ClientCredentials,
+            pins: Vec::new(),
         };
         let token = oauth::Token {
             access: Zeroizing::new("access-token-c".into()),
@@ -1358,6 +1365,7 @@ mod tests {
             scope: Some("a b".into()),
             resource: Some("https://mcp.example.com/mcp".into()),
             grant: oauth::Grant::RefreshToken,
+            pins: vec![format!("sha256/{}=", "A".repeat(43))],
         };
         assert!(check_oauth(&ok).is_ok());
         let bad = [
@@ -1379,6 +1387,14 @@ mod tests {
             },
             oauth::Settings {
                 resource: Some("/relative".into()),
+                ..ok.clone()
+            },
+            oauth::Settings {
+                pins: vec!["sha256/short".into()],
+                ..ok.clone()
+            },
+            oauth::Settings {
+                pins: vec![ok.pins[0].clone(); 17],
                 ..ok.clone()
             },
         ];

@@ -40,6 +40,20 @@ pub struct Settings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     pub grant: Grant,
+    /// `sha256/<base64>` of the token endpoint's leaf certificates accepted (any one); empty:
+    /// any certificate the `[tls]` CAs vouch for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<String>,
+}
+
+impl Settings {
+    /// The pins as digests (each was checked when the settings were stored).
+    pub fn pin_digests(&self) -> Vec<[u8; 32]> {
+        self.pins
+            .iter()
+            .filter_map(|p| crate::config::parse_pin(p))
+            .collect()
+    }
 }
 
 /// A token from the endpoint.
@@ -193,7 +207,7 @@ pub fn first_token(
     secret: &mut Zeroizing<String>,
     tls: &crate::config::Tls,
 ) -> Result<Token, FetchError> {
-    let token = fetch(&agent(tls)?, s, secret)?;
+    let token = fetch(&agent(tls, &s.pin_digests())?, s, secret)?;
     if let (Grant::RefreshToken, Some(rotated)) = (s.grant, &token.refresh) {
         *secret = rotated.clone();
     }
@@ -236,7 +250,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The HTTP client for token endpoints: bounded, no redirects (a redirect could carry the
 /// client secret elsewhere), TLS under `tls` (`[tls]`: the lowest version, the CAs instead of
 /// the bundled Mozilla roots).
-pub fn agent(tls: &crate::config::Tls) -> Result<ureq::Agent, FetchError> {
+pub fn agent(tls: &crate::config::Tls, pins: &[[u8; 32]]) -> Result<ureq::Agent, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     match &tls.ca {
         Some(ca) => {
@@ -254,17 +268,84 @@ pub fn agent(tls: &crate::config::Tls) -> Result<ureq::Agent, FetchError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Fails only for versions the provider lacks (ring has both): no client then, not a
     // weaker one.
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let roots = Arc::new(roots);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|_| FetchError::Unreachable)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|_| FetchError::Unreachable)?;
+    let config = if pins.is_empty() {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|_| FetchError::Unreachable)?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                inner,
+                pins: pins.to_vec(),
+            }))
+            .with_no_client_auth()
+    };
     Ok(ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .redirects(0)
         .tls_config(Arc::new(config))
         .build())
+}
+
+/// The usual verification (chain, expiry, name), then the leaf certificate must be one of the
+/// pins: checked in the handshake, before the client secret is sent.
+#[derive(Debug)]
+struct Pinned {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    pins: Vec<[u8; 32]>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        if self.pins.contains(&digest) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::General(
+                "the certificate matches none of the pins".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// The refresher's per-credential memory.
@@ -293,7 +374,7 @@ impl Refresher {
         std::thread::Builder::new()
             .name("sluice-oauth".into())
             .spawn(move || {
-                let agent = agent(&tls);
+                let agent = agent(&tls, &[]);
                 let mut tracked: HashMap<String, Tracked> = HashMap::new();
                 let mut rows: Vec<store::Credential> = Vec::new();
                 let mut generation = None;
@@ -353,8 +434,8 @@ impl Refresher {
                         // One credential's panic is that credential's failure (backoff), not
                         // every credential's.
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            let agent = agent.as_ref().map_err(|_| FetchError::Unreachable)?;
-                            refresh(agent, &store, &ring, c)
+                            let shared = agent.as_ref().map_err(|_| FetchError::Unreachable)?;
+                            refresh(shared, &tls, &store, &ring, c)
                         }))
                         .unwrap_or(Err(FetchError::Invalid));
                         match result {
@@ -436,12 +517,21 @@ pub fn seal(ring: &Keyring, id: &str, name: &str, grant: Grant, token: &Token) -
 
 /// Obtain and store a token for `c`; its lifetime in seconds.
 fn refresh(
-    agent: &ureq::Agent,
+    shared: &ureq::Agent,
+    tls: &crate::config::Tls,
     store: &Store,
     ring: &Keyring,
     c: &store::Credential,
 ) -> Result<u64, FetchError> {
     let settings = settings(c).ok_or(FetchError::Invalid)?;
+    // A pinned endpoint gets a client of its own (rare: built per refresh).
+    let pinned;
+    let agent = if settings.pins.is_empty() {
+        shared
+    } else {
+        pinned = agent(tls, &settings.pin_digests())?;
+        &pinned
+    };
     let secret = ring
         .open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
         .map_err(|_| FetchError::Sealed)?;

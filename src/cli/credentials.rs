@@ -38,6 +38,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             scope,
             resource,
             grant,
+            pins,
             no_verify,
             mut input,
         } => {
@@ -52,6 +53,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                     GrantArg::ClientCredentials => oauth::Grant::ClientCredentials,
                     GrantArg::RefreshToken => oauth::Grant::RefreshToken,
                 },
+                pins,
             };
             admin::check_oauth(&settings).map_err(phrase)?;
             let ring = keyring()?;

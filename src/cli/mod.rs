@@ -524,6 +524,10 @@ enum CredentialsCmd {
         /// What standard input holds: a client secret, or a refresh token.
         #[arg(long, value_enum, default_value = "client_credentials")]
         grant: GrantArg,
+        /// A pin of the token endpoint's leaf certificate (`sha256/<base64>`, as `sluice tls
+        /// pin` prints it); repeat for several. Its TLS otherwise follows `[tls]`.
+        #[arg(long = "pin")]
+        pins: Vec<String>,
         /// Store it without obtaining a first token (the running `serve` obtains it).
         #[arg(long)]
         no_verify: bool,

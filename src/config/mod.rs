@@ -378,6 +378,11 @@ pub struct BaseUrl {
     pub authority: String,
 }
 
+/// A pin as written (`sha256/<base64 of 32 bytes>`), as a digest.
+pub fn parse_pin(s: &str) -> Option<[u8; 32]> {
+    validate::parse_pin(s)
+}
+
 impl BaseUrl {
     /// Whether the host is this machine (`localhost`, a loopback address).
     pub fn is_loopback(&self) -> bool {

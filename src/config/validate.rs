@@ -903,7 +903,7 @@ fn load_ca(path: &str) -> Result<CaBundle, String> {
 }
 
 /// A pin as written: `sha256/` and the base64 of 32 bytes.
-fn parse_pin(s: &str) -> Option<[u8; 32]> {
+pub(super) fn parse_pin(s: &str) -> Option<[u8; 32]> {
     use base64::Engine;
     let b64 = s.strip_prefix("sha256/")?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;

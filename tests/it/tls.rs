@@ -477,31 +477,42 @@ fn token_endpoints_are_held_to_the_tls_defaults() {
     let tls13 = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
     let tls12 = TlsServer::start(&leaf, &[&rustls::version::TLS12]);
     let up = Upstream::start();
-    // (endpoint, [tls], whether the client secret may reach it)
-    for (server, section, reached) in [
-        (&tls13, ca.clone(), true),
+    let wrong_pin = pki.leaf(&["127.0.0.1"], false).pin();
+    // (endpoint, [tls], the credential's pins, whether the client secret may reach it)
+    for (server, section, pins, reached) in [
+        (&tls13, ca.clone(), vec![], true),
         // Not the test CA: the bundled roots do not know it.
-        (&tls13, String::new(), false),
+        (&tls13, String::new(), vec![], false),
         // TLS 1.2 only: below the default minimum, then allowed.
-        (&tls12, ca.clone(), false),
-        (&tls12, format!("{ca}min_version = \"1.2\"\n"), true),
+        (&tls12, ca.clone(), vec![], false),
+        (&tls12, format!("{ca}min_version = \"1.2\"\n"), vec![], true),
+        // Pinned: none of the pins, then one of two.
+        (&tls13, ca.clone(), vec![wrong_pin.clone()], false),
+        (
+            &tls13,
+            ca.clone(),
+            vec![wrong_pin.clone(), leaf.pin()],
+            true,
+        ),
     ] {
         let s = Setup::new(&mock_upstream(&up, ""), &section);
         let before = server.requests();
         let url = format!("{}/oauth/token", server.url());
-        let out = s.cli(
-            &[
-                "credentials",
-                "set-oauth",
-                "partner",
-                "--token-url",
-                &url,
-                "--client-id",
-                "sluice",
-            ],
-            b"client-secret-over-tls\n",
-        );
+        let mut args = vec![
+            "credentials",
+            "set-oauth",
+            "partner",
+            "--token-url",
+            &url,
+            "--client-id",
+            "sluice",
+        ];
+        for p in &pins {
+            args.extend(["--pin", p.as_str()]);
+        }
+        let out = s.cli(&args, b"client-secret-over-tls\n");
         let err = String::from_utf8_lossy(&out.stderr);
+        let section = format!("{section} {pins:?}");
         // Nothing is stored either way: the test server answers no token.
         assert!(!out.status.success(), "{section}: {err}");
         if reached {
