@@ -86,14 +86,18 @@ pub(super) fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
     )
     .map_err(phrase)?;
     if let Some((org, key)) = &setup.created {
-        println!(
+        // A closed stdout (the reader took the key and left) must not stop the server:
+        // `println!` would panic on it.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
             "sluice dev mode: created org {:?} ({}) and an API key (shown only this once):\n\n    {}\n\nexport OPENAI_BASE_URL=http://{}/v1 OPENAI_API_KEY=<the key above>",
             org.name,
             org.id,
             key.key.as_str(),
             cfg.listen.proxy
         );
-        let _ = std::io::stdout().flush();
+        let _ = out.flush();
     }
     for name in &setup.credentials_set {
         tracing::info!(credential = %name, "dev mode: stored OPENAI_API_KEY as upstream credential");

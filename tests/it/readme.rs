@@ -280,3 +280,39 @@ fn the_production_setup_works_as_written() {
         Some("Bearer sk-provider-for-the-readme")
     );
 }
+
+#[test]
+fn serve_dev_keeps_serving_when_whoever_read_its_key_has_gone() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (text, ports) = config(&up);
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut serve = Killed(
+        Command::new(BIN)
+            .args(["serve", "--dev"])
+            .env("OPENAI_API_KEY", "sk-provider-for-dev")
+            .env("SLUICE_CONFIG", &cfg)
+            .env_remove("SLUICE_SECRETS_KEY")
+            .env_remove("SLUICE_JWT_SECRET")
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Read up to the key, then close the pipe (as `| head` would).
+    let key = {
+        let stdout = serve.0.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let l = lines.next().expect("serve --dev printed no key").unwrap();
+            if let Some(k) = l.trim().strip_prefix("sk-sluice-") {
+                break format!("sk-sluice-{k}");
+            }
+        }
+    };
+    ready(&cfg, dir.path());
+    assert!(serve.0.try_wait().unwrap().is_none(), "serve --dev ended");
+    assert_eq!(python_example(ports[0], &key), "hello from mock");
+}
