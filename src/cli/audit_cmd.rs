@@ -53,24 +53,47 @@ pub(super) fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) ->
                 EXIT_FAILED
             }
         },
-        AuditCmd::Tail { org, lines, follow } => {
+        AuditCmd::Tail {
+            org,
+            lines,
+            after,
+            follow,
+        } => {
             // Readable output: sealed fields opened when the master key is at hand.
             let ring = Keyring::from_env().ok();
             if ring.is_none() {
                 eprintln!("sluice: SLUICE_SECRETS_KEY is not set: org records are shown with their personal fields sealed");
             }
             let mut keys = ring.as_ref().map(audit::OrgKeys::new);
-            let start = if lines <= 0 {
+            let start = match after {
+                Some(seq) if seq < 0 => {
+                    return fail("--after must be a record's seq (0 or more)".into())
+                }
+                Some(seq) => Ok(seq),
                 // Nothing old: only what is written from now on.
-                store.audit_tail().map(|t| t.map_or(0, |(seq, _)| seq))
-            } else {
-                store.audit_seq_before_last(lines, org.as_deref())
+                None if lines <= 0 => store.audit_tail().map(|t| t.map_or(0, |(seq, _)| seq)),
+                None => store.audit_seq_before_last(lines, org.as_deref()),
             };
+            // A shipper stopped (SIGTERM, SIGINT) prints what was written until then first.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            if follow {
+                for sig in [libc::SIGTERM, libc::SIGINT] {
+                    let stop = stop.clone();
+                    // SAFETY: the action only stores to an atomic (async-signal-safe).
+                    let _ = unsafe {
+                        signal_hook_registry::register(sig, move || {
+                            stop.store(true, std::sync::atomic::Ordering::SeqCst)
+                        })
+                    };
+                }
+            }
             let mut after = match start {
                 Ok(a) => a,
                 Err(e) => return fail(e.to_string()),
             };
             loop {
+                // Seen before the read: a stop asked for now ends after this read finds nothing.
+                let stopping = stop.load(std::sync::atomic::Ordering::SeqCst);
                 let rows = match store.audit_rows(after, org.as_deref(), None, 1000) {
                     Ok(r) => r,
                     Err(e) => return fail(e.to_string()),
@@ -86,11 +109,16 @@ pub(super) fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) ->
                     }
                 }
                 let _ = out.flush();
-                if !follow {
+                if !follow || (stopping && rows.is_empty()) {
                     return 0;
                 }
                 if rows.is_empty() {
-                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    for _ in 0..10 {
+                        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
                 }
             }
         }

@@ -590,6 +590,12 @@ enum AuditCmd {
         org: Option<String>,
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: i64,
+        /// Start after this record (`seq` of the last one a shipper has): resume without
+        /// gaps or repeats. Replaces -n.
+        #[arg(long)]
+        after: Option<i64>,
+        /// Keep printing new records. SIGTERM or SIGINT ends it after printing every record
+        /// written until then.
         #[arg(long)]
         follow: bool,
     },
