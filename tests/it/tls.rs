@@ -38,6 +38,14 @@ impl Leaf {
 }
 
 impl Pki {
+    /// The CA certificate in a PEM file of a new temporary directory (kept while it lives).
+    fn ca_file(&self) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, &self.ca_pem).unwrap();
+        (dir, path)
+    }
+
     fn new() -> Pki {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -193,9 +201,7 @@ fn proxy(upstreams: &str, extra: &str) -> Proxy {
 #[test]
 fn an_https_upstream_is_used_only_under_its_tls_policy() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (_dir, ca_file) = pki.ca_file();
     let ca = format!("ca_file = \"{}\"", ca_file.display());
     let leaf = pki.leaf(&["127.0.0.1"], false);
     let tls13 = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
@@ -292,9 +298,7 @@ fn an_https_upstream_is_used_only_under_its_tls_policy() {
 #[test]
 fn an_mcp_server_gets_the_same_tls_policy() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (_dir, ca_file) = pki.ca_file();
     let leaf = pki.leaf(&["127.0.0.1"], false);
     let server = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
     let wrong_pin = pki.leaf(&["127.0.0.1"], false).pin();
@@ -469,9 +473,7 @@ fn tls_settings_are_checked_and_a_credential_never_goes_in_clear_to_another_host
 #[test]
 fn token_endpoints_are_held_to_the_tls_defaults() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (_dir, ca_file) = pki.ca_file();
     let ca = format!("[tls]\nca_file = \"{}\"\n", ca_file.display());
     let leaf = pki.leaf(&["127.0.0.1"], false);
     let tls13 = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
@@ -588,9 +590,7 @@ impl TlsRedis {
 #[test]
 fn a_rediss_fleet_verifies_the_servers_certificate() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (dir, ca_file) = pki.ca_file();
     let redis = TlsRedis::start(&pki.leaf(&["127.0.0.1"], false), dir.path());
     let up = Upstream::start();
     let fleet = format!(
@@ -628,9 +628,7 @@ fn a_rediss_fleet_verifies_the_servers_certificate() {
 #[test]
 fn tls_pin_prints_the_pin_of_a_verified_certificate_only() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (_dir, ca_file) = pki.ca_file();
     let leaf = pki.leaf(&["127.0.0.1"], false);
     let server = TlsServer::start(&leaf, &[&rustls::version::TLS13]);
     let s = Setup::bare(&upstream("https://api.example.com", ""), "");

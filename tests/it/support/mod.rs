@@ -575,6 +575,11 @@ pub fn audit_records(s: &Setup) -> Vec<serde_json::Value> {
 
 /// A small chat completion to the proxy on `port` with API key `key` (connection closed).
 pub fn chat_with_key(port: u16, key: &str) -> RawResponse {
+    try_chat_with_key(port, key).unwrap()
+}
+
+/// [`chat_with_key`], or the error while nothing listens or the connection fails.
+pub fn try_chat_with_key(port: u16, key: &str) -> std::io::Result<RawResponse> {
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
     raw(
         port,
@@ -584,5 +589,4 @@ pub fn chat_with_key(port: u16, key: &str) -> RawResponse {
             &format!("Authorization: Bearer {key}\r\nConnection: close\r\n"),
         ),
     )
-    .unwrap()
 }
