@@ -264,9 +264,14 @@ fn no_plaintext_key_or_credential_in_the_db_wal_logs_or_cli_output() {
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         outputs.push_str(&text(&out));
     }
-    // Let the batched last-used write happen, then scan while serve still runs (WAL present)
-    // and again after it stopped.
-    std::thread::sleep(Duration::from_millis(5500));
+    // Let the batched last-used write happen (it is in the store once `keys list` shows it),
+    // then scan while serve still runs (WAL present) and again after it stopped.
+    eventually("the last-used write", Duration::from_secs(15), || {
+        let keys = p.cli_json(&["keys", "list"], b"");
+        keys["keys"]
+            .as_array()
+            .is_some_and(|k| !k.is_empty() && k.iter().all(|k| k["last_used_at"].is_string()))
+    });
     let log = p.log();
     let db_dir = p.dir.path().join("data");
     let mut scans = vec![files(&db_dir)];
