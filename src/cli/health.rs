@@ -146,12 +146,12 @@ pub(super) fn reload(config: Option<PathBuf>, json: bool) -> i32 {
     }
 }
 
-/// Say why a command failed (text on stderr, or the JSON error object) and return `code`.
+/// Say why a command failed (on stderr, and with --json the error object on stdout, as every
+/// command does) and return `code`.
 fn fail(json: bool, message: &str, code: i32) -> i32 {
+    eprintln!("sluice: {message}");
     if json {
         print_json(&serde_json::json!({"error": {"message": message}}));
-    } else {
-        eprintln!("sluice: {message}");
     }
     code
 }

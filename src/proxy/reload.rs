@@ -150,28 +150,24 @@ impl State {
 
     /// The file is valid but its balancers could not be made ready: nothing changed.
     fn failed(&self, config: Option<String>, error: String) -> Reloaded {
-        self.metrics
-            .config_reloads
-            .with_label_values(&["failed"])
-            .inc();
         tracing::error!(error = %error, "config reload not applied");
-        Reloaded {
-            outcome: "failed",
-            config,
-            applied: Vec::new(),
-            restart_needed: Vec::new(),
-            error: Some(error),
-        }
+        self.kept("failed", config, error)
     }
 
+    /// The file is invalid: nothing changed.
     fn refused(&self, config: Option<String>, error: String) -> Reloaded {
+        tracing::error!(error = %error, "config reload refused; the running config is kept");
+        self.kept("invalid", config, error)
+    }
+
+    /// A reload that left the running config in place, counted under `outcome`.
+    fn kept(&self, outcome: &'static str, config: Option<String>, error: String) -> Reloaded {
         self.metrics
             .config_reloads
-            .with_label_values(&["invalid"])
+            .with_label_values(&[outcome])
             .inc();
-        tracing::error!(error = %error, "config reload refused; the running config is kept");
         Reloaded {
-            outcome: "invalid",
+            outcome,
             config,
             applied: Vec::new(),
             restart_needed: Vec::new(),

@@ -86,7 +86,7 @@ fn mcp_config(s: &McpServer, credential: &str, kind: &str) -> String {
 }
 
 /// A key of the setup's org with these MCP tools, usable once the running sluice has it.
-fn key_with_tools(p: &Proxy, tools: &str) -> String {
+pub(crate) fn key_with_tools(p: &Proxy, tools: &str) -> String {
     let k = p.cli_json(
         &["keys", "create", "--org", &p.org_id, "--mcp-tools", tools],
         b"",
@@ -200,7 +200,7 @@ fn the_official_client_lists_and_calls_allowed_tools_with_only_a_sluice_key() {
     );
 }
 
-fn rpc(p: &Proxy, server: &str, key: &str, body: &str) -> RawResponse {
+pub(crate) fn rpc(p: &Proxy, server: &str, key: &str, body: &str) -> RawResponse {
     raw(
         p.port,
         format!(

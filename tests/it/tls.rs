@@ -310,21 +310,10 @@ fn an_mcp_server_gets_the_same_tls_policy() {
             ca_file.display()
         );
         let p = proxy(&mock_upstream(&up, ""), &mcp);
-        let k = p.cli_json(
-            &[
-                "keys",
-                "create",
-                "--org",
-                &p.org_id,
-                "--mcp-tools",
-                "tools:*",
-            ],
-            b"",
-        );
-        let key = k["key"].as_str().unwrap().to_string();
+        let key = crate::mcp::key_with_tools(&p, "tools:*");
         let before = server.requests();
-        let body = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
-        let r = eventually_authorized(&p, &key, body);
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+        let r = crate::mcp::rpc(&p, "tools", &key, body);
         if refused {
             // The request's JSON-RPC error, as the MCP SDKs read a call's failure.
             assert_eq!(r.status, 200, "{}", r.body_text());
@@ -341,28 +330,6 @@ fn an_mcp_server_gets_the_same_tls_policy() {
             assert_ne!(r.status, 502, "{}", r.body_text());
             assert_eq!(server.requests(), before + 1);
         }
-    }
-}
-
-/// POST `body` to `/mcp/tools` with `key` once the running sluice knows the key.
-fn eventually_authorized(p: &Proxy, key: &str, body: &[u8]) -> RawResponse {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let r = raw(
-            p.port,
-            &post(
-                "/mcp/tools",
-                body,
-                &format!(
-                    "Authorization: Bearer {key}\r\nAccept: application/json, text/event-stream\r\nConnection: close\r\n"
-                ),
-            ),
-        )
-        .unwrap();
-        if r.status != 401 || std::time::Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
