@@ -67,6 +67,13 @@ pub struct Metrics {
     pub credential_expiry: prometheus::GaugeVec,
     /// `sluice_oauth_refresh_failures_total{credential}`: failed OAuth token requests.
     pub oauth_refresh_failures: IntCounterVec,
+    /// `sluice_oauth_needs_reconnect{credential}`: 1 while the server refuses the credential's
+    /// refresh token (set at scrape time).
+    pub oauth_needs_reconnect: prometheus::IntGaugeVec,
+    /// `sluice_oauth_connects_total{outcome}`: authorization code connects that ended.
+    pub oauth_connects: IntCounterVec,
+    /// `sluice_oauth_revocations_total{outcome}`: RFC 7009 revocations on delete and reconnect.
+    pub oauth_revocations: IntCounterVec,
     /// `gen_ai_client_token_usage{gen_ai_operation_name,gen_ai_request_model,gen_ai_token_type,
     /// org,key}`: tokens per answer (OpenTelemetry GenAI semantic conventions).
     pub token_usage: HistogramVec,
@@ -316,6 +323,30 @@ impl Metrics {
             &["credential"],
         )?;
         registry.register(Box::new(oauth_refresh_failures.clone()))?;
+        let oauth_needs_reconnect = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "sluice_oauth_needs_reconnect",
+                "1 for each OAuth credential whose refresh token the authorization server refused (invalid_grant): run sluice credentials connect again",
+            ),
+            &["credential"],
+        )?;
+        registry.register(Box::new(oauth_needs_reconnect.clone()))?;
+        let oauth_connects = IntCounterVec::new(
+            Opts::new(
+                "sluice_oauth_connects_total",
+                "OAuth authorization code connects that ended, by outcome (connected, or the error code)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(oauth_connects.clone()))?;
+        let oauth_revocations = IntCounterVec::new(
+            Opts::new(
+                "sluice_oauth_revocations_total",
+                "RFC 7009 token revocations on credential delete and reconnect, by outcome (revoked, failed)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(oauth_revocations.clone()))?;
         let token_usage = HistogramVec::new(
             HistogramOpts::new(
                 "gen_ai_client_token_usage",
@@ -448,6 +479,9 @@ impl Metrics {
             snapshot_reloads,
             credential_expiry,
             oauth_refresh_failures,
+            oauth_needs_reconnect,
+            oauth_connects,
+            oauth_revocations,
             token_usage,
             time_to_first_token,
             usage_unknown,

@@ -153,6 +153,25 @@ pub struct Route {
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 const LOGIN_PATH: &str = "/api/auth/login";
 
+const CALLBACK_PATH: &str = super::connect::CALLBACK_PATH;
+
+const CALLBACK_QUERY: &[QueryParam] = &[
+    (
+        "code",
+        r#"{"type":"string"}"#,
+        false,
+        "The authorization code",
+    ),
+    ("state", r#"{"type":"string"}"#, true, "The connect's state"),
+    ("iss", r#"{"type":"string"}"#, false, "RFC 9207: the issuer"),
+    (
+        "error",
+        r#"{"type":"string"}"#,
+        false,
+        "The authorization server's refusal",
+    ),
+];
+
 const AUDIT_QUERY: &[QueryParam] = &[
     (
         "org_id",
@@ -302,8 +321,21 @@ pub static ROUTES: &[Route] = &[
     route!("PUT" "/api/credentials/{name}", Access::Operator,
         "Store or replace an upstream credential (write-only)", (200, Shape::Schema("Credential")),
         unlocked |a, c, p| a.set_credential(c, p.get("name")), body = "CredentialBody"),
-    route!("DELETE" "/api/credentials/{name}", Access::Operator, "Delete an upstream credential",
-        (200, Shape::Object), |a, s, c, p| a.delete_credential(s, c, p.get("name"))),
+    route!("DELETE" "/api/credentials/{name}", Access::Operator,
+        "Delete an upstream credential (a connected one's tokens are revoked at its server first, when it has a revocation endpoint)",
+        (200, Shape::Object), unlocked |a, c, p| a.delete_credential(c, p.get("name"))),
+    route!("POST" "/api/credentials/{name}/connect", Access::Operator,
+        "Start connecting an OAuth credential with the authorization code grant and PKCE: discovery (RFC 9728, RFC 8414), dynamic registration (RFC 7591) when no client_id is given, and the authorization URL to open. The browser comes back to GET /oauth/callback on the admin listener within 10 minutes.",
+        (201, Shape::Schema("ConnectStarted")),
+        unlocked |a, c, p| a.connect(c, p.get("name")), body = "ConnectBody"),
+    route!("POST" "/api/credentials/{name}/connect/complete", Access::Operator,
+        "Complete a connect with the URL the browser was sent to (when the browser cannot reach the admin listener)",
+        (200, Shape::Schema("Connected")),
+        unlocked |a, c, p| a.complete_connect(c, p.get("name")), body = "ConnectComplete",
+        note = "Only the operator who started the connect."),
+    route!("GET" CALLBACK_PATH, Access::Public,
+        "Where the authorization server sends the browser back (code, state, iss): the state (single use, 10 minutes) selects the connect; the code is exchanged with its PKCE verifier and the tokens stored sealed.",
+        (200, Shape::Schema("Connected")), open |a, c| a.callback(c), query = CALLBACK_QUERY),
     route!("GET" "/api/audit", Access::QueryOrg(Role::Auditor),
         "Audit records, oldest first, with cursor pagination (pass next_cursor as cursor). Personal fields are decrypted; a hard-deleted org's read {\"personal_data\": \"shredded\"}",
         (200, Shape::Page("AuditRecord")), |a, s, c, _| a.audit(s, c), query = AUDIT_QUERY),
@@ -490,6 +522,14 @@ codes! {
     HardDeleteRequired = (400, "hard_delete_required"),
     /// The OAuth token endpoint gave no token (nothing stored).
     OauthTokenFailed = (400, "oauth_token_failed"),
+    /// An OAuth connect's callback: the state is unknown, used, expired, another operator's or
+    /// another credential's, or missing with the code (nothing stored).
+    OauthStateInvalid = (400, "oauth_state_invalid"),
+    /// The authorization server answered the authorization request with an error (the user
+    /// declined).
+    OauthAuthorizationDenied = (400, "oauth_authorization_denied"),
+    /// The callback's `iss` is not the connect's authorization server (RFC 9207).
+    OauthIssMismatch = (400, "oauth_iss_mismatch"),
     /// Any login failure.
     InvalidCredentials = (401, "invalid_credentials"),
     /// No, malformed, expired, foreign or revoked session token.
@@ -510,8 +550,17 @@ codes! {
     UnsupportedMediaType = (415, "unsupported_media_type"),
     /// Too many failed logins or password checks; `Retry-After` says when to retry.
     RateLimited = (429, "rate_limited"),
+    /// The authorization server is not one sluice connects to: no PKCE S256, a plain http
+    /// endpoint, metadata for another issuer or resource.
+    OauthServerRefused = (422, "oauth_server_refused"),
     /// A bug or a store failure; the log has the detail.
     InternalError = (500, "internal_error"),
+    /// The protected resource or authorization server metadata cannot be found or read.
+    OauthDiscoveryFailed = (502, "oauth_discovery_failed"),
+    /// Dynamic client registration (RFC 7591) failed, or the server offers none.
+    OauthRegistrationFailed = (502, "oauth_registration_failed"),
+    /// The token endpoint gave no token for the authorization code (nothing stored).
+    OauthExchangeFailed = (502, "oauth_exchange_failed"),
     /// `SLUICE_JWT_SECRET` is not set.
     AdminApiDisabled = (503, "admin_api_disabled"),
 }
@@ -575,6 +624,14 @@ impl From<Error> for ApiError {
             Error::Vault(e) => internal(&e),
             // serve checks its key at start: this is the store changing under it.
             e @ Error::WrongMasterKey { .. } => internal(&e),
+            Error::OAuth { code, message } => {
+                let c = Code::ALL
+                    .iter()
+                    .copied()
+                    .find(|c| c.as_str() == code)
+                    .unwrap_or(Code::InternalError);
+                err(c, format!("{}{}.", message[..1].to_uppercase(), &message[1..]))
+            }
         }
     }
 }
@@ -622,6 +679,10 @@ pub struct Api {
     router: matchit::Router<Vec<usize>>,
     /// The OpenAPI document, made once from [`ROUTES`].
     openapi: Value,
+    /// The admin listener (a connect's default redirect URI).
+    admin_addr: std::net::SocketAddr,
+    /// `sluice_oauth_connects_total{outcome}` and `sluice_oauth_revocations_total{outcome}`.
+    oauth_counters: Option<(prometheus::IntCounterVec, prometheus::IntCounterVec)>,
 }
 
 /// Who made a call, for its audit record, and the call's query parameters.
@@ -937,6 +998,31 @@ fn yes() -> bool {
     true
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    #[serde(default)]
+    mcp_server: Option<String>,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectComplete {
+    redirect_url: String,
+}
+
 /// An org setting field: `"on"` or `"off"`.
 fn setting(field: &str, s: Option<&str>) -> Result<Option<Setting>, ApiError> {
     s.map(|v| {
@@ -1022,7 +1108,20 @@ impl Api {
             mcp_view: None,
             router: router(),
             openapi: openapi(),
+            admin_addr: cfg.listen.admin,
+            oauth_counters: None,
         }
+    }
+
+    /// Count connects and revocations in these (`sluice_oauth_connects_total`,
+    /// `sluice_oauth_revocations_total`).
+    pub fn oauth_counters(
+        mut self,
+        connects: prometheus::IntCounterVec,
+        revocations: prometheus::IntCounterVec,
+    ) -> Api {
+        self.oauth_counters = Some((connects, revocations));
+        self
     }
 
     /// List the MCP servers in force with `f`, with their health (the data plane's config
@@ -1112,7 +1211,11 @@ impl Api {
         let is_doc = hit
             .as_ref()
             .is_some_and(|m| m.value.iter().any(|i| ROUTES[*i].pattern == OPENAPI_PATH));
-        if !is_doc && self.sessions.is_none() {
+        // The callback works without sessions too (`sluice credentials connect` waits for it).
+        let is_callback = hit
+            .as_ref()
+            .is_some_and(|m| m.value.iter().any(|i| ROUTES[*i].pattern == CALLBACK_PATH));
+        if !is_doc && !is_callback && self.sessions.is_none() {
             return Err(disabled());
         }
         let route = hit.as_ref().and_then(|m| {
@@ -1650,9 +1753,147 @@ impl Api {
         Ok((200, to_value(&v)))
     }
 
-    fn delete_credential(&self, store: &Store, c: &Caller, name: &str) -> ApiResult {
-        super::delete_credential_as(store, &self.ring, &c.actor(), name)?;
-        Ok((200, json!({"name": name, "deleted": true})))
+    /// Runs without the store's lock: revoking a connected credential's tokens is a call to
+    /// its authorization server.
+    fn delete_credential(&self, c: &Caller, name: &str) -> ApiResult {
+        let row = self
+            .store()
+            .credentials()?
+            .into_iter()
+            .find(|r| r.name == name);
+        let revoked = match &row {
+            Some(r) => super::connect::revoke(&self.ring, &self.tls, r),
+            None => super::connect::Revoked::None,
+        };
+        self.count_revocation(revoked);
+        let store = self.store();
+        let principal = self.authenticate(&store, c.req)?;
+        Access::Operator.check(Some(&principal), None)?;
+        super::delete_credential_as(&store, &self.ring, &c.actor(), name, revoked.as_str())?;
+        Ok((
+            200,
+            json!({"name": name, "deleted": true, "tokens": revoked.as_str()}),
+        ))
+    }
+
+    fn count_revocation(&self, r: super::connect::Revoked) {
+        if let (
+            Some((_, revocations)),
+            super::connect::Revoked::Revoked | super::connect::Revoked::Failed,
+        ) = (&self.oauth_counters, r)
+        {
+            revocations.with_label_values(&[r.as_str()]).inc();
+        }
+    }
+
+    fn count_connect(&self, outcome: &Result<super::connect::Connected, Error>) {
+        if let Some((connects, _)) = &self.oauth_counters {
+            let o = match outcome {
+                Ok(_) => "connected",
+                Err(e) => e.code(),
+            };
+            connects.with_label_values(&[o]).inc();
+        }
+        if let Ok(c) = outcome {
+            self.count_revocation(match c.previous_tokens {
+                "revoked" => super::connect::Revoked::Revoked,
+                "failed" => super::connect::Revoked::Failed,
+                _ => super::connect::Revoked::None,
+            });
+        }
+    }
+
+    /// Runs without the store's lock: discovery and registration call other servers.
+    fn connect(&self, c: &Caller, name: &str) -> ApiResult {
+        let b: ConnectBody = body(c.req)?;
+        let resource = match (&b.mcp_server, b.resource) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    Code::InvalidRequest,
+                    "Give mcp_server or resource, not both.",
+                ))
+            }
+            (Some(server), None) => Some(self.mcp_server_url(server)?),
+            (None, r) => r,
+        };
+        let redirect_uri = b
+            .redirect_uri
+            .unwrap_or_else(|| super::connect::default_redirect_uri(self.admin_addr));
+        let spec = super::connect::Spec {
+            name: name.to_string(),
+            resource,
+            issuer: b.issuer,
+            client_id: b.client_id,
+            client_secret: b.client_secret.map(zeroize::Zeroizing::new),
+            scope: b.scope,
+            redirect_uri,
+            dev: false,
+        };
+        let prepared = super::connect::prepare(spec, &self.tls)?;
+        let store = self.store();
+        let principal = self.authenticate(&store, c.req)?;
+        Access::Operator.check(Some(&principal), None)?;
+        let started = super::connect::start_as(&store, &self.ring, &c.actor(), prepared)?;
+        Ok((201, to_value(&started)))
+    }
+
+    /// The URL of a configured MCP server (as a reload left them).
+    fn mcp_server_url(&self, name: &str) -> Result<String, ApiError> {
+        let servers: Vec<crate::config::McpServer> = match &self.mcp_view {
+            Some(view) => view().into_iter().map(|(m, _)| m).collect(),
+            None => self.mcp_servers.clone(),
+        };
+        let m = servers.iter().find(|m| m.name == name).ok_or_else(|| {
+            err(
+                Code::InvalidRequest,
+                "mcp_server is not a configured MCP server ([[mcp_servers]] name).",
+            )
+        })?;
+        Ok(m.endpoint_url())
+    }
+
+    fn complete_connect(&self, c: &Caller, name: &str) -> ApiResult {
+        let b: ConnectComplete = body(c.req)?;
+        let query = super::connect::pasted_query(&b.redirect_url, None)?;
+        let actor = c.actor();
+        let r = super::connect::complete_as(
+            || self.store(),
+            &self.ring,
+            &self.tls,
+            super::connect::Completer::Operator {
+                actor: &actor,
+                credential: name,
+            },
+            &actor,
+            &query,
+        );
+        self.count_connect(&r);
+        Ok((200, to_value(&r?)))
+    }
+
+    /// `GET /oauth/callback`: the browser, with no session; the state selects the connect.
+    fn callback(&self, c: &Caller) -> ApiResult {
+        let query = c.req.query.clone().unwrap_or_default();
+        let request = super::Actor {
+            id: "oauth-callback".into(),
+            ..c.actor()
+        };
+        let r = super::connect::complete_as(
+            || self.store(),
+            &self.ring,
+            &self.tls,
+            super::connect::Completer::Browser,
+            &request,
+            &query,
+        );
+        self.count_connect(&r);
+        if r.is_ok() {
+            self.changed();
+            if let Some(f) = &self.on_change {
+                f(&self.store());
+            }
+        }
+        Ok((200, to_value(&r?)))
     }
 
     // ---- MCP servers ----
@@ -1878,6 +2119,8 @@ mod tests {
                 "NewMember" => fields::<NewMember>(),
                 "MemberPatch" => fields::<MemberPatch>(),
                 "CredentialBody" => fields::<CredentialBody>(),
+                "ConnectBody" => fields::<ConnectBody>(),
+                "ConnectComplete" => fields::<ConnectComplete>(),
                 other => panic!("no Rust type for request schema {other}"),
             };
             let s = resolve(&doc, &doc["components"]["schemas"][name]);

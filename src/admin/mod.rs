@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod connect;
 pub mod ops;
 pub mod session;
 pub mod users;
@@ -53,6 +54,9 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Vault(#[from] vault::Error),
+    /// An OAuth connect refused or failed (`code`: `oauth_*`, see [`connect`]).
+    #[error("{message}")]
+    OAuth { code: &'static str, message: String },
 }
 
 impl Error {
@@ -70,6 +74,7 @@ impl Error {
             Error::Store(_) => "store_error",
             Error::Vault(_) => "vault_error",
             Error::WrongMasterKey { .. } => "wrong_master_key",
+            Error::OAuth { code, .. } => code,
         }
     }
 }
@@ -852,9 +857,14 @@ pub struct CredentialView {
     /// OAuth: failed refreshes since the last good one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_failures: Option<i64>,
-    /// OAuth: why the last refresh failed (`unreachable`, `http_401`, `invalid_response`, ...).
+    /// OAuth: why the last refresh failed (`unreachable`, `http_401`, `invalid_response`,
+    /// `needs_reconnect`: the server refused the refresh token, connect again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// OAuth, connected with the authorization code grant: issuer, client authentication,
+    /// revocation endpoint, whether the client was registered dynamically.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected: Option<crate::auth::oauth::Connected>,
 }
 
 fn view(c: store::Credential, current_fp: Option<&str>) -> CredentialView {
@@ -871,6 +881,10 @@ fn view(c: store::Credential, current_fp: Option<&str>) -> CredentialView {
         token_expires_at: c.token_expires_at,
         token_obtained_at: c.token_obtained_at,
         last_error: c.last_error,
+        connected: c
+            .connect
+            .as_deref()
+            .and_then(|o| serde_json::from_str(o).ok()),
         kind: c.kind,
         key_fingerprint: c.key_fp,
         id: c.id,
@@ -958,6 +972,22 @@ pub fn set_oauth_credential(
     secret: &str,
     first: Option<&oauth::Token>,
 ) -> Result<CredentialView> {
+    put_oauth_credential(store, ring, name, settings, secret, None, first)
+}
+
+/// A connected credential's client: how it was connected and its secret (if confidential).
+pub type ConnectedClient<'a> = (&'a oauth::Connected, Option<&'a str>);
+
+/// [`set_oauth_credential`], for a connected credential too (its client secret sealed apart).
+pub fn put_oauth_credential(
+    store: &Store,
+    ring: &Keyring,
+    name: &str,
+    settings: &oauth::Settings,
+    secret: &str,
+    client: Option<ConnectedClient<'_>>,
+    first: Option<&oauth::Token>,
+) -> Result<CredentialView> {
     check_credential_name(name)?;
     check_oauth(settings)?;
     let id = store.credential_id(name)?.unwrap_or_else(store::new_id);
@@ -970,6 +1000,13 @@ pub fn set_oauth_credential(
         rotated_at: now,
         kind: "oauth".into(),
         oauth: Some(serde_json::to_string(settings).map_err(|e| Error::Invalid(e.to_string()))?),
+        connect: client
+            .map(|(c, _)| serde_json::to_string(c))
+            .transpose()
+            .map_err(|e| Error::Invalid(e.to_string()))?,
+        client_sealed: client
+            .and_then(|(_, s)| s)
+            .map(|s| ring.seal(s.as_bytes(), &vault::aad(vault::CLIENT_TABLE, &id, name))),
         id: id.clone(),
         ..Default::default()
     };
@@ -1042,10 +1079,20 @@ pub fn rotate(store: &Store, ring: &Keyring) -> Result<Rotation> {
                 }
                 None => None,
             };
+            // A connected credential's client secret too.
+            let client_aad = vault::aad(vault::CLIENT_TABLE, &c.id, &c.name);
+            let client_sealed = match &c.client_sealed {
+                Some(t) => {
+                    let plain = ring.open(t, &client_aad).map_err(|e| (c.name.clone(), e))?;
+                    Some(ring.seal(&plain, &client_aad))
+                }
+                None => None,
+            };
             Ok::<_, (String, vault::Error)>(store::Resealed {
                 sealed: ring.seal(&plain, &aad),
                 key_fp: ring.fingerprint(),
                 token_sealed,
+                client_sealed,
             })
         })
         .map_err(|e| match e {
@@ -1066,6 +1113,8 @@ pub fn rotate(store: &Store, ring: &Keyring) -> Result<Rotation> {
         org_keys_rotated += 1;
     }
     let totp_rotated = users::reseal_totp(store, ring)?;
+    // A connect under way holds values sealed under the old key: it is started again.
+    store.cancel_oauth_flows(OffsetDateTime::now_utc().unix_timestamp())?;
     Ok(Rotation {
         rotated,
         org_keys_rotated,

@@ -217,11 +217,14 @@ pub fn set_oauth_credential_as(
 }
 
 /// Delete an upstream credential (`credential.delete`).
+/// `tokens` says what became of a connected credential's tokens at its server (`none`,
+/// `revoked`, `failed`: see [`super::connect::revoke`], run before).
 pub fn delete_credential_as(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
     name: &str,
+    tokens: &str,
 ) -> Result<()> {
     let mut rec = actor.record("credential.delete", None);
     rec.target_id = Some(name.to_string());
@@ -230,7 +233,7 @@ pub fn delete_credential_as(
         ring,
         rec,
         |s| super::delete_credential(s, name),
-        |_, _| {},
+        |_, r| r.details = json!({"name": name, "tokens": tokens}),
     )
 }
 

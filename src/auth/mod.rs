@@ -3,6 +3,7 @@
 //! in-memory snapshot that the data plane looks keys up in (never a SQLite query per request).
 //! Plain Rust, no pingora types.
 
+pub mod authcode;
 pub mod oauth;
 mod snapshot;
 

@@ -56,6 +56,92 @@ impl Settings {
     }
 }
 
+/// How the client authenticates at the token and revocation endpoints (RFC 7591
+/// `token_endpoint_auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-encoded client id and secret (RFC 6749 2.3.1).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form.
+    ClientSecretPost,
+    /// A public client: `client_id` only.
+    None,
+}
+
+impl ClientAuth {
+    /// As RFC 7591 writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::ClientSecretBasic => "client_secret_basic",
+            ClientAuth::ClientSecretPost => "client_secret_post",
+            ClientAuth::None => "none",
+        }
+    }
+
+    /// From RFC 7591's name; `None` for a method sluice does not do (e.g. `private_key_jwt`).
+    pub fn parse(s: &str) -> Option<ClientAuth> {
+        match s {
+            "client_secret_basic" => Some(ClientAuth::ClientSecretBasic),
+            "client_secret_post" => Some(ClientAuth::ClientSecretPost),
+            "none" => Some(ClientAuth::None),
+            _ => None,
+        }
+    }
+}
+
+/// How a credential was connected with the authorization code grant (`sluice credentials
+/// connect`); stored as JSON beside the settings, no secret here. Its refresh token is the
+/// credential's sealed secret, its client secret (if any) is sealed apart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connected {
+    /// The authorization server (RFC 8414 `issuer`).
+    pub issuer: String,
+    pub client_auth: ClientAuth,
+    /// RFC 7009, when the server has one: delete and reconnect revoke the old tokens there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_url: Option<String>,
+    /// The client was registered dynamically (RFC 7591) rather than configured.
+    pub registered: bool,
+}
+
+/// A client as it authenticates: its id, method and secret.
+#[derive(Clone, Copy)]
+pub struct Client<'a> {
+    pub id: &'a str,
+    pub auth: ClientAuth,
+    pub secret: Option<&'a str>,
+}
+
+impl<'a> Client<'a> {
+    /// Add the client's authentication to a token or revocation request; the `Authorization`
+    /// header's value for HTTP Basic.
+    fn apply<'f>(&self, form: &mut Vec<(&'f str, &'f str)>) -> Option<String>
+    where
+        'a: 'f,
+    {
+        form.push(("client_id", self.id));
+        match (self.auth, self.secret) {
+            (ClientAuth::ClientSecretPost, Some(secret)) => {
+                form.push(("client_secret", secret));
+                None
+            }
+            (ClientAuth::ClientSecretBasic, Some(secret)) => {
+                use base64::Engine;
+                let enc =
+                    |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+                let pair = Zeroizing::new(format!("{}:{}", enc(self.id), enc(secret)));
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A token from the endpoint.
 pub struct Token {
     pub access: Zeroizing<String>,
@@ -77,6 +163,14 @@ pub enum FetchError {
     Sealed,
     #[error("the token cannot be stored")]
     Store,
+    /// The server refused the refresh token or code (`invalid_grant`, RFC 6749 5.2): revoked,
+    /// expired or used. Retrying is pointless; the credential needs a new connect.
+    #[error("the authorization server refused the grant (invalid_grant)")]
+    InvalidGrant,
+    /// A connected credential holds no refresh token (the server gave none) and its access
+    /// token expired: only a new connect helps.
+    #[error("no refresh token: the credential must be connected again")]
+    NeedsReconnect,
 }
 
 impl FetchError {
@@ -88,6 +182,8 @@ impl FetchError {
             FetchError::Invalid => "invalid_response".into(),
             FetchError::Sealed => "undecryptable".into(),
             FetchError::Store => "store_unavailable".into(),
+            FetchError::InvalidGrant => "invalid_grant".into(),
+            FetchError::NeedsReconnect => NEEDS_RECONNECT.into(),
         }
     }
 }
@@ -118,15 +214,45 @@ pub fn check_url(url: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Ask the token endpoint for an access token.
-pub fn fetch(agent: &ureq::Agent, s: &Settings, secret: &str) -> Result<Token, FetchError> {
-    let mut form: Vec<(&str, &str)> = vec![("client_id", &s.client_id)];
+/// What `last_error` says of a credential whose refresh token the server refused: the refresher
+/// leaves it alone until it is connected (or set) again.
+pub const NEEDS_RECONNECT: &str = "needs_reconnect";
+
+/// Ask the token endpoint for an access token. A connected credential (`connected`) signs in
+/// as its client (`client_secret`: the sealed client secret, opened); the others as before:
+/// the client credentials grant's secret in the form, the refresh grant with the client id.
+pub fn fetch(
+    agent: &ureq::Agent,
+    s: &Settings,
+    secret: &str,
+    connected: Option<(&Connected, Option<&str>)>,
+) -> Result<Token, FetchError> {
+    let client = match connected {
+        Some((c, client_secret)) => Client {
+            id: &s.client_id,
+            auth: c.client_auth,
+            secret: client_secret,
+        },
+        None => match s.grant {
+            Grant::ClientCredentials => Client {
+                id: &s.client_id,
+                auth: ClientAuth::ClientSecretPost,
+                secret: Some(secret),
+            },
+            Grant::RefreshToken => Client {
+                id: &s.client_id,
+                auth: ClientAuth::None,
+                secret: None,
+            },
+        },
+    };
+    let mut form: Vec<(&str, &str)> = Vec::new();
     match s.grant {
-        Grant::ClientCredentials => {
-            form.push(("grant_type", "client_credentials"));
-            form.push(("client_secret", secret));
-        }
+        Grant::ClientCredentials => form.push(("grant_type", "client_credentials")),
         Grant::RefreshToken => {
+            if secret.is_empty() {
+                return Err(FetchError::NeedsReconnect);
+            }
             form.push(("grant_type", "refresh_token"));
             form.push(("refresh_token", secret));
         }
@@ -137,16 +263,64 @@ pub fn fetch(agent: &ureq::Agent, s: &Settings, secret: &str) -> Result<Token, F
     if let Some(resource) = &s.resource {
         form.push(("resource", resource));
     }
-    let resp = match agent
-        .post(&s.token_url)
-        .set("accept", "application/json")
-        .send_form(&form)
-    {
+    post_token(agent, &s.token_url, form, &client)
+}
+
+/// POST a token request (`form` plus the client's authentication) and read the token.
+pub fn post_token<'a>(
+    agent: &ureq::Agent,
+    url: &str,
+    mut form: Vec<(&'a str, &'a str)>,
+    client: &Client<'a>,
+) -> Result<Token, FetchError> {
+    let basic = client.apply(&mut form);
+    let mut req = agent.post(url).set("accept", "application/json");
+    if let Some(b) = &basic {
+        req = req.set("authorization", b);
+    }
+    let resp = match req.send_form(&form) {
         Ok(r) => r,
-        Err(ureq::Error::Status(code, _)) => return Err(FetchError::Status(code)),
+        Err(ureq::Error::Status(code, resp)) => {
+            // RFC 6749 5.2: `{"error": "invalid_grant"}` (400) means the grant is dead.
+            let grant_refused = code == 400
+                && read_bounded(resp).is_ok_and(|b| {
+                    serde_json::from_slice::<serde_json::Value>(&b)
+                        .is_ok_and(|v| v["error"] == "invalid_grant")
+                });
+            return Err(if grant_refused {
+                FetchError::InvalidGrant
+            } else {
+                FetchError::Status(code)
+            });
+        }
         Err(ureq::Error::Transport(_)) => return Err(FetchError::Unreachable),
     };
-    // The answer is bounded (a token answer is a few KB) and parsed by `token_answer`.
+    token_answer(&read_bounded(resp)?)
+}
+
+/// POST a revocation request (RFC 7009) for `token` with the client's authentication.
+pub fn post_revocation<'a>(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &'a str,
+    hint: &'a str,
+    client: &Client<'a>,
+) -> Result<(), FetchError> {
+    let mut form = vec![("token", token), ("token_type_hint", hint)];
+    let basic = client.apply(&mut form);
+    let mut req = agent.post(url).set("accept", "application/json");
+    if let Some(b) = &basic {
+        req = req.set("authorization", b);
+    }
+    match req.send_form(&form) {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::Status(code, _)) => Err(FetchError::Status(code)),
+        Err(ureq::Error::Transport(_)) => Err(FetchError::Unreachable),
+    }
+}
+
+/// An answer's body, at most [`MAX_ANSWER_BYTES`] (a token answer is a few KB).
+pub fn read_bounded(resp: ureq::Response) -> Result<Vec<u8>, FetchError> {
     let mut body = Vec::new();
     std::io::Read::read_to_end(
         &mut std::io::Read::take(resp.into_reader(), MAX_ANSWER_BYTES + 1),
@@ -156,14 +330,14 @@ pub fn fetch(agent: &ureq::Agent, s: &Settings, secret: &str) -> Result<Token, F
     if body.len() as u64 > MAX_ANSWER_BYTES {
         return Err(FetchError::Invalid);
     }
-    token_answer(&body)
+    Ok(body)
 }
 
 /// The largest token endpoint answer read.
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 
 /// A token endpoint's JSON answer (RFC 6749 section 5.1), every number bounded.
-fn token_answer(body: &[u8]) -> Result<Token, FetchError> {
+pub(crate) fn token_answer(body: &[u8]) -> Result<Token, FetchError> {
     #[derive(serde::Deserialize)]
     struct Answer {
         access_token: String,
@@ -207,7 +381,7 @@ pub fn first_token(
     secret: &mut Zeroizing<String>,
     tls: &crate::config::Tls,
 ) -> Result<Token, FetchError> {
-    let token = fetch(&agent(tls, &s.pin_digests())?, s, secret)?;
+    let token = fetch(&agent(tls, &s.pin_digests())?, s, secret, None)?;
     if let (Grant::RefreshToken, Some(rotated)) = (s.grant, &token.refresh) {
         *secret = rotated.clone();
     }
@@ -416,6 +590,11 @@ impl Refresher {
                         if !force && !due(c, now) {
                             continue;
                         }
+                        // Its refresh token was refused: only a new connect (or set-oauth)
+                        // helps, which clears `last_error`. No retry loop against the server.
+                        if c.last_error.as_deref() == Some(NEEDS_RECONNECT) {
+                            continue;
+                        }
                         if t.backoff.is_some_and(|(at, _)| Instant::now() < at) {
                             continue;
                         }
@@ -444,6 +623,15 @@ impl Refresher {
                                     tracing::warn!(credential = %c.name, expires_in, "OAuth token obtained again");
                                 } else {
                                     tracing::debug!(credential = %c.name, expires_in, forced = force, "OAuth token refreshed");
+                                }
+                            }
+                            Err(e @ (FetchError::InvalidGrant | FetchError::NeedsReconnect))
+                                if refresh_grant(c) =>
+                            {
+                                failures.with_label_values(&[&c.name]).inc();
+                                tracing::error!(credential = %c.name, error = %e.code(), "the authorization server refused the refresh token (revoked on its side, or expired): the credential needs `sluice credentials connect` again; requests needing it get 503 credential_unavailable once the current token expires");
+                                if let Err(e) = store.oauth_failed(&c.id, NEEDS_RECONNECT) {
+                                    tracing::warn!(error = %e, "cannot record an OAuth failure");
                                 }
                             }
                             Err(e) => {
@@ -478,8 +666,20 @@ impl Refresher {
 }
 
 /// The settings of OAuth credential `c`.
-fn settings(c: &store::Credential) -> Option<Settings> {
+pub fn settings(c: &store::Credential) -> Option<Settings> {
     c.oauth
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// Whether OAuth credential `c`'s secret is a refresh token.
+fn refresh_grant(c: &store::Credential) -> bool {
+    settings(c).is_some_and(|s| s.grant == Grant::RefreshToken)
+}
+
+/// How OAuth credential `c` was connected (`None`: set with `set-oauth`).
+pub fn connected(c: &store::Credential) -> Option<Connected> {
+    c.connect
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok())
 }
@@ -536,7 +736,24 @@ fn refresh(
         .open(&c.sealed, &vault::aad("credentials", &c.id, &c.name))
         .map_err(|_| FetchError::Sealed)?;
     let secret = std::str::from_utf8(&secret).map_err(|_| FetchError::Sealed)?;
-    let token = fetch(agent, &settings, secret)?;
+    let connected = connected(c);
+    let client_secret = match &c.client_sealed {
+        Some(sealed) => Some(
+            ring.open(sealed, &vault::aad(vault::CLIENT_TABLE, &c.id, &c.name))
+                .map_err(|_| FetchError::Sealed)?,
+        ),
+        None => None,
+    };
+    let client_secret = client_secret
+        .as_deref()
+        .map(|s| std::str::from_utf8(s).map_err(|_| FetchError::Sealed))
+        .transpose()?;
+    let token = fetch(
+        agent,
+        &settings,
+        secret,
+        connected.as_ref().map(|c| (c, client_secret)),
+    )?;
     let sealed = seal(ring, &c.id, &c.name, settings.grant, &token);
     let fp = ring.fingerprint();
     store

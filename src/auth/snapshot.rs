@@ -97,6 +97,8 @@ impl Credential {
 pub struct Snapshot {
     keys: HashMap<[u8; 32], Arc<KeyInfo>>,
     credentials: HashMap<String, Arc<Credential>>,
+    /// OAuth credentials whose refresh token the server refused (`needs_reconnect`).
+    needs_reconnect: Vec<String>,
 }
 
 fn parse_time(s: &Option<store::Timestamp>) -> Option<OffsetDateTime> {
@@ -183,7 +185,11 @@ impl Snapshot {
             );
         }
         let mut credentials = HashMap::new();
+        let mut needs_reconnect = Vec::new();
         for c in store.credentials()? {
+            if c.last_error.as_deref() == Some(super::oauth::NEEDS_RECONNECT) {
+                needs_reconnect.push(c.name.clone());
+            }
             // An OAuth credential's secret obtains tokens: what is sent is its current access
             // token, until that expires (none yet: left out, requests wait for the refresher).
             let (sealed, aad, expires_at, oauth_obtained) = if c.kind == "oauth" {
@@ -243,7 +249,11 @@ impl Snapshot {
                 }
             }
         }
-        Ok(Snapshot { keys, credentials })
+        Ok(Snapshot {
+            keys,
+            credentials,
+            needs_reconnect,
+        })
     }
 
     /// The ids of the keys that can be used at `now` (not revoked, not expired).
@@ -285,6 +295,11 @@ impl Snapshot {
             .iter()
             .map(|(n, c)| (n.as_str(), c.expires_at))
             .collect()
+    }
+
+    /// The OAuth credentials that need `sluice credentials connect` again (for the metric).
+    pub fn needs_reconnect(&self) -> &[String] {
+        &self.needs_reconnect
     }
 
     /// Every region a key or org is pinned to (for the start-up check that each has upstreams).

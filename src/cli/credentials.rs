@@ -1,6 +1,7 @@
 //! `sluice credentials` and `sluice secrets rotate`: upstream credentials, read from standard input or a file, never argv.
 
 use super::*;
+use crate::admin::connect;
 
 pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
     match c {
@@ -126,12 +127,159 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
         CredentialsCmd::Delete { name } => {
             let store = open_store(cfg)?;
             let ring = keyring_for(&store)?;
-            admin::delete_credential_as(&store, &ring, &Actor::cli(), &name).map_err(phrase)?;
+            let revoked = store
+                .credentials()
+                .map_err(phrase)?
+                .into_iter()
+                .find(|c| c.name == name)
+                .map_or(connect::Revoked::None, |c| {
+                    connect::revoke(&ring, &cfg.tls, &c)
+                });
+            if revoked == connect::Revoked::Failed {
+                eprintln!("sluice: warning: the credential's tokens could not be revoked at its authorization server (see the log line above); deleting it here anyway. Revoke the access on the provider's side.");
+            }
+            admin::delete_credential_as(&store, &ring, &Actor::cli(), &name, revoked.as_str())
+                .map_err(phrase)?;
             Ok((
-                serde_json::json!({"name": name, "deleted": true}),
-                format!("deleted credential {name}"),
+                serde_json::json!({"name": name, "deleted": true, "tokens": revoked.as_str()}),
+                format!(
+                    "deleted credential {name}{}",
+                    match revoked {
+                        connect::Revoked::Revoked => " (its tokens were revoked at the server)",
+                        _ => "",
+                    }
+                ),
             ))
         }
+        CredentialsCmd::Connect {
+            name,
+            mcp_server,
+            resource,
+            issuer,
+            client_id,
+            client_secret_file,
+            scope,
+            redirect_uri,
+            paste,
+            timeout,
+        } => {
+            let resource = match mcp_server {
+                Some(server) => Some(
+                    cfg.mcp_servers
+                        .iter()
+                        .find(|m| m.name == server)
+                        .ok_or_else(|| {
+                            format!("--mcp-server {server:?} is not an MCP server of the config ([[mcp_servers]] name)")
+                        })?
+                        .endpoint_url(),
+                ),
+                None => resource,
+            };
+            let client_secret = client_secret_file
+                .map(|f| read_secret_file(&f))
+                .transpose()?;
+            let ring = keyring()?;
+            let store = open_store(cfg)?;
+            check_key(&store, &ring)?;
+            let redirect_uri =
+                redirect_uri.unwrap_or_else(|| connect::default_redirect_uri(cfg.listen.admin));
+            let spec = connect::Spec {
+                name: name.clone(),
+                resource,
+                issuer,
+                client_id,
+                client_secret,
+                scope,
+                redirect_uri,
+                dev: false,
+            };
+            let prepared = connect::prepare(spec, &cfg.tls).map_err(phrase)?;
+            let actor = Actor::cli();
+            let started = connect::start_as(&store, &ring, &actor, prepared).map_err(phrase)?;
+            eprintln!(
+                "sluice: open this URL in a browser and approve the access (the connect expires at {}):\n\n    {}\n",
+                started.expires_at, started.authorization_url
+            );
+            let done = if paste {
+                eprintln!("sluice: then paste here the URL the browser was sent to ({}?code=...), and press Enter:", started.redirect_uri);
+                let mut line = Zeroizing::new(String::new());
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(std::io::stdin().lock().take(16 * 1024)),
+                    &mut line,
+                )
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+                let query =
+                    connect::pasted_query(&line, Some(&started.redirect_uri)).map_err(phrase)?;
+                let done = connect::complete_as(
+                    || &store,
+                    &ring,
+                    &cfg.tls,
+                    connect::Completer::Operator {
+                        actor: &actor,
+                        credential: &name,
+                    },
+                    &actor,
+                    &query,
+                )
+                .map_err(phrase)?;
+                if done.previous_tokens == "failed" {
+                    eprintln!("sluice: warning: the replaced credential's tokens could not be revoked at the server");
+                }
+                done.credential
+            } else {
+                eprintln!(
+                    "sluice: waiting up to {timeout} s for the browser to come back to {} (a running `sluice serve` answers there; without one, run again with --paste)",
+                    started.redirect_uri
+                );
+                wait_for_connect(&store, &started.flow_id, timeout)?;
+                admin::list_credentials(&store, Some(&ring.fingerprint()))
+                    .map_err(phrase)?
+                    .into_iter()
+                    .find(|c| c.name == name)
+                    .ok_or("the connect completed but the credential is gone")?
+            };
+            warn_unused_credential(cfg, &name);
+            let text = format!(
+                "connected OAuth credential {} to {}; {}",
+                done.name,
+                started.issuer,
+                match &done.token_expires_at {
+                    Some(t) => format!("token valid until {t}, refreshed by `sluice serve`"),
+                    None => "no token yet".into(),
+                }
+            );
+            Ok((to_json(&done), text))
+        }
+    }
+}
+
+/// Wait for connect `flow_id` to end (its callback reached the running `serve`).
+fn wait_for_connect(store: &Store, flow_id: &str, timeout: u64) -> Result<(), Failure> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    loop {
+        match connect::flow_outcome(store, flow_id).map_err(phrase)? {
+            Some(o) if o == "connected" => return Ok(()),
+            Some(o) => {
+                let why = match o.as_str() {
+                    "oauth_authorization_denied" => {
+                        "the authorization server refused (the access was declined)"
+                    }
+                    "oauth_iss_mismatch" => {
+                        "the callback came from another authorization server (RFC 9207 iss)"
+                    }
+                    "oauth_exchange_failed" => "the token endpoint gave no token for the code",
+                    "state_expired" => "it expired before the browser came back",
+                    "cancelled" => "the master key was rotated meanwhile",
+                    _ => "the callback was refused",
+                };
+                return Err(format!("the connect failed: {why} (code {o}); nothing was stored. The sluice serve log has the detail").into());
+            }
+            None => {}
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("no callback within {timeout} s: nothing was stored. Is `sluice serve` running with its admin listener at the redirect URI? Otherwise run again with --paste").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
 

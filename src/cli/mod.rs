@@ -534,10 +534,51 @@ enum CredentialsCmd {
         #[command(flatten)]
         input: SecretInput,
     },
+    /// Connect an OAuth credential with the authorization code grant and PKCE, as hosted MCP
+    /// servers require: the authorization server is discovered from the MCP server (RFC 9728,
+    /// RFC 8414), sluice registers itself there (RFC 7591) unless --client-id is given, and
+    /// prints a URL to open in a browser. The browser comes back to the admin listener's
+    /// /oauth/callback (a running `sluice serve`), or with --paste you paste the URL it was
+    /// sent to. The tokens are stored sealed and refreshed like set-oauth's. Needs
+    /// SLUICE_SECRETS_KEY.
+    Connect {
+        name: String,
+        /// A configured MCP server ([[mcp_servers]] name): its URL is the protected resource.
+        #[arg(long, conflicts_with = "resource")]
+        mcp_server: Option<String>,
+        /// The protected resource's URL (an LLM upstream or MCP server not in the config).
+        #[arg(long)]
+        resource: Option<String>,
+        /// The authorization server's issuer, when the resource names none (or several).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// A client registered at the authorization server (default: register dynamically).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Read that client's secret from this file (a confidential client).
+        #[arg(long, requires = "client_id")]
+        client_secret_file: Option<PathBuf>,
+        /// Space-separated scopes (default: what the resource, else the server, lists).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Where the browser comes back (loopback only; default: the admin listener's
+        /// /oauth/callback).
+        #[arg(long)]
+        redirect_uri: Option<String>,
+        /// Read the URL the browser was sent to from standard input instead of waiting for the
+        /// callback (a machine the browser cannot reach).
+        #[arg(long)]
+        paste: bool,
+        /// Seconds to wait for the callback (at most 600: the state expires then).
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=600))]
+        timeout: u64,
+    },
     /// List credentials: names, kinds, master-key fingerprints, ages, expiry and OAuth token
     /// state; never secrets.
     List,
-    /// Delete a credential.
+    /// Delete a credential. A connected credential's tokens are revoked at its authorization
+    /// server first (RFC 7009, when it has a revocation endpoint); the local delete happens
+    /// even when that fails.
     Delete { name: String },
 }
 

@@ -108,6 +108,26 @@ pub struct McpServer {
     pub allow_plaintext: bool,
 }
 
+impl McpServer {
+    /// The server's endpoint as a URL (the RFC 9728 resource it is, for an OAuth connect).
+    pub fn endpoint_url(&self) -> String {
+        format!(
+            "{}://{}{}{}",
+            if self.url.tls { "https" } else { "http" },
+            self.url.authority,
+            if self.url.path_prefix.is_empty() {
+                "/"
+            } else {
+                &self.url.path_prefix
+            },
+            self.query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// The lowest TLS version accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TlsVersion {

@@ -1,6 +1,6 @@
-//! The operations listeners: `/healthz`, `/readyz` and the admin API (`/api/*`, see
-//! `admin::api`) on the admin address, `/metrics` on the metrics address. Nothing here reaches
-//! the data plane. The admin API is checked against `[admin] allow_ips` before anything else
+//! The operations listeners: `/healthz`, `/readyz`, `/reload`, the admin API (`/api/*`, see
+//! `admin::api`) and the OAuth connect callback (`/oauth/callback`) on the admin address,
+//! `/metrics` on the metrics address. Nothing here reaches the data plane. The admin API is checked against `[admin] allow_ips` before anything else
 //! (the health endpoints are not: they carry no data and orchestrators probe them), its body
 //! is bounded by `[admin] max_body_bytes`, and its handler runs on a blocking thread (bcrypt,
 //! SQLite).
@@ -286,12 +286,15 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         head_received(session);
         let id = request_id(session);
-        if !session.req_header().uri.path().starts_with("/api/") {
+        let path = session.req_header().uri.path();
+        // The admin API, and the OAuth callback a connect's browser comes back to.
+        let api = path.starts_with("/api/")
+            || path == "/api"
+            || path == crate::admin::connect::CALLBACK_PATH;
+        if !api {
             disarm(session);
         }
-        if session.req_header().uri.path().starts_with("/api/")
-            || session.req_header().uri.path() == "/api"
-        {
+        if api {
             let resp = self.api(session, id).await;
             return resp;
         }
@@ -379,6 +382,10 @@ impl ServeHttp for MetricsEndpoint {
                     .with_label_values(&[name])
                     .set(t.unix_timestamp() as f64);
             }
+        }
+        m.oauth_needs_reconnect.reset();
+        for name in self.0.auth.get().needs_reconnect() {
+            m.oauth_needs_reconnect.with_label_values(&[name]).set(1);
         }
         let store = &self.0.live().cfg.store;
         let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());

@@ -113,6 +113,10 @@ pub fn serve(
             &cfg,
             metrics.admin_logins.clone(),
         )
+        .oauth_counters(
+            metrics.oauth_connects.clone(),
+            metrics.oauth_revocations.clone(),
+        )
         .on_change(move |store| watcher.reload_with(store))
         .mcp_view(move || {
             let live = view.load();

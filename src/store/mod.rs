@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod oauth_flows;
 mod people;
 mod types;
 
+pub use oauth_flows::{Claim, OAuthFlow};
 pub use people::{Removed, User};
 pub use types::{KeyPii, KeySetting, Pii, Role, Setting, Timestamp};
 
@@ -227,6 +229,27 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE users ADD COLUMN managed INTEGER NOT NULL DEFAULT 0 CHECK (managed IN (0,1));",
     // Keys a bundle revoked (not a person): listed again, they come back.
     "CREATE TABLE bundle_revoked (key_id TEXT PRIMARY KEY REFERENCES api_keys(id) ON DELETE CASCADE);",
+    // 12: OAuth credentials connected with the authorization code grant (`sluice credentials
+    // connect`): `connect` holds how (issuer, client authentication, revocation endpoint; no
+    // secret), `client_sealed` the client secret (sealed); `oauth_flows` the connects under way:
+    // the state as a SHA-256 digest, the PKCE verifier and client secret sealed, who started it,
+    // when it expires, and its outcome once used (rows are kept a day for `connect` to read).
+    "ALTER TABLE credentials ADD COLUMN connect TEXT;
+     ALTER TABLE credentials ADD COLUMN client_sealed BLOB;
+     CREATE TABLE oauth_flows (
+        id TEXT PRIMARY KEY,
+        state_hash TEXT NOT NULL UNIQUE,
+        credential TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        verifier_sealed BLOB,
+        client_sealed BLOB,
+        key_fp TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER,
+        outcome TEXT
+     );",
 ];
 
 /// An open store.
@@ -337,6 +360,8 @@ pub struct Resealed {
     pub key_fp: String,
     /// An OAuth credential's current access token, re-sealed (`None`: none yet).
     pub token_sealed: Option<Vec<u8>>,
+    /// A connected credential's client secret, re-sealed (`None`: none).
+    pub client_sealed: Option<Vec<u8>>,
 }
 
 /// A credential row; `sealed` is the vault ciphertext.
@@ -362,6 +387,11 @@ pub struct Credential {
     pub refresh_failures: i64,
     /// OAuth: the code of the last failed refresh (cleared by a good one).
     pub last_error: Option<String>,
+    /// OAuth, connected with the authorization code grant: how (JSON, no secret).
+    pub connect: Option<String>,
+    /// OAuth, connected: the client secret, sealed (`None`: a public client).
+    #[serde(skip)]
+    pub client_sealed: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Credential {
@@ -778,7 +808,8 @@ impl Store {
     pub fn credentials(&self) -> Result<Vec<Credential>> {
         let mut st = self.conn.prepare(
             "SELECT id, name, sealed, key_fp, created_at, rotated_at, expires_at, kind, oauth,
-               token_sealed, token_expires_at, token_obtained_at, refresh_failures, last_error
+               token_sealed, token_expires_at, token_obtained_at, refresh_failures, last_error,
+               connect, client_sealed
              FROM credentials ORDER BY name",
         )?;
         let rows = st.query_map([], cred_row)?;
@@ -799,13 +830,14 @@ impl Store {
     pub fn put_credential(&self, c: &Credential) -> Result<()> {
         self.conn.execute(
             "INSERT INTO credentials (id, name, sealed, key_fp, created_at, rotated_at, expires_at,
-               kind, oauth)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, COALESCE(NULLIF(?8, ''), 'static'), ?9)
+               kind, oauth, connect, client_sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, COALESCE(NULLIF(?8, ''), 'static'), ?9, ?10, ?11)
              ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed, key_fp = excluded.key_fp,
                rotated_at = excluded.rotated_at, expires_at = excluded.expires_at,
                kind = excluded.kind, oauth = excluded.oauth, token_sealed = NULL,
                token_expires_at = NULL, token_obtained_at = NULL, refresh_failures = 0,
-               last_error = NULL",
+               last_error = NULL, connect = excluded.connect,
+               client_sealed = excluded.client_sealed",
             params![
                 c.id,
                 c.name,
@@ -815,7 +847,9 @@ impl Store {
                 c.rotated_at,
                 c.expires_at,
                 c.kind,
-                c.oauth
+                c.oauth,
+                c.connect,
+                c.client_sealed
             ],
         )?;
         Ok(())
@@ -898,8 +932,9 @@ impl Store {
             let r = f(c).map_err(ResealError::Seal)?;
             self.conn
                 .execute(
-                    "UPDATE credentials SET sealed = ?2, key_fp = ?3, token_sealed = ?4 WHERE id = ?1",
-                    params![c.id, r.sealed, r.key_fp, r.token_sealed],
+                    "UPDATE credentials SET sealed = ?2, key_fp = ?3, token_sealed = ?4,
+                       client_sealed = ?5 WHERE id = ?1",
+                    params![c.id, r.sealed, r.key_fp, r.token_sealed, r.client_sealed],
                 )
                 .map_err(|e| ResealError::Store(e.into()))?;
         }
@@ -1196,6 +1231,8 @@ fn cred_row(r: &rusqlite::Row) -> rusqlite::Result<Credential> {
         token_obtained_at: r.get(11)?,
         refresh_failures: r.get(12)?,
         last_error: r.get(13)?,
+        connect: r.get(14)?,
+        client_sealed: r.get(15)?,
     })
 }
 

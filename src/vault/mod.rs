@@ -218,6 +218,13 @@ fn encrypt(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> ([u8; NONCE_LEN]
 /// The AAD table name of an OAuth credential's access token (its row is the credential's).
 pub const TOKEN_TABLE: &str = "credentials-token";
 
+/// The AAD table name of a connected OAuth credential's client secret (its row is the
+/// credential's).
+pub const CLIENT_TABLE: &str = "credentials-client";
+
+/// The AAD table name of a connect's PKCE verifier and client secret (the row is the flow's).
+pub const FLOW_TABLE: &str = "oauth_flows";
+
 /// The AAD binding a ciphertext to its row.
 pub fn aad(table: &str, id: &str, name: &str) -> Vec<u8> {
     format!("sluice:v1\u{0}{table}\u{0}{id}\u{0}{name}").into_bytes()

@@ -16,7 +16,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-struct User {
+pub(crate) struct User {
     id: String,
     email: String,
     otpauth: Option<String>,
@@ -24,7 +24,7 @@ struct User {
 }
 
 /// Create a user with the CLI (password on stdin); `org: None` makes an operator.
-fn add_user(s: &Setup, email: &str, org: Option<&str>, role: &str) -> User {
+pub(crate) fn add_user(s: &Setup, email: &str, org: Option<&str>, role: &str) -> User {
     // The email as `--email` for operators, positional for the others: both are accepted.
     let mut args = vec!["users", "create"];
     match org {
@@ -44,7 +44,7 @@ fn add_user(s: &Setup, email: &str, org: Option<&str>, role: &str) -> User {
 }
 
 /// One admin API call on a fresh connection.
-fn call(
+pub(crate) fn call(
     port: u16,
     method: &str,
     path: &str,
@@ -76,7 +76,7 @@ fn login_body(u: &User, step: i64) -> Value {
 
 /// Log in with the TOTP code of the time step `step` away from now (-1, 0 or 1: each step can
 /// be used once per account).
-fn login(p: &Proxy, u: &User, step: i64) -> String {
+pub(crate) fn login(p: &Proxy, u: &User, step: i64) -> String {
     let r = call(
         p.admin_port,
         "POST",

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod mcp;
 mod mcp_hostile;
+mod oauth_connect;
 mod pii;
 mod proxy;
 mod readme;

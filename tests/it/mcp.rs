@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp");
-const HINT: &str =
+pub(crate) const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp");
+pub(crate) const HINT: &str =
     "install the test packages with `pip install -r tests/requirements.txt` (./dev.sh test does)";
 
 /// The Python MCP server and OAuth mock (tests/mcp/server.py); killed on drop.
@@ -61,7 +61,7 @@ impl Drop for McpServer {
 }
 
 /// Run the official client with `steps` against `/mcp/<server>` with `key`.
-fn client(p: &Proxy, server: &str, key: &str, steps: Value) -> Value {
+pub(crate) fn client(p: &Proxy, server: &str, key: &str, steps: Value) -> Value {
     let out = Command::new("python3")
         .arg(format!("{DIR}/client.py"))
         .arg(format!("http://127.0.0.1:{}/mcp/{server}", p.port))
