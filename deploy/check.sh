@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test_static.yml deploy/prometheus/alerts_test_oauth.yml \
-  deploy/prometheus/alerts_test_tls.yml
+  deploy/prometheus/alerts_test_tls.yml deploy/prometheus/alerts_test_reconnect.yml
 manifests=(deploy/kubernetes/deployment.yaml deploy/kubernetes/redis.yaml
   deploy/kubernetes/networkpolicy.yaml deploy/kubernetes/pdb.yaml)
 kubernetes-validate --strict --kubernetes-version 1.30.0 "${manifests[@]}"

@@ -630,7 +630,16 @@ impl From<Error> for ApiError {
                     .copied()
                     .find(|c| c.as_str() == code)
                     .unwrap_or(Code::InternalError);
-                err(c, format!("{}{}.", message[..1].to_uppercase(), &message[1..]))
+                // A sentence: its first letter capitalised (whatever the letter), a full stop.
+                let mut chars = message.chars();
+                let mut m: String = chars
+                    .next()
+                    .map(|f| f.to_uppercase().chain(chars).collect())
+                    .unwrap_or_default();
+                if !m.ends_with(['.', ')', ':']) {
+                    m.push('.');
+                }
+                err(c, m)
             }
         }
     }
@@ -1806,15 +1815,18 @@ impl Api {
     /// Runs without the store's lock: discovery and registration call other servers.
     fn connect(&self, c: &Caller, name: &str) -> ApiResult {
         let b: ConnectBody = body(c.req)?;
-        let resource = match (&b.mcp_server, b.resource) {
+        let (resource, resource_tls) = match (&b.mcp_server, b.resource) {
             (Some(_), Some(_)) => {
                 return Err(err(
                     Code::InvalidRequest,
                     "Give mcp_server or resource, not both.",
                 ))
             }
-            (Some(server), None) => Some(self.mcp_server_url(server)?),
-            (None, r) => r,
+            (Some(server), None) => {
+                let (url, tls) = self.mcp_server_url(server)?;
+                (Some(url), tls)
+            }
+            (None, r) => (r, None),
         };
         let redirect_uri = b
             .redirect_uri
@@ -1827,18 +1839,21 @@ impl Api {
             client_secret: b.client_secret.map(zeroize::Zeroizing::new),
             scope: b.scope,
             redirect_uri,
-            dev: false,
+            resource_tls,
         };
-        let prepared = super::connect::prepare(spec, &self.tls)?;
+        let prepared = super::connect::prepare(spec, &self.tls);
         let store = self.store();
         let principal = self.authenticate(&store, c.req)?;
         Access::Operator.check(Some(&principal), None)?;
+        let prepared = prepared.inspect_err(|e| {
+            super::connect::record_start_failure(&store, &self.ring, &c.actor(), name, e);
+        })?;
         let started = super::connect::start_as(&store, &self.ring, &c.actor(), prepared)?;
         Ok((201, to_value(&started)))
     }
 
-    /// The URL of a configured MCP server (as a reload left them).
-    fn mcp_server_url(&self, name: &str) -> Result<String, ApiError> {
+    /// The URL and TLS policy of a configured MCP server (as a reload left them).
+    fn mcp_server_url(&self, name: &str) -> Result<(String, Option<crate::config::Tls>), ApiError> {
         let servers: Vec<crate::config::McpServer> = match &self.mcp_view {
             Some(view) => view().into_iter().map(|(m, _)| m).collect(),
             None => self.mcp_servers.clone(),
@@ -1849,7 +1864,7 @@ impl Api {
                 "mcp_server is not a configured MCP server ([[mcp_servers]] name).",
             )
         })?;
-        Ok(m.endpoint_url())
+        Ok((m.endpoint_url(), m.tls.clone()))
     }
 
     fn complete_connect(&self, c: &Caller, name: &str) -> ApiResult {

@@ -57,8 +57,9 @@ pub struct Spec {
     pub scope: Option<String>,
     /// Where the browser comes back: the admin listener's [`CALLBACK_PATH`] (loopback only).
     pub redirect_uri: String,
-    /// `serve --dev` / `--dev`: loopback http endpoints are accepted for any resource.
-    pub dev: bool,
+    /// The TLS policy of the resource (its `[[mcp_servers]]` entry's, pins included), for the
+    /// requests to it; `None`: `[tls]`.
+    pub resource_tls: Option<crate::config::Tls>,
 }
 
 /// What the code exchange needs (stored with the flow as JSON; no secret).
@@ -85,8 +86,8 @@ pub struct Prepared {
     client_secret: Option<Zeroizing<String>>,
 }
 
-/// A started connect: the URL to open, and how to follow it.
-#[derive(Debug, Serialize)]
+/// A started connect: the URL to open (it holds the state: no `Debug`), and how to follow it.
+#[derive(Serialize)]
 pub struct Started {
     pub flow_id: String,
     pub credential: String,
@@ -98,70 +99,120 @@ pub struct Started {
     pub client_id: String,
     /// The client was registered dynamically (RFC 7591) for this connect.
     pub registered: bool,
+    /// The scopes asked for (space-separated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// RFC 3339: the state is refused after this.
     pub expires_at: String,
 }
 
-/// Check a redirect URI: the admin listener's callback on a loopback address (http or https),
-/// no query, no fragment. A code sent anywhere else could be caught there.
-pub fn check_redirect_uri(uri: &str) -> Result<Url> {
+/// Check a redirect URI and return it as it is sent: the admin listener's [`CALLBACK_PATH`]
+/// on a loopback IP address (RFC 8252 8.3: not `localhost`), http or https, no credentials,
+/// query or fragment. A code sent anywhere else could be caught there. What is checked is the
+/// parsed URL, and that (re-serialised) is what goes out: a `\` or a tab that one parser
+/// reads differently from another never reaches the authorization server.
+pub fn check_redirect_uri(uri: &str) -> Result<String> {
     let bad = |why: &str| Error::Field {
         field: "redirect_uri",
         reason: why.into(),
     };
     let u = Url::parse(uri).map_err(|_| bad("is not a URL"))?;
     let loopback = match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
+        _ => false,
     };
     if !matches!(u.scheme(), "http" | "https") || !loopback {
         return Err(bad(
-            "must be http(s) to a loopback address (the admin listener, e.g. http://127.0.0.1:9091/oauth/callback; reach it over an SSH tunnel, or paste the URL the browser was sent to)",
+            "must be http(s) to a loopback IP address (the admin listener, e.g. http://127.0.0.1:8481/oauth/callback; reach it over an SSH tunnel, or paste the URL the browser was sent to)",
         ));
     }
-    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+    if u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
+    {
         return Err(bad("must have no query, fragment or credentials"));
     }
-    Ok(u)
+    if u.path() != CALLBACK_PATH {
+        return Err(bad(
+            "must have the path /oauth/callback (the admin listener's)",
+        ));
+    }
+    Ok(u.to_string())
 }
 
-/// The default redirect URI: the admin listener's callback (a wildcard address as 127.0.0.1).
+/// The default redirect URI: the admin listener's callback on its loopback address (a
+/// wildcard or other address as 127.0.0.1 or [::1]: reached over a tunnel, or pasted).
 pub fn default_redirect_uri(admin: std::net::SocketAddr) -> String {
     let ip = match admin.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-        ip if ip.is_unspecified() => "[::1]".to_string(),
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        ip => ip.to_string(),
+        std::net::IpAddr::V4(v4) if v4.is_loopback() => v4.to_string(),
+        std::net::IpAddr::V6(v6) if v6.is_loopback() => format!("[{v6}]"),
+        std::net::IpAddr::V4(_) => "127.0.0.1".into(),
+        std::net::IpAddr::V6(_) => "[::1]".into(),
     };
     format!("http://{ip}:{}{CALLBACK_PATH}", admin.port())
+}
+
+fn url_field(field: &'static str, value: &str) -> Result<Url> {
+    let u = Url::parse(value).map_err(|_| Error::Field {
+        field,
+        reason: "is not a URL".into(),
+    })?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() || u.fragment().is_some() {
+        return Err(Error::Field {
+            field,
+            reason: "must be an http(s) URL with a host and no fragment".into(),
+        });
+    }
+    Ok(u)
 }
 
 /// Discover the servers and the client (network; no store). Runs without the store's lock.
 pub fn prepare(spec: Spec, tls: &crate::config::Tls) -> Result<Prepared> {
     super::check_credential_name(&spec.name)?;
-    check_redirect_uri(&spec.redirect_uri)?;
-    let agent = oauth::agent(tls, &[])
-        .map_err(|_| oauth_error("oauth_discovery_failed", "no TLS client could be built"))?;
+    let redirect_uri = check_redirect_uri(&spec.redirect_uri)?;
+    // What the operator gave is checked as their input (400), before any request.
     let resource_url = spec
         .resource
         .as_deref()
-        .map(|r| {
-            Url::parse(r).map_err(|_| Error::Field {
-                field: "resource",
-                reason: "is not a URL".into(),
-            })
-        })
+        .map(|r| url_field("resource", r))
         .transpose()?;
-    let plaintext = authcode::plaintext_for(resource_url.as_ref(), spec.dev);
+    let plaintext = authcode::plaintext_for(resource_url.as_ref());
     if let Some(r) = &resource_url {
-        authcode::check_endpoint("resource", r.as_str(), plaintext)?;
+        authcode::check_endpoint("resource", r.as_str(), plaintext).map_err(|e| Error::Field {
+            field: "resource",
+            reason: format!("refused: {e}"),
+        })?;
     }
-    let discovered = resource_url
-        .as_ref()
-        .map(|r| authcode::protected_resource(&agent, r, plaintext))
-        .transpose()?;
+    if let Some(i) = &spec.issuer {
+        authcode::check_endpoint("issuer", url_field("issuer", i)?.as_str(), plaintext).map_err(
+            |e| Error::Field {
+                field: "issuer",
+                reason: format!("refused: {e}"),
+            },
+        )?;
+    }
+    if spec.client_secret.is_some() && spec.issuer.is_none() {
+        // A secret goes only to the server the operator named, never to one a resource's
+        // metadata picks.
+        return Err(Error::Field {
+            field: "client_secret",
+            reason: "needs issuer: the authorization server the client is registered at".into(),
+        });
+    }
+    let agent = oauth::agent(tls, &[])
+        .map_err(|_| oauth_error("oauth_discovery_failed", "no TLS client could be built"))?;
+    let discovered = match &resource_url {
+        Some(r) => {
+            let rtls = spec.resource_tls.as_ref().unwrap_or(tls);
+            let ragent = oauth::agent(rtls, &rtls.pins).map_err(|_| {
+                oauth_error("oauth_discovery_failed", "no TLS client could be built")
+            })?;
+            Some(authcode::protected_resource(&ragent, r, plaintext)?)
+        }
+        None => None,
+    };
     let issuer = match (&discovered, &spec.issuer) {
         (Some(d), Some(i)) => d
             .authorization_servers
@@ -172,12 +223,23 @@ pub fn prepare(spec: Spec, tls: &crate::config::Tls) -> Result<Prepared> {
                 oauth_error(
                     "oauth_server_refused",
                     format!(
-                        "the resource names the authorization servers {}, not {i}",
-                        d.authorization_servers.join(", ")
+                        "the resource names the authorization servers {}, not the issuer given",
+                        authcode::shown_list(&d.authorization_servers)
                     ),
                 )
             })?,
-        (Some(d), None) => d.authorization_servers[0].clone(),
+        (Some(d), None) if d.authorization_servers.len() == 1 => {
+            d.authorization_servers[0].clone()
+        }
+        (Some(d), None) => {
+            return Err(Error::Field {
+                field: "issuer",
+                reason: format!(
+                    "is needed: the resource names several authorization servers ({})",
+                    authcode::shown_list(&d.authorization_servers)
+                ),
+            })
+        }
         (None, Some(i)) => i.clone(),
         (None, None) => {
             return Err(Error::Invalid(
@@ -194,51 +256,58 @@ pub fn prepare(spec: Spec, tls: &crate::config::Tls) -> Result<Prepared> {
             .unwrap_or_else(|| server.scopes.clone());
         (!listed.is_empty()).then(|| listed.join(" "))
     });
-    if scope
-        .as_deref()
-        .is_some_and(|s| s.len() > 1024 || s.bytes().any(|b| b < 0x20 || b == 0x7f))
-    {
-        return Err(Error::Field {
-            field: "scope",
-            reason: "must be at most 1024 printable characters".into(),
-        });
-    }
     let client = match spec.client_id {
-        Some(id) => {
-            if id.is_empty() || id.len() > 1024 || id.bytes().any(|b| b < 0x20 || b == 0x7f) {
-                return Err(Error::Field {
-                    field: "client_id",
-                    reason: "must be 1 to 1024 printable characters".into(),
-                });
-            }
-            authcode::configured_client(&server, id, spec.client_secret)?
-        }
-        None if spec.client_secret.is_some() => {
-            return Err(Error::Field {
-                field: "client_secret",
-                reason: "needs a client_id".into(),
-            })
-        }
-        None => authcode::register(&agent, &server, &spec.redirect_uri, scope.as_deref())?,
+        Some(id) => authcode::configured_client(&server, id, spec.client_secret)?,
+        None => authcode::register(&agent, &server, &redirect_uri, scope.as_deref())?,
     };
     let resource = discovered.map(|d| d.resource).or(spec.resource);
+    let plan = Plan {
+        issuer: server.issuer.clone(),
+        iss_parameter: server.iss_parameter,
+        token_url: server.token_endpoint.to_string(),
+        revocation_url: server.revocation_endpoint.as_ref().map(Url::to_string),
+        client_id: client.id,
+        client_auth: client.auth,
+        registered: client.registered,
+        redirect_uri,
+        resource,
+        scope,
+    };
+    // What will be stored is checked now, not after the code is spent.
+    super::check_oauth(&plan.settings())?;
     Ok(Prepared {
         name: spec.name,
-        plan: Plan {
-            issuer: server.issuer.clone(),
-            iss_parameter: server.iss_parameter,
-            token_url: server.token_endpoint.to_string(),
-            revocation_url: server.revocation_endpoint.as_ref().map(Url::to_string),
-            client_id: client.id,
-            client_auth: client.auth,
-            registered: client.registered,
-            redirect_uri: spec.redirect_uri,
-            resource,
-            scope,
-        },
+        plan,
         authorization_endpoint: server.authorization_endpoint,
         client_secret: client.secret,
     })
+}
+
+impl Plan {
+    /// The credential's settings once connected.
+    fn settings(&self) -> oauth::Settings {
+        oauth::Settings {
+            token_url: self.token_url.clone(),
+            client_id: self.client_id.clone(),
+            scope: self.scope.clone(),
+            resource: self.resource.clone(),
+            grant: oauth::Grant::RefreshToken,
+            pins: Vec::new(),
+        }
+    }
+}
+
+/// Record a connect that could not start (`credential.connect_start`, outcome failure): the
+/// error's code only.
+pub fn record_start_failure(store: &Store, ring: &Keyring, actor: &Actor, name: &str, e: &Error) {
+    let mut rec = actor.record("credential.connect_start", None);
+    rec.target_id = Some(name.chars().take(64).collect());
+    rec.outcome = "failure";
+    rec.details = json!({ "error": e.code() });
+    let mut keys = crate::audit::OrgKeys::new(ring);
+    if let Err(ae) = crate::audit::append(store, &mut keys, &[rec]) {
+        tracing::error!(error = %ae, "cannot record the failed OAuth connect in the audit log");
+    }
 }
 
 /// Record a prepared connect (`credential.connect_start`) and make its authorization URL.
@@ -288,6 +357,7 @@ pub fn start_as(store: &Store, ring: &Keyring, actor: &Actor, p: Prepared) -> Re
         resource: p.plan.resource.clone(),
         client_id: p.plan.client_id.clone(),
         registered: p.plan.registered,
+        scope: p.plan.scope.clone(),
         expires_at: store::utc_text(
             OffsetDateTime::from_unix_timestamp(flow.expires_at)
                 .unwrap_or_else(|_| OffsetDateTime::now_utc()),
@@ -305,7 +375,7 @@ pub fn start_as(store: &Store, ring: &Keyring, actor: &Actor, p: Prepared) -> Re
                 "name": started.credential, "flow_id": started.flow_id,
                 "issuer": started.issuer, "resource": started.resource,
                 "client_id": started.client_id, "registered": started.registered,
-                "expires_at": started.expires_at,
+                "scope": started.scope, "expires_at": started.expires_at,
             });
         },
     )?;
@@ -367,8 +437,9 @@ pub fn flow_redirect_uri(store: &Store, query: &str) -> Option<String> {
 }
 
 /// Complete a connect from the callback's `query` (`credential.connect`). `lock` gives the
-/// store (the exchange runs between two uses, without it). `actor` is who the record names
-/// (the browser: the flow's starter).
+/// store (the exchange runs between two uses, without it). The record names the flow's
+/// starter as actor and `request` (who completed it: the browser's callback or an operator)
+/// in its details.
 pub fn complete_as<S: std::ops::Deref<Target = Store>>(
     lock: impl Fn() -> S,
     ring: &Keyring,
@@ -377,17 +448,28 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
     request: &Actor,
     query: &str,
 ) -> Result<Connected> {
+    let via = match completer {
+        Completer::Browser => "callback",
+        Completer::Operator { .. } => "pasted_url",
+    };
+    // A refusal of a known flow is audited (and ends it); one with no flow (a forged or
+    // malformed callback, which anyone reaching the listener can send) is only logged.
     let refuse = |code: &'static str, message: String, flow: Option<&store::OAuthFlow>| {
+        let Some(f) = flow else {
+            tracing::debug!(code, "OAuth callback refused: no such connect");
+            return oauth_error(code, message);
+        };
         let store = lock();
         let actor = Actor {
-            id: flow.map_or_else(|| request.id.clone(), |f| f.actor.clone()),
+            id: f.actor.clone(),
             ..request.clone()
         };
         let mut rec = actor.record("credential.connect", None);
-        rec.target_id = flow.map(|f| f.credential.clone());
+        rec.target_id = Some(f.credential.clone());
         rec.outcome = "failure";
-        rec.details = json!({"error": code, "flow_id": flow.map(|f| f.id.clone())});
-        if let Some(f) = flow {
+        rec.details =
+            json!({"error": code, "flow_id": f.id, "completed_by": request.id, "via": via});
+        if f.outcome.is_none() {
             if let Err(e) = store.finish_oauth_flow(&f.id, code) {
                 tracing::warn!(error = %e, "cannot record how an OAuth connect ended");
             }
@@ -396,11 +478,7 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
         if let Err(e) = crate::audit::append(&store, &mut keys, &[rec]) {
             tracing::error!(error = %e, "cannot record the failed OAuth connect in the audit log");
         }
-        tracing::warn!(
-            code,
-            flow_id = flow.map(|f| f.id.as_str()),
-            "OAuth connect refused"
-        );
+        tracing::warn!(code, flow_id = %f.id, credential = %f.credential, "OAuth connect refused");
         oauth_error(code, message)
     };
     let cb = match authcode::callback_query(query) {
@@ -408,7 +486,7 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
         Err(p) => {
             return Err(refuse(
                 "oauth_state_invalid",
-                format!("the callback repeats the parameter {p}"),
+                format!("the callback repeats the parameter {}", p.escape_debug()),
                 None,
             ))
         }
@@ -426,30 +504,56 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
     };
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let claim = lock().claim_oauth_flow(&authcode::state_hash(state), actor, credential, now)?;
-    let flow = match claim {
-        Claim::Claimed(f) => f,
-        other => {
-            let why = match other {
-                Claim::Unknown => "is unknown",
-                Claim::Used => "was already used",
-                Claim::Expired => "expired (a connect waits 10 minutes): start it again",
-                Claim::OtherActor => "belongs to a connect another operator started",
-                _ => "belongs to a connect of another credential",
-            };
+    let (flow, why) = match claim {
+        Claim::Claimed(f) => (f, None),
+        Claim::Unknown => {
             return Err(refuse(
                 "oauth_state_invalid",
-                format!("the state {why}; nothing was stored"),
+                "the state is unknown; nothing was stored".into(),
                 None,
+            ))
+        }
+        Claim::Used(f) => (f, Some("was already used")),
+        Claim::Expired(f) => (
+            f,
+            Some("expired (a connect waits 10 minutes): start it again"),
+        ),
+        Claim::OtherActor(f) => (
+            f,
+            Some(
+                "belongs to a connect another operator started (it is spent now: they start again)",
+            ),
+        ),
+        Claim::OtherCredential(f) => (
+            f,
+            Some("belongs to a connect of another credential (it is spent now: start again)"),
+        ),
+    };
+    if let Some(why) = why {
+        return Err(refuse(
+            "oauth_state_invalid",
+            format!("the state {why}; nothing was stored"),
+            Some(&flow),
+        ));
+    }
+    // The operator who started it must still be one (removed or demoted meanwhile: refused).
+    if let Some(user_id) = flow.actor.strip_prefix("user:") {
+        let still = lock().user(user_id).is_ok_and(|u| u.operator);
+        if !still {
+            return Err(refuse(
+                "oauth_state_invalid",
+                "the operator who started this connect is no longer one; nothing was stored".into(),
+                Some(&flow),
             ));
         }
-    };
-    let plan: Plan = serde_json::from_str(&flow.plan).map_err(|_| {
-        refuse(
+    }
+    let Ok(plan) = serde_json::from_str::<Plan>(&flow.plan) else {
+        return Err(refuse(
             "oauth_state_invalid",
-            "the connect's record is unreadable".into(),
+            "the connect's record is unreadable; nothing was stored".into(),
             Some(&flow),
-        )
-    })?;
+        ));
+    };
     if let Some(e) = &cb.error {
         // RFC 6749 4.1.2.1: an ASCII code; anything else is not repeated.
         let code: String =
@@ -485,7 +589,7 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
     let Some(code) = cb.code.as_deref() else {
         return Err(refuse(
             "oauth_state_invalid",
-            "the callback has no code".into(),
+            "the callback has no code; nothing was stored".into(),
             Some(&flow),
         ));
     };
@@ -532,25 +636,16 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
     });
     let token = match token {
         Ok(t) => t,
-        Err(e) => {
-            return Err(refuse(
-                "oauth_exchange_failed",
-                format!(
+        Err(e) => return Err(refuse(
+            "oauth_exchange_failed",
+            format!(
                 "the token endpoint gave no token for the code ({e}; code {}); nothing was stored",
                 e.code()
             ),
-                Some(&flow),
-            ))
-        }
+            Some(&flow),
+        )),
     };
-    let settings = oauth::Settings {
-        token_url: plan.token_url.clone(),
-        client_id: plan.client_id.clone(),
-        scope: plan.scope.clone(),
-        resource: plan.resource.clone(),
-        grant: oauth::Grant::RefreshToken,
-        pins: Vec::new(),
-    };
+    let settings = plan.settings();
     let connected = oauth::Connected {
         issuer: plan.issuer.clone(),
         client_auth: plan.client_auth,
@@ -560,64 +655,117 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
     // Without a refresh token the credential works until the access token expires, then
     // needs a new connect (an empty secret says so to the refresher).
     let refresh = token.refresh.clone().unwrap_or_default();
-    let store = lock();
-    let previous = store
-        .credentials()?
-        .into_iter()
-        .find(|c| c.name == flow.credential);
     let actor = Actor {
         id: flow.actor.clone(),
         ..request.clone()
     };
     let mut rec = actor.record("credential.connect", None);
     rec.target_id = Some(flow.credential.clone());
-    let view = super::audited(
-        &store,
-        ring,
-        rec,
-        |s| {
-            let v = super::put_oauth_credential(
-                s,
-                ring,
-                &flow.credential,
-                &settings,
-                &refresh,
-                Some((&connected, client_secret.as_deref().map(String::as_str))),
-                Some(&token),
-            )?;
-            s.finish_oauth_flow(&flow.id, "connected")?;
-            Ok(v)
-        },
-        |v, r| {
-            r.details = json!({
-                "name": v.name, "flow_id": flow.id, "issuer": plan.issuer,
-                "resource": plan.resource, "client_id": plan.client_id,
-                "client_auth": plan.client_auth.as_str(), "registered": plan.registered,
-                "refresh_token": token.refresh.is_some(),
-                "token_expires_at": v.token_expires_at,
-                "replaced": previous.is_some(),
-            });
-        },
-    );
-    let view = match view {
+    let previous = std::cell::RefCell::new(None);
+    let stored = {
+        let store = lock();
+        super::audited(
+            &store,
+            ring,
+            rec,
+            |s| {
+                *previous.borrow_mut() = s
+                    .credentials()?
+                    .into_iter()
+                    .find(|c| c.name == flow.credential);
+                let v = super::put_oauth_credential(
+                    s,
+                    ring,
+                    &flow.credential,
+                    &settings,
+                    &refresh,
+                    Some((&connected, client_secret.as_deref().map(String::as_str))),
+                    Some(&token),
+                )?;
+                s.finish_oauth_flow(&flow.id, "connected")?;
+                Ok(v)
+            },
+            |v, r| {
+                r.details = json!({
+                    "name": v.name, "flow_id": flow.id, "issuer": plan.issuer,
+                    "resource": plan.resource, "client_id": plan.client_id,
+                    "client_auth": plan.client_auth.as_str(), "registered": plan.registered,
+                    "refresh_token": token.refresh.is_some(),
+                    "token_expires_at": v.token_expires_at,
+                    "replaced": previous.borrow().is_some(),
+                    "completed_by": request.id, "via": via,
+                });
+            },
+        )
+    };
+    let view = match stored {
         Ok(v) => v,
         Err(e) => {
-            drop(store);
             let _ = lock().finish_oauth_flow(&flow.id, "store_error");
+            // The tokens obtained are not kept: given back to the server.
+            if let Some(url) = &plan.revocation_url {
+                revoke_tokens(
+                    tls,
+                    url,
+                    &client,
+                    token.refresh.as_deref().map(|t| t.as_str()),
+                    Some(&token.access),
+                    "new",
+                );
+            }
             return Err(e);
         }
     };
-    drop(store);
-    // The tokens it replaced are revoked at their server (after the new ones are stored: a
-    // failed revocation never loses the connect).
-    let previous_tokens = match previous {
-        Some(old) => revoke(ring, tls, &old),
+    // The tokens it replaced are revoked at their server, after the new ones are stored (a
+    // failed revocation never loses the connect). Not when the new grant is the same client's
+    // at the same server: servers such as Google revoke every token of a client and user when
+    // one is, which would take the new grant with it.
+    let previous_tokens = match previous.into_inner() {
+        Some(old) => {
+            let same_client = oauth::connected(&old).is_some_and(|c| c.issuer == plan.issuer)
+                && oauth::settings(&old).is_some_and(|s| s.client_id == plan.client_id);
+            if same_client {
+                Revoked::Kept
+            } else {
+                revoke(ring, tls, &old)
+            }
+        }
         None => Revoked::None,
     };
     Ok(Connected {
         credential: view,
         previous_tokens: previous_tokens.as_str(),
     })
+}
+
+/// Revoke `refresh` and `access` at `url` (RFC 7009) as `client`; what happened.
+fn revoke_tokens(
+    tls: &crate::config::Tls,
+    url: &str,
+    client: &Client<'_>,
+    refresh: Option<&str>,
+    access: Option<&str>,
+    which: &str,
+) -> Revoked {
+    let Ok(agent) = oauth::agent(tls, &tls.pins) else {
+        return Revoked::Failed;
+    };
+    let mut outcome = Revoked::None;
+    // The refresh token first: revoking it usually revokes its access tokens too (RFC 7009 2.1).
+    for (token, hint) in [(refresh, "refresh_token"), (access, "access_token")] {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            continue;
+        };
+        match oauth::post_revocation(&agent, url, token, hint, client) {
+            Ok(()) if outcome != Revoked::Failed => outcome = Revoked::Revoked,
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(which, hint, error = %e.code(), "cannot revoke an OAuth token at its server; the local change goes on");
+                outcome = Revoked::Failed;
+            }
+        }
+    }
+    outcome
 }
 
 /// What revoking a credential's tokens did.
@@ -628,6 +776,8 @@ pub enum Revoked {
     Revoked,
     /// The server could not be reached or refused (logged; the local change still happens).
     Failed,
+    /// Not revoked: a reconnect with the same client at the same server (see [`complete_as`]).
+    Kept,
 }
 
 impl Revoked {
@@ -636,6 +786,7 @@ impl Revoked {
             Revoked::None => "none",
             Revoked::Revoked => "revoked",
             Revoked::Failed => "failed",
+            Revoked::Kept => "kept",
         }
     }
 }
@@ -665,29 +816,23 @@ pub fn revoke(ring: &Keyring, tls: &crate::config::Tls, c: &store::Credential) -
         auth: connected.client_auth,
         secret: client_secret.as_deref().map(String::as_str),
     };
-    let refresh = open(&c.sealed, "credentials").filter(|t| !t.is_empty());
+    let refresh = open(&c.sealed, "credentials");
     let access = c
         .token_sealed
         .as_deref()
         .and_then(|s| open(s, vault::TOKEN_TABLE));
-    let agent = match oauth::agent(tls, &settings.pin_digests()) {
-        Ok(a) => a,
-        Err(_) => return Revoked::Failed,
+    let tls = crate::config::Tls {
+        pins: settings.pin_digests(),
+        ..tls.clone()
     };
-    let mut outcome = Revoked::None;
-    // The refresh token first: revoking it usually revokes its access tokens too (RFC 7009 2.1).
-    for (token, hint) in [(refresh, "refresh_token"), (access, "access_token")] {
-        let Some(token) = token else { continue };
-        match oauth::post_revocation(&agent, url, &token, hint, &client) {
-            Ok(()) if outcome != Revoked::Failed => outcome = Revoked::Revoked,
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(credential = %c.name, hint, error = %e.code(), "cannot revoke an OAuth token at its server; the local change goes on");
-                outcome = Revoked::Failed;
-            }
-        }
-    }
-    outcome
+    revoke_tokens(
+        &tls,
+        url,
+        &client,
+        refresh.as_deref().map(String::as_str),
+        access.as_deref().map(String::as_str),
+        "stored",
+    )
 }
 
 /// Why a pending connect did not complete, as its flow says (`None`: still waiting).

@@ -47,7 +47,7 @@ pub enum Plaintext {
     /// https only (a real deployment).
     Refused,
     /// http to a loopback address too: only when the resource itself is loopback http (a local
-    /// test server) or under `serve --dev`.
+    /// test server).
     Loopback,
 }
 
@@ -60,9 +60,24 @@ fn is_loopback(u: &Url) -> bool {
     }
 }
 
-/// A URL as it may appear in an error (not a secret, but bounded).
-fn shown(url: &str) -> String {
-    url.chars().take(200).collect()
+/// A value from outside as it may appear in an error (not a secret): bounded, and escaped so
+/// control characters reach no terminal or log.
+fn shown(v: &str) -> String {
+    let cut: String = v.chars().take(200).collect();
+    let mut out: String = cut.escape_debug().collect();
+    if cut.len() < v.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// A list from outside as it may appear in an error: the first few, each [`shown`].
+pub fn shown_list(v: &[String]) -> String {
+    let mut out: Vec<String> = v.iter().take(8).map(|s| shown(s)).collect();
+    if v.len() > 8 {
+        out.push(format!("and {} more", v.len() - 8));
+    }
+    out.join(", ")
 }
 
 /// Check an endpoint `what` at `url`: https with a host, no credentials, no fragment; plain
@@ -87,16 +102,16 @@ pub fn check_endpoint(what: &str, url: &str, plaintext: Plaintext) -> Result<Url
         "https" => Ok(u),
         "http" if plaintext == Plaintext::Loopback && is_loopback(&u) => Ok(u),
         _ => Err(ConnectError::Unsupported(format!(
-            "the {what} {} is not https:// (plain http:// only to a loopback address, for a local test server or serve --dev)",
+            "the {what} {} is not https:// (plain http:// only to a loopback address, for a local test MCP server)",
             shown(url)
         ))),
     }
 }
 
 /// The plaintext policy for a resource at `resource`: loopback http only when the resource is
-/// itself loopback http (or `dev`).
-pub fn plaintext_for(resource: Option<&Url>, dev: bool) -> Plaintext {
-    if dev || resource.is_some_and(|r| r.scheme() == "http" && is_loopback(r)) {
+/// itself loopback http (a local test server: nothing crosses the network).
+pub fn plaintext_for(resource: Option<&Url>) -> Plaintext {
+    if resource.is_some_and(|r| r.scheme() == "http" && is_loopback(r)) {
         Plaintext::Loopback
     } else {
         Plaintext::Refused
@@ -293,7 +308,16 @@ pub fn protected_resource(
     };
     let mut candidates = Vec::new();
     if let Some(h) = hinted {
-        candidates.push(check_endpoint(what, &h, plaintext)?);
+        // On the resource's own origin: a server's 401 does not send sluice to another host
+        // (and so to a private address it chose).
+        let hint = check_endpoint(what, &h, plaintext)?;
+        if hint.origin() != resource.origin() {
+            return Err(ConnectError::Unsupported(format!(
+                "the MCP server's 401 points its metadata at another origin ({}): refused",
+                shown(&h)
+            )));
+        }
+        candidates.push(hint);
     } else {
         let path = resource.path().trim_end_matches('/');
         let mut base = resource.clone();
@@ -502,7 +526,7 @@ pub fn configured_client(
         .ok_or_else(|| {
             ConnectError::Unsupported(format!(
                 "the authorization server supports neither client_secret_basic nor client_secret_post (it lists {})",
-                server.auth_methods.join(", ")
+                shown_list(&server.auth_methods)
             ))
         })?,
     };
@@ -542,7 +566,7 @@ pub fn register(
     .ok_or_else(|| {
         ConnectError::Registration(format!(
             "the authorization server lists no client authentication sluice does (client_secret_basic, client_secret_post, none): {}",
-            server.auth_methods.join(", ")
+            shown_list(&server.auth_methods)
         ))
     })?;
     let mut meta = serde_json::json!({
@@ -740,10 +764,11 @@ mod tests {
         assert!(!ok("nonsense", Plaintext::Loopback));
         let loopback = Url::parse("http://127.0.0.1:8/mcp").unwrap();
         let remote = Url::parse("https://mcp.example.com/mcp").unwrap();
-        assert_eq!(plaintext_for(Some(&loopback), false), Plaintext::Loopback);
-        assert_eq!(plaintext_for(Some(&remote), false), Plaintext::Refused);
-        assert_eq!(plaintext_for(Some(&remote), true), Plaintext::Loopback);
-        assert_eq!(plaintext_for(None, false), Plaintext::Refused);
+        assert_eq!(plaintext_for(Some(&loopback)), Plaintext::Loopback);
+        assert_eq!(plaintext_for(Some(&remote)), Plaintext::Refused);
+        assert_eq!(plaintext_for(None), Plaintext::Refused);
+        assert_eq!(shown("a\u{1b}[31m"), "a\\u{1b}[31m");
+        assert_eq!(shown(&"x".repeat(300)).len(), 203);
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub struct Client<'a> {
 impl<'a> Client<'a> {
     /// Add the client's authentication to a token or revocation request; the `Authorization`
     /// header's value for HTTP Basic.
-    fn apply<'f>(&self, form: &mut Vec<(&'f str, &'f str)>) -> Option<String>
+    fn apply<'f>(&self, form: &mut Vec<(&'f str, &'f str)>) -> Option<Zeroizing<String>>
     where
         'a: 'f,
     {
@@ -132,10 +132,10 @@ impl<'a> Client<'a> {
                 let enc =
                     |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
                 let pair = Zeroizing::new(format!("{}:{}", enc(self.id), enc(secret)));
-                Some(format!(
+                Some(Zeroizing::new(format!(
                     "Basic {}",
                     base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
-                ))
+                )))
             }
             _ => None,
         }
@@ -276,7 +276,7 @@ pub fn post_token<'a>(
     let basic = client.apply(&mut form);
     let mut req = agent.post(url).set("accept", "application/json");
     if let Some(b) = &basic {
-        req = req.set("authorization", b);
+        req = req.set("authorization", b.as_str());
     }
     let resp = match req.send_form(&form) {
         Ok(r) => r,
@@ -310,7 +310,7 @@ pub fn post_revocation<'a>(
     let basic = client.apply(&mut form);
     let mut req = agent.post(url).set("accept", "application/json");
     if let Some(b) = &basic {
-        req = req.set("authorization", b);
+        req = req.set("authorization", b.as_str());
     }
     match req.send_form(&form) {
         Ok(_) => Ok(()),
@@ -529,6 +529,9 @@ struct Tracked {
     backoff: Option<(Instant, Duration)>,
     /// The last forced refresh (at most one a second).
     last_forced: Option<Instant>,
+    /// Its grant was refused for the token obtained at this time: left alone until the row
+    /// has another token (a connect).
+    parked: Option<Option<store::Timestamp>>,
 }
 
 impl Refresher {
@@ -592,7 +595,9 @@ impl Refresher {
                         }
                         // Its refresh token was refused: only a new connect (or set-oauth)
                         // helps, which clears `last_error`. No retry loop against the server.
-                        if c.last_error.as_deref() == Some(NEEDS_RECONNECT) {
+                        if c.last_error.as_deref() == Some(NEEDS_RECONNECT)
+                            || t.parked == Some(c.token_obtained_at)
+                        {
                             continue;
                         }
                         if t.backoff.is_some_and(|(at, _)| Instant::now() < at) {
@@ -628,8 +633,15 @@ impl Refresher {
                             Err(e @ (FetchError::InvalidGrant | FetchError::NeedsReconnect))
                                 if refresh_grant(c) =>
                             {
-                                failures.with_label_values(&[&c.name]).inc();
-                                tracing::error!(credential = %c.name, error = %e.code(), "the authorization server refused the refresh token (revoked on its side, or expired): the credential needs `sluice credentials connect` again; requests needing it get 503 credential_unavailable once the current token expires");
+                                // Not a failure to retry (not counted as one): the gauge
+                                // sluice_oauth_needs_reconnect says it. Parked: even if the
+                                // mark below cannot be written, no loop against the server.
+                                t.parked = Some(c.token_obtained_at);
+                                if e == FetchError::InvalidGrant {
+                                    tracing::error!(credential = %c.name, error = %e.code(), "the authorization server refused the refresh token (revoked on its side, or expired): the credential needs `sluice credentials connect` again; requests needing it get 503 credential_unavailable once the current token expires");
+                                } else {
+                                    tracing::error!(credential = %c.name, error = %e.code(), "the authorization server gave no refresh token: the credential needs `sluice credentials connect` again before its access token expires");
+                                }
                                 if let Err(e) = store.oauth_failed(&c.id, NEEDS_RECONNECT) {
                                     tracing::warn!(error = %e, "cannot record an OAuth failure");
                                 }

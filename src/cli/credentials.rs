@@ -163,17 +163,18 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             paste,
             timeout,
         } => {
-            let resource = match mcp_server {
-                Some(server) => Some(
-                    cfg.mcp_servers
+            let (resource, resource_tls) = match mcp_server {
+                Some(server) => {
+                    let m = cfg
+                        .mcp_servers
                         .iter()
                         .find(|m| m.name == server)
                         .ok_or_else(|| {
                             format!("--mcp-server {server:?} is not an MCP server of the config ([[mcp_servers]] name)")
-                        })?
-                        .endpoint_url(),
-                ),
-                None => resource,
+                        })?;
+                    (Some(m.endpoint_url()), m.tls.clone())
+                }
+                None => (resource, None),
             };
             let client_secret = client_secret_file
                 .map(|f| read_secret_file(&f))
@@ -191,10 +192,12 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                 client_secret,
                 scope,
                 redirect_uri,
-                dev: false,
+                resource_tls,
             };
-            let prepared = connect::prepare(spec, &cfg.tls).map_err(phrase)?;
             let actor = Actor::cli();
+            let prepared = connect::prepare(spec, &cfg.tls)
+                .inspect_err(|e| connect::record_start_failure(&store, &ring, &actor, &name, e))
+                .map_err(phrase)?;
             let started = connect::start_as(&store, &ring, &actor, prepared).map_err(phrase)?;
             eprintln!(
                 "sluice: open this URL in a browser and approve the access (the connect expires at {}):\n\n    {}\n",
@@ -297,11 +300,19 @@ pub(super) fn oauth_state(c: &admin::CredentialView) -> String {
         o.token_url,
         or_none(&c.token_expires_at)
     );
-    if let Some(e) = &c.last_error {
-        s.push_str(&format!(
+    if let Some(con) = &c.connected {
+        s.push_str(&format!("  connected_to={}", con.issuer));
+    }
+    match c.last_error.as_deref() {
+        Some(oauth::NEEDS_RECONNECT) => s.push_str(&format!(
+            "  NEEDS RECONNECT (needs_reconnect: the server refused the refresh token; run `sluice credentials connect {}`)",
+            c.name
+        )),
+        Some(e) => s.push_str(&format!(
             "  REFRESH FAILING ({e}, {} failures)",
             c.refresh_failures.unwrap_or(0)
-        ));
+        )),
+        None => {}
     }
     s
 }

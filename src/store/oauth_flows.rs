@@ -45,18 +45,19 @@ impl std::fmt::Debug for OAuthFlow {
     }
 }
 
-/// What presenting a state gave.
+/// What presenting a state gave. Every variant but `Unknown` used the flow up: a state shown
+/// by the wrong operator or for the wrong credential is spent too (it has leaked).
 #[derive(Debug, PartialEq)]
 pub enum Claim {
-    /// The flow, now used (its row no longer holds the verifier).
+    /// The flow, now used (its row no longer holds the verifier; the value returned does).
     Claimed(Box<OAuthFlow>),
     Unknown,
-    Used,
-    Expired,
-    /// Another operator started it (not used by this attempt).
-    OtherActor,
-    /// It connects another credential (not used by this attempt).
-    OtherCredential,
+    Used(Box<OAuthFlow>),
+    Expired(Box<OAuthFlow>),
+    /// Another operator started it.
+    OtherActor(Box<OAuthFlow>),
+    /// It connects another credential.
+    OtherCredential(Box<OAuthFlow>),
 }
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<OAuthFlow> {
@@ -107,8 +108,8 @@ impl Store {
     }
 
     /// Use the flow whose state digests to `state_hash`, at `now` (unix seconds). With `actor`,
-    /// only that actor's flow is used, and with `credential` only a flow for that credential:
-    /// otherwise it is left as it was. An expired flow is used up (and refused).
+    /// only that actor's flow is claimed, and with `credential` only a flow for that
+    /// credential; a flow shown otherwise, or expired, is used up and refused.
     pub fn claim_oauth_flow(
         &self,
         state_hash: &str,
@@ -116,38 +117,36 @@ impl Store {
         credential: Option<&str>,
         now: i64,
     ) -> Result<Claim> {
-        let found = self
-            .conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM oauth_flows WHERE state_hash = ?1"),
-                [state_hash],
-                row,
-            )
-            .optional()?;
-        let Some(flow) = found else {
+        let Some(flow) = self.oauth_flow_by_state(state_hash)? else {
             return Ok(Claim::Unknown);
         };
+        let flow = Box::new(flow);
         if flow.used_at.is_some() {
-            return Ok(Claim::Used);
+            return Ok(Claim::Used(flow));
         }
-        if actor.is_some_and(|a| a != flow.actor) {
-            return Ok(Claim::OtherActor);
-        }
-        if credential.is_some_and(|c| c != flow.credential) {
-            return Ok(Claim::OtherCredential);
-        }
-        let expired = now >= flow.expires_at;
+        let refusal = if now >= flow.expires_at {
+            Some("state_expired")
+        } else if actor.is_some_and(|a| a != flow.actor) {
+            Some("state_other_operator")
+        } else if credential.is_some_and(|c| c != flow.credential) {
+            Some("state_other_credential")
+        } else {
+            None
+        };
+        // One conditional write: of two callbacks racing with one state, one wins.
         let n = self.conn.execute(
             "UPDATE oauth_flows SET used_at = ?2, verifier_sealed = NULL,
-               outcome = CASE WHEN ?3 THEN 'state_expired' ELSE outcome END,
-               client_sealed = CASE WHEN ?3 THEN NULL ELSE client_sealed END
+               outcome = COALESCE(?3, outcome),
+               client_sealed = CASE WHEN ?3 IS NULL THEN client_sealed ELSE NULL END
              WHERE id = ?1 AND used_at IS NULL",
-            params![flow.id, now, expired],
+            params![flow.id, now, refusal],
         )?;
-        Ok(match (n, expired) {
-            (0, _) => Claim::Used,
-            (_, true) => Claim::Expired,
-            _ => Claim::Claimed(Box::new(flow)),
+        Ok(match (n, refusal) {
+            (0, _) => Claim::Used(flow),
+            (_, Some("state_expired")) => Claim::Expired(flow),
+            (_, Some("state_other_operator")) => Claim::OtherActor(flow),
+            (_, Some(_)) => Claim::OtherCredential(flow),
+            (_, None) => Claim::Claimed(flow),
         })
     }
 
@@ -220,30 +219,49 @@ mod tests {
         store.start_oauth_flow(&flow("f1", 700)).unwrap();
         store.start_oauth_flow(&flow("f2", 150)).unwrap();
         let claim = |h: &str, actor, cred| store.claim_oauth_flow(h, actor, cred, 200).unwrap();
+        let outcome = |id: &str| store.oauth_flow(id).unwrap().unwrap().outcome;
         assert_eq!(claim("nope", None, None), Claim::Unknown);
-        assert_eq!(claim("h-f1", Some("user:b"), None), Claim::OtherActor);
-        assert_eq!(claim("h-f1", None, Some("github")), Claim::OtherCredential);
         match claim("h-f1", Some("user:a"), Some("linear")) {
             Claim::Claimed(f) => assert_eq!(f.verifier_sealed, Some(vec![1, 2, 3])),
             other => panic!("{other:?}"),
         }
-        assert_eq!(claim("h-f1", Some("user:a"), None), Claim::Used);
+        assert!(matches!(
+            claim("h-f1", Some("user:a"), None),
+            Claim::Used(_)
+        ));
         let used = store.oauth_flow("f1").unwrap().unwrap();
         assert_eq!((used.used_at, used.verifier_sealed), (Some(200), None));
         store.finish_oauth_flow("f1", "connected").unwrap();
         let done = store.oauth_flow("f1").unwrap().unwrap();
         assert_eq!(done.outcome.as_deref(), Some("connected"));
         assert_eq!(done.client_sealed, None);
-        assert_eq!(claim("h-f2", None, None), Claim::Expired);
-        assert_eq!(claim("h-f2", None, None), Claim::Used);
-        let expired = store.oauth_flow("f2").unwrap().unwrap();
-        assert_eq!(expired.outcome.as_deref(), Some("state_expired"));
-        // A new flow a day later forgets both.
+        assert!(matches!(claim("h-f2", None, None), Claim::Expired(_)));
+        assert!(matches!(claim("h-f2", None, None), Claim::Used(_)));
+        assert_eq!(outcome("f2").as_deref(), Some("state_expired"));
+        // Shown by another operator, or for another credential: spent.
+        store.start_oauth_flow(&flow("f4", 700)).unwrap();
+        store.start_oauth_flow(&flow("f5", 700)).unwrap();
+        assert!(matches!(
+            claim("h-f4", Some("user:b"), None),
+            Claim::OtherActor(_)
+        ));
+        assert!(matches!(
+            claim("h-f4", Some("user:a"), None),
+            Claim::Used(_)
+        ));
+        assert_eq!(outcome("f4").as_deref(), Some("state_other_operator"));
+        assert!(matches!(
+            claim("h-f5", None, Some("github")),
+            Claim::OtherCredential(_)
+        ));
+        let f5 = store.oauth_flow("f5").unwrap().unwrap();
+        assert_eq!((f5.verifier_sealed, f5.client_sealed), (None, None));
+        // A new flow a day later forgets the old ones.
         let mut late = flow("f3", 100_000);
         late.created_at = 100_000;
         store.start_oauth_flow(&late).unwrap();
         assert_eq!(store.oauth_flow("f1").unwrap(), None);
         assert_eq!(store.cancel_oauth_flows(100_001).unwrap(), 1);
-        assert_eq!(claim("h-f3", None, None), Claim::Used);
+        assert!(matches!(claim("h-f3", None, None), Claim::Used(_)));
     }
 }
