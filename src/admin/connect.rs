@@ -636,14 +636,16 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
     });
     let token = match token {
         Ok(t) => t,
-        Err(e) => return Err(refuse(
-            "oauth_exchange_failed",
-            format!(
+        Err(e) => {
+            return Err(refuse(
+                "oauth_exchange_failed",
+                format!(
                 "the token endpoint gave no token for the code ({e}; code {}); nothing was stored",
                 e.code()
             ),
-            Some(&flow),
-        )),
+                Some(&flow),
+            ))
+        }
     };
     let settings = plan.settings();
     let connected = oauth::Connected {

@@ -17,7 +17,7 @@ fn now() -> u64 {
 }
 
 pub(crate) struct User {
-    id: String,
+    pub(crate) id: String,
     email: String,
     otpauth: Option<String>,
     recovery: Vec<String>,

@@ -559,6 +559,67 @@ fn forged_replayed_expired_foreign_and_mixed_up_callbacks_and_unsafe_servers_sto
     }
     assert_eq!(srv.stats()["registrations"], registrations);
     srv.control(json!({"plain_metadata": true}));
+    // A hostile MCP server: metadata for another resource, or on another origin.
+    let base = format!("http://127.0.0.1:{}", srv.port);
+    srv.control(json!({"prm": {"resource": "http://127.0.0.1:1/mcp"}}));
+    let r = start_connect(&p, &ta, json!({"mcp_server": "linear"}));
+    refused(&r, 422, "oauth_server_refused");
+    assert!(r.body_text().contains("RFC 9728"), "{}", r.body_text());
+    srv.control(json!({"plain_metadata": true, "hint": format!(
+        "http://localhost:{}/.well-known/oauth-protected-resource/mcp", srv.port)}));
+    let r = start_connect(&p, &ta, json!({"mcp_server": "linear"}));
+    refused(&r, 422, "oauth_server_refused");
+    assert!(
+        r.body_text().contains("another origin"),
+        "{}",
+        r.body_text()
+    );
+    // Several authorization servers: the operator names one (a listed one).
+    srv.control(json!({"plain_metadata": true}));
+    srv.control(
+        json!({"prm": {"authorization_servers": [format!("{base}/"), "http://127.0.0.1:1/"]}}),
+    );
+    let r = start_connect(&p, &ta, json!({"mcp_server": "linear"}));
+    refused(&r, 400, "invalid_request");
+    assert!(
+        r.body_text().contains("several authorization servers"),
+        "{}",
+        r.body_text()
+    );
+    refused(
+        &start_connect(
+            &p,
+            &ta,
+            json!({"mcp_server": "linear", "issuer": "http://127.0.0.1:2/"}),
+        ),
+        422,
+        "oauth_server_refused",
+    );
+    let r = start_connect(&p, &ta, json!({"mcp_server": "linear", "issuer": base}));
+    assert_eq!(r.status, 201, "{}", r.body_text());
+    srv.control(json!({"plain_metadata": true}));
+    // A client secret only goes to a server the operator names.
+    let r = start_connect(
+        &p,
+        &ta,
+        json!({"mcp_server": "linear", "client_id": "c", "client_secret": "client-secret-canary"}),
+    );
+    refused(&r, 400, "invalid_request");
+    assert!(r.body_text().contains("issuer"), "{}", r.body_text());
+    // The operator who started a connect is removed before the browser comes back: refused.
+    let c = add_user(&p, "c@example.com", None, "");
+    let tc = login(&p, &c, 0);
+    let url6 = start(&tc, json!({"mcp_server": "linear"}));
+    let l6 = srv.approve(&url6);
+    let out = p.cli(&["users", "delete", &c.id], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = callback(&p, &l6);
+    refused(&r, 400, "oauth_state_invalid");
+    assert!(r.body_text().contains("no longer"), "{}", r.body_text());
     // The redirect must come back to this machine.
     for redirect in [
         "http://192.0.2.1:9091/oauth/callback",
@@ -606,7 +667,7 @@ fn forged_replayed_expired_foreign_and_mixed_up_callbacks_and_unsafe_servers_sto
         .count();
     // Each refusal of a real connect (not the forged ones: anyone reaching the listener can
     // send those, and they are only logged).
-    assert_eq!(failures, 10, "{failures}");
+    assert_eq!(failures, 11, "{failures}");
     let mut needles: Vec<String> = Vec::new();
     for what in ["codes", "verifiers"] {
         needles.extend(srv.list(what));
@@ -615,6 +676,7 @@ fn forged_replayed_expired_foreign_and_mixed_up_callbacks_and_unsafe_servers_sto
         needles.push(c["secret"].as_str().unwrap().to_string());
     }
     needles.push(state);
+    needles.push("client-secret-canary".into());
     let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
     assert_not_in_files(&s, &needles);
 }

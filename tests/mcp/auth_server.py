@@ -8,8 +8,9 @@ login page skipped.
 Usage: auth_server.py PORT. Also serves:
 - /control (POST JSON): {"ttl": seconds (access tokens issued from now on), "forget_refresh":
   true (every refresh token stops working: the user revoked access), "metadata": {...} (members
-  merged into the authorization server metadata; null removes one), "plain_metadata": true
-  (serve the SDK's metadata again)}.
+  merged into the authorization server metadata; null removes one), "prm": {...} (the same for
+  the protected resource metadata), "hint": URL (the resource_metadata the 401 of /mcp names),
+  "plain_metadata": true (serve the SDK's documents and 401 again)}.
 - /stats: {"registrations", "clients" (id, secret, auth method), "authorizations" (resource,
   scopes, redirect_uri per request), "codes", "verifiers" (code_verifier of each /token
   request), "access_tokens", "refresh_tokens", "revoked" (tokens), "refreshes", "calls"}.
@@ -37,7 +38,7 @@ from starlette.responses import JSONResponse
 
 PORT = int(sys.argv[1])
 BASE = f"http://127.0.0.1:{PORT}"
-state = {"ttl": 3600, "metadata": None}
+state = {"ttl": 3600, "metadata": None, "prm": None, "hint": None}
 stats = {"registrations": 0, "clients": [], "authorizations": [], "codes": [], "verifiers": [],
          "access_tokens": [], "refresh_tokens": [], "revoked": [], "refreshes": 0, "calls": 0}
 
@@ -152,10 +153,11 @@ async def app(scope, receive, send):
             state["ttl"] = change["ttl"]
         if change.get("forget_refresh"):
             provider.refresh.clear()
-        if "metadata" in change:
-            state["metadata"] = change["metadata"]
         if change.get("plain_metadata"):
-            state["metadata"] = None
+            state["metadata"] = state["prm"] = state["hint"] = None
+        for k in ("metadata", "prm", "hint"):
+            if k in change:
+                state[k] = change[k]
         return await JSONResponse({"ok": True})(scope, receive, send)
     if scope["type"] == "http" and path == "/stats":
         return await JSONResponse(stats)(scope, receive, send)
@@ -168,6 +170,18 @@ async def app(scope, receive, send):
             else:
                 doc[k] = v
         return await JSONResponse(doc)(scope, receive, send)
+    if (scope["type"] == "http" and path == "/.well-known/oauth-protected-resource/mcp"
+            and state["prm"] is not None):
+        doc = {"resource": f"{BASE}/mcp", "authorization_servers": [f"{BASE}/"],
+               "scopes_supported": ["tools"], "bearer_methods_supported": ["header"]}
+        doc.update(state["prm"])
+        return await JSONResponse(doc)(scope, receive, send)
+    if (scope["type"] == "http" and path == "/mcp" and state["hint"] is not None
+            and not any(k == b"authorization" for k, _ in scope["headers"])):
+        return await JSONResponse(
+            {"error": "invalid_token"}, status_code=401,
+            headers={"WWW-Authenticate": f'Bearer resource_metadata="{state["hint"]}"'},
+        )(scope, receive, send)
     if scope["type"] == "http" and path == "/token":
         body = await read_all(receive)
         form = urllib.parse.parse_qs(body.decode())
