@@ -394,13 +394,40 @@ pub enum Completer<'a> {
 }
 
 /// What a completed connect did.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct Connected {
     pub credential: CredentialView,
     /// The tokens of the credential it replaced were revoked at the server (`revoked`), could
-    /// not be (`failed`), or there were none to revoke (`none`).
+    /// not be (`failed`), were kept (`kept`: the same client at the same server), or there
+    /// were none (`none`).
     pub previous_tokens: &'static str,
+    /// The credential it replaced, until [`Connected::revoke_replaced`] revokes its tokens.
+    #[serde(skip)]
+    replaced: Option<store::Credential>,
 }
+
+impl Connected {
+    /// Whether it replaced a credential whose tokens are still to be revoked.
+    pub fn replaces(&self) -> bool {
+        self.replaced.is_some()
+    }
+
+    /// Revoke the tokens of the credential it replaced (RFC 7009). Call it once the running
+    /// proxy uses the new ones (after reloading its snapshot; another process's within a
+    /// second, [`REVOKE_GRACE`]): a request in between would otherwise carry a revoked token.
+    pub fn revoke_replaced(&mut self, ring: &Keyring, tls: &crate::config::Tls) -> Revoked {
+        let Some(old) = self.replaced.take() else {
+            return Revoked::None;
+        };
+        let r = revoke(ring, tls, &old);
+        self.previous_tokens = r.as_str();
+        r
+    }
+}
+
+/// How long a process other than the running proxy (the CLI) waits before revoking replaced
+/// tokens: the proxy reloads its credentials every 100 ms.
+pub const REVOKE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Read what the browser was sent to (a pasted URL): its query, if it is `redirect_uri`'s.
 pub fn pasted_query(pasted: &str, redirect_uri: Option<&str>) -> Result<String> {
@@ -718,25 +745,26 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
             return Err(e);
         }
     };
-    // The tokens it replaced are revoked at their server, after the new ones are stored (a
-    // failed revocation never loses the connect). Not when the new grant is the same client's
-    // at the same server: servers such as Google revoke every token of a client and user when
-    // one is, which would take the new grant with it.
-    let previous_tokens = match previous.into_inner() {
+    // The tokens it replaced are revoked at their server by the caller, after the new ones
+    // are stored and in use (a failed revocation never loses the connect). Not when the new
+    // grant is the same client's at the same server: servers such as Google revoke every token
+    // of a client and user when one is, which would take the new grant with it.
+    let (previous_tokens, replaced) = match previous.into_inner() {
         Some(old) => {
             let same_client = oauth::connected(&old).is_some_and(|c| c.issuer == plan.issuer)
                 && oauth::settings(&old).is_some_and(|s| s.client_id == plan.client_id);
             if same_client {
-                Revoked::Kept
+                (Revoked::Kept, None)
             } else {
-                revoke(ring, tls, &old)
+                (Revoked::None, Some(old))
             }
         }
-        None => Revoked::None,
+        None => (Revoked::None, None),
     };
     Ok(Connected {
         credential: view,
         previous_tokens: previous_tokens.as_str(),
+        replaced,
     })
 }
 

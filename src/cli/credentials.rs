@@ -213,7 +213,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                 .map_err(|e| format!("cannot read standard input: {e}"))?;
                 let query =
                     connect::pasted_query(&line, Some(&started.redirect_uri)).map_err(phrase)?;
-                let done = connect::complete_as(
+                let mut done = connect::complete_as(
                     || &store,
                     &ring,
                     &cfg.tls,
@@ -225,7 +225,11 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                     &query,
                 )
                 .map_err(phrase)?;
-                if done.previous_tokens == "failed" {
+                if done.replaces() {
+                    // A running `serve` picks the new tokens up first.
+                    std::thread::sleep(connect::REVOKE_GRACE);
+                }
+                if done.revoke_replaced(&ring, &cfg.tls) == connect::Revoked::Failed {
                     eprintln!("sluice: warning: the replaced credential's tokens could not be revoked at the server");
                 }
                 done.credential

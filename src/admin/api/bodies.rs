@@ -1,0 +1,362 @@
+//! Request bodies: read strictly (one JSON object, nothing after it, unknown fields refused),
+//! the request types, and the helpers that turn their values into settings.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::*;
+
+pub(super) fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let json_type = req.content_type.as_deref().is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json_type {
+        return Err(err(
+            Code::UnsupportedMediaType,
+            "Send a JSON body with Content-Type: application/json.",
+        ));
+    }
+    // An object and nothing else: serde would also read a struct from an array (`[null]`
+    // setting its first field) and ignore what follows the value.
+    if req.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(err(
+            Code::InvalidBody,
+            "Invalid JSON body: the body must be a JSON object.",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&req.body);
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+        // serde's messages can quote the offending value (a password); only field names are
+        // echoed.
+        let inner = e.inner().to_string();
+        let path = e.path().to_string();
+        let message = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
+            inner
+                .split(" at line")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        } else if path == "." {
+            "the body must be a JSON object".to_string()
+        } else {
+            format!("invalid value for `{path}`")
+        };
+        err(Code::InvalidBody, format!("Invalid JSON body: {message}."))
+    })?;
+    de.end().map_err(|_| {
+        err(
+            Code::InvalidBody,
+            "Invalid JSON body: something follows the object.",
+        )
+    })?;
+    Ok(value)
+}
+
+pub(super) fn query_params(q: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub(super) fn region(s: Option<&str>) -> Result<Option<Region>, ApiError> {
+    s.map(|r| {
+        r.parse::<Region>()
+            .map_err(|_| err(Code::InvalidRequest, "Unknown region: use us, eu or apac."))
+    })
+    .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Login {
+    pub(super) email: String,
+    pub(super) password: String,
+    /// A string, or a number (leading zeros restored: `12345` is `"012345"`).
+    #[serde(default, deserialize_with = "code_string")]
+    pub(super) totp: Option<String>,
+    #[serde(default)]
+    pub(super) recovery_code: Option<String>,
+}
+
+pub(super) fn code_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Code {
+        Text(String),
+        Number(u32),
+    }
+    Ok(match Option::<Code>::deserialize(d)? {
+        None => None,
+        Some(Code::Text(s)) => Some(s),
+        Some(Code::Number(n)) => Some(format!("{n:06}")),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordChange {
+    pub(super) current_password: String,
+    pub(super) new_password: String,
+}
+
+/// Re-enrolling TOTP: the password and, when a TOTP is enrolled, a current code or a
+/// recovery code (a stolen session plus the password must not be enough to move the second
+/// factor to the attacker's device).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Reauth {
+    pub(super) password: String,
+    #[serde(default, deserialize_with = "code_string")]
+    pub(super) totp: Option<String>,
+    #[serde(default)]
+    pub(super) recovery_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewOrg {
+    pub(super) name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) budget_period: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) region: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) pii: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) secrets: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) response_redaction: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_tools: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_resources: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_prompts: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OrgPatch {
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) budget_period: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) region: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) pii: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) secrets: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) response_redaction: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_tools: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_resources: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_prompts: Option<String>,
+}
+
+/// Changes to a key; a list `"inherit"` goes back to the org's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeyPatch {
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) budget_period: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) pii: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) secrets: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) response_redaction: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_tools: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_resources: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) mcp_prompts: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewKey {
+    #[serde(default = "default_key_name")]
+    pub(super) name: String,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) pii: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) secrets: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) response_redaction: Option<String>,
+    #[serde(default)]
+    pub(super) mcp_tools: Option<String>,
+    #[serde(default)]
+    pub(super) mcp_resources: Option<String>,
+    #[serde(default)]
+    pub(super) mcp_prompts: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) region: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) budget_period: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) expires_at: Option<String>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`: remove) or a value.
+pub(super) fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A field that may be absent (`None`) but not `null`: a client's `null` is refused rather
+/// than read as "absent" (unchanged, or the default), which it may not have meant.
+pub(super) fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+pub(super) fn default_key_name() -> String {
+    "default".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewMember {
+    pub(super) email: String,
+    pub(super) password: String,
+    pub(super) role: Role,
+    #[serde(default)]
+    pub(super) totp: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MemberPatch {
+    pub(super) role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CredentialBody {
+    pub(super) secret: String,
+    #[serde(default)]
+    pub(super) expires_at: Option<String>,
+    #[serde(default)]
+    pub(super) oauth: Option<crate::auth::oauth::Settings>,
+    #[serde(default = "yes")]
+    pub(super) verify: bool,
+}
+
+pub(super) fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConnectBody {
+    #[serde(default)]
+    pub(super) mcp_server: Option<String>,
+    #[serde(default)]
+    pub(super) resource: Option<String>,
+    #[serde(default)]
+    pub(super) issuer: Option<String>,
+    #[serde(default)]
+    pub(super) client_id: Option<String>,
+    #[serde(default)]
+    pub(super) client_secret: Option<String>,
+    #[serde(default)]
+    pub(super) scope: Option<String>,
+    #[serde(default)]
+    pub(super) redirect_uri: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConnectComplete {
+    pub(super) redirect_url: String,
+}
+
+/// An org setting field: `"on"` or `"off"`.
+pub(super) fn setting(field: &str, s: Option<&str>) -> Result<Option<Setting>, ApiError> {
+    s.map(|v| {
+        Setting::parse(v).ok_or_else(|| {
+            err(
+                Code::InvalidRequest,
+                format!("{field} must be \"on\" or \"off\"."),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// MCP allow-list fields.
+pub(super) fn mcp_lists(
+    tools: Option<&str>,
+    resources: Option<&str>,
+    prompts: Option<&str>,
+) -> Result<crate::admin::McpLists, ApiError> {
+    let parse =
+        |what: &str, v: Option<&str>| v.map(|s| crate::admin::mcp_list(what, s)).transpose();
+    Ok(crate::admin::McpLists {
+        tools: parse("mcp_tools", tools)?,
+        resources: parse("mcp_resources", resources)?,
+        prompts: parse("mcp_prompts", prompts)?,
+    })
+}
+
+/// A key's MCP list change: `"inherit"` (back to the org's) or a list.
+pub(super) fn key_list(
+    what: &str,
+    v: Option<&str>,
+) -> Result<Option<Option<crate::mcp::AllowList>>, ApiError> {
+    Ok(crate::admin::key_list_change(what, v)?)
+}
+
+/// A key setting field: `"on"`, `"off"` or `"inherit"` (the default).
+pub(super) fn key_setting(field: &str, s: Option<&str>) -> Result<KeySetting, ApiError> {
+    s.map_or(Ok(KeySetting::Inherit), |v| {
+        KeySetting::parse(v).ok_or_else(|| {
+            err(
+                Code::InvalidRequest,
+                format!("{field} must be \"on\", \"off\" or \"inherit\"."),
+            )
+        })
+    })
+}
+
+pub(super) fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}

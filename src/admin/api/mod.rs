@@ -1,0 +1,370 @@
+//! The admin API (`/api/*` on `listen.admin`): JSON in, JSON out, plain Rust (the pingora
+//! adapter in `proxy::ops` only reads the request and writes the reply). Every route checks the
+//! caller's current role from the [`Directory`]; every mutation goes through
+//! [`super::audited`] so its audit record (actor, IP, user agent, request id) is committed with
+//! it, before the answer. The CLI calls the same library functions.
+//!
+//! Roles: operators manage everything; in their own org an `owner` can do everything
+//! (including the hard delete and managing owners), an `admin` manages keys, non-owner users
+//! and the org's settings and reads the audit log, an `auditor` reads the audit log, key
+//! metadata and the org, a `member` reads the org and manages their own account.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use super::session::{Directory, Principal, Sessions, Throttle};
+use super::users::{self, Role};
+use super::{Error, KeySetting, Setting};
+use crate::audit::{self, Record};
+use crate::residency::Region;
+use crate::store::{self, Store};
+use crate::vault::Keyring;
+
+mod audit_log;
+mod auth;
+mod bodies;
+mod credentials;
+mod errors;
+mod keys;
+mod mcp;
+mod members;
+mod orgs;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+use bodies::*;
+use errors::*;
+pub use errors::{ApiError, Code};
+use routes::*;
+pub use routes::{matches_pattern, openapi, Access, Route, Shape, OPENAPI_PATH, ROUTES};
+
+/// A route's path parameters.
+struct Params<'a>(Vec<(&'a str, &'a str)>);
+
+impl Params<'_> {
+    /// The parameter `name` (the route table guarantees its presence; empty otherwise).
+    fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or("", |(_, v)| v)
+    }
+}
+
+/// An admin API request, already read (the body within `[admin] max_body_bytes`).
+#[derive(Debug, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub peer: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub request_id: String,
+    pub authorization: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Drop for Request {
+    /// Bodies carry passwords, codes and credentials: wipe them once handled.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.body);
+        if let Some(a) = self.authorization.as_mut() {
+            zeroize::Zeroize::zeroize(a);
+        }
+    }
+}
+
+/// The reply: a status and a JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    /// Seconds, for 429.
+    pub retry_after: Option<u64>,
+    /// The methods the route takes, for 405 (RFC 9110: the `Allow` header).
+    pub allow: Option<String>,
+}
+
+type ApiResult = Result<(u16, Value), ApiError>;
+
+/// A hook run after every successful change.
+type OnChange = Box<dyn Fn(&Store) + Send + Sync>;
+
+/// The MCP servers in force and whether each passes its health check (a reload changes them).
+type McpView = Box<dyn Fn() -> Vec<(crate::config::McpServer, bool)> + Send + Sync>;
+
+/// The admin API's state.
+pub struct Api {
+    store: Mutex<Store>,
+    /// Logins use their own connection: their bcrypt work never holds up other calls.
+    login_store: Mutex<Store>,
+    logins: prometheus::IntCounterVec,
+    ring: Arc<Keyring>,
+    sessions: Option<Sessions>,
+    directory: Mutex<Directory>,
+    throttle: Mutex<Throttle>,
+    dummy_hash: String,
+    pii_default: Setting,
+    /// `[tls]`: the token endpoints' TLS policy.
+    tls: crate::config::Tls,
+    /// Called (with the store, still locked) after every successful change.
+    on_change: Option<OnChange>,
+    /// The configured MCP servers (what `GET /api/mcp/servers` lists) and their health.
+    mcp_servers: Vec<crate::config::McpServer>,
+    mcp_view: Option<McpView>,
+    router: matchit::Router<Vec<usize>>,
+    /// The OpenAPI document, made once from [`ROUTES`].
+    openapi: Value,
+    /// The admin listener (a connect's default redirect URI).
+    admin_addr: std::net::SocketAddr,
+    /// `sluice_oauth_connects_total{outcome}` and `sluice_oauth_revocations_total{outcome}`.
+    oauth_counters: Option<(prometheus::IntCounterVec, prometheus::IntCounterVec)>,
+}
+
+/// Who made a call, for its audit record, and the call's query parameters.
+struct Caller<'a> {
+    principal: Option<Principal>,
+    req: &'a Request,
+    query: Vec<(String, String)>,
+}
+
+impl Caller<'_> {
+    /// The caller as the actor of an admin operation.
+    fn actor(&self) -> super::Actor {
+        super::Actor {
+            id: match &self.principal {
+                Some(p) => format!("user:{}", p.user_id),
+                None => "anonymous".into(),
+            },
+            source_ip: self.req.peer.map(|ip| ip.to_string()),
+            user_agent: self.req.user_agent.clone(),
+            request_id: Some(self.req.request_id.clone()),
+        }
+    }
+
+    fn record(&self, action: &str, org: Option<&str>) -> Record {
+        self.actor().record(action, org)
+    }
+
+    /// The query parameter `name` (the first one).
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn principal(&self) -> Result<&Principal, ApiError> {
+        self.principal.as_ref().ok_or_else(bad_token)
+    }
+}
+
+impl Api {
+    /// The API over its own store connection. Without `sessions` (no `SLUICE_JWT_SECRET`)
+    /// every `/api/*` call but the OpenAPI document answers 503 `admin_api_disabled`.
+    pub fn new(
+        (store, login_store): (Store, Store),
+        ring: Arc<Keyring>,
+        sessions: Option<Sessions>,
+        cfg: &crate::config::Config,
+        logins: prometheus::IntCounterVec,
+    ) -> Api {
+        Api {
+            store: Mutex::new(store),
+            login_store: Mutex::new(login_store),
+            logins,
+            ring,
+            sessions,
+            directory: Mutex::new(Directory::default()),
+            throttle: Mutex::new(Throttle::new(
+                cfg.admin.login_failures_per_ip,
+                cfg.admin.login_failures_per_account,
+                cfg.admin.login_window,
+            )),
+            dummy_hash: users::dummy_hash(),
+            pii_default: if cfg.pii.default_on {
+                Setting::On
+            } else {
+                Setting::Off
+            },
+            on_change: None,
+            tls: cfg.tls.clone(),
+            mcp_servers: cfg.mcp_servers.clone(),
+            mcp_view: None,
+            router: router(),
+            openapi: openapi(),
+            admin_addr: cfg.listen.admin,
+            oauth_counters: None,
+        }
+    }
+
+    /// Count connects and revocations in these (`sluice_oauth_connects_total`,
+    /// `sluice_oauth_revocations_total`).
+    pub fn oauth_counters(
+        mut self,
+        connects: prometheus::IntCounterVec,
+        revocations: prometheus::IntCounterVec,
+    ) -> Api {
+        self.oauth_counters = Some((connects, revocations));
+        self
+    }
+
+    /// List the MCP servers in force with `f`, with their health (the data plane's config
+    /// and health checks, which a reload changes).
+    pub fn mcp_view(
+        mut self,
+        f: impl Fn() -> Vec<(crate::config::McpServer, bool)> + Send + Sync + 'static,
+    ) -> Api {
+        self.mcp_view = Some(Box::new(f));
+        self
+    }
+
+    /// Run `f` after every successful change, before the answer goes out (serve uses it to
+    /// reload the data plane's key snapshot: a key created or revoked through the API is
+    /// usable or refused by the time the call returns).
+    pub fn on_change(mut self, f: impl Fn(&Store) + Send + Sync + 'static) -> Api {
+        self.on_change = Some(Box::new(f));
+        self
+    }
+
+    /// Answer one request (blocking: bcrypt and SQLite; run it off the async executor).
+    pub fn handle(&self, req: &Request) -> Reply {
+        match self.route(req) {
+            Ok((status, body)) => Reply {
+                status,
+                body,
+                retry_after: None,
+                allow: None,
+            },
+            Err(e) => Reply {
+                status: e.status(),
+                body: crate::error::body(e.status(), e.code.as_str(), &e.message, &req.request_id),
+                retry_after: e.retry_after,
+                allow: (e.code == Code::MethodNotAllowed).then(|| self.methods(&req.path)),
+            },
+        }
+    }
+
+    /// The methods the route at `path` takes (`GET, POST`).
+    fn methods(&self, path: &str) -> String {
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        let mut methods: Vec<&str> = self
+            .router
+            .at(path)
+            .map(|m| m.value.iter().map(|i| ROUTES[*i].method).collect())
+            .unwrap_or_default();
+        methods.dedup();
+        methods.join(", ")
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn authenticate(&self, store: &Store, req: &Request) -> Result<Principal, ApiError> {
+        let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
+        let token = req
+            .authorization
+            .as_deref()
+            .and_then(|h| {
+                let (scheme, rest) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(bad_token)?;
+        let claims = sessions.verify(token).ok_or_else(bad_token)?;
+        let mut dir = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        dir.refresh(store)?;
+        dir.principal(&claims).ok_or_else(bad_token)
+    }
+
+    fn changed(&self) {
+        self.directory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .mark_dirty();
+    }
+
+    fn route(&self, req: &Request) -> ApiResult {
+        let path = match req.path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        let hit = self.router.at(path).ok();
+        let is_doc = hit
+            .as_ref()
+            .is_some_and(|m| m.value.iter().any(|i| ROUTES[*i].pattern == OPENAPI_PATH));
+        // The callback works without sessions too (`sluice credentials connect` waits for it).
+        let is_callback = hit
+            .as_ref()
+            .is_some_and(|m| m.value.iter().any(|i| ROUTES[*i].pattern == CALLBACK_PATH));
+        if !is_doc && !is_callback && self.sessions.is_none() {
+            return Err(disabled());
+        }
+        let route = hit.as_ref().and_then(|m| {
+            m.value
+                .iter()
+                .map(|i| &ROUTES[*i])
+                .find(|r| r.method == req.method)
+        });
+        let mut c = Caller {
+            principal: None,
+            req,
+            query: query_params(req.query.as_deref()),
+        };
+        if let Some(Route {
+            handler: Handler::Open(f),
+            ..
+        }) = route
+        {
+            return f(self, &c);
+        }
+        let public_path = hit
+            .as_ref()
+            .is_some_and(|m| m.value.iter().all(|i| ROUTES[*i].access == Access::Public));
+        if public_path {
+            return Err(not_allowed());
+        }
+        // Everything else needs a session, unknown routes included (no route map for
+        // anonymous callers).
+        let store = self.store();
+        c.principal = Some(self.authenticate(&store, req)?);
+        let Some(hit) = hit else {
+            return Err(err(Code::NotFound, "No such route."));
+        };
+        let route = route.ok_or_else(not_allowed)?;
+        let session = match route.handler {
+            Handler::Session(h) => Some(h),
+            Handler::Unlocked(_) => None,
+            Handler::Open(_) => return Err(not_allowed()),
+        };
+        let params = Params(hit.params.iter().collect());
+        let org = match route.access {
+            Access::QueryOrg(_) => c.param("org_id"),
+            _ => Some(params.get("org_id")).filter(|o| !o.is_empty()),
+        };
+        route.access.check(c.principal.as_ref(), org)?;
+        let (r, store) = match (session, route.handler) {
+            (Some(h), _) => (h(self, &store, &c, &params), store),
+            (None, Handler::Unlocked(h)) => {
+                drop(store);
+                let r = h(self, &c, &params);
+                (r, self.store())
+            }
+            (None, _) => return Err(not_allowed()),
+        };
+        if r.is_ok() && route.method != "GET" {
+            self.changed();
+            if let Some(f) = &self.on_change {
+                f(&store);
+            }
+        }
+        r
+    }
+}

@@ -1,0 +1,260 @@
+//! The route table, the OpenAPI document, access and body rules.
+
+use serde::de::DeserializeOwned;
+
+use super::*;
+
+/// The fields a request type accepts, read from serde's refusal of an unknown one (every
+/// request type denies unknown fields).
+fn fields<T: DeserializeOwned>() -> Vec<String> {
+    let e = serde_json::from_str::<T>(r#"{"\u0001": 0}"#)
+        .err()
+        .expect("unknown fields are refused")
+        .to_string();
+    let expected = e.split(", expected ").nth(1).unwrap_or_default();
+    let mut f: Vec<String> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(String::from)
+        .collect();
+    f.sort();
+    f
+}
+
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v["$ref"].as_str() {
+        Some(r) => doc.pointer(r.trim_start_matches('#')).expect(r),
+        None => v,
+    }
+}
+
+#[test]
+fn the_openapi_document_is_made_from_the_routes_codes_and_request_types() {
+    let doc = openapi();
+    assert_eq!(doc["openapi"].as_str().unwrap().get(..2), Some("3."));
+    // Exactly the routes, each once.
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            if method != "parameters" {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.pattern.to_string()))
+        .collect();
+    routes.sort();
+    let n = routes.len();
+    routes.dedup();
+    assert_eq!(routes.len(), n, "a route is listed twice");
+    assert_eq!(documented, routes);
+    // Every reference resolves.
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    for r in all {
+        assert!(doc.pointer(r.trim_start_matches('#')).is_some(), "{r}");
+    }
+    // The error codes are the server's, with their statuses documented on every route.
+    let codes =
+        &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+    assert_eq!(codes.as_array().unwrap().len(), Code::ALL.len());
+    for r in ROUTES {
+        let op = &doc["paths"][r.pattern][r.method.to_ascii_lowercase()];
+        for c in Code::ALL {
+            assert!(
+                op["responses"][c.status().to_string()].is_object(),
+                "{} {}: {}",
+                r.method,
+                r.pattern,
+                c.as_str()
+            );
+        }
+        // Public routes need no token; the others do (the document's default).
+        assert_eq!(op["security"] == json!([]), r.access == Access::Public);
+        assert_eq!(
+            matches!(r.handler, Handler::Open(_)),
+            r.access == Access::Public,
+            "{}",
+            r.pattern
+        );
+    }
+    // Each request body schema has exactly the fields its Rust type accepts.
+    let mut checked = 0;
+    for r in ROUTES.iter().filter(|r| r.body.is_some()) {
+        let name = r.body.unwrap();
+        let rust = match name {
+            "Login" => fields::<Login>(),
+            "PasswordChange" => fields::<PasswordChange>(),
+            "Reauth" => fields::<Reauth>(),
+            "NewOrg" => fields::<NewOrg>(),
+            "OrgPatch" => fields::<OrgPatch>(),
+            "NewKey" => fields::<NewKey>(),
+            "KeyPatch" => fields::<KeyPatch>(),
+            "NewMember" => fields::<NewMember>(),
+            "MemberPatch" => fields::<MemberPatch>(),
+            "CredentialBody" => fields::<CredentialBody>(),
+            "ConnectBody" => fields::<ConnectBody>(),
+            "ConnectComplete" => fields::<ConnectComplete>(),
+            other => panic!("no Rust type for request schema {other}"),
+        };
+        let s = resolve(&doc, &doc["components"]["schemas"][name]);
+        let mut documented: Vec<String> = s["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        documented.sort();
+        assert_eq!(documented, rust, "schema {name}");
+        for req in s["required"].as_array().into_iter().flatten() {
+            assert!(
+                rust.contains(&req.as_str().unwrap().to_string()),
+                "{name}: {req}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked}");
+    // The OAuth settings nested in a credential body too.
+    let s = &doc["components"]["schemas"]["OAuthSettings"];
+    let mut documented: Vec<String> = s["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    documented.sort();
+    assert_eq!(documented, fields::<crate::auth::oauth::Settings>());
+}
+
+#[test]
+fn access_follows_the_role_order() {
+    let p = |operator: bool, org: Option<&str>, role: Option<Role>| Principal {
+        user_id: "u".into(),
+        org_id: org.map(String::from),
+        role,
+        operator,
+    };
+    let op = p(true, None, None);
+    let admin = p(false, Some("o1"), Some(Role::Admin));
+    let auditor = p(false, Some("o1"), Some(Role::Auditor));
+    let a = Access::Org(Role::Admin);
+    assert!(a.check(Some(&op), Some("o2")).is_ok());
+    assert!(a.check(Some(&admin), Some("o1")).is_ok());
+    assert!(a.check(Some(&admin), Some("o2")).is_err());
+    assert!(a.check(Some(&auditor), Some("o1")).is_err());
+    assert!(a.check(None, Some("o1")).is_err());
+    assert!(Access::Operator.check(Some(&admin), None).is_err());
+    assert!(Access::Operator.check(Some(&op), None).is_ok());
+    assert!(Access::User.check(Some(&auditor), None).is_ok());
+    assert!(Access::Public.check(None, None).is_ok());
+    let q = Access::QueryOrg(Role::Auditor);
+    assert!(q.check(Some(&auditor), None).is_ok());
+    assert!(q.check(Some(&auditor), Some("o2")).is_err());
+    assert!(q.check(Some(&op), None).is_ok());
+    assert_eq!(
+        Access::Org(Role::Auditor).describe(),
+        "operator, owner, admin, auditor"
+    );
+}
+
+#[test]
+fn library_errors_are_worded_for_api_clients() {
+    let e = ApiError::from(Error::Field {
+        field: "client_id",
+        reason: "must be 1 to 1024 printable characters".into(),
+    });
+    assert_eq!(e.code, Code::InvalidRequest);
+    assert!(e.message.starts_with("client_id "), "{}", e.message);
+    let e = ApiError::from(Error::TotpRequired {
+        role: Role::Owner,
+        user_id: "u1".into(),
+    });
+    assert!(e.message.contains("POST /api/auth/totp"), "{}", e.message);
+    assert!(!e.message.contains("u1"));
+    let e = ApiError::from(Error::EmptySecret);
+    assert!(!e.message.contains("standard input"), "{}", e.message);
+}
+
+#[test]
+fn body_errors_never_echo_values() {
+    let req = |b: &str| {
+        let mut r = Request::default();
+        r.content_type = Some("application/json".into());
+        r.body = b.as_bytes().to_vec();
+        r
+    };
+    for b in [
+        r#"{"email": "a@b.c", "password": 12345678901234}"#,
+        r#"{"email": "a@b.c", "password": ["hunter2-canary"]}"#,
+        r#"{"email": "a@b.c", "password": "x", "totp": {"hunter2-canary": 1}}"#,
+        r#"["hunter2-canary"]"#,
+    ] {
+        let e = body::<Login>(&req(b)).err().unwrap();
+        assert_eq!(e.code, Code::InvalidBody);
+        assert!(
+            !e.message.contains("hunter2") && !e.message.contains("12345678"),
+            "{}",
+            e.message
+        );
+    }
+    let e = body::<Login>(&req(r#"{"email": "a@b.c"}"#)).err().unwrap();
+    assert!(
+        e.message.contains("missing field `password`"),
+        "{}",
+        e.message
+    );
+    let mut r = req("{}");
+    r.content_type = Some("text/plain".into());
+    assert_eq!(body::<Login>(&r).err().unwrap().status(), 415);
+}
+
+#[test]
+fn a_body_is_one_json_object_and_null_is_not_absent() {
+    let req = |b: &str| {
+        let mut r = Request::default();
+        r.content_type = Some("application/json".into());
+        r.body = b.as_bytes().to_vec();
+        r
+    };
+    // serde reads a struct from an array too (`[null]` would remove the first limit).
+    for b in [
+        "[null, null]",
+        " [1]",
+        "\"x\"",
+        "null",
+        r#"{"rpm": 5} {"rpm": 6}"#,
+        r#"{"rpm": 5}x"#,
+    ] {
+        let e = body::<KeyPatch>(&req(b))
+            .err()
+            .unwrap_or_else(|| panic!("{b} accepted"));
+        assert_eq!(e.code, Code::InvalidBody, "{b}");
+    }
+    // A limit's null removes it; a setting's null is refused (it is not "unchanged").
+    let p = body::<KeyPatch>(&req(r#" {"rpm": null} "#)).unwrap();
+    assert_eq!(p.rpm, Some(None));
+    for field in ["pii", "budget_period", "mcp_tools"] {
+        let b = format!(r#"{{"{field}": null}}"#);
+        let e = body::<KeyPatch>(&req(&b))
+            .err()
+            .unwrap_or_else(|| panic!("{b} accepted"));
+        assert_eq!(e.code, Code::InvalidBody, "{b}");
+    }
+}
