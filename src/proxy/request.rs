@@ -379,7 +379,7 @@ pub(super) fn take_upstream(
 /// Bodies larger than this (or compressed ones, which can decode to `max_body_bytes`) are
 /// redacted on the blocking pool: a digit-dense 10 MB body costs a second or more of CPU,
 /// which on a pingora worker would stall every other connection it serves.
-const OFFLOAD_BYTES: usize = 256 * 1024;
+pub(super) const OFFLOAD_BYTES: usize = 256 * 1024;
 
 /// Redact PII from the body when the key's policy says so. Fail closed: a body that cannot be
 /// scanned is refused, never forwarded.

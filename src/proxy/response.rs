@@ -278,6 +278,21 @@ fn plan_mcp(
     Ok(())
 }
 
+/// Run `f` (the redaction of a whole buffered answer) so that a large one does not stall the
+/// worker: `response_body_filter` is synchronous, so on pingora's multi-thread runtime (work
+/// stealing, the default) the worker hands its other connections on while this blocks
+/// (`block_in_place`), as the request side moves large bodies to the blocking pool. Small
+/// answers, and any other runtime, run inline.
+fn offloaded<T>(len: usize, f: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if len > super::request::OFFLOAD_BYTES && multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// A chunk of the response body on its way to the client: rewritten when response redaction
 /// is on. An error cuts the response (its head is already out): the client gets an
 /// incomplete body, never unscanned bytes.
@@ -327,7 +342,8 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
                     } else if buf.is_empty() {
                         Vec::new()
                     } else {
-                        r.message(buf)
+                        let len = buf.len();
+                        offloaded(len, || r.message(buf))
                     };
                     *body = (!out.is_empty()).then(|| Bytes::from(out));
                 }
@@ -344,10 +360,13 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
             }
             if end {
                 let mut counts = Counts::default();
-                match state
-                    .redactor
-                    .redact_response(buf, kind, limit, scan, &mut counts)
-                {
+                let len = buf.len();
+                let redacted = offloaded(len, || {
+                    state
+                        .redactor
+                        .redact_response(buf, kind, limit, scan, &mut counts)
+                });
+                match redacted {
                     Ok(Some(new)) => *body = Some(Bytes::from(new)),
                     Ok(None) => *body = Some(Bytes::from(std::mem::take(buf))),
                     Err(_) => {

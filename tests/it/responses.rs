@@ -129,6 +129,26 @@ fn json_answers_are_redacted_and_unscannable_ones_refused() {
         );
         assert_eq!(r.json()["usage"]["total_tokens"], 4);
     }
+    // A large answer (redacted off the async worker) is masked the same, whole, and two at
+    // once as well as one.
+    let filler = "All is well. ".repeat(40_000);
+    let big = format!("{filler}{ANSWER} {filler}");
+    let big_masked = format!("{filler}{MASKED} {filler}");
+    let mock = mock_text("json-text", &big);
+    std::thread::scope(|sc| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| sc.spawn(|| chat(&p, false, &mock)))
+            .collect();
+        for run in runs {
+            let r = run.join().unwrap();
+            assert_eq!(r.status, 200);
+            let content = r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(content == big_masked, "{} bytes", content.len());
+        }
+    });
     // A body sluice cannot read is refused before anything reaches the client.
     let r = chat(&p, false, "type:audio/mpeg");
     assert_eq!(r.status, 502);
