@@ -347,6 +347,34 @@ impl ProxyHttp for Sluice {
         upstream::failover(&self.state, ctx, e)
     }
 
+    /// An error on an established connection. One refused by the TLS policy (version, pins)
+    /// carried nothing: another upstream of the region is tried, as after a failed connect.
+    /// Anything else: pingora's own policy (no retry for a non-idempotent request or a
+    /// truncated retry buffer; otherwise only on a reused connection).
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if matches!(
+            e.etype(),
+            pingora_core::ErrorType::Custom(upstream::UPSTREAM_TLS)
+        ) {
+            return upstream::failover(&self.state, ctx, e);
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
     /// The connection's TLS meets the upstream's policy (version, pins) before a byte of the
     /// request, and so the credential, is written on it.
     async fn connected_to_upstream(

@@ -617,9 +617,10 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
     Ok(())
 }
 
-/// Retries after a failed connection: at most one per other upstream of the same region (and
-/// never more than pingora's `max_retries`). Nothing was sent, so the request is safe to
-/// repeat. The region never changes.
+/// Retries after a failed connection, or one refused by the TLS policy once connected (version,
+/// pins: checked before anything is written): at most one per other upstream of the same
+/// region (and never more than pingora's `max_retries`). Nothing was sent, so the request is
+/// safe to repeat. The region never changes.
 pub fn failover(state: &State, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
     let (Some(region), Some(failed)) = (ctx.region, ctx.upstream) else {
         return e;
@@ -636,16 +637,24 @@ pub fn failover(state: &State, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
         .upstreams
         .get(failed)
         .map_or("?", |u| u.name.as_str());
+    // A refusal by the policy after the handshake (version, pins) names its reason in the ctx.
+    let policy = matches!(e.etype(), ErrorType::Custom(UPSTREAM_TLS));
     if super::request::take_upstream(state, ctx, index, addr).is_ok() {
-        // A certificate that does not verify is refused and counted even when another upstream
-        // then answers (the request's own refusal would be counted in `response::fail`).
-        if is_tls_refusal(e.etype()) {
+        // A certificate that does not verify, or a connection below the policy, is refused and
+        // counted even when another upstream then answers (the request's own refusal would be
+        // counted in `response::fail`).
+        if policy || is_tls_refusal(e.etype()) {
+            let reason = if policy {
+                ctx.reason.take().unwrap_or(TLS_VERSION)
+            } else {
+                TLS_HANDSHAKE
+            };
             state
                 .metrics
                 .upstream_tls_failures
-                .with_label_values(&[failed_name, TLS_HANDSHAKE])
+                .with_label_values(&[failed_name, reason])
                 .inc();
-            tracing::warn!(request_id = %ctx.request_id, kind = "upstream", name = failed_name, reason = TLS_HANDSHAKE, error = super::error::log_kind(&e),
+            tracing::warn!(request_id = %ctx.request_id, kind = "upstream", name = failed_name, reason, error = super::error::log_kind(&e),
                 "TLS connection refused: it does not meet the policy (certificate, [tls] min_version, pins); nothing was sent on it; retrying in the same region");
         } else {
             tracing::warn!(request_id = %ctx.request_id, region = %region, failed = %failed_name, error = %e, "upstream connection failed; retrying in the same region");

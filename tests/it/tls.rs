@@ -698,3 +698,44 @@ fn a_certificate_that_fails_is_counted_even_when_another_upstream_answers() {
     ]);
     assert!(p.log().contains("TLS connection refused"), "{}", p.log());
 }
+
+#[test]
+fn a_connection_below_the_policy_fails_over_to_another_upstream_of_the_region() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let good_leaf = pki.leaf(&["127.0.0.1"], false);
+    // One whose certificate verifies but is not the pinned one; one that speaks only TLS 1.2.
+    let unpinned = TlsServer::start(&pki.leaf(&["127.0.0.1"], false), &[&rustls::version::TLS13]);
+    let old = TlsServer::start(&pki.leaf(&["127.0.0.1"], false), &[&rustls::version::TLS12]);
+    for (bad, name, extra, reason) in [
+        (
+            &unpinned,
+            "unpinned",
+            format!("pins = [\"{}\"]", good_leaf.pin()),
+            "tls_pin",
+        ),
+        (&old, "old", String::new(), "tls_version"),
+    ] {
+        let good = TlsServer::start(&good_leaf, &[&rustls::version::TLS13]);
+        let both = format!(
+            "{}[[upstreams]]\nname = \"{name}\"\nregion = \"us\"\nbase_url = \"{}\"\ncredential = \"tls-cred\"\nca_file = \"{}\"\n{extra}\n",
+            upstream(&good.url(), &format!("ca_file = \"{}\"", ca.display())),
+            bad.url(),
+            ca.display()
+        );
+        let p = proxy(&both, "");
+        // Round robin over the two: every request (a POST) is answered by the good one, and
+        // nothing was sent to the other.
+        for _ in 0..4 {
+            let r = chat_with_key(p.port, &p.key);
+            assert_eq!(r.status, 200, "{name}: {}", r.body_text());
+        }
+        assert_eq!(good.requests(), 4, "{name}");
+        p.metrics_with(&[&format!(
+            "sluice_upstream_tls_failures_total{{reason=\"{reason}\",upstream=\"{name}\"}}"
+        )]);
+    }
+    assert_eq!((unpinned.requests(), old.requests()), (0, 0));
+}
