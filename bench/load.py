@@ -21,6 +21,11 @@ Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get instal
        --rounds N   measure each target N times, alternating the order, and report means
        --conns 32   only these concurrency levels (comma-separated; default 1,32)
        --sluice BINARY   drive another sluice build (e.g. target/profiling/sluice under perf)
+       python3 bench/load.py --ladder [--rounds N]   the ablation ladder: sluice switched on
+       stage by stage (authentication only; + limits; + audit record; + log line and metrics;
+       + usage tracking; + redaction), beside the bare passthrough and a buffering variant of
+       it, with CPU per request per stage. Needs a bench build:
+       cargo build --release --locked --features bench-ablation --bin sluice --examples
 Every row also shows the target process's CPU time per request (user+system, from
 /proc/PID/stat; for `direct` the mock's): on a machine this noisy it is steadier than req/s.
 """
@@ -150,6 +155,9 @@ def main():
     ap.add_argument("--conns", default="1,32", help="concurrency levels (default 1,32)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure every target this many times, alternating the order")
+    ap.add_argument("--ladder", action="store_true",
+                    help="the ablation ladder (needs --features bench-ablation): CPU per "
+                         "request of each stage sluice adds, beside the bare passthrough")
     ap.add_argument("--sluice", metavar="BINARY", default=os.path.join(REL, "sluice"),
                     help="the sluice binary to drive (default target/release/sluice; e.g. "
                          "target/profiling/sluice under perf)")
@@ -194,6 +202,9 @@ def main():
     # A limit below 100 is counted in Redis request by request (refusals included): what
     # trips redis_timeout_ms if anything does.
     small_key = cli("keys", "create", "--org", org, "--name", "small", "--rpm", "50")["key"]
+
+    if args.ladder:
+        return ladder(args, tmp, cfg, cli, env, body, up, bare, levels)
 
     def lua_for(k, name):
         path = os.path.join(tmp, f"{name}.lua")
@@ -346,6 +357,109 @@ def main():
                       f"{(s['user_us'] + s['sys_us']) / (o['user_us'] + o['sys_us']):.2f}x, old/passthrough "
                       f"{o['rps'] / b['rps']:.2f}x, p50 {s['p50_us'] - o['p50_us']:+.0f} us, "
                       f"p99 {s['p99_us'] - o['p99_us']:+.0f} us")
+        bad = sum(r["non2xx"] for r in res.values())
+        if bad:
+            print(f"WARNING: {bad} non-2xx responses", file=sys.stderr)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+# The ablation ladder's stages: name, what SLUICE_BENCH_SKIP turns off, which key.
+LADDER = [
+    ("auth only", "audit,log,usage", "plain"),
+    ("+ limits (rpm, tpm)", "audit,log,usage", "limited"),
+    ("+ audit record", "log,usage", "limited"),
+    ("+ log line, metrics", "usage", "limited"),
+    ("+ usage tracking", "", "limited"),
+    ("+ redaction (PII, secrets)", "", "redacting"),
+]
+
+
+def ladder(args, tmp, cfg, cli, env, body, up, bare, levels):
+    """Every stage in a sluice of its own (a copy of the store: its own audit writer), beside
+    the mock, the bare passthrough and its buffering variant, all driven in one run; CPU per
+    request is the primary figure."""
+    plain = cli("orgs", "create", "plain", "--pii", "off", "--secrets", "off")["id"]
+    redacting = cli("orgs", "create", "redacting", "--pii", "on", "--secrets", "on")["id"]
+    limits = ("--rpm", "100000000", "--tpm", "4000000000")
+    keys = {"plain": cli("keys", "create", "--org", plain)["key"],
+            "limited": cli("keys", "create", "--org", plain, "--name", "limited", *limits)["key"],
+            "redacting": cli("keys", "create", "--org", redacting, *limits)["key"]}
+    cli("credentials", "set", "mock", stdin=b"sk-bench-upstream-credential-0123456789")
+    scripts = {}
+    for name, k in list(keys.items()) + [("none", keys["plain"])]:
+        path = os.path.join(tmp, f"{name}.lua")
+        with open(path, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+            f.write(f'wrk.headers["Authorization"] = "Bearer {k}"\n')
+            f.write(f"wrk.body = {json.dumps(body)}\n")
+        scripts[name] = path
+    buffered = free_port()
+    procs = [
+        subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)]),
+        subprocess.Popen([os.path.join(REL, "examples", "passthrough"), str(bare), str(up)],
+                         stderr=subprocess.DEVNULL),
+        subprocess.Popen([os.path.join(REL, "examples", "passthrough"), str(buffered), str(up),
+                          "buffer"], stderr=subprocess.DEVNULL),
+    ]
+    targets = {"direct": (up, procs[0].pid, "none"), "passthrough": (bare, procs[1].pid, "none"),
+               "passthrough, buffering": (buffered, procs[2].pid, "none")}
+    with open(cfg) as f:
+        text = f.read()
+    for i, (name, skip, key) in enumerate(LADDER):
+        prox, adm, met = (free_port() for _ in range(3))
+        db = os.path.join(tmp, f"stage{i}.db")
+        shutil.copyfile(os.path.join(tmp, "sluice.db"), db)
+        scfg = os.path.join(tmp, f"stage{i}.toml")
+        with open(scfg, "w") as f:
+            t = re.sub(r'proxy = "127.0.0.1:\d+"', f'proxy = "127.0.0.1:{prox}"', text)
+            t = re.sub(r'admin = "127.0.0.1:\d+"', f'admin = "127.0.0.1:{adm}"', t)
+            t = re.sub(r'metrics = "127.0.0.1:\d+"', f'metrics = "127.0.0.1:{met}"', t)
+            f.write(t.replace(f"{tmp}/sluice.db", db))
+        p = subprocess.Popen([args.sluice, "serve", "--config", scfg],
+                             env=dict(env, SLUICE_BENCH_SKIP=skip),
+                             stderr=open(os.path.join(tmp, f"stage{i}.log"), "w"))
+        procs.append(p)
+        targets[f"sluice: {name}"] = (prox, p.pid, key)
+    try:
+        for port, _, _ in targets.values():
+            wait_port(port)
+        runs = {}
+        for rnd in range(args.rounds):
+            for conns in levels:
+                order = list(targets.items())
+                for name, (port, pid, key) in (order if rnd % 2 == 0 else order[::-1]):
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    wrk(url, conns, 2, scripts[key])  # warm-up
+                    runs.setdefault((name, conns), []).append(
+                        wrk(url, conns, args.duration, scripts[key], pid))
+        med = lambda xs: sorted(xs)[len(xs) // 2]
+        res = {k: {f: med([r[f] for r in v]) for f in v[0]} for k, v in runs.items()}
+        print(f"medians over {args.rounds} round(s), order reversed every other round; "
+              f"CPU us/req is the target process's user+system time per request")
+        for conns in levels:
+            b = res[("passthrough", conns)]
+            bcpu = b["user_us"] + b["sys_us"]
+            print(f"\nc={conns}")
+            print(f"{'target':<38} {'req/s':>9} {'x bare':>7} {'p99 us':>8} {'CPU us/req':>11} "
+                  f"{'x bare':>7} {'stage +us':>10} {'non-2xx':>8}")
+            prev = None
+            for name in targets:
+                r = res[(name, conns)]
+                cpu = r["user_us"] + r["sys_us"]
+                step = f"{cpu - prev:+10.1f}" if prev is not None and name.startswith("sluice") else ""
+                print(f"{name:<38} {r['rps']:>9.0f} {r['rps'] / b['rps']:>7.2f} {r['p99_us']:>8.0f} "
+                      f"{cpu:>11.1f} {cpu / bcpu:>7.2f} {step:>10} {r['non2xx']:>8}")
+                if name.startswith("sluice"):
+                    prev = cpu
+                elif name == "passthrough, buffering":
+                    prev = cpu
         bad = sum(r["non2xx"] for r in res.values())
         if bad:
             print(f"WARNING: {bad} non-2xx responses", file=sys.stderr)

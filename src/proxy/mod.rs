@@ -462,7 +462,7 @@ impl ProxyHttp for Sluice {
         response::log(&self.state, session, e, ctx);
         // A refusal because the audit log cannot be written has no record to write (and must
         // not grow the writer's backlog); it is in the log line and `sluice_errors_total`.
-        if ctx.code != Some("audit_unavailable") {
+        if ctx.code != Some("audit_unavailable") && !skipped(Stage::Audit) {
             for record in response::audit_records(&self.state, session, ctx) {
                 self.state.audit.send(record).await;
             }
@@ -486,4 +486,37 @@ impl ProxyHttp for Sluice {
             ctx.request_id
         )
     }
+}
+
+/// A stage of the request path that a bench build can turn off (see [`skipped`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Stage {
+    /// The request's audit record.
+    Audit,
+    /// The log line and the per-request metrics.
+    Log,
+    /// Reading the answer's token usage.
+    Usage,
+}
+
+/// Whether `stage` is off: only in a bench build (`--features bench-ablation`, never shipped),
+/// where `SLUICE_BENCH_SKIP` (comma-separated: `audit`, `log`, `usage`) turns stages off so
+/// `bench/load.py --ladder` can measure what each costs. In every other build this is `false`
+/// and the checks compile away.
+#[cfg(feature = "bench-ablation")]
+pub(crate) fn skipped(stage: Stage) -> bool {
+    static SKIP: std::sync::OnceLock<[bool; 3]> = std::sync::OnceLock::new();
+    let s = SKIP.get_or_init(|| {
+        let v = std::env::var("SLUICE_BENCH_SKIP").unwrap_or_default();
+        let has = |n: &str| v.split(',').any(|x| x.trim() == n);
+        [has("audit"), has("log"), has("usage")]
+    });
+    s[stage as usize]
+}
+
+/// Whether `stage` is off: never, outside a bench build.
+#[cfg(not(feature = "bench-ablation"))]
+#[inline(always)]
+pub(crate) fn skipped(_stage: Stage) -> bool {
+    false
 }

@@ -103,7 +103,9 @@ pub fn headers(
     ctx: &mut Ctx,
 ) -> Result<()> {
     plan(state, session, resp, ctx)?;
-    track_usage(resp, ctx)?;
+    if !super::skipped(super::Stage::Usage) {
+        track_usage(resp, ctx)?;
+    }
     // One pass over the answer's headers: what is never passed on, X-Sluice-* (only sluice
     // sets those: the upstream cannot claim a region or a redaction), and the provider's rate
     // limit figures (they describe sluice's upstream account, which every org shares: one

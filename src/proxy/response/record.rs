@@ -4,6 +4,10 @@ use super::*;
 
 /// Metrics and one structured log line for the request.
 pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) {
+    if crate::proxy::skipped(crate::proxy::Stage::Log) {
+        settle_tokens(state, ctx);
+        return;
+    }
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let up = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i));
     let region = up
