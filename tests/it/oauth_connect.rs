@@ -680,3 +680,21 @@ fn forged_replayed_expired_foreign_and_mixed_up_callbacks_and_unsafe_servers_sto
     let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
     assert_not_in_files(&s, &needles);
 }
+
+/// Without an admin API (no `SLUICE_JWT_SECRET`) the CLI still connects: the callback answers
+/// on the admin listener, and the connected credential is used.
+#[test]
+fn the_cli_connects_through_the_callback_of_a_sidecar_without_an_admin_api() {
+    let srv = AuthServer::start();
+    let s = setup(&srv);
+    let p = s.spawn_env(&[("SLUICE_SECRETS_KEY", MASTER_KEY)]);
+    let r = call(p.admin_port, "GET", "/api/orgs", None, None, "");
+    assert_eq!(r.code(), "admin_api_disabled");
+    let (ok, out, err) = cli_connect(&p, &srv, false);
+    assert!(ok, "{err}\n{}", p.log());
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["connected"]["registered"], true, "{view}");
+    let key = key_with_tools(&p, "linear:*");
+    let v = whoami(&p, &key);
+    assert_eq!(v["steps"][0]["text"], "test-user", "{v}");
+}
