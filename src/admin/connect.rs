@@ -302,12 +302,7 @@ impl Plan {
 pub fn record_start_failure(store: &Store, ring: &Keyring, actor: &Actor, name: &str, e: &Error) {
     let mut rec = actor.record("credential.connect_start", None);
     rec.target_id = Some(name.chars().take(64).collect());
-    rec.outcome = "failure";
-    rec.details = json!({ "error": e.code() });
-    let mut keys = crate::audit::OrgKeys::new(ring);
-    if let Err(ae) = crate::audit::append(store, &mut keys, &[rec]) {
-        tracing::error!(error = %ae, "cannot record the failed OAuth connect in the audit log");
-    }
+    super::record_failure(store, ring, rec, json!({ "error": e.code() }));
 }
 
 /// Record a prepared connect (`credential.connect_start`) and make its authorization URL.
@@ -453,16 +448,6 @@ pub fn pasted_query(pasted: &str, redirect_uri: Option<&str>) -> Result<String> 
         .ok_or_else(|| bad("has no query (code and state)"))
 }
 
-/// The redirect URI of the flow whose state is in `query` (to check a pasted URL against).
-pub fn flow_redirect_uri(store: &Store, query: &str) -> Option<String> {
-    let cb = authcode::callback_query(query).ok()?;
-    let hash = authcode::state_hash(cb.state.as_deref()?);
-    let flow = store.oauth_flow_by_state(&hash).ok()??;
-    serde_json::from_str::<Plan>(&flow.plan)
-        .ok()
-        .map(|p| p.redirect_uri)
-}
-
 /// Complete a connect from the callback's `query` (`credential.connect`). `lock` gives the
 /// store (the exchange runs between two uses, without it). The record names the flow's
 /// starter as actor and `request` (who completed it: the browser's callback or an operator)
@@ -493,18 +478,17 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
         };
         let mut rec = actor.record("credential.connect", None);
         rec.target_id = Some(f.credential.clone());
-        rec.outcome = "failure";
-        rec.details =
-            json!({"error": code, "flow_id": f.id, "completed_by": request.id, "via": via});
         if f.outcome.is_none() {
             if let Err(e) = store.finish_oauth_flow(&f.id, code) {
                 tracing::warn!(error = %e, "cannot record how an OAuth connect ended");
             }
         }
-        let mut keys = crate::audit::OrgKeys::new(ring);
-        if let Err(e) = crate::audit::append(&store, &mut keys, &[rec]) {
-            tracing::error!(error = %e, "cannot record the failed OAuth connect in the audit log");
-        }
+        super::record_failure(
+            &store,
+            ring,
+            rec,
+            json!({"error": code, "flow_id": f.id, "completed_by": request.id, "via": via}),
+        );
         tracing::warn!(code, flow_id = %f.id, credential = %f.credential, "OAuth connect refused");
         oauth_error(code, message)
     };

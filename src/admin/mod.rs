@@ -211,16 +211,32 @@ pub fn audited<T>(
         Ok(v)
     });
     if let Err(e) = &result {
-        let mut r = record;
-        r.outcome = "failure";
         // The code only: a message can describe what was submitted (a secret typed into the
         // wrong field), and the audit log is append-only.
-        r.details = serde_json::json!({ "error": e.code() });
-        if let Err(ae) = audit::append(store, &mut keys, &[r]) {
-            tracing::error!(error = %ae, "cannot record the failed admin action in the audit log");
-        }
+        record_failure(
+            store,
+            ring,
+            record,
+            serde_json::json!({ "error": e.code() }),
+        );
     }
     result
+}
+
+/// Append `record` as a failure with `details` (codes and ids, never a message): what a
+/// failed audited operation or a refused OAuth connect leaves. One that cannot be written is
+/// logged.
+pub(crate) fn record_failure(
+    store: &Store,
+    ring: &Keyring,
+    mut record: audit::Record,
+    details: serde_json::Value,
+) {
+    record.outcome = "failure";
+    record.details = details;
+    if let Err(e) = audit::append(store, &mut audit::OrgKeys::new(ring), &[record]) {
+        tracing::error!(error = %e, "cannot record the failed admin action in the audit log");
+    }
 }
 
 #[cfg(test)]

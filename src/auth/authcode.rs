@@ -52,12 +52,7 @@ pub enum Plaintext {
 }
 
 fn is_loopback(u: &Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
+    u.host_str().is_some_and(crate::config::is_loopback_host)
 }
 
 /// A value from outside as it may appear in an error (not a secret): bounded, and escaped so
@@ -118,9 +113,6 @@ pub fn plaintext_for(resource: Option<&Url>) -> Plaintext {
     }
 }
 
-/// The largest metadata or registration answer read.
-const MAX_BYTES: u64 = 64 * 1024;
-
 /// GET `url` as JSON: the object, or why not (`None` with a 404-like answer the caller may
 /// skip).
 fn get_json(
@@ -160,18 +152,12 @@ fn get_json(
 }
 
 fn read(resp: ureq::Response, what: &str) -> Result<Vec<u8>, ConnectError> {
-    let mut body = Vec::new();
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(resp.into_reader(), MAX_BYTES + 1),
-        &mut body,
-    )
-    .map_err(|_| ConnectError::Discovery(format!("the {what} could not be read")))?;
-    if body.len() as u64 > MAX_BYTES {
-        return Err(ConnectError::Discovery(format!(
-            "the {what} is over {MAX_BYTES} bytes"
-        )));
-    }
-    Ok(body)
+    oauth::read_bounded(resp).map_err(|e| {
+        ConnectError::Discovery(match e {
+            FetchError::Invalid => format!("the {what} is over {} bytes", oauth::MAX_ANSWER_BYTES),
+            _ => format!("the {what} could not be read"),
+        })
+    })
 }
 
 /// A JSON object read strictly (a duplicate member is refused: two readers could differ).

@@ -199,12 +199,7 @@ pub fn check_url(url: &str) -> Result<(), &'static str> {
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") => {
-            let host = auth.host().trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if loopback {
+            if crate::config::is_loopback_host(auth.host()) {
                 Ok(())
             } else {
                 Err("must be https:// (http:// only to a loopback address)")
@@ -266,19 +261,31 @@ pub fn fetch(
     post_token(agent, &s.token_url, form, &client)
 }
 
-/// POST a token request (`form` plus the client's authentication) and read the token.
-pub fn post_token<'a>(
+/// POST `form` to `url` as `client` (its authentication added to the form or as HTTP Basic).
+// ureq's own error, as `send_form` returns it: its callers match on it at once.
+#[allow(clippy::result_large_err)]
+fn send_form<'a>(
     agent: &ureq::Agent,
     url: &str,
     mut form: Vec<(&'a str, &'a str)>,
     client: &Client<'a>,
-) -> Result<Token, FetchError> {
+) -> Result<ureq::Response, ureq::Error> {
     let basic = client.apply(&mut form);
     let mut req = agent.post(url).set("accept", "application/json");
     if let Some(b) = &basic {
         req = req.set("authorization", b.as_str());
     }
-    let resp = match req.send_form(&form) {
+    req.send_form(&form)
+}
+
+/// POST a token request (`form` plus the client's authentication) and read the token.
+pub fn post_token<'a>(
+    agent: &ureq::Agent,
+    url: &str,
+    form: Vec<(&'a str, &'a str)>,
+    client: &Client<'a>,
+) -> Result<Token, FetchError> {
+    let resp = match send_form(agent, url, form, client) {
         Ok(r) => r,
         Err(ureq::Error::Status(code, resp)) => {
             // RFC 6749 5.2: `{"error": "invalid_grant"}` (400) means the grant is dead.
@@ -306,13 +313,8 @@ pub fn post_revocation<'a>(
     hint: &'a str,
     client: &Client<'a>,
 ) -> Result<(), FetchError> {
-    let mut form = vec![("token", token), ("token_type_hint", hint)];
-    let basic = client.apply(&mut form);
-    let mut req = agent.post(url).set("accept", "application/json");
-    if let Some(b) = &basic {
-        req = req.set("authorization", b.as_str());
-    }
-    match req.send_form(&form) {
+    let form = vec![("token", token), ("token_type_hint", hint)];
+    match send_form(agent, url, form, client) {
         Ok(_) => Ok(()),
         Err(ureq::Error::Status(code, _)) => Err(FetchError::Status(code)),
         Err(ureq::Error::Transport(_)) => Err(FetchError::Unreachable),
@@ -333,8 +335,8 @@ pub fn read_bounded(resp: ureq::Response) -> Result<Vec<u8>, FetchError> {
     Ok(body)
 }
 
-/// The largest token endpoint answer read.
-const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+/// The largest token endpoint (or metadata, registration) answer read.
+pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 
 /// A token endpoint's JSON answer (RFC 6749 section 5.1), every number bounded.
 pub(crate) fn token_answer(body: &[u8]) -> Result<Token, FetchError> {

@@ -398,6 +398,12 @@ pub struct BaseUrl {
     pub authority: String,
 }
 
+/// Whether `host` (a name, an IP address, a bracketed IPv6 address) is this machine:
+/// `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    validate::is_loopback_host(host)
+}
+
 /// A pin as written (`sha256/<base64 of 32 bytes>`), as a digest.
 pub fn parse_pin(s: &str) -> Option<[u8; 32]> {
     validate::parse_pin(s)

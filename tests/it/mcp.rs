@@ -19,29 +19,10 @@ struct McpServer {
 }
 
 impl McpServer {
-    /// Start it on a free port; a port another test process took meanwhile (the server
-    /// exits without "ready") is retried on a fresh one.
+    /// Start it on a free port (see [`start_python`]).
     fn start() -> McpServer {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new("python3")
-                .arg(format!("{DIR}/server.py"))
-                .arg(port.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("python3: {e} ({HINT})"));
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            if line.trim() == "ready" {
-                return McpServer { child, port };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("the MCP test server did not start ({HINT})");
+        let (child, port) = start_python("server.py");
+        McpServer { child, port }
     }
 
     fn url(&self) -> String {
@@ -51,6 +32,47 @@ impl McpServer {
     fn stats(&self) -> Value {
         http_get(self.port, "/stats").unwrap().json()
     }
+}
+
+/// Start the Python test server `script` (in tests/mcp) on a free port: the child and the port
+/// once it printed "ready". A port another test process took meanwhile (the server exits
+/// without "ready") is retried on a fresh one.
+pub(crate) fn start_python(script: &str) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(format!("{DIR}/{script}"))
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3: {e} ({HINT})"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        if line.trim() == "ready" {
+            return (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("the MCP test server {script} did not start ({HINT})");
+}
+
+/// POST `change` to a Python test server's `/control`.
+pub(crate) fn post_control(port: u16, change: Value) {
+    let body = change.to_string();
+    let r = raw(
+        port,
+        format!(
+            "POST /control HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
 }
 
 impl Drop for McpServer {
@@ -308,17 +330,7 @@ fn unknown_servers_pins_bad_json_rpc_and_garbage_answers_are_handled_without_lea
 impl McpServer {
     /// Change the OAuth mock's behaviour (see tests/mcp/server.py).
     fn control(&self, change: Value) {
-        let body = change.to_string();
-        let r = raw(
-            self.port,
-            format!(
-                "POST /control HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(r.status, 200);
+        post_control(self.port, change);
     }
 
     fn count(&self, what: &str) -> u64 {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::admin::{add_user, call, login};
-use crate::mcp::{client, key_with_tools, DIR, HINT};
+use crate::mcp::{client, key_with_tools, post_control, start_python};
 use crate::support::*;
 
 /// The SDK's MCP server and authorization server (tests/mcp/auth_server.py); killed on drop.
@@ -22,26 +22,8 @@ struct AuthServer {
 
 impl AuthServer {
     fn start() -> AuthServer {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new("python3")
-                .arg(format!("{DIR}/auth_server.py"))
-                .arg(port.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("python3: {e} ({HINT})"));
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            if line.trim() == "ready" {
-                return AuthServer { child, port };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("the OAuth MCP test server did not start ({HINT})");
+        let (child, port) = start_python("auth_server.py");
+        AuthServer { child, port }
     }
 
     fn resource(&self) -> String {
@@ -62,17 +44,7 @@ impl AuthServer {
     }
 
     fn control(&self, change: Value) {
-        let body = change.to_string();
-        let r = raw(
-            self.port,
-            format!(
-                "POST /control HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(r.status, 200);
+        post_control(self.port, change);
     }
 
     /// Open the authorization URL as a browser would: the provider approves at once and

@@ -702,9 +702,7 @@ fn a_certificate_that_fails_is_counted_even_when_another_upstream_answers() {
 #[test]
 fn a_connection_below_the_policy_fails_over_to_another_upstream_of_the_region() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (_dir, ca) = pki.ca_file();
     let good_leaf = pki.leaf(&["127.0.0.1"], false);
     // One whose certificate verifies but is not the pinned one; one that speaks only TLS 1.2.
     let unpinned = TlsServer::start(&pki.leaf(&["127.0.0.1"], false), &[&rustls::version::TLS13]);
