@@ -605,13 +605,11 @@ pub fn complete_as<S: std::ops::Deref<Target = Store>>(
         ));
     };
     let open = |sealed: &Option<Vec<u8>>, name: &str| -> Option<Zeroizing<String>> {
-        let plain = ring
-            .open(
-                sealed.as_ref()?,
-                &vault::aad(vault::FLOW_TABLE, &flow.id, name),
-            )
-            .ok()?;
-        String::from_utf8(plain.to_vec()).ok().map(Zeroizing::new)
+        ring.open_text(
+            sealed.as_ref()?,
+            &vault::aad(vault::FLOW_TABLE, &flow.id, name),
+        )
+        .ok()
     };
     let Some(verifier) = open(&flow.verifier_sealed, &flow.credential) else {
         return Err(refuse(
@@ -816,10 +814,8 @@ pub fn revoke(ring: &Keyring, tls: &crate::config::Tls, c: &store::Credential) -
         return Revoked::None;
     };
     let open = |sealed: &[u8], table: &str| {
-        ring.open(sealed, &vault::aad(table, &c.id, &c.name))
+        ring.open_text(sealed, &vault::aad(table, &c.id, &c.name))
             .ok()
-            .and_then(|p| String::from_utf8(p.to_vec()).ok())
-            .map(Zeroizing::new)
     };
     let client_secret = c
         .client_sealed

@@ -127,6 +127,15 @@ impl Keyring {
         out
     }
 
+    /// [`Keyring::open`], for a secret that is text (a token, a client secret), wiped on
+    /// drop; `Malformed` when it is not UTF-8.
+    pub fn open_text(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<String>, Error> {
+        let plain = self.open(sealed, aad)?;
+        String::from_utf8(plain.to_vec())
+            .map(Zeroizing::new)
+            .map_err(|_| Error::Malformed)
+    }
+
     /// Open a ciphertext sealed with `aad` by the current or an old key.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         if sealed.len() < 1 + FP_LEN + NONCE_LEN + 16 || sealed[0] != VERSION {
