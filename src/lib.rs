@@ -15,6 +15,7 @@ pub mod limits;
 pub mod log_filter;
 pub mod mcp;
 pub mod metrics;
+pub mod overview;
 pub mod proxy;
 pub mod redact;
 pub mod residency;

@@ -2,6 +2,8 @@
 //! Label values are bounded (route names, status codes, region and upstream names from config,
 //! error codes from a fixed table), so cardinality cannot be driven by clients.
 
+use std::collections::BTreeMap;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -495,6 +497,17 @@ impl Metrics {
         })
     }
 
+    /// The counters the console's overview reads ([`Traffic::totals`]).
+    pub fn traffic(&self) -> Traffic {
+        Traffic {
+            requests: self.requests.clone(),
+            errors: self.errors.clone(),
+            redactions: self.redactions.clone(),
+            response_redactions: self.response_redactions.clone(),
+            token_usage: self.token_usage.clone(),
+        }
+    }
+
     /// The label value for a client-named model: bounded in form
     /// ([`crate::usage::model_label`]) and in number ([`MAX_MODEL_LABELS`] distinct values,
     /// then `other`), so clients cannot grow the metrics without bound.
@@ -546,5 +559,59 @@ mod tests {
         ));
         assert!(text.contains("sluice_errors_total{code=\"request_too_large\"} 1"));
         assert!(text.contains("# TYPE sluice_in_flight_requests gauge"));
+    }
+}
+
+/// The traffic counters of the console's overview ([`crate::overview`]).
+#[derive(Clone)]
+pub struct Traffic {
+    requests: IntCounterVec,
+    errors: IntCounterVec,
+    redactions: IntCounterVec,
+    response_redactions: IntCounterVec,
+    token_usage: HistogramVec,
+}
+
+impl Traffic {
+    /// The traffic counters now.
+    pub fn totals(&self) -> crate::overview::Totals {
+        use prometheus::core::Collector;
+        fn by_label(c: &impl Collector, label: &str, into: &mut BTreeMap<String, u64>) {
+            for f in c.collect() {
+                for m in f.get_metric() {
+                    let v = m.get_counter().get_value().max(0.0) as u64;
+                    let name = m
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == label)
+                        .map_or("-", |l| l.value());
+                    if v > 0 {
+                        let e = into.entry(name.to_string()).or_default();
+                        *e = e.saturating_add(v);
+                    }
+                }
+            }
+        }
+        let mut requests = BTreeMap::new();
+        by_label(&self.requests, "route", &mut requests);
+        let mut refusals = BTreeMap::new();
+        by_label(&self.errors, "code", &mut refusals);
+        let mut redactions = BTreeMap::new();
+        by_label(&self.redactions, "entity", &mut redactions);
+        by_label(&self.response_redactions, "entity", &mut redactions);
+        let tokens = self
+            .token_usage
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_histogram().get_sample_sum().max(0.0) as u64)
+            .fold(0u64, u64::saturating_add);
+        crate::overview::Totals {
+            at: time::OffsetDateTime::now_utc().unix_timestamp(),
+            requests: requests.values().fold(0, |a, n| a.saturating_add(*n)),
+            refusals,
+            redactions,
+            tokens,
+        }
     }
 }

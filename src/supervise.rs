@@ -25,17 +25,20 @@ pub enum Task {
     Fleet,
     /// Resolves and health-checks the upstreams and MCP servers (tokio tasks).
     Health,
+    /// Samples the traffic counters each minute for the console's charts.
+    History,
 }
 
 impl Task {
     /// Every task, in the order of the counters.
-    pub const ALL: [Task; 6] = [
+    pub const ALL: [Task; 7] = [
         Task::Snapshot,
         Task::OAuth,
         Task::Bundle,
         Task::Audit,
         Task::Fleet,
         Task::Health,
+        Task::History,
     ];
 
     /// The `task` label.
@@ -47,6 +50,7 @@ impl Task {
             Task::Audit => "audit",
             Task::Fleet => "fleet",
             Task::Health => "health",
+            Task::History => "history",
         }
     }
 
@@ -60,7 +64,8 @@ impl Task {
     }
 }
 
-static RESTARTS: [AtomicU64; 6] = [
+static RESTARTS: [AtomicU64; 7] = [
+    AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
@@ -68,7 +73,8 @@ static RESTARTS: [AtomicU64; 6] = [
     AtomicU64::new(0),
     AtomicU64::new(0),
 ];
-static DOWN: [AtomicBool; 6] = [
+static DOWN: [AtomicBool; 7] = [
+    AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),
     AtomicBool::new(false),

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod apply;
 pub mod connect;
+pub mod console;
 mod credentials;
 mod dev;
 mod keys;

@@ -45,6 +45,8 @@ pub struct Claims {
 
 /// Issues and checks session tokens.
 pub struct Sessions {
+    /// Derived from the JWT secret: the console's CSRF tokens ([`Sessions::csrf`]).
+    csrf_key: Zeroizing<[u8; 32]>,
     enc: EncodingKey,
     dec: DecodingKey,
     validation: Validation,
@@ -75,7 +77,9 @@ impl Sessions {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let csrf_key = Zeroizing::new(mac(secret, b"sluice console csrf v1"));
         Ok(Sessions {
+            csrf_key,
             enc: EncodingKey::from_secret(secret),
             dec: DecodingKey::from_secret(secret),
             validation,
@@ -115,12 +119,43 @@ impl Sessions {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc).unwrap_or_default()
     }
 
+    /// The console's CSRF token for the session `claims` (sent back in `X-Sluice-CSRF` on each
+    /// state-changing call made with the session cookie): bound to the session, so a token of
+    /// another session (or made up) does not pass.
+    pub fn csrf(&self, claims: &Claims) -> String {
+        use base64::Engine as _;
+        let tag = mac(
+            &self.csrf_key[..],
+            format!("{}\0{}", claims.sub, claims.jti).as_bytes(),
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
+    }
+
+    /// Whether `given` is the CSRF token of `claims` (constant time).
+    pub fn csrf_ok(&self, claims: &Claims, given: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.csrf(claims)
+            .as_bytes()
+            .ct_eq(given.trim().as_bytes())
+            .into()
+    }
+
     /// Check signature, algorithm (HS256 only), issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Option<Claims> {
         jsonwebtoken::decode::<Claims>(token, &self.dec, &self.validation)
             .ok()
             .map(|d| d.claims)
     }
+}
+
+/// HMAC-SHA256 of `msg` under `key`.
+fn mac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    // HMAC takes a key of any length.
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    m.update(msg);
+    m.finalize().into_bytes().into()
 }
 
 /// Who is calling, as of now.

@@ -255,6 +255,7 @@ fn append_after(
     mut keys: Option<&mut OrgKeys>,
 ) -> store::Result<()> {
     let (mut seq, mut prev) = tail;
+    let mut usage = Usage::default();
     for r in records {
         seq += 1;
         let r = r.clone();
@@ -275,6 +276,7 @@ fn append_after(
             prev_hash: prev,
             hash: String::new(),
         };
+        usage.add(&row);
         if row.org_id.is_some() {
             // Fail closed: an org's record is never stored with its personal fields in clear.
             let keys = keys.as_deref_mut().ok_or_else(|| store::Error::Io {
@@ -287,7 +289,68 @@ fn append_after(
         store.insert_audit(&row)?;
         prev = row.hash;
     }
-    Ok(())
+    usage.write(store)
+}
+
+/// The hourly usage roll-up of a batch of request records, written in the batch's transaction
+/// (`usage_hourly`, what `GET /api/usage` reads).
+#[derive(Default)]
+struct Usage(std::collections::BTreeMap<(String, String, String), (u64, u64, u64)>);
+
+impl Usage {
+    /// Count a `proxy.request` record of a key (its details still in clear).
+    fn add(&mut self, row: &AuditRow) {
+        #[derive(serde::Deserialize)]
+        struct Tokens {
+            input_tokens: u64,
+            output_tokens: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Details {
+            key_id: Option<String>,
+            model: Option<String>,
+            usage: Option<Tokens>,
+        }
+        let Some(org) = &row.org_id else { return };
+        if row.action != "proxy.request" {
+            return;
+        }
+        let Ok(d) = serde_json::from_str::<Details>(&row.details) else {
+            return;
+        };
+        let Some(key) = d.key_id else { return };
+        let model = d.model.unwrap_or_else(|| "-".into());
+        let e = self.0.entry((org.clone(), key, model)).or_default();
+        e.0 = e.0.saturating_add(1);
+        if let Some(t) = d.usage {
+            e.1 = e.1.saturating_add(t.input_tokens);
+            e.2 = e.2.saturating_add(t.output_tokens);
+        }
+    }
+
+    fn write(self, store: &Store) -> store::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let hour = now - now.rem_euclid(3600);
+        let rows: Vec<store::UsageAdd> = self
+            .0
+            .into_iter()
+            .map(
+                |((org_id, key_id, model), (requests, i, o))| store::UsageAdd {
+                    org_id,
+                    key_id,
+                    model,
+                    hour,
+                    requests,
+                    input_tokens: i,
+                    output_tokens: o,
+                },
+            )
+            .collect();
+        store.add_usage(&rows)
+    }
 }
 
 /// Append records in their own transaction.

@@ -74,6 +74,11 @@ impl Live {
     pub fn mcp_healthy(&self, index: usize) -> bool {
         self.regions.mcp_healthy(index)
     }
+
+    /// The upstreams (config indexes) passing their health checks.
+    pub fn healthy_upstreams(&self) -> Vec<usize> {
+        self.regions.healthy_upstreams()
+    }
 }
 
 /// State shared by every request, built once at startup.

@@ -155,6 +155,36 @@ impl Admin {
         resp
     }
 
+    /// The web console's pages and assets (`/dashboard/*`, see `admin::console`), from
+    /// `[admin] allow_ips` only, as the API.
+    fn console(&self, session: &ServerSession, id: &str) -> Response<Vec<u8>> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if !peer.is_some_and(|ip| self.0.live().cfg.admin.allows(ip)) {
+            tracing::warn!(peer = ?peer, "console request from a source outside [admin] allow_ips");
+            return api_error(
+                Code::IpNotAllowed,
+                "This source address may not use the console ([admin] allow_ips).",
+                id,
+            );
+        }
+        let req = session.req_header();
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
+            return not_allowed("GET, HEAD", id);
+        }
+        let Some(asset) = crate::admin::console::asset(req.uri.path()) else {
+            return json_error(404, "not_found", "No such console asset.", id);
+        };
+        let mut resp = reply(200, asset.content_type, asset.body.to_vec(), id);
+        for (k, v) in crate::admin::console::HEADERS {
+            resp.headers_mut()
+                .insert(*k, http::HeaderValue::from_static(v));
+        }
+        resp
+    }
+
     /// `POST /reload`: read the config file again (as SIGHUP does) and say what changed.
     /// From `[admin] allow_ips` only, never from a browser (a request with an `Origin`: a page
     /// could otherwise post a form to the loopback listener).
@@ -246,6 +276,20 @@ impl Admin {
                 .and_then(|v| v.to_str().ok())
                 .map(String::from),
             content_type: text("content-type"),
+            // Not cut: the session cookie is longer than other headers.
+            cookie: {
+                let all: Vec<&str> = h
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!all.is_empty()).then(|| all.join("; "))
+            },
+            csrf: text("x-sluice-csrf"),
+            wants_cookie: text("x-sluice-session")
+                .is_some_and(|v| v.eq_ignore_ascii_case("cookie")),
+            fetch_site: text("sec-fetch-site"),
+            tls: text("x-forwarded-proto").is_some_and(|v| v.eq_ignore_ascii_case("https")),
             request_id: id.clone(),
             body,
         };
@@ -270,6 +314,11 @@ impl Admin {
             .and_then(|a| http::HeaderValue::from_str(a).ok())
         {
             resp.headers_mut().insert(http::header::ALLOW, allow);
+        }
+        for c in &reply.cookies {
+            if let Ok(v) = http::HeaderValue::from_str(c) {
+                resp.headers_mut().append(http::header::SET_COOKIE, v);
+            }
         }
         if reply.status == 401 {
             resp.headers_mut().insert(
@@ -301,11 +350,23 @@ impl ServeHttp for Admin {
         if session.req_header().uri.path() == "/reload" {
             return self.reload(session, &id).await;
         }
+        if crate::admin::console::is_console(session.req_header().uri.path()) {
+            return self.console(session, &id);
+        }
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return not_allowed("GET, HEAD", &id);
         }
         match req.uri.path() {
+            // The console is the admin listener's page.
+            "/" => {
+                let mut r = reply(302, "text/plain", Vec::new(), &id);
+                r.headers_mut().insert(
+                    http::header::LOCATION,
+                    http::HeaderValue::from_static(crate::admin::console::HOME),
+                );
+                r
+            }
             "/healthz" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec(), &id),
             "/readyz" => {
                 if self.0.draining.load(Ordering::Acquire) {

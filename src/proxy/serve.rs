@@ -105,6 +105,7 @@ pub fn serve(
         );
     }
     let watcher = auth.clone();
+    let overview = overview_view(&metrics, live.clone(), redis_configured(&cfg));
     let api = Arc::new(
         crate::admin::api::Api::new(
             api_stores,
@@ -118,6 +119,7 @@ pub fn serve(
             metrics.oauth_revocations.clone(),
         )
         .on_change(move |store| watcher.reload_with(store))
+        .overview_view(overview)
         .mcp_view(move || {
             let live = view.load();
             (live.cfg.mcp_servers.iter().cloned().enumerate())
@@ -339,5 +341,65 @@ impl ShutdownSignalWatch for Drain {
             );
         }
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Whether the fleet's Redis is configured (`SLUICE_REDIS_URL` or `[fleet] redis_url`).
+fn redis_configured(cfg: &crate::config::Config) -> bool {
+    std::env::var("SLUICE_REDIS_URL").is_ok_and(|u| !u.is_empty()) || cfg.fleet.redis_url.is_some()
+}
+
+/// What `GET /api/overview` answers: each upstream's health, the fleet, and the traffic
+/// figures, whose per-minute history a supervised thread keeps.
+fn overview_view(
+    metrics: &crate::metrics::Metrics,
+    live: Arc<arc_swap::ArcSwap<super::Live>>,
+    redis: bool,
+) -> impl Fn() -> serde_json::Value + Send + Sync + 'static {
+    let history = Arc::new(std::sync::Mutex::new(crate::overview::History::default()));
+    let traffic = metrics.traffic();
+    {
+        let (history, traffic) = (history.clone(), traffic.clone());
+        let spawned = std::thread::Builder::new()
+            .name("sluice-history".into())
+            .spawn(move || {
+                crate::supervise::run(crate::supervise::Task::History, || {
+                    let t = traffic.totals();
+                    history.lock().unwrap_or_else(|p| p.into_inner()).record(t);
+                    std::thread::sleep(Duration::from_secs(60));
+                    std::ops::ControlFlow::Continue(())
+                })
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the traffic history thread could not start; the overview shows totals only");
+        }
+    }
+    let (up, bundle) = (
+        metrics.fleet.up.clone(),
+        metrics.bundle_last_success.clone(),
+    );
+    move || {
+        let l = live.load();
+        let healthy = l.healthy_upstreams();
+        let upstreams: Vec<serde_json::Value> = (l.cfg.upstreams.iter().enumerate())
+            .map(|(i, u)| {
+                serde_json::json!({"name": u.name, "region": u.region.as_str(),
+                                   "healthy": healthy.contains(&i)})
+            })
+            .collect();
+        let bundle_at = (bundle.get() > 0)
+            .then(|| time::OffsetDateTime::from_unix_timestamp(bundle.get()).ok())
+            .flatten()
+            .map(crate::store::utc_text);
+        let now = traffic.totals();
+        let view = history.lock().unwrap_or_else(|p| p.into_inner()).view(&now);
+        serde_json::json!({
+            "upstreams": upstreams,
+            "fleet": {
+                "redis": if !redis { "off" } else if up.get() == 1 { "up" } else { "down" },
+                "bundle_last_applied": bundle_at,
+            },
+            "traffic": view,
+        })
     }
 }

@@ -364,6 +364,20 @@ impl Regions {
         self.pick_mcp(index).is_some()
     }
 
+    /// Each upstream (config index) that passes its health check now.
+    pub fn healthy_upstreams(&self) -> Vec<usize> {
+        let mut up = Vec::new();
+        for lb in self.by_region.iter().flatten() {
+            let backends = lb.backends();
+            for b in backends.get_backend().iter() {
+                if let (true, Some(i)) = (backends.ready(b), b.ext.get::<UpstreamIndex>()) {
+                    up.push(i.0);
+                }
+            }
+        }
+        up
+    }
+
     /// Whether `region` has upstreams configured at all.
     pub fn has(&self, region: Region) -> bool {
         self.by_region[slot(region)].is_some()

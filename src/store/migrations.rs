@@ -203,4 +203,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         used_at INTEGER,
         outcome TEXT
      );",
+    // 13: token usage per org, key and model per hour, written with the request audit records
+    // (the console's and `GET /api/usage`'s source: no scan of the audit table). An org's rows
+    // go with it.
+    "CREATE TABLE usage_hourly (
+        org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+        key_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        requests INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (org_id, hour, key_id, model)
+     ) WITHOUT ROWID;",
 ];

@@ -16,6 +16,7 @@ mod oauth_flows;
 mod orgs;
 mod people;
 mod types;
+mod usage;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use credentials::{Credential, ResealError, Resealed};
@@ -24,6 +25,7 @@ pub use oauth_flows::{Claim, OAuthFlow};
 pub use orgs::{Key, KeyChanges, LimitChange, Managed, Org, OrgSettings};
 pub use people::{Removed, User};
 pub use types::{KeyPii, KeySetting, Pii, Role, Setting, Timestamp};
+pub use usage::{UsageAdd, UsageGroup, UsageRow};
 
 use crate::residency::Region;
 

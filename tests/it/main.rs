@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod budgets;
 mod config;
+mod console;
 mod deploy;
 mod fleet;
 mod forms;

@@ -178,7 +178,12 @@ impl Api {
             Some((b.totp.as_deref(), b.recovery_code.as_deref())),
         )?;
         let e = crate::admin::enroll_totp_as(store, &self.ring, &c.actor(), &p.user_id)?;
-        Ok((200, to_value(&e)))
+        let mut v = to_value(&e);
+        // The console shows it as a QR code to scan.
+        if let Some(svg) = qr_svg(&e.otpauth_uri) {
+            v["qr_svg"] = svg.into();
+        }
+        Ok((200, v))
     }
 
     pub(super) fn logout(&self, store: &Store, c: &Caller) -> ApiResult {
@@ -186,4 +191,15 @@ impl Api {
         crate::admin::revoke_sessions_as(store, &self.ring, &c.actor(), &p.user_id)?;
         Ok((200, json!({"sessions_revoked": true})))
     }
+}
+
+/// `text` as a QR code, an SVG document (for the console to show as an image).
+pub(super) fn qr_svg(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::M).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color>()
+            .min_dimensions(220, 220)
+            .quiet_zone(true)
+            .build(),
+    )
 }

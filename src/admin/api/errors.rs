@@ -58,6 +58,9 @@ codes! {
     IpNotAllowed = (403, "ip_not_allowed"),
     /// The caller's role does not allow the call.
     PermissionDenied = (403, "permission_denied"),
+    /// A state-changing call made with the console's session cookie without its CSRF token
+    /// (`X-Sluice-CSRF`), with another session's, or from another site.
+    CsrfFailed = (403, "csrf_failed"),
     /// Unknown route, or no such org, key, user or credential.
     NotFound = (404, "not_found"),
     /// A known route with another method.

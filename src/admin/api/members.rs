@@ -47,7 +47,15 @@ impl Api {
         };
         let created =
             crate::admin::create_user_as(store, &self.ring, &c.actor(), &new, &b.password)?;
-        Ok((201, to_value(&created)))
+        let mut v = to_value(&created);
+        if let Some(svg) = created
+            .totp
+            .as_ref()
+            .and_then(|e| auth::qr_svg(&e.otpauth_uri))
+        {
+            v["totp"]["qr_svg"] = svg.into();
+        }
+        Ok((201, v))
     }
 
     /// The checks before every change to one member: the caller's role, the target in this

@@ -34,6 +34,7 @@ mod orgs;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 use bodies::*;
 use errors::*;
@@ -65,15 +66,61 @@ pub struct Request {
     pub request_id: String,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
+    /// The `Cookie` header (the console's session, [`SESSION_COOKIE`]).
+    pub cookie: Option<String>,
+    /// `X-Sluice-CSRF`: the console's CSRF token.
+    pub csrf: Option<String>,
+    /// `X-Sluice-Session: cookie`: the console logs in and wants the session as a cookie.
+    pub wants_cookie: bool,
+    /// `Sec-Fetch-Site`, which browsers send.
+    pub fetch_site: Option<String>,
+    /// Reached over TLS (`X-Forwarded-Proto: https` from a proxy in front): cookies are `Secure`.
+    pub tls: bool,
     pub body: Vec<u8>,
+}
+
+/// The console's session cookie: the session token, `HttpOnly`, `SameSite=Strict`.
+pub const SESSION_COOKIE: &str = "sluice_session";
+/// The console's CSRF cookie (readable by the console's script, which sends it back in
+/// `X-Sluice-CSRF`; bound to the session, see [`Sessions::csrf`]).
+pub const CSRF_COOKIE: &str = "sluice_csrf";
+
+impl Request {
+    /// The session token: `Authorization: Bearer`, else the session cookie (`Some(true)` then).
+    /// Several session cookies are refused (`None`): which one a server reads is ambiguous.
+    fn session_token(&self) -> Option<(&str, bool)> {
+        if let Some(h) = &self.authorization {
+            let (scheme, rest) = h.trim().split_once(' ')?;
+            return scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| (rest.trim(), false));
+        }
+        let mut found = self
+            .cookie
+            .as_deref()?
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .filter(|(k, _)| *k == SESSION_COOKIE)
+            .map(|(_, v)| v.trim());
+        let token = found.next()?;
+        found.next().is_none().then_some((token, true))
+    }
+
+    /// Whether the session travels in cookies (the console) rather than in the answer's body.
+    fn cookie_mode(&self) -> bool {
+        self.wants_cookie || matches!(self.session_token(), Some((_, true)))
+    }
 }
 
 impl Drop for Request {
     /// Bodies carry passwords, codes and credentials: wipe them once handled.
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.body);
-        if let Some(a) = self.authorization.as_mut() {
-            zeroize::Zeroize::zeroize(a);
+        for h in [&mut self.authorization, &mut self.cookie, &mut self.csrf]
+            .into_iter()
+            .flatten()
+        {
+            zeroize::Zeroize::zeroize(h);
         }
     }
 }
@@ -87,6 +134,8 @@ pub struct Reply {
     pub retry_after: Option<u64>,
     /// The methods the route takes, for 405 (RFC 9110: the `Allow` header).
     pub allow: Option<String>,
+    /// `Set-Cookie` values (the console's session).
+    pub cookies: Vec<String>,
 }
 
 type ApiResult = Result<(u16, Value), ApiError>;
@@ -96,6 +145,9 @@ type OnChange = Box<dyn Fn(&Store) + Send + Sync>;
 
 /// The MCP servers in force and whether each passes its health check (a reload changes them).
 type McpView = Box<dyn Fn() -> Vec<(crate::config::McpServer, bool)> + Send + Sync>;
+
+/// The overview's figures, made by the data plane (`GET /api/overview`).
+type OverviewView = Box<dyn Fn() -> Value + Send + Sync>;
 
 /// The admin API's state.
 pub struct Api {
@@ -116,6 +168,8 @@ pub struct Api {
     /// The configured MCP servers (what `GET /api/mcp/servers` lists) and their health.
     mcp_servers: Vec<crate::config::McpServer>,
     mcp_view: Option<McpView>,
+    /// The console's overview figures (health, fleet, traffic), from the running data plane.
+    overview_view: Option<OverviewView>,
     router: matchit::Router<Vec<usize>>,
     /// The OpenAPI document, made once from [`ROUTES`].
     openapi: Value,
@@ -195,6 +249,7 @@ impl Api {
             tls: cfg.tls.clone(),
             mcp_servers: cfg.mcp_servers.clone(),
             mcp_view: None,
+            overview_view: None,
             router: router(),
             openapi: openapi(),
             admin_addr: cfg.listen.admin,
@@ -223,6 +278,12 @@ impl Api {
         self
     }
 
+    /// Answer `GET /api/overview` with what `f` makes (health, fleet, traffic figures).
+    pub fn overview_view(mut self, f: impl Fn() -> Value + Send + Sync + 'static) -> Api {
+        self.overview_view = Some(Box::new(f));
+        self
+    }
+
     /// Run `f` after every successful change, before the answer goes out (serve uses it to
     /// reload the data plane's key snapshot: a key created or revoked through the API is
     /// usable or refused by the time the call returns).
@@ -234,19 +295,61 @@ impl Api {
     /// Answer one request (blocking: bcrypt and SQLite; run it off the async executor).
     pub fn handle(&self, req: &Request) -> Reply {
         match self.route(req) {
-            Ok((status, body)) => Reply {
-                status,
-                body,
-                retry_after: None,
-                allow: None,
-            },
+            Ok((status, mut body)) => {
+                let cookies = self.cookies(req, &mut body);
+                Reply {
+                    status,
+                    body,
+                    retry_after: None,
+                    allow: None,
+                    cookies,
+                }
+            }
             Err(e) => Reply {
                 status: e.status(),
                 body: crate::error::body(e.status(), e.code.as_str(), &e.message, &req.request_id),
                 retry_after: e.retry_after,
                 allow: (e.code == Code::MethodNotAllowed).then(|| self.methods(&req.path)),
+                cookies: Vec::new(),
             },
         }
+    }
+
+    /// For the console (cookie mode), a session token in an answer (login, password change)
+    /// becomes the `HttpOnly` session cookie and leaves the body, which gets the session's
+    /// CSRF token instead; a logout clears both cookies.
+    fn cookies(&self, req: &Request, body: &mut Value) -> Vec<String> {
+        let Some(sessions) = self.sessions.as_ref().filter(|_| req.cookie_mode()) else {
+            return Vec::new();
+        };
+        let secure = if req.tls { "; Secure" } else { "" };
+        if req.path.trim_end_matches('/') == LOGOUT_PATH {
+            return [SESSION_COOKIE, CSRF_COOKIE]
+                .iter()
+                .map(|n| format!("{n}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}"))
+                .collect();
+        }
+        let Some(obj) = body.as_object_mut() else {
+            return Vec::new();
+        };
+        let Some(Value::String(token)) = obj.remove("token") else {
+            return Vec::new();
+        };
+        let token = zeroize::Zeroizing::new(token);
+        obj.remove("token_type");
+        let Some(claims) = sessions.verify(&token) else {
+            return Vec::new();
+        };
+        let csrf = sessions.csrf(&claims);
+        obj.insert("csrf_token".into(), csrf.clone().into());
+        let age = sessions.ttl().as_secs();
+        vec![
+            format!(
+                "{SESSION_COOKIE}={}; Path=/; Max-Age={age}; HttpOnly; SameSite=Strict{secure}",
+                token.as_str()
+            ),
+            format!("{CSRF_COOKIE}={csrf}; Path=/; Max-Age={age}; SameSite=Strict{secure}"),
+        ]
     }
 
     /// The methods the route at `path` takes (`GET, POST`).
@@ -270,15 +373,25 @@ impl Api {
 
     fn authenticate(&self, store: &Store, req: &Request) -> Result<Principal, ApiError> {
         let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
-        let token = req
-            .authorization
-            .as_deref()
-            .and_then(|h| {
-                let (scheme, rest) = h.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .ok_or_else(bad_token)?;
+        let (token, cookie) = req.session_token().ok_or_else(bad_token)?;
         let claims = sessions.verify(token).ok_or_else(bad_token)?;
+        // The console's cookie is sent by the browser on its own: a change needs the CSRF
+        // token only the console's own page can read, and must not come from another site.
+        if cookie && !matches!(req.method.as_str(), "GET" | "HEAD") {
+            let cross_site = req.fetch_site.as_deref().is_some_and(|s| {
+                !s.eq_ignore_ascii_case("same-origin") && !s.eq_ignore_ascii_case("none")
+            });
+            let token_ok = req
+                .csrf
+                .as_deref()
+                .is_some_and(|t| sessions.csrf_ok(&claims, t));
+            if cross_site || !token_ok {
+                return Err(err(
+                    Code::CsrfFailed,
+                    "A change made with the console's session cookie needs its CSRF token (X-Sluice-CSRF) and must come from the console's own page.",
+                ));
+            }
+        }
         let mut dir = self.directory.lock().unwrap_or_else(|p| p.into_inner());
         dir.refresh(store)?;
         dir.principal(&claims).ok_or_else(bad_token)

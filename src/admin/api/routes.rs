@@ -134,6 +134,7 @@ pub struct Route {
 /// The path of the OpenAPI document (served even when the API is disabled).
 pub const OPENAPI_PATH: &str = "/api/openapi.json";
 pub(super) const LOGIN_PATH: &str = "/api/auth/login";
+pub(super) const LOGOUT_PATH: &str = "/api/auth/logout";
 
 pub(super) const CALLBACK_PATH: &str = crate::admin::connect::CALLBACK_PATH;
 
@@ -151,6 +152,33 @@ pub(super) const CALLBACK_QUERY: &[QueryParam] = &[
         r#"{"type":"string"}"#,
         false,
         "The authorization server's refusal",
+    ),
+];
+
+pub(super) const USAGE_QUERY: &[QueryParam] = &[
+    (
+        "org_id",
+        r#"{"type":"string"}"#,
+        false,
+        "The org (required for operators; yours otherwise).",
+    ),
+    (
+        "group_by",
+        r#"{"type":"string","enum":["key","model"]}"#,
+        false,
+        "Per key (default) or per model.",
+    ),
+    (
+        "bucket",
+        r#"{"type":"string","enum":["hour","day"]}"#,
+        false,
+        "Hourly (default) or daily buckets, UTC.",
+    ),
+    (
+        "since",
+        r#"{"type":"string","format":"date-time"}"#,
+        false,
+        "From this time (RFC 3339, at most 400 days back; default the last day for hour, 30 days for day).",
     ),
 ];
 
@@ -321,6 +349,15 @@ pub static ROUTES: &[Route] = &[
     route!("GET" "/api/audit", Access::QueryOrg(Role::Auditor),
         "Audit records, oldest first, with cursor pagination (pass next_cursor as cursor). Personal fields are decrypted; a hard-deleted org's read {\"personal_data\": \"shredded\"}",
         (200, Shape::Page("AuditRecord")), |a, s, c, _| a.audit(s, c), query = AUDIT_QUERY),
+    route!("GET" "/api/audit/verify", Access::QueryOrg(Role::Auditor),
+        "Check the whole audit chain (every org's records: it is one chain); names the first record that breaks it",
+        (200, Shape::Schema("ChainCheck")), |a, s, _, _| a.audit_verify(s)),
+    route!("GET" "/api/usage", Access::QueryOrg(Role::Auditor),
+        "Token usage of an org per key or model per hour or day (from hourly roll-ups written with the audit records), and its budgets' consumption",
+        (200, Shape::Schema("Usage")), |a, s, c, _| a.usage(s, c), query = USAGE_QUERY),
+    route!("GET" "/api/overview", Access::User,
+        "Health of upstreams, MCP servers and the fleet; traffic figures (operators only: they span every org) now and per minute over the last hour and day",
+        (200, Shape::Schema("Overview")), |a, s, c, _| a.overview(s, c)),
     route!("GET" "/api/mcp/servers", Access::User, "The configured MCP servers and their health",
         (200, Shape::List("McpServer")), |a, _, _, _| a.mcp_servers()),
 ];

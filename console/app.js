@@ -1,0 +1,852 @@
+// The sluice console: a client of the admin API (/api/*) and nothing else. The session is an
+// HttpOnly cookie the page never sees; every change sends the session's CSRF token
+// (X-Sluice-CSRF). What a page offers follows the signed-in role, but the API decides: a
+// button that is shown can still be refused, and its error is shown as the API gave it.
+// No innerHTML: every value is put in the page as text.
+
+import { barChart } from './chart.js';
+
+const state = { me: null, csrf: null, orgs: null };
+const ROLES = ['owner', 'admin', 'auditor', 'member'];
+const RANK = { member: 0, auditor: 1, admin: 2, owner: 3 };
+
+// ---- DOM helpers -------------------------------------------------------------------------
+
+function h(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'text') e.textContent = v;
+    else if (k === 'value') e.value = v;
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of kids.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    e.appendChild(typeof c === 'string' || typeof c === 'number' ? document.createTextNode(String(c)) : c);
+  }
+  return e;
+}
+
+const main = () => document.getElementById('main');
+
+function show(...kids) {
+  const m = main();
+  m.replaceChildren(...kids.flat().filter(Boolean));
+}
+
+function errorBox(e) {
+  const parts = [e.message || String(e)];
+  if (e.code) parts.push(`(${e.code}`, `request ${e.requestId || '-'})`);
+  return h('div', { class: 'alert', role: 'alert' }, parts.join(' '));
+}
+
+function notice(text) {
+  return h('div', { class: 'notice', role: 'status' }, text);
+}
+
+function table(columns, rows, onRow) {
+  return h('table', {},
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', {}, c[0])))),
+    h('tbody', {}, rows.length === 0
+      ? h('tr', {}, h('td', { colspan: columns.length, class: 'muted' }, 'Nothing here yet.'))
+      : rows.map((r) => {
+        const tr = h('tr', onRow ? { class: 'clickable', onclick: () => onRow(r, tr) } : {},
+          columns.map((c) => {
+            const v = c[1](r);
+            return h('td', {}, v === null || v === undefined ? '—' : v);
+          }));
+        return tr;
+      })));
+}
+
+function select(name, options, value, attrs = {}) {
+  return h('select', { name, ...attrs },
+    options.map((o) => {
+      const [v, label] = Array.isArray(o) ? o : [o, o];
+      return h('option', { value: v, selected: v === value }, label);
+    }));
+}
+
+function field(label, input) {
+  return h('label', {}, label, input);
+}
+
+function when(t) {
+  if (!t) return null;
+  const d = new Date(t);
+  return Number.isNaN(d.getTime()) ? t : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}
+
+// A button that asks once more before it acts.
+function confirmButton(label, question, act) {
+  const b = h('button', { type: 'button', class: 'danger' }, label);
+  let armed = false;
+  b.addEventListener('click', async () => {
+    if (!armed) {
+      armed = true;
+      b.textContent = question;
+      b.setAttribute('data-armed', '');
+      setTimeout(() => { armed = false; b.textContent = label; b.removeAttribute('data-armed'); }, 6000);
+      return;
+    }
+    b.disabled = true;
+    try { await act(); } finally { b.disabled = false; }
+  });
+  return b;
+}
+
+// ---- the API -------------------------------------------------------------------------------
+
+function cookie(name) {
+  for (const part of document.cookie.split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) return v.join('=');
+  }
+  return null;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message || `The admin API answered ${status}.`);
+    this.status = status;
+    this.code = body?.error?.code;
+    this.requestId = body?.error?.request_id;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET') headers['X-Sluice-CSRF'] = cookie('sluice_csrf') || state.csrf || '';
+  const r = await fetch(path, {
+    method, headers, credentials: 'same-origin', cache: 'no-store',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  try { data = await r.json(); } catch { data = null; }
+  if (!r.ok) {
+    const e = new ApiError(r.status, data);
+    if (r.status === 401 && !path.startsWith('/api/auth/login')) {
+      state.me = null;
+      go('/dashboard/login');
+    }
+    throw e;
+  }
+  return data;
+}
+
+// Run `f`, showing its error in `where` (an element) instead of throwing.
+async function guarded(where, f) {
+  try {
+    return await f();
+  } catch (e) {
+    if (e.status === 401) return undefined;
+    where.prepend(errorBox(e));
+    return undefined;
+  }
+}
+
+// ---- who may do what (the API decides; this only hides what it would refuse) ----------------
+
+const me = () => state.me;
+const isOperator = () => !!me()?.operator;
+function orgRole(orgId, least) {
+  if (isOperator()) return true;
+  const u = me();
+  return !!u && u.org_id === orgId && RANK[u.role] >= RANK[least];
+}
+
+// ---- routing ---------------------------------------------------------------------------------
+
+const PAGES = [
+  [/^\/dashboard\/?$/, overviewPage, 'Overview', '/dashboard', () => true],
+  [/^\/dashboard\/settings\/?$/, orgsPage, 'Organizations', '/dashboard/settings', () => true],
+  [/^\/dashboard\/settings\/([\w-]+)$/, orgPage, null],
+  [/^\/dashboard\/audit$/, auditPage, 'Audit', '/dashboard/audit',
+    () => isOperator() || RANK[me()?.role] >= RANK.auditor],
+  [/^\/dashboard\/usage$/, usagePage, 'Usage', '/dashboard/usage',
+    () => isOperator() || RANK[me()?.role] >= RANK.auditor],
+  [/^\/dashboard\/credentials$/, credentialsPage, 'Credentials', '/dashboard/credentials', isOperator],
+  [/^\/dashboard\/mcp$/, mcpPage, 'MCP servers', '/dashboard/mcp', () => true],
+  [/^\/dashboard\/account$/, accountPage, 'Account', '/dashboard/account', () => true],
+];
+
+function go(path) {
+  if (location.pathname !== path) history.pushState({}, '', path);
+  render();
+}
+
+function navLink(href, label) {
+  return h('a', { href, 'data-nav': true, class: location.pathname === href ? 'active' : null }, label);
+}
+
+function drawHeader() {
+  const top = document.getElementById('top');
+  if (!me()) { top.hidden = true; return; }
+  top.hidden = false;
+  document.getElementById('nav').replaceChildren(
+    ...PAGES.filter((p) => p[2] && p[4]()).map((p) => navLink(p[3], p[2])));
+  const role = isOperator() ? 'operator' : `${me().role} of ${me().org_id}`;
+  document.getElementById('who').textContent = `${me().email} (${role})`;
+}
+
+async function render() {
+  const path = location.pathname;
+  if (!me() && path !== '/dashboard/login') {
+    try {
+      state.me = await api('GET', '/api/auth/me');
+    } catch (e) {
+      if (e.status !== 401) { show(h('h1', {}, 'sluice console'), errorBox(e)); return; }
+      history.replaceState({}, '', '/dashboard/login');
+      return render();
+    }
+  }
+  drawHeader();
+  if (path === '/dashboard/login') return loginPage();
+  for (const [re, page, , , allowed] of PAGES) {
+    const m = path.match(re);
+    if (m) {
+      if (allowed && !allowed()) {
+        show(h('h1', {}, 'Not available'), h('p', { class: 'muted' }, 'Your role cannot see this page.'));
+        return;
+      }
+      show(h('p', { class: 'muted' }, 'Loading…'));
+      return page(...m.slice(1));
+    }
+  }
+  show(h('h1', {}, 'No such page'), h('p', {}, h('a', { href: '/dashboard', 'data-nav': true }, 'Back to the overview')));
+}
+
+document.addEventListener('click', (ev) => {
+  const a = ev.target.closest && ev.target.closest('a[data-nav]');
+  if (a && a.origin === location.origin && !ev.ctrlKey && !ev.metaKey && ev.button === 0) {
+    ev.preventDefault();
+    go(a.pathname);
+  }
+});
+window.addEventListener('popstate', render);
+
+// ---- sign-in -------------------------------------------------------------------------------
+
+function loginPage() {
+  const out = h('div');
+  const kind = select('kind', [['totp', 'Authenticator code'], ['recovery', 'Recovery code']], 'totp',
+    { 'aria-label': 'Second factor' });
+  const form = h('form', {
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      const f = new FormData(form);
+      const body = { email: f.get('email'), password: f.get('password') };
+      const code = String(f.get('code') || '').trim();
+      if (code) body[kind.value === 'totp' ? 'totp' : 'recovery_code'] = code;
+      try {
+        const r = await fetch('/api/auth/login', {
+          method: 'POST', credentials: 'same-origin', cache: 'no-store',
+          headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-Sluice-Session': 'cookie' },
+          body: JSON.stringify(body),
+        });
+        const data = await r.json().catch(() => null);
+        if (!r.ok) throw new ApiError(r.status, data);
+        state.me = data.user;
+        state.csrf = data.csrf_token;
+        go('/dashboard');
+      } catch (e) {
+        out.replaceChildren(errorBox(e));
+      }
+    },
+  },
+  field('Email', h('input', { name: 'email', type: 'email', autocomplete: 'username', required: true })),
+  field('Password', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
+  kind,
+  field('Code', h('input', { name: 'code', autocomplete: 'one-time-code', inputmode: 'text', placeholder: '123456' })),
+  h('button', { type: 'submit' }, 'Sign in'));
+  show(h('div', { class: 'login card' }, h('h1', {}, 'Sign in to sluice'), out, form,
+    h('p', { class: 'muted' }, 'Accounts are created with `sluice users create` or by an org admin.')));
+}
+
+document.getElementById('signout')?.addEventListener('click', async () => {
+  try { await api('POST', '/api/auth/logout'); } catch { /* signed out either way */ }
+  state.me = null;
+  go('/dashboard/login');
+});
+
+// ---- overview ------------------------------------------------------------------------------
+
+function healthCell(ok) {
+  if (ok === null || ok === undefined) return h('span', { class: 'muted' }, 'unknown');
+  return h('span', { class: ok ? 'ok' : 'bad' }, ok ? 'healthy' : 'down');
+}
+
+function counts(obj) {
+  const rows = Object.entries(obj || {}).sort((a, b) => b[1] - a[1]);
+  return table([['', (r) => r[0]], ['Count', (r) => r[1]]], rows);
+}
+
+function series(points, key) {
+  return (points || []).map((p) => ({ label: when(p.at).slice(11, 16), value: p[key] || 0 }));
+}
+
+async function overviewPage() {
+  const box = h('div');
+  const o = await guarded(box, () => api('GET', '/api/overview'));
+  if (!o) { show(h('h1', {}, 'Overview'), box); return; }
+  const t = o.traffic;
+  const cards = [];
+  cards.push(h('div', { class: 'card' }, h('h2', {}, 'Upstreams'),
+    table([['Name', (u) => u.name], ['Region', (u) => u.region], ['Health', (u) => healthCell(u.healthy)]],
+      o.upstreams || [])));
+  cards.push(h('div', { class: 'card' }, h('h2', {}, 'MCP servers'),
+    table([['Name', (m) => m.name], ['Region', (m) => m.region], ['Health', (m) => healthCell(m.healthy)]],
+      o.mcp_servers || [])));
+  const redis = o.fleet?.redis;
+  cards.push(h('div', { class: 'card' }, h('h2', {}, 'Fleet'),
+    h('p', {}, 'Redis: ', h('span', { class: redis === 'up' ? 'ok' : redis === 'down' ? 'bad' : 'muted' },
+      redis === 'off' ? 'not used (limits are this sidecar\'s own)' : redis || 'unknown')),
+    h('p', {}, 'Bundle last applied: ', when(o.fleet?.bundle_last_applied) || 'never (no [fleet] bundle)')));
+  if (Array.isArray(o.credentials)) {
+    cards.push(h('div', { class: 'card' }, h('h2', {}, 'Credential expiry'),
+      table([
+        ['Name', (c) => c.name], ['Kind', (c) => c.kind], ['Expires', (c) => when(c.expires_at)],
+        ['State', (c) => c.needs_reconnect ? h('span', { class: 'bad' }, 'needs reconnect')
+          : c.expired ? h('span', { class: 'bad' }, 'expired') : h('span', { class: 'ok' }, 'ok')],
+      ], o.credentials)));
+  }
+  const parts = [h('h1', {}, 'Overview'), box, h('div', { class: 'grid' }, cards)];
+  if (t) {
+    parts.push(h('div', { class: 'grid' },
+      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'Requests per minute'),
+        h('div', { class: 'figure', 'data-figure': 'rpm' }, String(t.requests_per_minute))),
+      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'Requests, last hour'),
+        h('div', { class: 'figure', 'data-figure': 'requests' }, String(t.last_hour.requests))),
+      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'Tokens, last hour'),
+        h('div', { class: 'figure' }, String(t.last_hour.tokens))),
+      h('div', { class: 'card' }, h('div', { class: 'muted' }, 'Since start'),
+        h('div', {}, `${t.since_start.requests} requests, ${t.since_start.tokens} tokens`))));
+    parts.push(h('div', { class: 'card' },
+      barChart(series(t.per_minute, 'requests'), { title: 'Requests per minute, last hour' }),
+      barChart(series(t.per_minute, 'refusals'), { title: 'Refusals per minute, last hour' }),
+      barChart(series(t.per_quarter_hour, 'requests'), { title: 'Requests per quarter hour, last day' }),
+      barChart(series(t.per_quarter_hour, 'tokens'), { title: 'Tokens per quarter hour, last day' })));
+    parts.push(h('div', { class: 'grid' },
+      h('div', { class: 'card' }, h('h2', {}, 'Refusals by code, last hour'), counts(t.last_hour.refusals_by_code)),
+      h('div', { class: 'card' }, h('h2', {}, 'Redactions by entity, last hour'), counts(t.last_hour.redactions_by_entity))));
+  } else {
+    parts.push(h('p', { class: 'muted' }, 'Traffic figures span every org: operators see them. Your org\'s usage is on the Usage page.'));
+  }
+  show(parts);
+}
+
+// ---- organizations and their settings ------------------------------------------------------
+
+async function loadOrgs() {
+  const r = await api('GET', '/api/orgs');
+  state.orgs = r.data;
+  return r.data;
+}
+
+async function orgsPage() {
+  const box = h('div');
+  const orgs = await guarded(box, loadOrgs);
+  if (!orgs) { show(h('h1', {}, 'Organizations'), box); return; }
+  if (!isOperator() && orgs.length === 1) { go(`/dashboard/settings/${orgs[0].id}`); return; }
+  const parts = [h('h1', {}, 'Organizations'), box,
+    h('div', { class: 'card' }, table([
+      ['Name', (o) => h('a', { href: `/dashboard/settings/${o.id}`, 'data-nav': true }, o.name)],
+      ['Id', (o) => h('code', {}, o.id)], ['Region', (o) => o.region], ['PII', (o) => o.pii],
+      ['Secrets', (o) => o.secrets], ['Response redaction', (o) => o.response_redaction],
+    ], orgs))];
+  if (isOperator()) {
+    const out = h('div');
+    const form = h('form', {
+      class: 'inline',
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        out.replaceChildren();
+        const name = new FormData(form).get('name');
+        const o = await guarded(out, () => api('POST', '/api/orgs', { name }));
+        if (o) go(`/dashboard/settings/${o.id}`);
+      },
+    }, field('Name', h('input', { name: 'name', required: true })), h('button', { type: 'submit' }, 'Create org'));
+    parts.push(h('div', { class: 'card' }, h('h2', {}, 'New organization'), out, form));
+  }
+  show(parts);
+}
+
+const ONOFF = ['on', 'off'];
+const KEYSET = ['inherit', 'on', 'off'];
+const REGIONS = ['us', 'eu', 'apac'];
+
+function numberOrNull(v) {
+  const s = String(v ?? '').trim();
+  if (s === '') return null;
+  const n = Number(s);
+  return Number.isInteger(n) ? n : s;
+}
+
+// The fields of `now` that differ from `was` (only those are sent).
+function changes(was, now) {
+  const out = {};
+  for (const [k, v] of Object.entries(now)) {
+    if (v === undefined) continue;
+    if ((was[k] ?? null) !== v) out[k] = v;
+  }
+  return out;
+}
+
+function settingsForm(org, editable, onSaved) {
+  const out = h('div');
+  const fs = h('fieldset', { disabled: !editable },
+    h('legend', {}, 'Settings'),
+    h('div', { class: 'form-grid' },
+      field('PII redaction', select('pii', ONOFF, org.pii)),
+      field('Secret redaction', select('secrets', ONOFF, org.secrets)),
+      field('Response redaction', select('response_redaction', ONOFF, org.response_redaction)),
+      field('Region', select('region', [['', '(sidecar default)'], ...REGIONS], org.region || '')),
+      field('Requests per minute', h('input', { name: 'rpm', inputmode: 'numeric', value: org.rpm ?? '', placeholder: 'none' })),
+      field('Tokens per minute', h('input', { name: 'tpm', inputmode: 'numeric', value: org.tpm ?? '', placeholder: 'none' })),
+      field('Token budget', h('input', { name: 'budget_tokens', inputmode: 'numeric', value: org.budget_tokens ?? '', placeholder: 'none' })),
+      field('Budget period', select('budget_period', ['day', 'month'], org.budget_period || 'month')),
+      field('MCP tools', h('input', { name: 'mcp_tools', value: org.mcp_tools, placeholder: 'none' })),
+      field('MCP resources', h('input', { name: 'mcp_resources', value: org.mcp_resources, placeholder: 'none' })),
+      field('MCP prompts', h('input', { name: 'mcp_prompts', value: org.mcp_prompts, placeholder: 'none' }))));
+  const form = h('form', {
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      const f = new FormData(form);
+      const now = {
+        pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
+        region: f.get('region') || undefined,
+        rpm: numberOrNull(f.get('rpm')), tpm: numberOrNull(f.get('tpm')),
+        budget_tokens: numberOrNull(f.get('budget_tokens')),
+        mcp_tools: f.get('mcp_tools'), mcp_resources: f.get('mcp_resources'), mcp_prompts: f.get('mcp_prompts'),
+      };
+      const patch = changes(org, now);
+      if (now.budget_tokens !== null && (patch.budget_tokens !== undefined || f.get('budget_period') !== org.budget_period)) {
+        patch.budget_tokens = now.budget_tokens;
+        patch.budget_period = f.get('budget_period');
+      }
+      if (Object.keys(patch).length === 0) { out.replaceChildren(notice('Nothing changed.')); return; }
+      const saved = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}`, patch));
+      if (saved) { onSaved(saved); out.replaceChildren(notice('Saved. The proxy applies it within a second.')); }
+    },
+  }, fs, editable ? h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Save settings')) : null);
+  return h('div', { class: 'card' }, out, form,
+    editable ? null : h('p', { class: 'muted' }, 'Read-only: your role cannot change these settings.'));
+}
+
+function keysCard(org, keys, reload) {
+  const canEdit = orgRole(org.id, 'admin');
+  const out = h('div');
+  const cols = [
+    ['Name', (k) => k.name], ['Prefix', (k) => h('code', {}, k.prefix)],
+    ['Status', (k) => h('span', { class: k.status === 'active' ? 'ok' : 'bad' }, k.status)],
+    ['PII', (k) => k.pii], ['Secrets', (k) => k.secrets], ['Response', (k) => k.response_redaction],
+    ['Region', (k) => k.region], ['rpm', (k) => k.rpm], ['tpm', (k) => k.tpm],
+    ['Budget', (k) => k.budget_tokens ? `${k.budget_tokens}/${k.budget_period}` : null],
+    ['MCP tools', (k) => k.mcp_tools ?? h('span', { class: 'muted' }, 'org default')],
+    ['Last used', (k) => when(k.last_used_at)],
+  ];
+  if (canEdit) {
+    cols.push(['', (k) => k.status === 'active'
+      ? confirmButton('Revoke', 'Click again to revoke', async () => {
+        const r = await guarded(out, () => api('DELETE', `/api/orgs/${org.id}/keys/${k.id}`));
+        if (r) { out.replaceChildren(notice(`Key ${k.name} revoked: it is refused from now on.`)); reload(); }
+      })
+      : null]);
+  }
+  const parts = [h('h2', {}, 'API keys'), out, table(cols, keys)];
+  if (canEdit) {
+    const shown = h('div');
+    const form = h('form', {
+      class: 'inline',
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        shown.replaceChildren();
+        const f = new FormData(form);
+        const body = { name: f.get('name') };
+        if (f.get('pii') !== 'inherit') body.pii = f.get('pii');
+        if (f.get('expires_at')) body.expires_at = new Date(f.get('expires_at')).toISOString();
+        const k = await guarded(shown, () => api('POST', `/api/orgs/${org.id}/keys`, body));
+        if (!k) return;
+        form.reset();
+        const copy = h('button', { type: 'button', class: 'secondary' }, 'Copy');
+        copy.addEventListener('click', async () => {
+          try { await navigator.clipboard.writeText(k.key); copy.textContent = 'Copied'; } catch { copy.textContent = 'Select and copy it by hand'; }
+        });
+        shown.replaceChildren(h('div', { class: 'secret-once', role: 'status' },
+          h('p', {}, h('strong', {}, 'Copy this key now: it is shown this once and never again.')),
+          h('p', {}, h('code', { 'data-new-key': true }, k.key), ' ', copy)));
+        reload(shown);
+      },
+    },
+    field('Name', h('input', { name: 'name', required: true })),
+    field('PII', select('pii', KEYSET, 'inherit')),
+    field('Expires (optional)', h('input', { name: 'expires_at', type: 'datetime-local' })),
+    h('button', { type: 'submit' }, 'Create key'));
+    parts.push(h('h2', {}, 'New key'), shown, form);
+  }
+  return h('div', { class: 'card', id: 'keys' }, parts);
+}
+
+function membersCard(org, users, reload) {
+  const out = h('div');
+  const cols = [
+    ['Email', (u) => u.email], ['Two-factor', (u) => u.totp_enrolled ? 'TOTP' : h('span', { class: 'warn' }, 'none')],
+    ['Role', (u) => {
+      if (u.id === me().id) return u.role;
+      const s = select('role', ROLES, u.role, { 'aria-label': `Role of ${u.email}` });
+      s.addEventListener('change', async () => {
+        const r = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}/users/${u.id}`, { role: s.value }));
+        if (r) out.replaceChildren(notice(`${u.email} is now ${s.value}.`)); else s.value = u.role;
+      });
+      return s;
+    }],
+    ['', (u) => u.id === me().id ? null : confirmButton('Remove', 'Click again to remove', async () => {
+      const r = await guarded(out, () => api('DELETE', `/api/orgs/${org.id}/users/${u.id}`));
+      if (r) reload();
+    })],
+  ];
+  const shown = h('div');
+  const form = h('form', {
+    class: 'inline',
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      shown.replaceChildren();
+      const f = new FormData(form);
+      const body = { email: f.get('email'), password: f.get('password'), role: f.get('role'), totp: f.get('totp') === 'on' };
+      const r = await guarded(shown, () => api('POST', `/api/orgs/${org.id}/users`, body));
+      if (!r) return;
+      form.reset();
+      shown.replaceChildren(h('div', { class: 'secret-once' },
+        h('p', {}, `${r.user.email} added as ${r.user.role}.`),
+        r.totp ? enrollmentView(r.totp) : null));
+      reload(shown);
+    },
+  },
+  field('Email', h('input', { name: 'email', type: 'email', required: true })),
+  field('Initial password', h('input', { name: 'password', type: 'password', autocomplete: 'new-password', required: true, minlength: 12 })),
+  field('Role', select('role', ROLES, 'member')),
+  h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'totp', checked: true }), ' TOTP'),
+  h('button', { type: 'submit' }, 'Add member'));
+  return h('div', { class: 'card', id: 'members' }, h('h2', {}, 'Members'), out, table(cols, users),
+    h('h2', {}, 'New member'), shown, form);
+}
+
+async function orgPage(orgId) {
+  const box = h('div');
+  const org = await guarded(box, () => api('GET', `/api/orgs/${orgId}`));
+  if (!org) { show(h('h1', {}, 'Organization'), box); return; }
+  const keysSlot = h('div');
+  const membersSlot = h('div');
+  const loadKeys = async (keep) => {
+    if (!orgRole(orgId, 'auditor')) return;
+    const k = await guarded(box, () => api('GET', `/api/orgs/${orgId}/keys`));
+    if (k) keysSlot.replaceChildren(keysCard(org, k.data, loadKeys));
+    if (keep) keysSlot.querySelector('#keys h2:nth-of-type(2)')?.after(keep);
+  };
+  const loadMembers = async (keep) => {
+    if (!orgRole(orgId, 'admin')) return;
+    const u = await guarded(box, () => api('GET', `/api/orgs/${orgId}/users`));
+    if (u) membersSlot.replaceChildren(membersCard(org, u.data, loadMembers));
+    if (keep) membersSlot.querySelector('#members h2:nth-of-type(2)')?.after(keep);
+  };
+  show(h('h1', {}, org.name, ' ', h('span', { class: 'tag' }, org.id)), box,
+    settingsForm(org, orgRole(orgId, 'admin'), (o) => Object.assign(org, o)), keysSlot, membersSlot);
+  await Promise.all([loadKeys(), loadMembers()]);
+}
+
+// ---- audit -----------------------------------------------------------------------------------
+
+function auditQuery(filters, cursor, limit) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+  if (cursor) q.set('cursor', cursor);
+  q.set('limit', String(limit));
+  return `/api/audit?${q}`;
+}
+
+async function auditPage() {
+  const box = h('div');
+  const detail = h('div');
+  const list = h('div');
+  const check = h('div');
+  const pager = h('div', { class: 'pager' });
+  let filters = {};
+  const cursors = [''];
+  const orgs = isOperator() ? await guarded(box, loadOrgs) || [] : [];
+  const filterForm = h('form', {
+    class: 'filters',
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const f = new FormData(filterForm);
+      const since = f.get('since');
+      filters = {
+        org_id: f.get('org_id'), action: f.get('action').trim(), actor: f.get('actor').trim(),
+        outcome: f.get('outcome'), since: since ? new Date(since).toISOString() : '',
+      };
+      cursors.length = 1;
+      load();
+    },
+  },
+  isOperator() ? field('Org', select('org_id', [['', 'all'], ...orgs.map((o) => [o.id, o.name])], '')) : null,
+  field('Action', h('input', { name: 'action', placeholder: 'e.g. key.create', list: 'audit-actions' })),
+  h('datalist', { id: 'audit-actions' }, ['auth.login', 'org.update', 'key.create', 'key.revoke', 'key.update',
+    'user.create', 'credential.set', 'proxy.request', 'mcp.call'].map((a) => h('option', { value: a }))),
+  field('Actor', h('input', { name: 'actor', placeholder: 'user:… or key:…' })),
+  field('Outcome', select('outcome', [['', 'any'], 'success', 'failure'], '')),
+  field('Since', h('input', { name: 'since', type: 'datetime-local' })),
+  h('button', { type: 'submit' }, 'Filter'));
+
+  async function load() {
+    const cursor = cursors[cursors.length - 1];
+    const page = await guarded(box, () => api('GET', auditQuery(filters, cursor, 50)));
+    if (!page) return;
+    detail.replaceChildren();
+    list.replaceChildren(table([
+      ['Seq', (r) => r.seq], ['Time', (r) => when(r.at)], ['Action', (r) => r.action], ['Actor', (r) => r.actor],
+      ['Outcome', (r) => h('span', { class: r.outcome === 'success' ? 'ok' : 'bad' }, r.outcome)],
+      ['Org', (r) => r.org_id], ['Target', (r) => r.target_id],
+    ], page.data, (r, tr) => {
+      list.querySelectorAll('tr.selected').forEach((x) => x.classList.remove('selected'));
+      tr.classList.add('selected');
+      detail.replaceChildren(h('div', { class: 'card' }, h('h2', {}, `Record ${r.seq}`),
+        h('pre', { 'data-record': r.seq }, JSON.stringify(r, null, 2))));
+    }));
+    const prev = h('button', { type: 'button', class: 'secondary', disabled: cursors.length === 1 }, 'Previous');
+    prev.addEventListener('click', () => { cursors.pop(); load(); });
+    const next = h('button', { type: 'button', class: 'secondary', disabled: !page.next_cursor }, 'Next');
+    next.addEventListener('click', () => { cursors.push(page.next_cursor); load(); });
+    pager.replaceChildren(prev, h('span', { class: 'muted' }, `Page ${cursors.length}`), next);
+  }
+
+  const verify = h('button', { type: 'button', class: 'secondary' }, 'Verify the chain');
+  verify.addEventListener('click', async () => {
+    check.replaceChildren(h('span', { class: 'muted' }, 'Checking every record…'));
+    const r = await guarded(check, () => api('GET', '/api/audit/verify'));
+    if (!r) return;
+    check.replaceChildren(r.valid
+      ? h('div', { class: 'notice', 'data-chain': 'valid' }, `The chain is intact: ${r.records} records verified.`)
+      : h('div', { class: 'alert', 'data-chain': 'broken' },
+        `The chain is broken at record seq ${r.first_bad.seq} (id ${r.first_bad.id}): ${r.first_bad.reason}.`));
+  });
+  const exp = h('button', { type: 'button', class: 'secondary' }, 'Export JSON Lines');
+  exp.addEventListener('click', async () => {
+    exp.disabled = true;
+    try {
+      const lines = [];
+      let cursor = '';
+      for (let i = 0; i < 1000; i += 1) {
+        const page = await api('GET', auditQuery(filters, cursor, 1000));
+        for (const r of page.data) lines.push(JSON.stringify(r));
+        if (!page.next_cursor) break;
+        cursor = page.next_cursor;
+      }
+      const blob = new Blob(lines.map((l) => `${l}\n`), { type: 'application/x-ndjson' });
+      const a = h('a', { href: URL.createObjectURL(blob), download: `sluice-audit-${new Date().toISOString().slice(0, 19)}.jsonl` });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) {
+      box.prepend(errorBox(e));
+    } finally {
+      exp.disabled = false;
+    }
+  });
+  show(h('h1', {}, 'Audit log'), box,
+    h('div', { class: 'card' }, filterForm, h('div', { class: 'actions' }, verify, exp), check),
+    h('div', { class: 'card' }, list, pager), detail);
+  await load();
+}
+
+// ---- usage -----------------------------------------------------------------------------------
+
+function budgetRow(label, b) {
+  if (!b) return null;
+  const left = Math.max(0, b.tokens - b.used_tokens);
+  return h('tr', {}, h('td', {}, label), h('td', {}, `${b.used_tokens} of ${b.tokens} tokens this ${b.period}`),
+    h('td', {}, h('meter', { min: 0, max: b.tokens, value: Math.min(b.used_tokens, b.tokens), low: b.tokens * 0.7, high: b.tokens * 0.9, optimum: 0 })),
+    h('td', {}, `${left} left`));
+}
+
+async function usagePage() {
+  const box = h('div');
+  const result = h('div');
+  const orgs = await guarded(box, loadOrgs) || [];
+  const form = h('form', {
+    class: 'filters',
+    onsubmit: (ev) => { ev.preventDefault(); load(); },
+  },
+  field('Org', select('org_id', orgs.map((o) => [o.id, o.name]), orgs[0]?.id)),
+  field('Per', select('group_by', [['key', 'key'], ['model', 'model']], 'key')),
+  field('Bucket', select('bucket', [['hour', 'hour (last day)'], ['day', 'day (last 30 days)']], 'hour')),
+  h('button', { type: 'submit' }, 'Show'));
+  async function load() {
+    const f = new FormData(form);
+    const q = new URLSearchParams({ org_id: f.get('org_id') || '', group_by: f.get('group_by'), bucket: f.get('bucket') });
+    const u = await guarded(result, () => api('GET', `/api/usage?${q}`));
+    if (!u) return;
+    const name = u.group_by;
+    const byBucket = new Map();
+    for (const r of u.data) byBucket.set(r.bucket_start, (byBucket.get(r.bucket_start) || 0) + r.total_tokens);
+    const points = [...byBucket.entries()].map(([b, v]) => ({ label: u.bucket === 'hour' ? when(b).slice(11, 16) : when(b).slice(0, 10), value: v }));
+    const budgets = [budgetRow('Org', u.budgets.org), ...u.budgets.keys.map((k) => budgetRow(`Key ${k.name}`, k.budget))].filter(Boolean);
+    result.replaceChildren(
+      h('div', { class: 'card' }, barChart(points, { title: `Tokens per ${u.bucket}` })),
+      h('div', { class: 'card' }, h('h2', {}, 'Budgets'), budgets.length
+        ? h('table', {}, h('tbody', {}, budgets)) : h('p', { class: 'muted' }, 'No budget is set for this org or its keys.')),
+      h('div', { class: 'card' }, h('h2', {}, `Per ${name === 'key_id' ? 'key' : 'model'} and ${u.bucket}`),
+        table([
+          ['Start', (r) => when(r.bucket_start)], [name === 'key_id' ? 'Key' : 'Model', (r) => r[name]],
+          ['Requests', (r) => r.requests], ['Input tokens', (r) => r.input_tokens],
+          ['Output tokens', (r) => r.output_tokens], ['Total', (r) => r.total_tokens],
+        ], u.data)));
+  }
+  show(h('h1', {}, 'Usage'), box, h('div', { class: 'card' }, form), result);
+  if (orgs.length) await load();
+}
+
+// ---- credentials -----------------------------------------------------------------------------
+
+async function credentialsPage() {
+  const box = h('div');
+  const listSlot = h('div');
+  const load = async () => {
+    const r = await guarded(box, () => api('GET', '/api/credentials'));
+    if (!r) return;
+    listSlot.replaceChildren(table([
+      ['Name', (c) => c.name], ['Kind', (c) => c.kind],
+      ['Expires', (c) => when(c.kind === 'oauth' ? c.token_expires_at : c.expires_at)],
+      ['State', (c) => c.last_error === 'needs_reconnect' ? h('span', { class: 'bad' }, 'needs reconnect (sluice credentials connect)')
+        : c.expired ? h('span', { class: 'bad' }, 'expired')
+          : c.refresh_failures ? h('span', { class: 'warn' }, `${c.refresh_failures} failed refreshes (${c.last_error})`)
+            : h('span', { class: 'ok' }, 'ok')],
+      ['Age (days)', (c) => c.age_days], ['Sealed by current key', (c) => c.current_key === false ? h('span', { class: 'warn' }, 'no: rotate') : 'yes'],
+      ['', (c) => confirmButton('Delete', 'Click again to delete', async () => {
+        const d = await guarded(box, () => api('DELETE', `/api/credentials/${encodeURIComponent(c.name)}`));
+        if (d) { box.replaceChildren(notice(`${c.name} deleted.`)); load(); }
+      })],
+    ], r.data));
+  };
+  const out = h('div');
+  const form = h('form', {
+    class: 'inline',
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      const f = new FormData(form);
+      const body = { secret: f.get('secret') };
+      if (f.get('expires_at')) body.expires_at = new Date(f.get('expires_at')).toISOString();
+      const name = String(f.get('name')).trim();
+      const r = await guarded(out, () => api('PUT', `/api/credentials/${encodeURIComponent(name)}`, body));
+      form.querySelector('input[name=secret]').value = '';
+      if (r) { out.replaceChildren(notice(`${name} set. The secret is sealed and never shown again.`)); load(); }
+    },
+  },
+  field('Name', h('input', { name: 'name', required: true, pattern: '[A-Za-z0-9_.\\-]+' })),
+  field('Secret', h('input', { name: 'secret', type: 'password', autocomplete: 'off', required: true })),
+  field('Expires (optional)', h('input', { name: 'expires_at', type: 'datetime-local' })),
+  h('button', { type: 'submit' }, 'Set or replace'));
+  show(h('h1', {}, 'Upstream credentials'), box, h('div', { class: 'card' }, listSlot),
+    h('div', { class: 'card' }, h('h2', {}, 'Set a static credential'), out, form,
+      h('p', { class: 'muted' }, 'Write-only: the secret is sealed with the master key and never shown. OAuth credentials are connected with `sluice credentials connect`.')));
+  await load();
+}
+
+// ---- MCP servers -----------------------------------------------------------------------------
+
+async function mcpPage() {
+  const box = h('div');
+  const perKey = h('div');
+  const servers = await guarded(box, () => api('GET', '/api/mcp/servers'));
+  const orgs = await guarded(box, loadOrgs) || [];
+  const orgSel = select('org', orgs.map((o) => [o.id, o.name]), orgs[0]?.id, { 'aria-label': 'Org' });
+  async function load() {
+    const org = orgs.find((o) => o.id === orgSel.value);
+    if (!org) return;
+    if (!orgRole(org.id, 'auditor')) {
+      perKey.replaceChildren(h('p', { class: 'muted' }, `Org default tools: ${org.mcp_tools || 'none'}.`));
+      return;
+    }
+    const keys = await guarded(perKey, () => api('GET', `/api/orgs/${org.id}/keys`));
+    if (!keys) return;
+    perKey.replaceChildren(h('p', {}, 'Org default: tools ', h('code', {}, org.mcp_tools || 'none'),
+      ', resources ', h('code', {}, org.mcp_resources || 'none'), ', prompts ', h('code', {}, org.mcp_prompts || 'none')),
+    table([
+      ['Key', (k) => k.name], ['Status', (k) => k.status],
+      ['Tools it may call', (k) => h('code', {}, k.mcp_tools ?? `${org.mcp_tools || 'none'} (org default)`)],
+      ['Resources', (k) => h('code', {}, k.mcp_resources ?? `${org.mcp_resources || 'none'} (org default)`)],
+      ['Prompts', (k) => h('code', {}, k.mcp_prompts ?? `${org.mcp_prompts || 'none'} (org default)`)],
+    ], keys.data.filter((k) => k.status === 'active')));
+  }
+  orgSel.addEventListener('change', load);
+  show(h('h1', {}, 'MCP servers'), box,
+    h('div', { class: 'card' }, table([
+      ['Name', (m) => m.name], ['Path', (m) => h('code', {}, m.path)], ['URL', (m) => m.url],
+      ['Region', (m) => m.region], ['Credential', (m) => m.credential ? `${m.credential} (${m.credential_kind})` : null],
+      ['Health', (m) => healthCell(m.healthy)],
+    ], servers?.data || [])),
+    h('div', { class: 'card' }, h('h2', {}, 'What each key may use'), orgs.length > 1 ? orgSel : null, perKey));
+  await load();
+}
+
+// ---- account ---------------------------------------------------------------------------------
+
+function enrollmentView(e) {
+  return h('div', {},
+    e.qr_svg ? h('img', { class: 'qr', alt: 'TOTP QR code', src: `data:image/svg+xml;base64,${btoa(e.qr_svg)}` }) : null,
+    h('p', {}, 'Scan the QR code, or enter this URI, in an authenticator app:'),
+    h('p', {}, h('code', { 'data-otpauth': true }, e.otpauth_uri)),
+    h('p', {}, 'Recovery codes (each works once; store them offline):'),
+    h('pre', {}, (e.recovery_codes || []).join('\n')));
+}
+
+async function accountPage() {
+  const u = await guarded(main(), () => api('GET', '/api/auth/me'));
+  if (!u) return;
+  state.me = u;
+  const pwOut = h('div');
+  const pwForm = h('form', {
+    class: 'inline',
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      pwOut.replaceChildren();
+      const f = new FormData(pwForm);
+      const r = await guarded(pwOut, () => api('POST', '/api/auth/password', { current_password: f.get('current'), new_password: f.get('new') }));
+      pwForm.reset();
+      if (r) pwOut.replaceChildren(notice('Password changed; your other sessions were signed out.'));
+    },
+  },
+  field('Current password', h('input', { name: 'current', type: 'password', autocomplete: 'current-password', required: true })),
+  field('New password', h('input', { name: 'new', type: 'password', autocomplete: 'new-password', required: true, minlength: 12 })),
+  h('button', { type: 'submit' }, 'Change password'));
+  const totpOut = h('div');
+  const totpForm = h('form', {
+    class: 'inline',
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      totpOut.replaceChildren();
+      const f = new FormData(totpForm);
+      const body = { password: f.get('password') };
+      if (f.get('code')) body.totp = String(f.get('code')).trim();
+      if (f.get('recovery')) body.recovery_code = String(f.get('recovery')).trim();
+      const r = await guarded(totpOut, () => api('POST', '/api/auth/totp', body));
+      totpForm.reset();
+      if (r) totpOut.replaceChildren(h('div', { class: 'secret-once' }, h('p', {}, h('strong', {}, 'Shown this once.')), enrollmentView(r)));
+    },
+  },
+  field('Password', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
+  u.totp_enrolled ? field('Current code', h('input', { name: 'code', autocomplete: 'one-time-code' })) : null,
+  u.totp_enrolled ? field('or a recovery code', h('input', { name: 'recovery' })) : null,
+  h('button', { type: 'submit' }, u.totp_enrolled ? 'Enrol a new authenticator' : 'Enrol an authenticator'));
+  show(h('h1', {}, 'Account'),
+    h('div', { class: 'card' }, h('p', {}, `${u.email}, ${u.operator ? 'operator' : `${u.role} of ${u.org_id}`}`),
+      h('p', {}, 'Two-factor: ', u.totp_enrolled ? `TOTP, ${u.recovery_codes_left} recovery codes left` : h('span', { class: 'warn' }, 'not enrolled'))),
+    h('div', { class: 'card' }, h('h2', {}, 'Password'), pwOut, pwForm),
+    h('div', { class: 'card' }, h('h2', {}, 'Authenticator (TOTP)'), totpOut, totpForm));
+}
+
+render();
