@@ -10,8 +10,9 @@
 #
 # What it may install: cmake and a C compiler (Debian packages; pingora's zlib-ng and SQLite are
 # built from source), cargo-nextest (crates.io), the Python and Node packages the integration
-# tests drive (tests/requirements.txt, tests/sdk/package-lock.json), and redis-server (Debian)
-# for the fleet tests. Debian packages need root or sudo; without them it says what to install.
+# tests drive (tests/requirements.txt, tests/sdk/package-lock.json), redis-server (Debian)
+# for the fleet tests and chromium (Debian) for the console's browser tests. Debian packages
+# need root or sudo; without them it says what to install.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -54,6 +55,8 @@ setup_test() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
   command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+  # The console's browser tests drive Debian's Chromium with Playwright (never a download).
+  [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
   if ((${#missing[@]})); then
     say "the integration tests need: ${missing[*]}"
     apt_install "${missing[@]}"

@@ -194,6 +194,11 @@ function drawHeader() {
 async function render() {
   const path = location.pathname;
   if (!me() && path !== '/dashboard/login') {
+    // No CSRF cookie: no session either (they are set and cleared together).
+    if (!cookie('sluice_csrf')) {
+      history.replaceState({}, '', '/dashboard/login');
+      return render();
+    }
     try {
       state.me = await api('GET', '/api/auth/me');
     } catch (e) {
@@ -437,9 +442,10 @@ function settingsForm(org, editable, onSaved) {
     editable ? null : h('p', { class: 'muted' }, 'Read-only: your role cannot change these settings.'));
 }
 
-function keysCard(org, keys, reload) {
+// `flash`: what the last action said (kept across the reload that follows it).
+function keysCard(org, keys, reload, flash) {
   const canEdit = orgRole(org.id, 'admin');
-  const out = h('div');
+  const out = h('div', {}, flash);
   const cols = [
     ['Name', (k) => k.name], ['Prefix', (k) => h('code', {}, k.prefix)],
     ['Status', (k) => h('span', { class: k.status === 'active' ? 'ok' : 'bad' }, k.status)],
@@ -453,7 +459,7 @@ function keysCard(org, keys, reload) {
     cols.push(['', (k) => k.status === 'active'
       ? confirmButton('Revoke', 'Click again to revoke', async () => {
         const r = await guarded(out, () => api('DELETE', `/api/orgs/${org.id}/keys/${k.id}`));
-        if (r) { out.replaceChildren(notice(`Key ${k.name} revoked: it is refused from now on.`)); reload(); }
+        if (r) reload(notice(`Key ${k.name} revoked: it is refused from now on.`));
       })
       : null]);
   }
@@ -479,7 +485,7 @@ function keysCard(org, keys, reload) {
         shown.replaceChildren(h('div', { class: 'secret-once', role: 'status' },
           h('p', {}, h('strong', {}, 'Copy this key now: it is shown this once and never again.')),
           h('p', {}, h('code', { 'data-new-key': true }, k.key), ' ', copy)));
-        reload(shown);
+        reload(shown.firstChild);
       },
     },
     field('Name', h('input', { name: 'name', required: true })),
@@ -491,8 +497,8 @@ function keysCard(org, keys, reload) {
   return h('div', { class: 'card', id: 'keys' }, parts);
 }
 
-function membersCard(org, users, reload) {
-  const out = h('div');
+function membersCard(org, users, reload, flash) {
+  const out = h('div', {}, flash);
   const cols = [
     ['Email', (u) => u.email], ['Two-factor', (u) => u.totp_enrolled ? 'TOTP' : h('span', { class: 'warn' }, 'none')],
     ['Role', (u) => {
@@ -506,7 +512,7 @@ function membersCard(org, users, reload) {
     }],
     ['', (u) => u.id === me().id ? null : confirmButton('Remove', 'Click again to remove', async () => {
       const r = await guarded(out, () => api('DELETE', `/api/orgs/${org.id}/users/${u.id}`));
-      if (r) reload();
+      if (r) reload(notice(`${u.email} removed.`));
     })],
   ];
   const shown = h('div');
@@ -523,7 +529,7 @@ function membersCard(org, users, reload) {
       shown.replaceChildren(h('div', { class: 'secret-once' },
         h('p', {}, `${r.user.email} added as ${r.user.role}.`),
         r.totp ? enrollmentView(r.totp) : null));
-      reload(shown);
+      reload(shown.firstChild);
     },
   },
   field('Email', h('input', { name: 'email', type: 'email', required: true })),
@@ -541,17 +547,15 @@ async function orgPage(orgId) {
   if (!org) { show(h('h1', {}, 'Organization'), box); return; }
   const keysSlot = h('div');
   const membersSlot = h('div');
-  const loadKeys = async (keep) => {
+  const loadKeys = async (flash) => {
     if (!orgRole(orgId, 'auditor')) return;
     const k = await guarded(box, () => api('GET', `/api/orgs/${orgId}/keys`));
-    if (k) keysSlot.replaceChildren(keysCard(org, k.data, loadKeys));
-    if (keep) keysSlot.querySelector('#keys h2:nth-of-type(2)')?.after(keep);
+    if (k) keysSlot.replaceChildren(keysCard(org, k.data, loadKeys, flash));
   };
-  const loadMembers = async (keep) => {
+  const loadMembers = async (flash) => {
     if (!orgRole(orgId, 'admin')) return;
     const u = await guarded(box, () => api('GET', `/api/orgs/${orgId}/users`));
-    if (u) membersSlot.replaceChildren(membersCard(org, u.data, loadMembers));
-    if (keep) membersSlot.querySelector('#members h2:nth-of-type(2)')?.after(keep);
+    if (u) membersSlot.replaceChildren(membersCard(org, u.data, loadMembers, flash));
   };
   show(h('h1', {}, org.name, ' ', h('span', { class: 'tag' }, org.id)), box,
     settingsForm(org, orgRole(orgId, 'admin'), (o) => Object.assign(org, o)), keysSlot, membersSlot);

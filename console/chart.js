@@ -37,7 +37,7 @@ export function barChart(points, { title = '', width = 560, height = 140, unit =
     return svg;
   }
   const slot = w / points.length;
-  const bw = Math.max(1, slot * 0.8);
+  const bw = Math.max(1, Math.min(slot * 0.8, 28));
   points.forEach((p, i) => {
     const bh = (p.value / max) * h;
     const r = el('rect', {

@@ -130,11 +130,14 @@ impl History {
             .rev()
             .find(|m| now.at - m.at >= 60)
             .or(self.minutes.front());
+        // Over the last full minute; before a minute of history, what came so far (never
+        // extrapolated from a few seconds).
         let rpm = match last_minute {
-            Some(m) if now.at > m.at => {
+            Some(m) if now.at - m.at >= 60 => {
                 now.requests.saturating_sub(m.requests) as f64 * 60.0 / (now.at - m.at) as f64
             }
-            _ => 0.0,
+            Some(m) => now.requests.saturating_sub(m.requests) as f64,
+            None => 0.0,
         };
         let mut minutes: Vec<Point> = self.minutes.iter().map(Point::from).collect();
         minutes.push(Point::from(now));

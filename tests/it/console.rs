@@ -478,3 +478,133 @@ fn usage_is_rolled_up_per_key_and_model_and_the_overview_and_chain_check_answer(
     assert_eq!(v["valid"], false, "{v}");
     assert_eq!(v["first_bad"]["seq"], 3);
 }
+
+/// Where the browser test saves a screenshot of each page (the README's are copies).
+const SCREENSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/console-screenshots");
+
+/// Debian's Chromium (`.ci/run` and `./dev.sh test` install it); `SLUICE_CHROMIUM` overrides.
+fn chromium() -> String {
+    let path = std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "no Chromium at {path}: install Debian's `chromium` (./dev.sh setup test does) or set SLUICE_CHROMIUM"
+    );
+    path
+}
+
+#[test]
+fn in_a_real_browser_the_console_signs_in_changes_settings_keys_and_audits_and_auditors_only_read()
+{
+    let up = Upstream::start();
+    let s = Setup::new(&mock_upstream(&up, ""), "");
+    let op = add_user(&s, "security-lead@example.com", None, "");
+    let org = s.cli_json(&["orgs", "create", "acme", "--pii", "off"], b"");
+    let org_id = org["id"].as_str().unwrap().to_string();
+    let auditor = s.cli_json(
+        &[
+            "users",
+            "create",
+            "auditor@example.com",
+            "--org",
+            &org_id,
+            "--role",
+            "auditor",
+            "--totp",
+        ],
+        format!("{PW}\n").as_bytes(),
+    );
+    let p = s.spawn();
+    let email = "jane.doe@example.com";
+    let secret = "sk-live-console-secret-0123456789abcdef";
+    let input = json!({
+        "admin_url": format!("http://127.0.0.1:{}", p.admin_port),
+        "proxy_url": format!("http://127.0.0.1:{}", p.port),
+        "chromium": chromium(),
+        "screenshots": SCREENSHOTS,
+        "org_id": org_id,
+        "pii_email": email,
+        "credential_secret": secret,
+        "operator": {"email": op.email, "password": PW, "otpauth": op.otpauth,
+                     "recovery_code": op.recovery[0]},
+        "auditor": {"email": "auditor@example.com", "password": PW,
+                    "otpauth": auditor["totp"]["otpauth_uri"]},
+    });
+    let run = std::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/sdk/console.mjs"
+        ))
+        .env("CONSOLE_TEST", input.to_string())
+        .output()
+        .expect("node (install Node 20 and `npm ci --prefix tests/sdk`, as ./dev.sh test does)");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let v: Value = serde_json::from_slice(&run.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&run.stdout)));
+    assert!(run.status.success() && v["ok"] == true, "{v}\n{stderr}");
+
+    // No console error (a CSP violation is one) on any page, and the CSP header on each.
+    assert_eq!(v["console_errors"], json!([]), "{v}");
+    assert_eq!(v["pages_without_csp"], json!([]), "{v}");
+    // The org's PII setting, switched on in the console, applied to the SDK's request.
+    let sent: Vec<String> = up
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(
+        sent.len(),
+        1,
+        "the revoked key's call never reached the upstream: {sent:?}"
+    );
+    assert!(
+        !sent[0].contains(email) && sent[0].contains("[REDACTED_EMAIL]"),
+        "{}",
+        sent[0]
+    );
+    assert_eq!(v["sdk_before_revoke"]["ok"], "hello from mock");
+    assert_eq!(v["sdk_after_revoke"]["status"], 401);
+    // A cross-site form post carried no session (SameSite=Strict) and changed nothing.
+    assert!(
+        [401, 403].contains(&v["cross_site_status"].as_u64().unwrap()),
+        "{v}"
+    );
+    assert_eq!(v["auditor_forged_post"]["code"], "permission_denied");
+    let actions = v["export_actions"].as_array().unwrap();
+    for a in ["key.create", "key.revoke", "org.update"] {
+        assert!(actions.contains(&json!(a)), "{a} not exported: {v}");
+    }
+    for page in [
+        "overview",
+        "settings",
+        "audit",
+        "usage",
+        "credentials",
+        "mcp",
+        "account",
+        "login",
+        "auditor-settings",
+    ] {
+        assert!(
+            std::path::Path::new(&format!("{SCREENSHOTS}/{page}.png")).exists(),
+            "no screenshot of {page}"
+        );
+    }
+    // The console's audit records name the person, from the browser.
+    let s = p.stop();
+    let records = audit_records(&s);
+    let by_console: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["actor"] == format!("user:{}", op.id).as_str())
+        .collect();
+    for action in ["org.update", "key.create", "key.revoke", "credential.set"] {
+        let r = by_console
+            .iter()
+            .find(|r| r["action"] == action)
+            .unwrap_or_else(|| panic!("{action} not audited as the operator: {by_console:?}"));
+        assert!(r["user_agent"].as_str().unwrap().contains("Chrome"), "{r}");
+        assert_eq!(r["outcome"], "success");
+    }
+    // The credential's secret, typed into the console, is nowhere in clear.
+    assert_not_in_files(&s, &[secret]);
+}
