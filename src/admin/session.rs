@@ -41,6 +41,10 @@ pub struct Claims {
     pub iss: String,
     pub aud: String,
     pub jti: String,
+    /// A console session: valid in the session cookie only, never as a bearer token (a cookie
+    /// that leaks, e.g. to another service on the host, is then no API token).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cm: bool,
 }
 
 /// Issues and checks session tokens.
@@ -115,8 +119,22 @@ impl Sessions {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             jti: store::new_id(),
+            cm: false,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc).unwrap_or_default()
+    }
+
+    /// The console's session for the session `claims` were just issued with: the same user,
+    /// epoch and expiry, a new id, marked as a console session.
+    pub fn console_session(&self, claims: &Claims) -> (String, Claims) {
+        let claims = Claims {
+            jti: store::new_id(),
+            cm: true,
+            ..claims.clone()
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
+            .unwrap_or_default();
+        (token, claims)
     }
 
     /// The console's CSRF token for the session `claims` (sent back in `X-Sluice-CSRF` on each

@@ -319,7 +319,8 @@ impl Usage {
             return;
         };
         let Some(key) = d.key_id else { return };
-        let model = d.model.unwrap_or_else(|| "-".into());
+        // Bounded in form as the metrics' label is (the model is the client's word).
+        let model = crate::usage::model_label(d.model.as_deref()).to_string();
         let e = self.0.entry((org.clone(), key, model)).or_default();
         e.0 = e.0.saturating_add(1);
         if let Some(t) = d.usage {
@@ -349,7 +350,17 @@ impl Usage {
                 },
             )
             .collect();
-        store.add_usage(&rows)
+        // The roll-up is a convenience for the console and `GET /api/usage`: when it cannot be
+        // written (undone in its savepoint), the records still are, and the data plane goes on.
+        if let Err(e) = store.add_usage(&rows) {
+            // Once a minute at most: a full disk would otherwise say so for every batch.
+            static WARNED: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let minute = now / 60;
+            if WARNED.swap(minute, std::sync::atomic::Ordering::Relaxed) != minute {
+                tracing::warn!(error = %e, "the hourly usage roll-up was not written for a batch of audit records (the records were)");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -376,37 +387,67 @@ pub struct Broken {
 /// The first row may follow a pruned prefix only when a checkpoint record vouches for its
 /// `prev_hash`.
 pub fn verify(rows: &[AuditRow]) -> Result<usize, Broken> {
-    let vouched: Vec<String> = rows
-        .iter()
-        .filter(|r| r.kind == "checkpoint")
-        .filter_map(|r| {
-            serde_json::from_str::<serde_json::Value>(&r.details)
-                .ok()
-                .and_then(|d| d["last_pruned_hash"].as_str().map(String::from))
-        })
-        .collect();
-    let mut prev: Option<&AuditRow> = None;
+    let mut v = Verifier::new(
+        rows.iter()
+            .filter(|r| r.kind == "checkpoint")
+            .map(|r| r.details.as_str()),
+    );
     for r in rows {
+        v.feed(r)?;
+    }
+    Ok(v.count())
+}
+
+/// Checks the chain one record at a time, oldest first, holding only the previous record's
+/// seq and hash (the whole log need not be in memory).
+pub struct Verifier {
+    /// The `last_pruned_hash` of each pruning checkpoint: the first record may follow one.
+    vouched: Vec<String>,
+    prev: Option<(i64, String)>,
+    count: usize,
+}
+
+impl Verifier {
+    /// A verifier that accepts a first record following any of these checkpoints (their
+    /// `details`, see [`Store::audit_checkpoints`]).
+    pub fn new<'a>(checkpoints: impl IntoIterator<Item = &'a str>) -> Verifier {
+        let vouched = checkpoints
+            .into_iter()
+            .filter_map(|d| {
+                serde_json::from_str::<serde_json::Value>(d)
+                    .ok()
+                    .and_then(|d| d["last_pruned_hash"].as_str().map(String::from))
+            })
+            .collect();
+        Verifier {
+            vouched,
+            prev: None,
+            count: 0,
+        }
+    }
+
+    /// Check the next record.
+    pub fn feed(&mut self, r: &AuditRow) -> Result<(), Broken> {
         let broken = |reason| Broken {
             seq: r.seq,
             id: r.id.clone(),
             reason,
         };
-        match prev {
+        match &self.prev {
             None => {
-                if r.prev_hash != GENESIS && !vouched.contains(&r.prev_hash) {
+                if r.prev_hash != GENESIS && !self.vouched.contains(&r.prev_hash) {
                     return Err(broken(
                         "the first record does not follow the genesis or a pruning checkpoint (records deleted?)",
                     ));
                 }
             }
-            Some(p) => {
-                if r.seq != p.seq + 1 {
+            Some((seq, hash)) => {
+                if r.seq != seq + 1 {
                     return Err(broken(
                         "a gap in the sequence (records deleted or inserted)",
                     ));
                 }
-                if r.prev_hash != p.hash {
+                if r.prev_hash != *hash {
                     return Err(broken(
                         "does not chain to the record before it (records deleted, inserted or reordered)",
                     ));
@@ -416,22 +457,36 @@ pub fn verify(rows: &[AuditRow]) -> Result<usize, Broken> {
         if chain_hash(&r.prev_hash, r) != r.hash {
             return Err(broken("its content does not match its hash (edited)"));
         }
-        prev = Some(r);
+        self.prev = Some((r.seq, r.hash.clone()));
+        self.count += 1;
+        Ok(())
     }
-    Ok(rows.len())
+
+    /// Records checked so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The seq of the last record checked (0 before the first).
+    pub fn last_seq(&self) -> i64 {
+        self.prev.as_ref().map_or(0, |p| p.0)
+    }
 }
 
-/// Read the whole log from `store` and verify it.
+/// Verify the whole log in `store`, a page at a time.
 pub fn verify_store(store: &Store) -> Result<Result<usize, Broken>, store::Error> {
-    let mut all = Vec::new();
-    let mut after = 0;
+    let mut v = Verifier::new(store.audit_checkpoints()?.iter().map(String::as_str));
     loop {
-        let page = store.audit_rows(after, None, None, 10_000)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        all.extend(page);
+        let page = store.audit_rows(v.last_seq(), None, None, 10_000)?;
+        if page.is_empty() {
+            return Ok(Ok(v.count()));
+        }
+        for r in &page {
+            if let Err(b) = v.feed(r) {
+                return Ok(Err(b));
+            }
+        }
     }
-    Ok(verify(&all))
 }
 
 /// What pruning did.

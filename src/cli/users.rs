@@ -4,10 +4,24 @@ use super::*;
 
 pub(super) fn show_enrollment(e: &admin::users::Enrollment) -> String {
     format!(
-        "\nTOTP (shown only this once): add this to an authenticator app:\n\n    {}\n\nRecovery codes (each works once in place of a TOTP code; store them safely):\n\n    {}\n",
+        "\nTOTP (shown only this once): scan this QR code with an authenticator app, or add the URI:\n\n{}\n    {}\n\nRecovery codes (each works once in place of a TOTP code; store them safely):\n\n    {}\n",
+        terminal_qr(e.otpauth_uri.as_str()),
         e.otpauth_uri.as_str(),
         e.recovery_codes.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("\n    ")
     )
+}
+
+/// `text` as a QR code drawn with Unicode half blocks (two rows per line), dark on light.
+fn terminal_qr(text: &str) -> String {
+    match qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::M) {
+        Ok(code) => code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+        Err(_) => String::new(),
+    }
 }
 
 /// A password from standard input (one line), or prompted for twice on a terminal.

@@ -47,6 +47,15 @@ impl Store {
         Ok(())
     }
 
+    /// The details of every pruning checkpoint record (few: one per prune).
+    pub fn audit_checkpoints(&self) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT details FROM audit WHERE kind = 'checkpoint' ORDER BY seq")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Records after `after_seq`, oldest first, optionally of one org and since a time.
     pub fn audit_rows(
         &self,

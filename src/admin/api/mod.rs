@@ -79,6 +79,15 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+/// `Set-Cookie` values that remove the console's cookies.
+fn clear_cookies(req: &Request) -> Vec<String> {
+    let secure = if req.tls { "; Secure" } else { "" };
+    [(SESSION_COOKIE, "/api"), (CSRF_COOKIE, "/")]
+        .iter()
+        .map(|(n, path)| format!("{n}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}"))
+        .collect()
+}
+
 /// The console's session cookie: the session token, `HttpOnly`, `SameSite=Strict`.
 pub const SESSION_COOKIE: &str = "sluice_session";
 /// The console's CSRF cookie (readable by the console's script, which sends it back in
@@ -168,6 +177,8 @@ pub struct Api {
     /// The configured MCP servers (what `GET /api/mcp/servers` lists) and their health.
     mcp_servers: Vec<crate::config::McpServer>,
     mcp_view: Option<McpView>,
+    /// Held while a chain check runs (one at a time: each reads the whole log).
+    verifying: Mutex<()>,
     /// The console's overview figures (health, fleet, traffic), from the running data plane.
     overview_view: Option<OverviewView>,
     router: matchit::Router<Vec<usize>>,
@@ -250,6 +261,7 @@ impl Api {
             mcp_servers: cfg.mcp_servers.clone(),
             mcp_view: None,
             overview_view: None,
+            verifying: Mutex::new(()),
             router: router(),
             openapi: openapi(),
             admin_addr: cfg.listen.admin,
@@ -310,7 +322,12 @@ impl Api {
                 body: crate::error::body(e.status(), e.code.as_str(), &e.message, &req.request_id),
                 retry_after: e.retry_after,
                 allow: (e.code == Code::MethodNotAllowed).then(|| self.methods(&req.path)),
-                cookies: Vec::new(),
+                // A console that signs out of a session already ended still loses its cookies.
+                cookies: if req.cookie_mode() && req.path.trim_end_matches('/') == LOGOUT_PATH {
+                    clear_cookies(req)
+                } else {
+                    Vec::new()
+                },
             },
         }
     }
@@ -322,13 +339,10 @@ impl Api {
         let Some(sessions) = self.sessions.as_ref().filter(|_| req.cookie_mode()) else {
             return Vec::new();
         };
-        let secure = if req.tls { "; Secure" } else { "" };
         if req.path.trim_end_matches('/') == LOGOUT_PATH {
-            return [SESSION_COOKIE, CSRF_COOKIE]
-                .iter()
-                .map(|n| format!("{n}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}"))
-                .collect();
+            return clear_cookies(req);
         }
+        let secure = if req.tls { "; Secure" } else { "" };
         let Some(obj) = body.as_object_mut() else {
             return Vec::new();
         };
@@ -340,12 +354,14 @@ impl Api {
         let Some(claims) = sessions.verify(&token) else {
             return Vec::new();
         };
+        let (token, claims) = sessions.console_session(&claims);
+        let token = zeroize::Zeroizing::new(token);
         let csrf = sessions.csrf(&claims);
         obj.insert("csrf_token".into(), csrf.clone().into());
         let age = sessions.ttl().as_secs();
         vec![
             format!(
-                "{SESSION_COOKIE}={}; Path=/; Max-Age={age}; HttpOnly; SameSite=Strict{secure}",
+                "{SESSION_COOKIE}={}; Path=/api; Max-Age={age}; HttpOnly; SameSite=Strict{secure}",
                 token.as_str()
             ),
             format!("{CSRF_COOKIE}={csrf}; Path=/; Max-Age={age}; SameSite=Strict{secure}"),
@@ -375,6 +391,10 @@ impl Api {
         let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
         let (token, cookie) = req.session_token().ok_or_else(bad_token)?;
         let claims = sessions.verify(token).ok_or_else(bad_token)?;
+        // A console session is good in its cookie only.
+        if claims.cm && !cookie {
+            return Err(bad_token());
+        }
         // The console's cookie is sent by the browser on its own: a change needs the CSRF
         // token only the console's own page can read, and must not come from another site.
         if cookie && !matches!(req.method.as_str(), "GET" | "HEAD") {

@@ -47,9 +47,10 @@ impl Api {
             "model" => store::UsageGroup::Model,
             _ => return Err(err(Code::InvalidRequest, "group_by must be key or model.")),
         };
-        let (bucket, secs, lookback) = match c.param("bucket").unwrap_or("hour") {
-            "hour" => ("hour", 3_600, 86_400),
-            "day" => ("day", 86_400, 30 * 86_400),
+        // (name, seconds, default look-back, longest look-back)
+        let (bucket, secs, lookback, longest) = match c.param("bucket").unwrap_or("hour") {
+            "hour" => ("hour", 3_600, 86_400, 31 * 86_400),
+            "day" => ("day", 86_400, 30 * 86_400, MAX_LOOKBACK_SECS),
             _ => return Err(err(Code::InvalidRequest, "bucket must be hour or day.")),
         };
         let now = unix_now();
@@ -57,11 +58,11 @@ impl Api {
             None | Some("") => now - lookback,
             Some(s) => store::parse_time(s)
                 .map(|t| t.unix_timestamp())
-                .filter(|t| *t >= now - MAX_LOOKBACK_SECS)
+                .filter(|t| *t >= now - longest)
                 .ok_or_else(|| {
                     err(
                         Code::InvalidRequest,
-                        "since must be an RFC 3339 time within the last 400 days.",
+                        "since must be an RFC 3339 time within the last 31 days (bucket=hour) or 400 days (bucket=day).",
                     )
                 })?,
         };
@@ -91,17 +92,37 @@ impl Api {
                 v
             })
             .collect();
-        let budget = |tokens: Option<u64>, period: &Option<String>, key: Option<&str>| {
+        // Tokens per key in each budget window in use (one query per window).
+        let mut windows: Vec<(String, i64, Vec<(String, u64)>)> = Vec::new();
+        let mut used = |period: &str, key: Option<&str>| -> Result<(i64, u64), ApiError> {
+            let start = period_start(period, now);
+            if !windows.iter().any(|w| w.0 == period) {
+                windows.push((
+                    period.to_string(),
+                    start,
+                    store.usage_by_key(&org_id, start)?,
+                ));
+            }
+            let per_key = &windows
+                .iter()
+                .find(|w| w.0 == period)
+                .map_or(&[][..], |w| &w.2[..]);
+            let n = per_key
+                .iter()
+                .filter(|(k, _)| key.is_none_or(|key| key == k))
+                .fold(0u64, |a, (_, n)| a.saturating_add(*n));
+            Ok((start, n))
+        };
+        let mut budget = |tokens: Option<u64>, period: &Option<String>, key: Option<&str>| {
             let (Some(tokens), Some(period)) = (tokens, period) else {
                 return Ok::<_, ApiError>(Value::Null);
             };
-            let start = period_start(period, now);
-            let (_, i, o) = store.usage_total(&org_id, key, start)?;
+            let (start, n) = used(period, key)?;
             Ok(json!({"tokens": tokens, "period": period,
                       "period_start": store::utc_text(
                           time::OffsetDateTime::from_unix_timestamp(start)
                               .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
-                      "used_tokens": i.saturating_add(o)}))
+                      "used_tokens": n}))
         };
         let mut keys = Vec::new();
         for k in store.keys(Some(&org_id))? {
@@ -110,6 +131,7 @@ impl Api {
                 keys.push(json!({"key_id": k.id, "name": k.name, "budget": b}));
             }
         }
+        let org_budget = budget(org.budget_tokens, &org.budget_period, None)?;
         Ok((
             200,
             json!({
@@ -121,7 +143,7 @@ impl Api {
                 "data": data,
                 "truncated": rows.len() as i64 == MAX_ROWS,
                 "budgets": {
-                    "org": budget(org.budget_tokens, &org.budget_period, None)?,
+                    "org": org_budget,
                     "keys": keys,
                 },
             }),
@@ -156,16 +178,47 @@ impl Api {
         Ok((200, v))
     }
 
-    /// Check the whole audit chain; name the first record that breaks it.
-    pub(super) fn audit_verify(&self, store: &Store) -> ApiResult {
-        match audit::verify_store(store)? {
-            Ok(n) => Ok((200, json!({"valid": true, "records": n, "first_bad": null}))),
-            Err(b) => Ok((
-                200,
-                json!({"valid": false, "records": null,
-                       "first_bad": {"seq": b.seq, "id": b.id, "reason": b.reason}}),
-            )),
+    /// Check the whole audit chain, a page at a time (the store's lock is taken per page, so
+    /// other admin calls go on), one check at a time; name the first record that breaks it.
+    /// The count of records spans every org: operators only.
+    pub(super) fn audit_verify(&self, c: &Caller) -> ApiResult {
+        let operator = c.principal()?.operator;
+        let _one = self.verifying.try_lock().map_err(|_| ApiError {
+            retry_after: Some(5),
+            ..err(
+                Code::RateLimited,
+                "A chain check is already running; retry when it is done.",
+            )
+        })?;
+        let (checkpoints, end) = {
+            let store = self.store();
+            (
+                store.audit_checkpoints()?,
+                store.audit_tail()?.map_or(0, |t| t.0),
+            )
+        };
+        let mut v = audit::Verifier::new(checkpoints.iter().map(String::as_str));
+        // Up to the record that was last when the check began (the log keeps growing).
+        while v.last_seq() < end {
+            let page = self.store().audit_rows(v.last_seq(), None, None, 2_000)?;
+            if page.is_empty() {
+                break;
+            }
+            for r in &page {
+                if let Err(b) = v.feed(r) {
+                    return Ok((
+                        200,
+                        json!({"valid": false, "records": null,
+                               "first_bad": {"seq": b.seq, "id": b.id, "reason": b.reason}}),
+                    ));
+                }
+            }
         }
+        let records = operator.then(|| v.count());
+        Ok((
+            200,
+            json!({"valid": true, "records": records, "first_bad": null}),
+        ))
     }
 }
 
