@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// A budget window in use: its period, its start, and the tokens each key used in it.
+type Window = (String, i64, Vec<(String, u64)>);
+
 /// The longest look back `GET /api/usage` takes.
 const MAX_LOOKBACK_SECS: i64 = 400 * 86_400;
 /// The most rows `GET /api/usage` answers.
@@ -93,7 +96,7 @@ impl Api {
             })
             .collect();
         // Tokens per key in each budget window in use (one query per window).
-        let mut windows: Vec<(String, i64, Vec<(String, u64)>)> = Vec::new();
+        let mut windows: Vec<Window> = Vec::new();
         let mut used = |period: &str, key: Option<&str>| -> Result<(i64, u64), ApiError> {
             let start = period_start(period, now);
             if !windows.iter().any(|w| w.0 == period) {
