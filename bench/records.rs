@@ -20,5 +20,13 @@ pub fn request_record(org: &str, i: usize) -> sluice::audit::Record {
             "redactions": {"email": 0}, "response_redactions": null,
             "usage": {"input_tokens": 512, "output_tokens": 64},
         }),
+        // What the hourly usage roll-up gets from it.
+        usage: Some(Box::new(sluice::audit::Usage {
+            key_id: "0190f3a2-7c1e-7d3a-9b1c-2f5e8a9d4c71".into(),
+            model: "",
+            model_name: "gpt-4o-mini".into(),
+            input_tokens: 512,
+            output_tokens: 64,
+        })),
     }
 }

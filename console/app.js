@@ -455,7 +455,11 @@ function keysCard(org, keys, reload, flash) {
     ['MCP tools', (k) => k.mcp_tools ?? h('span', { class: 'muted' }, 'org default')],
     ['Last used', (k) => when(k.last_used_at)],
   ];
+  const editSlot = h('div');
   if (canEdit) {
+    cols.push(['', (k) => k.status === 'active'
+      ? h('button', { type: 'button', class: 'secondary', onclick: () => editSlot.replaceChildren(keyForm(org, k, reload)) }, 'Edit')
+      : null]);
     cols.push(['', (k) => k.status === 'active'
       ? confirmButton('Revoke', 'Click again to revoke', async () => {
         const r = await guarded(out, () => api('DELETE', `/api/orgs/${org.id}/keys/${k.id}`));
@@ -463,7 +467,7 @@ function keysCard(org, keys, reload, flash) {
       })
       : null]);
   }
-  const parts = [h('h2', {}, 'API keys'), out, table(cols, keys)];
+  const parts = [h('h2', {}, 'API keys'), out, table(cols, keys), editSlot];
   if (canEdit) {
     const shown = h('div');
     const form = h('form', {
@@ -495,6 +499,50 @@ function keysCard(org, keys, reload, flash) {
     parts.push(h('h2', {}, 'New key'), shown, form);
   }
   return h('div', { class: 'card', id: 'keys' }, parts);
+}
+
+// A key's overrides: each setting `inherit` (the org's) or its own; limits empty for none.
+function keyForm(org, k, reload) {
+  const out = h('div');
+  const list = (v) => (v === null || v === undefined ? 'inherit' : v);
+  const form = h('form', {
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      out.replaceChildren();
+      const f = new FormData(form);
+      const was = { ...k, mcp_tools: list(k.mcp_tools), mcp_resources: list(k.mcp_resources), mcp_prompts: list(k.mcp_prompts) };
+      const now = {
+        pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
+        rpm: numberOrNull(f.get('rpm')), tpm: numberOrNull(f.get('tpm')),
+        budget_tokens: numberOrNull(f.get('budget_tokens')),
+        mcp_tools: f.get('mcp_tools').trim() || 'inherit', mcp_resources: f.get('mcp_resources').trim() || 'inherit',
+        mcp_prompts: f.get('mcp_prompts').trim() || 'inherit',
+      };
+      const patch = changes(was, now);
+      if (now.budget_tokens !== null && (patch.budget_tokens !== undefined || f.get('budget_period') !== k.budget_period)) {
+        patch.budget_tokens = now.budget_tokens;
+        patch.budget_period = f.get('budget_period');
+      }
+      if (Object.keys(patch).length === 0) { out.replaceChildren(notice('Nothing changed.')); return; }
+      const r = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}/keys/${k.id}`, patch));
+      if (r) reload(notice(`Key ${k.name} updated. The proxy applies it within a second.`));
+    },
+  },
+  h('fieldset', {}, h('legend', {}, `Overrides of key ${k.name}`),
+    h('div', { class: 'form-grid' },
+      field('PII redaction', select('pii', KEYSET, k.pii)),
+      field('Secret redaction', select('secrets', KEYSET, k.secrets)),
+      field('Response redaction', select('response_redaction', KEYSET, k.response_redaction)),
+      field('Requests per minute', h('input', { name: 'rpm', inputmode: 'numeric', value: k.rpm ?? '', placeholder: 'none' })),
+      field('Tokens per minute', h('input', { name: 'tpm', inputmode: 'numeric', value: k.tpm ?? '', placeholder: 'none' })),
+      field('Token budget', h('input', { name: 'budget_tokens', inputmode: 'numeric', value: k.budget_tokens ?? '', placeholder: 'none' })),
+      field('Budget period', select('budget_period', ['day', 'month'], k.budget_period || 'month')),
+      field('MCP tools', h('input', { name: 'mcp_tools', value: k.mcp_tools ?? '', placeholder: 'inherit' })),
+      field('MCP resources', h('input', { name: 'mcp_resources', value: k.mcp_resources ?? '', placeholder: 'inherit' })),
+      field('MCP prompts', h('input', { name: 'mcp_prompts', value: k.mcp_prompts ?? '', placeholder: 'inherit' })))),
+  h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Save key'),
+    h('button', { type: 'button', class: 'secondary', onclick: () => form.parentElement?.replaceChildren() }, 'Cancel')));
+  return h('div', { class: 'card', id: 'key-edit' }, out, form);
 }
 
 function membersCard(org, users, reload, flash) {

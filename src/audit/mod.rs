@@ -43,6 +43,22 @@ pub struct Entry<D> {
     pub outcome: &'static str,
     /// A JSON object. Never a secret, never a body.
     pub details: D,
+    /// A proxied request's use of a key, added to the hourly roll-up (`usage_hourly`) in the
+    /// transaction that appends the record. Not part of the record (nor of its hash).
+    #[serde(skip)]
+    pub usage: Option<Box<Usage>>,
+}
+
+/// What a `proxy.request` record adds to the hourly usage roll-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub key_id: String,
+    /// As the metrics label it ([`crate::usage::model_label`]): bounded in form.
+    pub model: &'static str,
+    /// The model when it is not one of the fixed labels (`model` is then empty).
+    pub model_name: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 /// A record being built: `details` is a JSON value.
@@ -128,6 +144,7 @@ impl<D> Entry<D> {
             request_id: self.request_id,
             outcome: self.outcome,
             details,
+            usage: self.usage,
         }
     }
 }
@@ -255,7 +272,7 @@ fn append_after(
     mut keys: Option<&mut OrgKeys>,
 ) -> store::Result<()> {
     let (mut seq, mut prev) = tail;
-    let mut usage = Usage::default();
+    let mut usage = Rollup::default();
     for r in records {
         seq += 1;
         let r = r.clone();
@@ -276,7 +293,7 @@ fn append_after(
             prev_hash: prev,
             hash: String::new(),
         };
-        usage.add(&row);
+        usage.add(row.org_id.as_ref(), r.usage.as_deref());
         if row.org_id.is_some() {
             // Fail closed: an org's record is never stored with its personal fields in clear.
             let keys = keys.as_deref_mut().ok_or_else(|| store::Error::Io {
@@ -295,38 +312,26 @@ fn append_after(
 /// The hourly usage roll-up of a batch of request records, written in the batch's transaction
 /// (`usage_hourly`, what `GET /api/usage` reads).
 #[derive(Default)]
-struct Usage(std::collections::BTreeMap<(String, String, String), (u64, u64, u64)>);
+struct Rollup(std::collections::BTreeMap<(String, String, String), (u64, u64, u64)>);
 
-impl Usage {
-    /// Count a `proxy.request` record of a key (its details still in clear).
-    fn add(&mut self, row: &AuditRow) {
-        #[derive(serde::Deserialize)]
-        struct Tokens {
-            input_tokens: u64,
-            output_tokens: u64,
-        }
-        #[derive(serde::Deserialize)]
-        struct Details {
-            key_id: Option<String>,
-            model: Option<String>,
-            usage: Option<Tokens>,
-        }
-        let Some(org) = &row.org_id else { return };
-        if row.action != "proxy.request" {
-            return;
-        }
-        let Ok(d) = serde_json::from_str::<Details>(&row.details) else {
+impl Rollup {
+    /// Count a record's [`Usage`], if it has one.
+    fn add(&mut self, org_id: Option<&String>, usage: Option<&Usage>) {
+        let (Some(org), Some(u)) = (org_id, usage) else {
             return;
         };
-        let Some(key) = d.key_id else { return };
-        // Bounded in form as the metrics' label is (the model is the client's word).
-        let model = crate::usage::model_label(d.model.as_deref()).to_string();
-        let e = self.0.entry((org.clone(), key, model)).or_default();
+        let model = if u.model.is_empty() {
+            u.model_name.clone()
+        } else {
+            u.model.to_string()
+        };
+        let e = self
+            .0
+            .entry((org.clone(), u.key_id.clone(), model))
+            .or_default();
         e.0 = e.0.saturating_add(1);
-        if let Some(t) = d.usage {
-            e.1 = e.1.saturating_add(t.input_tokens);
-            e.2 = e.2.saturating_add(t.output_tokens);
-        }
+        e.1 = e.1.saturating_add(u.input_tokens);
+        e.2 = e.2.saturating_add(u.output_tokens);
     }
 
     fn write(self, store: &Store) -> store::Result<()> {

@@ -618,7 +618,13 @@ fn in_a_real_browser_the_console_signs_in_changes_settings_keys_and_audits_and_a
         .iter()
         .filter(|r| r["actor"] == format!("user:{}", op.id).as_str())
         .collect();
-    for action in ["org.update", "key.create", "key.revoke", "credential.set"] {
+    for action in [
+        "org.update",
+        "key.create",
+        "key.update",
+        "key.revoke",
+        "credential.set",
+    ] {
         let r = by_console
             .iter()
             .find(|r| r["action"] == action)

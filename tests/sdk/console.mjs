@@ -114,6 +114,14 @@ try {
   await page.waitForSelector("#keys td:text('console-key')");
   await shot(page, "settings");
 
+  step("operator gives the key its own rpm limit");
+  await page.locator("#keys tr", { hasText: "console-key" }).locator("button:text('Edit')").click();
+  await page.fill("#key-edit input[name=rpm]", "120");
+  await page.click("button:text('Save key')");
+  await page.waitForSelector("text=Key console-key updated.");
+  const rpmCell = await page.locator("#keys tr", { hasText: "console-key" }).locator("td").nth(7).textContent();
+  check(rpmCell === "120", `the key's rpm shows 120: ${rpmCell}`);
+
   step("the key works with the official SDK and the request arrives redacted");
   out.sdk_before_revoke = await sdkCall(key, `Please email ${cfg.pii_email} about the order.`);
   check(out.sdk_before_revoke.ok, `the SDK call succeeded: ${JSON.stringify(out.sdk_before_revoke)}`);

@@ -160,6 +160,22 @@ pub(super) fn audit_record<'a>(
             "failure"
         },
         details: (),
+        // A key's LLM request counts in the hourly roll-up (MCP calls have records of their own).
+        usage: ctx.key.as_ref().filter(|_| ctx.mcp.is_none()).map(|k| {
+            let found = ctx.usage.as_ref().and_then(|u| u.found);
+            let (model, model_name) = match crate::usage::model_label(ctx.model.as_deref()) {
+                "other" => ("other", String::new()),
+                "unknown" => ("unknown", String::new()),
+                m => ("", m.to_string()),
+            };
+            Box::new(crate::audit::Usage {
+                key_id: k.id.clone(),
+                model,
+                model_name,
+                input_tokens: found.map_or(0, |f| f.input),
+                output_tokens: found.map_or(0, |f| f.output),
+            })
+        }),
     };
     let details = RequestDetails {
         method: req.method.as_str(),
