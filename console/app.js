@@ -742,6 +742,12 @@ async function usagePage() {
     const u = await guarded(result, () => api('GET', `/api/usage?${q}`));
     if (!u) return;
     const name = u.group_by;
+    // Key names for key ids (the same roles read both).
+    const names = new Map();
+    if (name === 'key_id') {
+      const keys = await guarded(result, () => api('GET', `/api/orgs/${u.org_id}/keys`));
+      for (const k of keys?.data || []) names.set(k.id, k.name);
+    }
     const byBucket = new Map();
     for (const r of u.data) byBucket.set(r.bucket_start, (byBucket.get(r.bucket_start) || 0) + r.total_tokens);
     const points = [...byBucket.entries()].map(([b, v]) => ({ label: u.bucket === 'hour' ? when(b).slice(11, 16) : when(b).slice(0, 10), value: v }));
@@ -752,7 +758,9 @@ async function usagePage() {
         ? h('table', {}, h('tbody', {}, budgets)) : h('p', { class: 'muted' }, 'No budget is set for this org or its keys.')),
       h('div', { class: 'card' }, h('h2', {}, `Per ${name === 'key_id' ? 'key' : 'model'} and ${u.bucket}`),
         table([
-          ['Start', (r) => when(r.bucket_start)], [name === 'key_id' ? 'Key' : 'Model', (r) => r[name]],
+          ['Start', (r) => when(r.bucket_start)],
+          [name === 'key_id' ? 'Key' : 'Model', (r) => (name === 'key_id' && names.has(r.key_id)
+            ? h('span', { title: r.key_id }, names.get(r.key_id)) : r[name])],
           ['Requests', (r) => r.requests], ['Input tokens', (r) => r.input_tokens],
           ['Output tokens', (r) => r.output_tokens], ['Total', (r) => r.total_tokens],
         ], u.data)));

@@ -162,6 +162,10 @@ try {
   step("the other pages");
   await page.click("nav >> text=Usage");
   await page.waitForSelector("h2:text('Budgets')");
+  await page.selectOption("select[name=org_id]", cfg.org_id);
+  await page.click("button:text('Show')");
+  // The console-key's request, by the key's name.
+  await page.waitForSelector("td > span[title]:text('console-key')");
   await shot(page, "usage");
   await page.click("nav >> text=Credentials");
   await page.waitForSelector("h1:text('Upstream credentials')");
