@@ -30,9 +30,17 @@ function h(tag, attrs, ...kids) {
 
 const main = () => document.getElementById('main');
 
+// Each render has a number; a page that finishes loading after another render began (a quick
+// second click, Back, a session that ended) shows nothing.
+let generation = 0;
+
+function showAt(gen, ...kids) {
+  if (gen !== generation) return;
+  main().replaceChildren(...kids.flat().filter(Boolean));
+}
+
 function show(...kids) {
-  const m = main();
-  m.replaceChildren(...kids.flat().filter(Boolean));
+  showAt(generation, ...kids);
 }
 
 function errorBox(e) {
@@ -51,7 +59,11 @@ function table(columns, rows, onRow) {
     h('tbody', {}, rows.length === 0
       ? h('tr', {}, h('td', { colspan: columns.length, class: 'muted' }, 'Nothing here yet.'))
       : rows.map((r) => {
-        const tr = h('tr', onRow ? { class: 'clickable', onclick: () => onRow(r, tr) } : {},
+        // A clickable row opens with Enter too.
+        const tr = h('tr', onRow ? {
+          class: 'clickable', tabindex: 0, onclick: () => onRow(r, tr),
+          onkeydown: (ev) => { if (ev.key === 'Enter') onRow(r, tr); },
+        } : {},
           columns.map((c) => {
             const v = c[1](r);
             return h('td', {}, v === null || v === undefined ? '—' : v);
@@ -79,19 +91,28 @@ function when(t) {
 }
 
 // A button that asks once more before it acts.
-function confirmButton(label, question, act) {
-  const b = h('button', { type: 'button', class: 'danger' }, label);
-  let armed = false;
-  b.addEventListener('click', async () => {
-    if (!armed) {
-      armed = true;
+function confirmButton(label, question, act, name) {
+  const b = h('button', { type: 'button', class: 'danger', 'aria-label': name ? `${label} ${name}` : null }, label);
+  let armedAt = 0;
+  let timer = null;
+  const disarm = () => {
+    armedAt = 0;
+    clearTimeout(timer);
+    b.textContent = label;
+    b.removeAttribute('data-armed');
+  };
+  b.addEventListener('click', async (ev) => {
+    // A double click is one gesture, not a confirmation (its second click has detail 2).
+    if (ev.detail > 1) return;
+    if (!armedAt) {
+      armedAt = Date.now();
       b.textContent = question;
       b.setAttribute('data-armed', '');
-      setTimeout(() => { armed = false; b.textContent = label; b.removeAttribute('data-armed'); }, 6000);
+      timer = setTimeout(disarm, 6000);
       return;
     }
     b.disabled = true;
-    try { await act(); } finally { b.disabled = false; }
+    try { await act(); } finally { b.disabled = false; disarm(); }
   });
   return b;
 }
@@ -127,13 +148,25 @@ async function api(method, path, body) {
   try { data = await r.json(); } catch { data = null; }
   if (!r.ok) {
     const e = new ApiError(r.status, data);
-    if (r.status === 401 && !path.startsWith('/api/auth/login')) {
-      state.me = null;
-      go('/dashboard/login');
+    // Only an ended session ends the console's (a wrong password or code is a 401 too).
+    if (e.code === 'invalid_token') {
+      sessionEnded();
+      throw new SessionEnded();
     }
     throw e;
   }
   return data;
+}
+
+class SessionEnded extends Error {}
+
+// The session is over (signed out elsewhere, revoked, expired): forget it and sign in again,
+// coming back to this page afterwards.
+function sessionEnded() {
+  state.me = null;
+  document.cookie = 'sluice_csrf=; Path=/; Max-Age=0; SameSite=Strict';
+  if (location.pathname !== '/dashboard/login') state.after = location.pathname;
+  go('/dashboard/login', { replace: true });
 }
 
 // Run `f`, showing its error in `where` (an element) instead of throwing.
@@ -141,10 +174,39 @@ async function guarded(where, f) {
   try {
     return await f();
   } catch (e) {
-    if (e.status === 401) return undefined;
+    if (e instanceof SessionEnded) throw e;
+    where.querySelectorAll(':scope > .alert').forEach((x) => x.remove());
     where.prepend(errorBox(e));
     return undefined;
   }
+}
+
+// Run `f` with `button` disabled (no double submit), and say when it is done.
+async function busy(button, f) {
+  if (button.disabled) return undefined;
+  button.disabled = true;
+  try { return await f(); } finally { button.disabled = false; }
+}
+
+// A form's submit handler: no page load, one submission at a time (the submit button is
+// disabled meanwhile), and an error (a field's, or the API's) shown above the form.
+function onSubmit(f) {
+  return async (ev) => {
+    ev.preventDefault();
+    const form = ev.target;
+    const btn = form.querySelector('button[type=submit]');
+    if (btn?.disabled) return;
+    if (btn) btn.disabled = true;
+    try {
+      await f(ev);
+    } catch (e) {
+      if (e instanceof SessionEnded) return;
+      while (form.previousElementSibling?.classList.contains('alert')) form.previousElementSibling.remove();
+      form.before(errorBox(e));
+    } finally {
+      if (btn) btn.disabled = false;
+    }
+  };
 }
 
 // ---- who may do what (the API decides; this only hides what it would refuse) ----------------
@@ -172,41 +234,53 @@ const PAGES = [
   [/^\/dashboard\/account$/, accountPage, 'Account', '/dashboard/account', () => true],
 ];
 
-function go(path) {
-  if (location.pathname !== path) history.pushState({}, '', path);
+function go(path, { replace = false } = {}) {
+  if (location.pathname !== path) history[replace ? 'replaceState' : 'pushState']({}, '', path);
   render();
 }
 
 function navLink(href, label) {
-  return h('a', { href, 'data-nav': true, class: location.pathname === href ? 'active' : null }, label);
+  const here = location.pathname === href;
+  return h('a', { href, 'data-nav': true, class: here ? 'active' : null, 'aria-current': here ? 'page' : null }, label);
 }
 
 function drawHeader() {
   const top = document.getElementById('top');
-  if (!me()) { top.hidden = true; return; }
+  if (!me()) {
+    top.hidden = true;
+    document.getElementById('nav').replaceChildren();
+    document.getElementById('who').textContent = '';
+    return;
+  }
   top.hidden = false;
   document.getElementById('nav').replaceChildren(
     ...PAGES.filter((p) => p[2] && p[4]()).map((p) => navLink(p[3], p[2])));
+  document.title = `sluice console: ${document.querySelector('nav#nav a.active')?.textContent || 'sluice'}`;
   const role = isOperator() ? 'operator' : `${me().role} of ${me().org_id}`;
   document.getElementById('who').textContent = `${me().email} (${role})`;
 }
 
 async function render() {
+  generation += 1;
+  const mine = generation;
   const path = location.pathname;
   if (!me() && path !== '/dashboard/login') {
     // No CSRF cookie: no session either (they are set and cleared together).
     if (!cookie('sluice_csrf')) {
+      state.after = path;
       history.replaceState({}, '', '/dashboard/login');
       return render();
     }
     try {
       state.me = await api('GET', '/api/auth/me');
     } catch (e) {
-      if (e.status !== 401) { show(h('h1', {}, 'sluice console'), errorBox(e)); return; }
-      history.replaceState({}, '', '/dashboard/login');
-      return render();
+      if (e instanceof SessionEnded) return undefined;
+      if (mine === generation) show(h('h1', {}, 'sluice console'), errorBox(e));
+      return undefined;
     }
+    if (mine !== generation) return undefined;
   }
+  if (me() && path === '/dashboard/login') { go('/dashboard', { replace: true }); return undefined; }
   drawHeader();
   if (path === '/dashboard/login') return loginPage();
   for (const [re, page, , , allowed] of PAGES) {
@@ -217,7 +291,12 @@ async function render() {
         return;
       }
       show(h('p', { class: 'muted' }, 'Loading…'));
-      return page(...m.slice(1));
+      try {
+        return await page(...m.slice(1));
+      } catch (e) {
+        if (e instanceof SessionEnded) return undefined;
+        throw e;
+      }
     }
   }
   show(h('h1', {}, 'No such page'), h('p', {}, h('a', { href: '/dashboard', 'data-nav': true }, 'Back to the overview')));
@@ -235,12 +314,12 @@ window.addEventListener('popstate', render);
 // ---- sign-in -------------------------------------------------------------------------------
 
 function loginPage() {
+  const gen = generation;
   const out = h('div');
   const kind = select('kind', [['totp', 'Authenticator code'], ['recovery', 'Recovery code']], 'totp',
     { 'aria-label': 'Second factor' });
   const form = h('form', {
-    onsubmit: async (ev) => {
-      ev.preventDefault();
+    onsubmit: onSubmit(async (ev) => {
       out.replaceChildren();
       const f = new FormData(form);
       const body = { email: f.get('email'), password: f.get('password') };
@@ -256,25 +335,28 @@ function loginPage() {
         if (!r.ok) throw new ApiError(r.status, data);
         state.me = data.user;
         state.csrf = data.csrf_token;
-        go('/dashboard');
+        const after = state.after && state.after !== '/dashboard/login' ? state.after : '/dashboard';
+        state.after = null;
+        go(after, { replace: true });
       } catch (e) {
         out.replaceChildren(errorBox(e));
       }
-    },
+    }),
   },
   field('Email', h('input', { name: 'email', type: 'email', autocomplete: 'username', required: true })),
   field('Password', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
   kind,
   field('Code', h('input', { name: 'code', autocomplete: 'one-time-code', inputmode: 'text', placeholder: '123456' })),
   h('button', { type: 'submit' }, 'Sign in'));
-  show(h('div', { class: 'login card' }, h('h1', {}, 'Sign in to sluice'), out, form,
+  showAt(gen, h('div', { class: 'login card' }, h('h1', {}, 'Sign in to sluice'), out, form,
     h('p', { class: 'muted' }, 'Accounts are created with `sluice users create` or by an org admin.')));
 }
 
 document.getElementById('signout')?.addEventListener('click', async () => {
   try { await api('POST', '/api/auth/logout'); } catch { /* signed out either way */ }
   state.me = null;
-  go('/dashboard/login');
+  state.after = null;
+  go('/dashboard/login', { replace: true });
 });
 
 // ---- overview ------------------------------------------------------------------------------
@@ -294,9 +376,10 @@ function series(points, key) {
 }
 
 async function overviewPage() {
+  const gen = generation;
   const box = h('div');
   const o = await guarded(box, () => api('GET', '/api/overview'));
-  if (!o) { show(h('h1', {}, 'Overview'), box); return; }
+  if (!o) { showAt(gen, h('h1', {}, 'Overview'), box); return; }
   const t = o.traffic;
   const cards = [];
   cards.push(h('div', { class: 'card' }, h('h2', {}, 'Upstreams'),
@@ -340,7 +423,7 @@ async function overviewPage() {
   } else {
     parts.push(h('p', { class: 'muted' }, 'Traffic figures span every org: operators see them. Your org\'s usage is on the Usage page.'));
   }
-  show(parts);
+  showAt(gen, parts);
 }
 
 // ---- organizations and their settings ------------------------------------------------------
@@ -352,10 +435,11 @@ async function loadOrgs() {
 }
 
 async function orgsPage() {
+  const gen = generation;
   const box = h('div');
   const orgs = await guarded(box, loadOrgs);
-  if (!orgs) { show(h('h1', {}, 'Organizations'), box); return; }
-  if (!isOperator() && orgs.length === 1) { go(`/dashboard/settings/${orgs[0].id}`); return; }
+  if (!orgs) { showAt(gen, h('h1', {}, 'Organizations'), box); return; }
+  if (!isOperator() && orgs.length === 1) { go(`/dashboard/settings/${orgs[0].id}`, { replace: true }); return; }
   const parts = [h('h1', {}, 'Organizations'), box,
     h('div', { class: 'card' }, table([
       ['Name', (o) => h('a', { href: `/dashboard/settings/${o.id}`, 'data-nav': true }, o.name)],
@@ -366,28 +450,33 @@ async function orgsPage() {
     const out = h('div');
     const form = h('form', {
       class: 'inline',
-      onsubmit: async (ev) => {
-        ev.preventDefault();
+      onsubmit: onSubmit(async (ev) => {
         out.replaceChildren();
         const name = new FormData(form).get('name');
         const o = await guarded(out, () => api('POST', '/api/orgs', { name }));
         if (o) go(`/dashboard/settings/${o.id}`);
-      },
+      }),
     }, field('Name', h('input', { name: 'name', required: true })), h('button', { type: 'submit' }, 'Create org'));
     parts.push(h('div', { class: 'card' }, h('h2', {}, 'New organization'), out, form));
   }
-  show(parts);
+  showAt(gen, parts);
 }
 
 const ONOFF = ['on', 'off'];
 const KEYSET = ['inherit', 'on', 'off'];
 const REGIONS = ['us', 'eu', 'apac'];
 
-function numberOrNull(v) {
+// A whole number typed in a limit field, `null` for an empty one; anything else is refused
+// here with the field's name (the API would refuse it too, less clearly).
+class FieldError extends Error {}
+function numberOrNull(v, name = 'This field') {
   const s = String(v ?? '').trim();
   if (s === '') return null;
   const n = Number(s);
-  return Number.isInteger(n) ? n : s;
+  if (!/^[0-9]+$/.test(s) || !Number.isSafeInteger(n) || n < 1) {
+    throw new FieldError(`${name} must be a whole number of at least 1, or empty for none.`);
+  }
+  return n;
 }
 
 // The fields of `now` that differ from `was` (only those are sent).
@@ -408,7 +497,8 @@ function settingsForm(org, editable, onSaved) {
       field('PII redaction', select('pii', ONOFF, org.pii)),
       field('Secret redaction', select('secrets', ONOFF, org.secrets)),
       field('Response redaction', select('response_redaction', ONOFF, org.response_redaction)),
-      field('Region', select('region', [['', '(sidecar default)'], ...REGIONS], org.region || '')),
+      // A region once set can be changed, not removed (the API takes a region only).
+      field('Region', select('region', org.region ? REGIONS : [['', '(sidecar default)'], ...REGIONS], org.region || '')),
       field('Requests per minute', h('input', { name: 'rpm', inputmode: 'numeric', value: org.rpm ?? '', placeholder: 'none' })),
       field('Tokens per minute', h('input', { name: 'tpm', inputmode: 'numeric', value: org.tpm ?? '', placeholder: 'none' })),
       field('Token budget', h('input', { name: 'budget_tokens', inputmode: 'numeric', value: org.budget_tokens ?? '', placeholder: 'none' })),
@@ -417,16 +507,15 @@ function settingsForm(org, editable, onSaved) {
       field('MCP resources', h('input', { name: 'mcp_resources', value: org.mcp_resources, placeholder: 'none' })),
       field('MCP prompts', h('input', { name: 'mcp_prompts', value: org.mcp_prompts, placeholder: 'none' }))));
   const form = h('form', {
-    onsubmit: async (ev) => {
-      ev.preventDefault();
+    onsubmit: onSubmit(async (ev) => {
       out.replaceChildren();
       const f = new FormData(form);
       const now = {
         pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
         region: f.get('region') || undefined,
-        rpm: numberOrNull(f.get('rpm')), tpm: numberOrNull(f.get('tpm')),
-        budget_tokens: numberOrNull(f.get('budget_tokens')),
-        mcp_tools: f.get('mcp_tools'), mcp_resources: f.get('mcp_resources'), mcp_prompts: f.get('mcp_prompts'),
+        rpm: numberOrNull(f.get('rpm'), 'Requests per minute'), tpm: numberOrNull(f.get('tpm'), 'Tokens per minute'),
+        budget_tokens: numberOrNull(f.get('budget_tokens'), 'Token budget'),
+        mcp_tools: f.get('mcp_tools').trim(), mcp_resources: f.get('mcp_resources').trim(), mcp_prompts: f.get('mcp_prompts').trim(),
       };
       const patch = changes(org, now);
       if (now.budget_tokens !== null && (patch.budget_tokens !== undefined || f.get('budget_period') !== org.budget_period)) {
@@ -436,7 +525,7 @@ function settingsForm(org, editable, onSaved) {
       if (Object.keys(patch).length === 0) { out.replaceChildren(notice('Nothing changed.')); return; }
       const saved = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}`, patch));
       if (saved) { onSaved(saved); out.replaceChildren(notice('Saved. The proxy applies it within a second.')); }
-    },
+    }),
   }, fs, editable ? h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Save settings')) : null);
   return h('div', { class: 'card' }, out, form,
     editable ? null : h('p', { class: 'muted' }, 'Read-only: your role cannot change these settings.'));
@@ -452,7 +541,7 @@ function keysCard(org, keys, reload, flash) {
     ['PII', (k) => k.pii], ['Secrets', (k) => k.secrets], ['Response', (k) => k.response_redaction],
     ['Region', (k) => k.region], ['rpm', (k) => k.rpm], ['tpm', (k) => k.tpm],
     ['Budget', (k) => k.budget_tokens ? `${k.budget_tokens}/${k.budget_period}` : null],
-    ['MCP tools', (k) => k.mcp_tools ?? h('span', { class: 'muted' }, 'org default')],
+    ['MCP tools', (k) => k.mcp_tools === null ? h('span', { class: 'muted' }, 'org default') : k.mcp_tools || 'none'],
     ['Last used', (k) => when(k.last_used_at)],
   ];
   const editSlot = h('div');
@@ -464,7 +553,7 @@ function keysCard(org, keys, reload, flash) {
       ? confirmButton('Revoke', 'Click again to revoke', async () => {
         const r = await guarded(out, () => api('DELETE', `/api/orgs/${org.id}/keys/${k.id}`));
         if (r) reload(notice(`Key ${k.name} revoked: it is refused from now on.`));
-      })
+      }, k.name)
       : null]);
   }
   const parts = [h('h2', {}, 'API keys'), out, table(cols, keys), editSlot];
@@ -472,8 +561,7 @@ function keysCard(org, keys, reload, flash) {
     const shown = h('div');
     const form = h('form', {
       class: 'inline',
-      onsubmit: async (ev) => {
-        ev.preventDefault();
+      onsubmit: onSubmit(async (ev) => {
         shown.replaceChildren();
         const f = new FormData(form);
         const body = { name: f.get('name') };
@@ -490,7 +578,7 @@ function keysCard(org, keys, reload, flash) {
           h('p', {}, h('strong', {}, 'Copy this key now: it is shown this once and never again.')),
           h('p', {}, h('code', { 'data-new-key': true }, k.key), ' ', copy)));
         reload(shown.firstChild);
-      },
+      }),
     },
     field('Name', h('input', { name: 'name', required: true })),
     field('PII', select('pii', KEYSET, 'inherit')),
@@ -506,17 +594,17 @@ function keyForm(org, k, reload) {
   const out = h('div');
   const list = (v) => (v === null || v === undefined ? 'inherit' : v);
   const form = h('form', {
-    onsubmit: async (ev) => {
-      ev.preventDefault();
+    onsubmit: onSubmit(async (ev) => {
       out.replaceChildren();
       const f = new FormData(form);
       const was = { ...k, mcp_tools: list(k.mcp_tools), mcp_resources: list(k.mcp_resources), mcp_prompts: list(k.mcp_prompts) };
+      // A list of the key's own (empty: none at all), or `inherit` (the org's).
+      const own = (x) => (f.get(`${x}_inherit`) === 'on' ? 'inherit' : String(f.get(x)).trim());
       const now = {
         pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
-        rpm: numberOrNull(f.get('rpm')), tpm: numberOrNull(f.get('tpm')),
-        budget_tokens: numberOrNull(f.get('budget_tokens')),
-        mcp_tools: f.get('mcp_tools').trim() || 'inherit', mcp_resources: f.get('mcp_resources').trim() || 'inherit',
-        mcp_prompts: f.get('mcp_prompts').trim() || 'inherit',
+        rpm: numberOrNull(f.get('rpm'), 'Requests per minute'), tpm: numberOrNull(f.get('tpm'), 'Tokens per minute'),
+        budget_tokens: numberOrNull(f.get('budget_tokens'), 'Token budget'),
+        mcp_tools: own('mcp_tools'), mcp_resources: own('mcp_resources'), mcp_prompts: own('mcp_prompts'),
       };
       const patch = changes(was, now);
       if (now.budget_tokens !== null && (patch.budget_tokens !== undefined || f.get('budget_period') !== k.budget_period)) {
@@ -526,7 +614,7 @@ function keyForm(org, k, reload) {
       if (Object.keys(patch).length === 0) { out.replaceChildren(notice('Nothing changed.')); return; }
       const r = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}/keys/${k.id}`, patch));
       if (r) reload(notice(`Key ${k.name} updated. The proxy applies it within a second.`));
-    },
+    }),
   },
   h('fieldset', {}, h('legend', {}, `Overrides of key ${k.name}`),
     h('div', { class: 'form-grid' },
@@ -537,37 +625,42 @@ function keyForm(org, k, reload) {
       field('Tokens per minute', h('input', { name: 'tpm', inputmode: 'numeric', value: k.tpm ?? '', placeholder: 'none' })),
       field('Token budget', h('input', { name: 'budget_tokens', inputmode: 'numeric', value: k.budget_tokens ?? '', placeholder: 'none' })),
       field('Budget period', select('budget_period', ['day', 'month'], k.budget_period || 'month')),
-      field('MCP tools', h('input', { name: 'mcp_tools', value: k.mcp_tools ?? '', placeholder: 'inherit' })),
-      field('MCP resources', h('input', { name: 'mcp_resources', value: k.mcp_resources ?? '', placeholder: 'inherit' })),
-      field('MCP prompts', h('input', { name: 'mcp_prompts', value: k.mcp_prompts ?? '', placeholder: 'inherit' })))),
+      ...['mcp_tools', 'mcp_resources', 'mcp_prompts'].map((x) => field(`MCP ${x.slice(4)} (empty: none)`,
+        h('span', {}, h('input', { name: x, value: k[x] ?? '', placeholder: 'none', 'aria-label': `MCP ${x.slice(4)}` }),
+          h('label', { class: 'check' }, h('input', { type: 'checkbox', name: `${x}_inherit`, checked: k[x] === null }), ' the org\'s')))))),
   h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Save key'),
-    h('button', { type: 'button', class: 'secondary', onclick: () => form.parentElement?.replaceChildren() }, 'Cancel')));
+    h('button', { type: 'button', class: 'secondary', onclick: () => form.closest('#key-edit')?.remove() }, 'Cancel')));
   return h('div', { class: 'card', id: 'key-edit' }, out, form);
 }
 
 function membersCard(org, users, reload, flash) {
   const out = h('div', {}, flash);
+  // Only owners (and operators) add, change or remove owners: others are not offered it.
+  const ownerPowers = isOperator() || me().role === 'owner';
+  const roles = ownerPowers ? ROLES : ROLES.filter((r) => r !== 'owner');
+  const manageable = (u) => u.id !== me().id && (ownerPowers || u.role !== 'owner');
   const cols = [
     ['Email', (u) => u.email], ['Two-factor', (u) => u.totp_enrolled ? 'TOTP' : h('span', { class: 'warn' }, 'none')],
     ['Role', (u) => {
-      if (u.id === me().id) return u.role;
-      const s = select('role', ROLES, u.role, { 'aria-label': `Role of ${u.email}` });
-      s.addEventListener('change', async () => {
+      if (!manageable(u)) return u.role;
+      const s = select('role', roles, u.role, { 'aria-label': `Role of ${u.email}` });
+      const apply = h('button', { type: 'button', class: 'secondary', 'aria-label': `Apply the role of ${u.email}` }, 'Apply');
+      apply.addEventListener('click', () => busy(apply, async () => {
+        if (s.value === u.role) return;
         const r = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}/users/${u.id}`, { role: s.value }));
-        if (r) out.replaceChildren(notice(`${u.email} is now ${s.value}.`)); else s.value = u.role;
-      });
-      return s;
+        if (r) { u.role = s.value; out.replaceChildren(notice(`${u.email} is now ${s.value}.`)); } else s.value = u.role;
+      }));
+      return h('span', {}, s, ' ', apply);
     }],
-    ['', (u) => u.id === me().id ? null : confirmButton('Remove', 'Click again to remove', async () => {
+    ['', (u) => !manageable(u) ? null : confirmButton('Remove', 'Click again to remove', async () => {
       const r = await guarded(out, () => api('DELETE', `/api/orgs/${org.id}/users/${u.id}`));
       if (r) reload(notice(`${u.email} removed.`));
-    })],
+    }, u.email)],
   ];
   const shown = h('div');
   const form = h('form', {
     class: 'inline',
-    onsubmit: async (ev) => {
-      ev.preventDefault();
+    onsubmit: onSubmit(async (ev) => {
       shown.replaceChildren();
       const f = new FormData(form);
       const body = { email: f.get('email'), password: f.get('password'), role: f.get('role'), totp: f.get('totp') === 'on' };
@@ -578,11 +671,11 @@ function membersCard(org, users, reload, flash) {
         h('p', {}, `${r.user.email} added as ${r.user.role}.`),
         r.totp ? enrollmentView(r.totp) : null));
       reload(shown.firstChild);
-    },
+    }),
   },
   field('Email', h('input', { name: 'email', type: 'email', required: true })),
   field('Initial password', h('input', { name: 'password', type: 'password', autocomplete: 'new-password', required: true, minlength: 12 })),
-  field('Role', select('role', ROLES, 'member')),
+  field('Role', select('role', roles, 'member')),
   h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'totp', checked: true }), ' TOTP'),
   h('button', { type: 'submit' }, 'Add member'));
   return h('div', { class: 'card', id: 'members' }, h('h2', {}, 'Members'), out, table(cols, users),
@@ -590,9 +683,10 @@ function membersCard(org, users, reload, flash) {
 }
 
 async function orgPage(orgId) {
+  const gen = generation;
   const box = h('div');
   const org = await guarded(box, () => api('GET', `/api/orgs/${orgId}`));
-  if (!org) { show(h('h1', {}, 'Organization'), box); return; }
+  if (!org) { showAt(gen, h('h1', {}, 'Organization'), box); return; }
   const keysSlot = h('div');
   const membersSlot = h('div');
   const loadKeys = async (flash) => {
@@ -605,7 +699,7 @@ async function orgPage(orgId) {
     const u = await guarded(box, () => api('GET', `/api/orgs/${orgId}/users`));
     if (u) membersSlot.replaceChildren(membersCard(org, u.data, loadMembers, flash));
   };
-  show(h('h1', {}, org.name, ' ', h('span', { class: 'tag' }, org.id)), box,
+  showAt(gen, h('h1', {}, org.name, ' ', h('span', { class: 'tag' }, org.id)), box,
     settingsForm(org, orgRole(orgId, 'admin'), (o) => Object.assign(org, o)), keysSlot, membersSlot);
   await Promise.all([loadKeys(), loadMembers()]);
 }
@@ -621,6 +715,7 @@ function auditQuery(filters, cursor, limit) {
 }
 
 async function auditPage() {
+  const gen = generation;
   const box = h('div');
   const detail = h('div');
   const list = h('div');
@@ -631,7 +726,7 @@ async function auditPage() {
   const orgs = isOperator() ? await guarded(box, loadOrgs) || [] : [];
   const filterForm = h('form', {
     class: 'filters',
-    onsubmit: (ev) => {
+    onsubmit: async (ev) => {
       ev.preventDefault();
       const f = new FormData(filterForm);
       const since = f.get('since');
@@ -640,7 +735,7 @@ async function auditPage() {
         outcome: f.get('outcome'), since: since ? new Date(since).toISOString() : '',
       };
       cursors.length = 1;
-      load();
+      await load('');
     },
   },
   isOperator() ? field('Org', select('org_id', [['', 'all'], ...orgs.map((o) => [o.id, o.name])], '')) : null,
@@ -652,10 +747,14 @@ async function auditPage() {
   field('Since', h('input', { name: 'since', type: 'datetime-local' })),
   h('button', { type: 'submit' }, 'Filter'));
 
-  async function load() {
-    const cursor = cursors[cursors.length - 1];
-    const page = await guarded(box, () => api('GET', auditQuery(filters, cursor, 50)));
+  // `cursor`: the page to show ('' the first; undefined: the current one). The page stack
+  // changes only once the page is read.
+  async function load(cursor, move) {
+    const at = cursor ?? cursors[cursors.length - 1];
+    const page = await guarded(box, () => api('GET', auditQuery(filters, at, 50)));
     if (!page) return;
+    if (move === 'next') cursors.push(at);
+    if (move === 'prev') cursors.pop();
     detail.replaceChildren();
     list.replaceChildren(table([
       ['Seq', (r) => r.seq], ['Time', (r) => when(r.at)], ['Action', (r) => r.action], ['Actor', (r) => r.actor],
@@ -668,22 +767,24 @@ async function auditPage() {
         h('pre', { 'data-record': r.seq }, JSON.stringify(r, null, 2))));
     }));
     const prev = h('button', { type: 'button', class: 'secondary', disabled: cursors.length === 1 }, 'Previous');
-    prev.addEventListener('click', () => { cursors.pop(); load(); });
+    prev.addEventListener('click', () => busy(prev, () => load(cursors[cursors.length - 2], 'prev')));
     const next = h('button', { type: 'button', class: 'secondary', disabled: !page.next_cursor }, 'Next');
-    next.addEventListener('click', () => { cursors.push(page.next_cursor); load(); });
+    next.addEventListener('click', () => busy(next, () => load(page.next_cursor, 'next')));
     pager.replaceChildren(prev, h('span', { class: 'muted' }, `Page ${cursors.length}`), next);
   }
 
   const verify = h('button', { type: 'button', class: 'secondary' }, 'Verify the chain');
-  verify.addEventListener('click', async () => {
+  verify.addEventListener('click', () => busy(verify, async () => {
     check.replaceChildren(h('span', { class: 'muted' }, 'Checking every record…'));
     const r = await guarded(check, () => api('GET', '/api/audit/verify'));
-    if (!r) return;
+    if (!r) { check.querySelector('.muted')?.remove(); return; }
     check.replaceChildren(r.valid
-      ? h('div', { class: 'notice', 'data-chain': 'valid' }, `The chain is intact: ${r.records} records verified.`)
+      ? h('div', { class: 'notice', 'data-chain': 'valid' }, r.records === null
+        ? 'The chain is intact: every record verified.'
+        : `The chain is intact: ${r.records} records verified.`)
       : h('div', { class: 'alert', 'data-chain': 'broken' },
         `The chain is broken at record seq ${r.first_bad.seq} (id ${r.first_bad.id}): ${r.first_bad.reason}.`));
-  });
+  }));
   const exp = h('button', { type: 'button', class: 'secondary' }, 'Export JSON Lines');
   exp.addEventListener('click', async () => {
     exp.disabled = true;
@@ -708,7 +809,7 @@ async function auditPage() {
       exp.disabled = false;
     }
   });
-  show(h('h1', {}, 'Audit log'), box,
+  showAt(gen, h('h1', {}, 'Audit log'), box,
     h('div', { class: 'card' }, filterForm, h('div', { class: 'actions' }, verify, exp), check),
     h('div', { class: 'card' }, list, pager), detail);
   await load();
@@ -725,6 +826,7 @@ function budgetRow(label, b) {
 }
 
 async function usagePage() {
+  const gen = generation;
   const box = h('div');
   const result = h('div');
   const orgs = await guarded(box, loadOrgs) || [];
@@ -749,11 +851,21 @@ async function usagePage() {
       for (const k of keys?.data || []) names.set(k.id, k.name);
     }
     const byBucket = new Map();
-    for (const r of u.data) byBucket.set(r.bucket_start, (byBucket.get(r.bucket_start) || 0) + r.total_tokens);
-    const points = [...byBucket.entries()].map(([b, v]) => ({ label: u.bucket === 'hour' ? when(b).slice(11, 16) : when(b).slice(0, 10), value: v }));
+    for (const r of u.data) {
+      const t = Date.parse(r.bucket_start);
+      byBucket.set(t, (byBucket.get(t) || 0) + r.total_tokens);
+    }
+    // Every bucket from `since` to now, empty ones too (the time axis stays true).
+    const step = u.bucket === 'hour' ? 3_600_000 : 86_400_000;
+    const points = [];
+    for (let t = Date.parse(u.since); t <= Date.now() && points.length < 1000; t += step) {
+      const iso = new Date(t).toISOString();
+      points.push({ label: u.bucket === 'hour' ? iso.slice(5, 16).replace('T', ' ') : iso.slice(0, 10), value: byBucket.get(t) || 0 });
+    }
     const budgets = [budgetRow('Org', u.budgets.org), ...u.budgets.keys.map((k) => budgetRow(`Key ${k.name}`, k.budget))].filter(Boolean);
     result.replaceChildren(
-      h('div', { class: 'card' }, barChart(points, { title: `Tokens per ${u.bucket}` })),
+      h('div', { class: 'card' }, barChart(points, { title: `Tokens per ${u.bucket}` }),
+        u.truncated ? h('p', { class: 'warn' }, 'Only the newest 10,000 rows are shown: narrow the period.') : null),
       h('div', { class: 'card' }, h('h2', {}, 'Budgets'), budgets.length
         ? h('table', {}, h('tbody', {}, budgets)) : h('p', { class: 'muted' }, 'No budget is set for this org or its keys.')),
       h('div', { class: 'card' }, h('h2', {}, `Per ${name === 'key_id' ? 'key' : 'model'} and ${u.bucket}`),
@@ -765,13 +877,14 @@ async function usagePage() {
           ['Output tokens', (r) => r.output_tokens], ['Total', (r) => r.total_tokens],
         ], u.data)));
   }
-  show(h('h1', {}, 'Usage'), box, h('div', { class: 'card' }, form), result);
+  showAt(gen, h('h1', {}, 'Usage'), box, h('div', { class: 'card' }, form), result);
   if (orgs.length) await load();
 }
 
 // ---- credentials -----------------------------------------------------------------------------
 
 async function credentialsPage() {
+  const gen = generation;
   const box = h('div');
   const listSlot = h('div');
   const load = async () => {
@@ -794,8 +907,7 @@ async function credentialsPage() {
   const out = h('div');
   const form = h('form', {
     class: 'inline',
-    onsubmit: async (ev) => {
-      ev.preventDefault();
+    onsubmit: onSubmit(async (ev) => {
       out.replaceChildren();
       const f = new FormData(form);
       const body = { secret: f.get('secret') };
@@ -804,13 +916,13 @@ async function credentialsPage() {
       const r = await guarded(out, () => api('PUT', `/api/credentials/${encodeURIComponent(name)}`, body));
       form.querySelector('input[name=secret]').value = '';
       if (r) { out.replaceChildren(notice(`${name} set. The secret is sealed and never shown again.`)); load(); }
-    },
+    }),
   },
   field('Name', h('input', { name: 'name', required: true, pattern: '[A-Za-z0-9_.\\-]+' })),
   field('Secret', h('input', { name: 'secret', type: 'password', autocomplete: 'off', required: true })),
   field('Expires (optional)', h('input', { name: 'expires_at', type: 'datetime-local' })),
   h('button', { type: 'submit' }, 'Set or replace'));
-  show(h('h1', {}, 'Upstream credentials'), box, h('div', { class: 'card' }, listSlot),
+  showAt(gen, h('h1', {}, 'Upstream credentials'), box, h('div', { class: 'card' }, listSlot),
     h('div', { class: 'card' }, h('h2', {}, 'Set a static credential'), out, form,
       h('p', { class: 'muted' }, 'Write-only: the secret is sealed with the master key and never shown. OAuth credentials are connected with `sluice credentials connect`.')));
   await load();
@@ -819,6 +931,7 @@ async function credentialsPage() {
 // ---- MCP servers -----------------------------------------------------------------------------
 
 async function mcpPage() {
+  const gen = generation;
   const box = h('div');
   const perKey = h('div');
   const servers = await guarded(box, () => api('GET', '/api/mcp/servers'));
@@ -837,13 +950,13 @@ async function mcpPage() {
       ', resources ', h('code', {}, org.mcp_resources || 'none'), ', prompts ', h('code', {}, org.mcp_prompts || 'none')),
     table([
       ['Key', (k) => k.name], ['Status', (k) => k.status],
-      ['Tools it may call', (k) => h('code', {}, k.mcp_tools ?? `${org.mcp_tools || 'none'} (org default)`)],
-      ['Resources', (k) => h('code', {}, k.mcp_resources ?? `${org.mcp_resources || 'none'} (org default)`)],
-      ['Prompts', (k) => h('code', {}, k.mcp_prompts ?? `${org.mcp_prompts || 'none'} (org default)`)],
+      ['Tools it may call', (k) => h('code', {}, k.mcp_tools === null ? `${org.mcp_tools || 'none'} (org default)` : k.mcp_tools || 'none')],
+      ['Resources', (k) => h('code', {}, k.mcp_resources === null ? `${org.mcp_resources || 'none'} (org default)` : k.mcp_resources || 'none')],
+      ['Prompts', (k) => h('code', {}, k.mcp_prompts === null ? `${org.mcp_prompts || 'none'} (org default)` : k.mcp_prompts || 'none')],
     ], keys.data.filter((k) => k.status === 'active')));
   }
   orgSel.addEventListener('change', load);
-  show(h('h1', {}, 'MCP servers'), box,
+  showAt(gen, h('h1', {}, 'MCP servers'), box,
     h('div', { class: 'card' }, table([
       ['Name', (m) => m.name], ['Path', (m) => h('code', {}, m.path)], ['URL', (m) => m.url],
       ['Region', (m) => m.region], ['Credential', (m) => m.credential ? `${m.credential} (${m.credential_kind})` : null],
@@ -865,20 +978,20 @@ function enrollmentView(e) {
 }
 
 async function accountPage() {
+  const gen = generation;
   const u = await guarded(main(), () => api('GET', '/api/auth/me'));
   if (!u) return;
   state.me = u;
   const pwOut = h('div');
   const pwForm = h('form', {
     class: 'inline',
-    onsubmit: async (ev) => {
-      ev.preventDefault();
+    onsubmit: onSubmit(async (ev) => {
       pwOut.replaceChildren();
       const f = new FormData(pwForm);
       const r = await guarded(pwOut, () => api('POST', '/api/auth/password', { current_password: f.get('current'), new_password: f.get('new') }));
       pwForm.reset();
       if (r) pwOut.replaceChildren(notice('Password changed; your other sessions were signed out.'));
-    },
+    }),
   },
   field('Current password', h('input', { name: 'current', type: 'password', autocomplete: 'current-password', required: true })),
   field('New password', h('input', { name: 'new', type: 'password', autocomplete: 'new-password', required: true, minlength: 12 })),
@@ -886,8 +999,7 @@ async function accountPage() {
   const totpOut = h('div');
   const totpForm = h('form', {
     class: 'inline',
-    onsubmit: async (ev) => {
-      ev.preventDefault();
+    onsubmit: onSubmit(async (ev) => {
       totpOut.replaceChildren();
       const f = new FormData(totpForm);
       const body = { password: f.get('password') };
@@ -895,14 +1007,22 @@ async function accountPage() {
       if (f.get('recovery')) body.recovery_code = String(f.get('recovery')).trim();
       const r = await guarded(totpOut, () => api('POST', '/api/auth/totp', body));
       totpForm.reset();
-      if (r) totpOut.replaceChildren(h('div', { class: 'secret-once' }, h('p', {}, h('strong', {}, 'Shown this once.')), enrollmentView(r)));
-    },
+      if (!r) return;
+      totpOut.replaceChildren(h('div', { class: 'secret-once' }, h('p', {}, h('strong', {}, 'Shown this once.')), enrollmentView(r)));
+      // Enrolled now: a next enrolment needs a current code.
+      const submit = totpForm.querySelector('button[type=submit]');
+      if (!totpForm.querySelector('input[name=code]')) {
+        submit.before(field('Current code', h('input', { name: 'code', autocomplete: 'one-time-code' })),
+          field('or a recovery code', h('input', { name: 'recovery' })));
+      }
+      submit.textContent = 'Enrol a new authenticator';
+    }),
   },
   field('Password', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
   u.totp_enrolled ? field('Current code', h('input', { name: 'code', autocomplete: 'one-time-code' })) : null,
   u.totp_enrolled ? field('or a recovery code', h('input', { name: 'recovery' })) : null,
   h('button', { type: 'submit' }, u.totp_enrolled ? 'Enrol a new authenticator' : 'Enrol an authenticator'));
-  show(h('h1', {}, 'Account'),
+  showAt(gen, h('h1', {}, 'Account'),
     h('div', { class: 'card' }, h('p', {}, `${u.email}, ${u.operator ? 'operator' : `${u.role} of ${u.org_id}`}`),
       h('p', {}, 'Two-factor: ', u.totp_enrolled ? `TOTP, ${u.recovery_codes_left} recovery codes left` : h('span', { class: 'warn' }, 'not enrolled'))),
     h('div', { class: 'card' }, h('h2', {}, 'Password'), pwOut, pwForm),

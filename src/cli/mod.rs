@@ -926,6 +926,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_enrolment_is_shown_as_a_terminal_qr_code_and_its_uri() {
+        let uri =
+            "otpauth://totp/sluice:a%40b.co?secret=DNMXX34W25PSLXF34PAL3NAVTSN4BLMG&issuer=sluice";
+        let e = admin::users::Enrollment {
+            otpauth_uri: zeroize::Zeroizing::new(uri.to_string()),
+            recovery_codes: vec![zeroize::Zeroizing::new("rt7xn-q47cf-qpwqv-z3b9r".into())],
+        };
+        let text = users::show_enrollment(&e);
+        assert!(text.contains(uri) && text.contains("rt7xn-q47cf-qpwqv-z3b9r"));
+        // A QR code of a few dozen half-block rows, each as wide as the next.
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains('█')).collect();
+        assert!(rows.len() > 15, "{text}");
+        assert!(rows
+            .iter()
+            .all(|r| r.chars().count() == rows[0].chars().count()));
+    }
+
+    #[test]
     fn library_errors_are_worded_with_flags_and_commands() {
         let field = admin::Error::Field {
             field: "token_url",
