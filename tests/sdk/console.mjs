@@ -85,7 +85,7 @@ try {
   // ---- the security lead (an operator) ----
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
   const page = await ctx.newPage();
-  watch(page, []);
+  watch(page, ["/api/auth/password"]);
   step("operator signs in with TOTP");
   await signIn(page, cfg.operator);
   const cookies = await ctx.cookies();
@@ -200,8 +200,16 @@ try {
   const orgs = await page.evaluate(async () => (await (await fetch("/api/orgs")).json()).data.map((o) => o.name));
   check(!orgs.includes("evil-org"), "no org was created by the forged post");
 
-  step("operator enrols a new authenticator: QR code and URI");
+  step("a wrong current password is said so, and the session goes on");
   await page.click("nav >> text=Account");
+  await page.fill("input[name=current]", "not the password at all");
+  await page.fill("input[name=new]", "another long password here");
+  await page.click("button:text('Change password')");
+  const wrong = await (await page.waitForSelector(".alert")).textContent();
+  check(wrong.includes("invalid_credentials"), `the refusal is shown: ${wrong}`);
+  check(page.url() === `${admin}/dashboard/account`, "still signed in, on the same page");
+
+  step("operator enrols a new authenticator: QR code and URI");
   await page.fill("input[name=password]", cfg.operator.password);
   await page.fill("input[name=recovery]", cfg.operator.recovery_code);
   await page.click("button:text('Enrol a new authenticator')");
