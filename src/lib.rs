@@ -19,6 +19,7 @@ pub mod overview;
 pub mod proxy;
 pub mod redact;
 pub mod residency;
+pub mod server;
 pub mod sse;
 pub mod store;
 pub mod supervise;

@@ -56,7 +56,7 @@ pub(super) fn serve(config: Option<PathBuf>, dev: bool) -> i32 {
     // Reloads read the same file: made absolute, symlinks kept (a Kubernetes ConfigMap update
     // swaps the link, not the file).
     let path = config.map(|p| std::path::absolute(&p).unwrap_or(p));
-    match crate::proxy::serve(cfg, path, ring, sessions) {
+    match crate::server::serve(cfg, path, ring, sessions) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

@@ -31,8 +31,8 @@ use crate::inbound::Route;
 use crate::metrics::Metrics;
 
 pub use error::Rejection;
-pub use reload::Reloaded;
-pub use serve::{catch_early_hangups, serve, ServeError};
+pub use reload::{warn_unserved, Reloaded};
+pub use serve::{catch_early_hangups, run, start_balancers};
 pub use upstream::Regions;
 
 /// The background services a [`State`] is built over.

@@ -3,7 +3,6 @@
 //! stops accepting connections, lets in-flight requests finish (bounded by
 //! `server.shutdown_timeout_secs`), then stops and returns.
 
-use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,64 +16,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use super::{guard, ops, upstream, Sluice, State};
 use crate::auth::Watcher;
 use crate::config::Config;
-use crate::vault::Keyring;
 
-/// Why `serve` could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        addr: SocketAddr,
-        what: &'static str,
-        source: std::io::Error,
-    },
-    #[error("cannot register metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    #[error("cannot open the store {path}: {source}")]
-    Store {
-        path: std::path::PathBuf,
-        source: crate::store::Error,
-    },
-    #[error("cannot start the fleet counters: {0}")]
-    Fleet(String),
-    #[error("cannot start the health-check thread: {0}")]
-    Health(std::io::Error),
-}
-
-/// Run sluice until a shutdown signal, then drain and return.
-///
-/// Without `sessions` (no `SLUICE_JWT_SECRET`) the admin API answers 503 `admin_api_disabled`.
-/// `config_path` is the file `cfg` was read from (`None`: the compiled-in default): SIGHUP
-/// and `POST /reload` read it again.
-pub fn serve(
-    cfg: Config,
-    config_path: Option<std::path::PathBuf>,
-    ring: Keyring,
-    sessions: Option<crate::admin::session::Sessions>,
-) -> Result<(), ServeError> {
-    catch_early_hangups();
-    // rustls's process-wide provider, before any TLS client is made (Redis's, pingora's).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // pingora panics on a failed bind; check first so the operator gets a clear message.
-    for (addr, what) in [
-        (cfg.listen.proxy, "listen.proxy"),
-        (cfg.listen.admin, "listen.admin"),
-        (cfg.listen.metrics, "listen.metrics"),
-    ] {
-        TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, what, source })?;
-    }
-    let ring = Arc::new(ring);
-    let auth = Watcher::start(cfg.store.path.clone(), ring.clone()).map_err(|source| {
-        ServeError::Store {
-            path: cfg.store.path.clone(),
-            source,
-        }
-    })?;
-    // Said now, by name, not at the first request.
-    super::reload::warn_unserved(&cfg, &auth);
-    // The balancers' discovery and health checks run on a thread of their own; requests have
-    // backends (and their health) from the first connection.
-    let health = upstream::health_runtime().map_err(ServeError::Health)?;
+/// Start the balancers' discovery and health checks (on a thread of their own) for `cfg`, and
+/// wait a moment for the first round: requests have backends, and their health, from the first
+/// connection.
+pub fn start_balancers(
+    cfg: &Config,
+) -> std::io::Result<(tokio::runtime::Handle, Arc<arc_swap::ArcSwap<super::Live>>)> {
+    let health = upstream::health_runtime()?;
     let (live, ready) = super::Live::new(cfg.clone(), &health);
     if !health.block_on(upstream::discovered(
         ready,
@@ -82,118 +31,22 @@ pub fn serve(
     )) {
         tracing::warn!("the upstreams' first discovery or health check is not done; it goes on in the background");
     }
-    let live = Arc::new(arc_swap::ArcSwap::from_pointee(live));
-    let view = live.clone();
-    let metrics = crate::metrics::Metrics::new()?;
-    let audit = crate::audit::Writer::start(&cfg.store, ring.clone(), metrics.audit.clone())
-        .map_err(|source| ServeError::Store {
-            path: cfg.store.path.clone(),
-            source,
-        })?;
-    let open = || {
-        crate::store::Store::open_limited(&cfg.store.path, cfg.store.max_bytes).map_err(|source| {
-            ServeError::Store {
-                path: cfg.store.path.clone(),
-                source,
-            }
-        })
-    };
-    let api_stores = (open()?, open()?);
-    if sessions.is_none() {
-        tracing::warn!(
-            "SLUICE_JWT_SECRET is not set: the admin API (/api/*) answers 503 admin_api_disabled"
-        );
-    }
-    let watcher = auth.clone();
-    let overview = overview_view(&metrics, live.clone(), redis_configured(&cfg));
-    let api = Arc::new(
-        crate::admin::api::Api::new(
-            api_stores,
-            ring.clone(),
-            sessions,
-            &cfg,
-            metrics.admin_logins.clone(),
-        )
-        .oauth_counters(
-            metrics.oauth_connects.clone(),
-            metrics.oauth_revocations.clone(),
-        )
-        .on_change(move |store| watcher.reload_with(store))
-        .overview_view(overview)
-        .mcp_view(move || {
-            let live = view.load();
-            (live.cfg.mcp_servers.iter().cloned().enumerate())
-                .map(|(i, m)| (m, live.mcp_healthy(i)))
-                .collect()
-        }),
-    );
-    let oauth = crate::auth::oauth::Refresher::start(
-        cfg.store.path.clone(),
-        cfg.store.max_bytes,
-        ring.clone(),
-        metrics.oauth_refresh_failures.clone(),
-        cfg.tls.clone(),
-    )
-    .map_err(|source| ServeError::Store {
-        path: cfg.store.path.clone(),
-        source,
-    })?;
-    // SLUICE_REDIS_URL (e.g. from a Kubernetes Secret: the URL may hold a password) wins over
-    // `[fleet] redis_url`.
-    let redis_url = std::env::var("SLUICE_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map(secrecy::SecretString::from)
-        .or_else(|| cfg.fleet.redis_url.clone());
-    let limiter = match &redis_url {
-        None => crate::limits::Limiter::local(),
-        Some(url) => crate::limits::Limiter::shared(
-            crate::limits::fleet::Fleet::start(
-                url,
-                cfg.fleet.redis_timeout,
-                cfg.fleet.on_redis_error,
-                metrics.fleet.clone(),
-                &cfg.tls,
-            )
-            .map_err(ServeError::Fleet)?,
-        ),
-    };
-    if let Some(path) = &cfg.fleet.bundle {
-        crate::admin::apply::watch(
-            path.clone(),
-            cfg.fleet.bundle_poll,
-            cfg.store.path.clone(),
-            cfg.store.max_bytes,
-            ring.clone(),
-            crate::admin::apply::Options {
-                pii_default: if cfg.pii.default_on {
-                    crate::admin::Setting::On
-                } else {
-                    crate::admin::Setting::Off
-                },
-                max_removal_ratio: cfg.fleet.max_removal_ratio,
-            },
-            (
-                metrics.bundle_applies.clone(),
-                metrics.bundle_last_success.clone(),
-            ),
-        )
-        .map_err(|source| ServeError::Store {
-            path: cfg.store.path.clone(),
-            source,
-        })?;
-        // The bundle's keys work from the first accepted connection: the snapshot takes what
-        // the first apply wrote before anything listens (the watcher's next poll would bring
-        // it up to a poll interval later, and /readyz would already say ready).
-        auth.reload_with(&open()?);
-    }
-    let services = super::Services {
-        audit,
-        api,
-        oauth,
-        limiter,
-    };
-    let state = State::new(live, (config_path, health), metrics, auth, services);
+    Ok((health, Arc::new(arc_swap::ArcSwap::from_pointee(live))))
+}
+
+/// Run the data plane, the admin and the metrics listeners on what the composition root
+/// (`crate::server`) built, until a shutdown signal; then drain, write every queued audit
+/// record and return. `reload`: the config file (`None`: the compiled-in default) and the
+/// balancers' runtime, for SIGHUP and `POST /reload`.
+pub fn run(
+    cfg: &Config,
+    live: Arc<arc_swap::ArcSwap<super::Live>>,
+    reload: (Option<std::path::PathBuf>, tokio::runtime::Handle),
+    metrics: crate::metrics::Metrics,
+    auth: Arc<Watcher>,
+    services: super::Services,
+) {
+    let state = State::new(live, reload, metrics, auth, services);
 
     let mut conf = ServerConf {
         threads: cfg.server.threads,
@@ -256,7 +109,6 @@ pub fn serve(
     // Every queued request record is written before the process exits.
     state.audit.close();
     tracing::info!("sluice stopped");
-    Ok(())
 }
 
 /// A SIGHUP came before the reload handler was installed.
@@ -341,65 +193,5 @@ impl ShutdownSignalWatch for Drain {
             );
         }
         ShutdownSignal::GracefulTerminate
-    }
-}
-
-/// Whether the fleet's Redis is configured (`SLUICE_REDIS_URL` or `[fleet] redis_url`).
-fn redis_configured(cfg: &crate::config::Config) -> bool {
-    std::env::var("SLUICE_REDIS_URL").is_ok_and(|u| !u.is_empty()) || cfg.fleet.redis_url.is_some()
-}
-
-/// What `GET /api/overview` answers: each upstream's health, the fleet, and the traffic
-/// figures, whose per-minute history a supervised thread keeps.
-fn overview_view(
-    metrics: &crate::metrics::Metrics,
-    live: Arc<arc_swap::ArcSwap<super::Live>>,
-    redis: bool,
-) -> impl Fn() -> serde_json::Value + Send + Sync + 'static {
-    let history = Arc::new(std::sync::Mutex::new(crate::overview::History::default()));
-    let traffic = metrics.traffic();
-    {
-        let (history, traffic) = (history.clone(), traffic.clone());
-        let spawned = std::thread::Builder::new()
-            .name("sluice-history".into())
-            .spawn(move || {
-                crate::supervise::run(crate::supervise::Task::History, || {
-                    let t = traffic.totals();
-                    history.lock().unwrap_or_else(|p| p.into_inner()).record(t);
-                    std::thread::sleep(Duration::from_secs(60));
-                    std::ops::ControlFlow::Continue(())
-                })
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "the traffic history thread could not start; the overview shows totals only");
-        }
-    }
-    let (up, bundle) = (
-        metrics.fleet.up.clone(),
-        metrics.bundle_last_success.clone(),
-    );
-    move || {
-        let l = live.load();
-        let healthy = l.healthy_upstreams();
-        let upstreams: Vec<serde_json::Value> = (l.cfg.upstreams.iter().enumerate())
-            .map(|(i, u)| {
-                serde_json::json!({"name": u.name, "region": u.region.as_str(),
-                                   "healthy": healthy.contains(&i)})
-            })
-            .collect();
-        let bundle_at = (bundle.get() > 0)
-            .then(|| time::OffsetDateTime::from_unix_timestamp(bundle.get()).ok())
-            .flatten()
-            .map(crate::store::utc_text);
-        let now = traffic.totals();
-        let view = history.lock().unwrap_or_else(|p| p.into_inner()).view(&now);
-        serde_json::json!({
-            "upstreams": upstreams,
-            "fleet": {
-                "redis": if !redis { "off" } else if up.get() == 1 { "up" } else { "down" },
-                "bundle_last_applied": bundle_at,
-            },
-            "traffic": view,
-        })
     }
 }

@@ -270,7 +270,8 @@ fn a_hosted_mcp_server_is_connected_with_pkce_refreshed_reconnected_revoked_and_
     // 3. Short-lived tokens are refreshed (with the client's authentication); then the user
     // revokes the access on the provider's side: the credential needs a reconnect, counted and
     // listed, and the refresher does not retry in a loop.
-    srv.control(json!({"ttl": 2}));
+    // 4 s: refreshed at 80% (3.2 s, on a 250 ms tick), with room for a loaded machine.
+    srv.control(json!({"ttl": 4}));
     let (ok, _, err) = cli_connect(&p, &srv, false);
     assert!(ok, "{err}\n{}", p.log());
     eventually("a refresh", Duration::from_secs(10), || {

@@ -19,6 +19,7 @@ Prints "ready" once listening.
 import json
 import secrets
 import sys
+import math
 import time
 import urllib.parse
 
@@ -77,7 +78,7 @@ class Provider:
         at, rt = "at-" + secrets.token_urlsafe(24), "rt-" + secrets.token_urlsafe(24)
         ttl = int(state["ttl"])
         self.access[at] = AccessToken(token=at, client_id=client_id, scopes=scopes,
-                                      expires_at=int(time.time()) + ttl, resource=resource)
+                                      expires_at=math.ceil(time.time() + ttl), resource=resource)
         self.refresh[rt] = (RefreshToken(token=rt, client_id=client_id, scopes=scopes), resource)
         stats["access_tokens"].append(at)
         stats["refresh_tokens"].append(rt)
