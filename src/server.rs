@@ -55,13 +55,12 @@ pub fn serve(
     ] {
         TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, what, source })?;
     }
+    let store_err = |source| ServeError::Store {
+        path: cfg.store.path.clone(),
+        source,
+    };
     let ring = Arc::new(ring);
-    let auth = Watcher::start(cfg.store.path.clone(), ring.clone()).map_err(|source| {
-        ServeError::Store {
-            path: cfg.store.path.clone(),
-            source,
-        }
-    })?;
+    let auth = Watcher::start(cfg.store.path.clone(), ring.clone()).map_err(store_err)?;
     // Said now, by name, not at the first request.
     crate::proxy::warn_unserved(&cfg, &auth);
     // The balancers' discovery and health checks run on a thread of their own; requests have
@@ -70,17 +69,9 @@ pub fn serve(
     let view = live.clone();
     let metrics = crate::metrics::Metrics::new()?;
     let audit = crate::audit::Writer::start(&cfg.store, ring.clone(), metrics.audit.clone())
-        .map_err(|source| ServeError::Store {
-            path: cfg.store.path.clone(),
-            source,
-        })?;
+        .map_err(store_err)?;
     let open = || {
-        crate::store::Store::open_limited(&cfg.store.path, cfg.store.max_bytes).map_err(|source| {
-            ServeError::Store {
-                path: cfg.store.path.clone(),
-                source,
-            }
-        })
+        crate::store::Store::open_limited(&cfg.store.path, cfg.store.max_bytes).map_err(store_err)
     };
     let api_stores = (open()?, open()?);
     if sessions.is_none() {
@@ -88,8 +79,15 @@ pub fn serve(
             "SLUICE_JWT_SECRET is not set: the admin API (/api/*) answers 503 admin_api_disabled"
         );
     }
+    // SLUICE_REDIS_URL (e.g. from a Kubernetes Secret: the URL may hold a password) wins over
+    // `[fleet] redis_url`.
+    let redis_url = std::env::var("SLUICE_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(secrecy::SecretString::from)
+        .or_else(|| cfg.fleet.redis_url.clone());
     let watcher = auth.clone();
-    let overview = overview_view(&metrics, live.clone(), redis_configured(&cfg));
+    let overview = overview_view(&metrics, live.clone(), redis_url.is_some());
     let api = Arc::new(
         crate::admin::api::Api::new(
             api_stores,
@@ -118,17 +116,7 @@ pub fn serve(
         metrics.oauth_refresh_failures.clone(),
         cfg.tls.clone(),
     )
-    .map_err(|source| ServeError::Store {
-        path: cfg.store.path.clone(),
-        source,
-    })?;
-    // SLUICE_REDIS_URL (e.g. from a Kubernetes Secret: the URL may hold a password) wins over
-    // `[fleet] redis_url`.
-    let redis_url = std::env::var("SLUICE_REDIS_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map(secrecy::SecretString::from)
-        .or_else(|| cfg.fleet.redis_url.clone());
+    .map_err(store_err)?;
     let limiter = match &redis_url {
         None => crate::limits::Limiter::local(),
         Some(url) => crate::limits::Limiter::shared(
@@ -162,10 +150,7 @@ pub fn serve(
                 metrics.bundle_last_success.clone(),
             ),
         )
-        .map_err(|source| ServeError::Store {
-            path: cfg.store.path.clone(),
-            source,
-        })?;
+        .map_err(store_err)?;
         // The bundle's keys work from the first accepted connection: the snapshot takes what
         // the first apply wrote before anything listens (the watcher's next poll would bring
         // it up to a poll interval later, and /readyz would already say ready).
@@ -179,11 +164,6 @@ pub fn serve(
     };
     crate::proxy::run(&cfg, live, (config_path, health), metrics, auth, services);
     Ok(())
-}
-
-/// Whether the fleet's Redis is configured (`SLUICE_REDIS_URL` or `[fleet] redis_url`).
-fn redis_configured(cfg: &crate::config::Config) -> bool {
-    std::env::var("SLUICE_REDIS_URL").is_ok_and(|u| !u.is_empty()) || cfg.fleet.redis_url.is_some()
 }
 
 /// What `GET /api/overview` answers: each upstream's health, the fleet, and the traffic

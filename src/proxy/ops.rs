@@ -155,20 +155,36 @@ impl Admin {
         resp
     }
 
-    /// The web console's pages and assets (`/dashboard/*`, see `admin::console`), from
-    /// `[admin] allow_ips` only, as the API.
-    fn console(&self, session: &ServerSession, id: &str) -> Response<Vec<u8>> {
+    /// The peer's address when `[admin] allow_ips` admits it; else the 403 `ip_not_allowed`
+    /// answer (`what`: what was asked for, for the log and the message).
+    fn admitted(
+        &self,
+        session: &ServerSession,
+        what: &str,
+        id: &str,
+    ) -> Result<std::net::IpAddr, Box<Response<Vec<u8>>>> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        if !peer.is_some_and(|ip| self.0.live().cfg.admin.allows(ip)) {
-            tracing::warn!(peer = ?peer, "console request from a source outside [admin] allow_ips");
-            return api_error(
-                Code::IpNotAllowed,
-                "This source address may not use the console ([admin] allow_ips).",
-                id,
-            );
+        match peer {
+            Some(ip) if self.0.live().cfg.admin.allows(ip) => Ok(ip),
+            _ => {
+                tracing::warn!(peer = ?peer, "a request for {what} from a source outside [admin] allow_ips");
+                Err(Box::new(api_error(
+                    Code::IpNotAllowed,
+                    &format!("This source address may not use {what} ([admin] allow_ips)."),
+                    id,
+                )))
+            }
+        }
+    }
+
+    /// The web console's pages and assets (`/dashboard/*`, see `admin::console`), from
+    /// `[admin] allow_ips` only, as the API.
+    fn console(&self, session: &ServerSession, id: &str) -> Response<Vec<u8>> {
+        if let Err(refused) = self.admitted(session, "the console", id) {
+            return *refused;
         }
         let req = session.req_header();
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
@@ -229,18 +245,10 @@ impl Admin {
     }
 
     async fn api_inner(&self, session: &mut ServerSession, id: String) -> Response<Vec<u8>> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        if !peer.is_some_and(|ip| self.0.live().cfg.admin.allows(ip)) {
-            tracing::warn!(peer = ?peer, "admin API call from a source outside [admin] allow_ips");
-            return api_error(
-                Code::IpNotAllowed,
-                "This source address may not use the admin API ([admin] allow_ips).",
-                &id,
-            );
-        }
+        let peer = match self.admitted(session, "the admin API", &id) {
+            Ok(ip) => Some(ip),
+            Err(refused) => return *refused,
+        };
         let limit = self.0.live().cfg.admin.max_body_bytes;
         let body = match read_body(session, limit).await {
             Ok(b) => b,
