@@ -39,13 +39,16 @@ fn main() {
     }
     let store = Store::open(&path).expect("the store opens");
     let ring = Keyring::new(&Keyring::generate(), &[]).expect("a keyring");
-    let org = admin::create_org(
+    let org = admin::create_org_as(
         &store,
+        &ring,
+        &admin::Actor::cli(),
         &admin::OrgSpec {
             name: "probe".into(),
             ..admin::OrgSpec::default()
         },
         admin::Setting::On,
+        None,
     )
     .expect("an org");
     let mut keys = sluice::audit::OrgKeys::new(&ring).withholding();

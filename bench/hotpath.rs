@@ -63,13 +63,16 @@ fn store_with_org() -> (tempfile::TempDir, Store, Keyring, sluice::store::Org) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("bench.db")).unwrap();
     let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
-    let org = admin::create_org(
+    let org = admin::create_org_as(
         &store,
+        &ring,
+        &admin::Actor::cli(),
         &admin::OrgSpec {
             name: "bench".into(),
             ..admin::OrgSpec::default()
         },
         admin::Setting::On,
+        None,
     )
     .unwrap();
     (dir, store, ring, org)
@@ -80,9 +83,10 @@ fn auth_and_credential(c: &mut Criterion) {
     let mut last = None;
     for i in 0..200 {
         let spec = KeySpec::inheriting(&org.id, &format!("k{i}"));
-        last = Some(admin::create_key(&store, &spec).unwrap());
+        last =
+            Some(admin::create_key_as(&store, &ring, &admin::Actor::cli(), &spec, None).unwrap());
     }
-    admin::set_credential(&store, &ring, "openai", "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789abcdefghijklmnopqrstuvwxyz", None).unwrap();
+    admin::set_credential_as(&store, &ring, &admin::Actor::cli(), "openai", "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789abcdefghijklmnopqrstuvwxyz", None, None).unwrap();
     let snap = Snapshot::load(&store, &ring, None).unwrap();
     let key = last.unwrap().key;
     let authz = format!("Bearer {}", key.as_str());
@@ -202,9 +206,10 @@ fn login(c: &mut Criterion) {
     use admin::users::{self, Attempt, NewUser, Role};
     let (_dir, store, ring, org) = store_with_org();
     let pw = "correct horse battery staple";
-    users::create_user(
+    admin::create_user_as(
         &store,
         &ring,
+        &admin::Actor::cli(),
         &NewUser {
             email: "a@example.com".into(),
             org_id: Some(org.id),

@@ -12,7 +12,7 @@ pub struct DevSetup {
 
 /// First-run setup for `serve --dev`: a `default` org with one key when the store has no org,
 /// and `openai_key` stored under each of `credential_names` whose stored value differs.
-pub fn dev_bootstrap(
+pub(crate) fn dev_bootstrap(
     store: &Store,
     ring: &Keyring,
     credential_names: &[String],

@@ -88,7 +88,7 @@ pub fn update_key_as(
 }
 
 /// Change a key's settings (no audit record: see [`update_key_as`]).
-pub fn update_key(store: &Store, id: &str, change: &KeyChange) -> Result<store::Key> {
+pub(crate) fn update_key(store: &Store, id: &str, change: &KeyChange) -> Result<store::Key> {
     let nothing = change.pii.is_none()
         && change.secrets.is_none()
         && change.response_redaction.is_none()
@@ -180,7 +180,7 @@ pub(crate) fn expose<S: serde::Serializer>(
 }
 
 /// Create a key; the returned secret is shown once and stored only as its SHA-256 hash.
-pub fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
+pub(crate) fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
     let expires = check_key_spec(spec)?;
     let new = auth::generate();
     let row = key_row(spec, store::new_id(), &new.prefix, &new.hash, expires);
@@ -292,6 +292,6 @@ impl KeyView {
 }
 
 /// Revoke a key. A running `serve` refuses it within a second.
-pub fn revoke_key(store: &Store, id: &str) -> Result<()> {
+pub(crate) fn revoke_key(store: &Store, id: &str) -> Result<()> {
     Ok(store.revoke_key(id)?)
 }

@@ -167,7 +167,11 @@ pub(super) fn org_details(o: &store::Org) -> serde_json::Value {
 }
 
 /// Create an org (no audit record: see [`create_org_as`]).
-pub fn create_org(store: &Store, spec: &OrgSpec, pii_default: Setting) -> Result<store::Org> {
+pub(crate) fn create_org(
+    store: &Store,
+    spec: &OrgSpec,
+    pii_default: Setting,
+) -> Result<store::Org> {
     check_name("org", &spec.name)?;
     spec.limits.check()?;
     Ok(store.insert_org(
@@ -219,7 +223,7 @@ pub fn create_org_as(
 }
 
 /// Change an org's settings (no audit record: see [`update_org_as`]).
-pub fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::Org> {
+pub(crate) fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::Org> {
     if change.is_empty() {
         return Err(Error::Invalid(
             "nothing to change: give a region, pii, secrets, response_redaction, MCP or limit setting"
