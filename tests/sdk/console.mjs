@@ -80,7 +80,8 @@ async function sdkCall(key, text) {
   }
 }
 
-const browser = await chromium.launch({ executablePath: cfg.chromium, args: ["--no-sandbox"] });
+// Root in a container: no sandbox; a small /dev/shm: use /tmp.
+const browser = await chromium.launch({ executablePath: cfg.chromium, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
 try {
   // ---- the security lead (an operator) ----
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
