@@ -84,6 +84,12 @@ function field(label, input) {
   return h('label', {}, label, input);
 }
 
+// `ms` (epoch milliseconds) as a datetime-local input's value, in the browser's time zone.
+function localInput(ms) {
+  const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60_000);
+  return d.toISOString().slice(0, 16);
+}
+
 function when(t) {
   if (!t) return null;
   const d = new Date(t);
@@ -423,7 +429,10 @@ async function overviewPage() {
   } else {
     parts.push(h('p', { class: 'muted' }, 'Traffic figures span every org: operators see them. Your org\'s usage is on the Usage page.'));
   }
+  parts.push(h('p', { class: 'muted' }, `Updated ${when(new Date().toISOString())}; refreshed every 30 s while shown.`));
   showAt(gen, parts);
+  // Fresh figures while the overview stays open (not once another page or render began).
+  setTimeout(() => { if (gen === generation && !document.hidden) render(); }, 30_000);
 }
 
 // ---- organizations and their settings ------------------------------------------------------
@@ -721,7 +730,7 @@ async function auditPage() {
   const list = h('div');
   const check = h('div');
   const pager = h('div', { class: 'pager' });
-  let filters = {};
+  let filters = { since: new Date(Date.now() - 86_400_000).toISOString() };
   const cursors = [''];
   const orgs = isOperator() ? await guarded(box, loadOrgs) || [] : [];
   const filterForm = h('form', {
@@ -744,7 +753,8 @@ async function auditPage() {
     'user.create', 'credential.set', 'proxy.request', 'mcp.call'].map((a) => h('option', { value: a }))),
   field('Actor', h('input', { name: 'actor', placeholder: 'user:… or key:…' })),
   field('Outcome', select('outcome', [['', 'any'], 'success', 'failure'], '')),
-  field('Since', h('input', { name: 'since', type: 'datetime-local' })),
+  // The last day by default (the log is read oldest first): clear it to start at the first record.
+  field('Since (your time)', h('input', { name: 'since', type: 'datetime-local', value: localInput(Date.now() - 86_400_000) })),
   h('button', { type: 'submit' }, 'Filter'));
 
   // `cursor`: the page to show ('' the first; undefined: the current one). The page stack
