@@ -498,6 +498,37 @@ function changes(was, now) {
   return out;
 }
 
+// The limit fields of an org or a key (`x`): rpm, tpm and a token budget per day or month.
+function limitFields(x) {
+  const num = (name, label) => field(label, h('input', { name, inputmode: 'numeric', value: x[name] ?? '', placeholder: 'none' }));
+  return [
+    num('rpm', 'Requests per minute'), num('tpm', 'Tokens per minute'), num('budget_tokens', 'Token budget'),
+    field('Budget period', select('budget_period', ['day', 'month'], x.budget_period || 'month')),
+  ];
+}
+
+// The limits typed in `f` (a field error for anything but a whole number or nothing).
+function readLimits(f) {
+  return {
+    rpm: numberOrNull(f.get('rpm'), 'Requests per minute'), tpm: numberOrNull(f.get('tpm'), 'Tokens per minute'),
+    budget_tokens: numberOrNull(f.get('budget_tokens'), 'Token budget'),
+  };
+}
+
+// A budget is sent with its period (the API takes them together): when either changed.
+function budgetPatch(patch, now, f, was) {
+  if (now.budget_tokens !== null && (patch.budget_tokens !== undefined || f.get('budget_period') !== was.budget_period)) {
+    patch.budget_tokens = now.budget_tokens;
+    patch.budget_period = f.get('budget_period');
+  }
+  return patch;
+}
+
+// A datetime-local input's value (the browser's time) as RFC 3339, or undefined when empty.
+function isoOrNothing(v) {
+  return v ? new Date(v).toISOString() : undefined;
+}
+
 function settingsForm(org, editable, onSaved) {
   const out = h('div');
   const fs = h('fieldset', { disabled: !editable },
@@ -508,10 +539,7 @@ function settingsForm(org, editable, onSaved) {
       field('Response redaction', select('response_redaction', ONOFF, org.response_redaction)),
       // A region once set can be changed, not removed (the API takes a region only).
       field('Region', select('region', org.region ? REGIONS : [['', '(sidecar default)'], ...REGIONS], org.region || '')),
-      field('Requests per minute', h('input', { name: 'rpm', inputmode: 'numeric', value: org.rpm ?? '', placeholder: 'none' })),
-      field('Tokens per minute', h('input', { name: 'tpm', inputmode: 'numeric', value: org.tpm ?? '', placeholder: 'none' })),
-      field('Token budget', h('input', { name: 'budget_tokens', inputmode: 'numeric', value: org.budget_tokens ?? '', placeholder: 'none' })),
-      field('Budget period', select('budget_period', ['day', 'month'], org.budget_period || 'month')),
+      ...limitFields(org),
       field('MCP tools', h('input', { name: 'mcp_tools', value: org.mcp_tools, placeholder: 'none' })),
       field('MCP resources', h('input', { name: 'mcp_resources', value: org.mcp_resources, placeholder: 'none' })),
       field('MCP prompts', h('input', { name: 'mcp_prompts', value: org.mcp_prompts, placeholder: 'none' }))));
@@ -522,15 +550,10 @@ function settingsForm(org, editable, onSaved) {
       const now = {
         pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
         region: f.get('region') || undefined,
-        rpm: numberOrNull(f.get('rpm'), 'Requests per minute'), tpm: numberOrNull(f.get('tpm'), 'Tokens per minute'),
-        budget_tokens: numberOrNull(f.get('budget_tokens'), 'Token budget'),
+        ...readLimits(f),
         mcp_tools: f.get('mcp_tools').trim(), mcp_resources: f.get('mcp_resources').trim(), mcp_prompts: f.get('mcp_prompts').trim(),
       };
-      const patch = changes(org, now);
-      if (now.budget_tokens !== null && (patch.budget_tokens !== undefined || f.get('budget_period') !== org.budget_period)) {
-        patch.budget_tokens = now.budget_tokens;
-        patch.budget_period = f.get('budget_period');
-      }
+      const patch = budgetPatch(changes(org, now), now, f, org);
       if (Object.keys(patch).length === 0) { out.replaceChildren(notice('Nothing changed.')); return; }
       const saved = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}`, patch));
       if (saved) { onSaved(saved); out.replaceChildren(notice('Saved. The proxy applies it within a second.')); }
@@ -573,9 +596,8 @@ function keysCard(org, keys, reload, flash) {
       onsubmit: onSubmit(async (ev) => {
         shown.replaceChildren();
         const f = new FormData(form);
-        const body = { name: f.get('name') };
+        const body = { name: f.get('name'), expires_at: isoOrNothing(f.get('expires_at')) };
         if (f.get('pii') !== 'inherit') body.pii = f.get('pii');
-        if (f.get('expires_at')) body.expires_at = new Date(f.get('expires_at')).toISOString();
         const k = await guarded(shown, () => api('POST', `/api/orgs/${org.id}/keys`, body));
         if (!k) return;
         form.reset();
@@ -611,15 +633,10 @@ function keyForm(org, k, reload) {
       const own = (x) => (f.get(`${x}_inherit`) === 'on' ? 'inherit' : String(f.get(x)).trim());
       const now = {
         pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
-        rpm: numberOrNull(f.get('rpm'), 'Requests per minute'), tpm: numberOrNull(f.get('tpm'), 'Tokens per minute'),
-        budget_tokens: numberOrNull(f.get('budget_tokens'), 'Token budget'),
+        ...readLimits(f),
         mcp_tools: own('mcp_tools'), mcp_resources: own('mcp_resources'), mcp_prompts: own('mcp_prompts'),
       };
-      const patch = changes(was, now);
-      if (now.budget_tokens !== null && (patch.budget_tokens !== undefined || f.get('budget_period') !== k.budget_period)) {
-        patch.budget_tokens = now.budget_tokens;
-        patch.budget_period = f.get('budget_period');
-      }
+      const patch = budgetPatch(changes(was, now), now, f, k);
       if (Object.keys(patch).length === 0) { out.replaceChildren(notice('Nothing changed.')); return; }
       const r = await guarded(out, () => api('PATCH', `/api/orgs/${org.id}/keys/${k.id}`, patch));
       if (r) reload(notice(`Key ${k.name} updated. The proxy applies it within a second.`));
@@ -630,10 +647,7 @@ function keyForm(org, k, reload) {
       field('PII redaction', select('pii', KEYSET, k.pii)),
       field('Secret redaction', select('secrets', KEYSET, k.secrets)),
       field('Response redaction', select('response_redaction', KEYSET, k.response_redaction)),
-      field('Requests per minute', h('input', { name: 'rpm', inputmode: 'numeric', value: k.rpm ?? '', placeholder: 'none' })),
-      field('Tokens per minute', h('input', { name: 'tpm', inputmode: 'numeric', value: k.tpm ?? '', placeholder: 'none' })),
-      field('Token budget', h('input', { name: 'budget_tokens', inputmode: 'numeric', value: k.budget_tokens ?? '', placeholder: 'none' })),
-      field('Budget period', select('budget_period', ['day', 'month'], k.budget_period || 'month')),
+      ...limitFields(k),
       ...['mcp_tools', 'mcp_resources', 'mcp_prompts'].map((x) => field(`MCP ${x.slice(4)} (empty: none)`,
         h('span', {}, h('input', { name: x, value: k[x] ?? '', placeholder: 'none', 'aria-label': `MCP ${x.slice(4)}` }),
           h('label', { class: 'check' }, h('input', { type: 'checkbox', name: `${x}_inherit`, checked: k[x] === null }), ' the org\'s')))))),
@@ -741,7 +755,7 @@ async function auditPage() {
       const since = f.get('since');
       filters = {
         org_id: f.get('org_id'), action: f.get('action').trim(), actor: f.get('actor').trim(),
-        outcome: f.get('outcome'), since: since ? new Date(since).toISOString() : '',
+        outcome: f.get('outcome'), since: isoOrNothing(since) || '',
       };
       cursors.length = 1;
       await load('');
@@ -920,8 +934,7 @@ async function credentialsPage() {
     onsubmit: onSubmit(async (ev) => {
       out.replaceChildren();
       const f = new FormData(form);
-      const body = { secret: f.get('secret') };
-      if (f.get('expires_at')) body.expires_at = new Date(f.get('expires_at')).toISOString();
+      const body = { secret: f.get('secret'), expires_at: isoOrNothing(f.get('expires_at')) };
       const name = String(f.get('name')).trim();
       const r = await guarded(out, () => api('PUT', `/api/credentials/${encodeURIComponent(name)}`, body));
       form.querySelector('input[name=secret]').value = '';

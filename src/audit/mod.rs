@@ -480,13 +480,25 @@ impl Verifier {
 
 /// Verify the whole log in `store`, a page at a time.
 pub fn verify_store(store: &Store) -> Result<Result<usize, Broken>, store::Error> {
-    let mut v = Verifier::new(store.audit_checkpoints()?.iter().map(String::as_str));
+    verify_pages(&store.audit_checkpoints()?, |after| {
+        store.audit_rows(after, None, None, 10_000)
+    })
+}
+
+/// Verify the records `page(after_seq)` reads, page by page (oldest first; an empty page ends
+/// the walk), against the pruning `checkpoints` (their details): only one page is held at a
+/// time, and the reader decides how (e.g. taking a lock per page) and where to stop.
+pub fn verify_pages(
+    checkpoints: &[String],
+    mut page: impl FnMut(i64) -> store::Result<Vec<AuditRow>>,
+) -> Result<Result<usize, Broken>, store::Error> {
+    let mut v = Verifier::new(checkpoints.iter().map(String::as_str));
     loop {
-        let page = store.audit_rows(v.last_seq(), None, None, 10_000)?;
-        if page.is_empty() {
+        let rows = page(v.last_seq())?;
+        if rows.is_empty() {
             return Ok(Ok(v.count()));
         }
-        for r in &page {
+        for r in &rows {
             if let Err(b) = v.feed(r) {
                 return Ok(Err(b));
             }
