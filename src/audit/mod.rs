@@ -689,6 +689,126 @@ mod tests {
     }
 
     #[test]
+    fn text_rows_of_earlier_builds_and_packed_rows_are_one_chain_read_and_filtered_alike() {
+        let (d, s) = store();
+        let ring = crate::vault::Keyring::new(&crate::vault::Keyring::generate(), &[]).unwrap();
+        let org = s
+            .insert_org("acme", &crate::store::OrgSettings::default())
+            .unwrap();
+        let key = format!("key:{}", store::new_id());
+        let record = |ip: &str| {
+            let mut r = actor(&key).record("proxy.request", Some(&org.id));
+            r.kind = "request";
+            r.source_ip = Some(ip.into());
+            r.request_id = Some(store::new_id());
+            r.details = serde_json::json!({"method": "POST", "status": 200, "ip_note": ip});
+            r
+        };
+        // A record as an earlier build stored it: every field text.
+        let mut keys = OrgKeys::new(&ring);
+        let old = s
+            .atomically(|st| {
+                keys.begin();
+                let mut row = AuditRow {
+                    seq: 1,
+                    id: store::new_id(),
+                    at: store::now(),
+                    kind: "request".into(),
+                    action: "proxy.request".into(),
+                    actor: key.clone(),
+                    org_id: Some(org.id.clone()),
+                    target_id: None,
+                    source_ip: Some("198.51.100.1".into()),
+                    user_agent: None,
+                    request_id: Some(store::new_id()),
+                    outcome: "success".into(),
+                    details: r#"{"method":"POST","status":200}"#.into(),
+                    prev_hash: GENESIS.into(),
+                    hash: String::new(),
+                };
+                keys.seal_row(st, &mut row)?;
+                row.hash = chain_hash(&row.prev_hash, &row);
+                Ok::<_, store::Error>(row)
+            })
+            .unwrap();
+        let c = rusqlite::Connection::open(d.path().join("a.db")).unwrap();
+        c.execute(
+            "INSERT INTO audit VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+            rusqlite::params![
+                old.seq,
+                old.id,
+                old.at,
+                old.kind,
+                old.action,
+                old.actor,
+                old.org_id,
+                old.target_id,
+                old.source_ip,
+                old.user_agent,
+                old.request_id,
+                old.outcome,
+                old.details,
+                old.prev_hash,
+                old.hash
+            ],
+        )
+        .unwrap();
+        append(
+            &s,
+            &mut keys,
+            &[record("198.51.100.2"), record("198.51.100.3")],
+        )
+        .unwrap();
+        let mut admin = actor("cli:test").record("org.create", None);
+        admin.details = serde_json::json!({"name": "a name to compress, a name to compress"});
+        append(&s, &mut keys, &[admin]).unwrap();
+
+        let rows = all(&s);
+        assert_eq!(rows[0], old, "an earlier build's row reads as written");
+        assert_eq!(verify(&rows), Ok(4));
+        let types: Vec<(String, String, String)> = c
+            .prepare("SELECT typeof(id), typeof(hash), typeof(details) FROM audit ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(types[0], ("text".into(), "text".into(), "text".into()));
+        for t in &types[1..] {
+            assert_eq!(t, &("blob".into(), "blob".into(), "blob".into()));
+        }
+        // Filters find a value in both of its stored forms.
+        let by_org = s.audit_rows(0, Some(&org.id), None, 10).unwrap();
+        assert_eq!(by_org.len(), 3);
+        let f = crate::store::AuditFilter {
+            actor: Some(&key),
+            ..Default::default()
+        };
+        assert_eq!(s.audit_page(0, &f, 10).unwrap().len(), 3);
+        assert_eq!(s.audit_seq_before_last(2, Some(&org.id)).unwrap(), 1);
+        // Sealed fields open (details were compressed before sealing).
+        let opened = keys.open_row(&s, rows[2].clone());
+        assert_eq!(opened.source_ip.as_deref(), Some("198.51.100.3"));
+        let details: serde_json::Value = serde_json::from_str(&opened.details).unwrap();
+        assert_eq!(details["ip_note"], "198.51.100.3");
+        assert!(rows[3].details.contains("a name to compress"));
+
+        // A packed field edited by hand reads as unreadable and breaks the chain at its row.
+        c.execute_batch(
+            "DROP TRIGGER audit_no_update;
+             UPDATE audit SET request_id = x'6301' WHERE seq = 3;",
+        )
+        .unwrap();
+        let rows = all(&s);
+        assert!(rows[2]
+            .request_id
+            .as_deref()
+            .unwrap()
+            .starts_with("unreadable:"));
+        assert_eq!(verify(&rows).unwrap_err().seq, 3);
+    }
+
+    #[test]
     fn the_table_is_append_only() {
         let (d, s) = store();
         fill(&s, 2);

@@ -12,13 +12,13 @@ impl Store {
             .query_row(
                 "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, text(r, 1)?)),
             )
             .optional()?)
     }
 
-    /// Insert a complete (already hashed) record. Call inside [`Store::atomically`], after
-    /// reading [`Store::audit_tail`] in the same transaction.
+    /// Insert a complete (already hashed) record, stored packed ([`pack`]). Call inside
+    /// [`Store::atomically`], after reading [`Store::audit_tail`] in the same transaction.
     pub fn insert_audit(&self, a: &AuditRow) -> Result<()> {
         // Cached: the writer inserts thousands of rows a second under load.
         self.conn
@@ -29,20 +29,20 @@ impl Store {
             )?
             .execute(params![
                 a.seq,
-                a.id,
+                pack::pack(&a.id),
                 a.at,
                 a.kind,
                 a.action,
-                a.actor,
-                a.org_id,
+                pack::pack(&a.actor),
+                a.org_id.as_deref().map(pack::pack),
                 a.target_id,
-                a.source_ip,
-                a.user_agent,
-                a.request_id,
+                a.source_ip.as_deref().map(pack::pack),
+                a.user_agent.as_deref().map(pack::pack),
+                a.request_id.as_deref().map(pack::pack),
                 a.outcome,
-                a.details,
-                a.prev_hash,
-                a.hash
+                pack::pack_details(&a.details),
+                pack::pack(&a.prev_hash),
+                pack::pack(&a.hash)
             ])?;
         Ok(())
     }
@@ -52,7 +52,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached("SELECT details FROM audit WHERE kind = 'checkpoint' ORDER BY seq")?;
-        let rows = st.query_map([], |r| r.get(0))?;
+        let rows = st.query_map([], |r| text(r, 0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -77,13 +77,25 @@ impl Store {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, id, at, kind, action, actor, org_id, target_id, source_ip, user_agent,
                     request_id, outcome, details, prev_hash, hash
-             FROM audit WHERE seq > ?1 AND (?2 IS NULL OR org_id = ?2) AND (?3 IS NULL OR at >= ?3)
-               AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR actor = ?5)
+             FROM audit WHERE seq > ?1 AND (?2 IS NULL OR org_id IN (?2, ?8))
+               AND (?3 IS NULL OR at >= ?3)
+               AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR actor IN (?5, ?9))
                AND (?6 IS NULL OR outcome = ?6)
              ORDER BY seq LIMIT ?7",
         )?;
+        // A value is matched in both of its stored forms: old records hold the text.
         let rows = st.query_map(
-            params![after_seq, f.org, f.since, f.action, f.actor, f.outcome, limit],
+            params![
+                after_seq,
+                f.org,
+                f.since,
+                f.action,
+                f.actor,
+                f.outcome,
+                limit,
+                f.org.map(pack::pack),
+                f.actor.map(pack::pack)
+            ],
             audit_row,
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -93,8 +105,8 @@ impl Store {
     pub fn audit_seq_before_last(&self, n: i64, org: Option<&str>) -> Result<i64> {
         Ok(self.conn.query_row(
             "SELECT COALESCE(MIN(seq) - 1, 0) FROM (SELECT seq FROM audit
-               WHERE (?1 IS NULL OR org_id = ?1) ORDER BY seq DESC LIMIT ?2)",
-            params![org, n],
+               WHERE (?1 IS NULL OR org_id IN (?1, ?3)) ORDER BY seq DESC LIMIT ?2)",
+            params![org, n, org.map(pack::pack)],
             |r| r.get(0),
         )?)
     }
@@ -106,7 +118,7 @@ impl Store {
             .query_row(
                 "SELECT seq, hash FROM audit WHERE at < ?1 AND kind != 'checkpoint' ORDER BY seq DESC LIMIT 1",
                 [before],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, text(r, 1)?)),
             )
             .optional()?)
     }
@@ -173,22 +185,35 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+/// Column `i`, stored packed or as text, as its text.
+fn text(r: &rusqlite::Row, i: usize) -> rusqlite::Result<String> {
+    pack::unpack(r.get_ref(i)?).map_err(|e| from_sql(i, e))
+}
+
+fn opt(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<String>> {
+    pack::unpack_opt(r.get_ref(i)?).map_err(|e| from_sql(i, e))
+}
+
+fn from_sql(i: usize, e: rusqlite::types::FromSqlError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+}
+
 pub(super) fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
         seq: r.get(0)?,
-        id: r.get(1)?,
+        id: text(r, 1)?,
         at: r.get(2)?,
         kind: r.get(3)?,
         action: r.get(4)?,
-        actor: r.get(5)?,
-        org_id: r.get(6)?,
+        actor: text(r, 5)?,
+        org_id: opt(r, 6)?,
         target_id: r.get(7)?,
-        source_ip: r.get(8)?,
-        user_agent: r.get(9)?,
-        request_id: r.get(10)?,
+        source_ip: opt(r, 8)?,
+        user_agent: opt(r, 9)?,
+        request_id: opt(r, 10)?,
         outcome: r.get(11)?,
-        details: r.get(12)?,
-        prev_hash: r.get(13)?,
-        hash: r.get(14)?,
+        details: text(r, 12)?,
+        prev_hash: text(r, 13)?,
+        hash: text(r, 14)?,
     })
 }

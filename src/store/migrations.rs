@@ -216,4 +216,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         output_tokens INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (org_id, hour, key_id, model)
      ) WITHOUT ROWID;",
+    // 14: audit records are written packed (`pack`: UUIDs, hashes and ciphertexts as tagged
+    // BLOBs, details compressed), about half the bytes. Nothing in the schema changes (SQLite
+    // columns hold either form and old rows stay text); the version tells an older sluice, which
+    // would fail on the BLOBs, that this store is newer than it.
+    "-- audit records packed",
 ];

@@ -14,6 +14,7 @@ mod credentials;
 mod migrations;
 mod oauth_flows;
 mod orgs;
+pub mod pack;
 mod people;
 mod types;
 mod usage;

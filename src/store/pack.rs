@@ -1,0 +1,413 @@
+//! How an audit record is stored compactly. A record is hashed, verified and read as text
+//! ([`AuditRow`](super::AuditRow)); on disk, a field whose text has a fixed shape is a tagged
+//! BLOB that the text is rebuilt from byte for byte: a UUID in 16 bytes, a SHA-256 hex digest in
+//! 32, a sealed field's base64 as the raw ciphertext, JSON details compressed against a fixed
+//! dictionary. Anything else, and every record written before this format, is stored as the
+//! text itself (SQLite columns take either), so old and new rows sit in one table and one chain.
+//!
+//! A value is packed only when unpacking gives back exactly the same text (checked when it is
+//! packed), so the hash of what is read is the hash of what was written. A BLOB that does not
+//! unpack (a store edited by hand) reads as `unreadable:<hex>`, which breaks the chain at that
+//! row: `sluice audit verify` names it.
+
+use std::cell::RefCell;
+use std::sync::LazyLock;
+
+use base64::Engine;
+use rusqlite::types::{FromSqlError, ToSqlOutput, ValueRef};
+
+/// A lower-case hyphenated UUID, e.g. a record's `id`, `org_id`, `request_id`.
+const UUID: u8 = 1;
+/// `key:` and a UUID: a request record's actor.
+const KEY_UUID: u8 = 2;
+/// 64 lower-case hex digits: `hash`, `prev_hash`.
+const HEX32: u8 = 3;
+/// `sealed:v1:` and standard base64: a sealed source IP or user agent.
+const SEALED_FIELD: u8 = 4;
+/// `{"sealed":"<standard base64>"}`: sealed details.
+const SEALED_DETAILS: u8 = 5;
+/// Text compressed with zstd against [`DICTIONARY`]: details that are not sealed.
+const ZSTD_V1: u8 = 6;
+
+/// How a sealed field's text starts (`crate::audit::SEALED`).
+const SEALED_PREFIX: &str = "sealed:v1:";
+const DETAILS_PREFIX: &str = r#"{"sealed":""#;
+const DETAILS_SUFFIX: &str = r#""}"#;
+
+/// The most that unpacking or [`decompress_text`] rebuilds (details are bounded to 8 KiB
+/// when written; this bounds what a store edited by hand can make a reader allocate).
+const MAX_TEXT: usize = 64 * 1024;
+
+/// How compressed plaintext starts inside a sealed field ([`compress_text`]): JSON text never
+/// starts with a NUL byte. The second byte is the dictionary's version.
+const COMPRESSED_MARK: [u8; 2] = [0, 1];
+
+/// What details usually say, for zstd to refer back to: the words of `proxy.request` and
+/// `mcp.call` details, most frequent last (nearer is cheaper). Fixed forever: records compressed
+/// against it are read with it. A new dictionary needs a new tag and a new mark.
+const DICTIONARY: &str = concat!(
+    r#"{"error":"","name":"","hard":false,"keys":0,"users":0,"role":"member","email":"","#,
+    r#""settings":{"pii":"redact","secrets":"block","response_redaction":false,"region":"eu","#,
+    r#""rpm":null,"tpm":null,"budget":null},"personal_data":"withheld: the org does not exist"}"#,
+    r#"{"server":"","http_method":"GET","method":"tools/call","name":"","outcome":"success"}"#,
+    r#""upstream_messages_replaced":1,"upstream_messages_dropped":1,"outcome":"no_response""#,
+    r#""code":"invalid_api_key","code":"rate_limited","code":"upstream_unavailable","#,
+    r#""code":"pii_blocked","code":"secret_blocked","code":"budget_exceeded","#,
+    r#"{"method":"POST","path":"/v1/embeddings","route":"embeddings","path":"/v1/responses","#,
+    r#""route":"responses","path":"/v1/completions","route":"completions","region":"us","#,
+    r#""model":"text-embedding-3-small","model":"gpt-4o","path":"/mcp/","route":"mcp","#,
+    r#"{"method":"POST","path":"/v1/chat/completions","route":"chat_completions","key_id":""#,
+    r#"","model":"gpt-4o-mini","region":"eu","upstream":"openai","status":200,"code":null,"#,
+    r#""latency_ms":0.0,"bytes_in":1000,"bytes_out":1000,"#,
+    r#""redactions":{"email":0,"ssn":0,"phone":0,"card":0,"secret":0},"#,
+    r#""response_redactions":{"email":0,"ssn":0,"phone":0,"card":0,"secret":0},"#,
+    r#""usage":{"input_tokens":100,"output_tokens":100}}"#
+);
+
+/// zstd's level for details: small records, written on the audit writer's thread.
+const LEVEL: i32 = 3;
+
+static ENCODER: LazyLock<Option<zstd::dict::EncoderDictionary<'static>>> =
+    LazyLock::new(|| zstd::dict::EncoderDictionary::try_copy(DICTIONARY.as_bytes(), LEVEL).ok());
+static DECODER: LazyLock<Option<zstd::dict::DecoderDictionary<'static>>> =
+    LazyLock::new(|| zstd::dict::DecoderDictionary::try_copy(DICTIONARY.as_bytes()).ok());
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = RefCell::new(
+        ENCODER.as_ref().and_then(|d| {
+            let mut c = zstd::bulk::Compressor::with_prepared_dictionary(d).ok()?;
+            // The frame records its size (a reader sizes its buffer exactly); no checksum (the
+            // chain's hash, or the seal's tag, covers it) and no dictionary id (the tag says).
+            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(false)).ok()?;
+            c.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false)).ok()?;
+            c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true)).ok()?;
+            Some(c)
+        })
+    );
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = RefCell::new(
+        DECODER.as_ref().and_then(|d| zstd::bulk::Decompressor::with_prepared_dictionary(d).ok())
+    );
+}
+
+fn zstd_compress(text: &str) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|c| c.borrow_mut().as_mut()?.compress(text.as_bytes()).ok())
+}
+
+fn zstd_decompress(data: &[u8]) -> Option<String> {
+    let raw = DECOMPRESSOR.with(|d| d.borrow_mut().as_mut()?.decompress(data, MAX_TEXT).ok())?;
+    String::from_utf8(raw).ok()
+}
+
+/// `text` compressed against the dictionary, marked so [`decompress_text`] knows it: for the
+/// plaintext of sealed details, which the store only sees encrypted. `None` when it would not
+/// be smaller.
+pub fn compress_text(text: &str) -> Option<Vec<u8>> {
+    let z = zstd_compress(text)?;
+    if z.len() + COMPRESSED_MARK.len() >= text.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(COMPRESSED_MARK.len() + z.len());
+    out.extend_from_slice(&COMPRESSED_MARK);
+    out.extend_from_slice(&z);
+    // Never store what does not read back as it was written.
+    (zstd_decompress(&z).as_deref() == Some(text)).then_some(out)
+}
+
+/// What [`compress_text`] made, back as text; any other UTF-8 as it is. `None`: neither.
+pub fn decompress_text(plain: &[u8]) -> Option<String> {
+    match plain.strip_prefix(&COMPRESSED_MARK) {
+        Some(z) => zstd_decompress(z),
+        None => String::from_utf8(plain.to_vec()).ok(),
+    }
+}
+
+/// A field as stored: its text, or a tagged BLOB its text is rebuilt from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packed<'a> {
+    Text(&'a str),
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for Packed<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Packed::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Packed::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + body.len());
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The 16 bytes of a lower-case hyphenated UUID (the only spelling [`uuid_text`] gives back).
+fn uuid_bytes(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b[i] != b'-' {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        out[n] = (lower_hex(b[i])? << 4) | lower_hex(b[i + 1])?;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
+}
+
+fn uuid_text(b: &[u8]) -> Option<String> {
+    let b: [u8; 16] = b.try_into().ok()?;
+    Some(uuid::Uuid::from_bytes(b).hyphenated().to_string())
+}
+
+fn lower_hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn hex32_bytes(s: &str) -> Option<[u8; 32]> {
+    let b = s.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (lower_hex(b[2 * i])? << 4) | lower_hex(b[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// Standard base64 that decodes and encodes back to exactly `s`.
+fn canonical_b64(s: &str) -> Option<Vec<u8>> {
+    let raw = b64().decode(s).ok()?;
+    (b64().encode(&raw) == s).then_some(raw)
+}
+
+/// An identity field (id, actor, org, request id, hash, sealed IP or user agent) as stored.
+pub fn pack(s: &str) -> Packed<'_> {
+    if let Some(u) = uuid_bytes(s) {
+        return Packed::Blob(tagged(UUID, &u));
+    }
+    if let Some(u) = s.strip_prefix("key:").and_then(uuid_bytes) {
+        return Packed::Blob(tagged(KEY_UUID, &u));
+    }
+    if let Some(h) = hex32_bytes(s) {
+        return Packed::Blob(tagged(HEX32, &h));
+    }
+    if let Some(raw) = s.strip_prefix(SEALED_PREFIX).and_then(canonical_b64) {
+        return Packed::Blob(tagged(SEALED_FIELD, &raw));
+    }
+    Packed::Text(s)
+}
+
+/// `details` as stored: sealed details as their ciphertext, other JSON compressed when that is
+/// smaller.
+pub fn pack_details(s: &str) -> Packed<'_> {
+    let sealed = s
+        .strip_prefix(DETAILS_PREFIX)
+        .and_then(|r| r.strip_suffix(DETAILS_SUFFIX))
+        .and_then(canonical_b64);
+    if let Some(raw) = sealed {
+        return Packed::Blob(tagged(SEALED_DETAILS, &raw));
+    }
+    match zstd_compress(s) {
+        Some(z) if z.len() + 1 < s.len() && zstd_decompress(&z).as_deref() == Some(s) => {
+            Packed::Blob(tagged(ZSTD_V1, &z))
+        }
+        _ => Packed::Text(s),
+    }
+}
+
+/// The text a stored field stands for.
+fn unpack_blob(b: &[u8]) -> Option<String> {
+    let (&tag, body) = b.split_first()?;
+    match tag {
+        UUID => uuid_text(body),
+        KEY_UUID => uuid_text(body).map(|u| format!("key:{u}")),
+        HEX32 => (body.len() == 32).then(|| hex(body)),
+        SEALED_FIELD => Some(format!("{SEALED_PREFIX}{}", b64().encode(body))),
+        SEALED_DETAILS => Some(format!(
+            "{DETAILS_PREFIX}{}{DETAILS_SUFFIX}",
+            b64().encode(body)
+        )),
+        ZSTD_V1 => zstd_decompress(body),
+        _ => None,
+    }
+}
+
+/// A stored field read back as its text (see the module's note on BLOBs that do not unpack).
+pub fn unpack(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<String> {
+    match v {
+        ValueRef::Text(t) => {
+            String::from_utf8(t.to_vec()).map_err(|e| FromSqlError::Other(e.into()))
+        }
+        ValueRef::Blob(b) => Ok(unpack_blob(b).unwrap_or_else(|| format!("unreadable:{}", hex(b)))),
+        ValueRef::Integer(i) => Ok(i.to_string()),
+        ValueRef::Real(f) => Ok(f.to_string()),
+        ValueRef::Null => Err(FromSqlError::InvalidType),
+    }
+}
+
+/// A column that may be NULL, read back as its text.
+pub fn unpack_opt(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Option<String>> {
+    match v {
+        ValueRef::Null => Ok(None),
+        v => unpack(v).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(s: &str) -> String {
+        match pack(s) {
+            Packed::Text(t) => t.to_string(),
+            Packed::Blob(b) => unpack_blob(&b).expect("a packed value unpacks"),
+        }
+    }
+
+    fn round_details(s: &str) -> String {
+        match pack_details(s) {
+            Packed::Text(t) => t.to_string(),
+            Packed::Blob(b) => unpack_blob(&b).expect("packed details unpack"),
+        }
+    }
+
+    #[test]
+    fn fixed_shapes_are_packed_small_and_read_back_exactly() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let hash = "d7cdc7041d76b78f34a3cb8e5d1f25db04b7ffe5c5aaccd37930892d01e57d04";
+        let sealed = format!("{SEALED_PREFIX}{}", b64().encode([7u8; 37]));
+        let details = format!(r#"{{"sealed":"{}"}}"#, b64().encode([9u8; 120]));
+        for (s, len) in [
+            (id.clone(), 17),
+            (format!("key:{id}"), 17),
+            (hash.to_string(), 33),
+            (sealed.clone(), 38),
+        ] {
+            match pack(&s) {
+                Packed::Blob(b) => assert_eq!(b.len(), len, "{s}"),
+                other => panic!("{s} not packed: {other:?}"),
+            }
+            assert_eq!(round(&s), s);
+        }
+        assert!(matches!(pack_details(&details), Packed::Blob(b) if b.len() == 121));
+        assert_eq!(round_details(&details), details);
+    }
+
+    #[test]
+    fn near_misses_are_stored_as_the_text_they_are() {
+        let id = "01a24cd4-86b6-7562-8e8e-ff830c803d1c";
+        let upper = id.to_uppercase();
+        let nohyphen = id.replace('-', "");
+        let hash = "d7cdc7041d76b78f34a3cb8e5d1f25db04b7ffe5c5aaccd37930892d01e57d04";
+        let cases = [
+            upper.clone(),
+            format!("{{{id}}}"),
+            nohyphen,
+            format!("urn:uuid:{id}"),
+            format!("key:{upper}"),
+            format!("Key:{id}"),
+            format!("user:{id}"),
+            id.replace('-', "+"),
+            hash.to_uppercase(),
+            hash[..63].to_string(),
+            format!("{hash}0"),
+            // Base64 that decodes but is not how it would be written again.
+            format!("{SEALED_PREFIX}AB=="),
+            format!("{SEALED_PREFIX}QUJD"),
+            format!("{SEALED_PREFIX}QUJ"),
+            format!("{SEALED_PREFIX}QU Jd"),
+            format!("{SEALED_PREFIX}"),
+            "sealed:v2:QUJD".to_string(),
+            String::new(),
+            "203.0.113.7".to_string(),
+            "unreadable:0102".to_string(),
+            "é".repeat(40),
+        ];
+        for s in cases {
+            assert_eq!(round(&s), s, "{s:?}");
+        }
+        assert!(matches!(pack(&upper), Packed::Text(_)));
+        for d in [
+            r#"{"sealed":"AB=="}"#.to_string(),
+            r#"{"sealed":"QUJD","x":1}"#.to_string(),
+            r#"{ "sealed":"QUJD"}"#.to_string(),
+            r#"{"sealed":"QUJD"} "#.to_string(),
+            r#"{"name":"acme"}"#.to_string(),
+            "{}".to_string(),
+            String::new(),
+            format!(r#"{{"path":"{}"}}"#, "\u{1F600}".repeat(200)),
+        ] {
+            assert_eq!(round_details(&d), d, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn request_details_compress_against_the_dictionary() {
+        let d = r#"{"method":"POST","path":"/v1/chat/completions","route":"chat_completions","key_id":"01a24cd0-4519-75d7-8c20-1e52ad9f33ae","model":"gpt-4o-mini","region":"us","upstream":"mock","status":200,"code":null,"latency_ms":1.234,"bytes_in":1900,"bytes_out":412,"redactions":{"email":0,"ssn":0,"phone":0,"card":0,"secret":0},"response_redactions":{"email":0,"ssn":0,"phone":0,"card":0,"secret":0},"usage":{"input_tokens":480,"output_tokens":12}}"#;
+        let z = compress_text(d).expect("smaller");
+        assert!(z.len() < 130, "{} bytes", z.len());
+        assert_eq!(decompress_text(&z).as_deref(), Some(d));
+        assert_eq!(round_details(d), d);
+        assert!(matches!(pack_details(d), Packed::Blob(b) if b.len() < 130));
+        // Plain JSON reads as itself; a short one is not worth compressing.
+        assert_eq!(decompress_text(b"{}").as_deref(), Some("{}"));
+        assert_eq!(compress_text("{}"), None);
+    }
+
+    #[test]
+    fn blobs_that_do_not_unpack_read_as_unreadable_and_bounded() {
+        for b in [
+            vec![],
+            vec![0u8],
+            vec![UUID, 1, 2],
+            vec![HEX32; 5],
+            vec![ZSTD_V1, 1, 2, 3],
+            vec![99, 1],
+        ] {
+            let s = unpack(ValueRef::Blob(&b)).unwrap();
+            assert!(s.starts_with("unreadable:"), "{s}");
+        }
+        // A frame that claims more than a reader allocates is refused, not inflated.
+        let big = "x".repeat(MAX_TEXT + 1);
+        let z = zstd_compress(&big).unwrap();
+        assert!(unpack(ValueRef::Blob(&tagged(ZSTD_V1, &z)))
+            .unwrap()
+            .starts_with("unreadable:"));
+        assert_eq!(decompress_text(&[&COMPRESSED_MARK[..], &z].concat()), None);
+        assert_eq!(decompress_text(&[0, 1, 2, 3]), None);
+        assert_eq!(decompress_text(&[0xff, 0xfe]), None);
+    }
+}
