@@ -349,7 +349,7 @@ mod tests {
             format!("{SEALED_PREFIX}QUJD"),
             format!("{SEALED_PREFIX}QUJ"),
             format!("{SEALED_PREFIX}QU Jd"),
-            format!("{SEALED_PREFIX}"),
+            SEALED_PREFIX.to_string(),
             "sealed:v2:QUJD".to_string(),
             String::new(),
             "203.0.113.7".to_string(),
