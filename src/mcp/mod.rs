@@ -9,7 +9,8 @@ mod session;
 
 pub use policy::{check_uri, AllowList, ListError, Policy, UriError};
 pub use rpc::{
-    inspect, unreachable_answer, Call, Inspection, Invalid, Responses, NOTIFICATIONS, REQUESTS,
+    inspect, unreachable_answer, Call, Inspection, Invalid, Refusal, Responses, NOTIFICATIONS,
+    REQUESTS,
 };
 pub use session::Sessions;
 

@@ -75,22 +75,46 @@ struct Denial {
     reason: Option<&'static str>,
 }
 
+/// Why the MCP gateway answered a body itself: a stable code (README "Error codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The body is not one JSON-RPC message or batch.
+    InvalidJsonRpc,
+    /// A member named twice, or in another case.
+    AmbiguousJson,
+    /// A tool, resource or prompt the key may not use.
+    ToolNotAllowed,
+    /// A method sluice does not forward.
+    MethodNotAllowed,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::InvalidJsonRpc => "invalid_json_rpc",
+            Refusal::AmbiguousJson => "ambiguous_json",
+            Refusal::ToolNotAllowed => "tool_not_allowed",
+            Refusal::MethodNotAllowed => "mcp_method_not_allowed",
+        }
+    }
+}
+
 /// What an incoming body asks for.
 #[derive(Debug, Clone)]
 pub struct Inspection {
     pub calls: Vec<Call>,
-    /// Set when something was refused: the JSON-RPC answer to send instead of forwarding.
-    pub refusal: Option<Vec<u8>>,
-    /// The stable code of the refusal: `tool_not_allowed` (a tool, resource or prompt the key
-    /// may not use) or `mcp_method_not_allowed` (a method sluice does not forward).
-    pub code: &'static str,
+    /// Set when something was refused: why, and the JSON-RPC answer to send instead of
+    /// forwarding. [`Refusal::ToolNotAllowed`] when a tool, resource or prompt was refused,
+    /// else [`Refusal::MethodNotAllowed`].
+    pub refusal: Option<(Refusal, Vec<u8>)>,
 }
 
 /// A body that is not one unambiguous JSON-RPC message or batch: the answer (status 400).
 #[derive(Debug, Clone)]
 pub struct Invalid {
-    /// `invalid_json_rpc`, or `ambiguous_json` (a member named twice, or in another case).
-    pub code: &'static str,
+    /// [`Refusal::InvalidJsonRpc`], [`Refusal::AmbiguousJson`], or for refused
+    /// notifications the refusal's own code.
+    pub code: Refusal,
     pub body: Vec<u8>,
 }
 
@@ -132,24 +156,24 @@ fn is_valid_id(id: &Value) -> bool {
 /// (parse error -32700, invalid request -32600), or whose refused messages await no answer
 /// (notifications), to be sent with status 400.
 pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection, Invalid> {
-    let invalid = |code: &'static str, rpc: i64, msg: &str| Invalid {
+    let invalid = |code: Refusal, rpc: i64, msg: &str| Invalid {
         code,
         body: serde_json::to_vec(&error(&Value::Null, rpc, msg, Value::Null)).unwrap_or_default(),
     };
     let v = crate::json::parse(body).map_err(|e| match e {
-        crate::json::Error::Invalid => invalid("invalid_json_rpc", -32700, "parse_error"),
-        crate::json::Error::Duplicate => invalid("ambiguous_json", -32600, "ambiguous_json"),
+        crate::json::Error::Invalid => invalid(Refusal::InvalidJsonRpc, -32700, "parse_error"),
+        crate::json::Error::Duplicate => invalid(Refusal::AmbiguousJson, -32600, "ambiguous_json"),
     })?;
     let (messages, batch) = match v {
         Value::Array(a) if !a.is_empty() => (a, true),
         Value::Object(_) => (vec![v], false),
-        _ => return Err(invalid("invalid_json_rpc", -32600, "invalid_request")),
+        _ => return Err(invalid(Refusal::InvalidJsonRpc, -32600, "invalid_request")),
     };
     let mut calls: Vec<Call> = Vec::with_capacity(messages.len());
     let mut ids = std::collections::HashSet::new();
     for m in &messages {
         let Some(obj) = m.as_object() else {
-            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+            return Err(invalid(Refusal::InvalidJsonRpc, -32600, "invalid_request"));
         };
         let params = obj.get("params");
         let params_obj = params.and_then(Value::as_object);
@@ -160,26 +184,26 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
             || params_obj.is_some_and(|p| crate::json::case_variant(p, PARAMS_MEMBERS).is_some())
             || ref_obj.is_some_and(|r| crate::json::case_variant(r, PARAMS_MEMBERS).is_some())
         {
-            return Err(invalid("ambiguous_json", -32600, "ambiguous_json"));
+            return Err(invalid(Refusal::AmbiguousJson, -32600, "ambiguous_json"));
         }
         if obj.get("jsonrpc") != Some(&json!("2.0")) {
-            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+            return Err(invalid(Refusal::InvalidJsonRpc, -32600, "invalid_request"));
         }
         let id = obj.get("id").cloned();
         if id.as_ref().is_some_and(|id| !is_valid_id(id)) || params.is_some_and(|p| !p.is_object())
         {
-            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+            return Err(invalid(Refusal::InvalidJsonRpc, -32600, "invalid_request"));
         }
         // One id per message of a batch: two answers to one id could not be told apart.
         if let Some(id) = &id {
             if !ids.insert(id_key(id)) {
-                return Err(invalid("invalid_json_rpc", -32600, "duplicate_id"));
+                return Err(invalid(Refusal::InvalidJsonRpc, -32600, "duplicate_id"));
             }
         }
         let Some(method) = obj.get("method") else {
             // A response (to a server's request, e.g. sampling): an id, a result or an error.
             if id.is_none() || obj.contains_key("result") == obj.contains_key("error") {
-                return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+                return Err(invalid(Refusal::InvalidJsonRpc, -32600, "invalid_request"));
             }
             calls.push(Call {
                 id,
@@ -191,11 +215,11 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
             continue;
         };
         let Some(method) = method.as_str() else {
-            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+            return Err(invalid(Refusal::InvalidJsonRpc, -32600, "invalid_request"));
         };
         if obj.contains_key("result") || obj.contains_key("error") {
             // A request and an answer at once: servers would take it either way.
-            return Err(invalid("invalid_json_rpc", -32600, "invalid_request"));
+            return Err(invalid(Refusal::InvalidJsonRpc, -32600, "invalid_request"));
         }
         let (name, denial) = check(method, id.is_some(), params_obj, ref_obj, server, policy);
         calls.push(Call {
@@ -211,13 +235,12 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
         return Ok(Inspection {
             calls,
             refusal: None,
-            code: "",
         });
     }
     let code = if refused.iter().any(|d| d.what.is_some()) {
-        "tool_not_allowed"
+        Refusal::ToolNotAllowed
     } else {
-        "mcp_method_not_allowed"
+        Refusal::MethodNotAllowed
     };
     // Something is refused: nothing of the body goes to the server.
     let answers: Vec<Value> = calls
@@ -264,8 +287,7 @@ pub fn inspect(body: &[u8], server: &str, policy: &Policy) -> Result<Inspection,
     .unwrap_or_default();
     Ok(Inspection {
         calls,
-        refusal: Some(body),
-        code,
+        refusal: Some((code, body)),
     })
 }
 
@@ -705,7 +727,7 @@ mod tests {
         let bad =
             br#"{"jsonrpc":"2.0","id":"x7","method":"tools/call","params":{"name":"delete_all"}}"#;
         let i = inspect(bad, "tools", &p).unwrap();
-        let v: Value = serde_json::from_slice(&i.refusal.unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&i.refusal.unwrap().1).unwrap();
         assert_eq!(v["id"], "x7");
         assert_eq!(v["error"]["code"], NOT_ALLOWED);
         assert_eq!(v["error"]["message"], "tool_not_allowed");
@@ -721,7 +743,7 @@ mod tests {
             std::str::from_utf8(bad).unwrap()
         );
         let i = inspect(batch.as_bytes(), "tools", &p).unwrap();
-        let v: Value = serde_json::from_slice(&i.refusal.unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&i.refusal.unwrap().1).unwrap();
         assert_eq!(v[0]["error"]["message"], "batch_refused");
         assert_eq!(v[1]["error"]["message"], "tool_not_allowed");
         // Not JSON-RPC at all.

@@ -99,19 +99,159 @@ pub enum Rejection {
     Internal,
 }
 
+/// A stable code sluice answered with: the data plane's table (the MCP gateway's own refusals
+/// are [`crate::mcp::Refusal`]). Codes are API: never rename one (README "Error codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// The request's framing is ambiguous or invalid (400).
+    InvalidFraming,
+    /// Too many or too large headers (431).
+    HeadersTooLarge,
+    /// A request target sluice does not take (400).
+    InvalidPath,
+    /// No such route (404).
+    NotFound,
+    /// A method the route does not take (405).
+    MethodNotAllowed,
+    /// The body is over `limits.max_body_bytes` (413).
+    RequestTooLarge,
+    /// The request did not arrive within `limits.client_timeout` (408).
+    RequestTimeout,
+    /// The body could not be read (400).
+    InvalidBody,
+    /// No usable sluice API key (401).
+    InvalidApiKey,
+    /// A body redaction cannot read (400, 415).
+    UnscannableBody,
+    /// A JSON member named twice, or in another case (400).
+    AmbiguousJson,
+    /// A header value redaction cannot read (400).
+    UnscannableHeader,
+    /// An unknown `X-Sluice-Region` (400).
+    InvalidRegion,
+    /// A region the key or org is pinned away from (403).
+    PermissionDenied,
+    /// No healthy upstream in the region (503).
+    RegionUnavailable,
+    /// A rate limit is reached (429).
+    RateLimited,
+    /// A token budget is spent (429).
+    BudgetExceeded,
+    /// The fleet's counters cannot be reached (503).
+    LimitsUnavailable,
+    /// The upstream credential is unavailable (503).
+    CredentialUnavailable,
+    /// An origin not in `cors.allow_origins` (403).
+    OriginNotAllowed,
+    /// The upstream did not answer in time (504).
+    UpstreamTimeout,
+    /// The upstream could not be connected to (502).
+    UpstreamUnreachable,
+    /// The upstream's TLS does not meet its policy (502).
+    UpstreamTlsFailed,
+    /// The upstream's answer is not valid HTTP, or it reset (502).
+    UpstreamError,
+    /// Response redaction cannot read the answer (502).
+    UnscannableResponse,
+    /// The upstream refused sluice's credential (502).
+    UpstreamAuthFailed,
+    /// The MCP server fails its health check (503).
+    McpServerUnavailable,
+    /// The audit log cannot be written (503).
+    AuditUnavailable,
+    /// The key store cannot be read (503).
+    StoreUnavailable,
+    /// A bug or an unexpected condition (500).
+    InternalError,
+    /// The MCP gateway refused a JSON-RPC message.
+    Mcp(crate::mcp::Refusal),
+}
+
+impl Code {
+    /// The code as replies, logs, metrics and audit records spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidFraming => "invalid_framing",
+            Code::HeadersTooLarge => "headers_too_large",
+            Code::InvalidPath => "invalid_path",
+            Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::RequestTooLarge => "request_too_large",
+            Code::RequestTimeout => "request_timeout",
+            Code::InvalidBody => "invalid_body",
+            Code::InvalidApiKey => "invalid_api_key",
+            Code::UnscannableBody => "unscannable_body",
+            Code::AmbiguousJson => "ambiguous_json",
+            Code::UnscannableHeader => "unscannable_header",
+            Code::InvalidRegion => "invalid_region",
+            Code::PermissionDenied => "permission_denied",
+            Code::RegionUnavailable => "region_unavailable",
+            Code::RateLimited => "rate_limited",
+            Code::BudgetExceeded => "budget_exceeded",
+            Code::LimitsUnavailable => "limits_unavailable",
+            Code::CredentialUnavailable => "credential_unavailable",
+            Code::OriginNotAllowed => "origin_not_allowed",
+            Code::UpstreamTimeout => "upstream_timeout",
+            Code::UpstreamUnreachable => "upstream_unreachable",
+            Code::UpstreamTlsFailed => "upstream_tls_failed",
+            Code::UpstreamError => "upstream_error",
+            Code::UnscannableResponse => "unscannable_response",
+            Code::UpstreamAuthFailed => "upstream_auth_failed",
+            Code::McpServerUnavailable => "mcp_server_unavailable",
+            Code::AuditUnavailable => "audit_unavailable",
+            Code::StoreUnavailable => "store_unavailable",
+            Code::InternalError => "internal_error",
+            Code::Mcp(r) => r.as_str(),
+        }
+    }
+}
+
+/// Why, when the code alone does not say: the `reason` of the log line and of some metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Which authentication check failed (`missing`, `unknown`, `revoked`, ...).
+    Auth(crate::auth::Error),
+    /// The request body could not be scanned for PII.
+    PiiScan,
+    /// The answer could not be scanned (response redaction).
+    ResponseScan,
+    /// The answer was too large to be scanned whole (response redaction).
+    ResponseTooLarge,
+    /// The upstream's TLS version is below its minimum, or it has no TLS policy.
+    TlsVersion,
+    /// The upstream's certificate matches none of its pins.
+    TlsPin,
+    /// The TLS handshake failed (a certificate that does not verify, ...).
+    TlsHandshake,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Auth(e) => e.reason(),
+            Reason::PiiScan => "pii_scan",
+            Reason::ResponseScan => "response_scan",
+            Reason::ResponseTooLarge => "response_too_large",
+            Reason::TlsVersion => "tls_version",
+            Reason::TlsPin => "tls_pin",
+            Reason::TlsHandshake => "tls_handshake",
+        }
+    }
+}
+
 /// The status and stable code of a reply (its OpenAI error type follows from them:
 /// [`crate::error::openai_type`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
-    pub code: &'static str,
+    pub code: Code,
     /// Whether the downstream connection must be closed after the reply (framing is in doubt or
     /// an unread body is still on the wire).
     pub close: bool,
 }
 
 impl Reply {
-    const fn new(status: u16, code: &'static str, close: bool) -> Reply {
+    const fn new(status: u16, code: Code, close: bool) -> Reply {
         Reply {
             status,
             code,
@@ -124,55 +264,55 @@ impl Reply {
 pub fn reply_for(r: &Rejection) -> Reply {
     use inbound::Error as In;
     match r {
-        Rejection::Inbound(In::Framing { .. }) => Reply::new(400, "invalid_framing", true),
+        Rejection::Inbound(In::Framing { .. }) => Reply::new(400, Code::InvalidFraming, true),
         Rejection::Inbound(In::HeadersTooLarge { .. })
         | Rejection::Inbound(In::TooManyHeaders { .. }) => {
-            Reply::new(431, "headers_too_large", true)
+            Reply::new(431, Code::HeadersTooLarge, true)
         }
-        Rejection::Inbound(In::BadTarget { .. }) => Reply::new(400, "invalid_path", true),
-        Rejection::Inbound(In::NotFound) => Reply::new(404, "not_found", true),
-        Rejection::Inbound(In::MethodNotAllowed) => Reply::new(405, "method_not_allowed", true),
+        Rejection::Inbound(In::BadTarget { .. }) => Reply::new(400, Code::InvalidPath, true),
+        Rejection::Inbound(In::NotFound) => Reply::new(404, Code::NotFound, true),
+        Rejection::Inbound(In::MethodNotAllowed) => Reply::new(405, Code::MethodNotAllowed, true),
         Rejection::Inbound(In::BodyTooLarge { .. }) | Rejection::BodyTooLarge { .. } => {
-            Reply::new(413, "request_too_large", true)
+            Reply::new(413, Code::RequestTooLarge, true)
         }
-        Rejection::ClientTimeout => Reply::new(408, "request_timeout", true),
-        Rejection::BadBody => Reply::new(400, "invalid_body", true),
+        Rejection::ClientTimeout => Reply::new(408, Code::RequestTimeout, true),
+        Rejection::BadBody => Reply::new(400, Code::InvalidBody, true),
         // The body is still unread: close rather than parse it as the next request.
-        Rejection::Unauthenticated(_) => Reply::new(401, "invalid_api_key", true),
+        Rejection::Unauthenticated(_) => Reply::new(401, Code::InvalidApiKey, true),
         Rejection::Unscannable(e) => {
             use crate::redact::BodyError as B;
             match e {
-                B::NotJson(_) | B::Corrupt => Reply::new(400, "unscannable_body", true),
+                B::NotJson(_) | B::Corrupt => Reply::new(400, Code::UnscannableBody, true),
                 B::UnsupportedType(_) | B::UnsupportedEncoding(_) => {
-                    Reply::new(415, "unscannable_body", true)
+                    Reply::new(415, Code::UnscannableBody, true)
                 }
-                B::TooLarge { .. } => Reply::new(413, "request_too_large", true),
+                B::TooLarge { .. } => Reply::new(413, Code::RequestTooLarge, true),
             }
         }
-        Rejection::AmbiguousJson => Reply::new(400, "ambiguous_json", true),
-        Rejection::UnscannableHeader(_) => Reply::new(400, "unscannable_header", true),
+        Rejection::AmbiguousJson => Reply::new(400, Code::AmbiguousJson, true),
+        Rejection::UnscannableHeader(_) => Reply::new(400, Code::UnscannableHeader, true),
         Rejection::Region(crate::residency::Error::Unknown) => {
-            Reply::new(400, "invalid_region", true)
+            Reply::new(400, Code::InvalidRegion, true)
         }
         Rejection::Region(crate::residency::Error::NotAllowed { .. }) => {
-            Reply::new(403, "permission_denied", true)
+            Reply::new(403, Code::PermissionDenied, true)
         }
-        Rejection::RegionUnavailable(_) => Reply::new(503, "region_unavailable", true),
-        Rejection::RateLimited { .. } => Reply::new(429, "rate_limited", true),
-        Rejection::BudgetExceeded { .. } => Reply::new(429, "budget_exceeded", true),
-        Rejection::LimitsUnavailable => Reply::new(503, "limits_unavailable", true),
-        Rejection::CredentialUnavailable => Reply::new(503, "credential_unavailable", true),
-        Rejection::OriginNotAllowed => Reply::new(403, "origin_not_allowed", false),
-        Rejection::UpstreamTimeout => Reply::new(504, "upstream_timeout", true),
-        Rejection::UpstreamUnreachable => Reply::new(502, "upstream_unreachable", true),
-        Rejection::UpstreamTls => Reply::new(502, "upstream_tls_failed", true),
-        Rejection::UpstreamFailed => Reply::new(502, "upstream_error", true),
-        Rejection::UnscannableResponse => Reply::new(502, "unscannable_response", true),
-        Rejection::UpstreamAuthFailed => Reply::new(502, "upstream_auth_failed", true),
-        Rejection::McpUnavailable => Reply::new(503, "mcp_server_unavailable", true),
-        Rejection::AuditUnavailable => Reply::new(503, "audit_unavailable", true),
-        Rejection::StoreUnavailable => Reply::new(503, "store_unavailable", true),
-        Rejection::Internal => Reply::new(500, "internal_error", true),
+        Rejection::RegionUnavailable(_) => Reply::new(503, Code::RegionUnavailable, true),
+        Rejection::RateLimited { .. } => Reply::new(429, Code::RateLimited, true),
+        Rejection::BudgetExceeded { .. } => Reply::new(429, Code::BudgetExceeded, true),
+        Rejection::LimitsUnavailable => Reply::new(503, Code::LimitsUnavailable, true),
+        Rejection::CredentialUnavailable => Reply::new(503, Code::CredentialUnavailable, true),
+        Rejection::OriginNotAllowed => Reply::new(403, Code::OriginNotAllowed, false),
+        Rejection::UpstreamTimeout => Reply::new(504, Code::UpstreamTimeout, true),
+        Rejection::UpstreamUnreachable => Reply::new(502, Code::UpstreamUnreachable, true),
+        Rejection::UpstreamTls => Reply::new(502, Code::UpstreamTlsFailed, true),
+        Rejection::UpstreamFailed => Reply::new(502, Code::UpstreamError, true),
+        Rejection::UnscannableResponse => Reply::new(502, Code::UnscannableResponse, true),
+        Rejection::UpstreamAuthFailed => Reply::new(502, Code::UpstreamAuthFailed, true),
+        Rejection::McpUnavailable => Reply::new(503, Code::McpServerUnavailable, true),
+        Rejection::AuditUnavailable => Reply::new(503, Code::AuditUnavailable, true),
+        Rejection::StoreUnavailable => Reply::new(503, Code::StoreUnavailable, true),
+        Rejection::Internal => Reply::new(500, Code::InternalError, true),
     }
 }
 
@@ -244,7 +384,7 @@ pub fn body_for(r: &Rejection, request_id: &str) -> Vec<u8> {
     let reply = reply_for(r);
     crate::error::body_bytes(
         reply.status,
-        reply.code,
+        reply.code.as_str(),
         &message_for(r, &reply),
         request_id,
     )
@@ -269,6 +409,63 @@ mod tests {
             reply_for(&Rejection::BodyTooLarge { limit: 10 }).status,
             413
         );
+    }
+
+    #[test]
+    fn every_code_is_documented_and_spelled_once() {
+        use crate::mcp::Refusal;
+        let all = [
+            Code::InvalidFraming,
+            Code::HeadersTooLarge,
+            Code::InvalidPath,
+            Code::NotFound,
+            Code::MethodNotAllowed,
+            Code::RequestTooLarge,
+            Code::RequestTimeout,
+            Code::InvalidBody,
+            Code::InvalidApiKey,
+            Code::UnscannableBody,
+            Code::AmbiguousJson,
+            Code::UnscannableHeader,
+            Code::InvalidRegion,
+            Code::PermissionDenied,
+            Code::RegionUnavailable,
+            Code::RateLimited,
+            Code::BudgetExceeded,
+            Code::LimitsUnavailable,
+            Code::CredentialUnavailable,
+            Code::OriginNotAllowed,
+            Code::UpstreamTimeout,
+            Code::UpstreamUnreachable,
+            Code::UpstreamTlsFailed,
+            Code::UpstreamError,
+            Code::UnscannableResponse,
+            Code::UpstreamAuthFailed,
+            Code::McpServerUnavailable,
+            Code::AuditUnavailable,
+            Code::StoreUnavailable,
+            Code::InternalError,
+            Code::Mcp(Refusal::InvalidJsonRpc),
+            Code::Mcp(Refusal::AmbiguousJson),
+            Code::Mcp(Refusal::ToolNotAllowed),
+            Code::Mcp(Refusal::MethodNotAllowed),
+        ];
+        let readme = include_str!("../../README.md");
+        let mut seen = std::collections::HashMap::new();
+        for c in all {
+            let s = c.as_str();
+            assert!(
+                readme.contains(&format!("`{s}`")),
+                "{s} is not in README.md"
+            );
+            // One spelling per meaning: only the MCP gateway's ambiguous JSON shares a code.
+            if let Some(other) = seen.insert(s, c) {
+                assert_eq!(
+                    (other, c),
+                    (Code::AmbiguousJson, Code::Mcp(Refusal::AmbiguousJson))
+                );
+            }
+        }
     }
 
     #[test]

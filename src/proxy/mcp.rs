@@ -10,7 +10,7 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::error::Rejection;
+use super::error::{Code, Rejection};
 use super::{Ctx, State};
 use crate::config::CredentialKind;
 
@@ -186,7 +186,7 @@ pub fn inspect(state: &State, ctx: &mut Ctx, body: &[u8]) -> Option<(u16, Vec<u8
     let server = &ctx.live.cfg.mcp_servers.get(mcp.server)?.name;
     match crate::mcp::inspect(body, server, &key.mcp) {
         Err(invalid) => {
-            ctx.code = Some(invalid.code);
+            ctx.code = Some(Code::Mcp(invalid.code));
             Some((400, invalid.body))
         }
         Ok(i) => {
@@ -196,9 +196,9 @@ pub fn inspect(state: &State, ctx: &mut Ctx, body: &[u8]) -> Option<(u16, Vec<u8
                 let ids = mcp.calls.iter().filter_map(crate::mcp::Call::id_key);
                 state.mcp_sessions.expect(server, sid, ids);
             }
-            let answer = i.refusal?;
+            let (code, answer) = i.refusal?;
             mcp.refused = true;
-            ctx.code = Some(i.code);
+            ctx.code = Some(Code::Mcp(code));
             Some((200, answer))
         }
     }

@@ -231,9 +231,9 @@ pub struct Ctx {
     /// Downstream response headers have been written.
     responded: bool,
     /// The error code sluice answered with, for logs and metrics.
-    code: Option<&'static str>,
+    code: Option<error::Code>,
     /// Why, when the code alone does not say (e.g. which authentication check failed).
-    reason: Option<&'static str>,
+    reason: Option<error::Reason>,
     bytes_in: u64,
     bytes_out: u64,
     /// The request's `model`, when its body names one.
@@ -467,7 +467,7 @@ impl ProxyHttp for Sluice {
         response::log(&self.state, session, e, ctx);
         // A refusal because the audit log cannot be written has no record to write (and must
         // not grow the writer's backlog); it is in the log line and `sluice_errors_total`.
-        if ctx.code != Some("audit_unavailable") && !skipped(Stage::Audit) {
+        if ctx.code != Some(error::Code::AuditUnavailable) && !skipped(Stage::Audit) {
             for record in response::audit_records(&self.state, session, ctx) {
                 self.state.audit.send(record).await;
             }

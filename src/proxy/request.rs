@@ -156,7 +156,7 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
             // JSON that cannot be read one way (a number out of range, nesting past 128
             // levels): its members were not checked, so it is not forwarded either.
             Err(crate::json::Error::Invalid) if looks_like_json(&body) => {
-                ctx.reason = Some("pii_scan");
+                ctx.reason = Some(super::error::Reason::PiiScan);
                 return Err(Rejection::Unscannable(crate::redact::BodyError::NotJson(
                     "the JSON body cannot be read one way (a number out of range, or nested deeper than 128 levels)".into(),
                 )));
@@ -303,7 +303,7 @@ fn authenticate(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), R
     let key = auth::bearer(authz, other, req.uri.query())
         .and_then(|k| state.auth.get().authenticate(k, now))
         .map_err(|e| {
-            ctx.reason = Some(e.reason());
+            ctx.reason = Some(super::error::Reason::Auth(e));
             state
                 .metrics
                 .auth_failures
@@ -435,7 +435,7 @@ async fn redact(
         .map_err(|_| Rejection::Internal)?
     };
     let r = r.map_err(|e| {
-        ctx.reason = Some("pii_scan");
+        ctx.reason = Some(super::error::Reason::PiiScan);
         Rejection::Unscannable(e)
     })?;
     if r.decoded {

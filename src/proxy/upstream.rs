@@ -21,6 +21,7 @@ use pingora_load_balancing::health_check::{HealthObserve, TcpHealthCheck};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
+use super::error::Reason;
 use super::{Ctx, State};
 use crate::config::Config;
 use crate::residency::Region;
@@ -461,11 +462,6 @@ impl Cas {
     }
 }
 
-/// Why a TLS connection was refused (the `reason` label and the log's).
-pub const TLS_VERSION: &str = "tls_version";
-pub const TLS_PIN: &str = "tls_pin";
-pub const TLS_HANDSHAKE: &str = "tls_handshake";
-
 /// The error a TLS policy refusal is: `upstream_tls_failed`.
 pub const UPSTREAM_TLS: &str = "upstream_tls_failed";
 
@@ -493,7 +489,7 @@ pub fn check_tls(
     };
     let Some(tls) = tls else {
         // Every https:// entry has a policy: a TLS peer without one is refused, not waved on.
-        ctx.reason = Some(TLS_VERSION);
+        ctx.reason = Some(Reason::TlsVersion);
         let mut e = Error::explain(
             ErrorType::Custom(UPSTREAM_TLS),
             "no TLS policy for this peer",
@@ -505,7 +501,7 @@ pub fn check_tls(
     let version = ssl.and_then(|s| crate::config::TlsVersion::negotiated(&s.version));
     let refusal = if version.is_none_or(|v| v < tls.min_version) {
         Some((
-            TLS_VERSION,
+            Reason::TlsVersion,
             "the connection's TLS version is below the minimum",
         ))
     } else if !tls.pins.is_empty()
@@ -515,7 +511,7 @@ pub fn check_tls(
                 .any(|p| s.cert_digest.as_slice() == p.as_slice())
         })
     {
-        Some((TLS_PIN, "the certificate matches none of the pins"))
+        Some((Reason::TlsPin, "the certificate matches none of the pins"))
     } else {
         None
     };
@@ -659,10 +655,11 @@ pub fn failover(state: &State, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
         // counted in `response::fail`).
         if policy || is_tls_refusal(e.etype()) {
             let reason = if policy {
-                ctx.reason.take().unwrap_or(TLS_VERSION)
+                ctx.reason.take().unwrap_or(Reason::TlsVersion)
             } else {
-                TLS_HANDSHAKE
-            };
+                Reason::TlsHandshake
+            }
+            .as_str();
             state
                 .metrics
                 .upstream_tls_failures

@@ -64,7 +64,7 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
     let rejection = classify(session, e);
     if ctx.responded {
         let reason = match (ctx.reason, rejection) {
-            (Some(r @ ("response_scan" | "response_too_large")), _) => r,
+            (Some(r @ (Reason::ResponseScan | Reason::ResponseTooLarge)), _) => r.as_str(),
             (_, Some(Rejection::UpstreamTimeout)) => "upstream_timeout",
             (_, Some(_)) => "upstream_error",
             // The client left after the answer's end went out: a normal end, not counted.
@@ -95,9 +95,7 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
         tracing::warn!(request_id = %ctx.request_id, error = crate::proxy::error::log_kind(e), source = e.esource().as_str(), "internal error while proxying");
     }
     if let Rejection::UpstreamTls = r {
-        let reason = *ctx
-            .reason
-            .get_or_insert(crate::proxy::upstream::TLS_HANDSHAKE);
+        let reason = ctx.reason.get_or_insert(Reason::TlsHandshake).as_str();
         let (kind, name) = match &ctx.mcp {
             Some(m) => (
                 "mcp_server",
@@ -128,8 +126,9 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
     // client's SDK reads it as the call's failure); the reason is the stable code.
     if let (Rejection::UpstreamTls, Some(m)) = (&r, &ctx.mcp) {
         let server = (ctx.live.cfg.mcp_servers.get(m.server)).map_or("-", |s| s.name.as_str());
-        if let Some(body) = crate::mcp::unreachable_answer(&m.calls, server, reply_for(&r).code) {
-            ctx.code = Some(reply_for(&r).code);
+        let code = reply_for(&r).code;
+        if let Some(body) = crate::mcp::unreachable_answer(&m.calls, server, code.as_str()) {
+            ctx.code = Some(code);
             let sent = crate::proxy::mcp::answer(state, session, ctx, 200, body).await;
             return FailToProxy {
                 error_code: if sent.is_ok() { 200 } else { 0 },

@@ -10,7 +10,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, Session};
 
-use super::error::{body_for, reply_for, Rejection, UNSCANNABLE, UPSTREAM_AUTH};
+use super::error::{body_for, reply_for, Code, Reason, Rejection, UNSCANNABLE, UPSTREAM_AUTH};
 use super::guard::Guarded;
 use super::{Ctx, State};
 use crate::redact::{sse, Counts, ResponseKind, Scan};

@@ -33,7 +33,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         }
     }
     if let Some(code) = ctx.code {
-        m.errors.with_label_values(&[code]).inc();
+        m.errors.with_label_values(&[code.as_str()]).inc();
     }
     settle_tokens(state, ctx);
     if let (Some(u), Some(op)) = (&ctx.usage, operation(ctx.route)) {
@@ -85,8 +85,8 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         latency_ms = (elapsed.as_micros() as f64 / 1000.0),
         bytes_in = ctx.bytes_in,
         bytes_out = ctx.bytes_out,
-        code = ctx.code.unwrap_or("-"),
-        reason = ctx.reason.unwrap_or("-"),
+        code = ctx.code.map_or("-", Code::as_str),
+        reason = ctx.reason.map_or("-", Reason::as_str),
         redactions = %ctx.redactions.header_value(),
         response_redactions = %response_counts(ctx).header_value(),
         key_id = ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
@@ -186,7 +186,7 @@ pub(super) fn audit_record<'a>(
         region: up.map(|u| u.region).or(ctx.region).map(|r| r.as_str()),
         upstream: up.map(|u| u.name.as_str()),
         status,
-        code: ctx.code,
+        code: ctx.code.map(Code::as_str),
         latency_ms: (ctx.started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
         bytes_in: ctx.bytes_in,
         bytes_out: ctx.bytes_out,

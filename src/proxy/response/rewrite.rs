@@ -56,7 +56,7 @@ pub(super) fn plan(
     ctx.rewrite = match kind {
         ResponseKind::Pass => return Ok(()),
         ResponseKind::Unscannable => {
-            ctx.reason = Some("response_scan");
+            ctx.reason = Some(Reason::ResponseScan);
             return Err(unscannable());
         }
         ResponseKind::Sse => Some(Rewrite::Sse(Box::new(sse::Redactor::new(
@@ -115,7 +115,7 @@ pub(super) fn plan_mcp(
         .get(http::header::CONTENT_ENCODING)
         .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
     if encoded {
-        ctx.reason = Some("response_scan");
+        ctx.reason = Some(Reason::ResponseScan);
         return Err(unscannable());
     }
     let sse = is_event_stream(resp);
@@ -181,7 +181,7 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
                 out.extend(r.finish());
             }
             if r.failed() {
-                ctx.reason = Some("response_scan");
+                ctx.reason = Some(Reason::ResponseScan);
             }
             *body = (!out.is_empty()).then(|| Bytes::from(out));
         }
@@ -228,7 +228,7 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
             let limit = ctx.live.cfg.redaction.max_response_bytes;
             if let Some(b) = body.take() {
                 if buf.len() + b.len() > limit {
-                    ctx.reason = Some("response_too_large");
+                    ctx.reason = Some(Reason::ResponseTooLarge);
                     return Err(unscannable());
                 }
                 buf.extend_from_slice(&b);
@@ -245,7 +245,7 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
                     Ok(Some(new)) => *body = Some(Bytes::from(new)),
                     Ok(None) => *body = Some(Bytes::from(std::mem::take(buf))),
                     Err(_) => {
-                        ctx.reason = Some("response_scan");
+                        ctx.reason = Some(Reason::ResponseScan);
                         return Err(unscannable());
                     }
                 }
