@@ -236,18 +236,7 @@ fn chain_hash(prev: &str, r: &AuditRow) -> String {
     h.update([0u8]);
     // Serialising strings and integers into a writer that cannot fail does not fail.
     let _ = serde_json::to_writer(Hashing(&mut h), &canonical_fields(r));
-    hex(&h.finalize())
-}
-
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
+    hex::encode(h.finalize())
 }
 
 /// Append records, chained to the current tail, their personal fields sealed under their org's
@@ -684,7 +673,11 @@ mod tests {
             h.update(GENESIS.as_bytes());
             h.update([0u8]);
             h.update(canonical(&row));
-            assert_eq!(chain_hash(GENESIS, &row), hex(&h.finalize()), "{details:?}");
+            assert_eq!(
+                chain_hash(GENESIS, &row),
+                hex::encode(h.finalize()),
+                "{details:?}"
+            );
         }
     }
 

@@ -180,16 +180,6 @@ fn hex32_bytes(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
 /// Standard base64 that encodes back to exactly `s`: the decoder takes only the canonical
 /// spelling (padding required, no stray bits, no whitespace), so decoding is the check.
 fn canonical_b64(s: &str) -> Option<Vec<u8>> {
@@ -235,7 +225,7 @@ fn unpack_blob(b: &[u8]) -> Option<String> {
     match tag {
         UUID => uuid_text(body),
         KEY_UUID => uuid_text(body).map(|u| format!("key:{u}")),
-        HEX32 => (body.len() == 32).then(|| hex(body)),
+        HEX32 => (body.len() == 32).then(|| hex::encode(body)),
         SEALED_FIELD => Some(format!("{SEALED_PREFIX}{}", b64().encode(body))),
         SEALED_DETAILS => Some(format!(
             "{DETAILS_PREFIX}{}{DETAILS_SUFFIX}",
@@ -252,7 +242,9 @@ pub fn unpack(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<String> {
         ValueRef::Text(t) => {
             String::from_utf8(t.to_vec()).map_err(|e| FromSqlError::Other(e.into()))
         }
-        ValueRef::Blob(b) => Ok(unpack_blob(b).unwrap_or_else(|| format!("unreadable:{}", hex(b)))),
+        ValueRef::Blob(b) => {
+            Ok(unpack_blob(b).unwrap_or_else(|| format!("unreadable:{}", hex::encode(b))))
+        }
         ValueRef::Integer(i) => Ok(i.to_string()),
         ValueRef::Real(f) => Ok(f.to_string()),
         ValueRef::Null => Err(FromSqlError::InvalidType),
@@ -372,7 +364,7 @@ mod tests {
     fn the_dictionary_is_the_one_records_were_compressed_with() {
         use sha2::Digest;
         assert_eq!(
-            hex(&sha2::Sha256::digest(DICTIONARY)),
+            hex::encode(sha2::Sha256::digest(DICTIONARY)),
             "21957fc833b47d3bf43495cbe5113175bce499c051e3d39a7d5ad68f0920f1b8",
             "records compressed against the old dictionary could not be read: add a new tag"
         );

@@ -106,14 +106,14 @@ impl Keyring {
 
     /// Hex fingerprint of the current key.
     pub fn fingerprint(&self) -> String {
-        hex(&self.current.fp)
+        hex::encode(self.current.fp)
     }
 
     /// Whether a key of this ring (current or old) has fingerprint `fp` (hex).
     pub fn knows(&self, fp: &str) -> bool {
         std::iter::once(&self.current)
             .chain(self.old.iter())
-            .any(|k| hex(&k.fp) == fp)
+            .any(|k| hex::encode(k.fp) == fp)
     }
 
     /// Seal `plaintext` bound to `aad` under the current key.
@@ -148,7 +148,7 @@ impl Keyring {
             .chain(&self.old)
             .find(|k| k.fp == fp)
             .ok_or_else(|| Error::UnknownKey {
-                fingerprint: hex(fp),
+                fingerprint: hex::encode(fp),
             })?;
         key.cipher
             .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
@@ -158,7 +158,7 @@ impl Keyring {
 
     /// The fingerprint (hex) a ciphertext names.
     pub fn fingerprint_of(sealed: &[u8]) -> Option<String> {
-        (sealed.len() > FP_LEN).then(|| hex(&sealed[1..1 + FP_LEN]))
+        (sealed.len() > FP_LEN).then(|| hex::encode(&sealed[1..1 + FP_LEN]))
     }
 }
 
@@ -237,10 +237,6 @@ pub const FLOW_TABLE: &str = "oauth_flows";
 /// The AAD binding a ciphertext to its row.
 pub fn aad(table: &str, id: &str, name: &str) -> Vec<u8> {
     format!("sluice:v1\u{0}{table}\u{0}{id}\u{0}{name}").into_bytes()
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]
