@@ -52,7 +52,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached("SELECT details FROM audit WHERE kind = 'checkpoint' ORDER BY seq")?;
-        let rows = st.query_map([], |r| text(r, 0))?;
+        let rows = st.query_map([], |r| details(r, 0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -190,6 +190,11 @@ fn text(r: &rusqlite::Row, i: usize) -> rusqlite::Result<String> {
     pack::unpack(r.get_ref(i)?).map_err(|e| from_sql(i, e))
 }
 
+/// The `details` column, stored packed or as text, as its text.
+fn details(r: &rusqlite::Row, i: usize) -> rusqlite::Result<String> {
+    pack::unpack_details(r.get_ref(i)?).map_err(|e| from_sql(i, e))
+}
+
 fn opt(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<String>> {
     pack::unpack_opt(r.get_ref(i)?).map_err(|e| from_sql(i, e))
 }
@@ -212,7 +217,7 @@ pub(super) fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditRow> {
         user_agent: opt(r, 9)?,
         request_id: opt(r, 10)?,
         outcome: r.get(11)?,
-        details: text(r, 12)?,
+        details: details(r, 12)?,
         prev_hash: text(r, 13)?,
         hash: text(r, 14)?,
     })

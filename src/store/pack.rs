@@ -5,10 +5,11 @@
 //! dictionary. Anything else, and every record written before this format, is stored as the
 //! text itself (SQLite columns take either), so old and new rows sit in one table and one chain.
 //!
-//! A value is packed only when unpacking gives back exactly the same text (checked when it is
-//! packed), so the hash of what is read is the hash of what was written. A BLOB that does not
-//! unpack (a store edited by hand) reads as `unreadable:<hex>`, which breaks the chain at that
-//! row: `sluice audit verify` names it.
+//! A value is packed only in shapes whose text is rebuilt exactly (canonical UUIDs, hex and
+//! base64; the property test below tries near-misses), so the hash of what is read is the hash
+//! of what was written. A BLOB that does not unpack, or that is not exactly the BLOB its text
+//! packs to (a store edited by hand), reads as `unreadable:<hex>`, which breaks the chain at
+//! that row: `sluice audit verify` names it.
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
@@ -57,28 +58,56 @@ static DECODER: LazyLock<Option<zstd::dict::DecoderDictionary<'static>>> =
     LazyLock::new(|| zstd::dict::DecoderDictionary::try_copy(DICTIONARY).ok());
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = RefCell::new(
-        ENCODER.as_ref().and_then(|d| {
-            let mut c = zstd::bulk::Compressor::with_prepared_dictionary(d).ok()?;
-            // The frame records its size (a reader sizes its buffer exactly); no checksum (the
-            // chain's hash, or the seal's tag, covers it) and no dictionary id (the tag says).
-            c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(false)).ok()?;
-            c.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false)).ok()?;
-            c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true)).ok()?;
-            Some(c)
-        })
-    );
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = RefCell::new(
-        DECODER.as_ref().and_then(|d| zstd::bulk::Decompressor::with_prepared_dictionary(d).ok())
-    );
+    // Made on first use and again after a failure (never a failure kept for the thread's life).
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
 }
 
+fn new_compressor() -> Option<zstd::bulk::Compressor<'static>> {
+    let mut c = zstd::bulk::Compressor::with_prepared_dictionary(ENCODER.as_ref()?).ok()?;
+    // The frame records its size (a reader sizes its buffer exactly); no checksum (the chain's
+    // hash, or the seal's tag, covers it) and no dictionary id (the tag says which).
+    use zstd::zstd_safe::CParameter;
+    c.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
+    c.set_parameter(CParameter::DictIdFlag(false)).ok()?;
+    c.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
+    Some(c)
+}
+
+/// How every zstd frame starts (RFC 8878): older formats' frames are not read.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// `text` compressed, or `None` when it is too long to be read back ([`MAX_TEXT`]) or zstd
+/// cannot be used just now (the text is then stored as it is).
 fn zstd_compress(text: &str) -> Option<Vec<u8>> {
-    COMPRESSOR.with(|c| c.borrow_mut().as_mut()?.compress(text.as_bytes()).ok())
+    if text.len() > MAX_TEXT {
+        return None;
+    }
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = new_compressor();
+        }
+        c.as_mut()?.compress(text.as_bytes()).ok()
+    })
 }
 
+/// The text of exactly one frame written by [`zstd_compress`] (magic first, nothing after it).
 fn zstd_decompress(data: &[u8]) -> Option<String> {
-    let raw = DECOMPRESSOR.with(|d| d.borrow_mut().as_mut()?.decompress(data, MAX_TEXT).ok())?;
+    if !data.starts_with(&ZSTD_MAGIC)
+        || zstd::zstd_safe::find_frame_compressed_size(data).ok() != Some(data.len())
+    {
+        return None;
+    }
+    let raw = DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = zstd::bulk::Decompressor::with_prepared_dictionary(DECODER.as_ref()?).ok();
+        }
+        d.as_mut()?.decompress(data, MAX_TEXT).ok()
+    })?;
     String::from_utf8(raw).ok()
 }
 
@@ -219,14 +248,26 @@ pub fn pack_details(s: &str) -> Packed<'_> {
     }
 }
 
-/// The text a stored field stands for.
-fn unpack_blob(b: &[u8]) -> Option<String> {
+/// The text an identity field's BLOB stands for, if it is exactly the BLOB [`pack`] makes of
+/// that text. Queries match a value in its text and its packed form only: a second spelling of
+/// the same text (another tag, a compressed UUID) would keep a row's hash and hide it from a
+/// filter, so it does not read.
+fn unpack_field(b: &[u8]) -> Option<String> {
+    let (&tag, body) = b.split_first()?;
+    let text = match tag {
+        UUID => uuid_text(body)?,
+        KEY_UUID => format!("key:{}", uuid_text(body)?),
+        HEX32 => (body.len() == 32).then(|| hex::encode(body))?,
+        SEALED_FIELD => format!("{SEALED_PREFIX}{}", b64().encode(body)),
+        _ => return None,
+    };
+    (pack(&text) == Packed::Blob(b.to_vec())).then_some(text)
+}
+
+/// The text a `details` BLOB stands for (details are never a query's filter).
+fn unpack_details_blob(b: &[u8]) -> Option<String> {
     let (&tag, body) = b.split_first()?;
     match tag {
-        UUID => uuid_text(body),
-        KEY_UUID => uuid_text(body).map(|u| format!("key:{u}")),
-        HEX32 => (body.len() == 32).then(|| hex::encode(body)),
-        SEALED_FIELD => Some(format!("{SEALED_PREFIX}{}", b64().encode(body))),
         SEALED_DETAILS => Some(format!(
             "{DETAILS_PREFIX}{}{DETAILS_SUFFIX}",
             b64().encode(body)
@@ -236,14 +277,16 @@ fn unpack_blob(b: &[u8]) -> Option<String> {
     }
 }
 
-/// A stored field read back as its text (see the module's note on BLOBs that do not unpack).
-pub fn unpack(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<String> {
+fn read(
+    v: ValueRef<'_>,
+    blob: fn(&[u8]) -> Option<String>,
+) -> rusqlite::types::FromSqlResult<String> {
     match v {
         ValueRef::Text(t) => {
             String::from_utf8(t.to_vec()).map_err(|e| FromSqlError::Other(e.into()))
         }
         ValueRef::Blob(b) => {
-            Ok(unpack_blob(b).unwrap_or_else(|| format!("unreadable:{}", hex::encode(b))))
+            Ok(blob(b).unwrap_or_else(|| format!("unreadable:{}", hex::encode(b))))
         }
         ValueRef::Integer(i) => Ok(i.to_string()),
         ValueRef::Real(f) => Ok(f.to_string()),
@@ -251,12 +294,22 @@ pub fn unpack(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<String> {
     }
 }
 
-/// A column that may be NULL, read back as its text.
+/// An identity field read back as its text (see the module's note on BLOBs that do not unpack).
+pub fn unpack(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<String> {
+    read(v, unpack_field)
+}
+
+/// An identity field that may be NULL, read back as its text.
 pub fn unpack_opt(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Option<String>> {
     match v {
         ValueRef::Null => Ok(None),
         v => unpack(v).map(Some),
     }
+}
+
+/// `details` read back as its text.
+pub fn unpack_details(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<String> {
+    read(v, unpack_details_blob)
 }
 
 #[cfg(test)]
@@ -266,14 +319,14 @@ mod tests {
     fn round(s: &str) -> String {
         match pack(s) {
             Packed::Text(t) => t.to_string(),
-            Packed::Blob(b) => unpack_blob(&b).expect("a packed value unpacks"),
+            Packed::Blob(b) => unpack_field(&b).expect("a packed value unpacks"),
         }
     }
 
     fn round_details(s: &str) -> String {
         match pack_details(s) {
             Packed::Text(t) => t.to_string(),
-            Packed::Blob(b) => unpack_blob(&b).expect("packed details unpack"),
+            Packed::Blob(b) => unpack_details_blob(&b).expect("packed details unpack"),
         }
     }
 
@@ -414,6 +467,7 @@ mod tests {
 
     #[test]
     fn blobs_that_do_not_unpack_read_as_unreadable_and_bounded() {
+        let unreadable = |s: String| assert!(s.starts_with("unreadable:"), "{s}");
         for b in [
             vec![],
             vec![0u8],
@@ -422,17 +476,51 @@ mod tests {
             vec![ZSTD_V1, 1, 2, 3],
             vec![99, 1],
         ] {
-            let s = unpack(ValueRef::Blob(&b)).unwrap();
-            assert!(s.starts_with("unreadable:"), "{s}");
+            unreadable(unpack(ValueRef::Blob(&b)).unwrap());
+            unreadable(unpack_details(ValueRef::Blob(&b)).unwrap());
         }
-        // A frame that claims more than a reader allocates is refused, not inflated.
+        // Text longer than a reader rebuilds is not compressed at all (stored as it is).
         let big = "x".repeat(MAX_TEXT + 1);
-        let z = zstd_compress(&big).unwrap();
-        assert!(unpack(ValueRef::Blob(&tagged(ZSTD_V1, &z)))
-            .unwrap()
-            .starts_with("unreadable:"));
-        assert_eq!(decompress_text(&[&COMPRESSED_MARK[..], &z].concat()), None);
+        assert_eq!(pack_details(&big), Packed::Text(&big));
+        assert_eq!(compress_text(&big), None);
+        // A frame that claims more than a reader allocates is refused, not inflated.
+        let mut frame = zstd_compress(&"x".repeat(MAX_TEXT)).unwrap();
+        let one = frame.clone();
+        assert_eq!(zstd_decompress(&one).map(|t| t.len()), Some(MAX_TEXT));
+        frame.extend_from_slice(&zstd_compress("{}").unwrap());
+        // Two frames, trailing bytes, or an older format's magic: not read.
+        unreadable(unpack_details(ValueRef::Blob(&tagged(ZSTD_V1, &frame))).unwrap());
+        let trailing = [&one[..], b"x"].concat();
+        unreadable(unpack_details(ValueRef::Blob(&tagged(ZSTD_V1, &trailing))).unwrap());
+        let legacy = [&[0x27, 0xb5, 0x2f, 0xfd][..], &one[4..]].concat();
+        unreadable(unpack_details(ValueRef::Blob(&tagged(ZSTD_V1, &legacy))).unwrap());
         assert_eq!(decompress_text(&[0, 1, 2, 3]), None);
         assert_eq!(decompress_text(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn a_field_reads_only_in_the_one_form_its_text_packs_to() {
+        // Another spelling of the same text would keep the row's hash and slip past a filter
+        // that matches the text and its packed form.
+        let org = "01a24cd0-4511-76b7-8e64-78624ba6fdd3";
+        let Packed::Blob(canonical) = pack(org) else {
+            panic!("a UUID packs")
+        };
+        assert_eq!(unpack(ValueRef::Blob(&canonical)).unwrap(), org);
+        assert_eq!(unpack(ValueRef::Text(org.as_bytes())).unwrap(), org);
+        let compressed = tagged(ZSTD_V1, &zstd_compress(org).unwrap());
+        let as_details = tagged(SEALED_DETAILS, &canonical[1..]);
+        for other in [compressed, as_details] {
+            assert!(unpack(ValueRef::Blob(&other))
+                .unwrap()
+                .starts_with("unreadable:"));
+        }
+        // Another tag over the same bytes is another text (and so another hash).
+        let as_sealed = tagged(SEALED_FIELD, &canonical[1..]);
+        assert_ne!(unpack(ValueRef::Blob(&as_sealed)).unwrap(), org);
+        // Details take only their own tags.
+        assert!(unpack_details(ValueRef::Blob(&canonical))
+            .unwrap()
+            .starts_with("unreadable:"));
     }
 }
