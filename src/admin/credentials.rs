@@ -60,7 +60,7 @@ pub struct CredentialView {
     pub age_days: i64,
     pub expired: bool,
     /// `static` (the stored secret is sent) or `oauth` (it obtains access tokens).
-    pub kind: String,
+    pub kind: store::CredentialType,
     /// OAuth: token endpoint, client id, scope, resource and grant (no secret).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oauth: Option<crate::auth::oauth::Settings>,
@@ -93,7 +93,7 @@ pub(super) fn view(c: store::Credential, current_fp: Option<&str>) -> Credential
             .oauth
             .as_deref()
             .and_then(|o| serde_json::from_str(o).ok()),
-        refresh_failures: (c.kind == "oauth").then_some(c.refresh_failures),
+        refresh_failures: c.kind.is_oauth().then_some(c.refresh_failures),
         token_expires_at: c.token_expires_at,
         token_obtained_at: c.token_obtained_at,
         last_error: c.last_error,
@@ -131,7 +131,7 @@ pub(crate) fn set_credential(
         created_at: now,
         rotated_at: now,
         expires_at: expires,
-        kind: "static".into(),
+        kind: store::CredentialType::Static,
         ..Default::default()
     };
     store.put_credential(&row)?;
@@ -214,7 +214,7 @@ pub fn put_oauth_credential(
         name: name.to_string(),
         created_at: now,
         rotated_at: now,
-        kind: "oauth".into(),
+        kind: store::CredentialType::OAuth,
         oauth: Some(serde_json::to_string(settings).map_err(|e| Error::Invalid(e.to_string()))?),
         connect: client
             .map(|(c, _)| serde_json::to_string(c))

@@ -351,8 +351,8 @@ mod tests {
         let v = set_oauth_credential(&s, &old, "c", &settings, "client-secret-c", Some(&token))
             .unwrap();
         assert_eq!(
-            (v.kind.as_str(), v.oauth.as_ref()),
-            ("oauth", Some(&settings))
+            (v.kind, v.oauth.as_ref()),
+            (store::CredentialType::OAuth, Some(&settings))
         );
         assert!(v.token_expires_at.is_some());
         // An org with an audit data key, and a user with a TOTP seed.

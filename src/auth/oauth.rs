@@ -568,7 +568,7 @@ impl Refresher {
                         Ok(g) if Some(g) == generation => {}
                         Ok(g) => match store.credentials() {
                             Ok(c) => {
-                                rows = c.into_iter().filter(|c| c.kind == "oauth").collect();
+                                rows = c.into_iter().filter(|c| c.kind.is_oauth()).collect();
                                 generation = Some(g);
                             }
                             Err(e) => {
@@ -836,7 +836,7 @@ mod tests {
         let got = OffsetDateTime::now_utc() - Duration::from_secs(70);
         let fmt = |t: OffsetDateTime| Some(store::Timestamp(t));
         let mut c = store::Credential {
-            kind: "oauth".into(),
+            kind: crate::store::CredentialType::OAuth,
             token_sealed: Some(vec![1]),
             token_obtained_at: fmt(got),
             token_expires_at: fmt(got + Duration::from_secs(100)),

@@ -192,7 +192,7 @@ impl Snapshot {
             }
             // An OAuth credential's secret obtains tokens: what is sent is its current access
             // token, until that expires (none yet: left out, requests wait for the refresher).
-            let (sealed, aad, expires_at, oauth_obtained) = if c.kind == "oauth" {
+            let (sealed, aad, expires_at, oauth_obtained) = if c.kind.is_oauth() {
                 let Some(token) = &c.token_sealed else {
                     continue;
                 };

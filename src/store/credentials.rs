@@ -26,7 +26,7 @@ pub struct Credential {
     pub rotated_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     /// `static` (the secret is the credential) or `oauth` (the secret obtains tokens).
-    pub kind: String,
+    pub kind: CredentialType,
     /// OAuth: the settings (token URL, client id, scope, resource, grant) as JSON; no secret.
     pub oauth: Option<String>,
     /// OAuth: the current access token, sealed.

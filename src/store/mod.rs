@@ -25,7 +25,7 @@ use migrations::MIGRATIONS;
 pub use oauth_flows::{Claim, OAuthFlow};
 pub use orgs::{Key, KeyChanges, LimitChange, Managed, Org, OrgSettings};
 pub use people::{Removed, User};
-pub use types::{KeyPii, KeySetting, Pii, Role, Setting, Timestamp};
+pub use types::{CredentialType, KeyPii, KeySetting, Pii, Role, Setting, Timestamp};
 pub use usage::{UsageAdd, UsageGroup, UsageRow};
 
 use crate::residency::Region;

@@ -43,6 +43,40 @@ pub enum Role {
     Owner,
 }
 
+/// How a stored credential is used: its secret is the credential (`static`), or it obtains
+/// access tokens (`oauth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialType {
+    #[default]
+    Static,
+    #[serde(rename = "oauth")]
+    OAuth,
+}
+
+impl CredentialType {
+    /// As stored and shown: `static` or `oauth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialType::Static => "static",
+            CredentialType::OAuth => "oauth",
+        }
+    }
+
+    /// Parse `static` or `oauth`.
+    pub fn parse(s: &str) -> Option<CredentialType> {
+        match s {
+            "static" => Some(CredentialType::Static),
+            "oauth" => Some(CredentialType::OAuth),
+            _ => None,
+        }
+    }
+
+    pub fn is_oauth(self) -> bool {
+        self == CredentialType::OAuth
+    }
+}
+
 impl Setting {
     /// As stored and shown: `on` or `off`.
     pub fn as_str(self) -> &'static str {
@@ -218,6 +252,7 @@ macro_rules! stored_as_text {
 stored_as_text!(Setting, Setting::parse);
 stored_as_text!(KeySetting, KeySetting::parse);
 stored_as_text!(Role, Role::parse);
+stored_as_text!(CredentialType, CredentialType::parse);
 stored_as_text!(@sql Region, |s: &str| s.parse::<Region>().ok());
 
 #[cfg(test)]
@@ -242,6 +277,14 @@ mod tests {
         assert_eq!(KeySetting::Inherit.resolve(Setting::Off), Setting::Off);
         assert_eq!(KeySetting::On.resolve(Setting::Off), Setting::On);
         assert_eq!(serde_json::to_value(Role::Owner).unwrap(), "owner");
+        for k in [CredentialType::Static, CredentialType::OAuth] {
+            let back: CredentialType = c.query_row("SELECT ?1", [k], |r| r.get(0)).unwrap();
+            assert_eq!(back, k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert!(c
+            .query_row("SELECT 'OAuth'", [], |r| r.get::<_, CredentialType>(0))
+            .is_err());
         // Times read back as they were written, to the nanosecond.
         let t = "2026-12-03T09:27:16.556273463Z";
         let back: Timestamp = c.query_row("SELECT ?1", [t], |r| r.get(0)).unwrap();
