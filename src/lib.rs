@@ -16,6 +16,7 @@ pub mod log_filter;
 pub mod mcp;
 pub mod metrics;
 pub mod overview;
+pub mod policy;
 pub mod proxy;
 pub mod redact;
 pub mod residency;

@@ -49,7 +49,7 @@ pub enum Error {
     /// Role `role` needs TOTP enrolled first by user `user_id`.
     #[error("role {role} requires TOTP: it must be enrolled first")]
     TotpRequired {
-        role: crate::store::Role,
+        role: crate::policy::Role,
         user_id: String,
     },
     /// No secret was given.
@@ -127,7 +127,7 @@ pub fn check_master_key(store: &Store, ring: &Keyring) -> Result<()> {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub use crate::store::{KeyPii, KeySetting, Pii, Setting};
+pub use crate::policy::{KeyPii, KeySetting, Pii, Setting};
 
 /// Who performs an admin operation, for its audit record: the CLI's OS user or an admin API
 /// user, with the request's source address, user agent and id when there is one.

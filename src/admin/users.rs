@@ -28,7 +28,7 @@ pub const RECOVERY_CODES: usize = 10;
 const TOTP_ISSUER: &str = "sluice";
 const TOTP_STEP: u64 = 30;
 
-pub use crate::store::Role;
+pub use crate::policy::Role;
 
 pub(crate) fn check_email(email: &str) -> Result<String> {
     let e = email.trim();

@@ -17,8 +17,9 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{hash, same_hash, Error};
+use crate::policy::{KeySetting, Setting};
 use crate::residency::Region;
-use crate::store::{self, KeySetting, Setting, Store};
+use crate::store::{self, Store};
 use crate::vault::{self, Keyring};
 
 const POLL: Duration = Duration::from_millis(100);

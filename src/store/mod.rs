@@ -25,9 +25,10 @@ use migrations::MIGRATIONS;
 pub use oauth_flows::{Claim, OAuthFlow};
 pub use orgs::{Key, KeyChanges, LimitChange, Managed, Org, OrgSettings};
 pub use people::{Removed, User};
-pub use types::{CredentialType, KeyPii, KeySetting, Pii, Role, Setting, Timestamp};
+pub use types::{CredentialType, Timestamp};
 pub use usage::{UsageAdd, UsageGroup, UsageRow};
 
+use crate::policy::{KeyPii, KeySetting, Pii, Setting};
 use crate::residency::Region;
 
 /// Store errors. Messages never contain secret material.

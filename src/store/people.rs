@@ -3,7 +3,8 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{now, Error, Result, Role, Store, Timestamp};
+use super::{now, Error, Result, Store, Timestamp};
+use crate::policy::Role;
 
 /// A user row. The password hash and sealed TOTP seed never leave the store's callers in
 /// `admin` (they are skipped when serialised).

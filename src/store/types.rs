@@ -1,47 +1,13 @@
 //! The typed values of stored rows: each is parsed once, when a row is read (an unknown value
 //! is a store error, never a silent default), and written back as the same lowercase text.
-//! Policy code compares these, never strings.
+//! Policy code compares these, never strings. The policy vocabulary itself (settings, roles)
+//! is `crate::policy`'s; only how it is stored is here.
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{KeySetting, Role, Setting};
 use crate::residency::Region;
-
-/// An org's on/off setting (PII redaction, secret detection, response redaction).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Setting {
-    On,
-    Off,
-}
-
-/// A key's setting: its own, or the org's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeySetting {
-    On,
-    Off,
-    Inherit,
-}
-
-/// An org's PII redaction setting.
-pub type Pii = Setting;
-/// A key's PII setting.
-pub type KeyPii = KeySetting;
-
-/// A user's role in their org (operators have none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Read-only: audit log and key metadata.
-    Auditor,
-    /// Their own account only.
-    Member,
-    /// Keys, users (not owners), org settings, audit log.
-    Admin,
-    /// Everything in the org, including owners and the hard delete.
-    Owner,
-}
 
 /// How a stored credential is used: its secret is the credential (`static`), or it obtains
 /// access tokens (`oauth`).
@@ -74,88 +40,6 @@ impl CredentialType {
 
     pub fn is_oauth(self) -> bool {
         self == CredentialType::OAuth
-    }
-}
-
-impl Setting {
-    /// As stored and shown: `on` or `off`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Setting::On => "on",
-            Setting::Off => "off",
-        }
-    }
-
-    /// Parse `on` or `off`.
-    pub fn parse(s: &str) -> Option<Setting> {
-        match s {
-            "on" => Some(Setting::On),
-            "off" => Some(Setting::Off),
-            _ => None,
-        }
-    }
-
-    /// Whether it is on.
-    pub fn is_on(self) -> bool {
-        self == Setting::On
-    }
-}
-
-impl KeySetting {
-    /// As stored and shown: `on`, `off` or `inherit`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeySetting::On => "on",
-            KeySetting::Off => "off",
-            KeySetting::Inherit => "inherit",
-        }
-    }
-
-    /// Parse `on`, `off` or `inherit`.
-    pub fn parse(s: &str) -> Option<KeySetting> {
-        match s {
-            "on" => Some(KeySetting::On),
-            "off" => Some(KeySetting::Off),
-            "inherit" => Some(KeySetting::Inherit),
-            _ => None,
-        }
-    }
-
-    /// The effective setting: the key's own, or `org`'s when it inherits.
-    pub fn resolve(self, org: Setting) -> Setting {
-        match self {
-            KeySetting::On => Setting::On,
-            KeySetting::Off => Setting::Off,
-            KeySetting::Inherit => org,
-        }
-    }
-}
-
-impl Role {
-    /// As stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Admin => "admin",
-            Role::Auditor => "auditor",
-            Role::Member => "member",
-        }
-    }
-
-    /// Parse a stored role.
-    pub fn parse(s: &str) -> Option<Role> {
-        Some(match s {
-            "owner" => Role::Owner,
-            "admin" => Role::Admin,
-            "auditor" => Role::Auditor,
-            "member" => Role::Member,
-            _ => return None,
-        })
-    }
-
-    /// Whether the role must have TOTP enrolled.
-    pub fn needs_totp(self) -> bool {
-        matches!(self, Role::Owner | Role::Admin)
     }
 }
 
@@ -249,9 +133,9 @@ macro_rules! stored_as_text {
     };
 }
 
-stored_as_text!(Setting, Setting::parse);
-stored_as_text!(KeySetting, KeySetting::parse);
-stored_as_text!(Role, Role::parse);
+stored_as_text!(@sql Setting, Setting::parse);
+stored_as_text!(@sql KeySetting, KeySetting::parse);
+stored_as_text!(@sql Role, Role::parse);
 stored_as_text!(CredentialType, CredentialType::parse);
 stored_as_text!(@sql Region, |s: &str| s.parse::<Region>().ok());
 
