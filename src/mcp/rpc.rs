@@ -89,7 +89,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Refusal::InvalidJsonRpc => "invalid_json_rpc",
             Refusal::AmbiguousJson => "ambiguous_json",

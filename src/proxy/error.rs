@@ -169,7 +169,7 @@ pub enum Code {
 
 impl Code {
     /// The code as replies, logs, metrics and audit records spell it.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Code::InvalidFraming => "invalid_framing",
             Code::HeadersTooLarge => "headers_too_large",
@@ -367,11 +367,11 @@ pub fn message_for(r: &Rejection, reply: &Reply) -> String {
 
 /// The pingora error type of a response that cannot be scanned (see
 /// [`Rejection::UnscannableResponse`]).
-pub const UNSCANNABLE: &str = "unscannable_response";
+pub const UNSCANNABLE: &str = Code::UnscannableResponse.as_str();
 
 /// The pingora error type of an upstream's 401 to sluice's credential (see
 /// [`Rejection::UpstreamAuthFailed`]).
-pub const UPSTREAM_AUTH: &str = "upstream_auth_failed";
+pub const UPSTREAM_AUTH: &str = Code::UpstreamAuthFailed.as_str();
 
 /// What sluice logs of a pingora error: its type only. pingora's messages and contexts can
 /// quote raw request bytes (a header block that failed to parse, with its `Authorization`).

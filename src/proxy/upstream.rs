@@ -463,7 +463,7 @@ impl Cas {
 }
 
 /// The error a TLS policy refusal is: `upstream_tls_failed`.
-pub const UPSTREAM_TLS: &str = "upstream_tls_failed";
+pub const UPSTREAM_TLS: &str = super::error::Code::UpstreamTlsFailed.as_str();
 
 /// Refuse a TLS connection below the peer's minimum version or whose leaf certificate matches
 /// none of its pins, before anything is written on it.

@@ -111,18 +111,17 @@ fn zstd_decompress(data: &[u8]) -> Option<String> {
     String::from_utf8(raw).ok()
 }
 
+/// `mark` and `text` compressed after it, when that is shorter than `text`.
+fn compressed_after(mark: &[u8], text: &str) -> Option<Vec<u8>> {
+    let z = zstd_compress(text)?;
+    (mark.len() + z.len() < text.len()).then(|| [mark, &z[..]].concat())
+}
+
 /// `text` compressed against the dictionary, marked so [`decompress_text`] knows it: for the
 /// plaintext of sealed details, which the store only sees encrypted. `None` when it would not
 /// be smaller.
 pub fn compress_text(text: &str) -> Option<Vec<u8>> {
-    let z = zstd_compress(text)?;
-    if z.len() + COMPRESSED_MARK.len() >= text.len() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(COMPRESSED_MARK.len() + z.len());
-    out.extend_from_slice(&COMPRESSED_MARK);
-    out.extend_from_slice(&z);
-    Some(out)
+    compressed_after(&COMPRESSED_MARK, text)
 }
 
 /// What [`compress_text`] made, back as text; any other UTF-8 as it is. `None`: neither.
@@ -242,10 +241,7 @@ pub fn pack_details(s: &str) -> Packed<'_> {
     if let Some(raw) = sealed {
         return Packed::Blob(tagged(SEALED_DETAILS, &raw));
     }
-    match zstd_compress(s) {
-        Some(z) if z.len() + 1 < s.len() => Packed::Blob(tagged(ZSTD_V1, &z)),
-        _ => Packed::Text(s),
-    }
+    compressed_after(&[ZSTD_V1], s).map_or(Packed::Text(s), Packed::Blob)
 }
 
 /// The text an identity field's BLOB stands for, if it is exactly the BLOB [`pack`] makes of

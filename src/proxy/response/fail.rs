@@ -121,14 +121,13 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
         tracing::warn!(request_id = %ctx.request_id, kind, name, reason, error = crate::proxy::error::log_kind(e),
             "TLS connection refused: it does not meet the policy (certificate, [tls] min_version, pins); nothing was sent on it");
     }
-    let status = reply_for(&r).status;
+    let reply = reply_for(&r);
     // An MCP request the server could not be used for at all gets its JSON-RPC error (the
     // client's SDK reads it as the call's failure); the reason is the stable code.
     if let (Rejection::UpstreamTls, Some(m)) = (&r, &ctx.mcp) {
         let server = (ctx.live.cfg.mcp_servers.get(m.server)).map_or("-", |s| s.name.as_str());
-        let code = reply_for(&r).code;
-        if let Some(body) = crate::mcp::unreachable_answer(&m.calls, server, code.as_str()) {
-            ctx.code = Some(code);
+        if let Some(body) = crate::mcp::unreachable_answer(&m.calls, server, reply.code.as_str()) {
+            ctx.code = Some(reply.code);
             let sent = crate::proxy::mcp::answer(state, session, ctx, 200, body).await;
             return FailToProxy {
                 error_code: if sent.is_ok() { 200 } else { 0 },
@@ -143,7 +142,7 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
         };
     }
     FailToProxy {
-        error_code: status,
+        error_code: reply.status,
         can_reuse_downstream: false,
     }
 }
