@@ -337,7 +337,7 @@ fn the_cookie_session_is_httponly_and_every_change_needs_its_csrf_token() {
     let secure = set_cookies(&r);
     assert_eq!(secure.len(), 2);
     assert!(secure.iter().all(|c| c.contains("; Secure")), "{secure:?}");
-    assert_not_in_files(&p.stop(), &[&session, &csrf]);
+    assert_secrets_nowhere(&p.stop(), &[&session, &csrf]);
 }
 
 #[test]
@@ -633,5 +633,5 @@ fn in_a_real_browser_the_console_signs_in_changes_settings_keys_and_audits_and_a
         assert_eq!(r["outcome"], "success");
     }
     // The credential's secret, typed into the console, is nowhere in clear.
-    assert_not_in_files(&s, &[secret]);
+    assert_secrets_nowhere(&s, &[secret]);
 }

@@ -302,7 +302,7 @@ fn apply_converges_the_store_to_the_bundle_idempotently_and_audited() {
         .all(|r| r["actor"].as_str().unwrap().starts_with("cli:")));
     assert_eq!(s.cli_json(&["audit", "verify"], b"")["ok"], true);
     // Keys appear only as hash and prefix: the plaintext is nowhere in the store.
-    assert_not_in_files(&s, &[&a.0, &b.0, "a long enough password"]);
+    assert_secrets_nowhere(&s, &[&a.0, &b.0, "a long enough password"]);
 
     // Refused bundles change nothing and say why without quoting values.
     for bad in [

@@ -483,7 +483,7 @@ fn oauth_tokens_are_refreshed_before_expiry_failures_are_clear_and_nothing_leaks
     let log = p.log();
     assert!(log.contains("cannot obtain an OAuth token"), "{log}");
     let s = p.stop();
-    assert_not_in_files(&s, &["client-secret-canary", "tok-", "wrong-secret"]);
+    assert_secrets_nowhere(&s, &["client-secret-canary", "tok-", "wrong-secret"]);
 }
 
 #[test]
@@ -603,7 +603,7 @@ fn refresh_tokens_rotate_a_401_forces_one_refresh_and_llm_upstreams_use_oauth_to
         "one 401, one refresh"
     );
     let s = p.stop();
-    assert_not_in_files(&s, &["refresh-canary", "client-secret-canary", "tok-"]);
+    assert_secrets_nowhere(&s, &["refresh-canary", "client-secret-canary", "tok-"]);
 }
 
 /// The README's MCP examples (the 2.x and the 1.x one), extracted from README.md and run as

@@ -362,7 +362,7 @@ fn a_hosted_mcp_server_is_connected_with_pkce_refreshed_reconnected_revoked_and_
     assert!(secrets.len() > 12, "{secrets:?}");
     secrets.extend(states);
     let needles: Vec<&str> = secrets.iter().map(String::as_str).collect();
-    assert_not_in_files(&s, &needles);
+    assert_secrets_nowhere(&s, &needles);
 }
 
 /// The status of a raw `tools/call` through sluice (503: no usable credential).
@@ -651,7 +651,7 @@ fn forged_replayed_expired_foreign_and_mixed_up_callbacks_and_unsafe_servers_sto
     needles.push(state);
     needles.push("client-secret-canary".into());
     let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
-    assert_not_in_files(&s, &needles);
+    assert_secrets_nowhere(&s, &needles);
 }
 
 /// Without an admin API (no `SLUICE_JWT_SECRET`) the CLI still connects: the callback answers

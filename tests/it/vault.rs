@@ -303,6 +303,13 @@ fn no_plaintext_key_or_credential_in_the_db_wal_logs_or_cli_output() {
             "{what} found in CLI output:\n{outputs}"
         );
     }
+    // Nor in the audit log as it reads decrypted and decompressed (its details are stored
+    // compressed or sealed, which a scan of the files cannot see through).
+    let text_needles: Vec<&str> = needles
+        .iter()
+        .map(|(_, n)| std::str::from_utf8(n).unwrap())
+        .collect();
+    assert_secrets_nowhere(&s, &text_needles);
     // last-used was recorded, off the request path.
     let keys = s.cli_json(&["keys", "list"], b"");
     assert!(keys["keys"][0]["last_used_at"].is_string(), "{keys}");
