@@ -40,17 +40,15 @@ impl KeySpec {
     }
 }
 
-/// Changes to a key: `None` keeps the current value. For the MCP lists, `Some(None)` makes the
-/// key inherit its org's again.
+/// Changes to a key: `None` keeps the current value. A cleared MCP list makes the key inherit
+/// its org's again.
 #[derive(Debug, Clone, Default)]
 pub struct KeyChange {
     pub pii: Option<KeySetting>,
     pub secrets: Option<KeySetting>,
     pub response_redaction: Option<KeySetting>,
-    pub mcp_tools: Option<Option<crate::mcp::AllowList>>,
-    pub mcp_resources: Option<Option<crate::mcp::AllowList>>,
-    pub mcp_prompts: Option<Option<crate::mcp::AllowList>>,
-    pub limits: LimitsChange,
+    pub mcp: McpPatch,
+    pub limits: LimitsPatch,
 }
 
 pub(super) fn key_details(k: &store::Key) -> serde_json::Value {
@@ -92,21 +90,17 @@ pub(crate) fn update_key(store: &Store, id: &str, change: &KeyChange) -> Result<
     let nothing = change.pii.is_none()
         && change.secrets.is_none()
         && change.response_redaction.is_none()
-        && change.mcp_tools.is_none()
-        && change.mcp_resources.is_none()
-        && change.mcp_prompts.is_none()
+        && change.mcp.is_empty()
         && change.limits.is_empty();
     if nothing {
         return Err(Error::Invalid("nothing to change".into()));
     }
     change.limits.check()?;
-    let list = |l: &Option<Option<crate::mcp::AllowList>>| {
-        l.as_ref().map(|o| o.as_ref().map(|a| a.to_string()))
-    };
+    let list = |l: &Patch<crate::mcp::AllowList>| l.as_ref().map(|a| a.to_string());
     let (t, r, p) = (
-        list(&change.mcp_tools),
-        list(&change.mcp_resources),
-        list(&change.mcp_prompts),
+        list(&change.mcp.tools),
+        list(&change.mcp.resources),
+        list(&change.mcp.prompts),
     );
     Ok(store.update_key(
         id,
@@ -114,12 +108,10 @@ pub(crate) fn update_key(store: &Store, id: &str, change: &KeyChange) -> Result<
             pii: change.pii,
             secrets: change.secrets,
             response_redaction: change.response_redaction,
-            mcp_tools: t.as_ref().map(|o| o.as_deref()),
-            mcp_resources: r.as_ref().map(|o| o.as_deref()),
-            mcp_prompts: p.as_ref().map(|o| o.as_deref()),
-            rpm: change.limits.rpm,
-            tpm: change.limits.tpm,
-            budget: change.limits.store_budget(),
+            mcp_tools: t.as_ref().map(|s| s.as_str()),
+            mcp_resources: r.as_ref().map(|s| s.as_str()),
+            mcp_prompts: p.as_ref().map(|s| s.as_str()),
+            limits: change.limits,
         },
     )?)
 }
@@ -230,11 +222,11 @@ pub(super) fn key_row(
 /// Check a key spec's name, limits and expiry (the expiry normalised).
 pub(super) fn check_key_spec(spec: &KeySpec) -> Result<Option<store::Timestamp>> {
     check_name("key", &spec.name)?;
-    LimitsChange {
-        rpm: spec.rpm.map(Some),
-        tpm: spec.tpm.map(Some),
-        budget: spec.budget.map(Some),
-    }
+    LimitsPatch::set(crate::limits::Limits {
+        rpm: spec.rpm,
+        tpm: spec.tpm,
+        budget: spec.budget,
+    })
     .check()?;
     spec.expires.as_deref().map(future_time).transpose()
 }

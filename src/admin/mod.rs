@@ -127,7 +127,15 @@ pub fn check_master_key(store: &Store, ring: &Keyring) -> Result<()> {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub use crate::policy::{KeyPii, KeySetting, Pii, Setting};
+pub use crate::policy::{
+    mcp_list, KeyPii, KeySetting, LimitsPatch, McpLists, McpPatch, Patch, Pii, Setting,
+};
+
+impl From<crate::policy::Invalid> for Error {
+    fn from(e: crate::policy::Invalid) -> Error {
+        Error::Invalid(e.0)
+    }
+}
 
 /// Who performs an admin operation, for its audit record: the CLI's OS user or an admin API
 /// user, with the request's source address, user agent and id when there is one.

@@ -14,7 +14,7 @@ pub struct OrgSpec {
     /// The MCP allow-lists of the org's keys (none: nothing allowed).
     pub mcp: McpLists,
     /// Limits of all the org's keys together (only those set are used).
-    pub limits: LimitsChange,
+    pub limits: LimitsPatch,
 }
 
 /// Changes to an org: `None` keeps the current value.
@@ -25,7 +25,7 @@ pub struct OrgChange {
     pub secrets: Option<Setting>,
     pub response_redaction: Option<Setting>,
     pub mcp: McpLists,
-    pub limits: LimitsChange,
+    pub limits: LimitsPatch,
 }
 
 impl OrgChange {
@@ -37,122 +37,6 @@ impl OrgChange {
             && self.mcp.is_empty()
             && self.limits.is_empty()
     }
-}
-
-/// Changes to rate limits and budgets: `None` keeps one, `Some(None)` removes it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LimitsChange {
-    pub rpm: Option<Option<u32>>,
-    pub tpm: Option<Option<u32>>,
-    pub budget: Option<Option<crate::limits::Budget>>,
-}
-
-impl LimitsChange {
-    /// Set every limit of `l` (for a new org or key).
-    pub fn set(l: crate::limits::Limits) -> LimitsChange {
-        LimitsChange {
-            rpm: l.rpm.map(Some),
-            tpm: l.tpm.map(Some),
-            budget: l.budget.map(Some),
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.rpm.is_none() && self.tpm.is_none() && self.budget.is_none()
-    }
-
-    /// Limits are at least 1 (none at all is written by removing the limit).
-    pub(super) fn check(&self) -> Result<()> {
-        if self.rpm == Some(Some(0)) {
-            return Err(Error::Invalid("rpm must be at least 1".into()));
-        }
-        if self.tpm == Some(Some(0)) {
-            return Err(Error::Invalid("tpm must be at least 1".into()));
-        }
-        if matches!(self.budget, Some(Some(b)) if b.tokens == 0 || b.tokens > i64::MAX as u64) {
-            return Err(Error::Invalid(
-                "the token budget must be at least 1 (and fit in 63 bits)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    pub(super) fn store_budget(&self) -> store::LimitChange<(u64, &'static str)> {
-        self.budget
-            .map(|b| b.map(|b| (b.tokens, b.period.as_str())))
-    }
-}
-
-/// Limits as given by a caller (`None`: not given, `Some(None)`: remove). A budget period
-/// without tokens is refused; tokens without a period are per month.
-pub fn limits_change(
-    rpm: Option<Option<u64>>,
-    tpm: Option<Option<u64>>,
-    budget_tokens: Option<Option<u64>>,
-    budget_period: Option<&str>,
-) -> Result<LimitsChange> {
-    let small = |what: &str, v: Option<Option<u64>>| -> Result<Option<Option<u32>>> {
-        v.map(|o| {
-            o.map(|n| {
-                u32::try_from(n)
-                    .map_err(|_| Error::Invalid(format!("{what} is at most {}", u32::MAX)))
-            })
-            .transpose()
-        })
-        .transpose()
-    };
-    let period = match budget_period {
-        None | Some("month") => crate::limits::Period::Month,
-        Some("day") => crate::limits::Period::Day,
-        Some(_) => {
-            return Err(Error::Invalid(
-                "the budget period is \"day\" or \"month\"".into(),
-            ))
-        }
-    };
-    if budget_period.is_some() && !matches!(budget_tokens, Some(Some(_))) {
-        return Err(Error::Invalid(
-            "a budget period needs a number of budget tokens".into(),
-        ));
-    }
-    let change = LimitsChange {
-        rpm: small("rpm", rpm)?,
-        tpm: small("tpm", tpm)?,
-        budget: budget_tokens.map(|o| o.map(|tokens| crate::limits::Budget { tokens, period })),
-    };
-    change.check()?;
-    Ok(change)
-}
-
-/// MCP allow-lists given on the command line or in a call (`None`: not given).
-#[derive(Debug, Clone, Default)]
-pub struct McpLists {
-    pub tools: Option<crate::mcp::AllowList>,
-    pub resources: Option<crate::mcp::AllowList>,
-    pub prompts: Option<crate::mcp::AllowList>,
-}
-
-impl McpLists {
-    pub(super) fn is_empty(&self) -> bool {
-        self.tools.is_none() && self.resources.is_none() && self.prompts.is_none()
-    }
-}
-
-/// A key's MCP allow-list change: `inherit` (back to the org's list) or a list; `None` keeps it.
-pub fn key_list_change(
-    what: &str,
-    v: Option<&str>,
-) -> Result<Option<Option<crate::mcp::AllowList>>> {
-    v.map(|s| match KeySetting::parse(s) {
-        Some(KeySetting::Inherit) => Ok(None),
-        _ => mcp_list(what, s).map(Some),
-    })
-    .transpose()
-}
-
-/// Parse an MCP allow-list argument (`server:name,...`); errors never quote it.
-pub fn mcp_list(what: &str, s: &str) -> Result<crate::mcp::AllowList> {
-    crate::mcp::AllowList::parse(s).map_err(|e| Error::Invalid(format!("{what}: {e}")))
 }
 
 /// The audit details of an org's settings (the same for every entry point).
@@ -189,9 +73,7 @@ pub(crate) fn create_org(
                 .map(|l| l.to_string())
                 .as_deref(),
             mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()).as_deref(),
-            rpm: spec.limits.rpm,
-            tpm: spec.limits.tpm,
-            budget: spec.limits.store_budget(),
+            limits: spec.limits,
         },
     )?)
 }
@@ -251,9 +133,7 @@ pub(crate) fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<
                 .as_ref()
                 .map(|l| l.to_string())
                 .as_deref(),
-            rpm: change.limits.rpm,
-            tpm: change.limits.tpm,
-            budget: change.limits.store_budget(),
+            limits: change.limits,
         },
     )?)
 }

@@ -32,9 +32,9 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 response_redaction: a.response_redaction,
                 mcp: a.mcp.lists()?,
                 region: a.region,
-                rpm: limits.rpm.flatten(),
-                tpm: limits.tpm.flatten(),
-                budget: limits.budget.flatten(),
+                rpm: limits.rpm.value().copied(),
+                tpm: limits.tpm.value().copied(),
+                budget: limits.budget.value().copied(),
                 expires: a.expires,
             };
             warn_unserved(cfg, spec.region, "key");
@@ -92,9 +92,12 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 pii,
                 secrets,
                 response_redaction,
-                mcp_tools: key_list("--mcp-tools", &mcp_tools)?,
-                mcp_resources: key_list("--mcp-resources", &mcp_resources)?,
-                mcp_prompts: key_list("--mcp-prompts", &mcp_prompts)?,
+                mcp: admin::McpPatch::parse([
+                    ("--mcp-tools", mcp_tools.as_deref()),
+                    ("--mcp-resources", mcp_resources.as_deref()),
+                    ("--mcp-prompts", mcp_prompts.as_deref()),
+                ])
+                .map_err(|e| phrase(admin::Error::from(e)))?,
                 limits: limits.change()?,
             };
             let k = admin::update_key_as(&store, &ring()?, &Actor::cli(), &key_id, &change)

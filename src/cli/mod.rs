@@ -405,15 +405,16 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
 }
 
 impl LimitArgs {
-    fn change(&self) -> Result<admin::LimitsChange, String> {
-        let given = |l: Option<Limit>| l.map(|Limit(v)| v);
-        admin::limits_change(
+    fn change(&self) -> Result<admin::LimitsPatch, String> {
+        let given =
+            |l: Option<Limit>| l.map_or(admin::Patch::Keep, |Limit(v)| admin::Patch::replace(v));
+        admin::LimitsPatch::parse(
             given(self.rpm),
             given(self.tpm),
             given(self.budget_tokens),
             self.budget_period.as_deref(),
         )
-        .map_err(phrase)
+        .map_err(|e| phrase(admin::Error::from(e)))
     }
 }
 
@@ -433,27 +434,18 @@ struct McpArgs {
 }
 
 impl McpArgs {
+    /// The lists given (for an org, or a new key).
     fn lists(&self) -> Result<admin::McpLists, String> {
-        let parse = |what: &str, v: &Option<String>| {
-            v.as_deref()
-                .map(|s| admin::mcp_list(what, s))
-                .transpose()
-                .map_err(phrase)
-        };
-        Ok(admin::McpLists {
-            tools: parse("--mcp-tools", &self.mcp_tools)?,
-            resources: parse("--mcp-resources", &self.mcp_resources)?,
-            prompts: parse("--mcp-prompts", &self.mcp_prompts)?,
-        })
+        admin::McpLists::parse(self.named()).map_err(|e| phrase(admin::Error::from(e)))
     }
-}
 
-/// A key's list argument: `inherit` or a list.
-fn key_list(
-    what: &str,
-    v: &Option<String>,
-) -> Result<Option<Option<crate::mcp::AllowList>>, String> {
-    admin::key_list_change(what, v.as_deref()).map_err(phrase)
+    fn named(&self) -> [(&'static str, Option<&str>); 3] {
+        [
+            ("--mcp-tools", self.mcp_tools.as_deref()),
+            ("--mcp-resources", self.mcp_resources.as_deref()),
+            ("--mcp-prompts", self.mcp_prompts.as_deref()),
+        ]
+    }
 }
 
 #[derive(Args, Debug)]

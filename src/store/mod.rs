@@ -23,12 +23,12 @@ pub use audit::{AuditFilter, AuditRow};
 pub use credentials::{Credential, ResealError, Resealed};
 use migrations::MIGRATIONS;
 pub use oauth_flows::{Claim, OAuthFlow};
-pub use orgs::{Key, KeyChanges, LimitChange, Managed, Org, OrgSettings};
+pub use orgs::{Key, KeyChanges, Managed, Org, OrgSettings};
 pub use people::{Removed, User};
 pub use types::{CredentialType, Timestamp};
 pub use usage::{UsageAdd, UsageGroup, UsageRow};
 
-use crate::policy::{KeyPii, KeySetting, Pii, Setting};
+use crate::policy::{KeyPii, KeySetting, LimitsPatch, Patch, Pii, Setting};
 use crate::residency::Region;
 
 /// Store errors. Messages never contain secret material.

@@ -37,9 +37,6 @@ pub enum Managed {
     User,
 }
 
-/// A change to a limit: `None` keeps it, `Some(None)` removes it.
-pub type LimitChange<T> = Option<Option<T>>;
-
 /// The settings of a new org (or the changes to one: `None` keeps the current value).
 #[derive(Debug, Clone, Default)]
 pub struct OrgSettings<'a> {
@@ -50,25 +47,20 @@ pub struct OrgSettings<'a> {
     pub mcp_tools: Option<&'a str>,
     pub mcp_resources: Option<&'a str>,
     pub mcp_prompts: Option<&'a str>,
-    pub rpm: LimitChange<u32>,
-    pub tpm: LimitChange<u32>,
-    /// Tokens and period (`day` or `month`).
-    pub budget: LimitChange<(u64, &'a str)>,
+    pub limits: LimitsPatch,
 }
 
-/// Changes to a key (`None` keeps the current value; for the MCP lists `Some(None)` makes the
-/// key inherit its org's again).
+/// Changes to a key (`None` keeps the current value; a cleared MCP list makes the key inherit
+/// its org's again).
 #[derive(Debug, Clone, Default)]
 pub struct KeyChanges<'a> {
     pub pii: Option<KeyPii>,
     pub secrets: Option<KeySetting>,
     pub response_redaction: Option<KeySetting>,
-    pub mcp_tools: Option<Option<&'a str>>,
-    pub mcp_resources: Option<Option<&'a str>>,
-    pub mcp_prompts: Option<Option<&'a str>>,
-    pub rpm: LimitChange<u32>,
-    pub tpm: LimitChange<u32>,
-    pub budget: LimitChange<(u64, &'a str)>,
+    pub mcp_tools: Patch<&'a str>,
+    pub mcp_resources: Patch<&'a str>,
+    pub mcp_prompts: Patch<&'a str>,
+    pub limits: LimitsPatch,
 }
 
 /// An API key row (the hash is never returned to callers outside the snapshot loader).
@@ -122,10 +114,10 @@ impl Store {
                     settings.mcp_tools,
                     settings.mcp_resources,
                     settings.mcp_prompts,
-                    settings.rpm.flatten(),
-                    settings.tpm.flatten(),
-                    settings.budget.flatten().map(|b| b.0 as i64),
-                    settings.budget.flatten().map(|b| b.1),
+                    settings.limits.rpm.value(),
+                    settings.limits.tpm.value(),
+                    settings.limits.budget.value().map(|b| b.tokens as i64),
+                    settings.limits.budget.value().map(|b| b.period.as_str()),
                 ],
             )
             .map_err(|e| unique(e, "org", name))?;
@@ -177,13 +169,13 @@ impl Store {
                 s.mcp_tools,
                 s.mcp_resources,
                 s.mcp_prompts,
-                s.rpm.is_some(),
-                s.rpm.flatten(),
-                s.tpm.is_some(),
-                s.tpm.flatten(),
-                s.budget.is_some(),
-                s.budget.flatten().map(|b| b.0 as i64),
-                s.budget.flatten().map(|b| b.1),
+                !s.limits.rpm.is_keep(),
+                s.limits.rpm.value(),
+                !s.limits.tpm.is_keep(),
+                s.limits.tpm.value(),
+                !s.limits.budget.is_keep(),
+                s.limits.budget.value().map(|b| b.tokens as i64),
+                s.limits.budget.value().map(|b| b.period.as_str()),
             ],
         )?;
         if n == 0 {
@@ -226,10 +218,10 @@ impl Store {
 
     /// Change a key's settings (those given).
     pub fn update_key(&self, id: &str, c: &KeyChanges) -> Result<Key> {
-        // A list given as Some(None) goes back to NULL (inherit); not given keeps it.
-        let (t_set, t) = (c.mcp_tools.is_some(), c.mcp_tools.flatten());
-        let (r_set, r) = (c.mcp_resources.is_some(), c.mcp_resources.flatten());
-        let (p_set, pr) = (c.mcp_prompts.is_some(), c.mcp_prompts.flatten());
+        // A cleared list goes back to NULL (inherit); a kept one stays.
+        let (t_set, t) = (!c.mcp_tools.is_keep(), c.mcp_tools.value());
+        let (r_set, r) = (!c.mcp_resources.is_keep(), c.mcp_resources.value());
+        let (p_set, pr) = (!c.mcp_prompts.is_keep(), c.mcp_prompts.value());
         let n = self.conn.execute(
             "UPDATE api_keys SET pii = COALESCE(?2, pii), secrets = COALESCE(?3, secrets),
                response_redaction = COALESCE(?4, response_redaction),
@@ -252,13 +244,13 @@ impl Store {
                 r,
                 p_set,
                 pr,
-                c.rpm.is_some(),
-                c.rpm.flatten(),
-                c.tpm.is_some(),
-                c.tpm.flatten(),
-                c.budget.is_some(),
-                c.budget.flatten().map(|b| b.0 as i64),
-                c.budget.flatten().map(|b| b.1),
+                !c.limits.rpm.is_keep(),
+                c.limits.rpm.value(),
+                !c.limits.tpm.is_keep(),
+                c.limits.tpm.value(),
+                !c.limits.budget.is_keep(),
+                c.limits.budget.value().map(|b| b.tokens as i64),
+                c.limits.budget.value().map(|b| b.period.as_str()),
             ],
         )?;
         if n == 0 {

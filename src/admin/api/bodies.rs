@@ -121,12 +121,12 @@ pub(super) struct Reauth {
 #[serde(deny_unknown_fields)]
 pub(super) struct NewOrg {
     pub(super) name: String,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) rpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) tpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    pub(super) rpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) tpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) budget_tokens: Patch<u64>,
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -148,12 +148,12 @@ pub(super) struct NewOrg {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OrgPatch {
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) rpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) tpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    pub(super) rpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) tpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) budget_tokens: Patch<u64>,
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -176,12 +176,12 @@ pub(super) struct OrgPatch {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KeyPatch {
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) rpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) tpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    pub(super) rpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) tpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) budget_tokens: Patch<u64>,
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -217,25 +217,16 @@ pub(super) struct NewKey {
     pub(super) mcp_prompts: Option<String>,
     #[serde(default, deserialize_with = "present")]
     pub(super) region: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) rpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) tpm: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "nullable")]
-    pub(super) budget_tokens: Option<Option<u64>>,
+    #[serde(default)]
+    pub(super) rpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) tpm: Patch<u64>,
+    #[serde(default)]
+    pub(super) budget_tokens: Patch<u64>,
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
     pub(super) expires_at: Option<String>,
-}
-
-/// A field that may be absent (`None`), `null` (`Some(None)`: remove) or a value.
-pub(super) fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A field that may be absent (`None`) but not `null`: a client's `null` is refused rather
@@ -320,29 +311,6 @@ pub(super) fn setting(field: &str, s: Option<&str>) -> Result<Option<Setting>, A
         })
     })
     .transpose()
-}
-
-/// MCP allow-list fields.
-pub(super) fn mcp_lists(
-    tools: Option<&str>,
-    resources: Option<&str>,
-    prompts: Option<&str>,
-) -> Result<crate::admin::McpLists, ApiError> {
-    let parse =
-        |what: &str, v: Option<&str>| v.map(|s| crate::admin::mcp_list(what, s)).transpose();
-    Ok(crate::admin::McpLists {
-        tools: parse("mcp_tools", tools)?,
-        resources: parse("mcp_resources", resources)?,
-        prompts: parse("mcp_prompts", prompts)?,
-    })
-}
-
-/// A key's MCP list change: `"inherit"` (back to the org's) or a list.
-pub(super) fn key_list(
-    what: &str,
-    v: Option<&str>,
-) -> Result<Option<Option<crate::mcp::AllowList>>, ApiError> {
-    Ok(crate::admin::key_list_change(what, v)?)
 }
 
 /// A key setting field: `"on"`, `"off"` or `"inherit"` (the default).

@@ -174,6 +174,12 @@ pub(super) fn internal(e: &dyn std::fmt::Display) -> ApiError {
     err(Code::InternalError, "Internal error; see the sluice log.")
 }
 
+impl From<crate::policy::Invalid> for ApiError {
+    fn from(e: crate::policy::Invalid) -> ApiError {
+        ApiError::from(Error::from(e))
+    }
+}
+
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> ApiError {
         ApiError::from(Error::Store(e))

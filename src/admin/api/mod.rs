@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::session::{Directory, Principal, Sessions, Throttle};
 use super::users::{self, Role};
-use super::{Error, KeySetting, Setting};
+use super::{Error, KeySetting, LimitsPatch, McpLists, McpPatch, Patch, Setting};
 use crate::audit::{self, Record};
 use crate::residency::Region;
 use crate::store::{self, Store};

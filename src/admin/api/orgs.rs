@@ -26,17 +26,12 @@ impl Api {
             pii: setting("pii", b.pii.as_deref())?,
             secrets: setting("secrets", b.secrets.as_deref())?,
             response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
-            mcp: mcp_lists(
-                b.mcp_tools.as_deref(),
-                b.mcp_resources.as_deref(),
-                b.mcp_prompts.as_deref(),
-            )?,
-            limits: crate::admin::limits_change(
-                b.rpm,
-                b.tpm,
-                b.budget_tokens,
-                b.budget_period.as_deref(),
-            )?,
+            mcp: McpLists::parse([
+                ("mcp_tools", b.mcp_tools.as_deref()),
+                ("mcp_resources", b.mcp_resources.as_deref()),
+                ("mcp_prompts", b.mcp_prompts.as_deref()),
+            ])?,
+            limits: LimitsPatch::parse(b.rpm, b.tpm, b.budget_tokens, b.budget_period.as_deref())?,
         };
         let org = crate::admin::create_org_as(
             store,
@@ -60,17 +55,12 @@ impl Api {
             pii: setting("pii", b.pii.as_deref())?,
             secrets: setting("secrets", b.secrets.as_deref())?,
             response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
-            mcp: mcp_lists(
-                b.mcp_tools.as_deref(),
-                b.mcp_resources.as_deref(),
-                b.mcp_prompts.as_deref(),
-            )?,
-            limits: crate::admin::limits_change(
-                b.rpm,
-                b.tpm,
-                b.budget_tokens,
-                b.budget_period.as_deref(),
-            )?,
+            mcp: McpLists::parse([
+                ("mcp_tools", b.mcp_tools.as_deref()),
+                ("mcp_resources", b.mcp_resources.as_deref()),
+                ("mcp_prompts", b.mcp_prompts.as_deref()),
+            ])?,
+            limits: LimitsPatch::parse(b.rpm, b.tpm, b.budget_tokens, b.budget_period.as_deref())?,
         };
         let org = crate::admin::update_org_as(store, &self.ring, &c.actor(), id, &change)?;
         Ok((200, to_value(&org)))

@@ -248,8 +248,11 @@ fn a_body_is_one_json_object_and_null_is_not_absent() {
         assert_eq!(e.code, Code::InvalidBody, "{b}");
     }
     // A limit's null removes it; a setting's null is refused (it is not "unchanged").
-    let p = body::<KeyPatch>(&req(r#" {"rpm": null} "#)).unwrap();
-    assert_eq!(p.rpm, Some(None));
+    let p = body::<KeyPatch>(&req(r#" {"rpm": null, "tpm": 7} "#)).unwrap();
+    assert_eq!(
+        (p.rpm, p.tpm, p.budget_tokens),
+        (Patch::Clear, Patch::Set(7), Patch::Keep)
+    );
     for field in ["pii", "budget_period", "mcp_tools"] {
         let b = format!(r#"{{"{field}": null}}"#);
         let e = body::<KeyPatch>(&req(&b))

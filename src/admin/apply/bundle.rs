@@ -245,12 +245,13 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
                     prompts: Some(mcp_list("mcp_prompts", p.as_deref().unwrap_or(""))?),
                 })
             };
-        let limits = limits_change(
-            Some(o.rpm),
-            Some(o.tpm),
-            Some(o.budget_tokens),
+        let limits = LimitsPatch::parse(
+            Patch::replace(o.rpm),
+            Patch::replace(o.tpm),
+            Patch::replace(o.budget_tokens),
             o.budget_period.as_deref(),
         )
+        .map_err(Error::from)
         .map_err(|e| Error::Invalid(format!("{at}: {e}")))?;
         let spec = OrgSpec {
             name: o.name.clone(),
@@ -281,12 +282,13 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
                     crate::auth::KEY_PREFIX
                 )));
             }
-            let l = limits_change(
-                Some(k.rpm),
-                Some(k.tpm),
-                Some(k.budget_tokens),
+            let l = LimitsPatch::parse(
+                Patch::replace(k.rpm),
+                Patch::replace(k.tpm),
+                Patch::replace(k.budget_tokens),
                 k.budget_period.as_deref(),
             )
+            .map_err(Error::from)
             .map_err(|e| Error::Invalid(format!("{at}: {e}")))?;
             let list = |v: &Option<String>, what: &str| {
                 v.as_deref().map(|s| mcp_list(what, s)).transpose()
@@ -307,9 +309,9 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
                         prompts: list(&k.mcp_prompts, "mcp_prompts")?,
                     },
                     region: region(&at, k.region.as_deref())?,
-                    rpm: l.rpm.flatten(),
-                    tpm: l.tpm.flatten(),
-                    budget: l.budget.flatten(),
+                    rpm: l.rpm.value().copied(),
+                    tpm: l.tpm.value().copied(),
+                    budget: l.budget.value().copied(),
                     expires: k.expires_at.clone(),
                 },
                 hash: h,

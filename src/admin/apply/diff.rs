@@ -50,29 +50,28 @@ pub(super) fn org_change(have: &store::Org, want: &OrgSpec) -> (OrgChange, Vec<&
         &mut c.mcp.prompts,
     );
     let have_limits = crate::limits::Limits::of_org(have);
-    c.limits = limit_diff(&have_limits, &want.limits, &mut fields);
+    let want_limits = want.limits.apply(crate::limits::Limits::default());
+    c.limits = limit_diff(&have_limits, &want_limits, &mut fields);
     (c, fields)
 }
 
+/// The change from `have` to exactly `want` (a limit `want` does not set is removed).
 pub(super) fn limit_diff(
     have: &crate::limits::Limits,
-    want: &crate::admin::LimitsChange,
+    want: &crate::limits::Limits,
     fields: &mut Vec<&'static str>,
-) -> crate::admin::LimitsChange {
-    let mut c = crate::admin::LimitsChange::default();
-    let w_rpm = want.rpm.flatten();
-    if w_rpm != have.rpm {
-        c.rpm = Some(w_rpm);
+) -> LimitsPatch {
+    let mut c = LimitsPatch::default();
+    if want.rpm != have.rpm {
+        c.rpm = Patch::replace(want.rpm);
         fields.push("rpm");
     }
-    let w_tpm = want.tpm.flatten();
-    if w_tpm != have.tpm {
-        c.tpm = Some(w_tpm);
+    if want.tpm != have.tpm {
+        c.tpm = Patch::replace(want.tpm);
         fields.push("tpm");
     }
-    let w_budget = want.budget.flatten();
-    if w_budget != have.budget {
-        c.budget = Some(w_budget);
+    if want.budget != have.budget {
+        c.budget = Patch::replace(want.budget);
         fields.push("budget");
     }
     c
@@ -101,9 +100,9 @@ pub(super) fn key_change(
     let mut list = |name,
                     w: &Option<crate::mcp::AllowList>,
                     h: &Option<String>,
-                    slot: &mut Option<Option<crate::mcp::AllowList>>| {
+                    slot: &mut Patch<crate::mcp::AllowList>| {
         if w.as_ref().map(|l| l.to_string()) != *h {
-            *slot = Some(w.clone());
+            *slot = Patch::replace(w.clone());
             fields.push(name);
         }
     };
@@ -111,24 +110,24 @@ pub(super) fn key_change(
         "mcp_tools",
         &want.mcp.tools,
         &have.mcp_tools,
-        &mut c.mcp_tools,
+        &mut c.mcp.tools,
     );
     list(
         "mcp_resources",
         &want.mcp.resources,
         &have.mcp_resources,
-        &mut c.mcp_resources,
+        &mut c.mcp.resources,
     );
     list(
         "mcp_prompts",
         &want.mcp.prompts,
         &have.mcp_prompts,
-        &mut c.mcp_prompts,
+        &mut c.mcp.prompts,
     );
-    let want_limits = crate::admin::LimitsChange {
-        rpm: Some(want.rpm),
-        tpm: Some(want.tpm),
-        budget: Some(want.budget),
+    let want_limits = crate::limits::Limits {
+        rpm: want.rpm,
+        tpm: want.tpm,
+        budget: want.budget,
     };
     c.limits = limit_diff(
         &crate::limits::Limits::of_key(have),
