@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{Budget, Limits, Period};
 use crate::mcp::AllowList;
+use crate::residency::Region;
 
 /// A value a caller gave that is refused; the message names the field, never quotes the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,6 +164,24 @@ impl LimitsPatch {
         Ok(())
     }
 
+    /// What brings `have` to exactly `want`, naming the limits it changes in `fields`.
+    pub fn between(have: &Limits, want: &Limits, fields: &mut Vec<&'static str>) -> LimitsPatch {
+        let mut c = LimitsPatch::default();
+        if want.rpm != have.rpm {
+            c.rpm = Patch::replace(want.rpm);
+            fields.push("rpm");
+        }
+        if want.tpm != have.tpm {
+            c.tpm = Patch::replace(want.tpm);
+            fields.push("tpm");
+        }
+        if want.budget != have.budget {
+            c.budget = Patch::replace(want.budget);
+            fields.push("budget");
+        }
+        c
+    }
+
     /// The limits after the change.
     pub fn apply(&self, l: Limits) -> Limits {
         Limits {
@@ -173,14 +192,34 @@ impl LimitsPatch {
     }
 }
 
+/// The three MCP allow-lists (tools for `tools/call`, resources by URI for `resources/read`,
+/// prompts for `prompts/get`): an org's ([`AllowList`]s; empty allows nothing), a key's
+/// (`Option`: `None` inherits the org's), or changes to them ([`McpLists`], [`McpPatch`]).
+/// Shown as `mcp_tools`, `mcp_resources` and `mcp_prompts`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mcp<L> {
+    pub tools: L,
+    pub resources: L,
+    pub prompts: L,
+}
+
+impl<L: Serialize> Serialize for Mcp<L> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Mcp", 3)?;
+        st.serialize_field("mcp_tools", &self.tools)?;
+        st.serialize_field("mcp_resources", &self.resources)?;
+        st.serialize_field("mcp_prompts", &self.prompts)?;
+        st.end()
+    }
+}
+
 /// MCP allow-lists as given (`None`: not given). For an org, not given keeps its list (a new
 /// org's is empty: nothing allowed); for a new key, not given inherits the org's.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct McpLists {
-    pub tools: Option<AllowList>,
-    pub resources: Option<AllowList>,
-    pub prompts: Option<AllowList>,
-}
+pub type McpLists = Mcp<Option<AllowList>>;
+
+/// Changes to a key's MCP allow-lists: set a list, or clear it (inherit the org's again).
+pub type McpPatch = Mcp<Patch<AllowList>>;
 
 impl McpLists {
     pub fn is_empty(&self) -> bool {
@@ -200,14 +239,6 @@ impl McpLists {
     }
 }
 
-/// Changes to a key's MCP allow-lists: set a list, or clear it (inherit the org's again).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct McpPatch {
-    pub tools: Patch<AllowList>,
-    pub resources: Patch<AllowList>,
-    pub prompts: Patch<AllowList>,
-}
-
 impl McpPatch {
     pub fn is_empty(&self) -> bool {
         self.tools.is_keep() && self.resources.is_keep() && self.prompts.is_keep()
@@ -222,6 +253,270 @@ impl McpPatch {
             resources: key_list(r_name, resources)?,
             prompts: key_list(p_name, prompts)?,
         })
+    }
+}
+
+impl<L> Mcp<L> {
+    /// The three lists with their names, in order.
+    pub fn named(&self) -> [(&'static str, &L); 3] {
+        [
+            ("mcp_tools", &self.tools),
+            ("mcp_resources", &self.resources),
+            ("mcp_prompts", &self.prompts),
+        ]
+    }
+}
+
+/// An org's policy: what its keys inherit, and the limits of all its keys together.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrgPolicy {
+    /// The default region of its keys' requests.
+    pub region: Option<Region>,
+    pub pii: Pii,
+    /// Secret detection.
+    pub secrets: Setting,
+    /// Redaction of responses.
+    pub response_redaction: Setting,
+    #[serde(flatten)]
+    pub mcp: Mcp<AllowList>,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+impl OrgPolicy {
+    /// A new org's: PII redaction as given (`[pii] default`), secret detection on, response
+    /// redaction off, no region, nothing allowed on MCP, no limits.
+    pub fn new(pii: Setting) -> OrgPolicy {
+        OrgPolicy {
+            region: None,
+            pii,
+            secrets: Setting::On,
+            response_redaction: Setting::Off,
+            mcp: Mcp::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for OrgPolicy {
+    fn default() -> OrgPolicy {
+        OrgPolicy::new(Setting::On)
+    }
+}
+
+/// A key's policy: its own settings, lists and limits, or (`inherit`, `None`) its org's.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyPolicy {
+    /// Its region pin.
+    pub region: Option<Region>,
+    pub pii: KeyPii,
+    pub secrets: KeySetting,
+    pub response_redaction: KeySetting,
+    #[serde(flatten)]
+    pub mcp: Mcp<Option<AllowList>>,
+    /// The key's own limits (the org's apply too, to all its keys together).
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+impl Default for KeyPolicy {
+    /// Every setting and list inherited, no region pin, no limits of its own.
+    fn default() -> KeyPolicy {
+        KeyPolicy {
+            region: None,
+            pii: KeySetting::Inherit,
+            secrets: KeySetting::Inherit,
+            response_redaction: KeySetting::Inherit,
+            mcp: Mcp::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Changes to an org's policy (`None`: keep).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrgPatch {
+    pub region: Option<Region>,
+    pub pii: Option<Setting>,
+    pub secrets: Option<Setting>,
+    pub response_redaction: Option<Setting>,
+    pub mcp: McpLists,
+    pub limits: LimitsPatch,
+}
+
+impl OrgPatch {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == OrgPatch::default()
+    }
+
+    /// The policy after the change.
+    pub fn apply(&self, p: &OrgPolicy) -> OrgPolicy {
+        let list = |l: &Option<AllowList>, have: &AllowList| l.as_ref().unwrap_or(have).clone();
+        OrgPolicy {
+            region: self.region.or(p.region),
+            pii: self.pii.unwrap_or(p.pii),
+            secrets: self.secrets.unwrap_or(p.secrets),
+            response_redaction: self.response_redaction.unwrap_or(p.response_redaction),
+            mcp: Mcp {
+                tools: list(&self.mcp.tools, &p.mcp.tools),
+                resources: list(&self.mcp.resources, &p.mcp.resources),
+                prompts: list(&self.mcp.prompts, &p.mcp.prompts),
+            },
+            limits: self.limits.apply(p.limits),
+        }
+    }
+
+    /// What brings `have` to `want`, and the names of the fields it changes (none: they
+    /// match). A region `want` leaves unset is kept.
+    pub fn between(have: &OrgPolicy, want: &OrgPolicy) -> (OrgPatch, Vec<&'static str>) {
+        let mut c = OrgPatch::default();
+        let mut fields = Vec::new();
+        if want.region.is_some() && want.region != have.region {
+            c.region = want.region;
+            fields.push("region");
+        }
+        let mut setting = |name, w: Setting, h: Setting, slot: &mut Option<Setting>| {
+            if w != h {
+                *slot = Some(w);
+                fields.push(name);
+            }
+        };
+        setting("pii", want.pii, have.pii, &mut c.pii);
+        setting("secrets", want.secrets, have.secrets, &mut c.secrets);
+        setting(
+            "response_redaction",
+            want.response_redaction,
+            have.response_redaction,
+            &mut c.response_redaction,
+        );
+        let slots = [&mut c.mcp.tools, &mut c.mcp.resources, &mut c.mcp.prompts];
+        for (((name, w), (_, h)), slot) in want
+            .mcp
+            .named()
+            .into_iter()
+            .zip(have.mcp.named())
+            .zip(slots)
+        {
+            if w != h {
+                *slot = Some(w.clone());
+                fields.push(name);
+            }
+        }
+        c.limits = LimitsPatch::between(&have.limits, &want.limits, &mut fields);
+        (c, fields)
+    }
+}
+
+/// Changes to a key's policy (`None`: keep). A key's region is set when it is made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyPatch {
+    pub pii: Option<KeySetting>,
+    pub secrets: Option<KeySetting>,
+    pub response_redaction: Option<KeySetting>,
+    pub mcp: McpPatch,
+    pub limits: LimitsPatch,
+}
+
+impl KeyPatch {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == KeyPatch::default()
+    }
+
+    /// The policy after the change.
+    pub fn apply(&self, p: &KeyPolicy) -> KeyPolicy {
+        let list = |l: &Patch<AllowList>, have: &Option<AllowList>| l.clone().apply(have.clone());
+        KeyPolicy {
+            region: p.region,
+            pii: self.pii.unwrap_or(p.pii),
+            secrets: self.secrets.unwrap_or(p.secrets),
+            response_redaction: self.response_redaction.unwrap_or(p.response_redaction),
+            mcp: Mcp {
+                tools: list(&self.mcp.tools, &p.mcp.tools),
+                resources: list(&self.mcp.resources, &p.mcp.resources),
+                prompts: list(&self.mcp.prompts, &p.mcp.prompts),
+            },
+            limits: self.limits.apply(p.limits),
+        }
+    }
+
+    /// What brings `have` to `want` (its region aside), and the names of the fields it
+    /// changes (none: they match).
+    pub fn between(have: &KeyPolicy, want: &KeyPolicy) -> (KeyPatch, Vec<&'static str>) {
+        let mut c = KeyPatch::default();
+        let mut fields = Vec::new();
+        let mut setting = |name, w: KeySetting, h: KeySetting, slot: &mut Option<KeySetting>| {
+            if w != h {
+                *slot = Some(w);
+                fields.push(name);
+            }
+        };
+        setting("pii", want.pii, have.pii, &mut c.pii);
+        setting("secrets", want.secrets, have.secrets, &mut c.secrets);
+        setting(
+            "response_redaction",
+            want.response_redaction,
+            have.response_redaction,
+            &mut c.response_redaction,
+        );
+        let slots = [&mut c.mcp.tools, &mut c.mcp.resources, &mut c.mcp.prompts];
+        for (((name, w), (_, h)), slot) in want
+            .mcp
+            .named()
+            .into_iter()
+            .zip(have.mcp.named())
+            .zip(slots)
+        {
+            if w != h {
+                *slot = Patch::replace(w.clone());
+                fields.push(name);
+            }
+        }
+        c.limits = LimitsPatch::between(&have.limits, &want.limits, &mut fields);
+        (c, fields)
+    }
+}
+
+/// A key's policy in effect: its own settings, or its org's where it inherits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// Whether PII is redacted from its requests.
+    pub redact_pii: bool,
+    /// Whether secrets are redacted from its traffic.
+    pub redact_secrets: bool,
+    /// Whether what comes back to it (responses, streams) is redacted too.
+    pub redact_responses: bool,
+    /// The MCP tools, resources and prompts it may use.
+    pub mcp: crate::mcp::Policy,
+}
+
+/// What `key` may do, given its org's policy (`None`: the org is gone). Fails closed: PII and
+/// secrets are redacted unless explicitly off (the key's, or its org's for `inherit`);
+/// responses are redacted when set on (off by default); a list the key does not have is its
+/// org's, none at all without an org.
+pub fn resolve(key: &KeyPolicy, org: Option<&OrgPolicy>) -> Resolved {
+    let on_unless_off = |k: KeySetting, org: Option<Setting>| match k {
+        KeySetting::Off => false,
+        KeySetting::Inherit => org != Some(Setting::Off),
+        KeySetting::On => true,
+    };
+    let list = |own: &Option<AllowList>, org: Option<&AllowList>| {
+        own.as_ref().or(org).cloned().unwrap_or_default()
+    };
+    Resolved {
+        redact_pii: on_unless_off(key.pii, org.map(|o| o.pii)),
+        redact_secrets: on_unless_off(key.secrets, org.map(|o| o.secrets)),
+        redact_responses: match key.response_redaction {
+            KeySetting::On => true,
+            KeySetting::Inherit => org.is_some_and(|o| o.response_redaction.is_on()),
+            KeySetting::Off => false,
+        },
+        mcp: crate::mcp::Policy {
+            tools: list(&key.mcp.tools, org.map(|o| &o.mcp.tools)),
+            resources: list(&key.mcp.resources, org.map(|o| &o.mcp.resources)),
+            prompts: list(&key.mcp.prompts, org.map(|o| &o.mcp.prompts)),
+        },
     }
 }
 
@@ -446,5 +741,143 @@ mod tests {
         .unwrap_err();
         assert!(e.0.starts_with("--mcp-tools: "), "{e}");
         assert!(!e.0.contains("sk-secret"), "{e}");
+    }
+
+    fn list(s: &str) -> AllowList {
+        AllowList::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_key_inherits_what_it_does_not_set_and_fails_closed_without_an_org() {
+        let org = OrgPolicy {
+            pii: Setting::Off,
+            secrets: Setting::Off,
+            response_redaction: Setting::On,
+            mcp: Mcp {
+                tools: list("github:*"),
+                resources: list("docs:file:///a"),
+                prompts: list("p:x"),
+            },
+            ..OrgPolicy::default()
+        };
+        let inheriting = KeyPolicy::default();
+        let r = resolve(&inheriting, Some(&org));
+        assert!(!r.redact_pii && !r.redact_secrets && r.redact_responses);
+        assert_eq!(r.mcp.tools, org.mcp.tools);
+        // Gone org: PII and secrets redacted, responses as off by default, nothing allowed.
+        let r = resolve(&inheriting, None);
+        assert!(r.redact_pii && r.redact_secrets && !r.redact_responses);
+        assert_eq!(r.mcp, crate::mcp::Policy::default());
+        // A key's own settings win, and its own empty list allows nothing (no fallback).
+        let own = KeyPolicy {
+            pii: KeySetting::On,
+            secrets: KeySetting::On,
+            response_redaction: KeySetting::Off,
+            mcp: Mcp {
+                tools: Some(AllowList::default()),
+                ..Mcp::default()
+            },
+            ..KeyPolicy::default()
+        };
+        let r = resolve(&own, Some(&org));
+        assert!(r.redact_pii && r.redact_secrets && !r.redact_responses);
+        assert_eq!(r.mcp.tools, AllowList::default());
+        assert_eq!(r.mcp.resources, org.mcp.resources);
+    }
+
+    #[test]
+    fn between_then_apply_reaches_what_was_wanted() {
+        let orgs = [
+            OrgPolicy::default(),
+            OrgPolicy {
+                region: Some(Region::Eu),
+                pii: Setting::Off,
+                response_redaction: Setting::On,
+                mcp: Mcp {
+                    tools: list("a:b"),
+                    ..Mcp::default()
+                },
+                limits: Limits {
+                    rpm: Some(3),
+                    tpm: Some(4),
+                    budget: Some(Budget {
+                        tokens: 5,
+                        period: Period::Day,
+                    }),
+                },
+                ..OrgPolicy::default()
+            },
+        ];
+        for have in &orgs {
+            for want in &orgs {
+                let (patch, fields) = OrgPatch::between(have, want);
+                let mut reached = patch.apply(have);
+                if want.region.is_none() {
+                    // A region the want leaves unset is kept.
+                    assert_eq!(reached.region, have.region);
+                    reached.region = None;
+                }
+                assert_eq!(&reached, want);
+                assert_eq!(fields.is_empty(), patch.is_empty());
+                assert_eq!(fields.is_empty(), have == want);
+            }
+        }
+        let keys = [
+            KeyPolicy::default(),
+            KeyPolicy {
+                pii: KeySetting::Off,
+                mcp: Mcp {
+                    prompts: Some(list("x:y")),
+                    resources: Some(AllowList::default()),
+                    ..Mcp::default()
+                },
+                limits: orgs[1].limits,
+                ..KeyPolicy::default()
+            },
+        ];
+        for have in &keys {
+            for want in &keys {
+                let (patch, fields) = KeyPatch::between(have, want);
+                assert_eq!(&patch.apply(have), want);
+                assert_eq!(fields.is_empty(), have == want);
+            }
+        }
+    }
+
+    #[test]
+    fn policies_are_shown_flat_as_the_api_always_showed_them() {
+        let v = serde_json::to_value(OrgPolicy::default()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "region": null, "pii": "on", "secrets": "on", "response_redaction": "off",
+                "mcp_tools": "", "mcp_resources": "", "mcp_prompts": "",
+                "rpm": null, "tpm": null, "budget_tokens": null, "budget_period": null,
+            })
+        );
+        let k = KeyPolicy {
+            mcp: Mcp {
+                tools: Some(list("a:b,c:*")),
+                ..Mcp::default()
+            },
+            limits: Limits {
+                rpm: None,
+                tpm: Some(7),
+                budget: Some(Budget {
+                    tokens: 10,
+                    period: Period::Month,
+                }),
+            },
+            ..KeyPolicy::default()
+        };
+        assert_eq!(
+            serde_json::to_value(k).unwrap(),
+            serde_json::json!({
+                "region": null, "pii": "inherit", "secrets": "inherit",
+                "response_redaction": "inherit", "mcp_tools": "a:b,c:*", "mcp_resources": null,
+                "mcp_prompts": null, "rpm": null, "tpm": 7, "budget_tokens": 10,
+                "budget_period": "month",
+            })
+        );
     }
 }

@@ -7,16 +7,7 @@ use super::*;
 pub struct KeySpec {
     pub org_id: String,
     pub name: String,
-    pub pii: KeySetting,
-    pub secrets: KeySetting,
-    pub response_redaction: KeySetting,
-    /// The key's own MCP allow-lists; `None` inherits the org's.
-    pub mcp: McpLists,
-    pub region: Option<Region>,
-    pub rpm: Option<u32>,
-    /// Tokens per minute.
-    pub tpm: Option<u32>,
-    pub budget: Option<crate::limits::Budget>,
+    pub policy: KeyPolicy,
     /// RFC 3339, in the future.
     pub expires: Option<String>,
 }
@@ -27,38 +18,22 @@ impl KeySpec {
         KeySpec {
             org_id: org_id.to_string(),
             name: name.to_string(),
-            pii: KeySetting::Inherit,
-            secrets: KeySetting::Inherit,
-            response_redaction: KeySetting::Inherit,
-            mcp: McpLists::default(),
-            region: None,
-            rpm: None,
-            tpm: None,
-            budget: None,
+            policy: KeyPolicy::default(),
             expires: None,
         }
     }
 }
 
-/// Changes to a key: `None` keeps the current value. A cleared MCP list makes the key inherit
-/// its org's again.
-#[derive(Debug, Clone, Default)]
-pub struct KeyChange {
-    pub pii: Option<KeySetting>,
-    pub secrets: Option<KeySetting>,
-    pub response_redaction: Option<KeySetting>,
-    pub mcp: McpPatch,
-    pub limits: LimitsPatch,
+/// The audit details of a key's settings (the same for every entry point).
+pub(super) fn key_details(k: &store::Key) -> serde_json::Value {
+    details_of(&k.name, &k.prefix, &k.policy)
 }
 
-pub(super) fn key_details(k: &store::Key) -> serde_json::Value {
-    serde_json::json!({
-        "name": k.name, "prefix": k.prefix, "pii": k.pii, "secrets": k.secrets,
-        "response_redaction": k.response_redaction, "mcp_tools": k.mcp_tools,
-        "mcp_resources": k.mcp_resources, "mcp_prompts": k.mcp_prompts,
-        "rpm": k.rpm, "tpm": k.tpm, "budget_tokens": k.budget_tokens,
-        "budget_period": k.budget_period,
-    })
+fn details_of(name: &str, prefix: &str, p: &KeyPolicy) -> serde_json::Value {
+    let mut d = serde_json::to_value(p).unwrap_or_default();
+    d["name"] = name.into();
+    d["prefix"] = prefix.into();
+    d
 }
 
 /// Change a key's settings with its `key.update` audit record, in one transaction.
@@ -67,13 +42,9 @@ pub fn update_key_as(
     ring: &Keyring,
     actor: &Actor,
     id: &str,
-    change: &KeyChange,
+    change: &KeyPatch,
 ) -> Result<store::Key> {
-    let org = store
-        .keys(None)?
-        .into_iter()
-        .find(|k| k.id == id)
-        .map(|k| k.org_id);
+    let org = store.key(id).ok().map(|k| k.org_id);
     let mut rec = actor.record("key.update", org.as_deref());
     rec.target_id = Some(id.to_string());
     audited(
@@ -86,34 +57,13 @@ pub fn update_key_as(
 }
 
 /// Change a key's settings (no audit record: see [`update_key_as`]).
-pub(crate) fn update_key(store: &Store, id: &str, change: &KeyChange) -> Result<store::Key> {
-    let nothing = change.pii.is_none()
-        && change.secrets.is_none()
-        && change.response_redaction.is_none()
-        && change.mcp.is_empty()
-        && change.limits.is_empty();
-    if nothing {
+pub(crate) fn update_key(store: &Store, id: &str, change: &KeyPatch) -> Result<store::Key> {
+    if change.is_empty() {
         return Err(Error::Invalid("nothing to change".into()));
     }
     change.limits.check()?;
-    let list = |l: &Patch<crate::mcp::AllowList>| l.as_ref().map(|a| a.to_string());
-    let (t, r, p) = (
-        list(&change.mcp.tools),
-        list(&change.mcp.resources),
-        list(&change.mcp.prompts),
-    );
-    Ok(store.update_key(
-        id,
-        &store::KeyChanges {
-            pii: change.pii,
-            secrets: change.secrets,
-            response_redaction: change.response_redaction,
-            mcp_tools: t.as_ref().map(|s| s.as_str()),
-            mcp_resources: r.as_ref().map(|s| s.as_str()),
-            mcp_prompts: p.as_ref().map(|s| s.as_str()),
-            limits: change.limits,
-        },
-    )?)
+    let have = store.key(id)?;
+    Ok(store.set_key_policy(id, &change.apply(&have.policy))?)
 }
 
 /// Create a key with its `key.create` audit record, in one transaction.
@@ -131,18 +81,8 @@ pub fn create_key_as(
         |s| create_key(s, spec),
         |k, r| {
             r.target_id = Some(k.id.clone());
-            r.details = serde_json::json!({
-                "name": k.name, "prefix": k.prefix, "pii": spec.pii.as_str(),
-                "secrets": spec.secrets.as_str(),
-                "response_redaction": spec.response_redaction.as_str(),
-                "mcp_tools": spec.mcp.tools.as_ref().map(|l| l.to_string()),
-                "mcp_resources": spec.mcp.resources.as_ref().map(|l| l.to_string()),
-                "mcp_prompts": spec.mcp.prompts.as_ref().map(|l| l.to_string()),
-                "region": spec.region.map(|r| r.as_str()), "rpm": spec.rpm,
-                "tpm": spec.tpm, "budget_tokens": spec.budget.map(|b| b.tokens),
-                "budget_period": spec.budget.map(|b| b.period.as_str()),
-                "expires": k.expires_at,
-            });
+            r.details = details_of(&k.name, &k.prefix, &spec.policy);
+            r.details["expires"] = serde_json::to_value(k.expires_at).unwrap_or_default();
             if let Some(v) = via {
                 r.details["via"] = v.into();
             }
@@ -201,17 +141,7 @@ pub(super) fn key_row(
         name: spec.name.clone(),
         prefix: prefix.to_string(),
         hash: hash.to_vec(),
-        pii: spec.pii,
-        secrets: spec.secrets,
-        response_redaction: spec.response_redaction,
-        mcp_tools: spec.mcp.tools.as_ref().map(|l| l.to_string()),
-        mcp_resources: spec.mcp.resources.as_ref().map(|l| l.to_string()),
-        mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()),
-        region: spec.region,
-        rpm: spec.rpm,
-        tpm: spec.tpm,
-        budget_tokens: spec.budget.map(|b| b.tokens),
-        budget_period: spec.budget.map(|b| b.period.as_str().to_string()),
+        policy: spec.policy.clone(),
         expires_at: expires,
         revoked_at: None,
         created_at: store::Timestamp::now(),
@@ -222,12 +152,7 @@ pub(super) fn key_row(
 /// Check a key spec's name, limits and expiry (the expiry normalised).
 pub(super) fn check_key_spec(spec: &KeySpec) -> Result<Option<store::Timestamp>> {
     check_name("key", &spec.name)?;
-    LimitsPatch::set(crate::limits::Limits {
-        rpm: spec.rpm,
-        tpm: spec.tpm,
-        budget: spec.budget,
-    })
-    .check()?;
+    LimitsPatch::set(spec.policy.limits).check()?;
     spec.expires.as_deref().map(future_time).transpose()
 }
 

@@ -28,7 +28,6 @@ use zeroize::Zeroizing;
 use crate::audit;
 use crate::auth;
 use crate::auth::oauth;
-use crate::residency::Region;
 use crate::store::{self, Store};
 use crate::vault::{self, Keyring};
 
@@ -128,7 +127,8 @@ pub fn check_master_key(store: &Store, ring: &Keyring) -> Result<()> {
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub use crate::policy::{
-    mcp_list, KeyPii, KeySetting, LimitsPatch, McpLists, McpPatch, Patch, Pii, Setting,
+    mcp_list, KeyPatch, KeyPii, KeyPolicy, KeySetting, LimitsPatch, McpLists, McpPatch, OrgPatch,
+    OrgPolicy, Patch, Pii, Setting,
 };
 
 impl From<crate::policy::Invalid> for Error {
@@ -282,21 +282,21 @@ mod tests {
         let (_d, s) = store();
         let acme = OrgSpec {
             name: "acme".into(),
-            region: Some(Region::Eu),
-            ..OrgSpec::default()
+            settings: OrgPatch {
+                region: Some(crate::residency::Region::Eu),
+                ..OrgPatch::default()
+            },
         };
         let org = create_org(&s, &acme, Setting::On).unwrap();
-        assert_eq!(org.pii, Setting::On);
-        assert_eq!(org.secrets, Setting::On);
-        assert_eq!(org.response_redaction, Setting::Off);
+        assert_eq!(org.policy.pii, Setting::On);
+        assert_eq!(org.policy.secrets, Setting::On);
+        assert_eq!(org.policy.response_redaction, Setting::Off);
         assert!(matches!(
             create_org(&s, &acme, Setting::On),
             Err(Error::Store(store::Error::Duplicate { .. }))
         ));
-        let spec = KeySpec {
-            rpm: Some(10),
-            ..KeySpec::inheriting(&org.id, "app")
-        };
+        let mut spec = KeySpec::inheriting(&org.id, "app");
+        spec.policy.limits.rpm = Some(10);
         let k = create_key(&s, &spec).unwrap();
         assert!(auth::is_key_shaped(&k.key));
         for bad in [
@@ -305,7 +305,13 @@ mod tests {
                 ..spec.clone()
             },
             KeySpec {
-                rpm: Some(0),
+                policy: KeyPolicy {
+                    limits: crate::limits::Limits {
+                        rpm: Some(0),
+                        ..Default::default()
+                    },
+                    ..KeyPolicy::default()
+                },
                 ..spec.clone()
             },
             KeySpec {

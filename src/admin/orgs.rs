@@ -2,52 +2,20 @@
 
 use super::*;
 
-/// A new org. Settings left `None` take the defaults: PII as `[pii] default` says (the
-/// caller's `pii_default`), secrets on, response redaction off.
+/// A new org. Settings it leaves unset take the defaults: PII as `[pii] default` says (the
+/// caller's `pii_default`), secrets on, response redaction off, no MCP lists (nothing
+/// allowed), no limits.
 #[derive(Debug, Clone, Default)]
 pub struct OrgSpec {
     pub name: String,
-    pub region: Option<Region>,
-    pub pii: Option<Setting>,
-    pub secrets: Option<Setting>,
-    pub response_redaction: Option<Setting>,
-    /// The MCP allow-lists of the org's keys (none: nothing allowed).
-    pub mcp: McpLists,
-    /// Limits of all the org's keys together (only those set are used).
-    pub limits: LimitsPatch,
-}
-
-/// Changes to an org: `None` keeps the current value.
-#[derive(Debug, Clone, Default)]
-pub struct OrgChange {
-    pub region: Option<Region>,
-    pub pii: Option<Setting>,
-    pub secrets: Option<Setting>,
-    pub response_redaction: Option<Setting>,
-    pub mcp: McpLists,
-    pub limits: LimitsPatch,
-}
-
-impl OrgChange {
-    pub(super) fn is_empty(&self) -> bool {
-        self.region.is_none()
-            && self.pii.is_none()
-            && self.secrets.is_none()
-            && self.response_redaction.is_none()
-            && self.mcp.is_empty()
-            && self.limits.is_empty()
-    }
+    pub settings: OrgPatch,
 }
 
 /// The audit details of an org's settings (the same for every entry point).
 pub(super) fn org_details(o: &store::Org) -> serde_json::Value {
-    serde_json::json!({
-        "name": o.name, "region": o.region, "pii": o.pii, "secrets": o.secrets,
-        "response_redaction": o.response_redaction, "mcp_tools": o.mcp_tools,
-        "mcp_resources": o.mcp_resources, "mcp_prompts": o.mcp_prompts,
-        "rpm": o.rpm, "tpm": o.tpm, "budget_tokens": o.budget_tokens,
-        "budget_period": o.budget_period,
-    })
+    let mut d = serde_json::to_value(&o.policy).unwrap_or_default();
+    d["name"] = o.name.as_str().into();
+    d
 }
 
 /// Create an org (no audit record: see [`create_org_as`]).
@@ -57,25 +25,9 @@ pub(crate) fn create_org(
     pii_default: Setting,
 ) -> Result<store::Org> {
     check_name("org", &spec.name)?;
-    spec.limits.check()?;
-    Ok(store.insert_org(
-        &spec.name,
-        &store::OrgSettings {
-            region: spec.region,
-            pii: Some(spec.pii.unwrap_or(pii_default)),
-            secrets: Some(spec.secrets.unwrap_or(Setting::On)),
-            response_redaction: Some(spec.response_redaction.unwrap_or(Setting::Off)),
-            mcp_tools: spec.mcp.tools.as_ref().map(|l| l.to_string()).as_deref(),
-            mcp_resources: spec
-                .mcp
-                .resources
-                .as_ref()
-                .map(|l| l.to_string())
-                .as_deref(),
-            mcp_prompts: spec.mcp.prompts.as_ref().map(|l| l.to_string()).as_deref(),
-            limits: spec.limits,
-        },
-    )?)
+    spec.settings.limits.check()?;
+    let policy = spec.settings.apply(&OrgPolicy::new(pii_default));
+    Ok(store.insert_org(&spec.name, &policy)?)
 }
 
 /// Create an org and its `org.create` audit record, in one transaction. `via` names an entry
@@ -105,7 +57,7 @@ pub fn create_org_as(
 }
 
 /// Change an org's settings (no audit record: see [`update_org_as`]).
-pub(crate) fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<store::Org> {
+pub(crate) fn update_org(store: &Store, id: &str, change: &OrgPatch) -> Result<store::Org> {
     if change.is_empty() {
         return Err(Error::Invalid(
             "nothing to change: give a region, pii, secrets, response_redaction, MCP or limit setting"
@@ -113,29 +65,8 @@ pub(crate) fn update_org(store: &Store, id: &str, change: &OrgChange) -> Result<
         ));
     }
     change.limits.check()?;
-    Ok(store.update_org(
-        id,
-        &store::OrgSettings {
-            region: change.region,
-            pii: change.pii,
-            secrets: change.secrets,
-            response_redaction: change.response_redaction,
-            mcp_tools: change.mcp.tools.as_ref().map(|l| l.to_string()).as_deref(),
-            mcp_resources: change
-                .mcp
-                .resources
-                .as_ref()
-                .map(|l| l.to_string())
-                .as_deref(),
-            mcp_prompts: change
-                .mcp
-                .prompts
-                .as_ref()
-                .map(|l| l.to_string())
-                .as_deref(),
-            limits: change.limits,
-        },
-    )?)
+    let have = store.org(id)?;
+    Ok(store.set_org_policy(id, &change.apply(&have.policy))?)
 }
 
 /// Change an org's settings with its `org.update` audit record, in one transaction.
@@ -144,7 +75,7 @@ pub fn update_org_as(
     ring: &Keyring,
     actor: &Actor,
     id: &str,
-    change: &OrgChange,
+    change: &OrgPatch,
 ) -> Result<store::Org> {
     let mut rec = actor.record("org.update", Some(id));
     rec.target_id = Some(id.to_string());

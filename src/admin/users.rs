@@ -512,7 +512,7 @@ mod tests {
         let s = Store::open(&dir.path().join("s.db")).unwrap();
         let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
         let org = s
-            .insert_org("acme", &crate::store::OrgSettings::default())
+            .insert_org("acme", &crate::policy::OrgPolicy::default())
             .unwrap();
         (dir, s, ring, org.id)
     }

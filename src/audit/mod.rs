@@ -686,7 +686,7 @@ mod tests {
         let (d, s) = store();
         let ring = crate::vault::Keyring::new(&crate::vault::Keyring::generate(), &[]).unwrap();
         let org = s
-            .insert_org("acme", &crate::store::OrgSettings::default())
+            .insert_org("acme", &crate::policy::OrgPolicy::default())
             .unwrap();
         let key = format!("key:{}", store::new_id());
         let record = |ip: &str| {

@@ -289,7 +289,7 @@ mod tests {
         let s = Store::open(&path).unwrap();
         let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
         let org = s
-            .insert_org("acme", &crate::store::OrgSettings::default())
+            .insert_org("acme", &crate::policy::OrgPolicy::default())
             .unwrap();
         let mut keys = OrgKeys::new(&ring);
         let rec = |ua: &str| {

@@ -17,7 +17,6 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::{hash, same_hash, Error};
-use crate::policy::{KeySetting, Setting};
 use crate::residency::Region;
 use crate::store::{self, Store};
 use crate::vault::{self, Keyring};
@@ -131,34 +130,8 @@ impl Snapshot {
                 .and_then(|p| p.keys.get(&h))
                 .is_some_and(|p| p.used.load(Ordering::Relaxed));
             let org = orgs.get(&k.org_id);
-            // Fail closed: anything but an explicit "off" redacts (PII, secrets); response
-            // redaction, off by default, is on when set to "on" (the key's, or its org's).
-            let on_unless_off = |key: KeySetting, org: Option<Setting>| match key {
-                KeySetting::Off => false,
-                KeySetting::Inherit => org != Some(Setting::Off),
-                KeySetting::On => true,
-            };
-            let redact_pii = on_unless_off(k.pii, org.map(|o| o.pii));
-            let redact_secrets = on_unless_off(k.secrets, org.map(|o| o.secrets));
-            // Fail closed: a stored list that does not parse allows nothing.
-            let list = |own: &Option<String>, org_list: Option<&String>| {
-                let text = own.as_ref().or(org_list).map_or("", String::as_str);
-                crate::mcp::AllowList::parse(text).unwrap_or_else(|e| {
-                    tracing::error!(key = %k.id, error = %e, "unreadable MCP allow-list; nothing allowed");
-                    crate::mcp::AllowList::default()
-                })
-            };
-            let mcp = crate::mcp::Policy {
-                tools: list(&k.mcp_tools, org.map(|o| &o.mcp_tools)),
-                resources: list(&k.mcp_resources, org.map(|o| &o.mcp_resources)),
-                prompts: list(&k.mcp_prompts, org.map(|o| &o.mcp_prompts)),
-            };
-            let redact_responses = match k.response_redaction {
-                KeySetting::On => true,
-                KeySetting::Inherit => org.is_some_and(|o| o.response_redaction.is_on()),
-                KeySetting::Off => false,
-            };
-            let limits = crate::limits::Limits::of_key(&k);
+            let r = crate::policy::resolve(&k.policy, org.map(|o| &o.policy));
+            let limits = k.policy.limits;
             let counter_names = (
                 h[..12].iter().map(|b| format!("{b:02x}")).collect(),
                 org.map_or_else(|| k.org_id.clone(), |o| o.name.clone()),
@@ -173,14 +146,14 @@ impl Snapshot {
                     name: k.name,
                     hash: h,
                     limits,
-                    org_limits: org.map(crate::limits::Limits::of_org).unwrap_or_default(),
+                    org_limits: org.map(|o| o.policy.limits).unwrap_or_default(),
                     counter_names,
-                    redact_pii,
-                    redact_secrets,
-                    redact_responses,
-                    mcp,
-                    region: k.region,
-                    org_region: org.and_then(|o| o.region),
+                    redact_pii: r.redact_pii,
+                    redact_secrets: r.redact_secrets,
+                    redact_responses: r.redact_responses,
+                    mcp: r.mcp,
+                    region: k.policy.region,
+                    org_region: org.and_then(|o| o.policy.region),
                     used: AtomicBool::new(used),
                 }),
             );
@@ -545,17 +518,7 @@ mod tests {
             name: "app".into(),
             prefix: k.prefix.clone(),
             hash: k.hash.to_vec(),
-            pii: KeySetting::Inherit,
-            secrets: KeySetting::Inherit,
-            response_redaction: KeySetting::Inherit,
-            mcp_tools: None,
-            mcp_resources: None,
-            mcp_prompts: None,
-            region: None,
-            tpm: None,
-            budget_tokens: None,
-            budget_period: None,
-            rpm: None,
+            policy: crate::policy::KeyPolicy::default(),
             expires_at: None,
             revoked_at: None,
             created_at: store::Timestamp::now(),
@@ -586,7 +549,7 @@ mod tests {
         let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
         let s = Store::open(&path).unwrap();
         let org = s
-            .insert_org("acme", &crate::store::OrgSettings::default())
+            .insert_org("acme", &crate::policy::OrgPolicy::default())
             .unwrap();
         let k = auth::generate();
         let row = key_row(&org.id, &k);
@@ -648,7 +611,7 @@ mod tests {
         let ring = Arc::new(Keyring::new(&Keyring::generate(), &[]).unwrap());
         let s = Store::open(&path).unwrap();
         let org = s
-            .insert_org("acme", &crate::store::OrgSettings::default())
+            .insert_org("acme", &crate::policy::OrgPolicy::default())
             .unwrap();
         let k = auth::generate();
         let row = key_row(&org.id, &k);

@@ -50,8 +50,10 @@ pub(super) fn bootstrap(
         None => {
             let spec = admin::OrgSpec {
                 name: org_name.to_string(),
-                region,
-                ..admin::OrgSpec::default()
+                settings: admin::OrgPatch {
+                    region,
+                    ..admin::OrgPatch::default()
+                },
             };
             admin::create_org_as(
                 &store,

@@ -20,24 +20,16 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
             ))
         }
         KeysCmd::Create(a) => {
-            let limits = a.limits.change()?;
             let spec = admin::KeySpec {
                 org_id: match a.org.as_deref() {
                     Some(o) => org_id(&store, o)?,
                     None => String::new(),
                 },
+                policy: a.policy()?,
                 name: a.name,
-                pii: a.pii,
-                secrets: a.secrets,
-                response_redaction: a.response_redaction,
-                mcp: a.mcp.lists()?,
-                region: a.region,
-                rpm: limits.rpm.value().copied(),
-                tpm: limits.tpm.value().copied(),
-                budget: limits.budget.value().copied(),
                 expires: a.expires,
             };
-            warn_unserved(cfg, spec.region, "key");
+            warn_unserved(cfg, spec.policy.region, "key");
             let k = admin::create_key_as(&store, &ring()?, &Actor::cli(), &spec, None)
                 .map_err(phrase)?;
             let text = format!(
@@ -63,13 +55,13 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                         k.name,
                         k.org_id,
                         v.status,
-                        k.pii,
-                        k.secrets,
-                        k.response_redaction,
-                        region_or_none(k.region),
-                        k.rpm.map_or("-".to_string(), |r| r.to_string()),
-                        k.tpm.map_or("-".to_string(), |r| r.to_string()),
-                        budget_text(k.budget_tokens, &k.budget_period),
+                        k.policy.pii,
+                        k.policy.secrets,
+                        k.policy.response_redaction,
+                        region_or_none(k.policy.region),
+                        k.policy.limits.rpm.map_or("-".to_string(), |r| r.to_string()),
+                        k.policy.limits.tpm.map_or("-".to_string(), |r| r.to_string()),
+                        budget_text(k.policy.limits.budget),
                         or_none(&k.expires_at),
                         or_none(&k.last_used_at)
                     )
@@ -78,28 +70,8 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 .join("\n");
             Ok((serde_json::json!({ "keys": keys }), text))
         }
-        KeysCmd::Update {
-            key_id,
-            pii,
-            secrets,
-            response_redaction,
-            mcp_tools,
-            mcp_resources,
-            mcp_prompts,
-            limits,
-        } => {
-            let change = admin::KeyChange {
-                pii,
-                secrets,
-                response_redaction,
-                mcp: admin::McpPatch::parse([
-                    ("--mcp-tools", mcp_tools.as_deref()),
-                    ("--mcp-resources", mcp_resources.as_deref()),
-                    ("--mcp-prompts", mcp_prompts.as_deref()),
-                ])
-                .map_err(|e| phrase(admin::Error::from(e)))?,
-                limits: limits.change()?,
-            };
+        KeysCmd::Update { key_id, change } => {
+            let change = change.patch()?;
             let k = admin::update_key_as(&store, &ring()?, &Actor::cli(), &key_id, &change)
                 .map_err(phrase)?;
             Ok((to_json(&k), format!("updated key {}", k.id)))

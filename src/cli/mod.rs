@@ -234,41 +234,16 @@ enum OrgsCmd {
     /// Create an org; prints its id.
     Create {
         name: String,
-        /// Default data region for the org's requests.
-        #[arg(long, value_parser = parse_region)]
-        region: Option<Region>,
-        /// PII redaction for the org's requests (default: `[pii] default` in the config).
-        #[arg(long, value_enum)]
-        pii: Option<Setting>,
-        /// Secret detection (API keys, tokens, private keys) in the org's traffic (default on).
-        #[arg(long, value_enum)]
-        secrets: Option<Setting>,
-        /// Redaction of what comes back (responses and streams; default off).
-        #[arg(long, value_enum)]
-        response_redaction: Option<Setting>,
         #[command(flatten)]
-        mcp: McpArgs,
-        /// Limits of all the org's keys together.
-        #[command(flatten)]
-        limits: LimitArgs,
+        settings: OrgArgs,
     },
     /// List orgs.
     List,
     /// Change an org's default region, PII, secrets, response redaction, MCP lists or limits.
     Update {
         org_id: String,
-        #[arg(long, value_parser = parse_region)]
-        region: Option<Region>,
-        #[arg(long, value_enum)]
-        pii: Option<Setting>,
-        #[arg(long, value_enum)]
-        secrets: Option<Setting>,
-        #[arg(long, value_enum)]
-        response_redaction: Option<Setting>,
         #[command(flatten)]
-        mcp: McpArgs,
-        #[command(flatten)]
-        limits: LimitArgs,
+        settings: OrgArgs,
     },
     /// GDPR hard delete: remove the org's keys, users and settings in one transaction and
     /// destroy its audit data key (its audit details become unreadable; the chain still
@@ -349,27 +324,88 @@ enum KeysCmd {
     /// Change a key's settings; a running `serve` applies them within a second.
     Update {
         key_id: String,
-        #[arg(long, value_enum)]
-        pii: Option<KeySetting>,
-        #[arg(long, value_enum)]
-        secrets: Option<KeySetting>,
-        #[arg(long, value_enum)]
-        response_redaction: Option<KeySetting>,
-        /// MCP tools the key may call (`server:tool,server:*`), or `inherit` (the org's).
-        #[arg(long)]
-        mcp_tools: Option<String>,
-        /// MCP resources the key may read (`server:uri`, a trailing `*` for a prefix), or
-        /// `inherit`.
-        #[arg(long)]
-        mcp_resources: Option<String>,
-        /// MCP prompts the key may get (`server:prompt`), or `inherit`.
-        #[arg(long)]
-        mcp_prompts: Option<String>,
         #[command(flatten)]
-        limits: LimitArgs,
+        change: KeyChangeArgs,
     },
     /// Revoke a key; a running `serve` refuses it within a second.
     Revoke { key_id: String },
+}
+
+/// An org's settings: on `orgs create` what is not given takes its default, on `orgs update`
+/// it is kept.
+#[derive(Args, Debug, Default)]
+struct OrgArgs {
+    /// Default data region for the org's requests.
+    #[arg(long, value_parser = parse_region)]
+    region: Option<Region>,
+    /// PII redaction for the org's requests (a new org's default: `[pii] default` in the
+    /// config).
+    #[arg(long, value_enum)]
+    pii: Option<Setting>,
+    /// Secret detection (API keys, tokens, private keys) in the org's traffic (default on).
+    #[arg(long, value_enum)]
+    secrets: Option<Setting>,
+    /// Redaction of what comes back (responses and streams; default off).
+    #[arg(long, value_enum)]
+    response_redaction: Option<Setting>,
+    #[command(flatten)]
+    mcp: McpArgs,
+    /// Limits of all the org's keys together.
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+impl OrgArgs {
+    fn patch(&self) -> Result<admin::OrgPatch, String> {
+        Ok(admin::OrgPatch {
+            region: self.region,
+            pii: self.pii,
+            secrets: self.secrets,
+            response_redaction: self.response_redaction,
+            mcp: self.mcp.lists()?,
+            limits: self.limits.change()?,
+        })
+    }
+}
+
+/// Changes to a key (`orgs keys update`): what is not given is kept.
+#[derive(Args, Debug, Default)]
+struct KeyChangeArgs {
+    #[arg(long, value_enum)]
+    pii: Option<KeySetting>,
+    #[arg(long, value_enum)]
+    secrets: Option<KeySetting>,
+    #[arg(long, value_enum)]
+    response_redaction: Option<KeySetting>,
+    /// MCP tools the key may call (`server:tool,server:*`), or `inherit` (the org's).
+    #[arg(long)]
+    mcp_tools: Option<String>,
+    /// MCP resources the key may read (`server:uri`, a trailing `*` for a prefix), or
+    /// `inherit`.
+    #[arg(long)]
+    mcp_resources: Option<String>,
+    /// MCP prompts the key may get (`server:prompt`), or `inherit`.
+    #[arg(long)]
+    mcp_prompts: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+impl KeyChangeArgs {
+    fn patch(&self) -> Result<admin::KeyPatch, String> {
+        Ok(admin::KeyPatch {
+            pii: self.pii,
+            secrets: self.secrets,
+            response_redaction: self.response_redaction,
+            mcp: admin::McpPatch::parse([
+                ("--mcp-tools", self.mcp_tools.as_deref()),
+                ("--mcp-resources", self.mcp_resources.as_deref()),
+                ("--mcp-prompts", self.mcp_prompts.as_deref()),
+            ])
+            .map_err(|e| phrase(admin::Error::from(e)))?,
+            limits: self.limits.change()?,
+        })
+    }
 }
 
 /// Rate limits and token budgets (429 `rate_limited` or `budget_exceeded` past them). With
@@ -481,6 +517,23 @@ struct KeyArgs {
     /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
     #[arg(long)]
     expires: Option<String>,
+}
+
+impl KeyArgs {
+    /// The new key's policy: what is not given inherits its org's.
+    fn policy(&self) -> Result<admin::KeyPolicy, String> {
+        Ok(admin::KeyPolicy {
+            region: self.region,
+            pii: self.pii,
+            secrets: self.secrets,
+            response_redaction: self.response_redaction,
+            mcp: self.mcp.lists()?,
+            limits: self
+                .limits
+                .change()?
+                .apply(crate::limits::Limits::default()),
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]

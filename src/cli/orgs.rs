@@ -7,25 +7,12 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
     // Changes are audited, and an org's audit record is sealed under its data key.
     let ring = || keyring_for(&store);
     match c {
-        OrgsCmd::Create {
-            name,
-            region,
-            pii,
-            secrets,
-            response_redaction,
-            mcp,
-            limits,
-        } => {
+        OrgsCmd::Create { name, settings } => {
             let spec = admin::OrgSpec {
                 name,
-                region,
-                pii,
-                secrets,
-                response_redaction,
-                mcp: mcp.lists()?,
-                limits: limits.change()?,
+                settings: settings.patch()?,
             };
-            warn_unserved(cfg, spec.region, "org");
+            warn_unserved(cfg, spec.settings.region, "org");
             let org = admin::create_org_as(
                 &store,
                 &ring()?,
@@ -55,24 +42,9 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 .join("\n");
             Ok((serde_json::json!({ "orgs": orgs }), text))
         }
-        OrgsCmd::Update {
-            org_id,
-            region,
-            pii,
-            secrets,
-            response_redaction,
-            mcp,
-            limits,
-        } => {
-            warn_unserved(cfg, region, "org");
-            let change = admin::OrgChange {
-                region,
-                pii,
-                secrets,
-                response_redaction,
-                mcp: mcp.lists()?,
-                limits: limits.change()?,
-            };
+        OrgsCmd::Update { org_id, settings } => {
+            warn_unserved(cfg, settings.region, "org");
+            let change = settings.patch()?;
             let org_id = super::org_id(&store, &org_id)?;
             let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
                 .map_err(phrase)?;
@@ -102,22 +74,22 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
 }
 
 pub(super) fn org_settings(o: &crate::store::Org) -> String {
+    let o = &o.policy;
     format!(
         "region={}  pii={}  secrets={}  response_redaction={}  rpm={}  tpm={}  budget={}",
         region_or_none(o.region),
         o.pii,
         o.secrets,
         o.response_redaction,
-        o.rpm.map_or("-".to_string(), |r| r.to_string()),
-        o.tpm.map_or("-".to_string(), |r| r.to_string()),
-        budget_text(o.budget_tokens, &o.budget_period),
+        o.limits.rpm.map_or("-".to_string(), |r| r.to_string()),
+        o.limits.tpm.map_or("-".to_string(), |r| r.to_string()),
+        budget_text(o.limits.budget),
     )
 }
 
 /// `1000000/month`, or `-` without a budget.
-pub(super) fn budget_text(tokens: Option<u64>, period: &Option<String>) -> String {
-    match (tokens, period) {
-        (Some(t), Some(p)) => format!("{t}/{p}"),
-        _ => "-".into(),
-    }
+pub(super) fn budget_text(b: Option<crate::limits::Budget>) -> String {
+    b.map_or("-".into(), |b| {
+        format!("{}/{}", b.tokens, b.period.as_str())
+    })
 }

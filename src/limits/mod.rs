@@ -58,16 +58,6 @@ pub struct Budget {
     pub period: Period,
 }
 
-impl Budget {
-    fn stored(tokens: Option<u64>, period: Option<&str>) -> Option<Budget> {
-        Some(Budget {
-            tokens: tokens?,
-            // The schema allows day and month only; fail closed to the shorter period.
-            period: period?.parse().unwrap_or(Period::Day),
-        })
-    }
-}
-
 /// The limits of a key or an org (`None`: unlimited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Limits {
@@ -76,25 +66,20 @@ pub struct Limits {
     pub budget: Option<Budget>,
 }
 
+/// Shown as `rpm`, `tpm`, `budget_tokens` and `budget_period` (`null`: none).
+impl Serialize for Limits {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Limits", 4)?;
+        st.serialize_field("rpm", &self.rpm)?;
+        st.serialize_field("tpm", &self.tpm)?;
+        st.serialize_field("budget_tokens", &self.budget.map(|b| b.tokens))?;
+        st.serialize_field("budget_period", &self.budget.map(|b| b.period))?;
+        st.end()
+    }
+}
+
 impl Limits {
-    /// The limits a stored org has.
-    pub fn of_org(o: &crate::store::Org) -> Limits {
-        Limits {
-            rpm: o.rpm,
-            tpm: o.tpm,
-            budget: Budget::stored(o.budget_tokens, o.budget_period.as_deref()),
-        }
-    }
-
-    /// The limits a stored key has.
-    pub fn of_key(k: &crate::store::Key) -> Limits {
-        Limits {
-            rpm: k.rpm,
-            tpm: k.tpm,
-            budget: Budget::stored(k.budget_tokens, k.budget_period.as_deref()),
-        }
-    }
-
     /// Whether any token limit (tpm or budget) is set.
     pub fn counts_tokens(&self) -> bool {
         self.tpm.is_some() || self.budget.is_some()

@@ -108,6 +108,13 @@ impl fmt::Display for AllowList {
     }
 }
 
+/// Shown as its text (`server:name,...`), as stored.
+impl serde::Serialize for AllowList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Why a resource URI is refused before any policy is matched. Matching is on exactly the URI
 /// forwarded, so only a URI that servers cannot read as another one passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -23,13 +23,14 @@ pub use audit::{AuditFilter, AuditRow};
 pub use credentials::{Credential, ResealError, Resealed};
 use migrations::MIGRATIONS;
 pub use oauth_flows::{Claim, OAuthFlow};
-pub use orgs::{Key, KeyChanges, Managed, Org, OrgSettings};
+pub use orgs::{Key, Managed, Org};
 pub use people::{Removed, User};
 pub use types::{CredentialType, Timestamp};
 pub use usage::{UsageAdd, UsageGroup, UsageRow};
 
-use crate::policy::{KeyPii, KeySetting, LimitsPatch, Patch, Pii, Setting};
-use crate::residency::Region;
+use crate::limits::{Budget, Limits, Period};
+use crate::mcp::AllowList;
+use crate::policy::{KeyPolicy, Mcp, OrgPolicy};
 
 /// Store errors. Messages never contain secret material.
 #[derive(Debug, thiserror::Error)]
@@ -220,21 +221,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("s.db");
         let s = Store::open(&path).unwrap();
-        let eu = OrgSettings {
-            region: Some(Region::Eu),
-            ..Default::default()
+        let eu = OrgPolicy {
+            region: Some(crate::residency::Region::Eu),
+            mcp: Mcp {
+                tools: AllowList::parse("github:*").unwrap(),
+                ..Mcp::default()
+            },
+            limits: Limits {
+                rpm: Some(5),
+                tpm: None,
+                budget: Some(Budget {
+                    tokens: 9,
+                    period: Period::Day,
+                }),
+            },
+            ..OrgPolicy::default()
         };
         let org = s.insert_org("acme", &eu).unwrap();
-        assert_eq!(
-            (
-                org.pii.as_str(),
-                org.secrets.as_str(),
-                org.response_redaction.as_str()
-            ),
-            ("on", "on", "off")
-        );
+        assert_eq!(org.policy, eu, "what is stored reads back the same");
         assert!(matches!(
-            s.insert_org("acme", &OrgSettings::default()),
+            s.insert_org("acme", &OrgPolicy::default()),
             Err(Error::Duplicate { .. })
         ));
         drop(s);
@@ -271,10 +277,53 @@ mod tests {
         }
         assert_eq!(page_size(&old), 4096);
         let s = Store::open(&old).unwrap();
-        let org = s.insert_org("acme", &OrgSettings::default()).unwrap();
+        let org = s.insert_org("acme", &OrgPolicy::default()).unwrap();
         drop(s);
         assert_eq!(page_size(&old), 4096);
         assert_eq!(Store::open(&old).unwrap().orgs().unwrap(), vec![org]);
+    }
+
+    #[test]
+    fn a_stored_policy_that_does_not_read_allows_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = Store::open(&path).unwrap();
+        let org_policy = OrgPolicy {
+            mcp: Mcp {
+                tools: AllowList::parse("github:*").unwrap(),
+                ..Mcp::default()
+            },
+            ..OrgPolicy::default()
+        };
+        let org = s.insert_org("acme", &org_policy).unwrap();
+        let k = Key {
+            id: new_id(),
+            org_id: org.id.clone(),
+            name: "k".into(),
+            prefix: "sk-sluice-abcd".into(),
+            hash: vec![1; 32],
+            policy: KeyPolicy::default(),
+            expires_at: None,
+            revoked_at: None,
+            created_at: Timestamp::now(),
+            last_used_at: None,
+        };
+        s.insert_key(&k).unwrap();
+        // Edited by hand: lists that are not lists (the schema's CHECKs keep settings and
+        // periods to what sluice writes).
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "UPDATE api_keys SET mcp_tools = 'not a list';
+             UPDATE orgs SET mcp_resources = ',,,';",
+        )
+        .unwrap();
+        let key = s.key(&k.id).unwrap();
+        // The key's own unreadable list is an empty one, not "inherit the org's".
+        assert_eq!(key.policy.mcp.tools, Some(AllowList::default()));
+        let org = s.org(&org.id).unwrap();
+        assert_eq!(org.policy.mcp.resources, AllowList::default());
+        let r = crate::policy::resolve(&key.policy, Some(&org.policy));
+        assert_eq!(r.mcp, crate::mcp::Policy::default());
     }
 
     #[test]
@@ -282,7 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("s.db")).unwrap();
         let g0 = s.generation().unwrap();
-        let org = s.insert_org("acme", &OrgSettings::default()).unwrap();
+        let org = s.insert_org("acme", &OrgPolicy::default()).unwrap();
         let g1 = s.generation().unwrap();
         assert!(g1 > g0);
         let k = Key {
@@ -291,17 +340,7 @@ mod tests {
             name: "k".into(),
             prefix: "sk-sluice-abcd".into(),
             hash: vec![1; 32],
-            pii: KeySetting::Inherit,
-            secrets: KeySetting::Inherit,
-            response_redaction: KeySetting::Inherit,
-            mcp_tools: None,
-            mcp_resources: None,
-            mcp_prompts: None,
-            region: None,
-            rpm: None,
-            tpm: None,
-            budget_tokens: None,
-            budget_period: None,
+            policy: KeyPolicy::default(),
             expires_at: None,
             revoked_at: None,
             created_at: Timestamp::now(),

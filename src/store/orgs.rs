@@ -9,24 +9,9 @@ use super::*;
 pub struct Org {
     pub id: String,
     pub name: String,
-    pub region: Option<Region>,
-    pub pii: Pii,
-    /// Secret detection.
-    pub secrets: Setting,
-    /// Redaction of responses.
-    pub response_redaction: Setting,
+    #[serde(flatten)]
+    pub policy: OrgPolicy,
     pub created_at: Timestamp,
-    /// MCP allow-lists, the default of the org's keys (`server:name,...`; empty: nothing).
-    pub mcp_tools: String,
-    pub mcp_resources: String,
-    pub mcp_prompts: String,
-    /// Requests per minute of all the org's keys together (`None`: unlimited).
-    pub rpm: Option<u32>,
-    /// Tokens per minute of all the org's keys together.
-    pub tpm: Option<u32>,
-    /// A token budget per `budget_period` (`day` or `month`).
-    pub budget_tokens: Option<u64>,
-    pub budget_period: Option<String>,
 }
 
 /// The tables whose rows a bundle can own.
@@ -35,32 +20,6 @@ pub enum Managed {
     Org,
     Key,
     User,
-}
-
-/// The settings of a new org (or the changes to one: `None` keeps the current value).
-#[derive(Debug, Clone, Default)]
-pub struct OrgSettings<'a> {
-    pub region: Option<Region>,
-    pub pii: Option<Pii>,
-    pub secrets: Option<Setting>,
-    pub response_redaction: Option<Setting>,
-    pub mcp_tools: Option<&'a str>,
-    pub mcp_resources: Option<&'a str>,
-    pub mcp_prompts: Option<&'a str>,
-    pub limits: LimitsPatch,
-}
-
-/// Changes to a key (`None` keeps the current value; a cleared MCP list makes the key inherit
-/// its org's again).
-#[derive(Debug, Clone, Default)]
-pub struct KeyChanges<'a> {
-    pub pii: Option<KeyPii>,
-    pub secrets: Option<KeySetting>,
-    pub response_redaction: Option<KeySetting>,
-    pub mcp_tools: Patch<&'a str>,
-    pub mcp_resources: Patch<&'a str>,
-    pub mcp_prompts: Patch<&'a str>,
-    pub limits: LimitsPatch,
 }
 
 /// An API key row (the hash is never returned to callers outside the snapshot loader).
@@ -72,20 +31,8 @@ pub struct Key {
     pub prefix: String,
     #[serde(skip)]
     pub hash: Vec<u8>,
-    pub pii: KeyPii,
-    pub secrets: KeySetting,
-    pub response_redaction: KeySetting,
-    /// MCP allow-lists; `None` inherits the org's.
-    pub mcp_tools: Option<String>,
-    pub mcp_resources: Option<String>,
-    pub mcp_prompts: Option<String>,
-    pub region: Option<Region>,
-    pub rpm: Option<u32>,
-    /// Tokens per minute (`None`: unlimited).
-    pub tpm: Option<u32>,
-    /// A token budget per `budget_period` (`day` or `month`).
-    pub budget_tokens: Option<u64>,
-    pub budget_period: Option<String>,
+    #[serde(flatten)]
+    pub policy: KeyPolicy,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
     pub created_at: Timestamp,
@@ -93,31 +40,31 @@ pub struct Key {
 }
 
 impl Store {
-    /// Create an org; unset settings take the schema's defaults (PII on, secrets on, response
-    /// redaction off).
-    pub fn insert_org(&self, name: &str, settings: &OrgSettings) -> Result<Org> {
+    /// Create an org with its policy.
+    pub fn insert_org(&self, name: &str, p: &OrgPolicy) -> Result<Org> {
         let id = new_id();
+        let (tools, resources, prompts) = lists_text(&p.mcp);
+        let (tokens, period) = budget_columns(&p.limits);
         self.conn
             .execute(
                 "INSERT INTO orgs (id, name, region, pii, secrets, response_redaction, created_at,
                    mcp_tools, mcp_resources, mcp_prompts, rpm, tpm, budget_tokens, budget_period)
-                 VALUES (?1, ?2, ?3, COALESCE(?4, 'on'), COALESCE(?5, 'on'), COALESCE(?6, 'off'), ?7,
-                   COALESCE(?8, ''), COALESCE(?9, ''), COALESCE(?10, ''), ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 params![
                     id,
                     name,
-                    settings.region,
-                    settings.pii,
-                    settings.secrets,
-                    settings.response_redaction,
+                    p.region,
+                    p.pii,
+                    p.secrets,
+                    p.response_redaction,
                     now(),
-                    settings.mcp_tools,
-                    settings.mcp_resources,
-                    settings.mcp_prompts,
-                    settings.limits.rpm.value(),
-                    settings.limits.tpm.value(),
-                    settings.limits.budget.value().map(|b| b.tokens as i64),
-                    settings.limits.budget.value().map(|b| b.period.as_str()),
+                    tools,
+                    resources,
+                    prompts,
+                    p.limits.rpm,
+                    p.limits.tpm,
+                    tokens,
+                    period,
                 ],
             )
             .map_err(|e| unique(e, "org", name))?;
@@ -148,34 +95,28 @@ impl Store {
             })
     }
 
-    /// Change an org's settings (those given).
-    pub fn update_org(&self, id: &str, s: &OrgSettings) -> Result<Org> {
+    /// Replace an org's policy.
+    pub fn set_org_policy(&self, id: &str, p: &OrgPolicy) -> Result<Org> {
+        let (tools, resources, prompts) = lists_text(&p.mcp);
+        let (tokens, period) = budget_columns(&p.limits);
         let n = self.conn.execute(
-            "UPDATE orgs SET region = COALESCE(?2, region), pii = COALESCE(?3, pii),
-               secrets = COALESCE(?4, secrets), response_redaction = COALESCE(?5, response_redaction),
-               mcp_tools = COALESCE(?6, mcp_tools), mcp_resources = COALESCE(?7, mcp_resources),
-               mcp_prompts = COALESCE(?8, mcp_prompts),
-               rpm = CASE WHEN ?9 THEN ?10 ELSE rpm END,
-               tpm = CASE WHEN ?11 THEN ?12 ELSE tpm END,
-               budget_tokens = CASE WHEN ?13 THEN ?14 ELSE budget_tokens END,
-               budget_period = CASE WHEN ?13 THEN ?15 ELSE budget_period END
+            "UPDATE orgs SET region = ?2, pii = ?3, secrets = ?4, response_redaction = ?5,
+               mcp_tools = ?6, mcp_resources = ?7, mcp_prompts = ?8, rpm = ?9, tpm = ?10,
+               budget_tokens = ?11, budget_period = ?12
              WHERE id = ?1",
             params![
                 id,
-                s.region,
-                s.pii,
-                s.secrets,
-                s.response_redaction,
-                s.mcp_tools,
-                s.mcp_resources,
-                s.mcp_prompts,
-                !s.limits.rpm.is_keep(),
-                s.limits.rpm.value(),
-                !s.limits.tpm.is_keep(),
-                s.limits.tpm.value(),
-                !s.limits.budget.is_keep(),
-                s.limits.budget.value().map(|b| b.tokens as i64),
-                s.limits.budget.value().map(|b| b.period.as_str()),
+                p.region,
+                p.pii,
+                p.secrets,
+                p.response_redaction,
+                tools,
+                resources,
+                prompts,
+                p.limits.rpm,
+                p.limits.tpm,
+                tokens,
+                period,
             ],
         )?;
         if n == 0 {
@@ -192,65 +133,51 @@ impl Store {
     /// Insert a key (its hash and display prefix; the key itself is never stored).
     pub fn insert_key(&self, k: &Key) -> Result<()> {
         self.org(&k.org_id)?;
+        let p = &k.policy;
+        let [tools, resources, prompts] = key_lists_text(&p.mcp);
+        let (tokens, period) = budget_columns(&p.limits);
         self.conn.execute(
             "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at,
                secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens,
                budget_period)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            params![k.id, k.org_id, k.name, k.prefix, k.hash, k.pii, k.region, k.rpm, k.expires_at, k.created_at,
-                k.secrets, k.response_redaction, k.mcp_tools, k.mcp_resources, k.mcp_prompts, k.tpm,
-                k.budget_tokens.map(|b| b as i64), k.budget_period],
+            params![k.id, k.org_id, k.name, k.prefix, k.hash, p.pii, p.region, p.limits.rpm, k.expires_at,
+                k.created_at, p.secrets, p.response_redaction, tools, resources, prompts, p.limits.tpm,
+                tokens, period],
         )?;
         Ok(())
     }
 
     /// Keys, optionally of one org, oldest first.
     pub fn keys(&self, org: Option<&str>) -> Result<Vec<Key>> {
-        let mut st = self.conn.prepare(
-            "SELECT id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, last_used_at,
-               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens,
-               budget_period
-             FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id",
-        )?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {KEY_COLS} FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id"
+        ))?;
         let rows = st.query_map([org], key_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Change a key's settings (those given).
-    pub fn update_key(&self, id: &str, c: &KeyChanges) -> Result<Key> {
-        // A cleared list goes back to NULL (inherit); a kept one stays.
-        let (t_set, t) = (!c.mcp_tools.is_keep(), c.mcp_tools.value());
-        let (r_set, r) = (!c.mcp_resources.is_keep(), c.mcp_resources.value());
-        let (p_set, pr) = (!c.mcp_prompts.is_keep(), c.mcp_prompts.value());
+    /// Replace a key's policy (its region is set when it is made).
+    pub fn set_key_policy(&self, id: &str, p: &KeyPolicy) -> Result<Key> {
+        let [tools, resources, prompts] = key_lists_text(&p.mcp);
+        let (tokens, period) = budget_columns(&p.limits);
         let n = self.conn.execute(
-            "UPDATE api_keys SET pii = COALESCE(?2, pii), secrets = COALESCE(?3, secrets),
-               response_redaction = COALESCE(?4, response_redaction),
-               mcp_tools = CASE WHEN ?5 THEN ?6 ELSE mcp_tools END,
-               mcp_resources = CASE WHEN ?7 THEN ?8 ELSE mcp_resources END,
-               mcp_prompts = CASE WHEN ?9 THEN ?10 ELSE mcp_prompts END,
-               rpm = CASE WHEN ?11 THEN ?12 ELSE rpm END,
-               tpm = CASE WHEN ?13 THEN ?14 ELSE tpm END,
-               budget_tokens = CASE WHEN ?15 THEN ?16 ELSE budget_tokens END,
-               budget_period = CASE WHEN ?15 THEN ?17 ELSE budget_period END
+            "UPDATE api_keys SET pii = ?2, secrets = ?3, response_redaction = ?4,
+               mcp_tools = ?5, mcp_resources = ?6, mcp_prompts = ?7, rpm = ?8, tpm = ?9,
+               budget_tokens = ?10, budget_period = ?11
              WHERE id = ?1",
             params![
                 id,
-                c.pii,
-                c.secrets,
-                c.response_redaction,
-                t_set,
-                t,
-                r_set,
-                r,
-                p_set,
-                pr,
-                !c.limits.rpm.is_keep(),
-                c.limits.rpm.value(),
-                !c.limits.tpm.is_keep(),
-                c.limits.tpm.value(),
-                !c.limits.budget.is_keep(),
-                c.limits.budget.value().map(|b| b.tokens as i64),
-                c.limits.budget.value().map(|b| b.period.as_str()),
+                p.pii,
+                p.secrets,
+                p.response_redaction,
+                tools,
+                resources,
+                prompts,
+                p.limits.rpm,
+                p.limits.tpm,
+                tokens,
+                period,
             ],
         )?;
         if n == 0 {
@@ -259,9 +186,18 @@ impl Store {
                 id: id.to_string(),
             });
         }
-        self.keys(None)?
-            .into_iter()
-            .find(|k| k.id == id)
+        self.key(id)
+    }
+
+    /// One key.
+    pub fn key(&self, id: &str) -> Result<Key> {
+        self.conn
+            .query_row(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"),
+                [id],
+                key_row,
+            )
+            .optional()?
             .ok_or_else(|| Error::NotFound {
                 what: "key",
                 id: id.to_string(),
@@ -363,46 +299,109 @@ pub(super) const ORG_COLS: &str =
     "id, name, region, pii, created_at, secrets, response_redaction, \
     mcp_tools, mcp_resources, mcp_prompts, rpm, tpm, budget_tokens, budget_period";
 
+const KEY_COLS: &str =
+    "id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, \
+    last_used_at, secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, \
+    budget_tokens, budget_period";
+
 pub(super) fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
-    Ok(Org {
-        id: r.get(0)?,
-        name: r.get(1)?,
+    let id: String = r.get(0)?;
+    let list = |i| Ok::<_, rusqlite::Error>(stored_list(&id, &r.get::<_, String>(i)?));
+    let policy = OrgPolicy {
         region: r.get(2)?,
         pii: r.get(3)?,
-        created_at: r.get(4)?,
         secrets: r.get(5)?,
         response_redaction: r.get(6)?,
-        mcp_tools: r.get(7)?,
-        mcp_resources: r.get(8)?,
-        mcp_prompts: r.get(9)?,
-        rpm: r.get(10)?,
-        tpm: r.get(11)?,
-        budget_tokens: r.get::<_, Option<i64>>(12)?.map(|b| b as u64),
-        budget_period: r.get(13)?,
+        mcp: Mcp {
+            tools: list(7)?,
+            resources: list(8)?,
+            prompts: list(9)?,
+        },
+        limits: stored_limits(r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?),
+    };
+    Ok(Org {
+        name: r.get(1)?,
+        policy,
+        created_at: r.get(4)?,
+        id,
     })
 }
 
 pub(super) fn key_row(r: &rusqlite::Row) -> rusqlite::Result<Key> {
+    let id: String = r.get(0)?;
+    // A key's list is its own (NULL: the org's); one that does not read allows nothing rather
+    // than falling back to the org's.
+    let list =
+        |i| Ok::<_, rusqlite::Error>(r.get::<_, Option<String>>(i)?.map(|t| stored_list(&id, &t)));
+    let policy = KeyPolicy {
+        region: r.get(6)?,
+        pii: r.get(5)?,
+        secrets: r.get(12)?,
+        response_redaction: r.get(13)?,
+        mcp: Mcp {
+            tools: list(14)?,
+            resources: list(15)?,
+            prompts: list(16)?,
+        },
+        limits: stored_limits(r.get(7)?, r.get(17)?, r.get(18)?, r.get(19)?),
+    };
     Ok(Key {
-        id: r.get(0)?,
         org_id: r.get(1)?,
         name: r.get(2)?,
         prefix: r.get(3)?,
         hash: r.get(4)?,
-        pii: r.get(5)?,
-        region: r.get(6)?,
-        rpm: r.get(7)?,
+        policy,
         expires_at: r.get(8)?,
         revoked_at: r.get(9)?,
         created_at: r.get(10)?,
         last_used_at: r.get(11)?,
-        secrets: r.get(12)?,
-        response_redaction: r.get(13)?,
-        mcp_tools: r.get(14)?,
-        mcp_resources: r.get(15)?,
-        mcp_prompts: r.get(16)?,
-        tpm: r.get(17)?,
-        budget_tokens: r.get::<_, Option<i64>>(18)?.map(|b| b as u64),
-        budget_period: r.get(19)?,
+        id,
     })
+}
+
+/// A stored MCP allow-list. Only parsed lists are written, so one that does not parse was
+/// edited by hand: it allows nothing (fail closed), and says so.
+fn stored_list(row: &str, text: &str) -> AllowList {
+    AllowList::parse(text).unwrap_or_else(|e| {
+        tracing::error!(id = %row, error = %e, "unreadable MCP allow-list; nothing allowed");
+        AllowList::default()
+    })
+}
+
+/// Stored limits. The schema allows the periods `day` and `month` only; anything else fails
+/// closed to the shorter period.
+fn stored_limits(
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    tokens: Option<i64>,
+    period: Option<String>,
+) -> Limits {
+    Limits {
+        rpm,
+        tpm,
+        budget: tokens.zip(period).map(|(t, p)| Budget {
+            tokens: t.max(0) as u64,
+            period: p.parse().unwrap_or(Period::Day),
+        }),
+    }
+}
+
+fn budget_columns(l: &Limits) -> (Option<i64>, Option<&'static str>) {
+    (
+        l.budget
+            .map(|b| i64::try_from(b.tokens).unwrap_or(i64::MAX)),
+        l.budget.map(|b| b.period.as_str()),
+    )
+}
+
+fn lists_text(m: &Mcp<AllowList>) -> (String, String, String) {
+    (
+        m.tools.to_string(),
+        m.resources.to_string(),
+        m.prompts.to_string(),
+    )
+}
+
+fn key_lists_text(m: &Mcp<Option<AllowList>>) -> [Option<String>; 3] {
+    [&m.tools, &m.resources, &m.prompts].map(|l| l.as_ref().map(|l| l.to_string()))
 }

@@ -191,7 +191,7 @@ mod tests {
     fn models_past_the_cap_count_as_other_sums_saturate_and_old_rows_go() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("t.db")).unwrap();
-        let org = s.insert_org("acme", &OrgSettings::default()).unwrap().id;
+        let org = s.insert_org("acme", &OrgPolicy::default()).unwrap().id;
         let hour = 1_796_580_000;
         let rows: Vec<UsageAdd> = (0..MAX_MODELS_PER_HOUR + 5)
             .map(|i| row(&org, &format!("m{i}"), hour, 1))
@@ -227,7 +227,7 @@ mod tests {
     fn the_newest_rows_are_kept_when_there_are_too_many() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("t.db")).unwrap();
-        let org = s.insert_org("acme", &OrgSettings::default()).unwrap().id;
+        let org = s.insert_org("acme", &OrgPolicy::default()).unwrap().id;
         for h in 0..5 {
             s.add_usage(&[row(&org, "m", 1_796_580_000 + h * 3_600, 1)])
                 .unwrap();

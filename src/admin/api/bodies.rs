@@ -145,6 +145,7 @@ pub(super) struct NewOrg {
     pub(super) mcp_prompts: Option<String>,
 }
 
+/// Changes to an org (and, with a name, a new org's settings: [`NewOrg`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OrgPatch {
@@ -172,6 +173,49 @@ pub(super) struct OrgPatch {
     pub(super) mcp_prompts: Option<String>,
 }
 
+impl NewOrg {
+    /// Its name, and its settings as changes to the defaults.
+    pub(super) fn split(self) -> (String, OrgPatch) {
+        let patch = OrgPatch {
+            rpm: self.rpm,
+            tpm: self.tpm,
+            budget_tokens: self.budget_tokens,
+            budget_period: self.budget_period,
+            region: self.region,
+            pii: self.pii,
+            secrets: self.secrets,
+            response_redaction: self.response_redaction,
+            mcp_tools: self.mcp_tools,
+            mcp_resources: self.mcp_resources,
+            mcp_prompts: self.mcp_prompts,
+        };
+        (self.name, patch)
+    }
+}
+
+impl OrgPatch {
+    /// The change it asks for; errors name the field, never quote the value.
+    pub(super) fn parse(&self) -> Result<policy::OrgPatch, ApiError> {
+        Ok(policy::OrgPatch {
+            region: region(self.region.as_deref())?,
+            pii: setting("pii", self.pii.as_deref())?,
+            secrets: setting("secrets", self.secrets.as_deref())?,
+            response_redaction: setting("response_redaction", self.response_redaction.as_deref())?,
+            mcp: McpLists::parse([
+                ("mcp_tools", self.mcp_tools.as_deref()),
+                ("mcp_resources", self.mcp_resources.as_deref()),
+                ("mcp_prompts", self.mcp_prompts.as_deref()),
+            ])?,
+            limits: LimitsPatch::parse(
+                self.rpm,
+                self.tpm,
+                self.budget_tokens,
+                self.budget_period.as_deref(),
+            )?,
+        })
+    }
+}
+
 /// Changes to a key; a list `"inherit"` goes back to the org's.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +240,29 @@ pub(super) struct KeyPatch {
     pub(super) mcp_resources: Option<String>,
     #[serde(default, deserialize_with = "present")]
     pub(super) mcp_prompts: Option<String>,
+}
+
+impl KeyPatch {
+    /// The change it asks for; errors name the field, never quote the value.
+    pub(super) fn parse(&self) -> Result<policy::KeyPatch, ApiError> {
+        let opt = |field: &str, v: Option<&str>| v.map(|x| key_setting(field, Some(x))).transpose();
+        Ok(policy::KeyPatch {
+            pii: opt("pii", self.pii.as_deref())?,
+            secrets: opt("secrets", self.secrets.as_deref())?,
+            response_redaction: opt("response_redaction", self.response_redaction.as_deref())?,
+            mcp: McpPatch::parse([
+                ("mcp_tools", self.mcp_tools.as_deref()),
+                ("mcp_resources", self.mcp_resources.as_deref()),
+                ("mcp_prompts", self.mcp_prompts.as_deref()),
+            ])?,
+            limits: LimitsPatch::parse(
+                self.rpm,
+                self.tpm,
+                self.budget_tokens,
+                self.budget_period.as_deref(),
+            )?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -237,6 +304,39 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
+}
+
+impl NewKey {
+    /// The key it asks for, of org `org_id`: a setting or list not given inherits the org's.
+    pub(super) fn spec(self, org_id: &str) -> Result<crate::admin::KeySpec, ApiError> {
+        let limits = LimitsPatch::parse(
+            self.rpm,
+            self.tpm,
+            self.budget_tokens,
+            self.budget_period.as_deref(),
+        )?;
+        Ok(crate::admin::KeySpec {
+            org_id: org_id.to_string(),
+            // Checked in this order: the first refused field is the one named.
+            policy: policy::KeyPolicy {
+                pii: key_setting("pii", self.pii.as_deref())?,
+                secrets: key_setting("secrets", self.secrets.as_deref())?,
+                response_redaction: key_setting(
+                    "response_redaction",
+                    self.response_redaction.as_deref(),
+                )?,
+                mcp: McpLists::parse([
+                    ("mcp_tools", self.mcp_tools.as_deref()),
+                    ("mcp_resources", self.mcp_resources.as_deref()),
+                    ("mcp_prompts", self.mcp_prompts.as_deref()),
+                ])?,
+                region: region(self.region.as_deref())?,
+                limits: limits.apply(crate::limits::Limits::default()),
+            },
+            name: self.name,
+            expires: self.expires_at,
+        })
+    }
 }
 
 pub(super) fn default_key_name() -> String {

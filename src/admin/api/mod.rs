@@ -18,6 +18,7 @@ use super::session::{Directory, Principal, Sessions, Throttle};
 use super::users::{self, Role};
 use super::{Error, KeySetting, LimitsPatch, McpLists, McpPatch, Patch, Setting};
 use crate::audit::{self, Record};
+use crate::policy;
 use crate::residency::Region;
 use crate::store::{self, Store};
 use crate::vault::Keyring;

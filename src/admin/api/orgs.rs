@@ -19,19 +19,10 @@ impl Api {
     }
 
     pub(super) fn create_org(&self, store: &Store, c: &Caller) -> ApiResult {
-        let b: NewOrg = body(c.req)?;
+        let (name, settings) = body::<NewOrg>(c.req)?.split();
         let spec = crate::admin::OrgSpec {
-            name: b.name,
-            region: region(b.region.as_deref())?,
-            pii: setting("pii", b.pii.as_deref())?,
-            secrets: setting("secrets", b.secrets.as_deref())?,
-            response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
-            mcp: McpLists::parse([
-                ("mcp_tools", b.mcp_tools.as_deref()),
-                ("mcp_resources", b.mcp_resources.as_deref()),
-                ("mcp_prompts", b.mcp_prompts.as_deref()),
-            ])?,
-            limits: LimitsPatch::parse(b.rpm, b.tpm, b.budget_tokens, b.budget_period.as_deref())?,
+            name,
+            settings: settings.parse()?,
         };
         let org = crate::admin::create_org_as(
             store,
@@ -49,19 +40,7 @@ impl Api {
     }
 
     pub(super) fn update_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
-        let b: OrgPatch = body(c.req)?;
-        let change = crate::admin::OrgChange {
-            region: region(b.region.as_deref())?,
-            pii: setting("pii", b.pii.as_deref())?,
-            secrets: setting("secrets", b.secrets.as_deref())?,
-            response_redaction: setting("response_redaction", b.response_redaction.as_deref())?,
-            mcp: McpLists::parse([
-                ("mcp_tools", b.mcp_tools.as_deref()),
-                ("mcp_resources", b.mcp_resources.as_deref()),
-                ("mcp_prompts", b.mcp_prompts.as_deref()),
-            ])?,
-            limits: LimitsPatch::parse(b.rpm, b.tpm, b.budget_tokens, b.budget_period.as_deref())?,
-        };
+        let change = body::<OrgPatch>(c.req)?.parse()?;
         let org = crate::admin::update_org_as(store, &self.ring, &c.actor(), id, &change)?;
         Ok((200, to_value(&org)))
     }

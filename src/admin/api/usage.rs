@@ -116,12 +116,12 @@ impl Api {
                 .fold(0u64, |a, (_, n)| a.saturating_add(*n));
             Ok((start, n))
         };
-        let mut budget = |tokens: Option<u64>, period: &Option<String>, key: Option<&str>| {
-            let (Some(tokens), Some(period)) = (tokens, period) else {
+        let mut budget = |b: Option<crate::limits::Budget>, key: Option<&str>| {
+            let Some(b) = b else {
                 return Ok::<_, ApiError>(Value::Null);
             };
-            let (start, n) = used(period, key)?;
-            Ok(json!({"tokens": tokens, "period": period,
+            let (start, n) = used(b.period.as_str(), key)?;
+            Ok(json!({"tokens": b.tokens, "period": b.period,
                       "period_start": store::utc_text(
                           time::OffsetDateTime::from_unix_timestamp(start)
                               .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
@@ -129,12 +129,12 @@ impl Api {
         };
         let mut keys = Vec::new();
         for k in store.keys(Some(&org_id))? {
-            let b = budget(k.budget_tokens, &k.budget_period, Some(&k.id))?;
+            let b = budget(k.policy.limits.budget, Some(&k.id))?;
             if !b.is_null() {
                 keys.push(json!({"key_id": k.id, "name": k.name, "budget": b}));
             }
         }
-        let org_budget = budget(org.budget_tokens, &org.budget_period, None)?;
+        let org_budget = budget(org.policy.limits.budget, None)?;
         Ok((
             200,
             json!({

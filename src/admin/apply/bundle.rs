@@ -253,19 +253,22 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
         )
         .map_err(Error::from)
         .map_err(|e| Error::Invalid(format!("{at}: {e}")))?;
+        // Every setting the bundle leaves out takes its default, except the region (kept).
         let spec = OrgSpec {
             name: o.name.clone(),
-            region: region(&at, o.region.as_deref())?,
-            pii: Some(setting("pii", o.pii.as_deref(), pii_default)?),
-            secrets: Some(setting("secrets", o.secrets.as_deref(), Setting::On)?),
-            response_redaction: Some(setting(
-                "response_redaction",
-                o.response_redaction.as_deref(),
-                Setting::Off,
-            )?),
-            mcp: lists(&o.mcp_tools, &o.mcp_resources, &o.mcp_prompts)
-                .map_err(|e| Error::Invalid(format!("{at}: {e}")))?,
-            limits,
+            settings: OrgPatch {
+                region: region(&at, o.region.as_deref())?,
+                pii: Some(setting("pii", o.pii.as_deref(), pii_default)?),
+                secrets: Some(setting("secrets", o.secrets.as_deref(), Setting::On)?),
+                response_redaction: Some(setting(
+                    "response_redaction",
+                    o.response_redaction.as_deref(),
+                    Setting::Off,
+                )?),
+                mcp: lists(&o.mcp_tools, &o.mcp_resources, &o.mcp_prompts)
+                    .map_err(|e| Error::Invalid(format!("{at}: {e}")))?,
+                limits,
+            },
         };
         let mut keys = Vec::new();
         for (ki, k) in o.keys.iter().enumerate() {
@@ -297,21 +300,21 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
                 spec: KeySpec {
                     org_id: String::new(),
                     name: k.name.clone(),
-                    pii: key_setting("pii", k.pii.as_deref())?,
-                    secrets: key_setting("secrets", k.secrets.as_deref())?,
-                    response_redaction: key_setting(
-                        "response_redaction",
-                        k.response_redaction.as_deref(),
-                    )?,
-                    mcp: McpLists {
-                        tools: list(&k.mcp_tools, "mcp_tools")?,
-                        resources: list(&k.mcp_resources, "mcp_resources")?,
-                        prompts: list(&k.mcp_prompts, "mcp_prompts")?,
+                    policy: KeyPolicy {
+                        region: region(&at, k.region.as_deref())?,
+                        pii: key_setting("pii", k.pii.as_deref())?,
+                        secrets: key_setting("secrets", k.secrets.as_deref())?,
+                        response_redaction: key_setting(
+                            "response_redaction",
+                            k.response_redaction.as_deref(),
+                        )?,
+                        mcp: McpLists {
+                            tools: list(&k.mcp_tools, "mcp_tools")?,
+                            resources: list(&k.mcp_resources, "mcp_resources")?,
+                            prompts: list(&k.mcp_prompts, "mcp_prompts")?,
+                        },
+                        limits: l.apply(crate::limits::Limits::default()),
                     },
-                    region: region(&at, k.region.as_deref())?,
-                    rpm: l.rpm.value().copied(),
-                    tpm: l.tpm.value().copied(),
-                    budget: l.budget.value().copied(),
                     expires: k.expires_at.clone(),
                 },
                 hash: h,

@@ -7,8 +7,8 @@
 //! with one audit record per change (`"via": "apply"`).
 
 use super::{
-    audit, import_key, mcp_list, update_key, update_org, Actor, Error, KeySetting, KeySpec,
-    LimitsPatch, McpLists, OrgChange, OrgSpec, Patch, Result, Setting,
+    audit, import_key, mcp_list, update_key, update_org, Actor, Error, KeyPatch, KeyPolicy,
+    KeySetting, KeySpec, LimitsPatch, McpLists, OrgPatch, OrgSpec, Patch, Result, Setting,
 };
 use crate::residency::Region;
 use crate::store::{self, Managed, Store};
