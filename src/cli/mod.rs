@@ -36,6 +36,7 @@ mod dev;
 mod health;
 mod keys;
 mod orgs;
+mod policy_args;
 mod serve;
 mod tools;
 mod users;
@@ -47,6 +48,7 @@ use dev::*;
 use health::*;
 use keys::*;
 use orgs::*;
+use policy_args::*;
 use serve::*;
 use tools::*;
 use users::*;
@@ -329,211 +331,6 @@ enum KeysCmd {
     },
     /// Revoke a key; a running `serve` refuses it within a second.
     Revoke { key_id: String },
-}
-
-/// An org's settings: on `orgs create` what is not given takes its default, on `orgs update`
-/// it is kept.
-#[derive(Args, Debug, Default)]
-struct OrgArgs {
-    /// Default data region for the org's requests.
-    #[arg(long, value_parser = parse_region)]
-    region: Option<Region>,
-    /// PII redaction for the org's requests (a new org's default: `[pii] default` in the
-    /// config).
-    #[arg(long, value_enum)]
-    pii: Option<Setting>,
-    /// Secret detection (API keys, tokens, private keys) in the org's traffic (default on).
-    #[arg(long, value_enum)]
-    secrets: Option<Setting>,
-    /// Redaction of what comes back (responses and streams; default off).
-    #[arg(long, value_enum)]
-    response_redaction: Option<Setting>,
-    #[command(flatten)]
-    mcp: McpArgs,
-    /// Limits of all the org's keys together.
-    #[command(flatten)]
-    limits: LimitArgs,
-}
-
-impl OrgArgs {
-    fn patch(&self) -> Result<admin::OrgPatch, String> {
-        Ok(admin::OrgPatch {
-            region: self.region,
-            pii: self.pii,
-            secrets: self.secrets,
-            response_redaction: self.response_redaction,
-            mcp: self.mcp.lists()?,
-            limits: self.limits.change()?,
-        })
-    }
-}
-
-/// Changes to a key (`orgs keys update`): what is not given is kept.
-#[derive(Args, Debug, Default)]
-struct KeyChangeArgs {
-    #[arg(long, value_enum)]
-    pii: Option<KeySetting>,
-    #[arg(long, value_enum)]
-    secrets: Option<KeySetting>,
-    #[arg(long, value_enum)]
-    response_redaction: Option<KeySetting>,
-    /// MCP tools the key may call (`server:tool,server:*`), or `inherit` (the org's).
-    #[arg(long)]
-    mcp_tools: Option<String>,
-    /// MCP resources the key may read (`server:uri`, a trailing `*` for a prefix), or
-    /// `inherit`.
-    #[arg(long)]
-    mcp_resources: Option<String>,
-    /// MCP prompts the key may get (`server:prompt`), or `inherit`.
-    #[arg(long)]
-    mcp_prompts: Option<String>,
-    #[command(flatten)]
-    limits: LimitArgs,
-}
-
-impl KeyChangeArgs {
-    fn patch(&self) -> Result<admin::KeyPatch, String> {
-        Ok(admin::KeyPatch {
-            pii: self.pii,
-            secrets: self.secrets,
-            response_redaction: self.response_redaction,
-            mcp: admin::McpPatch::parse([
-                ("--mcp-tools", self.mcp_tools.as_deref()),
-                ("--mcp-resources", self.mcp_resources.as_deref()),
-                ("--mcp-prompts", self.mcp_prompts.as_deref()),
-            ])
-            .map_err(|e| phrase(admin::Error::from(e)))?,
-            limits: self.limits.change()?,
-        })
-    }
-}
-
-/// Rate limits and token budgets (429 `rate_limited` or `budget_exceeded` past them). With
-/// `[fleet] redis_url` they hold for every sidecar together. On update, `none` removes one.
-#[derive(Args, Debug, Default)]
-struct LimitArgs {
-    /// Requests per minute (sliding window).
-    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
-    rpm: Option<Limit>,
-    /// Tokens (input and output) per minute.
-    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
-    tpm: Option<Limit>,
-    /// Tokens (input and output) per --budget-period.
-    #[arg(long, value_parser = parse_limit, value_name = "N|none")]
-    budget_tokens: Option<Limit>,
-    /// The budget's period, UTC calendar days or months (default month).
-    #[arg(long, value_parser = ["day", "month"], requires = "budget_tokens")]
-    budget_period: Option<String>,
-}
-
-/// A limit given on the command line: a number, or `none` (no limit).
-#[derive(Debug, Clone, Copy)]
-struct Limit(Option<u64>);
-
-fn parse_limit(s: &str) -> Result<Limit, String> {
-    if s == "none" {
-        return Ok(Limit(None));
-    }
-    match s.parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(Limit(Some(n))),
-        _ => Err("a limit is a whole number, at least 1, or `none`".into()),
-    }
-}
-
-impl LimitArgs {
-    fn change(&self) -> Result<admin::LimitsPatch, String> {
-        let given =
-            |l: Option<Limit>| l.map_or(admin::Patch::Keep, |Limit(v)| admin::Patch::replace(v));
-        admin::LimitsPatch::parse(
-            given(self.rpm),
-            given(self.tpm),
-            given(self.budget_tokens),
-            self.budget_period.as_deref(),
-        )
-        .map_err(|e| phrase(admin::Error::from(e)))
-    }
-}
-
-/// MCP allow-lists (`server:name,...`; `*` for any server or name, a trailing `*` for a
-/// prefix). None allowed unless given here or (for keys) inherited from the org.
-#[derive(Args, Debug, Default)]
-struct McpArgs {
-    /// MCP tools (`tools/call`), e.g. `github:create_issue,search:*`.
-    #[arg(long)]
-    mcp_tools: Option<String>,
-    /// MCP resources (`resources/read`) by URI, e.g. `docs:file:///srv/docs/*`.
-    #[arg(long)]
-    mcp_resources: Option<String>,
-    /// MCP prompts (`prompts/get`).
-    #[arg(long)]
-    mcp_prompts: Option<String>,
-}
-
-impl McpArgs {
-    /// The lists given (for an org, or a new key).
-    fn lists(&self) -> Result<admin::McpLists, String> {
-        admin::McpLists::parse(self.named()).map_err(|e| phrase(admin::Error::from(e)))
-    }
-
-    fn named(&self) -> [(&'static str, Option<&str>); 3] {
-        [
-            ("--mcp-tools", self.mcp_tools.as_deref()),
-            ("--mcp-resources", self.mcp_resources.as_deref()),
-            ("--mcp-prompts", self.mcp_prompts.as_deref()),
-        ]
-    }
-}
-
-#[derive(Args, Debug)]
-struct KeyArgs {
-    /// The org the key belongs to.
-    #[arg(long, required_unless_present = "print_hash")]
-    org: Option<String>,
-    /// Make a key for a bundle (`sluice apply`): print the key, its SHA-256 hash and prefix,
-    /// and store nothing (no --org needed). Put the hash and prefix in the bundle and the key
-    /// where the app reads it.
-    #[arg(long, conflicts_with_all = ["org", "expires"])]
-    print_hash: bool,
-    #[arg(long, default_value = "default")]
-    name: String,
-    /// PII redaction for this key; `inherit` follows the org.
-    #[arg(long, value_enum, default_value = "inherit")]
-    pii: KeySetting,
-    /// Secret detection for this key; `inherit` follows the org.
-    #[arg(long, value_enum, default_value = "inherit")]
-    secrets: KeySetting,
-    /// Response redaction for this key; `inherit` follows the org.
-    #[arg(long, value_enum, default_value = "inherit")]
-    response_redaction: KeySetting,
-    /// The key's MCP allow-lists (without them it inherits the org's).
-    #[command(flatten)]
-    mcp: McpArgs,
-    /// Pin the key to a data region.
-    #[arg(long, value_parser = parse_region)]
-    region: Option<Region>,
-    /// The key's own limits (its org's apply too).
-    #[command(flatten)]
-    limits: LimitArgs,
-    /// Expiry, RFC 3339 (e.g. 2027-01-31T00:00:00Z).
-    #[arg(long)]
-    expires: Option<String>,
-}
-
-impl KeyArgs {
-    /// The new key's policy: what is not given inherits its org's.
-    fn policy(&self) -> Result<admin::KeyPolicy, String> {
-        Ok(admin::KeyPolicy {
-            region: self.region,
-            pii: self.pii,
-            secrets: self.secrets,
-            response_redaction: self.response_redaction,
-            mcp: self.mcp.lists()?,
-            limits: self
-                .limits
-                .change()?
-                .apply(crate::limits::Limits::default()),
-        })
-    }
 }
 
 #[derive(Subcommand, Debug)]
