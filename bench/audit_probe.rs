@@ -39,7 +39,7 @@ fn main() {
     }
     let store = Store::open(&path).expect("the store opens");
     let ring = Keyring::new(&Keyring::generate(), &[]).expect("a keyring");
-    let org = admin::create_org_as(
+    let org = admin::create_org(
         &store,
         &ring,
         &admin::Actor::cli(),

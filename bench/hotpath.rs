@@ -63,7 +63,7 @@ fn store_with_org() -> (tempfile::TempDir, Store, Keyring, sluice::store::Org) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("bench.db")).unwrap();
     let ring = Keyring::new(&Keyring::generate(), &[]).unwrap();
-    let org = admin::create_org_as(
+    let org = admin::create_org(
         &store,
         &ring,
         &admin::Actor::cli(),
@@ -83,10 +83,9 @@ fn auth_and_credential(c: &mut Criterion) {
     let mut last = None;
     for i in 0..200 {
         let spec = KeySpec::inheriting(&org.id, &format!("k{i}"));
-        last =
-            Some(admin::create_key_as(&store, &ring, &admin::Actor::cli(), &spec, None).unwrap());
+        last = Some(admin::create_key(&store, &ring, &admin::Actor::cli(), &spec, None).unwrap());
     }
-    admin::set_credential_as(&store, &ring, &admin::Actor::cli(), "openai", "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789abcdefghijklmnopqrstuvwxyz", None, None).unwrap();
+    admin::set_credential(&store, &ring, &admin::Actor::cli(), "openai", "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789abcdefghijklmnopqrstuvwxyz", None, None).unwrap();
     let snap = Snapshot::load(&store, &ring, None).unwrap();
     let key = last.unwrap().key;
     let authz = format!("Bearer {}", key.as_str());
@@ -206,7 +205,7 @@ fn login(c: &mut Criterion) {
     use admin::users::{self, Attempt, NewUser, Role};
     let (_dir, store, ring, org) = store_with_org();
     let pw = "correct horse battery staple";
-    admin::create_user_as(
+    admin::create_user(
         &store,
         &ring,
         &admin::Actor::cli(),

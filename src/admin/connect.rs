@@ -3,9 +3,9 @@
 //! revoking a connected credential's tokens (RFC 7009) when it is deleted or connected again.
 //!
 //! A connect is two steps. [`prepare`] discovers the servers and registers a client (network,
-//! no store), then [`start_as`] records the flow: the `state` as its SHA-256 only, the PKCE
+//! no store), then [`start`] records the flow: the `state` as its SHA-256 only, the PKCE
 //! verifier and any client secret sealed, who started it, and an expiry 10 minutes out. The
-//! browser comes back to the callback with `code` and `state`; [`complete_as`] uses the flow
+//! browser comes back to the callback with `code` and `state`; [`complete`] uses the flow
 //! once (unknown, used, expired, another operator's or another credential's: refused, nothing
 //! stored), checks RFC 9207's `iss`, exchanges the code with the verifier, and stores the tokens
 //! sealed as `set-oauth` does. Every outcome has an audit record; none holds a token, code,
@@ -306,7 +306,7 @@ pub fn record_start_failure(store: &Store, ring: &Keyring, actor: &Actor, name: 
 }
 
 /// Record a prepared connect (`credential.connect_start`) and make its authorization URL.
-pub fn start_as(store: &Store, ring: &Keyring, actor: &Actor, p: Prepared) -> Result<Started> {
+pub fn start(store: &Store, ring: &Keyring, actor: &Actor, p: Prepared) -> Result<Started> {
     let state = authcode::random_token();
     let verifier = authcode::random_token();
     let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -452,7 +452,7 @@ pub fn pasted_query(pasted: &str, redirect_uri: Option<&str>) -> Result<String> 
 /// store (the exchange runs between two uses, without it). The record names the flow's
 /// starter as actor and `request` (who completed it: the browser's callback or an operator)
 /// in its details.
-pub fn complete_as<S: std::ops::Deref<Target = Store>>(
+pub fn complete<S: std::ops::Deref<Target = Store>>(
     lock: impl Fn() -> S,
     ring: &Keyring,
     tls: &crate::config::Tls,
@@ -788,7 +788,7 @@ pub enum Revoked {
     Revoked,
     /// The server could not be reached or refused (logged; the local change still happens).
     Failed,
-    /// Not revoked: a reconnect with the same client at the same server (see [`complete_as`]).
+    /// Not revoked: a reconnect with the same client at the same server (see [`complete`]).
     Kept,
 }
 

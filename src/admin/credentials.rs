@@ -112,7 +112,7 @@ pub(super) fn view(c: store::Credential, current_fp: Option<&str>) -> Credential
 }
 
 /// Store (or replace) a credential, sealed under the current master key and bound to its row.
-pub(crate) fn set_credential(
+pub(super) fn set(
     store: &Store,
     ring: &Keyring,
     name: &str,
@@ -180,7 +180,7 @@ pub fn check_oauth(s: &oauth::Settings) -> Result<()> {
 /// token) sealed like any secret. `first` is a token already obtained with it (stored in the
 /// same statement, with the rotated refresh token in `secret` already); without one, the
 /// running `serve` obtains it within a second.
-pub(crate) fn set_oauth_credential(
+pub(super) fn set_oauth(
     store: &Store,
     ring: &Keyring,
     name: &str,
@@ -260,7 +260,7 @@ pub fn list_credentials(store: &Store, current_fp: Option<&str>) -> Result<Vec<C
 }
 
 /// Delete a credential; requests to upstreams that use it are refused from then on.
-pub(crate) fn delete_credential(store: &Store, name: &str) -> Result<()> {
+pub(super) fn delete(store: &Store, name: &str) -> Result<()> {
     Ok(store.delete_credential(name)?)
 }
 
@@ -279,7 +279,7 @@ pub struct Rotation {
 /// Re-seal every credential, org data key and TOTP seed under the current master key. Run it inside
 /// [`Store::atomically`] (as [`audited`] does): either all are re-sealed or none is (e.g. when
 /// one was sealed by a key in neither `SLUICE_SECRETS_KEY` nor `SLUICE_SECRETS_KEY_OLD`).
-pub(crate) fn rotate(store: &Store, ring: &Keyring) -> Result<Rotation> {
+pub(super) fn reseal(store: &Store, ring: &Keyring) -> Result<Rotation> {
     let rotated = store
         .reseal_credentials(|c| {
             let aad = vault::aad("credentials", &c.id, &c.name);

@@ -12,7 +12,7 @@ pub struct DevSetup {
 
 /// First-run setup for `serve --dev`: a `default` org with one key when the store has no org,
 /// and `openai_key` stored under each of `credential_names` whose stored value differs.
-pub(crate) fn dev_bootstrap(
+pub(super) fn bootstrap(
     store: &Store,
     ring: &Keyring,
     credential_names: &[String],
@@ -20,7 +20,7 @@ pub(crate) fn dev_bootstrap(
     pii_default: Setting,
 ) -> Result<DevSetup> {
     let created = if store.orgs()?.is_empty() {
-        let org = create_org(
+        let org = orgs::create(
             store,
             &OrgSpec {
                 name: "default".into(),
@@ -28,7 +28,7 @@ pub(crate) fn dev_bootstrap(
             },
             pii_default,
         )?;
-        let key = create_key(store, &KeySpec::inheriting(&org.id, "dev"))?;
+        let key = keys::create(store, &KeySpec::inheriting(&org.id, "dev"))?;
         Some((org, key))
     } else {
         None
@@ -43,7 +43,7 @@ pub(crate) fn dev_bootstrap(
                     .is_ok_and(|p| p.as_slice() == secret.as_bytes())
             });
             if !same {
-                set_credential(store, ring, name, &secret, None)?;
+                credentials::set(store, ring, name, &secret, None)?;
                 credentials_set.push(name.clone());
             }
         }

@@ -37,7 +37,7 @@ fn details_of(name: &str, prefix: &str, p: &KeyPolicy) -> serde_json::Value {
 }
 
 /// Change a key's settings with its `key.update` audit record, in one transaction.
-pub fn update_key_as(
+pub fn update_key(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -51,13 +51,13 @@ pub fn update_key_as(
         store,
         ring,
         rec,
-        |s| update_key(s, id, change),
+        |s| update(s, id, change),
         |k, r| r.details = key_details(k),
     )
 }
 
-/// Change a key's settings (no audit record: see [`update_key_as`]).
-pub(crate) fn update_key(store: &Store, id: &str, change: &KeyPatch) -> Result<store::Key> {
+/// Change a key's settings (no audit record: see [`update_key`]).
+pub(super) fn update(store: &Store, id: &str, change: &KeyPatch) -> Result<store::Key> {
     if change.is_empty() {
         return Err(Error::Invalid("nothing to change".into()));
     }
@@ -67,7 +67,7 @@ pub(crate) fn update_key(store: &Store, id: &str, change: &KeyPatch) -> Result<s
 }
 
 /// Create a key with its `key.create` audit record, in one transaction.
-pub fn create_key_as(
+pub fn create_key(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -78,7 +78,7 @@ pub fn create_key_as(
         store,
         ring,
         actor.record("key.create", Some(&spec.org_id)),
-        |s| create_key(s, spec),
+        |s| create(s, spec),
         |k, r| {
             r.target_id = Some(k.id.clone());
             r.details = details_of(&k.name, &k.prefix, &spec.policy);
@@ -112,7 +112,7 @@ pub(crate) fn expose<S: serde::Serializer>(
 }
 
 /// Create a key; the returned secret is shown once and stored only as its SHA-256 hash.
-pub(crate) fn create_key(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
+pub(super) fn create(store: &Store, spec: &KeySpec) -> Result<CreatedKey> {
     let expires = check_key_spec(spec)?;
     let new = auth::generate();
     let row = key_row(spec, store::new_id(), &new.prefix, &new.hash, expires);
@@ -209,6 +209,6 @@ impl KeyView {
 }
 
 /// Revoke a key. A running `serve` refuses it within a second.
-pub(crate) fn revoke_key(store: &Store, id: &str) -> Result<()> {
+pub(super) fn revoke(store: &Store, id: &str) -> Result<()> {
     Ok(store.revoke_key(id)?)
 }

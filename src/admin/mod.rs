@@ -1,7 +1,10 @@
-//! Administrative operations on orgs, API keys and credentials: validation, then the store and
-//! the vault. The CLI calls these (and the admin API will call the same functions), so the
-//! rules are the same whatever the entry point. Nothing here prints; errors never carry a
-//! secret.
+//! Administrative operations on orgs, API keys, people and credentials: validation, then the
+//! store and the vault. The CLI, the admin API, `bootstrap` and `serve --dev` call the same
+//! functions, so the rules are the same whatever the entry point. Each operation is one public
+//! function taking the [`Actor`], which writes its audit record in the same transaction as its
+//! change; the change alone (e.g. `orgs::create`, `keys::update`) is private to this module,
+//! for [`audited`] and for `apply`, which writes a bundle's records itself. Nothing here
+//! prints; errors never carry a secret.
 
 pub mod api;
 pub mod apply;
@@ -287,17 +290,17 @@ mod tests {
                 ..OrgPatch::default()
             },
         };
-        let org = create_org(&s, &acme, Setting::On).unwrap();
+        let org = orgs::create(&s, &acme, Setting::On).unwrap();
         assert_eq!(org.policy.pii, Setting::On);
         assert_eq!(org.policy.secrets, Setting::On);
         assert_eq!(org.policy.response_redaction, Setting::Off);
         assert!(matches!(
-            create_org(&s, &acme, Setting::On),
+            orgs::create(&s, &acme, Setting::On),
             Err(Error::Store(store::Error::Duplicate { .. }))
         ));
         let mut spec = KeySpec::inheriting(&org.id, "app");
         spec.policy.limits.rpm = Some(10);
-        let k = create_key(&s, &spec).unwrap();
+        let k = keys::create(&s, &spec).unwrap();
         assert!(auth::is_key_shaped(&k.key));
         for bad in [
             KeySpec {
@@ -327,7 +330,7 @@ mod tests {
                 ..spec.clone()
             },
         ] {
-            assert!(create_key(&s, &bad).is_err(), "{bad:?}");
+            assert!(keys::create(&s, &bad).is_err(), "{bad:?}");
         }
         let keys = list_keys(&s, Some(&org.id)).unwrap();
         assert_eq!(keys.len(), 1);
@@ -335,9 +338,9 @@ mod tests {
         let listed = serde_json::to_string(&keys[0]).unwrap();
         assert!(!listed.contains(k.key.as_str()));
         assert!(!listed.contains("hash"));
-        revoke_key(&s, &k.id).unwrap();
+        keys::revoke(&s, &k.id).unwrap();
         assert_eq!(list_keys(&s, None).unwrap()[0].status, "revoked");
-        assert!(revoke_key(&s, "nope").is_err());
+        assert!(keys::revoke(&s, "nope").is_err());
         assert!(list_keys(&s, Some("nope")).is_err());
     }
 
@@ -346,8 +349,8 @@ mod tests {
         let (_d, s) = store();
         let old_b64 = Keyring::generate();
         let old = Keyring::new(&old_b64, &[]).unwrap();
-        set_credential(&s, &old, "a", "sk-secret-a", None).unwrap();
-        set_credential(&s, &old, "b", "sk-secret-b", None).unwrap();
+        credentials::set(&s, &old, "a", "sk-secret-a", None).unwrap();
+        credentials::set(&s, &old, "b", "sk-secret-b", None).unwrap();
         // An OAuth credential with a current access token.
         let settings = oauth::Settings {
             token_url: "https://login.example.com/token".into(),
@@ -362,7 +365,7 @@ mod tests {
             expires_in: 3600,
             refresh: None,
         };
-        let v = set_oauth_credential(&s, &old, "c", &settings, "client-secret-c", Some(&token))
+        let v = credentials::set_oauth(&s, &old, "c", &settings, "client-secret-c", Some(&token))
             .unwrap();
         assert_eq!(
             (v.kind, v.oauth.as_ref()),
@@ -379,7 +382,7 @@ mod tests {
             }
             .record("org.create", None),
             |s| {
-                create_org(
+                orgs::create(
                     s,
                     &OrgSpec {
                         name: "acme".into(),
@@ -408,11 +411,11 @@ mod tests {
         // Without the old key nothing can be re-sealed, and nothing changes.
         let stranger = Keyring::new(&Keyring::generate(), &[]).unwrap();
         let before = s.credentials().unwrap();
-        assert!(s.atomically(|s| rotate(s, &stranger)).is_err());
+        assert!(s.atomically(|s| credentials::reseal(s, &stranger)).is_err());
         assert_eq!(s.credentials().unwrap(), before);
 
         let new = Keyring::new(&Keyring::generate(), &[&old_b64]).unwrap();
-        let r = s.atomically(|s| rotate(s, &new)).unwrap();
+        let r = s.atomically(|s| credentials::reseal(s, &new)).unwrap();
         assert_eq!((r.rotated, r.org_keys_rotated, r.totp_rotated), (3, 1, 1));
         let fp = Some(new.fingerprint());
         for (_, sealed) in s.org_keys().unwrap() {

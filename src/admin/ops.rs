@@ -17,7 +17,7 @@ use crate::vault::Keyring;
 // ---- people ----
 
 /// Create an account (`user.create`).
-pub fn create_user_as(
+pub fn create_user(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -55,7 +55,7 @@ fn on_user<T>(
 }
 
 /// Change an account's role in its org (`user.update`).
-pub fn set_role_as(
+pub fn set_role(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -74,7 +74,7 @@ pub fn set_role_as(
 }
 
 /// Delete an account (`user.delete`).
-pub fn delete_user_as(store: &Store, ring: &Keyring, actor: &Actor, user_id: &str) -> Result<()> {
+pub fn delete_user(store: &Store, ring: &Keyring, actor: &Actor, user_id: &str) -> Result<()> {
     on_user(
         store,
         ring,
@@ -87,7 +87,7 @@ pub fn delete_user_as(store: &Store, ring: &Keyring, actor: &Actor, user_id: &st
 }
 
 /// Set an account's password, which revokes its sessions (`user.password`).
-pub fn set_password_as(
+pub fn set_password(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -106,7 +106,7 @@ pub fn set_password_as(
 }
 
 /// Enrol (or re-enrol) TOTP for an account, with new recovery codes (`user.totp_enroll`).
-pub fn enroll_totp_as(
+pub fn enroll_totp(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -124,12 +124,7 @@ pub fn enroll_totp_as(
 }
 
 /// Revoke every session of an account (`user.revoke_sessions`).
-pub fn revoke_sessions_as(
-    store: &Store,
-    ring: &Keyring,
-    actor: &Actor,
-    user_id: &str,
-) -> Result<()> {
+pub fn revoke_sessions(store: &Store, ring: &Keyring, actor: &Actor, user_id: &str) -> Result<()> {
     on_user(
         store,
         ring,
@@ -144,7 +139,7 @@ pub fn revoke_sessions_as(
 // ---- keys ----
 
 /// Revoke an API key (`key.revoke`); the record names the key's org.
-pub fn revoke_key_as(store: &Store, ring: &Keyring, actor: &Actor, key_id: &str) -> Result<()> {
+pub fn revoke_key(store: &Store, ring: &Keyring, actor: &Actor, key_id: &str) -> Result<()> {
     let org = store
         .keys(None)?
         .into_iter()
@@ -156,7 +151,7 @@ pub fn revoke_key_as(store: &Store, ring: &Keyring, actor: &Actor, key_id: &str)
         store,
         ring,
         rec,
-        |s| super::revoke_key(s, key_id),
+        |s| super::keys::revoke(s, key_id),
         |_, _| {},
     )
 }
@@ -165,7 +160,7 @@ pub fn revoke_key_as(store: &Store, ring: &Keyring, actor: &Actor, key_id: &str)
 
 /// Store a static upstream credential (`credential.set`). `via` names an entry point that is
 /// not the plain command or call (e.g. `bootstrap`).
-pub fn set_credential_as(
+pub fn set_credential(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -180,7 +175,7 @@ pub fn set_credential_as(
         store,
         ring,
         rec,
-        |s| super::set_credential(s, ring, name, secret, expires),
+        |s| super::credentials::set(s, ring, name, secret, expires),
         |v, r| {
             r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint,
                                "expires_at": v.expires_at});
@@ -193,7 +188,7 @@ pub fn set_credential_as(
 
 /// Store an OAuth client credential, with its first token when one was obtained
 /// (`credential.set_oauth`).
-pub fn set_oauth_credential_as(
+pub fn set_oauth_credential(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -208,7 +203,7 @@ pub fn set_oauth_credential_as(
         store,
         ring,
         rec,
-        |s| super::set_oauth_credential(s, ring, name, settings, secret, first),
+        |s| super::credentials::set_oauth(s, ring, name, settings, secret, first),
         |v, r| {
             r.details = json!({"name": v.name, "key_fingerprint": v.key_fingerprint,
                                "oauth": v.oauth, "token_expires_at": v.token_expires_at});
@@ -219,7 +214,7 @@ pub fn set_oauth_credential_as(
 /// Delete an upstream credential (`credential.delete`).
 /// `tokens` says what became of a connected credential's tokens at its server (`none`,
 /// `revoked`, `failed`: see [`super::connect::revoke`], run before).
-pub fn delete_credential_as(
+pub fn delete_credential(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -232,18 +227,18 @@ pub fn delete_credential_as(
         store,
         ring,
         rec,
-        |s| super::delete_credential(s, name),
+        |s| super::credentials::delete(s, name),
         |_, r| r.details = json!({"name": name, "tokens": tokens}),
     )
 }
 
 /// Re-seal every secret under the current master key (`secrets.rotate`).
-pub fn rotate_as(store: &Store, ring: &Keyring, actor: &Actor) -> Result<Rotation> {
+pub fn rotate(store: &Store, ring: &Keyring, actor: &Actor) -> Result<Rotation> {
     audited(
         store,
         ring,
         actor.record("secrets.rotate", None),
-        |s| super::rotate(s, ring),
+        |s| super::credentials::reseal(s, ring),
         |v, r| r.details = json!({"rotated": v.rotated, "key_fingerprint": v.key_fingerprint}),
     )
 }
@@ -253,7 +248,7 @@ pub fn rotate_as(store: &Store, ring: &Keyring, actor: &Actor) -> Result<Rotatio
 /// Hard-delete an org ([`super::delete_org_hard`], `org.delete`), then empty the WAL
 /// ([`super::purge_wal`]). The final record of a forgotten org carries counts only: no IP, no
 /// user agent, no names. Returns what was removed and whether the WAL was emptied.
-pub fn delete_org_as(
+pub fn delete_org(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -278,7 +273,7 @@ pub fn delete_org_as(
 // ---- serve --dev ----
 
 /// `serve --dev`'s first run ([`super::dev_bootstrap`], `dev.bootstrap`).
-pub fn dev_bootstrap_as(
+pub fn dev_bootstrap(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -290,7 +285,7 @@ pub fn dev_bootstrap_as(
         store,
         ring,
         actor.record("dev.bootstrap", None),
-        |s| super::dev_bootstrap(s, ring, credential_names, openai_key, pii_default),
+        |s| super::dev::bootstrap(s, ring, credential_names, openai_key, pii_default),
         |d, r| {
             r.org_id = d.created.as_ref().map(|(o, _)| o.id.clone());
             r.target_id = d.created.as_ref().map(|(_, k)| k.id.clone());
@@ -306,7 +301,7 @@ pub fn dev_bootstrap_as(
 
 /// Prune audit records older than `before` (RFC 3339 UTC) that an export covered, or all of
 /// them with `force`; an `audit.prune` checkpoint record by `actor` keeps the chain verifiable.
-pub fn prune_audit_as(
+pub fn prune_audit(
     store: &Store,
     actor: &Actor,
     before: &str,

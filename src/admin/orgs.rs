@@ -18,12 +18,8 @@ pub(super) fn org_details(o: &store::Org) -> serde_json::Value {
     d
 }
 
-/// Create an org (no audit record: see [`create_org_as`]).
-pub(crate) fn create_org(
-    store: &Store,
-    spec: &OrgSpec,
-    pii_default: Setting,
-) -> Result<store::Org> {
+/// Create an org (no audit record: see [`create_org`]).
+pub(super) fn create(store: &Store, spec: &OrgSpec, pii_default: Setting) -> Result<store::Org> {
     check_name("org", &spec.name)?;
     spec.settings.limits.check()?;
     let policy = spec.settings.apply(&OrgPolicy::new(pii_default));
@@ -32,7 +28,7 @@ pub(crate) fn create_org(
 
 /// Create an org and its `org.create` audit record, in one transaction. `via` names an entry
 /// point that is not the plain command or call (e.g. `bootstrap`).
-pub fn create_org_as(
+pub fn create_org(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -44,7 +40,7 @@ pub fn create_org_as(
         store,
         ring,
         actor.record("org.create", None),
-        |s| create_org(s, spec, pii_default),
+        |s| create(s, spec, pii_default),
         |o, r| {
             r.org_id = Some(o.id.clone());
             r.target_id = Some(o.id.clone());
@@ -56,8 +52,8 @@ pub fn create_org_as(
     )
 }
 
-/// Change an org's settings (no audit record: see [`update_org_as`]).
-pub(crate) fn update_org(store: &Store, id: &str, change: &OrgPatch) -> Result<store::Org> {
+/// Change an org's settings (no audit record: see [`update_org`]).
+pub(super) fn update(store: &Store, id: &str, change: &OrgPatch) -> Result<store::Org> {
     if change.is_empty() {
         return Err(Error::Invalid(
             "nothing to change: give a region, pii, secrets, response_redaction, MCP or limit setting"
@@ -70,7 +66,7 @@ pub(crate) fn update_org(store: &Store, id: &str, change: &OrgPatch) -> Result<s
 }
 
 /// Change an org's settings with its `org.update` audit record, in one transaction.
-pub fn update_org_as(
+pub fn update_org(
     store: &Store,
     ring: &Keyring,
     actor: &Actor,
@@ -83,7 +79,7 @@ pub fn update_org_as(
         store,
         ring,
         rec,
-        |s| update_org(s, id, change),
+        |s| update(s, id, change),
         |o, r| r.details = org_details(o),
     )
 }

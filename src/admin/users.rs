@@ -135,7 +135,7 @@ fn normalise_code(code: &str) -> Zeroizing<String> {
 
 /// Generate a TOTP seed and recovery codes for `user`, store them (sealed / hashed) and return
 /// what the user must see once. Replaces any previous enrolment.
-pub(crate) fn enroll_totp(store: &Store, ring: &Keyring, user: &store::User) -> Result<Enrollment> {
+pub(super) fn enroll_totp(store: &Store, ring: &Keyring, user: &store::User) -> Result<Enrollment> {
     let seed = Zeroizing::new(
         Secret::generate_secret()
             .to_bytes()
@@ -212,7 +212,7 @@ pub struct CreatedUser {
 }
 
 /// Create an account. Operators, owners and admins always get TOTP (mandatory for them).
-pub(crate) fn create_user(
+pub(super) fn create_user(
     store: &Store,
     ring: &Keyring,
     new: &NewUser,
@@ -264,7 +264,7 @@ fn owners_left(store: &Store, org: &str, except: &str) -> Result<usize> {
 
 /// Change a member's role. Owner and admin need TOTP enrolled first; an org's last owner
 /// cannot be downgraded.
-pub(crate) fn set_role(store: &Store, user_id: &str, role: Role) -> Result<UserView> {
+pub(super) fn set_role(store: &Store, user_id: &str, role: Role) -> Result<UserView> {
     let u = store.user(user_id)?;
     let Some(org) = u.org_id.as_deref() else {
         return Err(Error::Invalid("operators have no org role".into()));
@@ -287,7 +287,7 @@ pub(crate) fn set_role(store: &Store, user_id: &str, role: Role) -> Result<UserV
 
 /// Delete an account (sessions die with it). An org's last owner cannot be deleted (delete
 /// the org instead).
-pub(crate) fn delete_user(store: &Store, user_id: &str) -> Result<store::User> {
+pub(super) fn delete_user(store: &Store, user_id: &str) -> Result<store::User> {
     let u = store.user(user_id)?;
     if let Some(org) = u.org_id.as_deref() {
         if u.role == Some(Role::Owner) && owners_left(store, org, user_id)? == 0 {
@@ -302,13 +302,13 @@ pub(crate) fn delete_user(store: &Store, user_id: &str) -> Result<store::User> {
 }
 
 /// Set a new password; every existing session is revoked.
-pub(crate) fn set_password(store: &Store, user_id: &str, password: &str) -> Result<()> {
+pub(super) fn set_password(store: &Store, user_id: &str, password: &str) -> Result<()> {
     let hash = hash_password(password)?;
     Ok(store.set_user_password(user_id, &hash)?)
 }
 
 /// Revoke every session of a user.
-pub(crate) fn revoke_sessions(store: &Store, user_id: &str) -> Result<()> {
+pub(super) fn revoke_sessions(store: &Store, user_id: &str) -> Result<()> {
     Ok(store.bump_session_epoch(user_id)?)
 }
 

@@ -157,7 +157,7 @@ pub(super) fn audit_command(config: Option<PathBuf>, json: bool, c: AuditCmd) ->
                 Ok(b) => b,
                 Err(m) => return fail(m),
             };
-            match admin::prune_audit_as(&store, &Actor::cli(), &before, force) {
+            match admin::prune_audit(&store, &Actor::cli(), &before, force) {
                 Ok(p) => {
                     if json {
                         print_json(&to_json(&p));

@@ -55,7 +55,7 @@ pub(super) fn bootstrap(
                     ..admin::OrgPatch::default()
                 },
             };
-            admin::create_org_as(
+            admin::create_org(
                 &store,
                 &ring,
                 &actor,
@@ -77,7 +77,7 @@ pub(super) fn bootstrap(
             .open(key_file)
             .map_err(|e| format!("cannot create {}: {e}", key_file.display()))?;
         let spec = admin::KeySpec::inheriting(&org.id, "bootstrap");
-        let k = match admin::create_key_as(&store, &ring, &actor, &spec, Some("bootstrap")) {
+        let k = match admin::create_key(&store, &ring, &actor, &spec, Some("bootstrap")) {
             Ok(k) => k,
             Err(e) => {
                 let _ = std::fs::remove_file(key_file);
@@ -100,7 +100,7 @@ pub(super) fn bootstrap(
             if same {
                 continue;
             }
-            admin::set_credential_as(&store, &ring, &actor, name, secret, None, Some("bootstrap"))
+            admin::set_credential(&store, &ring, &actor, name, secret, None, Some("bootstrap"))
                 .map_err(phrase)?;
             set.push(name.clone());
         }

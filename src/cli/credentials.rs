@@ -15,7 +15,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             let secret = input.read()?;
             let store = open_store(cfg)?;
             check_key(&store, &ring)?;
-            let view = admin::set_credential_as(
+            let view = admin::set_credential(
                 &store,
                 &ring,
                 &Actor::cli(),
@@ -68,7 +68,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                     format!("no token from {} ({e}; code {}): nothing was stored. Check --token-url, --client-id and the secret, or pass --no-verify to store it anyway", settings.token_url, e.code())
                 })?)
             };
-            let view = admin::set_oauth_credential_as(
+            let view = admin::set_oauth_credential(
                 &store,
                 &ring,
                 &Actor::cli(),
@@ -138,7 +138,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             if revoked == connect::Revoked::Failed {
                 eprintln!("sluice: warning: the credential's tokens could not be revoked at its authorization server (see the log line above); deleting it here anyway. Revoke the access on the provider's side.");
             }
-            admin::delete_credential_as(&store, &ring, &Actor::cli(), &name, revoked.as_str())
+            admin::delete_credential(&store, &ring, &Actor::cli(), &name, revoked.as_str())
                 .map_err(phrase)?;
             Ok((
                 serde_json::json!({"name": name, "deleted": true, "tokens": revoked.as_str()}),
@@ -198,7 +198,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
             let prepared = connect::prepare(spec, &cfg.tls)
                 .inspect_err(|e| connect::record_start_failure(&store, &ring, &actor, &name, e))
                 .map_err(phrase)?;
-            let started = connect::start_as(&store, &ring, &actor, prepared).map_err(phrase)?;
+            let started = connect::start(&store, &ring, &actor, prepared).map_err(phrase)?;
             eprintln!(
                 "sluice: open this URL in a browser and approve the access (the connect expires at {}):\n\n    {}\n",
                 started.expires_at, started.authorization_url
@@ -213,7 +213,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                 .map_err(|e| format!("cannot read standard input: {e}"))?;
                 let query =
                     connect::pasted_query(&line, Some(&started.redirect_uri)).map_err(phrase)?;
-                let mut done = connect::complete_as(
+                let mut done = connect::complete(
                     || &store,
                     &ring,
                     &cfg.tls,
@@ -381,7 +381,7 @@ pub(super) fn rotate(cfg: &Config) -> Outcome {
     let ring = keyring()?;
     let store = open_store(cfg)?;
     check_key(&store, &ring)?;
-    let r = admin::rotate_as(&store, &ring, &Actor::cli()).map_err(phrase)?;
+    let r = admin::rotate(&store, &ring, &Actor::cli()).map_err(phrase)?;
     let text = format!(
         "re-encrypted {} credential(s), {} org audit key(s) and {} TOTP seed(s) under master key {}",
         r.rotated, r.org_keys_rotated, r.totp_rotated, r.key_fingerprint

@@ -30,8 +30,8 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 expires: a.expires,
             };
             warn_unserved(cfg, spec.policy.region, "key");
-            let k = admin::create_key_as(&store, &ring()?, &Actor::cli(), &spec, None)
-                .map_err(phrase)?;
+            let k =
+                admin::create_key(&store, &ring()?, &Actor::cli(), &spec, None).map_err(phrase)?;
             let text = format!(
                 "created key {} ({}) for org {}\n\n    {}\n\nStore it now: it is shown only this once.",
                 k.id,
@@ -72,12 +72,12 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
         }
         KeysCmd::Update { key_id, change } => {
             let change = change.patch()?;
-            let k = admin::update_key_as(&store, &ring()?, &Actor::cli(), &key_id, &change)
+            let k = admin::update_key(&store, &ring()?, &Actor::cli(), &key_id, &change)
                 .map_err(phrase)?;
             Ok((to_json(&k), format!("updated key {}", k.id)))
         }
         KeysCmd::Revoke { key_id } => {
-            admin::revoke_key_as(&store, &ring()?, &Actor::cli(), &key_id).map_err(phrase)?;
+            admin::revoke_key(&store, &ring()?, &Actor::cli(), &key_id).map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": key_id, "revoked": true}),
                 format!("revoked key {key_id}"),

@@ -13,7 +13,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 settings: settings.patch()?,
             };
             warn_unserved(cfg, spec.settings.region, "org");
-            let org = admin::create_org_as(
+            let org = admin::create_org(
                 &store,
                 &ring()?,
                 &Actor::cli(),
@@ -46,7 +46,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
             warn_unserved(cfg, settings.region, "org");
             let change = settings.patch()?;
             let org_id = super::org_id(&store, &org_id)?;
-            let org = admin::update_org_as(&store, &ring()?, &Actor::cli(), &org_id, &change)
+            let org = admin::update_org(&store, &ring()?, &Actor::cli(), &org_id, &change)
                 .map_err(phrase)?;
             let text = format!("updated org {}: {}", org.id, org_settings(&org));
             Ok((to_json(&org), text))
@@ -58,7 +58,7 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
                 ).into());
             }
             let (d, purged) =
-                admin::delete_org_as(&store, &ring()?, &Actor::cli(), &org_id).map_err(phrase)?;
+                admin::delete_org(&store, &ring()?, &Actor::cli(), &org_id).map_err(phrase)?;
             let mut d = to_json(&d);
             d["wal_purged"] = purged.into();
             let text = format!(

@@ -76,7 +76,7 @@ pub(super) fn dev_setup(cfg: &Config, ring: &Keyring) -> Result<(), String> {
     names.sort();
     names.dedup();
     let openai = std::env::var("OPENAI_API_KEY").ok().map(Zeroizing::new);
-    let setup = admin::dev_bootstrap_as(
+    let setup = admin::dev_bootstrap(
         &store,
         ring,
         &Actor::cli(),

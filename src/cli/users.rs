@@ -100,7 +100,7 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
                 operator,
                 totp,
             };
-            let created = admin::create_user_as(&store, &ring, &Actor::cli(), &new, &password)
+            let created = admin::create_user(&store, &ring, &Actor::cli(), &new, &password)
                 .map_err(phrase)?;
             let mut text = format!("created user {}", user_line(&created.user));
             if let Some(e) = &created.totp {
@@ -115,12 +115,12 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
             Ok((serde_json::json!({ "users": list }), text))
         }
         UsersCmd::Update { user_id, role } => {
-            let v = admin::set_role_as(&store, &ring()?, &Actor::cli(), &user_id, role)
-                .map_err(phrase)?;
+            let v =
+                admin::set_role(&store, &ring()?, &Actor::cli(), &user_id, role).map_err(phrase)?;
             Ok((to_json(&v), format!("updated user {}", user_line(&v))))
         }
         UsersCmd::Delete { user_id } => {
-            admin::delete_user_as(&store, &ring()?, &Actor::cli(), &user_id).map_err(phrase)?;
+            admin::delete_user(&store, &ring()?, &Actor::cli(), &user_id).map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": user_id, "deleted": true}),
                 format!("deleted user {user_id}"),
@@ -129,7 +129,7 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
         UsersCmd::SetPassword { user_id } => {
             let ring = ring()?;
             let password = read_password()?;
-            admin::set_password_as(&store, &ring, &Actor::cli(), &user_id, &password)
+            admin::set_password(&store, &ring, &Actor::cli(), &user_id, &password)
                 .map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": user_id, "password_changed": true, "sessions_revoked": true}),
@@ -138,15 +138,14 @@ pub(super) fn users(cfg: &Config, c: UsersCmd) -> Outcome {
         }
         UsersCmd::EnrollTotp { user_id } => {
             let ring = ring()?;
-            let e =
-                admin::enroll_totp_as(&store, &ring, &Actor::cli(), &user_id).map_err(phrase)?;
+            let e = admin::enroll_totp(&store, &ring, &Actor::cli(), &user_id).map_err(phrase)?;
             Ok((
                 to_json(&e),
                 format!("enrolled TOTP for user {user_id}{}", show_enrollment(&e)),
             ))
         }
         UsersCmd::RevokeSessions { user_id } => {
-            admin::revoke_sessions_as(&store, &ring()?, &Actor::cli(), &user_id).map_err(phrase)?;
+            admin::revoke_sessions(&store, &ring()?, &Actor::cli(), &user_id).map_err(phrase)?;
             Ok((
                 serde_json::json!({"id": user_id, "sessions_revoked": true}),
                 format!("revoked every session of user {user_id}"),

@@ -157,7 +157,7 @@ impl Api {
         let p = c.principal()?.clone();
         let b: PasswordChange = body(c.req)?;
         self.check_own_password(store, c, &b.current_password)?;
-        crate::admin::set_password_as(store, &self.ring, &c.actor(), &p.user_id, &b.new_password)?;
+        crate::admin::set_password(store, &self.ring, &c.actor(), &p.user_id, &b.new_password)?;
         let user = store.user(&p.user_id)?;
         let sessions = self.sessions.as_ref().ok_or_else(disabled)?;
         Ok((
@@ -177,7 +177,7 @@ impl Api {
             &b.password,
             Some((b.totp.as_deref(), b.recovery_code.as_deref())),
         )?;
-        let e = crate::admin::enroll_totp_as(store, &self.ring, &c.actor(), &p.user_id)?;
+        let e = crate::admin::enroll_totp(store, &self.ring, &c.actor(), &p.user_id)?;
         let mut v = to_value(&e);
         // The console shows it as a QR code to scan.
         if let Some(svg) = qr_svg(&e.otpauth_uri) {
@@ -188,7 +188,7 @@ impl Api {
 
     pub(super) fn logout(&self, store: &Store, c: &Caller) -> ApiResult {
         let p = c.principal()?.clone();
-        crate::admin::revoke_sessions_as(store, &self.ring, &c.actor(), &p.user_id)?;
+        crate::admin::revoke_sessions(store, &self.ring, &c.actor(), &p.user_id)?;
         Ok((200, json!({"sessions_revoked": true})))
     }
 }

@@ -18,7 +18,7 @@ impl Api {
         let mut secret =
             crate::admin::secret_from_input(zeroize::Zeroizing::new(b.secret.into_bytes()))?;
         let Some(settings) = b.oauth else {
-            let v = crate::admin::set_credential_as(
+            let v = crate::admin::set_credential(
                 &self.store(),
                 &self.ring,
                 &c.actor(),
@@ -56,7 +56,7 @@ impl Api {
         let store = self.store();
         let principal = self.authenticate(&store, c.req)?;
         Access::Operator.check(Some(&principal), None)?;
-        let v = crate::admin::set_oauth_credential_as(
+        let v = crate::admin::set_oauth_credential(
             &store,
             &self.ring,
             &c.actor(),
@@ -84,7 +84,7 @@ impl Api {
         let store = self.store();
         let principal = self.authenticate(&store, c.req)?;
         Access::Operator.check(Some(&principal), None)?;
-        crate::admin::delete_credential_as(&store, &self.ring, &c.actor(), name, revoked.as_str())?;
+        crate::admin::delete_credential(&store, &self.ring, &c.actor(), name, revoked.as_str())?;
         Ok((
             200,
             json!({"name": name, "deleted": true, "tokens": revoked.as_str()}),
@@ -160,7 +160,7 @@ impl Api {
         let prepared = prepared.inspect_err(|e| {
             crate::admin::connect::record_start_failure(&store, &self.ring, &c.actor(), name, e);
         })?;
-        let started = crate::admin::connect::start_as(&store, &self.ring, &c.actor(), prepared)?;
+        let started = crate::admin::connect::start(&store, &self.ring, &c.actor(), prepared)?;
         Ok((201, to_value(&started)))
     }
 
@@ -186,7 +186,7 @@ impl Api {
         let b: ConnectComplete = body(c.req)?;
         let query = crate::admin::connect::pasted_query(&b.redirect_url, None)?;
         let actor = c.actor();
-        let r = crate::admin::connect::complete_as(
+        let r = crate::admin::connect::complete(
             || self.store(),
             &self.ring,
             &self.tls,
@@ -207,7 +207,7 @@ impl Api {
             id: "oauth-callback".into(),
             ..c.actor()
         };
-        let r = crate::admin::connect::complete_as(
+        let r = crate::admin::connect::complete(
             || self.store(),
             &self.ring,
             &self.tls,

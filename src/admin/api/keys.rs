@@ -12,7 +12,7 @@ impl Api {
 
     pub(super) fn create_key(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
         let spec = body::<NewKey>(c.req)?.spec(org)?;
-        let k = crate::admin::create_key_as(store, &self.ring, &c.actor(), &spec, None)?;
+        let k = crate::admin::create_key(store, &self.ring, &c.actor(), &spec, None)?;
         Ok((201, to_value(&k)))
     }
 
@@ -21,7 +21,7 @@ impl Api {
             return Err(err(Code::NotFound, "No such key in this org."));
         }
         let change = body::<KeyPatch>(c.req)?.parse()?;
-        let k = crate::admin::update_key_as(store, &self.ring, &c.actor(), kid, &change)?;
+        let k = crate::admin::update_key(store, &self.ring, &c.actor(), kid, &change)?;
         Ok((200, to_value(&crate::admin::KeyView::of(k))))
     }
 
@@ -29,7 +29,7 @@ impl Api {
         if !store.keys(Some(org))?.iter().any(|k| k.id == kid) {
             return Err(err(Code::NotFound, "No such key in this org."));
         }
-        crate::admin::revoke_key_as(store, &self.ring, &c.actor(), kid)?;
+        crate::admin::revoke_key(store, &self.ring, &c.actor(), kid)?;
         Ok((200, json!({"id": kid, "revoked": true})))
     }
 }

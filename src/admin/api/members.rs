@@ -45,8 +45,7 @@ impl Api {
             operator: false,
             totp: b.totp,
         };
-        let created =
-            crate::admin::create_user_as(store, &self.ring, &c.actor(), &new, &b.password)?;
+        let created = crate::admin::create_user(store, &self.ring, &c.actor(), &new, &b.password)?;
         let mut v = to_value(&created);
         if let Some(svg) = created
             .totp
@@ -82,7 +81,7 @@ impl Api {
     ) -> ApiResult {
         let b: MemberPatch = body(c.req)?;
         self.check_member(store, c, org, uid, Some(b.role))?;
-        let v = crate::admin::set_role_as(store, &self.ring, &c.actor(), uid, b.role)?;
+        let v = crate::admin::set_role(store, &self.ring, &c.actor(), uid, b.role)?;
         Ok((200, to_value(&v)))
     }
 
@@ -94,7 +93,7 @@ impl Api {
         uid: &str,
     ) -> ApiResult {
         self.check_member(store, c, org, uid, None)?;
-        crate::admin::delete_user_as(store, &self.ring, &c.actor(), uid)?;
+        crate::admin::delete_user(store, &self.ring, &c.actor(), uid)?;
         Ok((200, json!({"id": uid, "deleted": true})))
     }
 
@@ -106,7 +105,7 @@ impl Api {
         uid: &str,
     ) -> ApiResult {
         self.check_member(store, c, org, uid, None)?;
-        crate::admin::revoke_sessions_as(store, &self.ring, &c.actor(), uid)?;
+        crate::admin::revoke_sessions(store, &self.ring, &c.actor(), uid)?;
         Ok((200, json!({"id": uid, "sessions_revoked": true})))
     }
 }

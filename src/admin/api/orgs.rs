@@ -24,14 +24,8 @@ impl Api {
             name,
             settings: settings.parse()?,
         };
-        let org = crate::admin::create_org_as(
-            store,
-            &self.ring,
-            &c.actor(),
-            &spec,
-            self.pii_default,
-            None,
-        )?;
+        let org =
+            crate::admin::create_org(store, &self.ring, &c.actor(), &spec, self.pii_default, None)?;
         Ok((201, to_value(&org)))
     }
 
@@ -41,7 +35,7 @@ impl Api {
 
     pub(super) fn update_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
         let change = body::<OrgPatch>(c.req)?.parse()?;
-        let org = crate::admin::update_org_as(store, &self.ring, &c.actor(), id, &change)?;
+        let org = crate::admin::update_org(store, &self.ring, &c.actor(), id, &change)?;
         Ok((200, to_value(&org)))
     }
 
@@ -52,7 +46,7 @@ impl Api {
                 "Deleting an org removes its keys and users and shreds its audit details; it cannot be undone. Repeat with ?hard=true.",
             ));
         }
-        let (d, purged) = crate::admin::delete_org_as(store, &self.ring, &c.actor(), id)?;
+        let (d, purged) = crate::admin::delete_org(store, &self.ring, &c.actor(), id)?;
         let mut v = to_value(&d);
         v["wal_purged"] = purged.into();
         Ok((200, v))

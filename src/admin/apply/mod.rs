@@ -7,8 +7,8 @@
 //! with one audit record per change (`"via": "apply"`).
 
 use super::{
-    audit, import_key, mcp_list, update_key, update_org, Actor, Error, KeyPatch, KeyPolicy,
-    KeySetting, KeySpec, LimitsPatch, McpLists, OrgPatch, OrgSpec, Patch, Result, Setting,
+    audit, import_key, mcp_list, Actor, Error, KeyPatch, KeyPolicy, KeySetting, KeySpec,
+    LimitsPatch, McpLists, OrgPatch, OrgSpec, Patch, Result, Setting,
 };
 use crate::residency::Region;
 use crate::store::{self, Managed, Store};
@@ -118,7 +118,7 @@ fn converge(
             let org_id = match orgs.iter().find(|o| o.name == w.spec.name) {
                 None => {
                     let id = if write {
-                        let o = super::create_org(s, &w.spec, opts.pii_default)?;
+                        let o = super::orgs::create(s, &w.spec, opts.pii_default)?;
                         s.set_managed(Managed::Org, &o.id)?;
                         o.id
                     } else {
@@ -156,7 +156,7 @@ fn converge(
                     let (change, fields) = org_change(have, &w.spec);
                     if !fields.is_empty() {
                         let details = if write {
-                            super::org_details(&update_org(s, &have.id, &change)?)
+                            super::org_details(&super::orgs::update(s, &have.id, &change)?)
                         } else {
                             serde_json::json!({})
                         };
@@ -255,7 +255,7 @@ fn converge(
                         let (change, fields) = key_change(have, &spec);
                         if !fields.is_empty() {
                             let details = if write {
-                                super::key_details(&update_key(s, &have.id, &change)?)
+                                super::key_details(&super::keys::update(s, &have.id, &change)?)
                             } else {
                                 serde_json::json!({})
                             };
