@@ -195,7 +195,7 @@ pub(super) fn set_oauth(
 pub type ConnectedClient<'a> = (&'a oauth::Connected, Option<&'a str>);
 
 /// [`set_oauth_credential`], for a connected credential too (its client secret sealed apart).
-pub fn put_oauth_credential(
+pub(super) fn put_oauth_credential(
     store: &Store,
     ring: &Keyring,
     name: &str,

@@ -30,10 +30,7 @@ pub(super) fn key_details(k: &store::Key) -> serde_json::Value {
 }
 
 fn details_of(name: &str, prefix: &str, p: &KeyPolicy) -> serde_json::Value {
-    let mut d = serde_json::to_value(p).unwrap_or_default();
-    d["name"] = name.into();
-    d["prefix"] = prefix.into();
-    d
+    policy_details(serde_json::json!({ "name": name, "prefix": prefix }), p)
 }
 
 /// Change a key's settings with its `key.update` audit record, in one transaction.
@@ -158,7 +155,7 @@ pub(super) fn check_key_spec(spec: &KeySpec) -> Result<Option<store::Timestamp>>
 
 /// Store a key made elsewhere, given by its SHA-256 hash and display prefix (never the key):
 /// `sluice apply`. Its id is derived from the hash, so it is the same in every store.
-pub fn import_key(
+pub(super) fn import_key(
     store: &Store,
     spec: &KeySpec,
     hash: &[u8; 32],

@@ -272,7 +272,7 @@ pub fn delete_org(
 
 // ---- serve --dev ----
 
-/// `serve --dev`'s first run ([`super::dev_bootstrap`], `dev.bootstrap`).
+/// `serve --dev`'s first run (`dev::bootstrap`, recorded as `dev.bootstrap`).
 pub fn dev_bootstrap(
     store: &Store,
     ring: &Keyring,

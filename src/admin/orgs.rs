@@ -13,8 +13,21 @@ pub struct OrgSpec {
 
 /// The audit details of an org's settings (the same for every entry point).
 pub(super) fn org_details(o: &store::Org) -> serde_json::Value {
-    let mut d = serde_json::to_value(&o.policy).unwrap_or_default();
-    d["name"] = o.name.as_str().into();
+    policy_details(serde_json::json!({ "name": o.name }), &o.policy)
+}
+
+/// Audit details: `head`'s members, then the policy's, in that order (details are hashed as
+/// written).
+pub(super) fn policy_details(
+    head: serde_json::Value,
+    policy: &impl Serialize,
+) -> serde_json::Value {
+    let mut d = head;
+    if let (Some(d), Ok(serde_json::Value::Object(p))) =
+        (d.as_object_mut(), serde_json::to_value(policy))
+    {
+        d.extend(p);
+    }
     d
 }
 
@@ -97,7 +110,7 @@ pub struct OrgDeleted {
 /// read again while the hash chain still verifies. Run it through [`audited`]: the final
 /// record is appended in the same transaction and, the org being gone, holds no personal data.
 /// Credentials are sidecar-wide (per upstream, not per org) and are not touched.
-pub fn delete_org_hard(store: &Store, org_id: &str) -> Result<OrgDeleted> {
+pub(super) fn delete_org_hard(store: &Store, org_id: &str) -> Result<OrgDeleted> {
     let removed = store.delete_org(org_id)?;
     Ok(OrgDeleted {
         org_id: org_id.to_string(),
@@ -106,7 +119,7 @@ pub fn delete_org_hard(store: &Store, org_id: &str) -> Result<OrgDeleted> {
 }
 
 /// After a hard delete: flush the WAL so no copy of the destroyed rows or key survives in it.
-pub fn purge_wal(store: &Store) -> bool {
+pub(super) fn purge_wal(store: &Store) -> bool {
     match store.checkpoint_truncate() {
         Ok(done) => done,
         Err(e) => {

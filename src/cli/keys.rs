@@ -20,12 +20,13 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
             ))
         }
         KeysCmd::Create(a) => {
+            let policy = a.policy()?;
             let spec = admin::KeySpec {
                 org_id: match a.org.as_deref() {
                     Some(o) => org_id(&store, o)?,
                     None => String::new(),
                 },
-                policy: a.policy()?,
+                policy,
                 name: a.name,
                 expires: a.expires,
             };

@@ -202,16 +202,15 @@ pub(super) struct KeyArgs {
 impl KeyArgs {
     /// The new key's policy: what is not given inherits its org's.
     pub(super) fn policy(&self) -> Result<admin::KeyPolicy, String> {
+        // The limits are checked first, as they always were.
+        let limits = self.limits.change()?;
         Ok(admin::KeyPolicy {
             region: self.region,
             pii: self.pii,
             secrets: self.secrets,
             response_redaction: self.response_redaction,
             mcp: self.mcp.lists()?,
-            limits: self
-                .limits
-                .change()?
-                .apply(crate::limits::Limits::default()),
+            limits: limits.apply(crate::limits::Limits::default()),
         })
     }
 }

@@ -314,7 +314,7 @@ mod tests {
         let c = Connection::open(&path).unwrap();
         c.execute_batch(
             "UPDATE api_keys SET mcp_tools = 'not a list';
-             UPDATE orgs SET mcp_resources = ',,,';",
+             UPDATE orgs SET mcp_resources = 'x';",
         )
         .unwrap();
         let key = s.key(&k.id).unwrap();

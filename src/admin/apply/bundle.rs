@@ -301,7 +301,6 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
                     org_id: String::new(),
                     name: k.name.clone(),
                     policy: KeyPolicy {
-                        region: region(&at, k.region.as_deref())?,
                         pii: key_setting("pii", k.pii.as_deref())?,
                         secrets: key_setting("secrets", k.secrets.as_deref())?,
                         response_redaction: key_setting(
@@ -313,6 +312,7 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
                             resources: list(&k.mcp_resources, "mcp_resources")?,
                             prompts: list(&k.mcp_prompts, "mcp_prompts")?,
                         },
+                        region: region(&at, k.region.as_deref())?,
                         limits: l.apply(crate::limits::Limits::default()),
                     },
                     expires: k.expires_at.clone(),
