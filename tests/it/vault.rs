@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -334,14 +334,18 @@ fn master_key_rotation_under_load_keeps_requests_succeeding() {
     ];
     let p = s.spawn_env(&both);
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
     let (port, req) = (p.port, p.post("/v1/embeddings", b"{}", ""));
     let load = {
-        let stop = stop.clone();
+        let (stop, served) = (stop.clone(), served.clone());
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
                 match raw(port, &req) {
-                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) if r.status == 200 => {
+                        ok += 1;
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(r) => failed.push(format!("{} {}", r.status, r.body_text())),
                     Err(e) => failed.push(e.to_string()),
                 }
@@ -349,12 +353,29 @@ fn master_key_rotation_under_load_keeps_requests_succeeding() {
             (ok, failed)
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    let reloads = || {
+        p.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_snapshot_reloads_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eventually("requests under load", Duration::from_secs(10), || {
+        served.load(Ordering::Relaxed) >= 3
+    });
+    let before = reloads();
     let out = cli(&p.cfg_path, &["secrets", "rotate", "--json"], b"", &both);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rotated"], 1);
-    std::thread::sleep(Duration::from_millis(800)); // past a snapshot reload
+    // The running sidecar reloads the resealed credential, and keeps serving with it.
+    eventually("a snapshot reload", Duration::from_secs(10), || {
+        reloads() > before
+    });
+    let after = served.load(Ordering::Relaxed);
+    eventually("requests after the reload", Duration::from_secs(10), || {
+        served.load(Ordering::Relaxed) >= after + 5
+    });
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load.join().unwrap();
     assert!(failed.is_empty(), "{failed:?}");
