@@ -5,17 +5,108 @@
 //! and never reaches the server. What comes back is validated and rewritten by
 //! `mcp::Responses` (see `response::plan`).
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::Result;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::error::{Code, Rejection};
-use super::{Ctx, State};
+use super::route::{Gate, Handler, Target};
+use super::{response, Ctx, Live, State};
 use crate::config::CredentialKind;
 
 /// The Streamable HTTP transport's session header.
 const SESSION_HEADER: &str = "mcp-session-id";
+
+/// An MCP call.
+pub(super) struct Mcp;
+
+#[async_trait]
+impl Handler for Mcp {
+    fn choose(&self, state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
+        choose(state, session, ctx)
+    }
+
+    /// The key's tool, resource and prompt policy: what it may not use is answered here, as
+    /// JSON-RPC, and never forwarded; a body that is not JSON gets a JSON-RPC parse error.
+    async fn gate_body(
+        &self,
+        state: &State,
+        ctx: &mut Ctx,
+        read: &Bytes,
+        redacted: Result<Bytes, Rejection>,
+    ) -> Result<Gate, Rejection> {
+        match redacted {
+            Err(Rejection::Unscannable(_)) if ctx.mcp.is_some() => {
+                let (status, answer) = inspect(state, ctx, read).unwrap_or((400, Vec::new()));
+                Ok(Gate::Answer(status, answer))
+            }
+            Err(r) => Err(r),
+            Ok(body) => Ok(match inspect(state, ctx, &body) {
+                Some((status, answer)) => Gate::Answer(status, answer),
+                None => Gate::Forward(body),
+            }),
+        }
+    }
+
+    fn peer(&self, ctx: &mut Ctx, session: &Session) -> Result<Box<HttpPeer>> {
+        let m = ctx.mcp.as_ref().ok_or_else(|| {
+            pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no MCP server")
+        })?;
+        peer(ctx, m, session.req_header().method == http::Method::GET)
+    }
+
+    fn target<'a>(&self, live: &'a Live, ctx: &Ctx) -> Target<'a> {
+        let server = ctx
+            .mcp
+            .as_ref()
+            .and_then(|m| live.cfg.mcp_servers.get(m.server));
+        Target {
+            kind: "mcp_server",
+            name: server.map(|s| s.name.as_str()),
+            tls: server.and_then(|s| s.tls.as_ref()),
+            credential: server.and_then(|s| s.credential.as_deref()),
+        }
+    }
+
+    fn rewrite(&self, req: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
+        let m = ctx.mcp.as_ref().ok_or_else(|| {
+            pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no MCP server")
+        })?;
+        rewrite(req, ctx, m)
+    }
+
+    /// Every answer of an MCP server is validated and rewritten, whatever the key's response
+    /// redaction.
+    fn plan_answer(
+        &self,
+        state: &State,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        response::plan_mcp(state, session, resp, ctx)
+    }
+
+    /// One record per JSON-RPC call (a refused request, before its server was chosen, has
+    /// the one record any request has).
+    fn records(&self, state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Bounded> {
+        match &ctx.mcp {
+            Some(m) => response::mcp_records(state, session, ctx, m),
+            None => vec![response::request_record(session, ctx)],
+        }
+    }
+
+    /// Each call of the request gets its JSON-RPC error (the client's SDK reads it as the
+    /// call's failure); the reason is the stable code.
+    fn unreachable_answer(&self, ctx: &Ctx, code: Code) -> Option<Vec<u8>> {
+        let m = ctx.mcp.as_ref()?;
+        let server = (ctx.live.cfg.mcp_servers.get(m.server)).map_or("-", |s| s.name.as_str());
+        crate::mcp::unreachable_answer(&m.calls, server, code.as_str())
+    }
+}
 
 /// A resumed stream may carry the answers its session awaits: the ids of those.
 pub fn awaiting(state: &State, ctx: &Ctx) -> Vec<String> {

@@ -1,16 +1,19 @@
 //! The only code that knows pingora. [`Sluice`] implements `ProxyHttp`; each phase delegates to
-//! a small function in `request`, `upstream` or `response`, and `error` is the single place that
-//! turns a refusal into a reply. `serve` assembles the pingora server (data plane, admin and
+//! a small function in `request`, `upstream` or `response`, which ask the request's
+//! `route::Handler` (`llm::Llm` or `mcp::Mcp`) wherever an LLM call and an MCP call differ, and
+//! `error` is the single place that turns a refusal into a reply. `serve` assembles the pingora server (data plane, admin and
 //! metrics listeners) and runs it until SIGTERM/SIGINT, draining in-flight requests first.
 
 mod error;
 mod guard;
+mod llm;
 mod mcp;
 mod ops;
 mod rebody;
 mod reload;
 mod request;
 mod response;
+mod route;
 mod serve;
 mod upstream;
 
@@ -335,10 +338,7 @@ impl ProxyHttp for Sluice {
 
     /// The configured upstream for this request, with the model's timeouts.
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        match &ctx.mcp {
-            Some(m) => mcp::peer(ctx, m, session.req_header().method == http::Method::GET),
-            None => upstream::peer(ctx),
-        }
+        route::handler(ctx).peer(ctx, session)
     }
 
     /// A connection failure: retry on another healthy upstream of the same region, if any.
@@ -468,7 +468,7 @@ impl ProxyHttp for Sluice {
         // A refusal because the audit log cannot be written has no record to write (and must
         // not grow the writer's backlog); it is in the log line and `sluice_errors_total`.
         if ctx.code != Some(error::Code::AuditUnavailable) && !skipped(Stage::Audit) {
-            for record in response::audit_records(&self.state, session, ctx) {
+            for record in route::handler(ctx).records(&self.state, session, ctx) {
                 self.state.audit.send(record).await;
             }
         }

@@ -12,6 +12,7 @@ use pingora_proxy::Session;
 
 use super::error::Rejection;
 use super::guard::Guarded;
+use super::route::Gate;
 use super::{rebody, response, Ctx, State};
 use crate::auth;
 use crate::inbound::{self, Bounds, Framing};
@@ -95,11 +96,8 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     ctx.route = head.route;
     authenticate(state, session, ctx)?;
     limit_requests(state, ctx).await?;
-    if ctx.route == inbound::Route::Mcp {
-        super::mcp::choose(state, session, ctx)?;
-    } else {
-        choose_upstream(state, session, ctx)?;
-    }
+    let handler = super::route::handler(ctx);
+    handler.choose(state, session, ctx)?;
     redact_head(state, session, ctx)?;
     if head.framing == Framing::None {
         return Ok(false);
@@ -126,70 +124,72 @@ async fn gate(state: &Arc<State>, session: &mut Session, ctx: &mut Ctx) -> Resul
     let body = read_body(session, head.framing, cfg.limits.max_body_bytes).await?;
     ctx.bytes_in = body.len() as u64;
     state.metrics.bytes_in.inc_by(ctx.bytes_in);
-    let mut body = match redact(state, session, ctx, body.clone()).await {
-        // To an MCP client, a body that is not JSON gets a JSON-RPC parse error.
-        Err(Rejection::Unscannable(_)) if ctx.mcp.is_some() => {
-            let answer = super::mcp::inspect(state, ctx, &body).unwrap_or((400, Vec::new()));
-            super::mcp::answer(state, session, ctx, answer.0, answer.1)
-                .await
-                .map_err(|_| Rejection::Internal)?;
-            return Ok(true);
-        }
-        r => r?,
-    };
-    if ctx.mcp.is_some() {
-        // The tool policy: what the key may not use is answered here, never forwarded.
-        if let Some((status, answer)) = super::mcp::inspect(state, ctx, &body) {
+    let redacted = redact(state, session, ctx, body.clone()).await;
+    let body = match handler.gate_body(state, ctx, &body, redacted).await? {
+        Gate::Forward(body) => body,
+        Gate::Answer(status, answer) => {
             super::mcp::answer(state, session, ctx, status, answer)
                 .await
                 .map_err(|_| Rejection::Internal)?;
             return Ok(true);
         }
-    } else {
-        // Decided on exactly what is forwarded: a JSON body whose members a parser upstream
-        // could read otherwise (a second `model`, a second `messages`) is refused. What is not
-        // JSON (a compressed body sluice did not decode) was left to the checks above.
-        // One pass: duplicates checked, the members the request path reads taken.
-        let peeked = match inbound::peek(&body) {
-            Ok(p) => p,
-            Err(crate::json::Error::Duplicate) => return Err(Rejection::AmbiguousJson),
-            // JSON that cannot be read one way (a number out of range, nesting past 128
-            // levels): its members were not checked, so it is not forwarded either.
-            Err(crate::json::Error::Invalid) if looks_like_json(&body) => {
-                ctx.reason = Some(super::error::Reason::PiiScan);
-                return Err(Rejection::Unscannable(crate::redact::BodyError::NotJson(
-                    "the JSON body cannot be read one way (a number out of range, or nested deeper than 128 levels)".into(),
-                )));
-            }
-            Err(crate::json::Error::Invalid) => inbound::Peeked::default(),
-        };
-        ctx.model = peeked.model;
-        ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
-        limit_tokens(state, ctx, body.len(), peeked.max_output).await?;
-        // Usage is always known: a stream that does not ask for it is made to, and the
-        // usage chunk is taken out of the answer again.
-        let streams_usage = ctx
-            .upstream
-            .and_then(|i| cfg.upstreams.get(i))
-            .is_some_and(|u| u.stream_usage);
-        if streams_usage
-            && matches!(
-                ctx.route,
-                inbound::Route::ChatCompletions | inbound::Route::Completions
-            )
-        {
-            if let Some(b) = crate::usage::ask_stream_usage(&body) {
-                body = Bytes::from(b);
-                ctx.asked_usage = true;
-            }
-        }
-    }
+    };
     rebody::hand_back(session, &mut ctx.body, body).await.map_err(|e| {
         // Only the error type: pingora's parse errors quote the raw head (headers included).
         tracing::warn!(request_id = %ctx.request_id, error = super::error::log_kind(&e), "cannot hand the body back to pingora");
         Rejection::Internal
     })?;
     Ok(false)
+}
+
+/// An LLM API call's body gate, on the body as redacted: decided on exactly what is forwarded,
+/// so a JSON body whose members a parser upstream could read otherwise (a second `model`, a
+/// second `messages`) is refused; the model's timeout and the tokens it may use are taken;
+/// a stream is made to report its usage.
+pub(super) async fn llm_body(
+    state: &State,
+    ctx: &mut Ctx,
+    redacted: Result<Bytes, Rejection>,
+) -> Result<Bytes, Rejection> {
+    let live = ctx.live.clone();
+    let cfg = &live.cfg;
+    let mut body = redacted?;
+    // One pass: duplicates checked, the members the request path reads taken. What is not
+    // JSON (a compressed body sluice did not decode) was left to the redaction's checks.
+    let peeked = match inbound::peek(&body) {
+        Ok(p) => p,
+        Err(crate::json::Error::Duplicate) => return Err(Rejection::AmbiguousJson),
+        // JSON that cannot be read one way (a number out of range, nesting past 128
+        // levels): its members were not checked, so it is not forwarded either.
+        Err(crate::json::Error::Invalid) if looks_like_json(&body) => {
+            ctx.reason = Some(super::error::Reason::PiiScan);
+            return Err(Rejection::Unscannable(crate::redact::BodyError::NotJson(
+                "the JSON body cannot be read one way (a number out of range, or nested deeper than 128 levels)".into(),
+            )));
+        }
+        Err(crate::json::Error::Invalid) => inbound::Peeked::default(),
+    };
+    ctx.model = peeked.model;
+    ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
+    limit_tokens(state, ctx, body.len(), peeked.max_output).await?;
+    // Usage is always known: a stream that does not ask for it is made to, and the
+    // usage chunk is taken out of the answer again.
+    let streams_usage = ctx
+        .upstream
+        .and_then(|i| cfg.upstreams.get(i))
+        .is_some_and(|u| u.stream_usage);
+    if streams_usage
+        && matches!(
+            ctx.route,
+            inbound::Route::ChatCompletions | inbound::Route::Completions
+        )
+    {
+        if let Some(b) = crate::usage::ask_stream_usage(&body) {
+            body = Bytes::from(b);
+            ctx.asked_usage = true;
+        }
+    }
+    Ok(body)
 }
 
 /// The refusal for a limit that is reached (the rate limit's quota noted for the headers).
@@ -319,7 +319,11 @@ fn authenticate(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), R
 /// Resolve the request's region and pick a healthy upstream in it, with its credential. A
 /// credential that is configured but missing, undecryptable or expired refuses the request:
 /// sluice never forwards without it. Nothing here ever looks outside the region.
-fn choose_upstream(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rejection> {
+pub(super) fn choose_upstream(
+    state: &State,
+    session: &Session,
+    ctx: &mut Ctx,
+) -> Result<(), Rejection> {
     let key = ctx.key.as_ref().ok_or(Rejection::Internal)?;
     let header: Vec<&[u8]> = session
         .req_header()

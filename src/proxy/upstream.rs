@@ -476,17 +476,7 @@ pub fn check_tls(
         return Ok(());
     }
     let live = ctx.live.clone();
-    let tls = match &ctx.mcp {
-        Some(m) => live
-            .cfg
-            .mcp_servers
-            .get(m.server)
-            .and_then(|s| s.tls.as_ref()),
-        None => ctx
-            .upstream
-            .and_then(|i| live.cfg.upstreams.get(i))
-            .and_then(|u| u.tls.as_ref()),
-    };
+    let tls = super::route::handler(ctx).target(&live, ctx).tls;
     let Some(tls) = tls else {
         // Every https:// entry has a policy: a TLS peer without one is refused, not waved on.
         ctx.reason = Some(Reason::TlsVersion);
@@ -553,23 +543,9 @@ pub fn peer(ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
     Ok(Box::new(peer))
 }
 
-/// Rewrite the request for the upstream: its path prefix, its Host, no hop-by-hop headers.
+/// Rewrite the request for its peer: no hop-by-hop headers, the app's credentials or
+/// X-Sluice-*; then the path, Host and credential its handler gives it.
 pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-    let up = match (
-        &ctx.mcp,
-        ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i)),
-    ) {
-        (Some(_), _) => None,
-        (None, Some(up)) => Some(up),
-        (None, None) => return Error::e_explain(ErrorType::InternalError, "no upstream chosen"),
-    };
-    if let Some(up) = up.filter(|u| !u.base_url.path_prefix.is_empty()) {
-        let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let uri: http::Uri = format!("{}{}", up.base_url.path_prefix, pq)
-            .parse()
-            .map_err(|_| Error::explain(ErrorType::InternalError, "upstream path"))?;
-        req.set_uri(uri);
-    }
     // One pass over the request's headers (a handful) instead of a lookup per name dropped:
     // hop-by-hop ones, those Connection names (hop-by-hop too), sluice's own X-Sluice-*, and
     // the app's credentials. Framing headers are pingora's to manage, whatever Connection says.
@@ -601,22 +577,8 @@ pub fn rewrite(state: &State, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<
     // are). Ask for it unencoded (with response redaction, gzip and deflate are still decoded if
     // sent; anything else is refused as unscannable). The hop to the app is local.
     req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-    match (up, &ctx.mcp) {
-        (_, Some(m)) => super::mcp::rewrite(req, ctx, m)?,
-        (Some(up), None) => {
-            if let Some(cred) = &ctx.credential {
-                let value = cred.header_value(&up.credential_prefix).ok_or_else(|| {
-                    Error::explain(
-                        ErrorType::InternalError,
-                        "upstream credential is not a valid header value",
-                    )
-                })?;
-                req.insert_header(up.credential_header.clone(), value)?;
-            }
-            req.insert_header(http::header::HOST, up.base_url.authority.as_str())?;
-        }
-        (None, None) => return Error::e_explain(ErrorType::InternalError, "no upstream chosen"),
-    }
+    // The peer's path, Host and credential.
+    super::route::handler(ctx).rewrite(req, ctx)?;
     req.insert_header("x-request-id", ctx.request_id.as_str())?;
     let now = Instant::now();
     ctx.upstream_sent = Some(now);
@@ -695,18 +657,7 @@ pub fn answered(state: &State, resp: &pingora_http::ResponseHeader, ctx: &Ctx) -
     observe_answer(state, ctx);
     if resp.status == http::StatusCode::UNAUTHORIZED {
         if let Some(cred) = &ctx.credential {
-            let name = match &ctx.mcp {
-                Some(m) => ctx
-                    .live
-                    .cfg
-                    .mcp_servers
-                    .get(m.server)
-                    .and_then(|s| s.credential.as_deref()),
-                None => ctx
-                    .upstream
-                    .and_then(|i| ctx.live.cfg.upstreams.get(i))
-                    .and_then(|u| u.credential.as_deref()),
-            };
+            let name = super::route::handler(ctx).target(&ctx.live, ctx).credential;
             let name = name.unwrap_or_default();
             tracing::warn!(request_id = %ctx.request_id, credential = %name, oauth = cred.oauth_obtained.is_some(),
                 "the upstream refused sluice's credential (401); answered 502 upstream_auth_failed");

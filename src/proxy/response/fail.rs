@@ -96,22 +96,9 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
     }
     if let Rejection::UpstreamTls = r {
         let reason = ctx.reason.get_or_insert(Reason::TlsHandshake).as_str();
-        let (kind, name) = match &ctx.mcp {
-            Some(m) => (
-                "mcp_server",
-                ctx.live
-                    .cfg
-                    .mcp_servers
-                    .get(m.server)
-                    .map(|s| s.name.as_str()),
-            ),
-            None => (
-                "upstream",
-                ctx.upstream
-                    .and_then(|i| ctx.live.cfg.upstreams.get(i))
-                    .map(|u| u.name.as_str()),
-            ),
-        };
+        let live = ctx.live.clone();
+        let target = crate::proxy::route::handler(ctx).target(&live, ctx);
+        let (kind, name) = (target.kind, target.name);
         let name = name.unwrap_or("-");
         state
             .metrics
@@ -124,9 +111,8 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
     let reply = reply_for(&r);
     // An MCP request the server could not be used for at all gets its JSON-RPC error (the
     // client's SDK reads it as the call's failure); the reason is the stable code.
-    if let (Rejection::UpstreamTls, Some(m)) = (&r, &ctx.mcp) {
-        let server = (ctx.live.cfg.mcp_servers.get(m.server)).map_or("-", |s| s.name.as_str());
-        if let Some(body) = crate::mcp::unreachable_answer(&m.calls, server, reply.code.as_str()) {
+    if let Rejection::UpstreamTls = r {
+        if let Some(body) = crate::proxy::route::handler(ctx).unreachable_answer(ctx, reply.code) {
             ctx.code = Some(reply.code);
             let sent = crate::proxy::mcp::answer(state, session, ctx, 200, body).await;
             return FailToProxy {

@@ -22,6 +22,7 @@ mod usage;
 pub use fail::*;
 pub use record::*;
 pub use rewrite::*;
+pub(in crate::proxy) use usage::track_usage;
 use usage::*;
 
 /// How a response body is being rewritten (response redaction on).
@@ -102,10 +103,7 @@ pub fn headers(
     resp: &mut ResponseHeader,
     ctx: &mut Ctx,
 ) -> Result<()> {
-    plan(state, session, resp, ctx)?;
-    if !super::skipped(super::Stage::Usage) {
-        track_usage(resp, ctx)?;
-    }
+    super::route::handler(ctx).plan_answer(state, session, resp, ctx)?;
     // One pass over the answer's headers: what is never passed on, X-Sluice-* (only sluice
     // sets those: the upstream cannot claim a region or a redaction), and the provider's rate
     // limit figures (they describe sluice's upstream account, which every org shares: one

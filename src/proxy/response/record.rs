@@ -160,8 +160,9 @@ pub(super) fn audit_record<'a>(
             "failure"
         },
         details: (),
-        // A key's LLM request counts in the hourly roll-up (MCP calls have records of their own).
-        usage: ctx.key.as_ref().filter(|_| ctx.mcp.is_none()).map(|k| {
+        // A key's LLM request counts in the hourly roll-up (MCP calls have records of their
+        // own: `mcp_records` takes it out).
+        usage: ctx.key.as_ref().map(|k| {
             let found = ctx.usage.as_ref().and_then(|u| u.found);
             let (model, model_name) = match crate::usage::model_label(ctx.model.as_deref()) {
                 "other" => ("other", String::new()),
@@ -204,15 +205,24 @@ pub(super) fn audit_record<'a>(
     (head, details)
 }
 
-/// The audit records of a request: one `proxy.request`, or for the MCP gateway one `mcp.call`
-/// per JSON-RPC call (and one `mcp.request` for a GET or DELETE), each with the server, method,
-/// tool (or resource, prompt), outcome, latency and redaction counts, never arguments or
-/// results. MCP calls are counted in `sluice_mcp_requests_total` here too.
-pub fn audit_records(state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Bounded> {
+/// A request's one `proxy.request` audit record.
+pub(in crate::proxy) fn request_record(session: &Session, ctx: &Ctx) -> crate::audit::Bounded {
     let (head, details) = audit_record(session, ctx);
-    let Some(m) = &ctx.mcp else {
-        return vec![crate::audit::Bounded::typed(head, &details)];
-    };
+    crate::audit::Bounded::typed(head, &details)
+}
+
+/// The audit records of an MCP gateway request: one `mcp.call` per JSON-RPC call (and one
+/// `mcp.request` for a GET or DELETE), each with the server, method, tool (or resource,
+/// prompt), outcome, latency and redaction counts, never arguments or results. MCP calls are
+/// counted in `sluice_mcp_requests_total` here too.
+pub(in crate::proxy) fn mcp_records(
+    state: &State,
+    session: &Session,
+    ctx: &Ctx,
+    m: &crate::proxy::mcp::McpCtx,
+) -> Vec<crate::audit::Bounded> {
+    let (mut head, details) = audit_record(session, ctx);
+    head.usage = None;
     let base = head.with_details(serde_json::to_value(&details).unwrap_or_default());
     let server = ctx
         .live

@@ -17,19 +17,17 @@ pub(super) fn unscannable() -> Box<Error> {
     Error::new_up(ErrorType::Custom(UNSCANNABLE))
 }
 
-/// Decide how the body will be rewritten, from the response head, and fix its framing: the
+/// Decide how an LLM answer's body will be rewritten (response redaction on), from the
+/// response head, and fix its framing: the
 /// rewritten body's length is not known yet, so it goes out chunked (pingora writes the head
 /// before any body filter runs). A response that cannot be scanned is refused here (502),
 /// before anything was sent.
-pub(super) fn plan(
+pub(in crate::proxy) fn plan(
     state: &State,
     session: &Session,
     resp: &mut ResponseHeader,
     ctx: &mut Ctx,
 ) -> Result<()> {
-    if ctx.mcp.is_some() {
-        return plan_mcp(state, session, resp, ctx);
-    }
     let Some(scan) = response_scan(ctx) else {
         return Ok(());
     };
@@ -83,7 +81,7 @@ pub(super) fn plan(
 
 /// Every answer of an MCP server is validated and rewritten, whatever the key's response
 /// redaction (its PII and secrets policies decide what is redacted).
-pub(super) fn plan_mcp(
+pub(in crate::proxy) fn plan_mcp(
     state: &State,
     session: &Session,
     resp: &mut ResponseHeader,

@@ -38,8 +38,8 @@ pub(super) fn is_event_stream(resp: &ResponseHeader) -> bool {
 
 /// Start reading the usage of a successful LLM answer. A stream whose usage sluice asked
 /// for loses its usage chunk on the way, so its length changes: it goes out chunked.
-pub(super) fn track_usage(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
-    if ctx.mcp.is_some() || operation(ctx.route).is_none() || !resp.status.is_success() {
+pub(in crate::proxy) fn track_usage(resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    if operation(ctx.route).is_none() || !resp.status.is_success() {
         return Ok(());
     }
     let sse = is_event_stream(resp);
