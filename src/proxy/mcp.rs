@@ -38,8 +38,12 @@ impl Handler for Mcp {
         read: &Bytes,
         redacted: Result<Bytes, Rejection>,
     ) -> Result<Gate, Rejection> {
+        // Fail closed: without the chosen server and the key, no policy can be checked.
+        if ctx.mcp.is_none() || ctx.key.is_none() {
+            return Err(Rejection::Internal);
+        }
         match redacted {
-            Err(Rejection::Unscannable(_)) if ctx.mcp.is_some() => {
+            Err(Rejection::Unscannable(_)) => {
                 let (status, answer) = inspect(state, ctx, read).unwrap_or((400, Vec::new()));
                 Ok(Gate::Answer(status, answer))
             }

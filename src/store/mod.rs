@@ -283,6 +283,22 @@ mod tests {
         assert_eq!(Store::open(&old).unwrap().orgs().unwrap(), vec![org]);
     }
 
+    /// A key of `org` that inherits everything.
+    fn key_of(org: &str) -> Key {
+        Key {
+            id: new_id(),
+            org_id: org.to_string(),
+            name: "k".into(),
+            prefix: "sk-sluice-abcd".into(),
+            hash: vec![1; 32],
+            policy: KeyPolicy::default(),
+            expires_at: None,
+            revoked_at: None,
+            created_at: Timestamp::now(),
+            last_used_at: None,
+        }
+    }
+
     #[test]
     fn a_stored_policy_that_does_not_read_allows_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -296,18 +312,7 @@ mod tests {
             ..OrgPolicy::default()
         };
         let org = s.insert_org("acme", &org_policy).unwrap();
-        let k = Key {
-            id: new_id(),
-            org_id: org.id.clone(),
-            name: "k".into(),
-            prefix: "sk-sluice-abcd".into(),
-            hash: vec![1; 32],
-            policy: KeyPolicy::default(),
-            expires_at: None,
-            revoked_at: None,
-            created_at: Timestamp::now(),
-            last_used_at: None,
-        };
+        let k = key_of(&org.id);
         s.insert_key(&k).unwrap();
         // Edited by hand: lists that are not lists (the schema's CHECKs keep settings and
         // periods to what sluice writes).
@@ -334,18 +339,7 @@ mod tests {
         let org = s.insert_org("acme", &OrgPolicy::default()).unwrap();
         let g1 = s.generation().unwrap();
         assert!(g1 > g0);
-        let k = Key {
-            id: new_id(),
-            org_id: org.id.clone(),
-            name: "k".into(),
-            prefix: "sk-sluice-abcd".into(),
-            hash: vec![1; 32],
-            policy: KeyPolicy::default(),
-            expires_at: None,
-            revoked_at: None,
-            created_at: Timestamp::now(),
-            last_used_at: None,
-        };
+        let k = key_of(&org.id);
         s.insert_key(&k).unwrap();
         let g2 = s.generation().unwrap();
         assert!(g2 > g1);

@@ -145,6 +145,29 @@ pub(super) struct NewOrg {
     pub(super) mcp_prompts: Option<String>,
 }
 
+/// A body's MCP lists, named as the API names them.
+macro_rules! mcp_fields {
+    ($b:expr) => {
+        [
+            ("mcp_tools", $b.mcp_tools.as_deref()),
+            ("mcp_resources", $b.mcp_resources.as_deref()),
+            ("mcp_prompts", $b.mcp_prompts.as_deref()),
+        ]
+    };
+}
+
+/// A body's limits, read once.
+macro_rules! limit_fields {
+    ($b:expr) => {
+        LimitsPatch::parse(
+            $b.rpm,
+            $b.tpm,
+            $b.budget_tokens,
+            $b.budget_period.as_deref(),
+        )
+    };
+}
+
 /// Changes to an org (and, with a name, a new org's settings: [`NewOrg`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,17 +224,8 @@ impl OrgPatch {
             pii: setting("pii", self.pii.as_deref())?,
             secrets: setting("secrets", self.secrets.as_deref())?,
             response_redaction: setting("response_redaction", self.response_redaction.as_deref())?,
-            mcp: McpLists::parse([
-                ("mcp_tools", self.mcp_tools.as_deref()),
-                ("mcp_resources", self.mcp_resources.as_deref()),
-                ("mcp_prompts", self.mcp_prompts.as_deref()),
-            ])?,
-            limits: LimitsPatch::parse(
-                self.rpm,
-                self.tpm,
-                self.budget_tokens,
-                self.budget_period.as_deref(),
-            )?,
+            mcp: McpLists::parse(mcp_fields!(self))?,
+            limits: limit_fields!(self)?,
         })
     }
 }
@@ -250,17 +264,8 @@ impl KeyPatch {
             pii: opt("pii", self.pii.as_deref())?,
             secrets: opt("secrets", self.secrets.as_deref())?,
             response_redaction: opt("response_redaction", self.response_redaction.as_deref())?,
-            mcp: McpPatch::parse([
-                ("mcp_tools", self.mcp_tools.as_deref()),
-                ("mcp_resources", self.mcp_resources.as_deref()),
-                ("mcp_prompts", self.mcp_prompts.as_deref()),
-            ])?,
-            limits: LimitsPatch::parse(
-                self.rpm,
-                self.tpm,
-                self.budget_tokens,
-                self.budget_period.as_deref(),
-            )?,
+            mcp: McpPatch::parse(mcp_fields!(self))?,
+            limits: limit_fields!(self)?,
         })
     }
 }
@@ -309,12 +314,7 @@ where
 impl NewKey {
     /// The key it asks for, of org `org_id`: a setting or list not given inherits the org's.
     pub(super) fn spec(self, org_id: &str) -> Result<crate::admin::KeySpec, ApiError> {
-        let limits = LimitsPatch::parse(
-            self.rpm,
-            self.tpm,
-            self.budget_tokens,
-            self.budget_period.as_deref(),
-        )?;
+        let limits = limit_fields!(self)?;
         Ok(crate::admin::KeySpec {
             org_id: org_id.to_string(),
             // Checked in this order: the first refused field is the one named.
@@ -325,11 +325,7 @@ impl NewKey {
                     "response_redaction",
                     self.response_redaction.as_deref(),
                 )?,
-                mcp: McpLists::parse([
-                    ("mcp_tools", self.mcp_tools.as_deref()),
-                    ("mcp_resources", self.mcp_resources.as_deref()),
-                    ("mcp_prompts", self.mcp_prompts.as_deref()),
-                ])?,
+                mcp: McpLists::parse(mcp_fields!(self))?,
                 region: region(self.region.as_deref())?,
                 limits: limits.apply(crate::limits::Limits::default()),
             },

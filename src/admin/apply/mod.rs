@@ -1,9 +1,9 @@
 //! One declarative source of orgs, keys and users for many sidecars: `sluice apply -f
 //! fleet.toml` and `[fleet] bundle`. The store is converged to the file: orgs, keys and users it
 //! lists are created or changed to match, keys it owned and no longer lists are revoked, users
-//! deleted. Only rows the bundle owns
-//! (`managed`) are ever revoked; an org or key made by hand and then listed is adopted. Keys are
-//! given by SHA-256 hash and display prefix, never in plaintext. All of it is one transaction
+//! deleted. Only rows the bundle owns (`managed`) are ever changed or removed: an org, key or
+//! user made by hand is never taken over (listing one fails the whole apply). Keys are given by
+//! SHA-256 hash and display prefix, never in plaintext. All of it is one transaction
 //! with one audit record per change (`"via": "apply"`).
 
 use super::{
@@ -15,9 +15,8 @@ use crate::store::{self, Managed, Store};
 use crate::vault::Keyring;
 
 mod bundle;
-mod diff;
+mod converge;
 pub use bundle::*;
-use diff::*;
 
 /// What [`apply`] would change; nothing is written.
 pub fn plan(store: &Store, bundle: &Bundle, opts: Options) -> Result<Vec<Change>> {
@@ -99,320 +98,19 @@ fn converge(
     let wanted = want(bundle, opts.pii_default)?;
     check_removals(store, bundle, &wanted, opts.max_removal_ratio)?;
     let run = |s: &Store, write: bool| -> Result<(Vec<Change>, Vec<audit::Record>)> {
-        let mut changes = Vec::new();
-        let mut records = Vec::new();
-        let orgs = s.orgs()?;
-        let keys = s.keys(None)?;
-        let managed_keys = s.managed(Managed::Key)?;
-        let managed_users = s.managed(Managed::User)?;
-        let managed_orgs = s.managed(Managed::Org)?;
-        let mut listed = std::collections::HashSet::new();
-        let mut listed_users = std::collections::HashSet::new();
-        let mut note = |c: Change, mut r: audit::Record, details: serde_json::Value| {
-            r.details = details;
-            r.details["via"] = "apply".into();
-            records.push(r);
-            changes.push(c);
-        };
+        let mut pass = converge::Pass::new(s, actor, write)?;
         for w in &wanted {
-            let org_id = match orgs.iter().find(|o| o.name == w.spec.name) {
-                None => {
-                    let id = if write {
-                        let o = super::orgs::create(s, &w.spec, opts.pii_default)?;
-                        s.set_managed(Managed::Org, &o.id)?;
-                        o.id
-                    } else {
-                        String::new()
-                    };
-                    let mut r = actor.record("org.create", Some(&id));
-                    r.target_id = Some(id.clone());
-                    let details = if write {
-                        super::org_details(&s.org(&id)?)
-                    } else {
-                        serde_json::json!({})
-                    };
-                    note(
-                        Change {
-                            action: "org.create",
-                            org: w.spec.name.clone(),
-                            key: None,
-                            detail: "new".into(),
-                        },
-                        r,
-                        details,
-                    );
-                    id
-                }
-                Some(have) => {
-                    // An org made by hand is never taken over by a bundle (its settings, its
-                    // keys): the apply fails whole. (`sluice bootstrap` applies a configured
-                    // bundle that lists its org first, so the bundle makes it.)
-                    if !managed_orgs.contains(&have.id) {
-                        return Err(Error::Invalid(format!(
-                            "{}: an org with this name exists in the store and was not made by a bundle; nothing was changed",
-                            w.at
-                        )));
-                    }
-                    let (change, fields) = org_change(have, &w.spec);
-                    if !fields.is_empty() {
-                        let details = if write {
-                            super::org_details(&super::orgs::update(s, &have.id, &change)?)
-                        } else {
-                            serde_json::json!({})
-                        };
-                        let mut r = actor.record("org.update", Some(&have.id));
-                        r.target_id = Some(have.id.clone());
-                        note(
-                            Change {
-                                action: "org.update",
-                                org: w.spec.name.clone(),
-                                key: None,
-                                detail: fields.join(", "),
-                            },
-                            r,
-                            details,
-                        );
-                    }
-                    have.id.clone()
-                }
-            };
+            let org_id = pass.org(w, opts.pii_default)?;
             for k in &w.keys {
-                let mut spec = k.spec.clone();
-                spec.org_id = org_id.clone();
-                let at = || Change {
-                    action: "",
-                    org: w.spec.name.clone(),
-                    key: Some(k.spec.name.clone()),
-                    detail: String::new(),
-                };
-                match keys.iter().find(|have| have.hash == k.hash) {
-                    None => {
-                        let id = super::imported_key_id(&k.hash);
-                        listed.insert(id.clone());
-                        let details = if write {
-                            let row = import_key(s, &spec, &k.hash, &k.prefix)?;
-                            s.set_managed(Managed::Key, &row.id)?;
-                            super::key_details(&row)
-                        } else {
-                            super::check_key_spec(&spec)?;
-                            serde_json::json!({})
-                        };
-                        let mut r = actor.record("key.create", Some(&org_id));
-                        r.target_id = Some(id);
-                        note(
-                            Change {
-                                action: "key.create",
-                                detail: "new".into(),
-                                ..at()
-                            },
-                            r,
-                            details,
-                        );
-                    }
-                    Some(have) => {
-                        listed.insert(have.id.clone());
-                        if have.org_id != org_id {
-                            return Err(Error::Invalid(format!(
-                                "{}: the key belongs to another org in the store",
-                                k.at
-                            )));
-                        }
-                        // Rows made by hand are never the bundle's: a collision fails the
-                        // whole apply (kind and place named, not the value).
-                        if !managed_keys.contains(&have.id) && !s.is_bundle_revoked(&have.id)? {
-                            return Err(Error::Invalid(format!(
-                                "{}: a key with this hash exists in the store and was not made by a bundle; nothing was changed",
-                                k.at
-                            )));
-                        }
-                        if have.revoked_at.is_some() {
-                            // A key a bundle revoked comes back when listed again; one a
-                            // person revoked stays revoked.
-                            if !s.is_bundle_revoked(&have.id)? {
-                                return Err(Error::Invalid(format!(
-                                    "{}: the key was revoked by hand and cannot come back; make a new one",
-                                    k.at
-                                )));
-                            }
-                            if write {
-                                s.restore_bundle_key(&have.id)?;
-                            }
-                            let mut r = actor.record("key.restore", Some(&org_id));
-                            r.target_id = Some(have.id.clone());
-                            note(
-                                Change {
-                                    action: "key.restore",
-                                    detail: "listed again after the bundle revoked it".into(),
-                                    ..at()
-                                },
-                                r,
-                                serde_json::json!({"prefix": have.prefix}),
-                            );
-                        }
-                        if write {
-                            s.set_managed(Managed::Key, &have.id)?;
-                        }
-                        let (change, fields) = key_change(have, &spec);
-                        if !fields.is_empty() {
-                            let details = if write {
-                                super::key_details(&super::keys::update(s, &have.id, &change)?)
-                            } else {
-                                serde_json::json!({})
-                            };
-                            let mut r = actor.record("key.update", Some(&org_id));
-                            r.target_id = Some(have.id.clone());
-                            note(
-                                Change {
-                                    action: "key.update",
-                                    detail: fields.join(", "),
-                                    ..at()
-                                },
-                                r,
-                                details,
-                            );
-                        }
-                    }
-                }
+                pass.key(w, &org_id, k)?;
             }
             for u in &w.users {
-                let at = || Change {
-                    action: "",
-                    org: w.spec.name.clone(),
-                    key: Some(u.email.clone()),
-                    detail: String::new(),
-                };
-                match s.user_by_email(&u.email)? {
-                    None => {
-                        let id = store::new_id();
-                        if write {
-                            let now = store::Timestamp::now();
-                            s.insert_user(&store::User {
-                                id: id.clone(),
-                                email: u.email.clone(),
-                                org_id: Some(org_id.clone()),
-                                role: Some(u.role),
-                                operator: false,
-                                password_hash: u.hash.clone(),
-                                totp_sealed: None,
-                                totp_last_step: 0,
-                                session_epoch: 0,
-                                created_at: now,
-                                password_changed_at: now,
-                            })?;
-                            s.set_managed(Managed::User, &id)?;
-                        }
-                        listed_users.insert(id.clone());
-                        let mut r = actor.record("user.create", Some(&org_id));
-                        r.target_id = Some(id);
-                        note(
-                            Change {
-                                action: "user.create",
-                                detail: "new".into(),
-                                ..at()
-                            },
-                            r,
-                            serde_json::json!({"email": u.email, "role": u.role.as_str(),
-                                "operator": false, "totp": false}),
-                        );
-                    }
-                    Some(have) => {
-                        listed_users.insert(have.id.clone());
-                        if have.operator || have.org_id.as_deref() != Some(org_id.as_str()) {
-                            return Err(Error::Invalid(format!(
-                                "{}: the user belongs to another org (or is an operator) in the store",
-                                u.at
-                            )));
-                        }
-                        // A user made by hand is never taken over (its role, its password).
-                        if !managed_users.contains(&have.id) {
-                            return Err(Error::Invalid(format!(
-                                "{}: a user with this email exists in the store and was not made by a bundle; nothing was changed",
-                                u.at
-                            )));
-                        }
-                        let mut fields = Vec::new();
-                        if have.role != Some(u.role) {
-                            fields.push("role");
-                        }
-                        if have.password_hash != u.hash {
-                            fields.push("password");
-                        }
-                        if write {
-                            s.set_managed(Managed::User, &have.id)?;
-                            if fields.contains(&"role") {
-                                super::users::set_role(s, &have.id, u.role)?;
-                            }
-                            if fields.contains(&"password") {
-                                // Every session of the user is revoked with it.
-                                s.set_user_password(&have.id, &u.hash)?;
-                            }
-                        }
-                        if !fields.is_empty() {
-                            let mut r = actor.record("user.update", Some(&org_id));
-                            r.target_id = Some(have.id.clone());
-                            note(
-                                Change {
-                                    action: "user.update",
-                                    detail: fields.join(", "),
-                                    ..at()
-                                },
-                                r,
-                                serde_json::json!({"role": u.role.as_str(),
-                                    "password_changed": fields.contains(&"password")}),
-                            );
-                        }
-                    }
-                }
+                pass.user(w, &org_id, u)?;
             }
         }
         // What the bundle owned and no longer lists.
-        for u in s.users(None)? {
-            if managed_users.contains(&u.id) && !listed_users.contains(&u.id) {
-                if write {
-                    super::users::delete_user(s, &u.id)?;
-                }
-                let org = orgs
-                    .iter()
-                    .find(|o| Some(&o.id) == u.org_id.as_ref())
-                    .map_or_else(String::new, |o| o.name.clone());
-                let mut r = actor.record("user.delete", u.org_id.as_deref());
-                r.target_id = Some(u.id.clone());
-                note(
-                    Change {
-                        action: "user.delete",
-                        org,
-                        key: Some(u.email.clone()),
-                        detail: "no longer in the bundle".into(),
-                    },
-                    r,
-                    serde_json::json!({"email": u.email}),
-                );
-            }
-        }
-        for k in &keys {
-            if managed_keys.contains(&k.id) && !listed.contains(&k.id) && k.revoked_at.is_none() {
-                if write {
-                    s.revoke_key_for_bundle(&k.id)?;
-                }
-                let org = orgs
-                    .iter()
-                    .find(|o| o.id == k.org_id)
-                    .map_or_else(|| k.org_id.clone(), |o| o.name.clone());
-                let mut r = actor.record("key.revoke", Some(&k.org_id));
-                r.target_id = Some(k.id.clone());
-                note(
-                    Change {
-                        action: "key.revoke",
-                        org,
-                        key: Some(k.name.clone()),
-                        detail: "no longer in the bundle".into(),
-                    },
-                    r,
-                    serde_json::json!({"prefix": k.prefix}),
-                );
-            }
-        }
-        Ok((changes, records))
+        pass.unlisted()?;
+        Ok(pass.done())
     };
     let Some(ring) = ring else {
         return Ok(run(store, false)?.0);

@@ -87,8 +87,9 @@ pub(in crate::proxy) fn plan_mcp(
     resp: &mut ResponseHeader,
     ctx: &mut Ctx,
 ) -> Result<()> {
+    // Fail closed: an answer that cannot be checked against the key's policy is not passed on.
     let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
-        return Ok(());
+        return Err(Error::explain(ErrorType::InternalError, "no MCP context"));
     };
     crate::proxy::mcp::bind_session(state, resp, ctx);
     let status = resp.status.as_u16();
