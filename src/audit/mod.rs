@@ -268,7 +268,7 @@ fn append_after(
         let mut row = AuditRow {
             seq,
             id: store::new_id(),
-            at: store::now(),
+            at: store::Timestamp::now().to_string(),
             kind: r.kind.to_string(),
             action: r.action,
             actor: r.actor,
@@ -705,7 +705,7 @@ mod tests {
                 let mut row = AuditRow {
                     seq: 1,
                     id: store::new_id(),
-                    at: store::now(),
+                    at: store::Timestamp::now().to_string(),
                     kind: "request".into(),
                     action: "proxy.request".into(),
                     actor: key.clone(),

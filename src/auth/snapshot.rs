@@ -416,7 +416,7 @@ impl Watcher {
                         last_flush = Instant::now();
                         let ids = w.get().take_used();
                         if !ids.is_empty() {
-                            if let Err(e) = store.touch_keys(&ids, &store::now()) {
+                            if let Err(e) = store.touch_keys(&ids, store::Timestamp::now()) {
                                 tracing::warn!(error = %e, "cannot record key last-used times");
                             }
                         }

@@ -139,7 +139,7 @@ impl Store {
     pub fn mark_audit_exported(&self, seq: i64) -> Result<()> {
         self.conn.execute(
             "INSERT INTO audit_exports (through_seq, at) VALUES (?1, ?2)",
-            params![seq, now()],
+            params![seq, Timestamp::now()],
         )?;
         Ok(())
     }

@@ -124,7 +124,7 @@ impl Store {
                sealed = COALESCE(?5, sealed), key_fp = COALESCE(?6, key_fp),
                refresh_lease_until = NULL
              WHERE id = ?1 AND kind = 'oauth'",
-            params![id, token_sealed, expires_at, now(), secret, fp],
+            params![id, token_sealed, expires_at, Timestamp::now(), secret, fp],
         )?;
         Ok(())
     }

@@ -66,11 +66,6 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// The current time, RFC 3339 UTC.
-pub fn now() -> String {
-    utc_text(time::OffsetDateTime::now_utc())
-}
-
 /// A time as stored: RFC 3339 in UTC (so stored times compare as text).
 pub fn utc_text(t: time::OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
@@ -344,7 +339,8 @@ mod tests {
         let g2 = s.generation().unwrap();
         assert!(g2 > g1);
         let mut s = s;
-        s.touch_keys(std::slice::from_ref(&k.id), &now()).unwrap();
+        s.touch_keys(std::slice::from_ref(&k.id), Timestamp::now())
+            .unwrap();
         assert_eq!(
             s.generation().unwrap(),
             g2,

@@ -57,7 +57,7 @@ impl Store {
                     p.pii,
                     p.secrets,
                     p.response_redaction,
-                    now(),
+                    Timestamp::now(),
                     tools,
                     resources,
                     prompts,
@@ -211,7 +211,7 @@ impl Store {
             .execute("DELETE FROM bundle_revoked WHERE key_id = ?1", [id])?;
         let n = self.conn.execute(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-            params![id, now()],
+            params![id, Timestamp::now()],
         )?;
         if n == 0 {
             return Err(Error::NotFound {
@@ -282,7 +282,7 @@ impl Store {
     }
 
     /// Record last-used times, in one transaction.
-    pub fn touch_keys(&mut self, ids: &[String], at: &str) -> Result<()> {
+    pub fn touch_keys(&mut self, ids: &[String], at: Timestamp) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut st = tx.prepare("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?;

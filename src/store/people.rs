@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{now, Error, Result, Store, Timestamp};
+use super::{Error, Result, Store, Timestamp};
 use crate::policy::Role;
 
 /// A user row. The password hash and sealed TOTP seed never leave the store's callers in
@@ -158,7 +158,7 @@ impl Store {
             id,
             "UPDATE users SET password_hash = ?2, password_changed_at = ?3,
                session_epoch = session_epoch + 1 WHERE id = ?1",
-            &[&hash, &now()],
+            &[&hash, &Timestamp::now()],
         )
     }
 
@@ -242,7 +242,7 @@ impl Store {
     pub fn use_recovery_code(&self, user_id: &str, lookup: &str) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE recovery_codes SET used_at = ?3 WHERE user_id = ?1 AND lookup = ?2 AND used_at IS NULL",
-            params![user_id, lookup, now()],
+            params![user_id, lookup, Timestamp::now()],
         )?;
         Ok(n == 1)
     }
@@ -281,7 +281,7 @@ impl Store {
     pub fn insert_org_key(&self, org_id: &str, sealed: &[u8], key_fp: &str) -> Result<bool> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO org_keys (org_id, sealed, key_fp, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![org_id, sealed, key_fp, now()],
+            params![org_id, sealed, key_fp, Timestamp::now()],
         )?;
         Ok(n == 1)
     }
