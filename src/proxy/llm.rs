@@ -90,7 +90,7 @@ impl Handler for Llm {
     }
 
     fn records(&self, _state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Bounded> {
-        vec![response::request_record(session, ctx)]
+        vec![response::request_record(session, ctx, true)]
     }
 
     fn unreachable_answer(&self, _ctx: &Ctx, _code: Code) -> Option<Vec<u8>> {

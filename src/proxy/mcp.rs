@@ -94,12 +94,12 @@ impl Handler for Mcp {
         response::plan_mcp(state, session, resp, ctx)
     }
 
-    /// One record per JSON-RPC call (a refused request, before its server was chosen, has
-    /// the one record any request has).
+    /// One record per JSON-RPC call (a request refused before its server was chosen has the
+    /// one record any request has, outside the key's LLM usage).
     fn records(&self, state: &State, session: &Session, ctx: &Ctx) -> Vec<crate::audit::Bounded> {
         match &ctx.mcp {
             Some(m) => response::mcp_records(state, session, ctx, m),
-            None => vec![response::request_record(session, ctx)],
+            None => vec![response::request_record(session, ctx, false)],
         }
     }
 

@@ -283,6 +283,7 @@ fn unknown_servers_pins_bad_json_rpc_and_garbage_answers_are_handled_without_lea
         ],
         b"",
     );
+    let pinned_id = pinned["id"].as_str().unwrap().to_string();
     let pinned = pinned["key"].as_str().unwrap().to_string();
     eventually(
         "the new key in the snapshot",
@@ -325,6 +326,43 @@ fn unknown_servers_pins_bad_json_rpc_and_garbage_answers_are_handled_without_lea
     assert_eq!(servers["data"][0]["path"], "/mcp/junk");
     assert_eq!(servers["data"][1]["region"], "eu");
     assert_eq!(servers["data"][0]["healthy"], true);
+    // The pinned key's calls, refused before a server was chosen, are audited, and are not
+    // LLM usage: its hourly usage roll-up (written with the records) has no row for them.
+    let get = |path: &str| {
+        raw(
+            p.admin_port,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap()
+        .json()
+    };
+    let org = &p.org_id;
+    eventually(
+        "the refused calls in the audit log",
+        std::time::Duration::from_secs(10),
+        || {
+            get(&format!(
+                "/api/audit?org_id={org}&action=proxy.request&limit=100"
+            ))["data"]
+                .as_array()
+                .is_some_and(|d| {
+                    d.iter()
+                        .filter(|r| r["actor"] == format!("key:{pinned_id}"))
+                        .count()
+                        >= 2
+                })
+        },
+    );
+    let usage = get(&format!("/api/usage?org_id={org}&group_by=key"));
+    let rows = usage["data"].as_array().unwrap();
+    assert!(
+        !rows.is_empty(),
+        "the LLM calls that wait for a key count: {usage}"
+    );
+    assert!(
+        rows.iter().all(|r| r["key_id"] != pinned_id.as_str()),
+        "{usage}"
+    );
 }
 
 impl McpServer {

@@ -205,9 +205,18 @@ pub(super) fn audit_record<'a>(
     (head, details)
 }
 
-/// A request's one `proxy.request` audit record.
-pub(in crate::proxy) fn request_record(session: &Session, ctx: &Ctx) -> crate::audit::Bounded {
-    let (head, details) = audit_record(session, ctx);
+/// A request's one `proxy.request` audit record; `usage`: it counts in its key's hourly usage
+/// roll-up (an LLM request does; an MCP request, refused before its server was chosen, does
+/// not: MCP calls are not LLM usage).
+pub(in crate::proxy) fn request_record(
+    session: &Session,
+    ctx: &Ctx,
+    usage: bool,
+) -> crate::audit::Bounded {
+    let (mut head, details) = audit_record(session, ctx);
+    if !usage {
+        head.usage = None;
+    }
     crate::audit::Bounded::typed(head, &details)
 }
 
