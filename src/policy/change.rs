@@ -35,24 +35,11 @@ impl<T> Patch<T> {
         v.map_or(Patch::Keep, Patch::Set)
     }
 
-    /// Whether it changes anything.
-    pub fn is_keep(&self) -> bool {
-        matches!(self, Patch::Keep)
-    }
-
     /// The value it sets (`None` when it keeps or clears).
     pub fn value(&self) -> Option<&T> {
         match self {
             Patch::Set(v) => Some(v),
             _ => None,
-        }
-    }
-
-    pub fn as_ref(&self) -> Patch<&T> {
-        match self {
-            Patch::Keep => Patch::Keep,
-            Patch::Set(v) => Patch::Set(v),
-            Patch::Clear => Patch::Clear,
         }
     }
 
@@ -141,11 +128,6 @@ impl LimitsPatch {
         Ok(patch)
     }
 
-    /// Whether it changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.rpm.is_keep() && self.tpm.is_keep() && self.budget.is_keep()
-    }
-
     /// Limits are at least 1; a budget fits in 63 bits (SQLite's integer).
     pub fn check(&self) -> Result<(), Invalid> {
         if self.rpm == Patch::Set(0) {
@@ -211,48 +193,49 @@ pub type McpLists = Mcp<Option<AllowList>>;
 pub type McpPatch = Mcp<Patch<AllowList>>;
 
 impl McpLists {
-    pub fn is_empty(&self) -> bool {
-        self.tools.is_none() && self.resources.is_none() && self.prompts.is_none()
-    }
-
     /// Parse the lists given (`server:name,...`), each named as the caller names it.
-    pub fn parse(
-        [(t_name, tools), (r_name, resources), (p_name, prompts)]: [(&str, Option<&str>); 3],
-    ) -> Result<McpLists, Invalid> {
-        let parse = |what: &str, v: Option<&str>| v.map(|s| mcp_list(what, s)).transpose();
-        Ok(McpLists {
-            tools: parse(t_name, tools)?,
-            resources: parse(r_name, resources)?,
-            prompts: parse(p_name, prompts)?,
-        })
+    pub fn parse(given: [(&str, Option<&str>); 3]) -> Result<McpLists, Invalid> {
+        Mcp::read(given, |what, v| v.map(|s| mcp_list(what, s)).transpose())
     }
 }
 
 impl McpPatch {
-    pub fn is_empty(&self) -> bool {
-        self.tools.is_keep() && self.resources.is_keep() && self.prompts.is_keep()
-    }
-
     /// Parse a key's list changes: `inherit` (back to the org's list) or a list.
-    pub fn parse(
-        [(t_name, tools), (r_name, resources), (p_name, prompts)]: [(&str, Option<&str>); 3],
-    ) -> Result<McpPatch, Invalid> {
-        Ok(McpPatch {
-            tools: key_list(t_name, tools)?,
-            resources: key_list(r_name, resources)?,
-            prompts: key_list(p_name, prompts)?,
-        })
+    pub fn parse(given: [(&str, Option<&str>); 3]) -> Result<McpPatch, Invalid> {
+        Mcp::read(given, key_list)
     }
 }
 
 impl<L> Mcp<L> {
-    /// The three lists with their names, in order.
-    pub fn named(&self) -> [(&'static str, &L); 3] {
-        [
-            ("mcp_tools", &self.tools),
-            ("mcp_resources", &self.resources),
-            ("mcp_prompts", &self.prompts),
-        ]
+    /// Each list through `f`.
+    pub fn map<U>(&self, mut f: impl FnMut(&L) -> U) -> Mcp<U> {
+        Mcp {
+            tools: f(&self.tools),
+            resources: f(&self.resources),
+            prompts: f(&self.prompts),
+        }
+    }
+
+    /// Each list with its counterpart in `other`, through `f`.
+    pub fn zip<M, U>(&self, other: &Mcp<M>, mut f: impl FnMut(&L, &M) -> U) -> Mcp<U> {
+        Mcp {
+            tools: f(&self.tools, &other.tools),
+            resources: f(&self.resources, &other.resources),
+            prompts: f(&self.prompts, &other.prompts),
+        }
+    }
+
+    /// The tools, resources and prompts lists as given (each with the name it was given
+    /// under), read in that order; the first refusal is the one returned.
+    fn read<E>(
+        [(t_name, tools), (r_name, resources), (p_name, prompts)]: [(&str, Option<&str>); 3],
+        mut f: impl FnMut(&str, Option<&str>) -> Result<L, E>,
+    ) -> Result<Mcp<L>, E> {
+        Ok(Mcp {
+            tools: f(t_name, tools)?,
+            resources: f(r_name, resources)?,
+            prompts: f(p_name, prompts)?,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::change::Diff;
-use super::{KeyPii, KeySetting, LimitsPatch, Mcp, McpLists, McpPatch, Patch, Pii, Setting};
+use super::{KeyPii, KeySetting, LimitsPatch, Mcp, McpLists, McpPatch, Pii, Setting};
 use crate::limits::Limits;
 use crate::mcp::AllowList;
 use crate::residency::Region;
@@ -95,17 +95,12 @@ impl OrgPatch {
 
     /// The policy after the change.
     pub fn apply(&self, p: &OrgPolicy) -> OrgPolicy {
-        let list = |l: &Option<AllowList>, have: &AllowList| l.as_ref().unwrap_or(have).clone();
         OrgPolicy {
             region: self.region.or(p.region),
             pii: self.pii.unwrap_or(p.pii),
             secrets: self.secrets.unwrap_or(p.secrets),
             response_redaction: self.response_redaction.unwrap_or(p.response_redaction),
-            mcp: Mcp {
-                tools: list(&self.mcp.tools, &p.mcp.tools),
-                resources: list(&self.mcp.resources, &p.mcp.resources),
-                prompts: list(&self.mcp.prompts, &p.mcp.prompts),
-            },
+            mcp: (self.mcp).zip(&p.mcp, |l, have| l.as_ref().unwrap_or(have).clone()),
             limits: self.limits.apply(p.limits),
         }
     }
@@ -155,17 +150,12 @@ impl KeyPatch {
 
     /// The policy after the change.
     pub fn apply(&self, p: &KeyPolicy) -> KeyPolicy {
-        let list = |l: &Patch<AllowList>, have: &Option<AllowList>| l.clone().apply(have.clone());
         KeyPolicy {
             region: p.region,
             pii: self.pii.unwrap_or(p.pii),
             secrets: self.secrets.unwrap_or(p.secrets),
             response_redaction: self.response_redaction.unwrap_or(p.response_redaction),
-            mcp: Mcp {
-                tools: list(&self.mcp.tools, &p.mcp.tools),
-                resources: list(&self.mcp.resources, &p.mcp.resources),
-                prompts: list(&self.mcp.prompts, &p.mcp.prompts),
-            },
+            mcp: (self.mcp).zip(&p.mcp, |l, have| l.clone().apply(have.clone())),
             limits: self.limits.apply(p.limits),
         }
     }

@@ -43,7 +43,7 @@ impl Store {
     /// Create an org with its policy.
     pub fn insert_org(&self, name: &str, p: &OrgPolicy) -> Result<Org> {
         let id = new_id();
-        let (tools, resources, prompts) = lists_text(&p.mcp);
+        let lists = p.mcp.map(AllowList::to_string);
         let (tokens, period) = budget_columns(&p.limits);
         self.conn
             .execute(
@@ -58,9 +58,9 @@ impl Store {
                     p.secrets,
                     p.response_redaction,
                     Timestamp::now(),
-                    tools,
-                    resources,
-                    prompts,
+                    lists.tools,
+                    lists.resources,
+                    lists.prompts,
                     p.limits.rpm,
                     p.limits.tpm,
                     tokens,
@@ -97,7 +97,7 @@ impl Store {
 
     /// Replace an org's policy.
     pub fn set_org_policy(&self, id: &str, p: &OrgPolicy) -> Result<Org> {
-        let (tools, resources, prompts) = lists_text(&p.mcp);
+        let lists = p.mcp.map(AllowList::to_string);
         let (tokens, period) = budget_columns(&p.limits);
         let n = self.conn.execute(
             "UPDATE orgs SET region = ?2, pii = ?3, secrets = ?4, response_redaction = ?5,
@@ -110,9 +110,9 @@ impl Store {
                 p.pii,
                 p.secrets,
                 p.response_redaction,
-                tools,
-                resources,
-                prompts,
+                lists.tools,
+                lists.resources,
+                lists.prompts,
                 p.limits.rpm,
                 p.limits.tpm,
                 tokens,
@@ -134,7 +134,7 @@ impl Store {
     pub fn insert_key(&self, k: &Key) -> Result<()> {
         self.org(&k.org_id)?;
         let p = &k.policy;
-        let [tools, resources, prompts] = key_lists_text(&p.mcp);
+        let lists = p.mcp.map(|l| l.as_ref().map(AllowList::to_string));
         let (tokens, period) = budget_columns(&p.limits);
         self.conn.execute(
             "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at,
@@ -142,7 +142,7 @@ impl Store {
                budget_period)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![k.id, k.org_id, k.name, k.prefix, k.hash, p.pii, p.region, p.limits.rpm, k.expires_at,
-                k.created_at, p.secrets, p.response_redaction, tools, resources, prompts, p.limits.tpm,
+                k.created_at, p.secrets, p.response_redaction, lists.tools, lists.resources, lists.prompts, p.limits.tpm,
                 tokens, period],
         )?;
         Ok(())
@@ -159,7 +159,7 @@ impl Store {
 
     /// Replace a key's policy (its region is set when it is made).
     pub fn set_key_policy(&self, id: &str, p: &KeyPolicy) -> Result<Key> {
-        let [tools, resources, prompts] = key_lists_text(&p.mcp);
+        let lists = p.mcp.map(|l| l.as_ref().map(AllowList::to_string));
         let (tokens, period) = budget_columns(&p.limits);
         let n = self.conn.execute(
             "UPDATE api_keys SET pii = ?2, secrets = ?3, response_redaction = ?4,
@@ -171,9 +171,9 @@ impl Store {
                 p.pii,
                 p.secrets,
                 p.response_redaction,
-                tools,
-                resources,
-                prompts,
+                lists.tools,
+                lists.resources,
+                lists.prompts,
                 p.limits.rpm,
                 p.limits.tpm,
                 tokens,
@@ -392,16 +392,4 @@ fn budget_columns(l: &Limits) -> (Option<i64>, Option<&'static str>) {
             .map(|b| i64::try_from(b.tokens).unwrap_or(i64::MAX)),
         l.budget.map(|b| b.period.as_str()),
     )
-}
-
-fn lists_text(m: &Mcp<AllowList>) -> (String, String, String) {
-    (
-        m.tools.to_string(),
-        m.resources.to_string(),
-        m.prompts.to_string(),
-    )
-}
-
-fn key_lists_text(m: &Mcp<Option<AllowList>>) -> [Option<String>; 3] {
-    [&m.tools, &m.resources, &m.prompts].map(|l| l.as_ref().map(|l| l.to_string()))
 }
