@@ -51,7 +51,7 @@ impl Handler for Llm {
 
     /// The upstream's path prefix, its credential in its header, its Host.
     fn rewrite(&self, req: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-        let Some(up) = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i)) else {
+        let Some(up) = ctx.upstream_config() else {
             return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
         };
         if !up.base_url.path_prefix.is_empty() {

@@ -56,10 +56,7 @@ impl Handler for Mcp {
     }
 
     fn peer(&self, ctx: &mut Ctx, session: &Session) -> Result<Box<HttpPeer>> {
-        let m = ctx.mcp.as_ref().ok_or_else(|| {
-            pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no MCP server")
-        })?;
-        peer(ctx, m, session.req_header().method == http::Method::GET)
+        peer(ctx, session.req_header().method == http::Method::GET)
     }
 
     fn target<'a>(&self, live: &'a Live, ctx: &Ctx) -> Target<'a> {
@@ -76,10 +73,7 @@ impl Handler for Mcp {
     }
 
     fn rewrite(&self, req: &mut RequestHeader, ctx: &Ctx) -> Result<()> {
-        let m = ctx.mcp.as_ref().ok_or_else(|| {
-            pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no MCP server")
-        })?;
-        rewrite(req, ctx, m)
+        rewrite(req, ctx)
     }
 
     /// Every answer of an MCP server is validated and rewritten, whatever the key's response
@@ -107,7 +101,7 @@ impl Handler for Mcp {
     /// call's failure); the reason is the stable code.
     fn unreachable_answer(&self, ctx: &Ctx, code: Code) -> Option<Vec<u8>> {
         let m = ctx.mcp.as_ref()?;
-        let server = (ctx.live.cfg.mcp_servers.get(m.server)).map_or("-", |s| s.name.as_str());
+        let server = ctx.mcp_server().map_or("-", |s| s.name.as_str());
         crate::mcp::unreachable_answer(&m.calls, server, code.as_str())
     }
 }
@@ -117,7 +111,7 @@ pub fn awaiting(state: &State, ctx: &Ctx) -> Vec<String> {
     let (Some(m), Some(key)) = (ctx.mcp.as_ref(), ctx.key.as_ref()) else {
         return Vec::new();
     };
-    match (&m.session, ctx.live.cfg.mcp_servers.get(m.server)) {
+    match (&m.session, ctx.mcp_server()) {
         (Some(sid), Some(server)) if m.resume => {
             state.mcp_sessions.awaiting(&server.name, sid, &key.id)
         }
@@ -130,7 +124,7 @@ pub fn answered(state: &State, ctx: &Ctx, r: &crate::mcp::Responses) {
     let Some(m) = ctx.mcp.as_ref() else {
         return;
     };
-    if let (Some(sid), Some(server)) = (&m.session, ctx.live.cfg.mcp_servers.get(m.server)) {
+    if let (Some(sid), Some(server)) = (&m.session, ctx.mcp_server()) {
         state.mcp_sessions.answered(&server.name, sid, r.answered());
     }
 }
@@ -147,7 +141,7 @@ pub fn bind_session(state: &State, resp: &ResponseHeader, ctx: &Ctx) {
         // The answer to the DELETE that ended it: the id is not bound again.
         return;
     }
-    let Some(server) = ctx.live.cfg.mcp_servers.get(m.server) else {
+    let Some(server) = ctx.mcp_server() else {
         return;
     };
     let now = std::time::Instant::now();
@@ -322,18 +316,11 @@ pub async fn answer(
 }
 
 /// The upstream peer of the chosen MCP server.
-pub fn peer(
-    ctx: &Ctx,
-    mcp: &McpCtx,
-    is_get: bool,
-) -> Result<Box<pingora_core::upstreams::peer::HttpPeer>> {
+pub fn peer(ctx: &Ctx, is_get: bool) -> Result<Box<pingora_core::upstreams::peer::HttpPeer>> {
     use pingora_error::{Error, ErrorType};
-    let m = ctx
-        .live
-        .cfg
-        .mcp_servers
-        .get(mcp.server)
-        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server"))?;
+    let (Some(mcp), Some(m)) = (ctx.mcp.as_ref(), ctx.mcp_server()) else {
+        return Error::e_explain(ErrorType::InternalError, "no MCP server");
+    };
     let addr = ctx
         .peer_addr
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server address"))?;
@@ -352,13 +339,10 @@ pub fn peer(
 }
 
 /// The request as the MCP server gets it: its endpoint's path, its Host, its credential.
-pub fn rewrite(req: &mut pingora_http::RequestHeader, ctx: &Ctx, mcp: &McpCtx) -> Result<()> {
+pub fn rewrite(req: &mut pingora_http::RequestHeader, ctx: &Ctx) -> Result<()> {
     use pingora_error::{Error, ErrorType};
     let m = ctx
-        .live
-        .cfg
-        .mcp_servers
-        .get(mcp.server)
+        .mcp_server()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no MCP server"))?;
     let path = if m.url.path_prefix.is_empty() {
         "/"

@@ -270,6 +270,18 @@ pub struct Ctx {
     _in_flight: Option<InFlight>,
 }
 
+impl Ctx {
+    /// The `[[upstreams]]` entry the request gate chose, in the config the request started under.
+    fn upstream_config(&self) -> Option<&crate::config::Upstream> {
+        self.upstream.and_then(|i| self.live.cfg.upstreams.get(i))
+    }
+
+    /// The `[[mcp_servers]]` entry of an MCP request, once chosen.
+    fn mcp_server(&self) -> Option<&crate::config::McpServer> {
+        (self.mcp.as_ref()).and_then(|m| self.live.cfg.mcp_servers.get(m.server))
+    }
+}
+
 /// The tightest request and token rate limits a request met.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Quotas {

@@ -174,10 +174,7 @@ pub(super) async fn llm_body(
     limit_tokens(state, ctx, body.len(), peeked.max_output).await?;
     // Usage is always known: a stream that does not ask for it is made to, and the
     // usage chunk is taken out of the answer again.
-    let streams_usage = ctx
-        .upstream
-        .and_then(|i| cfg.upstreams.get(i))
-        .is_some_and(|u| u.stream_usage);
+    let streams_usage = ctx.upstream_config().is_some_and(|u| u.stream_usage);
     if streams_usage
         && matches!(
             ctx.route,

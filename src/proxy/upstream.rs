@@ -673,10 +673,7 @@ pub fn answered(state: &State, resp: &pingora_http::ResponseHeader, ctx: &Ctx) -
 }
 
 fn observe_answer(state: &State, ctx: &Ctx) {
-    if let (Some(sent), Some(up)) = (
-        ctx.upstream_sent,
-        ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i)),
-    ) {
+    if let (Some(sent), Some(up)) = (ctx.upstream_sent, ctx.upstream_config()) {
         state
             .metrics
             .upstream_duration

@@ -96,8 +96,7 @@ pub async fn fail(state: &State, session: &mut Session, e: &Error, ctx: &mut Ctx
     }
     if let Rejection::UpstreamTls = r {
         let reason = ctx.reason.get_or_insert(Reason::TlsHandshake).as_str();
-        let live = ctx.live.clone();
-        let target = crate::proxy::route::handler(ctx).target(&live, ctx);
+        let target = crate::proxy::route::handler(ctx).target(&ctx.live, ctx);
         let (kind, name) = (target.kind, target.name);
         let name = name.unwrap_or("-");
         state

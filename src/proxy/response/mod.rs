@@ -127,7 +127,7 @@ pub fn headers(
     if let Some(theirs) = resp.remove_header("x-request-id") {
         resp.insert_header("x-upstream-request-id", theirs)?;
     }
-    if let Some(up) = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i)) {
+    if let Some(up) = ctx.upstream_config() {
         resp.insert_header("x-sluice-upstream", up.name.as_str())?;
         resp.insert_header(
             "x-sluice-region",

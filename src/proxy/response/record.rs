@@ -9,7 +9,7 @@ pub fn log(state: &Arc<State>, session: &Session, e: Option<&Error>, ctx: &Ctx) 
         return;
     }
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let up = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i));
+    let up = ctx.upstream_config();
     let region = up
         .map(|u| u.region)
         .or(ctx.region)
@@ -132,7 +132,7 @@ pub(super) fn audit_record<'a>(
 ) -> (crate::audit::Entry<()>, RequestDetails<'a>) {
     use crate::audit::{cap, MAX_DETAIL_CHARS, MAX_FIELD_CHARS};
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let up = ctx.upstream.and_then(|i| ctx.live.cfg.upstreams.get(i));
+    let up = ctx.upstream_config();
     let req = session.req_header();
     let ua = req
         .headers
@@ -233,12 +233,7 @@ pub(in crate::proxy) fn mcp_records(
     let (mut head, details) = audit_record(session, ctx);
     head.usage = None;
     let base = head.with_details(serde_json::to_value(&details).unwrap_or_default());
-    let server = ctx
-        .live
-        .cfg
-        .mcp_servers
-        .get(m.server)
-        .map_or("?", |s| s.name.as_str());
+    let server = ctx.mcp_server().map_or("?", |s| s.name.as_str());
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let answers = match &ctx.rewrite {
         Some(Rewrite::Mcp { r, .. }) => Some(r.as_ref()),

@@ -118,12 +118,7 @@ pub(in crate::proxy) fn plan_mcp(
         return Err(unscannable());
     }
     let sse = is_event_stream(resp);
-    let server = ctx
-        .live
-        .cfg
-        .mcp_servers
-        .get(m.server)
-        .map_or("", |s| s.name.as_str());
+    let server = ctx.mcp_server().map_or("", |s| s.name.as_str());
     let scan = Scan {
         pii: key.redact_pii,
         secrets: key.redact_secrets,
