@@ -78,6 +78,10 @@ pub const MAX_DETAILS_BYTES: usize = 8 * 1024;
 
 /// `s` cut to at most `max` characters (on a character boundary).
 pub fn cap(s: &str, max: usize) -> &str {
+    // No more bytes than `max`: no more characters either (the usual case, without a walk).
+    if s.len() <= max {
+        return s;
+    }
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -611,6 +615,20 @@ pub fn prune(store: &Store, before: &str, force: bool, actor: &str) -> Result<Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cap_counts_characters_not_bytes() {
+        assert_eq!(cap("abc", 3), "abc");
+        assert_eq!(cap("abcd", 3), "abc");
+        assert_eq!(cap("", 0), "");
+        // Over `max` bytes but not over `max` characters: kept whole.
+        assert_eq!(cap("é", 1), "é");
+        assert_eq!(cap("日本語", 3), "日本語");
+        // Over in characters: cut on a character boundary.
+        assert_eq!(cap("日本語", 2), "日本");
+        assert_eq!(cap("aé€😀b", 4), "aé€😀");
+        assert_eq!(cap("😀😀", 0), "");
+    }
 
     fn actor(id: &str) -> crate::admin::Actor {
         crate::admin::Actor {

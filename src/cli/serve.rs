@@ -143,6 +143,7 @@ pub(super) fn init_logging(cfg: &Config) {
     use tracing_subscriber::Layer;
     let directives = crate::log_filter::directives(&cfg.log.level);
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let most = filter.max_level_hint();
     // A reload changes the level (`crate::log_filter::set`).
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     crate::log_filter::install(Box::new(move |level| {
@@ -168,6 +169,11 @@ pub(super) fn init_logging(cfg: &Config) {
         .with(fmt)
         .with(Withheld)
         .try_init();
+    // `try_init` bounds the `log` crate at the subscriber's level, which the layers without a
+    // filter of their own (`Withheld`) leave at TRACE: every debug record of pingora's (about
+    // 25 a request) would then be built and offered to the filter only to be dropped. The
+    // filter decides what is shown, so its level bounds `log`.
+    crate::log_filter::follow_in_log(most);
 }
 
 /// Whether a record comes from pingora (its crates, through the `log` bridge or `tracing`).

@@ -411,8 +411,8 @@ impl Engine {
                 // Read one way: an object naming a member twice is refused.
                 let ambiguous = || BodyError::NotJson("an object names a member twice".into());
                 // A member can be named `logprobs` only literally or with a \u escape.
-                let stripped = if memchr::memmem::find(bytes, b"logprobs").is_some()
-                    || memchr::memmem::find(bytes, b"\\u").is_some()
+                let stripped = if finder!(b"logprobs").find(bytes).is_some()
+                    || finder!(b"\\u").find(bytes).is_some()
                 {
                     let mut v = crate::json::parse(bytes).map_err(|e| match e {
                         crate::json::Error::Duplicate => ambiguous(),

@@ -492,9 +492,9 @@ fn cut_in(text: &str, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
 /// its header line (to the end of the text while the header is incomplete). A complete header
 /// that is not a private key's constrains nothing.
 fn pem_header_span(b: &[u8]) -> Option<(usize, usize)> {
-    let k = memchr::memmem::rfind(b, b"-----BEGIN ")?;
+    let k = finder!(rev b"-----BEGIN ").rfind(b)?;
     let rest = &b[k + "-----BEGIN ".len()..];
-    match memchr::memmem::find(rest, b"-----") {
+    match finder!(b"-----").find(rest) {
         Some(_) => secret::pem_header(b, k).map(|(_, end)| (k, end)),
         None if rest.len() > 80 => None,
         None => Some((k, usize::MAX)),

@@ -65,7 +65,7 @@ impl Tail {
 /// The last non-null `"usage": {...}` object in `bytes` (a JSON body, or SSE events).
 pub fn find(bytes: &[u8]) -> Option<Usage> {
     const NEEDLE: &[u8] = b"\"usage\"";
-    let finder = memchr::memmem::FinderRev::new(NEEDLE);
+    let finder = finder!(rev NEEDLE);
     let mut end = bytes.len();
     while let Some(at) = finder.rfind(&bytes[..end]) {
         end = at;
@@ -121,7 +121,7 @@ pub fn from_value(v: &Value) -> Option<Usage> {
 /// (not a stream, not JSON, or usage already asked for).
 pub fn ask_stream_usage(body: &[u8]) -> Option<Vec<u8>> {
     // Cheap first: most bodies are not streams.
-    memchr::memmem::find(body, b"\"stream\"")?;
+    finder!(b"\"stream\"").find(body)?;
     let mut v: Value = serde_json::from_slice(body).ok()?;
     let obj = v.as_object_mut()?;
     if obj.get("stream") != Some(&Value::Bool(true)) {

@@ -259,8 +259,8 @@ pub fn body(state: &State, body: &mut Option<Bytes>, end: bool, ctx: &mut Ctx) -
         // The answer's own end went out: a stream's `[DONE]` or Responses API completion.
         // A client that closes after it (the SDKs stop reading there) got everything.
         if !ctx.answer_complete
-            && (memchr::memmem::find(b, b"data: [DONE]").is_some()
-                || memchr::memmem::find(b, b"\"response.completed\"").is_some())
+            && (finder!(b"data: [DONE]").find(b).is_some()
+                || finder!(b"\"response.completed\"").find(b).is_some())
         {
             ctx.answer_complete = true;
         }

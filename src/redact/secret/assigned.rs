@@ -271,7 +271,7 @@ pub(in crate::redact) fn looks_assigned_secret(v: &[u8]) -> bool {
     }
     let date =
         v.len() >= 10 && v[..4].iter().all(u8::is_ascii_digit) && v[4] == b'-' && v[7] == b'-';
-    let url = memchr::memmem::find(v, b"://").is_some();
+    let url = finder!(b"://").find(v).is_some();
     let path = v.starts_with(b"/") || v.starts_with(b"~/") || v.starts_with(b"./");
     let uuid = v.len() == 36
         && v.iter().enumerate().all(|(i, &c)| match i {
@@ -346,7 +346,7 @@ pub(in crate::redact) fn templated(v: &[u8]) -> bool {
                     && inner.first().is_some_and(|c| !c.is_ascii_digit())
             })
         }
-        || memchr::memmem::find(v, b"process.env").is_some()
+        || finder!(b"process.env").find(v).is_some()
 }
 
 /// The documented example values issuers publish (AWS, GitHub, Stripe, Slack, jwt.io): never
@@ -402,7 +402,7 @@ pub(super) fn placeholder_as(body: &[u8], token: bool) -> bool {
     let segment = lower
         .split(|c| matches!(c, b'-' | b'_' | b'.'))
         .any(|seg| words.iter().any(|w| seg == w.as_bytes()));
-    at_start || segment || memchr::memmem::find(&lower, b"xxxxxx").is_some() || templated(body)
+    at_start || segment || finder!(b"xxxxxx").find(&lower).is_some() || templated(body)
 }
 
 /// Whether the token `b[s..e]` is an issuer's documented example, or its body (after the

@@ -262,7 +262,7 @@ pub(super) fn jwt(b: &[u8], a: usize, joined: bool) -> Option<(usize, usize)> {
 /// the index after the header.
 pub(in crate::redact) fn pem_header(b: &[u8], a: usize) -> Option<(&[u8], usize)> {
     let rest = b.get(a + "-----BEGIN ".len()..)?;
-    let close = memchr::memmem::find(rest.get(..rest.len().min(80))?, b"-----")?;
+    let close = finder!(b"-----").find(rest.get(..rest.len().min(80))?)?;
     let label = &rest[..close];
     let is_private = label.ends_with(b"PRIVATE KEY")
         && label
