@@ -26,6 +26,12 @@ Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get instal
        + usage tracking; + redaction), beside the bare passthrough and a buffering variant of
        it, with CPU per request per stage. Needs a bench build:
        cargo build --release --locked --features bench-ablation --bin sluice --examples
+       python3 bench/load.py --ladder --instructions [--duration S]   the same stages, each
+       alone under valgrind's callgrind at 2 connections: user-space instructions per request
+       (every thread of the process: the audit writer's too). Unlike CPU time these do not
+       depend on what else the machine does, so a change's effect on one stage shows exactly.
+       Caveat: valgrind has no SHA extensions, so SHA-256 counts as its software fallback
+       (about 5x what it costs on a CPU with them).
 Every row also shows the target process's CPU time per request (user+system, from
 /proc/PID/stat; for `direct` the mock's): on a machine this noisy it is steadier than req/s.
 """
@@ -92,10 +98,11 @@ def wrk(url, conns, duration, lua, pid=None):
     p50 = to_us(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = to_us(re.search(r"\s99%\s+(\S+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    res = {"rps": rps, "p50_us": p50, "p99_us": p99, "non2xx": int(errors.group(1)) if errors else 0}
+    res = {"rps": rps, "p50_us": p50, "p99_us": p99, "non2xx": int(errors.group(1)) if errors else 0,
+           "n": int(re.search(r"(\d+) requests in", out).group(1))}
     if pid:
         after = cpu_ticks(pid)
-        n = max(int(re.search(r"(\d+) requests in", out).group(1)), 1)
+        n = max(res["n"], 1)
         res["user_us"] = (after[0] - before[0]) * TICK_US / n
         res["sys_us"] = (after[1] - before[1]) * TICK_US / n
     return res
@@ -158,6 +165,9 @@ def main():
     ap.add_argument("--ladder", action="store_true",
                     help="the ablation ladder (needs --features bench-ablation): CPU per "
                          "request of each stage sluice adds, beside the bare passthrough")
+    ap.add_argument("--instructions", action="store_true",
+                    help="with --ladder: instructions per request of each target under "
+                         "callgrind (needs valgrind), one target at a time, instead of load")
     ap.add_argument("--sluice", metavar="BINARY", default=os.path.join(REL, "sluice"),
                     help="the sluice binary to drive (default target/release/sluice; e.g. "
                          "target/profiling/sluice under perf)")
@@ -203,6 +213,8 @@ def main():
     # trips redis_timeout_ms if anything does.
     small_key = cli("keys", "create", "--org", org, "--name", "small", "--rpm", "50")["key"]
 
+    if args.ladder and args.instructions:
+        return instructions(args, tmp, cfg, cli, env, body, up, bare)
     if args.ladder:
         return ladder(args, tmp, cfg, cli, env, body, up, bare, levels)
 
@@ -381,10 +393,25 @@ LADDER = [
 ]
 
 
-def ladder(args, tmp, cfg, cli, env, body, up, bare, levels):
-    """Every stage in a sluice of its own (a copy of the store: its own audit writer), beside
-    the mock, the bare passthrough and its buffering variant, all driven in one run; CPU per
-    request is the primary figure."""
+def stage_config(tmp, cfg, i):
+    """A config for stage `i`: its own ports and its own copy of the store (its own audit
+    writer). Returns its path and its proxy port."""
+    with open(cfg) as f:
+        text = f.read()
+    prox, adm, met = (free_port() for _ in range(3))
+    db = os.path.join(tmp, f"stage{i}.db")
+    shutil.copyfile(os.path.join(tmp, "sluice.db"), db)
+    scfg = os.path.join(tmp, f"stage{i}.toml")
+    with open(scfg, "w") as f:
+        t = re.sub(r'proxy = "127.0.0.1:\d+"', f'proxy = "127.0.0.1:{prox}"', text)
+        t = re.sub(r'admin = "127.0.0.1:\d+"', f'admin = "127.0.0.1:{adm}"', t)
+        t = re.sub(r'metrics = "127.0.0.1:\d+"', f'metrics = "127.0.0.1:{met}"', t)
+        f.write(t.replace(f"{tmp}/sluice.db", db))
+    return scfg, prox
+
+
+def ladder_keys(cli, tmp, body):
+    """The ladder's keys (in orgs with redaction off and on) and a wrk script for each."""
     plain = cli("orgs", "create", "plain", "--pii", "off", "--secrets", "off")["id"]
     redacting = cli("orgs", "create", "redacting", "--pii", "on", "--secrets", "on")["id"]
     limits = ("--rpm", "100000000", "--tpm", "4000000000")
@@ -400,6 +427,73 @@ def ladder(args, tmp, cfg, cli, env, body, up, bare, levels):
             f.write(f'wrk.headers["Authorization"] = "Bearer {k}"\n')
             f.write(f"wrk.body = {json.dumps(body)}\n")
         scripts[name] = path
+    return scripts
+
+
+def instructions(args, tmp, cfg, cli, env, body, up, bare):
+    """The ladder in instructions: each target alone under callgrind (counters zeroed after a
+    warm-up, dumped after a wrk run at 2 connections), total user-space instructions of the
+    process divided by the requests served."""
+    if not shutil.which("valgrind"):
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    scripts = ladder_keys(cli, tmp, body)
+    mock = subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)])
+    buffered = free_port()
+    targets = [("passthrough", [os.path.join(REL, "examples", "passthrough"), str(bare), str(up)],
+                bare, None, "none"),
+               ("passthrough, buffering", [os.path.join(REL, "examples", "passthrough"),
+                                           str(buffered), str(up), "buffer"], buffered, None,
+                "none")]
+    for i, (name, skip, key) in enumerate(LADDER):
+        scfg, prox = stage_config(tmp, cfg, i)
+        targets.append((f"sluice: {name}", [args.sluice, "serve", "--config", scfg], prox,
+                        skip, key))
+    res = {}
+    try:
+        wait_port(up)
+        for i, (name, cmd, tport, skip, key) in enumerate(targets):
+            out = os.path.join(tmp, f"callgrind.{i}")
+            p = subprocess.Popen(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
+                env=env if skip is None else dict(env, SLUICE_BENCH_SKIP=skip),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_port(tport, deadline=120)
+                url = f"http://127.0.0.1:{tport}/v1/chat/completions"
+                wrk(url, 2, 3, scripts[key])  # warm-up (and JIT-free steady state)
+                subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
+                               capture_output=True)
+                r = wrk(url, 2, args.duration, scripts[key])
+                subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
+                               capture_output=True)
+                n = r["n"]
+                with open(out + ".1") as f:
+                    total = int(re.search(r"^totals: (\d+)", f.read(), re.M).group(1))
+                res[name] = (total / max(n, 1), r["non2xx"])
+            finally:
+                # Its counts are dumped: no graceful shutdown to wait out.
+                p.kill()
+                p.wait(timeout=60)
+    finally:
+        mock.terminate()
+        mock.wait(timeout=15)
+    print("user-space instructions per request under callgrind (every thread of the process), "
+          "2 connections")
+    print(f"{'target':<38} {'Ir/req':>9} {'x bare':>7} {'stage +Ir':>10} {'non-2xx':>8}")
+    base = res["passthrough"][0]
+    prev = None
+    for name, (ir, bad) in res.items():
+        step = f"{ir - prev:+10.0f}" if prev is not None and name.startswith("sluice") else ""
+        print(f"{name:<38} {ir:>9.0f} {ir / base:>7.2f} {step:>10} {bad:>8}")
+        if name != "passthrough":
+            prev = ir
+
+
+def ladder(args, tmp, cfg, cli, env, body, up, bare, levels):
+    """Every stage in a sluice of its own (a copy of the store: its own audit writer), beside
+    the mock, the bare passthrough and its buffering variant, all driven in one run; CPU per
+    request is the primary figure."""
+    scripts = ladder_keys(cli, tmp, body)
     buffered = free_port()
     procs = [
         subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)]),
@@ -410,18 +504,8 @@ def ladder(args, tmp, cfg, cli, env, body, up, bare, levels):
     ]
     targets = {"direct": (up, procs[0].pid, "none"), "passthrough": (bare, procs[1].pid, "none"),
                "passthrough, buffering": (buffered, procs[2].pid, "none")}
-    with open(cfg) as f:
-        text = f.read()
     for i, (name, skip, key) in enumerate(LADDER):
-        prox, adm, met = (free_port() for _ in range(3))
-        db = os.path.join(tmp, f"stage{i}.db")
-        shutil.copyfile(os.path.join(tmp, "sluice.db"), db)
-        scfg = os.path.join(tmp, f"stage{i}.toml")
-        with open(scfg, "w") as f:
-            t = re.sub(r'proxy = "127.0.0.1:\d+"', f'proxy = "127.0.0.1:{prox}"', text)
-            t = re.sub(r'admin = "127.0.0.1:\d+"', f'admin = "127.0.0.1:{adm}"', t)
-            t = re.sub(r'metrics = "127.0.0.1:\d+"', f'metrics = "127.0.0.1:{met}"', t)
-            f.write(t.replace(f"{tmp}/sluice.db", db))
+        scfg, prox = stage_config(tmp, cfg, i)
         p = subprocess.Popen([args.sluice, "serve", "--config", scfg],
                              env=dict(env, SLUICE_BENCH_SKIP=skip),
                              stderr=open(os.path.join(tmp, f"stage{i}.log"), "w"))
