@@ -61,12 +61,66 @@ pub(super) fn query_params(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-pub(super) fn region(s: Option<&str>) -> Result<Option<Region>, ApiError> {
-    s.map(|r| {
-        r.parse::<Region>()
-            .map_err(|_| err(Code::InvalidRequest, "Unknown region: use us, eu or apac."))
-    })
-    .transpose()
+/// A value a body names with a string from a fixed set: a setting, a key's setting, a region.
+pub(super) trait Choice: Copy + Sized {
+    /// The value `s` names, if any.
+    fn read(s: &str) -> Option<Self>;
+    /// Why a string that names none is refused (names the field, never quotes the value).
+    fn refusal(field: &str) -> String;
+}
+
+impl Choice for Setting {
+    fn read(s: &str) -> Option<Self> {
+        Setting::parse(s)
+    }
+    fn refusal(field: &str) -> String {
+        format!("{field} must be \"on\" or \"off\".")
+    }
+}
+
+impl Choice for KeySetting {
+    fn read(s: &str) -> Option<Self> {
+        KeySetting::parse(s)
+    }
+    fn refusal(field: &str) -> String {
+        format!("{field} must be \"on\", \"off\" or \"inherit\".")
+    }
+}
+
+impl Choice for Region {
+    fn read(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+    fn refusal(_field: &str) -> String {
+        "Unknown region: use us, eu or apac.".into()
+    }
+}
+
+/// A [`Choice`] field as the body gives it. What is not a string refuses the body as it is read
+/// (`invalid_body`, as for any field of the wrong type); a string that names no value is kept
+/// until the handler checks it ([`Checked::get`]), so that it is refused as `invalid_request`
+/// naming the field, the API's answer to a value outside a field's set, in the order the
+/// handler checks its fields.
+pub(super) struct Checked<T>(Option<T>);
+
+impl<'de, T: Choice> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(Checked(T::read(&s)))
+    }
+}
+
+impl<T: Choice> Checked<T> {
+    /// The value, or the refusal naming `field`.
+    pub(super) fn get(&self, field: &str) -> Result<T, ApiError> {
+        self.0
+            .ok_or_else(|| err(Code::InvalidRequest, T::refusal(field)))
+    }
+}
+
+/// An optional [`Checked`] field: absent is `None`.
+fn checked<T: Choice>(field: &str, v: &Option<Checked<T>>) -> Result<Option<T>, ApiError> {
+    v.as_ref().map(|c| c.get(field)).transpose()
 }
 
 #[derive(Deserialize)]
@@ -130,13 +184,13 @@ pub(super) struct NewOrg {
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) region: Option<String>,
+    pub(super) region: Option<Checked<Region>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<String>,
+    pub(super) pii: Option<Checked<Setting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<String>,
+    pub(super) secrets: Option<Checked<Setting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<String>,
+    pub(super) response_redaction: Option<Checked<Setting>>,
     #[serde(default, deserialize_with = "present")]
     pub(super) mcp_tools: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -181,13 +235,13 @@ pub(super) struct OrgPatch {
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) region: Option<String>,
+    pub(super) region: Option<Checked<Region>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<String>,
+    pub(super) pii: Option<Checked<Setting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<String>,
+    pub(super) secrets: Option<Checked<Setting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<String>,
+    pub(super) response_redaction: Option<Checked<Setting>>,
     #[serde(default, deserialize_with = "present")]
     pub(super) mcp_tools: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -220,10 +274,10 @@ impl OrgPatch {
     /// The change it asks for; errors name the field, never quote the value.
     pub(super) fn parse(&self) -> Result<policy::OrgPatch, ApiError> {
         Ok(policy::OrgPatch {
-            region: region(self.region.as_deref())?,
-            pii: setting("pii", self.pii.as_deref())?,
-            secrets: setting("secrets", self.secrets.as_deref())?,
-            response_redaction: setting("response_redaction", self.response_redaction.as_deref())?,
+            region: checked("region", &self.region)?,
+            pii: checked("pii", &self.pii)?,
+            secrets: checked("secrets", &self.secrets)?,
+            response_redaction: checked("response_redaction", &self.response_redaction)?,
             mcp: McpLists::parse(mcp_fields!(self))?,
             limits: limit_fields!(self)?,
         })
@@ -243,11 +297,11 @@ pub(super) struct KeyPatch {
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<String>,
+    pub(super) pii: Option<Checked<KeySetting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<String>,
+    pub(super) secrets: Option<Checked<KeySetting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<String>,
+    pub(super) response_redaction: Option<Checked<KeySetting>>,
     #[serde(default, deserialize_with = "present")]
     pub(super) mcp_tools: Option<String>,
     #[serde(default, deserialize_with = "present")]
@@ -259,11 +313,10 @@ pub(super) struct KeyPatch {
 impl KeyPatch {
     /// The change it asks for; errors name the field, never quote the value.
     pub(super) fn parse(&self) -> Result<policy::KeyPatch, ApiError> {
-        let opt = |field: &str, v: Option<&str>| v.map(|x| key_setting(field, Some(x))).transpose();
         Ok(policy::KeyPatch {
-            pii: opt("pii", self.pii.as_deref())?,
-            secrets: opt("secrets", self.secrets.as_deref())?,
-            response_redaction: opt("response_redaction", self.response_redaction.as_deref())?,
+            pii: checked("pii", &self.pii)?,
+            secrets: checked("secrets", &self.secrets)?,
+            response_redaction: checked("response_redaction", &self.response_redaction)?,
             mcp: McpPatch::parse(mcp_fields!(self))?,
             limits: limit_fields!(self)?,
         })
@@ -276,11 +329,11 @@ pub(super) struct NewKey {
     #[serde(default = "default_key_name")]
     pub(super) name: String,
     #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<String>,
+    pub(super) pii: Option<Checked<KeySetting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<String>,
+    pub(super) secrets: Option<Checked<KeySetting>>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<String>,
+    pub(super) response_redaction: Option<Checked<KeySetting>>,
     #[serde(default)]
     pub(super) mcp_tools: Option<String>,
     #[serde(default)]
@@ -288,7 +341,7 @@ pub(super) struct NewKey {
     #[serde(default)]
     pub(super) mcp_prompts: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    pub(super) region: Option<String>,
+    pub(super) region: Option<Checked<Region>>,
     #[serde(default)]
     pub(super) rpm: Patch<u64>,
     #[serde(default)]
@@ -319,14 +372,11 @@ impl NewKey {
             org_id: org_id.to_string(),
             // Checked in this order: the first refused field is the one named.
             policy: policy::KeyPolicy {
-                pii: key_setting("pii", self.pii.as_deref())?,
-                secrets: key_setting("secrets", self.secrets.as_deref())?,
-                response_redaction: key_setting(
-                    "response_redaction",
-                    self.response_redaction.as_deref(),
-                )?,
+                pii: inherits("pii", &self.pii)?,
+                secrets: inherits("secrets", &self.secrets)?,
+                response_redaction: inherits("response_redaction", &self.response_redaction)?,
                 mcp: McpLists::parse(mcp_fields!(self))?,
-                region: region(self.region.as_deref())?,
+                region: checked("region", &self.region)?,
                 limits: limits.apply(crate::limits::Limits::default()),
             },
             name: self.name,
@@ -396,29 +446,9 @@ pub(super) struct ConnectComplete {
     pub(super) redirect_url: String,
 }
 
-/// An org setting field: `"on"` or `"off"`.
-pub(super) fn setting(field: &str, s: Option<&str>) -> Result<Option<Setting>, ApiError> {
-    s.map(|v| {
-        Setting::parse(v).ok_or_else(|| {
-            err(
-                Code::InvalidRequest,
-                format!("{field} must be \"on\" or \"off\"."),
-            )
-        })
-    })
-    .transpose()
-}
-
-/// A key setting field: `"on"`, `"off"` or `"inherit"` (the default).
-pub(super) fn key_setting(field: &str, s: Option<&str>) -> Result<KeySetting, ApiError> {
-    s.map_or(Ok(KeySetting::Inherit), |v| {
-        KeySetting::parse(v).ok_or_else(|| {
-            err(
-                Code::InvalidRequest,
-                format!("{field} must be \"on\", \"off\" or \"inherit\"."),
-            )
-        })
-    })
+/// A new key's setting: what is not given follows the org (`inherit`).
+fn inherits(field: &str, v: &Option<Checked<KeySetting>>) -> Result<KeySetting, ApiError> {
+    Ok(checked(field, v)?.unwrap_or(KeySetting::Inherit))
 }
 
 pub(super) fn to_value(v: &impl serde::Serialize) -> Value {

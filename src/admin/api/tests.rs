@@ -261,3 +261,125 @@ fn a_body_is_one_json_object_and_null_is_not_absent() {
         assert_eq!(e.code, Code::InvalidBody, "{b}");
     }
 }
+
+#[test]
+fn a_setting_outside_its_set_is_an_invalid_request_and_a_non_string_an_invalid_body() {
+    let req = |b: &str| {
+        let mut r = Request::default();
+        r.content_type = Some("application/json".into());
+        r.body = b.as_bytes().to_vec();
+        r
+    };
+    // Each body's choice fields, checked the way its handler does: the first refused field
+    // (in the handler's order) is the one named; a value is never quoted.
+    fn org(r: &Request) -> Result<policy::OrgPatch, ApiError> {
+        body::<OrgPatch>(r)?.parse()
+    }
+    fn new_org(r: &Request) -> Result<policy::OrgPatch, ApiError> {
+        body::<NewOrg>(r)?.split().1.parse()
+    }
+    fn key(r: &Request) -> Result<policy::KeyPatch, ApiError> {
+        body::<KeyPatch>(r)?.parse()
+    }
+    fn new_key(r: &Request) -> Result<policy::KeyPolicy, ApiError> {
+        Ok(body::<NewKey>(r)?.spec("org")?.policy)
+    }
+    let name = |b: String, with: bool| {
+        if with {
+            b.replacen('{', r#"{"name": "n", "#, 1)
+        } else {
+            b
+        }
+    };
+    type Check = fn(&Request) -> Result<(), ApiError>;
+    let bodies: [(&str, Check, bool, &[&str], &str); 4] = [
+        (
+            "org",
+            |r| org(r).map(drop),
+            false,
+            &["region", "pii", "secrets", "response_redaction"],
+            "inherit",
+        ),
+        (
+            "new org",
+            |r| new_org(r).map(drop),
+            true,
+            &["region", "pii", "secrets", "response_redaction"],
+            "inherit",
+        ),
+        (
+            "key",
+            |r| key(r).map(drop),
+            false,
+            &["pii", "secrets", "response_redaction"],
+            "maybe",
+        ),
+        (
+            "new key",
+            |r| new_key(r).map(drop),
+            false,
+            &["pii", "secrets", "response_redaction", "region"],
+            "maybe",
+        ),
+    ];
+    for (what, check, named, fields, outside) in bodies {
+        for field in fields {
+            let bad = if *field == "region" { "mars" } else { outside };
+            let e = check(&req(&name(format!(r#"{{"{field}": "{bad}"}}"#), named)))
+                .err()
+                .unwrap_or_else(|| panic!("{what}: {field} = {bad} accepted"));
+            assert_eq!(e.code, Code::InvalidRequest, "{what}: {field}");
+            assert!(!e.message.contains(bad), "{what}: {}", e.message);
+            let expected = if *field == "region" { "region" } else { field };
+            assert!(
+                e.message.contains(expected) || e.message.contains("Unknown region"),
+                "{what}: {}",
+                e.message
+            );
+            for wrong in ["5", "true", "null", r#"["on"]"#, r#"{"on": 1}"#] {
+                let e = check(&req(&name(format!(r#"{{"{field}": {wrong}}}"#), named)))
+                    .err()
+                    .unwrap_or_else(|| panic!("{what}: {field} = {wrong} accepted"));
+                assert_eq!(e.code, Code::InvalidBody, "{what}: {field} = {wrong}");
+            }
+        }
+        // Two refused: the first the handler checks is named.
+        let b = name(
+            format!(r#"{{"response_redaction": "x", "{}": "x"}}"#, fields[0]),
+            named,
+        );
+        let e = check(&req(&b)).err().unwrap();
+        let first = if fields[0] == "region" {
+            "Unknown region"
+        } else {
+            fields[0]
+        };
+        assert!(e.message.contains(first), "{what}: {}", e.message);
+    }
+    // What each names, read as typed values (a region in any case, as the header reads it).
+    let p = org(&req(r#"{"pii": "off", "secrets": "on", "region": "EU"}"#)).unwrap();
+    assert_eq!(
+        (p.pii, p.secrets, p.response_redaction, p.region),
+        (
+            Some(Setting::Off),
+            Some(Setting::On),
+            None,
+            Some(Region::Eu)
+        )
+    );
+    let k = key(&req(r#"{"pii": "inherit", "response_redaction": "on"}"#)).unwrap();
+    assert_eq!(
+        (k.pii, k.secrets, k.response_redaction),
+        (Some(KeySetting::Inherit), None, Some(KeySetting::On))
+    );
+    let n = new_key(&req(r#"{"secrets": "off"}"#)).unwrap();
+    assert_eq!(
+        (n.pii, n.secrets, n.response_redaction, n.region),
+        (
+            KeySetting::Inherit,
+            KeySetting::Off,
+            KeySetting::Inherit,
+            None
+        )
+    );
+}
