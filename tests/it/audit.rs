@@ -363,7 +363,7 @@ fn a_follow_stopped_by_sigterm_prints_every_record_written_until_then_and_after_
     let out = s.cli(&["audit", "tail", "-n", "1"], b"");
     let last: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let last = last["seq"].as_i64().unwrap().to_string();
-    let mut tail = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let mut tail = std::process::Command::new(crate::support::bin())
         .args(["audit", "tail", "--follow", "--after", &last, "--config"])
         .arg(&s.cfg_path)
         .env_remove("SLUICE_CONFIG")

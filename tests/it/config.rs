@@ -91,7 +91,7 @@ secret = "sk-should-not-be-here"
     )
     .unwrap();
     for cmd in ["serve", "check-config"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let out = Command::new(crate::support::bin())
             .args([cmd, "--config"])
             .arg(&path)
             .output()
@@ -113,7 +113,7 @@ secret = "sk-should-not-be-here"
         assert!(err.contains("unknown field `secret`"), "{err}");
     }
     // --json lists the same problems, each with its key path.
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = Command::new(crate::support::bin())
         .args(["check-config", "--json", "--config"])
         .arg(&path)
         .output()
@@ -231,7 +231,7 @@ fn a_file_without_upstreams_is_refused() {
 
 #[test]
 fn missing_config_file_is_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = Command::new(crate::support::bin())
         .args(["serve", "--config", "/nonexistent/sluice.toml"])
         .output()
         .unwrap();

@@ -152,7 +152,7 @@ fn cli_connect(p: &Proxy, srv: &AuthServer, paste: bool) -> (bool, String, Strin
     if paste {
         args.push("--paste");
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let mut child = Command::new(crate::support::bin())
         .args(&args)
         .arg("--config")
         .arg(&p.cfg_path)

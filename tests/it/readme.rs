@@ -11,7 +11,6 @@ use crate::support::*;
 
 const README: &str = include_str!("../../README.md");
 const DEFAULT_CONFIG: &str = include_str!("../../conf/sluice.toml");
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// The `n`th fenced block of `lang` after `heading`.
 fn block(heading: &str, lang: &str, n: usize) -> String {
@@ -63,7 +62,7 @@ fn python_example(port: u16, key: &str) -> String {
 /// Wait for `serve` at this config to be ready.
 fn ready(cfg: &Path, dir: &Path) {
     eventually("sluice is ready", Duration::from_secs(30), || {
-        Command::new(BIN)
+        Command::new(bin())
             .args(["healthcheck", "--ready"])
             .env("SLUICE_CONFIG", cfg)
             .current_dir(dir)
@@ -110,7 +109,7 @@ fn the_quick_start_works_as_written() {
         .expect("the quick start sets OPENAI_API_KEY");
     assert_eq!(name, "OPENAI_API_KEY");
     let mut serve = Killed(
-        Command::new(BIN)
+        Command::new(bin())
             .args(["serve", "--dev"])
             .env(name, value)
             .env("SLUICE_CONFIG", &cfg)
@@ -170,7 +169,10 @@ fn the_quick_start_works_as_written() {
     // of the TOTP it printed (the README's `123456` stands for it).
     let admin = block("## Quick start", "sh", 1);
     let script = admin
-        .replace("cargo run --release --locked --", &format!("\"{BIN}\""))
+        .replace(
+            "cargo run --release --locked --",
+            &format!("\"{}\"", bin().display()),
+        )
         .replace("localhost:8481", &format!("localhost:{}", ports[1]));
     let (create, login) = script
         .split_once("\ncurl")
@@ -222,7 +224,8 @@ fn the_production_setup_works_as_written() {
     assert!(setup.trim_end().ends_with("sluice serve"), "{setup}");
     let (commands, _) = setup.trim_end().rsplit_once('\n').unwrap();
     let script = format!(
-        "set -euo pipefail\nsluice() {{ \"{BIN}\" \"$@\"; }}\n{}\nenv | grep '^SLUICE_' > env.txt\n",
+        "set -euo pipefail\nsluice() {{ \"{}\" \"$@\"; }}\n{}\nenv | grep '^SLUICE_' > env.txt\n",
+        bin().display(),
         commands.replace("/etc/sluice/sluice.toml", cfg.to_str().unwrap())
     );
     let mut run = Command::new("bash")
@@ -261,7 +264,7 @@ fn the_production_setup_works_as_written() {
 
     // `sluice serve` with the environment the block exported.
     let env = std::fs::read_to_string(dir.path().join("env.txt")).unwrap();
-    let mut serve = Command::new(BIN);
+    let mut serve = Command::new(bin());
     serve
         .arg("serve")
         .env_remove("SLUICE_CONFIG")
@@ -289,7 +292,7 @@ fn serve_dev_keeps_serving_when_whoever_read_its_key_has_gone() {
     let cfg = dir.path().join("sluice.toml");
     std::fs::write(&cfg, text).unwrap();
     let mut serve = Killed(
-        Command::new(BIN)
+        Command::new(bin())
             .args(["serve", "--dev"])
             .env("OPENAI_API_KEY", "sk-provider-for-dev")
             .env("SLUICE_CONFIG", &cfg)

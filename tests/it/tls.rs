@@ -339,7 +339,7 @@ fn tls_settings_are_checked_and_a_credential_never_goes_in_clear_to_another_host
     let check = |toml: &str| {
         let path = dir.path().join("check.toml");
         std::fs::write(&path, toml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let out = std::process::Command::new(crate::support::bin())
             .args(["check-config", "--config"])
             .arg(&path)
             .output()

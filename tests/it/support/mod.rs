@@ -79,6 +79,16 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
 }
 
+/// The sluice binary under test: `SLUICE_TEST_BIN` when set (e.g. `target/release/sluice`, to
+/// run the suite against the release build users run: whole-program optimised, which the test
+/// build is not), else the one cargo built with the tests.
+pub fn bin() -> std::path::PathBuf {
+    match std::env::var_os("SLUICE_TEST_BIN") {
+        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
+        _ => env!("CARGO_BIN_EXE_sluice").into(),
+    }
+}
+
 /// Run the sluice CLI with `args` (plus `--config cfg`), `stdin` piped in, the test master key
 /// in the environment unless `env` overrides it.
 pub fn cli(
@@ -87,7 +97,7 @@ pub fn cli(
     stdin: &[u8],
     env: &[(&str, &str)],
 ) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut c = Command::new(bin());
     c.args(args)
         .arg("--config")
         .arg(cfg)
@@ -215,7 +225,7 @@ impl Setup {
     /// The `serve` command for this setup (extra `args`, exactly `env` for secrets), with
     /// stdout and stderr going to files in the setup's directory.
     pub fn serve_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        let mut c = Command::new(bin());
         c.arg("serve")
             .args(args)
             .arg("--config")
