@@ -158,11 +158,19 @@ pub fn serve(
     }
     let services = crate::proxy::Services {
         audit,
-        api,
         oauth,
         limiter,
     };
-    crate::proxy::run(&cfg, live, (config_path, health), metrics, auth, services);
+    // The admin API goes to the admin listener alone: the data plane's state has no way to it.
+    crate::proxy::run(
+        &cfg,
+        live,
+        (config_path, health),
+        metrics,
+        auth,
+        services,
+        api,
+    );
     Ok(())
 }
 

@@ -41,7 +41,6 @@ pub use upstream::Regions;
 /// The background services a [`State`] is built over.
 pub struct Services {
     pub audit: crate::audit::Writer,
-    pub api: Arc<crate::admin::api::Api>,
     pub oauth: Arc<crate::auth::oauth::Refresher>,
     pub limiter: crate::limits::Limiter,
 }
@@ -110,8 +109,6 @@ pub struct State {
     redact_pool: tokio::sync::Semaphore,
     /// The background writer of per-request audit records.
     pub audit: crate::audit::Writer,
-    /// The admin API behind `/api/*` on the admin listener.
-    pub api: Arc<crate::admin::api::Api>,
     /// Obtains and refreshes OAuth credentials' access tokens.
     pub oauth: Arc<crate::auth::oauth::Refresher>,
     /// Which key opened which MCP session.
@@ -129,14 +126,12 @@ impl State {
     ) -> Arc<State> {
         let Services {
             audit,
-            api,
             oauth,
             limiter,
         } = services;
         Arc::new(State {
             metrics,
             audit,
-            api,
             oauth,
             draining: Arc::new(AtomicBool::new(false)),
             listening: AtomicBool::new(false),

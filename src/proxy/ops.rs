@@ -19,8 +19,10 @@ use super::State;
 use crate::admin::api::Code;
 use crate::inbound;
 
-/// `/healthz` (the process is alive) and `/readyz` (config loaded, store open, not draining).
-pub struct Admin(pub Arc<State>);
+/// The admin listener: `/healthz` (the process is alive), `/readyz` (config loaded, store
+/// open, not draining), `/reload`, the console, and the admin API it alone holds (the data
+/// plane's [`State`] does not).
+pub struct Admin(pub Arc<State>, pub Arc<crate::admin::api::Api>);
 
 /// `GET /metrics` in the Prometheus text format.
 pub struct MetricsEndpoint(pub Arc<State>);
@@ -301,7 +303,7 @@ impl Admin {
             request_id: id.clone(),
             body,
         };
-        let api = self.0.api.clone();
+        let api = self.1.clone();
         let reply = match tokio::task::spawn_blocking(move || api.handle(&req)).await {
             Ok(r) => r,
             Err(e) => {

@@ -37,7 +37,8 @@ pub fn start_balancers(
 /// Run the data plane, the admin and the metrics listeners on what the composition root
 /// (`crate::server`) built, until a shutdown signal; then drain, write every queued audit
 /// record and return. `reload`: the config file (`None`: the compiled-in default) and the
-/// balancers' runtime, for SIGHUP and `POST /reload`.
+/// balancers' runtime, for SIGHUP and `POST /reload`. `api`: the admin API, held by the admin
+/// listener only.
 pub fn run(
     cfg: &Config,
     live: Arc<arc_swap::ArcSwap<super::Live>>,
@@ -45,6 +46,7 @@ pub fn run(
     metrics: crate::metrics::Metrics,
     auth: Arc<Watcher>,
     services: super::Services,
+    api: Arc<crate::admin::api::Api>,
 ) {
     let state = State::new(live, reload, metrics, auth, services);
 
@@ -71,7 +73,7 @@ pub fn run(
     // The admin listener gets the same slow-client deadline; it keeps answering while the
     // process drains (so /readyz can say 503).
     let admin_app = guard::App::new(
-        ops::Admin(state.clone()),
+        ops::Admin(state.clone(), api),
         policy,
         Arc::new(std::sync::atomic::AtomicBool::new(false)),
     );
