@@ -168,15 +168,10 @@ pub(super) fn region(what: &str, v: Option<&str>) -> Result<Option<Region>> {
     .transpose()
 }
 
-pub(super) fn hash(what: &str, hex: &str) -> Result<[u8; 32]> {
-    let bad = || Error::Invalid(format!("{what}: sha256 is 64 hexadecimal digits"));
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
+pub(super) fn hash(what: &str, digits: &str) -> Result<[u8; 32]> {
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
+    hex::decode_to_slice(digits, &mut out)
+        .map_err(|_| Error::Invalid(format!("{what}: sha256 is 64 hexadecimal digits")))?;
     Ok(out)
 }
 
@@ -357,4 +352,31 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
         });
     }
     Ok(orgs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_hash_is_exactly_64_hexadecimal_digits() {
+        let lower = "00ff".repeat(16);
+        assert_eq!(hash("k", &lower).unwrap()[..2], [0x00, 0xff]);
+        assert_eq!(hash("k", &lower.to_uppercase()).unwrap()[..2], [0x00, 0xff]);
+        for bad in [
+            "0".repeat(63),
+            "0".repeat(65),
+            String::new(),
+            format!("{}g", "0".repeat(63)),
+            format!("{}é", "0".repeat(62)),
+            format!(" {}", "0".repeat(63)),
+        ] {
+            let e = hash("orgs[0].keys[1]", &bad).unwrap_err().to_string();
+            assert!(
+                e.contains("orgs[0].keys[1]: sha256 is 64 hexadecimal digits"),
+                "{e}"
+            );
+            assert!(bad.is_empty() || !e.contains(&bad), "{e}");
+        }
+    }
 }
