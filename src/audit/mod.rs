@@ -240,14 +240,7 @@ fn chain_hash(prev: &str, r: &AuditRow) -> String {
     h.update([0u8]);
     // Serialising strings and integers into a writer that cannot fail does not fail.
     let _ = serde_json::to_writer(Hashing(&mut h), &canonical_fields(r));
-    let digest = h.finalize();
-    // Into a buffer: `hex::encode` builds its string a character at a time, which cost as much
-    // as a tenth of the chain hash.
-    let mut out = [0u8; 64];
-    match hex::encode_to_slice(digest, &mut out) {
-        Ok(()) => std::str::from_utf8(&out).map_or_else(|_| hex::encode(digest), str::to_string),
-        Err(_) => hex::encode(digest),
-    }
+    store::pack::hex_text(&h.finalize())
 }
 
 /// Append records, chained to the current tail, their personal fields sealed under their org's

@@ -188,6 +188,17 @@ fn uuid_text(b: &[u8]) -> Option<String> {
     Some(uuid::Uuid::from_bytes(b).hyphenated().to_string())
 }
 
+/// `bytes` as lowercase hex (a chain hash's text), written into one buffer: `hex::encode`
+/// builds its string a character at a time, which cost the audit writer a tenth of its chain
+/// hash.
+pub fn hex_text(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex::encode_to_slice(bytes, &mut out)
+        .ok()
+        .and_then(|()| String::from_utf8(out).ok())
+        .unwrap_or_else(|| hex::encode(bytes))
+}
+
 fn lower_hex(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -253,7 +264,7 @@ fn unpack_field(b: &[u8]) -> Option<String> {
     let text = match tag {
         UUID => uuid_text(body)?,
         KEY_UUID => format!("key:{}", uuid_text(body)?),
-        HEX32 => (body.len() == 32).then(|| hex::encode(body))?,
+        HEX32 => (body.len() == 32).then(|| hex_text(body))?,
         SEALED_FIELD => format!("{SEALED_PREFIX}{}", b64().encode(body)),
         _ => return None,
     };
