@@ -449,9 +449,11 @@ impl ServeHttp for MetricsEndpoint {
         m.credential_expiry.reset();
         for (name, expiry) in self.0.auth.get().credential_expiries() {
             if let Some(t) = expiry {
+                // Exact, not truncated to the second: a token refreshed every few seconds
+                // would otherwise read as expired up to a second early.
                 m.credential_expiry
                     .with_label_values(&[name])
-                    .set(t.unix_timestamp() as f64);
+                    .set(t.unix_timestamp_nanos() as f64 / 1e9);
             }
         }
         m.oauth_needs_reconnect.reset();

@@ -481,22 +481,29 @@ fn oauth_tokens_are_refreshed_before_expiry_failures_are_clear_and_nothing_leaks
             .all(|a| a.as_str().unwrap().starts_with("Bearer tok-")),
         "{st}"
     );
-    let m =
-        p.metrics_with(&["sluice_credential_expiry_timestamp_seconds{credential=\"tools-oauth\"}"]);
-    let expiry: f64 = m
-        .lines()
-        .find(|l| {
-            l.starts_with("sluice_credential_expiry_timestamp_seconds{credential=\"tools-oauth\"}")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    assert!(expiry > now && expiry < now + 4.0, "{expiry} vs {now}");
+    // The expiry gauge shows the current token's (exact) expiry: ahead of now, within its 3 s
+    // life. Polled: a scrape may fall between a refresh and the snapshot that carries it.
+    let series = "sluice_credential_expiry_timestamp_seconds{credential=\"tools-oauth\"}";
+    eventually(
+        "the expiry gauge to show the current token",
+        std::time::Duration::from_secs(10),
+        || {
+            let m = p.metrics_with(&[series]);
+            let expiry: f64 = m
+                .lines()
+                .find(|l| l.starts_with(series))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            assert!(expiry < now + 4.0, "{expiry} vs {now}");
+            expiry > now
+        },
+    );
 
     // The token endpoint fails: once the token expired, calls get 503 credential_unavailable
     // (never a call with an expired token), and the failures are counted.
