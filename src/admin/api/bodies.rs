@@ -3,11 +3,19 @@
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::*;
 
+/// A body of one struct.
 pub(super) fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    body_of::<(T,)>(req).map(|(t,)| t)
+}
+
+/// The body's JSON object, read strictly: JSON by its content type, one document with nothing
+/// after it, no object in it naming a member twice, and an object (serde would also read a
+/// struct from an array: `[null]` setting its first field).
+fn object(req: &Request) -> Result<Map<String, Value>, ApiError> {
     let json_type = req.content_type.as_deref().is_some_and(|c| {
         c.split(';')
             .next()
@@ -19,40 +27,99 @@ pub(super) fn body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
             "Send a JSON body with Content-Type: application/json.",
         ));
     }
-    // An object and nothing else: serde would also read a struct from an array (`[null]`
-    // setting its first field) and ignore what follows the value.
-    if req.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(err(
+    match crate::json::parse(&req.body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(err(
             Code::InvalidBody,
             "Invalid JSON body: the body must be a JSON object.",
-        ));
+        )),
+        // The reader's own words: they quote nothing of the body.
+        Err(e) => Err(err(Code::InvalidBody, format!("Invalid JSON body: {e}."))),
     }
-    let de = &mut serde_json::Deserializer::from_slice(&req.body);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+}
+
+/// `T` read from a body's object.
+fn typed<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
         // serde's messages can quote the offending value (a password); only field names are
         // echoed.
         let inner = e.inner().to_string();
         let path = e.path().to_string();
         let message = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
             inner
-                .split(" at line")
-                .next()
-                .unwrap_or_default()
-                .to_string()
         } else if path == "." {
             "the body must be a JSON object".to_string()
         } else {
             format!("invalid value for `{path}`")
         };
         err(Code::InvalidBody, format!("Invalid JSON body: {message}."))
-    })?;
-    de.end().map_err(|_| {
-        err(
+    })
+}
+
+/// A body made of parts: structs of their own that together make one flat JSON object, each
+/// part's members declared once, by its fields (serde's `flatten` cannot be combined with
+/// refusing unknown members). Each member is read by the part that declares it; one that no
+/// part declares is refused, as for a body of one struct.
+pub(super) trait Parts: Sized {
+    /// The members the body takes, part by part.
+    fn fields() -> Vec<&'static str>;
+    /// Each part, read from its members of `m`.
+    fn read(m: &Map<String, Value>) -> Result<Self, ApiError>;
+}
+
+/// Part `T` of a body: its members of `m`.
+fn part<T: DeserializeOwned>(m: &Map<String, Value>) -> Result<T, ApiError> {
+    let fields = serde_aux::serde_introspection::serde_introspect::<T>();
+    typed(Value::Object(
+        m.iter()
+            .filter(|(k, _)| fields.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+}
+
+macro_rules! parts {
+    ($($p:ident),+) => {
+        impl<$($p: DeserializeOwned),+> Parts for ($($p,)+) {
+            fn fields() -> Vec<&'static str> {
+                [$(serde_aux::serde_introspection::serde_introspect::<$p>()),+].concat()
+            }
+            fn read(m: &Map<String, Value>) -> Result<Self, ApiError> {
+                Ok(($(part::<$p>(m)?,)+))
+            }
+        }
+    };
+}
+parts!(A);
+parts!(A, B);
+parts!(A, B, C);
+
+/// A body of [`Parts`].
+pub(super) fn body_of<P: Parts>(req: &Request) -> Result<P, ApiError> {
+    let m = object(req)?;
+    let fields = P::fields();
+    if let Some(unknown) = m.keys().find(|k| !fields.contains(&k.as_str())) {
+        // Named when it reads as a field's name; anything else (a secret pasted as a member's
+        // name) is not echoed.
+        let named = unknown.len() <= 64
+            && unknown
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let unknown = if named {
+            format!("unknown field `{unknown}`")
+        } else {
+            "an unknown field".to_string()
+        };
+        let expected: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+        return Err(err(
             Code::InvalidBody,
-            "Invalid JSON body: something follows the object.",
-        )
-    })?;
-    Ok(value)
+            format!(
+                "Invalid JSON body: {unknown}, expected one of {}.",
+                expected.join(", ")
+            ),
+        ));
+    }
+    P::read(&m)
 }
 
 pub(super) fn query_params(q: Option<&str>) -> Vec<(String, String)> {
@@ -171,10 +238,28 @@ pub(super) struct Reauth {
     pub(super) recovery_code: Option<String>,
 }
 
+/// What the org and key bodies say of a policy: its settings (`S`: an org's, on or off; a
+/// key's, also `inherit`), its MCP allow-lists (`L`: how a list is given) and its limits. Each
+/// member is named here once, for every body that has it ([`NewOrg`], [`OrgPatch`],
+/// [`NewKey`], [`KeyPatch`]).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct NewOrg {
-    pub(super) name: String,
+#[serde(
+    deny_unknown_fields,
+    bound = "S: Choice, L: Deserialize<'de> + Default"
+)]
+pub(super) struct PolicyFields<S, L> {
+    #[serde(default, deserialize_with = "present")]
+    pub(super) pii: Option<Checked<S>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) secrets: Option<Checked<S>>,
+    #[serde(default, deserialize_with = "present")]
+    pub(super) response_redaction: Option<Checked<S>>,
+    #[serde(default)]
+    pub(super) mcp_tools: L,
+    #[serde(default)]
+    pub(super) mcp_resources: L,
+    #[serde(default)]
+    pub(super) mcp_prompts: L,
     #[serde(default)]
     pub(super) rpm: Patch<u64>,
     #[serde(default)]
@@ -183,175 +268,158 @@ pub(super) struct NewOrg {
     pub(super) budget_tokens: Patch<u64>,
     #[serde(default, deserialize_with = "present")]
     pub(super) budget_period: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) region: Option<Checked<Region>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<Checked<Setting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<Checked<Setting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<Checked<Setting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_tools: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_resources: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_prompts: Option<String>,
 }
 
-/// A body's MCP lists, named as the API names them.
-macro_rules! mcp_fields {
-    ($b:expr) => {
+/// An MCP list that may be absent but not `null` (an org's, a key's change).
+#[derive(Default)]
+pub(super) struct Given(Option<String>);
+
+impl<'de> Deserialize<'de> for Given {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        present(d).map(Given)
+    }
+}
+
+/// How a body gives an MCP list: as text, or not at all (`None`).
+pub(super) trait ListField {
+    fn text(&self) -> Option<&str>;
+}
+
+impl ListField for Given {
+    fn text(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+/// A new key's list, where `null` is the same as absent: the org's.
+impl ListField for Option<String> {
+    fn text(&self) -> Option<&str> {
+        self.as_deref()
+    }
+}
+
+impl<S: Choice, L: ListField> PolicyFields<S, L> {
+    /// The three settings, in this order (the first refused is the one named).
+    fn settings(&self) -> Result<[Option<S>; 3], ApiError> {
+        Ok([
+            checked("pii", &self.pii)?,
+            checked("secrets", &self.secrets)?,
+            checked("response_redaction", &self.response_redaction)?,
+        ])
+    }
+
+    /// The MCP lists given, named as the API names them.
+    fn mcp(&self) -> [(&'static str, Option<&str>); 3] {
         [
-            ("mcp_tools", $b.mcp_tools.as_deref()),
-            ("mcp_resources", $b.mcp_resources.as_deref()),
-            ("mcp_prompts", $b.mcp_prompts.as_deref()),
+            ("mcp_tools", self.mcp_tools.text()),
+            ("mcp_resources", self.mcp_resources.text()),
+            ("mcp_prompts", self.mcp_prompts.text()),
         ]
-    };
+    }
+
+    /// The limits, read once.
+    fn limits(&self) -> Result<LimitsPatch, ApiError> {
+        Ok(LimitsPatch::parse(
+            self.rpm,
+            self.tpm,
+            self.budget_tokens,
+            self.budget_period.as_deref(),
+        )?)
+    }
 }
 
-/// A body's limits, read once.
-macro_rules! limit_fields {
-    ($b:expr) => {
-        LimitsPatch::parse(
-            $b.rpm,
-            $b.tpm,
-            $b.budget_tokens,
-            $b.budget_period.as_deref(),
-        )
-    };
-}
+/// An org's settings in an org body.
+pub(super) type OrgFields = PolicyFields<Setting, Given>;
 
-/// Changes to an org (and, with a name, a new org's settings: [`NewOrg`]).
+/// A key's settings in a change to it.
+pub(super) type KeyPatch = PolicyFields<KeySetting, Given>;
+
+/// An org's name.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct OrgPatch {
-    #[serde(default)]
-    pub(super) rpm: Patch<u64>,
-    #[serde(default)]
-    pub(super) tpm: Patch<u64>,
-    #[serde(default)]
-    pub(super) budget_tokens: Patch<u64>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) budget_period: Option<String>,
+pub(super) struct Named {
+    pub(super) name: String,
+}
+
+/// An org's default region.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegionField {
     #[serde(default, deserialize_with = "present")]
     pub(super) region: Option<Checked<Region>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<Checked<Setting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<Checked<Setting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<Checked<Setting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_tools: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_resources: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_prompts: Option<String>,
 }
 
-impl NewOrg {
-    /// Its name, and its settings as changes to the defaults.
-    pub(super) fn split(self) -> (String, OrgPatch) {
-        let patch = OrgPatch {
-            rpm: self.rpm,
-            tpm: self.tpm,
-            budget_tokens: self.budget_tokens,
-            budget_period: self.budget_period,
-            region: self.region,
-            pii: self.pii,
-            secrets: self.secrets,
-            response_redaction: self.response_redaction,
-            mcp_tools: self.mcp_tools,
-            mcp_resources: self.mcp_resources,
-            mcp_prompts: self.mcp_prompts,
-        };
-        (self.name, patch)
-    }
-}
+/// A new org: its name, and its settings as changes to the defaults.
+pub(super) type NewOrg = (Named, RegionField, OrgFields);
 
-impl OrgPatch {
-    /// The change it asks for; errors name the field, never quote the value.
-    pub(super) fn parse(&self) -> Result<policy::OrgPatch, ApiError> {
-        Ok(policy::OrgPatch {
-            region: checked("region", &self.region)?,
-            pii: checked("pii", &self.pii)?,
-            secrets: checked("secrets", &self.secrets)?,
-            response_redaction: checked("response_redaction", &self.response_redaction)?,
-            mcp: McpLists::parse(mcp_fields!(self))?,
-            limits: limit_fields!(self)?,
-        })
-    }
-}
+/// Changes to an org.
+pub(super) type OrgPatch = (RegionField, OrgFields);
 
-/// Changes to a key; a list `"inherit"` goes back to the org's.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct KeyPatch {
-    #[serde(default)]
-    pub(super) rpm: Patch<u64>,
-    #[serde(default)]
-    pub(super) tpm: Patch<u64>,
-    #[serde(default)]
-    pub(super) budget_tokens: Patch<u64>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) budget_period: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<Checked<KeySetting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<Checked<KeySetting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<Checked<KeySetting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_tools: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_resources: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) mcp_prompts: Option<String>,
+/// An org body's change to its policy; errors name the field, never quote the value.
+pub(super) fn org_patch(region: &RegionField, f: &OrgFields) -> Result<policy::OrgPatch, ApiError> {
+    let region = checked("region", &region.region)?;
+    let [pii, secrets, response_redaction] = f.settings()?;
+    Ok(policy::OrgPatch {
+        region,
+        pii,
+        secrets,
+        response_redaction,
+        mcp: McpLists::parse(f.mcp())?,
+        limits: f.limits()?,
+    })
 }
 
 impl KeyPatch {
-    /// The change it asks for; errors name the field, never quote the value.
+    /// The change it asks for (a list `"inherit"` goes back to the org's); errors name the
+    /// field, never quote the value.
     pub(super) fn parse(&self) -> Result<policy::KeyPatch, ApiError> {
+        let [pii, secrets, response_redaction] = self.settings()?;
         Ok(policy::KeyPatch {
-            pii: checked("pii", &self.pii)?,
-            secrets: checked("secrets", &self.secrets)?,
-            response_redaction: checked("response_redaction", &self.response_redaction)?,
-            mcp: McpPatch::parse(mcp_fields!(self))?,
-            limits: limit_fields!(self)?,
+            pii,
+            secrets,
+            response_redaction,
+            mcp: McpPatch::parse(self.mcp())?,
+            limits: self.limits()?,
         })
     }
 }
 
+/// A new key's own members.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct NewKey {
+pub(super) struct KeyHead {
     #[serde(default = "default_key_name")]
     pub(super) name: String,
     #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<Checked<KeySetting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<Checked<KeySetting>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<Checked<KeySetting>>,
-    #[serde(default)]
-    pub(super) mcp_tools: Option<String>,
-    #[serde(default)]
-    pub(super) mcp_resources: Option<String>,
-    #[serde(default)]
-    pub(super) mcp_prompts: Option<String>,
-    #[serde(default, deserialize_with = "present")]
     pub(super) region: Option<Checked<Region>>,
-    #[serde(default)]
-    pub(super) rpm: Patch<u64>,
-    #[serde(default)]
-    pub(super) tpm: Patch<u64>,
-    #[serde(default)]
-    pub(super) budget_tokens: Patch<u64>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) budget_period: Option<String>,
     #[serde(default, deserialize_with = "present")]
     pub(super) expires_at: Option<String>,
+}
+
+/// A new key: its name, region pin and expiry, and its settings (what is not given follows
+/// the org).
+pub(super) type NewKey = (KeyHead, PolicyFields<KeySetting, Option<String>>);
+
+/// The key a [`NewKey`] asks for, of org `org_id`: a setting or list not given inherits the
+/// org's.
+pub(super) fn key_spec((head, f): NewKey, org_id: &str) -> Result<crate::admin::KeySpec, ApiError> {
+    let limits = f.limits()?;
+    // Checked in this order: the first refused field is the one named.
+    let [pii, secrets, response_redaction] = f.settings()?;
+    let inherit = |s: Option<KeySetting>| s.unwrap_or(KeySetting::Inherit);
+    Ok(crate::admin::KeySpec {
+        org_id: org_id.to_string(),
+        policy: policy::KeyPolicy {
+            pii: inherit(pii),
+            secrets: inherit(secrets),
+            response_redaction: inherit(response_redaction),
+            mcp: McpLists::parse(f.mcp())?,
+            region: checked("region", &head.region)?,
+            limits: limits.apply(crate::limits::Limits::default()),
+        },
+        name: head.name,
+        expires: head.expires_at,
+    })
 }
 
 /// A field that may be absent (`None`) but not `null`: a client's `null` is refused rather
@@ -362,27 +430,6 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
-}
-
-impl NewKey {
-    /// The key it asks for, of org `org_id`: a setting or list not given inherits the org's.
-    pub(super) fn spec(self, org_id: &str) -> Result<crate::admin::KeySpec, ApiError> {
-        let limits = limit_fields!(self)?;
-        Ok(crate::admin::KeySpec {
-            org_id: org_id.to_string(),
-            // Checked in this order: the first refused field is the one named.
-            policy: policy::KeyPolicy {
-                pii: inherits("pii", &self.pii)?,
-                secrets: inherits("secrets", &self.secrets)?,
-                response_redaction: inherits("response_redaction", &self.response_redaction)?,
-                mcp: McpLists::parse(mcp_fields!(self))?,
-                region: checked("region", &self.region)?,
-                limits: limits.apply(crate::limits::Limits::default()),
-            },
-            name: self.name,
-            expires: self.expires_at,
-        })
-    }
 }
 
 pub(super) fn default_key_name() -> String {
@@ -444,11 +491,6 @@ pub(super) struct ConnectBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct ConnectComplete {
     pub(super) redirect_url: String,
-}
-
-/// A new key's setting: what is not given follows the org (`inherit`).
-fn inherits(field: &str, v: &Option<Checked<KeySetting>>) -> Result<KeySetting, ApiError> {
-    Ok(checked(field, v)?.unwrap_or(KeySetting::Inherit))
 }
 
 pub(super) fn to_value(v: &impl serde::Serialize) -> Value {

@@ -11,7 +11,7 @@ impl Api {
     }
 
     pub(super) fn create_key(&self, store: &Store, c: &Caller, org: &str) -> ApiResult {
-        let spec = body::<NewKey>(c.req)?.spec(org)?;
+        let spec = key_spec(body_of::<NewKey>(c.req)?, org)?;
         let k = crate::admin::create_key(store, &self.ring, &c.actor(), &spec, None)?;
         Ok((201, to_value(&k)))
     }

@@ -19,10 +19,10 @@ impl Api {
     }
 
     pub(super) fn create_org(&self, store: &Store, c: &Caller) -> ApiResult {
-        let (name, settings) = body::<NewOrg>(c.req)?.split();
+        let (named, region, fields) = body_of::<NewOrg>(c.req)?;
         let spec = crate::admin::OrgSpec {
-            name,
-            settings: settings.parse()?,
+            settings: org_patch(&region, &fields)?,
+            name: named.name,
         };
         let org =
             crate::admin::create_org(store, &self.ring, &c.actor(), &spec, self.pii_default, None)?;
@@ -34,7 +34,8 @@ impl Api {
     }
 
     pub(super) fn update_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
-        let change = body::<OrgPatch>(c.req)?.parse()?;
+        let (region, fields) = body_of::<OrgPatch>(c.req)?;
+        let change = org_patch(&region, &fields)?;
         let org = crate::admin::update_org(store, &self.ring, &c.actor(), id, &change)?;
         Ok((200, to_value(&org)))
     }
