@@ -48,6 +48,43 @@ pub enum Role {
     Owner,
 }
 
+/// A policy value a caller names with a word from a fixed set: a setting, a key's setting, a
+/// region. One reading and one refusal for every surface that takes one (the admin API's
+/// bodies, the bundle).
+pub trait Choice: Copy + Sized {
+    /// The value `s` names, if any.
+    fn read(s: &str) -> Option<Self>;
+    /// Why a word that names none is refused: names the field, never quotes the word.
+    fn refusal(field: &str) -> String;
+}
+
+impl Choice for Setting {
+    fn read(s: &str) -> Option<Self> {
+        Setting::parse(s)
+    }
+    fn refusal(field: &str) -> String {
+        format!("{field} must be \"on\" or \"off\".")
+    }
+}
+
+impl Choice for KeySetting {
+    fn read(s: &str) -> Option<Self> {
+        KeySetting::parse(s)
+    }
+    fn refusal(field: &str) -> String {
+        format!("{field} must be \"on\", \"off\" or \"inherit\".")
+    }
+}
+
+impl Choice for crate::residency::Region {
+    fn read(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+    fn refusal(_field: &str) -> String {
+        "Unknown region: use us, eu or apac.".into()
+    }
+}
+
 impl Setting {
     /// As stored and shown: `on` or `off`.
     pub fn as_str(self) -> &'static str {

@@ -5,6 +5,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::policy::Choice;
+
 use super::*;
 
 /// A body of one struct.
@@ -126,41 +128,6 @@ pub(super) fn query_params(q: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .into_owned()
         .collect()
-}
-
-/// A value a body names with a string from a fixed set: a setting, a key's setting, a region.
-pub(super) trait Choice: Copy + Sized {
-    /// The value `s` names, if any.
-    fn read(s: &str) -> Option<Self>;
-    /// Why a string that names none is refused (names the field, never quotes the value).
-    fn refusal(field: &str) -> String;
-}
-
-impl Choice for Setting {
-    fn read(s: &str) -> Option<Self> {
-        Setting::parse(s)
-    }
-    fn refusal(field: &str) -> String {
-        format!("{field} must be \"on\" or \"off\".")
-    }
-}
-
-impl Choice for KeySetting {
-    fn read(s: &str) -> Option<Self> {
-        KeySetting::parse(s)
-    }
-    fn refusal(field: &str) -> String {
-        format!("{field} must be \"on\", \"off\" or \"inherit\".")
-    }
-}
-
-impl Choice for Region {
-    fn read(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
-    fn refusal(_field: &str) -> String {
-        "Unknown region: use us, eu or apac.".into()
-    }
 }
 
 /// A [`Choice`] field as the body gives it. What is not a string refuses the body as it is read

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::policy::Choice;
 
 /// A bundle file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -150,22 +151,10 @@ pub(super) fn describe(message: &str) -> String {
     }
 }
 
-pub(super) fn setting(what: &str, v: Option<&str>, default: Setting) -> Result<Setting> {
-    v.map_or(Some(default), Setting::parse)
-        .ok_or_else(|| Error::Invalid(format!("{what} is \"on\" or \"off\"")))
-}
-
-pub(super) fn key_setting(what: &str, v: Option<&str>) -> Result<KeySetting> {
-    v.map_or(Some(KeySetting::Inherit), KeySetting::parse)
-        .ok_or_else(|| Error::Invalid(format!("{what} is \"on\", \"off\" or \"inherit\"")))
-}
-
-pub(super) fn region(what: &str, v: Option<&str>) -> Result<Option<Region>> {
-    v.map(|r| {
-        r.parse::<Region>()
-            .map_err(|_| Error::Invalid(format!("{what}: the region is us, eu or apac")))
-    })
-    .transpose()
+/// A setting or region the bundle names at `at` (`orgs[0]`) as `field`: `None` when left out.
+pub(super) fn choice<T: Choice>(at: &str, field: &str, v: Option<&str>) -> Result<Option<T>> {
+    v.map(|s| T::read(s).ok_or_else(|| Error::Invalid(format!("{at}: {}", T::refusal(field)))))
+        .transpose()
 }
 
 pub(super) fn hash(what: &str, digits: &str) -> Result<[u8; 32]> {
@@ -252,14 +241,13 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
         let spec = OrgSpec {
             name: o.name.clone(),
             settings: OrgPatch {
-                region: region(&at, o.region.as_deref())?,
-                pii: Some(setting("pii", o.pii.as_deref(), pii_default)?),
-                secrets: Some(setting("secrets", o.secrets.as_deref(), Setting::On)?),
-                response_redaction: Some(setting(
-                    "response_redaction",
-                    o.response_redaction.as_deref(),
-                    Setting::Off,
-                )?),
+                region: choice(&at, "region", o.region.as_deref())?,
+                pii: Some(choice(&at, "pii", o.pii.as_deref())?.unwrap_or(pii_default)),
+                secrets: Some(choice(&at, "secrets", o.secrets.as_deref())?.unwrap_or(Setting::On)),
+                response_redaction: Some(
+                    choice(&at, "response_redaction", o.response_redaction.as_deref())?
+                        .unwrap_or(Setting::Off),
+                ),
                 mcp: lists(&o.mcp_tools, &o.mcp_resources, &o.mcp_prompts)
                     .map_err(|e| Error::Invalid(format!("{at}: {e}")))?,
                 limits,
@@ -289,25 +277,30 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
             .map_err(Error::from)
             .map_err(|e| Error::Invalid(format!("{at}: {e}")))?;
             let list = |v: &Option<String>, what: &str| {
-                v.as_deref().map(|s| mcp_list(what, s)).transpose()
+                v.as_deref()
+                    .map(|s| mcp_list(what, s))
+                    .transpose()
+                    .map_err(|e| Error::Invalid(format!("{at}: {e}")))
             };
+            let inherit = |s: Option<KeySetting>| s.unwrap_or(KeySetting::Inherit);
             keys.push(WantKey {
                 spec: KeySpec {
                     org_id: String::new(),
                     name: k.name.clone(),
                     policy: KeyPolicy {
-                        pii: key_setting("pii", k.pii.as_deref())?,
-                        secrets: key_setting("secrets", k.secrets.as_deref())?,
-                        response_redaction: key_setting(
+                        pii: inherit(choice(&at, "pii", k.pii.as_deref())?),
+                        secrets: inherit(choice(&at, "secrets", k.secrets.as_deref())?),
+                        response_redaction: inherit(choice(
+                            &at,
                             "response_redaction",
                             k.response_redaction.as_deref(),
-                        )?,
+                        )?),
                         mcp: McpLists {
                             tools: list(&k.mcp_tools, "mcp_tools")?,
                             resources: list(&k.mcp_resources, "mcp_resources")?,
                             prompts: list(&k.mcp_prompts, "mcp_prompts")?,
                         },
-                        region: region(&at, k.region.as_deref())?,
+                        region: choice(&at, "region", k.region.as_deref())?,
                         limits: l.apply(crate::limits::Limits::default()),
                     },
                     expires: k.expires_at.clone(),

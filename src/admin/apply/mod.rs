@@ -10,7 +10,6 @@ use super::{
     audit, import_key, mcp_list, Actor, Error, KeyPatch, KeyPolicy, KeySetting, KeySpec,
     LimitsPatch, McpLists, OrgPatch, OrgSpec, Patch, Result, Setting,
 };
-use crate::residency::Region;
 use crate::store::{self, Managed, Store};
 use crate::vault::Keyring;
 
@@ -241,5 +240,44 @@ mod quoting {
         let e = e.to_string();
         assert!(e.starts_with("orgs[0].users[0]:"), "{e}");
         assert!(!e.contains("jane") && !e.contains("acme"), "{e}");
+        // So do refused settings, regions and lists, of an org and of a key.
+        let key = "[[orgs.keys]]\nname = \"k\"\nprefix = \"sk-sluice-abcd\"\nsha256 = \"";
+        let key = format!("{key}{}\"\n", "0".repeat(64));
+        for (entry, at, field) in [
+            ("pii = \"maybe-canary\"", "orgs[1]", "pii"),
+            ("secrets = \"maybe-canary\"", "orgs[1]", "secrets"),
+            (
+                "response_redaction = \"maybe-canary\"",
+                "orgs[1]",
+                "response_redaction",
+            ),
+            ("region = \"mars-canary\"", "orgs[1]", "region"),
+            ("mcp_tools = \"no colon canary\"", "orgs[1]", "mcp_tools"),
+            ("pii = \"maybe-canary\"", "orgs[1].keys[0]", "pii"),
+            (
+                "response_redaction = \"maybe-canary\"",
+                "orgs[1].keys[0]",
+                "response_redaction",
+            ),
+            ("region = \"mars-canary\"", "orgs[1].keys[0]", "region"),
+            (
+                "mcp_prompts = \"no colon canary\"",
+                "orgs[1].keys[0]",
+                "mcp_prompts",
+            ),
+        ] {
+            let text = if at.ends_with(']') && at.contains("keys") {
+                format!("[[orgs]]\nname = \"a\"\n[[orgs]]\nname = \"b\"\n{key}{entry}\n")
+            } else {
+                format!("[[orgs]]\nname = \"a\"\n[[orgs]]\nname = \"b\"\n{entry}\n")
+            };
+            let b = parse(&text).unwrap();
+            let Err(e) = want(&b, Setting::On) else {
+                panic!("accepted: {text}")
+            };
+            let e = e.to_string();
+            assert!(e.starts_with(&format!("{at}: ")), "{text}: {e}");
+            assert!(e.contains(field) && !e.contains("canary"), "{text}: {e}");
+        }
     }
 }
