@@ -47,8 +47,15 @@ fn typed<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
         // echoed.
         let inner = e.inner().to_string();
         let path = e.path().to_string();
-        let message = if inner.starts_with("missing field") || inner.starts_with("unknown field") {
+        let message = if inner.starts_with("missing field") {
             inner
+        } else if let Some(rest) = inner.strip_prefix("unknown field `") {
+            // In a nested object (the body's own members are checked before). serde quotes the
+            // name whatever it holds: a name worth echoing has no backtick, so it ends at the
+            // first; the rest of serde's words are not echoed (they could be the name's).
+            let name = rest.split('`').next().unwrap_or_default();
+            let parent = path.rsplit_once('.').map_or(path.as_str(), |(p, _)| p);
+            format!("{} in `{parent}`", unknown_field(name))
         } else if path == "." {
             "the body must be a JSON object".to_string()
         } else {
@@ -96,27 +103,28 @@ parts!(A);
 parts!(A, B);
 parts!(A, B, C);
 
+/// An unknown member, named when its name reads as a field's; anything else (a secret pasted
+/// as a member's name) is not echoed.
+fn unknown_field(name: &str) -> String {
+    let named = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if named {
+        format!("unknown field `{name}`")
+    } else {
+        "an unknown field".to_string()
+    }
+}
+
 /// A body of [`Parts`].
 pub(super) fn body_of<P: Parts>(req: &Request) -> Result<P, ApiError> {
     let m = object(req)?;
     let fields = P::fields();
     if let Some(unknown) = m.keys().find(|k| !fields.contains(&k.as_str())) {
-        // Named when it reads as a field's name; anything else (a secret pasted as a member's
-        // name) is not echoed.
-        let named = unknown.len() <= 64
-            && unknown
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        let unknown = if named {
-            format!("unknown field `{unknown}`")
-        } else {
-            "an unknown field".to_string()
-        };
         let expected: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
         return Err(err(
             Code::InvalidBody,
             format!(
-                "Invalid JSON body: {unknown}, expected one of {}.",
+                "Invalid JSON body: {}, expected one of {}.",
+                unknown_field(unknown),
                 expected.join(", ")
             ),
         ));

@@ -307,6 +307,15 @@ fn a_body_of_parts_is_read_as_one_object_of_one_struct() {
     .err()
     .unwrap();
     assert_eq!(e.code, Code::InvalidBody);
+    // So is a nested object's unknown member (named only when it reads as a field's name).
+    for (member, shown) in [("scopes", true), ("sk-canary `, x", false)] {
+        let b = json!({"secret": "s", "oauth": {"token_url": "https://a/t", member: 1}});
+        let e = body::<CredentialBody>(&req(&b.to_string())).err().unwrap();
+        assert_eq!(e.code, Code::InvalidBody);
+        assert_eq!(e.message.contains("`scopes`"), shown, "{}", e.message);
+        assert!(e.message.contains("in `oauth`"), "{}", e.message);
+        assert!(!e.message.contains("canary"), "{}", e.message);
+    }
     // A new key's null list is the org's (as documented); a change's null is refused.
     let (head, f) = body_of::<NewKey>(&req(r#"{"mcp_tools": null, "pii": "off"}"#)).unwrap();
     assert_eq!(head.name, "default");
