@@ -243,41 +243,26 @@ mod quoting {
         // So do refused settings, regions and lists, of an org and of a key.
         let key = "[[orgs.keys]]\nname = \"k\"\nprefix = \"sk-sluice-abcd\"\nsha256 = \"";
         let key = format!("{key}{}\"\n", "0".repeat(64));
-        for (entry, at, field) in [
-            ("pii = \"maybe-canary\"", "orgs[1]", "pii"),
-            ("secrets = \"maybe-canary\"", "orgs[1]", "secrets"),
-            (
-                "response_redaction = \"maybe-canary\"",
-                "orgs[1]",
-                "response_redaction",
-            ),
-            ("region = \"mars-canary\"", "orgs[1]", "region"),
-            ("mcp_tools = \"no colon canary\"", "orgs[1]", "mcp_tools"),
-            ("pii = \"maybe-canary\"", "orgs[1].keys[0]", "pii"),
-            (
-                "response_redaction = \"maybe-canary\"",
-                "orgs[1].keys[0]",
-                "response_redaction",
-            ),
-            ("region = \"mars-canary\"", "orgs[1].keys[0]", "region"),
-            (
-                "mcp_prompts = \"no colon canary\"",
-                "orgs[1].keys[0]",
-                "mcp_prompts",
-            ),
+        for field in [
+            "pii",
+            "secrets",
+            "response_redaction",
+            "region",
+            "mcp_tools",
+            "mcp_resources",
+            "mcp_prompts",
         ] {
-            let text = if at.ends_with(']') && at.contains("keys") {
-                format!("[[orgs]]\nname = \"a\"\n[[orgs]]\nname = \"b\"\n{key}{entry}\n")
-            } else {
-                format!("[[orgs]]\nname = \"a\"\n[[orgs]]\nname = \"b\"\n{entry}\n")
-            };
-            let b = parse(&text).unwrap();
-            let Err(e) = want(&b, Setting::On) else {
-                panic!("accepted: {text}")
-            };
-            let e = e.to_string();
-            assert!(e.starts_with(&format!("{at}: ")), "{text}: {e}");
-            assert!(e.contains(field) && !e.contains("canary"), "{text}: {e}");
+            for (at, entries) in [("orgs[1]", ""), ("orgs[1].keys[0]", key.as_str())] {
+                let orgs = "[[orgs]]\nname = \"a\"\n[[orgs]]\nname = \"b\"\n";
+                let text = format!("{orgs}{entries}{field} = \"no canary\"\n");
+                let b = parse(&text).unwrap();
+                let Err(e) = want(&b, Setting::On) else {
+                    panic!("accepted: {text}")
+                };
+                let e = e.to_string();
+                assert!(e.starts_with(&format!("{at}: ")), "{text}: {e}");
+                assert!(e.contains(field) && !e.contains("canary"), "{text}: {e}");
+            }
         }
     }
 }
