@@ -31,7 +31,10 @@ Usage: python3 bench/load.py [--duration SECONDS]   (needs `wrk`: apt-get instal
        (every thread of the process: the audit writer's too). Unlike CPU time these do not
        depend on what else the machine does, so a change's effect on one stage shows exactly.
        Caveat: valgrind has no SHA extensions, so SHA-256 counts as its software fallback
-       (about 5x what it costs on a CPU with them).
+       (about 5x what it costs on a CPU with them), and a `rep movsb` copy counts per byte.
+       python3 bench/load.py --ladder --syscalls [--duration S]   the same stages, each alone
+       with strace attached to every thread after a warm-up, 2 connections: system calls per
+       request, by name (the kernel's share of the CPU, which callgrind does not see).
 Every row also shows the target process's CPU time per request (user+system, from
 /proc/PID/stat; for `direct` the mock's): on a machine this noisy it is steadier than req/s.
 """
@@ -168,6 +171,9 @@ def main():
     ap.add_argument("--instructions", action="store_true",
                     help="with --ladder: instructions per request of each target under "
                          "callgrind (needs valgrind), one target at a time, instead of load")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="with --ladder: system calls per request of each target under strace, "
+                         "one target at a time, instead of load")
     ap.add_argument("--sluice", metavar="BINARY", default=os.path.join(REL, "sluice"),
                     help="the sluice binary to drive (default target/release/sluice; e.g. "
                          "target/profiling/sluice under perf)")
@@ -215,6 +221,8 @@ def main():
 
     if args.ladder and args.instructions:
         return instructions(args, tmp, cfg, cli, env, body, up, bare)
+    if args.ladder and args.syscalls:
+        return syscalls(args, tmp, cfg, cli, env, body, up, bare)
     if args.ladder:
         return ladder(args, tmp, cfg, cli, env, body, up, bare, levels)
 
@@ -430,14 +438,9 @@ def ladder_keys(cli, tmp, body):
     return scripts
 
 
-def instructions(args, tmp, cfg, cli, env, body, up, bare):
-    """The ladder in instructions: each target alone under callgrind (counters zeroed after a
-    warm-up, dumped after a wrk run at 2 connections), total user-space instructions of the
-    process divided by the requests served."""
-    if not shutil.which("valgrind"):
-        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    scripts = ladder_keys(cli, tmp, body)
-    mock = subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)])
+def alone_targets(args, tmp, cfg, up, bare):
+    """The ladder's targets, to run one at a time: (name, command, port, SLUICE_BENCH_SKIP,
+    key)."""
     buffered = free_port()
     targets = [("passthrough", [os.path.join(REL, "examples", "passthrough"), str(bare), str(up)],
                 bare, None, "none"),
@@ -448,6 +451,75 @@ def instructions(args, tmp, cfg, cli, env, body, up, bare):
         scfg, prox = stage_config(tmp, cfg, i)
         targets.append((f"sluice: {name}", [args.sluice, "serve", "--config", scfg], prox,
                         skip, key))
+    return targets
+
+
+def syscalls(args, tmp, cfg, cli, env, body, up, bare):
+    """The ladder in system calls: each target alone, strace attached to every thread after a
+    warm-up, a wrk run at 2 connections, then the calls of each kind divided by the requests
+    served."""
+    if not shutil.which("strace"):
+        raise SystemExit("--syscalls needs strace (apt-get install strace)")
+    scripts = ladder_keys(cli, tmp, body)
+    mock = subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)])
+    res = {}
+    try:
+        wait_port(up)
+        for i, (name, cmd, tport, skip, key) in enumerate(alone_targets(args, tmp, cfg, up, bare)):
+            out = os.path.join(tmp, f"strace.{i}")
+            p = subprocess.Popen(cmd, env=env if skip is None else dict(env, SLUICE_BENCH_SKIP=skip),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_port(tport)
+                url = f"http://127.0.0.1:{tport}/v1/chat/completions"
+                wrk(url, 2, 2, scripts[key])  # warm-up: pools, caches, the first batch
+                tids = sorted(os.listdir(f"/proc/{p.pid}/task"))
+                st = subprocess.Popen(["strace", "-c", "-o", out,
+                                       *[a for t in tids for a in ("-p", t)]],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True)
+                # strace says each thread attached before it counts it.
+                attached, deadline = 0, time.time() + 20
+                while attached < len(tids) and time.time() < deadline:
+                    line = st.stderr.readline()
+                    attached += "attached" in line
+                r = wrk(url, 2, args.duration, scripts[key])
+                st.send_signal(2)
+                st.wait(timeout=60)
+                calls = {}
+                with open(out) as f:
+                    for line in f:
+                        m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$",
+                                     line)
+                        if m and m.group(2) != "total":
+                            calls[m.group(2)] = int(m.group(1))
+                res[name] = ({k: v / max(r["n"], 1) for k, v in calls.items()}, r["non2xx"])
+            finally:
+                p.kill()
+                p.wait(timeout=60)
+    finally:
+        mock.terminate()
+        mock.wait(timeout=15)
+    kinds = sorted({k for c, _ in res.values() for k in c},
+                   key=lambda k: -max(c.get(k, 0) for c, _ in res.values()))
+    shown = [k for k in kinds if max(c.get(k, 0) for c, _ in res.values()) >= 0.05]
+    print("system calls per request under strace (every thread of the process), 2 connections")
+    print(f"{'target':<38} {'all':>6} " + " ".join(f"{k[:10]:>10}" for k in shown))
+    for name, (c, bad) in res.items():
+        print(f"{name:<38} {sum(c.values()):>6.2f} "
+              + " ".join(f"{c.get(k, 0):>10.2f}" for k in shown)
+              + (f"  non-2xx {bad}" if bad else ""))
+
+
+def instructions(args, tmp, cfg, cli, env, body, up, bare):
+    """The ladder in instructions: each target alone under callgrind (counters zeroed after a
+    warm-up, dumped after a wrk run at 2 connections), total user-space instructions of the
+    process divided by the requests served."""
+    if not shutil.which("valgrind"):
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    scripts = ladder_keys(cli, tmp, body)
+    mock = subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)])
+    targets = alone_targets(args, tmp, cfg, up, bare)
     res = {}
     try:
         wait_port(up)
