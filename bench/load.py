@@ -474,15 +474,22 @@ def syscalls(args, tmp, cfg, cli, env, body, up, bare):
                 url = f"http://127.0.0.1:{tport}/v1/chat/completions"
                 wrk(url, 2, 2, scripts[key])  # warm-up: pools, caches, the first batch
                 tids = sorted(os.listdir(f"/proc/{p.pid}/task"))
-                st = subprocess.Popen(["strace", "-c", "-o", out,
+                st = subprocess.Popen(["strace", "-f", "-c", "-o", out,
                                        *[a for t in tids for a in ("-p", t)]],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True)
-                # strace says each thread attached before it counts it.
-                attached, deadline = 0, time.time() + 20
-                while attached < len(tids) and time.time() < deadline:
-                    line = st.stderr.readline()
-                    attached += "attached" in line
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+                def traced(t):
+                    # A thread that has gone counts as attached: there is nothing to wait for.
+                    try:
+                        with open(f"/proc/{p.pid}/task/{t}/status") as f:
+                            return re.search(r"^TracerPid:\s+(\d+)", f.read(), re.M).group(1) != "0"
+                    except OSError:
+                        return True
+                deadline = time.time() + 20
+                while not all(traced(t) for t in tids):
+                    if time.time() > deadline or st.poll() is not None:
+                        raise SystemExit(f"strace could not attach to {name}")
+                    time.sleep(0.05)
                 r = wrk(url, 2, args.duration, scripts[key])
                 st.send_signal(2)
                 st.wait(timeout=60)

@@ -501,6 +501,9 @@ fn oauth_tokens_are_refreshed_before_expiry_failures_are_clear_and_nothing_leaks
                 .unwrap()
                 .as_secs_f64();
             assert!(expiry < now + 4.0, "{expiry} vs {now}");
+            // Exact, not cut to the second: a token obtained at a random instant expires
+            // at one with a fraction.
+            assert!(expiry.fract() != 0.0, "{expiry}");
             expiry > now
         },
     );

@@ -40,22 +40,23 @@ fn object(req: &Request) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// `T` read from a body's object.
-fn typed<T: DeserializeOwned>(v: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        // serde's messages can quote the offending value (a password); only field names are
-        // echoed.
+/// `T` read from (part of) a body's object.
+fn typed<'de, T: Deserialize<'de>>(
+    d: impl serde::Deserializer<'de, Error = serde_json::Error>,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(d).map_err(|e| {
+        // serde's messages can quote the offending value (a password) or member name (a
+        // pasted secret): only the names of declared fields are echoed.
         let inner = e.inner().to_string();
         let path = e.path().to_string();
         let message = if inner.starts_with("missing field") {
             inner
-        } else if let Some(rest) = inner.strip_prefix("unknown field `") {
-            // In a nested object (the body's own members are checked before). serde quotes the
-            // name whatever it holds: a name worth echoing has no backtick, so it ends at the
-            // first; the rest of serde's words are not echoed (they could be the name's).
-            let name = rest.split('`').next().unwrap_or_default();
-            let parent = path.rsplit_once('.').map_or(path.as_str(), |(p, _)| p);
-            format!("{} in `{parent}`", unknown_field(name))
+        } else if inner.starts_with("unknown field") {
+            // In a nested object (the body's own members are checked before): named by the
+            // object it is in (the path's last segment is the unknown name itself).
+            let segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+            let parent = segments[..segments.len().saturating_sub(1)].join(".");
+            format!("an unknown field in `{parent}`")
         } else if path == "." {
             "the body must be a JSON object".to_string()
         } else {
@@ -76,14 +77,13 @@ pub(super) trait Parts: Sized {
     fn read(m: &Map<String, Value>) -> Result<Self, ApiError>;
 }
 
-/// Part `T` of a body: its members of `m`.
+/// Part `T` of a body: its members of `m`, read in place (no copy of a value).
 fn part<T: DeserializeOwned>(m: &Map<String, Value>) -> Result<T, ApiError> {
     let fields = serde_aux::serde_introspection::serde_introspect::<T>();
-    typed(Value::Object(
+    typed(serde::de::value::MapDeserializer::new(
         m.iter()
             .filter(|(k, _)| fields.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+            .map(|(k, v)| (k.as_str(), v)),
     ))
 }
 
@@ -103,33 +103,56 @@ parts!(A);
 parts!(A, B);
 parts!(A, B, C);
 
-/// An unknown member, named when its name reads as a field's; anything else (a secret pasted
-/// as a member's name) is not echoed.
-fn unknown_field(name: &str) -> String {
-    let named = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if named {
-        format!("unknown field `{name}`")
-    } else {
-        "an unknown field".to_string()
+/// A member no part declares. Its name is never echoed (it is the client's text: a secret
+/// pasted in the wrong place); a declared field it matches but for ASCII case is suggested.
+fn unknown_field(name: &str, fields: &[&str]) -> String {
+    match fields.iter().find(|f| f.eq_ignore_ascii_case(name)) {
+        Some(f) => format!("an unknown field (field names are lowercase: `{f}`)"),
+        None => "an unknown field".to_string(),
     }
 }
 
 /// A body of [`Parts`].
 pub(super) fn body_of<P: Parts>(req: &Request) -> Result<P, ApiError> {
-    let m = object(req)?;
+    let mut m = object(req)?;
     let fields = P::fields();
-    if let Some(unknown) = m.keys().find(|k| !fields.contains(&k.as_str())) {
-        let expected: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
-        return Err(err(
-            Code::InvalidBody,
-            format!(
-                "Invalid JSON body: {}, expected one of {}.",
-                unknown_field(unknown),
-                expected.join(", ")
-            ),
-        ));
+    let read = match m.keys().find(|k| !fields.contains(&k.as_str())) {
+        Some(unknown) => {
+            let expected: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+            Err(err(
+                Code::InvalidBody,
+                format!(
+                    "Invalid JSON body: {}, expected one of {}.",
+                    unknown_field(unknown, &fields),
+                    expected.join(", ")
+                ),
+            ))
+        }
+        None => P::read(&m),
+    };
+    // The parts hold copies of what they took; the object held every password and secret of
+    // the body in plain strings, which are wiped before they are freed.
+    wipe_map(&mut m);
+    read
+}
+
+/// Overwrite every string of `m` (names and values, at any depth) before it is freed.
+fn wipe_map(m: &mut Map<String, Value>) {
+    use zeroize::Zeroize;
+    for (mut k, mut v) in std::mem::take(m) {
+        k.zeroize();
+        wipe(&mut v);
     }
-    P::read(&m)
+}
+
+pub(super) fn wipe(v: &mut Value) {
+    use zeroize::Zeroize;
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(wipe),
+        Value::Object(m) => wipe_map(m),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 pub(super) fn query_params(q: Option<&str>) -> Vec<(String, String)> {
