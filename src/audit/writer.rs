@@ -79,6 +79,7 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("sluice-audit".into())
             .spawn(move || {
+                below_the_data_plane();
                 let (mut rx, mut health) = (rx, health);
                 // Supervised: a panic is counted and the writer resumes on the same queue (the
                 // batch it was writing may be lost; what is queued is not).
@@ -117,6 +118,28 @@ impl Writer {
         let _ = self.tx.blocking_send(Msg::Close);
         if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
+        }
+    }
+}
+
+/// The writer thread's nice value: above the data plane's 0, so that a batch, a burst of
+/// work every [`BATCH_WINDOW`], does not delay the requests sharing its core (at one
+/// connection it took the p99 from about 0.5 ms to 1.3 ms). With a core to spare it runs at
+/// once all the same; when the CPU is saturated the batches grow, which costs less per record.
+pub const NICE: i32 = 10;
+
+/// Lower the calling thread's priority to [`NICE`] (raising one's own nice value needs no
+/// privilege); where it cannot be, the writer runs at the process's.
+fn below_the_data_plane() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's id; nothing is borrowed.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "the audit writer keeps the process's priority");
         }
     }
 }

@@ -128,6 +128,50 @@ fn proxied_requests_are_recorded_without_bodies_or_keys() {
     p.metrics_with(&["sluice_audit_records_total 2", "sluice_audit_queue_depth 0"]);
 }
 
+/// The nice value of each of `pid`'s threads, by thread name.
+fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("stat")),
+        ) else {
+            continue; // a thread that has ended
+        };
+        // After the name in parentheses: the state is field 3, the nice value field 19.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        out.push((comm.trim().to_string(), fields[16].parse().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn the_audit_writer_runs_below_the_data_plane() {
+    let up = Upstream::start();
+    let p = Proxy::start(&up, "");
+    let threads = thread_nice(p.pid());
+    // Its batches yield to the requests sharing its core; the data plane keeps the process's
+    // priority.
+    assert!(
+        threads
+            .iter()
+            .any(|(n, nice)| n == "sluice-audit" && *nice == 10),
+        "{threads:?}"
+    );
+    let data_plane: Vec<_> = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("sluice data"))
+        .collect();
+    assert!(!data_plane.is_empty(), "{threads:?}");
+    assert!(data_plane.iter().all(|(_, nice)| *nice == 0), "{threads:?}");
+}
+
 #[test]
 fn verify_names_the_first_tampered_record() {
     let up = Upstream::start();

@@ -357,6 +357,11 @@ impl Proxy {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// Send SIGTERM.
     pub fn terminate(&self) {
         self.signal("TERM");
