@@ -34,6 +34,31 @@ pub fn body_bytes(status: u16, code: &str, message: &str, request_id: &str) -> V
     serde_json::to_vec(&body(status, code, message, request_id)).unwrap_or_default()
 }
 
+/// A URL as an error may show it: without credentials (`user:password@`), query or fragment
+/// (each can hold a secret), bounded to 200 characters and escaped (no control character
+/// reaches a terminal or a log), quoted; `the value` when it is not `scheme://...` at all (a
+/// secret pasted in the wrong place). For the operator's URLs (config, CLI) and the ones an
+/// authorization server sends.
+pub fn shown_url(s: &str) -> String {
+    let Some((scheme, rest)) = s.trim().split_once("://") else {
+        return "the value".into();
+    };
+    let (before, after) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
+    let (authority, path) = before.split_at(before.find('/').unwrap_or(before.len()));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let note = if !after.is_empty() || host.len() < authority.len() {
+        " (credentials, query and fragment not shown)"
+    } else {
+        ""
+    };
+    let url = format!("{scheme}://{host}{path}");
+    let cut: String = url.chars().take(200).collect();
+    let more = if cut.len() < url.len() { "..." } else { "" };
+    format!("\"{}{more}\"{note}", cut.escape_debug())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +78,20 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["request_id"], "r1");
         assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn a_url_is_shown_without_what_could_be_a_secret() {
+        assert_eq!(
+            shown_url("http://u:CANARY@h:1/a/b?key=CANARY#CANARY"),
+            "\"http://h:1/a/b\" (credentials, query and fragment not shown)"
+        );
+        assert_eq!(shown_url("https://h/a"), "\"https://h/a\"");
+        assert_eq!(shown_url("sk-live-CANARY"), "the value");
+        assert_eq!(shown_url("u:CANARY@h"), "the value");
+        assert_eq!(shown_url("https://h/\u{1b}[2J"), "\"https://h/\\u{1b}[2J\"");
+        let long = format!("https://h/{}", "a".repeat(300));
+        assert!(shown_url(&long).ends_with("...\""));
+        assert!(shown_url(&long).chars().count() < 210);
     }
 }

@@ -78,27 +78,25 @@ pub fn shown_list(v: &[String]) -> String {
 /// Check an endpoint `what` at `url`: https with a host, no credentials, no fragment; plain
 /// http only to a loopback address and only when `plaintext` allows it.
 pub fn check_endpoint(what: &str, url: &str, plaintext: Plaintext) -> Result<Url, ConnectError> {
-    let u = Url::parse(url).map_err(|_| {
-        ConnectError::Discovery(format!("the {what} {:?} is not a URL", shown(url)))
-    })?;
+    // Shown without credentials, query or fragment, whichever check refuses it.
+    let shown = crate::error::shown_url(url);
+    let u = Url::parse(url)
+        .map_err(|_| ConnectError::Discovery(format!("the {what} {shown} is not a URL")))?;
     if u.host().is_none() || !u.username().is_empty() || u.password().is_some() {
         return Err(ConnectError::Unsupported(format!(
-            "the {what} {} must have a host and no credentials",
-            shown(url)
+            "the {what} {shown} must have a host and no credentials"
         )));
     }
     if u.fragment().is_some() {
         return Err(ConnectError::Unsupported(format!(
-            "the {what} {} must not have a fragment",
-            shown(url)
+            "the {what} {shown} must not have a fragment"
         )));
     }
     match u.scheme() {
         "https" => Ok(u),
         "http" if plaintext == Plaintext::Loopback && is_loopback(&u) => Ok(u),
         _ => Err(ConnectError::Unsupported(format!(
-            "the {what} {} is not https:// (plain http:// only to a loopback address, for a local test MCP server)",
-            shown(url)
+            "the {what} {shown} is not https:// (plain http:// only to a loopback address, for a local test MCP server)"
         ))),
     }
 }
@@ -755,6 +753,20 @@ mod tests {
         assert_eq!(plaintext_for(None), Plaintext::Refused);
         assert_eq!(shown("a\u{1b}[31m"), "a\\u{1b}[31m");
         assert_eq!(shown(&"x".repeat(300)).len(), 203);
+        // Whichever check refuses an endpoint, its refusal shows no credentials, query or
+        // fragment (an operator's --issuer may carry them).
+        for u in [
+            "https://u:CANARY@as.example.com/t",
+            "http://u:CANARY@192.0.2.1/t",
+            "https://as.example.com/t#CANARY",
+            "ftp://as.example.com/t?token=CANARY",
+            "CANARY",
+        ] {
+            let Err(e) = check_endpoint("issuer", u, Plaintext::Refused) else {
+                panic!("{u} accepted")
+            };
+            assert!(!e.to_string().contains("CANARY"), "{u}: {e}");
+        }
     }
 
     #[test]

@@ -485,31 +485,33 @@ pub(crate) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
 /// Parse an `http(s)://host[:port][/path]` URL (no credentials, query or fragment); with
 /// `upstream`, a trailing `/v1` is refused as well (see [`parse_base_url`]).
 fn parse_url(s: &str, upstream: bool) -> Result<BaseUrl, String> {
+    // Errors quote the URL without what could be a secret.
+    let shown = crate::error::shown_url(s);
     let uri: http::Uri = s
         .parse()
-        .map_err(|_| format!("{s:?} is not a URL such as https://api.openai.com"))?;
+        .map_err(|_| format!("{shown} is not a URL such as https://api.openai.com"))?;
     let tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => return Err(format!("{s:?} must start with http:// or https://")),
+        _ => return Err(format!("{shown} must start with http:// or https://")),
     };
     let authority = uri
         .authority()
-        .ok_or_else(|| format!("{s:?} has no host"))?;
+        .ok_or_else(|| format!("{shown} has no host"))?;
     if authority.as_str().contains('@') {
         return Err(
             "must not contain credentials; store them with `sluice credentials set`".into(),
         );
     }
     if s.contains('#') || uri.query().is_some() {
-        return Err(format!("{s:?} must not have a query or fragment"));
+        return Err(format!("{shown} must not have a query or fragment"));
     }
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("{s:?} has no host"));
+        return Err(format!("{shown} has no host"));
     }
     // A port that is not 1..65535 is an error, not the scheme's default (`:99999` read as no
     // port would connect to 80).
@@ -528,12 +530,12 @@ fn parse_url(s: &str, upstream: bool) -> Result<BaseUrl, String> {
             }
         }
         (Some(_), Some(p)) if p > 0 => p,
-        (Some(_), _) => return Err(format!("{s:?} has a port outside 1..65535")),
+        (Some(_), _) => return Err(format!("{shown} has a port outside 1..65535")),
     };
     let path_prefix = uri.path().trim_end_matches('/').to_string();
     if upstream && (path_prefix == "/v1" || path_prefix.ends_with("/v1")) {
         return Err(format!(
-            "{s:?} must not end with /v1: sluice forwards the client's /v1/... path as is"
+            "{shown} must not end with /v1: sluice forwards the client's /v1/... path as is"
         ));
     }
     Ok(BaseUrl {
@@ -603,6 +605,21 @@ mod tests {
         }
         let e = parse(&base.replace("9000", "99999")).unwrap_err();
         assert!(e.iter().any(|p| p.path.ends_with("base_url")), "{e:?}");
+        // A refused URL is never quoted with what could be a secret: credentials, a query, a
+        // fragment, or a value that is not a URL at all, whichever check refuses it.
+        for url in [
+            "htp://user:CANARY@127.0.0.1:9000",
+            "http://user:CANARY@127.0.0.1:99999",
+            "http://127.0.0.1:9000/?key=CANARY",
+            "http://127.0.0.1:99999/#CANARY",
+            "ftp://127.0.0.1/v1?token=CANARY",
+            "sk-live-CANARY",
+            "http://u:CANARY@/v1",
+        ] {
+            let e = parse(&base.replace("http://127.0.0.1:9000", url)).unwrap_err();
+            let p = e.iter().find(|p| p.path.ends_with("base_url")).unwrap();
+            assert!(!p.message.contains("CANARY"), "{url}: {}", p.message);
+        }
     }
 
     #[test]
