@@ -181,6 +181,13 @@ def main():
     for b in ("sluice", os.path.join("examples", "mock"), os.path.join("examples", "passthrough")):
         if not os.path.exists(os.path.join(REL, b)):
             raise SystemExit("build first: cargo build --release --locked --bin sluice --examples")
+    if args.ladder:
+        # Without the feature every stage is the whole of sluice: refuse rather than print a
+        # ladder of equal rungs.
+        with open(args.sluice, "rb") as f:
+            if b"SLUICE_BENCH_SKIP" not in f.read():
+                raise SystemExit("--ladder needs a bench build: cargo build --release --locked "
+                                 "--features bench-ablation --bin sluice --examples")
 
     tmp = tempfile.mkdtemp()
     up, bare, prox, adm, met = (free_port() for _ in range(5))
@@ -454,59 +461,71 @@ def alone_targets(args, tmp, cfg, up, bare):
     return targets
 
 
-def syscalls(args, tmp, cfg, cli, env, body, up, bare):
-    """The ladder in system calls: each target alone, strace attached to every thread after a
-    warm-up, a wrk run at 2 connections, then the calls of each kind divided by the requests
-    served."""
-    if not shutil.which("strace"):
-        raise SystemExit("--syscalls needs strace (apt-get install strace)")
+def each_alone(args, tmp, cfg, cli, env, body, up, bare, prefix, measure, deadline=20):
+    """Each ladder target alone beside the mock: started (under the command `prefix(i)`),
+    warmed up at 2 connections, measured by `measure(i, name, pid, url, script)`, killed (no
+    graceful shutdown to wait out). Its results by target name."""
     scripts = ladder_keys(cli, tmp, body)
     mock = subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)])
     res = {}
     try:
         wait_port(up)
         for i, (name, cmd, tport, skip, key) in enumerate(alone_targets(args, tmp, cfg, up, bare)):
-            out = os.path.join(tmp, f"strace.{i}")
-            p = subprocess.Popen(cmd, env=env if skip is None else dict(env, SLUICE_BENCH_SKIP=skip),
+            p = subprocess.Popen([*prefix(i), *cmd],
+                                 env=env if skip is None else dict(env, SLUICE_BENCH_SKIP=skip),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                wait_port(tport)
+                wait_port(tport, deadline=deadline)
                 url = f"http://127.0.0.1:{tport}/v1/chat/completions"
-                wrk(url, 2, 2, scripts[key])  # warm-up: pools, caches, the first batch
-                tids = sorted(os.listdir(f"/proc/{p.pid}/task"))
-                st = subprocess.Popen(["strace", "-f", "-c", "-o", out,
-                                       *[a for t in tids for a in ("-p", t)]],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-                def traced(t):
-                    # A thread that has gone counts as attached: there is nothing to wait for.
-                    try:
-                        with open(f"/proc/{p.pid}/task/{t}/status") as f:
-                            return re.search(r"^TracerPid:\s+(\d+)", f.read(), re.M).group(1) != "0"
-                    except OSError:
-                        return True
-                deadline = time.time() + 20
-                while not all(traced(t) for t in tids):
-                    if time.time() > deadline or st.poll() is not None:
-                        raise SystemExit(f"strace could not attach to {name}")
-                    time.sleep(0.05)
-                r = wrk(url, 2, args.duration, scripts[key])
-                st.send_signal(2)
-                st.wait(timeout=60)
-                calls = {}
-                with open(out) as f:
-                    for line in f:
-                        m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$",
-                                     line)
-                        if m and m.group(2) != "total":
-                            calls[m.group(2)] = int(m.group(1))
-                res[name] = ({k: v / max(r["n"], 1) for k, v in calls.items()}, r["non2xx"])
+                wrk(url, 2, 3, scripts[key])  # warm-up: pools, caches, the first batch
+                res[name] = measure(i, name, p.pid, url, scripts[key])
             finally:
                 p.kill()
                 p.wait(timeout=60)
     finally:
         mock.terminate()
         mock.wait(timeout=15)
+    return res
+
+
+def syscalls(args, tmp, cfg, cli, env, body, up, bare):
+    """The ladder in system calls: each target alone, strace attached to every thread after a
+    warm-up, a wrk run at 2 connections, then the calls of each kind divided by the requests
+    served."""
+    if not shutil.which("strace"):
+        raise SystemExit("--syscalls needs strace (apt-get install strace)")
+
+    def measure(i, name, pid, url, script):
+        out = os.path.join(tmp, f"strace.{i}")
+        tids = sorted(os.listdir(f"/proc/{pid}/task"))
+        st = subprocess.Popen(["strace", "-f", "-c", "-o", out,
+                               *[a for t in tids for a in ("-p", t)]],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def traced(t):
+            # A thread that has gone counts as attached: there is nothing to wait for.
+            try:
+                with open(f"/proc/{pid}/task/{t}/status") as f:
+                    return re.search(r"^TracerPid:\s+(\d+)", f.read(), re.M).group(1) != "0"
+            except OSError:
+                return True
+        deadline = time.time() + 20
+        while not all(traced(t) for t in tids):
+            if time.time() > deadline or st.poll() is not None:
+                raise SystemExit(f"strace could not attach to {name}")
+            time.sleep(0.05)
+        r = wrk(url, 2, args.duration, script)
+        st.send_signal(2)
+        st.wait(timeout=60)
+        calls = {}
+        with open(out) as f:
+            for line in f:
+                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+                if m and m.group(2) != "total":
+                    calls[m.group(2)] = int(m.group(1))
+        return ({k: v / max(r["n"], 1) for k, v in calls.items()}, r["non2xx"])
+
+    res = each_alone(args, tmp, cfg, cli, env, body, up, bare, lambda i: [], measure)
     kinds = sorted({k for c, _ in res.values() for k in c},
                    key=lambda k: -max(c.get(k, 0) for c, _ in res.values()))
     shown = [k for k in kinds if max(c.get(k, 0) for c, _ in res.values()) >= 0.05]
@@ -524,38 +543,21 @@ def instructions(args, tmp, cfg, cli, env, body, up, bare):
     process divided by the requests served."""
     if not shutil.which("valgrind"):
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    scripts = ladder_keys(cli, tmp, body)
-    mock = subprocess.Popen([os.path.join(REL, "examples", "mock"), str(up)])
-    targets = alone_targets(args, tmp, cfg, up, bare)
-    res = {}
-    try:
-        wait_port(up)
-        for i, (name, cmd, tport, skip, key) in enumerate(targets):
-            out = os.path.join(tmp, f"callgrind.{i}")
-            p = subprocess.Popen(
-                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
-                env=env if skip is None else dict(env, SLUICE_BENCH_SKIP=skip),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_port(tport, deadline=120)
-                url = f"http://127.0.0.1:{tport}/v1/chat/completions"
-                wrk(url, 2, 3, scripts[key])  # warm-up (and JIT-free steady state)
-                subprocess.run(["callgrind_control", "-z", str(p.pid)], check=True,
-                               capture_output=True)
-                r = wrk(url, 2, args.duration, scripts[key])
-                subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True,
-                               capture_output=True)
-                n = r["n"]
-                with open(out + ".1") as f:
-                    total = int(re.search(r"^totals: (\d+)", f.read(), re.M).group(1))
-                res[name] = (total / max(n, 1), r["non2xx"])
-            finally:
-                # Its counts are dumped: no graceful shutdown to wait out.
-                p.kill()
-                p.wait(timeout=60)
-    finally:
-        mock.terminate()
-        mock.wait(timeout=15)
+
+    def out(i):
+        return os.path.join(tmp, f"callgrind.{i}")
+
+    def measure(i, name, pid, url, script):
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        r = wrk(url, 2, args.duration, script)
+        subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+        with open(out(i) + ".1") as f:
+            total = int(re.search(r"^totals: (\d+)", f.read(), re.M).group(1))
+        return (total / max(r["n"], 1), r["non2xx"])
+
+    res = each_alone(args, tmp, cfg, cli, env, body, up, bare,
+                     lambda i: ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out(i)}"],
+                     measure, deadline=120)
     print("user-space instructions per request under callgrind (every thread of the process), "
           "2 connections")
     print(f"{'target':<38} {'Ir/req':>9} {'x bare':>7} {'stage +Ir':>10} {'non-2xx':>8}")
