@@ -9,6 +9,14 @@ fn fields<P: Parts>() -> Vec<String> {
     f
 }
 
+/// A request with JSON body `b`.
+fn req(b: &str) -> Request {
+    let mut r = Request::default();
+    r.content_type = Some("application/json".into());
+    r.body = b.as_bytes().to_vec();
+    r
+}
+
 fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     match v["$ref"].as_str() {
         Some(r) => doc.pointer(r.trim_start_matches('#')).expect(r),
@@ -181,12 +189,6 @@ fn library_errors_are_worded_for_api_clients() {
 
 #[test]
 fn body_errors_never_echo_values() {
-    let req = |b: &str| {
-        let mut r = Request::default();
-        r.content_type = Some("application/json".into());
-        r.body = b.as_bytes().to_vec();
-        r
-    };
     for b in [
         r#"{"email": "a@b.c", "password": 12345678901234}"#,
         r#"{"email": "a@b.c", "password": ["hunter2-canary"]}"#,
@@ -214,12 +216,6 @@ fn body_errors_never_echo_values() {
 
 #[test]
 fn a_body_is_one_json_object_and_null_is_not_absent() {
-    let req = |b: &str| {
-        let mut r = Request::default();
-        r.content_type = Some("application/json".into());
-        r.body = b.as_bytes().to_vec();
-        r
-    };
     // serde reads a struct from an array too (`[null]` would remove the first limit).
     for b in [
         "[null, null]",
@@ -251,12 +247,6 @@ fn a_body_is_one_json_object_and_null_is_not_absent() {
 
 #[test]
 fn a_body_of_parts_is_read_as_one_object_of_one_struct() {
-    let req = |b: &str| {
-        let mut r = Request::default();
-        r.content_type = Some("application/json".into());
-        r.body = b.as_bytes().to_vec();
-        r
-    };
     // Each member goes to its part, wherever it stands in the object.
     let (named, region, f) = body_of::<NewOrg>(&req(
         r#"{"rpm": 5, "name": "acme", "pii": "off", "region": "eu", "mcp_tools": "a:*"}"#,
@@ -369,12 +359,6 @@ fn a_body_of_parts_is_read_as_one_object_of_one_struct() {
 
 #[test]
 fn a_setting_outside_its_set_is_an_invalid_request_and_a_non_string_an_invalid_body() {
-    let req = |b: &str| {
-        let mut r = Request::default();
-        r.content_type = Some("application/json".into());
-        r.body = b.as_bytes().to_vec();
-        r
-    };
     // Each body's choice fields, checked the way its handler does: the first refused field
     // (in the handler's order) is the one named; a value is never quoted.
     fn org(r: &Request) -> Result<policy::OrgPatch, ApiError> {
