@@ -34,29 +34,31 @@ pub fn body_bytes(status: u16, code: &str, message: &str, request_id: &str) -> V
     serde_json::to_vec(&body(status, code, message, request_id)).unwrap_or_default()
 }
 
-/// A URL as an error may show it: without credentials (`user:password@`), query or fragment
-/// (each can hold a secret), bounded to 200 characters and escaped (no control character
-/// reaches a terminal or a log), quoted; `the value` when it is not `scheme://...` at all (a
-/// secret pasted in the wrong place). For the operator's URLs (config, CLI) and the ones an
-/// authorization server sends.
+/// A URL as an error may show it: its scheme, host and path, quoted, bounded to 200
+/// characters and escaped (no control character reaches a terminal or a log), with `…` for a
+/// query or fragment (either can hold a token). A password can hold `/`, `?` or `#`, so a
+/// value with an `@` anywhere shows no more than its scheme; one that does not start with a
+/// known scheme (http, https, ws, wss, redis, rediss, ftp, file) is `the value` (a secret
+/// pasted in the wrong place, a scheme mistyped). For the operator's URLs (config, CLI) and
+/// the ones a server sends.
 pub fn shown_url(s: &str) -> String {
     let Some((scheme, rest)) = s.trim().split_once("://") else {
         return "the value".into();
     };
-    let (before, after) = rest.split_at(rest.find(['?', '#']).unwrap_or(rest.len()));
-    let (authority, path) = before.split_at(before.find('/').unwrap_or(before.len()));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let note = if !after.is_empty() || host.len() < authority.len() {
-        " (credentials, query and fragment not shown)"
-    } else {
-        ""
-    };
-    let url = format!("{scheme}://{host}{path}");
-    let cut: String = url.chars().take(200).collect();
-    let more = if cut.len() < url.len() { "..." } else { "" };
-    format!("\"{}{more}\"{note}", cut.escape_debug())
+    // A word before `://` is shown only when it is a scheme sluice could be given.
+    let known = [
+        "http", "https", "ws", "wss", "redis", "rediss", "ftp", "file",
+    ];
+    if !known.iter().any(|k| k.eq_ignore_ascii_case(scheme)) {
+        return "the value".into();
+    }
+    if rest.contains('@') {
+        return format!("\"{scheme}://…\" (credentials not shown)");
+    }
+    let shown = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let cut: String = shown.chars().take(200).collect();
+    let more = if cut.len() < rest.len() { "…" } else { "" };
+    format!("\"{scheme}://{}{more}\"", cut.escape_debug())
 }
 
 #[cfg(test)]
@@ -82,16 +84,27 @@ mod tests {
 
     #[test]
     fn a_url_is_shown_without_what_could_be_a_secret() {
-        assert_eq!(
-            shown_url("http://u:CANARY@h:1/a/b?key=CANARY#CANARY"),
-            "\"http://h:1/a/b\" (credentials, query and fragment not shown)"
-        );
-        assert_eq!(shown_url("https://h/a"), "\"https://h/a\"");
+        assert_eq!(shown_url("https://h:1"), "\"https://h:1\"");
+        assert_eq!(shown_url("https://h/a?q#f"), "\"https://h/a…\"");
         assert_eq!(shown_url("sk-live-CANARY"), "the value");
         assert_eq!(shown_url("u:CANARY@h"), "the value");
-        assert_eq!(shown_url("https://h/\u{1b}[2J"), "\"https://h/\\u{1b}[2J\"");
-        let long = format!("https://h/{}", "a".repeat(300));
-        assert!(shown_url(&long).ends_with("...\""));
-        assert!(shown_url(&long).chars().count() < 210);
+        assert_eq!(shown_url("https://h\u{1b}[2J"), "\"https://h\\u{1b}[2J\"");
+        let long = format!("https://{}", "a".repeat(300));
+        assert!(shown_url(&long).ends_with("…\""));
+        assert!(shown_url(&long).chars().count() < 215);
+        // Whatever a password, path, query or fragment holds, and whatever precedes `://`.
+        for v in [
+            "http://u:CANARY@h:1/a/b?key=CANARY#CANARY",
+            "https://user:CAN/ARY@api.example.com",
+            "https://user:CAN?ARY@h",
+            "https://user:CAN#ARY@h",
+            "https://h/?token=x@CANARY",
+            "sk-live-CANARY https://api.openai.com",
+            "https:/u:CANARY@h/?r=x://y",
+            "CANARY://h",
+        ] {
+            let shown = shown_url(v);
+            assert!(!shown.contains("CAN"), "{v}: {shown}");
+        }
     }
 }

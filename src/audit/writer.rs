@@ -147,7 +147,9 @@ fn below_the_data_plane() {
             }
         };
         if rc != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "the audit writer keeps the process's priority");
+            // Read before the log call, which could change errno.
+            let error = std::io::Error::last_os_error();
+            tracing::debug!(%error, "the audit writer keeps the process's priority");
         }
     }
 }

@@ -128,13 +128,13 @@ fn get_json(
         Err(ureq::Error::Status(s, _)) => {
             return Err(ConnectError::Discovery(format!(
                 "the {what} at {} answered HTTP {s}",
-                shown(url.as_str())
+                crate::error::shown_url(url.as_str())
             )))
         }
         Err(ureq::Error::Transport(_)) => {
             return Err(ConnectError::Discovery(format!(
                 "the {what} at {} cannot be reached",
-                shown(url.as_str())
+                crate::error::shown_url(url.as_str())
             )))
         }
     };
@@ -142,7 +142,7 @@ fn get_json(
         // Redirects are not followed (the agent's rule): a moved document is not trusted.
         return Err(ConnectError::Discovery(format!(
             "the {what} at {} redirects (not followed)",
-            shown(url.as_str())
+            crate::error::shown_url(url.as_str())
         )));
     }
     let body = read(resp, what)?;
@@ -286,7 +286,7 @@ pub fn protected_resource(
         Err(ureq::Error::Transport(_)) => {
             return Err(ConnectError::Discovery(format!(
                 "the MCP server {} cannot be reached",
-                shown(resource.as_str())
+                crate::error::shown_url(resource.as_str())
             )))
         }
     };
@@ -298,7 +298,7 @@ pub fn protected_resource(
         if hint.origin() != resource.origin() {
             return Err(ConnectError::Unsupported(format!(
                 "the MCP server's 401 points its metadata at another origin ({}): refused",
-                shown(&h)
+                crate::error::shown_url(&h)
             )));
         }
         candidates.push(hint);
@@ -322,8 +322,8 @@ pub fn protected_resource(
         if !same_id(&id, resource.as_str()) {
             return Err(ConnectError::Unsupported(format!(
                 "the {what} is for {}, not {} (RFC 9728 3.3)",
-                shown(&id),
-                shown(resource.as_str())
+                crate::error::shown_url(&id),
+                crate::error::shown_url(resource.as_str())
             )));
         }
         let servers = strings(&m, "authorization_servers", what)?.unwrap_or_default();
@@ -340,10 +340,10 @@ pub fn protected_resource(
     }
     Err(ConnectError::Discovery(format!(
         "no {what} for {} (its 401 names none, and none at {})",
-        shown(resource.as_str()),
+        crate::error::shown_url(resource.as_str()),
         candidates
             .iter()
-            .map(|u| shown(u.as_str()))
+            .map(|u| crate::error::shown_url(u.as_str()))
             .collect::<Vec<_>>()
             .join(", ")
     )))
@@ -378,7 +378,7 @@ pub fn authorization_server(
     if base.query().is_some() {
         return Err(ConnectError::Unsupported(format!(
             "the issuer {} has a query (RFC 8414 2)",
-            shown(issuer)
+            crate::error::shown_url(issuer)
         )));
     }
     let path = base.path().trim_end_matches('/').to_string();
@@ -406,24 +406,24 @@ pub fn authorization_server(
         let stated = string(&m, "issuer", what)?.unwrap_or_default();
         if !same_id(&stated, issuer) {
             return Err(ConnectError::Unsupported(format!(
-                "the {what} at {} names the issuer {:?}, not {} (RFC 8414 3.3: a server must not speak for another)",
-                shown(url.as_str()),
-                shown(&stated),
-                shown(issuer)
+                "the {what} at {} names the issuer {}, not {} (RFC 8414 3.3: a server must not speak for another)",
+                crate::error::shown_url(url.as_str()),
+                crate::error::shown_url(&stated),
+                crate::error::shown_url(issuer)
             )));
         }
         let methods = strings(&m, "code_challenge_methods_supported", what)?.unwrap_or_default();
         if !methods.iter().any(|m| m == "S256") {
             return Err(ConnectError::Unsupported(format!(
                 "the authorization server {} does not list S256 in code_challenge_methods_supported: PKCE is required",
-                shown(issuer)
+                crate::error::shown_url(issuer)
             )));
         }
         if let Some(types) = strings(&m, "response_types_supported", what)? {
             if !types.iter().any(|t| t == "code") {
                 return Err(ConnectError::Unsupported(format!(
                     "the authorization server {} does not support the code response type",
-                    shown(issuer)
+                    crate::error::shown_url(issuer)
                 )));
             }
         }
@@ -431,7 +431,7 @@ pub fn authorization_server(
             if !grants.iter().any(|g| g == "authorization_code") {
                 return Err(ConnectError::Unsupported(format!(
                     "the authorization server {} does not support the authorization_code grant",
-                    shown(issuer)
+                    crate::error::shown_url(issuer)
                 )));
             }
         }
@@ -466,10 +466,10 @@ pub fn authorization_server(
     }
     Err(ConnectError::Discovery(format!(
         "no {what} for {} (tried {})",
-        shown(issuer),
+        crate::error::shown_url(issuer),
         candidates
             .iter()
-            .map(|u| shown(u.as_str()))
+            .map(|u| crate::error::shown_url(u.as_str()))
             .collect::<Vec<_>>()
             .join(", ")
     )))
@@ -536,7 +536,7 @@ pub fn register(
     let endpoint = server.registration_endpoint.as_ref().ok_or_else(|| {
         ConnectError::Registration(format!(
             "the authorization server {} offers no dynamic registration: pass a client id registered there (--client-id)",
-            shown(&server.issuer)
+            crate::error::shown_url(&server.issuer)
         ))
     })?;
     let asked = preferred(
@@ -572,13 +572,13 @@ pub fn register(
         Err(ureq::Error::Status(s, _)) => {
             return Err(ConnectError::Registration(format!(
                 "{} answered HTTP {s}",
-                shown(endpoint.as_str())
+                crate::error::shown_url(endpoint.as_str())
             )))
         }
         Err(ureq::Error::Transport(_)) => {
             return Err(ConnectError::Registration(format!(
                 "{} cannot be reached",
-                shown(endpoint.as_str())
+                crate::error::shown_url(endpoint.as_str())
             )))
         }
     };

@@ -65,7 +65,7 @@ pub(super) fn credentials(cfg: &Config, c: CredentialsCmd) -> Outcome {
                 None
             } else {
                 Some(oauth::first_token(&settings, &mut secret, &cfg.tls).map_err(|e| {
-                    format!("no token from {} ({e}; code {}): nothing was stored. Check --token-url, --client-id and the secret, or pass --no-verify to store it anyway", settings.token_url, e.code())
+                    format!("no token from {} ({e}; code {}): nothing was stored. Check --token-url, --client-id and the secret, or pass --no-verify to store it anyway", crate::error::shown_url(&settings.token_url), e.code())
                 })?)
             };
             let view = admin::set_oauth_credential(

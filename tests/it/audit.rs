@@ -129,6 +129,7 @@ fn proxied_requests_are_recorded_without_bodies_or_keys() {
 }
 
 /// The nice value of each of `pid`'s threads, by thread name.
+#[cfg(target_os = "linux")]
 fn thread_nice(pid: u32) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -151,6 +152,7 @@ fn thread_nice(pid: u32) -> Vec<(String, i64)> {
     out
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn the_audit_writer_runs_below_the_data_plane() {
     let up = Upstream::start();
