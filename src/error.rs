@@ -34,9 +34,8 @@ pub fn body_bytes(status: u16, code: &str, message: &str, request_id: &str) -> V
     serde_json::to_vec(&body(status, code, message, request_id)).unwrap_or_default()
 }
 
-/// A URL as an error may show it: its scheme, host and path, quoted, bounded to 200
-/// characters and escaped (no control character reaches a terminal or a log), with `…` for a
-/// query or fragment (either can hold a token). A password can hold `/`, `?` or `#`, so a
+/// A URL as an error may show it: its scheme, host and path, [`shown`] (bounded and escaped)
+/// and quoted, with `…` for a query or fragment (either can hold a token). A password can hold `/`, `?` or `#`, so a
 /// value with an `@` anywhere shows no more than its scheme; one that does not start with a
 /// known scheme (http, https, ws, wss, redis, rediss, ftp, file) is `the value` (a secret
 /// pasted in the wrong place, a scheme mistyped). For the operator's URLs (config, CLI) and
@@ -55,10 +54,21 @@ pub fn shown_url(s: &str) -> String {
     if rest.contains('@') {
         return format!("\"{scheme}://…\" (credentials not shown)");
     }
-    let shown = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
-    let cut: String = shown.chars().take(200).collect();
-    let more = if cut.len() < rest.len() { "…" } else { "" };
-    format!("\"{scheme}://{}{more}\"", cut.escape_debug())
+    let before = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let more = if before.len() < rest.len() { "…" } else { "" };
+    format!("\"{}{more}\"", shown(&format!("{scheme}://{before}")))
+}
+
+/// A value from outside as an error may show it (not a secret: see [`shown_url`] for URLs):
+/// bounded to 200 characters, `...` when cut, and escaped so control characters reach no
+/// terminal or log.
+pub fn shown(v: &str) -> String {
+    let cut: String = v.chars().take(200).collect();
+    let mut out: String = cut.escape_debug().collect();
+    if cut.len() < v.len() {
+        out.push_str("...");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -90,7 +100,7 @@ mod tests {
         assert_eq!(shown_url("u:CANARY@h"), "the value");
         assert_eq!(shown_url("https://h\u{1b}[2J"), "\"https://h\\u{1b}[2J\"");
         let long = format!("https://{}", "a".repeat(300));
-        assert!(shown_url(&long).ends_with("…\""));
+        assert!(shown_url(&long).ends_with("...\""));
         assert!(shown_url(&long).chars().count() < 215);
         // Whatever a password, path, query or fragment holds, and whatever precedes `://`.
         for v in [

@@ -15,6 +15,7 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use super::oauth::{self, Client, ClientAuth, FetchError, Token};
+use crate::error::shown;
 
 /// Why a connect cannot go on. [`ConnectError::code`] is stable (API errors, audit, metrics).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,17 +54,6 @@ pub enum Plaintext {
 
 fn is_loopback(u: &Url) -> bool {
     u.host_str().is_some_and(crate::config::is_loopback_host)
-}
-
-/// A value from outside as it may appear in an error (not a secret): bounded, and escaped so
-/// control characters reach no terminal or log.
-fn shown(v: &str) -> String {
-    let cut: String = v.chars().take(200).collect();
-    let mut out: String = cut.escape_debug().collect();
-    if cut.len() < v.len() {
-        out.push_str("...");
-    }
-    out
 }
 
 /// A list from outside as it may appear in an error: the first few, each [`shown`].
