@@ -291,9 +291,9 @@ mod tests {
             },
         };
         let org = orgs::create(&s, &acme, Setting::On).unwrap();
-        assert_eq!(org.policy.pii, Setting::On);
-        assert_eq!(org.policy.secrets, Setting::On);
-        assert_eq!(org.policy.response_redaction, Setting::Off);
+        assert_eq!(org.policy.switches.pii, Setting::On);
+        assert_eq!(org.policy.switches.secrets, Setting::On);
+        assert_eq!(org.policy.switches.response_redaction, Setting::Off);
         assert!(matches!(
             orgs::create(&s, &acme, Setting::On),
             Err(Error::Store(store::Error::Duplicate { .. }))

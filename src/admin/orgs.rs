@@ -68,10 +68,10 @@ pub fn create_org(
 /// Change an org's settings (no audit record: see [`update_org`]).
 pub(super) fn update(store: &Store, id: &str, change: &OrgPatch) -> Result<store::Org> {
     if change.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to change: give a region, pii, secrets, response_redaction, MCP or limit setting"
-                .into(),
-        ));
+        return Err(Error::Invalid(format!(
+            "nothing to change: give a region, {}, MCP or limit setting",
+            crate::policy::SWITCH_NAMES.join(", ")
+        )));
     }
     change.limits.check()?;
     let have = store.org(id)?;

@@ -38,13 +38,10 @@ pub struct KeyInfo {
     /// The names of its limit counters: the same on every sidecar of a fleet (ids are per
     /// store): `key:` and the first 12 bytes of the key's hash in hex, `org:` and the org's name.
     pub counter_names: (String, String),
-    /// Whether PII is redacted from this key's requests: the key's own `on`/`off`, or its
-    /// org's setting for `inherit` (resolved at load; an org change reloads the snapshot).
-    pub redact_pii: bool,
-    /// Whether secrets are redacted from this key's traffic (resolved like `redact_pii`).
-    pub redact_secrets: bool,
-    /// Whether what comes back to this key (responses, streams) is redacted too.
-    pub redact_responses: bool,
+    /// Which switches are on for this key: PII redacted from its requests, secrets from its
+    /// traffic, what comes back to it (responses, streams) too. Each the key's own `on`/`off`,
+    /// or its org's for `inherit` (resolved at load; an org change reloads the snapshot).
+    pub on: crate::policy::Switches<bool>,
     /// The MCP tools, resources and prompts it may use (its own lists, or its org's).
     pub mcp: crate::mcp::Policy,
     /// The key's region pin.
@@ -148,9 +145,7 @@ impl Snapshot {
                     limits,
                     org_limits: org.map(|o| o.policy.limits).unwrap_or_default(),
                     counter_names,
-                    redact_pii: r.redact_pii,
-                    redact_secrets: r.redact_secrets,
-                    redact_responses: r.redact_responses,
+                    on: r.on,
                     mcp: r.mcp,
                     region: k.policy.region,
                     org_region: org.and_then(|o| o.policy.region),

@@ -50,15 +50,13 @@ pub(super) fn keys(cfg: &Config, c: KeysCmd) -> Outcome {
                 .map(|v| {
                     let k = &v.key;
                     format!(
-                        "{}  {}...  {}  org={}  status={}  pii={}  secrets={}  response_redaction={}  region={}  rpm={}  tpm={}  budget={}  expires={}  last_used={}",
+                        "{}  {}...  {}  org={}  status={}  {}  region={}  rpm={}  tpm={}  budget={}  expires={}  last_used={}",
                         k.id,
                         k.prefix,
                         k.name,
                         k.org_id,
                         v.status,
-                        k.policy.pii,
-                        k.policy.secrets,
-                        k.policy.response_redaction,
+                        switches_text(&k.policy.switches),
                         region_or_none(k.policy.region),
                         k.policy.limits.rpm.map_or("-".to_string(), |r| r.to_string()),
                         k.policy.limits.tpm.map_or("-".to_string(), |r| r.to_string()),

@@ -76,15 +76,19 @@ pub(super) fn orgs(cfg: &Config, c: OrgsCmd) -> Outcome {
 pub(super) fn org_settings(o: &crate::store::Org) -> String {
     let o = &o.policy;
     format!(
-        "region={}  pii={}  secrets={}  response_redaction={}  rpm={}  tpm={}  budget={}",
+        "region={}  {}  rpm={}  tpm={}  budget={}",
         region_or_none(o.region),
-        o.pii,
-        o.secrets,
-        o.response_redaction,
+        switches_text(&o.switches),
         o.limits.rpm.map_or("-".to_string(), |r| r.to_string()),
         o.limits.tpm.map_or("-".to_string(), |r| r.to_string()),
         budget_text(o.limits.budget),
     )
+}
+
+/// Each switch as `name=value`, two spaces apart (`pii=on  secrets=on  ...`).
+pub(super) fn switches_text<T: std::fmt::Display>(s: &crate::policy::Switches<T>) -> String {
+    let each: Vec<String> = s.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    each.join("  ")
 }
 
 /// `1000000/month`, or `-` without a budget.

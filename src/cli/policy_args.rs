@@ -2,11 +2,73 @@
 //! `keys` flatten, each turned into the policy model's values (`admin::OrgPatch`,
 //! `admin::KeyPolicy`, `admin::KeyPatch`) in one place.
 
-use clap::Args;
+use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, ValueEnum};
 
 use super::{parse_region, phrase};
 use crate::admin::{self, KeySetting, Setting};
+use crate::policy::{Switch, Switches, SWITCHES};
 use crate::residency::Region;
+
+/// The policy's switches as flags, one per switch of [`SWITCHES`] (`--response-redaction on`):
+/// `T` is what each takes (an org's setting, or a key's, which may also be `inherit`); one not
+/// given is `None`.
+#[derive(Debug, Clone)]
+pub(super) struct SwitchArgs<T>(pub(super) Switches<Option<T>>);
+
+impl<T> Default for SwitchArgs<T> {
+    fn default() -> Self {
+        SwitchArgs(Switches::from_table(|_, _| None))
+    }
+}
+
+/// What a switch's flag takes, and its help.
+pub(super) trait SwitchValue: ValueEnum + Clone + Send + Sync + 'static {
+    fn help(s: &Switch) -> &'static str;
+}
+
+impl SwitchValue for Setting {
+    fn help(s: &Switch) -> &'static str {
+        s.help
+    }
+}
+
+impl SwitchValue for KeySetting {
+    fn help(s: &Switch) -> &'static str {
+        s.key_help
+    }
+}
+
+impl<T: SwitchValue> FromArgMatches for SwitchArgs<T> {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(SwitchArgs(Switches::from_table(|name, _| {
+            m.get_one::<T>(name).cloned()
+        })))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = SwitchArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl<T: SwitchValue> Args for SwitchArgs<T> {
+    fn augment_args(cmd: Command) -> Command {
+        SWITCHES.iter().fold(cmd, |cmd, (name, s)| {
+            cmd.arg(
+                Arg::new(name)
+                    .long(name.replace('_', "-"))
+                    .value_name(name.to_uppercase())
+                    .value_parser(clap::builder::EnumValueParser::<T>::new())
+                    // As clap's derive shows a one-sentence doc comment.
+                    .help(T::help(s).trim_end_matches('.')),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        SwitchArgs::<T>::augment_args(cmd)
+    }
+}
 
 /// An org's settings: on `orgs create` what is not given takes its default, on `orgs update`
 /// it is kept.
@@ -15,16 +77,8 @@ pub(super) struct OrgArgs {
     /// Default data region for the org's requests.
     #[arg(long, value_parser = parse_region)]
     pub(super) region: Option<Region>,
-    /// PII redaction for the org's requests (a new org's default: `[pii] default` in the
-    /// config).
-    #[arg(long, value_enum)]
-    pub(super) pii: Option<Setting>,
-    /// Secret detection (API keys, tokens, private keys) in the org's traffic (default on).
-    #[arg(long, value_enum)]
-    pub(super) secrets: Option<Setting>,
-    /// Redaction of what comes back (responses and streams; default off).
-    #[arg(long, value_enum)]
-    pub(super) response_redaction: Option<Setting>,
+    #[command(flatten)]
+    pub(super) switches: SwitchArgs<Setting>,
     #[command(flatten)]
     pub(super) mcp: McpArgs,
     /// Limits of all the org's keys together.
@@ -36,9 +90,7 @@ impl OrgArgs {
     pub(super) fn patch(&self) -> Result<admin::OrgPatch, String> {
         Ok(admin::OrgPatch {
             region: self.region,
-            pii: self.pii,
-            secrets: self.secrets,
-            response_redaction: self.response_redaction,
+            switches: self.switches.0,
             mcp: self.mcp.lists()?,
             limits: self.limits.change()?,
         })
@@ -48,15 +100,8 @@ impl OrgArgs {
 /// Changes to a key (`keys update`): what is not given is kept.
 #[derive(Args, Debug, Default)]
 pub(super) struct KeyChangeArgs {
-    /// PII redaction for this key; `inherit` follows the org.
-    #[arg(long, value_enum)]
-    pub(super) pii: Option<KeySetting>,
-    /// Secret detection for this key; `inherit` follows the org.
-    #[arg(long, value_enum)]
-    pub(super) secrets: Option<KeySetting>,
-    /// Response redaction for this key; `inherit` follows the org.
-    #[arg(long, value_enum)]
-    pub(super) response_redaction: Option<KeySetting>,
+    #[command(flatten)]
+    pub(super) switches: SwitchArgs<KeySetting>,
     /// MCP tools the key may call (`server:tool,server:*`), or `inherit` (the org's).
     #[arg(long)]
     pub(super) mcp_tools: Option<String>,
@@ -74,9 +119,7 @@ pub(super) struct KeyChangeArgs {
 impl KeyChangeArgs {
     pub(super) fn patch(&self) -> Result<admin::KeyPatch, String> {
         Ok(admin::KeyPatch {
-            pii: self.pii,
-            secrets: self.secrets,
-            response_redaction: self.response_redaction,
+            switches: self.switches.0,
             mcp: admin::McpPatch::parse([
                 ("--mcp-tools", self.mcp_tools.as_deref()),
                 ("--mcp-resources", self.mcp_resources.as_deref()),
@@ -176,15 +219,9 @@ pub(super) struct KeyArgs {
     pub(super) print_hash: bool,
     #[arg(long, default_value = "default")]
     pub(super) name: String,
-    /// PII redaction for this key; `inherit` follows the org.
-    #[arg(long, value_enum, default_value = "inherit")]
-    pub(super) pii: KeySetting,
-    /// Secret detection for this key; `inherit` follows the org.
-    #[arg(long, value_enum, default_value = "inherit")]
-    pub(super) secrets: KeySetting,
-    /// Response redaction for this key; `inherit` follows the org.
-    #[arg(long, value_enum, default_value = "inherit")]
-    pub(super) response_redaction: KeySetting,
+    /// Its switches (`inherit` when not given).
+    #[command(flatten)]
+    pub(super) switches: SwitchArgs<KeySetting>,
     /// The key's MCP allow-lists (without them it inherits the org's).
     #[command(flatten)]
     pub(super) mcp: McpArgs,
@@ -206,9 +243,7 @@ impl KeyArgs {
         let limits = self.limits.change()?;
         Ok(admin::KeyPolicy {
             region: self.region,
-            pii: self.pii,
-            secrets: self.secrets,
-            response_redaction: self.response_redaction,
+            switches: (self.switches.0).map(|s| s.unwrap_or(KeySetting::Inherit)),
             mcp: self.mcp.lists()?,
             limits: limits.apply(crate::limits::Limits::default()),
         })

@@ -6,9 +6,11 @@
 
 mod change;
 mod model;
+mod switch;
 
 pub use change::*;
 pub use model::*;
+pub use switch::*;
 
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::change::Diff;
-use super::{KeyPii, KeySetting, LimitsPatch, Mcp, McpLists, McpPatch, Pii, Setting};
+use super::{KeySetting, LimitsPatch, Mcp, McpLists, McpPatch, Setting, Switches};
 use crate::limits::Limits;
 use crate::mcp::AllowList;
 use crate::residency::Region;
@@ -15,11 +15,9 @@ use crate::residency::Region;
 pub struct OrgPolicy {
     /// The default region of its keys' requests.
     pub region: Option<Region>,
-    pub pii: Pii,
-    /// Secret detection.
-    pub secrets: Setting,
-    /// Redaction of responses.
-    pub response_redaction: Setting,
+    /// PII redaction, secret detection, response redaction.
+    #[serde(flatten)]
+    pub switches: Switches<Setting>,
     #[serde(flatten)]
     pub mcp: Mcp<AllowList>,
     #[serde(flatten)]
@@ -27,14 +25,15 @@ pub struct OrgPolicy {
 }
 
 impl OrgPolicy {
-    /// A new org's: PII redaction as given (`[pii] default`), secret detection on, response
-    /// redaction off, no region, nothing allowed on MCP, no limits.
+    /// A new org's: PII redaction as given (`[pii] default`), every other switch as
+    /// [`SWITCHES`](super::SWITCHES) says, no region, nothing allowed on MCP, no limits.
     pub fn new(pii: Setting) -> OrgPolicy {
         OrgPolicy {
             region: None,
-            pii,
-            secrets: Setting::On,
-            response_redaction: Setting::Off,
+            switches: Switches {
+                pii,
+                ..Switches::from_table(|_, s| s.new_org)
+            },
             mcp: Mcp::default(),
             limits: Limits::default(),
         }
@@ -50,9 +49,8 @@ impl Default for OrgPolicy {
 /// A key's policy: its own settings, lists and limits, or (`inherit`, `None`) its org's.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KeyPolicy {
-    pub pii: KeyPii,
-    pub secrets: KeySetting,
-    pub response_redaction: KeySetting,
+    #[serde(flatten)]
+    pub switches: Switches<KeySetting>,
     #[serde(flatten)]
     pub mcp: Mcp<Option<AllowList>>,
     /// Its region pin.
@@ -67,9 +65,7 @@ impl Default for KeyPolicy {
     fn default() -> KeyPolicy {
         KeyPolicy {
             region: None,
-            pii: KeySetting::Inherit,
-            secrets: KeySetting::Inherit,
-            response_redaction: KeySetting::Inherit,
+            switches: Switches::from_table(|_, _| KeySetting::Inherit),
             mcp: Mcp::default(),
             limits: Limits::default(),
         }
@@ -80,9 +76,7 @@ impl Default for KeyPolicy {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OrgPatch {
     pub region: Option<Region>,
-    pub pii: Option<Setting>,
-    pub secrets: Option<Setting>,
-    pub response_redaction: Option<Setting>,
+    pub switches: Switches<Option<Setting>>,
     pub mcp: McpLists,
     pub limits: LimitsPatch,
 }
@@ -97,9 +91,7 @@ impl OrgPatch {
     pub fn apply(&self, p: &OrgPolicy) -> OrgPolicy {
         OrgPolicy {
             region: self.region.or(p.region),
-            pii: self.pii.unwrap_or(p.pii),
-            secrets: self.secrets.unwrap_or(p.secrets),
-            response_redaction: self.response_redaction.unwrap_or(p.response_redaction),
+            switches: (self.switches).zip(&p.switches, |c, have| c.unwrap_or(*have)),
             mcp: (self.mcp).zip(&p.mcp, |l, have| l.as_ref().unwrap_or(have).clone()),
             limits: self.limits.apply(p.limits),
         }
@@ -114,13 +106,7 @@ impl OrgPatch {
                 Some(_) => d.of("region", &have.region, &want.region).flatten(),
                 None => None,
             },
-            pii: d.of("pii", &have.pii, &want.pii),
-            secrets: d.of("secrets", &have.secrets, &want.secrets),
-            response_redaction: d.of(
-                "response_redaction",
-                &have.response_redaction,
-                &want.response_redaction,
-            ),
+            switches: (have.switches).zip_named(&want.switches, |n, h, w| d.of(n, h, w)),
             mcp: Mcp {
                 tools: d.of("mcp_tools", &have.mcp.tools, &want.mcp.tools),
                 resources: d.of("mcp_resources", &have.mcp.resources, &want.mcp.resources),
@@ -135,9 +121,7 @@ impl OrgPatch {
 /// Changes to a key's policy (`None`: keep). A key's region is set when it is made.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyPatch {
-    pub pii: Option<KeySetting>,
-    pub secrets: Option<KeySetting>,
-    pub response_redaction: Option<KeySetting>,
+    pub switches: Switches<Option<KeySetting>>,
     pub mcp: McpPatch,
     pub limits: LimitsPatch,
 }
@@ -152,9 +136,7 @@ impl KeyPatch {
     pub fn apply(&self, p: &KeyPolicy) -> KeyPolicy {
         KeyPolicy {
             region: p.region,
-            pii: self.pii.unwrap_or(p.pii),
-            secrets: self.secrets.unwrap_or(p.secrets),
-            response_redaction: self.response_redaction.unwrap_or(p.response_redaction),
+            switches: (self.switches).zip(&p.switches, |c, have| c.unwrap_or(*have)),
             mcp: (self.mcp).zip(&p.mcp, |l, have| l.clone().apply(have.clone())),
             limits: self.limits.apply(p.limits),
         }
@@ -165,13 +147,7 @@ impl KeyPatch {
     pub fn between(have: &KeyPolicy, want: &KeyPolicy) -> (KeyPatch, Vec<&'static str>) {
         let mut d = Diff::default();
         let c = KeyPatch {
-            pii: d.of("pii", &have.pii, &want.pii),
-            secrets: d.of("secrets", &have.secrets, &want.secrets),
-            response_redaction: d.of(
-                "response_redaction",
-                &have.response_redaction,
-                &want.response_redaction,
-            ),
+            switches: (have.switches).zip_named(&want.switches, |n, h, w| d.of(n, h, w)),
             mcp: Mcp {
                 tools: d.patch("mcp_tools", &have.mcp.tools, &want.mcp.tools),
                 resources: d.patch("mcp_resources", &have.mcp.resources, &want.mcp.resources),
@@ -186,37 +162,34 @@ impl KeyPatch {
 /// A key's policy in effect: its own settings, or its org's where it inherits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    /// Whether PII is redacted from its requests.
-    pub redact_pii: bool,
-    /// Whether secrets are redacted from its traffic.
-    pub redact_secrets: bool,
-    /// Whether what comes back to it (responses, streams) is redacted too.
-    pub redact_responses: bool,
+    /// Which switches are on: whether PII is redacted from its requests, secrets from its
+    /// traffic, and what comes back to it (responses, streams) too.
+    pub on: Switches<bool>,
     /// The MCP tools, resources and prompts it may use.
     pub mcp: crate::mcp::Policy,
 }
 
-/// What `key` may do, given its org's policy (`None`: the org is gone). Fails closed: PII and
-/// secrets are redacted unless explicitly off (the key's, or its org's for `inherit`);
-/// responses are redacted when set on (off by default); a list the key does not have is its
-/// org's, none at all without an org.
+/// What `key` may do, given its org's policy (`None`: the org is gone). A switch is the key's
+/// own, or its org's for `inherit`; without an org, what the switch's
+/// [`without_org`](super::Switch::without_org) says (PII and secrets redacted: fails closed;
+/// responses as off by default). A list the key does not have is its org's, none at all
+/// without an org.
 pub fn resolve(key: &KeyPolicy, org: Option<&OrgPolicy>) -> Resolved {
-    let on_unless_off = |k: KeySetting, org: Option<Setting>| match k {
-        KeySetting::Off => false,
-        KeySetting::Inherit => org != Some(Setting::Off),
-        KeySetting::On => true,
+    let orgs = match org {
+        Some(o) => o.switches.map(|s| Some(*s)),
+        None => Switches::default(),
     };
     let list = |own: &Option<AllowList>, org: Option<&AllowList>| {
         own.as_ref().or(org).cloned().unwrap_or_default()
     };
     Resolved {
-        redact_pii: on_unless_off(key.pii, org.map(|o| o.pii)),
-        redact_secrets: on_unless_off(key.secrets, org.map(|o| o.secrets)),
-        redact_responses: match key.response_redaction {
-            KeySetting::On => true,
-            KeySetting::Inherit => org.is_some_and(|o| o.response_redaction.is_on()),
-            KeySetting::Off => false,
-        },
+        on: Switches::from_table(|_, s| s.without_org)
+            .zip(&orgs, |without, org| org.map_or(*without, Setting::is_on))
+            .zip(&key.switches, |inherited, k| match k {
+                KeySetting::On => true,
+                KeySetting::Off => false,
+                KeySetting::Inherit => *inherited,
+            }),
         mcp: crate::mcp::Policy {
             tools: list(&key.mcp.tools, org.map(|o| &o.mcp.tools)),
             resources: list(&key.mcp.resources, org.map(|o| &o.mcp.resources)),

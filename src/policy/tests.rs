@@ -88,9 +88,11 @@ fn list(s: &str) -> AllowList {
 #[test]
 fn a_key_inherits_what_it_does_not_set_and_fails_closed_without_an_org() {
     let org = OrgPolicy {
-        pii: Setting::Off,
-        secrets: Setting::Off,
-        response_redaction: Setting::On,
+        switches: Switches {
+            pii: Setting::Off,
+            secrets: Setting::Off,
+            response_redaction: Setting::On,
+        },
         mcp: Mcp {
             tools: list("github:*"),
             resources: list("docs:file:///a"),
@@ -100,17 +102,19 @@ fn a_key_inherits_what_it_does_not_set_and_fails_closed_without_an_org() {
     };
     let inheriting = KeyPolicy::default();
     let r = resolve(&inheriting, Some(&org));
-    assert!(!r.redact_pii && !r.redact_secrets && r.redact_responses);
+    assert!(!r.on.pii && !r.on.secrets && r.on.response_redaction);
     assert_eq!(r.mcp.tools, org.mcp.tools);
     // Gone org: PII and secrets redacted, responses as off by default, nothing allowed.
     let r = resolve(&inheriting, None);
-    assert!(r.redact_pii && r.redact_secrets && !r.redact_responses);
+    assert!(r.on.pii && r.on.secrets && !r.on.response_redaction);
     assert_eq!(r.mcp, crate::mcp::Policy::default());
     // A key's own settings win, and its own empty list allows nothing (no fallback).
     let own = KeyPolicy {
-        pii: KeySetting::On,
-        secrets: KeySetting::On,
-        response_redaction: KeySetting::Off,
+        switches: Switches {
+            pii: KeySetting::On,
+            secrets: KeySetting::On,
+            response_redaction: KeySetting::Off,
+        },
         mcp: Mcp {
             tools: Some(AllowList::default()),
             ..Mcp::default()
@@ -118,7 +122,7 @@ fn a_key_inherits_what_it_does_not_set_and_fails_closed_without_an_org() {
         ..KeyPolicy::default()
     };
     let r = resolve(&own, Some(&org));
-    assert!(r.redact_pii && r.redact_secrets && !r.redact_responses);
+    assert!(r.on.pii && r.on.secrets && !r.on.response_redaction);
     assert_eq!(r.mcp.tools, AllowList::default());
     assert_eq!(r.mcp.resources, org.mcp.resources);
 }
@@ -129,8 +133,11 @@ fn between_then_apply_reaches_what_was_wanted() {
         OrgPolicy::default(),
         OrgPolicy {
             region: Some(Region::Eu),
-            pii: Setting::Off,
-            response_redaction: Setting::On,
+            switches: Switches {
+                pii: Setting::Off,
+                response_redaction: Setting::On,
+                ..OrgPolicy::default().switches
+            },
             mcp: Mcp {
                 tools: list("a:b"),
                 ..Mcp::default()
@@ -143,7 +150,6 @@ fn between_then_apply_reaches_what_was_wanted() {
                     period: Period::Day,
                 }),
             },
-            ..OrgPolicy::default()
         },
     ];
     for have in &orgs {
@@ -163,7 +169,10 @@ fn between_then_apply_reaches_what_was_wanted() {
     let keys = [
         KeyPolicy::default(),
         KeyPolicy {
-            pii: KeySetting::Off,
+            switches: Switches {
+                pii: KeySetting::Off,
+                ..KeyPolicy::default().switches
+            },
             mcp: Mcp {
                 prompts: Some(list("x:y")),
                 resources: Some(AllowList::default()),

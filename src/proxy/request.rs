@@ -399,8 +399,8 @@ async fn redact(
     body: Bytes,
 ) -> Result<Bytes, Rejection> {
     let scan = ctx.key.as_ref().map_or(Scan::ALL, |k| Scan {
-        pii: k.redact_pii,
-        secrets: k.redact_secrets,
+        pii: k.on.pii,
+        secrets: k.on.secrets,
     });
     if !scan.any() {
         return Ok(body);
@@ -505,8 +505,8 @@ fn scanned_header(name: &str) -> bool {
 /// text is refused (400 `unscannable_header`), never forwarded unscanned.
 fn redact_head(state: &State, session: &mut Session, ctx: &mut Ctx) -> Result<(), Rejection> {
     let scan = ctx.key.as_ref().map_or(Scan::ALL, |k| Scan {
-        pii: k.redact_pii,
-        secrets: k.redact_secrets,
+        pii: k.on.pii,
+        secrets: k.on.secrets,
     });
     if !scan.any() {
         return Ok(());

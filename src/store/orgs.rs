@@ -1,8 +1,11 @@
 //! Orgs and their API keys: rows, settings, queries.
 
-use rusqlite::{params, OptionalExtension};
+use std::sync::LazyLock;
+
+use rusqlite::{params, OptionalExtension, ToSql};
 
 use super::*;
+use crate::policy::{Switches, SWITCH_NAMES};
 
 /// An org row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -45,28 +48,40 @@ impl Store {
         let id = new_id();
         let lists = p.mcp.map(AllowList::to_string);
         let (tokens, period) = budget_columns(&p.limits);
-        self.conn
-            .execute(
-                "INSERT INTO orgs (id, name, region, pii, secrets, response_redaction, created_at,
-                   mcp_tools, mcp_resources, mcp_prompts, rpm, tpm, budget_tokens, budget_period)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    id,
-                    name,
-                    p.region,
-                    p.pii,
-                    p.secrets,
-                    p.response_redaction,
-                    Timestamp::now(),
-                    lists.tools,
-                    lists.resources,
-                    lists.prompts,
-                    p.limits.rpm,
-                    p.limits.tpm,
-                    tokens,
-                    period,
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            insert_sql(
+                "orgs",
+                &[
+                    "id",
+                    "name",
+                    "region",
+                    "created_at",
+                    "mcp_tools",
+                    "mcp_resources",
+                    "mcp_prompts",
+                    "rpm",
+                    "tpm",
+                    "budget_tokens",
+                    "budget_period",
                 ],
             )
+        });
+        let now = Timestamp::now();
+        let fixed: [&dyn ToSql; 11] = [
+            &id,
+            &name,
+            &p.region,
+            &now,
+            &lists.tools,
+            &lists.resources,
+            &lists.prompts,
+            &p.limits.rpm,
+            &p.limits.tpm,
+            &tokens,
+            &period,
+        ];
+        self.conn
+            .execute(&SQL, &*with_switches(&fixed, &p.switches))
             .map_err(|e| unique(e, "org", name))?;
         self.org(&id)
     }
@@ -75,7 +90,7 @@ impl Store {
     pub fn orgs(&self) -> Result<Vec<Org>> {
         let mut st = self
             .conn
-            .prepare(&format!("SELECT {ORG_COLS} FROM orgs ORDER BY id"))?;
+            .prepare(&format!("SELECT {} FROM orgs ORDER BY id", *ORG_COLS))?;
         let rows = st.query_map([], org_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -84,7 +99,7 @@ impl Store {
     pub fn org(&self, id: &str) -> Result<Org> {
         self.conn
             .query_row(
-                &format!("SELECT {ORG_COLS} FROM orgs WHERE id = ?1"),
+                &format!("SELECT {} FROM orgs WHERE id = ?1", *ORG_COLS),
                 [id],
                 org_row,
             )
@@ -99,26 +114,35 @@ impl Store {
     pub fn set_org_policy(&self, id: &str, p: &OrgPolicy) -> Result<Org> {
         let lists = p.mcp.map(AllowList::to_string);
         let (tokens, period) = budget_columns(&p.limits);
-        let n = self.conn.execute(
-            "UPDATE orgs SET region = ?2, pii = ?3, secrets = ?4, response_redaction = ?5,
-               mcp_tools = ?6, mcp_resources = ?7, mcp_prompts = ?8, rpm = ?9, tpm = ?10,
-               budget_tokens = ?11, budget_period = ?12
-             WHERE id = ?1",
-            params![
-                id,
-                p.region,
-                p.pii,
-                p.secrets,
-                p.response_redaction,
-                lists.tools,
-                lists.resources,
-                lists.prompts,
-                p.limits.rpm,
-                p.limits.tpm,
-                tokens,
-                period,
-            ],
-        )?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            update_sql(
+                "orgs",
+                &[
+                    "region",
+                    "mcp_tools",
+                    "mcp_resources",
+                    "mcp_prompts",
+                    "rpm",
+                    "tpm",
+                    "budget_tokens",
+                    "budget_period",
+                ],
+            )
+        });
+        let fixed: [&dyn ToSql; 9] = [
+            &id,
+            &p.region,
+            &lists.tools,
+            &lists.resources,
+            &lists.prompts,
+            &p.limits.rpm,
+            &p.limits.tpm,
+            &tokens,
+            &period,
+        ];
+        let n = self
+            .conn
+            .execute(&SQL, &*with_switches(&fixed, &p.switches))?;
         if n == 0 {
             return Err(Error::NotFound {
                 what: "org",
@@ -136,22 +160,55 @@ impl Store {
         let p = &k.policy;
         let lists = p.mcp.map(|l| l.as_ref().map(AllowList::to_string));
         let (tokens, period) = budget_columns(&p.limits);
-        self.conn.execute(
-            "INSERT INTO api_keys (id, org_id, name, prefix, hash, pii, region, rpm, expires_at, created_at,
-               secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens,
-               budget_period)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            params![k.id, k.org_id, k.name, k.prefix, k.hash, p.pii, p.region, p.limits.rpm, k.expires_at,
-                k.created_at, p.secrets, p.response_redaction, lists.tools, lists.resources, lists.prompts, p.limits.tpm,
-                tokens, period],
-        )?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            insert_sql(
+                "api_keys",
+                &[
+                    "id",
+                    "org_id",
+                    "name",
+                    "prefix",
+                    "hash",
+                    "region",
+                    "rpm",
+                    "expires_at",
+                    "created_at",
+                    "mcp_tools",
+                    "mcp_resources",
+                    "mcp_prompts",
+                    "tpm",
+                    "budget_tokens",
+                    "budget_period",
+                ],
+            )
+        });
+        let fixed: [&dyn ToSql; 15] = [
+            &k.id,
+            &k.org_id,
+            &k.name,
+            &k.prefix,
+            &k.hash,
+            &p.region,
+            &p.limits.rpm,
+            &k.expires_at,
+            &k.created_at,
+            &lists.tools,
+            &lists.resources,
+            &lists.prompts,
+            &p.limits.tpm,
+            &tokens,
+            &period,
+        ];
+        self.conn
+            .execute(&SQL, &*with_switches(&fixed, &p.switches))?;
         Ok(())
     }
 
     /// Keys, optionally of one org, oldest first.
     pub fn keys(&self, org: Option<&str>) -> Result<Vec<Key>> {
         let mut st = self.conn.prepare(&format!(
-            "SELECT {KEY_COLS} FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id"
+            "SELECT {} FROM api_keys WHERE (?1 IS NULL OR org_id = ?1) ORDER BY id",
+            *KEY_COLS
         ))?;
         let rows = st.query_map([org], key_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -161,25 +218,33 @@ impl Store {
     pub fn set_key_policy(&self, id: &str, p: &KeyPolicy) -> Result<Key> {
         let lists = p.mcp.map(|l| l.as_ref().map(AllowList::to_string));
         let (tokens, period) = budget_columns(&p.limits);
-        let n = self.conn.execute(
-            "UPDATE api_keys SET pii = ?2, secrets = ?3, response_redaction = ?4,
-               mcp_tools = ?5, mcp_resources = ?6, mcp_prompts = ?7, rpm = ?8, tpm = ?9,
-               budget_tokens = ?10, budget_period = ?11
-             WHERE id = ?1",
-            params![
-                id,
-                p.pii,
-                p.secrets,
-                p.response_redaction,
-                lists.tools,
-                lists.resources,
-                lists.prompts,
-                p.limits.rpm,
-                p.limits.tpm,
-                tokens,
-                period,
-            ],
-        )?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            update_sql(
+                "api_keys",
+                &[
+                    "mcp_tools",
+                    "mcp_resources",
+                    "mcp_prompts",
+                    "rpm",
+                    "tpm",
+                    "budget_tokens",
+                    "budget_period",
+                ],
+            )
+        });
+        let fixed: [&dyn ToSql; 8] = [
+            &id,
+            &lists.tools,
+            &lists.resources,
+            &lists.prompts,
+            &p.limits.rpm,
+            &p.limits.tpm,
+            &tokens,
+            &period,
+        ];
+        let n = self
+            .conn
+            .execute(&SQL, &*with_switches(&fixed, &p.switches))?;
         if n == 0 {
             return Err(Error::NotFound {
                 what: "key",
@@ -193,7 +258,7 @@ impl Store {
     pub fn key(&self, id: &str) -> Result<Key> {
         self.conn
             .query_row(
-                &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"),
+                &format!("SELECT {} FROM api_keys WHERE id = ?1", *KEY_COLS),
                 [id],
                 key_row,
             )
@@ -295,34 +360,82 @@ impl Store {
     }
 }
 
-pub(super) const ORG_COLS: &str =
-    "id, name, region, pii, created_at, secrets, response_redaction, \
-    mcp_tools, mcp_resources, mcp_prompts, rpm, tpm, budget_tokens, budget_period";
+/// An org's columns: these (read by position), then one per switch (read by name).
+static ORG_COLS: LazyLock<String> = LazyLock::new(|| {
+    with_switch_cols(
+        "id, name, region, created_at, mcp_tools, mcp_resources, mcp_prompts, rpm, tpm, \
+         budget_tokens, budget_period",
+    )
+});
 
-const KEY_COLS: &str =
-    "id, org_id, name, prefix, hash, pii, region, rpm, expires_at, revoked_at, created_at, \
-    last_used_at, secrets, response_redaction, mcp_tools, mcp_resources, mcp_prompts, tpm, \
-    budget_tokens, budget_period";
+/// A key's columns: these (read by position), then one per switch (read by name).
+static KEY_COLS: LazyLock<String> = LazyLock::new(|| {
+    with_switch_cols(
+        "id, org_id, name, prefix, hash, region, rpm, expires_at, revoked_at, created_at, \
+         last_used_at, mcp_tools, mcp_resources, mcp_prompts, tpm, budget_tokens, budget_period",
+    )
+});
+
+/// `cols`, then a column per switch (each named as the switch).
+fn with_switch_cols(cols: &str) -> String {
+    format!("{cols}, {}", SWITCH_NAMES.join(", "))
+}
+
+/// An insert of `cols`, then the switches' columns, bound in that order.
+fn insert_sql(table: &str, cols: &[&str]) -> String {
+    let n = cols.len() + SWITCH_NAMES.len();
+    let slots: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({})",
+        with_switch_cols(&cols.join(", ")),
+        slots.join(", ")
+    )
+}
+
+/// An update of `cols`, then the switches' columns, of the row whose id is `?1` (bound
+/// first, then the columns in that order).
+fn update_sql(table: &str, cols: &[&str]) -> String {
+    let sets: Vec<String> = cols
+        .iter()
+        .chain(SWITCH_NAMES)
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ?{}", i + 2))
+        .collect();
+    format!("UPDATE {table} SET {} WHERE id = ?1", sets.join(", "))
+}
+
+/// `fixed`'s values, then the switches' (as [`insert_sql`] and [`update_sql`] bind them).
+fn with_switches<'a, T: ToSql>(
+    fixed: &[&'a dyn ToSql],
+    switches: &'a Switches<T>,
+) -> Vec<&'a dyn ToSql> {
+    let mut v = fixed.to_vec();
+    v.extend(switches.iter().map(|(_, s)| s as &dyn ToSql));
+    v
+}
+
+/// The switches of an org or key row, by their columns' names.
+fn switches_of<T: rusqlite::types::FromSql>(r: &rusqlite::Row) -> rusqlite::Result<Switches<T>> {
+    Switches::try_from_fn(|name| r.get(name))
+}
 
 pub(super) fn org_row(r: &rusqlite::Row) -> rusqlite::Result<Org> {
     let id: String = r.get(0)?;
     let list = |i| Ok::<_, rusqlite::Error>(stored_list(&id, &r.get::<_, String>(i)?));
     let policy = OrgPolicy {
         region: r.get(2)?,
-        pii: r.get(3)?,
-        secrets: r.get(5)?,
-        response_redaction: r.get(6)?,
+        switches: switches_of(r)?,
         mcp: Mcp {
-            tools: list(7)?,
-            resources: list(8)?,
-            prompts: list(9)?,
+            tools: list(4)?,
+            resources: list(5)?,
+            prompts: list(6)?,
         },
-        limits: stored_limits(r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?),
+        limits: stored_limits(r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?),
     };
     Ok(Org {
         name: r.get(1)?,
         policy,
-        created_at: r.get(4)?,
+        created_at: r.get(3)?,
         id,
     })
 }
@@ -334,16 +447,14 @@ pub(super) fn key_row(r: &rusqlite::Row) -> rusqlite::Result<Key> {
     let list =
         |i| Ok::<_, rusqlite::Error>(r.get::<_, Option<String>>(i)?.map(|t| stored_list(&id, &t)));
     let policy = KeyPolicy {
-        region: r.get(6)?,
-        pii: r.get(5)?,
-        secrets: r.get(12)?,
-        response_redaction: r.get(13)?,
+        region: r.get(5)?,
+        switches: switches_of(r)?,
         mcp: Mcp {
-            tools: list(14)?,
-            resources: list(15)?,
-            prompts: list(16)?,
+            tools: list(11)?,
+            resources: list(12)?,
+            prompts: list(13)?,
         },
-        limits: stored_limits(r.get(7)?, r.get(17)?, r.get(18)?, r.get(19)?),
+        limits: stored_limits(r.get(6)?, r.get(14)?, r.get(15)?, r.get(16)?),
     };
     Ok(Key {
         org_id: r.get(1)?,
@@ -351,10 +462,10 @@ pub(super) fn key_row(r: &rusqlite::Row) -> rusqlite::Result<Key> {
         prefix: r.get(3)?,
         hash: r.get(4)?,
         policy,
-        expires_at: r.get(8)?,
-        revoked_at: r.get(9)?,
-        created_at: r.get(10)?,
-        last_used_at: r.get(11)?,
+        expires_at: r.get(7)?,
+        revoked_at: r.get(8)?,
+        created_at: r.get(9)?,
+        last_used_at: r.get(10)?,
         id,
     })
 }

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::policy::Choice;
+use crate::policy::{Choice, Switches};
 
 use super::*;
 
@@ -102,6 +102,7 @@ macro_rules! parts {
 parts!(A);
 parts!(A, B);
 parts!(A, B, C);
+parts!(A, B, C, D);
 
 /// A member no part declares. Its name is never echoed (it is the client's text: a secret
 /// pasted in the wrong place); a declared field it matches but for ASCII case is suggested.
@@ -236,22 +237,21 @@ pub(super) struct Reauth {
     pub(super) recovery_code: Option<String>,
 }
 
-/// What the org and key bodies say of a policy: its settings (`S`: an org's, on or off; a
-/// key's, also `inherit`), its MCP allow-lists (`L`: how a list is given) and its limits. Each
-/// member is named here once, for every body that has it ([`NewOrg`], [`OrgPatch`],
-/// [`NewKey`], [`KeyPatch`]).
+/// The policy's switches as an org or key body gives them (`S`: an org's, on or off; a key's,
+/// also `inherit`): each absent, or a string (`null` is refused).
+pub(super) type Switched<S> = Switches<Option<Checked<S>>>;
+
+/// The switches given, checked in order (the first refused is the one named).
+fn switches<S: Choice>(s: &Switched<S>) -> Result<Switches<Option<S>>, ApiError> {
+    s.try_map_named(checked)
+}
+
+/// What the org and key bodies say of a policy besides its switches: its MCP allow-lists (`L`:
+/// how a list is given) and its limits. Each member is named here once, for every body that
+/// has it ([`NewOrg`], [`OrgPatch`], [`NewKey`], [`KeyPatch`]).
 #[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    bound = "S: Choice, L: Deserialize<'de> + Default"
-)]
-pub(super) struct PolicyFields<S, L> {
-    #[serde(default, deserialize_with = "present")]
-    pub(super) pii: Option<Checked<S>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) secrets: Option<Checked<S>>,
-    #[serde(default, deserialize_with = "present")]
-    pub(super) response_redaction: Option<Checked<S>>,
+#[serde(deny_unknown_fields, bound = "L: Deserialize<'de> + Default")]
+pub(super) struct PolicyFields<L> {
     #[serde(default)]
     pub(super) mcp_tools: L,
     #[serde(default)]
@@ -296,16 +296,7 @@ impl ListField for Option<String> {
     }
 }
 
-impl<S: Choice, L: ListField> PolicyFields<S, L> {
-    /// The three settings, in this order (the first refused is the one named).
-    fn settings(&self) -> Result<[Option<S>; 3], ApiError> {
-        Ok([
-            checked("pii", &self.pii)?,
-            checked("secrets", &self.secrets)?,
-            checked("response_redaction", &self.response_redaction)?,
-        ])
-    }
-
+impl<L: ListField> PolicyFields<L> {
     /// The MCP lists given, named as the API names them.
     fn mcp(&self) -> [(&'static str, Option<&str>); 3] {
         [
@@ -326,11 +317,11 @@ impl<S: Choice, L: ListField> PolicyFields<S, L> {
     }
 }
 
-/// An org's settings in an org body.
-pub(super) type OrgFields = PolicyFields<Setting, Given>;
+/// An org's lists and limits in an org body.
+pub(super) type OrgFields = PolicyFields<Given>;
 
-/// A key's settings in a change to it.
-pub(super) type KeyPatch = PolicyFields<KeySetting, Given>;
+/// A change to a key: its switches, lists and limits.
+pub(super) type KeyPatch = (Switched<KeySetting>, PolicyFields<Given>);
 
 /// An org's name.
 #[derive(Deserialize)]
@@ -348,38 +339,34 @@ pub(super) struct RegionField {
 }
 
 /// A new org: its name, and its settings as changes to the defaults.
-pub(super) type NewOrg = (Named, RegionField, OrgFields);
+pub(super) type NewOrg = (Named, RegionField, Switched<Setting>, OrgFields);
 
 /// Changes to an org.
-pub(super) type OrgPatch = (RegionField, OrgFields);
+pub(super) type OrgPatch = (RegionField, Switched<Setting>, OrgFields);
 
 /// An org body's change to its policy; errors name the field, never quote the value.
-pub(super) fn org_patch(region: &RegionField, f: &OrgFields) -> Result<policy::OrgPatch, ApiError> {
+pub(super) fn org_patch(
+    region: &RegionField,
+    s: &Switched<Setting>,
+    f: &OrgFields,
+) -> Result<policy::OrgPatch, ApiError> {
     let region = checked("region", &region.region)?;
-    let [pii, secrets, response_redaction] = f.settings()?;
     Ok(policy::OrgPatch {
         region,
-        pii,
-        secrets,
-        response_redaction,
+        switches: switches(s)?,
         mcp: McpLists::parse(f.mcp())?,
         limits: f.limits()?,
     })
 }
 
-impl KeyPatch {
-    /// The change it asks for (a list `"inherit"` goes back to the org's); errors name the
-    /// field, never quote the value.
-    pub(super) fn parse(&self) -> Result<policy::KeyPatch, ApiError> {
-        let [pii, secrets, response_redaction] = self.settings()?;
-        Ok(policy::KeyPatch {
-            pii,
-            secrets,
-            response_redaction,
-            mcp: McpPatch::parse(self.mcp())?,
-            limits: self.limits()?,
-        })
-    }
+/// The change a [`KeyPatch`] asks for (a list `"inherit"` goes back to the org's); errors
+/// name the field, never quote the value.
+pub(super) fn key_patch((s, f): &KeyPatch) -> Result<policy::KeyPatch, ApiError> {
+    Ok(policy::KeyPatch {
+        switches: switches(s)?,
+        mcp: McpPatch::parse(f.mcp())?,
+        limits: f.limits()?,
+    })
 }
 
 /// A new key's own members.
@@ -396,21 +383,21 @@ pub(super) struct KeyHead {
 
 /// A new key: its name, region pin and expiry, and its settings (what is not given follows
 /// the org).
-pub(super) type NewKey = (KeyHead, PolicyFields<KeySetting, Option<String>>);
+pub(super) type NewKey = (KeyHead, Switched<KeySetting>, PolicyFields<Option<String>>);
 
 /// The key a [`NewKey`] asks for, of org `org_id`: a setting or list not given inherits the
 /// org's.
-pub(super) fn key_spec((head, f): NewKey, org_id: &str) -> Result<crate::admin::KeySpec, ApiError> {
+pub(super) fn key_spec(
+    (head, s, f): NewKey,
+    org_id: &str,
+) -> Result<crate::admin::KeySpec, ApiError> {
     let limits = f.limits()?;
     // Checked in this order: the first refused field is the one named.
-    let [pii, secrets, response_redaction] = f.settings()?;
-    let inherit = |s: Option<KeySetting>| s.unwrap_or(KeySetting::Inherit);
+    let switches = switches(&s)?;
     Ok(crate::admin::KeySpec {
         org_id: org_id.to_string(),
         policy: policy::KeyPolicy {
-            pii: inherit(pii),
-            secrets: inherit(secrets),
-            response_redaction: inherit(response_redaction),
+            switches: switches.map(|s| s.unwrap_or(KeySetting::Inherit)),
             mcp: McpLists::parse(f.mcp())?,
             region: checked("region", &head.region)?,
             limits: limits.apply(crate::limits::Limits::default()),

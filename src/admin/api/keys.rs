@@ -20,7 +20,7 @@ impl Api {
         if !store.keys(Some(org))?.iter().any(|k| k.id == kid) {
             return Err(err(Code::NotFound, "No such key in this org."));
         }
-        let change = body::<KeyPatch>(c.req)?.parse()?;
+        let change = key_patch(&body_of::<KeyPatch>(c.req)?)?;
         let k = crate::admin::update_key(store, &self.ring, &c.actor(), kid, &change)?;
         Ok((200, to_value(&crate::admin::KeyView::of(k))))
     }

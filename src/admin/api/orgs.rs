@@ -19,9 +19,9 @@ impl Api {
     }
 
     pub(super) fn create_org(&self, store: &Store, c: &Caller) -> ApiResult {
-        let (named, region, fields) = body_of::<NewOrg>(c.req)?;
+        let (named, region, switches, fields) = body_of::<NewOrg>(c.req)?;
         let spec = crate::admin::OrgSpec {
-            settings: org_patch(&region, &fields)?,
+            settings: org_patch(&region, &switches, &fields)?,
             name: named.name,
         };
         let org =
@@ -34,8 +34,8 @@ impl Api {
     }
 
     pub(super) fn update_org(&self, store: &Store, c: &Caller, id: &str) -> ApiResult {
-        let (region, fields) = body_of::<OrgPatch>(c.req)?;
-        let change = org_patch(&region, &fields)?;
+        let (region, switches, fields) = body_of::<OrgPatch>(c.req)?;
+        let change = org_patch(&region, &switches, &fields)?;
         let org = crate::admin::update_org(store, &self.ring, &c.actor(), id, &change)?;
         Ok((200, to_value(&org)))
     }

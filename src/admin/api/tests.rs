@@ -100,7 +100,7 @@ fn the_openapi_document_is_made_from_the_routes_codes_and_request_types() {
             "NewOrg" => fields::<NewOrg>(),
             "OrgPatch" => fields::<OrgPatch>(),
             "NewKey" => fields::<NewKey>(),
-            "KeyPatch" => fields::<(KeyPatch,)>(),
+            "KeyPatch" => fields::<KeyPatch>(),
             "NewMember" => fields::<(NewMember,)>(),
             "MemberPatch" => fields::<(MemberPatch,)>(),
             "CredentialBody" => fields::<(CredentialBody,)>(),
@@ -225,20 +225,20 @@ fn a_body_is_one_json_object_and_null_is_not_absent() {
         r#"{"rpm": 5} {"rpm": 6}"#,
         r#"{"rpm": 5}x"#,
     ] {
-        let e = body::<KeyPatch>(&req(b))
+        let e = body_of::<KeyPatch>(&req(b))
             .err()
             .unwrap_or_else(|| panic!("{b} accepted"));
         assert_eq!(e.code, Code::InvalidBody, "{b}");
     }
     // A limit's null removes it; a setting's null is refused (it is not "unchanged").
-    let p = body::<KeyPatch>(&req(r#" {"rpm": null, "tpm": 7} "#)).unwrap();
+    let (_, p) = body_of::<KeyPatch>(&req(r#" {"rpm": null, "tpm": 7} "#)).unwrap();
     assert_eq!(
         (p.rpm, p.tpm, p.budget_tokens),
         (Patch::Clear, Patch::Set(7), Patch::Keep)
     );
     for field in ["pii", "budget_period", "mcp_tools"] {
         let b = format!(r#"{{"{field}": null}}"#);
-        let e = body::<KeyPatch>(&req(&b))
+        let e = body_of::<KeyPatch>(&req(&b))
             .err()
             .unwrap_or_else(|| panic!("{b} accepted"));
         assert_eq!(e.code, Code::InvalidBody, "{b}");
@@ -248,14 +248,14 @@ fn a_body_is_one_json_object_and_null_is_not_absent() {
 #[test]
 fn a_body_of_parts_is_read_as_one_object_of_one_struct() {
     // Each member goes to its part, wherever it stands in the object.
-    let (named, region, f) = body_of::<NewOrg>(&req(
+    let (named, region, s, f) = body_of::<NewOrg>(&req(
         r#"{"rpm": 5, "name": "acme", "pii": "off", "region": "eu", "mcp_tools": "a:*"}"#,
     ))
     .unwrap();
     assert_eq!(named.name, "acme");
     assert_eq!(region.region.unwrap().get("region").unwrap(), Region::Eu);
     assert_eq!(f.rpm, Patch::Set(5));
-    assert_eq!(f.pii.unwrap().get("pii").unwrap(), Setting::Off);
+    assert_eq!(s.pii.unwrap().get("pii").unwrap(), Setting::Off);
     assert_eq!(f.mcp_tools.text(), Some("a:*"));
     // A member no part has is refused, as for a body of one struct, naming what the body
     // takes. Its own name is never echoed (the client's text: a token pasted in the wrong
@@ -331,10 +331,10 @@ fn a_body_of_parts_is_read_as_one_object_of_one_struct() {
         );
     }
     // A new key's null list is the org's (as documented); a change's null is refused.
-    let (head, f) = body_of::<NewKey>(&req(r#"{"mcp_tools": null, "pii": "off"}"#)).unwrap();
+    let (head, _, f) = body_of::<NewKey>(&req(r#"{"mcp_tools": null, "pii": "off"}"#)).unwrap();
     assert_eq!(head.name, "default");
     assert_eq!(f.mcp_tools.text(), None);
-    assert!(body::<KeyPatch>(&req(r#"{"mcp_tools": null}"#)).is_err());
+    assert!(body_of::<KeyPatch>(&req(r#"{"mcp_tools": null}"#)).is_err());
     // Every request type's fields are known by name (the bodies' unknown-member check and the
     // OpenAPI check read them so).
     assert_eq!(
@@ -362,15 +362,15 @@ fn a_setting_outside_its_set_is_an_invalid_request_and_a_non_string_an_invalid_b
     // Each body's choice fields, checked the way its handler does: the first refused field
     // (in the handler's order) is the one named; a value is never quoted.
     fn org(r: &Request) -> Result<policy::OrgPatch, ApiError> {
-        let (region, fields) = body_of::<OrgPatch>(r)?;
-        org_patch(&region, &fields)
+        let (region, switches, fields) = body_of::<OrgPatch>(r)?;
+        org_patch(&region, &switches, &fields)
     }
     fn new_org(r: &Request) -> Result<policy::OrgPatch, ApiError> {
-        let (_, region, fields) = body_of::<NewOrg>(r)?;
-        org_patch(&region, &fields)
+        let (_, region, switches, fields) = body_of::<NewOrg>(r)?;
+        org_patch(&region, &switches, &fields)
     }
     fn key(r: &Request) -> Result<policy::KeyPatch, ApiError> {
-        body::<KeyPatch>(r)?.parse()
+        key_patch(&body_of::<KeyPatch>(r)?)
     }
     fn new_key(r: &Request) -> Result<policy::KeyPolicy, ApiError> {
         Ok(key_spec(body_of::<NewKey>(r)?, "org")?.policy)
@@ -446,7 +446,12 @@ fn a_setting_outside_its_set_is_an_invalid_request_and_a_non_string_an_invalid_b
     // What each names, read as typed values (a region in any case, as the header reads it).
     let p = org(&req(r#"{"pii": "off", "secrets": "on", "region": "EU"}"#)).unwrap();
     assert_eq!(
-        (p.pii, p.secrets, p.response_redaction, p.region),
+        (
+            p.switches.pii,
+            p.switches.secrets,
+            p.switches.response_redaction,
+            p.region
+        ),
         (
             Some(Setting::Off),
             Some(Setting::On),
@@ -456,12 +461,21 @@ fn a_setting_outside_its_set_is_an_invalid_request_and_a_non_string_an_invalid_b
     );
     let k = key(&req(r#"{"pii": "inherit", "response_redaction": "on"}"#)).unwrap();
     assert_eq!(
-        (k.pii, k.secrets, k.response_redaction),
+        (
+            k.switches.pii,
+            k.switches.secrets,
+            k.switches.response_redaction
+        ),
         (Some(KeySetting::Inherit), None, Some(KeySetting::On))
     );
     let n = new_key(&req(r#"{"secrets": "off"}"#)).unwrap();
     assert_eq!(
-        (n.pii, n.secrets, n.response_redaction, n.region),
+        (
+            n.switches.pii,
+            n.switches.secrets,
+            n.switches.response_redaction,
+            n.region
+        ),
         (
             KeySetting::Inherit,
             KeySetting::Off,

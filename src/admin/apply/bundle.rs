@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::policy::Choice;
+use crate::policy::{Choice, Switches};
 
 /// A bundle file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -19,15 +19,18 @@ pub struct Bundle {
     pub allow_mass_removal: bool,
 }
 
+// The org's and key's shapes, with a field per switch: plain fields, so that the TOML reader
+// refuses an unknown one and names the line of what it refuses.
+macro_rules! bundle_shapes {
+    ($($switch:ident),+) => {
+
 /// An org of the bundle; a setting left out takes its default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleOrg {
     pub name: String,
     pub region: Option<String>,
-    pub pii: Option<String>,
-    pub secrets: Option<String>,
-    pub response_redaction: Option<String>,
+    $(pub $switch: Option<String>,)+
     pub mcp_tools: Option<String>,
     pub mcp_resources: Option<String>,
     pub mcp_prompts: Option<String>,
@@ -61,9 +64,7 @@ pub struct BundleKey {
     pub sha256: String,
     /// The display prefix (`sk-sluice-` and 4 characters).
     pub prefix: String,
-    pub pii: Option<String>,
-    pub secrets: Option<String>,
-    pub response_redaction: Option<String>,
+    $(pub $switch: Option<String>,)+
     pub mcp_tools: Option<String>,
     pub mcp_resources: Option<String>,
     pub mcp_prompts: Option<String>,
@@ -74,6 +75,25 @@ pub struct BundleKey {
     pub budget_period: Option<String>,
     pub expires_at: Option<String>,
 }
+
+impl BundleOrg {
+    /// Its switches as given.
+    pub fn switches(&self) -> Switches<Option<&str>> {
+        Switches { $($switch: self.$switch.as_deref(),)+ }
+    }
+}
+
+impl BundleKey {
+    /// Its switches as given.
+    pub fn switches(&self) -> Switches<Option<&str>> {
+        Switches { $($switch: self.$switch.as_deref(),)+ }
+    }
+}
+
+    };
+}
+
+crate::with_switches!(bundle_shapes);
 
 /// One change of the plan.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -242,12 +262,15 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
             name: o.name.clone(),
             settings: OrgPatch {
                 region: choice(&at, "region", o.region.as_deref())?,
-                pii: Some(choice(&at, "pii", o.pii.as_deref())?.unwrap_or(pii_default)),
-                secrets: Some(choice(&at, "secrets", o.secrets.as_deref())?.unwrap_or(Setting::On)),
-                response_redaction: Some(
-                    choice(&at, "response_redaction", o.response_redaction.as_deref())?
-                        .unwrap_or(Setting::Off),
-                ),
+                switches: o
+                    .switches()
+                    .zip(
+                        &crate::policy::OrgPolicy::new(pii_default).switches,
+                        |v, d| (*v, *d),
+                    )
+                    .try_map_named(|n, (v, d)| {
+                        Ok::<_, Error>(Some(choice(&at, n, *v)?.unwrap_or(*d)))
+                    })?,
                 mcp: lists(&o.mcp_tools, &o.mcp_resources, &o.mcp_prompts)
                     .map_err(|e| Error::Invalid(format!("{at}: {e}")))?,
                 limits,
@@ -288,13 +311,9 @@ pub(super) fn want(bundle: &Bundle, pii_default: Setting) -> Result<Vec<WantOrg>
                     org_id: String::new(),
                     name: k.name.clone(),
                     policy: KeyPolicy {
-                        pii: inherit(choice(&at, "pii", k.pii.as_deref())?),
-                        secrets: inherit(choice(&at, "secrets", k.secrets.as_deref())?),
-                        response_redaction: inherit(choice(
-                            &at,
-                            "response_redaction",
-                            k.response_redaction.as_deref(),
-                        )?),
+                        switches: k
+                            .switches()
+                            .try_map_named(|n, v| Ok::<_, Error>(inherit(choice(&at, n, *v)?)))?,
                         mcp: McpLists {
                             tools: list(&k.mcp_tools, "mcp_tools")?,
                             resources: list(&k.mcp_resources, "mcp_resources")?,

@@ -5,10 +5,10 @@ use super::*;
 
 /// What the key's policies look for in its responses, if response redaction is on.
 pub(super) fn response_scan(ctx: &Ctx) -> Option<Scan> {
-    let k = ctx.key.as_ref().filter(|k| k.redact_responses)?;
+    let k = ctx.key.as_ref().filter(|k| k.on.response_redaction)?;
     let scan = Scan {
-        pii: k.redact_pii,
-        secrets: k.redact_secrets,
+        pii: k.on.pii,
+        secrets: k.on.secrets,
     };
     scan.any().then_some(scan)
 }
@@ -120,8 +120,8 @@ pub(in crate::proxy) fn plan_mcp(
     let sse = is_event_stream(resp);
     let server = ctx.mcp_server().map_or("", |s| s.name.as_str());
     let scan = Scan {
-        pii: key.redact_pii,
-        secrets: key.redact_secrets,
+        pii: key.on.pii,
+        secrets: key.on.secrets,
     };
     let mut r = crate::mcp::Responses::new(
         server,
