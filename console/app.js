@@ -6,7 +6,7 @@
 
 import { barChart } from './chart.js';
 
-const state = { me: null, csrf: null, orgs: null };
+const state = { me: null, csrf: null, orgs: null, switches: null };
 const ROLES = ['owner', 'admin', 'auditor', 'member'];
 const RANK = { member: 0, auditor: 1, admin: 2, owner: 3 };
 
@@ -437,6 +437,34 @@ async function overviewPage() {
 
 // ---- organizations and their settings ------------------------------------------------------
 
+// The policy's switches (PII redaction, secret detection, ...) of an org and of a key, as the
+// OpenAPI document lists them (made from the server's one table): [{ name, title, values }].
+async function loadSwitches() {
+  if (!state.switches) {
+    const doc = await api('GET', '/api/openapi.json');
+    const of = (schema) => Object.entries(doc.components.schemas[schema].properties)
+      .filter(([, p]) => p['x-switch'])
+      .map(([name, p]) => ({ name, title: p.title, values: p.enum }));
+    state.switches = { org: of('Org'), key: of('Key') };
+  }
+  return state.switches;
+}
+
+// A select per switch of `kind` ('org' or 'key'), each showing `x`'s value.
+function switchFields(kind, x) {
+  return state.switches[kind].map((s) => field(s.title, select(s.name, s.values, x[s.name])));
+}
+
+// The switches of `kind` as table columns.
+function switchColumns(kind) {
+  return state.switches[kind].map((s) => [s.title, (x) => x[s.name]]);
+}
+
+// The switches of `kind` as a form gives them.
+function switchValues(kind, f) {
+  return Object.fromEntries(state.switches[kind].map((s) => [s.name, f.get(s.name)]));
+}
+
 async function loadOrgs() {
   const r = await api('GET', '/api/orgs');
   state.orgs = r.data;
@@ -446,14 +474,13 @@ async function loadOrgs() {
 async function orgsPage() {
   const gen = generation;
   const box = h('div');
-  const orgs = await guarded(box, loadOrgs);
+  const orgs = await guarded(box, async () => (await loadSwitches()) && loadOrgs());
   if (!orgs) { showAt(gen, h('h1', {}, 'Organizations'), box); return; }
   if (!isOperator() && orgs.length === 1) { go(`/dashboard/settings/${orgs[0].id}`, { replace: true }); return; }
   const parts = [h('h1', {}, 'Organizations'), box,
     h('div', { class: 'card' }, table([
       ['Name', (o) => h('a', { href: `/dashboard/settings/${o.id}`, 'data-nav': true }, o.name)],
-      ['Id', (o) => h('code', {}, o.id)], ['Region', (o) => o.region], ['PII', (o) => o.pii],
-      ['Secrets', (o) => o.secrets], ['Response redaction', (o) => o.response_redaction],
+      ['Id', (o) => h('code', {}, o.id)], ['Region', (o) => o.region], ...switchColumns('org'),
     ], orgs))];
   if (isOperator()) {
     const out = h('div');
@@ -471,8 +498,6 @@ async function orgsPage() {
   showAt(gen, parts);
 }
 
-const ONOFF = ['on', 'off'];
-const KEYSET = ['inherit', 'on', 'off'];
 const REGIONS = ['us', 'eu', 'apac'];
 
 // A whole number typed in a limit field, `null` for an empty one; anything else is refused
@@ -534,9 +559,7 @@ function settingsForm(org, editable, onSaved) {
   const fs = h('fieldset', { disabled: !editable },
     h('legend', {}, 'Settings'),
     h('div', { class: 'form-grid' },
-      field('PII redaction', select('pii', ONOFF, org.pii)),
-      field('Secret redaction', select('secrets', ONOFF, org.secrets)),
-      field('Response redaction', select('response_redaction', ONOFF, org.response_redaction)),
+      ...switchFields('org', org),
       // A region once set can be changed, not removed (the API takes a region only).
       field('Region', select('region', org.region ? REGIONS : [['', '(sidecar default)'], ...REGIONS], org.region || '')),
       ...limitFields(org),
@@ -548,7 +571,7 @@ function settingsForm(org, editable, onSaved) {
       out.replaceChildren();
       const f = new FormData(form);
       const now = {
-        pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
+        ...switchValues('org', f),
         region: f.get('region') || undefined,
         ...readLimits(f),
         mcp_tools: f.get('mcp_tools').trim(), mcp_resources: f.get('mcp_resources').trim(), mcp_prompts: f.get('mcp_prompts').trim(),
@@ -570,7 +593,7 @@ function keysCard(org, keys, reload, flash) {
   const cols = [
     ['Name', (k) => k.name], ['Prefix', (k) => h('code', {}, k.prefix)],
     ['Status', (k) => h('span', { class: k.status === 'active' ? 'ok' : 'bad' }, k.status)],
-    ['PII', (k) => k.pii], ['Secrets', (k) => k.secrets], ['Response', (k) => k.response_redaction],
+    ...switchColumns('key'),
     ['Region', (k) => k.region], ['rpm', (k) => k.rpm], ['tpm', (k) => k.tpm],
     ['Budget', (k) => k.budget_tokens ? `${k.budget_tokens}/${k.budget_period}` : null],
     ['MCP tools', (k) => k.mcp_tools === null ? h('span', { class: 'muted' }, 'org default') : k.mcp_tools || 'none'],
@@ -612,7 +635,8 @@ function keysCard(org, keys, reload, flash) {
       }),
     },
     field('Name', h('input', { name: 'name', required: true })),
-    field('PII', select('pii', KEYSET, 'inherit')),
+    // Its PII redaction, the override asked for most; the others are edited once it exists.
+    field('PII', select('pii', state.switches.key.find((s) => s.name === 'pii').values, 'inherit')),
     field('Expires (optional)', h('input', { name: 'expires_at', type: 'datetime-local' })),
     h('button', { type: 'submit' }, 'Create key'));
     parts.push(h('h2', {}, 'New key'), shown, form);
@@ -632,7 +656,7 @@ function keyForm(org, k, reload) {
       // A list of the key's own (empty: none at all), or `inherit` (the org's).
       const own = (x) => (f.get(`${x}_inherit`) === 'on' ? 'inherit' : String(f.get(x)).trim());
       const now = {
-        pii: f.get('pii'), secrets: f.get('secrets'), response_redaction: f.get('response_redaction'),
+        ...switchValues('key', f),
         ...readLimits(f),
         mcp_tools: own('mcp_tools'), mcp_resources: own('mcp_resources'), mcp_prompts: own('mcp_prompts'),
       };
@@ -644,9 +668,7 @@ function keyForm(org, k, reload) {
   },
   h('fieldset', {}, h('legend', {}, `Overrides of key ${k.name}`),
     h('div', { class: 'form-grid' },
-      field('PII redaction', select('pii', KEYSET, k.pii)),
-      field('Secret redaction', select('secrets', KEYSET, k.secrets)),
-      field('Response redaction', select('response_redaction', KEYSET, k.response_redaction)),
+      ...switchFields('key', k),
       ...limitFields(k),
       ...['mcp_tools', 'mcp_resources', 'mcp_prompts'].map((x) => field(`MCP ${x.slice(4)} (empty: none)`,
         h('span', {}, h('input', { name: x, value: k[x] ?? '', placeholder: 'none', 'aria-label': `MCP ${x.slice(4)}` }),
@@ -708,7 +730,7 @@ function membersCard(org, users, reload, flash) {
 async function orgPage(orgId) {
   const gen = generation;
   const box = h('div');
-  const org = await guarded(box, () => api('GET', `/api/orgs/${orgId}`));
+  const org = await guarded(box, async () => (await loadSwitches()) && api('GET', `/api/orgs/${orgId}`));
   if (!org) { showAt(gen, h('h1', {}, 'Organization'), box); return; }
   const keysSlot = h('div');
   const membersSlot = h('div');

@@ -88,6 +88,9 @@ impl Choice for crate::residency::Region {
 }
 
 impl Setting {
+    /// Every setting.
+    pub const ALL: [Setting; 2] = [Setting::On, Setting::Off];
+
     /// As stored and shown: `on` or `off`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,6 +115,9 @@ impl Setting {
 }
 
 impl KeySetting {
+    /// Every key setting.
+    pub const ALL: [KeySetting; 3] = [KeySetting::On, KeySetting::Off, KeySetting::Inherit];
+
     /// As stored and shown: `on`, `off` or `inherit`.
     pub fn as_str(self) -> &'static str {
         match self {

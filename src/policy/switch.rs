@@ -23,6 +23,8 @@ macro_rules! with_switches {
 /// What a switch is.
 #[derive(Debug, Clone, Copy)]
 pub struct Switch {
+    /// Its name for people (the console's label).
+    pub title: &'static str,
     /// What it does, said of an org (the command line's help, the API's description).
     pub help: &'static str,
     /// What it does, said of a key (the same for a key, which may also inherit its org's).
@@ -37,6 +39,7 @@ pub struct Switch {
 /// Every switch.
 pub const SWITCHES: Switches<Switch> = Switches {
     pii: Switch {
+        title: "PII redaction",
         help: "PII redaction for the org's requests (a new org's default: `[pii] default` in \
                the config).",
         key_help: "PII redaction for this key; `inherit` follows the org.",
@@ -44,14 +47,17 @@ pub const SWITCHES: Switches<Switch> = Switches {
         without_org: true,
     },
     secrets: Switch {
-        help: "Secret detection (API keys, tokens, private keys) in the org's traffic (default \
-               on).",
+        title: "Secret redaction",
+        help: "Secret detection (API keys, tokens, JWTs, private keys, URL credentials) in the \
+               org's traffic (default on).",
         key_help: "Secret detection for this key; `inherit` follows the org.",
         new_org: Setting::On,
         without_org: true,
     },
     response_redaction: Switch {
-        help: "Redaction of what comes back (responses and streams; default off).",
+        title: "Response redaction",
+        help: "Redaction of what comes back: responses and streams, PII and secrets as the \
+               org's settings say (default off).",
         key_help: "Response redaction for this key; `inherit` follows the org.",
         new_org: Setting::Off,
         without_org: false,

@@ -362,6 +362,42 @@ pub static ROUTES: &[Route] = &[
         (200, Shape::List("McpServer")), |a, _, _, _| a.mcp_servers()),
 ];
 
+/// The policy's switches as properties of a schema that asks for them (`"x-switches": "org"`
+/// or `"key"`, which they replace), made from their one table ([`policy::SWITCHES`]): after
+/// `region` (or first), each with the values it takes (a key's may also be `inherit`), its
+/// title and description, and `"x-switch": true` (the console lists them so).
+fn switch_properties(schema: &mut Value) {
+    let Some(o) = schema.as_object_mut() else {
+        return;
+    };
+    let key = match o.remove("x-switches").as_ref().and_then(Value::as_str) {
+        Some("org") => false,
+        Some("key") => true,
+        _ => return,
+    };
+    let Some(Value::Object(props)) = o.get_mut("properties") else {
+        return;
+    };
+    let values: Vec<&str> = if key {
+        policy::KeySetting::ALL.iter().map(|s| s.as_str()).collect()
+    } else {
+        policy::Setting::ALL.iter().map(|s| s.as_str()).collect()
+    };
+    let switches = policy::SWITCHES.iter().map(|(name, s)| {
+        let description = if key { s.key_help } else { s.help };
+        let p = json!({"type": "string", "enum": values, "title": s.title,
+            "description": description, "x-switch": true});
+        (name.to_string(), p)
+    });
+    let at = props
+        .keys()
+        .position(|k| k == "region")
+        .map_or(0, |i| i + 1);
+    let mut all: Vec<(String, Value)> = std::mem::take(props).into_iter().collect();
+    all.splice(at..at, switches);
+    props.extend(all);
+}
+
 /// The OpenAPI document served at [`OPENAPI_PATH`]: [`OPENAPI_BASE`] with the paths made from
 /// [`ROUTES`] (methods, parameters, access, bodies, answers) and the error codes from
 /// [`Code::ALL`], so it cannot drift from what the server does.
@@ -370,6 +406,9 @@ pub fn openapi() -> Value {
     let codes: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
     doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"] =
         json!(codes);
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.values_mut().for_each(switch_properties);
+    }
     let statuses: std::collections::BTreeSet<u16> = Code::ALL.iter().map(|c| c.status()).collect();
     let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
     let mut paths = serde_json::Map::new();

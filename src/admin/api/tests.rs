@@ -492,3 +492,28 @@ fn the_object_a_body_is_read_from_is_wiped() {
     // Every string overwritten and emptied; every object's members (names too) gone.
     assert_eq!(v, json!(["", {}, [{}]]));
 }
+
+#[test]
+fn the_openapi_document_lists_every_switch_where_the_policy_is() {
+    // Made from the switches' table: an org's take on/off, a key's also inherit; the marker
+    // that asks for them is gone.
+    let doc = openapi();
+    let text = doc.to_string();
+    assert!(!text.contains("x-switches"), "a marker is left");
+    for (schema, values) in [
+        ("Org", &["on", "off"][..]),
+        ("NewOrg", &["on", "off"]),
+        ("OrgPatch", &["on", "off"]),
+        ("Key", &["on", "off", "inherit"]),
+        ("NewKey", &["on", "off", "inherit"]),
+        ("KeyPatch", &["on", "off", "inherit"]),
+    ] {
+        let props = &doc["components"]["schemas"][schema]["properties"];
+        for name in policy::SWITCH_NAMES {
+            let p = &props[*name];
+            assert_eq!(p["enum"], json!(values), "{schema}.{name}");
+            assert_eq!(p["x-switch"], json!(true), "{schema}.{name}");
+            assert!(p["description"].as_str().is_some_and(|d| !d.is_empty()));
+        }
+    }
+}
