@@ -130,8 +130,8 @@ pub fn check_master_key(store: &Store, ring: &Keyring) -> Result<()> {
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub use crate::policy::{
-    mcp_list, KeyPatch, KeyPii, KeyPolicy, KeySetting, LimitsPatch, McpLists, McpPatch, OrgPatch,
-    OrgPolicy, Patch, Pii, Setting,
+    mcp_list, KeyPatch, KeyPolicy, KeySetting, LimitsPatch, McpLists, McpPatch, OrgPatch,
+    OrgPolicy, Patch, Setting,
 };
 
 impl From<crate::policy::Invalid> for Error {

@@ -31,11 +31,6 @@ pub enum KeySetting {
     Inherit,
 }
 
-/// An org's PII redaction setting.
-pub type Pii = Setting;
-/// A key's PII setting.
-pub type KeyPii = KeySetting;
-
 /// A user's role in their org (operators have none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -212,6 +212,50 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn every_column_of_a_keys_policy_reloads_the_snapshot_when_changed() {
+        // A key's change reaches the proxy through the generation trigger, which names the
+        // columns it watches (a last-used time must not reload it): a policy column it does
+        // not name (a new switch's) would be stored and never applied.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let trigger: String = s
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'generation_api_keys_update'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let watched = trigger
+            .split(" OF ")
+            .nth(1)
+            .and_then(|t| t.split(" ON ").next())
+            .unwrap();
+        let watched: Vec<&str> = watched.split(',').map(str::trim).collect();
+        let mut st = s
+            .conn
+            .prepare("SELECT name FROM pragma_table_info('api_keys')")
+            .unwrap();
+        let columns: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        // Never changed once written, or not read by the proxy.
+        let unwatched = ["id", "prefix", "created_at", "last_used_at", "managed"];
+        for c in &columns {
+            assert_eq!(
+                watched.contains(&c.as_str()),
+                !unwatched.contains(&c.as_str()),
+                "api_keys.{c}: {watched:?}"
+            );
+        }
+        for name in crate::policy::SWITCH_NAMES {
+            assert!(columns.iter().any(|c| c == name), "no column for {name}");
+        }
+    }
+
+    #[test]
     fn creates_private_files_and_migrates_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join("s.db");

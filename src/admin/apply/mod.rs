@@ -243,15 +243,8 @@ mod quoting {
         // So do refused settings, regions and lists, of an org and of a key.
         let key = "[[orgs.keys]]\nname = \"k\"\nprefix = \"sk-sluice-abcd\"\nsha256 = \"";
         let key = format!("{key}{}\"\n", "0".repeat(64));
-        for field in [
-            "pii",
-            "secrets",
-            "response_redaction",
-            "region",
-            "mcp_tools",
-            "mcp_resources",
-            "mcp_prompts",
-        ] {
+        let others = ["region", "mcp_tools", "mcp_resources", "mcp_prompts"];
+        for field in crate::policy::SWITCH_NAMES.iter().chain(&others) {
             for (at, entries) in [("orgs[1]", ""), ("orgs[1].keys[0]", key.as_str())] {
                 let orgs = "[[orgs]]\nname = \"a\"\n[[orgs]]\nname = \"b\"\n";
                 let text = format!("{orgs}{entries}{field} = \"no canary\"\n");
