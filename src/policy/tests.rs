@@ -87,12 +87,12 @@ fn list(s: &str) -> AllowList {
 
 #[test]
 fn a_key_inherits_what_it_does_not_set_and_fails_closed_without_an_org() {
+    // The org sets every switch against what a key gets without an org.
     let org = OrgPolicy {
-        switches: Switches {
-            pii: Setting::Off,
-            secrets: Setting::Off,
-            response_redaction: Setting::On,
-        },
+        switches: SWITCHES.map(|s| match s.without_org {
+            true => Setting::Off,
+            false => Setting::On,
+        }),
         mcp: Mcp {
             tools: list("github:*"),
             resources: list("docs:file:///a"),
@@ -102,19 +102,20 @@ fn a_key_inherits_what_it_does_not_set_and_fails_closed_without_an_org() {
     };
     let inheriting = KeyPolicy::default();
     let r = resolve(&inheriting, Some(&org));
+    assert_eq!(r.on, SWITCHES.map(|s| !s.without_org));
     assert!(!r.on.pii && !r.on.secrets && r.on.response_redaction);
     assert_eq!(r.mcp.tools, org.mcp.tools);
     // Gone org: PII and secrets redacted, responses as off by default, nothing allowed.
     let r = resolve(&inheriting, None);
+    assert_eq!(r.on, SWITCHES.map(|s| s.without_org));
     assert!(r.on.pii && r.on.secrets && !r.on.response_redaction);
     assert_eq!(r.mcp, crate::mcp::Policy::default());
     // A key's own settings win, and its own empty list allows nothing (no fallback).
     let own = KeyPolicy {
-        switches: Switches {
-            pii: KeySetting::On,
-            secrets: KeySetting::On,
-            response_redaction: KeySetting::Off,
-        },
+        switches: SWITCHES.map(|s| match s.without_org {
+            true => KeySetting::On,
+            false => KeySetting::Off,
+        }),
         mcp: Mcp {
             tools: Some(AllowList::default()),
             ..Mcp::default()
@@ -122,6 +123,7 @@ fn a_key_inherits_what_it_does_not_set_and_fails_closed_without_an_org() {
         ..KeyPolicy::default()
     };
     let r = resolve(&own, Some(&org));
+    assert_eq!(r.on, SWITCHES.map(|s| s.without_org));
     assert!(r.on.pii && r.on.secrets && !r.on.response_redaction);
     assert_eq!(r.mcp.tools, AllowList::default());
     assert_eq!(r.mcp.resources, org.mcp.resources);
@@ -194,48 +196,46 @@ fn between_then_apply_reaches_what_was_wanted() {
 #[test]
 fn policies_are_shown_flat_as_the_api_always_showed_them() {
     let v = serde_json::to_value(OrgPolicy::default()).unwrap();
-    // In this order (audit details are hashed as written).
+    // In this order (audit details are hashed as written): an org's region, then its switches;
+    // a key's switches first.
     let order = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let tail = ["mcp_tools", "mcp_resources", "mcp_prompts"];
+    let limits = ["rpm", "tpm", "budget_tokens", "budget_period"];
+    let names = |parts: &[&[&str]]| {
+        parts
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         order(&v),
-        [
-            "region",
-            "pii",
-            "secrets",
-            "response_redaction",
-            "mcp_tools",
-            "mcp_resources",
-            "mcp_prompts",
-            "rpm",
-            "tpm",
-            "budget_tokens",
-            "budget_period"
-        ]
+        names(&[&["region"], SWITCH_NAMES, &tail, &limits])
     );
     assert_eq!(
         order(&serde_json::to_value(KeyPolicy::default()).unwrap()),
-        [
-            "pii",
-            "secrets",
-            "response_redaction",
-            "mcp_tools",
-            "mcp_resources",
-            "mcp_prompts",
-            "region",
-            "rpm",
-            "tpm",
-            "budget_tokens",
-            "budget_period"
-        ]
+        names(&[SWITCH_NAMES, &tail, &["region"], &limits])
     );
+    // Each switch as its word (a new org's as the table says, PII's as given), the rest as
+    // the API has always shown them.
+    let with_switches = |mut rest: serde_json::Value, s: serde_json::Value| {
+        let rest_map = rest.as_object_mut().unwrap();
+        rest_map.extend(s.as_object().unwrap().clone());
+        rest
+    };
     assert_eq!(
         v,
-        serde_json::json!({
-            "region": null, "pii": "on", "secrets": "on", "response_redaction": "off",
-            "mcp_tools": "", "mcp_resources": "", "mcp_prompts": "",
-            "rpm": null, "tpm": null, "budget_tokens": null, "budget_period": null,
-        })
+        with_switches(
+            serde_json::json!({
+                "region": null, "mcp_tools": "", "mcp_resources": "", "mcp_prompts": "",
+                "rpm": null, "tpm": null, "budget_tokens": null, "budget_period": null,
+            }),
+            serde_json::to_value(Switches::from_table(|_, s| s.new_org)).unwrap(),
+        )
     );
+    assert_eq!(v["pii"], "on");
+    assert_eq!(v["secrets"], "on");
+    assert_eq!(v["response_redaction"], "off");
     let k = KeyPolicy {
         mcp: Mcp {
             tools: Some(list("a:b,c:*")),
@@ -251,13 +251,17 @@ fn policies_are_shown_flat_as_the_api_always_showed_them() {
         },
         ..KeyPolicy::default()
     };
+    let inherit = Switches::from_table(|_, _| KeySetting::Inherit);
     assert_eq!(
         serde_json::to_value(k).unwrap(),
-        serde_json::json!({
-            "pii": "inherit", "secrets": "inherit", "response_redaction": "inherit",
-            "mcp_tools": "a:b,c:*", "mcp_resources": null, "mcp_prompts": null,
-            "region": null, "rpm": null, "tpm": 7, "budget_tokens": 10,
-            "budget_period": "month",
-        })
+        with_switches(
+            serde_json::json!({
+                "mcp_tools": "a:b,c:*", "mcp_resources": null, "mcp_prompts": null,
+                "region": null, "rpm": null, "tpm": 7, "budget_tokens": 10,
+                "budget_period": "month",
+            }),
+            serde_json::to_value(inherit).unwrap(),
+        )
     );
+    assert_eq!(serde_json::to_value(inherit).unwrap()["pii"], "inherit");
 }
