@@ -444,7 +444,8 @@ async function loadSwitches() {
     const doc = await api('GET', '/api/openapi.json');
     const of = (schema) => Object.entries(doc.components.schemas[schema].properties)
       .filter(([, p]) => p['x-switch'])
-      .map(([name, p]) => ({ name, title: p.title, values: p.enum }));
+      // `inherit` (a key's default) first.
+      .map(([name, p]) => ({ name, title: p.title, values: [...p.enum].sort((a, b) => (b === 'inherit') - (a === 'inherit')) }));
     state.switches = { org: of('Org'), key: of('Key') };
   }
   return state.switches;

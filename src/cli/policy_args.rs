@@ -11,11 +11,11 @@ use crate::residency::Region;
 
 /// The policy's switches as flags, one per switch of [`SWITCHES`] (`--response-redaction on`):
 /// `T` is what each takes (an org's setting, or a key's, which may also be `inherit`); one not
-/// given is `None`.
+/// given is `None`, or `inherit` for a new key (`INHERIT`, shown as the flags' default).
 #[derive(Debug, Clone)]
-pub(super) struct SwitchArgs<T>(pub(super) Switches<Option<T>>);
+pub(super) struct SwitchArgs<T, const INHERIT: bool = false>(pub(super) Switches<Option<T>>);
 
-impl<T> Default for SwitchArgs<T> {
+impl<T, const INHERIT: bool> Default for SwitchArgs<T, INHERIT> {
     fn default() -> Self {
         SwitchArgs(Switches::from_table(|_, _| None))
     }
@@ -38,7 +38,7 @@ impl SwitchValue for KeySetting {
     }
 }
 
-impl<T: SwitchValue> FromArgMatches for SwitchArgs<T> {
+impl<T: SwitchValue, const INHERIT: bool> FromArgMatches for SwitchArgs<T, INHERIT> {
     fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
         Ok(SwitchArgs(Switches::from_table(|name, _| {
             m.get_one::<T>(name).cloned()
@@ -51,22 +51,24 @@ impl<T: SwitchValue> FromArgMatches for SwitchArgs<T> {
     }
 }
 
-impl<T: SwitchValue> Args for SwitchArgs<T> {
+impl<T: SwitchValue, const INHERIT: bool> Args for SwitchArgs<T, INHERIT> {
     fn augment_args(cmd: Command) -> Command {
         SWITCHES.iter().fold(cmd, |cmd, (name, s)| {
-            cmd.arg(
-                Arg::new(name)
-                    .long(name.replace('_', "-"))
-                    .value_name(name.to_uppercase())
-                    .value_parser(clap::builder::EnumValueParser::<T>::new())
-                    // As clap's derive shows a one-sentence doc comment.
-                    .help(T::help(s).trim_end_matches('.')),
-            )
+            let arg = Arg::new(name)
+                .long(name.replace('_', "-"))
+                .value_name(name.to_uppercase())
+                .value_parser(clap::builder::EnumValueParser::<T>::new())
+                // As clap's derive shows a one-sentence doc comment.
+                .help(T::help(s).trim_end_matches('.'));
+            cmd.arg(match INHERIT {
+                true => arg.default_value(KeySetting::Inherit.as_str()),
+                false => arg,
+            })
         })
     }
 
     fn augment_args_for_update(cmd: Command) -> Command {
-        SwitchArgs::<T>::augment_args(cmd)
+        SwitchArgs::<T, INHERIT>::augment_args(cmd)
     }
 }
 
@@ -221,7 +223,7 @@ pub(super) struct KeyArgs {
     pub(super) name: String,
     /// Its switches (`inherit` when not given).
     #[command(flatten)]
-    pub(super) switches: SwitchArgs<KeySetting>,
+    pub(super) switches: SwitchArgs<KeySetting, true>,
     /// The key's MCP allow-lists (without them it inherits the org's).
     #[command(flatten)]
     pub(super) mcp: McpArgs,

@@ -41,8 +41,9 @@ impl OrgPolicy {
 }
 
 impl Default for OrgPolicy {
+    /// A new org's, every switch as the table says.
     fn default() -> OrgPolicy {
-        OrgPolicy::new(Setting::On)
+        OrgPolicy::new(super::SWITCHES.pii.new_org)
     }
 }
 

@@ -29,7 +29,8 @@ pub struct Switch {
     pub help: &'static str,
     /// What it does, said of a key (the same for a key, which may also inherit its org's).
     pub key_help: &'static str,
-    /// A new org's setting (PII's is the config's `[pii] default`).
+    /// A new org's setting. PII's is replaced by the config's `[pii] default` (whose own
+    /// default is this), wherever a config is in use.
     pub new_org: Setting,
     /// What a key that inherits gets when its org is gone (a dangling row): on for what
     /// protects (fails closed), off for what the org must ask for.
@@ -42,7 +43,7 @@ pub const SWITCHES: Switches<Switch> = Switches {
         title: "PII redaction",
         help: "PII redaction for the org's requests (a new org's default: `[pii] default` in \
                the config).",
-        key_help: "PII redaction for this key; `inherit` follows the org.",
+        key_help: "PII redaction for this key; `inherit` (a new key's default) follows the org.",
         new_org: Setting::On,
         without_org: true,
     },
@@ -50,7 +51,8 @@ pub const SWITCHES: Switches<Switch> = Switches {
         title: "Secret redaction",
         help: "Secret detection (API keys, tokens, JWTs, private keys, URL credentials) in the \
                org's traffic (default on).",
-        key_help: "Secret detection for this key; `inherit` follows the org.",
+        key_help: "Secret detection for this key; `inherit` (a new key's default) follows the \
+                   org.",
         new_org: Setting::On,
         without_org: true,
     },
@@ -58,7 +60,8 @@ pub const SWITCHES: Switches<Switch> = Switches {
         title: "Response redaction",
         help: "Redaction of what comes back: responses and streams, PII and secrets as the \
                org's settings say (default off).",
-        key_help: "Response redaction for this key; `inherit` follows the org.",
+        key_help: "Response redaction for this key; `inherit` (a new key's default) follows \
+                   the org.",
         new_org: Setting::Off,
         without_org: false,
     },

@@ -40,30 +40,26 @@ fn object(req: &Request) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// `T` read from (part of) a body's object.
-fn typed<'de, T: Deserialize<'de>>(
-    d: impl serde::Deserializer<'de, Error = serde_json::Error>,
-) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(d).map_err(|e| {
-        // serde's messages can quote the offending value (a password) or member name (a
-        // pasted secret): only the names of declared fields are echoed.
-        let inner = e.inner().to_string();
-        let path = e.path().to_string();
-        let message = if inner.starts_with("missing field") {
-            inner
-        } else if inner.starts_with("unknown field") {
-            // In a nested object (the body's own members are checked before): named by the
-            // object it is in (the path's last segment is the unknown name itself).
-            let segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
-            let parent = segments[..segments.len().saturating_sub(1)].join(".");
-            format!("an unknown field in `{parent}`")
-        } else if path == "." {
-            "the body must be a JSON object".to_string()
-        } else {
-            format!("invalid value for `{path}`")
-        };
-        err(Code::InvalidBody, format!("Invalid JSON body: {message}."))
-    })
+/// Why (part of) a body does not read as its type.
+fn refusal(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    // serde's messages can quote the offending value (a password) or member name (a
+    // pasted secret): only the names of declared fields are echoed.
+    let inner = e.inner().to_string();
+    let path = e.path().to_string();
+    let message = if inner.starts_with("missing field") {
+        inner
+    } else if inner.starts_with("unknown field") {
+        // In a nested object (the body's own members are checked before): named by the
+        // object it is in (the path's last segment is the unknown name itself).
+        let segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+        let parent = segments[..segments.len().saturating_sub(1)].join(".");
+        format!("an unknown field in `{parent}`")
+    } else if path == "." {
+        "the body must be a JSON object".to_string()
+    } else {
+        format!("invalid value for `{path}`")
+    };
+    err(Code::InvalidBody, format!("Invalid JSON body: {message}."))
 }
 
 /// A body made of parts: structs of their own that together make one flat JSON object, each
@@ -73,18 +69,35 @@ fn typed<'de, T: Deserialize<'de>>(
 pub(super) trait Parts: Sized {
     /// The members the body takes, part by part.
     fn fields() -> Vec<&'static str>;
-    /// Each part, read from its members of `m`.
-    fn read(m: &Map<String, Value>) -> Result<Self, ApiError>;
+    /// Each part, read from its members of `m`. When several are refused, the refusal of the
+    /// member that comes first in the body is the one returned, as for a body of one struct.
+    fn read(m: &Map<String, Value>) -> Result<Self, PartError>;
 }
 
+/// A part's refusal, and where its member stands in the body (`usize::MAX`: none does, as
+/// for a missing field).
+type PartError = (usize, ApiError);
+
 /// Part `T` of a body: its members of `m`, read in place (no copy of a value).
-fn part<T: DeserializeOwned>(m: &Map<String, Value>) -> Result<T, ApiError> {
+fn part<T: DeserializeOwned>(m: &Map<String, Value>) -> Result<T, PartError> {
     let fields = serde_aux::serde_introspection::serde_introspect::<T>();
-    typed(serde::de::value::MapDeserializer::new(
+    serde_path_to_error::deserialize(serde::de::value::MapDeserializer::new(
         m.iter()
             .filter(|(k, _)| fields.contains(&k.as_str()))
             .map(|(k, v)| (k.as_str(), v)),
     ))
+    .map_err(|e| {
+        let at = match e.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => m.keys().position(|k| k == key),
+            _ => None,
+        };
+        (at.unwrap_or(usize::MAX), refusal(e))
+    })
+}
+
+/// The refusal of the member that comes first in the body, if any part was refused.
+fn first_refusal(errors: impl IntoIterator<Item = Option<PartError>>) -> Option<PartError> {
+    errors.into_iter().flatten().min_by_key(|(at, _)| *at)
 }
 
 macro_rules! parts {
@@ -93,8 +106,15 @@ macro_rules! parts {
             fn fields() -> Vec<&'static str> {
                 [$(serde_aux::serde_introspection::serde_introspect::<$p>()),+].concat()
             }
-            fn read(m: &Map<String, Value>) -> Result<Self, ApiError> {
-                Ok(($(part::<$p>(m)?,)+))
+            #[allow(non_snake_case)]
+            fn read(m: &Map<String, Value>) -> Result<Self, PartError> {
+                $(let $p = part::<$p>(m);)+
+                match ($($p,)+) {
+                    ($(Ok($p),)+) => Ok(($($p,)+)),
+                    ($($p,)+) => Err(first_refusal([$($p.err()),+]).unwrap_or_else(|| {
+                        (usize::MAX, err(Code::InvalidBody, "Invalid JSON body."))
+                    })),
+                }
             }
         }
     };
@@ -113,23 +133,32 @@ fn unknown_field(name: &str, fields: &[&str]) -> String {
     }
 }
 
-/// A body of [`Parts`].
+/// A body of [`Parts`]: of its refusals (a member no part declares, a part's), the one of
+/// the member that comes first in the body.
 pub(super) fn body_of<P: Parts>(req: &Request) -> Result<P, ApiError> {
     let mut m = object(req)?;
     let fields = P::fields();
-    let read = match m.keys().find(|k| !fields.contains(&k.as_str())) {
-        Some(unknown) => {
+    let unknown = m
+        .keys()
+        .enumerate()
+        .find(|(_, k)| !fields.contains(&k.as_str()))
+        .map(|(at, unknown)| {
             let expected: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
-            Err(err(
+            let e = err(
                 Code::InvalidBody,
                 format!(
                     "Invalid JSON body: {}, expected one of {}.",
                     unknown_field(unknown, &fields),
                     expected.join(", ")
                 ),
-            ))
-        }
-        None => P::read(&m),
+            );
+            (at, e)
+        });
+    let read = match (P::read(&m), unknown) {
+        (Ok(p), None) => Ok(p),
+        (Ok(_), Some((_, e))) => Err(e),
+        (Err(e), unknown) => Err(first_refusal([Some(e), unknown])
+            .map_or_else(|| err(Code::InvalidBody, "Invalid JSON body."), |(_, e)| e)),
     };
     // The parts hold copies of what they took; the object held every password and secret of
     // the body in plain strings, which are wiped before they are freed.

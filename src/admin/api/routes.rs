@@ -362,22 +362,22 @@ pub static ROUTES: &[Route] = &[
         (200, Shape::List("McpServer")), |a, _, _, _| a.mcp_servers()),
 ];
 
-/// The policy's switches as properties of a schema that asks for them (`"x-switches": "org"`
-/// or `"key"`, which they replace), made from their one table ([`policy::SWITCHES`]): after
-/// `region` (or first), each with the values it takes (a key's may also be `inherit`), its
-/// title and description, and `"x-switch": true` (the console lists them so).
+/// The policy's switches as properties of a schema that asks for them: a property
+/// `"x-switches": "org"` (or `"key"`) is replaced, in its place, by one per switch, made from
+/// their one table ([`policy::SWITCHES`]): the values it takes (a key's may also be
+/// `inherit`), its title and description, and `"x-switch": true` (the console lists them so).
 fn switch_properties(schema: &mut Value) {
-    let Some(o) = schema.as_object_mut() else {
+    let Some(Value::Object(props)) = schema.get_mut("properties") else {
         return;
     };
-    let key = match o.remove("x-switches").as_ref().and_then(Value::as_str) {
-        Some("org") => false,
-        Some("key") => true,
-        _ => return,
-    };
-    let Some(Value::Object(props)) = o.get_mut("properties") else {
+    let Some(at) = props.keys().position(|k| k == "x-switches") else {
         return;
     };
+    let key = props
+        .shift_remove("x-switches")
+        .as_ref()
+        .and_then(Value::as_str)
+        == Some("key");
     let values: Vec<&str> = if key {
         policy::KeySetting::ALL.iter().map(|s| s.as_str()).collect()
     } else {
@@ -389,10 +389,6 @@ fn switch_properties(schema: &mut Value) {
             "description": description, "x-switch": true});
         (name.to_string(), p)
     });
-    let at = props
-        .keys()
-        .position(|k| k == "region")
-        .map_or(0, |i| i + 1);
     let mut all: Vec<(String, Value)> = std::mem::take(props).into_iter().collect();
     all.splice(at..at, switches);
     props.extend(all);

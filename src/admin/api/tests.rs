@@ -296,6 +296,31 @@ fn a_body_of_parts_is_read_as_one_object_of_one_struct() {
         "{}",
         e.message
     );
+    // Of several refused members, in whichever parts, the one first in the body is named, as
+    // for a body of one struct (an unknown one among them, unnamed).
+    for (b, named) in [
+        (r#"{"mcp_tools": 1, "pii": 1}"#, "`mcp_tools`"),
+        (r#"{"pii": 1, "mcp_tools": 1}"#, "`pii`"),
+        (r#"{"rpm": "x", "secrets": null, "region": 5}"#, "`rpm`"),
+        (r#"{"region": 5, "rpm": "x", "secrets": null}"#, "`region`"),
+        (
+            r#"{"response_redaction": [], "region": 5}"#,
+            "`response_redaction`",
+        ),
+        (r#"{"rpm": "x", "canary": 1}"#, "`rpm`"),
+        (r#"{"canary": 1, "rpm": "x"}"#, "an unknown field"),
+    ] {
+        let e = body_of::<OrgPatch>(&req(b))
+            .err()
+            .unwrap_or_else(|| panic!("{b} accepted"));
+        assert_eq!(e.code, Code::InvalidBody, "{b}");
+        assert!(e.message.contains(named), "{b}: {}", e.message);
+        assert!(!e.message.contains("canary"), "{b}: {}", e.message);
+    }
+    let e = body_of::<NewKey>(&req(r#"{"expires_at": 1, "pii": 1}"#))
+        .err()
+        .unwrap();
+    assert!(e.message.contains("`expires_at`"), "{}", e.message);
     // A member named twice is refused, in whichever part and at whatever depth, and in
     // another spelling of the same name.
     for b in [
@@ -383,33 +408,30 @@ fn a_setting_outside_its_set_is_an_invalid_request_and_a_non_string_an_invalid_b
         }
     };
     type Check = fn(&Request) -> Result<(), ApiError>;
+    // Each body's choice fields in the order its handler checks them.
+    let org_fields = [&["region"][..], policy::SWITCH_NAMES].concat();
+    let new_key_fields = [policy::SWITCH_NAMES, &["region"]].concat();
     let bodies: [(&str, Check, bool, &[&str], &str); 4] = [
-        (
-            "org",
-            |r| org(r).map(drop),
-            false,
-            &["region", "pii", "secrets", "response_redaction"],
-            "inherit",
-        ),
+        ("org", |r| org(r).map(drop), false, &org_fields, "inherit"),
         (
             "new org",
             |r| new_org(r).map(drop),
             true,
-            &["region", "pii", "secrets", "response_redaction"],
+            &org_fields,
             "inherit",
         ),
         (
             "key",
             |r| key(r).map(drop),
             false,
-            &["pii", "secrets", "response_redaction"],
+            policy::SWITCH_NAMES,
             "maybe",
         ),
         (
             "new key",
             |r| new_key(r).map(drop),
             false,
-            &["pii", "secrets", "response_redaction", "region"],
+            &new_key_fields,
             "maybe",
         ),
     ];
