@@ -71,6 +71,46 @@ pub fn shown(v: &str) -> String {
     out
 }
 
+/// What a deserializer's message (serde's words, TOML's) says is wrong, in words that quote
+/// nothing of the input: the messages quote the value they refused (`invalid type: string
+/// "sk-proj-...", expected u64`) or an unknown member's name, and a file can hold a secret
+/// typed into the wrong field. Kept: what was expected, and the names of missing fields and of
+/// known ones (the format's own words). `None`: a message of another form (a syntax error).
+pub fn described(message: &str) -> Option<String> {
+    // The expectation comes last, after the value: the last ", expected " is the parser's.
+    let expected = |rest: &str| {
+        rest.rfind(", expected ")
+            .map(|i| format!(" (expected {})", &rest[i + ", expected ".len()..]))
+            .unwrap_or_default()
+    };
+    let m = message.trim();
+    Some(if let Some(rest) = m.strip_prefix("invalid type: ") {
+        format!("a value has the wrong type{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("invalid value: ") {
+        format!("a value is not accepted{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("invalid length ") {
+        format!("a list has the wrong length{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("unknown variant ") {
+        format!("a value is not one of those accepted{}", expected(rest))
+    } else if let Some(rest) = m.strip_prefix("unknown field ") {
+        let known = rest
+            .rfind(", expected ")
+            .map(|i| format!(" (known fields: {})", &rest[i + ", expected ".len()..]))
+            .unwrap_or_default();
+        format!("an unknown field{known}")
+    } else if let Some(field) = m
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+        .filter(|f| f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    {
+        format!("missing field `{field}`")
+    } else if m.starts_with("duplicate key") {
+        "a key is given twice".into()
+    } else {
+        return None;
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

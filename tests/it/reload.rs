@@ -121,10 +121,16 @@ fn an_invalid_file_is_refused_whole_and_the_running_config_kept() {
     assert_eq!((r.status, r.code()), (422, "invalid_config".to_string()));
     let message = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("running config is kept"), "{message}");
+    // Every problem by its place; never the value refused (a secret on the wrong line).
     assert!(
-        message.contains("verbose") && message.contains("soon"),
+        message.contains("log.level") && message.contains("limits.timeout_secs"),
         "{message}"
     );
+    assert!(
+        !message.contains("verbose") && !message.contains("soon"),
+        "{message}"
+    );
+    assert!(!log.contains("verbose") && !log.contains("soon"), "{log}");
     p.metrics_with(&["sluice_config_reloads_total{outcome=\"invalid\"} 2"]);
     // `sluice reload` reads the same file first: it says so and exits 64 without asking.
     let out = p.cli(&["reload"], b"");

@@ -124,51 +124,13 @@ pub fn parse(text: &str) -> Result<Bundle> {
         let at = e
             .span()
             .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-        let what = describe(e.message());
+        let what = crate::error::described(e.message())
+            .unwrap_or_else(|| "not TOML (a syntax error)".into());
         Error::Invalid(match at {
             Some(line) => format!("the bundle is not valid (line {line}): {what}"),
             None => format!("the bundle is not valid: {what}"),
         })
     })
-}
-
-/// What is wrong with a bundle, in words that quote nothing of it: the parser's messages quote
-/// the value they refused (`invalid type: string "sk-proj-...", expected u64`), and a bundle can
-/// hold a secret typed into the wrong field. Kept: what was expected, and the names of missing
-/// fields (both the bundle format's own words).
-pub(super) fn describe(message: &str) -> String {
-    // The expectation comes last, after the value: the last ", expected " is the parser's.
-    let expected = |rest: &str| {
-        rest.rfind(", expected ")
-            .map(|i| format!(" (expected {})", &rest[i + ", expected ".len()..]))
-            .unwrap_or_default()
-    };
-    let m = message.trim();
-    if let Some(rest) = m.strip_prefix("invalid type: ") {
-        format!("a value has the wrong type{}", expected(rest))
-    } else if let Some(rest) = m.strip_prefix("invalid value: ") {
-        format!("a value is not accepted{}", expected(rest))
-    } else if let Some(rest) = m.strip_prefix("invalid length ") {
-        format!("a list has the wrong length{}", expected(rest))
-    } else if let Some(rest) = m.strip_prefix("unknown variant ") {
-        format!("a value is not one of those accepted{}", expected(rest))
-    } else if let Some(rest) = m.strip_prefix("unknown field ") {
-        let known = rest
-            .rfind(", expected ")
-            .map(|i| format!(" (known fields: {})", &rest[i + ", expected ".len()..]))
-            .unwrap_or_default();
-        format!("an unknown field{known}")
-    } else if let Some(field) = m
-        .strip_prefix("missing field `")
-        .and_then(|r| r.strip_suffix('`'))
-        .filter(|f| f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-    {
-        format!("missing field `{field}`")
-    } else if m.starts_with("duplicate key") {
-        "a key is given twice".into()
-    } else {
-        "not TOML (a syntax error)".into()
-    }
 }
 
 /// A setting or region the bundle names at `at` (`orgs[0]`) as `field`: `None` when left out.

@@ -165,10 +165,11 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
                 }
                 Some(())
             }
-            other => {
+            // Not named (a secret pasted on the wrong line): the known ones are.
+            _ => {
                 problems.push(
-                    other,
-                    "unknown section (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet, metrics, tls)",
+                    "(file)",
+                    "an unknown section or top-level key (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet, metrics, tls)",
                 );
                 None
             }
@@ -186,6 +187,8 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
+/// Section `T` at `path`. A problem names where it is and what was expected, never the value
+/// (a secret typed into the wrong field) nor an unknown key (named by the table it is in).
 fn section<T: DeserializeOwned>(
     value: toml::Value,
     path: &str,
@@ -194,13 +197,29 @@ fn section<T: DeserializeOwned>(
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner.is_empty() || inner == "." {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
+            let message = e.inner().message();
+            let mut segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+            if message.starts_with("unknown field") {
+                // The last segment is the unknown key itself.
+                segments.pop();
+            }
+            let inner = segments
+                .iter()
+                .filter(|s| *s != ".")
+                .fold(String::new(), |mut out, s| {
+                    if !out.is_empty() && !s.starts_with('[') {
+                        out.push('.');
+                    }
+                    out.push_str(s);
+                    out
+                });
+            let full = match inner.is_empty() {
+                true => path.to_string(),
+                false => format!("{path}.{inner}"),
             };
-            problems.push(full, e.into_inner().to_string());
+            let what = crate::error::described(message)
+                .unwrap_or_else(|| "a value is not accepted".to_string());
+            problems.push(full, what);
             None
         }
     }
@@ -404,10 +423,7 @@ fn outbound_tls(
     let min_version = match o.min_version.as_deref() {
         None => defaults.0,
         Some(v) => tls_version(v).unwrap_or_else(|| {
-            p.push(
-                at("min_version"),
-                format!("{v:?} must be \"1.2\" or \"1.3\""),
-            );
+            p.push(at("min_version"), "must be \"1.2\" or \"1.3\"".to_string());
             ok = false;
             TlsVersion::V1_3
         }),
@@ -447,10 +463,7 @@ fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {
     match s.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            p.push(
-                path,
-                format!("{s:?} is not an IP:port address such as 127.0.0.1:8480"),
-            );
+            p.push(path, "not an IP:port address such as 127.0.0.1:8480");
             None
         }
     }

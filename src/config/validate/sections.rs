@@ -1,7 +1,7 @@
 //! One function per config section: its raw values checked (every problem noted with its
 //! path, none hiding another) and turned into the typed section.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
@@ -13,10 +13,7 @@ pub(super) fn tls_section(tls: raw::Tls, p: &mut Problems) -> (TlsVersion, Optio
         ca_file,
     } = tls;
     let min = tls_version(&min_version).unwrap_or_else(|| {
-        p.push(
-            "tls.min_version",
-            format!("{min_version:?} must be \"1.2\" or \"1.3\""),
-        );
+        p.push("tls.min_version", "must be \"1.2\" or \"1.3\"");
         TlsVersion::V1_3
     });
     let ca = ca_file.and_then(|f| load_ca(&f).map_err(|msg| p.push("tls.ca_file", msg)).ok());
@@ -29,7 +26,7 @@ pub(super) fn upstreams_section(
     tls_defaults: &(TlsVersion, Option<CaBundle>),
     p: &mut Problems,
 ) -> Vec<Upstream> {
-    let mut names = HashSet::new();
+    let mut names = HashMap::new();
     let mut ups = Vec::new();
     for (i, u) in upstreams.into_iter().enumerate() {
         let raw::Upstream {
@@ -51,20 +48,14 @@ pub(super) fn upstreams_section(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         {
-            p.push(
-                at("name"),
-                format!("{name:?} must be non-empty [A-Za-z0-9._-]"),
-            );
-        } else if !names.insert(name.clone()) {
-            p.push(at("name"), format!("duplicate upstream name {name:?}"));
+            p.push(at("name"), "must be non-empty [A-Za-z0-9._-]");
+        } else if let Some(j) = names.insert(name.clone(), i) {
+            p.push(at("name"), format!("the same name as upstreams[{j}]"));
         }
         let region = match region.parse::<Region>() {
             Ok(r) => Some(r),
             Err(_) => {
-                p.push(
-                    at("region"),
-                    format!("unknown region {region:?} (us | eu | apac)"),
-                );
+                p.push(at("region"), "unknown region (us | eu | apac)");
                 None
             }
         };
@@ -89,7 +80,7 @@ pub(super) fn upstreams_section(
             _ => {
                 p.push(
                 at("credential_header"),
-                format!("{header:?} is not a usable header name (a token, not host, content-length, transfer-encoding, connection or a hop-by-hop header)"),
+                "not a usable header name (a token, not host, content-length, transfer-encoding, connection or a hop-by-hop header)",
             );
                 None
             }
@@ -151,7 +142,7 @@ pub(super) fn mcp_servers_section(
     tls_defaults: &(TlsVersion, Option<CaBundle>),
     p: &mut Problems,
 ) -> Vec<McpServer> {
-    let mut mcp_names = HashSet::new();
+    let mut mcp_names = HashMap::new();
     let mut servers = Vec::new();
     for (i, m) in mcp_servers.into_iter().enumerate() {
         let raw::McpServer {
@@ -172,18 +163,12 @@ pub(super) fn mcp_servers_section(
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            p.push(
-                at("name"),
-                format!("{name:?} must be 1 to 64 characters of [a-z0-9-]"),
-            );
-        } else if !mcp_names.insert(name.clone()) {
-            p.push(at("name"), format!("duplicate MCP server name {name:?}"));
+            p.push(at("name"), "must be 1 to 64 characters of [a-z0-9-]");
+        } else if let Some(j) = mcp_names.insert(name.clone(), i) {
+            p.push(at("name"), format!("the same name as mcp_servers[{j}]"));
         }
         let region = region.parse::<Region>().map_err(|_| {
-            p.push(
-                at("region"),
-                format!("unknown region {region:?} (us | eu | apac)"),
-            );
+            p.push(at("region"), "unknown region (us | eu | apac)");
         });
         let (base, query) = match url.split_once('?') {
             Some((u, q)) => (u.to_string(), Some(q.to_string())),
@@ -198,11 +183,8 @@ pub(super) fn mcp_servers_section(
         let kind = match credential_kind.as_deref() {
             None | Some("bearer") => Some(CredentialKind::Bearer),
             Some("oauth") => Some(CredentialKind::OAuth),
-            Some(other) => {
-                p.push(
-                    at("credential_kind"),
-                    format!("{other:?} must be \"bearer\" or \"oauth\""),
-                );
+            Some(_) => {
+                p.push(at("credential_kind"), "must be \"bearer\" or \"oauth\"");
                 None
             }
         };
@@ -264,7 +246,7 @@ pub(super) fn admin_section(admin: raw::Admin, p: &mut Problems) -> Admin {
             Ok(n) => nets.push(n.trunc()),
             Err(_) => p.push(
                 format!("admin.allow_ips[{i}]"),
-                format!("{c:?} is not a CIDR such as 10.0.0.0/8 or an IP address"),
+                "not a CIDR such as 10.0.0.0/8 or an IP address",
             ),
         }
     }
@@ -301,11 +283,8 @@ pub(super) fn pii_section(pii: raw::Pii, p: &mut Problems) -> Pii {
     match default.as_str() {
         "on" => Pii { default_on: true },
         "off" => Pii { default_on: false },
-        other => {
-            p.push(
-                "pii.default",
-                format!("{other:?} must be \"on\" or \"off\""),
-            );
+        _ => {
+            p.push("pii.default", "must be \"on\" or \"off\"");
             Pii { default_on: true }
         }
     }
@@ -486,11 +465,8 @@ pub(super) fn log_section(log: raw::Log, p: &mut Problems) -> Log {
     let format = match format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => {
-            p.push(
-                "log.format",
-                format!("unknown format {other:?} (text | json)"),
-            );
+        _ => {
+            p.push("log.format", "unknown format (text | json)");
             LogFormat::Text
         }
     };
@@ -504,7 +480,7 @@ pub(super) fn log_section(log: raw::Log, p: &mut Problems) -> Log {
     if !directives_ok || tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         p.push(
             "log.level",
-            format!("{level:?} is not a level or filter (e.g. info, sluice=debug)"),
+            "not a level or filter (e.g. info, sluice=debug)",
         );
     }
     Log { format, level }
@@ -517,9 +493,7 @@ pub(super) fn cors_section(cors: raw::Cors, p: &mut Problems) -> Cors {
         if !is_origin(o) {
             p.push(
                 format!("cors.allow_origins[{i}]"),
-                format!(
-                    "{o:?} is not an origin like https://app.example.com (no path, no wildcard)"
-                ),
+                "not an origin like https://app.example.com (no path, no wildcard)",
             );
         }
     }
@@ -612,7 +586,7 @@ pub(super) fn residency_section(
         Err(_) => {
             p.push(
                 "residency.default_region",
-                format!("unknown region {default_region:?} (us | eu | apac)"),
+                "unknown region (us | eu | apac)",
             );
             Region::Us
         }
