@@ -3,17 +3,10 @@
 use super::*;
 
 pub(super) fn check_credential_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(Error::Invalid(
-            "credential name must be 1 to 64 characters of [A-Za-z0-9._-]".into(),
-        ));
+    match crate::config::is_credential_name(name) {
+        true => Ok(()),
+        false => Err(Error::Invalid(crate::config::CREDENTIAL_NAME_RULE.into())),
     }
-    Ok(())
 }
 
 /// Turn what was read from stdin into a secret: one trailing newline (`\n` or `\r\n`) is

@@ -232,6 +232,68 @@ base_url = "http://127.0.0.1:9"
 }
 
 #[test]
+fn no_problem_quotes_what_the_file_holds() {
+    // A secret typed on the wrong line (as a value, a key, a table name, in a URL, as a
+    // credential's name, as a file path) is never in a problem; the place and what was
+    // expected are.
+    let up =
+        "[[upstreams]]\nname = \"ok\"\nregion = \"us\"\nbase_url = \"https://api.openai.com\"\n";
+    let cases: &[(&str, &str)] = &[
+        ("[limits]\nsk-canary-1 = 1\nsk-canary-1 = 2\n", "(file): not valid TOML (line 3)"),
+        ("[limits.sk-canary-2]\nx = 1\nx = 2\n", "(file): not valid TOML (line 3)"),
+        ("[sk-canary-3]\n[sk-canary-3]\n", "(file): not valid TOML"),
+        ("K = 1\nK.sk-canary-4 = 2\n", "(file): not valid TOML (line 2)"),
+        ("x = \"sk-canary-5\n", "(file): not valid TOML (line 1)"),
+        ("[sk-canary-6]\nx = 1\n", "(file): an unknown section"),
+        ("server = [\"sk-canary-7\", 30]\n", "server: must be a table"),
+        ("[admin]\nsession_ttl_hours = 987654321\n", "admin.session_ttl_hours: out of range"),
+        ("[limits]\ntimeout_secs = \"sk-canary-8\"\n", "limits.timeout_secs: a value has the wrong type"),
+        (
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://api.example.com/sk-canary-9/v1\"\n",
+            "upstreams[0].base_url: the URL must not end with /v1",
+        ),
+        (
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://sk_canary_10.example.com\"\n",
+            "upstreams[0].base_url: the host cannot hold `_`",
+        ),
+        (
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://a.example.com:0/sk-canary-11\"\n",
+            "upstreams[0].base_url: the URL has a port outside 1..65535",
+        ),
+        (
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://a.example.com\"\ncredential = \"sk-canary-12\"\n",
+            "upstreams[0].credential: a credential name is",
+        ),
+        (
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://a.example.com\"\nca_file = \"/nonexistent/sk-canary-13.pem\"\n",
+            "upstreams[0].ca_file: cannot read the file",
+        ),
+        (
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"http://a.example.com\"\ncredential = \"c\"\n",
+            "upstreams[0].base_url: plain http:// to a host that is not loopback",
+        ),
+        (
+            "[[upstreams]]\nname = \"ok\"\nregion = \"us\"\nbase_url = \"https://a.example.com\"\n",
+            "upstreams[1].name: the same name as upstreams[0]",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    for (text, want) in cases {
+        std::fs::write(&path, format!("{text}{up}")).unwrap();
+        let out = Command::new(crate::support::bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{text}: want {want} in:\n{err}");
+        assert!(!err.contains("canary"), "{text}: quoted in:\n{err}");
+    }
+}
+
+#[test]
 fn a_file_without_upstreams_is_refused() {
     let errs = Config::parse("[limits]\ntimeout_secs = 5\n").unwrap_err();
     assert_eq!(errs[0].path, "upstreams");

@@ -123,7 +123,8 @@ pub fn parse(text: &str) -> Result<Bundle> {
     toml::from_str(text).map_err(|e| {
         let at = e
             .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            .and_then(|s| text.get(..s.start))
+            .map(|before| before.matches('\n').count() + 1);
         let what = crate::error::described(e.message())
             .unwrap_or_else(|| "not TOML (a syntax error)".into());
         Error::Invalid(match at {

@@ -106,7 +106,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     let table: toml::Table = toml::from_str(text).map_err(|e| {
         vec![Problem {
             path: "(file)".into(),
-            message: format!("not valid TOML: {}", e.message()),
+            message: syntax_error(&e, text),
         }]
     })?;
     let mut problems = Problems(Vec::new());
@@ -187,6 +187,44 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     }
 }
 
+/// A TOML syntax error as a problem shows it: its line, and the parser's words without a key
+/// or table name they quote (a key given twice, a dotted key over a value: the key could be a
+/// secret typed on the wrong line). The parser's own tokens (`=`, `#`, `\n`) are kept.
+fn syntax_error(e: &toml::de::Error, text: &str) -> String {
+    let line = e
+        .span()
+        .and_then(|s| text.get(..s.start))
+        .map(|before| before.matches('\n').count() + 1);
+    // Quoted only what is the parser's: a backquoted run of a few characters.
+    let tokens_only = |l: &str| {
+        l.split('`')
+            .skip(1)
+            .step_by(2)
+            .all(|q| q.chars().count() <= 4)
+    };
+    let words: Vec<String> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            if l.starts_with("duplicate key") {
+                "a key or table is given twice".to_string()
+            } else if l.starts_with("dotted key") {
+                "a dotted key extends a value that is not a table".to_string()
+            } else if tokens_only(l) {
+                l.to_string()
+            } else {
+                "a syntax error".to_string()
+            }
+        })
+        .collect();
+    match line {
+        Some(n) => format!("not valid TOML (line {n}): {}", words.join("; ")),
+        None => format!("not valid TOML: {}", words.join("; ")),
+    }
+}
+
 /// Section `T` at `path`. A problem names where it is and what was expected, never the value
 /// (a secret typed into the wrong field) nor an unknown key (named by the table it is in).
 fn section<T: DeserializeOwned>(
@@ -194,6 +232,11 @@ fn section<T: DeserializeOwned>(
     path: &str,
     problems: &mut Problems,
 ) -> Option<T> {
+    // A struct reads from an array too, field by field: `server = [4, 30]`.
+    if !value.is_table() {
+        problems.push(path, "must be a table");
+        return None;
+    }
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -213,9 +256,12 @@ fn section<T: DeserializeOwned>(
                     out.push_str(s);
                     out
                 });
-            let full = match inner.is_empty() {
-                true => path.to_string(),
-                false => format!("{path}.{inner}"),
+            let full = if inner.is_empty() {
+                path.to_string()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                format!("{path}.{inner}")
             };
             let what = crate::error::described(message)
                 .unwrap_or_else(|| "a value is not accepted".to_string());
@@ -322,37 +368,37 @@ fn load_ca(path: &str) -> Result<CaBundle, String> {
     let mut text = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut text))
-        .map_err(|e| format!("cannot read {path:?}: {e}"))?;
+        .map_err(|e| format!("cannot read the file: {}", e.kind()))?;
     if text.len() as u64 > MAX_BYTES {
-        return Err(format!("{path:?} is larger than {} MiB", MAX_BYTES >> 20));
+        return Err(format!("the file is larger than {} MiB", MAX_BYTES >> 20));
     }
     let mut certs = Vec::new();
     // Checked as the TLS client will use them: a certificate its store refuses would fail
     // every connection, not the config.
     let mut store = rustls::RootCertStore::empty();
     for (n, item) in rustls_pemfile::certs(&mut text.as_slice()).enumerate() {
-        let der = item.map_err(|_| format!("{path:?}: PEM block {} is not readable", n + 1))?;
+        let der = item.map_err(|_| format!("PEM block {} of the file is not readable", n + 1))?;
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-            .map_err(|_| format!("{path:?}: certificate {} is not valid X.509", n + 1))?;
+            .map_err(|_| format!("certificate {} of the file is not valid X.509", n + 1))?;
         // A leaf another CA signed would vouch for any name with its own key: only a CA, or a
         // self-signed certificate trusted as itself, anchors trust.
         if !cert.is_ca() && cert.subject() != cert.issuer() {
             return Err(format!(
-                "{path:?}: certificate {} ({}) is not a CA certificate",
+                "certificate {} of the file ({}) is not a CA certificate",
                 n + 1,
                 cert.subject()
             ));
         }
         store.add(der.clone()).map_err(|e| {
             format!(
-                "{path:?}: certificate {} cannot be a trust anchor: {e}",
+                "certificate {} of the file cannot be a trust anchor: {e}",
                 n + 1
             )
         })?;
         certs.push(der.as_ref().to_vec());
     }
     if certs.is_empty() {
-        return Err(format!("{path:?} holds no PEM certificate"));
+        return Err("the file holds no PEM certificate".into());
     }
     Ok(CaBundle {
         path: PathBuf::from(path),
@@ -403,10 +449,7 @@ fn outbound_tls(
         if o.has_credential && !o.allow_plaintext && !is_loopback_host(&o.url.host) {
             p.push(
                 at(o.url_key),
-                format!(
-                    "plain http:// to {} (not loopback) would send the credential in clear text: use https://, or set allow_plaintext = true",
-                    o.url.host
-                ),
+                "plain http:// to a host that is not loopback would send the credential in clear text: use https://, or set allow_plaintext = true",
             );
             ok = false;
         }
@@ -414,10 +457,7 @@ fn outbound_tls(
     }
     if o.url.host.contains('_') {
         // The TLS client would check the certificate for the name with `-` in its place.
-        p.push(
-            at(o.url_key),
-            format!("{:?}: a TLS host name cannot hold `_`", o.url.host),
-        );
+        p.push(at(o.url_key), "the host cannot hold `_` (a TLS host name)");
         ok = false;
     }
     let min_version = match o.min_version.as_deref() {
@@ -471,7 +511,7 @@ fn addr(s: &str, path: &str, p: &mut Problems) -> Option<SocketAddr> {
 
 fn range(v: u64, min: u64, max: u64, path: &str, p: &mut Problems) {
     if v < min || v > max {
-        p.push(path, format!("{v} is out of range ({min}..={max})"));
+        p.push(path, format!("out of range ({min}..={max})"));
     }
 }
 
@@ -498,8 +538,9 @@ pub(crate) fn parse_base_url(s: &str) -> Result<BaseUrl, String> {
 /// Parse an `http(s)://host[:port][/path]` URL (no credentials, query or fragment); with
 /// `upstream`, a trailing `/v1` is refused as well (see [`parse_base_url`]).
 fn parse_url(s: &str, upstream: bool) -> Result<BaseUrl, String> {
-    // Errors quote the URL without what could be a secret.
-    let shown = crate::error::shown_url(s);
+    // Errors never quote the URL: a path or host can hold a token too (the problem's place
+    // names the key).
+    let shown = "the URL";
     let uri: http::Uri = s
         .parse()
         .map_err(|_| format!("{shown} is not a URL such as https://api.openai.com"))?;

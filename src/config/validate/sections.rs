@@ -66,10 +66,11 @@ pub(super) fn upstreams_section(
                 None
             }
         };
-        if let Some(c) = &credential {
-            if c.trim().is_empty() {
-                p.push(at("credential"), "must not be empty when set");
-            }
+        if credential
+            .as_deref()
+            .is_some_and(|c| !crate::config::is_credential_name(c))
+        {
+            p.push(at("credential"), crate::config::CREDENTIAL_NAME_RULE);
         }
         let header = credential_header
             .as_deref()
@@ -175,10 +176,11 @@ pub(super) fn mcp_servers_section(
             None => (url.clone(), None),
         };
         let parsed = parse_url(&base, false).map_err(|msg| p.push(at("url"), msg));
-        if let Some(c) = &credential {
-            if c.trim().is_empty() {
-                p.push(at("credential"), "must not be empty when set");
-            }
+        if credential
+            .as_deref()
+            .is_some_and(|c| !crate::config::is_credential_name(c))
+        {
+            p.push(at("credential"), crate::config::CREDENTIAL_NAME_RULE);
         }
         let kind = match credential_kind.as_deref() {
             None | Some("bearer") => Some(CredentialKind::Bearer),
