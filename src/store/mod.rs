@@ -339,6 +339,71 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_written_whole_reads_back_the_same() {
+        // Every column the policy has, on insert and on replace, for an org and a key.
+        use crate::policy::{KeySetting, Setting, Switches};
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("s.db")).unwrap();
+        let org = s.insert_org("acme", &OrgPolicy::default()).unwrap();
+        let limits = Limits {
+            rpm: Some(7),
+            tpm: Some(8),
+            budget: Some(Budget {
+                tokens: 9,
+                period: Period::Month,
+            }),
+        };
+        let want = OrgPolicy {
+            region: Some(crate::residency::Region::Apac),
+            switches: Switches::from_table(|_, s| match s.new_org {
+                Setting::On => Setting::Off,
+                Setting::Off => Setting::On,
+            }),
+            mcp: Mcp {
+                tools: AllowList::parse("a:b").unwrap(),
+                resources: AllowList::parse("r:file:///x").unwrap(),
+                prompts: AllowList::parse("p:q").unwrap(),
+            },
+            limits,
+        };
+        assert_eq!(s.set_org_policy(&org.id, &want).unwrap().policy, want);
+        assert_eq!(s.org(&org.id).unwrap().policy, want);
+        assert!(matches!(
+            s.set_org_policy("nope", &want),
+            Err(Error::NotFound { what: "org", .. })
+        ));
+        let mut k = key_of(&org.id);
+        k.policy = KeyPolicy {
+            switches: Switches::from_table(|_, _| KeySetting::Off),
+            mcp: Mcp {
+                tools: Some(AllowList::parse("a:*").unwrap()),
+                ..Mcp::default()
+            },
+            region: Some(crate::residency::Region::Eu),
+            limits,
+        };
+        s.insert_key(&k).unwrap();
+        assert_eq!(s.key(&k.id).unwrap().policy, k.policy);
+        let want = KeyPolicy {
+            switches: Switches::from_table(|_, _| KeySetting::On),
+            ..KeyPolicy::default()
+        };
+        let got = s.set_key_policy(&k.id, &want).unwrap().policy;
+        // A key's region is set when it is made.
+        assert_eq!(
+            got,
+            KeyPolicy {
+                region: k.policy.region,
+                ..want.clone()
+            }
+        );
+        assert!(matches!(
+            s.set_key_policy("nope", &want),
+            Err(Error::NotFound { what: "key", .. })
+        ));
+    }
+
+    #[test]
     fn a_stored_policy_that_does_not_read_allows_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");

@@ -45,43 +45,13 @@ pub struct Key {
 impl Store {
     /// Create an org with its policy.
     pub fn insert_org(&self, name: &str, p: &OrgPolicy) -> Result<Org> {
+        static SQL: LazyLock<String> =
+            LazyLock::new(|| insert_sql("orgs", &["id", "name", "region", "created_at"]));
         let id = new_id();
         let lists = p.mcp.map(AllowList::to_string);
-        let (tokens, period) = budget_columns(&p.limits);
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            insert_sql(
-                "orgs",
-                &[
-                    "id",
-                    "name",
-                    "region",
-                    "created_at",
-                    "mcp_tools",
-                    "mcp_resources",
-                    "mcp_prompts",
-                    "rpm",
-                    "tpm",
-                    "budget_tokens",
-                    "budget_period",
-                ],
-            )
-        });
         let now = Timestamp::now();
-        let fixed: [&dyn ToSql; 11] = [
-            &id,
-            &name,
-            &p.region,
-            &now,
-            &lists.tools,
-            &lists.resources,
-            &lists.prompts,
-            &p.limits.rpm,
-            &p.limits.tpm,
-            &tokens,
-            &period,
-        ];
-        self.conn
-            .execute(&SQL, &*with_switches(&fixed, &p.switches))
+        let head: [&dyn ToSql; 4] = [&id, &name, &p.region, &now];
+        self.write_policy(&SQL, &head, &lists, &p.limits, &p.switches)
             .map_err(|e| unique(e, "org", name))?;
         self.org(&id)
     }
@@ -112,54 +82,69 @@ impl Store {
 
     /// Replace an org's policy.
     pub fn set_org_policy(&self, id: &str, p: &OrgPolicy) -> Result<Org> {
+        static SQL: LazyLock<String> = LazyLock::new(|| update_sql("orgs", &["region"]));
         let lists = p.mcp.map(AllowList::to_string);
-        let (tokens, period) = budget_columns(&p.limits);
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            update_sql(
-                "orgs",
-                &[
-                    "region",
-                    "mcp_tools",
-                    "mcp_resources",
-                    "mcp_prompts",
-                    "rpm",
-                    "tpm",
-                    "budget_tokens",
-                    "budget_period",
-                ],
-            )
-        });
-        let fixed: [&dyn ToSql; 9] = [
-            &id,
-            &p.region,
-            &lists.tools,
-            &lists.resources,
-            &lists.prompts,
-            &p.limits.rpm,
-            &p.limits.tpm,
-            &tokens,
-            &period,
-        ];
-        let n = self
-            .conn
-            .execute(&SQL, &*with_switches(&fixed, &p.switches))?;
-        if n == 0 {
+        self.update_policy(
+            &SQL,
+            ("org", id),
+            &[&p.region],
+            &lists,
+            &p.limits,
+            &p.switches,
+        )?;
+        self.org(id)
+    }
+
+    /// Replace the policy columns of row `id` (`sql` from [`update_sql`], `head` the values of
+    /// its columns before the policy's). A row that is not there is `NotFound` (`what`).
+    fn update_policy<L: ToSql, S: ToSql>(
+        &self,
+        sql: &str,
+        (what, id): (&'static str, &str),
+        head: &[&dyn ToSql],
+        lists: &Mcp<L>,
+        limits: &Limits,
+        switches: &Switches<S>,
+    ) -> Result<()> {
+        let head = [&[&id as &dyn ToSql][..], head].concat();
+        if self.write_policy(sql, &head, lists, limits, switches)? == 0 {
             return Err(Error::NotFound {
-                what: "org",
+                what,
                 id: id.to_string(),
             });
         }
-        self.org(id)
+        Ok(())
+    }
+
+    /// Run `sql` (from [`insert_sql`] or [`update_sql`]) with the values of `head`, then the
+    /// policy's: its lists and limits ([`POLICY_COLS`]), then its switches. The rows changed.
+    fn write_policy<L: ToSql, S: ToSql>(
+        &self,
+        sql: &str,
+        head: &[&dyn ToSql],
+        lists: &Mcp<L>,
+        limits: &Limits,
+        switches: &Switches<S>,
+    ) -> rusqlite::Result<usize> {
+        let (tokens, period) = budget_columns(limits);
+        let mut params: Vec<&dyn ToSql> = head.to_vec();
+        params.extend_from_slice(&[
+            &lists.tools,
+            &lists.resources,
+            &lists.prompts,
+            &limits.rpm,
+            &limits.tpm,
+            &tokens,
+            &period,
+        ]);
+        params.extend(switches.iter().map(|(_, s)| s as &dyn ToSql));
+        self.conn.execute(sql, &*params)
     }
 
     // ---- API keys ----
 
     /// Insert a key (its hash and display prefix; the key itself is never stored).
     pub fn insert_key(&self, k: &Key) -> Result<()> {
-        self.org(&k.org_id)?;
-        let p = &k.policy;
-        let lists = p.mcp.map(|l| l.as_ref().map(AllowList::to_string));
-        let (tokens, period) = budget_columns(&p.limits);
         static SQL: LazyLock<String> = LazyLock::new(|| {
             insert_sql(
                 "api_keys",
@@ -170,37 +155,25 @@ impl Store {
                     "prefix",
                     "hash",
                     "region",
-                    "rpm",
                     "expires_at",
                     "created_at",
-                    "mcp_tools",
-                    "mcp_resources",
-                    "mcp_prompts",
-                    "tpm",
-                    "budget_tokens",
-                    "budget_period",
                 ],
             )
         });
-        let fixed: [&dyn ToSql; 15] = [
+        self.org(&k.org_id)?;
+        let p = &k.policy;
+        let lists = p.mcp.map(|l| l.as_ref().map(AllowList::to_string));
+        let head: [&dyn ToSql; 8] = [
             &k.id,
             &k.org_id,
             &k.name,
             &k.prefix,
             &k.hash,
             &p.region,
-            &p.limits.rpm,
             &k.expires_at,
             &k.created_at,
-            &lists.tools,
-            &lists.resources,
-            &lists.prompts,
-            &p.limits.tpm,
-            &tokens,
-            &period,
         ];
-        self.conn
-            .execute(&SQL, &*with_switches(&fixed, &p.switches))?;
+        self.write_policy(&SQL, &head, &lists, &p.limits, &p.switches)?;
         Ok(())
     }
 
@@ -216,41 +189,9 @@ impl Store {
 
     /// Replace a key's policy (its region is set when it is made).
     pub fn set_key_policy(&self, id: &str, p: &KeyPolicy) -> Result<Key> {
+        static SQL: LazyLock<String> = LazyLock::new(|| update_sql("api_keys", &[]));
         let lists = p.mcp.map(|l| l.as_ref().map(AllowList::to_string));
-        let (tokens, period) = budget_columns(&p.limits);
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            update_sql(
-                "api_keys",
-                &[
-                    "mcp_tools",
-                    "mcp_resources",
-                    "mcp_prompts",
-                    "rpm",
-                    "tpm",
-                    "budget_tokens",
-                    "budget_period",
-                ],
-            )
-        });
-        let fixed: [&dyn ToSql; 8] = [
-            &id,
-            &lists.tools,
-            &lists.resources,
-            &lists.prompts,
-            &p.limits.rpm,
-            &p.limits.tpm,
-            &tokens,
-            &period,
-        ];
-        let n = self
-            .conn
-            .execute(&SQL, &*with_switches(&fixed, &p.switches))?;
-        if n == 0 {
-            return Err(Error::NotFound {
-                what: "key",
-                id: id.to_string(),
-            });
-        }
+        self.update_policy(&SQL, ("key", id), &[], &lists, &p.limits, &p.switches)?;
         self.key(id)
     }
 
@@ -360,6 +301,17 @@ impl Store {
     }
 }
 
+/// The policy columns an org and a key share, in this order: the MCP lists, the limits.
+const POLICY_COLS: [&str; 7] = [
+    "mcp_tools",
+    "mcp_resources",
+    "mcp_prompts",
+    "rpm",
+    "tpm",
+    "budget_tokens",
+    "budget_period",
+];
+
 /// An org's columns: these (read by position), then one per switch (read by name).
 static ORG_COLS: LazyLock<String> = LazyLock::new(|| {
     with_switch_cols(
@@ -381,37 +333,28 @@ fn with_switch_cols(cols: &str) -> String {
     format!("{cols}, {}", SWITCH_NAMES.join(", "))
 }
 
-/// An insert of `cols`, then the switches' columns, bound in that order.
-fn insert_sql(table: &str, cols: &[&str]) -> String {
-    let n = cols.len() + SWITCH_NAMES.len();
-    let slots: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+/// An insert of `head`, then the policy's columns ([`POLICY_COLS`], the switches'), bound in
+/// that order ([`Store::write_policy`]).
+fn insert_sql(table: &str, head: &[&str]) -> String {
+    let cols = [head, &POLICY_COLS, SWITCH_NAMES].concat();
+    let slots: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
     format!(
         "INSERT INTO {table} ({}) VALUES ({})",
-        with_switch_cols(&cols.join(", ")),
+        cols.join(", "),
         slots.join(", ")
     )
 }
 
-/// An update of `cols`, then the switches' columns, of the row whose id is `?1` (bound
-/// first, then the columns in that order).
-fn update_sql(table: &str, cols: &[&str]) -> String {
-    let sets: Vec<String> = cols
+/// An update of `head`, then the policy's columns ([`POLICY_COLS`], the switches'), of the row
+/// whose id is `?1` (bound first, then the columns in that order).
+fn update_sql(table: &str, head: &[&str]) -> String {
+    let sets: Vec<String> = [head, &POLICY_COLS, SWITCH_NAMES]
+        .concat()
         .iter()
-        .chain(SWITCH_NAMES)
         .enumerate()
         .map(|(i, c)| format!("{c} = ?{}", i + 2))
         .collect();
     format!("UPDATE {table} SET {} WHERE id = ?1", sets.join(", "))
-}
-
-/// `fixed`'s values, then the switches' (as [`insert_sql`] and [`update_sql`] bind them).
-fn with_switches<'a, T: ToSql>(
-    fixed: &[&'a dyn ToSql],
-    switches: &'a Switches<T>,
-) -> Vec<&'a dyn ToSql> {
-    let mut v = fixed.to_vec();
-    v.extend(switches.iter().map(|(_, s)| s as &dyn ToSql));
-    v
 }
 
 /// The switches of an org or key row, by their columns' names.
