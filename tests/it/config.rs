@@ -244,7 +244,7 @@ fn no_problem_quotes_what_the_file_holds() {
         ("[sk-canary-3]\n[sk-canary-3]\n", "(file): not valid TOML"),
         ("K = 1\nK.sk-canary-4 = 2\n", "(file): not valid TOML (line 2)"),
         ("x = \"sk-canary-5\n", "(file): not valid TOML (line 1)"),
-        ("[sk-canary-6]\nx = 1\n", "(file): an unknown section"),
+        ("[limits]\n\n[sk-canary-6]\nx = 1\n", "(file): an unknown section or top-level key at line 3"),
         ("server = [\"sk-canary-7\", 30]\n", "server: must be a table"),
         ("[admin]\nsession_ttl_hours = 987654321\n", "admin.session_ttl_hours: out of range"),
         ("[limits]\ntimeout_secs = \"sk-canary-8\"\n", "limits.timeout_secs: a value has the wrong type"),

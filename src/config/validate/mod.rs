@@ -103,19 +103,25 @@ impl Problems {
 }
 
 pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
-    let table: toml::Table = toml::from_str(text).map_err(|e| {
-        vec![Problem {
-            path: "(file)".into(),
-            message: syntax_error(&e, text),
-        }]
-    })?;
+    // Keys with their place in the file: an unknown one is said by its line, not its name.
+    let table: std::collections::BTreeMap<toml::Spanned<String>, toml::Value> =
+        toml::from_str(text).map_err(|e| {
+            vec![Problem {
+                path: "(file)".into(),
+                message: syntax_error(&e, text),
+            }]
+        })?;
     let mut problems = Problems(Vec::new());
     let mut cfg = RawConfig {
         upstreams: Vec::new(),
         ..RawConfig::default()
     };
     let mut saw_upstreams = false;
-    for (key, value) in table {
+    for (spanned, value) in table {
+        let line = text
+            .get(..spanned.span().start)
+            .map_or(1, |before| before.matches('\n').count() + 1);
+        let key = spanned.into_inner();
         match key.as_str() {
             "listen" => section(value, &key, &mut problems).map(|s| cfg.listen = s),
             "store" => section(value, &key, &mut problems).map(|s| cfg.store = s),
@@ -169,7 +175,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
             _ => {
                 problems.push(
                     "(file)",
-                    "an unknown section or top-level key (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet, metrics, tls)",
+                    format!("an unknown section or top-level key at line {line} (known: listen, store, limits, server, log, cors, admin, pii, redaction, residency, upstreams, mcp, mcp_servers, fleet, metrics, tls)"),
                 );
                 None
             }
