@@ -405,14 +405,14 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Whether `name` can name a vault credential: 1 to 64 characters of `[A-Za-z0-9._-]`, and
-/// not shaped like a provider's key or token (one typed where its name goes would be logged,
-/// as a credential's name is, with every request that uses it).
+/// not shaped like a provider's key or token: 20 characters or more after one of their
+/// prefixes (one typed where its name goes would be logged, as a credential's name is, with
+/// every request that uses it). A short name with such a prefix (`sk-prod`) is a name.
 pub fn is_credential_name(name: &str) -> bool {
-    const KEY_PREFIXES: [&str; 12] = [
+    const KEY_PREFIXES: [&str; 11] = [
         "sk-",
         "sk_",
         "rk_",
-        "pk_",
         "ghp_",
         "gho_",
         "ghs_",
@@ -422,17 +422,20 @@ pub fn is_credential_name(name: &str) -> bool {
         "AKIA",
         "AIza",
     ];
+    let key_shaped = name.len() >= 20 && KEY_PREFIXES.iter().any(|p| name.starts_with(p));
     !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !KEY_PREFIXES.iter().any(|p| name.starts_with(p))
+        && !key_shaped
 }
 
 /// What a credential name must be ([`is_credential_name`]).
 pub const CREDENTIAL_NAME_RULE: &str = "a credential name is 1 to 64 characters of \
-    [A-Za-z0-9._-], not a key itself (the secret is stored with `sluice credentials set`)";
+    [A-Za-z0-9._-], not a key itself (20 characters or more starting sk-, sk_, rk_, ghp_, \
+    gho_, ghs_, github_pat_, xox, glpat-, AKIA or AIza; the secret is stored with `sluice \
+    credentials set`)";
 
 /// A pin as written (`sha256/<base64 of 32 bytes>`), as a digest.
 pub fn parse_pin(s: &str) -> Option<[u8; 32]> {

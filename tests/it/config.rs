@@ -261,7 +261,7 @@ fn no_problem_quotes_what_the_file_holds() {
             "upstreams[0].base_url: the URL has a port outside 1..65535",
         ),
         (
-            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://a.example.com\"\ncredential = \"sk-canary-12\"\n",
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://a.example.com\"\ncredential = \"sk-canary-12-0123456789\"\n",
             "upstreams[0].credential: a credential name is",
         ),
         (

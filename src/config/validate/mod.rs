@@ -225,9 +225,13 @@ fn syntax_error(e: &toml::de::Error, text: &str) -> String {
             }
         })
         .collect();
+    let words = match words.is_empty() {
+        true => "a syntax error".to_string(),
+        false => words.join("; "),
+    };
     match line {
-        Some(n) => format!("not valid TOML (line {n}): {}", words.join("; ")),
-        None => format!("not valid TOML: {}", words.join("; ")),
+        Some(n) => format!("not valid TOML (line {n}): {words}"),
+        None => format!("not valid TOML: {words}"),
     }
 }
 
@@ -614,6 +618,46 @@ mod tests {
     #[test]
     fn built_in_defaults_are_valid() {
         from_raw(RawConfig::default()).unwrap();
+    }
+
+    #[test]
+    fn a_syntax_error_says_its_line_and_something() {
+        // A bare carriage return: the parser has no words for it.
+        for (text, line) in [("a = 1\rb = 2\n", 1), ("a = 1\r\n\nb = \"x\n", 3)] {
+            let e = parse(text).unwrap_err();
+            let m = &e[0].message;
+            assert!(
+                m.starts_with(&format!("not valid TOML (line {line}): ")),
+                "{m}"
+            );
+            assert!(!m.trim_end().ends_with(':'), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_credential_name_is_a_name_not_a_key() {
+        for ok in [
+            "openai-us",
+            "sk-prod",
+            "pk_live",
+            "AKIA-test",
+            "a.b_c-1",
+            &"x".repeat(64),
+        ] {
+            assert!(crate::config::is_credential_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a/b",
+            &"x".repeat(65),
+            "sk-proj-abcdefghijklmnop",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_0123456789abcdefABCDEF",
+            "xoxb-1234567890-abcdefgh",
+        ] {
+            assert!(!crate::config::is_credential_name(bad), "{bad}");
+        }
     }
 
     #[test]

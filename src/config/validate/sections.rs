@@ -394,7 +394,7 @@ pub(super) fn limits_section(limits: raw::Limits, p: &mut Problems) -> Limits {
     if long_timeout_secs < timeout_secs {
         p.push(
             "limits.long_timeout_secs",
-            format!("must be at least limits.timeout_secs ({timeout_secs})"),
+            "must be at least limits.timeout_secs",
         );
     }
     range(
