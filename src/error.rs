@@ -71,6 +71,31 @@ pub fn shown(v: &str) -> String {
     out
 }
 
+/// The line of byte `offset` in `text` (1 for the first), for a parser's error span.
+pub fn line_of(text: &str, offset: usize) -> Option<usize> {
+    text.get(..offset)
+        .map(|before| before.matches('\n').count() + 1)
+}
+
+/// Where a deserializer's error is, as `a.b[0].c` (empty: at the top). For an unknown field
+/// (`unknown`), the table it is in: the last segment is the unknown name itself, which is the
+/// caller's text and is never shown.
+pub fn place(path: &serde_path_to_error::Path, unknown: bool) -> String {
+    let segments: Vec<_> = path.iter().collect();
+    let shown = match unknown {
+        true => &segments[..segments.len().saturating_sub(1)],
+        false => &segments[..],
+    };
+    let mut out = String::new();
+    for s in shown {
+        if !out.is_empty() && !matches!(s, serde_path_to_error::Segment::Seq { .. }) {
+            out.push('.');
+        }
+        out.push_str(&s.to_string());
+    }
+    out
+}
+
 /// What a deserializer's message (serde's words, TOML's) says is wrong, in words that quote
 /// nothing of the input: the messages quote the value they refused (`invalid type: string
 /// "sk-proj-...", expected u64`) or an unknown member's name, and a file can hold a secret

@@ -153,13 +153,6 @@ impl<T> Switches<T> {
     }
 }
 
-impl<T> Switches<Option<T>> {
-    /// Whether no switch has a value.
-    pub fn is_none(&self) -> bool {
-        self.iter().all(|(_, v)| v.is_none())
-    }
-}
-
 impl<T: Serialize> Serialize for Switches<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("Switches", SWITCH_NAMES.len())?;

@@ -50,10 +50,11 @@ fn refusal(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         inner
     } else if inner.starts_with("unknown field") {
         // In a nested object (the body's own members are checked before): named by the
-        // object it is in (the path's last segment is the unknown name itself).
-        let segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
-        let parent = segments[..segments.len().saturating_sub(1)].join(".");
-        format!("an unknown field in `{parent}`")
+        // object it is in.
+        format!(
+            "an unknown field in `{}`",
+            crate::error::place(e.path(), true)
+        )
     } else if path == "." {
         "the body must be a JSON object".to_string()
     } else {
@@ -156,9 +157,9 @@ pub(super) fn body_of<P: Parts>(req: &Request) -> Result<P, ApiError> {
         });
     let read = match (P::read(&m), unknown) {
         (Ok(p), None) => Ok(p),
-        (Ok(_), Some((_, e))) => Err(e),
-        (Err(e), unknown) => Err(first_refusal([Some(e), unknown])
-            .map_or_else(|| err(Code::InvalidBody, "Invalid JSON body."), |(_, e)| e)),
+        // The refusal of the member first in the body.
+        (Err((at, _)), Some((unknown_at, e))) if unknown_at < at => Err(e),
+        (Ok(_), Some((_, e))) | (Err((_, e)), _) => Err(e),
     };
     // The parts hold copies of what they took; the object held every password and secret of
     // the body in plain strings, which are wiped before they are freed.

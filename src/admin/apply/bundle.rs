@@ -121,10 +121,7 @@ impl std::fmt::Display for Change {
 /// Parse a bundle (TOML). Errors never quote a value.
 pub fn parse(text: &str) -> Result<Bundle> {
     toml::from_str(text).map_err(|e| {
-        let at = e
-            .span()
-            .and_then(|s| text.get(..s.start))
-            .map(|before| before.matches('\n').count() + 1);
+        let at = e.span().and_then(|s| crate::error::line_of(text, s.start));
         let what = crate::error::described(e.message())
             .unwrap_or_else(|| "not TOML (a syntax error)".into());
         Error::Invalid(match at {

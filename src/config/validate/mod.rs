@@ -118,9 +118,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
     };
     let mut saw_upstreams = false;
     for (spanned, value) in table {
-        let line = text
-            .get(..spanned.span().start)
-            .map_or(1, |before| before.matches('\n').count() + 1);
+        let line = crate::error::line_of(text, spanned.span().start).unwrap_or(1);
         let key = spanned.into_inner();
         match key.as_str() {
             "listen" => section(value, &key, &mut problems).map(|s| cfg.listen = s),
@@ -197,10 +195,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<Problem>> {
 /// or table name they quote (a key given twice, a dotted key over a value: the key could be a
 /// secret typed on the wrong line). The parser's own tokens (`=`, `#`, `\n`) are kept.
 fn syntax_error(e: &toml::de::Error, text: &str) -> String {
-    let line = e
-        .span()
-        .and_then(|s| text.get(..s.start))
-        .map(|before| before.matches('\n').count() + 1);
+    let line = e.span().and_then(|s| crate::error::line_of(text, s.start));
     // Quoted only what is the parser's: a backquoted run of a few characters.
     let tokens_only = |l: &str| {
         l.split('`')
@@ -251,27 +246,11 @@ fn section<T: DeserializeOwned>(
         Ok(v) => Some(v),
         Err(e) => {
             let message = e.inner().message();
-            let mut segments: Vec<String> = e.path().iter().map(ToString::to_string).collect();
-            if message.starts_with("unknown field") {
-                // The last segment is the unknown key itself.
-                segments.pop();
-            }
-            let inner = segments
-                .iter()
-                .filter(|s| *s != ".")
-                .fold(String::new(), |mut out, s| {
-                    if !out.is_empty() && !s.starts_with('[') {
-                        out.push('.');
-                    }
-                    out.push_str(s);
-                    out
-                });
-            let full = if inner.is_empty() {
-                path.to_string()
-            } else if inner.starts_with('[') {
-                format!("{path}{inner}")
-            } else {
-                format!("{path}.{inner}")
+            // Inside a table: the place starts with a key.
+            let inner = crate::error::place(e.path(), message.starts_with("unknown field"));
+            let full = match inner.is_empty() {
+                true => path.to_string(),
+                false => format!("{path}.{inner}"),
             };
             let what = crate::error::described(message)
                 .unwrap_or_else(|| "a value is not accepted".to_string());
