@@ -4,7 +4,7 @@
 //! the limiter (Redis for a fleet) and the bundle watcher. The data plane gets them built; it
 //! builds none of the admin plane itself.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::Watcher;
@@ -47,14 +47,18 @@ pub fn serve(
     crate::proxy::catch_early_hangups();
     // rustls's process-wide provider, before any TLS client is made (Redis's, pingora's).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // pingora panics on a failed bind; check first so the operator gets a clear message.
-    for (addr, what) in [
-        (cfg.listen.proxy, "listen.proxy"),
-        (cfg.listen.admin, "listen.admin"),
-        (cfg.listen.metrics, "listen.metrics"),
-    ] {
-        TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, what, source })?;
-    }
+    // Each listener is bound here, once, and pingora serves on that very socket. A bind that
+    // fails says which key and why; and no other process can take a port between a check and
+    // pingora's own bind (pingora would retry for 30 s, then its listener thread would panic
+    // while the others, `/readyz` included, went on answering).
+    let bind = |addr: SocketAddr, what| {
+        crate::proxy::Listener::bind(addr).map_err(|source| ServeError::Bind { addr, what, source })
+    };
+    let listeners = crate::proxy::Listeners {
+        proxy: bind(cfg.listen.proxy, "listen.proxy")?,
+        admin: bind(cfg.listen.admin, "listen.admin")?,
+        metrics: bind(cfg.listen.metrics, "listen.metrics")?,
+    };
     let store_err = |source| ServeError::Store {
         path: cfg.store.path.clone(),
         source,
@@ -157,6 +161,7 @@ pub fn serve(
         auth.reload_with(&open()?);
     }
     let services = crate::proxy::Services {
+        auth,
         audit,
         oauth,
         limiter,
@@ -164,10 +169,10 @@ pub fn serve(
     // The admin API goes to the admin listener alone: the data plane's state has no way to it.
     crate::proxy::run(
         &cfg,
+        listeners,
         live,
         (config_path, health),
         metrics,
-        auth,
         services,
         api,
     );

@@ -35,11 +35,13 @@ use crate::metrics::Metrics;
 
 pub use error::Rejection;
 pub use reload::{warn_unserved, Reloaded};
-pub use serve::{catch_early_hangups, run, start_balancers};
+pub use serve::{catch_early_hangups, run, start_balancers, Listener, Listeners};
 pub use upstream::Regions;
 
 /// The background services a [`State`] is built over.
 pub struct Services {
+    /// API keys and upstream credentials, reloaded when the store changes.
+    pub auth: Arc<Watcher>,
     pub audit: crate::audit::Writer,
     pub oauth: Arc<crate::auth::oauth::Refresher>,
     pub limiter: crate::limits::Limiter,
@@ -97,9 +99,9 @@ pub struct State {
     /// Set on SIGTERM/SIGINT: new connections are refused, responses close their connection,
     /// `/readyz` answers 503.
     pub draining: Arc<AtomicBool>,
-    /// The data-plane listener was seen accepting connections (`/readyz` says `starting`
-    /// until then).
-    listening: AtomicBool,
+    /// The data-plane service has started on its (already bound) listener: `/readyz` says
+    /// `starting` until then.
+    listening: Arc<AtomicBool>,
     in_flight: AtomicUsize,
     /// API keys and upstream credentials, reloaded when the store changes.
     pub auth: Arc<Watcher>,
@@ -121,10 +123,10 @@ impl State {
         live: Arc<arc_swap::ArcSwap<Live>>,
         reloads: (Option<std::path::PathBuf>, tokio::runtime::Handle),
         metrics: Metrics,
-        auth: Arc<Watcher>,
         services: Services,
     ) -> Arc<State> {
         let Services {
+            auth,
             audit,
             oauth,
             limiter,
@@ -134,7 +136,7 @@ impl State {
             audit,
             oauth,
             draining: Arc::new(AtomicBool::new(false)),
-            listening: AtomicBool::new(false),
+            listening: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
             auth,
             limiter,
@@ -155,28 +157,11 @@ impl State {
         self.live.load_full()
     }
 
-    /// Whether the data-plane listener accepts connections: probed with a loopback connect
-    /// until it first does, then remembered.
-    async fn proxy_listening(&self) -> bool {
-        if self.listening.load(Ordering::Acquire) {
-            return true;
-        }
-        let mut addr = self.live().cfg.listen.proxy;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
-        let probe = tokio::net::TcpStream::connect(addr);
-        let up = matches!(
-            tokio::time::timeout(Duration::from_millis(500), probe).await,
-            Ok(Ok(_))
-        );
-        if up {
-            self.listening.store(true, Ordering::Release);
-        }
-        up
+    /// Whether the data plane serves its listener. The socket was bound before anything
+    /// started, so a connection made from then on waits in its queue; a data plane that
+    /// cannot start ends the process.
+    fn proxy_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
     }
 
     fn in_flight(&self) -> usize {

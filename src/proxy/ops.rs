@@ -408,9 +408,9 @@ impl ServeHttp for Admin {
                         br#"{"status":"store_unavailable"}"#.to_vec(),
                         &id,
                     )
-                } else if !self.0.proxy_listening().await {
-                    // pingora starts each listener on its own: the admin one can answer
-                    // before the data plane accepts connections.
+                } else if !self.0.proxy_listening() {
+                    // pingora starts each service on its own: the admin one can answer
+                    // before the data plane's has started.
                     reply(
                         503,
                         "application/json",
