@@ -245,9 +245,12 @@ fn upstream_errors_pass_through_and_unreachable_upstream_is_502() {
     assert_eq!(r.json()["error"]["message"], "mock error");
     assert_security_headers(&r);
 
-    let dead = free_port();
+    let dead = refused_port();
     let p = Proxy::start_with(
-        &format!("[[upstreams]]\nname = \"dead\"\nregion = \"us\"\nbase_url = \"http://127.0.0.1:{dead}\"\n"),
+        &format!(
+            "[[upstreams]]\nname = \"dead\"\nregion = \"us\"\nbase_url = \"http://127.0.0.1:{}\"\n",
+            dead.port
+        ),
         "",
     );
     // Until the health check has marked it down, a connection attempt fails: 502. Once it has,

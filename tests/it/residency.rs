@@ -194,11 +194,12 @@ fn failover_retries_inside_the_region_only() {
 #[test]
 fn a_region_that_is_entirely_down_never_spills_into_another() {
     let (us, apac) = (Upstream::start(), Upstream::start());
+    let (eu1, eu2) = (refused_port(), refused_port());
     let p = Proxy::start_with(
         &upstreams(&[
             ("us-1", "us", us.base_url()),
-            ("eu-1", "eu", format!("http://127.0.0.1:{}", free_port())),
-            ("eu-2", "eu", format!("http://127.0.0.1:{}", free_port())),
+            ("eu-1", "eu", format!("http://127.0.0.1:{}", eu1.port)),
+            ("eu-2", "eu", format!("http://127.0.0.1:{}", eu2.port)),
             ("apac-1", "apac", apac.base_url()),
         ]),
         "",

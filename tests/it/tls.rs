@@ -522,35 +522,52 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 impl TlsRedis {
+    /// Start redis-server with TLS on a free port, once its log says it accepts connections.
+    /// A port another test process took meanwhile (redis-server exits) is retried on a fresh
+    /// one; its own log, not a connect that another server could answer, says it is up.
     fn start(leaf: &Leaf, dir: &std::path::Path) -> TlsRedis {
         let (cert, key) = (dir.join("redis.pem"), dir.join("redis.key"));
         std::fs::write(&cert, pem("CERTIFICATE", &leaf.der)).unwrap();
         std::fs::write(&key, pem("PRIVATE KEY", &leaf.key)).unwrap();
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-key-file")
-            .arg(&key)
-            .args([
-                "--tls-auth-clients",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (./dev.sh setup test installs it)");
-        eventually(
-            "the TLS redis listens",
-            std::time::Duration::from_secs(10),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        );
-        TlsRedis { child, port }
+        for attempt in 0..5 {
+            let port = free_port();
+            let log = dir.join(format!("redis-{attempt}.log"));
+            let mut child = std::process::Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&cert)
+                .arg("--tls-key-file")
+                .arg(&key)
+                .args([
+                    "--tls-auth-clients",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--logfile")
+                .arg(&log)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (./dev.sh setup test installs it)");
+            let mut exited = false;
+            eventually(
+                "the TLS redis listens or exits",
+                std::time::Duration::from_secs(10),
+                || {
+                    exited = child.try_wait().ok().flatten().is_some();
+                    exited
+                        || std::fs::read_to_string(&log)
+                            .is_ok_and(|t| t.contains("Ready to accept connections"))
+                },
+            );
+            if !exited {
+                return TlsRedis { child, port };
+            }
+        }
+        panic!("the TLS redis-server could not bind a fresh port in 5 tries");
     }
 }
 

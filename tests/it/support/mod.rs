@@ -31,6 +31,25 @@ pub fn free_port() -> u16 {
     panic!("no fresh free port in 100 tries");
 }
 
+/// A loopback port nothing listens on and no other process can take while this is held: a
+/// socket bound to it that never listens, so connections to it are refused. For upstreams
+/// that must be down (a port picked free and released could be another test's server by the
+/// time it is dialled).
+pub struct RefusedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn refused_port() -> RefusedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    RefusedPort {
+        port,
+        _socket: socket,
+    }
+}
+
 /// Poll `f` (every 20 ms) until it holds; fail after `within` with `what`.
 pub fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
