@@ -4,6 +4,8 @@
 mod support;
 
 mod admin;
+mod admin_api;
+mod admin_delete;
 mod audit;
 mod auth;
 mod budgets;
