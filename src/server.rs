@@ -156,8 +156,8 @@ pub fn serve(
         )
         .map_err(store_err)?;
         // The bundle's keys work from the first accepted connection: the snapshot takes what
-        // the first apply wrote before anything listens (the watcher's next poll would bring
-        // it up to a poll interval later, and /readyz would already say ready).
+        // the first apply wrote before anything is accepted (the watcher's next poll would
+        // bring it up to a poll interval later, and /readyz would already say ready).
         auth.reload_with(&open()?);
     }
     let services = crate::proxy::Services {

@@ -12,7 +12,8 @@ use futures_util::FutureExt;
 use pingora_core::apps::ServerApp;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{
-    Fds, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+    Fds, ListenFds, RunArgs, RuntimeOpts, Server, ShutdownSignal, ShutdownSignalWatch,
+    ShutdownWatch,
 };
 use pingora_core::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
@@ -101,19 +102,25 @@ impl<A: ServerApp + Send + Sync + 'static> pingora_core::services::Service for B
     ) {
         let fds = Some(self.fds.clone());
         let name = self.inner.name().to_string();
+        let stopping = shutdown.clone();
         self.started.store(true, Ordering::Release);
-        let started = pingora_core::services::Service::start_service(
+        let served = pingora_core::services::Service::start_service(
             &mut self.inner,
             fds,
             shutdown,
             listeners_per_fd,
         );
-        if std::panic::AssertUnwindSafe(started)
+        if std::panic::AssertUnwindSafe(served)
             .catch_unwind()
             .await
             .is_err()
         {
-            tracing::error!(service = %name, "a listener could not start: sluice exits");
+            tracing::error!(service = %name, "a listener could not start (the panic above says where): sluice exits");
+            std::process::exit(1);
+        }
+        // The service returns once its accept loops end, which only a shutdown should do.
+        if !*stopping.borrow() {
+            tracing::error!(service = %name, "a listener stopped serving: sluice exits");
             std::process::exit(1);
         }
     }
@@ -124,6 +131,14 @@ impl<A: ServerApp + Send + Sync + 'static> pingora_core::services::Service for B
 
     fn threads(&self) -> Option<usize> {
         self.inner.threads()
+    }
+
+    fn runtime_opts_override(&self, global: &RuntimeOpts) -> Option<RuntimeOpts> {
+        self.inner.runtime_opts_override(global)
+    }
+
+    fn on_startup_delay(&self, time_waited: Duration) {
+        self.inner.on_startup_delay(time_waited)
     }
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
@@ -333,8 +348,7 @@ mod tests {
         // The socket stays open in the service's table: a service that bound the address
         // anew would find it taken (pingora then retries for 30 s) and the client below,
         // queued on a socket nobody accepts on, would read nothing.
-        let started = Arc::new(AtomicBool::new(false));
-        let mut service = Bound::new("test", Hello, listener, started.clone());
+        let mut service = Bound::new("test", Hello, listener, Arc::default());
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         // The server's own table (empty, as sluice's is) is not the one the service uses.
@@ -353,7 +367,6 @@ mod tests {
         let mut got = String::new();
         conn.read_to_string(&mut got).unwrap();
         assert_eq!(got, "hello");
-        assert!(started.load(Ordering::Acquire));
         stop.send(true).unwrap();
         rt.block_on(running).unwrap();
     }
