@@ -405,9 +405,14 @@ pub fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Whether `name` can name a vault credential: 1 to 64 characters of `[A-Za-z0-9._-]`, and
-/// not shaped like a provider's key or token: 20 characters or more after one of their
-/// prefixes (one typed where its name goes would be logged, as a credential's name is, with
-/// every request that uses it). A short name with such a prefix (`sk-prod`) is a name.
+/// not shaped like a key or token (one typed where its name goes would be logged, as a
+/// credential's name is, with every request that uses it):
+/// - 20 characters or more after one of the providers' prefixes below (a short name with one,
+///   `sk-prod`, is a name);
+/// - a token the redaction's secret rules recognise (Twilio's `SK` + 32 hex, npm's, GitHub's
+///   `ghu_`, AWS's `ASIA`, ...);
+/// - a run of 32 or more letters and digits, with both: a key without a prefix (Azure
+///   OpenAI's 32 hex digits, Mistral's, Cohere's, Together's) or the body of one.
 pub fn is_credential_name(name: &str) -> bool {
     const KEY_PREFIXES: [&str; 11] = [
         "sk-",
@@ -422,20 +427,26 @@ pub fn is_credential_name(name: &str) -> bool {
         "AKIA",
         "AIza",
     ];
-    let key_shaped = name.len() >= 20 && KEY_PREFIXES.iter().any(|p| name.starts_with(p));
-    !name.is_empty()
+    let well_formed = !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !key_shaped
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    let prefixed = name.len() >= 20 && KEY_PREFIXES.iter().any(|p| name.starts_with(p));
+    let random_run = name.split(|c: char| !c.is_ascii_alphanumeric()).any(|run| {
+        run.len() >= 32
+            && run.bytes().any(|b| b.is_ascii_digit())
+            && run.bytes().any(|b| b.is_ascii_alphabetic())
+    });
+    well_formed && !prefixed && !random_run && !crate::redact::holds_a_secret(name)
 }
 
 /// What a credential name must be ([`is_credential_name`]).
 pub const CREDENTIAL_NAME_RULE: &str = "a credential name is 1 to 64 characters of \
     [A-Za-z0-9._-], not a key itself (20 characters or more starting sk-, sk_, rk_, ghp_, \
-    gho_, ghs_, github_pat_, xox, glpat-, AKIA or AIza; the secret is stored with `sluice \
-    credentials set`)";
+    gho_, ghs_, github_pat_, xox, glpat-, AKIA or AIza; a token sluice's secret rules \
+    recognise; or a run of 32 or more letters and digits with both); the secret is stored \
+    with `sluice credentials set`";
 
 /// A pin as written (`sha256/<base64 of 32 bytes>`), as a digest.
 pub fn parse_pin(s: &str) -> Option<[u8; 32]> {

@@ -120,6 +120,16 @@ fn escape_tokens(text: &str) -> String {
     out
 }
 
+/// Whether `text` holds a secret by the secret rules alone (a provider's key or token, a JWT,
+/// a private key, a URL's password): for values that must never be one, such as a
+/// credential's name. The rules are compiled on first use.
+pub fn holds_a_secret(text: &str) -> bool {
+    static RULES: std::sync::OnceLock<secret::Rules> = std::sync::OnceLock::new();
+    let mut found = Vec::new();
+    RULES.get_or_init(secret::Rules::new).find(text, &mut found);
+    !found.is_empty()
+}
+
 /// What to look for: PII (emails, SSNs, phones, cards), secrets, or both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scan {

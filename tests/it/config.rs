@@ -265,6 +265,11 @@ fn no_problem_quotes_what_the_file_holds() {
             "upstreams[0].credential: a credential name is",
         ),
         (
+            // A key without a prefix (Azure OpenAI's are 32 hex digits).
+            "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://a.example.com\"\ncredential = \"canary0123456789abcdef0123456789ab\"\n",
+            "upstreams[0].credential: a credential name is",
+        ),
+        (
             "[[upstreams]]\nname = \"x\"\nregion = \"us\"\nbase_url = \"https://a.example.com\"\nca_file = \"/nonexistent/sk-canary-13.pem\"\n",
             "upstreams[0].ca_file: cannot read the file",
         ),

@@ -104,12 +104,21 @@ fn cli_json_output_and_bad_input_leaves_the_store_unchanged() {
         (vec!["credentials", "set", "x"], b""),
         (vec!["credentials", "set", "x"], b"\n"),
         (vec!["credentials", "set", "bad name!"], b"sk-whatever"),
+        // A key typed where the name goes (an Azure OpenAI key: 32 hex digits).
+        (
+            vec!["credentials", "set", "3f8a9c2e4b7d1f6a0e5c9b8d7a6f4e21"],
+            b"sk-whatever",
+        ),
         (vec!["credentials", "set", "x"], b"two\nlines"),
         (vec!["credentials", "delete", "no-such"], b""),
     ];
     for (args, stdin) in &refused {
         let out = s.cli(args, stdin);
         assert!(!out.status.success(), "{args:?} succeeded: {}", text(&out));
+        assert!(
+            !text(&out).contains("3f8a9c2e4b7d1f6a0e5c9b8d7a6f4e21"),
+            "{args:?}: the key-shaped name was echoed"
+        );
         assert!(
             !String::from_utf8_lossy(&out.stderr).trim().is_empty(),
             "{args:?}: no message"

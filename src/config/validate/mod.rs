@@ -622,6 +622,10 @@ mod tests {
             "AKIA-test",
             "a.b_c-1",
             &"x".repeat(64),
+            "azure-openai-eastus2-prod-2024",
+            "team42_openai_gpt4o_production_eu_west_1",
+            "abcdefghijklmnopqrstuvwxyzabcdefgh",
+            "0123456789012345678901234567890123",
         ] {
             assert!(crate::config::is_credential_name(ok), "{ok}");
         }
@@ -634,6 +638,16 @@ mod tests {
             "AKIAIOSFODNN7EXAMPLE",
             "ghp_0123456789abcdefABCDEF",
             "xoxb-1234567890-abcdefgh",
+            // Found by the secret rules: Twilio, npm, GitHub user-to-server, AWS session.
+            "SK0123456789abcdef0123456789abcdef",
+            "npm_abcdefghijklmnopqrstuvwxyz0123456789",
+            "ghu_abcdefghijklmnopqrstuvwxyz0123456789",
+            "ASIAY34FZKBOKMUTVV7A",
+            // Keys without a prefix, and prefixes the list does not have.
+            "3f8a9c2e4b7d1f6a0e5c9b8d7a6f4e21",
+            "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE",
+            "gsk_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dEf3hJ5",
+            "prod.aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE",
         ] {
             assert!(!crate::config::is_credential_name(bad), "{bad}");
         }

@@ -366,8 +366,7 @@ impl Rules {
         }
     }
 
-    /// The secrets in `text`, appended to `out` as `(start, end, Entity::Secret)`.
-    /// The secrets in `text`, in order; `true` when any anchor was seen (found or not, its
+    /// The secrets in `text`, appended in order to `out` as `(start, end, Entity::Secret)`; `true` when any anchor was seen (found or not, its
     /// rule read the text around it).
     pub fn find(&self, text: &str, out: &mut Vec<(usize, usize, Entity)>) -> bool {
         self.find_at(text, out, true)
