@@ -13,12 +13,13 @@
 //! - invisible characters (Unicode's Default_Ignorable_Code_Point: zero-width space and joiners,
 //!   soft hyphen, bidirectional controls, variation selectors, tags) removed, except that one
 //!   between a letter or digit and a digit separates them as a `-` does;
-//! - percent escapes (`%40`, a UTF-8 sequence `%C2%A0`) and HTML character references
-//!   (`&#64;`, `&#x40;`, `&commat;`, `&nbsp;`) decoded, then folded as above (a decoded `%` or
-//!   `&` is not decoded again).
+//! - percent escapes (`%40`, a UTF-8 sequence `%C2%A0`), HTML character references (`&#64;`,
+//!   `&#x40;`, `&commat;`, `&nbsp;`) and JSON string escapes (`\u0040`, a surrogate pair, `\/`:
+//!   what a client reads in JSON that a string holds, such as streamed tool-call arguments)
+//!   decoded, then folded as above (a decoded `%`, `&` or `\` is not decoded again).
 //!
-//! Text that holds none of these (ASCII without `%` or `&`, or only characters that fold to
-//! themselves) is not copied: [`fold`] returns `None` after one read.
+//! Text that holds none of these (ASCII without `%`, `&` or `\`, or only characters that fold
+//! to themselves) is not copied: [`fold`] returns `None` after one read.
 
 use unicode_normalization::char::decompose_compatible;
 
@@ -57,8 +58,8 @@ impl Folded {
     }
 }
 
-/// Whether [`fold`] could change `text` at all (a non-ASCII byte, `%` or `&`), and if so
-/// whether it is all ASCII.
+/// Whether [`fold`] could change `text` at all (a non-ASCII byte, `%`, `&` or `\`), and if
+/// so whether it is all ASCII.
 fn scan(text: &str) -> Option<bool> {
     let b = text.as_bytes();
     if b.len() < 64 {
@@ -67,14 +68,14 @@ fn scan(text: &str) -> Option<bool> {
         let mut ascii = true;
         for &c in b {
             ascii &= c < 0x80;
-            any |= c >= 0x80 || c == b'%' || c == b'&';
+            any |= c >= 0x80 || c == b'%' || c == b'&' || c == b'\\';
         }
         return any.then_some(ascii);
     }
     if !text.is_ascii() {
         return Some(false);
     }
-    memchr::memchr2(b'%', b'&', b).map(|_| true)
+    memchr::memchr3(b'%', b'&', b'\\', b).map(|_| true)
 }
 
 /// `text` folded, or `None` when folding changes nothing.
@@ -95,8 +96,8 @@ pub(super) fn fold_with(text: &str, dashes: bool) -> Option<Folded> {
     let mut i = 0;
     let mut buf = String::new();
     while i < b.len() {
-        // Plain ASCII up to the next unit that may fold, copied as a run; a `%` or `&` that
-        // starts no escape (`12.5% `, `Q&A`) is plain too.
+        // Plain ASCII up to the next unit that may fold, copied as a run; a `%`, `&` or `\`
+        // that starts no escape (`12.5% `, `Q&A`, `\n`) is plain too.
         let mut j = next_special(b, i, ascii);
         while j < b.len() && plain_sign(b, j) {
             j = next_special(b, j + 1, ascii);
@@ -154,12 +155,12 @@ pub(super) fn fold_with(text: &str, dashes: bool) -> Option<Folded> {
     Some(f)
 }
 
-/// The index of the next byte at or after `from` that may start a folded unit: `%`, `&`, or
-/// (unless the text is all ASCII) a non-ASCII byte; the length when there is none. Eight
-/// bytes at a time while a word holds none.
+/// The index of the next byte at or after `from` that may start a folded unit: `%`, `&`,
+/// `\` or (unless the text is all ASCII) a non-ASCII byte; the length when there is none.
+/// Eight bytes at a time while a word holds none.
 fn next_special(b: &[u8], from: usize, ascii: bool) -> usize {
     if ascii {
-        return memchr::memchr2(b'%', b'&', &b[from..]).map_or(b.len(), |k| from + k);
+        return memchr::memchr3(b'%', b'&', b'\\', &b[from..]).map_or(b.len(), |k| from + k);
     }
     const L: u64 = 0x0101_0101_0101_0101;
     const H: u64 = 0x8080_8080_8080_8080;
@@ -170,29 +171,30 @@ fn next_special(b: &[u8], from: usize, ascii: bool) -> usize {
     let mut i = from;
     while let Some(w) = b.get(i..i + 8) {
         let x = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-        if x & H != 0 || has(x, b'%') || has(x, b'&') {
+        if x & H != 0 || has(x, b'%') || has(x, b'&') || has(x, b'\\') {
             break;
         }
         i += 8;
     }
     i + b[i..]
         .iter()
-        .position(|&c| c >= 0x80 || c == b'%' || c == b'&')
+        .position(|&c| c >= 0x80 || c == b'%' || c == b'&' || c == b'\\')
         .unwrap_or(b.len() - i)
 }
 
-/// Whether the `%` or `&` at `b[j]` cannot start an escape: `%` not followed by a hex
-/// digit, `&` not followed by `#` or a letter.
+/// Whether the `%`, `&` or `\` at `b[j]` cannot start an escape: `%` not followed by a hex
+/// digit, `&` not followed by `#` or a letter, `\` not followed by `u` or `/`.
 fn plain_sign(b: &[u8], j: usize) -> bool {
     match (b[j], b.get(j + 1)) {
         (b'%', next) => !next.is_some_and(u8::is_ascii_hexdigit),
         (b'&', next) => !next.is_some_and(|c| *c == b'#' || c.is_ascii_alphabetic()),
+        (b'\\', next) => !matches!(next, Some(b'u' | b'/')),
         _ => false,
     }
 }
 
-/// Fold the unit at `text[i]` (a non-ASCII character, `%` or `&`) into `out`; its length in
-/// the original.
+/// Fold the unit at `text[i]` (a non-ASCII character, `%`, `&` or `\`) into `out`; its
+/// length in the original.
 fn unit(text: &str, i: usize, out: &mut String) -> usize {
     let b = text.as_bytes();
     match b[i] {
@@ -210,6 +212,14 @@ fn unit(text: &str, i: usize, out: &mut String) -> usize {
                 return len;
             }
             out.push('&');
+            1
+        }
+        b'\\' => {
+            if let Some((c, len)) = json_escape(b, i) {
+                fold_char(c, out);
+                return len;
+            }
+            out.push('\\');
             1
         }
         _ => {
@@ -344,6 +354,36 @@ fn percent(b: &[u8], i: usize) -> Option<(char, usize)> {
     Some((c, 3 * n))
 }
 
+/// The JSON string escape at `b[i]` that stands for a character a pattern may read (`\u0040`,
+/// a surrogate pair `\uD83D\uDE00`, `\/`): the character and the escape's length. A lone
+/// surrogate is no character: not an escape.
+fn json_escape(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let hex4 = |at: usize| -> Option<u32> {
+        let h = b.get(at..at + 4)?;
+        h.iter()
+            .try_fold(0u32, |n, &c| Some(n << 4 | u32::from(hex(c)?)))
+    };
+    match b.get(i + 1)? {
+        b'/' => Some(('/', 2)),
+        b'u' => {
+            let u = hex4(i + 2)?;
+            if (0xD800..0xDC00).contains(&u) {
+                if b.get(i + 6..i + 8)? != b"\\u" {
+                    return None;
+                }
+                let low = hex4(i + 8)?;
+                if !(0xDC00..0xE000).contains(&low) {
+                    return None;
+                }
+                let c = char::from_u32(0x10000 + ((u - 0xD800) << 10) + (low - 0xDC00))?;
+                return Some((c, 12));
+            }
+            Some((char::from_u32(u)?, 6))
+        }
+        _ => None,
+    }
+}
+
 /// The HTML character reference at `b[i]` (`&#64;`, `&#x40;`, `&commat;`; the `;` of a
 /// numeric one may be missing, as HTML allows): the character and the reference's length.
 fn reference(b: &[u8], i: usize) -> Option<(char, usize)> {
@@ -467,7 +507,7 @@ mod tests {
         for from in 0..all.len() {
             let want = all[from..]
                 .iter()
-                .position(|&c| c >= 0x80 || c == b'%' || c == b'&')
+                .position(|&c| c >= 0x80 || c == b'%' || c == b'&' || c == b'\\')
                 .map_or(all.len(), |k| from + k);
             assert_eq!(next_special(&all, from, false), want, "from {from}");
         }
@@ -526,6 +566,14 @@ mod tests {
             "%40 &#64; 50% &unknown; %zz %C2"
         );
         assert_eq!(f("&#0; &#xD800; &#99999999;"), "&#0; &#xD800; &#99999999;");
+        // JSON string escapes (JSON held in a string, streamed tool-call arguments).
+        assert_eq!(f(r"jane\u0040example\u002Ecom"), "jane@example.com");
+        assert_eq!(f(r"https:\/\/x.example\/a"), "https://x.example/a");
+        assert_eq!(f(r"\uFF14111 \ud835\udfd2"), "4111 4");
+        assert_eq!(
+            f(r#"\n \" \u12 \uD800x \uDC00 \u005cu0040"#),
+            r#"\n \" \u12 \uD800x \uDC00 \u0040"#
+        );
     }
 
     #[test]

@@ -232,7 +232,10 @@ impl Redactor {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        if object == "chat.completion.chunk" || object == "text_completion" {
+        // A chunk is known by its shape: clients read `choices` whatever `object` says, and
+        // compatible servers leave it out or empty (Azure's first chunk).
+        let choices = v.get("choices").is_some_and(Value::is_array);
+        if object == "chat.completion.chunk" || object == "text_completion" || choices {
             return self.chunk(v);
         }
         if let Some(family) = kind.strip_prefix("response.") {
@@ -575,6 +578,69 @@ mod tests {
             .map(|d| serde_json::from_str(d).unwrap())
             .collect();
         (events, out, r.counts())
+    }
+
+    #[test]
+    fn chunks_are_known_by_their_choices_whatever_their_object_says() {
+        for object in [None, Some(""), Some("chat.completion"), Some("x")] {
+            let mut input = String::new();
+            for piece in [
+                "mail alice@exa",
+                "mple.com or ",
+                r"bob\u0040example.com",
+                " ok",
+            ] {
+                let mut v = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                if let Some(o) = object {
+                    v["object"] = o.into();
+                }
+                input.push_str(&format!("data: {v}\n\n"));
+            }
+            input.push_str("data: [DONE]\n\n");
+            for size in [1, 5, 4096] {
+                let (events, raw, counts) = run(&input, size);
+                assert_eq!(
+                    content(&events),
+                    "mail [REDACTED_EMAIL] or [REDACTED_EMAIL] ok",
+                    "{object:?}, pieces of {size}"
+                );
+                assert_eq!(counts.total(), 2);
+                let text = String::from_utf8(raw).unwrap();
+                assert!(!text.contains("alice") && !text.contains("bob"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn streamed_tool_arguments_are_read_with_their_json_escapes() {
+        let args = [
+            r#"{"to":"jane"#,
+            r"\u00",
+            r#"40example.com","cc":"bob\u0040ex"#,
+            r#"ample.com"}"#,
+        ];
+        let mut input = String::new();
+        for a in args {
+            let v = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta":
+                {"tool_calls": [{"index": 0, "function": {"arguments": a}}]}}]});
+            input.push_str(&format!("data: {v}\n\n"));
+        }
+        input.push_str("data: [DONE]\n\n");
+        for size in [1, 3, 4096] {
+            let (events, _, counts) = run(&input, size);
+            let joined: String = events
+                .iter()
+                .filter_map(|e| {
+                    e.pointer("/choices/0/delta/tool_calls/0/function/arguments")
+                        .and_then(Value::as_str)
+                })
+                .collect();
+            assert_eq!(
+                joined, r#"{"to":"[REDACTED_EMAIL]","cc":"[REDACTED_EMAIL]"}"#,
+                "pieces of {size}"
+            );
+            assert_eq!(counts.total(), 2);
+        }
     }
 
     fn content(events: &[Value]) -> String {

@@ -417,9 +417,47 @@ impl TextStream {
     }
 }
 
-/// Where an HTML character reference or a percent escape that may still go on starts at the
-/// end of `b` (`&#6`, `&comm`, `%4`, `%E2%80`): what it decodes to is not known yet.
+/// Where an HTML character reference, a percent escape or a JSON string escape that may still
+/// go on starts at the end of `b` (`&#6`, `&comm`, `%4`, `%E2%80`, `\u00`, `\uD83D`): what it
+/// decodes to is not known yet.
 fn open_escape(b: &[u8]) -> Option<usize> {
+    // `\`, `\u`, `\uX`.. `\uXXX`, or a high surrogate's escape that its low one may follow.
+    let json = {
+        let from = b.len().saturating_sub(12);
+        memchr::memrchr(b'\\', &b[from..]).and_then(|j| {
+            let j = from + j;
+            let rest = &b[j + 1..];
+            let hex = rest.iter().skip(1).all(u8::is_ascii_hexdigit);
+            let open = match rest.len() {
+                0 => true,
+                1..=4 => rest[0] == b'u' && hex,
+                5 => {
+                    rest[0] == b'u'
+                        && hex
+                        && matches!(rest[1], b'd' | b'D')
+                        && matches!(rest[2], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
+                }
+                _ => false,
+            };
+            // A high surrogate's escape right before: the pair is one character.
+            let pair = j >= 6
+                && b[j - 6] == b'\\'
+                && b[j - 5] == b'u'
+                && matches!(b[j - 4], b'd' | b'D')
+                && matches!(b[j - 3], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
+                && b[j - 2..j].iter().all(u8::is_ascii_hexdigit);
+            open.then_some(if pair { j - 6 } else { j })
+        })
+    };
+    let other = open_reference_or_percent(b);
+    match (json, other) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// [`open_escape`] for HTML character references and percent escapes.
+fn open_reference_or_percent(b: &[u8]) -> Option<usize> {
     let from = b.len().saturating_sub(40);
     if let Some(j) = memchr::memrchr(b'&', &b[from..]).map(|j| from + j) {
         let rest = &b[j + 1..];
@@ -710,6 +748,9 @@ mod tests {
             Just("bob&#64;example&#46;com".to_string()),
             Just("li＠example．org".to_string()),
             Just("123&ndash;45&ndash;6789".to_string()),
+            Just(r"mail jane\u0040example\u002ecom".to_string()),
+            Just(r"\ud835\udfd2111 1111 1111 1111".to_string()),
+            Just(r"https:\/\/admin:hunter2@db.example.com\/x".to_string()),
         ]
     }
 

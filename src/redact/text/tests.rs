@@ -541,3 +541,27 @@ mod checks {
         }
     }
 }
+
+#[test]
+fn json_string_escapes_are_read_as_the_characters_they_stand_for() {
+    // JSON held in a string (tool-call arguments, a document), as a client decodes it.
+    for (input, want) in [
+        (
+            r#"{\"to\":\"jane\u0040example.com\"}"#,
+            r#"{\"to\":\"[REDACTED_EMAIL]\"}"#,
+        ),
+        (r"card \u0034111 1111 1111 1111.", "card [REDACTED_CARD]."),
+        (r"\ud835\udfd2111 1111 1111 1111", "[REDACTED_CARD]"),
+        (
+            r"no escape here: \n \t \\ \u12",
+            r"no escape here: \n \t \\ \u12",
+        ),
+    ] {
+        assert_eq!(red(input), want, "{input}");
+    }
+    // A URL's credentials with its slashes escaped, as the same URL written plainly.
+    let plain = red("db https://admin:hunter2@db.example.com/x");
+    let escaped = red(r"db https:\/\/admin:hunter2@db.example.com\/x");
+    assert!(!escaped.contains("hunter2"), "{escaped}");
+    assert_eq!(escaped.replace(r"\/", "/"), plain);
+}
