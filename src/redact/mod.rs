@@ -497,7 +497,9 @@ pub(crate) fn strip_logprobs(v: &mut serde_json::Value) -> bool {
 }
 
 /// Whether a text body reads as an event stream: its first line (after a BOM and blank lines)
-/// is a `data`, `event`, `id` or `retry` field or a comment.
+/// is a `data`, `event`, `id` or `retry` field or a comment, or any line is a `data` field. A
+/// client that reads it as events (an SDK asked for a stream does, whatever the type) ignores
+/// lines that are no field it knows (`x`, prose) and joins the data lines' values.
 fn looks_like_event_stream(text: &str) -> bool {
     let t = text
         .strip_prefix('\u{feff}')
@@ -508,6 +510,8 @@ fn looks_like_event_stream(text: &str) -> bool {
             t.strip_prefix(f)
                 .is_some_and(|r| r.starts_with([':', '\r', '\n']) || r.is_empty())
         })
+        || finder!(b"\ndata:").find(t.as_bytes()).is_some()
+        || finder!(b"\rdata:").find(t.as_bytes()).is_some()
 }
 
 fn truncate(s: &str) -> String {
@@ -660,6 +664,36 @@ mod tests {
                 &mut c
             )
             .is_err());
+    }
+
+    #[test]
+    fn a_text_answer_with_data_lines_is_redacted_as_the_events_a_client_reads() {
+        let e = Engine::new();
+        let ev = |s: &str| {
+            format!(
+                "data: {}\n\n",
+                serde_json::json!({"choices": [{"index": 0, "delta": {"content": s}}]})
+            )
+        };
+        for head in ["", "x\n", "Hello world\n", "\u{feff}: c\n"] {
+            let body = format!(
+                "{head}{}{}data: [DONE]\n\n",
+                ev("mail alice@exa"),
+                ev("mple.com")
+            );
+            let mut c = Counts::default();
+            let kind = ResponseKind::Text { encoding: None };
+            let out = e
+                .redact_response(body.as_bytes(), &kind, 1 << 20, Scan::ALL, &mut c)
+                .unwrap()
+                .unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(
+                !out.contains("alice") && !out.contains("mple.com"),
+                "{head:?}: {out}"
+            );
+            assert_eq!(c.get(Entity::Email), 1, "{head:?}");
+        }
     }
 
     #[test]

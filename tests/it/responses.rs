@@ -363,3 +363,81 @@ fn logprobs_are_dropped_and_transcripts_masked() {
     let v = chat(&p, false, &mock_text("json-logprobs", ANSWER)).json();
     assert!(v["choices"][0]["logprobs"]["content"].is_array());
 }
+
+/// Answers a client reads differently from how a first look at them would: each is masked as
+/// the client reads it, or refused.
+#[test]
+fn answers_are_read_as_their_clients_read_them() {
+    use std::io::Write;
+    let against = |head: &str, body: &[u8]| -> RawResponse {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        let up = RawUpstream::start(answer);
+        let s = Setup::new(
+            &format!(
+                "[[upstreams]]\nname = \"raw\"\nregion = \"us\"\nbase_url = \"{}\"\n",
+                up.base_url()
+            ),
+            "",
+        );
+        s.cli_json(
+            &["orgs", "update", &s.org_id, "--response-redaction", "on"],
+            b"",
+        );
+        let p = s.spawn();
+        raw(
+            p.port,
+            &p.post(
+                "/v1/chat/completions",
+                br#"{"model":"gpt-4o-mini","messages":[]}"#,
+                "",
+            ),
+        )
+        .unwrap()
+    };
+    let chunk = |s: &str, object: bool| {
+        let mut v = serde_json::json!({"choices": [{"index": 0, "delta": {"content": s}}]});
+        if object {
+            v["object"] = "chat.completion.chunk".into();
+        }
+        format!("data: {v}\n\n")
+    };
+    // An email split over two chunks that do not say they are chunks.
+    let split = format!(
+        "{}{}data: [DONE]\n\n",
+        chunk("mail alice@exa", false),
+        chunk("mple.com", false)
+    );
+    let r = against("Content-Type: text/event-stream\r\n", split.as_bytes());
+    assert_eq!(r.status, 200);
+    assert!(!r.body_text().contains("alice"), "{}", r.body_text());
+    // The same events as text/plain after a line a client's event parser ignores.
+    let text = format!(
+        "x\n{}{}data: [DONE]\n\n",
+        chunk("mail alice@exa", true),
+        chunk("mple.com", true)
+    );
+    let r = against("Content-Type: text/plain\r\n", text.as_bytes());
+    assert_eq!(r.status, 200);
+    assert!(!r.body_text().contains("alice"), "{}", r.body_text());
+    // JSON as text/plain (openai-python parses it as JSON) with the email's `@` escaped.
+    let json = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"mail alice\u0040example.com"}}]}"#;
+    let r = against("Content-Type: text/plain\r\n", json.as_bytes());
+    assert_eq!(r.status, 200);
+    assert!(!r.body_text().contains("alice"), "{}", r.body_text());
+    // Two Content-Encoding lines (a client joins them: `identity, deflate`, and decodes
+    // deflate): refused, never passed as it came.
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(json.replace(r"\u0040", "@").as_bytes())
+        .unwrap();
+    let deflated = z.finish().unwrap();
+    let r = against(
+        "Content-Type: text/plain\r\nContent-Encoding: identity\r\nContent-Encoding: deflate\r\n",
+        &deflated,
+    );
+    assert_eq!((r.status, r.code().as_str()), (502, "unscannable_response"));
+}

@@ -40,15 +40,19 @@ pub(in crate::proxy) fn plan(
     let kind = if ctx.route == crate::inbound::Route::Embeddings {
         ResponseKind::Pass
     } else {
-        crate::redact::response_kind(
-            has_body,
-            resp.headers
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| v.as_bytes()),
-            resp.headers
-                .get(http::header::CONTENT_ENCODING)
-                .map(|v| v.as_bytes()),
-        )
+        // Every line of a header, joined as clients join them (`identity` then `deflate` is
+        // `identity, deflate` to httpx, which decodes it): never only the first.
+        let all = |name| {
+            let lines: Vec<&[u8]> = (resp.headers.get_all(name).iter())
+                .map(|v| v.as_bytes())
+                .collect();
+            (!lines.is_empty()).then(|| lines.join(&b", "[..]))
+        };
+        let (content_type, encoding) = (
+            all(http::header::CONTENT_TYPE),
+            all(http::header::CONTENT_ENCODING),
+        );
+        crate::redact::response_kind(has_body, content_type.as_deref(), encoding.as_deref())
     };
     let r = &ctx.live.cfg.redaction;
     ctx.rewrite = match kind {
