@@ -589,7 +589,7 @@ mod tests {
     #[test]
     fn card_and_ssn_shaped_numbers_are_redacted_as_strings() {
         let (r, c) = run(
-            r#"{"order":123456789,"default":4111111111111111,"ssn":123456789,"n":-4111111111111111,"f":4111111111111111.5,"small":42}"#,
+            r#"{"order":123456789,"default":4111111111111111,"ssn":123456789,"n":-4111111111111111,"f":4111111111111111.5,"x":4111111111111111e0,"small":42,"g":12.50}"#,
         );
         let out = r.unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -599,13 +599,14 @@ mod tests {
             v["order"], 123456789,
             "a 9-digit number without SSN context stays"
         );
-        assert!(v["n"].is_number() && v["f"].is_number() && v["small"] == 42);
-        assert_eq!(c.get(super::super::Entity::Card), 1);
+        // A sign, a fraction or an exponent leaves the card's digits as a reader sees them.
+        for k in ["n", "f", "x"] {
+            assert_eq!(v[k], "[REDACTED_CARD]", "{k}");
+        }
+        assert_eq!(v["small"], 42);
+        assert_eq!(c.get(super::super::Entity::Card), 4);
         assert_eq!(c.get(super::super::Entity::Ssn), 1);
-        assert!(
-            out.contains(r#""f":4111111111111111.5"#),
-            "numbers keep their formatting"
-        );
+        assert!(out.contains(r#""g":12.50"#), "numbers keep their formatting");
         let (r, _) = run(r#"{"luhn_fails":4111111111111112,"social_security_number":123456789}"#);
         let v: serde_json::Value = serde_json::from_str(&r.unwrap().unwrap()).unwrap();
         assert_eq!(v["luhn_fails"], 4111111111111112_u64);

@@ -84,15 +84,18 @@ pub(super) fn classify(
     found.ok_or(none)
 }
 
-/// The entity a JSON number `b[s..e]` is, if any: an integer of 13 to 19 digits that is a card
-/// (issuer prefix, length and Luhn, as in text), or of 9 digits that is a valid SSN with SSN
-/// context before it (such as its `"ssn":` key). Negative numbers, fractions and exponents are
-/// never either.
+/// The entity a JSON number `b[s..e]` is, if any: one whose integer part (its digits before a
+/// fraction or exponent, after a minus sign: what a reader of the text sees as a run of
+/// digits, as the text recognizers read `-4111111111111111` or `4111111111111111.0`) has 13 to
+/// 19 digits and is a card (issuer prefix, length and Luhn, as in text), or 9 digits that are
+/// a valid SSN with SSN context before it (such as its `"ssn":` key).
 pub(in crate::redact) fn number_entity(b: &[u8], s: usize, e: usize) -> Option<Entity> {
     let span = &b[s..e];
-    if !span.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
+    let span = span.strip_prefix(b"-").unwrap_or(span);
+    let span = &span[..span
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(span.len())];
     match span.len() {
         9 => (valid_ssn(span) && has_ssn_context(b, s)).then_some(Entity::Ssn),
         13..=19 => is_card_number(span).then_some(Entity::Card),
