@@ -112,6 +112,56 @@ pub fn is_key_shaped(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric())
 }
 
+/// Whether a query string holds a sluice key or a key-like parameter, read as a server reads
+/// it: percent escapes decoded (`%73k-sluice-...`, `api%5Fkey=`), and again while that changes
+/// anything (a server that decodes twice), `+` as a space, pairs split at `&` or `;`.
+fn misplaced_in_query(q: &str) -> bool {
+    let mut texts = vec![q.to_ascii_lowercase()];
+    for _ in 0..3 {
+        let last = texts.last().map(String::as_str).unwrap_or_default();
+        let decoded = percent_decode(last);
+        if decoded == last {
+            break;
+        }
+        texts.push(decoded);
+    }
+    texts.iter().any(|t| {
+        let t = t.replace('+', " ");
+        t.contains(KEY_PREFIX)
+            || t.split(['&', ';']).any(|kv| {
+                let name = kv.split('=').next().unwrap_or("").trim();
+                kv.contains('=') && name == "key"
+            })
+            || t.contains("api-key=")
+            || t.contains("api_key=")
+    })
+}
+
+/// `%XX` escapes decoded (others kept as written), lower-cased.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_ascii_lowercase()
+}
+
 /// Extract the bearer key from the request's `Authorization` values (all of them), refusing
 /// credentials anywhere else: `api-key`/`x-api-key` headers or a key-like query parameter.
 pub fn bearer<'a>(
@@ -119,15 +169,7 @@ pub fn bearer<'a>(
     has_other_key_header: bool,
     query: Option<&str>,
 ) -> Result<&'a str, Error> {
-    if has_other_key_header
-        || query.is_some_and(|q| {
-            let lower = q.to_ascii_lowercase();
-            lower.contains(KEY_PREFIX)
-                || lower.contains("api-key=")
-                || lower.contains("api_key=")
-                || lower.split('&').any(|kv| kv.starts_with("key="))
-        })
-    {
+    if has_other_key_header || query.is_some_and(misplaced_in_query) {
         return Err(Error::Misplaced);
     }
     let value = match authorization {
@@ -201,5 +243,24 @@ mod tests {
             bearer(&[good.as_bytes()], false, Some("api-version=2024")),
             Ok(k.secret.as_str())
         );
+        // However the query writes it: escaped once or twice, after `;`, as a name.
+        let body = &k.secret["sk-".len()..];
+        for q in [
+            format!("x=%73k-{body}"),
+            format!("x=%2573%256B-{body}"),
+            "a=1;key=abc".to_string(),
+            "api%5Fkey=abc".to_string(),
+            "API%2DKEY=abc".to_string(),
+            "%6Bey=abc".to_string(),
+        ] {
+            assert_eq!(
+                bearer(&[good.as_bytes()], false, Some(&q)),
+                Err(Error::Misplaced),
+                "{q}"
+            );
+        }
+        for q in ["monkey=1", "keys=2&x=%zz", "q=a+key", "turkey%3D1"] {
+            assert!(bearer(&[good.as_bytes()], false, Some(q)).is_ok(), "{q}");
+        }
     }
 }

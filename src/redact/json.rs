@@ -606,7 +606,10 @@ mod tests {
         assert_eq!(v["small"], 42);
         assert_eq!(c.get(super::super::Entity::Card), 4);
         assert_eq!(c.get(super::super::Entity::Ssn), 1);
-        assert!(out.contains(r#""g":12.50"#), "numbers keep their formatting");
+        assert!(
+            out.contains(r#""g":12.50"#),
+            "numbers keep their formatting"
+        );
         let (r, _) = run(r#"{"luhn_fails":4111111111111112,"social_security_number":123456789}"#);
         let v: serde_json::Value = serde_json::from_str(&r.unwrap().unwrap()).unwrap();
         assert_eq!(v["luhn_fails"], 4111111111111112_u64);
