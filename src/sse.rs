@@ -93,6 +93,43 @@ impl Event {
         })
     }
 
+    /// The block with its `event` and `id` values through `redact` (`Some`: the value's
+    /// replacement, such as one with `[REDACTED_EMAIL]`), and a `retry` that `redact` would
+    /// change (a card number's digits) dropped: a client hands those values to the app too.
+    /// `None` when `redact` changes nothing.
+    pub fn redacted_fields(&self, mut redact: impl FnMut(&str) -> Option<String>) -> Option<Event> {
+        let mut changed = false;
+        let mut ev = Event {
+            lines: Vec::with_capacity(self.lines.len()),
+            data_at: self.data_at,
+            data: self.data.clone(),
+        };
+        for (i, line) in self.lines.iter().enumerate() {
+            let line = match line {
+                Line::Event(v) | Line::Id(v) => match redact(v) {
+                    Some(new) => {
+                        changed = true;
+                        match line {
+                            Line::Event(_) => Line::Event(new),
+                            _ => Line::Id(new),
+                        }
+                    }
+                    None => line.clone(),
+                },
+                Line::Retry(v) if redact(v).is_some() => {
+                    changed = true;
+                    if i < self.data_at {
+                        ev.data_at -= 1;
+                    }
+                    continue;
+                }
+                _ => line.clone(),
+            };
+            ev.lines.push(line);
+        }
+        changed.then_some(ev)
+    }
+
     /// Whether the block holds nothing a client reads (no data, no field, no comment).
     pub fn is_empty(&self) -> bool {
         self.data.is_none() && self.lines.is_empty()

@@ -488,6 +488,9 @@ impl Responses {
 
     /// One event, as a client reads it: its message checked and rewritten, written back.
     fn sse_event(&mut self, ev: &crate::sse::Event, out: &mut Vec<u8>) {
+        let (engine, scan, counts) = (&self.engine, self.scan, &mut self.counts);
+        let redacted = ev.redacted_fields(|v| engine.redact_text(v, scan, counts));
+        let ev = redacted.as_ref().unwrap_or(ev);
         match ev.data.as_deref() {
             // No message: a keep-alive, or an event that only primes reconnection (an id and an
             // empty data field, as servers that poll send first).
@@ -805,6 +808,16 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("jane@") && !text.contains("AKIA"), "{text}");
         assert_eq!(r.counts().total(), 3);
+        // In an event stream, the event's id and name are redacted too.
+        let mut r = Responses::new("tools", p.clone(), &calls, Engine::new(), Scan::ALL, 4096);
+        let mut out = r.push_sse(b"id: jane@example.com\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{}}\n\n");
+        out.extend(r.finish_sse());
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("id: [REDACTED_EMAIL]\nevent: message\n"),
+            "{text}"
+        );
+        assert_eq!(r.counts().total(), 1);
         // Garbage and oversized answers become errors for the request they answer.
         let mut r = Responses::new("tools", p.clone(), &calls, Engine::new(), Scan::ALL, 4096);
         let out: Value = serde_json::from_slice(&r.message(b"<html>oops</html>")).unwrap();

@@ -180,14 +180,24 @@ pub fn choose(state: &State, session: &Session, ctx: &mut Ctx) -> Result<(), Rej
         .mcp_server(name)
         .ok_or(Rejection::Inbound(crate::inbound::Error::NotFound))?;
     let key = ctx.key.as_ref().ok_or(Rejection::Internal)?;
-    // A key (or org) pinned to a region reaches only MCP servers of that region.
-    if let Some(pin) = key.region.or(key.org_region) {
-        if pin != server.region {
-            return Err(Rejection::Region(crate::residency::Error::NotAllowed {
-                pin,
+    // The region asked for (`X-Sluice-Region`, read as on `/v1`: one known region) or pinned
+    // (a key or org pinned to a region reaches only MCP servers of that region). A server of
+    // another region is never used in its place: as an LLM region with no upstream, 503.
+    let header: Vec<&[u8]> = (session.req_header().headers.get_all("x-sluice-region"))
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let (region, source) =
+        crate::residency::resolve(&header, key.region, key.org_region, server.region)
+            .map_err(Rejection::Region)?;
+    if region != server.region {
+        return Err(match source {
+            crate::residency::Source::Header => Rejection::RegionUnavailable(region),
+            _ => Rejection::Region(crate::residency::Error::NotAllowed {
+                pin: region,
                 asked: server.region,
-            }));
-        }
+            }),
+        });
     }
     ctx.region = Some(server.region);
     let addr = ctx

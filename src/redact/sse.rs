@@ -168,6 +168,9 @@ impl Redactor {
 
     /// Handle one event, as a client reads it. `false`: the stream failed.
     fn event(&mut self, ev: &crate::sse::Event, out: &mut Vec<u8>) -> bool {
+        let (engine, scan, counts) = (&self.engine, self.scan, &mut self.counts);
+        let redacted = ev.redacted_fields(|v| engine.redact_text(v, scan, counts));
+        let ev = redacted.as_ref().unwrap_or(ev);
         let Some(data) = ev.data.as_deref().filter(|d| !d.is_empty()) else {
             // Comments (keep-alives), blocks without data and empty data (nothing to scan)
             // go out as read.
@@ -578,6 +581,25 @@ mod tests {
             .map(|d| serde_json::from_str(d).unwrap())
             .collect();
         (events, out, r.counts())
+    }
+
+    #[test]
+    fn event_names_ids_and_retries_are_redacted_too() {
+        let input = "id: alice@example.com\nevent: thread.bob@example.com\nretry: 4111111111111111\n\
+                     retry: 3000\ndata: {\"choices\":[]}\n\n: keep-alive\nid: carol@example.com\n\n";
+        for size in [1, 4096] {
+            let (_, raw, counts) = run(input, size);
+            let text = String::from_utf8(raw).unwrap();
+            assert!(
+                !text.contains("alice") && !text.contains("bob") && !text.contains("carol"),
+                "{text}"
+            );
+            assert!(!text.contains("4111"), "{text}");
+            assert!(text.contains("id: [REDACTED_EMAIL]\n"), "{text}");
+            assert!(text.contains("event: [REDACTED_EMAIL]\n"), "{text}");
+            assert!(text.contains("retry: 3000\n"), "{text}");
+            assert_eq!(counts.total(), 4, "{text}");
+        }
     }
 
     #[test]

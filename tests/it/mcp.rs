@@ -266,6 +266,29 @@ fn unknown_servers_pins_bad_json_rpc_and_garbage_answers_are_handled_without_lea
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["code"], -32700);
     assert_eq!(garbage.requests(), before);
+    // A region asked for with X-Sluice-Region is the server's or nothing: a server of
+    // another region is never used in its place; an unknown region is 400.
+    for (region, server, status, code) in [
+        ("eu", "junk", 503, "region_unavailable"),
+        ("US", "eu-tools", 503, "region_unavailable"),
+        ("mars", "junk", 400, "invalid_region"),
+    ] {
+        let r = raw(
+            p.port,
+            format!(
+                "POST /mcp/{server} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nX-Sluice-Region: {region}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{call}",
+                call.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{region} {server}"
+        );
+        assert_eq!(garbage.requests(), before, "{region} {server}");
+    }
     // Unknown server: 404; no key: 401.
     assert_eq!(rpc(&p, "nope", &key, call).status, 404);
     assert_eq!(rpc(&p, "junk", "sk-sluice-wrong", call).status, 401);
