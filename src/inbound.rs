@@ -323,8 +323,8 @@ pub struct Peeked {
     pub model: Option<String>,
     /// The most output tokens it may use: the largest of `max_completion_tokens`, `max_tokens`
     /// (chat and completions) and `max_output_tokens` (Responses API) that is a positive
-    /// integer, times `n` (at most [`MAX_CHOICES`]); at most [`MAX_OUTPUT_TOKENS`]. None given:
-    /// `None`.
+    /// number (or a string holding one; rounded up), times `n` (read the same way, at most
+    /// [`MAX_CHOICES`]); at most [`MAX_OUTPUT_TOKENS`]. None given: `None`.
     pub max_output: Option<u64>,
 }
 
@@ -353,11 +353,19 @@ impl Peeked {
     /// From the values of [`PEEKED_MEMBERS`], in that order.
     fn from_members(top: &[Option<serde_json::Value>; 5]) -> Peeked {
         let [model, completion, tokens, output, choices] = top;
-        // A cap of 0 is "unset" to some upstreams: only positive integers count.
-        let n = |v: &Option<serde_json::Value>| {
-            v.as_ref()
-                .and_then(serde_json::Value::as_u64)
-                .filter(|n| *n > 0)
+        // A cap of 0 is "unset" to some upstreams: only positive values count. Read as the most
+        // lenient upstream reads it (pydantic's lax mode takes `1e5`, `100000.0` and
+        // `"100000"`): a reservation bounded by less would let the answer overshoot it.
+        let n = |v: &Option<serde_json::Value>| -> Option<u64> {
+            let f = match v.as_ref()? {
+                serde_json::Value::Number(x) => match x.as_u64() {
+                    Some(u) => return (u > 0).then_some(u),
+                    None => x.as_f64()?,
+                },
+                serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+                _ => return None,
+            };
+            (f.is_finite() && f > 0.0).then(|| f.ceil().min(u64::MAX as f64) as u64)
         };
         // The largest cap (upstreams read different ones), times the answers asked for.
         let cap = [n(completion), n(tokens), n(output)]
@@ -391,6 +399,33 @@ mod tests {
 
     fn chk(extra: &str) -> Result<Head, Error> {
         check("POST", b"/v1/chat/completions", &head(extra), &B)
+    }
+
+    #[test]
+    fn the_output_cap_is_read_as_the_most_lenient_upstream_reads_it() {
+        let cap = |body: &str| peek(body.as_bytes()).unwrap().max_output;
+        assert_eq!(cap(r#"{"max_tokens":100}"#), Some(100));
+        for body in [
+            r#"{"max_tokens":1e5}"#,
+            r#"{"max_tokens":100000.0}"#,
+            r#"{"max_tokens":" 100000"}"#,
+            r#"{"max_tokens":99999.5}"#,
+            r#"{"max_tokens":10,"max_completion_tokens":"100000"}"#,
+        ] {
+            assert_eq!(cap(body), Some(100_000), "{body}");
+        }
+        assert_eq!(cap(r#"{"max_tokens":100,"n":8.0}"#), Some(800));
+        assert_eq!(cap(r#"{"max_tokens":100,"n":"3"}"#), Some(300));
+        for none in [
+            r#"{"max_tokens":0}"#,
+            r#"{"max_tokens":-5}"#,
+            r#"{"max_tokens":"many"}"#,
+            r#"{"max_tokens":null}"#,
+            r#"{"max_tokens":[100]}"#,
+        ] {
+            assert_eq!(cap(none), None, "{none}");
+        }
+        assert_eq!(cap(r#"{"max_tokens":1e300}"#), Some(MAX_OUTPUT_TOKENS));
     }
 
     #[test]
