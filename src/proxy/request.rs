@@ -384,8 +384,10 @@ pub(super) const OFFLOAD_BYTES: usize = 256 * 1024;
 
 /// Redact PII from the body when the key's policy says so. Fail closed: a body that cannot be
 /// scanned is refused, never forwarded.
-/// Whether a body is meant as JSON: an object or an array, after leading whitespace.
+/// Whether a body is meant as JSON: an object or an array, after leading whitespace (and a
+/// UTF-8 byte order mark, which some parsers skip).
 fn looks_like_json(body: &[u8]) -> bool {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     matches!(
         body.iter().find(|b| !b.is_ascii_whitespace()),
         Some(b'{' | b'[')
@@ -402,12 +404,19 @@ async fn redact(
         pii: k.on.pii,
         secrets: k.on.secrets,
     });
-    if !scan.any() {
-        return Ok(body);
-    }
     let headers = &session.req_header().headers;
     let content_type = headers.get(http::header::CONTENT_TYPE);
     let encoding = headers.get(http::header::CONTENT_ENCODING);
+    // Redaction off: the body goes as it came, unless it is compressed. What is decided on it
+    // (one reading of its members, its model's timeout, the tokens it may use) needs it read
+    // as the upstream will: decoded as with redaction on (and forwarded decoded), or refused.
+    let encoded = encoding.is_some_and(|e| {
+        let e = String::from_utf8_lossy(e.as_bytes());
+        !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity")
+    });
+    if !scan.any() && !encoded {
+        return Ok(body);
+    }
     let limit = ctx.live.cfg.limits.max_body_bytes;
     let r = if body.len() <= OFFLOAD_BYTES && encoding.is_none() {
         state

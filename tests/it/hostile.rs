@@ -557,6 +557,53 @@ fn json_bodies_with_a_member_named_twice_are_refused_never_forwarded() {
         up.requests().is_empty(),
         "an unreadable body reached the upstream"
     );
+    // With redaction on or off, a body behind a byte order mark or a Content-Encoding is read
+    // as the upstream reads it (decoded), never passed unchecked.
+    let gzip = |b: &[u8]| {
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b).unwrap();
+        z.finish().unwrap()
+    };
+    let dup = bodies[0].as_bytes();
+    let bom = [b"\xEF\xBB\xBF".as_slice(), dup].concat();
+    for (body, encoding, code) in [
+        (bom, "", "unscannable_body"),
+        (gzip(dup), "Content-Encoding: gzip\r\n", "ambiguous_json"),
+    ] {
+        for auth in [p.auth(), format!("Authorization: Bearer {off}\r\n")] {
+            let mut req = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{auth}{encoding}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            req.extend_from_slice(&body);
+            let r = raw(p.port, &req).unwrap();
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (400, code),
+                "{encoding}{auth}"
+            );
+        }
+    }
+    assert!(
+        up.requests().is_empty(),
+        "an unchecked body reached the upstream"
+    );
+    // A compressed body of a key with redaction off goes decoded, as with redaction on.
+    let body = gzip(br#"{"model":"gpt-4o-mini","messages":[]}"#);
+    let mut req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {off}\r\nContent-Encoding: gzip\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    let r = raw(p.port, &req).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let sent = up.requests().pop().unwrap();
+    assert_eq!(sent.body, br#"{"model":"gpt-4o-mini","messages":[]}"#);
+    assert_eq!(sent.header("content-encoding"), None);
+    let before = up.requests().len();
     // Names that redaction makes equal are not ambiguous: the body goes, masked.
     let r = raw(
         p.port,
@@ -568,7 +615,7 @@ fn json_bodies_with_a_member_named_twice_are_refused_never_forwarded() {
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.body_text());
-    let sent = String::from_utf8_lossy(&up.requests()[0].body).to_string();
+    let sent = String::from_utf8_lossy(&up.requests()[before].body).to_string();
     assert!(!sent.contains("@example"), "{sent}");
     // The same members once each pass.
     let r = raw(
