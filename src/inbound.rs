@@ -326,6 +326,8 @@ pub struct Peeked {
     /// number (or a string holding one; rounded up), times `n` (read the same way, at most
     /// [`MAX_CHOICES`]); at most [`MAX_OUTPUT_TOKENS`]. None given: `None`.
     pub max_output: Option<u64>,
+    /// It asks for a stream (`"stream": true`): a client reads the answer as events.
+    pub stream: bool,
 }
 
 /// The most output tokens believed of a request (its reservation's bound).
@@ -335,12 +337,13 @@ pub const MAX_OUTPUT_TOKENS: u64 = 1_000_000;
 pub const MAX_CHOICES: u64 = 128;
 
 /// The top-level members [`Peeked`] is read from.
-const PEEKED_MEMBERS: [&str; 5] = [
+const PEEKED_MEMBERS: [&str; 6] = [
     "model",
     "max_completion_tokens",
     "max_tokens",
     "max_output_tokens",
     "n",
+    "stream",
 ];
 
 /// Read [`Peeked`] from a JSON request body in one pass that also refuses any object naming a
@@ -351,8 +354,8 @@ pub fn peek(body: &[u8]) -> Result<Peeked, crate::json::Error> {
 
 impl Peeked {
     /// From the values of [`PEEKED_MEMBERS`], in that order.
-    fn from_members(top: &[Option<serde_json::Value>; 5]) -> Peeked {
-        let [model, completion, tokens, output, choices] = top;
+    fn from_members(top: &[Option<serde_json::Value>; 6]) -> Peeked {
+        let [model, completion, tokens, output, choices, stream] = top;
         // A cap of 0 is "unset" to some upstreams: only positive values count. Read as the most
         // lenient upstream reads it (pydantic's lax mode takes `1e5`, `100000.0` and
         // `"100000"`): a reservation bounded by less would let the answer overshoot it.
@@ -379,6 +382,7 @@ impl Peeked {
                 .and_then(serde_json::Value::as_str)
                 .map(|m| crate::audit::cap(m, MAX_MODEL_CHARS).to_string()),
             max_output: cap.map(|c| c.saturating_mul(choices).min(MAX_OUTPUT_TOKENS)),
+            stream: stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true),
         }
     }
 }

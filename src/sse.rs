@@ -96,38 +96,51 @@ impl Event {
     /// The block with its `event` and `id` values through `redact` (`Some`: the value's
     /// replacement, such as one with `[REDACTED_EMAIL]`), and a `retry` that `redact` would
     /// change (a card number's digits) dropped: a client hands those values to the app too.
-    /// `None` when `redact` changes nothing.
+    /// `None` when `redact` changes nothing (nothing is copied then).
     pub fn redacted_fields(&self, mut redact: impl FnMut(&str) -> Option<String>) -> Option<Event> {
-        let mut changed = false;
+        // (line, its replacement; `None`: dropped)
+        let mut changes: Vec<(usize, Option<Line>)> = Vec::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            match line {
+                Line::Event(v) => {
+                    if let Some(new) = redact(v) {
+                        changes.push((i, Some(Line::Event(new))));
+                    }
+                }
+                Line::Id(v) => {
+                    if let Some(new) = redact(v) {
+                        changes.push((i, Some(Line::Id(new))));
+                    }
+                }
+                Line::Retry(v) => {
+                    if redact(v).is_some() {
+                        changes.push((i, None));
+                    }
+                }
+                Line::Comment => {}
+            }
+        }
+        if changes.is_empty() {
+            return None;
+        }
         let mut ev = Event {
             lines: Vec::with_capacity(self.lines.len()),
             data_at: self.data_at,
             data: self.data.clone(),
         };
+        let mut changes = changes.into_iter().peekable();
         for (i, line) in self.lines.iter().enumerate() {
-            let line = match line {
-                Line::Event(v) | Line::Id(v) => match redact(v) {
-                    Some(new) => {
-                        changed = true;
-                        match line {
-                            Line::Event(_) => Line::Event(new),
-                            _ => Line::Id(new),
-                        }
-                    }
-                    None => line.clone(),
-                },
-                Line::Retry(v) if redact(v).is_some() => {
-                    changed = true;
+            match changes.next_if(|(k, _)| *k == i) {
+                Some((_, Some(new))) => ev.lines.push(new),
+                Some((_, None)) => {
                     if i < self.data_at {
                         ev.data_at -= 1;
                     }
-                    continue;
                 }
-                _ => line.clone(),
-            };
-            ev.lines.push(line);
+                None => ev.lines.push(line.clone()),
+            }
         }
-        changed.then_some(ev)
+        Some(ev)
     }
 
     /// Whether the block holds nothing a client reads (no data, no field, no comment).

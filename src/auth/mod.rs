@@ -113,28 +113,33 @@ pub fn is_key_shaped(s: &str) -> bool {
 }
 
 /// Whether a query string holds a sluice key or a key-like parameter, read as a server reads
-/// it: percent escapes decoded (`%73k-sluice-...`, `api%5Fkey=`), and again while that changes
-/// anything (a server that decodes twice), `+` as a space, pairs split at `&` or `;`.
+/// it: split into pairs at `&` or `;`, then each name and the whole percent-decoded
+/// (`%73k-sluice-...`, `api%5Fkey=`), again while that changes anything (a server that decodes
+/// twice), `+` as a space.
 fn misplaced_in_query(q: &str) -> bool {
-    let mut texts = vec![q.to_ascii_lowercase()];
-    for _ in 0..3 {
-        let last = texts.last().map(String::as_str).unwrap_or_default();
-        let decoded = percent_decode(last);
-        if decoded == last {
-            break;
+    let decoded = |s: &str| -> Vec<String> {
+        let mut texts = vec![s.to_ascii_lowercase()];
+        for _ in 0..3 {
+            let last = texts.last().map(String::as_str).unwrap_or_default();
+            let next = percent_decode(last);
+            if next == last {
+                break;
+            }
+            texts.push(next);
         }
-        texts.push(decoded);
-    }
-    texts.iter().any(|t| {
-        let t = t.replace('+', " ");
-        t.contains(KEY_PREFIX)
-            || t.split(['&', ';']).any(|kv| {
-                let name = kv.split('=').next().unwrap_or("").trim();
-                kv.contains('=') && name == "key"
+        texts
+    };
+    decoded(q).iter().any(|t| t.contains(KEY_PREFIX))
+        || q.split(['&', ';']).any(|pair| {
+            let Some((name, _)) = pair.split_once('=') else {
+                return false;
+            };
+            decoded(name).iter().any(|n| {
+                let n = n.replace('+', " ");
+                let n = n.trim();
+                n == "key" || n.ends_with("api-key") || n.ends_with("api_key")
             })
-            || t.contains("api-key=")
-            || t.contains("api_key=")
-    })
+        })
 }
 
 /// `%XX` escapes decoded (others kept as written), lower-cased.
@@ -259,7 +264,13 @@ mod tests {
                 "{q}"
             );
         }
-        for q in ["monkey=1", "keys=2&x=%zz", "q=a+key", "turkey%3D1"] {
+        for q in [
+            "monkey=1",
+            "keys=2&x=%zz",
+            "q=a+key",
+            "turkey%3D1",
+            "q=a%26key%3Db",
+        ] {
             assert!(bearer(&[good.as_bytes()], false, Some(q)).is_ok(), "{q}");
         }
     }

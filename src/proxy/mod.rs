@@ -38,6 +38,33 @@ pub use reload::{warn_unserved, Reloaded};
 pub use serve::{catch_early_hangups, run, start_balancers, Listener, Listeners};
 pub use upstream::Regions;
 
+/// Every line of a header, joined as clients join them (`identity` then `deflate` is
+/// `identity, deflate` to httpx, which decodes it), never only the first; a line that repeats
+/// an earlier one (`gzip` twice, the same type twice) counted once. `None`: no such header.
+/// One line (the usual case) is borrowed, not copied.
+pub(crate) fn header_lines(
+    headers: &http::HeaderMap,
+    name: http::header::HeaderName,
+) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut lines = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.as_bytes().trim_ascii());
+    let first = lines.next()?;
+    // Allocates only when there is a second, different line.
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    for v in lines {
+        if !v.eq_ignore_ascii_case(first) && !distinct.iter().any(|l| l.eq_ignore_ascii_case(v)) {
+            distinct.push(v);
+        }
+    }
+    if distinct.is_empty() {
+        return Some(std::borrow::Cow::Borrowed(first));
+    }
+    distinct.insert(0, first);
+    Some(std::borrow::Cow::Owned(distinct.join(&b", "[..])))
+}
+
 /// The background services a [`State`] is built over.
 pub struct Services {
     /// API keys and upstream credentials, reloaded when the store changes.
@@ -233,6 +260,9 @@ pub struct Ctx {
     usage: Option<Box<response::UsageCtx>>,
     /// sluice asked the stream for usage the app did not ask for: stripped from the answer.
     asked_usage: bool,
+    /// The request asked for a stream (`"stream": true`): its client reads a successful
+    /// answer as events, whatever its content type says.
+    asks_stream: bool,
     /// Token limits taken before the request (the estimate), corrected from the usage after.
     tokens_taken: Vec<crate::limits::Taken>,
     /// The input part of that estimate (a quarter of the body's bytes).
@@ -313,6 +343,7 @@ impl ProxyHttp for Sluice {
             model: None,
             usage: None,
             asked_usage: false,
+            asks_stream: false,
             tokens_taken: Vec::new(),
             input_tokens: 0,
             quotas: Quotas::default(),

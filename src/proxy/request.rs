@@ -170,6 +170,7 @@ pub(super) async fn llm_body(
         Err(crate::json::Error::Invalid) => inbound::Peeked::default(),
     };
     ctx.model = peeked.model;
+    ctx.asks_stream = peeked.stream;
     ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
     limit_tokens(state, ctx, body.len(), peeked.max_output).await?;
     // Usage is always known: a stream that does not ask for it is made to, and the
@@ -405,13 +406,13 @@ async fn redact(
         secrets: k.on.secrets,
     });
     let headers = &session.req_header().headers;
-    let content_type = headers.get(http::header::CONTENT_TYPE);
-    let encoding = headers.get(http::header::CONTENT_ENCODING);
+    let content_type = super::header_lines(headers, http::header::CONTENT_TYPE);
+    let encoding = super::header_lines(headers, http::header::CONTENT_ENCODING);
     // Redaction off: the body goes as it came, unless it is compressed. What is decided on it
     // (one reading of its members, its model's timeout, the tokens it may use) needs it read
     // as the upstream will: decoded as with redaction on (and forwarded decoded), or refused.
-    let encoded = encoding.is_some_and(|e| {
-        let e = String::from_utf8_lossy(e.as_bytes());
+    let encoded = encoding.as_ref().is_some_and(|e| {
+        let e = String::from_utf8_lossy(e);
         !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity")
     });
     if !scan.any() && !encoded {
@@ -421,7 +422,7 @@ async fn redact(
     let r = if body.len() <= OFFLOAD_BYTES && encoding.is_none() {
         state
             .redactor
-            .redact_body(&body, content_type.map(|v| v.as_bytes()), None, limit, scan)
+            .redact_body(&body, content_type.as_deref(), None, limit, scan)
     } else {
         // At most `redact_pool` bodies at once, so a burst of large bodies queues here
         // instead of starting a thread each.
@@ -431,15 +432,13 @@ async fn redact(
             .await
             .map_err(|_| Rejection::Internal)?;
         let (st, b) = (state.clone(), body.clone());
-        let (ct, ce) = (content_type.cloned(), encoding.cloned());
+        let (ct, ce) = (
+            content_type.map(|c| c.into_owned()),
+            encoding.map(|e| e.into_owned()),
+        );
         tokio::task::spawn_blocking(move || {
-            st.redactor.redact_body(
-                &b,
-                ct.as_ref().map(|v| v.as_bytes()),
-                ce.as_ref().map(|v| v.as_bytes()),
-                limit,
-                scan,
-            )
+            st.redactor
+                .redact_body(&b, ct.as_deref(), ce.as_deref(), limit, scan)
         })
         .await
         .map_err(|_| Rejection::Internal)?

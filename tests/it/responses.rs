@@ -369,7 +369,7 @@ fn logprobs_are_dropped_and_transcripts_masked() {
 #[test]
 fn answers_are_read_as_their_clients_read_them() {
     use std::io::Write;
-    let against = |head: &str, body: &[u8]| -> RawResponse {
+    let against_for = |request: &[u8], head: &str, body: &[u8]| -> RawResponse {
         let mut answer = format!(
             "HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
@@ -389,15 +389,17 @@ fn answers_are_read_as_their_clients_read_them() {
             b"",
         );
         let p = s.spawn();
-        raw(
-            p.port,
-            &p.post(
-                "/v1/chat/completions",
-                br#"{"model":"gpt-4o-mini","messages":[]}"#,
-                "",
-            ),
+        raw(p.port, &p.post("/v1/chat/completions", request, "")).unwrap()
+    };
+    let against = |head: &str, body: &[u8]| {
+        against_for(br#"{"model":"gpt-4o-mini","messages":[]}"#, head, body)
+    };
+    let streamed = |head: &str, body: &[u8]| {
+        against_for(
+            br#"{"model":"gpt-4o-mini","messages":[],"stream":true}"#,
+            head,
+            body,
         )
-        .unwrap()
     };
     let chunk = |s: &str, object: bool| {
         let mut v = serde_json::json!({"choices": [{"index": 0, "delta": {"content": s}}]});
@@ -415,15 +417,22 @@ fn answers_are_read_as_their_clients_read_them() {
     let r = against("Content-Type: text/event-stream\r\n", split.as_bytes());
     assert_eq!(r.status, 200);
     assert!(!r.body_text().contains("alice"), "{}", r.body_text());
-    // The same events as text/plain after a line a client's event parser ignores.
+    // The same events as text/plain, after a line a client's event parser ignores, to a
+    // request that asked for a stream (the client reads events whatever the type says).
     let text = format!(
         "x\n{}{}data: [DONE]\n\n",
         chunk("mail alice@exa", true),
         chunk("mple.com", true)
     );
-    let r = against("Content-Type: text/plain\r\n", text.as_bytes());
-    assert_eq!(r.status, 200);
-    assert!(!r.body_text().contains("alice"), "{}", r.body_text());
+    for head in ["Content-Type: text/plain\r\n", ""] {
+        let r = streamed(head, text.as_bytes());
+        assert_eq!(r.status, 200);
+        assert!(!r.body_text().contains("alice"), "{}", r.body_text());
+    }
+    // A text answer to a request that did not ask for a stream is text, kept whole.
+    let doc = "Config:\napiVersion: v1\ndata:\n  k: v\n";
+    let r = against("Content-Type: text/plain\r\n", doc.as_bytes());
+    assert_eq!((r.status, r.body_text().as_str()), (200, doc));
     // JSON as text/plain (openai-python parses it as JSON) with the email's `@` escaped.
     let json = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"mail alice\u0040example.com"}}]}"#;
     let r = against("Content-Type: text/plain\r\n", json.as_bytes());

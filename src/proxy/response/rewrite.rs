@@ -40,19 +40,21 @@ pub(in crate::proxy) fn plan(
     let kind = if ctx.route == crate::inbound::Route::Embeddings {
         ResponseKind::Pass
     } else {
-        // Every line of a header, joined as clients join them (`identity` then `deflate` is
-        // `identity, deflate` to httpx, which decodes it): never only the first.
-        let all = |name| {
-            let lines: Vec<&[u8]> = (resp.headers.get_all(name).iter())
-                .map(|v| v.as_bytes())
-                .collect();
-            (!lines.is_empty()).then(|| lines.join(&b", "[..]))
-        };
         let (content_type, encoding) = (
-            all(http::header::CONTENT_TYPE),
-            all(http::header::CONTENT_ENCODING),
+            super::super::header_lines(&resp.headers, http::header::CONTENT_TYPE),
+            super::super::header_lines(&resp.headers, http::header::CONTENT_ENCODING),
         );
         crate::redact::response_kind(has_body, content_type.as_deref(), encoding.as_deref())
+    };
+    // A successful answer to a request that asked for a stream is read by its client as
+    // events whatever its type says (openai-python's stream reader does): redacted as events.
+    let kind = match kind {
+        ResponseKind::Text { encoding: None }
+            if ctx.asks_stream && (200..300).contains(&status) =>
+        {
+            ResponseKind::Sse
+        }
+        k => k,
     };
     let r = &ctx.live.cfg.redaction;
     ctx.rewrite = match kind {
