@@ -328,6 +328,9 @@ pub struct Peeked {
     pub max_output: Option<u64>,
     /// It asks for a stream (`"stream": true`): a client reads the answer as events.
     pub stream: bool,
+    /// The answers it asks for (`n`, read as `max_output` reads it; at most [`MAX_CHOICES`]);
+    /// 1 when none is given.
+    pub choices: u64,
 }
 
 /// The most output tokens believed of a request (its reservation's bound).
@@ -383,6 +386,7 @@ impl Peeked {
                 .map(|m| crate::audit::cap(m, MAX_MODEL_CHARS).to_string()),
             max_output: cap.map(|c| c.saturating_mul(choices).min(MAX_OUTPUT_TOKENS)),
             stream: stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true),
+            choices,
         }
     }
 }

@@ -263,6 +263,9 @@ pub struct Ctx {
     /// The request asked for a stream (`"stream": true`): its client reads a successful
     /// answer as events, whatever its content type says.
     asks_stream: bool,
+    /// It asked for more than one answer (`n` > 1): stream chunks' choices are told apart by
+    /// their `index` (see `redact::sse::Redactor::one_choice`).
+    asks_choices: bool,
     /// Token limits taken before the request (the estimate), corrected from the usage after.
     tokens_taken: Vec<crate::limits::Taken>,
     /// The input part of that estimate (a quarter of the body's bytes).
@@ -344,6 +347,7 @@ impl ProxyHttp for Sluice {
             usage: None,
             asked_usage: false,
             asks_stream: false,
+            asks_choices: false,
             tokens_taken: Vec::new(),
             input_tokens: 0,
             quotas: Quotas::default(),

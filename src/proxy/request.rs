@@ -171,6 +171,7 @@ pub(super) async fn llm_body(
     };
     ctx.model = peeked.model;
     ctx.asks_stream = peeked.stream;
+    ctx.asks_choices = peeked.choices > 1;
     ctx.timeout = cfg.limits.timeout_for(ctx.model.as_deref());
     limit_tokens(state, ctx, body.len(), peeked.max_output).await?;
     // Usage is always known: a stream that does not ask for it is made to, and the

@@ -82,6 +82,9 @@ pub struct Redactor {
     /// unique and increasing as the client sees them.
     last_seq: Option<u64>,
     shift: u64,
+    /// Chunks' choices are grouped by their place in `choices`, not by their `index`: see
+    /// [`Redactor::one_choice`].
+    by_position: bool,
 }
 
 /// The SSE error event that ends a stream sluice cannot scan.
@@ -107,7 +110,18 @@ impl Redactor {
             failed: false,
             last_seq: None,
             shift: 0,
+            by_position: false,
         }
+    }
+
+    /// The request asked for one answer (no `n`, or 1): its client reads `choices[0]` of each
+    /// chunk whatever that choice's `index` says, so a chunk's pieces are grouped by their place
+    /// in `choices`. An answer that spreads a value over chunks of different `index` is then
+    /// masked as that client reads it. (With `n` > 1 a client tells the answers apart by
+    /// `index`, and so does the grouping.)
+    pub fn one_choice(mut self) -> Redactor {
+        self.by_position = true;
+        self
     }
 
     /// Everything replaced so far.
@@ -320,6 +334,14 @@ impl Redactor {
     /// its field's stream; `logprobs` are dropped; every other string is redacted at once.
     /// `None`: it cannot be scanned.
     fn chunk(&mut self, mut v: Value) -> Option<Value> {
+        let by_position = self.by_position;
+        let choice_index = |choice: &Value, pos: usize| {
+            if by_position {
+                pos as u64
+            } else {
+                choice_index(choice, pos)
+            }
+        };
         // 1. The streamed pieces out of the chunk, an empty string in their place.
         let mut pieces: Vec<(usize, String, Field, String)> = Vec::new();
         if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
@@ -581,6 +603,42 @@ mod tests {
             .map(|d| serde_json::from_str(d).unwrap())
             .collect();
         (events, out, r.counts())
+    }
+
+    #[test]
+    fn one_answer_is_masked_as_its_client_reads_choices_0_whatever_its_index() {
+        let chunk = |index: u64, s: &str| {
+            let v = json!({"object": "chat.completion.chunk",
+                "choices": [{"index": index, "delta": {"content": s}}]});
+            format!("data: {v}\n\n")
+        };
+        let input = format!(
+            "{}{}data: [DONE]\n\n",
+            chunk(0, "mail alice@exa"),
+            chunk(1, "mple.com")
+        );
+        let read = |r: &mut Redactor| {
+            let mut out = r.push(input.as_bytes());
+            out.extend(r.finish());
+            let text = String::from_utf8(out).unwrap();
+            // What `print(chunk.choices[0].delta.content)` prints.
+            text.split("\n\n")
+                .filter_map(|e| e.strip_prefix("data: "))
+                .filter(|d| *d != "[DONE]")
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .filter_map(|v| {
+                    v["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .collect::<String>()
+        };
+        let e = Engine::new();
+        let one = read(&mut Redactor::new(&e, Scan::ALL, 256, 1 << 20).one_choice());
+        assert_eq!(one, "mail [REDACTED_EMAIL]");
+        // Asked for several answers: each index is an answer of its own, each half alone.
+        let several = read(&mut Redactor::new(&e, Scan::ALL, 256, 1 << 20));
+        assert!(several.contains("alice@exa"), "{several}");
     }
 
     #[test]

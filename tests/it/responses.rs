@@ -369,9 +369,9 @@ fn logprobs_are_dropped_and_transcripts_masked() {
 #[test]
 fn answers_are_read_as_their_clients_read_them() {
     use std::io::Write;
-    let against_for = |request: &[u8], head: &str, body: &[u8]| -> RawResponse {
+    let against_on = |path: &str, request: &[u8], status: &str, head: &str, body: &[u8]| {
         let mut answer = format!(
-            "HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {status}\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         )
         .into_bytes();
@@ -389,7 +389,10 @@ fn answers_are_read_as_their_clients_read_them() {
             b"",
         );
         let p = s.spawn();
-        raw(p.port, &p.post("/v1/chat/completions", request, "")).unwrap()
+        raw(p.port, &p.post(path, request, "")).unwrap()
+    };
+    let against_for = |request: &[u8], head: &str, body: &[u8]| {
+        against_on("/v1/chat/completions", request, "200 OK", head, body)
     };
     let against = |head: &str, body: &[u8]| {
         against_for(br#"{"model":"gpt-4o-mini","messages":[]}"#, head, body)
@@ -449,4 +452,25 @@ fn answers_are_read_as_their_clients_read_them() {
         &deflated,
     );
     assert_eq!((r.status, r.code().as_str()), (502, "unscannable_response"));
+    // An embeddings error is an answer like any other; its vectors pass as they are.
+    let request = br#"{"model":"text-embedding-3-small","input":"x"}"#;
+    let error = r#"{"error":{"message":"account alice@example.com is over its quota"}}"#;
+    let r = against_on(
+        "/v1/embeddings",
+        request,
+        "429 Too Many Requests",
+        "Content-Type: application/json\r\n",
+        error.as_bytes(),
+    );
+    assert_eq!(r.status, 429);
+    assert!(!r.body_text().contains("alice"), "{}", r.body_text());
+    let vectors = r#"{"data":[{"embedding":[0.1,-4111111111111111]}]}"#;
+    let r = against_on(
+        "/v1/embeddings",
+        request,
+        "200 OK",
+        "Content-Type: application/json\r\n",
+        vectors.as_bytes(),
+    );
+    assert_eq!((r.status, r.body_text().as_str()), (200, vectors));
 }

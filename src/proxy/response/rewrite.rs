@@ -36,8 +36,9 @@ pub(in crate::proxy) fn plan(
         && !(100..200).contains(&status)
         && status != 204
         && status != 304;
-    // Embeddings answer with vectors: nothing of the input is echoed.
-    let kind = if ctx.route == crate::inbound::Route::Embeddings {
+    // Successful embeddings answer with vectors: nothing of the input is echoed. Their errors
+    // are scanned as every other answer (one can quote the input, an account or a key).
+    let kind = if ctx.route == crate::inbound::Route::Embeddings && (200..300).contains(&status) {
         ResponseKind::Pass
     } else {
         let (content_type, encoding) = (
@@ -63,12 +64,20 @@ pub(in crate::proxy) fn plan(
             ctx.reason = Some(Reason::ResponseScan);
             return Err(unscannable());
         }
-        ResponseKind::Sse => Some(Rewrite::Sse(Box::new(sse::Redactor::new(
-            &state.redactor,
-            scan,
-            r.stream_holdback_bytes,
-            r.max_event_bytes,
-        )))),
+        ResponseKind::Sse => {
+            let redactor = sse::Redactor::new(
+                &state.redactor,
+                scan,
+                r.stream_holdback_bytes,
+                r.max_event_bytes,
+            );
+            let redactor = if ctx.asks_choices {
+                redactor
+            } else {
+                redactor.one_choice()
+            };
+            Some(Rewrite::Sse(Box::new(redactor)))
+        }
         ResponseKind::Json { ref encoding } | ResponseKind::Text { ref encoding } => {
             if encoding.is_some() {
                 // Decoded before redaction, sent decoded.
