@@ -424,7 +424,12 @@ fn results_that_cannot_be_scanned_are_errors_and_202_bodies_are_dropped() {
         )
         .into_bytes(),
     );
-    let (_up, p) = gateway(&[("deep", &deep), ("acc", &accepted)]);
+    // An encoding on a second line (a client joining them reads `identity, gzip`).
+    let encoded = json_server(
+        r#"{"jsonrpc":"2.0","id":6,"result":{"leak":"bob@example.com"}}"#,
+        "Content-Encoding: identity\r\nContent-Encoding: gzip\r\n",
+    );
+    let (_up, p) = gateway(&[("deep", &deep), ("acc", &accepted), ("enc", &encoded)]);
     let k = key(&p, "*:*", "", "");
     let r = rpc(
         &p,
@@ -444,6 +449,14 @@ fn results_that_cannot_be_scanned_are_errors_and_202_bodies_are_dropped() {
     );
     assert_eq!(r.status, 202);
     assert!(r.body.is_empty(), "{}", r.body_text());
+    let r = rpc(
+        &p,
+        "enc",
+        &k,
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"x"}}"#,
+    );
+    assert_eq!(r.status, 502, "{}", r.body_text());
+    assert!(!r.body_text().contains("bob@"), "{}", r.body_text());
 }
 
 #[test]

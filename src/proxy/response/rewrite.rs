@@ -124,10 +124,9 @@ pub(in crate::proxy) fn plan_mcp(
         resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
         return Ok(());
     }
-    let encoded = resp
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"));
+    // Every line read (`identity` then `gzip` is gzip to a client that joins them).
+    let encoded = super::super::header_lines(&resp.headers, http::header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
     if encoded {
         ctx.reason = Some(Reason::ResponseScan);
         return Err(unscannable());

@@ -27,13 +27,9 @@ pub(super) fn settle_tokens(state: &State, ctx: &Ctx) {
 
 /// Whether an answer is a server-sent event stream.
 pub(super) fn is_event_stream(resp: &ResponseHeader) -> bool {
-    resp.headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|c| {
-            c.as_bytes()
-                .to_ascii_lowercase()
-                .starts_with(b"text/event-stream")
-        })
+    // Every line read, as the answer's redaction reads them (`crate::proxy::header_lines`).
+    crate::proxy::header_lines(&resp.headers, http::header::CONTENT_TYPE)
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with(b"text/event-stream"))
 }
 
 /// Start reading the usage of a successful LLM answer. A stream whose usage sluice asked
