@@ -85,6 +85,10 @@ pub struct Redactor {
     /// Chunks' choices are grouped by their place in `choices`, not by their `index`: see
     /// [`Redactor::one_choice`].
     by_position: bool,
+    /// The choices that finished (a `finish_reason` came): what they held was released then,
+    /// so text for one of them afterwards (which a client would print right after it) fails the
+    /// stream rather than be scanned apart from what it continues.
+    finished: Vec<u64>,
 }
 
 /// The SSE error event that ends a stream sluice cannot scan.
@@ -111,6 +115,7 @@ impl Redactor {
             last_seq: None,
             shift: 0,
             by_position: false,
+            finished: Vec::new(),
         }
     }
 
@@ -401,6 +406,10 @@ impl Redactor {
         }
         // 3. The pieces through their streams, back in place.
         for (pos, ptr, field, text) in pieces {
+            if !text.is_empty() && field_choice(&field).is_some_and(|c| self.finished.contains(&c))
+            {
+                return None;
+            }
             let released = self.stream(field, &text, None)?;
             let slot = (v.get_mut("choices"))
                 .and_then(|c| c.get_mut(pos))
@@ -414,6 +423,9 @@ impl Redactor {
             for (pos, choice) in choices.iter_mut().enumerate() {
                 let index = choice_index(choice, pos);
                 if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                    if !self.finished.contains(&index) && self.finished.len() < MAX_OPEN {
+                        self.finished.push(index);
+                    }
                     let held = self.close(|f| field_choice(f) == Some(index));
                     for (field, rest, _) in held {
                         if !rest.is_empty() && !append(choice, &field, &rest) {
@@ -639,6 +651,37 @@ mod tests {
         // Asked for several answers: each index is an answer of its own, each half alone.
         let several = read(&mut Redactor::new(&e, Scan::ALL, 256, 1 << 20));
         assert!(several.contains("alice@exa"), "{several}");
+    }
+
+    #[test]
+    fn text_for_a_choice_after_it_finished_fails_the_stream() {
+        let chunk = |s: &str, finish: Option<&str>| {
+            let v = json!({"object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {"content": s}, "finish_reason": finish}]});
+            format!("data: {v}\n\n")
+        };
+        // What was held is released at the finish; a continuation after it would be printed
+        // right after it, unscanned with it.
+        let input = format!(
+            "{}{}data: [DONE]\n\n",
+            chunk("mail alice@exa", Some("stop")),
+            chunk("mple.com", None)
+        );
+        for size in [1, 4096] {
+            let (_, raw, _) = run(&input, size);
+            let text = String::from_utf8(raw).unwrap();
+            assert!(!text.contains("mple.com"), "{text}");
+            assert!(text.contains("unscannable_response"), "{text}");
+        }
+        // An empty delta after the finish (a content filter's chunk) is fine.
+        let input = format!(
+            "{}{}data: [DONE]\n\n",
+            chunk("hello", Some("stop")),
+            chunk("", None)
+        );
+        let (events, raw, _) = run(&input, 4096);
+        assert!(!String::from_utf8(raw).unwrap().contains("unscannable"));
+        assert_eq!(content(&events), "hello");
     }
 
     #[test]
