@@ -423,7 +423,11 @@ impl Redactor {
             for (pos, choice) in choices.iter_mut().enumerate() {
                 let index = choice_index(choice, pos);
                 if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
-                    if !self.finished.contains(&index) && self.finished.len() < MAX_OPEN {
+                    // A reason that names one: some servers send `""` in every chunk.
+                    let named = choice["finish_reason"]
+                        .as_str()
+                        .is_some_and(|r| !r.is_empty());
+                    if named && !self.finished.contains(&index) && self.finished.len() < MAX_OPEN {
                         self.finished.push(index);
                     }
                     let held = self.close(|f| field_choice(f) == Some(index));
@@ -682,6 +686,16 @@ mod tests {
         let (events, raw, _) = run(&input, 4096);
         assert!(!String::from_utf8(raw).unwrap().contains("unscannable"));
         assert_eq!(content(&events), "hello");
+        // A server that sends an empty reason in every chunk has not finished.
+        let input = format!(
+            "{}{}{}data: [DONE]\n\n",
+            chunk("hello ", Some("")),
+            chunk("world", Some("")),
+            chunk("", Some("stop"))
+        );
+        let (events, raw, _) = run(&input, 4096);
+        assert!(!String::from_utf8(raw).unwrap().contains("unscannable"));
+        assert_eq!(content(&events), "hello world");
     }
 
     #[test]
