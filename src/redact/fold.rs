@@ -358,20 +358,15 @@ fn percent(b: &[u8], i: usize) -> Option<(char, usize)> {
 /// a surrogate pair `\uD83D\uDE00`, `\/`): the character and the escape's length. A lone
 /// surrogate is no character: not an escape.
 fn json_escape(b: &[u8], i: usize) -> Option<(char, usize)> {
-    let hex4 = |at: usize| -> Option<u32> {
-        let h = b.get(at..at + 4)?;
-        h.iter()
-            .try_fold(0u32, |n, &c| Some(n << 4 | u32::from(hex(c)?)))
-    };
     match b.get(i + 1)? {
         b'/' => Some(('/', 2)),
         b'u' => {
-            let u = hex4(i + 2)?;
-            if (0xD800..0xDC00).contains(&u) {
+            let u = hex4(b, i + 2)?;
+            if HIGH_SURROGATES.contains(&u) {
                 if b.get(i + 6..i + 8)? != b"\\u" {
                     return None;
                 }
-                let low = hex4(i + 8)?;
+                let low = hex4(b, i + 8)?;
                 if !(0xDC00..0xE000).contains(&low) {
                     return None;
                 }
@@ -382,6 +377,24 @@ fn json_escape(b: &[u8], i: usize) -> Option<(char, usize)> {
         }
         _ => None,
     }
+}
+
+/// The code units a UTF-16 pair starts with.
+const HIGH_SURROGATES: std::ops::Range<u32> = 0xD800..0xDC00;
+
+/// The four hex digits at `b[at..]`, as a number.
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)?
+        .iter()
+        .try_fold(0u32, |n, &c| Some(n << 4 | u32::from(hex(c)?)))
+}
+
+/// Whether `e` is exactly a JSON escape of a high surrogate (`\uD83D`): the first half of a
+/// character whose second half may follow.
+pub(super) fn is_high_surrogate_escape(e: &[u8]) -> bool {
+    e.len() == 6
+        && e.starts_with(b"\\u")
+        && hex4(e, 2).is_some_and(|u| HIGH_SURROGATES.contains(&u))
 }
 
 /// The HTML character reference at `b[i]` (`&#64;`, `&#x40;`, `&commat;`; the `;` of a

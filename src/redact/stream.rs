@@ -431,21 +431,10 @@ fn open_escape(b: &[u8]) -> Option<usize> {
             let open = match rest.len() {
                 0 => true,
                 1..=4 => rest[0] == b'u' && hex,
-                5 => {
-                    rest[0] == b'u'
-                        && hex
-                        && matches!(rest[1], b'd' | b'D')
-                        && matches!(rest[2], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
-                }
-                _ => false,
+                _ => fold::is_high_surrogate_escape(&b[j..]),
             };
             // A high surrogate's escape right before: the pair is one character.
-            let pair = j >= 6
-                && b[j - 6] == b'\\'
-                && b[j - 5] == b'u'
-                && matches!(b[j - 4], b'd' | b'D')
-                && matches!(b[j - 3], b'8' | b'9' | b'a' | b'b' | b'A' | b'B')
-                && b[j - 2..j].iter().all(u8::is_ascii_hexdigit);
+            let pair = j >= 6 && fold::is_high_surrogate_escape(&b[j - 6..j]);
             open.then_some(if pair { j - 6 } else { j })
         })
     };
