@@ -340,18 +340,11 @@ impl Redactor {
     /// `None`: it cannot be scanned.
     fn chunk(&mut self, mut v: Value) -> Option<Value> {
         let by_position = self.by_position;
-        let choice_index = |choice: &Value, pos: usize| {
-            if by_position {
-                pos as u64
-            } else {
-                choice_index(choice, pos)
-            }
-        };
         // 1. The streamed pieces out of the chunk, an empty string in their place.
         let mut pieces: Vec<(usize, String, Field, String)> = Vec::new();
         if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
             for (pos, choice) in choices.iter_mut().enumerate() {
-                let index = choice_index(choice, pos);
+                let index = choice_index(choice, pos, by_position);
                 let calls = choice
                     .pointer("/delta/tool_calls")
                     .and_then(Value::as_array)
@@ -421,13 +414,18 @@ impl Redactor {
         // 4. A finished choice releases what its fields hold back.
         if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
             for (pos, choice) in choices.iter_mut().enumerate() {
-                let index = choice_index(choice, pos);
+                let index = choice_index(choice, pos, by_position);
                 if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
                     // A reason that names one: some servers send `""` in every chunk.
                     let named = choice["finish_reason"]
                         .as_str()
                         .is_some_and(|r| !r.is_empty());
-                    if named && !self.finished.contains(&index) && self.finished.len() < MAX_OPEN {
+                    if named && !self.finished.contains(&index) {
+                        // Bounded as the open fields are: more finished choices than that
+                        // cannot be told apart, so the stream is failed.
+                        if self.finished.len() >= MAX_OPEN {
+                            return None;
+                        }
                         self.finished.push(index);
                     }
                     let held = self.close(|f| field_choice(f) == Some(index));
@@ -507,12 +505,13 @@ impl Redactor {
     }
 }
 
-/// A choice's `index`, or its place in the list when it has none.
-fn choice_index(choice: &Value, pos: usize) -> u64 {
-    choice
-        .get("index")
-        .and_then(Value::as_u64)
-        .unwrap_or(pos as u64)
+/// Which choice a chunk's `choices[pos]` is: its place, or (`by_position` false, see
+/// [`Redactor::one_choice`]) its `index`, its place when it has none.
+fn choice_index(choice: &Value, pos: usize, by_position: bool) -> u64 {
+    match choice.get("index").and_then(Value::as_u64) {
+        Some(i) if !by_position => i,
+        _ => pos as u64,
+    }
 }
 
 fn field_choice(f: &Field) -> Option<u64> {
@@ -686,6 +685,18 @@ mod tests {
         let (events, raw, _) = run(&input, 4096);
         assert!(!String::from_utf8(raw).unwrap().contains("unscannable"));
         assert_eq!(content(&events), "hello");
+        // More finished choices than can be remembered: failed, not let through unchecked.
+        let many: String = (0..=MAX_OPEN as u64)
+            .map(|i| {
+                let v = json!({"object": "chat.completion.chunk",
+                    "choices": [{"index": i, "delta": {"content": "x"}, "finish_reason": "stop"}]});
+                format!("data: {v}\n\n")
+            })
+            .collect();
+        let (_, raw, _) = run(&many, 4096);
+        assert!(String::from_utf8(raw)
+            .unwrap()
+            .contains("unscannable_response"));
         // A server that sends an empty reason in every chunk has not finished.
         let input = format!(
             "{}{}{}data: [DONE]\n\n",
