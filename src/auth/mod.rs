@@ -121,7 +121,9 @@ fn misplaced_in_query(q: &str) -> bool {
         let mut texts = vec![s.to_ascii_lowercase()];
         for _ in 0..3 {
             let last = texts.last().map(String::as_str).unwrap_or_default();
-            let next = percent_decode(last);
+            let next = percent_encoding::percent_decode_str(last)
+                .decode_utf8_lossy()
+                .to_ascii_lowercase();
             if next == last {
                 break;
             }
@@ -140,31 +142,6 @@ fn misplaced_in_query(q: &str) -> bool {
                 n == "key" || n.ends_with("api-key") || n.ends_with("api_key")
             })
         })
-}
-
-/// `%XX` escapes decoded (others kept as written), lower-cased.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).and_then(|&c| hex(c)),
-            b.get(i + 2).and_then(|&c| hex(c)),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).to_ascii_lowercase()
 }
 
 /// Extract the bearer key from the request's `Authorization` values (all of them), refusing

@@ -412,10 +412,9 @@ async fn redact(
     // Redaction off: the body goes as it came, unless it is compressed. What is decided on it
     // (one reading of its members, its model's timeout, the tokens it may use) needs it read
     // as the upstream will: decoded as with redaction on (and forwarded decoded), or refused.
-    let encoded = encoding.as_ref().is_some_and(|e| {
-        let e = String::from_utf8_lossy(e);
-        !e.trim().is_empty() && !e.trim().eq_ignore_ascii_case("identity")
-    });
+    let encoded = encoding
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && !e.eq_ignore_ascii_case(b"identity"));
     if !scan.any() && !encoded {
         return Ok(body);
     }

@@ -42,8 +42,8 @@ pub(in crate::proxy) fn plan(
         ResponseKind::Pass
     } else {
         let (content_type, encoding) = (
-            super::super::header_lines(&resp.headers, http::header::CONTENT_TYPE),
-            super::super::header_lines(&resp.headers, http::header::CONTENT_ENCODING),
+            crate::proxy::header_lines(&resp.headers, http::header::CONTENT_TYPE),
+            crate::proxy::header_lines(&resp.headers, http::header::CONTENT_ENCODING),
         );
         crate::redact::response_kind(has_body, content_type.as_deref(), encoding.as_deref())
     };
@@ -125,7 +125,7 @@ pub(in crate::proxy) fn plan_mcp(
         return Ok(());
     }
     // Every line read (`identity` then `gzip` is gzip to a client that joins them).
-    let encoded = super::super::header_lines(&resp.headers, http::header::CONTENT_ENCODING)
+    let encoded = crate::proxy::header_lines(&resp.headers, http::header::CONTENT_ENCODING)
         .is_some_and(|e| !e.eq_ignore_ascii_case(b"identity"));
     if encoded {
         ctx.reason = Some(Reason::ResponseScan);
