@@ -88,6 +88,21 @@ fn unauthenticated_requests_get_one_401_and_never_reach_the_upstream() {
             String::new(),
             format!("?api_key={}", p.key),
         ),
+        (
+            "key in query, percent-encoded",
+            good.clone(),
+            format!("?x=%73{}", &p.key[1..]),
+        ),
+        (
+            "key in query, encoded twice, after ;",
+            good.clone(),
+            format!("?a=1;x=%2573{}", &p.key[1..]),
+        ),
+        (
+            "api_key written api%5Fkey",
+            good.clone(),
+            "?api%5Fkey=x".to_string(),
+        ),
     ];
     // The expiring key has expired (a wait on the clock: the key is valid until then).
     let expires =
@@ -144,7 +159,9 @@ fn unauthenticated_requests_get_one_401_and_never_reach_the_upstream() {
         "sluice_auth_failures_total{reason=\"revoked\"} 1",
         "sluice_auth_failures_total{reason=\"expired\"} 1",
         "sluice_auth_failures_total{reason=\"ambiguous\"} 1",
-        "sluice_errors_total{code=\"invalid_api_key\"} 14",
+        // Every case above: the three key-in-query spellings are misplaced keys too.
+        "sluice_auth_failures_total{reason=\"misplaced\"} 7",
+        "sluice_errors_total{code=\"invalid_api_key\"} 17",
     ]);
 }
 
